@@ -1,0 +1,12 @@
+//! Kastell's shared crate: the event model every stage reads, the messages the stages
+//! exchange, the bus that carries them and the store that keeps cases.
+
+pub mod alert;
+pub mod bus;
+pub mod event;
+pub mod store;
+
+pub use alert::{Alert, CaseEvent, Detection, IntelMatch, Level, RuleRef, RuleSource};
+pub use bus::{Bus, BusError, Delivery, InProcessBus, Message, Subscription, Topic};
+pub use event::{Event, Observable, ObservableKind};
+pub use store::{CaseStore, SqliteStore, StoreError};
