@@ -1,0 +1,237 @@
+//! SecOpsPlatform: one SOC instance in a namespace.
+
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::common::{CommonStatus, SecretKeyRef};
+
+/// One Kastell SOC instance: where it stores cases, how its stages talk, where its data
+/// may live and where its configuration comes from.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[kube(
+    group = "kastell.eu",
+    version = "v1alpha1",
+    kind = "SecOpsPlatform",
+    namespaced,
+    status = "SecOpsPlatformStatus",
+    shortname = "soc",
+    category = "kastell",
+    doc = "A Kastell security-operations platform instance",
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Residency",
+        type_ = "string",
+        json_path = ".status.residencyCompliant"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct SecOpsPlatformSpec {
+    /// Where cases, alerts and the audit log are stored.
+    #[serde(default)]
+    pub storage: Storage,
+    /// How the stages exchange events.
+    #[serde(default)]
+    pub bus: BusSpec,
+    /// Where the platform's workloads and data may live.
+    pub residency: Residency,
+    /// TLS for listeners and for traffic between stages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsSpec>,
+    /// A git repository the operator syncs the platform's resources from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git: Option<GitSource>,
+    /// How long data is kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<Retention>,
+    /// How alerts are grouped into cases.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cases: Option<CaseGrouping>,
+}
+
+/// Case-store backend.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Storage {
+    /// `sqlite` (embedded, one replica of the cases stage) or `postgresql`.
+    #[serde(default, rename = "type")]
+    pub kind: StorageKind,
+    /// Connection settings when `type` is `postgresql`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postgresql: Option<PostgresSpec>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageKind {
+    #[default]
+    Sqlite,
+    Postgresql,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PostgresSpec {
+    /// Host name of the PostgreSQL server.
+    pub host: String,
+    /// Port of the PostgreSQL server.
+    #[serde(default = "default_postgres_port")]
+    pub port: u16,
+    /// Database name.
+    pub database: String,
+    /// Secret key holding the connection password; the user is in `user`.
+    pub password_secret: SecretKeyRef,
+    /// Database user.
+    pub user: String,
+}
+
+fn default_postgres_port() -> u16 {
+    5432
+}
+
+/// Event-bus backend.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BusSpec {
+    /// `in-process` (all stages in one process) or `nats` (JetStream).
+    #[serde(default, rename = "type")]
+    pub kind: BusKind,
+    /// NATS server URL when `type` is `nats`, e.g. `tls://nats.soc.svc:4222`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Secret key holding NATS credentials (a .creds file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_secret: Option<SecretKeyRef>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum BusKind {
+    #[default]
+    InProcess,
+    Nats,
+}
+
+/// Data-residency policy.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Residency {
+    /// A jurisdiction whose built-in region catalogue applies (EU or EEA).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jurisdiction: Option<Jurisdiction>,
+    /// Explicit `topology.kubernetes.io/region` values allowed, in addition to the
+    /// jurisdiction's catalogue.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub regions: Vec<String>,
+    /// Host names outbound connections may go to (feeds, webhooks, git remotes).
+    /// A leading `*.` allows every subdomain.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_hosts: Vec<String>,
+    /// CIDR networks outbound connections may go to.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_networks: Vec<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum Jurisdiction {
+    #[serde(rename = "EU")]
+    Eu,
+    #[serde(rename = "EEA")]
+    Eea,
+}
+
+/// TLS settings.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TlsSpec {
+    /// Secret of type kubernetes.io/tls with the serving certificate and key.
+    pub secret_name: String,
+    /// Require client certificates between stages.
+    #[serde(default)]
+    pub mutual: bool,
+}
+
+/// A git repository holding the platform's resources.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GitSource {
+    /// Repository URL (https:// or ssh://).
+    pub url: String,
+    /// Branch to follow; ignored when `tag` or `commit` is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branch: Option<String>,
+    /// Tag to follow.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
+    /// Exact commit to apply.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
+    /// Directory inside the repository holding the resources.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// How often to poll, e.g. `1m`.
+    #[serde(default = "default_interval")]
+    #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h|d))+$"))]
+    pub interval: String,
+    /// Secret with HTTPS (`username`, `password`) or SSH (`identity`, `known_hosts`)
+    /// credentials.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_secret: Option<String>,
+    /// Public keys (SSH `allowed_signers` lines or armored GPG keys) one of which must
+    /// have signed the commit; empty means signatures are not checked.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_signers: Vec<String>,
+}
+
+fn default_interval() -> String {
+    "1m".into()
+}
+
+/// Retention periods.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Retention {
+    /// How long alerts are kept, e.g. `90d`.
+    #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h|d))+$"))]
+    pub alerts: String,
+    /// How long closed cases are kept.
+    #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h|d))+$"))]
+    pub cases: String,
+    /// How long personal data (user names, addresses) is kept before pseudonymisation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h|d))+$"))]
+    pub personal_data: Option<String>,
+}
+
+/// How alerts become cases.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CaseGrouping {
+    /// Alerts of the same rule on the same host within this window of event time join
+    /// one case.
+    #[serde(default = "default_grouping_window")]
+    #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h|d))+$"))]
+    pub grouping_window: String,
+}
+
+fn default_grouping_window() -> String {
+    "1h".into()
+}
+
+/// Observed state of a SecOpsPlatform.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecOpsPlatformStatus {
+    #[serde(flatten)]
+    pub common: CommonStatus,
+    /// Whether every workload and outbound endpoint satisfies the residency policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub residency_compliant: Option<bool>,
+    /// The git revision last applied by the operator's sync.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied_revision: Option<String>,
+}

@@ -1,0 +1,115 @@
+//! Sensor: one telemetry source feeding the ingest stage.
+
+use std::collections::BTreeMap;
+
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::common::CommonStatus;
+
+/// A telemetry source: what it writes and how Kastell receives it.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "kastell.eu",
+    version = "v1alpha1",
+    kind = "Sensor",
+    namespaced,
+    status = "SensorStatus",
+    category = "kastell",
+    doc = "A telemetry source feeding Kastell's ingest stage",
+    printcolumn(name = "Format", type_ = "string", json_path = ".spec.format"),
+    printcolumn(
+        name = "Transport",
+        type_ = "string",
+        json_path = ".spec.transport.type"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct SensorSpec {
+    /// The record format the sensor writes.
+    pub format: SensorFormat,
+    /// How records reach Kastell.
+    pub transport: Transport,
+    /// For `json-lines`: the field holding the event time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timestamp_field: Option<String>,
+    /// Extra field renames applied after normalisation: source path to ECS path.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub field_mapping: BTreeMap<String, String>,
+}
+
+/// Supported record formats.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum SensorFormat {
+    /// Suricata EVE JSON, one object per line.
+    SuricataEve,
+    /// Zeek logs, TSV or JSON.
+    Zeek,
+    /// Wazuh's alerts.json.
+    WazuhAlerts,
+    /// OSSEC alerts (JSON or classic alerts.log).
+    Ossec,
+    /// Syslog RFC 5424 or RFC 3164.
+    Syslog,
+    /// Generic JSON lines with a configured timestamp field.
+    JsonLines,
+    /// Greenbone / OpenVAS scan reports.
+    Greenbone,
+}
+
+impl SensorFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SensorFormat::SuricataEve => "suricata-eve",
+            SensorFormat::Zeek => "zeek",
+            SensorFormat::WazuhAlerts => "wazuh-alerts",
+            SensorFormat::Ossec => "ossec",
+            SensorFormat::Syslog => "syslog",
+            SensorFormat::JsonLines => "json-lines",
+            SensorFormat::Greenbone => "greenbone",
+        }
+    }
+}
+
+/// How records are received.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Transport {
+    /// `file`, `http`, `syslog-tcp`, `syslog-udp` or `syslog-tls`.
+    #[serde(rename = "type")]
+    pub kind: TransportKind,
+    /// For `file`: the file to read, relative to the resource's directory when not
+    /// absolute.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// For listeners: the port to listen on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: Option<u16>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum TransportKind {
+    File,
+    Http,
+    SyslogTcp,
+    SyslogUdp,
+    SyslogTls,
+}
+
+/// Observed state of a Sensor.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SensorStatus {
+    #[serde(flatten)]
+    pub common: CommonStatus,
+    /// Events accepted since the ingest stage started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub events_accepted: Option<i64>,
+    /// Records rejected since the ingest stage started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub events_rejected: Option<i64>,
+}
