@@ -141,11 +141,8 @@ pub trait Bus: Send + Sync {
     async fn publish(&self, topic: Topic, message: Message) -> Result<(), BusError>;
 
     /// Joins a consumer group of the topic.
-    async fn subscribe(
-        &self,
-        topic: Topic,
-        group: &str,
-    ) -> Result<Box<dyn Subscription>, BusError>;
+    async fn subscribe(&self, topic: Topic, group: &str)
+        -> Result<Box<dyn Subscription>, BusError>;
 
     /// Declares that no more messages will be published to the topic, so consumers end
     /// once they have drained it. Durable buses keep their streams and ignore this.
@@ -289,7 +286,10 @@ mod tests {
             })
         };
         tokio::time::sleep(Duration::from_millis(50)).await;
-        assert!(!producer.is_finished(), "producer must wait for the consumer");
+        assert!(
+            !producer.is_finished(),
+            "producer must wait for the consumer"
+        );
         let mut seen = Vec::new();
         while let Some(d) = sub.next().await {
             seen.push(d.message.decode::<i32>().unwrap());

@@ -148,7 +148,9 @@ impl Event {
     /// `@timestamp`, the time the event happened.
     pub fn timestamp(&self) -> Option<DateTime<Utc>> {
         let raw = self.get_str("@timestamp")?;
-        DateTime::parse_from_rfc3339(raw).ok().map(|t| t.with_timezone(&Utc))
+        DateTime::parse_from_rfc3339(raw)
+            .ok()
+            .map(|t| t.with_timezone(&Utc))
     }
 
     pub fn source_ip(&self) -> Option<IpAddr> {
@@ -236,7 +238,10 @@ impl Event {
                 value: value.to_owned(),
                 field: field.to_owned(),
             };
-            if !out.iter().any(|o| o.kind == kind && o.value == candidate.value) {
+            if !out
+                .iter()
+                .any(|o| o.kind == kind && o.value == candidate.value)
+            {
                 out.push(candidate);
             }
         };

@@ -361,7 +361,9 @@ fn action_from_row(row: &SqliteRow) -> Result<ActionRecord, StoreError> {
         params: parse_json("action params", row.get("params"))?,
         reason: row.get("reason"),
         decided_by: row.get("decided_by"),
-        result: result.map(|r| parse_json("action result", &r)).transpose()?,
+        result: result
+            .map(|r| parse_json("action result", &r))
+            .transpose()?,
         created_at: parse_ts("action created_at", row.get("created_at"))?,
         updated_at: parse_ts("action updated_at", row.get("updated_at"))?,
     })
@@ -424,9 +426,8 @@ impl CaseStore for SqliteStore {
     }
 
     async fn list_alerts(&self, filter: &AlertFilter) -> Result<Vec<AlertRecord>, StoreError> {
-        let mut sql = sqlx::QueryBuilder::new(
-            "SELECT id, case_id, status, body FROM alerts WHERE 1 = 1",
-        );
+        let mut sql =
+            sqlx::QueryBuilder::new("SELECT id, case_id, status, body FROM alerts WHERE 1 = 1");
         if let Some(level) = filter.level {
             sql.push(" AND level_rank >= ").push_bind(level_rank(level));
         }
@@ -591,15 +592,14 @@ impl CaseStore for SqliteStore {
         if let Some(row) = inserted {
             return Ok((self.require_action(row.get("id")).await?, true));
         }
-        let existing = sqlx::query(
-            "SELECT * FROM actions WHERE playbook = ? AND step = ? AND alert_id = ?",
-        )
-        .bind(&new.playbook)
-        .bind(&new.step)
-        .bind(&new.alert_id)
-        .fetch_one(&self.pool)
-        .await
-        .map_err(query_err("find existing action"))?;
+        let existing =
+            sqlx::query("SELECT * FROM actions WHERE playbook = ? AND step = ? AND alert_id = ?")
+                .bind(&new.playbook)
+                .bind(&new.step)
+                .bind(&new.alert_id)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(query_err("find existing action"))?;
         Ok((action_from_row(&existing)?, false))
     }
 
@@ -671,16 +671,15 @@ impl CaseStore for SqliteStore {
         status: ActionStatus,
         result: &Value,
     ) -> Result<ActionRecord, StoreError> {
-        let changed = sqlx::query(
-            "UPDATE actions SET status = ?, result = ?, updated_at = ? WHERE id = ?",
-        )
-        .bind(status.as_str())
-        .bind(result.to_string())
-        .bind(ts(Utc::now()))
-        .bind(id)
-        .execute(&self.pool)
-        .await
-        .map_err(query_err("finish action"))?;
+        let changed =
+            sqlx::query("UPDATE actions SET status = ?, result = ?, updated_at = ? WHERE id = ?")
+                .bind(status.as_str())
+                .bind(result.to_string())
+                .bind(ts(Utc::now()))
+                .bind(id)
+                .execute(&self.pool)
+                .await
+                .map_err(query_err("finish action"))?;
         if changed.rows_affected() == 0 {
             return Err(StoreError::NotFound {
                 kind: "action",
@@ -711,7 +710,9 @@ mod tests {
 
     async fn store() -> (tempfile::TempDir, SqliteStore) {
         let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open_dir(&dir.path().join("data")).await.unwrap();
+        let store = SqliteStore::open_dir(&dir.path().join("data"))
+            .await
+            .unwrap();
         (dir, store)
     }
 
@@ -720,7 +721,10 @@ mod tests {
         let (_dir, store) = store().await;
         let a = alert("r1", "web-1", "2024-01-01T10:00:00Z", Level::High);
         assert!(store.insert_alert(&a).await.unwrap());
-        assert!(!store.insert_alert(&a).await.unwrap(), "second insert is a no-op");
+        assert!(
+            !store.insert_alert(&a).await.unwrap(),
+            "second insert is a no-op"
+        );
         let got = store.get_alert(&a.id).await.unwrap().unwrap();
         assert_eq!(got.alert, a);
         let high = AlertFilter {
@@ -745,14 +749,22 @@ mod tests {
         };
         let case = store.open_case(&new, &first).await.unwrap();
         let since = second.timestamp - chrono::Duration::hours(1);
-        let found = store.find_open_case("r1|web-1", since).await.unwrap().unwrap();
+        let found = store
+            .find_open_case("r1|web-1", since)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(found.id, case.id);
         let case = store.attach_alert(case.id, &second).await.unwrap();
         assert_eq!(case.alert_count, 2);
         assert_eq!(case.severity, Level::High);
         assert_eq!(case.last_seen, second.timestamp);
         let later = second.timestamp + chrono::Duration::hours(2);
-        assert!(store.find_open_case("r1|web-1", later).await.unwrap().is_none());
+        assert!(store
+            .find_open_case("r1|web-1", later)
+            .await
+            .unwrap()
+            .is_none());
     }
 
     #[tokio::test]
@@ -794,10 +806,22 @@ mod tests {
         assert_eq!(approved.status, ActionStatus::Approved);
         assert_eq!(approved.decided_by.as_deref(), Some("alice"));
         let err = store
-            .decide_action(action.id, &Decision::Reject { reason: "no".into() }, "bob")
+            .decide_action(
+                action.id,
+                &Decision::Reject {
+                    reason: "no".into(),
+                },
+                "bob",
+            )
             .await
             .unwrap_err();
-        assert!(matches!(err, StoreError::NotPending { status: ActionStatus::Approved, .. }));
+        assert!(matches!(
+            err,
+            StoreError::NotPending {
+                status: ActionStatus::Approved,
+                ..
+            }
+        ));
         let done = store
             .finish_action(action.id, ActionStatus::Succeeded, &json!({"status": 200}))
             .await
