@@ -8,6 +8,7 @@ pub mod intel;
 pub mod load;
 pub mod platform;
 pub mod playbook;
+pub mod reference;
 pub mod rule;
 pub mod sensor;
 

@@ -1,11 +1,17 @@
-//! `kastell crdgen`: writes the CRD YAML generated from the resource types.
+//! `kastell crdgen`: writes the CRD YAML and the resource reference generated from the
+//! resource types.
 
 use std::path::Path;
 use std::process::ExitCode;
 
-pub fn run(out: &Path) -> anyhow::Result<ExitCode> {
+use anyhow::Context;
+
+pub fn run(out: &Path, reference: &Path) -> anyhow::Result<ExitCode> {
     for path in kastell_crds::generate::write_all(out)? {
         println!("wrote {}", path.display());
     }
+    std::fs::write(reference, kastell_crds::reference::markdown())
+        .with_context(|| format!("writing {}", reference.display()))?;
+    println!("wrote {}", reference.display());
     Ok(ExitCode::SUCCESS)
 }

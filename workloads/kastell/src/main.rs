@@ -23,13 +23,16 @@ enum Command {
         /// Directory to write `<plural>.kastell.eu.yaml` files into.
         #[arg(long, default_value = "manifests/crds")]
         out: PathBuf,
+        /// Where to write the Markdown resource reference.
+        #[arg(long, default_value = "docs/resources.md")]
+        reference: PathBuf,
     },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let outcome = match cli.command {
-        Command::Crdgen { out } => crdgen::run(&out).context("generating CRDs"),
+        Command::Crdgen { out, reference } => crdgen::run(&out, &reference).context("generating CRDs"),
     };
     match outcome {
         Ok(code) => code,
