@@ -62,7 +62,8 @@ fn every_crd_is_namespaced_v1alpha1_with_a_status_subresource() {
 #[test]
 fn committed_resource_reference_matches_the_generated_one() {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/resources.md");
-    let committed = std::fs::read_to_string(&path).expect("docs/resources.md; run `kastell crdgen`");
+    let committed =
+        std::fs::read_to_string(&path).expect("docs/resources.md; run `kastell crdgen`");
     assert!(
         committed == kastell_crds::reference::markdown(),
         "docs/resources.md differs from the types; run `kastell crdgen`"

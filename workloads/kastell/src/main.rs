@@ -32,7 +32,9 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let outcome = match cli.command {
-        Command::Crdgen { out, reference } => crdgen::run(&out, &reference).context("generating CRDs"),
+        Command::Crdgen { out, reference } => {
+            crdgen::run(&out, &reference).context("generating CRDs")
+        }
     };
     match outcome {
         Ok(code) => code,
