@@ -1,0 +1,24 @@
+//! Kastell's respond stage: Playbook resources compiled into a [`PlaybookSet`], case
+//! events matched against their triggers, and each step recorded as a response action
+//! in the case store, run at once or after a person approves it.
+//!
+//! Where to look: [`playbook`] checks and compiles playbooks, [`trigger`] decides what
+//! starts them, [`template`] renders their text, [`runner`] performs the steps,
+//! [`ratelimit`] bounds how often, and [`stage`] is the loop between the bus and all of
+//! it. The user-facing description is `docs/respond.md`.
+
+pub mod playbook;
+pub mod ratelimit;
+pub mod runner;
+pub mod stage;
+pub mod template;
+pub mod trigger;
+
+pub use playbook::{CompiledPlaybook, CompiledStep, InvalidPlaybook, PlaybookSet};
+pub use runner::{RunnerError, RunnerSettings, Runners, StepOutcome, StepRunner};
+pub use stage::{
+    run_respond, DeadLetter, HandleError, RespondError, RespondReport, RespondStats, Responder,
+    GROUP, RATE_LIMITED,
+};
+pub use template::{JsonTemplate, Template, TemplateError};
+pub use trigger::{CompiledTrigger, TriggeringEvent};

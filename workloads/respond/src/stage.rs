@@ -1,0 +1,460 @@
+//! The respond stage: case events in, response actions out. A case event that triggers
+//! playbooks records one action per step in the case store; an action that needs no
+//! approval runs at once, one that does waits until the cases API approves it and an
+//! `ActionApproved` event arrives.
+//!
+//! Steps of a playbook are independent actions created together: a step waiting for
+//! approval does not hold back the steps after it. Actions are idempotent on (playbook,
+//! step, alert), so a redelivered or replayed case event creates and runs nothing twice.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use kastell_core::store::{ActionFilter, ActionRecord, ActionStatus, NewAction};
+use kastell_core::{Bus, BusError, CaseEvent, CaseStore, Message, StoreError, Topic};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+use tracing::Instrument;
+
+use crate::playbook::{template_context, with_step, CompiledPlaybook, CompiledStep, PlaybookSet};
+use crate::ratelimit::RateLimiter;
+use crate::runner::{error_chain, Runners, StepOutcome};
+use crate::trigger::TriggeringEvent;
+
+/// The consumer group the stage reads case events as.
+pub const GROUP: &str = "respond";
+
+/// The error recorded on an action refused by its playbook's rate limit.
+pub const RATE_LIMITED: &str = "rate limited";
+
+/// Counters the stage keeps while it runs, readable from other tasks (for metrics).
+#[derive(Debug, Default)]
+pub struct RespondStats {
+    case_events: AtomicU64,
+    playbook_runs: AtomicU64,
+    actions_created: AtomicU64,
+    actions_existing: AtomicU64,
+    awaiting_approval: AtomicU64,
+    executed: AtomicU64,
+    succeeded: AtomicU64,
+    failed: AtomicU64,
+    rate_limited: AtomicU64,
+    dead_letters: AtomicU64,
+    errors: AtomicU64,
+}
+
+impl RespondStats {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The counters now; `pending` is filled in only by [`run_respond`]'s final report.
+    pub fn snapshot(&self) -> RespondReport {
+        let read = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        RespondReport {
+            case_events: read(&self.case_events),
+            playbook_runs: read(&self.playbook_runs),
+            actions_created: read(&self.actions_created),
+            actions_existing: read(&self.actions_existing),
+            awaiting_approval: read(&self.awaiting_approval),
+            executed: read(&self.executed),
+            succeeded: read(&self.succeeded),
+            failed: read(&self.failed),
+            rate_limited: read(&self.rate_limited),
+            pending: 0,
+            dead_letters: read(&self.dead_letters),
+            errors: read(&self.errors),
+        }
+    }
+
+    fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// What the stage did, as counted by [`RespondStats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RespondReport {
+    /// Case events read and decoded.
+    pub case_events: u64,
+    /// Times a playbook was triggered (one per playbook per triggering event).
+    pub playbook_runs: u64,
+    /// Actions newly recorded in the store.
+    pub actions_created: u64,
+    /// Steps whose action existed already (a replay), so nothing was done.
+    pub actions_existing: u64,
+    /// Created actions that wait for a person's approval.
+    pub awaiting_approval: u64,
+    /// Actions handed to their runner, or recorded as a dry run.
+    pub executed: u64,
+    /// Actions finished as succeeded.
+    pub succeeded: u64,
+    /// Actions finished as failed, rate-limited ones included.
+    pub failed: u64,
+    /// Actions refused by their playbook's rate limit.
+    pub rate_limited: u64,
+    /// Actions pending approval in the store when the stage stopped.
+    pub pending: u64,
+    /// Messages sent to the dead-letter topic.
+    pub dead_letters: u64,
+    /// Of those, valid case events whose handling failed (store errors, unknown actions).
+    pub errors: u64,
+}
+
+/// The stage could not go on.
+#[derive(Debug, thiserror::Error)]
+pub enum RespondError {
+    #[error("subscribing to {topic} as group {GROUP}")]
+    Subscribe {
+        topic: Topic,
+        #[source]
+        source: BusError,
+    },
+    #[error("publishing a dead letter")]
+    DeadLetter(#[source] BusError),
+    #[error("acknowledging a case event")]
+    Ack(#[source] BusError),
+}
+
+/// Why one case event could not be handled; the event goes to the dead-letter topic.
+#[derive(Debug, thiserror::Error)]
+pub enum HandleError {
+    #[error("case store")]
+    Store(#[from] StoreError),
+    #[error("action {0} was approved but is not in the case store")]
+    UnknownAction(i64),
+}
+
+/// What goes to the dead-letter topic for a message the stage could not handle.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    pub stage: String,
+    /// The subject the message was read from.
+    pub topic: String,
+    pub reason: String,
+    /// The message as received (invalid UTF-8 replaced).
+    pub payload: String,
+}
+
+/// Turns case events into actions; the stage loop's per-event work, usable without a
+/// bus.
+pub struct Responder {
+    store: Arc<dyn CaseStore>,
+    playbooks: Arc<PlaybookSet>,
+    runners: Arc<Runners>,
+    limiter: RateLimiter,
+}
+
+impl Responder {
+    pub fn new(
+        store: Arc<dyn CaseStore>,
+        playbooks: Arc<PlaybookSet>,
+        runners: Arc<Runners>,
+    ) -> Self {
+        Responder {
+            store,
+            playbooks,
+            runners,
+            limiter: RateLimiter::hourly(),
+        }
+    }
+
+    /// Handles one case event: starts the playbooks it triggers, or runs the action it
+    /// approves.
+    ///
+    /// # Errors
+    /// When the store fails or an approval names an action it does not hold. Actions
+    /// already recorded stay recorded; handling the event again completes the rest.
+    pub async fn handle(&self, event: &CaseEvent, stats: &RespondStats) -> Result<(), HandleError> {
+        match TriggeringEvent::of(event) {
+            Some(trigger) => self.start_playbooks(&trigger, stats).await,
+            None => match event {
+                CaseEvent::ActionApproved { action_id } => {
+                    self.run_approved(*action_id, stats).await
+                }
+                _ => Ok(()),
+            },
+        }
+    }
+
+    async fn start_playbooks(
+        &self,
+        trigger: &TriggeringEvent<'_>,
+        stats: &RespondStats,
+    ) -> Result<(), HandleError> {
+        let mut case = None;
+        for playbook in self.playbooks.triggered_by(trigger) {
+            RespondStats::bump(&stats.playbook_runs);
+            if case.is_none() {
+                case = Some(self.store.get_case(trigger.case_id).await?);
+            }
+            let context = template_context(
+                trigger.alert,
+                trigger.case_id,
+                case.as_ref().and_then(Option::as_ref),
+                &playbook.key,
+            );
+            tracing::info!(
+                playbook = %playbook.key,
+                case_id = trigger.case_id,
+                alert_id = %trigger.alert.id,
+                rule_id = %trigger.alert.rule.id,
+                "playbook triggered"
+            );
+            for step in &playbook.steps {
+                self.start_step(playbook, step, trigger, &context, stats)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn start_step(
+        &self,
+        playbook: &CompiledPlaybook,
+        step: &CompiledStep,
+        trigger: &TriggeringEvent<'_>,
+        context: &Value,
+        stats: &RespondStats,
+    ) -> Result<(), HandleError> {
+        let context = with_step(context.clone(), &step.name);
+        let rendered = step.render_params(&context, playbook.dry_run);
+        let params = match &rendered {
+            Ok(params) => params.clone(),
+            Err(e) => json!({ "dry_run": playbook.dry_run, "render_error": e.to_string() }),
+        };
+        let new = NewAction {
+            case_id: trigger.case_id,
+            alert_id: trigger.alert.id.clone(),
+            playbook: playbook.key.clone(),
+            step: step.name.clone(),
+            step_type: step.step_type().to_owned(),
+            approval_required: step.approval_required,
+            params,
+        };
+        let (action, created) = self.store.create_action(&new).await?;
+        if !created {
+            RespondStats::bump(&stats.actions_existing);
+            tracing::debug!(
+                action_id = action.id,
+                playbook = %action.playbook,
+                step = %action.step,
+                status = %action.status,
+                "action exists, skipped"
+            );
+            return Ok(());
+        }
+        RespondStats::bump(&stats.actions_created);
+
+        if let Err(e) = rendered {
+            let outcome = StepOutcome::failed(format!("rendering the step: {e}"));
+            return self.finish(&action, outcome, stats).await;
+        }
+        if action.status == ActionStatus::Pending {
+            RespondStats::bump(&stats.awaiting_approval);
+            tracing::info!(
+                action_id = action.id,
+                playbook = %action.playbook,
+                step = %action.step,
+                case_id = action.case_id,
+                "action awaits approval"
+            );
+            return Ok(());
+        }
+        self.execute(action, stats).await
+    }
+
+    async fn run_approved(&self, action_id: i64, stats: &RespondStats) -> Result<(), HandleError> {
+        let action = self
+            .store
+            .get_action(action_id)
+            .await?
+            .ok_or(HandleError::UnknownAction(action_id))?;
+        if action.status != ActionStatus::Approved {
+            // A redelivered approval of an action that already ran, or one decided
+            // otherwise since: running it again would repeat its side effect.
+            tracing::info!(action_id, status = %action.status, "approved action not runnable, skipped");
+            return Ok(());
+        }
+        tracing::info!(
+            action_id,
+            playbook = %action.playbook,
+            step = %action.step,
+            decided_by = action.decided_by.as_deref().unwrap_or(""),
+            "running approved action"
+        );
+        self.execute(action, stats).await
+    }
+
+    async fn execute(&self, action: ActionRecord, stats: &RespondStats) -> Result<(), HandleError> {
+        // A playbook removed since the action was recorded has no budget left to apply.
+        let limit = self
+            .playbooks
+            .get(&action.playbook)
+            .and_then(|p| p.max_actions_per_hour);
+        if let Some(max) = limit {
+            if !self
+                .limiter
+                .try_acquire(&action.playbook, max, Instant::now())
+            {
+                RespondStats::bump(&stats.rate_limited);
+                tracing::warn!(
+                    action_id = action.id,
+                    playbook = %action.playbook,
+                    max_actions_per_hour = max,
+                    "action rate limited"
+                );
+                let mut details = Map::new();
+                details.insert("max_actions_per_hour".into(), max.into());
+                let outcome = StepOutcome::failed_with(RATE_LIMITED, details);
+                return self.finish(&action, outcome, stats).await;
+            }
+        }
+
+        let Some(runner) = self.runners.get(&action.step_type).cloned() else {
+            let outcome = StepOutcome::failed(format!(
+                "no runner for step type {:?} in this version",
+                action.step_type
+            ));
+            return self.finish(&action, outcome, stats).await;
+        };
+        RespondStats::bump(&stats.executed);
+        let dry_run = action.params.get("dry_run").and_then(Value::as_bool) == Some(true);
+        let outcome = if dry_run {
+            StepOutcome::succeeded(json!({ "dry_run": true, "would": runner.describe(&action) }))
+        } else {
+            // The runner runs in its own task so that a bug in one step type fails that
+            // action instead of taking the stage down.
+            let task_action = action.clone();
+            tokio::spawn(async move { runner.run(&task_action).await })
+                .await
+                .unwrap_or_else(|e| StepOutcome::failed(format!("the step runner crashed: {e}")))
+        };
+        self.finish(&action, outcome, stats).await
+    }
+
+    async fn finish(
+        &self,
+        action: &ActionRecord,
+        outcome: StepOutcome,
+        stats: &RespondStats,
+    ) -> Result<(), HandleError> {
+        let counter = match outcome.status {
+            ActionStatus::Succeeded => &stats.succeeded,
+            _ => &stats.failed,
+        };
+        self.store
+            .finish_action(action.id, outcome.status, &outcome.result)
+            .await?;
+        RespondStats::bump(counter);
+        if outcome.status != ActionStatus::Succeeded {
+            let reason = outcome.result.get("error").and_then(|e| e.as_str());
+            tracing::warn!(
+                action_id = action.id,
+                playbook = %action.playbook,
+                step = %action.step,
+                reason = reason.unwrap_or(""),
+                "action failed"
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Runs the stage until the case-events topic is closed and drained.
+///
+/// Subscribes to [`Topic::CaseEvents`] as group [`GROUP`]. Undecodable messages and
+/// events whose handling failed go to [`Topic::DeadLetters`] with the reason; the
+/// stage goes on with the next.
+///
+/// # Errors
+/// When the subscription, a dead letter or an acknowledgement fails: the bus is gone.
+pub async fn run_respond(
+    bus: &dyn Bus,
+    store: Arc<dyn CaseStore>,
+    playbooks: Arc<PlaybookSet>,
+    runners: Arc<Runners>,
+    stats: &RespondStats,
+) -> Result<RespondReport, RespondError> {
+    let span = tracing::info_span!("respond", group = GROUP, playbooks = playbooks.len());
+    let responder = Responder::new(Arc::clone(&store), playbooks, runners);
+    let result = respond_loop(bus, &responder, stats).instrument(span).await;
+
+    let mut report = stats.snapshot();
+    let pending = ActionFilter {
+        status: Some(ActionStatus::Pending),
+        case_id: None,
+    };
+    match store.list_actions(&pending).await {
+        Ok(actions) => report.pending = actions.len() as u64,
+        Err(e) => tracing::warn!(reason = %error_chain(&e), "counting pending actions failed"),
+    }
+    tracing::info!(
+        case_events = report.case_events,
+        playbook_runs = report.playbook_runs,
+        actions_created = report.actions_created,
+        executed = report.executed,
+        succeeded = report.succeeded,
+        failed = report.failed,
+        rate_limited = report.rate_limited,
+        pending = report.pending,
+        dead_letters = report.dead_letters,
+        "respond stopped"
+    );
+    result.map(|()| report)
+}
+
+async fn respond_loop(
+    bus: &dyn Bus,
+    responder: &Responder,
+    stats: &RespondStats,
+) -> Result<(), RespondError> {
+    let mut subscription = bus
+        .subscribe(Topic::CaseEvents, GROUP)
+        .await
+        .map_err(|source| RespondError::Subscribe {
+            topic: Topic::CaseEvents,
+            source,
+        })?;
+    while let Some(delivery) = subscription.next().await {
+        match delivery.message.decode::<CaseEvent>() {
+            Ok(event) => {
+                RespondStats::bump(&stats.case_events);
+                if let Err(error) = responder.handle(&event, stats).await {
+                    let reason = error_chain(&error);
+                    tracing::warn!(reason = %reason, "case event not handled");
+                    RespondStats::bump(&stats.errors);
+                    dead_letter(bus, &delivery.message, reason, stats).await?;
+                }
+            }
+            Err(error) => {
+                let reason = format!("undecodable case event: {}", error_chain(&error));
+                tracing::warn!(reason = %reason, "rejected case event");
+                dead_letter(bus, &delivery.message, reason, stats).await?;
+            }
+        }
+        delivery.ack().await.map_err(RespondError::Ack)?;
+    }
+    Ok(())
+}
+
+async fn dead_letter(
+    bus: &dyn Bus,
+    message: &Message,
+    reason: String,
+    stats: &RespondStats,
+) -> Result<(), RespondError> {
+    let letter = DeadLetter {
+        stage: GROUP.into(),
+        topic: Topic::CaseEvents.subject().into(),
+        reason,
+        payload: String::from_utf8_lossy(&message.payload).into_owned(),
+    };
+    let message = Message::json(&letter).map_err(RespondError::DeadLetter)?;
+    bus.publish(Topic::DeadLetters, message)
+        .await
+        .map_err(RespondError::DeadLetter)?;
+    RespondStats::bump(&stats.dead_letters);
+    Ok(())
+}
