@@ -17,8 +17,8 @@ pub mod trigger;
 pub use playbook::{CompiledPlaybook, CompiledStep, InvalidPlaybook, PlaybookSet};
 pub use runner::{RunnerError, RunnerSettings, Runners, StepOutcome, StepRunner};
 pub use stage::{
-    run_respond, DeadLetter, HandleError, RespondError, RespondReport, RespondStats, Responder,
-    GROUP, RATE_LIMITED,
+    run_respond, run_respond_on, subscribe_case_events, DeadLetter, HandleError, RespondError,
+    RespondReport, RespondStats, Responder, GROUP, RATE_LIMITED,
 };
 pub use template::{JsonTemplate, Template, TemplateError};
 pub use trigger::{CompiledTrigger, TriggeringEvent};

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use kastell_core::store::{ActionFilter, ActionRecord, ActionStatus, NewAction};
-use kastell_core::{Bus, BusError, CaseEvent, CaseStore, Message, StoreError, Topic};
+use kastell_core::{Bus, BusError, CaseEvent, CaseStore, Message, StoreError, Subscription, Topic};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use tracing::Instrument;
@@ -377,9 +377,43 @@ pub async fn run_respond(
     runners: Arc<Runners>,
     stats: &RespondStats,
 ) -> Result<RespondReport, RespondError> {
+    let subscription = subscribe_case_events(bus).await?;
+    run_respond_on(bus, subscription, store, playbooks, runners, stats).await
+}
+
+/// Joins [`Topic::CaseEvents`] as group [`GROUP`]; lets a caller subscribe every stage
+/// before anything is published, as the in-process bus requires.
+///
+/// # Errors
+///
+/// When the bus refuses the subscription (the topic is closed, the group is taken).
+pub async fn subscribe_case_events(bus: &dyn Bus) -> Result<Box<dyn Subscription>, RespondError> {
+    bus.subscribe(Topic::CaseEvents, GROUP)
+        .await
+        .map_err(|source| RespondError::Subscribe {
+            topic: Topic::CaseEvents,
+            source,
+        })
+}
+
+/// [`run_respond`] on a subscription taken earlier with [`subscribe_case_events`].
+///
+/// # Errors
+///
+/// When the bus refuses a publish or an acknowledgement.
+pub async fn run_respond_on(
+    bus: &dyn Bus,
+    subscription: Box<dyn Subscription>,
+    store: Arc<dyn CaseStore>,
+    playbooks: Arc<PlaybookSet>,
+    runners: Arc<Runners>,
+    stats: &RespondStats,
+) -> Result<RespondReport, RespondError> {
     let span = tracing::info_span!("respond", group = GROUP, playbooks = playbooks.len());
     let responder = Responder::new(Arc::clone(&store), playbooks, runners);
-    let result = respond_loop(bus, &responder, stats).instrument(span).await;
+    let result = respond_loop(bus, subscription, &responder, stats)
+        .instrument(span)
+        .await;
 
     let mut report = stats.snapshot();
     let pending = ActionFilter {
@@ -407,16 +441,10 @@ pub async fn run_respond(
 
 async fn respond_loop(
     bus: &dyn Bus,
+    mut subscription: Box<dyn Subscription>,
     responder: &Responder,
     stats: &RespondStats,
 ) -> Result<(), RespondError> {
-    let mut subscription = bus
-        .subscribe(Topic::CaseEvents, GROUP)
-        .await
-        .map_err(|source| RespondError::Subscribe {
-            topic: Topic::CaseEvents,
-            source,
-        })?;
     while let Some(delivery) = subscription.next().await {
         match delivery.message.decode::<CaseEvent>() {
             Ok(event) => {
