@@ -1,0 +1,415 @@
+//! The JSON the cases API speaks: its resources, query parameters and request bodies,
+//! each with an OpenAPI schema derived from the type.
+//!
+//! The resources mirror the case store's records rather than exposing them, so the API
+//! can keep its shape while the store changes, and so every field is documented in the
+//! OpenAPI document.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use kastell_core::store::{self, ActionRecord, AlertRecord, CaseRecord};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
+
+/// Sigma's rule levels, least to most severe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    Informational,
+    Low,
+    Medium,
+    High,
+    Critical,
+}
+
+impl From<kastell_core::Level> for Level {
+    fn from(level: kastell_core::Level) -> Self {
+        use kastell_core::Level as Core;
+        match level {
+            Core::Informational => Level::Informational,
+            Core::Low => Level::Low,
+            Core::Medium => Level::Medium,
+            Core::High => Level::High,
+            Core::Critical => Level::Critical,
+        }
+    }
+}
+
+impl From<Level> for kastell_core::Level {
+    fn from(level: Level) -> Self {
+        use kastell_core::Level as Core;
+        match level {
+            Level::Informational => Core::Informational,
+            Level::Low => Core::Low,
+            Level::Medium => Core::Medium,
+            Level::High => Core::High,
+            Level::Critical => Core::Critical,
+        }
+    }
+}
+
+/// Where a case is in its handling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CaseStatus {
+    Open,
+    InProgress,
+    Closed,
+}
+
+impl From<store::CaseStatus> for CaseStatus {
+    fn from(status: store::CaseStatus) -> Self {
+        match status {
+            store::CaseStatus::Open => CaseStatus::Open,
+            store::CaseStatus::InProgress => CaseStatus::InProgress,
+            store::CaseStatus::Closed => CaseStatus::Closed,
+        }
+    }
+}
+
+impl From<CaseStatus> for store::CaseStatus {
+    fn from(status: CaseStatus) -> Self {
+        match status {
+            CaseStatus::Open => store::CaseStatus::Open,
+            CaseStatus::InProgress => store::CaseStatus::InProgress,
+            CaseStatus::Closed => store::CaseStatus::Closed,
+        }
+    }
+}
+
+/// The lifecycle of a response action: `pending` waits for a person, `approved` is about
+/// to run, the other three are final.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ActionStatus {
+    Pending,
+    Approved,
+    Rejected,
+    Succeeded,
+    Failed,
+}
+
+impl From<store::ActionStatus> for ActionStatus {
+    fn from(status: store::ActionStatus) -> Self {
+        match status {
+            store::ActionStatus::Pending => ActionStatus::Pending,
+            store::ActionStatus::Approved => ActionStatus::Approved,
+            store::ActionStatus::Rejected => ActionStatus::Rejected,
+            store::ActionStatus::Succeeded => ActionStatus::Succeeded,
+            store::ActionStatus::Failed => ActionStatus::Failed,
+        }
+    }
+}
+
+impl From<ActionStatus> for store::ActionStatus {
+    fn from(status: ActionStatus) -> Self {
+        match status {
+            ActionStatus::Pending => store::ActionStatus::Pending,
+            ActionStatus::Approved => store::ActionStatus::Approved,
+            ActionStatus::Rejected => store::ActionStatus::Rejected,
+            ActionStatus::Succeeded => store::ActionStatus::Succeeded,
+            ActionStatus::Failed => store::ActionStatus::Failed,
+        }
+    }
+}
+
+/// Where a rule came from: the DetectionRule resource and, when known, its file and git
+/// commit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct RuleSource {
+    /// `namespace/name` of the DetectionRule resource.
+    pub resource: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
+}
+
+/// The rule that raised an alert.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Rule {
+    pub id: String,
+    pub title: String,
+    pub level: Level,
+    pub tags: Vec<String>,
+    /// Kept on every alert: the Detection Rule License requires it for SigmaHQ rules.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub author: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<RuleSource>,
+}
+
+/// An observable of an alert's event that equals a threat-intel indicator.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct IntelMatch {
+    /// The value as seen on the event.
+    pub observable: String,
+    /// The observable's type: ip, domain, url, md5, sha1, sha256, sha512, email, filename.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The event field the value was read from.
+    pub field: String,
+    /// The IntelFeed resource holding the indicator.
+    pub feed: String,
+    /// The indicator as the feed wrote it.
+    pub indicator: String,
+    /// MISP event uuid or STIX object id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<String>,
+    pub tags: Vec<String>,
+}
+
+/// A stored alert.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Alert {
+    /// Stable id: the same rule on the same event always has the same id.
+    pub id: String,
+    /// The case the alert belongs to; absent only while the stage is grouping it.
+    pub case_id: Option<i64>,
+    /// Triage status; every alert is `new` until alert triage arrives.
+    pub status: String,
+    pub rule: Rule,
+    /// When the matching event happened.
+    pub timestamp: DateTime<Utc>,
+    /// When the rule fired.
+    pub detected_at: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sensor: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// The matched events, ECS-shaped JSON objects.
+    #[schema(value_type = Vec<Object>)]
+    pub events: Vec<Value>,
+    /// Group-by values of a correlation rule.
+    pub group: BTreeMap<String, String>,
+    pub intel: Vec<IntelMatch>,
+}
+
+impl From<AlertRecord> for Alert {
+    fn from(record: AlertRecord) -> Self {
+        let alert = record.alert;
+        let rule = alert.rule;
+        Alert {
+            id: record.id,
+            case_id: record.case_id,
+            status: record.status,
+            rule: Rule {
+                id: rule.id,
+                title: rule.title,
+                level: rule.level.into(),
+                tags: rule.tags,
+                author: rule.author,
+                source: rule.source.map(|s| RuleSource {
+                    resource: s.resource,
+                    path: s.path,
+                    commit: s.commit,
+                }),
+            },
+            timestamp: alert.timestamp,
+            detected_at: alert.detected_at,
+            sensor: alert.sensor,
+            host: alert.host,
+            events: alert.events.into_iter().map(|e| e.into_value()).collect(),
+            group: alert.group,
+            intel: alert
+                .intel
+                .into_iter()
+                .map(|m| IntelMatch {
+                    observable: m.observable,
+                    kind: m.kind.as_str().to_owned(),
+                    field: m.field,
+                    feed: m.feed,
+                    indicator: m.indicator,
+                    reference: m.reference,
+                    context: m.context,
+                    tags: m.tags,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// A case: the alerts of one rule on one host within the grouping window.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Case {
+    pub id: i64,
+    pub title: String,
+    /// The highest level among the case's alerts.
+    pub severity: Level,
+    pub status: CaseStatus,
+    /// `rule-id|host` (`-` for no host): alerts with the same key may share the case.
+    pub group_key: String,
+    pub rule_id: String,
+    pub host: Option<String>,
+    /// Event time of the case's earliest alert.
+    pub first_seen: DateTime<Utc>,
+    /// Event time of the case's latest alert.
+    pub last_seen: DateTime<Utc>,
+    pub alert_count: i64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<CaseRecord> for Case {
+    fn from(case: CaseRecord) -> Self {
+        Case {
+            id: case.id,
+            title: case.title,
+            severity: case.severity.into(),
+            status: case.status.into(),
+            group_key: case.group_key,
+            rule_id: case.rule_id,
+            host: case.host,
+            first_seen: case.first_seen,
+            last_seen: case.last_seen,
+            alert_count: case.alert_count,
+            created_at: case.created_at,
+            updated_at: case.updated_at,
+        }
+    }
+}
+
+/// A case with its alerts (the earliest 1000 by event time; page through the rest with
+/// `GET /api/v1/alerts?case=ID`) and all its response actions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct CaseDetail {
+    #[serde(flatten)]
+    pub case: Case,
+    pub alerts: Vec<Alert>,
+    pub actions: Vec<Action>,
+}
+
+/// A response action: one playbook step run for one alert of a case.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Action {
+    pub id: i64,
+    pub case_id: i64,
+    /// The alert that triggered the playbook.
+    pub alert_id: String,
+    /// `namespace/name` of the Playbook resource.
+    pub playbook: String,
+    pub step: String,
+    /// The runner that executes the step (webhook, notify, ...).
+    pub step_type: String,
+    pub approval_required: bool,
+    pub status: ActionStatus,
+    /// The step's parameters as rendered for this alert.
+    #[schema(value_type = Object)]
+    pub params: Value,
+    /// Why it was rejected, when it was.
+    pub reason: Option<String>,
+    /// Who approved or rejected it.
+    pub decided_by: Option<String>,
+    /// What the runner reported, once finished.
+    #[schema(value_type = Option<Object>)]
+    pub result: Option<Value>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<ActionRecord> for Action {
+    fn from(action: ActionRecord) -> Self {
+        Action {
+            id: action.id,
+            case_id: action.case_id,
+            alert_id: action.alert_id,
+            playbook: action.playbook,
+            step: action.step,
+            step_type: action.step_type,
+            approval_required: action.approval_required,
+            status: action.status.into(),
+            params: action.params,
+            reason: action.reason,
+            decided_by: action.decided_by,
+            result: action.result,
+            created_at: action.created_at,
+            updated_at: action.updated_at,
+        }
+    }
+}
+
+/// One page of a list.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    /// The page size asked for (or the default).
+    pub limit: u32,
+    /// How many items were skipped.
+    pub offset: u32,
+}
+
+/// Filters of `GET /api/v1/alerts`; times are RFC 3339 (write `+` as `%2B`, or use `Z`).
+#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct AlertQuery {
+    /// Only alerts of this level or a more severe one.
+    pub level: Option<Level>,
+    /// Only alerts of this rule id.
+    pub rule: Option<String>,
+    /// Only alerts of this case.
+    pub case: Option<i64>,
+    /// Only alerts whose event time is at or after this time.
+    pub since: Option<DateTime<Utc>>,
+    /// Only alerts whose event time is before this time.
+    pub until: Option<DateTime<Utc>>,
+    /// Page size, 1 to 1000 (default 100).
+    pub limit: Option<u32>,
+    /// Items to skip (default 0).
+    pub offset: Option<u32>,
+}
+
+/// Filters of `GET /api/v1/cases`.
+#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct CaseQuery {
+    /// Only cases in this status.
+    pub status: Option<CaseStatus>,
+    /// Page size, 1 to 1000 (default 100).
+    pub limit: Option<u32>,
+    /// Items to skip (default 0).
+    pub offset: Option<u32>,
+}
+
+/// Filters of `GET /api/v1/actions`.
+#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ActionQuery {
+    /// Only actions in this status (`pending` lists what waits for approval).
+    pub status: Option<ActionStatus>,
+    /// Only actions of this case.
+    pub case: Option<i64>,
+    /// Page size, 1 to 1000 (default 100).
+    pub limit: Option<u32>,
+    /// Items to skip (default 0).
+    pub offset: Option<u32>,
+}
+
+/// Body of `POST /api/v1/actions/{id}/approve`; the body itself is optional.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ApproveBody {
+    /// A note for the log.
+    pub comment: Option<String>,
+}
+
+/// Body of `POST /api/v1/actions/{id}/reject`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RejectBody {
+    /// Why the action must not run; required and not blank.
+    pub reason: String,
+}
+
+/// Answer of the health endpoints.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Health {
+    /// `ok` (alive) or `ready` (the case store answers).
+    pub status: String,
+}

@@ -1,0 +1,584 @@
+//! The cases stage loop: alerts in from the enrich stage, stored once each, grouped into
+//! cases, and every opening or attachment announced to the respond stage.
+//!
+//! A case gathers the alerts of one rule on one host whose event times lie within the
+//! grouping window of each other. Time is event time (`alert.timestamp`), not arrival
+//! time, so a replay of old data groups the way the live data would have. The window is
+//! a gap, not a fixed bucket: an alert within the window of a case's span joins the case
+//! and widens the span, so a steady trickle keeps one case growing.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, Utc};
+use kastell_core::store::{CaseRecord, NewCase};
+use kastell_core::{Alert, Bus, BusError, CaseEvent, CaseStore, Message, StoreError};
+use kastell_core::{Subscription, Topic};
+use prometheus::{IntCounter, Registry};
+use serde::{Deserialize, Serialize};
+use tracing::Instrument;
+
+/// The consumer group the stage reads alerts as.
+pub const GROUP: &str = "cases";
+
+/// The key used in place of a host for alerts that name none.
+pub const NO_HOST: &str = "-";
+
+/// How the stage groups and what it does when it stops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CaseSettings {
+    /// How far apart, in event time, an alert may be from a case's span and still join
+    /// it. A negative window is treated as zero.
+    pub grouping_window: Duration,
+    /// Close [`Topic::CaseEvents`] once the alerts topic is drained. Leave it off when the
+    /// HTTP API runs in the same process: it publishes approvals to that topic too.
+    pub close_downstream: bool,
+}
+
+impl Default for CaseSettings {
+    fn default() -> Self {
+        CaseSettings {
+            grouping_window: Duration::hours(1),
+            close_downstream: false,
+        }
+    }
+}
+
+/// The stage's counters, shared with the metrics endpoint while the stage runs.
+///
+/// Each counter is a Prometheus counter, so cloning the stats shares them and
+/// [`CasesStats::register`] exposes them without copying.
+#[derive(Debug, Clone)]
+pub struct CasesStats {
+    received: IntCounter,
+    stored: IntCounter,
+    duplicates: IntCounter,
+    cases_opened: IntCounter,
+    alerts_attached: IntCounter,
+    rejected: IntCounter,
+    errors: IntCounter,
+    dead_letters: IntCounter,
+}
+
+fn counter(name: &str, help: &str) -> IntCounter {
+    // The names are constants of this module and valid; `stats_register_once` checks it.
+    IntCounter::new(name, help).expect("valid metric name")
+}
+
+impl CasesStats {
+    /// Fresh counters, not yet in any registry.
+    pub fn new() -> Self {
+        CasesStats {
+            received: counter(
+                "kastell_cases_alerts_received_total",
+                "Messages read from the alerts topic.",
+            ),
+            stored: counter(
+                "kastell_cases_alerts_stored_total",
+                "Alerts stored in the case store for the first time.",
+            ),
+            duplicates: counter(
+                "kastell_cases_duplicate_alerts_total",
+                "Alerts that were stored and grouped before (redeliveries, replays).",
+            ),
+            cases_opened: counter("kastell_cases_opened_total", "Cases opened."),
+            alerts_attached: counter(
+                "kastell_cases_alerts_attached_total",
+                "Alerts added to a case that was already open.",
+            ),
+            rejected: counter(
+                "kastell_cases_rejected_messages_total",
+                "Messages on the alerts topic that were not an alert.",
+            ),
+            errors: counter(
+                "kastell_cases_errors_total",
+                "Alerts whose storing or grouping failed in the case store.",
+            ),
+            dead_letters: counter(
+                "kastell_cases_dead_letters_total",
+                "Messages the stage sent to the dead-letter topic.",
+            ),
+        }
+    }
+
+    /// Adds the counters to a Prometheus registry.
+    ///
+    /// # Errors
+    /// When the registry already holds counters of these names.
+    pub fn register(&self, registry: &Registry) -> Result<(), prometheus::Error> {
+        for counter in self.all() {
+            registry.register(Box::new(counter.clone()))?;
+        }
+        Ok(())
+    }
+
+    fn all(&self) -> [&IntCounter; 8] {
+        [
+            &self.received,
+            &self.stored,
+            &self.duplicates,
+            &self.cases_opened,
+            &self.alerts_attached,
+            &self.rejected,
+            &self.errors,
+            &self.dead_letters,
+        ]
+    }
+
+    /// The counters now.
+    pub fn snapshot(&self) -> CasesReport {
+        CasesReport {
+            received: self.received.get(),
+            stored: self.stored.get(),
+            duplicates: self.duplicates.get(),
+            cases_opened: self.cases_opened.get(),
+            alerts_attached: self.alerts_attached.get(),
+            rejected: self.rejected.get(),
+            errors: self.errors.get(),
+            dead_letters: self.dead_letters.get(),
+        }
+    }
+}
+
+impl Default for CasesStats {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// What the stage did, as counted by [`CasesStats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CasesReport {
+    /// Messages read from the alerts topic.
+    pub received: u64,
+    /// Alerts stored for the first time.
+    pub stored: u64,
+    /// Alerts stored and grouped before, acknowledged without another case event.
+    pub duplicates: u64,
+    /// Cases opened.
+    pub cases_opened: u64,
+    /// Alerts that joined an open case.
+    pub alerts_attached: u64,
+    /// Messages that were not an alert.
+    pub rejected: u64,
+    /// Alerts the case store failed to store or group.
+    pub errors: u64,
+    /// Messages sent to the dead-letter topic (rejected and failed ones).
+    pub dead_letters: u64,
+}
+
+/// The stage could not go on: the bus failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CasesError {
+    #[error("subscribing to {topic} as group {GROUP}")]
+    Subscribe {
+        topic: Topic,
+        #[source]
+        source: BusError,
+    },
+    #[error("publishing to {topic}")]
+    Publish {
+        topic: Topic,
+        #[source]
+        source: BusError,
+    },
+    #[error("acknowledging an alert")]
+    Ack(#[source] BusError),
+}
+
+/// What goes to the dead-letter topic for a message the stage could not handle; the
+/// same shape the other stages send.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    pub stage: String,
+    /// The subject the message was read from.
+    pub topic: String,
+    pub reason: String,
+    /// The message as received (invalid UTF-8 replaced).
+    pub payload: String,
+}
+
+/// Where an alert went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Filed {
+    /// The alert was stored and grouped before; nothing changed.
+    Duplicate,
+    /// The alert opened this case.
+    Opened(CaseRecord),
+    /// The alert joined this open case.
+    Attached(CaseRecord),
+}
+
+/// Stores alerts and groups them into cases: the stage's per-alert work, usable without
+/// a bus.
+pub struct Grouper {
+    store: Arc<dyn CaseStore>,
+    window: Duration,
+}
+
+impl Grouper {
+    pub fn new(store: Arc<dyn CaseStore>, window: Duration) -> Self {
+        Grouper {
+            store,
+            window: window.max(Duration::zero()),
+        }
+    }
+
+    /// Stores the alert and puts it in a case: the open case of its rule and host whose
+    /// span it is within the window of, else a new one.
+    ///
+    /// Repeating an alert changes nothing, with one exception: an alert stored by an
+    /// earlier delivery that failed before grouping it is grouped now.
+    ///
+    /// # Errors
+    /// When the case store fails; what was written before the failure stays written.
+    pub async fn file(&self, alert: &Alert) -> Result<Filed, StoreError> {
+        if !self.store.insert_alert(alert).await? {
+            let stored = self.store.get_alert(&alert.id).await?;
+            if stored.is_none_or(|record| record.case_id.is_some()) {
+                return Ok(Filed::Duplicate);
+            }
+            tracing::info!(alert_id = %alert.id, "stored alert had no case, grouping it");
+        }
+
+        let key = group_key(alert);
+        let since = earlier(alert.timestamp, self.window);
+        if let Some(case) = self.store.find_open_case(&key, since).await? {
+            if within_span(&case, alert.timestamp, self.window) {
+                let case = self.store.attach_alert(case.id, alert).await?;
+                return Ok(Filed::Attached(case));
+            }
+        }
+        let new = NewCase {
+            title: case_title(alert),
+            group_key: key,
+            rule_id: alert.rule.id.clone(),
+            host: alert.host.clone(),
+        };
+        Ok(Filed::Opened(self.store.open_case(&new, alert).await?))
+    }
+}
+
+/// The grouping key of an alert: its rule id and host, `rule|host`, with [`NO_HOST`] for
+/// an alert without a host.
+pub fn group_key(alert: &Alert) -> String {
+    let host = alert.host.as_deref().unwrap_or(NO_HOST);
+    format!("{}|{host}", alert.rule.id)
+}
+
+/// The title of the case an alert opens: `<rule title> on <host>`, or the rule title
+/// alone when the alert names no host.
+pub fn case_title(alert: &Alert) -> String {
+    let rule = if alert.rule.title.trim().is_empty() {
+        alert.rule.id.as_str()
+    } else {
+        alert.rule.title.as_str()
+    };
+    match &alert.host {
+        Some(host) => format!("{rule} on {host}"),
+        None => rule.to_owned(),
+    }
+}
+
+fn earlier(time: DateTime<Utc>, window: Duration) -> DateTime<Utc> {
+    // Event times come from outside; one near the start of chrono's range must not
+    // overflow.
+    time.checked_sub_signed(window)
+        .unwrap_or(DateTime::<Utc>::MIN_UTC)
+}
+
+/// The store finds a case whose last alert is at most a window before this one; an
+/// alert that arrives out of order can also be far before the case's first alert,
+/// which only joins when it is at most a window before that first alert.
+fn within_span(case: &CaseRecord, time: DateTime<Utc>, window: Duration) -> bool {
+    time >= earlier(case.first_seen, window)
+}
+
+/// Runs the stage until the alerts topic is closed and drained.
+///
+/// `stats` are updated as the stage goes; the report is their final value. On the
+/// in-process bus, a group only sees messages published after it subscribed: to wire the
+/// stage before the enrich stage starts, call [`subscribe_alerts`] first and then
+/// [`run_cases_on`].
+///
+/// # Errors
+/// When the bus refuses the subscription, a publish or an acknowledgement. A message
+/// that is not an alert, or an alert the store fails on, is not an error: it goes to the
+/// dead-letter topic and the stage goes on.
+pub async fn run_cases(
+    bus: &dyn Bus,
+    store: Arc<dyn CaseStore>,
+    settings: CaseSettings,
+    stats: &CasesStats,
+) -> Result<CasesReport, CasesError> {
+    match subscribe_alerts(bus).await {
+        Ok(subscription) => run_cases_on(bus, subscription, store, settings, stats).await,
+        Err(error) => {
+            if settings.close_downstream {
+                bus.close(Topic::CaseEvents).await;
+            }
+            Err(error)
+        }
+    }
+}
+
+/// Joins the alerts topic as the stage's consumer group.
+///
+/// # Errors
+/// When the bus refuses the subscription (the topic is closed, the group is taken).
+pub async fn subscribe_alerts(bus: &dyn Bus) -> Result<Box<dyn Subscription>, CasesError> {
+    bus.subscribe(Topic::Alerts, GROUP)
+        .await
+        .map_err(|source| CasesError::Subscribe {
+            topic: Topic::Alerts,
+            source,
+        })
+}
+
+/// [`run_cases`] on a subscription taken earlier with [`subscribe_alerts`].
+///
+/// # Errors
+/// When the bus refuses a publish or an acknowledgement.
+pub async fn run_cases_on(
+    bus: &dyn Bus,
+    subscription: Box<dyn Subscription>,
+    store: Arc<dyn CaseStore>,
+    settings: CaseSettings,
+    stats: &CasesStats,
+) -> Result<CasesReport, CasesError> {
+    let span = tracing::info_span!(
+        "cases",
+        group = GROUP,
+        window_secs = settings.grouping_window.num_seconds()
+    );
+    let grouper = Grouper::new(store, settings.grouping_window);
+    let result = cases_loop(bus, subscription, &grouper, stats)
+        .instrument(span)
+        .await;
+
+    // Closed on an error too, so that the respond stage can finish.
+    if settings.close_downstream {
+        bus.close(Topic::CaseEvents).await;
+    }
+    let report = stats.snapshot();
+    tracing::info!(
+        received = report.received,
+        stored = report.stored,
+        duplicates = report.duplicates,
+        cases_opened = report.cases_opened,
+        alerts_attached = report.alerts_attached,
+        rejected = report.rejected,
+        errors = report.errors,
+        "cases stopped"
+    );
+    result.map(|()| report)
+}
+
+async fn cases_loop(
+    bus: &dyn Bus,
+    mut subscription: Box<dyn Subscription>,
+    grouper: &Grouper,
+    stats: &CasesStats,
+) -> Result<(), CasesError> {
+    while let Some(delivery) = subscription.next().await {
+        stats.received.inc();
+        let alert: Alert = match delivery.message.decode() {
+            Ok(alert) => alert,
+            Err(error) => {
+                let reason = format!("undecodable alert: {}", error_chain(&error));
+                tracing::warn!(reason = %reason, "rejected alert");
+                stats.rejected.inc();
+                dead_letter(bus, &delivery.message, reason, stats).await?;
+                delivery.ack().await.map_err(CasesError::Ack)?;
+                continue;
+            }
+        };
+
+        match grouper.file(&alert).await {
+            Ok(filed) => announce(bus, alert, filed, stats).await?,
+            Err(error) => {
+                let reason = format!("case store: {}", error_chain(&error));
+                tracing::warn!(
+                    alert_id = %alert.id,
+                    rule_id = %alert.rule.id,
+                    host = alert.host.as_deref().unwrap_or(NO_HOST),
+                    reason = %reason,
+                    "alert not filed"
+                );
+                stats.errors.inc();
+                dead_letter(bus, &delivery.message, reason, stats).await?;
+            }
+        }
+        delivery.ack().await.map_err(CasesError::Ack)?;
+    }
+    Ok(())
+}
+
+/// Counts what happened to an alert and tells the respond stage about it.
+async fn announce(
+    bus: &dyn Bus,
+    alert: Alert,
+    filed: Filed,
+    stats: &CasesStats,
+) -> Result<(), CasesError> {
+    let event = match filed {
+        Filed::Duplicate => {
+            stats.duplicates.inc();
+            tracing::debug!(alert_id = %alert.id, "duplicate alert");
+            return Ok(());
+        }
+        Filed::Opened(case) => {
+            stats.stored.inc();
+            stats.cases_opened.inc();
+            tracing::info!(
+                case_id = case.id,
+                alert_id = %alert.id,
+                rule_id = %alert.rule.id,
+                host = case.host.as_deref().unwrap_or(NO_HOST),
+                "case opened"
+            );
+            CaseEvent::CaseOpened {
+                case_id: case.id,
+                alert: Box::new(alert),
+            }
+        }
+        Filed::Attached(case) => {
+            stats.stored.inc();
+            stats.alerts_attached.inc();
+            tracing::debug!(
+                case_id = case.id,
+                alert_id = %alert.id,
+                alert_count = case.alert_count,
+                "alert attached"
+            );
+            CaseEvent::AlertAttached {
+                case_id: case.id,
+                alert: Box::new(alert),
+            }
+        }
+    };
+    publish_case_event(bus, &event).await
+}
+
+async fn publish_case_event(bus: &dyn Bus, event: &CaseEvent) -> Result<(), CasesError> {
+    let publish = |source| CasesError::Publish {
+        topic: Topic::CaseEvents,
+        source,
+    };
+    let message = Message::json(event).map_err(publish)?;
+    bus.publish(Topic::CaseEvents, message)
+        .await
+        .map_err(publish)
+}
+
+async fn dead_letter(
+    bus: &dyn Bus,
+    message: &Message,
+    reason: String,
+    stats: &CasesStats,
+) -> Result<(), CasesError> {
+    let letter = DeadLetter {
+        stage: GROUP.to_owned(),
+        topic: Topic::Alerts.subject().to_owned(),
+        reason,
+        payload: String::from_utf8_lossy(&message.payload).into_owned(),
+    };
+    let publish = |source| CasesError::Publish {
+        topic: Topic::DeadLetters,
+        source,
+    };
+    bus.publish(Topic::DeadLetters, Message::json(&letter).map_err(publish)?)
+        .await
+        .map_err(publish)?;
+    stats.dead_letters.inc();
+    Ok(())
+}
+
+/// An error and its sources, joined, for a log line or dead letter a person reads.
+pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut reason = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        reason.push_str(": ");
+        reason.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    reason
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kastell_core::alert::RuleRef;
+    use kastell_core::store::CaseStatus;
+    use kastell_core::{Event, Level};
+
+    fn case(first: &str, last: &str) -> CaseRecord {
+        let t = |s: &str| s.parse::<DateTime<Utc>>().unwrap();
+        CaseRecord {
+            id: 1,
+            title: "t".into(),
+            severity: Level::Low,
+            status: CaseStatus::Open,
+            group_key: "k".into(),
+            rule_id: "r".into(),
+            host: None,
+            first_seen: t(first),
+            last_seen: t(last),
+            alert_count: 2,
+            created_at: t(first),
+            updated_at: t(last),
+        }
+    }
+
+    #[test]
+    fn an_alert_joins_within_a_window_of_the_span_on_either_side() {
+        let c = case("2022-10-31T16:00:00Z", "2022-10-31T17:00:00Z");
+        let window = Duration::hours(1);
+        let at = |s: &str| s.parse::<DateTime<Utc>>().unwrap();
+        assert!(within_span(&c, at("2022-10-31T16:30:00Z"), window));
+        assert!(within_span(&c, at("2022-10-31T15:00:00Z"), window));
+        assert!(!within_span(&c, at("2022-10-31T14:59:59Z"), window));
+    }
+
+    #[test]
+    fn the_window_start_does_not_overflow_at_the_edge_of_time() {
+        assert_eq!(
+            earlier(DateTime::<Utc>::MIN_UTC, Duration::hours(1)),
+            DateTime::<Utc>::MIN_UTC
+        );
+    }
+
+    #[test]
+    fn key_and_title_name_the_rule_and_the_host() {
+        let rule = RuleRef {
+            id: "suricata-2011540".into(),
+            title: "ET POLICY OpenSSL Demo CA - Internet Widgits Pty (O)".into(),
+            ..Default::default()
+        };
+        let mut alert = Alert::from_event(rule, Event::new(), Utc::now());
+        assert_eq!(group_key(&alert), "suricata-2011540|-");
+        assert_eq!(
+            case_title(&alert),
+            "ET POLICY OpenSSL Demo CA - Internet Widgits Pty (O)"
+        );
+        alert.host = Some("66.63.168.75".into());
+        assert_eq!(group_key(&alert), "suricata-2011540|66.63.168.75");
+        assert_eq!(
+            case_title(&alert),
+            "ET POLICY OpenSSL Demo CA - Internet Widgits Pty (O) on 66.63.168.75"
+        );
+        alert.rule.title = " ".into();
+        assert_eq!(case_title(&alert), "suricata-2011540 on 66.63.168.75");
+    }
+
+    #[test]
+    fn stats_register_once() {
+        let registry = Registry::new();
+        let stats = CasesStats::new();
+        stats.register(&registry).unwrap();
+        assert!(stats.register(&registry).is_err(), "names are unique");
+        stats.cases_opened.inc();
+        assert_eq!(stats.snapshot().cases_opened, 1);
+        assert_eq!(registry.gather().len(), 8);
+    }
+}
