@@ -1,0 +1,25 @@
+//! Kastell's enrich stage: threat-intelligence feeds loaded into an [`IndicatorStore`],
+//! every event matched against it, and alerts annotated with what matched.
+//!
+//! - [`misp`] reads a MISP feed directory into indicators;
+//! - [`indicator`] owns the indicator type and the normalisation shared by feeds and
+//!   observables;
+//! - [`store`] indexes indicators and matches events;
+//! - [`ecs`] writes matches onto events as ECS `threat.enrichments`;
+//! - [`stage`] is the bus loop between correlate and cases.
+//!
+//! See `docs/intel.md` for the matching rules and the limitations.
+
+pub mod ecs;
+pub mod indicator;
+pub mod misp;
+pub mod stage;
+pub mod store;
+
+pub use indicator::{Indicator, IndicatorContext, ThreatLevel};
+pub use misp::{load_misp_feed_dir, EventError, LoadError, LoadReport, SkipReason};
+pub use stage::{
+    enrich_detection, run_enrich, run_enrich_on, subscribe_detections, DeadLetter, EnrichError,
+    EnrichReport, EnrichStats, Enriched,
+};
+pub use store::{Hit, IndicatorStore, UnindexableIndicator};
