@@ -1,6 +1,10 @@
 //! Kastell's custom resources (group `kastell.eu`, version `v1alpha1`): their Rust types,
 //! from which the CRD schemas are generated, and the loader that reads them from YAML.
 
+// kube's `printcolumn(...)` attributes repeat `type_ = ...` legitimately, once per column,
+// which clippy's duplicated-attributes lint mistakes for a repeated attribute.
+#![allow(clippy::duplicated_attributes)]
+
 pub mod case;
 pub mod common;
 pub mod generate;
