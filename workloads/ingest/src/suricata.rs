@@ -1,0 +1,548 @@
+//! Suricata EVE JSON: one record per line, mapped to ECS the way Elastic's Suricata module
+//! maps it, with the whole record kept under `suricata.eve` so nothing is lost.
+//!
+//! Every record gets the common fields (time, addresses, ports, transport, observer);
+//! each app-layer object present (`alert`, `flow`, `dns`, `http`, `tls`, `fileinfo`, `smb`,
+//! `krb5`) adds its own, whichever `event_type` carries it, because alerts and fileinfo
+//! records embed the app-layer object of their transaction.
+
+use serde_json::{Map, Value};
+
+use kastell_core::Event;
+
+use crate::ecs::{base_name, canonical_ip, naive_utc_timestamp, EcsBuilder, Fields};
+use crate::error::ParseError;
+use crate::format::ParseContext;
+
+pub(crate) const DATASET: &str = "suricata.eve";
+
+/// Maps one EVE record. `original` is the raw line when the caller keeps it.
+pub(crate) fn normalise(
+    record: Map<String, Value>,
+    original: Option<&str>,
+    ctx: &ParseContext,
+) -> Result<Event, ParseError> {
+    let mut out = EcsBuilder::new();
+    map_record(Fields::new(&record, ""), ctx, &mut out)?;
+    if let Some(original) = original {
+        out.put_str("event.original", original);
+    }
+    // Moved, not cloned: the namespace holds the record exactly as Suricata wrote it,
+    // including `flow_id` as the u64 it is.
+    out.put("suricata.eve", Value::Object(record));
+    Ok(out.finish())
+}
+
+fn map_record(eve: Fields<'_>, ctx: &ParseContext, out: &mut EcsBuilder) -> Result<(), ParseError> {
+    let timestamp = eve
+        .timestamp("timestamp")?
+        .ok_or(ParseError::MissingField { field: "timestamp" })?;
+    out.put("@timestamp", timestamp);
+    let event_type = eve.str("event_type")?.ok_or(ParseError::MissingField {
+        field: "event_type",
+    })?;
+
+    map_event(event_type, out);
+    map_observer(eve, ctx, out)?;
+    map_network(eve, out)?;
+
+    if let Some(flow) = eve.object("flow", "flow")? {
+        map_flow(flow, event_type == "flow", out)?;
+    }
+    if let Some(alert) = eve.object("alert", "alert")? {
+        map_alert(alert, out)?;
+    }
+    if let Some(dns) = eve.object("dns", "dns")? {
+        map_dns(dns, out)?;
+    }
+    if let Some(http) = eve.object("http", "http")? {
+        map_http(http, out)?;
+    }
+    if let Some(tls) = eve.object("tls", "tls")? {
+        map_tls(tls, out)?;
+    }
+    if let Some(fileinfo) = eve.object("fileinfo", "fileinfo")? {
+        map_fileinfo(fileinfo, out)?;
+    }
+    if let Some(smb) = eve.object("smb", "smb")? {
+        map_smb(smb, out)?;
+    }
+    if let Some(krb5) = eve.object("krb5", "krb5")? {
+        map_krb5(krb5, out)?;
+    }
+    Ok(())
+}
+
+/// `event.kind`, `event.category` and `event.type` by EVE `event_type`.
+fn classify(
+    event_type: &str,
+) -> (
+    &'static str,
+    &'static [&'static str],
+    &'static [&'static str],
+) {
+    match event_type {
+        // The alert's type comes from its action, see `map_alert`.
+        "alert" => ("alert", &["network", "intrusion_detection"], &[]),
+        "anomaly" => ("event", &["network"], &["info"]),
+        // Flow records are written when the flow ends or times out.
+        "flow" | "netflow" => ("event", &["network"], &["connection", "end"]),
+        "fileinfo" => ("event", &["network", "file"], &["info"]),
+        "krb5" => (
+            "event",
+            &["network", "authentication"],
+            &["protocol", "info"],
+        ),
+        "drop" => ("event", &["network"], &["denied"]),
+        // Engine counters describe the sensor, not the network: no category applies.
+        "stats" => ("metric", &[], &[]),
+        _ => ("event", &["network"], &["protocol"]),
+    }
+}
+
+fn map_event(event_type: &str, out: &mut EcsBuilder) {
+    let (kind, category, types) = classify(event_type);
+    out.put("event.kind", kind);
+    if !category.is_empty() {
+        out.put_strings("event.category", category);
+    }
+    if !types.is_empty() {
+        out.put_strings("event.type", types);
+    }
+    out.put("event.dataset", DATASET);
+    out.put("event.module", "suricata");
+}
+
+fn map_observer(
+    eve: Fields<'_>,
+    ctx: &ParseContext,
+    out: &mut EcsBuilder,
+) -> Result<(), ParseError> {
+    out.put_str("observer.name", &ctx.sensor);
+    out.put("observer.product", "Suricata");
+    out.put("observer.vendor", "OISF");
+    out.put("observer.type", "ids");
+    if let Some(iface) = eve.str("in_iface")? {
+        out.put_str("observer.ingress.interface.name", iface);
+    }
+    Ok(())
+}
+
+fn map_network(eve: Fields<'_>, out: &mut EcsBuilder) -> Result<(), ParseError> {
+    let source = eve.ip("src_ip")?;
+    let destination = eve.ip("dest_ip")?;
+    if let Some(ip) = source.as_deref().or(destination.as_deref()) {
+        out.put(
+            "network.type",
+            if ip.contains(':') { "ipv6" } else { "ipv4" },
+        );
+    }
+    if let Some(ip) = source {
+        out.related_ip(&ip);
+        out.put("source.ip", ip);
+    }
+    if let Some(ip) = destination {
+        out.related_ip(&ip);
+        out.put("destination.ip", ip);
+    }
+    if let Some(port) = eve.port("src_port")? {
+        out.put("source.port", port);
+    }
+    if let Some(port) = eve.port("dest_port")? {
+        out.put("destination.port", port);
+    }
+    if let Some(proto) = eve.str("proto")? {
+        out.put("network.transport", proto.to_ascii_lowercase());
+    }
+    // "failed" means detection gave up, which is not a protocol name.
+    if let Some(app) = eve
+        .str("app_proto")?
+        .filter(|p| !matches!(*p, "failed" | "unknown"))
+    {
+        out.put("network.protocol", app.to_ascii_lowercase());
+    }
+    if let Some(id) = eve.str("community_id")? {
+        out.put_str("network.community_id", id);
+    }
+    Ok(())
+}
+
+fn map_flow(
+    flow: Fields<'_>,
+    is_flow_record: bool,
+    out: &mut EcsBuilder,
+) -> Result<(), ParseError> {
+    let bytes_out = flow.u64("bytes_toserver")?;
+    let bytes_in = flow.u64("bytes_toclient")?;
+    let packets_out = flow.u64("pkts_toserver")?;
+    let packets_in = flow.u64("pkts_toclient")?;
+    if let Some(n) = bytes_out {
+        out.put("source.bytes", n);
+    }
+    if let Some(n) = bytes_in {
+        out.put("destination.bytes", n);
+    }
+    if let (Some(a), Some(b)) = (bytes_out, bytes_in) {
+        out.put("network.bytes", a.saturating_add(b));
+    }
+    if let Some(n) = packets_out {
+        out.put("source.packets", n);
+    }
+    if let Some(n) = packets_in {
+        out.put("destination.packets", n);
+    }
+    if let (Some(a), Some(b)) = (packets_out, packets_in) {
+        out.put("network.packets", a.saturating_add(b));
+    }
+    // An alert's embedded flow is the flow so far, not the event's own span.
+    if is_flow_record {
+        if let Some(start) = flow.timestamp("start")? {
+            out.put("event.start", start);
+        }
+        if let Some(end) = flow.timestamp("end")? {
+            out.put("event.end", end);
+        }
+    }
+    Ok(())
+}
+
+fn map_alert(alert: Fields<'_>, out: &mut EcsBuilder) -> Result<(), ParseError> {
+    if let Some(id) = alert.u64("signature_id")? {
+        out.put("rule.id", id.to_string());
+    }
+    if let Some(name) = alert.str("signature")? {
+        out.put_str("rule.name", name);
+    }
+    if let Some(category) = alert.str("category")? {
+        out.put_str("rule.category", category);
+    }
+    if let Some(rev) = alert.u64("rev")? {
+        out.put("rule.version", rev.to_string());
+    }
+    // Suricata's 1 (high) to 4 (low), kept as is, as Elastic's module does.
+    if let Some(severity) = alert.u64("severity")? {
+        out.put("event.severity", severity);
+    }
+    let event_type = match alert.str("action")? {
+        Some("allowed") => "allowed",
+        Some("blocked") => "denied",
+        _ => "info",
+    };
+    out.put_strings("event.type", &[event_type]);
+    Ok(())
+}
+
+/// DNS in all three shapes Suricata writes: v2 records (`rrname`/`rrtype` at the top, one
+/// record per query or answer), v3 records and alerts (`queries`/`answers` arrays), and
+/// v2 inside alerts (`query` array and an `answer` object).
+fn map_dns(dns: Fields<'_>, out: &mut EcsBuilder) -> Result<(), ParseError> {
+    match dns.str("type")? {
+        Some("query" | "request") => out.put("dns.type", "query"),
+        Some("answer" | "response") => out.put("dns.type", "answer"),
+        _ => {}
+    }
+    if let Some(id) = dns.u64("id")? {
+        out.put("dns.id", id.to_string());
+    }
+    if let Some(rcode) = dns.str("rcode")? {
+        out.put_str("dns.response_code", rcode);
+    }
+    let mut flags = Vec::new();
+    for (key, flag) in [("aa", "AA"), ("tc", "TC"), ("rd", "RD"), ("ra", "RA")] {
+        if dns.bool(key)? == Some(true) {
+            flags.push(flag);
+        }
+    }
+    if !flags.is_empty() {
+        out.put_strings("dns.header_flags", &flags);
+    }
+
+    let question = match first_object(dns, "queries", "dns.queries")? {
+        Some(query) => query,
+        None => first_object(dns, "query", "dns.query")?.unwrap_or(dns),
+    };
+    if let Some(name) = question.str("rrname")? {
+        out.related_host(name);
+        out.put_str("dns.question.name", name);
+    }
+    if let Some(rtype) = question.str("rrtype")? {
+        out.put_str("dns.question.type", rtype);
+    }
+
+    let mut resolved = Vec::new();
+    if let Some(answers) = dns.array("answers")? {
+        let mut mapped = Vec::with_capacity(answers.len());
+        for item in answers {
+            let answer = as_object(item, "dns.answers")?;
+            mapped.push(map_dns_answer(answer, &mut resolved)?);
+        }
+        out.put("dns.answers", Value::Array(mapped));
+    } else if let Some(grouped) = dns.object("grouped", "dns.grouped")? {
+        for rtype in ["A", "AAAA"] {
+            for raw in grouped.strings(rtype)? {
+                resolved.push(canonical_ip(&grouped.label(rtype), raw)?);
+            }
+        }
+    }
+    if !resolved.is_empty() {
+        for ip in &resolved {
+            out.related_ip(ip);
+        }
+        out.put("dns.resolved_ip", resolved);
+    }
+
+    if let Some(answer) = dns.object("answer", "dns.answer")? {
+        map_dns(answer, out)?;
+    }
+    Ok(())
+}
+
+fn map_dns_answer(answer: Fields<'_>, resolved: &mut Vec<String>) -> Result<Value, ParseError> {
+    let mut mapped = Map::new();
+    let rtype = answer.str("rrtype")?;
+    if let Some(name) = answer.str("rrname")? {
+        mapped.insert("name".to_owned(), name.into());
+    }
+    if let Some(rtype) = rtype {
+        mapped.insert("type".to_owned(), rtype.into());
+    }
+    if let Some(ttl) = answer.u64("ttl")? {
+        mapped.insert("ttl".to_owned(), ttl.into());
+    }
+    if let Some(data) = answer.str("rdata")? {
+        if matches!(rtype, Some("A" | "AAAA")) {
+            let ip = canonical_ip(&answer.label("rdata"), data)?;
+            mapped.insert("data".to_owned(), ip.clone().into());
+            resolved.push(ip);
+        } else {
+            mapped.insert("data".to_owned(), data.into());
+        }
+    }
+    Ok(Value::Object(mapped))
+}
+
+fn first_object<'a>(
+    parent: Fields<'a>,
+    key: &str,
+    prefix: &'a str,
+) -> Result<Option<Fields<'a>>, ParseError> {
+    match parent.array(key)?.and_then(|items| items.first()) {
+        Some(item) => as_object(item, prefix).map(Some),
+        None => Ok(None),
+    }
+}
+
+fn as_object<'a>(item: &'a Value, prefix: &'a str) -> Result<Fields<'a>, ParseError> {
+    match item {
+        Value::Object(map) => Ok(Fields::new(map, prefix)),
+        other => Err(ParseError::wrong_type(prefix, "objects", other)),
+    }
+}
+
+fn map_http(http: Fields<'_>, out: &mut EcsBuilder) -> Result<(), ParseError> {
+    let host = http.str("hostname")?;
+    if let Some(host) = host {
+        out.related_host(host);
+        out.put_str("url.domain", host);
+        out.put_str_if_absent("destination.domain", host);
+    }
+    if let Some(url) = http.str("url")? {
+        out.put_str("url.original", url);
+        let (path, query) = path_and_query(url);
+        if !path.is_empty() {
+            out.put_str("url.path", path);
+        }
+        if let Some(query) = query.filter(|q| !q.is_empty()) {
+            out.put_str("url.query", query);
+        }
+        if url.starts_with("http://") || url.starts_with("https://") {
+            out.put_str("url.full", url);
+        } else if let (Some(host), true) = (host, url.starts_with('/')) {
+            // EVE only sees cleartext HTTP, so the scheme is http.
+            let full = match http.port("http_port")?.filter(|p| *p != 80) {
+                Some(port) => format!("http://{host}:{port}{url}"),
+                None => format!("http://{host}{url}"),
+            };
+            out.put("url.full", full);
+        }
+    }
+    if let Some(method) = http.str("http_method")? {
+        out.put_str("http.request.method", method);
+    }
+    if let Some(status) = http.u64("status")? {
+        out.put("http.response.status_code", status);
+    }
+    if let Some(protocol) = http.str("protocol")? {
+        if let Some(version) = protocol.strip_prefix("HTTP/") {
+            out.put_str("http.version", version);
+        }
+    }
+    if let Some(agent) = http.str("http_user_agent")? {
+        out.put_str("user_agent.original", agent);
+    }
+    if let Some(referrer) = http.str("http_refer")? {
+        out.put_str("http.request.referrer", referrer);
+    }
+    if let Some(mime) = http.str("http_content_type")? {
+        out.put_str("http.response.mime_type", mime);
+    }
+    if let Some(length) = http.u64("length")? {
+        out.put("http.response.body.bytes", length);
+    }
+    Ok(())
+}
+
+/// The path and query of an origin-form (`/a?b`) or absolute-form (`http://h/a?b`) URL.
+fn path_and_query(url: &str) -> (&str, Option<&str>) {
+    let rest = match url.split_once("://") {
+        Some((scheme, after)) if !scheme.contains('/') => {
+            after.find('/').map_or("", |slash| &after[slash..])
+        }
+        _ => url,
+    };
+    let rest = rest.split('#').next().unwrap_or(rest);
+    match rest.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (rest, None),
+    }
+}
+
+fn map_tls(tls: Fields<'_>, out: &mut EcsBuilder) -> Result<(), ParseError> {
+    if let Some(sni) = tls.str("sni")? {
+        out.related_host(sni);
+        out.put_str("tls.client.server_name", sni);
+        out.put_str_if_absent("destination.domain", sni);
+    }
+    if let Some((protocol, version)) = tls.str("version")?.and_then(tls_version) {
+        out.put("tls.version_protocol", protocol);
+        out.put("tls.version", version);
+    }
+    if let Some(ja3) = tls.object("ja3", "tls.ja3")? {
+        if let Some(hash) = ja3.str("hash")? {
+            out.related_hash(hash);
+            out.put_str("tls.client.ja3", hash);
+        }
+    }
+    if let Some(ja3s) = tls.object("ja3s", "tls.ja3s")? {
+        if let Some(hash) = ja3s.str("hash")? {
+            out.related_hash(hash);
+            out.put_str("tls.server.ja3s", hash);
+        }
+    }
+    if let Some(subject) = tls.str("subject")? {
+        out.put_str("tls.server.subject", subject);
+    }
+    if let Some(issuer) = tls.str("issuerdn")? {
+        out.put_str("tls.server.issuer", issuer);
+    }
+    // ECS wants certificate digests and serials as upper-case hex without separators.
+    if let Some(fingerprint) = tls.str("fingerprint")? {
+        let sha1 = plain_hex(fingerprint);
+        out.related_hash(&sha1);
+        out.put("tls.server.hash.sha1", sha1);
+    }
+    if let Some(serial) = tls.str("serial")? {
+        out.put("tls.server.x509.serial_number", plain_hex(serial));
+    }
+    if let Some(raw) = tls.str("notbefore")? {
+        let time = naive_utc_timestamp(&tls.label("notbefore"), raw)?;
+        out.put("tls.server.not_before", time);
+    }
+    if let Some(raw) = tls.str("notafter")? {
+        let time = naive_utc_timestamp(&tls.label("notafter"), raw)?;
+        out.put("tls.server.not_after", time);
+    }
+    if let Some(resumed) = tls.bool("session_resumed")? {
+        out.put("tls.resumed", resumed);
+    }
+    Ok(())
+}
+
+/// `TLS 1.2` → (`tls`, `1.2`); `SSLv3` → (`ssl`, `3.0`).
+fn tls_version(raw: &str) -> Option<(&'static str, String)> {
+    if let Some(version) = raw.strip_prefix("TLS ") {
+        return Some(("tls", version.to_owned()));
+    }
+    match raw {
+        "SSLv2" => Some(("ssl", "2.0".to_owned())),
+        "SSLv3" => Some(("ssl", "3.0".to_owned())),
+        _ => None,
+    }
+}
+
+fn plain_hex(raw: &str) -> String {
+    raw.chars()
+        .filter(|c| *c != ':')
+        .map(|c| c.to_ascii_uppercase())
+        .collect()
+}
+
+fn map_fileinfo(fileinfo: Fields<'_>, out: &mut EcsBuilder) -> Result<(), ParseError> {
+    if let Some(filename) = fileinfo.str("filename")? {
+        if let Some(name) = base_name(filename) {
+            out.put_str("file.name", name);
+        }
+        if filename.contains(['/', '\\']) {
+            out.put_str("file.path", filename);
+        }
+    }
+    if let Some(size) = fileinfo.u64("size")? {
+        out.put("file.size", size);
+    }
+    for algorithm in ["md5", "sha1", "sha256"] {
+        if let Some(hash) = fileinfo.str(algorithm)? {
+            out.related_hash(hash);
+            out.put_str(&format!("file.hash.{algorithm}"), hash);
+        }
+    }
+    Ok(())
+}
+
+fn map_smb(smb: Fields<'_>, out: &mut EcsBuilder) -> Result<(), ParseError> {
+    if let Some(ntlmssp) = smb.object("ntlmssp", "smb.ntlmssp")? {
+        if let Some(user) = ntlmssp.text("user")? {
+            out.related_user(user);
+            out.put_str_if_absent("user.name", user);
+        }
+        if let Some(domain) = ntlmssp.text("domain")? {
+            out.put_str_if_absent("user.domain", domain);
+        }
+    }
+    Ok(())
+}
+
+fn map_krb5(krb5: Fields<'_>, out: &mut EcsBuilder) -> Result<(), ParseError> {
+    if let Some(user) = named(krb5.str("cname")?) {
+        out.related_user(user);
+        out.put_str_if_absent("user.name", user);
+    }
+    if let Some(realm) = named(krb5.str("realm")?) {
+        out.put_str_if_absent("user.domain", realm);
+    }
+    Ok(())
+}
+
+/// Suricata writes "<empty>" where a Kerberos message has no client name or realm.
+fn named(value: Option<&str>) -> Option<&str> {
+    value.filter(|v| *v != "<empty>" && !v.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_paths_and_queries_split_in_both_forms() {
+        assert_eq!(path_and_query("/"), ("/", None));
+        assert_eq!(path_and_query("/a/b?x=1&y=2"), ("/a/b", Some("x=1&y=2")));
+        assert_eq!(path_and_query("http://h.example/p?q#f"), ("/p", Some("q")));
+        assert_eq!(path_and_query("http://h.example"), ("", None));
+    }
+
+    #[test]
+    fn tls_versions() {
+        assert_eq!(tls_version("TLS 1.3"), Some(("tls", "1.3".to_owned())));
+        assert_eq!(tls_version("SSLv3"), Some(("ssl", "3.0".to_owned())));
+        assert_eq!(tls_version("UNDETERMINED"), None);
+    }
+}
