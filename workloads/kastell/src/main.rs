@@ -1,10 +1,13 @@
 //! The `kastell` command.
 
-use std::path::PathBuf;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
+use kastell::pipeline::{self, Mode};
+use kastell::summary::Summary;
 
 mod crdgen;
 
@@ -12,13 +15,23 @@ mod crdgen;
 #[derive(Parser)]
 #[command(name = "kastell", version, about, long_about = None)]
 struct Cli {
+    /// Log filter, as RUST_LOG (e.g. `info`, `kastell_ingest=debug`).
+    #[arg(long, global = true, env = "KASTELL_LOG", default_value = "warn")]
+    log: String,
+    /// Log records as JSON lines instead of text.
+    #[arg(long, global = true)]
+    log_json: bool,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand)]
 enum Command {
-    /// Write the CustomResourceDefinitions generated from the resource types.
+    /// Run the whole pipeline in one process: replay sensor files through ingest,
+    /// detection, enrichment, cases and response, then serve the case API.
+    Run(RunArgs),
+    /// Write the CustomResourceDefinitions and the resource reference generated from the
+    /// resource types.
     Crdgen {
         /// Directory to write `<plural>.kastell.eu.yaml` files into.
         #[arg(long, default_value = "manifests/crds")]
@@ -29,12 +42,41 @@ enum Command {
     },
 }
 
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Directory of resource YAML [default: the bundled examples/soc]
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Files to replay instead of the Sensors' own files; the format is detected.
+    #[arg(long, num_args = 1..)]
+    replay: Vec<PathBuf>,
+    /// Directory of the case store [default: a temporary one with --once, else
+    /// ./kastell-data]
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Address of the case API (plain HTTP only on loopback).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Replay, print the summary and exit instead of serving the case API.
+    #[arg(long)]
+    once: bool,
+    /// How to print the summary.
+    #[arg(long, value_enum, default_value_t = Output::Table)]
+    output: Output,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Output {
+    Table,
+    Json,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    init_tracing(&cli.log, cli.log_json);
     let outcome = match cli.command {
-        Command::Crdgen { out, reference } => {
-            crdgen::run(&out, &reference).context("generating CRDs")
-        }
+        Command::Crdgen { out, reference } => crdgen::run(&out, &reference),
+        Command::Run(args) => run(args),
     };
     match outcome {
         Ok(code) => code,
@@ -43,4 +85,99 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn init_tracing(filter: &str, json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    // Both kube and reqwest use rustls; the process picks ring once, up front.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    runtime.block_on(run_async(args))
+}
+
+async fn run_async(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let config = match &args.config {
+        Some(dir) => dir.clone(),
+        None => bundled_examples()?,
+    };
+    let setup = kastell::setup::prepare(&config, &args.replay).await?;
+
+    let temp;
+    let (data_dir, kept) = match (&args.data, args.once) {
+        (Some(dir), _) => (dir.clone(), true),
+        (None, true) => {
+            temp = tempfile::tempdir().context("creating a temporary data directory")?;
+            (temp.path().to_owned(), false)
+        }
+        (None, false) => (PathBuf::from("kastell-data"), true),
+    };
+    let shown_data = kept.then(|| data_dir.display().to_string());
+
+    let output = args.output;
+    let mut summary = if args.once {
+        pipeline::run(setup, &data_dir, Mode::Once).await?
+    } else {
+        let listener = pipeline::bind(args.listen).await?;
+        let address = listener.local_addr()?;
+        let shown = shown_data.clone();
+        let on_replayed = Box::new(move |summary: &Summary| {
+            let mut summary = summary.clone();
+            summary.data_dir = shown;
+            print_summary(&summary, output);
+            eprintln!("case API on http://{address}/api/v1/cases (OpenAPI at /api/openapi.json); Ctrl-C stops");
+        });
+        let shutdown = Box::pin(async {
+            let _ = tokio::signal::ctrl_c().await;
+        });
+        pipeline::run(
+            setup,
+            &data_dir,
+            Mode::Serve {
+                listener,
+                shutdown,
+                on_replayed,
+            },
+        )
+        .await?
+    };
+    summary.data_dir = shown_data;
+    if args.once {
+        print_summary(&summary, output);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_summary(summary: &Summary, output: Output) {
+    match output {
+        Output::Table => print!("{}", summary.table()),
+        Output::Json => match serde_json::to_string(summary) {
+            Ok(json) => println!("{json}"),
+            Err(e) => eprintln!("error: printing the summary: {e}"),
+        },
+    }
+}
+
+/// The bundled example repository: `./examples/soc` when run from a clone, else the one
+/// beside the sources this binary was built from.
+fn bundled_examples() -> anyhow::Result<PathBuf> {
+    let candidates = [
+        PathBuf::from("examples/soc"),
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/soc"),
+    ];
+    candidates
+        .into_iter()
+        .find(|dir| dir.is_dir())
+        .context("the bundled examples/soc directory was not found; pass --config DIR")
 }

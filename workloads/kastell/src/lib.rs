@@ -1,0 +1,7 @@
+//! The `kastell` command's library half: wiring the stages into one process, so the
+//! end-to-end tests drive exactly what the command runs.
+
+pub mod detection;
+pub mod pipeline;
+pub mod setup;
+pub mod summary;

@@ -1,0 +1,208 @@
+//! Turning a directory of resources into what the stages run: replay sources from
+//! Sensors, a compiled rule set from DetectionRules, an indicator store from IntelFeeds
+//! and a playbook set from Playbooks. Every resource that cannot be used becomes a
+//! problem line naming its file, and the rest still runs.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+use kastell_crds::intel::FeedKind;
+use kastell_crds::sensor::TransportKind;
+use kastell_crds::{parse_duration, ResourceSet};
+use kastell_enrich::IndicatorStore;
+use kastell_ingest::{detect_file_format, Format, DEFAULT_MAX_LINE_BYTES};
+use kastell_respond::PlaybookSet;
+
+use crate::detection;
+
+/// One file to replay and how to read it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplaySource {
+    pub path: PathBuf,
+    pub format: Format,
+    /// The Sensor resource the events are attributed to.
+    pub sensor: String,
+}
+
+/// Everything `kastell run` needs, compiled from the resources.
+pub struct Setup {
+    pub config_dir: PathBuf,
+    pub resource_count: usize,
+    pub sources: Vec<ReplaySource>,
+    pub rules: Arc<kastell_correlate::RuleSet>,
+    pub rule_count: usize,
+    pub indicators: Arc<IndicatorStore>,
+    pub playbooks: Arc<PlaybookSet>,
+    pub grouping_window: chrono::Duration,
+    /// Resources and inputs that could not be used, one readable line each.
+    pub problems: Vec<String>,
+}
+
+/// Loads and compiles the resources in `config_dir`; `replay` files replace the Sensors'
+/// own files when given.
+pub async fn prepare(config_dir: &Path, replay: &[PathBuf]) -> anyhow::Result<Setup> {
+    let (resources, load_errors) = kastell_crds::load_dir(config_dir)
+        .with_context(|| format!("reading resources from {}", config_dir.display()))?;
+    let mut problems: Vec<String> = load_errors.iter().map(ToString::to_string).collect();
+
+    let sources = if replay.is_empty() {
+        sensor_sources(&resources, &mut problems)
+    } else {
+        replay_sources(&resources, replay).await?
+    };
+
+    let (rules, rule_problems) = detection::compile_rules(&resources.rules);
+    problems.extend(rule_problems);
+    let rule_count = rules.len();
+
+    let indicators = load_feeds(&resources, &mut problems);
+
+    let (playbooks, invalid) = PlaybookSet::compile(resources.playbooks.iter().cloned());
+    problems.extend(invalid.iter().map(ToString::to_string));
+
+    let grouping_window = grouping_window(&resources, &mut problems);
+
+    Ok(Setup {
+        config_dir: config_dir.to_owned(),
+        resource_count: resources.len(),
+        sources,
+        rules: Arc::new(rules),
+        rule_count,
+        indicators: Arc::new(indicators),
+        playbooks: Arc::new(playbooks),
+        grouping_window,
+        problems,
+    })
+}
+
+/// The files named by Sensors with a `file` transport. Listening transports are served
+/// by the ingest workload, not by a replay, so they are noted and left out.
+fn sensor_sources(resources: &ResourceSet, problems: &mut Vec<String>) -> Vec<ReplaySource> {
+    let mut sources = Vec::new();
+    for sensor in &resources.sensors {
+        let spec = &sensor.object.spec;
+        let name = sensor.object.metadata.name.clone().unwrap_or_default();
+        let format = match spec.format.as_str().parse::<Format>() {
+            Ok(format) => format,
+            Err(e) => {
+                problems.push(format!("{}: sensor {}: {e}", sensor.file.display(), sensor.key()));
+                continue;
+            }
+        };
+        match (spec.transport.kind, &spec.transport.path) {
+            (TransportKind::File, Some(path)) => sources.push(ReplaySource {
+                path: sensor.resolve(path),
+                format,
+                sensor: name,
+            }),
+            (TransportKind::File, None) => problems.push(format!(
+                "{}: sensor {}: transport type file needs spec.transport.path",
+                sensor.file.display(),
+                sensor.key()
+            )),
+            (other, _) => problems.push(format!(
+                "{}: sensor {}: transport {other:?} is not replayed by `kastell run`; \
+                 only file transports are read",
+                sensor.file.display(),
+                sensor.key()
+            )),
+        }
+    }
+    sources
+}
+
+/// `--replay` files: each file's format is detected from its first record, and its
+/// events are attributed to the one Sensor of that format when there is exactly one.
+async fn replay_sources(
+    resources: &ResourceSet,
+    files: &[PathBuf],
+) -> anyhow::Result<Vec<ReplaySource>> {
+    let mut sources = Vec::new();
+    for path in files {
+        let format = detect_file_format(path, DEFAULT_MAX_LINE_BYTES)
+            .await
+            .with_context(|| format!("reading replay file {}", path.display()))?
+            .with_context(|| {
+                format!(
+                    "cannot tell the format of {}: its first record is neither Suricata EVE \
+                     nor a Wazuh alert",
+                    path.display()
+                )
+            })?;
+        let matching: Vec<&str> = resources
+            .sensors
+            .iter()
+            .filter(|s| s.object.spec.format.as_str() == format.as_str())
+            .filter_map(|s| s.object.metadata.name.as_deref())
+            .collect();
+        let sensor = match matching.as_slice() {
+            [only] => (*only).to_owned(),
+            _ => format!("replay-{}", format.as_str()),
+        };
+        sources.push(ReplaySource {
+            path: path.clone(),
+            format,
+            sensor,
+        });
+    }
+    Ok(sources)
+}
+
+fn load_feeds(resources: &ResourceSet, problems: &mut Vec<String>) -> IndicatorStore {
+    let mut stores = Vec::new();
+    for feed in &resources.feeds {
+        let spec = &feed.object.spec;
+        let name = feed.object.metadata.name.clone().unwrap_or_default();
+        let where_ = format!("{}: intel feed {}", feed.file.display(), feed.key());
+        match (spec.kind, &spec.path) {
+            (FeedKind::MispFeed, Some(path)) => {
+                match kastell_enrich::load_misp_feed_dir(&name, feed.resolve(path)) {
+                    Ok((store, report)) => {
+                        tracing::info!(
+                            feed = %name,
+                            indicators = report.indicators,
+                            events = report.events_loaded,
+                            "intel feed loaded"
+                        );
+                        problems.extend(report.errors.iter().map(|e| format!("{where_}: {e}")));
+                        stores.push(store);
+                    }
+                    Err(e) => problems.push(format!("{where_}: {e}")),
+                }
+            }
+            (FeedKind::MispFeed, None) => problems.push(format!(
+                "{where_}: `kastell run` reads MISP feeds from a directory (spec.path); \
+                 fetching spec.url is not built yet"
+            )),
+            (kind, _) => problems.push(format!(
+                "{where_}: feed type {kind:?} is not supported by this build yet"
+            )),
+        }
+    }
+    IndicatorStore::from_stores(stores)
+}
+
+fn grouping_window(resources: &ResourceSet, problems: &mut Vec<String>) -> chrono::Duration {
+    let default = chrono::Duration::hours(1);
+    let Some(platform) = resources.platforms.first() else {
+        return default;
+    };
+    let Some(cases) = &platform.object.spec.cases else {
+        return default;
+    };
+    match parse_duration(&cases.grouping_window)
+        .map_err(|e| e.to_string())
+        .and_then(|d| chrono::Duration::from_std(d).map_err(|e| e.to_string()))
+    {
+        Ok(window) => window,
+        Err(e) => {
+            problems.push(format!(
+                "{}: platform {}: spec.cases.groupingWindow: {e}; using 1h",
+                platform.file.display(),
+                platform.key()
+            ));
+            default
+        }
+    }
+}

@@ -1,0 +1,119 @@
+//! The `kastell` command as a user runs it: exit codes, the JSON summary's keys, and clear
+//! errors for bad input.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn kastell(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_kastell"))
+        .args(args)
+        .current_dir(repo_root())
+        .output()
+        .expect("running kastell")
+}
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn run_once_json_prints_the_summary_keys() {
+    let output = kastell(&["run", "--once", "--output", "json"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let summary: serde_json::Value = serde_json::from_str(stdout(&output).trim()).unwrap();
+    for key in [
+        "events_in",
+        "events_rejected",
+        "alerts",
+        "alerts_by_level",
+        "intel_matches",
+        "cases_opened",
+        "actions_pending",
+    ] {
+        assert!(summary.get(key).is_some(), "missing {key} in {summary}");
+    }
+    let text = stdout(&output);
+    let order: Vec<usize> = ["critical", "high", "medium", "low", "informational"]
+        .iter()
+        .map(|level| text.find(&format!("\"{level}\":")).expect(level))
+        .collect();
+    assert!(order.windows(2).all(|w| w[0] < w[1]), "levels out of order: {text}");
+    assert!(summary["alerts"].as_u64().unwrap() > 0);
+    assert!(summary["intel_matches"].as_u64().unwrap() > 0);
+    assert!(summary["cases_opened"].as_u64().unwrap() > 0);
+    assert!(summary["data_dir"].is_null(), "--once without --data keeps nothing");
+}
+
+#[test]
+fn run_once_table_names_each_figure() {
+    let output = kastell(&["run", "--once"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = stdout(&output);
+    for label in ["events read", "events rejected", "alerts", "intel matches", "cases opened"] {
+        assert!(text.contains(label), "missing {label:?} in:\n{text}");
+    }
+}
+
+#[test]
+fn replayed_bad_lines_are_reported_with_their_line_numbers() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("eve.json");
+    let good = std::fs::read_to_string(repo_root().join("examples/soc/data/suricata/eve.json"))
+        .unwrap()
+        .lines()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(&file, format!("{good}\n{{\"event_type\": \"dns\"\nnot json at all\n")).unwrap();
+    let output = kastell(&[
+        "run",
+        "--once",
+        "--output",
+        "json",
+        "--replay",
+        file.to_str().unwrap(),
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let summary: serde_json::Value = serde_json::from_str(stdout(&output).trim()).unwrap();
+    assert_eq!(summary["events_in"], 5);
+    assert_eq!(summary["events_rejected"], 2);
+    let lines: Vec<u64> = summary["rejections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["line"].as_u64().unwrap())
+        .collect();
+    assert_eq!(lines, [4, 5]);
+}
+
+#[test]
+fn a_missing_config_directory_is_a_clear_error() {
+    let output = kastell(&["run", "--once", "--config", "/nonexistent/kastell"]);
+    assert!(!output.status.success());
+    assert!(stderr(&output).contains("/nonexistent/kastell"), "{}", stderr(&output));
+}
+
+#[test]
+fn a_replay_file_of_unknown_format_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("x.log");
+    std::fs::write(&file, "Dec  4 12:00:00 host sshd[1]: hello\n").unwrap();
+    let output = kastell(&["run", "--once", "--replay", file.to_str().unwrap()]);
+    assert!(!output.status.success());
+    assert!(stderr(&output).contains("cannot tell the format"), "{}", stderr(&output));
+}
+
+#[test]
+fn plain_http_off_loopback_is_refused() {
+    let output = kastell(&["run", "--listen", "0.0.0.0:0"]);
+    assert!(!output.status.success());
+    assert!(stderr(&output).contains("0.0.0.0"), "{}", stderr(&output));
+}
