@@ -53,7 +53,9 @@ async fn subscribe_all(bus: &dyn Bus) -> anyhow::Result<Subscriptions> {
         cases: kastell_cases::subscribe_alerts(bus).await?,
         respond: kastell_respond::subscribe_case_events(bus).await?,
         alert_tally: bus.subscribe(Topic::Alerts, "run-summary").await?,
-        dead_letters: bus.subscribe(Topic::DeadLetters, "run-dead-letters").await?,
+        dead_letters: bus
+            .subscribe(Topic::DeadLetters, "run-dead-letters")
+            .await?,
     })
 }
 
@@ -69,7 +71,8 @@ pub async fn run(setup: Setup, data_dir: &Path, mode: Mode) -> anyhow::Result<Su
     let once = matches!(mode, Mode::Once);
 
     let tally = spawn_alert_tally(subs.alert_tally);
-    let dead_letters = spawn_dead_letter_log(subs.dead_letters, data_dir.join("dead-letters.jsonl"));
+    let dead_letters =
+        spawn_dead_letter_log(subs.dead_letters, data_dir.join("dead-letters.jsonl"));
 
     let correlate = {
         let (bus, rules) = (Arc::clone(&bus), Arc::clone(&setup.rules));
@@ -80,15 +83,22 @@ pub async fn run(setup: Setup, data_dir: &Path, mode: Mode) -> anyhow::Result<Su
     };
     let enrich_stats = Arc::new(EnrichStats::new());
     let enrich = {
-        let (bus, indicators, stats) =
-            (Arc::clone(&bus), Arc::clone(&setup.indicators), Arc::clone(&enrich_stats));
+        let (bus, indicators, stats) = (
+            Arc::clone(&bus),
+            Arc::clone(&setup.indicators),
+            Arc::clone(&enrich_stats),
+        );
         tokio::spawn(async move {
             kastell_enrich::run_enrich_on(bus.as_ref(), subs.enrich, indicators, &stats).await
         })
     };
     let metrics = Metrics::new().context("registering metrics")?;
     let cases = {
-        let (bus, store, stats) = (Arc::clone(&bus), Arc::clone(&store), metrics.stage().clone());
+        let (bus, store, stats) = (
+            Arc::clone(&bus),
+            Arc::clone(&store),
+            metrics.stage().clone(),
+        );
         let settings = CaseSettings {
             grouping_window: setup.grouping_window,
             close_downstream: once,
@@ -156,7 +166,9 @@ pub async fn run(setup: Setup, data_dir: &Path, mode: Mode) -> anyhow::Result<Su
             finish(&mut summary, respond_report);
             summary.actions_pending = pending_actions(store.as_ref()).await?;
             bus.close(Topic::DeadLetters).await;
-            summary.dead_letters = dead_letters.await.context("the dead-letter log stopped")??;
+            summary.dead_letters = dead_letters
+                .await
+                .context("the dead-letter log stopped")??;
             Ok(summary)
         }
         Mode::Serve {
@@ -177,7 +189,9 @@ pub async fn run(setup: Setup, data_dir: &Path, mode: Mode) -> anyhow::Result<Su
             finish(&mut summary, respond_report);
             summary.actions_pending = pending_actions(store.as_ref()).await?;
             bus.close(Topic::DeadLetters).await;
-            summary.dead_letters = dead_letters.await.context("the dead-letter log stopped")??;
+            summary.dead_letters = dead_letters
+                .await
+                .context("the dead-letter log stopped")??;
             Ok(summary)
         }
     }

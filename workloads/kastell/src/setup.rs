@@ -86,7 +86,11 @@ fn sensor_sources(resources: &ResourceSet, problems: &mut Vec<String>) -> Vec<Re
         let format = match spec.format.as_str().parse::<Format>() {
             Ok(format) => format,
             Err(e) => {
-                problems.push(format!("{}: sensor {}: {e}", sensor.file.display(), sensor.key()));
+                problems.push(format!(
+                    "{}: sensor {}: {e}",
+                    sensor.file.display(),
+                    sensor.key()
+                ));
                 continue;
             }
         };

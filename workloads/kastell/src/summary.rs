@@ -127,7 +127,11 @@ impl AlertTally {
     /// Rules by descending count, then id, so the output is stable.
     pub fn by_rule(&self) -> Vec<RuleCount> {
         let mut rules: Vec<RuleCount> = self.by_rule.values().cloned().collect();
-        rules.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.rule_id.cmp(&b.rule_id)));
+        rules.sort_by(|a, b| {
+            b.count
+                .cmp(&a.count)
+                .then_with(|| a.rule_id.cmp(&b.rule_id))
+        });
         rules
     }
 }
@@ -148,7 +152,13 @@ impl Summary {
         if !self.alerts_by_rule.is_empty() {
             let _ = writeln!(out, "alerts by rule");
             for r in &self.alerts_by_rule {
-                let _ = writeln!(out, "  {:>5}  {:<8}  {}", r.count, r.level.as_str(), r.title);
+                let _ = writeln!(
+                    out,
+                    "  {:>5}  {:<8}  {}",
+                    r.count,
+                    r.level.as_str(),
+                    r.title
+                );
             }
         }
         let _ = writeln!(out, "intel matches      {:>7}", self.intel_matches);

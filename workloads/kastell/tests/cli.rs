@@ -45,11 +45,17 @@ fn run_once_json_prints_the_summary_keys() {
         .iter()
         .map(|level| text.find(&format!("\"{level}\":")).expect(level))
         .collect();
-    assert!(order.windows(2).all(|w| w[0] < w[1]), "levels out of order: {text}");
+    assert!(
+        order.windows(2).all(|w| w[0] < w[1]),
+        "levels out of order: {text}"
+    );
     assert!(summary["alerts"].as_u64().unwrap() > 0);
     assert!(summary["intel_matches"].as_u64().unwrap() > 0);
     assert!(summary["cases_opened"].as_u64().unwrap() > 0);
-    assert!(summary["data_dir"].is_null(), "--once without --data keeps nothing");
+    assert!(
+        summary["data_dir"].is_null(),
+        "--once without --data keeps nothing"
+    );
 }
 
 #[test]
@@ -57,7 +63,13 @@ fn run_once_table_names_each_figure() {
     let output = kastell(&["run", "--once"]);
     assert!(output.status.success(), "{}", stderr(&output));
     let text = stdout(&output);
-    for label in ["events read", "events rejected", "alerts", "intel matches", "cases opened"] {
+    for label in [
+        "events read",
+        "events rejected",
+        "alerts",
+        "intel matches",
+        "cases opened",
+    ] {
         assert!(text.contains(label), "missing {label:?} in:\n{text}");
     }
 }
@@ -72,7 +84,11 @@ fn replayed_bad_lines_are_reported_with_their_line_numbers() {
         .take(3)
         .collect::<Vec<_>>()
         .join("\n");
-    std::fs::write(&file, format!("{good}\n{{\"event_type\": \"dns\"\nnot json at all\n")).unwrap();
+    std::fs::write(
+        &file,
+        format!("{good}\n{{\"event_type\": \"dns\"\nnot json at all\n"),
+    )
+    .unwrap();
     let output = kastell(&[
         "run",
         "--once",
@@ -98,7 +114,11 @@ fn replayed_bad_lines_are_reported_with_their_line_numbers() {
 fn a_missing_config_directory_is_a_clear_error() {
     let output = kastell(&["run", "--once", "--config", "/nonexistent/kastell"]);
     assert!(!output.status.success());
-    assert!(stderr(&output).contains("/nonexistent/kastell"), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("/nonexistent/kastell"),
+        "{}",
+        stderr(&output)
+    );
 }
 
 #[test]
@@ -108,7 +128,11 @@ fn a_replay_file_of_unknown_format_is_a_clear_error() {
     std::fs::write(&file, "Dec  4 12:00:00 host sshd[1]: hello\n").unwrap();
     let output = kastell(&["run", "--once", "--replay", file.to_str().unwrap()]);
     assert!(!output.status.success());
-    assert!(stderr(&output).contains("cannot tell the format"), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("cannot tell the format"),
+        "{}",
+        stderr(&output)
+    );
 }
 
 #[test]
