@@ -1,0 +1,149 @@
+//! Errors of reading and compiling rules: each names the rule (its id, else its title) and
+//! the DetectionRule resource it came from, and says what is wrong where.
+
+use std::fmt;
+
+use crate::condition::ConditionError;
+use crate::modifier::Modifier;
+
+/// What is wrong with a rule.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ErrorKind {
+    #[error("not valid YAML: {0}")]
+    Yaml(String),
+    #[error("the YAML holds {0} documents; multi-document rules (correlation bundles) are not supported yet")]
+    MultipleDocuments(usize),
+    #[error("a rule must be a YAML mapping")]
+    NotAMapping,
+    #[error("missing required field `{0}`")]
+    Missing(&'static str),
+    #[error("`{path}`: {reason}")]
+    Invalid { path: String, reason: String },
+    #[error("`{path}`: unknown modifier `{modifier}`")]
+    UnknownModifier { path: String, modifier: String },
+    #[error("`{path}`: modifier `{modifier}` is not supported yet")]
+    UnsupportedModifier { path: String, modifier: Modifier },
+    #[error("condition `{condition}`: {error}")]
+    Condition {
+        condition: String,
+        error: ConditionError,
+    },
+    #[error("condition names `{0}`, which is not a search identifier of the detection")]
+    UnknownIdentifier(String),
+    #[error("condition pattern `{0}` matches no search identifier")]
+    EmptyPattern(String),
+    #[error("`{path}`: invalid regular expression: {reason}")]
+    Regex { path: String, reason: String },
+    #[error(
+        "`{path}`: field `{field}` has no counterpart in the Suricata records this Zeek \
+         logsource is read from"
+    )]
+    UnmappedField { path: String, field: String },
+    #[error("logsource {0} is not routed to any source this build ingests")]
+    UnsupportedLogsource(String),
+    #[error("correlation rules (type `{0}`) are not supported yet")]
+    Correlation(String),
+    #[error("filter rules are not supported yet")]
+    Filter,
+    #[error("rule id `{id}` is already used by {other}")]
+    DuplicateId { id: String, other: String },
+}
+
+impl ErrorKind {
+    /// A short label that groups errors of the same cause, for counting them: the
+    /// variant, with the modifier or logsource that is unsupported.
+    pub fn label(&self) -> String {
+        match self {
+            ErrorKind::Yaml(_) => "invalid YAML".to_owned(),
+            ErrorKind::MultipleDocuments(_) => "multi-document YAML".to_owned(),
+            ErrorKind::NotAMapping => "not a mapping".to_owned(),
+            ErrorKind::Missing(field) => format!("missing `{field}`"),
+            ErrorKind::Invalid { reason, .. } => format!("invalid: {reason}"),
+            ErrorKind::UnknownModifier { modifier, .. } => format!("unknown modifier `{modifier}`"),
+            ErrorKind::UnsupportedModifier { modifier, .. } => {
+                format!("unsupported modifier `{modifier}`")
+            }
+            ErrorKind::Condition { error, .. } => format!("condition: {}", error.message),
+            ErrorKind::UnknownIdentifier(_) => "condition names an unknown identifier".to_owned(),
+            ErrorKind::EmptyPattern(_) => "condition pattern matches nothing".to_owned(),
+            ErrorKind::Regex { .. } => "invalid regular expression".to_owned(),
+            ErrorKind::UnmappedField { field, .. } => format!("Zeek field `{field}` unmapped"),
+            ErrorKind::UnsupportedLogsource(logsource) => format!("unrouted logsource {logsource}"),
+            ErrorKind::Correlation(kind) => format!("correlation rule `{kind}`"),
+            ErrorKind::Filter => "filter rule".to_owned(),
+            ErrorKind::DuplicateId { .. } => "duplicate rule id".to_owned(),
+        }
+    }
+
+    pub(crate) fn invalid(path: impl Into<String>, reason: impl Into<String>) -> Self {
+        ErrorKind::Invalid {
+            path: path.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// A rule that cannot be used, and why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RuleError {
+    /// The DetectionRule resource (`namespace/name`) the rule came from, when known.
+    pub resource: Option<String>,
+    /// The rule's `id` (else its `name`), when the YAML got far enough to have one.
+    pub rule_id: Option<String>,
+    /// The rule's `title`, when known.
+    pub title: Option<String>,
+    pub kind: ErrorKind,
+}
+
+impl RuleError {
+    pub(crate) fn new(kind: ErrorKind) -> Self {
+        RuleError {
+            resource: None,
+            rule_id: None,
+            title: None,
+            kind,
+        }
+    }
+}
+
+impl fmt::Display for RuleError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("rule")?;
+        match (&self.rule_id, &self.title) {
+            (Some(id), _) => write!(f, " {id}")?,
+            (None, Some(title)) => write!(f, " {title:?}")?,
+            (None, None) => {}
+        }
+        if let Some(resource) = &self.resource {
+            write!(f, " (DetectionRule {resource})")?;
+        }
+        write!(f, ": {}", self.kind)
+    }
+}
+
+// The kind is part of the message already, so it is not offered again as a source.
+impl std::error::Error for RuleError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_names_rule_resource_and_reason() {
+        let mut e = RuleError::new(ErrorKind::UnsupportedModifier {
+            path: "detection.selection.CommandLine|windash".to_owned(),
+            modifier: Modifier::Windash,
+        });
+        e.rule_id = Some("abc".to_owned());
+        e.resource = Some("soc/rule-a".to_owned());
+        assert_eq!(
+            e.to_string(),
+            "rule abc (DetectionRule soc/rule-a): `detection.selection.CommandLine|windash`: \
+             modifier `windash` is not supported yet"
+        );
+        e.rule_id = None;
+        e.title = Some("T".to_owned());
+        e.resource = None;
+        assert!(e.to_string().starts_with("rule \"T\": "));
+    }
+}

@@ -1,0 +1,493 @@
+//! The compiled form of a detection and its evaluation over an event's JSON.
+//!
+//! Everything a rule needs at match time is prepared by the compile step: field names
+//! resolved to candidate paths, string values classified into exact/prefix/suffix/
+//! substring tests (substring lists share one Aho-Corasick automaton), wildcards and
+//! `re` values compiled to regular expressions, networks parsed. Evaluation walks the
+//! event's JSON in place and allocates nothing for string, boolean or integer values.
+
+use std::cmp::Ordering;
+use std::fmt::Write as _;
+use std::net::IpAddr;
+
+use aho_corasick::AhoCorasick;
+use ipnet::IpNet;
+use regex::Regex;
+use serde_json::{Map, Value};
+
+/// A detection ready to run: selections and the condition over them.
+#[derive(Debug, Clone)]
+pub(crate) struct Detector {
+    pub(crate) selections: Vec<SelectionMatcher>,
+    pub(crate) condition: Expr,
+}
+
+impl Detector {
+    pub(crate) fn matches(&self, event: &Map<String, Value>) -> bool {
+        self.condition.eval(&self.selections, event)
+    }
+}
+
+/// The condition with selection names replaced by their index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Expr {
+    Selection(usize),
+    Not(Box<Expr>),
+    And(Vec<Expr>),
+    Or(Vec<Expr>),
+}
+
+impl Expr {
+    fn eval(&self, selections: &[SelectionMatcher], event: &Map<String, Value>) -> bool {
+        match self {
+            Expr::Selection(i) => selections[*i].matches(event),
+            Expr::Not(inner) => !inner.eval(selections, event),
+            Expr::And(all) => all.iter().all(|e| e.eval(selections, event)),
+            Expr::Or(any) => any.iter().any(|e| e.eval(selections, event)),
+        }
+    }
+}
+
+/// A search identifier: any of its conjunctions holds (one for a map, one per map of a
+/// list of maps).
+#[derive(Debug, Clone)]
+pub(crate) struct SelectionMatcher {
+    pub(crate) any_of: Vec<Vec<Check>>,
+}
+
+impl SelectionMatcher {
+    fn matches(&self, event: &Map<String, Value>) -> bool {
+        self.any_of
+            .iter()
+            .any(|checks| checks.iter().all(|c| c.matches(event)))
+    }
+}
+
+/// One test of a selection.
+#[derive(Debug, Clone)]
+pub(crate) enum Check {
+    Field(FieldCheck),
+    Keywords(ValueTest),
+}
+
+impl Check {
+    fn matches(&self, event: &Map<String, Value>) -> bool {
+        match self {
+            Check::Field(check) => check.matches(event),
+            Check::Keywords(test) => test.matches_with(|predicate| any_leaf_in_map(event, predicate)),
+        }
+    }
+}
+
+/// A field and what its value must be.
+#[derive(Debug, Clone)]
+pub(crate) struct FieldCheck {
+    pub(crate) field: FieldRef,
+    pub(crate) test: FieldTest,
+}
+
+impl FieldCheck {
+    fn matches(&self, event: &Map<String, Value>) -> bool {
+        match &self.test {
+            FieldTest::Exists(want) => self.field.present(event) == *want,
+            // Missing, JSON null and an empty list all mean "no value".
+            FieldTest::Null => !self.field.any_value(event, &mut |v| !v.is_null()),
+            FieldTest::Values(test) => {
+                test.matches_with(|predicate| self.field.any_value(event, predicate))
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub(crate) enum FieldTest {
+    /// `|exists: true/false`.
+    Exists(bool),
+    /// `field: null`.
+    Null,
+    Values(ValueTest),
+}
+
+/// A list of value matchers, ORed or (with `|all`) ANDed; each is satisfied by any one
+/// value the field (or, for keywords, the event) has.
+#[derive(Debug, Clone)]
+pub(crate) struct ValueTest {
+    pub(crate) matchers: Vec<ValueMatcher>,
+    pub(crate) all: bool,
+}
+
+impl ValueTest {
+    /// `any_value(predicate)` says whether some value satisfies the predicate.
+    fn matches_with(&self, mut any_value: impl FnMut(&mut dyn FnMut(&Value) -> bool) -> bool) -> bool {
+        if self.all {
+            self.matchers
+                .iter()
+                .all(|m| any_value(&mut |v| m.matches(v)))
+        } else {
+            any_value(&mut |v| self.matchers.iter().any(|m| m.matches(v)))
+        }
+    }
+}
+
+/// A field name resolved to the event paths to try, in order: the first one present
+/// holds the field's value, or, with `any`, every path is a spelling of the field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct FieldRef {
+    pub(crate) paths: Vec<String>,
+    pub(crate) any: bool,
+}
+
+impl FieldRef {
+    fn present(&self, event: &Map<String, Value>) -> bool {
+        self.paths.iter().any(|path| {
+            let mut visit = Visit::default();
+            lookup(event, path, &mut |_| true, &mut visit);
+            visit.found
+        })
+    }
+
+    /// Whether a value of the field satisfies `predicate`; list values count element by
+    /// element.
+    fn any_value(&self, event: &Map<String, Value>, predicate: &mut dyn FnMut(&Value) -> bool) -> bool {
+        for path in &self.paths {
+            let mut visit = Visit::default();
+            lookup(event, path, predicate, &mut visit);
+            if visit.stopped || (visit.found && !self.any) {
+                return visit.stopped;
+            }
+        }
+        false
+    }
+}
+
+#[derive(Default)]
+struct Visit {
+    /// Something exists at the path (possibly null or an empty list).
+    found: bool,
+    /// The predicate held for a value.
+    stopped: bool,
+}
+
+/// Visits the values at a dotted path, trying the whole key first and then each split
+/// point, so flat keys (`id.orig_h`) and nested objects both resolve; lists on the way
+/// are entered element by element.
+fn lookup(
+    map: &Map<String, Value>,
+    path: &str,
+    predicate: &mut dyn FnMut(&Value) -> bool,
+    visit: &mut Visit,
+) {
+    if let Some(value) = map.get(path) {
+        visit.found = true;
+        leaves(value, predicate, visit);
+        return;
+    }
+    let mut from = 0;
+    while let Some(offset) = path[from..].find('.') {
+        let dot = from + offset;
+        if let Some(inner) = map.get(&path[..dot]) {
+            descend(inner, &path[dot + 1..], predicate, visit);
+            if visit.found {
+                return;
+            }
+        }
+        from = dot + 1;
+    }
+}
+
+fn descend(value: &Value, rest: &str, predicate: &mut dyn FnMut(&Value) -> bool, visit: &mut Visit) {
+    match value {
+        Value::Object(map) => lookup(map, rest, predicate, visit),
+        Value::Array(items) => {
+            for item in items {
+                descend(item, rest, predicate, visit);
+                if visit.stopped {
+                    return;
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+fn leaves(value: &Value, predicate: &mut dyn FnMut(&Value) -> bool, visit: &mut Visit) {
+    match value {
+        Value::Array(items) => {
+            for item in items {
+                leaves(item, predicate, visit);
+                if visit.stopped {
+                    return;
+                }
+            }
+        }
+        other => {
+            if predicate(other) {
+                visit.stopped = true;
+            }
+        }
+    }
+}
+
+/// Whether any scalar anywhere in the event satisfies the predicate (keyword search).
+fn any_leaf_in_map(map: &Map<String, Value>, predicate: &mut dyn FnMut(&Value) -> bool) -> bool {
+    map.values().any(|v| any_leaf(v, predicate))
+}
+
+fn any_leaf(value: &Value, predicate: &mut dyn FnMut(&Value) -> bool) -> bool {
+    match value {
+        Value::Object(map) => any_leaf_in_map(map, predicate),
+        Value::Array(items) => items.iter().any(|v| any_leaf(v, predicate)),
+        Value::Null => false,
+        scalar => predicate(scalar),
+    }
+}
+
+/// One value of a rule, compiled.
+#[derive(Debug, Clone)]
+pub(crate) enum ValueMatcher {
+    /// A string test on the text of strings, numbers and booleans.
+    Text(TextMatcher),
+    /// A plain integer or float: equal to a number, or to a string that reads as one.
+    Number(Number),
+    /// A plain boolean: equal to a boolean, or to the string `true`/`false`.
+    Bool(bool),
+    /// `|cidr`: an address (as text) inside one of the networks.
+    Cidr(IpNet),
+    /// `|lt`, `|lte`, `|gt`, `|gte` against a number or numeric string.
+    Compare(Ordering, bool, f64),
+}
+
+/// A rule's number.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Number {
+    Integer(i128),
+    Float(f64),
+}
+
+impl ValueMatcher {
+    fn matches(&self, value: &Value) -> bool {
+        match self {
+            ValueMatcher::Text(text) => with_text(value, |s| text.matches(s)),
+            ValueMatcher::Number(number) => number_equals(*number, value),
+            ValueMatcher::Bool(want) => match value {
+                Value::Bool(b) => b == want,
+                Value::String(s) => s.eq_ignore_ascii_case(if *want { "true" } else { "false" }),
+                _ => false,
+            },
+            ValueMatcher::Cidr(net) => value
+                .as_str()
+                .and_then(|s| s.parse::<IpAddr>().ok())
+                .is_some_and(|ip| net.contains(&ip)),
+            ValueMatcher::Compare(ordering, or_equal, bound) => {
+                numeric(value).is_some_and(|n| match n.partial_cmp(bound) {
+                    Some(Ordering::Equal) => *or_equal,
+                    Some(o) => o == *ordering,
+                    None => false,
+                })
+            }
+        }
+    }
+}
+
+fn number_equals(number: Number, value: &Value) -> bool {
+    match (number, value) {
+        (Number::Integer(want), Value::Number(n)) => {
+            if let Some(i) = n.as_i64() {
+                i128::from(i) == want
+            } else if let Some(u) = n.as_u64() {
+                i128::from(u) == want
+            } else {
+                n.as_f64() == Some(want as f64)
+            }
+        }
+        (Number::Integer(want), Value::String(s)) => match s.trim().parse::<i128>() {
+            Ok(i) => i == want,
+            Err(_) => s.trim().parse::<f64>().is_ok_and(|f| f == want as f64),
+        },
+        (Number::Float(want), value) => numeric(value) == Some(want),
+        _ => false,
+    }
+}
+
+fn numeric(value: &Value) -> Option<f64> {
+    match value {
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+/// Runs `f` on the text of a scalar: strings as they are, numbers as JSON writes them,
+/// booleans as `true`/`false`. Null, objects and lists have no text.
+fn with_text(value: &Value, f: impl FnOnce(&str) -> bool) -> bool {
+    match value {
+        Value::String(s) => f(s),
+        Value::Bool(b) => f(if *b { "true" } else { "false" }),
+        Value::Number(n) => {
+            let mut buf = StackText::default();
+            if write!(buf, "{n}").is_ok() {
+                f(buf.as_str())
+            } else {
+                f(&n.to_string())
+            }
+        }
+        _ => false,
+    }
+}
+
+/// A small buffer for formatting numbers without allocating.
+struct StackText {
+    bytes: [u8; 48],
+    len: usize,
+}
+
+impl Default for StackText {
+    fn default() -> Self {
+        StackText {
+            bytes: [0; 48],
+            len: 0,
+        }
+    }
+}
+
+impl StackText {
+    fn as_str(&self) -> &str {
+        // Only whole `&str`s are ever written, so the bytes are UTF-8.
+        std::str::from_utf8(&self.bytes[..self.len]).unwrap_or_default()
+    }
+}
+
+impl std::fmt::Write for StackText {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        let end = self.len + s.len();
+        if end > self.bytes.len() {
+            return Err(std::fmt::Error);
+        }
+        self.bytes[self.len..end].copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
+    }
+}
+
+/// A string test. Case-insensitive tests hold ASCII needles and compare without
+/// allocating; a case-insensitive needle with other letters is compiled to a regex,
+/// which folds Unicode case.
+#[derive(Debug, Clone)]
+pub(crate) enum TextMatcher {
+    /// Any text at all (`*`).
+    Any,
+    Exact { needle: String, cased: bool },
+    Prefix { needle: String, cased: bool },
+    Suffix { needle: String, cased: bool },
+    /// Any of the needles occurs (one automaton for a whole value list).
+    Contains(AhoCorasick),
+    Regex(Regex),
+}
+
+impl TextMatcher {
+    fn matches(&self, text: &str) -> bool {
+        match self {
+            TextMatcher::Any => true,
+            TextMatcher::Exact { needle, cased } => {
+                if *cased {
+                    text == needle
+                } else {
+                    text.eq_ignore_ascii_case(needle)
+                }
+            }
+            TextMatcher::Prefix { needle, cased } => {
+                let (text, needle) = (text.as_bytes(), needle.as_bytes());
+                text.len() >= needle.len() && same(&text[..needle.len()], needle, *cased)
+            }
+            TextMatcher::Suffix { needle, cased } => {
+                let (text, needle) = (text.as_bytes(), needle.as_bytes());
+                text.len() >= needle.len()
+                    && same(&text[text.len() - needle.len()..], needle, *cased)
+            }
+            TextMatcher::Contains(automaton) => automaton.is_match(text),
+            TextMatcher::Regex(regex) => regex.is_match(text),
+        }
+    }
+}
+
+fn same(a: &[u8], b: &[u8], cased: bool) -> bool {
+    if cased {
+        a == b
+    } else {
+        a.eq_ignore_ascii_case(b)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn map(value: Value) -> Map<String, Value> {
+        match value {
+            Value::Object(m) => m,
+            _ => unreachable!(),
+        }
+    }
+
+    fn values_at(event: &Map<String, Value>, path: &str) -> Vec<Value> {
+        let mut seen = Vec::new();
+        let field = FieldRef {
+            paths: vec![path.to_owned()],
+            any: false,
+        };
+        field.any_value(event, &mut |v| {
+            seen.push(v.clone());
+            false
+        });
+        seen
+    }
+
+    #[test]
+    fn lookup_enters_lists_and_flat_dotted_keys() {
+        let event = map(json!({
+            "dns": {"answers": [{"data": "1.2.3.4"}, {"data": "5.6.7.8"}]},
+            "zeek": {"id.orig_h": "10.0.0.1"},
+            "tags": ["a", ["b"]],
+            "x.y": {"z": 1},
+        }));
+        assert_eq!(values_at(&event, "dns.answers.data"), [json!("1.2.3.4"), json!("5.6.7.8")]);
+        assert_eq!(values_at(&event, "zeek.id.orig_h"), [json!("10.0.0.1")]);
+        assert_eq!(values_at(&event, "tags"), [json!("a"), json!("b")]);
+        assert_eq!(values_at(&event, "x.y.z"), [json!(1)]);
+        assert!(values_at(&event, "dns.answers.missing").is_empty());
+    }
+
+    #[test]
+    fn the_first_present_path_wins() {
+        let event = map(json!({"a": "one", "b": "two"}));
+        let mut field = FieldRef {
+            paths: vec!["missing".into(), "a".into(), "b".into()],
+            any: false,
+        };
+        assert!(field.any_value(&event, &mut |v| v == "one"));
+        assert!(!field.any_value(&event, &mut |v| v == "two"));
+        field.any = true;
+        assert!(field.any_value(&event, &mut |v| v == "two"));
+    }
+
+    #[test]
+    fn numbers_have_text_without_allocating() {
+        assert!(with_text(&json!(443), |s| s == "443"));
+        assert!(with_text(&json!(-1.5), |s| s == "-1.5"));
+        assert!(with_text(&json!(true), |s| s == "true"));
+        assert!(!with_text(&json!(null), |_| true));
+    }
+
+    #[test]
+    fn numbers_compare_by_value() {
+        let eighty = ValueMatcher::Number(Number::Integer(80));
+        assert!(eighty.matches(&json!(80)));
+        assert!(eighty.matches(&json!("80")));
+        assert!(eighty.matches(&json!(80.0)));
+        assert!(!eighty.matches(&json!("8080")));
+        assert!(!eighty.matches(&json!(true)));
+        let gt = ValueMatcher::Compare(Ordering::Greater, true, 10.0);
+        assert!(gt.matches(&json!(10)) && gt.matches(&json!("11")) && !gt.matches(&json!(9)));
+    }
+}

@@ -1,0 +1,266 @@
+//! The correlate stage: every event from ingest is evaluated against the rule set once,
+//! and leaves as a [`Detection`] carrying the alerts it raised (often none), because the
+//! enrich stage needs every event.
+//!
+//! The per-event work is the pure [`correlate_event`]; [`run_correlate`] is the thin loop
+//! that moves events from the bus to it and detections from it to the bus.
+
+use std::collections::BTreeMap;
+use std::error::Error as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Utc};
+use kastell_core::{Alert, Bus, BusError, Detection, Event, Level, Message, Subscription, Topic};
+use serde::{Deserialize, Serialize};
+use tracing::Instrument;
+
+use crate::ruleset::RuleSet;
+
+/// The consumer group the stage reads events as.
+pub const GROUP: &str = "correlate";
+
+/// Counters the stage keeps while it runs, readable from other tasks (for metrics).
+#[derive(Debug, Default)]
+pub struct CorrelateStats {
+    events: AtomicU64,
+    alerts: AtomicU64,
+    dead_letters: AtomicU64,
+    by_level: [AtomicU64; 5],
+    by_rule: Mutex<BTreeMap<String, u64>>,
+}
+
+impl CorrelateStats {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The counters now.
+    pub fn snapshot(&self) -> CorrelateReport {
+        let read = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let alerts_by_level = Level::ALL
+            .iter()
+            .zip(&self.by_level)
+            .map(|(level, count)| (*level, read(count)))
+            .filter(|(_, count)| *count > 0)
+            .collect();
+        CorrelateReport {
+            events: read(&self.events),
+            alerts: read(&self.alerts),
+            dead_letters: read(&self.dead_letters),
+            alerts_by_level,
+            alerts_by_rule: self.by_rule.lock().map(|m| m.clone()).unwrap_or_default(),
+        }
+    }
+
+    fn record(&self, alerts: &[Alert]) {
+        self.events.fetch_add(1, Ordering::Relaxed);
+        if alerts.is_empty() {
+            return;
+        }
+        self.alerts.fetch_add(alerts.len() as u64, Ordering::Relaxed);
+        for alert in alerts {
+            let slot = Level::ALL
+                .iter()
+                .position(|l| *l == alert.rule.level)
+                .unwrap_or_default();
+            self.by_level[slot].fetch_add(1, Ordering::Relaxed);
+        }
+        // A poisoned lock only means another task panicked mid-update; the counts stay
+        // usable.
+        let mut by_rule = self.by_rule.lock().unwrap_or_else(|p| p.into_inner());
+        for alert in alerts {
+            *by_rule.entry(alert.rule.id.clone()).or_default() += 1;
+        }
+    }
+}
+
+/// What the stage did, as counted by [`CorrelateStats`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CorrelateReport {
+    /// Events read, evaluated and published as detections.
+    pub events: u64,
+    /// Alerts raised.
+    pub alerts: u64,
+    /// Messages that were not events, sent to the dead-letter topic.
+    pub dead_letters: u64,
+    /// Alerts by rule level (levels without alerts are left out).
+    pub alerts_by_level: BTreeMap<Level, u64>,
+    /// Alerts by rule id.
+    pub alerts_by_rule: BTreeMap<String, u64>,
+}
+
+/// The stage could not go on.
+#[derive(Debug, thiserror::Error)]
+pub enum CorrelateError {
+    #[error("subscribing to {topic} as group {GROUP}")]
+    Subscribe {
+        topic: Topic,
+        #[source]
+        source: BusError,
+    },
+    #[error("publishing to {topic}")]
+    Publish {
+        topic: Topic,
+        #[source]
+        source: BusError,
+    },
+    #[error("acknowledging an event")]
+    Ack(#[source] BusError),
+}
+
+/// What goes to the dead-letter topic for a message the stage could not read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    pub stage: String,
+    /// The subject the message was read from.
+    pub topic: String,
+    pub reason: String,
+    /// The message as received (invalid UTF-8 replaced).
+    pub payload: String,
+}
+
+/// Evaluates one event: an alert per matching rule, built by [`Alert::from_event`].
+pub fn correlate_event(rules: &RuleSet, event: Event, now: DateTime<Utc>) -> Detection {
+    let alerts = rules
+        .evaluate(&event)
+        .map(|rule| Alert::from_event(rule.clone(), event.clone(), now))
+        .collect();
+    Detection { event, alerts }
+}
+
+/// Runs the stage until the events topic is closed and drained, then closes the
+/// detections topic (also when it stops on an error, so the enrich stage can finish).
+///
+/// On the in-process bus a group only sees messages published after it subscribed: to
+/// wire the stage before ingest starts, call [`subscribe_events`] first and then
+/// [`run_correlate_on`].
+///
+/// # Errors
+///
+/// When the bus refuses the subscription, a publish or an acknowledgement. A message
+/// that is not an event is not an error: it goes to the dead-letter topic.
+pub async fn run_correlate(
+    bus: &dyn Bus,
+    rules: Arc<RuleSet>,
+    stats: &CorrelateStats,
+) -> Result<CorrelateReport, CorrelateError> {
+    match subscribe_events(bus).await {
+        Ok(subscription) => run_correlate_on(bus, subscription, rules, stats).await,
+        Err(error) => {
+            bus.close(Topic::Detections).await;
+            Err(error)
+        }
+    }
+}
+
+/// Joins the events topic as the stage's consumer group.
+///
+/// # Errors
+///
+/// When the bus refuses the subscription (the topic is closed, the group is taken).
+pub async fn subscribe_events(bus: &dyn Bus) -> Result<Box<dyn Subscription>, CorrelateError> {
+    bus.subscribe(Topic::Events, GROUP)
+        .await
+        .map_err(|source| CorrelateError::Subscribe {
+            topic: Topic::Events,
+            source,
+        })
+}
+
+/// [`run_correlate`] on a subscription taken earlier with [`subscribe_events`].
+///
+/// # Errors
+///
+/// When the bus refuses a publish or an acknowledgement.
+pub async fn run_correlate_on(
+    bus: &dyn Bus,
+    subscription: Box<dyn Subscription>,
+    rules: Arc<RuleSet>,
+    stats: &CorrelateStats,
+) -> Result<CorrelateReport, CorrelateError> {
+    let span = tracing::info_span!("correlate", group = GROUP, rules = rules.len());
+    let result = correlate_loop(bus, subscription, &rules, stats)
+        .instrument(span)
+        .await;
+    bus.close(Topic::Detections).await;
+    let report = stats.snapshot();
+    tracing::info!(
+        events = report.events,
+        alerts = report.alerts,
+        dead_letters = report.dead_letters,
+        "correlate stopped"
+    );
+    result.map(|()| report)
+}
+
+async fn correlate_loop(
+    bus: &dyn Bus,
+    mut subscription: Box<dyn Subscription>,
+    rules: &RuleSet,
+    stats: &CorrelateStats,
+) -> Result<(), CorrelateError> {
+    while let Some(delivery) = subscription.next().await {
+        let event: Event = match delivery.message.decode() {
+            Ok(event) => event,
+            Err(error) => {
+                let reason = error_chain(&error);
+                tracing::warn!(reason = %reason, "undecodable event");
+                dead_letter(bus, &delivery.message, reason).await?;
+                stats.dead_letters.fetch_add(1, Ordering::Relaxed);
+                delivery.ack().await.map_err(CorrelateError::Ack)?;
+                continue;
+            }
+        };
+
+        let detection = correlate_event(rules, event, Utc::now());
+        for alert in &detection.alerts {
+            tracing::debug!(rule = %alert.rule.id, level = %alert.rule.level, alert = %alert.id, "rule matched");
+        }
+        stats.record(&detection.alerts);
+
+        let message = Message::json(&detection).map_err(|source| CorrelateError::Publish {
+            topic: Topic::Detections,
+            source,
+        })?;
+        bus.publish(Topic::Detections, message)
+            .await
+            .map_err(|source| CorrelateError::Publish {
+                topic: Topic::Detections,
+                source,
+            })?;
+        delivery.ack().await.map_err(CorrelateError::Ack)?;
+    }
+    Ok(())
+}
+
+async fn dead_letter(bus: &dyn Bus, message: &Message, reason: String) -> Result<(), CorrelateError> {
+    let letter = DeadLetter {
+        stage: GROUP.to_owned(),
+        topic: Topic::Events.subject().to_owned(),
+        reason,
+        payload: String::from_utf8_lossy(&message.payload).into_owned(),
+    };
+    let message = Message::json(&letter).map_err(|source| CorrelateError::Publish {
+        topic: Topic::DeadLetters,
+        source,
+    })?;
+    bus.publish(Topic::DeadLetters, message)
+        .await
+        .map_err(|source| CorrelateError::Publish {
+            topic: Topic::DeadLetters,
+            source,
+        })
+}
+
+/// The error and its causes, joined, so the dead letter says what serde saw.
+fn error_chain(error: &BusError) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
