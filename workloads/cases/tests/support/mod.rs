@@ -1,5 +1,5 @@
 //! Real alerts for the tests and the bench: Suricata EVE and Wazuh alert lines from the
-//! shared corpora, turned into ECS events and raised as alerts the way the correlate
+//! corpora (copied into tests/fixtures/corpora), turned into ECS events and raised as alerts the way the correlate
 //! stage would, and a case store in a temporary directory.
 //!
 //! Lines are picked by number and cited at their use; `eve_alert` checks the signature
@@ -14,11 +14,14 @@ use chrono::{DateTime, Utc};
 use kastell_core::{Alert, CaseStore, Event, Level, RuleRef, SqliteStore};
 use serde_json::{json, Value};
 
-/// `/work/shared/corpora`, or `$KASTELL_CORPORA` when set.
+/// The repository's copy of the corpus files these tests use (tests/fixtures/corpora),
+/// or the full shared corpora when `$KASTELL_CORPORA` names them.
 pub fn corpora() -> PathBuf {
     std::env::var_os("KASTELL_CORPORA")
         .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/corpora"))
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/corpora")
+        })
 }
 
 /// Suricata 7 over the IcedID 2022-10-31 capture (see the folder's SOURCE.txt).

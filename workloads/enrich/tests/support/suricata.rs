@@ -11,11 +11,14 @@ pub fn eve_path() -> PathBuf {
     corpora().join("suricata/tr0llope/eve-mixed.json")
 }
 
-/// `/work/shared/corpora`, or `$KASTELL_CORPORA` when set.
+/// The repository's copy of the corpus files these tests use (tests/fixtures/corpora),
+/// or the full shared corpora when `$KASTELL_CORPORA` names them.
 pub fn corpora() -> PathBuf {
     std::env::var_os("KASTELL_CORPORA")
         .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/corpora"))
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/corpora")
+        })
 }
 
 /// Every line of an EVE file that ingest accepts, as an ECS event.
