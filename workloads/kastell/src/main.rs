@@ -30,6 +30,12 @@ enum Command {
     /// Run the whole pipeline in one process: replay sensor files through ingest,
     /// detection, enrichment, cases and response, then serve the case API.
     Run(RunArgs),
+    /// Check a directory of resources offline: schemas, Sigma compilation, playbooks,
+    /// referenced files and the residency policy. Exit status 1 when anything is wrong.
+    Validate {
+        /// The directory (a checkout of the platform's resource repository).
+        dir: PathBuf,
+    },
     /// Write the CustomResourceDefinitions and the resource reference generated from the
     /// resource types.
     Crdgen {
@@ -77,6 +83,7 @@ fn main() -> ExitCode {
     let outcome = match cli.command {
         Command::Crdgen { out, reference } => crdgen::run(&out, &reference),
         Command::Run(args) => run(args),
+        Command::Validate { dir } => validate(&dir),
     };
     match outcome {
         Ok(code) => code,
@@ -157,6 +164,24 @@ async fn run_async(args: RunArgs) -> anyhow::Result<ExitCode> {
         print_summary(&summary, output);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn validate(dir: &Path) -> anyhow::Result<ExitCode> {
+    let report = kastell_operator::validate_dir(dir)
+        .with_context(|| format!("reading resources from {}", dir.display()))?;
+    for problem in &report.problems {
+        println!("{problem}");
+    }
+    println!(
+        "{} resources, {} problems",
+        report.resource_count(),
+        report.problems.len()
+    );
+    Ok(if report.problems.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn print_summary(summary: &Summary, output: Output) {

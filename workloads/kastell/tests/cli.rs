@@ -141,3 +141,34 @@ fn plain_http_off_loopback_is_refused() {
     assert!(!output.status.success());
     assert!(stderr(&output).contains("0.0.0.0"), "{}", stderr(&output));
 }
+
+#[test]
+fn validate_accepts_the_bundled_example_and_reports_a_broken_repository() {
+    let output = kastell(&["validate", "examples/soc"]);
+    assert!(
+        output.status.success(),
+        "{}{}",
+        stdout(&output),
+        stderr(&output)
+    );
+    assert!(
+        stdout(&output).contains(" resources, 0 problems"),
+        "{}",
+        stdout(&output)
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("rule.yaml"),
+        "apiVersion: kastell.eu/v1alpha1\nkind: DetectionRule\nmetadata: {name: r}\nspec: {}\n",
+    )
+    .unwrap();
+    let output = kastell(&["validate", dir.path().to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(1));
+    let text = stdout(&output);
+    assert!(
+        text.contains("rule.yaml") && text.contains("missing field `sigma`"),
+        "{text}"
+    );
+    assert!(text.contains("1 problems"), "{text}");
+}

@@ -1,0 +1,238 @@
+//! `kastell validate DIR`: the offline check a platform team runs on every pull request.
+//! Every resource is read against its schema, every Sigma rule compiled and every
+//! playbook checked by the same code the stages run, every referenced file looked for,
+//! and every outbound endpoint held against the platform's residency policy.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use kastell_correlate::RuleDocument;
+use kastell_crds::{Loaded, ResourceSet};
+use kastell_respond::PlaybookSet;
+
+use crate::residency::EndpointPolicy;
+
+/// One thing wrong, with where it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub file: PathBuf,
+    /// `Kind namespace/name`, when the problem belongs to one object.
+    pub object: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.object {
+            Some(object) => write!(f, "{}: {object}: {}", self.file.display(), self.message),
+            None => write!(f, "{}: {}", self.file.display(), self.message),
+        }
+    }
+}
+
+/// What the check found.
+#[derive(Debug, Default)]
+pub struct Report {
+    /// Resources read, by kind.
+    pub resources: BTreeMap<&'static str, usize>,
+    pub problems: Vec<Problem>,
+}
+
+impl Report {
+    pub fn resource_count(&self) -> usize {
+        self.resources.values().sum()
+    }
+
+    fn problem(&mut self, file: &Path, object: Option<String>, message: impl Into<String>) {
+        self.problems.push(Problem {
+            file: file.to_owned(),
+            object,
+            message: message.into(),
+        });
+    }
+}
+
+fn object<T: kube::Resource>(kind: &str, loaded: &Loaded<T>) -> Option<String> {
+    Some(format!("{kind} {}", loaded.key()))
+}
+
+/// Checks every resource under `dir`.
+///
+/// # Errors
+///
+/// Only when the directory cannot be read; everything wrong inside it is a [`Problem`].
+pub fn validate_dir(dir: &Path) -> Result<Report, kastell_crds::load::LoadError> {
+    let (resources, load_errors) = kastell_crds::load_dir(dir)?;
+    let mut report = Report::default();
+    count(&mut report, &resources);
+    for error in load_errors {
+        report.problems.push(Problem {
+            file: error_file(&error).unwrap_or_else(|| dir.to_owned()),
+            object: None,
+            message: error.to_string(),
+        });
+    }
+    check_rules(&mut report, &resources);
+    check_playbooks(&mut report, &resources);
+    check_files(&mut report, &resources);
+    check_residency(&mut report, &resources);
+    Ok(report)
+}
+
+fn count(report: &mut Report, r: &ResourceSet) {
+    for (kind, n) in [
+        ("SecOpsPlatform", r.platforms.len()),
+        ("Sensor", r.sensors.len()),
+        ("DetectionRule", r.rules.len()),
+        ("IntelFeed", r.feeds.len()),
+        ("Playbook", r.playbooks.len()),
+        ("Case", r.cases.len()),
+    ] {
+        report.resources.insert(kind, n);
+    }
+}
+
+fn error_file(error: &kastell_crds::load::LoadError) -> Option<PathBuf> {
+    use kastell_crds::load::LoadError as E;
+    match error {
+        E::Read { path, .. }
+        | E::Yaml { path, .. }
+        | E::NotAnObject { path, .. }
+        | E::Invalid { path, .. }
+        | E::UnknownKind { path, .. } => Some(path.clone()),
+    }
+}
+
+fn check_rules(report: &mut Report, resources: &ResourceSet) {
+    for rule in &resources.rules {
+        let document = RuleDocument::new(rule.key(), rule.object.spec.sigma.clone());
+        if let Err(error) = document.compile() {
+            report.problem(
+                &rule.file,
+                object("DetectionRule", rule),
+                format!("spec.sigma: {error}"),
+            );
+        }
+    }
+}
+
+fn check_playbooks(report: &mut Report, resources: &ResourceSet) {
+    for playbook in &resources.playbooks {
+        let (_, invalid) = PlaybookSet::compile([playbook.clone()]);
+        for problem in invalid {
+            report.problem(&playbook.file, object("Playbook", playbook), problem.reason);
+        }
+    }
+}
+
+/// Files a Sensor replays and directories an IntelFeed loads must exist in the checkout.
+fn check_files(report: &mut Report, resources: &ResourceSet) {
+    for sensor in &resources.sensors {
+        if let Some(path) = &sensor.object.spec.transport.path {
+            if !sensor.resolve(path).is_file() {
+                report.problem(
+                    &sensor.file,
+                    object("Sensor", sensor),
+                    format!("spec.transport.path: {path} does not exist"),
+                );
+            }
+        }
+    }
+    for feed in &resources.feeds {
+        match (&feed.object.spec.path, &feed.object.spec.url) {
+            (Some(path), _) if !feed.resolve(path).exists() => report.problem(
+                &feed.file,
+                object("IntelFeed", feed),
+                format!("spec.path: {path} does not exist"),
+            ),
+            (None, None) => report.problem(
+                &feed.file,
+                object("IntelFeed", feed),
+                "spec.url or spec.path is required",
+            ),
+            _ => {}
+        }
+    }
+}
+
+/// Outbound endpoints against the platform's allowed hosts and networks. A repository
+/// without a SecOpsPlatform has no policy to check against; one with several platforms
+/// in a namespace is ambiguous and reported.
+fn check_residency(report: &mut Report, resources: &ResourceSet) {
+    let mut policies: BTreeMap<String, (EndpointPolicy, &Loaded<kastell_crds::SecOpsPlatform>)> =
+        BTreeMap::new();
+    for platform in &resources.platforms {
+        let namespace = platform
+            .object
+            .metadata
+            .namespace
+            .clone()
+            .unwrap_or_default();
+        let (policy, errors) = EndpointPolicy::from_residency(&platform.object.spec.residency);
+        for error in errors {
+            report.problem(
+                &platform.file,
+                object("SecOpsPlatform", platform),
+                format!("spec.residency: {error}"),
+            );
+        }
+        if let Some((_, first)) = policies.get(&namespace) {
+            report.problem(
+                &platform.file,
+                object("SecOpsPlatform", platform),
+                format!(
+                    "namespace {namespace} already has the platform {} ({})",
+                    first.key(),
+                    first.file.display()
+                ),
+            );
+            continue;
+        }
+        if let Some(git) = &platform.object.spec.git {
+            if let Err(refusal) = policy.check(&git.url) {
+                report.problem(
+                    &platform.file,
+                    object("SecOpsPlatform", platform),
+                    format!("spec.git.url: {refusal}"),
+                );
+            }
+        }
+        policies.insert(namespace, (policy, platform));
+    }
+    let policy_of = |namespace: &Option<String>| {
+        policies
+            .get(namespace.as_deref().unwrap_or_default())
+            .map(|(policy, _)| policy)
+    };
+    for feed in &resources.feeds {
+        if let (Some(url), Some(policy)) = (
+            &feed.object.spec.url,
+            policy_of(&feed.object.metadata.namespace),
+        ) {
+            if let Err(refusal) = policy.check(url) {
+                report.problem(
+                    &feed.file,
+                    object("IntelFeed", feed),
+                    format!("spec.url: {refusal}"),
+                );
+            }
+        }
+    }
+    for playbook in &resources.playbooks {
+        let Some(policy) = policy_of(&playbook.object.metadata.namespace) else {
+            continue;
+        };
+        for step in &playbook.object.spec.steps {
+            if let Some(webhook) = &step.webhook {
+                if let Err(refusal) = policy.check(&webhook.url) {
+                    report.problem(
+                        &playbook.file,
+                        object("Playbook", playbook),
+                        format!("spec.steps[{}].webhook.url: {refusal}", step.name),
+                    );
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,101 @@
+//! `validate_dir` on the bundled example and on repositories broken in the ways a pull
+//! request breaks them.
+
+use std::path::{Path, PathBuf};
+
+use kastell_operator::validate_dir;
+
+fn example() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/soc")
+}
+
+fn write(dir: &Path, name: &str, text: &str) {
+    std::fs::write(dir.join(name), text).unwrap();
+}
+
+const PLATFORM: &str = "apiVersion: kastell.eu/v1alpha1\nkind: SecOpsPlatform\n\
+metadata: {name: soc, namespace: soc}\n\
+spec:\n  residency:\n    jurisdiction: EU\n    allowedHosts: ['*.soc.example.eu']\n";
+
+#[test]
+fn the_bundled_example_is_valid() {
+    let report = validate_dir(&example()).unwrap();
+    assert!(report.problems.is_empty(), "{:#?}", report.problems);
+    assert_eq!(report.resources["SecOpsPlatform"], 1);
+    assert_eq!(report.resources["Sensor"], 2);
+    assert!(report.resources["DetectionRule"] >= 10);
+}
+
+#[test]
+fn each_kind_of_problem_names_its_file_object_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "platform.yaml", PLATFORM);
+    write(
+        dir.path(),
+        "rule.yaml",
+        "apiVersion: kastell.eu/v1alpha1\nkind: DetectionRule\nmetadata: {name: bad, namespace: soc}\n\
+         spec:\n  sigma: |\n    title: t\n    logsource: {product: linux}\n    detection:\n      \
+         sel: {CommandLine|nosuchmodifier: x}\n      condition: sel\n",
+    );
+    write(
+        dir.path(),
+        "sensor.yaml",
+        "apiVersion: kastell.eu/v1alpha1\nkind: Sensor\nmetadata: {name: ids, namespace: soc}\n\
+         spec: {format: suricata-eve, transport: {type: file, path: missing.json}}\n",
+    );
+    write(
+        dir.path(),
+        "feed.yaml",
+        "apiVersion: kastell.eu/v1alpha1\nkind: IntelFeed\nmetadata: {name: f, namespace: soc}\n\
+         spec: {type: misp-feed, url: 'https://feeds.example.com/misp/'}\n",
+    );
+    write(
+        dir.path(),
+        "playbook.yaml",
+        "apiVersion: kastell.eu/v1alpha1\nkind: Playbook\nmetadata: {name: p, namespace: soc}\n\
+         spec:\n  trigger: {}\n  steps:\n  - {name: tell, type: webhook, webhook: \
+         {url: 'https://hooks.slack.com/services/x'}}\n  - {name: note, type: log}\n",
+    );
+    write(dir.path(), "broken.yaml", "apiVersion: kastell.eu/v1alpha1\nkind: Case\nmetadata: {name: c}\nspec: {title: t, severity: urgent}\n");
+
+    let report = validate_dir(dir.path()).unwrap();
+    let lines: Vec<String> = report.problems.iter().map(ToString::to_string).collect();
+    let has = |needle: &str| lines.iter().any(|l| l.contains(needle));
+    assert!(
+        has("broken.yaml") && has("unknown variant `urgent`"),
+        "{lines:#?}"
+    );
+    assert!(
+        has("DetectionRule soc/bad: spec.sigma:") && has("nosuchmodifier"),
+        "{lines:#?}"
+    );
+    assert!(
+        has("Sensor soc/ids: spec.transport.path: missing.json does not exist"),
+        "{lines:#?}"
+    );
+    assert!(
+        has("IntelFeed soc/f: spec.url: host feeds.example.com is outside"),
+        "{lines:#?}"
+    );
+    assert!(
+        has("Playbook soc/p: spec.steps[tell].webhook.url: host hooks.slack.com is outside"),
+        "{lines:#?}"
+    );
+    assert!(has("Playbook soc/p") && has("message"), "{lines:#?}");
+}
+
+#[test]
+fn two_platforms_in_one_namespace_are_ambiguous() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "a.yaml", PLATFORM);
+    write(
+        dir.path(),
+        "b.yaml",
+        &PLATFORM.replace("name: soc,", "name: other,"),
+    );
+    let report = validate_dir(dir.path()).unwrap();
+    assert_eq!(report.problems.len(), 1, "{:#?}", report.problems);
+    assert!(report.problems[0]
+        .message
+        .contains("already has the platform soc/soc"));
+}
