@@ -15,8 +15,8 @@ use crate::condition::{Condition, Target};
 use crate::error::ErrorKind;
 use crate::logsource::Routing;
 use crate::matcher::{
-    Check, Detector, Expr, FieldCheck, FieldRef, FieldTest, Number, SelectionMatcher,
-    TextMatcher, ValueMatcher, ValueTest,
+    Check, Detector, Expr, FieldCheck, FieldRef, FieldTest, Number, SelectionMatcher, TextMatcher,
+    ValueMatcher, ValueTest,
 };
 use crate::modifier::Modifier;
 use crate::rule::{Detection, FieldMatch, Selection, SigmaValue};
@@ -212,7 +212,10 @@ fn plan(m: &FieldMatch) -> Result<Plan, ErrorKind> {
         return Err(conflict(*first, second));
     }
     if plan.exists && (plan.all || plan.cased) {
-        return Err(ErrorKind::invalid(&m.path, "`exists` takes no other modifier"));
+        return Err(ErrorKind::invalid(
+            &m.path,
+            "`exists` takes no other modifier",
+        ));
     }
     Ok(plan)
 }
@@ -220,7 +223,7 @@ fn plan(m: &FieldMatch) -> Result<Plan, ErrorKind> {
 fn compile_field_match(m: &FieldMatch, fields: &Routing) -> Result<Check, ErrorKind> {
     let plan = plan(m)?;
 
-    if m.values.iter().any(|v| *v == SigmaValue::Null) {
+    if m.values.contains(&SigmaValue::Null) {
         if m.values.len() > 1 {
             return Err(ErrorKind::invalid(
                 &m.path,
@@ -234,7 +237,10 @@ fn compile_field_match(m: &FieldMatch, fields: &Routing) -> Result<Check, ErrorK
 
     let Some(name) = &m.field else {
         if plan.exists || m.values.contains(&SigmaValue::Null) {
-            return Err(ErrorKind::invalid(&m.path, "keywords need a value to search for"));
+            return Err(ErrorKind::invalid(
+                &m.path,
+                "keywords need a value to search for",
+            ));
         }
         return Ok(Check::Keywords(value_test(m, &plan, true)?));
     };
@@ -319,11 +325,16 @@ fn value_matcher(
             return Err(ErrorKind::invalid(at(), "`re` needs a string value"));
         };
         let regex = compile_regex(s.raw(), &plan.re_flags, at)?;
-        return Ok(Compiled::Ready(ValueMatcher::Text(TextMatcher::Regex(regex))));
+        return Ok(Compiled::Ready(ValueMatcher::Text(TextMatcher::Regex(
+            regex,
+        ))));
     }
     if plan.cidr {
         let SigmaValue::String(s) = value else {
-            return Err(ErrorKind::invalid(at(), "`cidr` needs a network such as 10.0.0.0/8"));
+            return Err(ErrorKind::invalid(
+                at(),
+                "`cidr` needs a network such as 10.0.0.0/8",
+            ));
         };
         return parse_network(s.raw())
             .map(|net| Compiled::Ready(ValueMatcher::Cidr(net)))
@@ -336,7 +347,12 @@ fn value_matcher(
             SigmaValue::String(s) => s.raw().trim().parse().map_err(|_| {
                 ErrorKind::invalid(at(), format!("`{compare}` needs a number, found `{s}`"))
             })?,
-            _ => return Err(ErrorKind::invalid(at(), format!("`{compare}` needs a number"))),
+            _ => {
+                return Err(ErrorKind::invalid(
+                    at(),
+                    format!("`{compare}` needs a number"),
+                ))
+            }
         };
         let (ordering, or_equal) = match compare {
             Modifier::Lt => (Ordering::Less, false),
@@ -344,7 +360,9 @@ fn value_matcher(
             Modifier::Gt => (Ordering::Greater, false),
             _ => (Ordering::Greater, true),
         };
-        return Ok(Compiled::Ready(ValueMatcher::Compare(ordering, or_equal, bound)));
+        return Ok(Compiled::Ready(ValueMatcher::Compare(
+            ordering, or_equal, bound,
+        )));
     }
     let textual = plan.position.is_some() || keywords || plan.cased;
     let mut text = match value {
@@ -462,7 +480,6 @@ fn parse_network(raw: &str) -> Option<IpNet> {
         .ok()
         .or_else(|| raw.parse::<IpAddr>().ok().map(IpNet::from))
 }
-
 
 fn automaton(
     needles: &[String],

@@ -442,11 +442,20 @@ mod tests {
                 )))),
             ])
         );
-        assert_eq!(parse("all of them").unwrap(), Condition::AllOf(Target::Them));
-        assert_eq!(parse("any of them").unwrap(), Condition::OneOf(Target::Them));
+        assert_eq!(
+            parse("all of them").unwrap(),
+            Condition::AllOf(Target::Them)
+        );
+        assert_eq!(
+            parse("any of them").unwrap(),
+            Condition::OneOf(Target::Them)
+        );
         assert_eq!(
             parse("selection AND NOT filter").unwrap(),
-            Condition::And(vec![sel("selection"), Condition::Not(Box::new(sel("filter")))])
+            Condition::And(vec![
+                sel("selection"),
+                Condition::Not(Box::new(sel("filter")))
+            ])
         );
     }
 

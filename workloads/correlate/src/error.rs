@@ -87,11 +87,12 @@ impl ErrorKind {
 #[derive(Debug, Clone, PartialEq)]
 pub struct RuleError {
     /// The DetectionRule resource (`namespace/name`) the rule came from, when known.
-    pub resource: Option<String>,
+    /// (These three are boxed strings so every `Result<_, RuleError>` stays small.)
+    pub resource: Option<Box<str>>,
     /// The rule's `id` (else its `name`), when the YAML got far enough to have one.
-    pub rule_id: Option<String>,
+    pub rule_id: Option<Box<str>>,
     /// The rule's `title`, when known.
-    pub title: Option<String>,
+    pub title: Option<Box<str>>,
     pub kind: ErrorKind,
 }
 
@@ -134,15 +135,15 @@ mod tests {
             path: "detection.selection.CommandLine|windash".to_owned(),
             modifier: Modifier::Windash,
         });
-        e.rule_id = Some("abc".to_owned());
-        e.resource = Some("soc/rule-a".to_owned());
+        e.rule_id = Some("abc".into());
+        e.resource = Some("soc/rule-a".into());
         assert_eq!(
             e.to_string(),
             "rule abc (DetectionRule soc/rule-a): `detection.selection.CommandLine|windash`: \
              modifier `windash` is not supported yet"
         );
         e.rule_id = None;
-        e.title = Some("T".to_owned());
+        e.title = Some("T".into());
         e.resource = None;
         assert!(e.to_string().starts_with("rule \"T\": "));
     }

@@ -17,8 +17,8 @@
 //! What is supported, the routing and field-mapping tables, and the limitations are in
 //! `docs/detection.md`.
 
-pub mod condition;
 mod compile;
+pub mod condition;
 mod error;
 pub mod logsource;
 mod matcher;

@@ -185,12 +185,30 @@ const NETWORK: &[(&str, &[&str])] = &[
 
 const DNS: &[(&str, &[&str])] = &[
     ("query", &["dns.question.name", "suricata.eve.dns.rrname"]),
-    ("answer", &["dns.answers.data", "suricata.eve.dns.answers.rdata"]),
-    ("answers", &["dns.answers.data", "suricata.eve.dns.answers.rdata"]),
-    ("record_type", &["dns.question.type", "suricata.eve.dns.rrtype"]),
-    ("qtype_name", &["dns.question.type", "suricata.eve.dns.rrtype"]),
-    ("response_code", &["dns.response_code", "suricata.eve.dns.rcode"]),
-    ("rcode_name", &["dns.response_code", "suricata.eve.dns.rcode"]),
+    (
+        "answer",
+        &["dns.answers.data", "suricata.eve.dns.answers.rdata"],
+    ),
+    (
+        "answers",
+        &["dns.answers.data", "suricata.eve.dns.answers.rdata"],
+    ),
+    (
+        "record_type",
+        &["dns.question.type", "suricata.eve.dns.rrtype"],
+    ),
+    (
+        "qtype_name",
+        &["dns.question.type", "suricata.eve.dns.rrtype"],
+    ),
+    (
+        "response_code",
+        &["dns.response_code", "suricata.eve.dns.rcode"],
+    ),
+    (
+        "rcode_name",
+        &["dns.response_code", "suricata.eve.dns.rcode"],
+    ),
     ("trans_id", &["dns.id"]),
 ];
 
@@ -209,20 +227,56 @@ const HTTP: &[(&str, &[&str])] = &[
     ("cs-host", &["url.domain", "suricata.eve.http.hostname"]),
     ("r-dns", &["url.domain", "suricata.eve.http.hostname"]),
     ("host", &["url.domain", "suricata.eve.http.hostname"]),
-    ("cs-method", &["http.request.method", "suricata.eve.http.http_method"]),
-    ("method", &["http.request.method", "suricata.eve.http.http_method"]),
-    ("sc-status", &["http.response.status_code", "suricata.eve.http.status"]),
-    ("status_code", &["http.response.status_code", "suricata.eve.http.status"]),
-    ("c-useragent", &["user_agent.original", "suricata.eve.http.http_user_agent"]),
-    ("cs-user-agent", &["user_agent.original", "suricata.eve.http.http_user_agent"]),
-    ("user_agent", &["user_agent.original", "suricata.eve.http.http_user_agent"]),
-    ("cs-referrer", &["http.request.referrer", "suricata.eve.http.http_refer"]),
-    ("cs-referer", &["http.request.referrer", "suricata.eve.http.http_refer"]),
-    ("referrer", &["http.request.referrer", "suricata.eve.http.http_refer"]),
+    (
+        "cs-method",
+        &["http.request.method", "suricata.eve.http.http_method"],
+    ),
+    (
+        "method",
+        &["http.request.method", "suricata.eve.http.http_method"],
+    ),
+    (
+        "sc-status",
+        &["http.response.status_code", "suricata.eve.http.status"],
+    ),
+    (
+        "status_code",
+        &["http.response.status_code", "suricata.eve.http.status"],
+    ),
+    (
+        "c-useragent",
+        &["user_agent.original", "suricata.eve.http.http_user_agent"],
+    ),
+    (
+        "cs-user-agent",
+        &["user_agent.original", "suricata.eve.http.http_user_agent"],
+    ),
+    (
+        "user_agent",
+        &["user_agent.original", "suricata.eve.http.http_user_agent"],
+    ),
+    (
+        "cs-referrer",
+        &["http.request.referrer", "suricata.eve.http.http_refer"],
+    ),
+    (
+        "cs-referer",
+        &["http.request.referrer", "suricata.eve.http.http_refer"],
+    ),
+    (
+        "referrer",
+        &["http.request.referrer", "suricata.eve.http.http_refer"],
+    ),
     ("cs-version", &["http.version"]),
     ("sc-bytes", &["http.response.body.bytes"]),
     ("response_body_len", &["http.response.body.bytes"]),
-    ("resp_mime_types", &["http.response.mime_type", "suricata.eve.http.http_content_type"]),
+    (
+        "resp_mime_types",
+        &[
+            "http.response.mime_type",
+            "suricata.eve.http.http_content_type",
+        ],
+    ),
     ("cs-username", &["user.name"]),
     ("r-ip", &["destination.ip"]),
     ("s-ip", &["destination.ip"]),
@@ -238,20 +292,38 @@ const FLOW: &[(&str, &[&str])] = &[
 ];
 
 const SMB: &[(&str, &[&str])] = &[
-    ("path", &["suricata.eve.smb.share", "suricata.eve.smb.named_pipe"]),
+    (
+        "path",
+        &["suricata.eve.smb.share", "suricata.eve.smb.named_pipe"],
+    ),
     ("name", &["suricata.eve.smb.filename"]),
     ("share_type", &["suricata.eve.smb.share_type"]),
 ];
 
 const TLS: &[(&str, &[&str])] = &[
-    ("server_name", &["tls.client.server_name", "suricata.eve.tls.sni"]),
+    (
+        "server_name",
+        &["tls.client.server_name", "suricata.eve.tls.sni"],
+    ),
     ("ja3", &["tls.client.ja3"]),
     ("ja3s", &["tls.server.ja3s"]),
     ("version", &["tls.version"]),
-    ("subject", &["tls.server.subject", "suricata.eve.tls.subject"]),
-    ("issuer", &["tls.server.issuer", "suricata.eve.tls.issuerdn"]),
-    ("certificate.subject", &["tls.server.subject", "suricata.eve.tls.subject"]),
-    ("certificate.issuer", &["tls.server.issuer", "suricata.eve.tls.issuerdn"]),
+    (
+        "subject",
+        &["tls.server.subject", "suricata.eve.tls.subject"],
+    ),
+    (
+        "issuer",
+        &["tls.server.issuer", "suricata.eve.tls.issuerdn"],
+    ),
+    (
+        "certificate.subject",
+        &["tls.server.subject", "suricata.eve.tls.subject"],
+    ),
+    (
+        "certificate.issuer",
+        &["tls.server.issuer", "suricata.eve.tls.issuerdn"],
+    ),
     ("certificate.serial", &["tls.server.x509.serial_number"]),
 ];
 
@@ -260,11 +332,29 @@ const TLS: &[(&str, &[&str])] = &[
 const WINDOWS: &[(&str, &[&str])] = &[
     ("EventID", &["event.code", "wazuh.data.win.system.eventID"]),
     ("Channel", &["wazuh.data.win.system.channel"]),
-    ("Provider_Name", &["event.provider", "wazuh.data.win.system.providerName"]),
+    (
+        "Provider_Name",
+        &["event.provider", "wazuh.data.win.system.providerName"],
+    ),
     ("Computer", &["wazuh.data.win.system.computer"]),
-    ("Image", &["process.executable", "wazuh.data.win.eventdata.image"]),
-    ("CommandLine", &["process.command_line", "wazuh.data.win.eventdata.commandLine"]),
-    ("ParentImage", &["process.parent.executable", "wazuh.data.win.eventdata.parentImage"]),
+    (
+        "Image",
+        &["process.executable", "wazuh.data.win.eventdata.image"],
+    ),
+    (
+        "CommandLine",
+        &[
+            "process.command_line",
+            "wazuh.data.win.eventdata.commandLine",
+        ],
+    ),
+    (
+        "ParentImage",
+        &[
+            "process.parent.executable",
+            "wazuh.data.win.eventdata.parentImage",
+        ],
+    ),
     (
         "ParentCommandLine",
         &[
@@ -286,20 +376,56 @@ const WINDOWS: &[(&str, &[&str])] = &[
             "wazuh.data.win.eventdata.currentDirectory",
         ],
     ),
-    ("ProcessId", &["process.pid", "wazuh.data.win.eventdata.processId"]),
-    ("ParentProcessId", &["process.parent.pid", "wazuh.data.win.eventdata.parentProcessId"]),
-    ("ProcessGuid", &["process.entity_id", "wazuh.data.win.eventdata.processGuid"]),
-    ("TargetFilename", &["file.path", "wazuh.data.win.eventdata.targetFilename"]),
+    (
+        "ProcessId",
+        &["process.pid", "wazuh.data.win.eventdata.processId"],
+    ),
+    (
+        "ParentProcessId",
+        &[
+            "process.parent.pid",
+            "wazuh.data.win.eventdata.parentProcessId",
+        ],
+    ),
+    (
+        "ProcessGuid",
+        &["process.entity_id", "wazuh.data.win.eventdata.processGuid"],
+    ),
+    (
+        "TargetFilename",
+        &["file.path", "wazuh.data.win.eventdata.targetFilename"],
+    ),
     ("Hashes", &["wazuh.data.win.eventdata.hashes"]),
-    ("DestinationIp", &["destination.ip", "wazuh.data.win.eventdata.destinationIp"]),
-    ("DestinationPort", &["destination.port", "wazuh.data.win.eventdata.destinationPort"]),
+    (
+        "DestinationIp",
+        &["destination.ip", "wazuh.data.win.eventdata.destinationIp"],
+    ),
+    (
+        "DestinationPort",
+        &[
+            "destination.port",
+            "wazuh.data.win.eventdata.destinationPort",
+        ],
+    ),
     (
         "DestinationHostname",
-        &["wazuh.data.win.eventdata.destinationHostname", "destination.domain"],
+        &[
+            "wazuh.data.win.eventdata.destinationHostname",
+            "destination.domain",
+        ],
     ),
-    ("SourceIp", &["source.ip", "wazuh.data.win.eventdata.sourceIp"]),
-    ("SourcePort", &["source.port", "wazuh.data.win.eventdata.sourcePort"]),
-    ("QueryName", &["dns.question.name", "wazuh.data.win.eventdata.queryName"]),
+    (
+        "SourceIp",
+        &["source.ip", "wazuh.data.win.eventdata.sourceIp"],
+    ),
+    (
+        "SourcePort",
+        &["source.port", "wazuh.data.win.eventdata.sourcePort"],
+    ),
+    (
+        "QueryName",
+        &["dns.question.name", "wazuh.data.win.eventdata.queryName"],
+    ),
 ];
 
 const LINUX: &[(&str, &[&str])] = &[
@@ -398,28 +524,67 @@ const WINDOWS_SERVICES: &[(&str, &[&str])] = &[
             "Microsoft-Windows-AppLocker/Packaged app-Execution",
         ],
     ),
-    ("appmodel-runtime", &["Microsoft-Windows-AppModel-Runtime/Admin"]),
-    ("appxdeployment-server", &["Microsoft-Windows-AppXDeploymentServer/Operational"]),
-    ("appxpackaging-om", &["Microsoft-Windows-AppxPackaging/Operational"]),
-    ("bitlocker", &["Microsoft-Windows-BitLocker/BitLocker Management"]),
-    ("bits-client", &["Microsoft-Windows-Bits-Client/Operational"]),
+    (
+        "appmodel-runtime",
+        &["Microsoft-Windows-AppModel-Runtime/Admin"],
+    ),
+    (
+        "appxdeployment-server",
+        &["Microsoft-Windows-AppXDeploymentServer/Operational"],
+    ),
+    (
+        "appxpackaging-om",
+        &["Microsoft-Windows-AppxPackaging/Operational"],
+    ),
+    (
+        "bitlocker",
+        &["Microsoft-Windows-BitLocker/BitLocker Management"],
+    ),
+    (
+        "bits-client",
+        &["Microsoft-Windows-Bits-Client/Operational"],
+    ),
     ("capi2", &["Microsoft-Windows-CAPI2/Operational"]),
     (
         "certificateservicesclient-lifecycle-system",
         &["Microsoft-Windows-CertificateServicesClient-Lifecycle-System/Operational"],
     ),
-    ("codeintegrity-operational", &["Microsoft-Windows-CodeIntegrity/Operational"]),
+    (
+        "codeintegrity-operational",
+        &["Microsoft-Windows-CodeIntegrity/Operational"],
+    ),
     ("dhcp", &["Microsoft-Windows-DHCP-Server/Operational"]),
-    ("diagnosis-scripted", &["Microsoft-Windows-Diagnosis-Scripted/Operational"]),
-    ("dns-client", &["Microsoft-Windows-DNS Client Events/Operational"]),
+    (
+        "diagnosis-scripted",
+        &["Microsoft-Windows-Diagnosis-Scripted/Operational"],
+    ),
+    (
+        "dns-client",
+        &["Microsoft-Windows-DNS Client Events/Operational"],
+    ),
     ("dns-server", &["DNS Server"]),
-    ("dns-server-analytic", &["Microsoft-Windows-DNS-Server/Analytical"]),
+    (
+        "dns-server-analytic",
+        &["Microsoft-Windows-DNS-Server/Analytical"],
+    ),
     ("dns-server-audit", &["Microsoft-Windows-DNS-Server/Audit"]),
-    ("driver-framework", &["Microsoft-Windows-DriverFrameworks-UserMode/Operational"]),
-    ("firewall-as", &["Microsoft-Windows-Windows Firewall With Advanced Security/Firewall"]),
+    (
+        "driver-framework",
+        &["Microsoft-Windows-DriverFrameworks-UserMode/Operational"],
+    ),
+    (
+        "firewall-as",
+        &["Microsoft-Windows-Windows Firewall With Advanced Security/Firewall"],
+    ),
     ("hyper-v-worker", &["Microsoft-Windows-Hyper-V-Worker"]),
-    ("iis-configuration", &["Microsoft-IIS-Configuration/Operational"]),
-    ("kernel-event-tracing", &["Microsoft-Windows-Kernel-EventTracing"]),
+    (
+        "iis-configuration",
+        &["Microsoft-IIS-Configuration/Operational"],
+    ),
+    (
+        "kernel-event-tracing",
+        &["Microsoft-Windows-Kernel-EventTracing"],
+    ),
     (
         "kernel-shimengine",
         &[
@@ -435,8 +600,14 @@ const WINDOWS_SERVICES: &[(&str, &[&str])] = &[
     ("openssh", &["OpenSSH/Operational"]),
     ("powershell", &["Microsoft-Windows-PowerShell/Operational"]),
     ("powershell-classic", &["Windows PowerShell"]),
-    ("printservice-admin", &["Microsoft-Windows-PrintService/Admin"]),
-    ("printservice-operational", &["Microsoft-Windows-PrintService/Operational"]),
+    (
+        "printservice-admin",
+        &["Microsoft-Windows-PrintService/Admin"],
+    ),
+    (
+        "printservice-operational",
+        &["Microsoft-Windows-PrintService/Operational"],
+    ),
     ("security", &["Security"]),
     (
         "security-mitigations",
@@ -454,16 +625,25 @@ const WINDOWS_SERVICES: &[(&str, &[&str])] = &[
         ],
     ),
     ("shell-core", &["Microsoft-Windows-Shell-Core/Operational"]),
-    ("smbclient-security", &["Microsoft-Windows-SmbClient/Security"]),
+    (
+        "smbclient-security",
+        &["Microsoft-Windows-SmbClient/Security"],
+    ),
     ("sysmon", &[SYSMON_CHANNEL]),
     ("system", &["System"]),
-    ("taskscheduler", &["Microsoft-Windows-TaskScheduler/Operational"]),
+    (
+        "taskscheduler",
+        &["Microsoft-Windows-TaskScheduler/Operational"],
+    ),
     (
         "terminalservices-localsessionmanager",
         &["Microsoft-Windows-TerminalServices-LocalSessionManager/Operational"],
     ),
     ("vhdmp", &["Microsoft-Windows-VHDMP/Operational"]),
-    ("windefend", &["Microsoft-Windows-Windows Defender/Operational"]),
+    (
+        "windefend",
+        &["Microsoft-Windows-Windows Defender/Operational"],
+    ),
     ("wmi", &["Microsoft-Windows-WMI-Activity/Operational"]),
 ];
 
@@ -503,7 +683,11 @@ const WINDOWS_CATEGORIES: &[(&str, &[&str], &[&str])] = &[
     ("file_executable_detected", &[SYSMON_CHANNEL], &["29"]),
     ("sysmon_error", &[SYSMON_CHANNEL], &["255"]),
     ("ps_classic_start", &["Windows PowerShell"], &["400"]),
-    ("ps_classic_provider_start", &["Windows PowerShell"], &["600"]),
+    (
+        "ps_classic_provider_start",
+        &["Windows PowerShell"],
+        &["600"],
+    ),
     ("ps_classic_script", &["Windows PowerShell"], &["800"]),
     ("ps_module", POWERSHELL_CHANNELS, &["4103"]),
     ("ps_script", POWERSHELL_CHANNELS, &["4104"]),
@@ -536,9 +720,7 @@ pub fn route(logsource: &LogSource) -> Option<Routing> {
     const CONNECTIONS: &[&str] = &["flow", "netflow", "alert", "drop"];
     match (product.as_deref(), category.as_deref(), service.as_deref()) {
         (None, Some("dns"), None) => Some(suricata(&["dns"], FieldMapping::Dns)),
-        (None, Some("proxy" | "webserver"), None) => {
-            Some(suricata(&["http"], FieldMapping::Http))
-        }
+        (None, Some("proxy" | "webserver"), None) => Some(suricata(&["http"], FieldMapping::Http)),
         (None, Some("firewall" | "network_connection"), None) => {
             Some(suricata(CONNECTIONS, FieldMapping::Flow))
         }
@@ -602,7 +784,11 @@ pub fn route(logsource: &LogSource) -> Option<Routing> {
 mod tests {
     use super::*;
 
-    fn logsource(product: Option<&str>, category: Option<&str>, service: Option<&str>) -> LogSource {
+    fn logsource(
+        product: Option<&str>,
+        category: Option<&str>,
+        service: Option<&str>,
+    ) -> LogSource {
         LogSource {
             product: product.map(str::to_owned),
             category: category.map(str::to_owned),

@@ -74,7 +74,9 @@ impl Check {
     fn matches(&self, event: &Map<String, Value>) -> bool {
         match self {
             Check::Field(check) => check.matches(event),
-            Check::Keywords(test) => test.matches_with(|predicate| any_leaf_in_map(event, predicate)),
+            Check::Keywords(test) => {
+                test.matches_with(|predicate| any_leaf_in_map(event, predicate))
+            }
         }
     }
 }
@@ -118,7 +120,10 @@ pub(crate) struct ValueTest {
 
 impl ValueTest {
     /// `any_value(predicate)` says whether some value satisfies the predicate.
-    fn matches_with(&self, mut any_value: impl FnMut(&mut dyn FnMut(&Value) -> bool) -> bool) -> bool {
+    fn matches_with(
+        &self,
+        mut any_value: impl FnMut(&mut dyn FnMut(&Value) -> bool) -> bool,
+    ) -> bool {
         if self.all {
             self.matchers
                 .iter()
@@ -148,7 +153,11 @@ impl FieldRef {
 
     /// Whether a value of the field satisfies `predicate`; list values count element by
     /// element.
-    fn any_value(&self, event: &Map<String, Value>, predicate: &mut dyn FnMut(&Value) -> bool) -> bool {
+    fn any_value(
+        &self,
+        event: &Map<String, Value>,
+        predicate: &mut dyn FnMut(&Value) -> bool,
+    ) -> bool {
         for path in &self.paths {
             let mut visit = Visit::default();
             lookup(event, path, predicate, &mut visit);
@@ -195,7 +204,12 @@ fn lookup(
     }
 }
 
-fn descend(value: &Value, rest: &str, predicate: &mut dyn FnMut(&Value) -> bool, visit: &mut Visit) {
+fn descend(
+    value: &Value,
+    rest: &str,
+    predicate: &mut dyn FnMut(&Value) -> bool,
+    visit: &mut Visit,
+) {
     match value {
         Value::Object(map) => lookup(map, rest, predicate, visit),
         Value::Array(items) => {
@@ -376,9 +390,18 @@ impl std::fmt::Write for StackText {
 pub(crate) enum TextMatcher {
     /// Any text at all (`*`).
     Any,
-    Exact { needle: String, cased: bool },
-    Prefix { needle: String, cased: bool },
-    Suffix { needle: String, cased: bool },
+    Exact {
+        needle: String,
+        cased: bool,
+    },
+    Prefix {
+        needle: String,
+        cased: bool,
+    },
+    Suffix {
+        needle: String,
+        cased: bool,
+    },
     /// Any of the needles occurs (one automaton for a whole value list).
     Contains(AhoCorasick),
     Regex(Regex),
@@ -451,7 +474,10 @@ mod tests {
             "tags": ["a", ["b"]],
             "x.y": {"z": 1},
         }));
-        assert_eq!(values_at(&event, "dns.answers.data"), [json!("1.2.3.4"), json!("5.6.7.8")]);
+        assert_eq!(
+            values_at(&event, "dns.answers.data"),
+            [json!("1.2.3.4"), json!("5.6.7.8")]
+        );
         assert_eq!(values_at(&event, "zeek.id.orig_h"), [json!("10.0.0.1")]);
         assert_eq!(values_at(&event, "tags"), [json!("a"), json!("b")]);
         assert_eq!(values_at(&event, "x.y.z"), [json!(1)]);

@@ -113,8 +113,10 @@ pub fn parse_rule(text: &str) -> Result<SigmaRule, RuleError> {
     let Value::Mapping(map) = value else {
         return Err(RuleError::new(ErrorKind::NotAMapping));
     };
-    let title = optional_string(&map, "title");
-    let id = optional_string(&map, "id").or_else(|| optional_string(&map, "name"));
+    let title = optional_string(&map, "title").map(String::into_boxed_str);
+    let id = optional_string(&map, "id")
+        .or_else(|| optional_string(&map, "name"))
+        .map(String::into_boxed_str);
     let with_names = |kind: ErrorKind| RuleError {
         resource: None,
         rule_id: id.clone(),
@@ -265,7 +267,10 @@ fn read_detection(value: &Value) -> Result<Detection, ErrorKind> {
         let Some(name) = key_text(key) else {
             return Err(ErrorKind::invalid(
                 "detection",
-                format!("search identifiers must be strings, found {}", describe(key)),
+                format!(
+                    "search identifiers must be strings, found {}",
+                    describe(key)
+                ),
             ));
         };
         match name.as_str() {
@@ -312,7 +317,10 @@ fn read_conditions(value: &Value) -> Result<Vec<Condition>, ErrorKind> {
         other => {
             return Err(ErrorKind::invalid(
                 "detection.condition",
-                format!("expected a string or a list of strings, found {}", describe(other)),
+                format!(
+                    "expected a string or a list of strings, found {}",
+                    describe(other)
+                ),
             ))
         }
     };
@@ -334,13 +342,12 @@ fn read_selection(path: &str, value: &Value) -> Result<Selection, ErrorKind> {
             Err(ErrorKind::invalid(path, "an empty list matches nothing"))
         }
         Value::Sequence(items) if items.iter().all(Value::is_mapping) => {
-            let mut maps = Vec::with_capacity(items.len());
-            for (i, item) in items.iter().enumerate() {
-                let Value::Mapping(map) = item else {
-                    unreachable!("checked above that every item is a mapping")
-                };
-                maps.push(read_field_map(&format!("{path}[{i}]"), map)?);
-            }
+            let maps = items
+                .iter()
+                .filter_map(Value::as_mapping)
+                .enumerate()
+                .map(|(i, map)| read_field_map(&format!("{path}[{i}]"), map))
+                .collect::<Result<_, _>>()?;
             Ok(Selection::AnyOf(maps))
         }
         Value::Sequence(items) => {
@@ -391,7 +398,10 @@ fn read_field_map(path: &str, map: &Mapping) -> Result<Vec<FieldMatch>, ErrorKin
             .collect::<Result<Vec<_>, _>>()?;
         let values = match value {
             Value::Sequence(items) if items.is_empty() => {
-                return Err(ErrorKind::invalid(&here, "an empty list of values matches nothing"))
+                return Err(ErrorKind::invalid(
+                    &here,
+                    "an empty list of values matches nothing",
+                ))
             }
             Value::Sequence(items) => items
                 .iter()
@@ -490,7 +500,10 @@ detection:
     fn reads_metadata_selections_and_conditions() {
         let rule = parse_rule(RULE).unwrap();
         assert_eq!(rule.title, "Test");
-        assert_eq!(rule.reference(), Some("4a4b6e4c-0000-4000-8000-000000000001"));
+        assert_eq!(
+            rule.reference(),
+            Some("4a4b6e4c-0000-4000-8000-000000000001")
+        );
         assert_eq!(rule.level, Some(Level::High));
         assert_eq!(rule.logsource.service.as_deref(), Some("sshd"));
         let names: Vec<&str> = rule
@@ -520,7 +533,10 @@ detection:
     fn errors_carry_the_rule_id_and_the_path() {
         let text = RULE.replace("Image|endswith", "Image|endswiths");
         let e = parse_rule(&text).unwrap_err();
-        assert_eq!(e.rule_id.as_deref(), Some("4a4b6e4c-0000-4000-8000-000000000001"));
+        assert_eq!(
+            e.rule_id.as_deref(),
+            Some("4a4b6e4c-0000-4000-8000-000000000001")
+        );
         assert_eq!(
             e.kind,
             ErrorKind::UnknownModifier {
@@ -540,7 +556,10 @@ detection:
 
     #[test]
     fn shape_errors() {
-        assert!(matches!(parse_rule("a: [").unwrap_err().kind, ErrorKind::Yaml(_)));
+        assert!(matches!(
+            parse_rule("a: [").unwrap_err().kind,
+            ErrorKind::Yaml(_)
+        ));
         assert_eq!(parse_rule("- a").unwrap_err().kind, ErrorKind::NotAMapping);
         assert_eq!(parse_rule("").unwrap_err().kind, ErrorKind::NotAMapping);
         assert_eq!(

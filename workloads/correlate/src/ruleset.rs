@@ -71,15 +71,15 @@ impl RuleDocument {
     /// asks for something this engine does not evaluate (see `docs/detection.md`).
     pub fn compile(&self) -> Result<CompiledRule, RuleError> {
         let named = |mut e: RuleError| {
-            e.resource = Some(self.resource.clone());
+            e.resource = Some(self.resource.as_str().into());
             e
         };
         let rule = parse_rule(&self.sigma).map_err(named)?;
         let fail = |kind: ErrorKind| {
             named(RuleError {
                 resource: None,
-                rule_id: rule.reference().map(str::to_owned),
-                title: Some(rule.title.clone()),
+                rule_id: rule.reference().map(Into::into),
+                title: Some(rule.title.as_str().into()),
                 kind,
             })
         };
@@ -208,9 +208,9 @@ impl RuleSet {
                 .unwrap_or_default();
             if let Some(other) = seen.get(&rule.rule.id) {
                 errors.push(RuleError {
-                    resource: Some(resource),
-                    rule_id: Some(rule.rule.id.clone()),
-                    title: Some(rule.rule.title.clone()),
+                    resource: Some(resource.into()),
+                    rule_id: Some(rule.rule.id.as_str().into()),
+                    title: Some(rule.rule.title.as_str().into()),
                     kind: ErrorKind::DuplicateId {
                         id: rule.rule.id.clone(),
                         other: format!("DetectionRule {other}"),

@@ -58,7 +58,8 @@ impl CorrelateStats {
         if alerts.is_empty() {
             return;
         }
-        self.alerts.fetch_add(alerts.len() as u64, Ordering::Relaxed);
+        self.alerts
+            .fetch_add(alerts.len() as u64, Ordering::Relaxed);
         for alert in alerts {
             let slot = Level::ALL
                 .iter()
@@ -234,7 +235,11 @@ async fn correlate_loop(
     Ok(())
 }
 
-async fn dead_letter(bus: &dyn Bus, message: &Message, reason: String) -> Result<(), CorrelateError> {
+async fn dead_letter(
+    bus: &dyn Bus,
+    message: &Message,
+    reason: String,
+) -> Result<(), CorrelateError> {
     let letter = DeadLetter {
         stage: GROUP.to_owned(),
         topic: Topic::Events.subject().to_owned(),

@@ -144,7 +144,10 @@ mod tests {
 
     #[test]
     fn a_lone_backslash_is_literal_even_at_the_end() {
-        assert_eq!(SigmaString::parse(r"C:\Windows\").pieces(), &[lit(r"C:\Windows\")]);
+        assert_eq!(
+            SigmaString::parse(r"C:\Windows\").pieces(),
+            &[lit(r"C:\Windows\")]
+        );
         assert_eq!(SigmaString::parse(r"\x").pieces(), &[lit(r"\x")]);
     }
 

@@ -17,7 +17,11 @@ fn examples() -> PathBuf {
 fn load_rules() -> Vec<RuleDocument> {
     let (resources, errors) = kastell_crds::load_dir(&examples().join("rules")).unwrap();
     assert!(errors.is_empty(), "{errors:?}");
-    assert_eq!(resources.len(), resources.rules.len(), "only DetectionRules");
+    assert_eq!(
+        resources.len(),
+        resources.rules.len(),
+        "only DetectionRules"
+    );
     resources
         .rules
         .iter()
@@ -31,9 +35,13 @@ fn load_rules() -> Vec<RuleDocument> {
         .collect()
 }
 
-/// Alerts per DetectionRule resource, each as (data file, 1-based line).
-fn run(rules: &RuleSet) -> (BTreeMap<String, Vec<(&'static str, usize)>>, Vec<Alert>, usize) {
-    let mut by_rule: BTreeMap<String, Vec<(&'static str, usize)>> = BTreeMap::new();
+/// Where each alert's event is: (data file, 1-based line), by DetectionRule resource.
+type AlertLines = BTreeMap<String, Vec<(&'static str, usize)>>;
+
+/// Runs the data through the rules: the alert lines, the alerts, and the lines ingest
+/// rejected.
+fn run(rules: &RuleSet) -> (AlertLines, Vec<Alert>, usize) {
+    let mut by_rule = AlertLines::new();
     let mut alerts = Vec::new();
     let mut rejected = 0;
     let ctx = ParseContext::new("demo");
@@ -66,7 +74,11 @@ fn every_example_rule_compiles() {
     assert!(
         errors.is_empty(),
         "{}",
-        errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")
+        errors
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n")
     );
     assert_eq!(rules.len(), 21);
     let sigmahq = rules
@@ -97,7 +109,10 @@ fn the_demo_data_raises_exactly_the_expected_alerts() {
     // signatures on the GET to vgiragdoffy.com (lines 16, 17), "Windows arp -a ... DOS
     // prompt command exit OUTBOUND" (1497) and "DOS prompt command Error not recognized"
     // (1639).
-    expected.insert("soc/kastell-suricata-alert-high", eve(&[16, 17, 1497, 1639]));
+    expected.insert(
+        "soc/kastell-suricata-alert-high",
+        eve(&[16, 17, 1497, 1639]),
+    );
     // Severity 3, thirty: 29 "ET POLICY OpenSSL Demo CA - Internet Widgits Pty (O)" on the
     // IcedID C2's self-signed TLS certificate, and "SURICATA Applayer Detect protocol only
     // one direction" (line 137). No alert has severity 2, so the medium rule is silent.
@@ -139,7 +154,13 @@ fn the_demo_data_raises_exactly_the_expected_alerts() {
     // - Zeek SMB rules: no share path holds IPC$ together with a -stdin/-stdout/-stderr
     //   pipe, and no ADMIN$ file name holds SYSTEM32\ and ends in .tmp.
     // - sshd rules: the sshd alert is an invalid-user login, not one of the daemon errors.
-    assert_eq!(by_rule, expected.into_iter().map(|(k, v)| (k.to_owned(), v)).collect());
+    assert_eq!(
+        by_rule,
+        expected
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect()
+    );
     assert_eq!(alerts.len(), 4 + 30 + 6 + 1 + 2);
 
     // The licence of SigmaHQ's rules asks for their authors on alerts; ours carry ours.

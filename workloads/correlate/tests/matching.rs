@@ -39,7 +39,11 @@ fn windows(n: usize) -> Event {
 
 /// The IPv6 flow record (see tests/fixtures/SOURCE.txt).
 fn ipv6_flow() -> Event {
-    line(root().join("tests/fixtures/suricata-ipv6-flow.json"), Format::SuricataEve, 1)
+    line(
+        root().join("tests/fixtures/suricata-ipv6-flow.json"),
+        Format::SuricataEve,
+        1,
+    )
 }
 
 fn yaml(logsource: &str, detection: &str) -> String {
@@ -77,7 +81,10 @@ fn plain_values_match_the_whole_value_case_insensitively() {
     let r = rule(DNS, "sel:\n  query: VGIRAGDOFFY.COM\ncondition: sel");
     assert!(r.matches(&eve(3)));
     let r = rule(DNS, "sel:\n  query: vgiragdoffy\ncondition: sel");
-    assert!(!r.matches(&eve(3)), "a plain value is not a substring search");
+    assert!(
+        !r.matches(&eve(3)),
+        "a plain value is not a substring search"
+    );
     let r = rule(DNS, "sel:\n  query|cased: VGIRAGDOFFY.COM\ncondition: sel");
     assert!(!r.matches(&eve(3)));
     let r = rule(DNS, "sel:\n  query|cased: vgiragdoffy.com\ncondition: sel");
@@ -126,13 +133,25 @@ fn re_is_an_unanchored_case_sensitive_search() {
 #[test]
 fn cidr_for_v4_and_v6() {
     let firewall = "{category: firewall}";
-    let r = rule(firewall, "sel:\n  dst_ip|cidr: 67.205.184.0/24\ncondition: sel");
+    let r = rule(
+        firewall,
+        "sel:\n  dst_ip|cidr: 67.205.184.0/24\ncondition: sel",
+    );
     assert!(r.matches(&eve(16)));
-    let r = rule(firewall, "sel:\n  dst_ip|cidr: [10.0.0.0/8, 192.168.0.0/16]\ncondition: sel");
+    let r = rule(
+        firewall,
+        "sel:\n  dst_ip|cidr: [10.0.0.0/8, 192.168.0.0/16]\ncondition: sel",
+    );
     assert!(!r.matches(&eve(16)));
-    let r = rule(firewall, "sel:\n  src_ip|cidr: '2001:db8::/32'\ncondition: sel");
+    let r = rule(
+        firewall,
+        "sel:\n  src_ip|cidr: '2001:db8::/32'\ncondition: sel",
+    );
     assert!(r.matches(&ipv6_flow()));
-    let r = rule(firewall, "sel:\n  src_ip|cidr: '2001:db9::/32'\ncondition: sel");
+    let r = rule(
+        firewall,
+        "sel:\n  src_ip|cidr: '2001:db9::/32'\ncondition: sel",
+    );
     assert!(!r.matches(&ipv6_flow()));
     // A v4 network never contains a v6 address.
     let r = rule(firewall, "sel:\n  src_ip|cidr: 0.0.0.0/0\ncondition: sel");
@@ -145,13 +164,22 @@ fn integers_match_numbers_and_numeric_strings() {
     let r = rule(DNS, "sel:\n  dst_port: 53\ncondition: sel");
     assert!(r.matches(&eve(3)));
     let r = rule(DNS, "sel:\n  dst_port: '53'\ncondition: sel");
-    assert!(r.matches(&eve(3)), "a string value meets a number as its text");
+    assert!(
+        r.matches(&eve(3)),
+        "a string value meets a number as its text"
+    );
     let r = rule(DNS, "sel:\n  dst_port: [80, 443]\ncondition: sel");
     assert!(!r.matches(&eve(3)));
     // Wazuh writes data.srcport as the string "56404".
-    let r = rule("{product: linux, service: sshd}", "sel:\n  srcport: 56404\ncondition: sel");
+    let r = rule(
+        "{product: linux, service: sshd}",
+        "sel:\n  srcport: 56404\ncondition: sel",
+    );
     assert!(r.matches(&wazuh(3)));
-    let r = rule(EVE, "sel:\n  dest_port|gte: 53\n  src_port|lt: 60000\ncondition: sel");
+    let r = rule(
+        EVE,
+        "sel:\n  dest_port|gte: 53\n  src_port|lt: 60000\ncondition: sel",
+    );
     assert!(r.matches(&eve(3)));
     let r = rule(EVE, "sel:\n  dest_port|gt: 53\ncondition: sel");
     assert!(!r.matches(&eve(3)));
@@ -172,7 +200,10 @@ fn null_exists_and_empty() {
     let absent = rule(proxy, "sel:\n  c-useragent|exists: false\ncondition: sel");
     assert!(absent.matches(&eve(125)));
     // `not` of a test on a missing field is true.
-    let not = rule(proxy, "sel:\n  c-useragent|contains: BITS\ncondition: not sel");
+    let not = rule(
+        proxy,
+        "sel:\n  c-useragent|contains: BITS\ncondition: not sel",
+    );
     assert!(not.matches(&eve(125)));
 }
 
@@ -180,12 +211,22 @@ fn null_exists_and_empty() {
 fn wildcards_and_their_escapes() {
     // The share is \\172.16.0.12\c$ (two leading backslashes).
     let matches = |value: &str| {
-        rule(EVE, &format!("sel:\n  smb.share: '{value}'\ncondition: sel")).matches(&eve(711))
+        rule(
+            EVE,
+            &format!("sel:\n  smb.share: '{value}'\ncondition: sel"),
+        )
+        .matches(&eve(711))
     };
-    assert!(matches(r"\\\\172.16.0.12\c$"), "\\\\ is one backslash, \\c a literal one");
-    assert!(matches(r"\\172.16.0.12\c$") == false, "only one leading backslash");
+    assert!(
+        matches(r"\\\\172.16.0.12\c$"),
+        "\\\\ is one backslash, \\c a literal one"
+    );
+    assert!(!matches(r"\\172.16.0.12\c$"), "only one leading backslash");
     assert!(matches(r"\\*\c$"), "\\\\* is a backslash and a wildcard");
-    assert!(!matches(r"\\\*\c$"), "\\\\\\* is a backslash and a literal star");
+    assert!(
+        !matches(r"\\\*\c$"),
+        "\\\\\\* is a backslash and a literal star"
+    );
     assert!(matches(r"\\\\172.16.0.1?\c$"), "? is one character");
     assert!(!matches(r"\\\\172.16.0.?\c$"), "? is exactly one character");
     assert!(matches(r"*.16.*"));
@@ -196,7 +237,10 @@ fn wildcards_and_their_escapes() {
 fn a_trailing_backslash_keeps_the_modifier_wildcard() {
     // `startswith` of a value ending in `\` is a prefix test for that backslash: the
     // modifier's wildcard is a wildcard, not an escaped star.
-    let r = rule(EVE, "sel:\n  smb.share|startswith: '\\\\\\\\172.16.0.12\\'\ncondition: sel");
+    let r = rule(
+        EVE,
+        "sel:\n  smb.share|startswith: '\\\\\\\\172.16.0.12\\'\ncondition: sel",
+    );
     assert!(r.matches(&eve(711)));
     let r = rule(EVE, "sel:\n  smb.share|contains: '.12\\'\ncondition: sel");
     assert!(r.matches(&eve(711)));
@@ -238,7 +282,10 @@ filter:
   event_type: dns
 ";
     let one = rule(EVE, &format!("{detection}condition: 1 of selection*"));
-    assert!(one.matches(&eve(3)), "selection_dns holds with all three fields");
+    assert!(
+        one.matches(&eve(3)),
+        "selection_dns holds with all three fields"
+    );
     let all = rule(EVE, &format!("{detection}condition: all of selection_*"));
     assert!(!all.matches(&eve(3)));
     let without_dns = rule(
@@ -247,11 +294,20 @@ filter:
          dest_port: 5353\ncondition: 1 of selection*",
     );
     assert!(!without_dns.matches(&eve(3)), "a map needs every field");
-    let them = rule(EVE, &format!("{detection}condition: 1 of them and not filter"));
+    let them = rule(
+        EVE,
+        &format!("{detection}condition: 1 of them and not filter"),
+    );
     assert!(!them.matches(&eve(3)));
-    assert!(them.matches(&eve(16)) == false);
-    let all_them = rule(EVE, "a:\n  event_type: dns\n_b:\n  event_type: http\ncondition: all of them");
-    assert!(all_them.matches(&eve(3)), "`them` leaves out names starting with _");
+    assert!(!them.matches(&eve(16)));
+    let all_them = rule(
+        EVE,
+        "a:\n  event_type: dns\n_b:\n  event_type: http\ncondition: all of them",
+    );
+    assert!(
+        all_them.matches(&eve(3)),
+        "`them` leaves out names starting with _"
+    );
 }
 
 #[test]
@@ -276,10 +332,19 @@ fn array_fields_match_when_any_element_does() {
     assert!(r.matches(&wazuh(3)));
     let r = rule(sshd, "sel:\n  wazuh.rule.groups: misp\ncondition: sel");
     assert!(!r.matches(&wazuh(3)));
-    let r = rule(sshd, "sel:\n  wazuh.rule.groups|all: [syslog, sshd]\ncondition: sel");
-    assert!(r.matches(&wazuh(3)), "`all` may be met by different elements");
+    let r = rule(
+        sshd,
+        "sel:\n  wazuh.rule.groups|all: [syslog, sshd]\ncondition: sel",
+    );
+    assert!(
+        r.matches(&wazuh(3)),
+        "`all` may be met by different elements"
+    );
     // The IcedID alert's metadata.malware_family is ["IcedID"].
-    let r = rule(EVE, "sel:\n  alert.metadata.malware_family: icedid\ncondition: sel");
+    let r = rule(
+        EVE,
+        "sel:\n  alert.metadata.malware_family: icedid\ncondition: sel",
+    );
     assert!(r.matches(&eve(16)));
     // ECS dns.answers is a list of objects; the answer record (line 4) resolved
     // vgiragdoffy.com to 67.205.184.237.
@@ -292,13 +357,25 @@ fn array_fields_match_when_any_element_does() {
 fn keywords_search_every_value_of_the_event() {
     // full_log: "May 11 12:29:18 localhost sshd[17584]: Invalid user paco from 172.17.1.1 ..."
     let sshd = "{product: linux, service: sshd}";
-    let r = rule(sshd, "keywords:\n  - 'invalid user paco'\n  - 'no such thing'\ncondition: keywords");
+    let r = rule(
+        sshd,
+        "keywords:\n  - 'invalid user paco'\n  - 'no such thing'\ncondition: keywords",
+    );
     assert!(r.matches(&wazuh(3)));
-    let r = rule(sshd, "keywords:\n  '|all':\n    - 'Invalid user'\n    - 'port 56404'\ncondition: keywords");
+    let r = rule(
+        sshd,
+        "keywords:\n  '|all':\n    - 'Invalid user'\n    - 'port 56404'\ncondition: keywords",
+    );
     assert!(r.matches(&wazuh(3)));
-    let r = rule(sshd, "keywords:\n  '|all':\n    - 'Invalid user'\n    - 'port 1'\ncondition: keywords");
+    let r = rule(
+        sshd,
+        "keywords:\n  '|all':\n    - 'Invalid user'\n    - 'port 1'\ncondition: keywords",
+    );
     assert!(!r.matches(&wazuh(3)));
-    let r = rule(sshd, "keywords:\n  - 'user * from 172.17.'\ncondition: keywords");
+    let r = rule(
+        sshd,
+        "keywords:\n  - 'user * from 172.17.'\ncondition: keywords",
+    );
     assert!(r.matches(&wazuh(3)), "wildcards work inside keywords");
 }
 
@@ -307,19 +384,34 @@ fn a_rule_fires_only_on_events_of_its_logsource() {
     // The same address test in a dns and a firewall rule: the dns query record (line 3)
     // and the IcedID alert (line 16) both come from 172.16.0.153.
     let dns = rule(DNS, "sel:\n  src_ip: 172.16.0.153\ncondition: sel");
-    let firewall = rule("{category: firewall}", "sel:\n  src_ip: 172.16.0.153\ncondition: sel");
+    let firewall = rule(
+        "{category: firewall}",
+        "sel:\n  src_ip: 172.16.0.153\ncondition: sel",
+    );
     assert!(dns.matches(&eve(3)) && !dns.matches(&eve(16)));
     assert!(firewall.matches(&eve(16)) && !firewall.matches(&eve(3)));
     // Suricata rules never see Wazuh alerts and the other way round, whatever the fields.
     let any_event = rule(EVE, "sel:\n  '@timestamp|exists': true\ncondition: sel");
     assert!(any_event.matches(&eve(3)));
     assert!(!any_event.matches(&wazuh(3)));
-    let sshd = rule("{product: linux, service: sshd}", "sel:\n  '@timestamp|exists': true\ncondition: sel");
+    let sshd = rule(
+        "{product: linux, service: sshd}",
+        "sel:\n  '@timestamp|exists': true\ncondition: sel",
+    );
     assert!(sshd.matches(&wazuh(3)));
-    assert!(!sshd.matches(&wazuh(1)), "the MISP alerts are not from sshd");
+    assert!(
+        !sshd.matches(&wazuh(1)),
+        "the MISP alerts are not from sshd"
+    );
     assert!(!sshd.matches(&eve(3)));
-    let auth = rule("{product: linux, service: auth}", "sel:\n  '@timestamp|exists': true\ncondition: sel");
-    assert!(auth.matches(&wazuh(3)), "the sshd alert was read from /var/log/secure");
+    let auth = rule(
+        "{product: linux, service: auth}",
+        "sel:\n  '@timestamp|exists': true\ncondition: sel",
+    );
+    assert!(
+        auth.matches(&wazuh(3)),
+        "the sshd alert was read from /var/log/secure"
+    );
     // Windows categories follow the Sysmon event id; services the channel.
     let process_creation = rule(
         "{product: windows, category: process_creation}",
@@ -338,19 +430,26 @@ fn a_rule_fires_only_on_events_of_its_logsource() {
 #[test]
 fn sigmahq_windows_rules_fire_on_wazuh_eventchannel_alerts() {
     let load = |file: &str| {
-        let text = std::fs::read_to_string(root().join("tests/fixtures/sigmahq").join(file)).unwrap();
+        let text =
+            std::fs::read_to_string(root().join("tests/fixtures/sigmahq").join(file)).unwrap();
         compile_rule("test/sigmahq", &text, None, true).unwrap_or_else(|e| panic!("{e}"))
     };
     // Line 1: wscript.exe runs starter.vbs, started by cscript.exe.
     let script = load("proc_creation_win_wscript_cscript_script_exec.yml");
     assert!(script.matches(&windows(1)));
-    assert!(!script.matches(&windows(3)), "Sysmon 11 is not process creation");
+    assert!(
+        !script.matches(&windows(3)),
+        "Sysmon 11 is not process creation"
+    );
     // Line 2: powershell.exe connects to 192.168.0.57:135 as EXCHANGETEST\Administrator;
     // the private-address filter also needs an AUTHORI(TY) user, so it does not apply.
     let powershell = load("net_connection_win_powershell_network_connection.yml");
     assert!(powershell.matches(&windows(2)));
     assert!(!powershell.matches(&windows(1)));
-    assert_eq!(powershell.rule_ref().author.as_deref(), Some("Florian Roth (Nextron Systems)"));
+    assert_eq!(
+        powershell.rule_ref().author.as_deref(),
+        Some("Florian Roth (Nextron Systems)")
+    );
 }
 
 #[test]
@@ -365,9 +464,19 @@ fn unsupported_features_are_compile_errors_naming_rule_and_reason() {
             modifier: Modifier::Windash
         }
     );
-    for modifier in ["base64offset|contains", "fieldref", "neq", "expand", "utf16le|base64", "hour"] {
+    for modifier in [
+        "base64offset|contains",
+        "fieldref",
+        "neq",
+        "expand",
+        "utf16le|base64",
+        "hour",
+    ] {
         let e = error(DNS, &format!("sel:\n  query|{modifier}: x\ncondition: sel"));
-        assert!(matches!(e.kind, ErrorKind::UnsupportedModifier { .. }), "{modifier}: {e}");
+        assert!(
+            matches!(e.kind, ErrorKind::UnsupportedModifier { .. }),
+            "{modifier}: {e}"
+        );
     }
     let e = error(DNS, "sel:\n  query|contans: x\ncondition: sel");
     assert!(matches!(e.kind, ErrorKind::UnknownModifier { .. }), "{e}");
@@ -375,20 +484,32 @@ fn unsupported_features_are_compile_errors_naming_rule_and_reason() {
     assert_eq!(e.kind, ErrorKind::UnknownIdentifier("filter".to_owned()));
     let e = error(DNS, "sel:\n  query: x\ncondition: 1 of filter_*");
     assert_eq!(e.kind, ErrorKind::EmptyPattern("filter_*".to_owned()));
-    let e = error(DNS, "sel:\n  query: x\ncondition: sel | count() by src_ip > 5");
+    let e = error(
+        DNS,
+        "sel:\n  query: x\ncondition: sel | count() by src_ip > 5",
+    );
     assert!(matches!(e.kind, ErrorKind::Condition { .. }), "{e}");
     let e = error(DNS, "sel:\n  query: [x, null]\ncondition: sel");
-    assert!(e.to_string().contains("null cannot be part of a list"), "{e}");
+    assert!(
+        e.to_string().contains("null cannot be part of a list"),
+        "{e}"
+    );
     let e = error(DNS, "sel:\n  query|contains|startswith: x\ncondition: sel");
     assert!(e.to_string().contains("cannot be combined"), "{e}");
     let e = error(DNS, "sel:\n  query|re: '(unclosed'\ncondition: sel");
     assert!(matches!(e.kind, ErrorKind::Regex { .. }), "{e}");
     let e = error(DNS, "sel:\n  src_ip|cidr: 10.0.0.0/33\ncondition: sel");
     assert!(e.to_string().contains("not a network"), "{e}");
-    let e = error("{product: aws, service: cloudtrail}", "sel:\n  eventName: x\ncondition: sel");
+    let e = error(
+        "{product: aws, service: cloudtrail}",
+        "sel:\n  eventName: x\ncondition: sel",
+    );
     assert!(matches!(e.kind, ErrorKind::UnsupportedLogsource(_)), "{e}");
     // A Zeek field Suricata does not have cannot be evaluated on Suricata records.
-    let e = error("{product: zeek, service: dns}", "sel:\n  Z: 0\ncondition: not sel");
+    let e = error(
+        "{product: zeek, service: dns}",
+        "sel:\n  Z: 0\ncondition: not sel",
+    );
     assert!(matches!(e.kind, ErrorKind::UnmappedField { .. }), "{e}");
     let correlation = "title: many failures\nid: c-1\ncorrelation:\n  type: event_count\n  \
                        rules: [a]\n  group-by: [src_ip]\n  timespan: 5m\n  condition: {gte: 10}\n";

@@ -41,7 +41,11 @@ fn every_sigmahq_rule_parses_and_compile_errors_are_reported() {
         rule_files(&sigma.join(folder), &mut files);
     }
     files.sort();
-    assert_eq!(files.len(), 3754, "the corpus holds 3,754 SigmaHQ rule files");
+    assert_eq!(
+        files.len(),
+        3754,
+        "the corpus holds 3,754 SigmaHQ rule files"
+    );
 
     let mut compiled = 0;
     let mut parse_failures = Vec::new();
@@ -57,7 +61,10 @@ fn every_sigmahq_rule_parses_and_compile_errors_are_reported() {
             Ok(_) => compiled += 1,
             Err(e) => {
                 assert!(
-                    !matches!(e.kind, ErrorKind::Yaml(_) | ErrorKind::UnknownModifier { .. }),
+                    !matches!(
+                        e.kind,
+                        ErrorKind::Yaml(_) | ErrorKind::UnknownModifier { .. }
+                    ),
                     "parsed, then failed to parse: {e}"
                 );
                 *reasons.entry(e.kind.label()).or_default() += 1;
@@ -79,4 +86,3 @@ fn every_sigmahq_rule_parses_and_compile_errors_are_reported() {
     // The network, web and Linux rules the example set draws from must stay usable.
     assert!(compiled > 1000, "only {compiled} rules compile");
 }
-

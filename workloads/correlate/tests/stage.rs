@@ -14,7 +14,9 @@ use kastell_correlate::{
 use kastell_ingest::{parse_line, Format, ParseContext};
 
 fn events(file: &str, format: Format) -> Vec<Event> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/soc/data").join(file);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples/soc/data")
+        .join(file);
     let ctx = ParseContext::new("demo");
     std::fs::read_to_string(path)
         .unwrap()
@@ -25,14 +27,17 @@ fn events(file: &str, format: Format) -> Vec<Event> {
 
 fn rules() -> Arc<RuleSet> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/soc/rules");
-    let documents = ["kastell-suricata-alert-high", "kastell-wazuh-sshd-brute-force"]
-        .iter()
-        .map(|name| {
-            let text = std::fs::read_to_string(dir.join(format!("{name}.yaml"))).unwrap();
-            let resource: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
-            let sigma = resource["spec"]["sigma"].as_str().unwrap().to_owned();
-            RuleDocument::new(format!("soc/{name}"), sigma)
-        });
+    let documents = [
+        "kastell-suricata-alert-high",
+        "kastell-wazuh-sshd-brute-force",
+    ]
+    .iter()
+    .map(|name| {
+        let text = std::fs::read_to_string(dir.join(format!("{name}.yaml"))).unwrap();
+        let resource: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+        let sigma = resource["spec"]["sigma"].as_str().unwrap().to_owned();
+        RuleDocument::new(format!("soc/{name}"), sigma)
+    });
     let (set, errors) = RuleSet::compile(documents);
     assert!(errors.is_empty(), "{errors:?}");
     Arc::new(set)
@@ -47,7 +52,9 @@ async fn every_event_becomes_a_detection_and_bad_messages_are_dead_letters() {
     let stats = Arc::new(CorrelateStats::new());
     let stage = {
         let (bus, stats) = (Arc::clone(&bus), Arc::clone(&stats));
-        tokio::spawn(async move { run_correlate_on(bus.as_ref(), subscription, rules(), &stats).await })
+        tokio::spawn(
+            async move { run_correlate_on(bus.as_ref(), subscription, rules(), &stats).await },
+        )
     };
 
     // The first 20 Suricata records (alerts at lines 16 and 17) and the three Wazuh alerts
@@ -71,7 +78,9 @@ async fn every_event_becomes_a_detection_and_bad_messages_are_dead_letters() {
                         .await
                         .unwrap();
                 }
-                publish_json(bus.as_ref(), Topic::Events, event).await.unwrap();
+                publish_json(bus.as_ref(), Topic::Events, event)
+                    .await
+                    .unwrap();
             }
             bus.close(Topic::Events).await;
         })
@@ -101,7 +110,12 @@ async fn every_event_becomes_a_detection_and_bad_messages_are_dead_letters() {
     assert_eq!(report.alerts, 3);
     assert_eq!(report.dead_letters, 2);
     assert_eq!(report.alerts_by_level.get(&Level::High), Some(&3));
-    assert_eq!(report.alerts_by_rule.get("9507d32f-0b57-4312-ae66-2a48f00081c2"), Some(&2));
+    assert_eq!(
+        report
+            .alerts_by_rule
+            .get("9507d32f-0b57-4312-ae66-2a48f00081c2"),
+        Some(&2)
+    );
     assert_eq!(report, stats.snapshot());
 
     bus.close(Topic::DeadLetters).await;
@@ -113,8 +127,18 @@ async fn every_event_becomes_a_detection_and_bad_messages_are_dead_letters() {
     assert_eq!(letters[0].stage, "correlate");
     assert_eq!(letters[0].topic, "kastell.events");
     assert_eq!(letters[0].payload, "{\"truncated\": ");
-    assert!(letters[0].reason.starts_with("decoding a message from JSON: "), "{}", letters[0].reason);
-    assert!(letters[1].reason.contains("invalid type: sequence"), "{}", letters[1].reason);
+    assert!(
+        letters[0]
+            .reason
+            .starts_with("decoding a message from JSON: "),
+        "{}",
+        letters[0].reason
+    );
+    assert!(
+        letters[1].reason.contains("invalid type: sequence"),
+        "{}",
+        letters[1].reason
+    );
 }
 
 #[tokio::test]
