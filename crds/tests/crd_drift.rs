@@ -9,16 +9,28 @@ fn manifests_dir() -> PathBuf {
 
 #[test]
 fn committed_crds_match_the_generated_ones() {
-    let dir = manifests_dir();
+    check_dir(manifests_dir());
+}
+
+#[test]
+fn the_helm_chart_carries_the_same_crds() {
+    check_dir(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../charts/kastell/crds"));
+}
+
+fn check_dir(dir: PathBuf) {
     let generated = kastell_crds::generate::rendered().unwrap();
     assert_eq!(generated.len(), 6);
     for (name, text) in &generated {
         let committed = std::fs::read_to_string(dir.join(name)).unwrap_or_else(|e| {
-            panic!("manifests/crds/{name} missing ({e}); run `kastell crdgen`")
+            panic!(
+                "{}/{name} missing ({e}); run `kastell crdgen`",
+                dir.display()
+            )
         });
         assert!(
             committed == *text,
-            "manifests/crds/{name} differs from the types; run `kastell crdgen`"
+            "{}/{name} differs from the types; run `kastell crdgen`",
+            dir.display()
         );
     }
     let mut on_disk: Vec<String> = std::fs::read_dir(&dir)

@@ -1,14 +1,16 @@
 //! `kastell crdgen`: writes the CRD YAML and the resource reference generated from the
 //! resource types.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
 
-pub fn run(out: &Path, reference: &Path) -> anyhow::Result<ExitCode> {
-    for path in kastell_crds::generate::write_all(out)? {
-        println!("wrote {}", path.display());
+pub fn run(outs: &[PathBuf], reference: &Path) -> anyhow::Result<ExitCode> {
+    for out in outs {
+        for path in kastell_crds::generate::write_all(out)? {
+            println!("wrote {}", path.display());
+        }
     }
     std::fs::write(reference, kastell_crds::reference::markdown())
         .with_context(|| format!("writing {}", reference.display()))?;

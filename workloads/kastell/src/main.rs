@@ -45,6 +45,9 @@ enum Command {
         /// Where to write the Markdown resource reference.
         #[arg(long, default_value = "docs/resources.md")]
         reference: PathBuf,
+        /// The Helm chart's CRD directory, kept identical to `--out`.
+        #[arg(long, default_value = "charts/kastell/crds")]
+        chart_crds: PathBuf,
     },
 }
 
@@ -81,7 +84,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(&cli.log, cli.log_json);
     let outcome = match cli.command {
-        Command::Crdgen { out, reference } => crdgen::run(&out, &reference),
+        Command::Crdgen {
+            out,
+            reference,
+            chart_crds,
+        } => crdgen::run(&[out, chart_crds], &reference),
         Command::Run(args) => run(args),
         Command::Validate { dir } => validate(&dir),
     };
