@@ -185,17 +185,8 @@ pub enum CasesError {
     Ack(#[source] BusError),
 }
 
-/// What goes to the dead-letter topic for a message the stage could not handle; the
-/// same shape the other stages send.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DeadLetter {
-    pub stage: String,
-    /// The subject the message was read from.
-    pub topic: String,
-    pub reason: String,
-    /// The message as received (invalid UTF-8 replaced).
-    pub payload: String,
-}
+/// The dead-letter shape every stage after ingest sends, defined once in the core crate.
+pub use kastell_core::DeadLetter;
 
 /// Where an alert went.
 #[derive(Debug, Clone, PartialEq, Eq)]

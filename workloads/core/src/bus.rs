@@ -13,7 +13,7 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 /// The pipeline's edges.
@@ -147,6 +147,30 @@ pub trait Bus: Send + Sync {
     /// Declares that no more messages will be published to the topic, so consumers end
     /// once they have drained it. Durable buses keep their streams and ignore this.
     async fn close(&self, topic: Topic);
+}
+
+/// What a stage publishes on [`Topic::DeadLetters`] for a message it could not process.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    /// The stage (consumer group) that gave up on the message.
+    pub stage: String,
+    /// The subject the message was read from.
+    pub topic: String,
+    /// Why, in words a person can act on.
+    pub reason: String,
+    /// The message as received (invalid UTF-8 replaced).
+    pub payload: String,
+}
+
+impl DeadLetter {
+    pub fn new(stage: &str, topic: Topic, reason: impl Into<String>, message: &Message) -> Self {
+        DeadLetter {
+            stage: stage.to_owned(),
+            topic: topic.subject().to_owned(),
+            reason: reason.into(),
+            payload: String::from_utf8_lossy(&message.payload).into_owned(),
+        }
+    }
 }
 
 /// Serialises a value and publishes it.

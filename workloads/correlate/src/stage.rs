@@ -110,16 +110,8 @@ pub enum CorrelateError {
     Ack(#[source] BusError),
 }
 
-/// What goes to the dead-letter topic for a message the stage could not read.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DeadLetter {
-    pub stage: String,
-    /// The subject the message was read from.
-    pub topic: String,
-    pub reason: String,
-    /// The message as received (invalid UTF-8 replaced).
-    pub payload: String,
-}
+/// The dead-letter shape every stage after ingest sends, defined once in the core crate.
+pub use kastell_core::DeadLetter;
 
 /// Evaluates one event: an alert per matching rule, built by [`Alert::from_event`].
 pub fn correlate_event(rules: &RuleSet, event: Event, now: DateTime<Utc>) -> Detection {

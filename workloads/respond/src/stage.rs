@@ -126,16 +126,8 @@ pub enum HandleError {
     UnknownAction(i64),
 }
 
-/// What goes to the dead-letter topic for a message the stage could not handle.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DeadLetter {
-    pub stage: String,
-    /// The subject the message was read from.
-    pub topic: String,
-    pub reason: String,
-    /// The message as received (invalid UTF-8 replaced).
-    pub payload: String,
-}
+/// The dead-letter shape every stage after ingest sends, defined once in the core crate.
+pub use kastell_core::DeadLetter;
 
 /// Turns case events into actions; the stage loop's per-event work, usable without a
 /// bus.
