@@ -135,6 +135,86 @@ struct Plan {
     re: bool,
     re_flags: Vec<Modifier>,
     compare: Option<Modifier>,
+    /// `windash`: each string value stands for all its dash permutations.
+    windash: bool,
+    /// `utf16le`, `utf16be`, `utf16` or `wide`: the value's bytes before `base64`.
+    utf16: Option<Modifier>,
+    /// `base64` or `base64offset`.
+    base64: Option<Modifier>,
+}
+
+/// The value's text as the bytes an encoding modifier starts from.
+fn encode_utf16(text: &str, how: Option<Modifier>) -> Vec<u8> {
+    let units = text.encode_utf16();
+    match how {
+        Some(Modifier::Utf16Be) => units.flat_map(u16::to_be_bytes).collect(),
+        // `utf16` prepends the little-endian byte order mark, as the specification shows.
+        Some(Modifier::Utf16) => [0xFF, 0xFE]
+            .into_iter()
+            .chain(units.flat_map(u16::to_le_bytes))
+            .collect(),
+        Some(_) => units.flat_map(u16::to_le_bytes).collect(),
+        None => text.as_bytes().to_vec(),
+    }
+}
+
+/// `base64`: the encoding. `base64offset`: the three spellings of the value inside a longer
+/// encoded text, one per byte offset, without the characters its neighbours change
+/// (pySigma's reference algorithm).
+fn base64_variants(bytes: &[u8], offset: bool) -> Vec<String> {
+    use base64::Engine;
+    let engine = base64::engine::general_purpose::STANDARD;
+    if !offset {
+        return vec![engine.encode(bytes)];
+    }
+    (0..3)
+        .map(|shift| {
+            let mut shifted = vec![b' '; shift];
+            shifted.extend_from_slice(bytes);
+            let encoded = engine.encode(&shifted);
+            let start = [0, 2, 3][shift];
+            let cut = [0, 3, 2][(bytes.len() + shift) % 3];
+            encoded[start..encoded.len() - cut].to_owned()
+        })
+        .collect()
+}
+
+/// The characters `windash` treats as interchangeable, as the specification lists them.
+const DASHES: [char; 5] = ['-', '/', '\u{2013}', '\u{2014}', '\u{2015}'];
+
+/// At most this many dashes in one `windash` value: each multiplies the variants by five.
+const WINDASH_MAX_DASHES: u32 = 4;
+
+/// Every spelling of `raw` with each dash character replaced by any of [`DASHES`].
+/// Permuting the raw text is safe because dashes have no meaning in Sigma's escaping.
+fn windash_variants(raw: &str, at: &dyn Fn() -> String) -> Result<Vec<String>, ErrorKind> {
+    let dashes = raw.chars().filter(|c| DASHES.contains(c)).count();
+    if dashes > WINDASH_MAX_DASHES as usize {
+        return Err(ErrorKind::invalid(
+            at(),
+            format!(
+                "`windash` value has {dashes} dashes; at most {WINDASH_MAX_DASHES} are expanded"
+            ),
+        ));
+    }
+    let mut variants = vec![String::with_capacity(raw.len())];
+    for c in raw.chars() {
+        if DASHES.contains(&c) {
+            variants = variants
+                .into_iter()
+                .flat_map(|v| {
+                    DASHES.iter().map(move |d| {
+                        let mut next = v.clone();
+                        next.push(*d);
+                        next
+                    })
+                })
+                .collect();
+        } else {
+            variants.iter_mut().for_each(|v| v.push(c));
+        }
+    }
+    Ok(variants)
 }
 
 fn plan(m: &FieldMatch) -> Result<Plan, ErrorKind> {
@@ -167,14 +247,20 @@ fn plan(m: &FieldMatch) -> Result<Plan, ErrorKind> {
                 }
                 plan.compare = Some(modifier);
             }
+            Modifier::Windash => plan.windash = true,
+            Modifier::Utf16Le | Modifier::Utf16Be | Modifier::Utf16 | Modifier::Wide => {
+                if let Some(other) = plan.utf16 {
+                    return Err(conflict(other, modifier));
+                }
+                plan.utf16 = Some(modifier);
+            }
+            Modifier::Base64 | Modifier::Base64Offset => {
+                if let Some(other) = plan.base64 {
+                    return Err(conflict(other, modifier));
+                }
+                plan.base64 = Some(modifier);
+            }
             Modifier::Neq
-            | Modifier::Windash
-            | Modifier::Base64
-            | Modifier::Base64Offset
-            | Modifier::Utf16Le
-            | Modifier::Utf16Be
-            | Modifier::Utf16
-            | Modifier::Wide
             | Modifier::Minute
             | Modifier::Hour
             | Modifier::Day
@@ -210,6 +296,36 @@ fn plan(m: &FieldMatch) -> Result<Plan, ErrorKind> {
         .collect();
     if let (Some(first), Some(second)) = (set.first(), set.get(1).copied().or(plan.position)) {
         return Err(conflict(*first, second));
+    }
+    // Under `all` each value's variants would need their own OR group inside the AND.
+    if plan.windash && (plan.all || plan.re || plan.cidr || plan.exists) {
+        return Err(ErrorKind::UnsupportedModifier {
+            path: m.path.clone(),
+            modifier: Modifier::Windash,
+        });
+    }
+    // UTF-16 bytes are not text to match until base64 makes them so.
+    if let (Some(utf16), None) = (plan.utf16, plan.base64) {
+        return Err(ErrorKind::UnsupportedModifier {
+            path: m.path.clone(),
+            modifier: utf16,
+        });
+    }
+    let encoded = plan.base64.is_some();
+    if encoded && plan.windash {
+        return Err(conflict(
+            Modifier::Windash,
+            plan.base64.unwrap_or(Modifier::Base64),
+        ));
+    }
+    // Base64 text is case-sensitive: folding case would match other bytes' encodings.
+    plan.cased |= encoded;
+    if encoded && (plan.all || plan.re || plan.cidr || plan.exists || plan.compare.is_some()) {
+        return Err(ErrorKind::invalid(
+            &m.path,
+            "`base64`/`base64offset` combine only with `contains`, `startswith`, `endswith`, \
+             `cased` and a UTF-16 modifier",
+        ));
     }
     if plan.exists && (plan.all || plan.cased) {
         return Err(ErrorKind::invalid(
@@ -279,7 +395,42 @@ fn compile_field_match(m: &FieldMatch, fields: &Routing) -> Result<Check, ErrorK
 fn value_test(m: &FieldMatch, plan: &Plan, keywords: bool) -> Result<ValueTest, ErrorKind> {
     let mut matchers = Vec::with_capacity(m.values.len());
     let mut substrings = Vec::new();
+    let mut expanded = Vec::new();
     for (i, value) in m.values.iter().enumerate() {
+        let at = || {
+            if m.values.len() == 1 {
+                m.path.clone()
+            } else {
+                format!("{}[{i}]", m.path)
+            }
+        };
+        match value {
+            SigmaValue::String(s) if plan.base64.is_some() => {
+                let text = match s.pieces() {
+                    [] => "",
+                    [Piece::Literal(text)] => text.as_str(),
+                    _ => {
+                        return Err(ErrorKind::invalid(
+                            at(),
+                            "a `base64` value cannot hold wildcards",
+                        ))
+                    }
+                };
+                let bytes = encode_utf16(text, plan.utf16);
+                let offset = plan.base64 == Some(Modifier::Base64Offset);
+                for variant in base64_variants(&bytes, offset) {
+                    expanded.push((i, SigmaValue::String(SigmaString::literal(&variant))));
+                }
+            }
+            SigmaValue::String(s) if plan.windash => {
+                for variant in windash_variants(s.raw(), &at)? {
+                    expanded.push((i, SigmaValue::String(SigmaString::parse(&variant))));
+                }
+            }
+            other => expanded.push((i, other.clone())),
+        }
+    }
+    for (i, value) in &expanded {
         let at = || {
             if m.values.len() == 1 {
                 m.path.clone()
@@ -490,4 +641,38 @@ fn automaton(
         .ascii_case_insensitive(!cased)
         .build(needles)
         .map_err(|e| ErrorKind::invalid(at(), format!("cannot build a substring matcher: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encodings_follow_the_specification_examples() {
+        // The specification's `cmd` examples.
+        let le = encode_utf16("cmd", Some(Modifier::Utf16Le));
+        assert_eq!(le, [0x63, 0, 0x6d, 0, 0x64, 0]);
+        assert_eq!(encode_utf16("cmd", Some(Modifier::Wide)), le);
+        let be = encode_utf16("cmd", Some(Modifier::Utf16Be));
+        assert_eq!(be, [0, 0x63, 0, 0x6d, 0, 0x64]);
+        let bom = encode_utf16("cmd", Some(Modifier::Utf16));
+        assert_eq!(bom, [0xFF, 0xFE, 0x63, 0, 0x6d, 0, 0x64, 0]);
+        assert_eq!(base64_variants(b"/bin/bash", false), ["L2Jpbi9iYXNo"]);
+        // Sigma's documented `base64offset|contains: /bin/bash`.
+        assert_eq!(
+            base64_variants(b"/bin/bash", true),
+            ["L2Jpbi9iYXNo", "9iaW4vYmFza", "vYmluL2Jhc2"]
+        );
+    }
+
+    #[test]
+    fn windash_spells_every_dash_every_way() {
+        let at = || "detection.sel.CommandLine|windash".to_owned();
+        let variants = windash_variants(" -f /x", &at).unwrap();
+        assert_eq!(variants.len(), 25);
+        assert!(variants.contains(&" /f -x".to_owned()));
+        assert!(variants.contains(&" \u{2013}f \u{2015}x".to_owned()));
+        assert_eq!(windash_variants("abc", &at).unwrap(), ["abc"]);
+        assert!(windash_variants("-a-b-c-d-e", &at).is_err());
+    }
 }

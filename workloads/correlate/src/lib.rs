@@ -19,6 +19,7 @@
 
 mod compile;
 pub mod condition;
+mod detect;
 mod error;
 pub mod logsource;
 mod matcher;
@@ -29,6 +30,10 @@ mod stage;
 mod string;
 
 pub use condition::{Condition, ConditionError, Target};
+pub use detect::{
+    detect_events, detect_to_jsonl, flatten_event, load_rules, rule_files, DetectError,
+    DetectMatch, DetectStats,
+};
 pub use error::{ErrorKind, RuleError};
 pub use modifier::{Modifier, UnknownModifier};
 pub use rule::{parse_rule, Detection, FieldMatch, LogSource, Selection, SigmaRule, SigmaValue};

@@ -166,6 +166,8 @@ pub enum FieldMapping {
     Linux,
     /// Windows EventChannel through Wazuh: Sysmon and Security field names.
     Windows,
+    /// Raw mode (`kastell detect`): the Sigma name is the path on a flat event.
+    Raw,
 }
 
 /// Sigma's generic network field names, shared by the Suricata-backed mappings.
@@ -451,6 +453,7 @@ impl FieldMapping {
             FieldMapping::SuricataEve | FieldMapping::WazuhAlert => &[],
             FieldMapping::Linux => &[LINUX],
             FieldMapping::Windows => &[WINDOWS],
+            FieldMapping::Raw => &[],
         };
         if let Some(paths) = table
             .iter()
@@ -473,6 +476,7 @@ impl FieldMapping {
             | FieldMapping::Tls
             | FieldMapping::SuricataEve => paths.push(format!("suricata.eve.{field}")),
             FieldMapping::WazuhAlert => paths.push(format!("wazuh.{field}")),
+            FieldMapping::Raw => {}
             FieldMapping::Linux => paths.push(format!("wazuh.data.{field}")),
             FieldMapping::Windows => {
                 // Wazuh writes EventChannel names in camel case: `TargetObject` is

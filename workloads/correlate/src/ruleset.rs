@@ -94,6 +94,40 @@ impl RuleDocument {
         })
     }
 
+    /// Parses and compiles the rule for raw events: logsource routing is off and every
+    /// field is looked up by its Sigma name on the event as given. The compiled rule has no
+    /// routes, so only [`CompiledRule::matches_raw`] and [`RuleSet::evaluate_raw`] apply it.
+    ///
+    /// # Errors
+    ///
+    /// As [`RuleDocument::compile`], except that no logsource is refused.
+    pub fn compile_raw(&self) -> Result<CompiledRule, RuleError> {
+        let named = |mut e: RuleError| {
+            e.resource = Some(self.resource.as_str().into());
+            e
+        };
+        let rule = parse_rule(&self.sigma).map_err(named)?;
+        let routing = logsource::Routing {
+            routes: Vec::new(),
+            fields: logsource::FieldMapping::Raw,
+            strict: false,
+        };
+        let detector = compile_detection(&rule.detection, &routing).map_err(|kind| {
+            named(RuleError {
+                resource: None,
+                rule_id: rule.reference().map(Into::into),
+                title: Some(rule.title.as_str().into()),
+                kind,
+            })
+        })?;
+        Ok(CompiledRule {
+            rule: self.rule_ref(&rule),
+            routes: Vec::new(),
+            detector,
+            enabled: self.enabled,
+        })
+    }
+
     fn rule_ref(&self, rule: &SigmaRule) -> RuleRef {
         RuleRef {
             id: rule
@@ -155,6 +189,11 @@ impl CompiledRule {
     pub fn matches(&self, event: &Event) -> bool {
         let fields = event.as_map();
         self.accepts(event.dataset(), fields) && self.detector.matches(fields)
+    }
+
+    /// Whether the flat event satisfies the detection, without logsource routing.
+    pub fn matches_raw(&self, event: &Map<String, Value>) -> bool {
+        self.detector.matches(event)
     }
 
     fn accepts(&self, dataset: Option<&str>, fields: &Map<String, Value>) -> bool {
@@ -222,6 +261,36 @@ impl RuleSet {
             set.add(rule);
         }
         (set, errors)
+    }
+
+    /// Compiles every document in raw mode ([`RuleDocument::compile_raw`]); a rule that
+    /// fails is reported and the others are kept.
+    pub fn compile_raw(
+        documents: impl IntoIterator<Item = RuleDocument>,
+    ) -> (RuleSet, Vec<RuleError>) {
+        let mut compiled = Vec::new();
+        let mut errors = Vec::new();
+        for document in documents {
+            match document.compile_raw() {
+                Ok(rule) => compiled.push(rule),
+                Err(error) => errors.push(error),
+            }
+        }
+        let (set, duplicates) = RuleSet::from_rules(compiled);
+        errors.extend(duplicates);
+        (set, errors)
+    }
+
+    /// Every enabled rule whose detection the flat event satisfies, in the order added.
+    /// No logsource routing: the mode of `kastell detect` and the regression data.
+    pub fn evaluate_raw<'a>(
+        &'a self,
+        event: &'a Map<String, Value>,
+    ) -> impl Iterator<Item = &'a RuleRef> + 'a {
+        self.rules
+            .iter()
+            .filter(move |rule| rule.detector.matches(event))
+            .map(|rule| &rule.rule)
     }
 
     fn add(&mut self, rule: CompiledRule) {

@@ -10,6 +10,7 @@ use kastell::pipeline::{self, Mode};
 use kastell::summary::Summary;
 
 mod crdgen;
+mod detect;
 
 /// Kastell: GitOps security operations for Kubernetes.
 #[derive(Parser)]
@@ -30,6 +31,8 @@ enum Command {
     /// Run the whole pipeline in one process: replay sensor files through ingest,
     /// detection, enrichment, cases and response, then serve the case API.
     Run(RunArgs),
+    /// Evaluate Sigma rules offline against raw JSON events; one JSON line per match.
+    Detect(detect::DetectArgs),
     /// Check a directory of resources offline: schemas, Sigma compilation, playbooks,
     /// referenced files and the residency policy. Exit status 1 when anything is wrong.
     Validate {
@@ -91,6 +94,7 @@ fn main() -> ExitCode {
         } => crdgen::run(&[out, chart_crds], &reference),
         Command::Run(args) => run(args),
         Command::Validate { dir } => validate(&dir),
+        Command::Detect(args) => detect::run(args),
     };
     match outcome {
         Ok(code) => code,

@@ -172,3 +172,48 @@ fn validate_accepts_the_bundled_example_and_reports_a_broken_repository() {
     );
     assert!(text.contains("1 problems"), "{text}");
 }
+
+#[test]
+fn detect_prints_one_json_line_per_match() {
+    let dir = tempfile::tempdir().unwrap();
+    let rule = dir.path().join("rule.yml");
+    std::fs::write(
+        &rule,
+        "title: Whoami\nid: 5a0f7c4e-6f0e-4b0e-9a51-0f0c6f2b9b11\nlevel: medium\n\
+         logsource: {product: windows, category: process_creation}\n\
+         detection:\n  sel: {Image|endswith: '\\\\whoami.exe'}\n  condition: sel\n",
+    )
+    .unwrap();
+    let events = dir.path().join("events.jsonl");
+    std::fs::write(
+        &events,
+        "{\"Image\": \"C:\\\\Windows\\\\System32\\\\whoami.exe\"}\n{\"Image\": \"C:\\\\x.exe\"}\n",
+    )
+    .unwrap();
+    let output = kastell(&[
+        "detect",
+        "--rules",
+        rule.to_str().unwrap(),
+        "--events",
+        events.to_str().unwrap(),
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let lines: Vec<serde_json::Value> = stdout(&output)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0]["rule_id"], "5a0f7c4e-6f0e-4b0e-9a51-0f0c6f2b9b11");
+    assert_eq!(lines[0]["event_index"], 0);
+
+    std::fs::write(&rule, "title: broken\ndetection: {condition: nothing}\n").unwrap();
+    let strict = kastell(&[
+        "detect",
+        "--strict",
+        "--rules",
+        rule.to_str().unwrap(),
+        "--events",
+        events.to_str().unwrap(),
+    ]);
+    assert_eq!(strict.status.code(), Some(1), "{}", stderr(&strict));
+}

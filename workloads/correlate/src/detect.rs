@@ -1,0 +1,333 @@
+//! Offline detection for `kastell detect`: Sigma rule files read from paths, raw JSON events
+//! (JSON lines or concatenated objects, as the SigmaHQ regression data ships them)
+//! flattened to Sigma field names, and one JSON line written per match.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::error::RuleError;
+use crate::ruleset::{RuleDocument, RuleSet};
+
+/// What `kastell detect` can fail on.
+#[derive(Debug, thiserror::Error)]
+pub enum DetectError {
+    #[error("reading {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("event {index}: {source}")]
+    Event {
+        index: usize,
+        source: serde_json::Error,
+    },
+    #[error("writing matches: {0}")]
+    Write(#[from] std::io::Error),
+}
+
+/// One match, as printed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DetectMatch {
+    pub rule_id: String,
+    pub rule_title: String,
+    pub level: String,
+    /// 0-based index of the event in the input.
+    pub event_index: usize,
+}
+
+/// The rule files under `paths`: a file as given, a directory searched recursively for
+/// `*.yml` and `*.yaml`, sorted so the rule order is stable.
+///
+/// # Errors
+///
+/// [`DetectError::Read`] when a path or directory cannot be read.
+pub fn rule_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, DetectError> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), DetectError> {
+        let read = |source| DetectError::Read {
+            path: dir.to_path_buf(),
+            source,
+        };
+        let mut found = Vec::new();
+        for entry in std::fs::read_dir(dir).map_err(read)? {
+            found.push(entry.map_err(read)?.path());
+        }
+        found.sort();
+        for path in found {
+            if path.is_dir() {
+                walk(&path, out)?;
+            } else if path.extension().is_some_and(|e| e == "yml" || e == "yaml") {
+                out.push(path);
+            }
+        }
+        Ok(())
+    }
+    let mut out = Vec::new();
+    for path in paths {
+        if path.is_dir() {
+            walk(path, &mut out)?;
+        } else {
+            out.push(path.clone());
+        }
+    }
+    Ok(out)
+}
+
+/// Reads and compiles the rule files in raw mode. Rules that fail to compile are returned
+/// with the reason; the others are in the set.
+///
+/// # Errors
+///
+/// [`DetectError::Read`] when a file cannot be read.
+pub fn load_rules(paths: &[PathBuf]) -> Result<(RuleSet, Vec<RuleError>), DetectError> {
+    let mut documents = Vec::new();
+    for file in rule_files(paths)? {
+        let text = std::fs::read_to_string(&file).map_err(|source| DetectError::Read {
+            path: file.clone(),
+            source,
+        })?;
+        let name = file.display().to_string();
+        documents.push(RuleDocument::new(name.clone(), text).with_path(name));
+    }
+    Ok(RuleSet::compile_raw(documents))
+}
+
+/// Flattens an event to the field names Sigma rules use (see
+/// `shared/corpora/sigma/REGRESSION_DATA.md`): an evtx_dump-style record
+/// (`Event.System`, `Event.EventData`, `Event.UserData`) gives its children as top-level
+/// fields, XML attributes become `Parent_attribute`, spaces are stripped from names. Any
+/// other object is returned as it is, so plain flat events work too.
+pub fn flatten_event(event: Value) -> Map<String, Value> {
+    let Value::Object(mut top) = event else {
+        return Map::new();
+    };
+    let Some(Value::Object(record)) = top.remove("Event") else {
+        return top;
+    };
+    let mut flat = Map::new();
+    for (section, value) in record {
+        match (section.as_str(), value) {
+            ("System" | "EventData", Value::Object(fields)) => flatten_into(&mut flat, fields),
+            // UserData has one wrapper element whose children are the fields.
+            ("UserData", Value::Object(wrapper)) => {
+                for (_, inner) in wrapper {
+                    if let Value::Object(fields) = inner {
+                        flatten_into(&mut flat, fields);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    flat
+}
+
+fn flatten_into(flat: &mut Map<String, Value>, fields: Map<String, Value>) {
+    for (name, value) in fields {
+        let name: String = name.chars().filter(|c| !c.is_whitespace()).collect();
+        match value {
+            Value::Object(mut inner) => {
+                if let Some(Value::Object(attributes)) = inner.remove("#attributes") {
+                    for (attribute, value) in attributes {
+                        flat.insert(format!("{name}_{attribute}"), value);
+                    }
+                }
+                if let Some(text) = inner.remove("#text") {
+                    flat.insert(name.clone(), text);
+                }
+                if !inner.is_empty() {
+                    flat.insert(name, Value::Object(inner));
+                }
+            }
+            other => {
+                flat.insert(name, other);
+            }
+        }
+    }
+}
+
+/// Totals of one run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DetectStats {
+    pub events: usize,
+    pub matches: usize,
+}
+
+/// Evaluates every event of `input` (JSON objects, one per line or concatenated) against
+/// the set in raw mode, calling `on_match` for each match in input order.
+///
+/// # Errors
+///
+/// [`DetectError::Event`] at the first event that is not JSON: a stream of concatenated
+/// objects cannot be resynchronised after a syntax error, so the run stops there, with the
+/// matches of the events before it already delivered.
+pub fn detect_events(
+    rules: &RuleSet,
+    input: impl Read,
+    mut on_match: impl FnMut(DetectMatch) -> Result<(), DetectError>,
+) -> Result<DetectStats, DetectError> {
+    let mut stats = DetectStats::default();
+    let stream = serde_json::Deserializer::from_reader(input).into_iter::<Value>();
+    for (index, event) in stream.enumerate() {
+        let event = event.map_err(|source| DetectError::Event { index, source })?;
+        stats.events += 1;
+        let flat = flatten_event(event);
+        for rule in rules.evaluate_raw(&flat) {
+            stats.matches += 1;
+            on_match(DetectMatch {
+                rule_id: rule.id.clone(),
+                rule_title: rule.title.clone(),
+                level: rule.level.to_string(),
+                event_index: index,
+            })?;
+        }
+    }
+    Ok(stats)
+}
+
+/// [`detect_events`] writing each match as one JSON line to `out`.
+///
+/// # Errors
+///
+/// As [`detect_events`], and [`DetectError::Write`].
+pub fn detect_to_jsonl(
+    rules: &RuleSet,
+    input: impl Read,
+    out: &mut impl Write,
+) -> Result<DetectStats, DetectError> {
+    detect_events(rules, input, |m| {
+        let line = serde_json::to_string(&m).map_err(std::io::Error::other)?;
+        writeln!(out, "{line}")?;
+        Ok(())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const RULE: &str = r#"
+title: Sc Stop
+id: 11111111-2222-3333-4444-555555555555
+level: low
+logsource: {category: process_creation, product: windows}
+detection:
+  selection:
+    Image|endswith: '\sc.exe'
+    CommandLine|contains: ' stop '
+  condition: selection
+"#;
+
+    fn set() -> RuleSet {
+        let (set, errors) = RuleSet::compile_raw([RuleDocument::new("t", RULE)]);
+        assert!(errors.is_empty(), "{errors:?}");
+        set
+    }
+
+    #[test]
+    fn evtx_records_are_flattened_to_sigma_names() {
+        let flat = flatten_event(json!({"Event": {
+            "System": {"EventID": 1, "Provider": {"#attributes": {"Name": "Sysmon"}}},
+            "EventData": {"Image": "C:\\sc.exe", "Threat Name": "x"},
+            "UserData": {"Op": {"User": "bob"}}}}));
+        assert_eq!(flat["EventID"], json!(1));
+        assert_eq!(flat["Provider_Name"], json!("Sysmon"));
+        assert_eq!(flat["ThreatName"], json!("x"));
+        assert_eq!(flat["User"], json!("bob"));
+        assert_eq!(flat["Image"], json!("C:\\sc.exe"));
+    }
+
+    #[test]
+    fn concatenated_objects_and_lines_give_indexed_matches() {
+        let input = concat!(
+            r#"{"Image": "C:\\sc.exe", "CommandLine": "sc stop x"}"#,
+            "\n",
+            r#"{"Image": "C:\\cmd.exe", "CommandLine": "sc stop x"}"#,
+            r#" {"Event": {"EventData": {"Image": "C:\\sc.exe", "CommandLine": "sc stopx"}}}"#,
+            r#"{"Event": {"EventData": {"Image": "C:\\sc.exe", "CommandLine": "sc stop x"}}}"#
+        );
+        let mut out = Vec::new();
+        let stats = detect_to_jsonl(&set(), input.as_bytes(), &mut out).unwrap();
+        assert_eq!(
+            stats,
+            DetectStats {
+                events: 4,
+                matches: 2
+            }
+        );
+        let lines: Vec<Value> = String::from_utf8(out)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines[0]["event_index"], json!(0));
+        assert_eq!(lines[1]["event_index"], json!(3));
+        assert_eq!(
+            lines[0]["rule_id"],
+            json!("11111111-2222-3333-4444-555555555555")
+        );
+        assert_eq!(lines[0]["level"], json!("low"));
+    }
+
+    #[test]
+    fn bad_json_stops_with_the_event_index() {
+        let input = r#"{"Image": "C:\\sc.exe", "CommandLine": "sc stop x"} {nope"#;
+        let mut seen = 0;
+        let err = detect_events(&set(), input.as_bytes(), |_| {
+            seen += 1;
+            Ok(())
+        })
+        .unwrap_err();
+        assert!(matches!(err, DetectError::Event { index: 1, .. }), "{err}");
+        assert_eq!(seen, 1);
+    }
+
+    #[test]
+    fn windash_matches_any_dash_and_refuses_all() {
+        let rule = "title: W\nid: w\nlogsource: {product: windows}\ndetection:\n  sel:\n    \
+            CommandLine|contains|windash: ' -accepteula'\n  condition: sel\n";
+        let (set, errors) = RuleSet::compile_raw([RuleDocument::new("w", rule)]);
+        assert!(errors.is_empty(), "{errors:?}");
+        for (line, hit) in [
+            ("p.exe /accepteula", true),
+            ("p.exe \u{2014}accepteula", true),
+            ("p.exe -accepteula", true),
+            ("p.exe accepteula", false),
+        ] {
+            let event = flatten_event(json!({ "CommandLine": line }));
+            assert_eq!(set.evaluate_raw(&event).count() == 1, hit, "{line}");
+        }
+        let all = rule.replace("contains|windash", "contains|all|windash");
+        let (_, errors) = RuleSet::compile_raw([RuleDocument::new("w", all)]);
+        assert_eq!(errors.len(), 1);
+    }
+
+    #[test]
+    fn wide_base64offset_finds_the_value_at_any_offset() {
+        use base64::Engine;
+        // The value and modifiers of SigmaHQ's CVE-2025-53770 indicators rule.
+        let rule = "title: E\nid: e\nlogsource: {product: windows}\ndetection:\n  sel:\n    \
+            CommandLine|wide|base64offset|contains: 'spinstall0.aspx'\n  condition: sel\n";
+        let (set, errors) = RuleSet::compile_raw([RuleDocument::new("e", rule)]);
+        assert!(errors.is_empty(), "{errors:?}");
+        for prefix in ["", "a", "ab", "abc"] {
+            let script: Vec<u8> = format!("{prefix}spinstall0.aspx; exit")
+                .encode_utf16()
+                .flat_map(u16::to_le_bytes)
+                .collect();
+            let encoded = base64::engine::general_purpose::STANDARD.encode(script);
+            let event =
+                flatten_event(json!({ "CommandLine": format!("powershell -enc {encoded}") }));
+            assert_eq!(set.evaluate_raw(&event).count(), 1, "prefix {prefix:?}");
+            let lower = flatten_event(json!({ "CommandLine": encoded.to_lowercase() }));
+            assert_eq!(
+                set.evaluate_raw(&lower).count(),
+                0,
+                "base64 is case-sensitive"
+            );
+        }
+    }
+}
