@@ -73,6 +73,15 @@ pub fn validate_dir(dir: &Path) -> Result<Report, kastell_crds::load::LoadError>
             message: error.to_string(),
         });
     }
+    if resources.is_empty() && report.problems.is_empty() {
+        // An empty result is far more often a wrong path than an empty repository, and a
+        // CI check that passes on a wrong path checks nothing.
+        report.problem(
+            dir,
+            None,
+            "no Kastell resources (apiVersion kastell.eu/v1alpha1) found in any *.yaml or *.yml file",
+        );
+    }
     check_rules(&mut report, &resources);
     check_playbooks(&mut report, &resources);
     check_files(&mut report, &resources);

@@ -99,3 +99,11 @@ fn two_platforms_in_one_namespace_are_ambiguous() {
         .message
         .contains("already has the platform soc/soc"));
 }
+
+#[test]
+fn a_directory_without_resources_is_a_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let report = validate_dir(dir.path()).unwrap();
+    assert_eq!(report.problems.len(), 1);
+    assert!(report.problems[0].message.contains("no Kastell resources"));
+}

@@ -915,6 +915,9 @@ async fn each_request_runs_in_a_span_with_method_path_and_status() {
         .with_max_level(tracing::Level::DEBUG)
         .finish();
     let guard = tracing::subscriber::set_default(subscriber);
+    // Other tests run on other threads with no subscriber; a callsite first seen there is
+    // cached as uninteresting, so the cache is rebuilt for this thread's subscriber.
+    tracing::callsite::rebuild_interest_cache();
     get(&api.router, "/api/v1/cases/999").await;
     drop(guard);
     let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();

@@ -79,9 +79,12 @@ pub async fn ingest_file(
     FileSource::new(path).run(&ingestor, bus, stats).await
 }
 
-/// Guesses a file's format from its first non-blank line (see [`detect_format`]), for
-/// `kastell run --replay FILE` without a format. `Ok(None)` when the file is empty or the
-/// line matches no format.
+/// How many leading records format detection looks at before it gives up.
+pub const DETECT_RECORDS: usize = 100;
+
+/// Guesses a file's format from the first of its leading [`DETECT_RECORDS`] records that
+/// [`detect_format`] recognises, for `kastell run --replay FILE` without a format.
+/// `Ok(None)` when the file holds no record or none of them is recognised.
 ///
 /// # Errors
 ///
@@ -99,6 +102,7 @@ pub async fn detect_file_format(
         })?;
     let mut lines = LineReader::new(file, max_line_bytes);
     let mut seen = 0;
+    let mut records = 0;
     loop {
         let line = lines.next().await.map_err(|source| IngestError::Read {
             path: shown.clone(),
@@ -109,12 +113,17 @@ pub async fn detect_file_format(
             return Ok(None);
         };
         seen = line.number;
-        if line.is_blank() {
+        // A bad first record (truncated, over-long, a BOM) must not make the whole file
+        // unreadable: the first recognisable one of the leading records decides.
+        if line.is_blank() || line.len > line.bytes.len() {
             continue;
         }
-        if line.len > line.bytes.len() {
+        records += 1;
+        if let Some(format) = detect_format(line.bytes) {
+            return Ok(Some(format));
+        }
+        if records >= DETECT_RECORDS {
             return Ok(None);
         }
-        return Ok(detect_format(line.bytes));
     }
 }

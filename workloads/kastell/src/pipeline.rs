@@ -131,7 +131,7 @@ pub async fn run(setup: Setup, data_dir: &Path, mode: Mode) -> anyhow::Result<Su
         })
     };
 
-    let ingest_reports = ingest_all(&setup, bus.as_ref()).await;
+    let (ingest_reports, ingest_problems) = ingest_all(&setup, bus.as_ref()).await;
     bus.close(Topic::Events).await;
 
     let correlate_report = join("correlate", correlate).await?;
@@ -147,7 +147,8 @@ pub async fn run(setup: Setup, data_dir: &Path, mode: Mode) -> anyhow::Result<Su
         problems: setup.problems.clone(),
         ..Summary::default()
     };
-    add_ingest(&mut summary, ingest_reports?);
+    summary.problems.extend(ingest_problems);
+    add_ingest(&mut summary, ingest_reports);
     summary.alerts = tally.total;
     summary.alerts_by_level = tally.by_level();
     summary.alerts_by_rule = tally.by_rule();
@@ -181,9 +182,7 @@ pub async fn run(setup: Setup, data_dir: &Path, mode: Mode) -> anyhow::Result<Su
             summary.actions_pending = pending_actions(store.as_ref()).await?;
             on_replayed(&summary);
             let state = ApiState::new(Arc::clone(&store), Arc::clone(&bus), metrics);
-            kastell_cases::serve(listener, kastell_cases::router(state), shutdown)
-                .await
-                .context("serving the case API")?;
+            serve_until(listener, kastell_cases::router(state), shutdown).await?;
             bus.close(Topic::CaseEvents).await;
             let respond_report = join("respond", respond).await?;
             finish(&mut summary, respond_report);
@@ -197,18 +196,27 @@ pub async fn run(setup: Setup, data_dir: &Path, mode: Mode) -> anyhow::Result<Su
     }
 }
 
-/// Ingests every source in turn; a source that fails (unreadable file) is reported and
-/// the others still run.
-async fn ingest_all(setup: &Setup, bus: &dyn Bus) -> anyhow::Result<Vec<IngestReport>> {
+/// Ingests every source in turn; a source that fails (an unreadable file) becomes a
+/// problem line and the others still run.
+async fn ingest_all(setup: &Setup, bus: &dyn Bus) -> (Vec<IngestReport>, Vec<String>) {
     let stats = kastell_ingest::IngestStats::default();
     let mut reports = Vec::new();
+    let mut problems = Vec::new();
     for source in &setup.sources {
         let ingestor = Ingestor::new(source.format, &source.sensor);
         let file = kastell_ingest::FileSource::new(&source.path);
-        let report = file
-            .run(&ingestor, bus, &stats)
-            .await
-            .with_context(|| format!("ingesting {}", source.path.display()))?;
+        let report = match file.run(&ingestor, bus, &stats).await {
+            Ok(report) => report,
+            Err(e) => {
+                tracing::warn!(path = %source.path.display(), reason = %e, "source failed");
+                problems.push(format!(
+                    "sensor {}: ingesting {}: {e}",
+                    source.sensor,
+                    source.path.display()
+                ));
+                continue;
+            }
+        };
         tracing::info!(
             path = %source.path.display(),
             sensor = %source.sensor,
@@ -218,7 +226,7 @@ async fn ingest_all(setup: &Setup, bus: &dyn Bus) -> anyhow::Result<Vec<IngestRe
         );
         reports.push(report);
     }
-    Ok(reports)
+    (reports, problems)
 }
 
 fn add_ingest(summary: &mut Summary, reports: Vec<IngestReport>) {
@@ -318,4 +326,36 @@ pub async fn bind(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
     tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("listening on {addr}"))
+}
+
+/// How long requests in flight may take to finish once shutdown is asked for.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Serves until `shutdown` resolves, then lets requests in flight finish for at most
+/// [`SHUTDOWN_GRACE`]: a client that never completes its request must not keep the
+/// process alive.
+async fn serve_until(
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+    shutdown: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+) -> anyhow::Result<()> {
+    let (asked_tx, mut asked) = tokio::sync::watch::channel(false);
+    let graceful = async move {
+        shutdown.await;
+        let _ = asked_tx.send(true);
+    };
+    let serving = kastell_cases::serve(listener, router, graceful);
+    tokio::select! {
+        served = serving => served.context("serving the case API"),
+        _ = async {
+            let _ = asked.wait_for(|asked| *asked).await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        } => {
+            tracing::warn!(
+                grace_secs = SHUTDOWN_GRACE.as_secs(),
+                "requests still open after the shutdown grace; closing them"
+            );
+            Ok(())
+        }
+    }
 }

@@ -124,13 +124,23 @@ async fn replay_sources(
 ) -> anyhow::Result<Vec<ReplaySource>> {
     let mut sources = Vec::new();
     for path in files {
+        // Detection reads the file once and ingest reads it again, which a pipe or a
+        // device cannot give twice: only regular files are replayed.
+        let meta = std::fs::metadata(path)
+            .with_context(|| format!("reading replay file {}", path.display()))?;
+        anyhow::ensure!(
+            meta.is_file(),
+            "replay file {} is not a regular file; pipes and devices cannot be replayed \
+             (copy the data to a file first)",
+            path.display()
+        );
         let format = detect_file_format(path, DEFAULT_MAX_LINE_BYTES)
             .await
             .with_context(|| format!("reading replay file {}", path.display()))?
             .with_context(|| {
                 format!(
-                    "cannot tell the format of {}: its first record is neither Suricata EVE \
-                     nor a Wazuh alert",
+                    "cannot tell the format of {}: none of its first records is Suricata EVE \
+                     or a Wazuh alert (or it has no record at all)",
                     path.display()
                 )
             })?;
