@@ -11,8 +11,8 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
 use kastell_core::store::{CaseRecord, NewCase};
+use kastell_core::{error_chain, Subscription, Topic};
 use kastell_core::{Alert, Bus, BusError, CaseEvent, CaseStore, Message, StoreError};
-use kastell_core::{Subscription, Topic};
 use prometheus::{IntCounter, Registry};
 use serde::{Deserialize, Serialize};
 use tracing::Instrument;
@@ -467,33 +467,15 @@ async fn dead_letter(
     reason: String,
     stats: &CasesStats,
 ) -> Result<(), CasesError> {
-    let letter = DeadLetter {
-        stage: GROUP.to_owned(),
-        topic: Topic::Alerts.subject().to_owned(),
-        reason,
-        payload: String::from_utf8_lossy(&message.payload).into_owned(),
-    };
-    let publish = |source| CasesError::Publish {
-        topic: Topic::DeadLetters,
-        source,
-    };
-    bus.publish(Topic::DeadLetters, Message::json(&letter).map_err(publish)?)
+    DeadLetter::new(GROUP, Topic::Alerts, reason, message)
+        .publish(bus)
         .await
-        .map_err(publish)?;
+        .map_err(|source| CasesError::Publish {
+            topic: Topic::DeadLetters,
+            source,
+        })?;
     stats.dead_letters.inc();
     Ok(())
-}
-
-/// An error and its sources, joined, for a log line or dead letter a person reads.
-pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut reason = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        reason.push_str(": ");
-        reason.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    reason
 }
 
 #[cfg(test)]

@@ -173,6 +173,26 @@ impl DeadLetter {
     }
 }
 
+impl DeadLetter {
+    /// Sends the letter on [`Topic::DeadLetters`].
+    pub async fn publish(&self, bus: &dyn Bus) -> Result<(), BusError> {
+        bus.publish(Topic::DeadLetters, Message::json(self)?).await
+    }
+}
+
+/// An error and its sources joined on one line, for a log field or a dead letter a
+/// person reads.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 /// Serialises a value and publishes it.
 pub async fn publish_json<T: Serialize + Sync>(
     bus: &dyn Bus,

@@ -7,6 +7,8 @@ pub mod event;
 pub mod store;
 
 pub use alert::{Alert, CaseEvent, Detection, IntelMatch, Level, RuleRef, RuleSource};
-pub use bus::{Bus, BusError, DeadLetter, Delivery, InProcessBus, Message, Subscription, Topic};
+pub use bus::{
+    error_chain, Bus, BusError, DeadLetter, Delivery, InProcessBus, Message, Subscription, Topic,
+};
 pub use event::{Event, Observable, ObservableKind};
 pub use store::{CaseStore, SqliteStore, StoreError};

@@ -6,12 +6,13 @@
 //! that moves events from the bus to it and detections from it to the bus.
 
 use std::collections::BTreeMap;
-use std::error::Error as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
-use kastell_core::{Alert, Bus, BusError, Detection, Event, Level, Message, Subscription, Topic};
+use kastell_core::{
+    error_chain, Alert, Bus, BusError, Detection, Event, Level, Message, Subscription, Topic,
+};
 use serde::{Deserialize, Serialize};
 use tracing::Instrument;
 
@@ -232,32 +233,11 @@ async fn dead_letter(
     message: &Message,
     reason: String,
 ) -> Result<(), CorrelateError> {
-    let letter = DeadLetter {
-        stage: GROUP.to_owned(),
-        topic: Topic::Events.subject().to_owned(),
-        reason,
-        payload: String::from_utf8_lossy(&message.payload).into_owned(),
-    };
-    let message = Message::json(&letter).map_err(|source| CorrelateError::Publish {
-        topic: Topic::DeadLetters,
-        source,
-    })?;
-    bus.publish(Topic::DeadLetters, message)
+    DeadLetter::new(GROUP, Topic::Events, reason, message)
+        .publish(bus)
         .await
         .map_err(|source| CorrelateError::Publish {
             topic: Topic::DeadLetters,
             source,
         })
-}
-
-/// The error and its causes, joined, so the dead letter says what serde saw.
-fn error_chain(error: &BusError) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

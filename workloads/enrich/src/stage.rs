@@ -5,13 +5,13 @@
 //! The per-detection work is the pure [`enrich_detection`]; [`run_enrich`] is the thin
 //! loop that moves detections from the bus to it and alerts from it to the bus.
 
-use std::error::Error as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use kastell_core::{
-    Alert, Bus, BusError, Detection, Event, Level, Message, RuleRef, Subscription, Topic,
+    error_chain, Alert, Bus, BusError, Detection, Event, Level, Message, RuleRef, Subscription,
+    Topic,
 };
 use serde::{Deserialize, Serialize};
 use tracing::Instrument;
@@ -370,29 +370,11 @@ async fn enrich_loop(
 }
 
 async fn dead_letter(bus: &dyn Bus, message: &Message, reason: String) -> Result<(), EnrichError> {
-    let letter = DeadLetter {
-        stage: GROUP.to_owned(),
-        topic: Topic::Detections.subject().to_owned(),
-        reason,
-        payload: String::from_utf8_lossy(&message.payload).into_owned(),
-    };
-    let publish = |source| EnrichError::Publish {
-        topic: Topic::DeadLetters,
-        source,
-    };
-    bus.publish(Topic::DeadLetters, Message::json(&letter).map_err(publish)?)
+    DeadLetter::new(GROUP, Topic::Detections, reason, message)
+        .publish(bus)
         .await
-        .map_err(publish)
-}
-
-/// An error and its sources, joined, for a dead letter a person reads.
-fn error_chain(error: &BusError) -> String {
-    let mut reason = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        reason.push_str(": ");
-        reason.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    reason
+        .map_err(|source| EnrichError::Publish {
+            topic: Topic::DeadLetters,
+            source,
+        })
 }

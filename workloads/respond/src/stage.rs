@@ -465,14 +465,8 @@ async fn dead_letter(
     reason: String,
     stats: &RespondStats,
 ) -> Result<(), RespondError> {
-    let letter = DeadLetter {
-        stage: GROUP.into(),
-        topic: Topic::CaseEvents.subject().into(),
-        reason,
-        payload: String::from_utf8_lossy(&message.payload).into_owned(),
-    };
-    let message = Message::json(&letter).map_err(RespondError::DeadLetter)?;
-    bus.publish(Topic::DeadLetters, message)
+    DeadLetter::new(GROUP, Topic::CaseEvents, reason, message)
+        .publish(bus)
         .await
         .map_err(RespondError::DeadLetter)?;
     RespondStats::bump(&stats.dead_letters);

@@ -14,7 +14,7 @@ use utoipa_axum::routes;
 use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody};
 use super::model::{Action, ActionQuery, ApproveBody, Page, RejectBody};
 use super::{page, ApiState};
-use crate::stage::error_chain;
+use kastell_core::error_chain;
 
 /// The header naming the person who decides; trusted as sent until the API
 /// authenticates its callers.
