@@ -158,42 +158,29 @@ pub async fn run(setup: Setup, data_dir: &Path, mode: Mode) -> anyhow::Result<Su
     summary.alerts_attached_to_cases = cases_report.alerts_attached;
     tracing::debug!(events = correlate_report.events, "correlate finished");
 
-    let finish = |summary: &mut Summary, respond: kastell_respond::RespondReport| {
-        summary.actions_executed = respond.executed;
-    };
-    match mode {
-        Mode::Once => {
-            let respond_report = join("respond", respond).await?;
-            finish(&mut summary, respond_report);
-            summary.actions_pending = pending_actions(store.as_ref()).await?;
-            bus.close(Topic::DeadLetters).await;
-            summary.dead_letters = dead_letters
-                .await
-                .context("the dead-letter log stopped")??;
-            Ok(summary)
-        }
-        Mode::Serve {
-            listener,
-            shutdown,
-            on_replayed,
-        } => {
-            wait_for_respond(&respond_stats, case_events).await;
-            summary.actions_executed = respond_stats.snapshot().executed;
-            summary.actions_pending = pending_actions(store.as_ref()).await?;
-            on_replayed(&summary);
-            let state = ApiState::new(Arc::clone(&store), Arc::clone(&bus), metrics);
-            serve_until(listener, kastell_cases::router(state), shutdown).await?;
-            bus.close(Topic::CaseEvents).await;
-            let respond_report = join("respond", respond).await?;
-            finish(&mut summary, respond_report);
-            summary.actions_pending = pending_actions(store.as_ref()).await?;
-            bus.close(Topic::DeadLetters).await;
-            summary.dead_letters = dead_letters
-                .await
-                .context("the dead-letter log stopped")??;
-            Ok(summary)
-        }
+    // In serve mode the case-events topic stays open for approvals until the API stops;
+    // with --once the cases stage has already closed it.
+    if let Mode::Serve {
+        listener,
+        shutdown,
+        on_replayed,
+    } = mode
+    {
+        wait_for_respond(&respond_stats, case_events).await;
+        summary.actions_executed = respond_stats.snapshot().executed;
+        summary.actions_pending = pending_actions(store.as_ref()).await?;
+        on_replayed(&summary);
+        let state = ApiState::new(Arc::clone(&store), Arc::clone(&bus), metrics);
+        serve_until(listener, kastell_cases::router(state), shutdown).await?;
+        bus.close(Topic::CaseEvents).await;
     }
+    summary.actions_executed = join("respond", respond).await?.executed;
+    summary.actions_pending = pending_actions(store.as_ref()).await?;
+    bus.close(Topic::DeadLetters).await;
+    summary.dead_letters = dead_letters
+        .await
+        .context("the dead-letter log stopped")??;
+    Ok(summary)
 }
 
 /// Ingests every source in turn; a source that fails (an unreadable file) becomes a
