@@ -178,12 +178,13 @@ impl<'a> Fields<'a> {
         }
     }
 
-    fn present(&self, key: &str) -> Option<&'a Value> {
+    /// The member unless it is missing or null.
+    pub(crate) fn present_value(&self, key: &str) -> Option<&'a Value> {
         self.map.get(key).filter(|v| !v.is_null())
     }
 
     pub(crate) fn str(&self, key: &str) -> Result<Option<&'a str>, ParseError> {
-        match self.present(key) {
+        match self.present_value(key) {
             None => Ok(None),
             Some(Value::String(s)) => Ok(Some(s)),
             Some(other) => Err(ParseError::wrong_type(&self.label(key), "a string", other)),
@@ -200,7 +201,7 @@ impl<'a> Fields<'a> {
     /// producers that write the same field either way (Wazuh's json decoder keeps the
     /// type the agent sent, so `eventID` is `"4624"` from one and `4624` from another).
     pub(crate) fn scalar(&self, key: &str) -> Result<Option<Cow<'a, str>>, ParseError> {
-        match self.present(key) {
+        match self.present_value(key) {
             Some(Value::Number(n)) => Ok(Some(Cow::Owned(n.to_string()))),
             Some(Value::String(_)) => Ok(self.text(key)?.map(Cow::Borrowed)),
             None => Ok(None),
@@ -213,7 +214,7 @@ impl<'a> Fields<'a> {
     }
 
     pub(crate) fn u64(&self, key: &str) -> Result<Option<u64>, ParseError> {
-        match self.present(key) {
+        match self.present_value(key) {
             None => Ok(None),
             Some(Value::Number(n)) => match n.as_u64() {
                 Some(n) => Ok(Some(n)),
@@ -230,7 +231,7 @@ impl<'a> Fields<'a> {
     /// A non-negative integer written either as a JSON number or as a decimal string, as
     /// Wazuh writes every decoded value.
     pub(crate) fn u64_or_text(&self, key: &str) -> Result<Option<u64>, ParseError> {
-        match self.present(key) {
+        match self.present_value(key) {
             Some(Value::String(_)) => match self.text(key)? {
                 None => Ok(None),
                 Some(s) => s.parse().map(Some).map_err(|_| {
@@ -242,7 +243,7 @@ impl<'a> Fields<'a> {
     }
 
     pub(crate) fn bool(&self, key: &str) -> Result<Option<bool>, ParseError> {
-        match self.present(key) {
+        match self.present_value(key) {
             None => Ok(None),
             Some(Value::Bool(b)) => Ok(Some(*b)),
             Some(other) => Err(ParseError::wrong_type(&self.label(key), "a boolean", other)),
@@ -256,7 +257,7 @@ impl<'a> Fields<'a> {
         key: &str,
         prefix: &'a str,
     ) -> Result<Option<Fields<'a>>, ParseError> {
-        match self.present(key) {
+        match self.present_value(key) {
             None => Ok(None),
             Some(Value::Object(map)) => Ok(Some(Fields { map, prefix })),
             Some(other) => Err(ParseError::wrong_type(&self.label(key), "an object", other)),
@@ -264,7 +265,7 @@ impl<'a> Fields<'a> {
     }
 
     pub(crate) fn array(&self, key: &str) -> Result<Option<&'a [Value]>, ParseError> {
-        match self.present(key) {
+        match self.present_value(key) {
             None => Ok(None),
             Some(Value::Array(items)) => Ok(Some(items)),
             Some(other) => Err(ParseError::wrong_type(&self.label(key), "an array", other)),
@@ -340,6 +341,31 @@ pub(crate) fn utc_timestamp(field: &str, raw: &str) -> Result<String, ParseError
     parse_utc(raw.as_bytes())
         .map(|t| t.to_rfc3339_opts(SecondsFormat::AutoSi, true))
         .ok_or_else(|| ParseError::invalid_timestamp(field, raw))
+}
+
+/// A timestamp that may lack its zone: with an offset it is read as [`utc_timestamp`]
+/// does; without one (`2024-05-01T10:00:00`, or with a space for the `T`) it is taken to
+/// be in `zone`, the Sensor's `timezone`.
+pub(crate) fn zoned_timestamp(
+    field: &str,
+    raw: &str,
+    zone: chrono::FixedOffset,
+) -> Result<String, ParseError> {
+    let mut bytes = raw.as_bytes().to_vec();
+    if bytes.get(10) == Some(&b' ') {
+        bytes[10] = b'T';
+    }
+    if let Some(t) = parse_utc(&bytes) {
+        return Ok(t.to_rfc3339_opts(SecondsFormat::AutoSi, true));
+    }
+    match parse_local(&bytes) {
+        Some((local, end)) if end == bytes.len() => {
+            let utc = local.checked_sub_offset(zone).map(|t| t.and_utc());
+            utc.map(|t| t.to_rfc3339_opts(SecondsFormat::AutoSi, true))
+                .ok_or_else(|| ParseError::invalid_timestamp(field, raw))
+        }
+        _ => Err(ParseError::invalid_timestamp(field, raw)),
+    }
 }
 
 /// Certificate validity times, which Suricata prints in UTC without an offset.

@@ -34,6 +34,8 @@ pub enum ParseError {
     InvalidTimestamp { field: String, value: String },
     #[error("field {field}: {value:?} is not an IP address")]
     InvalidIp { field: String, value: String },
+    #[error("row has {found} columns, the #fields header declares {expected}")]
+    ColumnCount { found: usize, expected: usize },
     #[error("field {field}: {value:?} {problem}")]
     InvalidValue {
         field: String,
@@ -54,7 +56,9 @@ impl ParseError {
             ParseError::WrongType { .. } => RejectReason::WrongType,
             ParseError::InvalidTimestamp { .. } => RejectReason::InvalidTimestamp,
             ParseError::InvalidIp { .. } => RejectReason::InvalidIp,
-            ParseError::InvalidValue { .. } => RejectReason::InvalidValue,
+            ParseError::InvalidValue { .. } | ParseError::ColumnCount { .. } => {
+                RejectReason::InvalidValue
+            }
         }
     }
 

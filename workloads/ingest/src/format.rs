@@ -4,12 +4,13 @@
 use std::fmt;
 use std::str::FromStr;
 
+use chrono::{FixedOffset, Offset, Utc};
 use kastell_core::Event;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 
 use crate::error::{json_type_name, ParseError};
-use crate::{suricata, wazuh};
+use crate::{greenbone, json_lines, ossec, suricata, syslog, wazuh, zeek};
 
 /// The default for [`ParseOptions::max_line_bytes`]: 1 MiB.
 pub const DEFAULT_MAX_LINE_BYTES: usize = 1024 * 1024;
@@ -21,27 +22,63 @@ pub enum Format {
     SuricataEve,
     /// Wazuh's `alerts.json`, one alert per line.
     WazuhAlerts,
+    /// Zeek logs, TSV (with their `#` header) or JSON.
+    Zeek,
+    /// OSSEC alerts: `alerts.json` lines or the classic multi-line `alerts.log`.
+    Ossec,
+    /// Syslog RFC 5424 or RFC 3164, with CEF in the message read too.
+    Syslog,
+    /// Any JSON object per line, its time in the field the Sensor names.
+    JsonLines,
+    /// Greenbone / OpenVAS report XML (GMP `get_reports`): one event per result.
+    Greenbone,
 }
 
-/// Sensor formats that the resource schema allows but this build cannot parse yet.
-const PLANNED: [&str; 5] = ["zeek", "ossec", "syslog", "json-lines", "greenbone"];
-
 impl Format {
-    pub const ALL: [Format; 2] = [Format::SuricataEve, Format::WazuhAlerts];
+    pub const ALL: [Format; 7] = [
+        Format::SuricataEve,
+        Format::WazuhAlerts,
+        Format::Zeek,
+        Format::Ossec,
+        Format::Syslog,
+        Format::JsonLines,
+        Format::Greenbone,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Format::SuricataEve => "suricata-eve",
             Format::WazuhAlerts => "wazuh-alerts",
+            Format::Zeek => "zeek",
+            Format::Ossec => "ossec",
+            Format::Syslog => "syslog",
+            Format::JsonLines => "json-lines",
+            Format::Greenbone => "greenbone",
         }
     }
 
-    /// The ECS `event.dataset` of events in this format.
+    /// The ECS `event.dataset` of events in this format; Zeek's is `zeek.<log path>`, so
+    /// this is its prefix.
     pub fn dataset(self) -> &'static str {
         match self {
             Format::SuricataEve => suricata::DATASET,
             Format::WazuhAlerts => wazuh::DATASET,
+            Format::Zeek => zeek::DATASET_PREFIX,
+            Format::Ossec => ossec::DATASET,
+            Format::Syslog => syslog::DATASET,
+            Format::JsonLines => json_lines::DATASET,
+            Format::Greenbone => greenbone::DATASET,
         }
+    }
+
+    /// Whether a record is exactly one line. The others (Zeek TSV's header, OSSEC's
+    /// alerts.log blocks, Greenbone's XML document) need a [`crate::Decoder`] that keeps
+    /// state across lines.
+    pub fn is_line_per_record(self) -> bool {
+        matches!(
+            self,
+            Format::SuricataEve | Format::WazuhAlerts | Format::Syslog | Format::JsonLines
+        )
     }
 
     /// Parses one record (without its line terminator) into a normalised event.
@@ -63,8 +100,6 @@ impl fmt::Display for Format {
 /// Why a format name was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FormatError {
-    #[error("format {0} is not supported by this build yet")]
-    NotSupportedYet(String),
     #[error("unknown format {0:?}; expected one of suricata-eve, wazuh-alerts, zeek, ossec, syslog, json-lines, greenbone")]
     Unknown(String),
 }
@@ -75,9 +110,6 @@ impl FromStr for Format {
     fn from_str(name: &str) -> Result<Self, Self::Err> {
         if let Some(format) = Format::ALL.into_iter().find(|f| f.as_str() == name) {
             return Ok(format);
-        }
-        if PLANNED.contains(&name) {
-            return Err(FormatError::NotSupportedYet(name.to_owned()));
         }
         Err(FormatError::Unknown(name.to_owned()))
     }
@@ -104,15 +136,54 @@ pub struct ParseOptions {
     /// Keep the raw line as `event.original`. Off by default: it roughly doubles the size
     /// of every event, and the whole record is kept under the source's namespace anyway.
     pub keep_original: bool,
+    /// For `json-lines`: the field holding the event time, a dotted path. `None` tries
+    /// `@timestamp`, `timestamp` and `time` in that order.
+    pub timestamp_field: Option<String>,
+    /// The zone of timestamps written without one (RFC 3164 syslog, OSSEC's alerts.log,
+    /// naive JSON times): UTC unless the Sensor sets `timezone`.
+    pub timezone: FixedOffset,
+    /// A whole-document format (Greenbone XML) larger than this is rejected unread.
+    pub max_document_bytes: usize,
 }
+
+/// The default for [`ParseOptions::max_document_bytes`]: 64 MiB, room for a scan report of
+/// tens of thousands of results.
+pub const DEFAULT_MAX_DOCUMENT_BYTES: usize = 64 * 1024 * 1024;
 
 impl Default for ParseOptions {
     fn default() -> Self {
         ParseOptions {
             max_line_bytes: DEFAULT_MAX_LINE_BYTES,
             keep_original: false,
+            timestamp_field: None,
+            timezone: Utc.fix(),
+            max_document_bytes: DEFAULT_MAX_DOCUMENT_BYTES,
         }
     }
+}
+
+/// Reads a Sensor's `timezone`: `UTC`, `Z`, or a fixed offset `+01:00` / `-0530`.
+/// Named zones (`Europe/Paris`) are not read: their offset changes with daylight
+/// saving, which a fixed offset cannot follow.
+pub fn parse_timezone(text: &str) -> Option<FixedOffset> {
+    if matches!(text, "UTC" | "utc" | "Z" | "z") {
+        return Some(Utc.fix());
+    }
+    let (sign, rest) = match text.as_bytes().first()? {
+        b'+' => (1, &text[1..]),
+        b'-' => (-1, &text[1..]),
+        _ => return None,
+    };
+    let digits: String = rest.chars().filter(|c| *c != ':').collect();
+    if digits.len() != 4 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let hours: i32 = digits[..2].parse().ok()?;
+    let minutes: i32 = digits[2..].parse().ok()?;
+    if hours > 23 || minutes > 59 {
+        return None;
+    }
+    FixedOffset::east_opt(sign * (hours * 3600 + minutes * 60))
 }
 
 /// What a parser needs beyond the line: the Sensor it came through and the options.
@@ -151,23 +222,65 @@ pub fn parse_line(format: Format, line: &[u8], ctx: &ParseContext) -> Result<Eve
             max,
         });
     }
+    // Zeek escapes bad bytes itself and may meet raw ones: its parser decides.
+    if format == Format::Zeek {
+        return zeek_line(line, None, ctx);
+    }
     let text = std::str::from_utf8(line).map_err(|e| ParseError::InvalidUtf8 {
         offset: e.valid_up_to(),
     })?;
     let text = text.trim_end_matches(['\r', '\n']);
-    let record = match serde_json::from_str::<Value>(text) {
-        Ok(Value::Object(record)) => record,
-        Ok(other) => {
-            return Err(ParseError::NotAnObject {
-                found: json_type_name(&other),
-            })
-        }
-        Err(e) => return Err(ParseError::InvalidJson(e.to_string())),
-    };
     let original = ctx.options.keep_original.then_some(text);
-    match format {
-        Format::SuricataEve => suricata::normalise(record, original, ctx),
-        Format::WazuhAlerts => wazuh::normalise(record, original, ctx),
+    if format == Format::Ossec && !text.starts_with('{') {
+        return Err(ParseError::MissingField {
+            field: "the ** Alert header of an alerts.log block",
+        });
+    }
+    let normalise = match format {
+        Format::SuricataEve => suricata::normalise,
+        Format::WazuhAlerts => wazuh::normalise,
+        Format::Ossec => ossec::normalise_json,
+        Format::JsonLines => json_lines::normalise,
+        Format::Zeek => return zeek_line(line, None, ctx),
+        Format::Greenbone => return greenbone::single_result(line, ctx),
+        Format::Syslog => return syslog::parse(text, ctx),
+    };
+    normalise(json_object(text)?, original, ctx)
+}
+
+/// One Zeek JSON line, or a TSV row when the stream's header is known.
+pub(crate) fn zeek_line(
+    line: &[u8],
+    header: Option<&mut zeek::TsvHeader>,
+    ctx: &ParseContext,
+) -> Result<Event, ParseError> {
+    let original = || ctx.options.keep_original.then(|| zeek::lossy_escaped(line));
+    match header {
+        Some(header) => match header.classify(line) {
+            zeek::Line::Meta => Err(ParseError::MissingField { field: "data row" }),
+            zeek::Line::Row(row) => {
+                let record = header.row(row)?;
+                zeek::normalise(record, header.path(), original().as_deref(), ctx)
+            }
+            zeek::Line::Json(json) => {
+                let record = zeek::json_record(json)?;
+                zeek::normalise(record, None, original().as_deref(), ctx)
+            }
+        },
+        None => {
+            let record = zeek::json_record(line)?;
+            zeek::normalise(record, None, original().as_deref(), ctx)
+        }
+    }
+}
+
+pub(crate) fn json_object(text: &str) -> Result<serde_json::Map<String, Value>, ParseError> {
+    match serde_json::from_str::<Value>(text) {
+        Ok(Value::Object(record)) => Ok(record),
+        Ok(other) => Err(ParseError::NotAnObject {
+            found: json_type_name(&other),
+        }),
+        Err(e) => Err(ParseError::InvalidJson(e.to_string())),
     }
 }
 
@@ -203,20 +316,22 @@ mod tests {
     }
 
     #[test]
-    fn planned_formats_say_they_are_not_supported_yet() {
-        for name in PLANNED {
-            let err = name.parse::<Format>().unwrap_err();
-            assert_eq!(err, FormatError::NotSupportedYet(name.to_owned()));
-            assert_eq!(
-                err.to_string(),
-                format!("format {name} is not supported by this build yet")
-            );
+    fn timezones_are_utc_or_fixed_offsets() {
+        assert_eq!(parse_timezone("UTC"), Some(Utc.fix()));
+        assert_eq!(parse_timezone("+01:00"), FixedOffset::east_opt(3600));
+        assert_eq!(
+            parse_timezone("-0530"),
+            FixedOffset::west_opt(5 * 3600 + 1800)
+        );
+        for bad in ["Europe/Paris", "+24:00", "+1", "", "+01:60"] {
+            assert_eq!(parse_timezone(bad), None, "{bad}");
         }
-        assert!(matches!(
-            "suricata".parse::<Format>(),
-            Err(FormatError::Unknown(_))
-        ));
-        let err = serde_json::from_str::<Format>("\"zeek\"").unwrap_err();
-        assert!(err.to_string().contains("not supported by this build yet"));
+    }
+
+    #[test]
+    fn unknown_names_list_the_known_ones() {
+        let err = "suricata".parse::<Format>().unwrap_err();
+        assert!(matches!(err, FormatError::Unknown(_)));
+        assert!(err.to_string().contains("greenbone"), "{err}");
     }
 }

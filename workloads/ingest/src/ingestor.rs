@@ -2,7 +2,7 @@
 //! event, or counted, logged and dead-lettered with the reason it was refused. Every
 //! transport (files now, network listeners later) hands its records to an [`Ingestor`].
 
-use kastell_core::{Bus, BusError, Message, Topic};
+use kastell_core::{Bus, BusError, Event, Message, Topic};
 use serde::{Deserialize, Serialize};
 
 use crate::error::RejectReason;
@@ -140,6 +140,10 @@ impl Ingestor {
         &self.ctx.sensor
     }
 
+    pub fn context(&self) -> &ParseContext {
+        &self.ctx
+    }
+
     pub fn options(&self) -> &ParseOptions {
         &self.ctx.options
     }
@@ -160,7 +164,6 @@ impl Ingestor {
         bus: &dyn Bus,
         stats: &IngestStats,
     ) -> Result<Outcome, IngestError> {
-        stats.record_in();
         let max = self.ctx.options.max_line_bytes;
         let parsed = if record.len > max {
             Err(ParseError::TooLong {
@@ -170,6 +173,24 @@ impl Ingestor {
         } else {
             self.format.parse(record.bytes, &self.ctx)
         };
+        self.deliver(record, parsed, bus, stats).await
+    }
+
+    /// Publishes what a [`crate::Decoder`] made of a record: the event on
+    /// [`Topic::Events`] (message id `<sensor>:<origin>:<line>`), or the rejection counted,
+    /// logged and dead-lettered.
+    ///
+    /// # Errors
+    ///
+    /// [`IngestError::Publish`] when the bus refuses the event or the dead letter.
+    pub async fn deliver(
+        &self,
+        record: RecordRef<'_>,
+        parsed: Result<Event, ParseError>,
+        bus: &dyn Bus,
+        stats: &IngestStats,
+    ) -> Result<Outcome, IngestError> {
+        stats.record_in();
         let id = format!("{}:{}:{}", self.ctx.sensor, record.origin, record.line);
 
         match parsed {

@@ -3,7 +3,11 @@
 //!
 //! - [`Format`] names what a Sensor sends; [`parse_line`] turns one record of it into a
 //!   [`kastell_core::Event`], or a [`ParseError`] saying why not. One module per format:
-//!   `suricata` (EVE JSON) and `wazuh` (alerts.json).
+//!   `suricata` (EVE JSON), `wazuh` (alerts.json), `zeek` (TSV and JSON logs), `ossec`
+//!   (alerts.json and alerts.log), `syslog` (RFC 5424 / 3164, with `cef`), `json_lines`
+//!   and `greenbone` (GMP report XML).
+//! - A [`Decoder`] cuts a stream of lines into records for the formats whose records
+//!   span lines or need a header (Zeek TSV, alerts.log, Greenbone reports).
 //! - An [`Ingestor`] takes records from any transport, publishes events on
 //!   `Topic::Events` and dead-letters rejections on `Topic::DeadLetters`, counting both
 //!   in [`IngestStats`].
@@ -12,21 +16,29 @@
 //!
 //! The field mapping, rejection rules and limitations are in `docs/ingest.md`.
 
+mod cef;
+mod decoder;
 mod ecs;
 mod error;
 mod file;
 mod format;
+mod greenbone;
 mod ingestor;
+mod json_lines;
+mod ossec;
 mod source;
 mod stats;
 mod suricata;
+mod syslog;
 mod wazuh;
+mod zeek;
 
+pub use decoder::{decode_reader, Decoded, Decoder};
 pub use error::{ParseError, RejectReason};
 pub use file::{detect_file_format, ingest_file, FileSource};
 pub use format::{
-    detect_format, parse_line, Format, FormatError, ParseContext, ParseOptions,
-    DEFAULT_MAX_LINE_BYTES,
+    detect_format, parse_line, parse_timezone, Format, FormatError, ParseContext, ParseOptions,
+    DEFAULT_MAX_DOCUMENT_BYTES, DEFAULT_MAX_LINE_BYTES,
 };
 pub use ingestor::{
     DeadLetter, IngestError, Ingestor, Outcome, RecordRef, Rejection, DEAD_LETTER_RAW_BYTES,

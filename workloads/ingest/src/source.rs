@@ -7,6 +7,7 @@ use kastell_core::Bus;
 use serde::Serialize;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 
+use crate::decoder::Decoder;
 use crate::ingestor::{IngestError, Ingestor, Outcome, RecordRef, Rejection};
 use crate::stats::IngestStats;
 
@@ -36,7 +37,8 @@ pub struct IngestReport {
     /// Every line, blank ones included.
     pub lines: u64,
     pub blank_lines: u64,
-    /// Non-blank lines, each published or rejected.
+    /// Records read, each published or rejected: a non-blank line in line-per-record
+    /// formats; a data row, an alerts.log block or a report result in the others.
     pub records: u64,
     pub published: u64,
     pub rejected: u64,
@@ -62,6 +64,9 @@ pub async fn ingest_lines<R: AsyncRead + Unpin + Send>(
     stats: &IngestStats,
 ) -> Result<IngestReport, IngestError> {
     let mut lines = LineReader::new(reader, ingestor.options().max_line_bytes);
+    let mut decoder =
+        Decoder::new(ingestor.format(), ingestor.context().clone()).with_origin(origin);
+    let mut decoded = Vec::new();
     let mut report = IngestReport {
         source: origin.to_owned(),
         ..IngestReport::default()
@@ -78,26 +83,29 @@ pub async fn ingest_lines<R: AsyncRead + Unpin + Send>(
         report.lines += 1;
         if line.is_blank() {
             report.blank_lines += 1;
-            continue;
         }
-        report.records += 1;
-        let record = RecordRef {
-            origin,
-            line: line.number,
-            bytes: line.bytes,
-            len: line.len,
-        };
-        match ingestor.ingest(record, bus, stats).await? {
-            Outcome::Published => report.published += 1,
-            Outcome::Rejected(rejection) => {
-                report.rejected += 1;
-                if report.rejections.len() < ingestor.max_rejections_kept() {
-                    report.rejections.push(rejection);
-                } else {
-                    report.rejections_not_kept += 1;
-                }
-            }
+        decoder.push(line.number, line.bytes, line.len, &mut decoded);
+        for record in decoded.drain(..) {
+            // A record that ends on this line is dead-lettered with it; one closed by a
+            // later line (an alerts.log block, a report) only with its line number.
+            let (bytes, len) = if record.line == line.number {
+                (line.bytes, line.len)
+            } else {
+                (&b""[..], 0)
+            };
+            let at = RecordRef {
+                origin,
+                line: record.line,
+                bytes,
+                len,
+            };
+            deliver(ingestor, at, record.result, bus, stats, &mut report).await?;
         }
+    }
+    decoder.finish(&mut decoded);
+    for record in decoded.drain(..) {
+        let at = RecordRef::new(origin, record.line, b"");
+        deliver(ingestor, at, record.result, bus, stats, &mut report).await?;
     }
     tracing::info!(
         path = origin,
@@ -108,6 +116,29 @@ pub async fn ingest_lines<R: AsyncRead + Unpin + Send>(
         "source drained"
     );
     Ok(report)
+}
+
+async fn deliver(
+    ingestor: &Ingestor,
+    record: RecordRef<'_>,
+    parsed: Result<kastell_core::Event, crate::ParseError>,
+    bus: &dyn Bus,
+    stats: &IngestStats,
+    report: &mut IngestReport,
+) -> Result<(), IngestError> {
+    report.records += 1;
+    match ingestor.deliver(record, parsed, bus, stats).await? {
+        Outcome::Published => report.published += 1,
+        Outcome::Rejected(rejection) => {
+            report.rejected += 1;
+            if report.rejections.len() < ingestor.max_rejections_kept() {
+                report.rejections.push(rejection);
+            } else {
+                report.rejections_not_kept += 1;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Reads lines while keeping at most `max` bytes of any one of them.

@@ -1,0 +1,570 @@
+//! Greenbone / OpenVAS scan reports: the XML a GMP `get_reports` answers with (or the
+//! report file exported from the web UI). Each `<result>` under `<results>` becomes one
+//! vulnerability finding: host, port, NVT OID and name, CVEs, CVSS severity, QoD and
+//! solution, kept whole under `greenbone`.
+//!
+//! The report is one document over many lines, so a [`Document`] collects the lines of a
+//! stream (bounded by `max_document_bytes`) and reads it when the stream ends. quick-xml
+//! reads it as a stream of events: memory stays at the document plus one result.
+
+use std::collections::BTreeMap;
+
+use quick_xml::events::{BytesStart, Event as XmlEvent};
+use quick_xml::Reader;
+use serde_json::{Map, Value};
+
+use kastell_core::Event;
+
+use crate::decoder::Decoded;
+use crate::ecs::{canonical_ip, utc_timestamp, EcsBuilder};
+use crate::error::ParseError;
+use crate::format::ParseContext;
+
+pub(crate) const DATASET: &str = "greenbone.results";
+
+/// Deeper nesting than any GMP report has (results sit at depth 4) is refused rather
+/// than tracked without bound.
+const MAX_DEPTH: usize = 64;
+
+/// The lines of one report, collected until the stream ends.
+#[derive(Debug)]
+pub(crate) struct Document {
+    bytes: Vec<u8>,
+    first_line: u64,
+    max: usize,
+    len: usize,
+}
+
+impl Document {
+    pub(crate) fn new(max: usize) -> Self {
+        Document {
+            bytes: Vec::new(),
+            first_line: 0,
+            max,
+            len: 0,
+        }
+    }
+
+    pub(crate) fn push(&mut self, number: u64, line: &[u8], len: usize) {
+        if self.first_line == 0 {
+            self.first_line = number;
+        }
+        self.len = self.len.saturating_add(len + 1);
+        if self.len <= self.max {
+            self.bytes.extend_from_slice(line);
+            self.bytes.push(b'\n');
+        } else {
+            // Past the limit only the length is still counted: the document is refused.
+            self.bytes = Vec::new();
+        }
+    }
+
+    pub(crate) fn finish(&mut self, ctx: &ParseContext, out: &mut Vec<Decoded>) {
+        let document = std::mem::replace(self, Document::new(self.max));
+        if document.first_line == 0 || document.bytes.iter().all(u8::is_ascii_whitespace) {
+            if document.len > document.max {
+                out.push(Decoded {
+                    line: document.first_line,
+                    result: Err(ParseError::TooLong {
+                        len: document.len,
+                        max: document.max,
+                    }),
+                });
+            }
+            return;
+        }
+        let first_line = document.first_line;
+        match findings(&document.bytes) {
+            Ok(found) => {
+                for (offset, finding) in found {
+                    out.push(Decoded {
+                        line: first_line + line_of(&document.bytes, offset),
+                        result: finding.normalise(ctx),
+                    });
+                }
+            }
+            Err((offset, error)) => out.push(Decoded {
+                line: first_line + line_of(&document.bytes, offset),
+                result: Err(error),
+            }),
+        }
+    }
+}
+
+/// How many newlines precede `offset`.
+fn line_of(bytes: &[u8], offset: usize) -> u64 {
+    let end = offset.min(bytes.len());
+    bytes[..end].iter().filter(|b| **b == b'\n').count() as u64
+}
+
+/// One line holding one `<result>` element (or a whole report with exactly one).
+pub(crate) fn single_result(line: &[u8], ctx: &ParseContext) -> Result<Event, ParseError> {
+    let mut found = findings(line).map_err(|(_, e)| e)?;
+    match found.len() {
+        1 => found.remove(0).1.normalise(ctx),
+        0 => Err(ParseError::MissingField { field: "result" }),
+        n => Err(ParseError::invalid_value(
+            "result",
+            &n.to_string(),
+            "results in one line: read a report through a Decoder",
+        )),
+    }
+}
+
+/// What the report says around its results.
+#[derive(Debug, Default, Clone)]
+struct ReportContext {
+    report_id: Option<String>,
+    task: Option<String>,
+    scan_start: Option<String>,
+    scan_end: Option<String>,
+}
+
+/// One `<result>`: its texts by path below it (`nvt/name`) and the attributes that
+/// matter.
+#[derive(Debug, Default)]
+struct Finding {
+    id: Option<String>,
+    texts: BTreeMap<String, String>,
+    nvt_oid: Option<String>,
+    solution_type: Option<String>,
+    severity_type: Option<String>,
+    refs: Vec<(String, String)>,
+    report: ReportContext,
+}
+
+struct Frame {
+    name: String,
+    text: String,
+}
+
+/// Every finding with the byte offset of its `<result>`, or the first XML error and
+/// where it is.
+#[allow(clippy::type_complexity)]
+fn findings(bytes: &[u8]) -> Result<Vec<(usize, Finding)>, (usize, ParseError)> {
+    let text = std::str::from_utf8(bytes).map_err(|e| {
+        (
+            e.valid_up_to(),
+            ParseError::InvalidUtf8 {
+                offset: e.valid_up_to(),
+            },
+        )
+    })?;
+    let mut reader = Reader::from_str(text);
+    let mut stack: Vec<Frame> = Vec::new();
+    let mut report = ReportContext::default();
+    let mut current: Option<(usize, usize, Finding)> = None;
+    let mut found = Vec::new();
+    loop {
+        let at = usize::try_from(reader.buffer_position()).unwrap_or(usize::MAX);
+        let event = reader.read_event().map_err(|e| {
+            (
+                at,
+                ParseError::InvalidValue {
+                    field: "greenbone report".to_owned(),
+                    value: e.to_string(),
+                    problem: "is not well-formed XML",
+                },
+            )
+        })?;
+        match event {
+            XmlEvent::Start(start) => {
+                if stack.len() >= MAX_DEPTH {
+                    return Err((
+                        at,
+                        ParseError::invalid_value(
+                            "greenbone report",
+                            &stack.len().to_string(),
+                            "levels of nesting is deeper than a GMP report goes",
+                        ),
+                    ));
+                }
+                let name = local_name(&start);
+                let is_finding = current.is_none()
+                    && name == "result"
+                    && stack.last().is_none_or(|parent| parent.name == "results");
+                if is_finding {
+                    let finding = Finding {
+                        id: attribute(&start, "id"),
+                        report: report.clone(),
+                        ..Finding::default()
+                    };
+                    current = Some((at, stack.len() + 1, finding));
+                } else if let Some((_, depth, finding)) = current.as_mut() {
+                    finding.attributes(&start, &stack[*depth..], &name);
+                } else if name == "report" {
+                    if let Some(id) = attribute(&start, "id") {
+                        report.report_id = Some(id);
+                    }
+                }
+                stack.push(Frame {
+                    name,
+                    text: String::new(),
+                });
+            }
+            XmlEvent::Empty(empty) => {
+                let name = local_name(&empty);
+                if let Some((_, depth, finding)) = current.as_mut() {
+                    finding.attributes(&empty, &stack[*depth..], &name);
+                }
+            }
+            XmlEvent::Text(t) => {
+                if let Some(frame) = stack.last_mut() {
+                    frame
+                        .text
+                        .push_str(&t.decode().map_err(|e| (at, xml_error(e)))?);
+                }
+            }
+            XmlEvent::CData(t) => {
+                if let Some(frame) = stack.last_mut() {
+                    frame
+                        .text
+                        .push_str(&t.decode().map_err(|e| (at, xml_error(e)))?);
+                }
+            }
+            XmlEvent::GeneralRef(r) => {
+                let resolved = match r.resolve_char_ref() {
+                    Ok(Some(c)) => c.to_string(),
+                    _ => {
+                        let name = r.decode().map_err(|e| (at, xml_error(e)))?;
+                        quick_xml::escape::resolve_predefined_entity(&name)
+                            .map(str::to_owned)
+                            .unwrap_or_else(|| format!("&{name};"))
+                    }
+                };
+                if let Some(frame) = stack.last_mut() {
+                    frame.text.push_str(&resolved);
+                }
+            }
+            XmlEvent::End(_) => {
+                let Some(frame) = stack.pop() else {
+                    continue;
+                };
+                let text = frame.text.trim();
+                match current.as_mut() {
+                    Some((offset, depth, _)) if stack.len() + 1 == *depth => {
+                        let offset = *offset;
+                        if let Some((_, _, finding)) = current.take() {
+                            found.push((offset, finding));
+                        }
+                    }
+                    Some((_, depth, finding)) => {
+                        if !text.is_empty() {
+                            let mut path: Vec<&str> =
+                                stack[*depth..].iter().map(|f| f.name.as_str()).collect();
+                            path.push(&frame.name);
+                            finding
+                                .texts
+                                .entry(path.join("/"))
+                                .or_insert_with(|| text.to_owned());
+                        }
+                    }
+                    None => report.take_text(&stack, &frame.name, text),
+                }
+            }
+            XmlEvent::Eof => break,
+            _ => {}
+        }
+    }
+    if !stack.is_empty() {
+        let at = text.len();
+        return Err((
+            at,
+            ParseError::InvalidValue {
+                field: "greenbone report".to_owned(),
+                value: format!("<{}>", stack.last().map_or("", |f| f.name.as_str())),
+                problem: "is not closed: the document ends early",
+            },
+        ));
+    }
+    Ok(found)
+}
+
+fn xml_error(e: impl std::fmt::Display) -> ParseError {
+    ParseError::InvalidValue {
+        field: "greenbone report".to_owned(),
+        value: e.to_string(),
+        problem: "is not valid text",
+    }
+}
+
+fn local_name(start: &BytesStart<'_>) -> String {
+    String::from_utf8_lossy(start.local_name().as_ref()).into_owned()
+}
+
+fn attribute(start: &BytesStart<'_>, name: &str) -> Option<String> {
+    start
+        .try_get_attribute(name)
+        .ok()
+        .flatten()
+        .and_then(|a| a.unescape_value().ok())
+        .map(|v| v.into_owned())
+}
+
+impl ReportContext {
+    fn take_text(&mut self, stack: &[Frame], name: &str, text: &str) {
+        if text.is_empty() {
+            return;
+        }
+        let parent = stack.last().map(|f| f.name.as_str());
+        match (parent, name) {
+            (_, "scan_start") => self.scan_start = Some(text.to_owned()),
+            (_, "scan_end") => self.scan_end = Some(text.to_owned()),
+            (Some("task"), "name") => self.task = Some(text.to_owned()),
+            _ => {}
+        }
+    }
+}
+
+impl Finding {
+    fn attributes(&mut self, element: &BytesStart<'_>, below: &[Frame], name: &str) {
+        let parent = below.last().map(|f| f.name.as_str());
+        match (parent, name) {
+            (None, "nvt") => self.nvt_oid = attribute(element, "oid"),
+            (Some("nvt"), "solution") => self.solution_type = attribute(element, "type"),
+            (Some("refs"), "ref") => {
+                if let (Some(kind), Some(id)) =
+                    (attribute(element, "type"), attribute(element, "id"))
+                {
+                    self.refs.push((kind, id));
+                }
+            }
+            (Some("severities"), "severity") if self.severity_type.is_none() => {
+                self.severity_type = attribute(element, "type");
+            }
+            _ => {}
+        }
+    }
+
+    fn text(&self, path: &str) -> Option<&str> {
+        self.texts.get(path).map(String::as_str)
+    }
+
+    /// The CVEs from `<refs><ref type="cve">` (GMP 8 and later) or the comma-separated
+    /// `<nvt><cve>` of older servers, `NOCVE` meaning none.
+    fn cves(&self) -> Vec<String> {
+        let mut cves: Vec<String> = self
+            .refs
+            .iter()
+            .filter(|(kind, _)| kind.eq_ignore_ascii_case("cve"))
+            .map(|(_, id)| id.clone())
+            .collect();
+        if let Some(list) = self.text("nvt/cve") {
+            for cve in list.split(',').map(str::trim) {
+                if !cve.is_empty() && cve != "NOCVE" && !cves.iter().any(|c| c == cve) {
+                    cves.push(cve.to_owned());
+                }
+            }
+        }
+        cves
+    }
+
+    fn normalise(self, ctx: &ParseContext) -> Result<Event, ParseError> {
+        let mut out = EcsBuilder::new();
+        let time = ["creation_time", "modification_time"]
+            .into_iter()
+            .find_map(|p| self.text(p).map(|t| (p, t.to_owned())))
+            .or_else(|| self.report.scan_end.clone().map(|t| ("scan_end", t)))
+            .or_else(|| self.report.scan_start.clone().map(|t| ("scan_start", t)))
+            .ok_or(ParseError::MissingField {
+                field: "result/creation_time",
+            })?;
+        out.put("@timestamp", utc_timestamp(time.0, &time.1)?);
+        out.put("event.kind", "state");
+        out.put_strings("event.category", &["vulnerability"]);
+        out.put_strings("event.type", &["info"]);
+        out.put("event.module", "greenbone");
+        out.put("event.dataset", DATASET);
+        out.put_str("observer.name", &ctx.sensor);
+        out.put("observer.vendor", "Greenbone");
+        out.put("observer.product", "OpenVAS");
+        out.put("observer.type", "vulnerability-scanner");
+        out.put("vulnerability.scanner.vendor", "Greenbone");
+        if let Some(id) = &self.id {
+            out.put_str("event.id", id);
+        }
+        self.map_host(&mut out)?;
+        self.map_port(&mut out)?;
+        self.map_nvt(&mut out)?;
+        out.put("greenbone", Value::Object(self.into_record()));
+        Ok(out.finish())
+    }
+
+    fn map_host(&self, out: &mut EcsBuilder) -> Result<(), ParseError> {
+        if let Some(host) = self.text("host") {
+            match canonical_ip("host", host) {
+                Ok(ip) => {
+                    out.related_ip(&ip);
+                    out.put("host.ip", Value::Array(vec![Value::String(ip)]));
+                }
+                Err(_) => {
+                    out.related_host(host);
+                    out.put_str("host.name", host);
+                }
+            }
+        }
+        if let Some(name) = self.text("host/hostname") {
+            out.related_host(name);
+            out.put_str("host.hostname", name);
+            out.put_str_if_absent("host.name", name);
+        }
+        Ok(())
+    }
+
+    /// `22/tcp`, `general/tcp`, `general/icmp`, `package`.
+    fn map_port(&self, out: &mut EcsBuilder) -> Result<(), ParseError> {
+        let Some(port) = self.text("port") else {
+            return Ok(());
+        };
+        let (number, transport) = port.split_once('/').unwrap_or((port, ""));
+        if !transport.is_empty() {
+            out.put("network.transport", transport.to_ascii_lowercase());
+        }
+        if let Ok(number) = number.parse::<u16>() {
+            out.put("destination.port", number);
+            out.put("service.port", number);
+        }
+        Ok(())
+    }
+
+    fn map_nvt(&self, out: &mut EcsBuilder) -> Result<(), ParseError> {
+        if let Some(oid) = &self.nvt_oid {
+            out.put_str("rule.id", oid);
+            out.put_str("vulnerability.scanner.id", oid);
+        }
+        let name = self.text("nvt/name").or(self.text("name"));
+        if let Some(name) = name {
+            out.put_str("rule.name", name);
+            out.put_str("message", name);
+        }
+        if let Some(family) = self.text("nvt/family") {
+            out.put_strings("vulnerability.category", &[family]);
+        }
+        let cves = self.cves();
+        if !cves.is_empty() {
+            out.put("vulnerability.enumeration", "CVE");
+            out.put(
+                "vulnerability.id",
+                Value::Array(cves.into_iter().map(Value::String).collect()),
+            );
+        }
+        if let Some(score) = self.text("severity") {
+            let score: f64 = score
+                .parse()
+                .map_err(|_| ParseError::invalid_value("severity", score, "is not a CVSS score"))?;
+            out.put("vulnerability.score.base", score);
+            out.put("vulnerability.classification", "CVSS");
+            if let Some(version) = self.severity_type.as_deref().and_then(cvss_version) {
+                out.put("vulnerability.score.version", version);
+            }
+        }
+        if let Some(threat) = self.text("threat") {
+            out.put_str("vulnerability.severity", threat);
+        }
+        if let Some(description) = self.text("description") {
+            out.put_str("vulnerability.description", description);
+        }
+        Ok(())
+    }
+
+    /// The result as a JSON tree: every text by its path, the attributes, the report
+    /// context, and the NVT tags split into their `name=value` pairs.
+    fn into_record(self) -> Map<String, Value> {
+        let mut root = Map::new();
+        for (path, text) in &self.texts {
+            insert_path(&mut root, path, Value::String(text.clone()));
+        }
+        if let Some(tags) = self.text("nvt/tags") {
+            let mut parsed = Map::new();
+            for pair in tags.split('|') {
+                if let Some((key, value)) = pair.split_once('=') {
+                    parsed.insert(key.to_owned(), Value::String(value.to_owned()));
+                }
+            }
+            insert_path(&mut root, "nvt/tags", Value::Object(parsed));
+        }
+        let cves = self.cves();
+        if let Some(id) = self.id {
+            root.insert("id".to_owned(), id.into());
+        }
+        if let Some(oid) = self.nvt_oid {
+            insert_path(&mut root, "nvt/oid", oid.into());
+        }
+        if let Some(kind) = self.solution_type {
+            insert_path(&mut root, "nvt/solution_type", kind.into());
+        }
+        if !self.refs.is_empty() {
+            let refs = self
+                .refs
+                .into_iter()
+                .map(|(kind, id)| {
+                    let mut r = Map::new();
+                    r.insert("type".to_owned(), kind.into());
+                    r.insert("id".to_owned(), id.into());
+                    Value::Object(r)
+                })
+                .collect();
+            insert_path(&mut root, "nvt/refs", Value::Array(refs));
+        }
+        if !cves.is_empty() {
+            insert_path(
+                &mut root,
+                "nvt/cves",
+                Value::Array(cves.into_iter().map(Value::String).collect()),
+            );
+        }
+        let report = [
+            ("id", self.report.report_id),
+            ("task", self.report.task),
+            ("scan_start", self.report.scan_start),
+            ("scan_end", self.report.scan_end),
+        ];
+        let report: Map<String, Value> = report
+            .into_iter()
+            .filter_map(|(k, v)| v.map(|v| (k.to_owned(), Value::String(v))))
+            .collect();
+        if !report.is_empty() {
+            root.insert("report".to_owned(), Value::Object(report));
+        }
+        root
+    }
+}
+
+/// `cvss_base_v3` → `3`, `cvss_base_v2` → `2`.
+fn cvss_version(kind: &str) -> Option<&'static str> {
+    if kind.ends_with("v4") {
+        Some("4.0")
+    } else if kind.ends_with("v3") {
+        Some("3")
+    } else if kind.ends_with("v2") {
+        Some("2.0")
+    } else {
+        None
+    }
+}
+
+/// Puts a value at an `a/b/c` path. An element with both text and children
+/// (`<host>10.0.0.1<hostname>x</hostname></host>`) keeps its text as `#text`.
+fn insert_path(root: &mut Map<String, Value>, path: &str, value: Value) {
+    let mut map = root;
+    let mut parts = path.split('/').peekable();
+    while let Some(part) = parts.next() {
+        if parts.peek().is_none() {
+            map.insert(part.to_owned(), value);
+            return;
+        }
+        let slot = map
+            .entry(part.to_owned())
+            .or_insert_with(|| Value::Object(Map::new()));
+        if !slot.is_object() {
+            let text = std::mem::replace(slot, Value::Object(Map::new()));
+            if let Value::Object(inner) = slot {
+                inner.insert("#text".to_owned(), text);
+            }
+        }
+        let Value::Object(inner) = slot else {
+            return;
+        };
+        map = inner;
+    }
+}

@@ -1,0 +1,83 @@
+//! Generic JSON lines: any object per line, its time in the field the Sensor names
+//! (`timestampField`, a dotted path), kept whole under `json`. The rest of the mapping to
+//! ECS is the Sensor's `fieldMapping`; only `message` is taken over as it is.
+
+use serde_json::{Map, Value};
+
+use kastell_core::Event;
+
+use crate::ecs::{zoned_timestamp, EcsBuilder};
+use crate::error::ParseError;
+use crate::format::ParseContext;
+use crate::zeek::epoch_to_rfc3339;
+
+pub(crate) const DATASET: &str = "json";
+
+/// Where the time is looked for when the Sensor names no field.
+const DEFAULT_TIMESTAMP_FIELDS: [&str; 3] = ["@timestamp", "timestamp", "time"];
+
+/// Epoch numbers above this are milliseconds: 10^11 seconds is the year 5138, 10^11
+/// milliseconds is 1973.
+const EPOCH_MILLIS_ABOVE: f64 = 1e11;
+
+pub(crate) fn normalise(
+    record: Map<String, Value>,
+    original: Option<&str>,
+    ctx: &ParseContext,
+) -> Result<Event, ParseError> {
+    let mut out = EcsBuilder::new();
+    let (field, value) = match &ctx.options.timestamp_field {
+        Some(field) => (field.as_str(), lookup(&record, field)),
+        None => DEFAULT_TIMESTAMP_FIELDS
+            .iter()
+            .find_map(|f| lookup(&record, f).map(|v| (*f, Some(v))))
+            .unwrap_or(("@timestamp", None)),
+    };
+    let value = value.ok_or(ParseError::MissingField {
+        field: "the Sensor's timestampField",
+    })?;
+    out.put("@timestamp", time(field, value, ctx)?);
+    out.put("event.kind", "event");
+    out.put("event.module", "json");
+    out.put("event.dataset", DATASET);
+    out.put_str("observer.name", &ctx.sensor);
+    if let Some(Value::String(message)) = record.get("message") {
+        out.put_str("message", message);
+    }
+    if let Some(original) = original {
+        out.put_str("event.original", original);
+    }
+    out.put("json", Value::Object(record));
+    Ok(out.finish())
+}
+
+/// A dotted path through nested objects, or a key that itself holds dots.
+fn lookup<'a>(record: &'a Map<String, Value>, path: &str) -> Option<&'a Value> {
+    if let Some(value) = record.get(path) {
+        return Some(value).filter(|v| !v.is_null());
+    }
+    let mut parts = path.split('.');
+    let mut value = record.get(parts.next()?)?;
+    for part in parts {
+        value = value.as_object()?.get(part)?;
+    }
+    Some(value).filter(|v| !v.is_null())
+}
+
+fn time(field: &str, value: &Value, ctx: &ParseContext) -> Result<String, ParseError> {
+    match value {
+        Value::String(s) => zoned_timestamp(field, s, ctx.options.timezone),
+        Value::Number(n) => n
+            .as_f64()
+            .map(|t| {
+                if t.abs() > EPOCH_MILLIS_ABOVE {
+                    t / 1000.0
+                } else {
+                    t
+                }
+            })
+            .and_then(epoch_to_rfc3339)
+            .ok_or_else(|| ParseError::invalid_timestamp(field, &n.to_string())),
+        other => Err(ParseError::wrong_type(field, "a time", other)),
+    }
+}

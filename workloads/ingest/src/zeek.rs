@@ -1,0 +1,943 @@
+//! Zeek logs, in both writers' shapes: the ASCII writer's TSV (a `#`-header then one row
+//! per record) and its JSON mode (one object per line, optionally with `_path` as the
+//! json-streaming-logs package writes it). Each record is mapped to ECS by its log path
+//! (conn, dns, http, ssl, files, notice, weird, x509, ssh; any other log gets the common
+//! fields) and kept whole under `zeek.<path>`.
+//!
+//! TSV rows need their file's header, so they are read through a [`TsvHeader`] that a
+//! [`crate::Decoder`] keeps per stream; JSON lines stand alone.
+
+use serde_json::{Map, Number, Value};
+
+use kastell_core::Event;
+
+use crate::ecs::{canonical_ip, utc_timestamp, EcsBuilder, Fields};
+use crate::error::ParseError;
+use crate::format::ParseContext;
+
+pub(crate) const DATASET_PREFIX: &str = "zeek";
+
+/// How many columns a `#fields` header may declare: far above any Zeek log (conn has 22)
+/// and low enough that a hostile header cannot make every row allocate without bound.
+const MAX_COLUMNS: usize = 512;
+
+/// What a TSV file's header has said so far.
+#[derive(Debug, Clone)]
+pub(crate) struct TsvHeader {
+    separator: Vec<u8>,
+    set_separator: Vec<u8>,
+    empty_field: Vec<u8>,
+    unset_field: Vec<u8>,
+    path: Option<String>,
+    fields: Vec<String>,
+    types: Vec<String>,
+}
+
+impl Default for TsvHeader {
+    fn default() -> Self {
+        TsvHeader {
+            separator: b"\t".to_vec(),
+            set_separator: b",".to_vec(),
+            empty_field: b"(empty)".to_vec(),
+            unset_field: b"-".to_vec(),
+            path: None,
+            fields: Vec::new(),
+            types: Vec::new(),
+        }
+    }
+}
+
+/// What one line of a Zeek stream is.
+pub(crate) enum Line<'a> {
+    /// A header, footer or comment line: no event.
+    Meta,
+    Row(&'a [u8]),
+    Json(&'a [u8]),
+}
+
+impl TsvHeader {
+    /// Sorts a line and takes in what a header line declares. A new `#separator` starts a
+    /// new file (logs concatenated, or a rotated file followed), so it resets the rest.
+    pub(crate) fn classify<'a>(&mut self, line: &'a [u8]) -> Line<'a> {
+        let line = trim_line_end(line);
+        if line.first() == Some(&b'{') {
+            return Line::Json(line);
+        }
+        if line.first() != Some(&b'#') {
+            return Line::Row(line);
+        }
+        if let Some(value) = line.strip_prefix(b"#separator ") {
+            *self = TsvHeader {
+                separator: unescape_bytes(value),
+                ..TsvHeader::default()
+            };
+            return Line::Meta;
+        }
+        let Some(rest) = line.get(1..) else {
+            return Line::Meta;
+        };
+        let (key, value) = match find(rest, &self.separator) {
+            Some(at) => (&rest[..at], &rest[at + self.separator.len()..]),
+            None => (rest, &b""[..]),
+        };
+        match key {
+            b"set_separator" => self.set_separator = unescape_bytes(value),
+            b"empty_field" => self.empty_field = value.to_vec(),
+            b"unset_field" => self.unset_field = value.to_vec(),
+            b"path" => self.path = Some(lossy_escaped(value)),
+            b"fields" => self.fields = self.split_names(value),
+            b"types" => self.types = self.split_names(value),
+            // `#open`, `#close` and comments such as btest's banner carry no schema.
+            _ => {}
+        }
+        Line::Meta
+    }
+
+    fn split_names(&self, value: &[u8]) -> Vec<String> {
+        split(value, &self.separator)
+            .take(MAX_COLUMNS)
+            .map(lossy_escaped)
+            .collect()
+    }
+
+    /// One data row as the flat record Zeek's JSON writer would have written for it:
+    /// unset fields left out, sets and vectors as arrays, numbers as numbers.
+    pub(crate) fn row(&self, row: &[u8]) -> Result<Map<String, Value>, ParseError> {
+        if self.fields.is_empty() {
+            return Err(ParseError::MissingField {
+                field: "#fields header before the first row",
+            });
+        }
+        let count = split(row, &self.separator).count();
+        if count != self.fields.len() {
+            return Err(ParseError::ColumnCount {
+                found: count,
+                expected: self.fields.len(),
+            });
+        }
+        let mut record = Map::with_capacity(self.fields.len());
+        for (i, raw) in split(row, &self.separator).enumerate() {
+            if raw == self.unset_field.as_slice() {
+                continue;
+            }
+            let name = &self.fields[i];
+            let kind = self.types.get(i).map_or("string", String::as_str);
+            record.insert(name.clone(), self.value(name, kind, raw)?);
+        }
+        Ok(record)
+    }
+
+    fn value(&self, name: &str, kind: &str, raw: &[u8]) -> Result<Value, ParseError> {
+        if let Some(inner) = kind
+            .strip_prefix("set[")
+            .or_else(|| kind.strip_prefix("vector["))
+            .and_then(|k| k.strip_suffix(']'))
+        {
+            if raw == self.empty_field.as_slice() {
+                return Ok(Value::Array(Vec::new()));
+            }
+            return split(raw, &self.set_separator)
+                .map(|item| {
+                    if item == self.unset_field.as_slice() {
+                        Ok(Value::Null)
+                    } else {
+                        scalar(name, inner, item)
+                    }
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map(Value::Array);
+        }
+        if raw == self.empty_field.as_slice() && kind == "string" {
+            return Ok(Value::String(String::new()));
+        }
+        scalar(name, kind, raw)
+    }
+
+    pub(crate) fn path(&self) -> Option<&str> {
+        self.path.as_deref()
+    }
+}
+
+/// One TSV value of a scalar Zeek type, as Zeek's JSON writer types it.
+fn scalar(name: &str, kind: &str, raw: &[u8]) -> Result<Value, ParseError> {
+    let text = || lossy_escaped(raw);
+    let invalid = |problem| ParseError::invalid_value(name, &text(), problem);
+    match kind {
+        "count" | "port" => std::str::from_utf8(raw)
+            .ok()
+            .and_then(|s| s.parse::<u64>().ok())
+            .map(Value::from)
+            .ok_or_else(|| invalid("is not a non-negative integer")),
+        "int" => std::str::from_utf8(raw)
+            .ok()
+            .and_then(|s| s.parse::<i64>().ok())
+            .map(Value::from)
+            .ok_or_else(|| invalid("is not an integer")),
+        "time" | "interval" | "double" => std::str::from_utf8(raw)
+            .ok()
+            .and_then(|s| s.parse::<f64>().ok())
+            .and_then(Number::from_f64)
+            .map(Value::Number)
+            .ok_or_else(|| {
+                if kind == "time" {
+                    ParseError::invalid_timestamp(name, &text())
+                } else {
+                    invalid("is not a number")
+                }
+            }),
+        "bool" => match raw {
+            b"T" => Ok(Value::Bool(true)),
+            b"F" => Ok(Value::Bool(false)),
+            _ => Err(invalid("is not T or F")),
+        },
+        _ => Ok(Value::String(text())),
+    }
+}
+
+/// Parses one Zeek JSON line. Raw invalid UTF-8 inside a string (a writer that did not
+/// escape, a file cut mid-character) is escaped as `\xNN`, the form Zeek itself uses for
+/// such bytes, instead of costing the whole record.
+pub(crate) fn json_record(line: &[u8]) -> Result<Map<String, Value>, ParseError> {
+    let escaped;
+    let text = match std::str::from_utf8(line) {
+        Ok(text) => text,
+        Err(_) => {
+            escaped = escape_invalid_utf8_in_json(line);
+            escaped.as_str()
+        }
+    };
+    match serde_json::from_str::<Value>(text) {
+        Ok(Value::Object(record)) => Ok(record),
+        Ok(other) => Err(ParseError::NotAnObject {
+            found: crate::error::json_type_name(&other),
+        }),
+        Err(e) => Err(ParseError::InvalidJson(e.to_string())),
+    }
+}
+
+/// Maps one flat Zeek record (keys as Zeek names them, `id.orig_h`). `path_hint` is the
+/// TSV header's `#path` or what the stream's origin says; `_path` in the record wins.
+pub(crate) fn normalise(
+    mut record: Map<String, Value>,
+    path_hint: Option<&str>,
+    original: Option<&str>,
+    ctx: &ParseContext,
+) -> Result<Event, ParseError> {
+    let path = match record.remove("_path") {
+        Some(Value::String(path)) => path,
+        Some(other) => return Err(ParseError::wrong_type("_path", "a string", &other)),
+        None => path_hint
+            .map(str::to_owned)
+            .unwrap_or_else(|| guess_path(&record).to_owned()),
+    };
+    let path = sanitise_path(&path);
+    let mut out = EcsBuilder::new();
+    let zeek = Fields::new(&record, "");
+    map_common(zeek, &path, ctx, &mut out)?;
+    match path.as_str() {
+        "conn" => map_conn(zeek, &mut out)?,
+        "dns" => map_dns(zeek, &mut out)?,
+        "http" => map_http(zeek, &mut out)?,
+        "ssl" => map_ssl(zeek, &mut out)?,
+        "files" => map_files(zeek, &mut out)?,
+        "notice" => map_notice(zeek, &mut out)?,
+        "weird" => map_weird(zeek, &mut out)?,
+        "x509" => map_x509(zeek, &mut out)?,
+        "ssh" => map_ssh(zeek, &mut out)?,
+        _ => {}
+    }
+    if let Some(original) = original {
+        out.put_str("event.original", original);
+    }
+    out.put(&format!("zeek.{path}"), Value::Object(nest(record)));
+    Ok(out.finish())
+}
+
+/// A path fit to be one key of `zeek.<path>` and an `event.dataset` suffix.
+fn sanitise_path(path: &str) -> String {
+    let clean: String = path
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(64)
+        .collect();
+    if clean.is_empty() {
+        "unknown".to_owned()
+    } else {
+        clean
+    }
+}
+
+/// A log's path from the fields only it has, for JSON logs written without `_path` and
+/// read without a file name that tells.
+fn guess_path(record: &Map<String, Value>) -> &'static str {
+    let has = |key: &str| record.contains_key(key);
+    if has("conn_state") || has("orig_ip_bytes") {
+        "conn"
+    } else if has("qtype_name") || (has("query") && has("trans_id")) {
+        "dns"
+    } else if has("method") || has("status_code") || has("user_agent") {
+        "http"
+    } else if has("cipher") || has("server_name") || has("established") {
+        "ssl"
+    } else if has("certificate.serial") || has("certificate.subject") {
+        "x509"
+    } else if has("note") {
+        "notice"
+    } else if has("fuid") && (has("mime_type") || has("seen_bytes") || has("source")) {
+        "files"
+    } else if has("auth_success") || has("hassh") {
+        "ssh"
+    } else if has("name") && has("peer") {
+        "weird"
+    } else {
+        "unknown"
+    }
+}
+
+/// The log path a file name implies: `conn.log`, `conn.00:00:00-01:00:00.log.gz` and
+/// `/var/log/zeek/current/dns.log` name conn, conn and dns.
+pub(crate) fn path_from_file_name(origin: &str) -> Option<String> {
+    let name = origin.rsplit(['/', '\\']).next()?;
+    let stem = name.split('.').next()?;
+    let looks_like_path =
+        !stem.is_empty() && stem.bytes().all(|b| b.is_ascii_lowercase() || b == b'_');
+    (looks_like_path && name.contains(".log")).then(|| stem.to_owned())
+}
+
+fn map_common(
+    zeek: Fields<'_>,
+    path: &str,
+    ctx: &ParseContext,
+    out: &mut EcsBuilder,
+) -> Result<(), ParseError> {
+    let ts = zeek
+        .present_value("ts")
+        .ok_or(ParseError::MissingField { field: "ts" })?;
+    out.put("@timestamp", zeek_time("ts", ts)?);
+    out.put("event.kind", "event");
+    out.put("event.module", "zeek");
+    out.put("event.dataset", format!("{DATASET_PREFIX}.{path}").as_str());
+    out.put_str("observer.name", &ctx.sensor);
+    out.put("observer.product", "Zeek");
+    out.put("observer.vendor", "Zeek");
+    out.put("observer.type", "ids");
+    if let Some(uid) = zeek.str("uid")? {
+        out.put_str("zeek.session_id", uid);
+    }
+    let source = zeek.ip("id.orig_h")?;
+    let destination = zeek.ip("id.resp_h")?;
+    if let Some(ip) = source.as_deref().or(destination.as_deref()) {
+        out.put(
+            "network.type",
+            if ip.contains(':') { "ipv6" } else { "ipv4" },
+        );
+    }
+    if let Some(ip) = source {
+        out.related_ip(&ip);
+        out.put("source.ip", ip);
+    }
+    if let Some(ip) = destination {
+        out.related_ip(&ip);
+        out.put("destination.ip", ip);
+    }
+    if let Some(port) = zeek.port("id.orig_p")? {
+        out.put("source.port", port);
+    }
+    if let Some(port) = zeek.port("id.resp_p")? {
+        out.put("destination.port", port);
+    }
+    if let Some(proto) = zeek.str("proto")? {
+        out.put("network.transport", proto.to_ascii_lowercase());
+    }
+    if let Some(id) = zeek.str("community_id")? {
+        out.put_str("network.community_id", id);
+    }
+    Ok(())
+}
+
+fn map_conn(zeek: Fields<'_>, out: &mut EcsBuilder) -> Result<(), ParseError> {
+    out.put_strings("event.category", &["network"]);
+    out.put_strings("event.type", &["connection", "end"]);
+    if let Some(service) = zeek.str("service")? {
+        // Zeek lists every analyser that confirmed, `ssl,http`; ECS wants one protocol.
+        if let Some(first) = service.split(',').next().filter(|s| !s.is_empty()) {
+            out.put("network.protocol", first.to_ascii_lowercase());
+        }
+    }
+    if let Some(duration) = zeek.seconds("duration")? {
+        out.put("event.duration", seconds_to_nanos(duration));
+    }
+    let bytes_out = zeek.u64("orig_ip_bytes")?;
+    let bytes_in = zeek.u64("resp_ip_bytes")?;
+    let packets_out = zeek.u64("orig_pkts")?;
+    let packets_in = zeek.u64("resp_pkts")?;
+    put_pair(out, "bytes", bytes_out, bytes_in);
+    put_pair(out, "packets", packets_out, packets_in);
+    if let Some(state) = zeek.str("conn_state")? {
+        out.put_str("network.connection.state", state);
+    }
+    Ok(())
+}
+
+fn put_pair(out: &mut EcsBuilder, what: &str, to_server: Option<u64>, to_client: Option<u64>) {
+    if let Some(n) = to_server {
+        out.put(&format!("source.{what}"), n);
+    }
+    if let Some(n) = to_client {
+        out.put(&format!("destination.{what}"), n);
+    }
+    if let (Some(a), Some(b)) = (to_server, to_client) {
+        out.put(&format!("network.{what}"), a.saturating_add(b));
+    }
+}
+
+fn map_dns(zeek: Fields<'_>, out: &mut EcsBuilder) -> Result<(), ParseError> {
+    out.put_strings("event.category", &["network"]);
+    out.put_strings("event.type", &["protocol", "info"]);
+    out.put("network.protocol", "dns");
+    if let Some(id) = zeek.u64("trans_id")? {
+        out.put("dns.id", id.to_string());
+    }
+    if let Some(name) = zeek.str("query")? {
+        out.related_host(name);
+        out.put_str("dns.question.name", name);
+    }
+    if let Some(qtype) = zeek.str("qtype_name")? {
+        out.put_str("dns.question.type", qtype);
+    }
+    if let Some(class) = zeek.str("qclass_name")? {
+        out.put_str("dns.question.class", class);
+    }
+    let rcode = zeek.str("rcode_name")?;
+    out.put("dns.type", if rcode.is_some() { "answer" } else { "query" });
+    if let Some(rcode) = rcode {
+        out.put_str("dns.response_code", rcode);
+    }
+    let mut flags = Vec::new();
+    for flag in ["AA", "TC", "RD", "RA"] {
+        if zeek.bool(flag)? == Some(true) {
+            flags.push(flag);
+        }
+    }
+    if !flags.is_empty() {
+        out.put_strings("dns.header_flags", &flags);
+    }
+    let answers = zeek.strings("answers")?;
+    if !answers.is_empty() {
+        let mut resolved = Vec::new();
+        let mut mapped = Vec::with_capacity(answers.len());
+        for answer in answers {
+            let mut item = Map::new();
+            item.insert("data".to_owned(), answer.into());
+            mapped.push(Value::Object(item));
+            if let Ok(ip) = canonical_ip("answers", answer) {
+                out.related_ip(&ip);
+                resolved.push(ip);
+            }
+        }
+        out.put("dns.answers", Value::Array(mapped));
+        if !resolved.is_empty() {
+            out.put("dns.resolved_ip", resolved);
+        }
+    }
+    Ok(())
+}
+
+fn map_http(zeek: Fields<'_>, out: &mut EcsBuilder) -> Result<(), ParseError> {
+    out.put_strings("event.category", &["network", "web"]);
+    out.put_strings("event.type", &["connection", "protocol"]);
+    out.put("network.protocol", "http");
+    if let Some(method) = zeek.str("method")? {
+        out.put_str("http.request.method", method);
+    }
+    if let Some(host) = zeek.str("host")? {
+        out.related_host(host);
+        out.put_str("url.domain", host);
+        out.put_str("destination.domain", host);
+    }
+    if let Some(uri) = zeek.str("uri")? {
+        out.put_str("url.original", uri);
+    }
+    if let Some(referrer) = zeek.str("referrer")? {
+        out.put_str("http.request.referrer", referrer);
+    }
+    if let Some(version) = zeek.str("version")? {
+        out.put_str("http.version", version);
+    }
+    if let Some(agent) = zeek.str("user_agent")? {
+        out.put_str("user_agent.original", agent);
+    }
+    if let Some(n) = zeek.u64("request_body_len")? {
+        out.put("http.request.body.bytes", n);
+    }
+    if let Some(n) = zeek.u64("response_body_len")? {
+        out.put("http.response.body.bytes", n);
+    }
+    if let Some(status) = zeek.u64("status_code")? {
+        out.put("http.response.status_code", status);
+    }
+    if let Some(user) = zeek.text("username")? {
+        out.related_user(user);
+        out.put_str("user.name", user);
+    }
+    let mime = zeek.strings("resp_mime_types")?;
+    if let Some(first) = mime.first() {
+        out.put_str("http.response.mime_type", first);
+    }
+    Ok(())
+}
+
+fn map_ssl(zeek: Fields<'_>, out: &mut EcsBuilder) -> Result<(), ParseError> {
+    out.put_strings("event.category", &["network"]);
+    out.put_strings("event.type", &["connection", "protocol"]);
+    out.put("network.protocol", "tls");
+    if let Some(version) = zeek.str("version")? {
+        // `TLSv12`, `TLSv13`, `SSLv3`, `DTLSv12`: protocol name, then major and minor.
+        let (protocol, number) = version
+            .split_once('v')
+            .map_or((version, ""), |(p, n)| (p, n));
+        out.put("tls.version_protocol", protocol.to_ascii_lowercase());
+        let dotted = match number.as_bytes() {
+            [major, minor] => format!("{}.{}", *major as char, *minor as char),
+            _ => number.to_owned(),
+        };
+        if !dotted.is_empty() {
+            out.put("tls.version", dotted);
+        }
+    }
+    if let Some(cipher) = zeek.str("cipher")? {
+        out.put_str("tls.cipher", cipher);
+    }
+    if let Some(curve) = zeek.str("curve")? {
+        out.put_str("tls.curve", curve);
+    }
+    if let Some(name) = zeek.str("server_name")? {
+        out.related_host(name);
+        out.put_str("tls.client.server_name", name);
+        out.put_str("destination.domain", name);
+    }
+    if let Some(resumed) = zeek.bool("resumed")? {
+        out.put("tls.resumed", resumed);
+    }
+    if let Some(established) = zeek.bool("established")? {
+        out.put("tls.established", established);
+    }
+    if let Some(next) = zeek.str("next_protocol")? {
+        out.put_str("tls.next_protocol", next);
+    }
+    if let Some(subject) = zeek.str("subject")? {
+        out.put_str("tls.server.subject", subject);
+    }
+    if let Some(issuer) = zeek.str("issuer")? {
+        out.put_str("tls.server.issuer", issuer);
+    }
+    if let Some(ja3) = zeek.str("ja3")? {
+        out.put_str("tls.client.ja3", ja3);
+    }
+    if let Some(ja3s) = zeek.str("ja3s")? {
+        out.put_str("tls.server.ja3s", ja3s);
+    }
+    Ok(())
+}
+
+fn map_files(zeek: Fields<'_>, out: &mut EcsBuilder) -> Result<(), ParseError> {
+    out.put_strings("event.category", &["file"]);
+    out.put_strings("event.type", &["info"]);
+    if let Some(fuid) = zeek.str("fuid")? {
+        out.put_str("file.uid", fuid);
+    }
+    if let Some(mime) = zeek.str("mime_type")? {
+        out.put_str("file.mime_type", mime);
+    }
+    if let Some(name) = zeek.text("filename")? {
+        out.put_str("file.name", name);
+    }
+    if let Some(size) = zeek.u64("total_bytes")?.or(zeek.u64("seen_bytes")?) {
+        out.put("file.size", size);
+    }
+    for algorithm in ["md5", "sha1", "sha256"] {
+        if let Some(hash) = zeek.str(algorithm)? {
+            out.related_hash(hash);
+            out.put_str(&format!("file.hash.{algorithm}"), hash);
+        }
+    }
+    // Zeek before 5.0 named the endpoints of a transfer in sets rather than `id.*`.
+    for (key, ecs) in [("tx_hosts", "source.ip"), ("rx_hosts", "destination.ip")] {
+        for (i, raw) in zeek.strings(key)?.into_iter().enumerate() {
+            let ip = canonical_ip(&zeek.label(key), raw)?;
+            out.related_ip(&ip);
+            if i == 0 {
+                out.put_str_if_absent(ecs, &ip);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn map_notice(zeek: Fields<'_>, out: &mut EcsBuilder) -> Result<(), ParseError> {
+    out.put("event.kind", "alert");
+    out.put_strings("event.category", &["network", "intrusion_detection"]);
+    out.put_strings("event.type", &["info"]);
+    if let Some(note) = zeek.str("note")? {
+        out.put_str("rule.name", note);
+    }
+    if let Some(msg) = zeek.str("msg")? {
+        out.put_str("message", msg);
+    }
+    if let Some(ip) = zeek.ip("src")? {
+        out.related_ip(&ip);
+        out.put_str_if_absent("source.ip", &ip);
+    }
+    if let Some(ip) = zeek.ip("dst")? {
+        out.related_ip(&ip);
+        out.put_str_if_absent("destination.ip", &ip);
+    }
+    if let Some(port) = zeek.port("p")? {
+        if out.get("destination.port").is_none() {
+            out.put("destination.port", port);
+        }
+    }
+    Ok(())
+}
+
+fn map_weird(zeek: Fields<'_>, out: &mut EcsBuilder) -> Result<(), ParseError> {
+    out.put("event.kind", "alert");
+    out.put_strings("event.category", &["network"]);
+    out.put_strings("event.type", &["info"]);
+    if let Some(name) = zeek.str("name")? {
+        out.put_str("rule.name", name);
+    }
+    Ok(())
+}
+
+fn map_x509(zeek: Fields<'_>, out: &mut EcsBuilder) -> Result<(), ParseError> {
+    out.put_strings("event.category", &["network"]);
+    out.put_strings("event.type", &["info"]);
+    let strings = [
+        ("certificate.serial", "x509.serial_number"),
+        ("certificate.subject", "x509.subject.distinguished_name"),
+        ("certificate.issuer", "x509.issuer.distinguished_name"),
+        ("certificate.key_alg", "x509.public_key_algorithm"),
+        ("certificate.sig_alg", "x509.signature_algorithm"),
+        ("certificate.curve", "x509.public_key_curve"),
+    ];
+    for (key, ecs) in strings {
+        if let Some(value) = zeek.str(key)? {
+            out.put_str(ecs, value);
+        }
+    }
+    if let Some(version) = zeek.u64("certificate.version")? {
+        out.put("x509.version_number", version.to_string());
+    }
+    if let Some(bits) = zeek.u64("certificate.key_length")? {
+        out.put("x509.public_key_size", bits);
+    }
+    for (key, ecs) in [
+        ("certificate.not_valid_before", "x509.not_before"),
+        ("certificate.not_valid_after", "x509.not_after"),
+    ] {
+        if let Some(value) = zeek.present_value(key) {
+            out.put(ecs, zeek_time(key, value)?);
+        }
+    }
+    let names = zeek.strings("san.dns")?;
+    for name in &names {
+        out.related_host(name);
+    }
+    if !names.is_empty() {
+        out.put_strings("x509.alternative_names", &names);
+    }
+    if let Some(fingerprint) = zeek.str("fingerprint")? {
+        out.related_hash(fingerprint);
+        out.put_str("file.hash.sha256", fingerprint);
+    }
+    Ok(())
+}
+
+fn map_ssh(zeek: Fields<'_>, out: &mut EcsBuilder) -> Result<(), ParseError> {
+    out.put_strings("event.category", &["network"]);
+    out.put_strings("event.type", &["connection", "protocol"]);
+    out.put("network.protocol", "ssh");
+    match zeek.bool("auth_success")? {
+        Some(true) => out.put("event.outcome", "success"),
+        Some(false) => out.put("event.outcome", "failure"),
+        None => {}
+    }
+    if let Some(client) = zeek.str("client")? {
+        out.put_str("source.service.name", client);
+    }
+    if let Some(server) = zeek.str("server")? {
+        out.put_str("destination.service.name", server);
+    }
+    Ok(())
+}
+
+/// A Zeek `time`: epoch seconds (the default in both writers) or an ISO 8601 string
+/// (`LogAscii::json_timestamps=JSON::TS_ISO8601`).
+fn zeek_time(field: &str, value: &Value) -> Result<String, ParseError> {
+    match value {
+        Value::Number(n) => n
+            .as_f64()
+            .and_then(epoch_to_rfc3339)
+            .ok_or_else(|| ParseError::invalid_timestamp(field, &n.to_string())),
+        Value::String(s) => utc_timestamp(field, s),
+        other => Err(ParseError::wrong_type(field, "a time", other)),
+    }
+}
+
+/// Epoch seconds with up to microsecond precision, as Zeek prints them.
+pub(crate) fn epoch_to_rfc3339(seconds: f64) -> Option<String> {
+    if !seconds.is_finite() {
+        return None;
+    }
+    let micros = (seconds * 1e6).round();
+    // Beyond chrono's range (and any real log) the cast would saturate silently.
+    if micros.abs() > 8.0e18 {
+        return None;
+    }
+    let time = chrono::DateTime::from_timestamp_micros(micros as i64)?;
+    Some(time.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
+}
+
+fn seconds_to_nanos(seconds: f64) -> u64 {
+    let nanos = (seconds * 1e9).round();
+    if nanos.is_finite() && nanos > 0.0 && nanos < 1.8e19 {
+        nanos as u64
+    } else {
+        0
+    }
+}
+
+/// The flat record nested by its dotted names, `id.orig_h` under `id`, as the rest of the
+/// event is. A name that would land on a value already there (a log with both `a` and
+/// `a.b`) stays flat rather than overwrite it.
+fn nest(record: Map<String, Value>) -> Map<String, Value> {
+    let mut root = Map::with_capacity(record.len());
+    for (key, value) in record {
+        if !key.contains('.') {
+            root.insert(key, value);
+            continue;
+        }
+        if let Err(value) = insert_nested(&mut root, &key, value) {
+            root.insert(key, value);
+        }
+    }
+    root
+}
+
+fn insert_nested(root: &mut Map<String, Value>, key: &str, value: Value) -> Result<(), Value> {
+    let mut map = root;
+    let mut parts = key.split('.').peekable();
+    while let Some(part) = parts.next() {
+        if parts.peek().is_none() {
+            if map.contains_key(part) {
+                return Err(value);
+            }
+            map.insert(part.to_owned(), value);
+            return Ok(());
+        }
+        let slot = map
+            .entry(part.to_owned())
+            .or_insert_with(|| Value::Object(Map::new()));
+        match slot {
+            Value::Object(inner) => map = inner,
+            _ => return Err(value),
+        }
+    }
+    Err(value)
+}
+
+impl<'a> Fields<'a> {
+    /// A Zeek interval: seconds as a JSON number.
+    fn seconds(&self, key: &str) -> Result<Option<f64>, ParseError> {
+        match self.present_value(key) {
+            None => Ok(None),
+            Some(Value::Number(n)) => Ok(n.as_f64()),
+            Some(other) => Err(ParseError::wrong_type(&self.label(key), "a number", other)),
+        }
+    }
+}
+
+fn trim_line_end(line: &[u8]) -> &[u8] {
+    let mut end = line.len();
+    while end > 0 && matches!(line[end - 1], b'\r' | b'\n') {
+        end -= 1;
+    }
+    &line[..end]
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    if needle.is_empty() {
+        return None;
+    }
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Splits on a (possibly multi-byte) separator; an empty separator yields the whole value.
+fn split<'a>(value: &'a [u8], separator: &'a [u8]) -> impl Iterator<Item = &'a [u8]> + 'a {
+    let mut rest = Some(value);
+    std::iter::from_fn(move || {
+        let current = rest?;
+        match find(current, separator) {
+            Some(at) => {
+                rest = Some(&current[at + separator.len()..]);
+                Some(&current[..at])
+            }
+            None => {
+                rest = None;
+                Some(current)
+            }
+        }
+    })
+}
+
+/// Decodes the `\xNN` escapes of a header value (`#separator \x09`).
+fn unescape_bytes(value: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(value.len());
+    let mut i = 0;
+    while i < value.len() {
+        if let Some(byte) = hex_escape_at(value, i) {
+            out.push(byte);
+            i += 4;
+        } else {
+            out.push(value[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
+fn hex_escape_at(value: &[u8], i: usize) -> Option<u8> {
+    match value.get(i..i + 4)? {
+        [b'\\', b'x', hi, lo] => {
+            let digit = |d: u8| (d as char).to_digit(16);
+            Some(u8::try_from(digit(*hi)? * 16 + digit(*lo)?).ok()?)
+        }
+        _ => None,
+    }
+}
+
+/// A TSV value as text. Zeek's `\xNN` escapes are decoded where the bytes they stand for
+/// are printable UTF-8 (a tab or comma escaped because it is a separator, a multi-byte
+/// character); bytes that would not make valid, printable text, and raw invalid UTF-8, are
+/// written `\xNN`, which is how Zeek's JSON writer shows them, so a log reads the same
+/// whichever writer produced it.
+pub(crate) fn lossy_escaped(value: &[u8]) -> String {
+    if !value.contains(&b'\\') {
+        if let Ok(text) = std::str::from_utf8(value) {
+            return text.to_owned();
+        }
+    }
+    let mut bytes = Vec::with_capacity(value.len());
+    let mut i = 0;
+    while i < value.len() {
+        if let Some(byte) = hex_escape_at(value, i) {
+            bytes.push(byte);
+            i += 4;
+        } else {
+            bytes.push(value[i]);
+            i += 1;
+        }
+    }
+    escape_bytes(&bytes)
+}
+
+/// Valid UTF-8 passes as it is, except control characters other than tab; everything else
+/// becomes `\xNN`.
+fn escape_bytes(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    for chunk in bytes.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            if c.is_control() && c != '\t' {
+                let mut buf = [0u8; 4];
+                for b in c.encode_utf8(&mut buf).bytes() {
+                    push_hex(&mut out, b);
+                }
+            } else {
+                out.push(c);
+            }
+        }
+        for b in chunk.invalid() {
+            push_hex(&mut out, *b);
+        }
+    }
+    out
+}
+
+fn push_hex(out: &mut String, byte: u8) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.push('\\');
+    out.push('x');
+    out.push(HEX[usize::from(byte >> 4)] as char);
+    out.push(HEX[usize::from(byte & 0xf)] as char);
+}
+
+/// Rewrites each invalid UTF-8 byte of a JSON text as the JSON escape of `\xNN`. Such
+/// bytes can only be inside strings in a record that is otherwise valid JSON, where a
+/// `\\xNN` is a legal escape; in a broken record the JSON parser still reports the break.
+fn escape_invalid_utf8_in_json(line: &[u8]) -> String {
+    let mut out = String::with_capacity(line.len() + 16);
+    for chunk in line.utf8_chunks() {
+        out.push_str(chunk.valid());
+        for b in chunk.invalid() {
+            out.push('\\');
+            push_hex(&mut out, *b);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_decode_to_text_only_where_the_bytes_are_text() {
+        assert_eq!(lossy_escaped(b"a\\x09b\\x2cc"), "a\tb,c");
+        assert_eq!(lossy_escaped(b"caf\\xc3\\xa9"), "café");
+        assert_eq!(lossy_escaped(b"bad\\xf9byte"), "bad\\xf9byte");
+        assert_eq!(lossy_escaped(b"raw\xffbyte"), "raw\\xffbyte");
+        assert_eq!(lossy_escaped(b"nul\\x00"), "nul\\x00");
+        assert_eq!(lossy_escaped(b"\\x4"), "\\x4");
+    }
+
+    #[test]
+    fn epoch_times_keep_microseconds() {
+        assert_eq!(
+            epoch_to_rfc3339(1_773_760_507.074_261).unwrap(),
+            "2026-03-17T15:15:07.074261Z"
+        );
+        assert_eq!(epoch_to_rfc3339(0.0).unwrap(), "1970-01-01T00:00:00Z");
+        assert!(epoch_to_rfc3339(f64::NAN).is_none());
+        assert!(epoch_to_rfc3339(1e300).is_none());
+    }
+
+    #[test]
+    fn file_names_name_their_log() {
+        assert_eq!(path_from_file_name("/x/conn.log").as_deref(), Some("conn"));
+        assert_eq!(
+            path_from_file_name("dns.00:00:00-01:00:00.log.gz").as_deref(),
+            Some("dns")
+        );
+        assert_eq!(path_from_file_name("eve.json"), None);
+        assert_eq!(path_from_file_name("-"), None);
+    }
+
+    #[test]
+    fn nesting_never_overwrites() {
+        let mut flat = Map::new();
+        flat.insert("id.orig_h".into(), "10.0.0.1".into());
+        flat.insert("a".into(), 1.into());
+        flat.insert("a.b".into(), 2.into());
+        let nested = Value::Object(nest(flat));
+        assert_eq!(nested["id"]["orig_h"], "10.0.0.1");
+        assert_eq!(nested["a"], 1);
+        assert_eq!(nested["a.b"], 2);
+    }
+}
