@@ -11,6 +11,7 @@ use kastell::summary::Summary;
 
 mod crdgen;
 mod detect;
+mod parse;
 
 /// Kastell: GitOps security operations for Kubernetes.
 #[derive(Parser)]
@@ -33,6 +34,9 @@ enum Command {
     Run(RunArgs),
     /// Evaluate Sigma rules offline against raw JSON events; one JSON line per match.
     Detect(detect::DetectArgs),
+    /// Parse a sensor's records and print them normalised, one JSON event per line;
+    /// rejects go to stderr with their line number and reason.
+    Parse(parse::ParseArgs),
     /// Check a directory of resources offline: schemas, Sigma compilation, playbooks,
     /// referenced files and the residency policy. Exit status 1 when anything is wrong.
     Validate {
@@ -95,6 +99,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run(args),
         Command::Validate { dir } => validate(&dir),
         Command::Detect(args) => detect::run(args),
+        Command::Parse(args) => parse::run(args),
     };
     match outcome {
         Ok(code) => code,
