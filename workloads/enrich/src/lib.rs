@@ -12,11 +12,16 @@
 
 pub mod allowlist;
 pub mod ecs;
+pub mod http;
 pub mod indicator;
+pub mod list;
 pub mod misp;
+pub mod misp_api;
 pub mod normalise;
 pub mod stage;
+pub mod stix;
 pub mod store;
+pub mod taxii;
 
 pub use allowlist::Allowlist;
 pub use indicator::{Indicator, IndicatorContext, ThreatLevel};

@@ -244,9 +244,9 @@ fn read_manifest(path: &Path) -> Result<Map<String, Value>, LoadError> {
 }
 
 /// One event read from its file, with the manifest entry as a fallback for its context.
-struct LoadedEvent {
-    context: Arc<IndicatorContext>,
-    attributes: Vec<Value>,
+pub(crate) struct LoadedEvent {
+    pub(crate) context: Arc<IndicatorContext>,
+    pub(crate) attributes: Vec<Value>,
 }
 
 fn load_event(feed: &str, dir: &Path, uuid: &str, entry: Value) -> Result<LoadedEvent, EventError> {
@@ -323,7 +323,7 @@ fn load_event(feed: &str, dir: &Path, uuid: &str, entry: Value) -> Result<Loaded
     })
 }
 
-fn add_event(store: &mut IndicatorStore, report: &mut LoadReport, event: LoadedEvent) {
+pub(crate) fn add_event(store: &mut IndicatorStore, report: &mut LoadReport, event: LoadedEvent) {
     for raw in event.attributes {
         report.attributes += 1;
         let attribute = match Attribute::deserialize(raw) {
@@ -634,7 +634,7 @@ where
 }
 
 /// A string, or a number written where a string was expected.
-fn opt_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+pub(crate) fn opt_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
     match Option::<Value>::deserialize(d)? {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s)),
@@ -648,7 +648,7 @@ fn scalar_string<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
 }
 
 /// A number, or its decimal spelling as a string; an empty string is no number.
-fn opt_number<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+pub(crate) fn opt_number<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
     match Option::<Value>::deserialize(d)? {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Number(n)) => Ok(n.as_u64()),
@@ -678,7 +678,7 @@ fn flag<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
 }
 
 /// The names of a `Tag` list; entries without a name are ignored.
-fn tag_names<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+pub(crate) fn tag_names<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
     #[derive(Deserialize)]
     struct Tag {
         #[serde(default, deserialize_with = "opt_string")]
