@@ -8,6 +8,7 @@ use std::borrow::Cow;
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use chrono::{DateTime, Utc};
 use ipnet::IpNet;
 use kastell_core::{Level, ObservableKind};
 
@@ -63,6 +64,9 @@ pub struct IndicatorContext {
     pub threat_level: ThreatLevel,
     /// Event tags, then the tags of the event's galaxy clusters, without duplicates.
     pub tags: Vec<String>,
+    /// MITRE ATT&CK technique ids (`T1566.001`) from galaxy clusters, tags or STIX kill
+    /// chains of the event or report.
+    pub techniques: Vec<String>,
 }
 
 /// One indicator: a normalised value of a kind that event observables can equal.
@@ -88,10 +92,59 @@ pub struct Indicator {
     pub comment: Option<String>,
     /// Tags set on the attribute itself (and its galaxy clusters).
     pub tags: Vec<String>,
+    /// When the indicator was first and last seen active (MISP `first_seen` /
+    /// `last_seen`, STIX `valid_from`); a `last_seen` before `first_seen` is dropped.
+    pub first_seen: Option<DateTime<Utc>>,
+    pub last_seen: Option<DateTime<Utc>>,
+    /// After this the indicator should no longer match (STIX `valid_until`).
+    pub valid_until: Option<DateTime<Utc>>,
     pub context: Arc<IndicatorContext>,
 }
 
 impl Indicator {
+    /// An indicator of an already normalised value, described by that value alone; the
+    /// loaders fill in what their source says about it.
+    pub fn new(
+        kind: ObservableKind,
+        value: impl Into<String>,
+        context: Arc<IndicatorContext>,
+    ) -> Self {
+        let value = value.into();
+        Indicator {
+            kind,
+            attribute_type: kind.as_str().to_owned(),
+            attribute_value: value.clone(),
+            value,
+            network: None,
+            attribute_id: None,
+            port: None,
+            filename: None,
+            comment: None,
+            tags: Vec::new(),
+            first_seen: None,
+            last_seen: None,
+            valid_until: None,
+            context,
+        }
+    }
+
+    /// Whether the two come from the same place: same feed, event or report, type,
+    /// value and composite context (a feed listing one attribute twice). One hash under
+    /// two file names is two indicators: the names are worth keeping.
+    pub fn same_source(&self, other: &Indicator) -> bool {
+        self.kind == other.kind
+            && self.value == other.value
+            && self.filename == other.filename
+            && self.port == other.port
+            && self.attribute_type == other.attribute_type
+            && self.context.feed == other.context.feed
+            && self.context.reference == other.context.reference
+    }
+
+    /// Whether the indicator has expired at `now`.
+    pub fn expired(&self, now: DateTime<Utc>) -> bool {
+        self.valid_until.is_some_and(|until| until <= now)
+    }
     /// The IntelFeed resource the indicator came from.
     pub fn feed(&self) -> &str {
         &self.context.feed
@@ -168,25 +221,7 @@ pub enum IpOrNetwork {
 /// whitespace, a slash, a colon or an `@` is not a domain (it is a URL, an address with
 /// a port or an e-mail address that was filed under the wrong type).
 pub fn normalise_domain(raw: &str) -> Option<String> {
-    lower_domain(raw.trim()).map(Cow::into_owned)
-}
-
-/// Lower-cases and drops one trailing dot, borrowing when the value is already in form;
-/// lookups call this for every domain observable.
-fn lower_domain(raw: &str) -> Option<Cow<'_, str>> {
-    let value = raw.strip_suffix('.').unwrap_or(raw);
-    if value.is_empty()
-        || value
-            .chars()
-            .any(|c| c.is_whitespace() || matches!(c, '/' | ':' | '@'))
-    {
-        return None;
-    }
-    if value.chars().any(char::is_uppercase) {
-        Some(Cow::Owned(value.to_lowercase()))
-    } else {
-        Some(Cow::Borrowed(value))
-    }
+    crate::normalise::domain(raw).map(Cow::into_owned)
 }
 
 /// The hex length each hash kind must have.
@@ -220,25 +255,12 @@ fn lower_hash(kind: ObservableKind, raw: &str) -> Option<Cow<'_, str>> {
 /// E-mail addresses compare lower-case; in practice mail systems treat the local part
 /// case-insensitively too.
 pub fn normalise_email(raw: &str) -> Option<String> {
-    lower_email(raw.trim()).map(Cow::into_owned)
+    crate::normalise::email(raw).map(Cow::into_owned)
 }
 
-fn lower_email(raw: &str) -> Option<Cow<'_, str>> {
-    let (local, domain) = raw.rsplit_once('@')?;
-    if local.is_empty() || domain.is_empty() || raw.chars().any(char::is_whitespace) {
-        return None;
-    }
-    if raw.chars().any(char::is_uppercase) {
-        Some(Cow::Owned(raw.to_lowercase()))
-    } else {
-        Some(Cow::Borrowed(raw))
-    }
-}
-
-/// URLs are matched exactly as written, only trimmed of surrounding whitespace.
+/// URLs are compared in canonical form (see [`crate::normalise::url`]).
 pub fn normalise_url(raw: &str) -> Option<String> {
-    let value = raw.trim();
-    (!value.is_empty()).then(|| value.to_owned())
+    crate::normalise::url_text(raw)
 }
 
 /// Brings an observable's value to the spelling the store keys by, borrowing when it is
@@ -246,16 +268,83 @@ pub fn normalise_url(raw: &str) -> Option<String> {
 /// parsed by the store itself.
 pub fn normalise_observable(kind: ObservableKind, value: &str) -> Option<Cow<'_, str>> {
     match kind {
-        ObservableKind::Domain => lower_domain(value),
+        ObservableKind::Domain => crate::normalise::domain(value),
         ObservableKind::Md5
         | ObservableKind::Sha1
         | ObservableKind::Sha256
         | ObservableKind::Sha512 => lower_hash(kind, value),
-        ObservableKind::Email => lower_email(value),
-        ObservableKind::Url | ObservableKind::Filename => {
-            (!value.is_empty()).then_some(Cow::Borrowed(value))
-        }
+        ObservableKind::Email => crate::normalise::email(value),
+        ObservableKind::Url => crate::normalise::url_text(value).map(Cow::Owned),
+        ObservableKind::Filename => (!value.is_empty()).then_some(Cow::Borrowed(value)),
         ObservableKind::Ip => normalise_ip(value).map(|ip| Cow::Owned(ip.to_string())),
+    }
+}
+
+/// The MITRE ATT&CK technique ids named in some texts: galaxy tags such as
+/// `misp-galaxy:mitre-attack-pattern="Phishing - T1566"`, external ids, kill-chain
+/// phases. Each id once, in order of appearance.
+pub fn attack_techniques<'a>(texts: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for text in texts {
+        let bytes = text.as_bytes();
+        let mut i = 0;
+        while i < bytes.len() {
+            let at_word_start = i == 0 || !bytes[i - 1].is_ascii_alphanumeric();
+            let digits = |from: usize, n: usize| {
+                bytes.len() >= from + n && bytes[from..from + n].iter().all(u8::is_ascii_digit)
+            };
+            if at_word_start && bytes[i] == b'T' && digits(i + 1, 4) {
+                let mut end = i + 5;
+                if bytes.get(end) == Some(&b'.') && digits(end + 1, 3) {
+                    end += 4;
+                }
+                let followed_by_word = bytes.get(end).is_some_and(u8::is_ascii_alphanumeric);
+                if !followed_by_word {
+                    let id = &text[i..end];
+                    if !out.iter().any(|t| t == id) {
+                        out.push(id.to_owned());
+                    }
+                }
+                i = end;
+            } else {
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
+/// A feed's timestamp: RFC 3339, a plain `YYYY-MM-DD HH:MM:SS` (UTC), or epoch seconds
+/// (MISP writes both). `"0"`, an empty string and anything unreadable mean "not set".
+pub fn parse_time(raw: &str) -> Option<DateTime<Utc>> {
+    let raw = raw.trim();
+    if raw.is_empty() || raw == "0" {
+        return None;
+    }
+    if let Ok(t) = DateTime::parse_from_rfc3339(raw) {
+        return Some(t.with_timezone(&Utc));
+    }
+    if let Ok(t) = chrono::NaiveDateTime::parse_from_str(raw, "%Y-%m-%d %H:%M:%S") {
+        return Some(t.and_utc());
+    }
+    let seconds: i64 = raw.parse().ok().filter(|s| *s > 0)?;
+    DateTime::from_timestamp(seconds, 0)
+}
+
+/// First and last seen as a feed wrote them; a `last_seen` earlier than `first_seen`
+/// is a producer's mistake and is dropped, keeping the more trustworthy first sighting.
+pub fn seen_window(
+    first: Option<&str>,
+    last: Option<&str>,
+) -> (Option<DateTime<Utc>>, Option<DateTime<Utc>>) {
+    let first = first.and_then(parse_time);
+    let last = last.and_then(parse_time);
+    match (first, last) {
+        (Some(f), Some(l)) if l < f => {
+            tracing::debug!(first_seen = %f, last_seen = %l, "last_seen before first_seen dropped");
+            (Some(f), None)
+        }
+        other => other,
     }
 }
 
@@ -341,6 +430,9 @@ mod tests {
             filename: None,
             comment: None,
             tags: vec!["tl€p:red".into(), "tlp:".into()],
+            first_seen: None,
+            last_seen: None,
+            valid_until: None,
             context: Arc::new(IndicatorContext {
                 tags: vec!["TLP:AMBER".into()],
                 ..IndicatorContext::default()
@@ -349,6 +441,31 @@ mod tests {
         assert_eq!(indicator.tlp(), Some("AMBER"));
         indicator.tags.push("tlp:red".into());
         assert_eq!(indicator.tlp(), Some("red"));
+    }
+
+    #[test]
+    fn techniques_are_read_from_tags_and_ids() {
+        let tags = [
+            "misp-galaxy:mitre-attack-pattern=\"Spearphishing Attachment - T1193\"",
+            "T1566.001",
+            "mitre-attack:T1193",
+            "NOT1234X",
+            "T12345",
+        ];
+        assert_eq!(attack_techniques(tags), vec!["T1193", "T1566.001"]);
+    }
+
+    #[test]
+    fn seen_times_accept_both_spellings_and_drop_nonsense() {
+        let (first, last) = seen_window(Some("2024-01-02T03:04:05.000000+00:00"), Some("0"));
+        assert_eq!(first.map(|t| t.timestamp()), Some(1_704_164_645));
+        assert_eq!(last, None);
+        let (first, last) = seen_window(Some("1704164645"), Some("2023-01-01T00:00:00Z"));
+        assert!(first.is_some());
+        assert_eq!(last, None, "a last_seen before first_seen is dropped");
+        let (_, last) = seen_window(Some("2023-01-01 00:00:00"), Some("2024-01-01T00:00:00Z"));
+        assert!(last.is_some());
+        assert_eq!(parse_time("yesterday"), None);
     }
 
     #[test]

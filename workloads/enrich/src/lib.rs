@@ -10,16 +10,24 @@
 //!
 //! See `docs/intel.md` for the matching rules and the limitations.
 
+pub mod allowlist;
 pub mod ecs;
+pub mod http;
 pub mod indicator;
+pub mod list;
 pub mod misp;
+pub mod misp_api;
+pub mod normalise;
 pub mod stage;
+pub mod stix;
 pub mod store;
+pub mod taxii;
 
+pub use allowlist::Allowlist;
 pub use indicator::{Indicator, IndicatorContext, ThreatLevel};
 pub use misp::{load_misp_feed_dir, EventError, LoadError, LoadReport, SkipReason};
 pub use stage::{
     enrich_detection, run_enrich, run_enrich_on, subscribe_detections, DeadLetter, EnrichError,
     EnrichReport, EnrichStats, Enriched,
 };
-pub use store::{Hit, IndicatorStore, UnindexableIndicator};
+pub use store::{Hit, IndicatorStore, Inserted, UnindexableIndicator, Via};

@@ -28,10 +28,11 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::indicator::{
-    normalise_domain, normalise_email, normalise_hash, normalise_ip_or_network, normalise_url,
-    Indicator, IndicatorContext, IpOrNetwork, ThreatLevel,
+    attack_techniques, normalise_domain, normalise_email, normalise_hash, normalise_url,
+    seen_window, Indicator, IndicatorContext, IpOrNetwork, ThreatLevel,
 };
-use crate::store::IndicatorStore;
+use crate::normalise;
+use crate::store::{IndicatorStore, Inserted};
 
 /// The whole feed could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -167,6 +168,9 @@ pub struct LoadReport {
     pub attributes: u64,
     /// Indicators added; `domain|ip` adds two for one attribute.
     pub indicators: u64,
+    /// Indicators not added because the feed listed them already (same event, type
+    /// and value).
+    pub duplicates: u64,
     /// Attributes that gave no indicator, by reason.
     pub skipped: BTreeMap<SkipReason, u64>,
     /// Attributes with `to_ids` set but of an unsupported type, by type.
@@ -240,9 +244,9 @@ fn read_manifest(path: &Path) -> Result<Map<String, Value>, LoadError> {
 }
 
 /// One event read from its file, with the manifest entry as a fallback for its context.
-struct LoadedEvent {
-    context: Arc<IndicatorContext>,
-    attributes: Vec<Value>,
+pub(crate) struct LoadedEvent {
+    pub(crate) context: Arc<IndicatorContext>,
+    pub(crate) attributes: Vec<Value>,
 }
 
 fn load_event(feed: &str, dir: &Path, uuid: &str, entry: Value) -> Result<LoadedEvent, EventError> {
@@ -297,7 +301,9 @@ fn load_event(feed: &str, dir: &Path, uuid: &str, entry: Value) -> Result<Loaded
         .or(entry.threat_level_id)
         .and_then(ThreatLevel::from_id)
         .unwrap_or_default();
+    let techniques = attack_techniques(tags.iter().map(String::as_str));
     let context = IndicatorContext {
+        techniques,
         feed: feed.to_owned(),
         reference: Some(event.uuid.unwrap_or_else(|| uuid.to_owned())),
         info: event.info.or(entry.info),
@@ -317,7 +323,7 @@ fn load_event(feed: &str, dir: &Path, uuid: &str, entry: Value) -> Result<Loaded
     })
 }
 
-fn add_event(store: &mut IndicatorStore, report: &mut LoadReport, event: LoadedEvent) {
+pub(crate) fn add_event(store: &mut IndicatorStore, report: &mut LoadReport, event: LoadedEvent) {
     for raw in event.attributes {
         report.attributes += 1;
         let attribute = match Attribute::deserialize(raw) {
@@ -331,7 +337,8 @@ fn add_event(store: &mut IndicatorStore, report: &mut LoadReport, event: LoadedE
             Ok(indicators) => {
                 for indicator in indicators {
                     match store.insert(indicator) {
-                        Ok(()) => report.indicators += 1,
+                        Ok(Inserted::Added) => report.indicators += 1,
+                        Ok(Inserted::Duplicate | Inserted::Suppressed) => report.duplicates += 1,
                         // The parsers below only build indexable kinds and values.
                         Err(e) => {
                             tracing::warn!(reason = %e, "indicator not indexed");
@@ -383,6 +390,10 @@ fn attribute_indicators(
             tags.push(tag.clone());
         }
     }
+    let (first_seen, last_seen) = seen_window(
+        attribute.first_seen.as_deref(),
+        attribute.last_seen.as_deref(),
+    );
     Ok(parsed
         .parts
         .into_iter()
@@ -397,6 +408,9 @@ fn attribute_indicators(
             filename: parsed.filename.clone(),
             comment: comment.clone(),
             tags: tags.clone(),
+            first_seen,
+            last_seen,
+            valid_until: None,
             context: Arc::clone(context),
         })
         .collect())
@@ -422,7 +436,7 @@ impl ParsedValue {
 /// last `|`, because a file name may itself contain `|` while a hash, port or address
 /// never does.
 fn parse_value(kind: &str, value: &str) -> Result<ParsedValue, SkipReason> {
-    let composite = || value.rsplit_once('|').ok_or(SkipReason::InvalidValue);
+    let composite = || normalise::split_composite(value).ok_or(SkipReason::InvalidValue);
     match kind {
         "ip-src" | "ip-dst" => ip_part(value).map(ParsedValue::one),
         "ip-src|port" | "ip-dst|port" => {
@@ -484,7 +498,7 @@ fn parse_value(kind: &str, value: &str) -> Result<ParsedValue, SkipReason> {
 }
 
 fn ip_part(raw: &str) -> Result<Part, SkipReason> {
-    match normalise_ip_or_network(raw).ok_or(SkipReason::InvalidValue)? {
+    match normalise::ip_or_network(raw).ok_or(SkipReason::InvalidValue)? {
         IpOrNetwork::Ip(ip) => Ok(Part {
             kind: ObservableKind::Ip,
             value: ip.to_string(),
@@ -597,6 +611,10 @@ struct Attribute {
     tags: Vec<String>,
     #[serde(rename = "Galaxy", default, deserialize_with = "galaxy_tag_names")]
     galaxy_tags: Vec<String>,
+    #[serde(default, deserialize_with = "opt_string")]
+    first_seen: Option<String>,
+    #[serde(default, deserialize_with = "opt_string")]
+    last_seen: Option<String>,
 }
 
 fn list_or_null<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
@@ -616,7 +634,7 @@ where
 }
 
 /// A string, or a number written where a string was expected.
-fn opt_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+pub(crate) fn opt_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
     match Option::<Value>::deserialize(d)? {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s)),
@@ -630,7 +648,7 @@ fn scalar_string<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
 }
 
 /// A number, or its decimal spelling as a string; an empty string is no number.
-fn opt_number<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+pub(crate) fn opt_number<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
     match Option::<Value>::deserialize(d)? {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Number(n)) => Ok(n.as_u64()),
@@ -660,7 +678,7 @@ fn flag<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
 }
 
 /// The names of a `Tag` list; entries without a name are ignored.
-fn tag_names<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+pub(crate) fn tag_names<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
     #[derive(Deserialize)]
     struct Tag {
         #[serde(default, deserialize_with = "opt_string")]
