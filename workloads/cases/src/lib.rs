@@ -3,11 +3,13 @@
 //!
 //! - [`stage`] is the bus loop between enrich and respond, and the grouping rules;
 //! - [`api`] is the axum router, its OpenAPI document and the loopback-only server;
+//! - [`auth`] is access control: API keys, OIDC tokens, roles and TLP ceilings;
 //! - [`metrics`] is the Prometheus registry the API serves on `/metrics`.
 //!
 //! See `docs/cases-api.md` for the endpoints, the grouping rules and the limitations.
 
 pub mod api;
+pub mod auth;
 pub mod metrics;
 pub mod stage;
 

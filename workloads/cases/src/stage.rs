@@ -498,6 +498,11 @@ mod tests {
             first_seen: t(first),
             last_seen: t(last),
             alert_count: 2,
+            tlp: kastell_core::Tlp::Amber,
+            pap: kastell_core::Tlp::Amber,
+            description: String::new(),
+            assignee: None,
+            tags: Vec::new(),
             created_at: t(first),
             updated_at: t(last),
         }

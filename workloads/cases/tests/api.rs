@@ -11,15 +11,21 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::{header, Method, Request, StatusCode};
 use axum::Router;
+use kastell_cases::auth::Role;
 use kastell_cases::{router, ApiState, CaseSettings, Grouper, Metrics};
 use kastell_core::store::{CaseRecord, NewAction};
+use kastell_core::Tlp;
 use kastell_core::{Alert, Bus, CaseEvent, CaseStore, InProcessBus, Subscription, Topic};
 use serde_json::{json, Value};
-use support::{eve_alert, sqlite_store, wazuh_sshd_alert, FailingStore, TR0LLOPE};
+use support::{api_key, eve_alert, sqlite_store, wazuh_sshd_alert, FailingStore, TR0LLOPE};
 use tower::ServiceExt;
 
 struct Api {
+    /// The API as the lead `lead-1` (cleared to RED) calls it, unless a request names
+    /// its own credentials.
     router: Router,
+    /// The key of `responder-1` (AMBER).
+    responder: String,
     store: Arc<dyn CaseStore>,
     case_events: Box<dyn Subscription>,
     metrics: Metrics,
@@ -95,8 +101,11 @@ async fn api() -> Api {
     let case_events = bus.subscribe(Topic::CaseEvents, "respond").await.unwrap();
     let metrics = Metrics::new().unwrap();
     let state = ApiState::new(Arc::clone(&store), bus, metrics.clone());
+    let lead = api_key(&store, "lead-1", Role::Lead, Tlp::Red).await;
+    let responder = api_key(&store, "responder-1", Role::Responder, Tlp::Amber).await;
     Api {
-        router: router(state),
+        router: as_caller(router(state), &lead),
+        responder,
         store,
         case_events,
         metrics,
@@ -106,6 +115,23 @@ async fn api() -> Api {
         approved: approved.id,
         _dir: dir,
     }
+}
+
+/// The router with `key` sent on every request that sends no credentials itself.
+fn as_caller(router: Router, key: &str) -> Router {
+    let value = header::HeaderValue::from_str(&format!("Bearer {key}")).unwrap();
+    router.layer(axum::middleware::map_request(
+        move |mut request: Request<Body>| {
+            let value = value.clone();
+            async move {
+                let headers = request.headers_mut();
+                if !headers.contains_key(header::AUTHORIZATION) {
+                    headers.insert(header::AUTHORIZATION, value);
+                }
+                request
+            }
+        },
+    ))
 }
 
 struct Answer {
@@ -457,15 +483,12 @@ async fn actions_list_by_status_and_case() {
 async fn approving_records_the_actor_and_tells_the_respond_stage() {
     let mut api = api().await;
     let uri = format!("/api/v1/actions/{}/approve", api.pending);
-    let headers = [
-        ("content-type", "application/json"),
-        ("x-kastell-user", "alice@soc.example"),
-    ];
+    let headers = [("content-type", "application/json")];
     let body = r#"{"comment": "C2 confirmed in the pcap"}"#;
     let answer = call(&api.router, Method::POST, &uri, &headers, Some(body)).await;
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
     assert_eq!(answer.body["status"], "approved");
-    assert_eq!(answer.body["decided_by"], "alice@soc.example");
+    assert_eq!(answer.body["decided_by"], "apikey:lead-1");
     assert_eq!(
         next_case_event(&mut api).await,
         Some(CaseEvent::ActionApproved {
@@ -473,7 +496,14 @@ async fn approving_records_the_actor_and_tells_the_respond_stage() {
         })
     );
     let stored = api.store.get_action(api.pending).await.unwrap().unwrap();
-    assert_eq!(stored.decided_by.as_deref(), Some("alice@soc.example"));
+    assert_eq!(stored.decided_by.as_deref(), Some("apikey:lead-1"));
+    let audit = api.store.audit_entries(0, 1000).await.unwrap();
+    let decided = audit.last().unwrap();
+    assert_eq!(decided.action, "action.decide");
+    assert_eq!(decided.actor, "apikey:lead-1");
+    assert_eq!(decided.object_id, api.pending.to_string());
+    assert_eq!(decided.before.as_ref().unwrap()["status"], "pending");
+    assert_eq!(decided.after.as_ref().unwrap()["status"], "approved");
 
     // A second decision conflicts, says why, and announces nothing.
     let again = call(&api.router, Method::POST, &uri, &[], None).await;
@@ -490,14 +520,14 @@ async fn approving_records_the_actor_and_tells_the_respond_stage() {
 }
 
 #[tokio::test]
-async fn a_bare_approval_is_anonymous() {
+async fn a_bare_approval_is_made_by_the_key() {
     let mut api = api().await;
     let uri = format!("/api/v1/actions/{}/approve", api.pending);
     // curl -X POST with `-H 'Content-Type: application/json'` and no body.
     let headers = [("content-type", "application/json")];
     let answer = call(&api.router, Method::POST, &uri, &headers, None).await;
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
-    assert_eq!(answer.body["decided_by"], "anonymous");
+    assert_eq!(answer.body["decided_by"], "apikey:lead-1");
     assert!(matches!(
         next_case_event(&mut api).await,
         Some(CaseEvent::ActionApproved { .. })
@@ -528,12 +558,6 @@ async fn bad_approvals_are_refused_before_deciding() {
         &call(&api.router, Method::POST, &uri, &form, Some("comment=x")).await,
         StatusCode::UNSUPPORTED_MEDIA_TYPE,
         "unsupported_media_type",
-    );
-    let blank_user = [("x-kastell-user", "  ")];
-    error(
-        &call(&api.router, Method::POST, &uri, &blank_user, None).await,
-        StatusCode::BAD_REQUEST,
-        "invalid_header",
     );
     error(
         &post_json(&api.router, "/api/v1/actions/424242/approve", "{}").await,
@@ -575,9 +599,10 @@ async fn rejecting_needs_a_reason_and_announces_nothing() {
         "invalid_body",
     );
 
+    let bearer = format!("Bearer {}", api.responder);
     let headers = [
         ("content-type", "application/json"),
-        ("x-kastell-user", "bob"),
+        ("authorization", bearer.as_str()),
     ];
     let body = r#"{"reason": "67.205.184.237 is the customer's proxy"}"#;
     let answer = call(&api.router, Method::POST, &uri, &headers, Some(body)).await;
@@ -587,7 +612,7 @@ async fn rejecting_needs_a_reason_and_announces_nothing() {
         answer.body["reason"],
         "67.205.184.237 is the customer's proxy"
     );
-    assert_eq!(answer.body["decided_by"], "bob");
+    assert_eq!(answer.body["decided_by"], "apikey:responder-1");
     assert_eq!(next_case_event(&mut api).await, None);
 
     // The approval-free action was never pending.
@@ -633,13 +658,17 @@ async fn unknown_routes_and_methods_answer_in_the_error_shape() {
 #[tokio::test]
 async fn a_failing_store_answers_503_but_the_process_is_alive() {
     let (_dir, inner) = sqlite_store().await;
+    let key = api_key(&inner, "analyst-1", Role::Analyst, Tlp::Amber).await;
     let store: Arc<dyn CaseStore> = Arc::new(FailingStore {
         inner,
         rule_id: String::new(),
         all: true,
     });
     let bus: Arc<dyn Bus> = Arc::new(InProcessBus::new(4));
-    let router = router(ApiState::new(store, bus, Metrics::new().unwrap()));
+    let router = as_caller(
+        router(ApiState::new(store, bus, Metrics::new().unwrap())),
+        &key,
+    );
     let answer = get(&router, "/api/v1/cases").await;
     let message = error(
         &answer,
@@ -668,11 +697,12 @@ async fn an_approval_the_bus_cannot_carry_is_reported() {
         bus,
         Metrics::new().unwrap(),
     ));
+    let bearer = format!("Bearer {}", api.responder);
     let answer = call(
         &router,
         Method::POST,
         &format!("/api/v1/actions/{}/approve", api.pending),
-        &[],
+        &[("authorization", bearer.as_str())],
         None,
     )
     .await;

@@ -2,13 +2,15 @@
 //! exchange, the bus that carries them and the store that keeps cases.
 
 pub mod alert;
+pub mod audit;
 pub mod bus;
 pub mod event;
 pub mod store;
 
 pub use alert::{Alert, CaseEvent, Detection, IntelMatch, Level, RuleRef, RuleSource};
+pub use audit::{AuditEntry, Verdict};
 pub use bus::{
     error_chain, Bus, BusError, DeadLetter, Delivery, InProcessBus, Message, Subscription, Topic,
 };
 pub use event::{Event, Observable, ObservableKind};
-pub use store::{CaseStore, SqliteStore, StoreError};
+pub use store::{CaseStore, SqliteStore, StoreError, Tlp};

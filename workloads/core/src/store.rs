@@ -13,6 +13,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Row, SqlitePool};
 
 use crate::alert::{Alert, Level};
+use crate::audit::{self, AuditEntry, Change, SYSTEM_ACTOR};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -42,6 +43,8 @@ pub enum StoreError {
     NotFound { kind: &'static str, id: String },
     #[error("action {id} is {status}, only a pending action can be decided")]
     NotPending { id: i64, status: ActionStatus },
+    #[error("{reason}")]
+    Conflict { reason: String },
 }
 
 fn query_err(what: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
@@ -95,6 +98,48 @@ macro_rules! text_enum {
 }
 
 text_enum!(CaseStatus { Open => "open", InProgress => "in_progress", Closed => "closed" });
+
+/// The Traffic Light Protocol 2.0 levels, least to most restricted; also used for PAP.
+/// Stored as their rank, as TheHive numbers them (0 clear … 4 red).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Tlp {
+    #[serde(rename = "clear")]
+    Clear = 0,
+    #[serde(rename = "green")]
+    Green = 1,
+    #[serde(rename = "amber")]
+    Amber = 2,
+    #[serde(rename = "amber+strict")]
+    AmberStrict = 3,
+    #[serde(rename = "red")]
+    Red = 4,
+}
+
+text_enum!(Tlp {
+    Clear => "clear",
+    Green => "green",
+    Amber => "amber",
+    AmberStrict => "amber+strict",
+    Red => "red",
+});
+
+impl Tlp {
+    pub const ALL: [Tlp; 5] = [
+        Tlp::Clear,
+        Tlp::Green,
+        Tlp::Amber,
+        Tlp::AmberStrict,
+        Tlp::Red,
+    ];
+
+    pub fn rank(self) -> i64 {
+        self as i64
+    }
+
+    pub fn from_rank(rank: i64) -> Option<Tlp> {
+        Tlp::ALL.into_iter().find(|tlp| tlp.rank() == rank)
+    }
+}
 text_enum!(ActionStatus {
     Pending => "pending",
     Approved => "approved",
@@ -125,8 +170,42 @@ pub struct CaseRecord {
     pub first_seen: DateTime<Utc>,
     pub last_seen: DateTime<Utc>,
     pub alert_count: i64,
+    pub tlp: Tlp,
+    pub pap: Tlp,
+    pub description: String,
+    pub assignee: Option<String>,
+    pub tags: Vec<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+/// The fields of a case a person may change; `None` leaves a field as it is, and
+/// `assignee: Some(None)` unassigns.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CaseUpdate {
+    pub title: Option<String>,
+    pub description: Option<String>,
+    pub severity: Option<Level>,
+    pub tlp: Option<Tlp>,
+    pub pap: Option<Tlp>,
+    pub status: Option<CaseStatus>,
+    pub assignee: Option<Option<String>>,
+    pub tags: Option<Vec<String>>,
+}
+
+/// A stored API key: everything but the key, of which only the argon2 hash is kept.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiKeyRecord {
+    /// The public part of the key (`kst_<id>_<secret>`), to find its hash.
+    pub id: String,
+    pub name: String,
+    pub role: String,
+    /// The most restricted TLP the key may read.
+    pub tlp: Tlp,
+    /// The argon2 PHC string of the secret.
+    #[serde(skip_serializing)]
+    pub hash: String,
+    pub created_at: DateTime<Utc>,
 }
 
 /// What is needed to open a case for its first alert.
@@ -182,6 +261,8 @@ pub struct AlertFilter {
     pub case_id: Option<i64>,
     pub since: Option<DateTime<Utc>>,
     pub until: Option<DateTime<Utc>>,
+    /// Leaves out alerts of cases above this TLP.
+    pub max_tlp: Option<Tlp>,
     pub limit: Option<i64>,
     pub offset: Option<i64>,
 }
@@ -189,6 +270,8 @@ pub struct AlertFilter {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CaseFilter {
     pub status: Option<CaseStatus>,
+    /// Leaves out cases above this TLP.
+    pub max_tlp: Option<Tlp>,
     pub limit: Option<i64>,
     pub offset: Option<i64>,
 }
@@ -197,11 +280,14 @@ pub struct CaseFilter {
 pub struct ActionFilter {
     pub status: Option<ActionStatus>,
     pub case_id: Option<i64>,
+    /// Leaves out actions of cases above this TLP.
+    pub max_tlp: Option<Tlp>,
 }
 
 /// The store the cases and respond stages share. Implementations must make
 /// [`CaseStore::insert_alert`] and [`CaseStore::create_action`] idempotent, because a
-/// durable bus redelivers messages.
+/// durable bus redelivers messages, and must append an [`AuditEntry`] for every change
+/// in the change's own transaction, chained as [`crate::audit`] describes.
 #[async_trait]
 pub trait CaseStore: Send + Sync {
     /// Stores an alert; `false` when an alert with that id was stored before.
@@ -239,6 +325,21 @@ pub trait CaseStore: Send + Sync {
         status: ActionStatus,
         result: &Value,
     ) -> Result<ActionRecord, StoreError>;
+
+    /// Changes a case's fields as `by`; an update that changes nothing is not audited.
+    async fn update_case(
+        &self,
+        id: i64,
+        update: &CaseUpdate,
+        by: &str,
+    ) -> Result<CaseRecord, StoreError>;
+
+    /// Stores a new API key; a name already taken is a [`StoreError::Conflict`].
+    async fn create_api_key(&self, key: &ApiKeyRecord, by: &str) -> Result<(), StoreError>;
+    async fn get_api_key(&self, id: &str) -> Result<Option<ApiKeyRecord>, StoreError>;
+
+    /// Audit entries with `seq` greater than `after`, in order, at most `limit`.
+    async fn audit_entries(&self, after: i64, limit: i64) -> Result<Vec<AuditEntry>, StoreError>;
 }
 
 /// The embedded store: one SQLite file in the data directory.
@@ -331,6 +432,13 @@ fn alert_from_row(row: &SqliteRow) -> Result<AlertRecord, StoreError> {
 }
 
 fn case_from_row(row: &SqliteRow) -> Result<CaseRecord, StoreError> {
+    let rank = |column: &str| -> Result<Tlp, StoreError> {
+        let rank: i64 = row.get(column);
+        Tlp::from_rank(rank).ok_or_else(|| StoreError::Corrupt {
+            what: "case tlp or pap",
+            reason: format!("{column} rank {rank} is not 0 to 4"),
+        })
+    };
     Ok(CaseRecord {
         id: row.get("id"),
         title: row.get("title"),
@@ -342,6 +450,11 @@ fn case_from_row(row: &SqliteRow) -> Result<CaseRecord, StoreError> {
         first_seen: parse_ts("case first_seen", row.get("first_seen"))?,
         last_seen: parse_ts("case last_seen", row.get("last_seen"))?,
         alert_count: row.get("alert_count"),
+        tlp: rank("tlp")?,
+        pap: rank("pap")?,
+        description: row.get("description"),
+        assignee: row.get("assignee"),
+        tags: parse_json("case tags", row.get("tags"))?,
         created_at: parse_ts("case created_at", row.get("created_at"))?,
         updated_at: parse_ts("case updated_at", row.get("updated_at"))?,
     })
@@ -369,19 +482,234 @@ fn action_from_row(row: &SqliteRow) -> Result<ActionRecord, StoreError> {
     })
 }
 
-impl SqliteStore {
-    async fn require_case(&self, id: i64) -> Result<CaseRecord, StoreError> {
-        self.get_case(id).await?.ok_or(StoreError::NotFound {
+fn api_key_from_row(row: &SqliteRow) -> Result<ApiKeyRecord, StoreError> {
+    let rank: i64 = row.get("tlp");
+    Ok(ApiKeyRecord {
+        id: row.get("id"),
+        name: row.get("name"),
+        role: row.get("role"),
+        tlp: Tlp::from_rank(rank).ok_or_else(|| StoreError::Corrupt {
+            what: "api key tlp",
+            reason: format!("rank {rank} is not 0 to 4"),
+        })?,
+        hash: row.get("hash"),
+        created_at: parse_ts("api key created_at", row.get("created_at"))?,
+    })
+}
+
+fn audit_from_row(row: &SqliteRow) -> Result<AuditEntry, StoreError> {
+    let state = |column: &str| -> Result<Option<Value>, StoreError> {
+        let raw: Option<String> = row.get(column);
+        raw.map(|raw| parse_json("audit state", &raw)).transpose()
+    };
+    Ok(AuditEntry {
+        seq: row.get("seq"),
+        at: row.get("at"),
+        actor: row.get("actor"),
+        action: row.get("action"),
+        object_kind: row.get("object_kind"),
+        object_id: row.get("object_id"),
+        before: state("before")?,
+        after: state("after")?,
+        before_digest: row.get("before_digest"),
+        after_digest: row.get("after_digest"),
+        prev_hash: row.get("prev_hash"),
+        hash: row.get("hash"),
+    })
+}
+
+fn to_state<T: Serialize>(what: &'static str, value: &T) -> Result<Value, StoreError> {
+    serde_json::to_value(value).map_err(|e| StoreError::Corrupt {
+        what,
+        reason: e.to_string(),
+    })
+}
+
+/// What the audit log keeps of a new alert: enough to identify it, not its whole event,
+/// which stays in the alerts table unchanged.
+fn alert_state(alert: &Alert) -> Value {
+    serde_json::json!({
+        "id": alert.id,
+        "rule_id": alert.rule.id,
+        "rule_title": alert.rule.title,
+        "level": alert.rule.level.as_str(),
+        "host": alert.host,
+        "timestamp": ts(alert.timestamp),
+    })
+}
+
+type Tx = sqlx::Transaction<'static, sqlx::Sqlite>;
+
+/// Appends one change to the audit chain inside the change's transaction. The
+/// transaction must hold the write lock (see [`SqliteStore::write_tx`]) so that no other
+/// writer appends between reading the last hash and inserting.
+async fn append_audit(tx: &mut Tx, change: Change) -> Result<(), StoreError> {
+    let last = sqlx::query("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
+        .fetch_optional(&mut **tx)
+        .await
+        .map_err(query_err("read the audit chain's head"))?;
+    let (seq, prev_hash) = match last {
+        Some(row) => (row.get::<i64, _>("seq") + 1, row.get::<String, _>("hash")),
+        None => (1, audit::GENESIS.to_owned()),
+    };
+    let mut entry = AuditEntry {
+        seq,
+        at: ts(Utc::now()),
+        actor: change.actor,
+        action: change.action.to_owned(),
+        object_kind: change.object_kind.to_owned(),
+        object_id: change.object_id,
+        before_digest: change.before.as_ref().map(audit::digest),
+        after_digest: change.after.as_ref().map(audit::digest),
+        before: change.before,
+        after: change.after,
+        prev_hash,
+        hash: String::new(),
+    };
+    entry.hash = entry.computed_hash();
+    sqlx::query(
+        "INSERT INTO audit_log (seq, at, actor, action, object_kind, object_id, before, \
+         after, before_digest, after_digest, prev_hash, hash) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(entry.seq)
+    .bind(&entry.at)
+    .bind(&entry.actor)
+    .bind(&entry.action)
+    .bind(&entry.object_kind)
+    .bind(&entry.object_id)
+    .bind(entry.before.as_ref().map(audit::canonical_json))
+    .bind(entry.after.as_ref().map(audit::canonical_json))
+    .bind(&entry.before_digest)
+    .bind(&entry.after_digest)
+    .bind(&entry.prev_hash)
+    .bind(&entry.hash)
+    .execute(&mut **tx)
+    .await
+    .map_err(query_err("append to the audit log"))?;
+    Ok(())
+}
+
+async fn fetch_case(tx: &mut Tx, id: i64) -> Result<CaseRecord, StoreError> {
+    sqlx::query("SELECT * FROM cases WHERE id = ?")
+        .bind(id)
+        .fetch_optional(&mut **tx)
+        .await
+        .map_err(query_err("get case"))?
+        .as_ref()
+        .map(case_from_row)
+        .transpose()?
+        .ok_or(StoreError::NotFound {
             kind: "case",
             id: id.to_string(),
         })
-    }
+}
 
-    async fn require_action(&self, id: i64) -> Result<ActionRecord, StoreError> {
-        self.get_action(id).await?.ok_or(StoreError::NotFound {
+async fn fetch_action(tx: &mut Tx, id: i64) -> Result<ActionRecord, StoreError> {
+    sqlx::query("SELECT * FROM actions WHERE id = ?")
+        .bind(id)
+        .fetch_optional(&mut **tx)
+        .await
+        .map_err(query_err("get action"))?
+        .as_ref()
+        .map(action_from_row)
+        .transpose()?
+        .ok_or(StoreError::NotFound {
             kind: "action",
             id: id.to_string(),
         })
+}
+
+fn case_change(
+    actor: &str,
+    action: &'static str,
+    before: Option<&CaseRecord>,
+    after: &CaseRecord,
+) -> Result<Change, StoreError> {
+    Ok(Change {
+        actor: actor.to_owned(),
+        action,
+        object_kind: "case",
+        object_id: after.id.to_string(),
+        before: before.map(|case| to_state("case", case)).transpose()?,
+        after: Some(to_state("case", after)?),
+    })
+}
+
+fn action_change(
+    actor: &str,
+    action: &'static str,
+    before: Option<&ActionRecord>,
+    after: &ActionRecord,
+) -> Result<Change, StoreError> {
+    Ok(Change {
+        actor: actor.to_owned(),
+        action,
+        object_kind: "action",
+        object_id: after.id.to_string(),
+        before: before.map(|a| to_state("action", a)).transpose()?,
+        after: Some(to_state("action", after)?),
+    })
+}
+
+/// The case with `update` applied.
+fn apply_update(case: &CaseRecord, update: &CaseUpdate) -> CaseRecord {
+    let mut next = case.clone();
+    if let Some(title) = &update.title {
+        next.title = title.clone();
+    }
+    if let Some(description) = &update.description {
+        next.description = description.clone();
+    }
+    if let Some(severity) = update.severity {
+        next.severity = severity;
+    }
+    if let Some(tlp) = update.tlp {
+        next.tlp = tlp;
+    }
+    if let Some(pap) = update.pap {
+        next.pap = pap;
+    }
+    if let Some(status) = update.status {
+        next.status = status;
+    }
+    if let Some(assignee) = &update.assignee {
+        next.assignee = assignee.clone();
+    }
+    if let Some(tags) = &update.tags {
+        next.tags = tags.clone();
+    }
+    next
+}
+
+/// The SQL condition keeping rows whose case (column `case_column`) is at most `tlp`.
+fn push_tlp_ceiling(
+    sql: &mut sqlx::QueryBuilder<sqlx::Sqlite>,
+    case_column: &str,
+    tlp: Option<Tlp>,
+    nullable: bool,
+) {
+    let Some(tlp) = tlp else { return };
+    sql.push(" AND (");
+    if nullable {
+        sql.push(case_column).push(" IS NULL OR ");
+    }
+    sql.push(case_column)
+        .push(" IN (SELECT id FROM cases WHERE tlp <= ")
+        .push_bind(tlp.rank())
+        .push("))");
+}
+
+impl SqliteStore {
+    /// A transaction holding SQLite's write lock from its start: each change reads the
+    /// audit chain's head and the object's state before writing, and a deferred
+    /// transaction could read them before another writer commits (and then fail to
+    /// upgrade). PostgreSQL would take `LOCK TABLE audit_log` instead.
+    async fn write_tx(&self) -> Result<Tx, StoreError> {
+        self.pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(query_err("begin"))
     }
 }
 
@@ -392,6 +720,7 @@ impl CaseStore for SqliteStore {
             what: "alert",
             reason: e.to_string(),
         })?;
+        let mut tx = self.write_tx().await?;
         let done = sqlx::query(
             "INSERT INTO alerts (id, rule_id, rule_title, level, level_rank, host, sensor, \
              timestamp, detected_at, intel_count, body) \
@@ -408,10 +737,23 @@ impl CaseStore for SqliteStore {
         .bind(ts(alert.detected_at))
         .bind(alert.intel.len() as i64)
         .bind(body)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(query_err("insert alert"))?;
-        Ok(done.rows_affected() == 1)
+        let inserted = done.rows_affected() == 1;
+        if inserted {
+            let change = Change {
+                actor: SYSTEM_ACTOR.to_owned(),
+                action: "alert.create",
+                object_kind: "alert",
+                object_id: alert.id.clone(),
+                before: None,
+                after: Some(alert_state(alert)),
+            };
+            append_audit(&mut tx, change).await?;
+        }
+        tx.commit().await.map_err(query_err("commit"))?;
+        Ok(inserted)
     }
 
     async fn get_alert(&self, id: &str) -> Result<Option<AlertRecord>, StoreError> {
@@ -443,6 +785,7 @@ impl CaseStore for SqliteStore {
         if let Some(until) = filter.until {
             sql.push(" AND timestamp < ").push_bind(ts(until));
         }
+        push_tlp_ceiling(&mut sql, "case_id", filter.max_tlp, true);
         sql.push(" ORDER BY timestamp, id LIMIT ")
             .push_bind(filter.limit.unwrap_or(-1))
             .push(" OFFSET ")
@@ -476,7 +819,7 @@ impl CaseStore for SqliteStore {
 
     async fn open_case(&self, new: &NewCase, first: &Alert) -> Result<CaseRecord, StoreError> {
         let now = ts(Utc::now());
-        let mut tx = self.pool.begin().await.map_err(query_err("begin"))?;
+        let mut tx = self.write_tx().await?;
         let id: i64 = sqlx::query(
             "INSERT INTO cases (title, severity, group_key, rule_id, host, first_seen, \
              last_seen, alert_count, created_at, updated_at) \
@@ -501,16 +844,20 @@ impl CaseStore for SqliteStore {
             .execute(&mut *tx)
             .await
             .map_err(query_err("link first alert"))?;
+        let case = fetch_case(&mut tx, id).await?;
+        let mut change = case_change(SYSTEM_ACTOR, "case.open", None, &case)?;
+        change.after = Some(serde_json::json!({"case": change.after, "alert_id": first.id}));
+        append_audit(&mut tx, change).await?;
         tx.commit().await.map_err(query_err("commit"))?;
-        self.require_case(id).await
+        Ok(case)
     }
 
     async fn attach_alert(&self, case_id: i64, alert: &Alert) -> Result<CaseRecord, StoreError> {
-        let case = self.require_case(case_id).await?;
+        let mut tx = self.write_tx().await?;
+        let case = fetch_case(&mut tx, case_id).await?;
         let severity = case.severity.max(alert.rule.level);
         let first_seen = case.first_seen.min(alert.timestamp);
         let last_seen = case.last_seen.max(alert.timestamp);
-        let mut tx = self.pool.begin().await.map_err(query_err("begin"))?;
         sqlx::query("UPDATE alerts SET case_id = ? WHERE id = ?")
             .bind(case_id)
             .bind(&alert.id)
@@ -531,8 +878,12 @@ impl CaseStore for SqliteStore {
         .execute(&mut *tx)
         .await
         .map_err(query_err("update case"))?;
+        let after = fetch_case(&mut tx, case_id).await?;
+        let mut change = case_change(SYSTEM_ACTOR, "case.attach_alert", Some(&case), &after)?;
+        change.after = Some(serde_json::json!({"case": change.after, "alert_id": alert.id}));
+        append_audit(&mut tx, change).await?;
         tx.commit().await.map_err(query_err("commit"))?;
-        self.require_case(case_id).await
+        Ok(after)
     }
 
     async fn get_case(&self, id: i64) -> Result<Option<CaseRecord>, StoreError> {
@@ -550,6 +901,9 @@ impl CaseStore for SqliteStore {
         let mut sql = sqlx::QueryBuilder::new("SELECT * FROM cases WHERE 1 = 1");
         if let Some(status) = filter.status {
             sql.push(" AND status = ").push_bind(status.as_str());
+        }
+        if let Some(tlp) = filter.max_tlp {
+            sql.push(" AND tlp <= ").push_bind(tlp.rank());
         }
         sql.push(" ORDER BY id LIMIT ")
             .push_bind(filter.limit.unwrap_or(-1))
@@ -570,6 +924,7 @@ impl CaseStore for SqliteStore {
         } else {
             ActionStatus::Approved
         };
+        let mut tx = self.write_tx().await?;
         let inserted = sqlx::query(
             "INSERT INTO actions (case_id, alert_id, playbook, step, step_type, \
              approval_required, status, params, created_at, updated_at) \
@@ -586,20 +941,25 @@ impl CaseStore for SqliteStore {
         .bind(new.params.to_string())
         .bind(&now)
         .bind(&now)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *tx)
         .await
         .map_err(query_err("create action"))?;
         if let Some(row) = inserted {
-            return Ok((self.require_action(row.get("id")).await?, true));
+            let action = fetch_action(&mut tx, row.get("id")).await?;
+            let change = action_change(SYSTEM_ACTOR, "action.create", None, &action)?;
+            append_audit(&mut tx, change).await?;
+            tx.commit().await.map_err(query_err("commit"))?;
+            return Ok((action, true));
         }
         let existing =
             sqlx::query("SELECT * FROM actions WHERE playbook = ? AND step = ? AND alert_id = ?")
                 .bind(&new.playbook)
                 .bind(&new.step)
                 .bind(&new.alert_id)
-                .fetch_one(&self.pool)
+                .fetch_one(&mut *tx)
                 .await
                 .map_err(query_err("find existing action"))?;
+        tx.commit().await.map_err(query_err("commit"))?;
         Ok((action_from_row(&existing)?, false))
     }
 
@@ -622,6 +982,7 @@ impl CaseStore for SqliteStore {
         if let Some(case_id) = filter.case_id {
             sql.push(" AND case_id = ").push_bind(case_id);
         }
+        push_tlp_ceiling(&mut sql, "case_id", filter.max_tlp, false);
         sql.push(" ORDER BY id");
         let rows = sql
             .build()
@@ -641,28 +1002,36 @@ impl CaseStore for SqliteStore {
             Decision::Approve => (ActionStatus::Approved, None),
             Decision::Reject { reason } => (ActionStatus::Rejected, Some(reason.as_str())),
         };
-        // The status guard in the WHERE clause makes two concurrent decisions safe: only
-        // one of them finds the action still pending.
-        let changed = sqlx::query(
+        // The write lock taken at the start makes two concurrent decisions safe: the
+        // second one reads the action after the first committed.
+        let mut tx = self.write_tx().await?;
+        let before = fetch_action(&mut tx, id).await?;
+        if before.status != ActionStatus::Pending {
+            return Err(StoreError::NotPending {
+                id,
+                status: before.status,
+            });
+        }
+        sqlx::query(
             "UPDATE actions SET status = ?, reason = ?, decided_by = ?, updated_at = ? \
-             WHERE id = ? AND status = 'pending'",
+             WHERE id = ?",
         )
         .bind(status.as_str())
         .bind(reason)
         .bind(by)
         .bind(ts(Utc::now()))
         .bind(id)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(query_err("decide action"))?;
-        let action = self.require_action(id).await?;
-        if changed.rows_affected() == 0 {
-            return Err(StoreError::NotPending {
-                id,
-                status: action.status,
-            });
-        }
-        Ok(action)
+        let after = fetch_action(&mut tx, id).await?;
+        append_audit(
+            &mut tx,
+            action_change(by, "action.decide", Some(&before), &after)?,
+        )
+        .await?;
+        tx.commit().await.map_err(query_err("commit"))?;
+        Ok(after)
     }
 
     async fn finish_action(
@@ -671,22 +1040,124 @@ impl CaseStore for SqliteStore {
         status: ActionStatus,
         result: &Value,
     ) -> Result<ActionRecord, StoreError> {
-        let changed =
-            sqlx::query("UPDATE actions SET status = ?, result = ?, updated_at = ? WHERE id = ?")
-                .bind(status.as_str())
-                .bind(result.to_string())
-                .bind(ts(Utc::now()))
-                .bind(id)
-                .execute(&self.pool)
-                .await
-                .map_err(query_err("finish action"))?;
-        if changed.rows_affected() == 0 {
-            return Err(StoreError::NotFound {
-                kind: "action",
-                id: id.to_string(),
-            });
+        let mut tx = self.write_tx().await?;
+        let before = fetch_action(&mut tx, id).await?;
+        sqlx::query("UPDATE actions SET status = ?, result = ?, updated_at = ? WHERE id = ?")
+            .bind(status.as_str())
+            .bind(result.to_string())
+            .bind(ts(Utc::now()))
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(query_err("finish action"))?;
+        let after = fetch_action(&mut tx, id).await?;
+        append_audit(
+            &mut tx,
+            action_change(SYSTEM_ACTOR, "action.finish", Some(&before), &after)?,
+        )
+        .await?;
+        tx.commit().await.map_err(query_err("commit"))?;
+        Ok(after)
+    }
+
+    async fn update_case(
+        &self,
+        id: i64,
+        update: &CaseUpdate,
+        by: &str,
+    ) -> Result<CaseRecord, StoreError> {
+        let mut tx = self.write_tx().await?;
+        let before = fetch_case(&mut tx, id).await?;
+        let next = apply_update(&before, update);
+        if next == before {
+            return Ok(before);
         }
-        self.require_action(id).await
+        let tags = serde_json::to_string(&next.tags).map_err(|e| StoreError::Corrupt {
+            what: "case tags",
+            reason: e.to_string(),
+        })?;
+        sqlx::query(
+            "UPDATE cases SET title = ?, description = ?, severity = ?, tlp = ?, pap = ?, \
+             status = ?, assignee = ?, tags = ?, updated_at = ? WHERE id = ?",
+        )
+        .bind(&next.title)
+        .bind(&next.description)
+        .bind(next.severity.as_str())
+        .bind(next.tlp.rank())
+        .bind(next.pap.rank())
+        .bind(next.status.as_str())
+        .bind(&next.assignee)
+        .bind(tags)
+        .bind(ts(Utc::now()))
+        .bind(id)
+        .execute(&mut *tx)
+        .await
+        .map_err(query_err("update case"))?;
+        let after = fetch_case(&mut tx, id).await?;
+        append_audit(
+            &mut tx,
+            case_change(by, "case.update", Some(&before), &after)?,
+        )
+        .await?;
+        tx.commit().await.map_err(query_err("commit"))?;
+        Ok(after)
+    }
+
+    async fn create_api_key(&self, key: &ApiKeyRecord, by: &str) -> Result<(), StoreError> {
+        let mut tx = self.write_tx().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO api_keys (id, name, role, tlp, hash, created_at) \
+             VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&key.id)
+        .bind(&key.name)
+        .bind(&key.role)
+        .bind(key.tlp.rank())
+        .bind(&key.hash)
+        .bind(ts(key.created_at))
+        .execute(&mut *tx)
+        .await;
+        if let Err(sqlx::Error::Database(error)) = &inserted {
+            if error.is_unique_violation() {
+                return Err(StoreError::Conflict {
+                    reason: format!("an API key named {:?} exists already", key.name),
+                });
+            }
+        }
+        inserted.map_err(query_err("create api key"))?;
+        let change = Change {
+            actor: by.to_owned(),
+            action: "apikey.create",
+            object_kind: "apikey",
+            object_id: key.id.clone(),
+            before: None,
+            // The record without its hash (`skip_serializing`).
+            after: Some(to_state("api key", key)?),
+        };
+        append_audit(&mut tx, change).await?;
+        tx.commit().await.map_err(query_err("commit"))?;
+        Ok(())
+    }
+
+    async fn get_api_key(&self, id: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
+        sqlx::query("SELECT * FROM api_keys WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(query_err("get api key"))?
+            .as_ref()
+            .map(api_key_from_row)
+            .transpose()
+    }
+
+    async fn audit_entries(&self, after: i64, limit: i64) -> Result<Vec<AuditEntry>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM audit_log WHERE seq > ? ORDER BY seq LIMIT ?")
+            .bind(after)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(query_err("read the audit log"))?;
+        rows.iter().map(audit_from_row).collect()
     }
 }
 
@@ -827,5 +1298,111 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(done.result, Some(json!({"status": 200})));
+        let actions: Vec<String> = store
+            .audit_entries(0, 100)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|entry| format!("{} {}", entry.actor, entry.action))
+            .collect();
+        assert_eq!(
+            actions,
+            [
+                "system:kastell alert.create",
+                "system:kastell case.open",
+                "system:kastell action.create",
+                "alice action.decide",
+                "system:kastell action.finish",
+            ]
+        );
+    }
+
+    /// A store with five audited changes: an alert, its case, and three case updates.
+    async fn audited_store() -> (tempfile::TempDir, SqliteStore) {
+        let (dir, store) = store().await;
+        let a = alert("r1", "h", "2024-01-01T10:00:00Z", Level::High);
+        store.insert_alert(&a).await.unwrap();
+        let new = NewCase {
+            title: "t".into(),
+            group_key: "k".into(),
+            rule_id: "r1".into(),
+            host: None,
+        };
+        let case = store.open_case(&new, &a).await.unwrap();
+        for title in ["one", "two", "three"] {
+            let update = CaseUpdate {
+                title: Some(title.into()),
+                ..Default::default()
+            };
+            store.update_case(case.id, &update, "bob").await.unwrap();
+        }
+        (dir, store)
+    }
+
+    async fn verdict(store: &SqliteStore) -> audit::Verdict {
+        audit::verify(&store.audit_entries(0, i64::MAX).await.unwrap())
+    }
+
+    async fn tamper(store: &SqliteStore, sql: &'static str) {
+        sqlx::query(sql).execute(&store.pool).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn case_updates_are_audited_with_before_and_after() {
+        let (_dir, store) = audited_store().await;
+        assert_eq!(verdict(&store).await, audit::Verdict::Intact { entries: 5 });
+        let entries = store.audit_entries(3, 10).await.unwrap();
+        assert_eq!(entries[0].seq, 4);
+        assert_eq!(entries[0].actor, "bob");
+        assert_eq!(entries[0].before.as_ref().unwrap()["title"], "one");
+        assert_eq!(entries[0].after.as_ref().unwrap()["title"], "two");
+        assert_eq!(
+            entries[0].prev_hash,
+            store.audit_entries(2, 1).await.unwrap()[0].hash
+        );
+        let unchanged = CaseUpdate {
+            title: Some("three".into()),
+            ..Default::default()
+        };
+        store.update_case(1, &unchanged, "bob").await.unwrap();
+        assert_eq!(verdict(&store).await, audit::Verdict::Intact { entries: 5 });
+    }
+
+    #[tokio::test]
+    async fn verify_names_an_altered_entry() {
+        let (_dir, store) = audited_store().await;
+        tamper(
+            &store,
+            "UPDATE audit_log SET actor = 'mallory' WHERE seq = 4",
+        )
+        .await;
+        assert_eq!(verdict(&store).await, audit::Verdict::Altered { seq: 4 });
+    }
+
+    #[tokio::test]
+    async fn verify_names_an_entry_whose_state_was_edited() {
+        let (_dir, store) = audited_store().await;
+        tamper(
+            &store,
+            "UPDATE audit_log SET after = replace(after, '\"two\"', '\"edited\"') WHERE seq = 4",
+        )
+        .await;
+        assert_eq!(verdict(&store).await, audit::Verdict::Altered { seq: 4 });
+    }
+
+    #[tokio::test]
+    async fn verify_names_a_removed_entry() {
+        let (_dir, store) = audited_store().await;
+        tamper(&store, "DELETE FROM audit_log WHERE seq = 3").await;
+        assert_eq!(verdict(&store).await, audit::Verdict::Removed { seq: 3 });
+    }
+
+    #[tokio::test]
+    async fn verify_names_reordered_entries() {
+        let (_dir, store) = audited_store().await;
+        tamper(&store, "UPDATE audit_log SET seq = -1 WHERE seq = 3").await;
+        tamper(&store, "UPDATE audit_log SET seq = 3 WHERE seq = 4").await;
+        tamper(&store, "UPDATE audit_log SET seq = 4 WHERE seq = -1").await;
+        assert_eq!(verdict(&store).await, audit::Verdict::Reordered { seq: 3 });
     }
 }

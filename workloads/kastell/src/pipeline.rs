@@ -289,7 +289,7 @@ fn spawn_dead_letter_log(
 async fn pending_actions(store: &dyn CaseStore) -> anyhow::Result<u64> {
     let filter = ActionFilter {
         status: Some(ActionStatus::Pending),
-        case_id: None,
+        ..ActionFilter::default()
     };
     Ok(store
         .list_actions(&filter)

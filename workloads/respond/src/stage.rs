@@ -410,7 +410,7 @@ pub async fn run_respond_on(
     let mut report = stats.snapshot();
     let pending = ActionFilter {
         status: Some(ActionStatus::Pending),
-        case_id: None,
+        ..ActionFilter::default()
     };
     match store.list_actions(&pending).await {
         Ok(actions) => report.pending = actions.len() as u64,

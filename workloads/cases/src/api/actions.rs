@@ -2,8 +2,7 @@
 //! An approval is announced on the case-events topic so that the respond stage runs the
 //! action.
 
-use axum::extract::{FromRequestParts, State};
-use axum::http::request::Parts;
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use kastell_core::store::{ActionFilter, Decision};
@@ -11,22 +10,15 @@ use kastell_core::{CaseEvent, Message, Topic};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::caller::Caller;
 use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody};
 use super::model::{Action, ActionQuery, ApproveBody, Page, RejectBody};
 use super::{page, ApiState};
+use crate::auth::Permission;
 use kastell_core::error_chain;
 
-/// The header naming the person who decides; trusted as sent until the API
-/// authenticates its callers.
-pub const USER_HEADER: &str = "x-kastell-user";
-
-/// Who decides when [`USER_HEADER`] is absent.
-pub const ANONYMOUS: &str = "anonymous";
-
-/// The longest user name, reason or comment accepted, in characters.
+/// The longest reason or comment accepted, in characters.
 pub const MAX_TEXT: usize = 4096;
-
-const MAX_USER: usize = 256;
 
 pub(super) fn routes() -> OpenApiRouter<ApiState> {
     OpenApiRouter::new()
@@ -34,38 +26,6 @@ pub(super) fn routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(get_action))
         .routes(routes!(approve_action))
         .routes(routes!(reject_action))
-}
-
-/// The person a request acts for, from [`USER_HEADER`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Actor(pub String);
-
-impl<S: Send + Sync> FromRequestParts<S> for Actor {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
-        let Some(value) = parts.headers.get(USER_HEADER) else {
-            return Ok(Actor(ANONYMOUS.to_owned()));
-        };
-        let invalid = |why: &str| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_header",
-                format!("{USER_HEADER} {why}"),
-            )
-        };
-        let name = value
-            .to_str()
-            .map_err(|_| invalid("must be visible ASCII text"))?
-            .trim();
-        if name.is_empty() {
-            return Err(invalid("must not be blank"));
-        }
-        if name.chars().count() > MAX_USER {
-            return Err(invalid(&format!("must be at most {MAX_USER} characters")));
-        }
-        Ok(Actor(name.to_owned()))
-    }
 }
 
 /// List response actions, oldest first.
@@ -77,17 +37,21 @@ impl<S: Send + Sync> FromRequestParts<S> for Actor {
     responses(
         (status = 200, description = "One page of actions", body = Page<Action>),
         (status = 400, description = "A query parameter is invalid", body = ErrorBody),
+        (status = 401, description = "No valid credentials", body = ErrorBody),
         (status = 503, description = "The case store failed", body = ErrorBody),
     )
 )]
 async fn list_actions(
+    caller: Caller,
     State(state): State<ApiState>,
     ApiQuery(query): ApiQuery<ActionQuery>,
 ) -> Result<Json<Page<Action>>, ApiError> {
+    caller.require(Permission::Read)?;
     let (limit, offset) = page(query.limit, query.offset)?;
     let filter = ActionFilter {
         status: query.status.map(Into::into),
         case_id: query.case,
+        max_tlp: Some(caller.tlp()),
     };
     // The store lists actions unpaged; a case has a handful, so paging here is cheap.
     let items = state.store.list_actions(&filter).await?;
@@ -112,18 +76,34 @@ async fn list_actions(
     responses(
         (status = 200, description = "The action", body = Action),
         (status = 400, description = "The id is not a number", body = ErrorBody),
-        (status = 404, description = "No action has this id", body = ErrorBody),
+        (status = 401, description = "No valid credentials", body = ErrorBody),
+        (status = 404, description = "No action has this id (visible to the caller)", body = ErrorBody),
         (status = 503, description = "The case store failed", body = ErrorBody),
     )
 )]
 async fn get_action(
+    caller: Caller,
     State(state): State<ApiState>,
     ApiPath(id): ApiPath<i64>,
 ) -> Result<Json<Action>, ApiError> {
-    match state.store.get_action(id).await? {
-        Some(action) => Ok(Json(action.into())),
-        None => Err(ApiError::not_found("action", id)),
-    }
+    caller.require(Permission::Read)?;
+    Ok(Json(visible_action(&caller, &state, id).await?.into()))
+}
+
+/// The action, or 404 when it does not exist or its case is above the caller's TLP.
+async fn visible_action(
+    caller: &Caller,
+    state: &ApiState,
+    id: i64,
+) -> Result<kastell_core::store::ActionRecord, ApiError> {
+    let Some(action) = state.store.get_action(id).await? else {
+        return Err(ApiError::not_found("action", id));
+    };
+    let case = state.store.get_case(action.case_id).await?;
+    caller
+        .visible(case, action.case_id)
+        .map_err(|_| ApiError::not_found("action", id))?;
+    Ok(action)
 }
 
 /// Approve a pending action; the respond stage then runs it.
@@ -133,15 +113,15 @@ async fn get_action(
     tag = "actions",
     params(
         ("id" = i64, Path, description = "The action id"),
-        ("X-Kastell-User" = Option<String>, Header,
-            description = "Who approves; `anonymous` when absent"),
     ),
     request_body(content = Option<ApproveBody>, description = "Optional note",
         content_type = "application/json"),
     responses(
         (status = 200, description = "The approved action", body = Action),
-        (status = 400, description = "The id, header or JSON is malformed", body = ErrorBody),
-        (status = 404, description = "No action has this id", body = ErrorBody),
+        (status = 400, description = "The id or JSON is malformed", body = ErrorBody),
+        (status = 401, description = "No valid credentials", body = ErrorBody),
+        (status = 403, description = "The caller's role lacks the respond permission", body = ErrorBody),
+        (status = 404, description = "No action has this id (visible to the caller)", body = ErrorBody),
         (status = 409, description = "The action is not pending", body = ErrorBody),
         (status = 415, description = "The body is not JSON", body = ErrorBody),
         (status = 422, description = "The body is not an approval", body = ErrorBody),
@@ -150,11 +130,13 @@ async fn get_action(
     )
 )]
 async fn approve_action(
+    caller: Caller,
     State(state): State<ApiState>,
     ApiPath(id): ApiPath<i64>,
-    Actor(actor): Actor,
     body: Option<ApiJson<ApproveBody>>,
 ) -> Result<Json<Action>, ApiError> {
+    caller.require(Permission::Respond)?;
+    let actor = caller.name();
     let comment = body
         .and_then(|ApiJson(body)| body.comment)
         .map(|comment| comment.trim().to_owned())
@@ -165,9 +147,10 @@ async fn approve_action(
         )));
     }
 
+    visible_action(&caller, &state, id).await?;
     let action = state
         .store
-        .decide_action(id, &Decision::Approve, &actor)
+        .decide_action(id, &Decision::Approve, actor)
         .await?;
     tracing::info!(
         action_id = id,
@@ -207,14 +190,14 @@ async fn approve_action(
     tag = "actions",
     params(
         ("id" = i64, Path, description = "The action id"),
-        ("X-Kastell-User" = Option<String>, Header,
-            description = "Who rejects; `anonymous` when absent"),
     ),
     request_body(content = RejectBody, content_type = "application/json"),
     responses(
         (status = 200, description = "The rejected action", body = Action),
-        (status = 400, description = "The id, header or JSON is malformed", body = ErrorBody),
-        (status = 404, description = "No action has this id", body = ErrorBody),
+        (status = 400, description = "The id or JSON is malformed", body = ErrorBody),
+        (status = 401, description = "No valid credentials", body = ErrorBody),
+        (status = 403, description = "The caller's role lacks the respond permission", body = ErrorBody),
+        (status = 404, description = "No action has this id (visible to the caller)", body = ErrorBody),
         (status = 409, description = "The action is not pending", body = ErrorBody),
         (status = 415, description = "The body is not JSON", body = ErrorBody),
         (status = 422, description = "The reason is missing or blank", body = ErrorBody),
@@ -222,11 +205,13 @@ async fn approve_action(
     )
 )]
 async fn reject_action(
+    caller: Caller,
     State(state): State<ApiState>,
     ApiPath(id): ApiPath<i64>,
-    Actor(actor): Actor,
     ApiJson(body): ApiJson<RejectBody>,
 ) -> Result<Json<Action>, ApiError> {
+    caller.require(Permission::Respond)?;
+    let actor = caller.name();
     let reason = body.reason.trim();
     if reason.is_empty() {
         return Err(ApiError::invalid_body("reason must not be blank"));
@@ -239,7 +224,8 @@ async fn reject_action(
     let decision = Decision::Reject {
         reason: reason.to_owned(),
     };
-    let action = state.store.decide_action(id, &decision, &actor).await?;
+    visible_action(&caller, &state, id).await?;
+    let action = state.store.decide_action(id, &decision, actor).await?;
     tracing::info!(
         action_id = id,
         playbook = %action.playbook,

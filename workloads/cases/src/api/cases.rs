@@ -1,22 +1,28 @@
-//! `/api/v1/cases`: cases, and one case with its alerts and actions.
+//! `/api/v1/cases`: cases, one case with its alerts and actions, and case updates.
 
 use axum::extract::State;
 use axum::Json;
-use kastell_core::store::{ActionFilter, AlertFilter, CaseFilter};
+use kastell_core::store::{ActionFilter, AlertFilter, CaseFilter, CaseStatus, CaseUpdate};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::error::{ApiError, ApiPath, ApiQuery, ErrorBody};
-use super::model::{Case, CaseDetail, CaseQuery, Page};
-use super::{page, ApiState, MAX_LIMIT};
+use super::caller::Caller;
+use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody};
+use super::model::{Case, CaseDetail, CaseQuery, CaseUpdateBody, Page};
+use super::{page, ApiState, MAX_LIMIT, MAX_TEXT};
+use crate::auth::Permission;
+
+/// The most tags a case may carry, and the longest title.
+const MAX_TAGS: usize = 100;
+const MAX_TITLE: usize = 512;
 
 pub(super) fn routes() -> OpenApiRouter<ApiState> {
     OpenApiRouter::new()
         .routes(routes!(list_cases))
-        .routes(routes!(get_case))
+        .routes(routes!(get_case, update_case))
 }
 
-/// List cases, oldest first.
+/// List the cases the caller's TLP ceiling allows, oldest first.
 #[utoipa::path(
     get,
     path = "/api/v1/cases",
@@ -25,16 +31,20 @@ pub(super) fn routes() -> OpenApiRouter<ApiState> {
     responses(
         (status = 200, description = "One page of cases", body = Page<Case>),
         (status = 400, description = "A query parameter is invalid", body = ErrorBody),
+        (status = 401, description = "No valid credentials", body = ErrorBody),
         (status = 503, description = "The case store failed", body = ErrorBody),
     )
 )]
 async fn list_cases(
+    caller: Caller,
     State(state): State<ApiState>,
     ApiQuery(query): ApiQuery<CaseQuery>,
 ) -> Result<Json<Page<Case>>, ApiError> {
+    caller.require(Permission::Read)?;
     let (limit, offset) = page(query.limit, query.offset)?;
     let filter = CaseFilter {
         status: query.status.map(Into::into),
+        max_tlp: Some(caller.tlp()),
         limit: Some(limit.into()),
         offset: Some(offset.into()),
     };
@@ -46,7 +56,8 @@ async fn list_cases(
     }))
 }
 
-/// Get a case with its earliest 1000 alerts and all its response actions.
+/// Get a case with its earliest 1000 alerts and all its response actions; a case above
+/// the caller's TLP ceiling is not found.
 #[utoipa::path(
     get,
     path = "/api/v1/cases/{id}",
@@ -55,22 +66,25 @@ async fn list_cases(
     responses(
         (status = 200, description = "The case", body = CaseDetail),
         (status = 400, description = "The id is not a number", body = ErrorBody),
-        (status = 404, description = "No case has this id", body = ErrorBody),
+        (status = 401, description = "No valid credentials", body = ErrorBody),
+        (status = 404, description = "No case has this id (visible to the caller)", body = ErrorBody),
         (status = 503, description = "The case store failed", body = ErrorBody),
     )
 )]
 async fn get_case(
+    caller: Caller,
     State(state): State<ApiState>,
     ApiPath(id): ApiPath<i64>,
 ) -> Result<Json<CaseDetail>, ApiError> {
+    caller.require(Permission::Read)?;
     let alerts = AlertFilter {
         case_id: Some(id),
         limit: Some(MAX_LIMIT.into()),
         ..AlertFilter::default()
     };
     let actions = ActionFilter {
-        status: None,
         case_id: Some(id),
+        ..ActionFilter::default()
     };
     // The three reads run on separate store connections; for an unknown id the two
     // lists are empty and cheap.
@@ -79,12 +93,110 @@ async fn get_case(
         state.store.list_alerts(&alerts),
         state.store.list_actions(&actions),
     )?;
-    let Some(case) = case else {
-        return Err(ApiError::not_found("case", id));
-    };
+    let case = caller.visible(case, id)?;
     Ok(Json(CaseDetail {
         case: case.into(),
         alerts: alerts.into_iter().map(Into::into).collect(),
         actions: actions.into_iter().map(Into::into).collect(),
     }))
+}
+
+/// Change a case's title, description, severity, TLP, PAP, status, assignee or tags.
+/// Assigning, setting TLP or PAP and closing need the `manage` permission (lead,
+/// admin); the rest `triage`. Nobody may set a TLP above their own ceiling.
+#[utoipa::path(
+    patch,
+    path = "/api/v1/cases/{id}",
+    tag = "cases",
+    params(("id" = i64, Path, description = "The case id")),
+    request_body(content = CaseUpdateBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The case as updated", body = Case),
+        (status = 400, description = "The id or JSON is malformed", body = ErrorBody),
+        (status = 401, description = "No valid credentials", body = ErrorBody),
+        (status = 403, description = "The caller's role may not make this change", body = ErrorBody),
+        (status = 404, description = "No case has this id (visible to the caller)", body = ErrorBody),
+        (status = 415, description = "The body is not JSON", body = ErrorBody),
+        (status = 422, description = "A field is unknown or invalid", body = ErrorBody),
+        (status = 503, description = "The case store failed", body = ErrorBody),
+    )
+)]
+async fn update_case(
+    caller: Caller,
+    State(state): State<ApiState>,
+    ApiPath(id): ApiPath<i64>,
+    ApiJson(body): ApiJson<CaseUpdateBody>,
+) -> Result<Json<Case>, ApiError> {
+    caller.require(Permission::Triage)?;
+    let update = checked_update(body)?;
+    let manages = update.tlp.is_some()
+        || update.pap.is_some()
+        || update.assignee.is_some()
+        || update.status == Some(CaseStatus::Closed);
+    if manages {
+        caller.require(Permission::Manage)?;
+    }
+    if let Some(tlp) = update.tlp.filter(|tlp| *tlp > caller.tlp()) {
+        return Err(ApiError::new(
+            axum::http::StatusCode::FORBIDDEN,
+            "forbidden",
+            format!(
+                "TLP {tlp} is above your ceiling {}: you could no longer read the case",
+                caller.tlp()
+            ),
+        ));
+    }
+    caller.visible(state.store.get_case(id).await?, id)?;
+    let case = state.store.update_case(id, &update, caller.name()).await?;
+    tracing::info!(case_id = id, by = %caller.name(), "case updated");
+    Ok(Json(case.into()))
+}
+
+/// The body as a store update, with every text checked and trimmed.
+fn checked_update(body: CaseUpdateBody) -> Result<CaseUpdate, ApiError> {
+    let text = |field: &str, value: Option<String>, max: usize, blank_ok: bool| {
+        let Some(value) = value else { return Ok(None) };
+        let value = value.trim().to_owned();
+        if value.is_empty() && !blank_ok {
+            return Err(ApiError::invalid_body(format!("{field} must not be blank")));
+        }
+        if value.chars().count() > max {
+            return Err(ApiError::invalid_body(format!(
+                "{field} must be at most {max} characters"
+            )));
+        }
+        Ok(Some(value))
+    };
+    let tags = match body.tags {
+        Some(tags) if tags.len() > MAX_TAGS => {
+            return Err(ApiError::invalid_body(format!(
+                "a case has at most {MAX_TAGS} tags"
+            )))
+        }
+        Some(tags) => {
+            let mut clean = Vec::with_capacity(tags.len());
+            for tag in tags {
+                if let Some(tag) = text("a tag", Some(tag), 128, false)? {
+                    if !clean.contains(&tag) {
+                        clean.push(tag);
+                    }
+                }
+            }
+            Some(clean)
+        }
+        None => None,
+    };
+    // An empty assignee unassigns.
+    let assignee =
+        text("assignee", body.assignee, 256, true)?.map(|name| (!name.is_empty()).then_some(name));
+    Ok(CaseUpdate {
+        title: text("title", body.title, MAX_TITLE, false)?,
+        description: text("description", body.description, MAX_TEXT, true)?,
+        severity: body.severity.map(Into::into),
+        tlp: body.tlp.map(Into::into),
+        pap: body.pap.map(Into::into),
+        status: body.status.map(Into::into),
+        assignee,
+        tags,
+    })
 }

@@ -19,7 +19,8 @@ use kastell_core::error_chain;
 /// What every failed request answers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ErrorBody {
-    /// A stable code to branch on: `not_found`, `not_pending`, `invalid_query`,
+    /// A stable code to branch on: `unauthenticated` (401), `forbidden` (403),
+    /// `conflict`, `not_found`, `not_pending`, `invalid_query`,
     /// `invalid_path`, `invalid_json`, `invalid_body`, `invalid_header`,
     /// `unsupported_media_type`, `method_not_allowed`, `store_unavailable`,
     /// `bus_unavailable`, `internal`.
@@ -68,6 +69,9 @@ impl From<StoreError> for ApiError {
             StoreError::NotFound { kind, id } => ApiError::not_found(kind, id),
             StoreError::NotPending { .. } => {
                 ApiError::new(StatusCode::CONFLICT, "not_pending", error.to_string())
+            }
+            StoreError::Conflict { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "conflict", error.to_string())
             }
             StoreError::Corrupt { .. } => {
                 tracing::error!(reason = %error_chain(&error), "case store holds corrupt data");
@@ -125,6 +129,15 @@ impl IntoResponse for ApiError {
             error: self.code.to_owned(),
             message: self.message,
         };
+        if self.status == StatusCode::UNAUTHORIZED {
+            // RFC 6750: a 401 names the scheme the client should use.
+            return (
+                self.status,
+                [(header::WWW_AUTHENTICATE, "Bearer")],
+                Json(body),
+            )
+                .into_response();
+        }
         (self.status, Json(body)).into_response()
     }
 }

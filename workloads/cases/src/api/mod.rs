@@ -11,6 +11,8 @@
 
 mod actions;
 mod alerts;
+mod audit;
+pub mod caller;
 mod cases;
 pub mod error;
 pub mod model;
@@ -33,9 +35,11 @@ use tracing::Span;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
-pub use actions::{Actor, ANONYMOUS, MAX_TEXT, USER_HEADER};
+pub use actions::MAX_TEXT;
+pub use caller::Caller;
 pub use error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody};
 
+use crate::auth::{Authenticator, Oidc};
 use crate::metrics::{Metrics, UNMATCHED_ROUTE};
 
 /// Page size when a list request names none.
@@ -50,15 +54,26 @@ pub struct ApiState {
     /// Where approvals are announced to the respond stage.
     pub bus: Arc<dyn Bus>,
     pub metrics: Metrics,
+    /// Checks every `/api/v1` request's credentials.
+    pub auth: Arc<Authenticator>,
 }
 
 impl ApiState {
+    /// Callers authenticate with the API keys kept in `store`.
     pub fn new(store: Arc<dyn CaseStore>, bus: Arc<dyn Bus>, metrics: Metrics) -> Self {
+        let auth = Arc::new(Authenticator::new(Arc::clone(&store), None));
         ApiState {
             store,
             bus,
             metrics,
+            auth,
         }
+    }
+
+    /// Also accepts OIDC bearer tokens that `oidc` verifies.
+    pub fn with_oidc(mut self, oidc: Oidc) -> Self {
+        self.auth = Arc::new(Authenticator::new(Arc::clone(&self.store), Some(oidc)));
+        self
     }
 }
 
@@ -67,18 +82,45 @@ impl ApiState {
     info(
         title = "Kastell cases API",
         description = "Alerts, the cases that group them and the response actions taken on \
-            them. Errors answer `{\"error\": \"<code>\", \"message\": \"<reason>\"}`.",
+            them. Errors answer `{\"error\": \"<code>\", \"message\": \"<reason>\"}`. \
+            Every `/api/v1` endpoint needs `Authorization: Bearer <API key or OIDC token>`: \
+            401 without valid credentials, 403 when the caller's role lacks the permission.",
         license(name = "Apache-2.0", identifier = "Apache-2.0"),
     ),
     tags(
         (name = "alerts", description = "Alerts raised by detection rules and intel matches"),
         (name = "cases", description = "Alerts of one rule on one host, grouped in time"),
         (name = "actions", description = "Response actions and their approval"),
+        (name = "audit", description = "The tamper-evident log of every change"),
         (name = "operations", description = "Health, metrics and this document"),
     ),
-    components(schemas(ErrorBody))
+    components(schemas(ErrorBody)),
+    modifiers(&BearerAuth),
+    security(("bearer" = []))
 )]
 struct ApiDoc;
+
+/// Declares the bearer scheme every `/api/v1` endpoint requires.
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "A Kastell API key (`kst_…`, from `kastell apikey create`) or an \
+                         OIDC access token",
+                    ))
+                    .build(),
+            ),
+        );
+    }
+}
 
 /// Every endpoint, each with its OpenAPI description.
 fn api_routes() -> OpenApiRouter<ApiState> {
@@ -86,6 +128,7 @@ fn api_routes() -> OpenApiRouter<ApiState> {
         .merge(alerts::routes())
         .merge(cases::routes())
         .merge(actions::routes())
+        .merge(audit::routes())
         .merge(ops::routes())
 }
 

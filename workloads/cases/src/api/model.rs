@@ -79,6 +79,45 @@ impl From<CaseStatus> for store::CaseStatus {
     }
 }
 
+/// Traffic Light Protocol 2.0 levels, least to most restricted (also used for PAP).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
+pub enum Tlp {
+    #[serde(rename = "clear")]
+    Clear,
+    #[serde(rename = "green")]
+    Green,
+    #[serde(rename = "amber")]
+    Amber,
+    #[serde(rename = "amber+strict")]
+    AmberStrict,
+    #[serde(rename = "red")]
+    Red,
+}
+
+impl From<store::Tlp> for Tlp {
+    fn from(tlp: store::Tlp) -> Self {
+        match tlp {
+            store::Tlp::Clear => Tlp::Clear,
+            store::Tlp::Green => Tlp::Green,
+            store::Tlp::Amber => Tlp::Amber,
+            store::Tlp::AmberStrict => Tlp::AmberStrict,
+            store::Tlp::Red => Tlp::Red,
+        }
+    }
+}
+
+impl From<Tlp> for store::Tlp {
+    fn from(tlp: Tlp) -> Self {
+        match tlp {
+            Tlp::Clear => store::Tlp::Clear,
+            Tlp::Green => store::Tlp::Green,
+            Tlp::Amber => store::Tlp::Amber,
+            Tlp::AmberStrict => store::Tlp::AmberStrict,
+            Tlp::Red => store::Tlp::Red,
+        }
+    }
+}
+
 /// The lifecycle of a response action: `pending` waits for a person, `approved` is about
 /// to run, the other three are final.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -250,6 +289,13 @@ pub struct Case {
     /// Event time of the case's latest alert.
     pub last_seen: DateTime<Utc>,
     pub alert_count: i64,
+    /// Who may read the case: a caller cleared below this TLP does not see it.
+    pub tlp: Tlp,
+    /// How far its observables may be acted upon (Permissible Actions Protocol).
+    pub pap: Tlp,
+    pub description: String,
+    pub assignee: Option<String>,
+    pub tags: Vec<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -267,6 +313,11 @@ impl From<CaseRecord> for Case {
             first_seen: case.first_seen,
             last_seen: case.last_seen,
             alert_count: case.alert_count,
+            tlp: case.tlp.into(),
+            pap: case.pap.into(),
+            description: case.description,
+            assignee: case.assignee,
+            tags: case.tags,
             created_at: case.created_at,
             updated_at: case.updated_at,
         }
@@ -405,6 +456,82 @@ pub struct ApproveBody {
 pub struct RejectBody {
     /// Why the action must not run; required and not blank.
     pub reason: String,
+}
+
+/// Body of `PATCH /api/v1/cases/{id}`: the fields to change, all optional.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CaseUpdateBody {
+    /// Not blank, at most 512 characters.
+    pub title: Option<String>,
+    /// At most 4096 characters.
+    pub description: Option<String>,
+    pub severity: Option<Level>,
+    /// Needs the `manage` permission, and at most the caller's own ceiling.
+    pub tlp: Option<Tlp>,
+    /// Needs the `manage` permission.
+    pub pap: Option<Tlp>,
+    /// `closed` needs the `manage` permission.
+    pub status: Option<CaseStatus>,
+    /// Needs the `manage` permission; an empty string unassigns.
+    pub assignee: Option<String>,
+    /// Replaces the tags; at most 100, duplicates dropped.
+    pub tags: Option<Vec<String>>,
+}
+
+/// One entry of the audit log; see docs/cases-api.md ("Audit log") for how its hash is
+/// computed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct AuditEntry {
+    pub seq: i64,
+    /// RFC 3339 UTC, as hashed.
+    pub at: String,
+    /// `apikey:<name>`, `oidc:<subject>`, `cli:<user>` or `system:kastell`.
+    pub actor: String,
+    /// `alert.create`, `case.open`, `case.attach_alert`, `case.update`,
+    /// `action.create`, `action.decide`, `action.finish`, `apikey.create`.
+    pub action: String,
+    pub object_kind: String,
+    pub object_id: String,
+    /// The object's state before the change (absent for a creation or once erased).
+    #[schema(value_type = Option<Object>)]
+    pub before: Option<Value>,
+    #[schema(value_type = Option<Object>)]
+    pub after: Option<Value>,
+    pub before_digest: Option<String>,
+    pub after_digest: Option<String>,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+impl From<kastell_core::AuditEntry> for AuditEntry {
+    fn from(e: kastell_core::AuditEntry) -> Self {
+        AuditEntry {
+            seq: e.seq,
+            at: e.at,
+            actor: e.actor,
+            action: e.action,
+            object_kind: e.object_kind,
+            object_id: e.object_id,
+            before: e.before,
+            after: e.after,
+            before_digest: e.before_digest,
+            after_digest: e.after_digest,
+            prev_hash: e.prev_hash,
+            hash: e.hash,
+        }
+    }
+}
+
+/// Paging of `GET /api/v1/audit`.
+#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct AuditQuery {
+    /// Only entries after this sequence number (default 0: from the start).
+    pub after: Option<i64>,
+    /// Page size, 1 to 1000 (default 100).
+    pub limit: Option<u32>,
 }
 
 /// Answer of the health endpoints.

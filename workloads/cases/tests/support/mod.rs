@@ -176,6 +176,18 @@ pub async fn sqlite_store() -> (tempfile::TempDir, Arc<dyn CaseStore>) {
     (dir, Arc::new(store))
 }
 
+/// Makes and stores an API key the way `kastell apikey create` does; returns the key.
+pub async fn api_key(
+    store: &Arc<dyn CaseStore>,
+    name: &str,
+    role: kastell_cases::auth::Role,
+    tlp: kastell_core::Tlp,
+) -> String {
+    let new = kastell_cases::auth::apikey::generate(name, role, tlp).unwrap();
+    store.create_api_key(&new.record, "cli:test").await.unwrap();
+    new.key
+}
+
 /// A case store that fails on purpose: every call when `all` is set, else the writes of
 /// alerts of one rule, to show a store error costs one alert and nothing else.
 pub struct FailingStore {
@@ -278,6 +290,31 @@ mod failing {
         ) -> Result<ActionRecord, StoreError> {
             self.check(None)?;
             self.inner.finish_action(id, status, result).await
+        }
+        async fn update_case(
+            &self,
+            id: i64,
+            update: &CaseUpdate,
+            by: &str,
+        ) -> Result<CaseRecord, StoreError> {
+            self.check(None)?;
+            self.inner.update_case(id, update, by).await
+        }
+        async fn create_api_key(&self, key: &ApiKeyRecord, by: &str) -> Result<(), StoreError> {
+            self.check(None)?;
+            self.inner.create_api_key(key, by).await
+        }
+        async fn get_api_key(&self, id: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
+            // Keys stay readable so that a failing store is seen past authentication.
+            self.inner.get_api_key(id).await
+        }
+        async fn audit_entries(
+            &self,
+            after: i64,
+            limit: i64,
+        ) -> Result<Vec<kastell_core::AuditEntry>, StoreError> {
+            self.check(None)?;
+            self.inner.audit_entries(after, limit).await
         }
     }
 }

@@ -1,0 +1,173 @@
+//! API keys: `kst_<id>_<secret>`, shown once when made, of which the store keeps the id
+//! in clear (to find the key) and an argon2id hash of the secret.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use chrono::Utc;
+use kastell_core::store::ApiKeyRecord;
+use kastell_core::{CaseStore, Tlp};
+use sha2::{Digest, Sha256};
+
+use super::{AuthError, Principal, Role};
+
+/// Every key starts with this, so a bearer credential is told from an OIDC token at a
+/// glance (and secret scanners can find leaked keys).
+pub const KEY_PREFIX: &str = "kst_";
+
+/// How long a checked key is trusted without hashing it again. argon2 is slow on
+/// purpose (tens of milliseconds); hashing on every request would cap the API at a few
+/// dozen requests a second per core.
+const CACHE_TTL: Duration = Duration::from_secs(60);
+/// The cache is emptied when it holds this many keys, which bounds its memory.
+const CACHE_MAX: usize = 10_000;
+
+/// A key just made: the key itself (shown once, never stored) and its record.
+#[derive(Debug, Clone)]
+pub struct NewKey {
+    pub key: String,
+    pub record: ApiKeyRecord,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("the operating system's random source failed: {0}")]
+    Random(String),
+    #[error("hashing the key: {0}")]
+    Hash(String),
+}
+
+fn random_hex(bytes: usize) -> Result<String, KeyError> {
+    let mut buf = vec![0u8; bytes];
+    getrandom::fill(&mut buf).map_err(|e| KeyError::Random(e.to_string()))?;
+    Ok(hex::encode(buf))
+}
+
+/// Makes a key for `name` with `role`, cleared up to `tlp`.
+///
+/// # Errors
+/// When the random source or the hashing fails.
+pub fn generate(name: &str, role: Role, tlp: Tlp) -> Result<NewKey, KeyError> {
+    let id = random_hex(8)?;
+    let secret = random_hex(32)?;
+    let mut salt = [0u8; 16];
+    getrandom::fill(&mut salt).map_err(|e| KeyError::Random(e.to_string()))?;
+    let salt = SaltString::encode_b64(&salt).map_err(|e| KeyError::Hash(e.to_string()))?;
+    let hash = Argon2::default()
+        .hash_password(secret.as_bytes(), &salt)
+        .map_err(|e| KeyError::Hash(e.to_string()))?
+        .to_string();
+    Ok(NewKey {
+        key: format!("{KEY_PREFIX}{id}_{secret}"),
+        record: ApiKeyRecord {
+            id,
+            name: name.to_owned(),
+            role: role.as_str().to_owned(),
+            tlp,
+            hash,
+            created_at: Utc::now(),
+        },
+    })
+}
+
+/// Checks keys against the store, remembering the good ones for [`CACHE_TTL`].
+pub struct ApiKeys {
+    store: Arc<dyn CaseStore>,
+    /// By the SHA-256 of the whole key, so the cache holds no key.
+    cache: Mutex<HashMap<[u8; 32], (Principal, Instant)>>,
+}
+
+impl ApiKeys {
+    pub fn new(store: Arc<dyn CaseStore>) -> Self {
+        ApiKeys {
+            store,
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The caller a key stands for.
+    ///
+    /// # Errors
+    /// [`AuthError::BadKey`] for a malformed, unknown or wrong key.
+    pub async fn verify(&self, key: &str) -> Result<Principal, AuthError> {
+        let fingerprint: [u8; 32] = Sha256::digest(key.as_bytes()).into();
+        if let Some(principal) = self.cached(&fingerprint) {
+            return Ok(principal);
+        }
+        let (id, secret) = key
+            .strip_prefix(KEY_PREFIX)
+            .and_then(|rest| rest.split_once('_'))
+            .ok_or(AuthError::BadKey)?;
+        let record = self
+            .store
+            .get_api_key(id)
+            .await
+            .map_err(|e| AuthError::Store(e.to_string()))?
+            .ok_or(AuthError::BadKey)?;
+        let hash = record.hash.clone();
+        let secret = secret.to_owned();
+        // argon2 takes tens of milliseconds of CPU: off the async workers.
+        let matches = tokio::task::spawn_blocking(move || {
+            PasswordHash::new(&hash)
+                .map(|parsed| {
+                    Argon2::default()
+                        .verify_password(secret.as_bytes(), &parsed)
+                        .is_ok()
+                })
+                .unwrap_or(false)
+        })
+        .await
+        .unwrap_or(false);
+        if !matches {
+            return Err(AuthError::BadKey);
+        }
+        let role: Role = record.role.parse().map_err(AuthError::Store)?;
+        let principal = Principal {
+            name: format!("apikey:{}", record.name),
+            role,
+            tlp: record.tlp,
+        };
+        self.remember(fingerprint, principal.clone());
+        Ok(principal)
+    }
+
+    fn cached(&self, fingerprint: &[u8; 32]) -> Option<Principal> {
+        let cache = self.cache.lock().ok()?;
+        let (principal, at) = cache.get(fingerprint)?;
+        (at.elapsed() < CACHE_TTL).then(|| principal.clone())
+    }
+
+    fn remember(&self, fingerprint: [u8; 32], principal: Principal) {
+        if let Ok(mut cache) = self.cache.lock() {
+            if cache.len() >= CACHE_MAX {
+                cache.clear();
+            }
+            cache.insert(fingerprint, (principal, Instant::now()));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_is_its_prefix_id_and_secret_and_the_record_holds_no_secret() {
+        let new = generate("soc-bot", Role::Analyst, Tlp::Amber).unwrap();
+        let (id, secret) = new
+            .key
+            .strip_prefix(KEY_PREFIX)
+            .unwrap()
+            .split_once('_')
+            .unwrap();
+        assert_eq!(id, new.record.id);
+        assert_eq!(secret.len(), 64);
+        assert!(new.record.hash.starts_with("$argon2id$"));
+        assert!(!new.record.hash.contains(secret));
+        let again = generate("soc-bot", Role::Analyst, Tlp::Amber).unwrap();
+        assert_ne!(again.key, new.key);
+    }
+}
