@@ -1,5 +1,7 @@
 //! The event bus: the subjects that connect the stages, the trait every bus implements,
-//! and the in-process implementation used by `kastell run`.
+//! and the in-process implementation used by `kastell run`. The NATS JetStream
+//! implementation for cluster mode is in [`jetstream`], the partitioning of a topic for
+//! correlation in [`partition`].
 //!
 //! Every edge of the pipeline is a [`Topic`]. A stage subscribes to a topic under a
 //! consumer group; every group receives every message (as JetStream durable consumers
@@ -15,6 +17,11 @@ use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
+
+pub mod jetstream;
+pub mod partition;
+
+pub use partition::{Partition, PartitionKey};
 
 /// The pipeline's edges.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -39,6 +46,17 @@ impl Topic {
         Topic::CaseEvents,
         Topic::DeadLetters,
     ];
+
+    /// The edge's short name, which the JetStream implementation puts under its namespace.
+    pub fn name(self) -> &'static str {
+        match self {
+            Topic::Events => "events",
+            Topic::Detections => "detections",
+            Topic::Alerts => "alerts",
+            Topic::CaseEvents => "case-events",
+            Topic::DeadLetters => "dead-letters",
+        }
+    }
 
     /// The subject name, shared with the JetStream implementation.
     pub fn subject(self) -> &'static str {
@@ -83,6 +101,12 @@ impl Message {
         self
     }
 
+    /// Sets the partitioning key (see [`PartitionKey`]).
+    pub fn with_key(mut self, key: impl Into<String>) -> Self {
+        self.key = Some(key.into());
+        self
+    }
+
     pub fn decode<T: DeserializeOwned>(&self) -> Result<T, BusError> {
         serde_json::from_slice(&self.payload).map_err(BusError::Decode)
     }
@@ -100,6 +124,13 @@ pub enum BusError {
     Decode(#[source] serde_json::Error),
     #[error("bus transport: {0}")]
     Transport(String),
+    #[error("topic {topic} is full and stayed full for {waited:?}; its consumers are behind")]
+    Full {
+        topic: Topic,
+        waited: std::time::Duration,
+    },
+    #[error("topic {topic} is not split into {} partitions on this bus", partition.count)]
+    Unpartitioned { topic: Topic, partition: Partition },
 }
 
 /// A message handed to a consumer. On a durable bus it is redelivered unless acknowledged.
@@ -143,6 +174,21 @@ pub trait Bus: Send + Sync {
     /// Joins a consumer group of the topic.
     async fn subscribe(&self, topic: Topic, group: &str)
         -> Result<Box<dyn Subscription>, BusError>;
+
+    /// Joins a consumer group of one partition of the topic: the group's replica for that
+    /// partition receives every message whose key falls into it (see [`partition`]). A bus
+    /// that does not split topics offers only [`Partition::WHOLE`].
+    async fn subscribe_partition(
+        &self,
+        topic: Topic,
+        group: &str,
+        partition: Partition,
+    ) -> Result<Box<dyn Subscription>, BusError> {
+        if partition.count > 1 {
+            return Err(BusError::Unpartitioned { topic, partition });
+        }
+        self.subscribe(topic, group).await
+    }
 
     /// Declares that no more messages will be published to the topic, so consumers end
     /// once they have drained it. Durable buses keep their streams and ignore this.
@@ -348,6 +394,16 @@ mod tests {
         bus.close(Topic::Events).await;
         let err = publish_json(&bus, Topic::Events, &1).await.unwrap_err();
         assert!(matches!(err, BusError::Closed(Topic::Events)));
+    }
+
+    #[tokio::test]
+    async fn the_in_process_bus_offers_only_the_whole_topic_as_a_partition() {
+        let bus = InProcessBus::new(1);
+        let whole = bus.subscribe_partition(Topic::Events, "c", Partition::WHOLE);
+        assert!(whole.await.is_ok());
+        let split = Partition { index: 1, count: 4 };
+        let err = bus.subscribe_partition(Topic::Events, "d", split).await;
+        assert!(matches!(err, Err(BusError::Unpartitioned { .. })));
     }
 
     #[tokio::test]

@@ -1,0 +1,296 @@
+//! The NATS JetStream bus used in cluster mode.
+//!
+//! Each [`Topic`] is one stream (`<NAMESPACE>_EVENTS`, ...) holding the subjects
+//! `<namespace>.<topic>` and, for a partitioned topic, `<namespace>.<topic>.p<N>`. A
+//! consumer group is a durable pull consumer named after the group, so the replicas of a
+//! stage that subscribe with the same group share its messages, and every group sees every
+//! message. A delivery must be acknowledged after its effects are stored or forwarded;
+//! until then the server redelivers it after the configured backoff, and a message that was
+//! delivered `max_deliveries` times without an acknowledgement is published to the
+//! dead-letter stream by the subscription that receives it next. docs/cluster.md has the
+//! whole picture.
+
+mod config;
+mod connect;
+mod subscription;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, context::PublishErrorKind, stream};
+use async_trait::async_trait;
+
+use super::{error_chain, Bus, BusError, Message, Partition, Subscription, Topic};
+pub use config::{DeliveryPolicy, Discard, JetStreamConfig, Security, StreamLimits};
+use subscription::JetStreamSubscription;
+
+/// Header carrying [`Message::key`]; the id travels in JetStream's own `Nats-Msg-Id`.
+const KEY_HEADER: &str = "Kastell-Key";
+
+/// Setting up the JetStream bus.
+#[derive(Debug, thiserror::Error)]
+pub enum JetStreamError {
+    #[error("connecting to NATS at {url}")]
+    Connect {
+        url: String,
+        #[source]
+        source: async_nats::ConnectError,
+    },
+    #[error("reading the {what} file {path}")]
+    ReadFile {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: expected {expected}")]
+    Malformed {
+        path: PathBuf,
+        expected: &'static str,
+    },
+    #[error("TLS configuration: {0}")]
+    Tls(String),
+    #[error("creating or updating the stream {stream}")]
+    Stream {
+        stream: String,
+        #[source]
+        source: async_nats::jetstream::context::CreateStreamError,
+    },
+}
+
+/// The bus over NATS JetStream.
+pub struct JetStreamBus {
+    context: jetstream::Context,
+    config: JetStreamConfig,
+}
+
+impl JetStreamBus {
+    /// Connects and creates (or updates to the configured limits) the five streams.
+    ///
+    /// # Errors
+    ///
+    /// When a credential or certificate file cannot be read, the server cannot be reached,
+    /// or it refuses a stream's configuration.
+    pub async fn connect(config: JetStreamConfig) -> Result<Self, JetStreamError> {
+        let options = connect::connect_options(&config.security).await?;
+        let client = options
+            .connect(config.url.as_str())
+            .await
+            .map_err(|source| JetStreamError::Connect {
+                url: config.url.clone(),
+                source,
+            })?;
+        let bus = JetStreamBus {
+            context: jetstream::new(client),
+            config,
+        };
+        for topic in Topic::ALL {
+            bus.ensure_stream(topic).await?;
+        }
+        Ok(bus)
+    }
+
+    pub fn config(&self) -> &JetStreamConfig {
+        &self.config
+    }
+
+    /// The stream that holds `topic`.
+    pub fn stream_name(&self, topic: Topic) -> String {
+        format!("{}_{}", self.config.namespace, topic.name())
+            .to_uppercase()
+            .replace(['-', '.'], "_")
+    }
+
+    /// The subject of `topic` (partitions are `<subject>.p<N>`).
+    pub fn subject(&self, topic: Topic) -> String {
+        format!("{}.{}", self.config.namespace, topic.name())
+    }
+
+    /// Where a message goes: its partition's subject when the topic is split.
+    fn publish_subject(&self, topic: Topic, message: &Message) -> String {
+        let subject = self.subject(topic);
+        match self.config.partitions_of(topic) {
+            1 => subject,
+            count => Partition::of_key(message.key.as_deref().unwrap_or_default(), count)
+                .subject(&subject),
+        }
+    }
+
+    async fn ensure_stream(&self, topic: Topic) -> Result<(), JetStreamError> {
+        let limits = self.config.limits_for(topic);
+        let subject = self.subject(topic);
+        let name = self.stream_name(topic);
+        let config = stream::Config {
+            name: name.clone(),
+            subjects: vec![subject.clone(), format!("{subject}.>")],
+            retention: stream::RetentionPolicy::Limits,
+            storage: stream::StorageType::File,
+            max_age: limits.max_age,
+            max_bytes: if limits.max_bytes > 0 {
+                limits.max_bytes
+            } else {
+                -1
+            },
+            max_messages: if limits.max_messages > 0 {
+                limits.max_messages
+            } else {
+                -1
+            },
+            discard: match limits.discard {
+                Discard::New => stream::DiscardPolicy::New,
+                Discard::Old => stream::DiscardPolicy::Old,
+            },
+            duplicate_window: limits.duplicate_window,
+            num_replicas: limits.replicas.max(1),
+            ..Default::default()
+        };
+        self.context
+            .create_or_update_stream(config)
+            .await
+            .map_err(|source| JetStreamError::Stream {
+                stream: name,
+                source,
+            })?;
+        Ok(())
+    }
+
+    async fn subscribe_filtered(
+        &self,
+        topic: Topic,
+        durable: String,
+        filter_subject: String,
+        group: &str,
+    ) -> Result<Box<dyn Subscription>, BusError> {
+        let subscription = JetStreamSubscription::create(
+            self.context.clone(),
+            self.stream_name(topic),
+            durable,
+            filter_subject,
+            &self.config.delivery,
+            group.to_owned(),
+            topic,
+            self.subject(Topic::DeadLetters),
+        )
+        .await?;
+        Ok(Box::new(subscription))
+    }
+
+    /// Publishes once; `Ok(None)` when the stream was full or the server unreachable, so
+    /// the caller may retry.
+    async fn try_publish(&self, subject: &str, message: &Message) -> Result<Option<()>, BusError> {
+        let mut publish =
+            jetstream::message::PublishMessage::build().payload(message.payload.clone());
+        if let Some(id) = &message.id {
+            publish = publish.message_id(id);
+        }
+        if let Some(key) = &message.key {
+            publish = publish.header(KEY_HEADER, key.as_str());
+        }
+        let result = match self.context.send_publish(subject.to_owned(), publish).await {
+            Ok(ack) => ack.await,
+            Err(error) => Err(error),
+        };
+        match result {
+            Ok(ack) => {
+                if ack.duplicate {
+                    tracing::debug!(subject, id = ?message.id, "duplicate dropped by the stream");
+                }
+                Ok(Some(()))
+            }
+            Err(error) if is_retryable(&error) => {
+                tracing::warn!(subject, error = %error_chain(&error), "publish refused; retrying");
+                Ok(None)
+            }
+            Err(error) => Err(BusError::Transport(error_chain(&error))),
+        }
+    }
+}
+
+/// A full stream (discard policy "new") or a server that is restarting or unreachable:
+/// the message may be stored by trying again later.
+fn is_retryable(error: &jetstream::context::PublishError) -> bool {
+    match error.kind() {
+        PublishErrorKind::TimedOut
+        | PublishErrorKind::BrokenPipe
+        | PublishErrorKind::StreamNotFound
+        | PublishErrorKind::MaxAckPending => true,
+        PublishErrorKind::Other => is_stream_full(&error.to_string()),
+        _ => false,
+    }
+}
+
+/// The server reports a stream at its limit only in the error text (API error 10077).
+fn is_stream_full(text: &str) -> bool {
+    text.contains("maximum messages exceeded")
+        || text.contains("maximum bytes exceeded")
+        || text.contains("maximum messages per subject exceeded")
+}
+
+#[async_trait]
+impl Bus for JetStreamBus {
+    /// Publishes and waits for the stream's acknowledgement. While the stream is full or
+    /// the server unreachable it retries with a growing pause (back-pressure: the caller
+    /// stays blocked, and so does whatever feeds it), for at most `publish_patience`.
+    async fn publish(&self, topic: Topic, message: Message) -> Result<(), BusError> {
+        let subject = self.publish_subject(topic, &message);
+        let started = Instant::now();
+        let mut pause = Duration::from_millis(50);
+        loop {
+            if self.try_publish(&subject, &message).await?.is_some() {
+                return Ok(());
+            }
+            let waited = started.elapsed();
+            if waited >= self.config.publish_patience {
+                return Err(BusError::Full { topic, waited });
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    /// Joins the group's durable consumer of the whole topic (all partitions).
+    async fn subscribe(
+        &self,
+        topic: Topic,
+        group: &str,
+    ) -> Result<Box<dyn Subscription>, BusError> {
+        self.subscribe_filtered(topic, group.to_owned(), String::new(), group)
+            .await
+    }
+
+    /// Joins the durable consumer `<group>-p<N>` that reads only partition N.
+    async fn subscribe_partition(
+        &self,
+        topic: Topic,
+        group: &str,
+        partition: Partition,
+    ) -> Result<Box<dyn Subscription>, BusError> {
+        let count = self.config.partitions_of(topic);
+        if partition.count != count || partition.index >= count {
+            return Err(BusError::Unpartitioned { topic, partition });
+        }
+        if count == 1 {
+            return self.subscribe(topic, group).await;
+        }
+        let durable = format!("{group}-p{}", partition.index);
+        let filter = partition.subject(&self.subject(topic));
+        self.subscribe_filtered(topic, durable, filter, group).await
+    }
+
+    /// Streams are durable and shared by processes: nothing to close.
+    async fn close(&self, _topic: Topic) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_stream_is_recognised_from_the_server_text() {
+        assert!(is_stream_full(
+            "publish failed: maximum bytes exceeded (code 503, 10077)"
+        ));
+        assert!(is_stream_full("maximum messages exceeded"));
+        assert!(!is_stream_full("publish failed: wrong last sequence"));
+    }
+}
