@@ -51,6 +51,9 @@ pub struct SecOpsPlatformSpec {
     /// How alerts are grouped into cases.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cases: Option<CaseGrouping>,
+    /// Response safety: protected assets, kill switch, global rate limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response: Option<crate::playbook::ResponsePolicy>,
 }
 
 /// Case-store backend.

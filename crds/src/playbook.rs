@@ -89,14 +89,48 @@ pub struct Step {
     /// For `webhook`: where and what to send.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook: Option<Webhook>,
-    /// Time allowed for the step.
+    /// For `notify`: a chat message or an e-mail.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notify: Option<Notify>,
+    /// For `http`: a generic HTTPS call, a StackStorm webhook or an AWX/AAP job launch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpCall>,
+    /// For `wazuh-active-response`: the Wazuh server API call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wazuh: Option<WazuhActiveResponse>,
+    /// For `enrich`: observables looked up in the intel store or a Cortex analyzer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enrich: Option<Enrich>,
+    /// For `case`: an operation on the triggering case.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub case: Option<CaseOperation>,
+    /// For `quarantine-pod`: the pod to isolate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quarantine: Option<Quarantine>,
+    /// A template condition (`alert.rule.level == "critical"`); the step runs only when
+    /// it holds. Without one the step always runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub condition: Option<String>,
+    /// Time allowed for one attempt of the step.
     #[serde(default = "default_timeout")]
     #[schemars(range(min = 1, max = 3600))]
     pub timeout_seconds: u32,
+    /// Further attempts after a failed one.
+    #[serde(default)]
+    #[schemars(range(min = 0, max = 10))]
+    pub retries: u32,
+    /// Wait before the first retry, doubled before each next one.
+    #[serde(default = "default_backoff")]
+    #[schemars(range(min = 1, max = 600))]
+    pub backoff_seconds: u32,
 }
 
 fn default_timeout() -> u32 {
     10
+}
+
+fn default_backoff() -> u32 {
+    2
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
@@ -106,6 +140,18 @@ pub enum StepKind {
     Log,
     /// POST a JSON document to an HTTPS endpoint.
     Webhook,
+    /// Send a chat message (Mattermost, Slack, Matrix, Microsoft Teams) or an e-mail.
+    Notify,
+    /// Call an HTTPS API: generic, StackStorm webhook, AWX/AAP job-template launch.
+    Http,
+    /// Run a Wazuh active response (block an address, run a command) on agents.
+    WazuhActiveResponse,
+    /// Look observables up in the intel store or run a Cortex analyzer on them.
+    Enrich,
+    /// Change the triggering case: severity, assignee, task, observable, close.
+    Case,
+    /// Label a pod and cut its traffic with a NetworkPolicy.
+    QuarantinePod,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
@@ -133,6 +179,258 @@ pub struct Webhook {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(extend("x-kubernetes-preserve-unknown-fields" = true))]
     pub body: Option<serde_json::Value>,
+}
+
+/// A secret a step uses, resolved when the step runs and never written to actions,
+/// results or logs: the name of an environment variable of the respond workload (set
+/// from a Kubernetes Secret with `envFrom`).
+pub type SecretName = String;
+
+/// A notification.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Notify {
+    /// The message format.
+    pub channel: NotifyChannel,
+    /// Chat: the incoming-webhook URL (Mattermost, Slack, Teams) or the homeserver's
+    /// base URL (Matrix). Not a template.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Matrix: the room id (`!abc:example.eu`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub room: Option<String>,
+    /// Matrix: the access token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_secret: Option<SecretName>,
+    /// E-mail: the SMTP submission server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub smtp: Option<Smtp>,
+    /// E-mail: recipients.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub to: Vec<String>,
+    /// E-mail: the subject, a template.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum NotifyChannel {
+    Mattermost,
+    Slack,
+    Matrix,
+    Teams,
+    Email,
+}
+
+/// An SMTP submission server; the connection is upgraded with STARTTLS (required).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Smtp {
+    pub host: String,
+    #[serde(default = "default_smtp_port")]
+    pub port: u16,
+    /// The sender address.
+    pub from: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username_secret: Option<SecretName>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_secret: Option<SecretName>,
+}
+
+fn default_smtp_port() -> u16 {
+    587
+}
+
+/// An HTTPS call.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpCall {
+    /// HTTPS URL (plain HTTP only to loopback addresses); for `awx`, the controller's
+    /// base URL. Not a template.
+    #[schemars(length(min = 1))]
+    pub url: String,
+    #[serde(default)]
+    pub method: HttpMethod,
+    /// Request headers; values are templates.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+    /// Request headers whose values are secrets: header name to secret name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secret_headers: BTreeMap<String, SecretName>,
+    /// The JSON body; string values are templates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-kubernetes-preserve-unknown-fields" = true))]
+    pub body: Option<serde_json::Value>,
+    /// Launch an Ansible AWX/AAP job template and wait for the job instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub awx: Option<AwxLaunch>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum HttpMethod {
+    Get,
+    #[default]
+    Post,
+    Put,
+    Patch,
+    Delete,
+}
+
+/// `POST /api/v2/job_templates/{id}/launch/`, then `GET /api/v2/jobs/{job}/` until
+/// the job finishes.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AwxLaunch {
+    #[schemars(range(min = 1))]
+    pub job_template: u32,
+    /// Extra variables for the job; string values are templates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-kubernetes-preserve-unknown-fields" = true))]
+    pub extra_vars: Option<serde_json::Value>,
+    /// The OAuth2 / personal access token.
+    pub token_secret: SecretName,
+    /// Seconds between polls of the job.
+    #[serde(default = "default_poll")]
+    #[schemars(range(min = 1, max = 300))]
+    pub poll_seconds: u32,
+}
+
+fn default_poll() -> u32 {
+    2
+}
+
+/// A Wazuh active response: `PUT /active-response?agents_list=...`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WazuhActiveResponse {
+    /// The Wazuh server API (`https://wazuh-manager:55000`). Not a template.
+    pub url: String,
+    /// The command, as configured on the manager (`!firewall-drop`).
+    pub command: String,
+    /// Agent ids; templates (`{{ alert.events.0.agent.id }}`).
+    #[schemars(length(min = 1))]
+    pub agents: Vec<String>,
+    /// The address the command acts on, a template; sent as the alert's `srcip`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub srcip: Option<String>,
+    /// Command arguments; templates.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub arguments: Vec<String>,
+    pub username_secret: SecretName,
+    pub password_secret: SecretName,
+}
+
+/// Observables to enrich.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Enrich {
+    /// The observables, each a type and a templated value.
+    #[schemars(length(min = 1))]
+    pub observables: Vec<ObservableTemplate>,
+    /// Submit them to a Cortex analyzer instead of the intel store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cortex: Option<Cortex>,
+}
+
+/// An observable: a type (`ip`, `domain`, `hash`, `url`, ...) and a value template.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ObservableTemplate {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub value: String,
+}
+
+/// A Cortex analyzer run: `POST /api/analyzer/{id}/run`, then the job's report.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Cortex {
+    /// Cortex's base URL. Not a template.
+    pub url: String,
+    /// The analyzer id.
+    pub analyzer: String,
+    pub api_key_secret: SecretName,
+    /// Seconds between polls of the job.
+    #[serde(default = "default_poll")]
+    #[schemars(range(min = 1, max = 300))]
+    pub poll_seconds: u32,
+}
+
+/// An operation on the case, carried out by the cases stage.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CaseOperation {
+    pub op: CaseOp,
+    /// `set-severity`: the new severity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub severity: Option<Severity>,
+    /// `assign`: the assignee, a template.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assignee: Option<String>,
+    /// `add-task`: the task's title, a template.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<String>,
+    /// `add-observable`: the observable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observable: Option<ObservableTemplate>,
+    /// `close-false-positive`: the reason, a template.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum CaseOp {
+    SetSeverity,
+    Assign,
+    AddTask,
+    AddObservable,
+    CloseFalsePositive,
+}
+
+/// The pod to quarantine; both are templates.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Quarantine {
+    pub namespace: String,
+    pub pod: String,
+}
+
+/// Platform-wide response safety: what no action may touch, the kill switch and the
+/// global budget.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ResponsePolicy {
+    /// Every action runs as a dry run, recording what it would have done.
+    #[serde(default)]
+    pub kill_switch: bool,
+    /// Actions started per hour by all playbooks together.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_actions_per_hour: Option<u32>,
+    /// Assets no action ever touches.
+    #[serde(default)]
+    pub protected: ProtectedAssets,
+}
+
+/// Assets refused as action targets.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProtectedAssets {
+    /// Address ranges in CIDR notation (`10.0.0.0/8`, `2001:db8::/32`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub networks: Vec<String>,
+    /// Host names, compared case-insensitively; `*.example.eu` matches subdomains.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<String>,
+    /// Kubernetes namespaces.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub namespaces: Vec<String>,
+    /// Wazuh agent ids or names.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub agents: Vec<String>,
 }
 
 /// Limits on how often a playbook acts.

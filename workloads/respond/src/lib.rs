@@ -7,15 +7,25 @@
 //! [`ratelimit`] bounds how often, and [`stage`] is the loop between the bus and all of
 //! it. The user-facing description is `docs/respond.md`.
 
+pub mod output;
+pub mod plan;
 pub mod playbook;
 pub mod ratelimit;
+pub mod redact;
 pub mod runner;
+pub mod safety;
 pub mod stage;
+mod steps;
 pub mod template;
 pub mod trigger;
 
+pub use output::{CaseAction, CaseOperation, LogOutbox, MemoryOutbox, Outbox, RespondOutput, StepResult};
 pub use playbook::{CompiledPlaybook, CompiledStep, InvalidPlaybook, PlaybookSet};
-pub use runner::{RunnerError, RunnerSettings, Runners, StepOutcome, StepRunner};
+pub use runner::{
+    IntelLookup, Journal, MapSecrets, RunContext, RunnerError, RunnerSettings, Runners,
+    SecretSource, StepOutcome, StepRunner,
+};
+pub use safety::{Safety, Targets};
 pub use stage::{
     run_respond, run_respond_on, subscribe_case_events, DeadLetter, HandleError, RespondError,
     RespondReport, RespondStats, Responder, GROUP, RATE_LIMITED,

@@ -25,9 +25,13 @@ use crate::trigger::{CompiledTrigger, TriggeringEvent};
 const MAX_STEP_NAME: usize = 63;
 /// The longest time a step may take, as the CRD schema allows.
 const MAX_TIMEOUT_SECONDS: u32 = 3600;
+/// The most retries a step may ask for, as the CRD schema allows.
+const MAX_RETRIES: u32 = 10;
+/// The longest first backoff, as the CRD schema allows.
+const MAX_BACKOFF_SECONDS: u32 = 600;
 
 /// The `text` of a webhook step without a `message`.
-const DEFAULT_TEXT: &str = "Kastell case {{ case.id }}: {{ alert.rule.title }} \
+pub(crate) const DEFAULT_TEXT: &str = "Kastell case {{ case.id }}: {{ alert.rule.title }} \
      ({{ alert.rule.level }}) on {{ alert.host | default('unknown host') }}";
 
 /// A playbook that was left out, and why.
@@ -167,13 +171,16 @@ impl CompiledPlaybook {
     }
 }
 
-/// A checked step: its templates parsed, its webhook target allowed.
+/// A checked step: its templates parsed, its targets allowed.
 #[derive(Debug, Clone)]
 pub struct CompiledStep {
     pub name: String,
     pub kind: StepKind,
     pub approval_required: bool,
     pub timeout: Duration,
+    pub retries: u32,
+    pub backoff: Duration,
+    condition: Option<Template>,
     action: StepTemplate,
 }
 
@@ -187,6 +194,13 @@ enum StepTemplate {
         headers: Vec<(HeaderName, Template)>,
         body: Option<JsonTemplate>,
         text: Template,
+    },
+    /// The typed steps: `fixed` is kept as written (URLs, secret names, commands: what
+    /// alert data must never choose), `templated` is rendered, and both together are
+    /// the action's `config`.
+    Typed {
+        fixed: Map<String, Value>,
+        templated: JsonTemplate,
     },
 }
 
@@ -210,9 +224,30 @@ impl CompiledStep {
             .map_err(|e| problems.push(format!("message: {e}")))
             .ok()
             .flatten();
+        let condition = step
+            .condition
+            .as_deref()
+            .map(|c| Template::parse(&format!("{{% if ({c}) %}}true{{% endif %}}")))
+            .transpose()
+            .map_err(|e| problems.push(format!("condition: {e}")))
+            .ok()
+            .flatten();
+        if step.retries > MAX_RETRIES {
+            problems.push(format!("retries must be at most {MAX_RETRIES}"));
+        }
+        if !(1..=MAX_BACKOFF_SECONDS).contains(&step.backoff_seconds) {
+            problems.push(format!("backoffSeconds must be 1 to {MAX_BACKOFF_SECONDS}"));
+        }
+        check_blocks(step, &mut problems);
         let action = match step.kind {
             StepKind::Log => compile_log(step, message, &mut problems),
             StepKind::Webhook => compile_webhook(step, message, &mut problems),
+            _ => crate::steps::compile(step, &mut problems).and_then(|(fixed, templated)| {
+                JsonTemplate::parse(&templated)
+                    .map_err(|e| problems.push(e.to_string()))
+                    .ok()
+                    .map(|templated| StepTemplate::Typed { fixed, templated })
+            }),
         };
         match action {
             Some(action) if problems.is_empty() => Ok(CompiledStep {
@@ -220,9 +255,23 @@ impl CompiledStep {
                 kind: step.kind,
                 approval_required: step.approval == Approval::Required,
                 timeout: Duration::from_secs(step.timeout_seconds.into()),
+                retries: step.retries,
+                backoff: Duration::from_secs(step.backoff_seconds.into()),
+                condition,
                 action,
             }),
             _ => Err(problems),
+        }
+    }
+
+    /// Whether the step's condition holds over `context`; `true` without one.
+    ///
+    /// # Errors
+    /// When the condition fails to render.
+    pub fn condition_holds(&self, context: &Value) -> Result<bool, TemplateError> {
+        match &self.condition {
+            Some(condition) => Ok(condition.render(context)? == "true"),
+            None => Ok(true),
         }
     }
 
@@ -241,7 +290,18 @@ impl CompiledStep {
         let mut params = Map::new();
         params.insert("dry_run".into(), dry_run.into());
         params.insert("timeout_seconds".into(), self.timeout.as_secs().into());
+        params.insert("retries".into(), self.retries.into());
+        params.insert("backoff_seconds".into(), self.backoff.as_secs().into());
         match &self.action {
+            StepTemplate::Typed { fixed, templated } => {
+                // The template is always an object (built by `steps::compile`).
+                let mut config = match templated.render(context)? {
+                    Value::Object(config) => config,
+                    _ => Map::new(),
+                };
+                config.extend(fixed.clone());
+                params.insert("config".into(), config.into());
+            }
             StepTemplate::Log { message } => {
                 params.insert("message".into(), message.render(context)?.into());
             }
@@ -274,6 +334,30 @@ pub fn step_type(kind: StepKind) -> &'static str {
     match kind {
         StepKind::Log => "log",
         StepKind::Webhook => "webhook",
+        StepKind::Notify => "notify",
+        StepKind::Http => "http",
+        StepKind::WazuhActiveResponse => "wazuh-active-response",
+        StepKind::Enrich => "enrich",
+        StepKind::Case => "case",
+        StepKind::QuarantinePod => "quarantine-pod",
+    }
+}
+
+/// A step carries the block of its own type and no other.
+fn check_blocks(step: &Step, problems: &mut Vec<String>) {
+    let blocks = [
+        ("webhook", step.webhook.is_some(), StepKind::Webhook),
+        ("notify", step.notify.is_some(), StepKind::Notify),
+        ("http", step.http.is_some(), StepKind::Http),
+        ("wazuh", step.wazuh.is_some(), StepKind::WazuhActiveResponse),
+        ("enrich", step.enrich.is_some(), StepKind::Enrich),
+        ("case", step.case.is_some(), StepKind::Case),
+        ("quarantine", step.quarantine.is_some(), StepKind::QuarantinePod),
+    ];
+    for (name, present, kind) in blocks {
+        if present && kind != step.kind {
+            problems.push(format!("a {} step takes no {name}", step_type(step.kind)));
+        }
     }
 }
 
@@ -282,9 +366,6 @@ fn compile_log(
     message: Option<Template>,
     problems: &mut Vec<String>,
 ) -> Option<StepTemplate> {
-    if step.webhook.is_some() {
-        problems.push("a log step takes no webhook".into());
-    }
     if step.message.is_none() {
         problems.push("a log step needs a message".into());
     }

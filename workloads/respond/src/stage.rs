@@ -9,7 +9,9 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
 
 use kastell_core::store::{ActionFilter, ActionRecord, ActionStatus, NewAction};
 use kastell_core::{Bus, BusError, CaseEvent, CaseStore, Message, StoreError, Subscription, Topic};
@@ -17,9 +19,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use tracing::Instrument;
 
+use crate::output::{LogOutbox, Outbox, RespondOutput, StepResult};
 use crate::playbook::{template_context, with_step, CompiledPlaybook, CompiledStep, PlaybookSet};
 use crate::ratelimit::RateLimiter;
-use crate::runner::{error_chain, Runners, StepOutcome};
+use crate::redact;
+use crate::runner::{error_chain, Journal, RunContext, Runners, StepOutcome};
+use crate::safety::{targets, Safety};
 use crate::trigger::TriggeringEvent;
 
 /// The consumer group the stage reads case events as.
@@ -27,6 +32,12 @@ pub const GROUP: &str = "respond";
 
 /// The error recorded on an action refused by its playbook's rate limit.
 pub const RATE_LIMITED: &str = "rate limited";
+
+/// The error recorded on an action refused because it would touch a protected asset.
+pub const PROTECTED_ASSET: &str = "protected asset";
+
+/// The budget key of the platform-wide rate limit (playbook keys hold a `/`).
+const GLOBAL_BUDGET: &str = "*";
 
 /// Counters the stage keeps while it runs, readable from other tasks (for metrics).
 #[derive(Debug, Default)]
@@ -40,6 +51,9 @@ pub struct RespondStats {
     succeeded: AtomicU64,
     failed: AtomicU64,
     rate_limited: AtomicU64,
+    refused: AtomicU64,
+    retried: AtomicU64,
+    skipped: AtomicU64,
     dead_letters: AtomicU64,
     errors: AtomicU64,
 }
@@ -62,6 +76,9 @@ impl RespondStats {
             succeeded: read(&self.succeeded),
             failed: read(&self.failed),
             rate_limited: read(&self.rate_limited),
+            refused: read(&self.refused),
+            retried: read(&self.retried),
+            skipped: read(&self.skipped),
             pending: 0,
             dead_letters: read(&self.dead_letters),
             errors: read(&self.errors),
@@ -92,8 +109,17 @@ pub struct RespondReport {
     pub succeeded: u64,
     /// Actions finished as failed, rate-limited ones included.
     pub failed: u64,
-    /// Actions refused by their playbook's rate limit.
+    /// Actions refused by their playbook's or the platform's rate limit.
     pub rate_limited: u64,
+    /// Actions refused because they would touch a protected asset.
+    #[serde(default)]
+    pub refused: u64,
+    /// Attempts repeated after a failed one.
+    #[serde(default)]
+    pub retried: u64,
+    /// Steps not started because their condition did not hold.
+    #[serde(default)]
+    pub skipped: u64,
     /// Actions pending approval in the store when the stage stopped.
     pub pending: u64,
     /// Messages sent to the dead-letter topic.
@@ -136,6 +162,9 @@ pub struct Responder {
     playbooks: Arc<PlaybookSet>,
     runners: Arc<Runners>,
     limiter: RateLimiter,
+    safety: Safety,
+    journal: Arc<Journal>,
+    outbox: Arc<dyn Outbox>,
 }
 
 impl Responder {
@@ -149,7 +178,29 @@ impl Responder {
             playbooks,
             runners,
             limiter: RateLimiter::hourly(),
+            safety: Safety::default(),
+            journal: Arc::new(Journal::new()),
+            outbox: Arc::new(LogOutbox),
         }
+    }
+
+    /// The platform's protected assets, kill switch and global budget.
+    pub fn with_safety(mut self, safety: Safety) -> Self {
+        self.safety = safety;
+        self
+    }
+
+    /// Where step results and case operations are published.
+    pub fn with_outbox(mut self, outbox: Arc<dyn Outbox>) -> Self {
+        self.outbox = outbox;
+        self
+    }
+
+    /// The side-effect journal, shared when several responders must not repeat each
+    /// other's calls.
+    pub fn with_journal(mut self, journal: Arc<Journal>) -> Self {
+        self.journal = journal;
+        self
     }
 
     /// Handles one case event: starts the playbooks it triggers, or runs the action it
@@ -211,7 +262,22 @@ impl Responder {
         stats: &RespondStats,
     ) -> Result<(), HandleError> {
         let context = with_step(context.clone(), &step.name);
-        let rendered = step.render_params(&context, playbook.dry_run);
+        match step.condition_holds(&context) {
+            Ok(false) => {
+                RespondStats::bump(&stats.skipped);
+                tracing::info!(
+                    playbook = %playbook.key,
+                    step = %step.name,
+                    case_id = trigger.case_id,
+                    "step condition false, skipped"
+                );
+                return Ok(());
+            }
+            Ok(true) | Err(_) => {}
+        }
+        let rendered = step
+            .condition_holds(&context)
+            .and_then(|_| step.render_params(&context, playbook.dry_run));
         let params = match &rendered {
             Ok(params) => params.clone(),
             Err(e) => json!({ "dry_run": playbook.dry_run, "render_error": e.to_string() }),
@@ -241,7 +307,9 @@ impl Responder {
 
         if let Err(e) = rendered {
             let outcome = StepOutcome::failed(format!("rendering the step: {e}"));
-            return self.finish(&action, outcome, stats).await;
+            return self
+                .finish_run(&action, outcome, StepRun::start(), None, stats)
+                .await;
         }
         if action.status == ActionStatus::Pending {
             RespondStats::bump(&stats.awaiting_approval);
@@ -280,28 +348,30 @@ impl Responder {
     }
 
     async fn execute(&self, action: ActionRecord, stats: &RespondStats) -> Result<(), HandleError> {
-        // A playbook removed since the action was recorded has no budget left to apply.
-        let limit = self
-            .playbooks
-            .get(&action.playbook)
-            .and_then(|p| p.max_actions_per_hour);
-        if let Some(max) = limit {
-            if !self
-                .limiter
-                .try_acquire(&action.playbook, max, Instant::now())
-            {
-                RespondStats::bump(&stats.rate_limited);
-                tracing::warn!(
-                    action_id = action.id,
-                    playbook = %action.playbook,
-                    max_actions_per_hour = max,
-                    "action rate limited"
-                );
-                let mut details = Map::new();
-                details.insert("max_actions_per_hour".into(), max.into());
-                let outcome = StepOutcome::failed_with(RATE_LIMITED, details);
-                return self.finish(&action, outcome, stats).await;
-            }
+        let run = StepRun::start();
+        let protected = self
+            .safety
+            .protected_among(&targets(&action.step_type, &action.params));
+        if !protected.is_empty() {
+            RespondStats::bump(&stats.refused);
+            tracing::warn!(
+                action_id = action.id,
+                playbook = %action.playbook,
+                step = %action.step,
+                protected = ?protected,
+                "action refused: protected asset"
+            );
+            let mut details = Map::new();
+            details.insert("protected".into(), json!(protected));
+            let outcome = StepOutcome::failed_with(PROTECTED_ASSET, details);
+            return self
+                .finish_run(&action, outcome, run, Some("protected-asset"), stats)
+                .await;
+        }
+        if let Some(outcome) = self.over_budget(&action, stats) {
+            return self
+                .finish_run(&action, outcome, run, Some("rate-limited"), stats)
+                .await;
         }
 
         let Some(runner) = self.runners.get(&action.step_type).cloned() else {
@@ -309,21 +379,146 @@ impl Responder {
                 "no runner for step type {:?} in this version",
                 action.step_type
             ));
-            return self.finish(&action, outcome, stats).await;
+            return self.finish_run(&action, outcome, run, None, stats).await;
         };
         RespondStats::bump(&stats.executed);
         let dry_run = action.params.get("dry_run").and_then(Value::as_bool) == Some(true);
-        let outcome = if dry_run {
-            StepOutcome::succeeded(json!({ "dry_run": true, "would": runner.describe(&action) }))
-        } else {
+        if dry_run || self.safety.kill_switch {
+            let disposition = if dry_run { "dry-run" } else { "kill-switch" };
+            let outcome = StepOutcome::succeeded(json!({
+                "dry_run": true,
+                "kill_switch": self.safety.kill_switch,
+                "would": runner.describe(&action),
+                "release": runner.release(&action),
+            }));
+            return self
+                .finish_run(&action, outcome, run, Some(disposition), stats)
+                .await;
+        }
+
+        let ctx = Arc::new(RunContext::new(
+            Arc::clone(&self.journal),
+            Arc::clone(&self.outbox),
+            idempotency_key(&action),
+        ));
+        let retries = action
+            .params
+            .get("retries")
+            .and_then(Value::as_u64)
+            .unwrap_or(0) as u32;
+        let backoff = action
+            .params
+            .get("backoff_seconds")
+            .and_then(Value::as_u64)
+            .unwrap_or(2);
+        let mut attempt = 1;
+        let mut outcome = loop {
+            ctx.set_attempt(attempt);
             // The runner runs in its own task so that a bug in one step type fails that
-            // action instead of taking the stage down.
-            let task_action = action.clone();
-            tokio::spawn(async move { runner.run(&task_action).await })
+            // attempt instead of taking the stage down.
+            let (task_runner, task_action, task_ctx) =
+                (Arc::clone(&runner), action.clone(), Arc::clone(&ctx));
+            let outcome = tokio::spawn(async move { task_runner.run(&task_action, &task_ctx).await })
                 .await
-                .unwrap_or_else(|e| StepOutcome::failed(format!("the step runner crashed: {e}")))
+                .unwrap_or_else(|e| StepOutcome::failed(format!("the step runner crashed: {e}")));
+            if outcome.status == ActionStatus::Succeeded || attempt > retries {
+                break outcome;
+            }
+            RespondStats::bump(&stats.retried);
+            let wait = Duration::from_secs(backoff.saturating_mul(1 << (attempt - 1).min(10)));
+            let reason = outcome.result.get("error").and_then(Value::as_str);
+            tracing::info!(
+                action_id = action.id,
+                playbook = %action.playbook,
+                step = %action.step,
+                attempt,
+                wait_seconds = wait.as_secs(),
+                reason = reason.unwrap_or(""),
+                "step failed, retrying"
+            );
+            tokio::time::sleep(wait).await;
+            attempt += 1;
         };
-        self.finish(&action, outcome, stats).await
+        if let Value::Object(result) = &mut outcome.result {
+            result.insert("attempts".into(), attempt.into());
+            result.insert("requests".into(), ctx.requests().into());
+            if outcome.status == ActionStatus::Succeeded {
+                if let Some(release) = runner.release(&action) {
+                    result.insert("release".into(), release);
+                }
+            }
+        }
+        self.finish_run(&action, outcome, run, None, stats).await
+    }
+
+    /// The refusal of an action over its playbook's or the platform's budget; `None`
+    /// when both have room (and then one action is taken from each).
+    fn over_budget(&self, action: &ActionRecord, stats: &RespondStats) -> Option<StepOutcome> {
+        // A playbook removed since the action was recorded has no budget left to apply.
+        let limits = [
+            (
+                action.playbook.as_str(),
+                self.playbooks
+                    .get(&action.playbook)
+                    .and_then(|p| p.max_actions_per_hour),
+            ),
+            (GLOBAL_BUDGET, self.safety.max_actions_per_hour),
+        ];
+        let now = Instant::now();
+        for (key, max) in limits {
+            let Some(max) = max else { continue };
+            if self.limiter.try_acquire(key, max, now) {
+                continue;
+            }
+            RespondStats::bump(&stats.rate_limited);
+            let scope = if key == GLOBAL_BUDGET { "platform" } else { "playbook" };
+            tracing::warn!(
+                action_id = action.id,
+                playbook = %action.playbook,
+                scope,
+                max_actions_per_hour = max,
+                "action rate limited"
+            );
+            let mut details = Map::new();
+            details.insert("max_actions_per_hour".into(), max.into());
+            details.insert("scope".into(), scope.into());
+            return Some(StepOutcome::failed_with(RATE_LIMITED, details));
+        }
+        None
+    }
+
+    /// Finishes the action and publishes its result for the case timeline.
+    async fn finish_run(
+        &self,
+        action: &ActionRecord,
+        mut outcome: StepOutcome,
+        run: StepRun,
+        disposition: Option<&str>,
+        stats: &RespondStats,
+    ) -> Result<(), HandleError> {
+        outcome.result = redact::json(&outcome.result);
+        self.finish(action, outcome.clone(), stats).await?;
+        let get = |key: &str| outcome.result.get(key).cloned();
+        let result = StepResult {
+            action_id: action.id,
+            case_id: action.case_id,
+            alert_id: action.alert_id.clone(),
+            playbook: action.playbook.clone(),
+            step: action.step.clone(),
+            step_type: action.step_type.clone(),
+            status: outcome.status.to_string(),
+            disposition: disposition.map(str::to_owned),
+            attempts: get("attempts").and_then(|a| a.as_u64()).unwrap_or(0) as u32,
+            requests: get("requests")
+                .and_then(|r| r.as_array().cloned())
+                .unwrap_or_default(),
+            started_at: run.started_at,
+            duration_ms: run.clock.elapsed().as_millis() as u64,
+            release: get("release").filter(|r| !r.is_null()),
+            result: outcome.result,
+        };
+        self.outbox.publish(RespondOutput::StepResult(result)).await;
+        Ok(())
     }
 
     async fn finish(
@@ -352,6 +547,32 @@ impl Responder {
         }
         Ok(())
     }
+}
+
+/// When an action's run began.
+struct StepRun {
+    started_at: chrono::DateTime<chrono::Utc>,
+    clock: Instant,
+}
+
+impl StepRun {
+    fn start() -> Self {
+        StepRun {
+            started_at: chrono::Utc::now(),
+            clock: Instant::now(),
+        }
+    }
+}
+
+/// The idempotency key of a trigger and step: the same for every delivery of the same
+/// alert to the same step, different for anything else.
+pub fn idempotency_key(action: &ActionRecord) -> String {
+    let mut hash = Sha256::new();
+    for part in [&action.playbook, &action.step, &action.alert_id] {
+        hash.update(part.as_bytes());
+        hash.update([0]);
+    }
+    format!("kastell-{}", &hex::encode(hash.finalize())[..32])
 }
 
 /// Runs the stage until the case-events topic is closed and drained.
@@ -401,8 +622,27 @@ pub async fn run_respond_on(
     runners: Arc<Runners>,
     stats: &RespondStats,
 ) -> Result<RespondReport, RespondError> {
-    let span = tracing::info_span!("respond", group = GROUP, playbooks = playbooks.len());
     let responder = Responder::new(Arc::clone(&store), playbooks, runners);
+    run_responder_on(bus, subscription, responder, store, stats).await
+}
+
+/// [`run_respond_on`] with a responder configured beforehand (safety policy, outbox).
+///
+/// # Errors
+///
+/// When the bus refuses a publish or an acknowledgement.
+pub async fn run_responder_on(
+    bus: &dyn Bus,
+    subscription: Box<dyn Subscription>,
+    responder: Responder,
+    store: Arc<dyn CaseStore>,
+    stats: &RespondStats,
+) -> Result<RespondReport, RespondError> {
+    let span = tracing::info_span!(
+        "respond",
+        group = GROUP,
+        playbooks = responder.playbooks.len()
+    );
     let result = respond_loop(bus, subscription, &responder, stats)
         .instrument(span)
         .await;
@@ -424,6 +664,9 @@ pub async fn run_respond_on(
         succeeded = report.succeeded,
         failed = report.failed,
         rate_limited = report.rate_limited,
+        refused = report.refused,
+        retried = report.retried,
+        skipped = report.skipped,
         pending = report.pending,
         dead_letters = report.dead_letters,
         "respond stopped"

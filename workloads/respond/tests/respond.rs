@@ -307,7 +307,10 @@ async fn only_matching_playbooks_start_and_log_steps_run_at_once() {
     let message = "sshd: brute force trying to get access to the system. Non existent user. \
                    by paco from 172.17.1.1 (case 1, high, soc/brute-force/note)";
     assert_eq!(note.params["message"], message);
-    assert_eq!(note.result, Some(json!({ "message": message })));
+    assert_eq!(
+        note.result,
+        Some(json!({ "message": message, "attempts": 1, "requests": [] }))
+    );
     let report = h.stats.snapshot();
     assert_eq!(
         (report.playbook_runs, report.executed, report.succeeded),

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use chrono::Utc;
 use kastell_core::store::{ActionRecord, ActionStatus};
 use kastell_respond::runner::WebhookRunner;
-use kastell_respond::{RunnerSettings, StepRunner};
+use kastell_respond::{Journal, MemoryOutbox, RunContext, RunnerSettings, StepRunner};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -108,10 +108,19 @@ fn action(url: &str) -> ActionRecord {
     }
 }
 
+fn ctx() -> RunContext {
+    RunContext::new(
+        Arc::new(Journal::new()),
+        Arc::new(MemoryOutbox::new()),
+        "kastell-test".into(),
+    )
+}
+
 fn runner(trusted: Option<&CertificateDer<'static>>) -> WebhookRunner {
     WebhookRunner::new(&RunnerSettings {
         native_roots: false,
         extra_roots: trusted.into_iter().cloned().collect(),
+        ..RunnerSettings::default()
     })
     .unwrap()
 }
@@ -119,7 +128,7 @@ fn runner(trusted: Option<&CertificateDer<'static>>) -> WebhookRunner {
 #[tokio::test]
 async fn posts_over_tls_1_3() {
     let server = start_tls_server(&[&rustls::version::TLS13]).await;
-    let outcome = runner(Some(&server.cert)).run(&action(&server.url)).await;
+    let outcome = runner(Some(&server.cert)).run(&action(&server.url), &ctx()).await;
     assert_eq!(outcome.status, ActionStatus::Succeeded, "{outcome:?}");
     assert_eq!(outcome.result["status"], 200);
     assert_eq!(outcome.result["body"], "ok");
@@ -129,7 +138,7 @@ async fn posts_over_tls_1_3() {
 #[tokio::test]
 async fn refuses_a_server_that_offers_only_tls_1_2() {
     let server = start_tls_server(&[&rustls::version::TLS12]).await;
-    let outcome = runner(Some(&server.cert)).run(&action(&server.url)).await;
+    let outcome = runner(Some(&server.cert)).run(&action(&server.url), &ctx()).await;
     assert_eq!(outcome.status, ActionStatus::Failed);
     let error = outcome.result["error"].as_str().unwrap().to_owned();
     assert!(error.contains("ProtocolVersion"), "{error}");
@@ -141,7 +150,7 @@ async fn refuses_a_server_that_offers_only_tls_1_2() {
 #[tokio::test]
 async fn refuses_a_certificate_no_trusted_ca_signed() {
     let server = start_tls_server(&[&rustls::version::TLS13]).await;
-    let outcome = runner(None).run(&action(&server.url)).await;
+    let outcome = runner(None).run(&action(&server.url), &ctx()).await;
     assert_eq!(outcome.status, ActionStatus::Failed);
     let error = outcome.result["error"].as_str().unwrap().to_owned();
     assert!(error.contains("invalid peer certificate"), "{error}");

@@ -17,7 +17,7 @@ impl StepRunner for LogRunner {
         "log"
     }
 
-    async fn run(&self, action: &ActionRecord) -> StepOutcome {
+    async fn run(&self, action: &ActionRecord, _ctx: &super::RunContext) -> StepOutcome {
         let Some(message) = action.params.get("message").and_then(Value::as_str) else {
             return StepOutcome::failed("the action has no message parameter");
         };

@@ -2,19 +2,155 @@
 //! side effect and the result recorded on the action. The stage picks the runner by the
 //! action's `step_type`, so a new step type is a new runner registered here.
 
+pub mod case;
+pub mod client;
+pub mod enrich;
+pub mod http;
 pub mod log;
+pub mod notify;
+pub mod quarantine;
+pub mod wazuh;
 pub mod webhook;
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use kastell_core::store::{ActionRecord, ActionStatus};
 use rustls::pki_types::CertificateDer;
 use serde_json::{json, Map, Value};
 
+use crate::output::Outbox;
+
+pub use self::case::CaseRunner;
+pub use self::client::{Exchange, HttpClient};
+pub use self::enrich::{EnrichRunner, IntelLookup, NoIntel};
+pub use self::http::HttpRunner;
 pub use self::log::LogRunner;
+pub use self::notify::NotifyRunner;
+pub use self::quarantine::QuarantineRunner;
+pub use self::wazuh::WazuhRunner;
 pub use self::webhook::{check_url, WebhookRunner};
+
+/// Where a step's secrets come from. Steps name a secret; the value is looked up only
+/// when the step runs, so it is never written to the action, its result or a log.
+pub trait SecretSource: Send + Sync {
+    fn get(&self, name: &str) -> Option<String>;
+}
+
+/// Secrets from the workload's environment (a Kubernetes Secret mounted with
+/// `envFrom`), the way every other credential of the platform reaches it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EnvSecrets;
+
+impl SecretSource for EnvSecrets {
+    fn get(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok().filter(|v| !v.is_empty())
+    }
+}
+
+/// Secrets from a fixed map, for tests and for `kastell playbook test`.
+#[derive(Debug, Clone, Default)]
+pub struct MapSecrets(pub HashMap<String, String>);
+
+impl SecretSource for MapSecrets {
+    fn get(&self, name: &str) -> Option<String> {
+        self.0.get(name).cloned()
+    }
+}
+
+/// The side effects an action has already had, by idempotency key and call: a step
+/// retried after a crash or a failed later call reuses the recorded answer instead of
+/// calling again (a second AWX job, a second block). Kept in memory by this process.
+#[derive(Debug, Default)]
+pub struct Journal {
+    done: Mutex<HashMap<String, Value>>,
+}
+
+impl Journal {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The answer recorded for `key`, if the call was made.
+    pub fn get(&self, key: &str) -> Option<Value> {
+        self.lock().get(key).cloned()
+    }
+
+    /// Records the answer of a call that had its side effect.
+    pub fn record(&self, key: &str, answer: Value) {
+        self.lock().insert(key.to_owned(), answer);
+    }
+
+    /// How many side effects are recorded.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Value>> {
+        // A poisoned lock only means a runner panicked; the recorded answers stand.
+        self.done.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// What a runner gets besides the action: where to record side effects and requests,
+/// where to publish case operations, and the idempotency key of the trigger and step.
+pub struct RunContext {
+    pub journal: Arc<Journal>,
+    pub outbox: Arc<dyn Outbox>,
+    /// Stable per (playbook, step, alert): sent as `Idempotency-Key` and used as the
+    /// Matrix transaction id, so a repeated call is recognised by the receiver too.
+    pub idempotency_key: String,
+    attempt: AtomicU32,
+    requests: Mutex<Vec<Value>>,
+}
+
+impl RunContext {
+    pub fn new(journal: Arc<Journal>, outbox: Arc<dyn Outbox>, idempotency_key: String) -> Self {
+        RunContext {
+            journal,
+            outbox,
+            idempotency_key,
+            attempt: AtomicU32::new(1),
+            requests: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The attempt running now, 1 for the first.
+    pub fn attempt(&self) -> u32 {
+        self.attempt.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_attempt(&self, attempt: u32) {
+        self.attempt.store(attempt, Ordering::Relaxed);
+    }
+
+    /// Records a request summary (method, redacted URL, status, timing) for the result.
+    pub fn record_request(&self, summary: Value) {
+        self.requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(summary);
+    }
+
+    /// The request summaries recorded so far, across attempts.
+    pub fn requests(&self) -> Vec<Value> {
+        self.requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The journal key of one call of this action.
+    pub fn call_key(&self, call: &str) -> String {
+        format!("{}:{call}", self.idempotency_key)
+    }
+}
 
 /// How a step ended: `Succeeded` or `Failed`, and the result stored on the action.
 #[derive(Debug, Clone, PartialEq)]
@@ -52,22 +188,30 @@ pub trait StepRunner: Send + Sync {
     /// The `step_type` of the actions this runner runs.
     fn step_type(&self) -> &'static str;
 
-    /// Performs the action from its stored parameters. Never panics and never returns
-    /// an error: whatever goes wrong is a failed outcome with a reason.
-    async fn run(&self, action: &ActionRecord) -> StepOutcome;
+    /// Performs the action from its stored parameters. Never returns an error: whatever
+    /// goes wrong is a failed outcome with a reason.
+    async fn run(&self, action: &ActionRecord, ctx: &RunContext) -> StepOutcome;
+
+    /// The action that undoes this one, recorded beside a containment; `None` for steps
+    /// that contain nothing.
+    fn release(&self, _action: &ActionRecord) -> Option<Value> {
+        None
+    }
 
     /// What the action would do, reported instead of running it in a dry run.
     fn describe(&self, action: &ActionRecord) -> Value {
         let mut params = action.params.clone();
         if let Value::Object(map) = &mut params {
-            map.remove("dry_run");
+            for key in ["dry_run", "timeout_seconds", "retries", "backoff_seconds"] {
+                map.remove(key);
+            }
         }
-        json!({ "type": self.step_type(), "params": params })
+        json!({ "type": self.step_type(), "params": crate::redact::json(&params) })
     }
 }
 
 /// Settings shared by the runners.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct RunnerSettings {
     /// Trust the system's CA certificates for HTTPS (`SSL_CERT_FILE` and
     /// `SSL_CERT_DIR` are honoured), so an organisation's own CA works as it does for
@@ -75,6 +219,10 @@ pub struct RunnerSettings {
     pub native_roots: bool,
     /// CA certificates trusted in addition (a private CA, a test server's).
     pub extra_roots: Vec<CertificateDer<'static>>,
+    /// Where secrets named by steps are read.
+    pub secrets: Arc<dyn SecretSource>,
+    /// The intel store `enrich` steps look observables up in.
+    pub intel: Arc<dyn IntelLookup>,
 }
 
 impl Default for RunnerSettings {
@@ -82,7 +230,18 @@ impl Default for RunnerSettings {
         RunnerSettings {
             native_roots: true,
             extra_roots: Vec::new(),
+            secrets: Arc::new(EnvSecrets),
+            intel: Arc::new(NoIntel),
         }
+    }
+}
+
+impl std::fmt::Debug for RunnerSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunnerSettings")
+            .field("native_roots", &self.native_roots)
+            .field("extra_roots", &self.extra_roots.len())
+            .finish_non_exhaustive()
     }
 }
 
@@ -95,6 +254,8 @@ pub enum RunnerError {
     Certificate(#[source] rustls::Error),
     #[error("building the HTTP client")]
     Client(#[source] reqwest::Error),
+    #[error("building the SMTP client")]
+    Smtp(String),
 }
 
 /// The runners by step type.
@@ -104,14 +265,34 @@ pub struct Runners {
 }
 
 impl Runners {
-    /// The runners of every step type this version knows: `log` and `webhook`.
+    /// The runners of every step type this version knows.
     ///
     /// # Errors
     /// When the HTTPS client cannot be built (see [`RunnerError`]).
     pub fn new(settings: &RunnerSettings) -> Result<Self, RunnerError> {
+        let client = HttpClient::new(settings)?;
         let mut runners = Runners::empty();
         runners.register(Arc::new(LogRunner));
-        runners.register(Arc::new(WebhookRunner::new(settings)?));
+        runners.register(Arc::new(WebhookRunner::with_client(client.clone())));
+        runners.register(Arc::new(NotifyRunner::new(
+            client.clone(),
+            settings.clone(),
+        )));
+        runners.register(Arc::new(HttpRunner::new(
+            client.clone(),
+            Arc::clone(&settings.secrets),
+        )));
+        runners.register(Arc::new(WazuhRunner::new(
+            client.clone(),
+            Arc::clone(&settings.secrets),
+        )));
+        runners.register(Arc::new(EnrichRunner::new(
+            client,
+            Arc::clone(&settings.secrets),
+            Arc::clone(&settings.intel),
+        )));
+        runners.register(Arc::new(CaseRunner));
+        runners.register(Arc::new(QuarantineRunner::new()));
         Ok(runners)
     }
 
@@ -153,6 +334,34 @@ pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
         cause = inner.source();
     }
     text
+}
+
+/// The rendered `config` parameter of a typed step.
+pub(crate) fn config(params: &Value) -> Result<&Map<String, Value>, String> {
+    params
+        .get("config")
+        .and_then(Value::as_object)
+        .ok_or_else(|| "the action has no config parameter".to_owned())
+}
+
+/// A string field of a config, required.
+pub(crate) fn field<'a>(config: &'a Map<String, Value>, name: &str) -> Result<&'a str, String> {
+    config
+        .get(name)
+        .and_then(Value::as_str)
+        .ok_or_else(|| format!("the action's config has no {name}"))
+}
+
+/// A secret named by the config field `name`, looked up in `secrets`.
+pub(crate) fn secret(
+    secrets: &dyn SecretSource,
+    config: &Map<String, Value>,
+    name: &str,
+) -> Result<String, String> {
+    let secret_name = field(config, name)?;
+    secrets
+        .get(secret_name)
+        .ok_or_else(|| format!("secret {secret_name:?} ({name}) is not set"))
 }
 
 /// The `timeout_seconds` parameter, defaulting to the resource's default of 10.
