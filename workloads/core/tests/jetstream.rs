@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use kastell_core::bus::jetstream::{DeliveryPolicy, JetStreamBus, JetStreamConfig};
 use kastell_core::bus::{Partition, Subscription};
-use kastell_core::{Bus, DeadLetter, Delivery, Message, Topic};
+use kastell_core::{Bus, BusError, DeadLetter, Delivery, Message, Topic};
 use tokio::sync::Notify;
 
 /// A guard against a hang, not a timing assertion: every wait below normally ends in
@@ -43,6 +43,9 @@ fn config(url: &str, test: &str) -> JetStreamConfig {
     };
     // JetStream reserves each stream's max_bytes from the server's storage.
     config.limits.max_bytes = 8 << 20;
+    for (_, limits) in &mut config.topic_limits {
+        limits.max_bytes = 8 << 20;
+    }
     config.publish_patience = Duration::from_secs(30);
     config
 }
@@ -294,6 +297,50 @@ async fn each_partition_consumer_gets_exactly_its_keys() {
         .subscribe_partition(Topic::Events, "correlate", wrong)
         .await
         .is_err());
+    delete_streams(&url, &bus).await;
+}
+
+#[tokio::test]
+async fn a_full_stream_holds_its_producers_back_until_the_consumers_catch_up() {
+    let Some(url) = nats_url() else { return };
+    let mut cfg = config(&url, "backpressure");
+    cfg.limits.max_messages = 3;
+    cfg.publish_patience = Duration::from_millis(500);
+    let bus = JetStreamBus::connect(cfg).await.unwrap();
+    let mut sub = bus.subscribe(Topic::Alerts, "cases").await.unwrap();
+    for i in 0..3 {
+        publish_text(&bus, Topic::Alerts, &format!("a{i}"), &format!("a{i}")).await;
+    }
+
+    // Nothing acknowledged: the stream stays full, the publish gives up after its patience
+    // instead of dropping an unread message.
+    let refused = bus
+        .publish(Topic::Alerts, Message::json(&"a3").unwrap().with_id("a3"))
+        .await;
+    assert!(
+        matches!(
+            refused,
+            Err(BusError::Full {
+                topic: Topic::Alerts,
+                ..
+            })
+        ),
+        "{refused:?}"
+    );
+
+    // The only group acknowledges one message, which frees its place.
+    let first = next(&mut sub).await;
+    assert_eq!(text(&first), "a0");
+    first.ack().await.unwrap();
+    publish_text(&bus, Topic::Alerts, "a3", "a3").await;
+
+    let mut rest = Vec::new();
+    for _ in 0..3 {
+        let delivery = next(&mut sub).await;
+        rest.push(text(&delivery));
+        delivery.ack().await.unwrap();
+    }
+    assert_eq!(rest, ["a1", "a2", "a3"]);
     delete_streams(&url, &bus).await;
 }
 

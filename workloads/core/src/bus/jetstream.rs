@@ -21,7 +21,9 @@ use async_nats::jetstream::{self, context::PublishErrorKind, stream};
 use async_trait::async_trait;
 
 use super::{error_chain, Bus, BusError, Message, Partition, Subscription, Topic};
-pub use config::{DeliveryPolicy, Discard, JetStreamConfig, Security, StreamLimits};
+pub use config::{
+    DeliveryPolicy, Discard, JetStreamConfig, Retention, Security, StreamLimits, PIPELINE_GROUPS,
+};
 use subscription::JetStreamSubscription;
 
 /// Header carrying [`Message::key`]; the id travels in JetStream's own `Nats-Msg-Id`.
@@ -50,6 +52,13 @@ pub enum JetStreamError {
     },
     #[error("TLS configuration: {0}")]
     Tls(String),
+    #[error("declaring consumer group {group:?} of topic {topic}")]
+    Group {
+        group: String,
+        topic: Topic,
+        #[source]
+        source: BusError,
+    },
     #[error("creating or updating the stream {stream}")]
     Stream {
         stream: String,
@@ -65,12 +74,14 @@ pub struct JetStreamBus {
 }
 
 impl JetStreamBus {
-    /// Connects and creates (or updates to the configured limits) the five streams.
+    /// Connects, creates (or updates to the configured limits) the five streams and the
+    /// declared consumer groups.
     ///
     /// # Errors
     ///
     /// When a credential or certificate file cannot be read, the server cannot be reached,
-    /// or it refuses a stream's configuration.
+    /// or it refuses a stream's or consumer's configuration (a stream's retention policy
+    /// cannot be changed once created).
     pub async fn connect(config: JetStreamConfig) -> Result<Self, JetStreamError> {
         let options = connect::connect_options(&config.security).await?;
         let client = options
@@ -86,6 +97,9 @@ impl JetStreamBus {
         };
         for topic in Topic::ALL {
             bus.ensure_stream(topic).await?;
+        }
+        for (topic, group) in &bus.config.groups {
+            bus.declare_group(*topic, group).await?;
         }
         Ok(bus)
     }
@@ -123,7 +137,10 @@ impl JetStreamBus {
         let config = stream::Config {
             name: name.clone(),
             subjects: vec![subject.clone(), format!("{subject}.>")],
-            retention: stream::RetentionPolicy::Limits,
+            retention: match limits.retention {
+                Retention::Interest => stream::RetentionPolicy::Interest,
+                Retention::Limits => stream::RetentionPolicy::Limits,
+            },
             storage: stream::StorageType::File,
             max_age: limits.max_age,
             max_bytes: if limits.max_bytes > 0 {
@@ -151,6 +168,43 @@ impl JetStreamBus {
                 stream: name,
                 source,
             })?;
+        Ok(())
+    }
+
+    /// Creates the group's consumer (one per partition on a split topic) without reading.
+    async fn declare_group(&self, topic: Topic, group: &str) -> Result<(), JetStreamError> {
+        let count = self.config.partitions_of(topic);
+        let consumers: Vec<(String, String)> = if count == 1 {
+            vec![(group.to_owned(), String::new())]
+        } else {
+            (0..count)
+                .map(|index| {
+                    let partition = Partition { index, count };
+                    (
+                        partition_durable(group, partition),
+                        partition.subject(&self.subject(topic)),
+                    )
+                })
+                .collect()
+        };
+        for (durable, filter) in consumers {
+            JetStreamSubscription::create(
+                self.context.clone(),
+                self.stream_name(topic),
+                durable,
+                filter,
+                &self.config.delivery,
+                group.to_owned(),
+                topic,
+                self.subject(Topic::DeadLetters),
+            )
+            .await
+            .map_err(|source| JetStreamError::Group {
+                group: group.to_owned(),
+                topic,
+                source,
+            })?;
+        }
         Ok(())
     }
 
@@ -204,6 +258,11 @@ impl JetStreamBus {
             Err(error) => Err(BusError::Transport(error_chain(&error))),
         }
     }
+}
+
+/// The durable consumer of one partition for a group.
+fn partition_durable(group: &str, partition: Partition) -> String {
+    format!("{group}-p{}", partition.index)
 }
 
 /// A full stream (discard policy "new") or a server that is restarting or unreachable:
@@ -272,7 +331,7 @@ impl Bus for JetStreamBus {
         if count == 1 {
             return self.subscribe(topic, group).await;
         }
-        let durable = format!("{group}-p{}", partition.index);
+        let durable = partition_durable(group, partition);
         let filter = partition.subject(&self.subject(topic));
         self.subscribe_filtered(topic, durable, filter, group).await
     }
