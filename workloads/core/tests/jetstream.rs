@@ -260,6 +260,9 @@ async fn each_partition_consumer_gets_exactly_its_keys() {
     cfg.event_partitions = 4;
     let bus = JetStreamBus::connect(cfg).await.unwrap();
     let keys: Vec<String> = (0..40).map(|i| format!("10.0.0.{i}")).collect();
+    // A message without a key goes to partition 0.
+    let keyless = Message::json(&"no key").unwrap().with_id("keyless");
+    bus.publish(Topic::Events, keyless).await.unwrap();
     for (i, key) in keys.iter().enumerate() {
         let message = Message::json(key)
             .unwrap()
@@ -279,6 +282,14 @@ async fn each_partition_consumer_gets_exactly_its_keys() {
             .subscribe_partition(Topic::Events, "correlate", partition)
             .await
             .unwrap();
+        if index == 0 {
+            let delivery = next(&mut sub).await;
+            assert_eq!(
+                (text(&delivery).as_str(), delivery.message.key.as_deref()),
+                ("no key", None)
+            );
+            delivery.ack().await.unwrap();
+        }
         for key in expected {
             let delivery = next(&mut sub).await;
             assert_eq!(

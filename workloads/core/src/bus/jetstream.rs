@@ -125,8 +125,13 @@ impl JetStreamBus {
         let subject = self.subject(topic);
         match self.config.partitions_of(topic) {
             1 => subject,
-            count => Partition::of_key(message.key.as_deref().unwrap_or_default(), count)
-                .subject(&subject),
+            count => {
+                let partition = match message.key.as_deref() {
+                    Some(key) => Partition::of_key(key, count),
+                    None => Partition { index: 0, count },
+                };
+                partition.subject(&subject)
+            }
         }
     }
 
