@@ -4,9 +4,6 @@
 //! other's streams.
 
 use std::collections::BTreeSet;
-use std::net::TcpStream;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -15,6 +12,9 @@ use kastell_core::bus::jetstream::{DeliveryPolicy, JetStreamBus, JetStreamConfig
 use kastell_core::bus::{Partition, Subscription};
 use kastell_core::{Bus, BusError, DeadLetter, Delivery, Message, Topic};
 use tokio::sync::Notify;
+
+mod support;
+use support::{free_port, PrivateServer};
 
 /// A guard against a hang, not a timing assertion: every wait below normally ends in
 /// well under a second.
@@ -355,63 +355,11 @@ async fn a_full_stream_holds_its_producers_back_until_the_consumers_catch_up() {
     delete_streams(&url, &bus).await;
 }
 
-/// A nats-server of this test's own, so that killing it disturbs no other test.
-struct PrivateServer {
-    child: Child,
-    port: u16,
-}
-
-impl PrivateServer {
-    fn start(store: &Path, port: u16) -> PrivateServer {
-        let child = Command::new("nats-server")
-            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
-            .arg(store)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("nats-server runs (KASTELL_NATS_URL says it is installed)");
-        // Owned by the guard from here on, so a failed start is still stopped.
-        let server = PrivateServer { child, port };
-        for _ in 0..200 {
-            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return server;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("nats-server did not listen on 127.0.0.1:{port}");
-    }
-
-    fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
-    }
-
-    /// SIGKILL: no chance to flush anything.
-    fn kill(&mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-}
-
-impl Drop for PrivateServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[tokio::test]
 async fn a_killed_and_restarted_server_loses_no_acknowledged_message() {
     let Some(_) = nats_url() else { return };
     let store = tempfile::tempdir().unwrap();
-    let mut server = PrivateServer::start(store.path(), free_port());
+    let mut server = PrivateServer::start(store.path(), free_port(), &[]);
     let bus = JetStreamBus::connect(config(&server.url(), "restart"))
         .await
         .unwrap();
@@ -430,7 +378,7 @@ async fn a_killed_and_restarted_server_loses_no_acknowledged_message() {
 
     let port = server.port;
     server.kill();
-    let server = PrivateServer::start(store.path(), port);
+    let server = PrivateServer::start(store.path(), port, &[]);
 
     // Published after the restart, through the same (reconnected) client.
     for i in 10..12 {
