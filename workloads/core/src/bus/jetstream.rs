@@ -24,7 +24,7 @@ use super::{error_chain, Bus, BusError, Message, Partition, Subscription, Topic}
 pub use config::{
     DeliveryPolicy, Discard, JetStreamConfig, Retention, Security, StreamLimits, PIPELINE_GROUPS,
 };
-use subscription::JetStreamSubscription;
+use subscription::{Binding, JetStreamSubscription};
 
 /// Header carrying [`Message::key`]; the id travels in JetStream's own `Nats-Msg-Id`.
 const KEY_HEADER: &str = "Kastell-Key";
@@ -176,6 +176,17 @@ impl JetStreamBus {
         Ok(())
     }
 
+    fn binding(&self, topic: Topic, group: &str, durable: String, filter: String) -> Binding {
+        Binding {
+            stream: self.stream_name(topic),
+            durable,
+            filter_subject: filter,
+            group: group.to_owned(),
+            topic,
+            dead_letter_subject: self.subject(Topic::DeadLetters),
+        }
+    }
+
     /// Creates the group's consumer (one per partition on a split topic) without reading.
     async fn declare_group(&self, topic: Topic, group: &str) -> Result<(), JetStreamError> {
         let count = self.config.partitions_of(topic);
@@ -195,13 +206,8 @@ impl JetStreamBus {
         for (durable, filter) in consumers {
             JetStreamSubscription::create(
                 self.context.clone(),
-                self.stream_name(topic),
-                durable,
-                filter,
+                self.binding(topic, group, durable, filter),
                 &self.config.delivery,
-                group.to_owned(),
-                topic,
-                self.subject(Topic::DeadLetters),
             )
             .await
             .map_err(|source| JetStreamError::Group {
@@ -222,13 +228,8 @@ impl JetStreamBus {
     ) -> Result<Box<dyn Subscription>, BusError> {
         let subscription = JetStreamSubscription::create(
             self.context.clone(),
-            self.stream_name(topic),
-            durable,
-            filter_subject,
+            self.binding(topic, group, durable, filter_subject),
             &self.config.delivery,
-            group.to_owned(),
-            topic,
-            self.subject(Topic::DeadLetters),
         )
         .await?;
         Ok(Box::new(subscription))
