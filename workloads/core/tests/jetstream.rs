@@ -401,3 +401,18 @@ async fn a_killed_and_restarted_server_loses_no_acknowledged_message() {
     }
     drop(server);
 }
+
+#[tokio::test]
+async fn a_publish_to_a_vanished_server_fails_as_transport_not_as_full() {
+    let Some(_) = nats_url() else { return };
+    let store = tempfile::tempdir().unwrap();
+    let mut server = PrivateServer::start(store.path(), free_port(), &[]);
+    let mut cfg = config(&server.url(), "vanished");
+    cfg.publish_patience = Duration::from_millis(500);
+    let bus = JetStreamBus::connect(cfg).await.unwrap();
+    server.kill();
+
+    let message = Message::json(&"lost?").unwrap().with_id("v1");
+    let result = bus.publish(Topic::Alerts, message).await;
+    assert!(matches!(result, Err(BusError::Transport(_))), "{result:?}");
+}

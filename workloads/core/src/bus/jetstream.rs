@@ -235,9 +235,8 @@ impl JetStreamBus {
         Ok(Box::new(subscription))
     }
 
-    /// Publishes once; `Ok(None)` when the stream was full or the server unreachable, so
-    /// the caller may retry.
-    async fn try_publish(&self, subject: &str, message: &Message) -> Result<Option<()>, BusError> {
+    /// Publishes once.
+    async fn try_publish(&self, subject: &str, message: &Message) -> Result<Attempt, BusError> {
         let mut publish =
             jetstream::message::PublishMessage::build().payload(message.payload.clone());
         if let Some(id) = &message.id {
@@ -250,38 +249,41 @@ impl JetStreamBus {
             Ok(ack) => ack.await,
             Err(error) => Err(error),
         };
-        match result {
+        let error = match result {
             Ok(ack) => {
                 if ack.duplicate {
                     tracing::debug!(subject, id = ?message.id, "duplicate dropped by the stream");
                 }
-                Ok(Some(()))
+                return Ok(Attempt::Stored);
             }
-            Err(error) if is_retryable(&error) => {
-                tracing::warn!(subject, error = %error_chain(&error), "publish refused; retrying");
-                Ok(None)
-            }
-            Err(error) => Err(BusError::Transport(error_chain(&error))),
-        }
+            Err(error) => error,
+        };
+        let text = error_chain(&error);
+        let attempt = match error.kind() {
+            PublishErrorKind::Other if is_stream_full(&text) => Attempt::Full,
+            PublishErrorKind::TimedOut
+            | PublishErrorKind::BrokenPipe
+            | PublishErrorKind::StreamNotFound
+            | PublishErrorKind::MaxAckPending => Attempt::Unreachable(text.clone()),
+            _ => return Err(BusError::Transport(text)),
+        };
+        tracing::warn!(subject, error = %text, "publish refused; retrying");
+        Ok(attempt)
     }
+}
+
+/// How one publish went, when it did not fail for good.
+enum Attempt {
+    Stored,
+    /// The stream is at a limit (discard policy "new"): its consumers are behind.
+    Full,
+    /// The server is restarting or unreachable, or the stream is not there (yet).
+    Unreachable(String),
 }
 
 /// The durable consumer of one partition for a group.
 fn partition_durable(group: &str, partition: Partition) -> String {
     format!("{group}-p{}", partition.index)
-}
-
-/// A full stream (discard policy "new") or a server that is restarting or unreachable:
-/// the message may be stored by trying again later.
-fn is_retryable(error: &jetstream::context::PublishError) -> bool {
-    match error.kind() {
-        PublishErrorKind::TimedOut
-        | PublishErrorKind::BrokenPipe
-        | PublishErrorKind::StreamNotFound
-        | PublishErrorKind::MaxAckPending => true,
-        PublishErrorKind::Other => is_stream_full(&error.to_string()),
-        _ => false,
-    }
 }
 
 /// The server reports a stream at its limit only in the error text (API error 10077).
@@ -301,12 +303,17 @@ impl Bus for JetStreamBus {
         let started = Instant::now();
         let mut pause = Duration::from_millis(50);
         loop {
-            if self.try_publish(&subject, &message).await?.is_some() {
-                return Ok(());
-            }
+            let attempt = self.try_publish(&subject, &message).await?;
             let waited = started.elapsed();
-            if waited >= self.config.publish_patience {
-                return Err(BusError::Full { topic, waited });
+            match attempt {
+                Attempt::Stored => return Ok(()),
+                Attempt::Full if waited >= self.config.publish_patience => {
+                    return Err(BusError::Full { topic, waited });
+                }
+                Attempt::Unreachable(error) if waited >= self.config.publish_patience => {
+                    return Err(BusError::Transport(error));
+                }
+                Attempt::Full | Attempt::Unreachable(_) => {}
             }
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(Duration::from_secs(5));
