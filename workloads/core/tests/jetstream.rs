@@ -4,17 +4,17 @@
 //! other's streams.
 
 use std::collections::BTreeSet;
-use std::net::TcpStream;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kastell_core::bus::jetstream::{DeliveryPolicy, JetStreamBus, JetStreamConfig};
 use kastell_core::bus::{Partition, Subscription};
-use kastell_core::{Bus, DeadLetter, Delivery, Message, Topic};
+use kastell_core::{Bus, BusError, DeadLetter, Delivery, Message, Topic};
 use tokio::sync::Notify;
+
+mod support;
+use support::{free_port, PrivateServer};
 
 /// A guard against a hang, not a timing assertion: every wait below normally ends in
 /// well under a second.
@@ -43,6 +43,9 @@ fn config(url: &str, test: &str) -> JetStreamConfig {
     };
     // JetStream reserves each stream's max_bytes from the server's storage.
     config.limits.max_bytes = 8 << 20;
+    for (_, limits) in &mut config.topic_limits {
+        limits.max_bytes = 8 << 20;
+    }
     config.publish_patience = Duration::from_secs(30);
     config
 }
@@ -257,6 +260,9 @@ async fn each_partition_consumer_gets_exactly_its_keys() {
     cfg.event_partitions = 4;
     let bus = JetStreamBus::connect(cfg).await.unwrap();
     let keys: Vec<String> = (0..40).map(|i| format!("10.0.0.{i}")).collect();
+    // A message without a key goes to partition 0.
+    let keyless = Message::json(&"no key").unwrap().with_id("keyless");
+    bus.publish(Topic::Events, keyless).await.unwrap();
     for (i, key) in keys.iter().enumerate() {
         let message = Message::json(key)
             .unwrap()
@@ -276,6 +282,14 @@ async fn each_partition_consumer_gets_exactly_its_keys() {
             .subscribe_partition(Topic::Events, "correlate", partition)
             .await
             .unwrap();
+        if index == 0 {
+            let delivery = next(&mut sub).await;
+            assert_eq!(
+                (text(&delivery).as_str(), delivery.message.key.as_deref()),
+                ("no key", None)
+            );
+            delivery.ack().await.unwrap();
+        }
         for key in expected {
             let delivery = next(&mut sub).await;
             assert_eq!(
@@ -297,63 +311,55 @@ async fn each_partition_consumer_gets_exactly_its_keys() {
     delete_streams(&url, &bus).await;
 }
 
-/// A nats-server of this test's own, so that killing it disturbs no other test.
-struct PrivateServer {
-    child: Child,
-    port: u16,
-}
-
-impl PrivateServer {
-    fn start(store: &Path, port: u16) -> PrivateServer {
-        let child = Command::new("nats-server")
-            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
-            .arg(store)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("nats-server runs (KASTELL_NATS_URL says it is installed)");
-        // Owned by the guard from here on, so a failed start is still stopped.
-        let server = PrivateServer { child, port };
-        for _ in 0..200 {
-            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return server;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("nats-server did not listen on 127.0.0.1:{port}");
+#[tokio::test]
+async fn a_full_stream_holds_its_producers_back_until_the_consumers_catch_up() {
+    let Some(url) = nats_url() else { return };
+    let mut cfg = config(&url, "backpressure");
+    cfg.limits.max_messages = 3;
+    cfg.publish_patience = Duration::from_millis(500);
+    let bus = JetStreamBus::connect(cfg).await.unwrap();
+    let mut sub = bus.subscribe(Topic::Alerts, "cases").await.unwrap();
+    for i in 0..3 {
+        publish_text(&bus, Topic::Alerts, &format!("a{i}"), &format!("a{i}")).await;
     }
 
-    fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
-    }
+    // Nothing acknowledged: the stream stays full, the publish gives up after its patience
+    // instead of dropping an unread message.
+    let refused = bus
+        .publish(Topic::Alerts, Message::json(&"a3").unwrap().with_id("a3"))
+        .await;
+    assert!(
+        matches!(
+            refused,
+            Err(BusError::Full {
+                topic: Topic::Alerts,
+                ..
+            })
+        ),
+        "{refused:?}"
+    );
 
-    /// SIGKILL: no chance to flush anything.
-    fn kill(&mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-}
+    // The only group acknowledges one message, which frees its place.
+    let first = next(&mut sub).await;
+    assert_eq!(text(&first), "a0");
+    first.ack().await.unwrap();
+    publish_text(&bus, Topic::Alerts, "a3", "a3").await;
 
-impl Drop for PrivateServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+    let mut rest = Vec::new();
+    for _ in 0..3 {
+        let delivery = next(&mut sub).await;
+        rest.push(text(&delivery));
+        delivery.ack().await.unwrap();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    assert_eq!(rest, ["a1", "a2", "a3"]);
+    delete_streams(&url, &bus).await;
 }
 
 #[tokio::test]
 async fn a_killed_and_restarted_server_loses_no_acknowledged_message() {
     let Some(_) = nats_url() else { return };
     let store = tempfile::tempdir().unwrap();
-    let mut server = PrivateServer::start(store.path(), free_port());
+    let mut server = PrivateServer::start(store.path(), free_port(), &[]);
     let bus = JetStreamBus::connect(config(&server.url(), "restart"))
         .await
         .unwrap();
@@ -372,7 +378,7 @@ async fn a_killed_and_restarted_server_loses_no_acknowledged_message() {
 
     let port = server.port;
     server.kill();
-    let server = PrivateServer::start(store.path(), port);
+    let server = PrivateServer::start(store.path(), port, &[]);
 
     // Published after the restart, through the same (reconnected) client.
     for i in 10..12 {
@@ -394,4 +400,19 @@ async fn a_killed_and_restarted_server_loses_no_acknowledged_message() {
         delivery.ack().await.unwrap();
     }
     drop(server);
+}
+
+#[tokio::test]
+async fn a_publish_to_a_vanished_server_fails_as_transport_not_as_full() {
+    let Some(_) = nats_url() else { return };
+    let store = tempfile::tempdir().unwrap();
+    let mut server = PrivateServer::start(store.path(), free_port(), &[]);
+    let mut cfg = config(&server.url(), "vanished");
+    cfg.publish_patience = Duration::from_millis(500);
+    let bus = JetStreamBus::connect(cfg).await.unwrap();
+    server.kill();
+
+    let message = Message::json(&"lost?").unwrap().with_id("v1");
+    let result = bus.publish(Topic::Alerts, message).await;
+    assert!(matches!(result, Err(BusError::Transport(_))), "{result:?}");
 }

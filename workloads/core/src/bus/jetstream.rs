@@ -21,8 +21,10 @@ use async_nats::jetstream::{self, context::PublishErrorKind, stream};
 use async_trait::async_trait;
 
 use super::{error_chain, Bus, BusError, Message, Partition, Subscription, Topic};
-pub use config::{DeliveryPolicy, Discard, JetStreamConfig, Security, StreamLimits};
-use subscription::JetStreamSubscription;
+pub use config::{
+    DeliveryPolicy, Discard, JetStreamConfig, Retention, Security, StreamLimits, PIPELINE_GROUPS,
+};
+use subscription::{Binding, JetStreamSubscription};
 
 /// Header carrying [`Message::key`]; the id travels in JetStream's own `Nats-Msg-Id`.
 const KEY_HEADER: &str = "Kastell-Key";
@@ -50,6 +52,13 @@ pub enum JetStreamError {
     },
     #[error("TLS configuration: {0}")]
     Tls(String),
+    #[error("declaring consumer group {group:?} of topic {topic}")]
+    Group {
+        group: String,
+        topic: Topic,
+        #[source]
+        source: BusError,
+    },
     #[error("creating or updating the stream {stream}")]
     Stream {
         stream: String,
@@ -65,12 +74,14 @@ pub struct JetStreamBus {
 }
 
 impl JetStreamBus {
-    /// Connects and creates (or updates to the configured limits) the five streams.
+    /// Connects, creates (or updates to the configured limits) the five streams and the
+    /// declared consumer groups.
     ///
     /// # Errors
     ///
     /// When a credential or certificate file cannot be read, the server cannot be reached,
-    /// or it refuses a stream's configuration.
+    /// or it refuses a stream's or consumer's configuration (a stream's retention policy
+    /// cannot be changed once created).
     pub async fn connect(config: JetStreamConfig) -> Result<Self, JetStreamError> {
         let options = connect::connect_options(&config.security).await?;
         let client = options
@@ -86,6 +97,9 @@ impl JetStreamBus {
         };
         for topic in Topic::ALL {
             bus.ensure_stream(topic).await?;
+        }
+        for (topic, group) in &bus.config.groups {
+            bus.declare_group(*topic, group).await?;
         }
         Ok(bus)
     }
@@ -111,8 +125,13 @@ impl JetStreamBus {
         let subject = self.subject(topic);
         match self.config.partitions_of(topic) {
             1 => subject,
-            count => Partition::of_key(message.key.as_deref().unwrap_or_default(), count)
-                .subject(&subject),
+            count => {
+                let partition = match message.key.as_deref() {
+                    Some(key) => Partition::of_key(key, count),
+                    None => Partition { index: 0, count },
+                };
+                partition.subject(&subject)
+            }
         }
     }
 
@@ -123,7 +142,10 @@ impl JetStreamBus {
         let config = stream::Config {
             name: name.clone(),
             subjects: vec![subject.clone(), format!("{subject}.>")],
-            retention: stream::RetentionPolicy::Limits,
+            retention: match limits.retention {
+                Retention::Interest => stream::RetentionPolicy::Interest,
+                Retention::Limits => stream::RetentionPolicy::Limits,
+            },
             storage: stream::StorageType::File,
             max_age: limits.max_age,
             max_bytes: if limits.max_bytes > 0 {
@@ -154,6 +176,49 @@ impl JetStreamBus {
         Ok(())
     }
 
+    fn binding(&self, topic: Topic, group: &str, durable: String, filter: String) -> Binding {
+        Binding {
+            stream: self.stream_name(topic),
+            durable,
+            filter_subject: filter,
+            group: group.to_owned(),
+            topic,
+            dead_letter_subject: self.subject(Topic::DeadLetters),
+        }
+    }
+
+    /// Creates the group's consumer (one per partition on a split topic) without reading.
+    async fn declare_group(&self, topic: Topic, group: &str) -> Result<(), JetStreamError> {
+        let count = self.config.partitions_of(topic);
+        let consumers: Vec<(String, String)> = if count == 1 {
+            vec![(group.to_owned(), String::new())]
+        } else {
+            (0..count)
+                .map(|index| {
+                    let partition = Partition { index, count };
+                    (
+                        partition_durable(group, partition),
+                        partition.subject(&self.subject(topic)),
+                    )
+                })
+                .collect()
+        };
+        for (durable, filter) in consumers {
+            JetStreamSubscription::create(
+                self.context.clone(),
+                self.binding(topic, group, durable, filter),
+                &self.config.delivery,
+            )
+            .await
+            .map_err(|source| JetStreamError::Group {
+                group: group.to_owned(),
+                topic,
+                source,
+            })?;
+        }
+        Ok(())
+    }
+
     async fn subscribe_filtered(
         &self,
         topic: Topic,
@@ -163,21 +228,15 @@ impl JetStreamBus {
     ) -> Result<Box<dyn Subscription>, BusError> {
         let subscription = JetStreamSubscription::create(
             self.context.clone(),
-            self.stream_name(topic),
-            durable,
-            filter_subject,
+            self.binding(topic, group, durable, filter_subject),
             &self.config.delivery,
-            group.to_owned(),
-            topic,
-            self.subject(Topic::DeadLetters),
         )
         .await?;
         Ok(Box::new(subscription))
     }
 
-    /// Publishes once; `Ok(None)` when the stream was full or the server unreachable, so
-    /// the caller may retry.
-    async fn try_publish(&self, subject: &str, message: &Message) -> Result<Option<()>, BusError> {
+    /// Publishes once.
+    async fn try_publish(&self, subject: &str, message: &Message) -> Result<Attempt, BusError> {
         let mut publish =
             jetstream::message::PublishMessage::build().payload(message.payload.clone());
         if let Some(id) = &message.id {
@@ -190,33 +249,41 @@ impl JetStreamBus {
             Ok(ack) => ack.await,
             Err(error) => Err(error),
         };
-        match result {
+        let error = match result {
             Ok(ack) => {
                 if ack.duplicate {
                     tracing::debug!(subject, id = ?message.id, "duplicate dropped by the stream");
                 }
-                Ok(Some(()))
+                return Ok(Attempt::Stored);
             }
-            Err(error) if is_retryable(&error) => {
-                tracing::warn!(subject, error = %error_chain(&error), "publish refused; retrying");
-                Ok(None)
-            }
-            Err(error) => Err(BusError::Transport(error_chain(&error))),
-        }
+            Err(error) => error,
+        };
+        let text = error_chain(&error);
+        let attempt = match error.kind() {
+            PublishErrorKind::Other if is_stream_full(&text) => Attempt::Full,
+            PublishErrorKind::TimedOut
+            | PublishErrorKind::BrokenPipe
+            | PublishErrorKind::StreamNotFound
+            | PublishErrorKind::MaxAckPending => Attempt::Unreachable(text.clone()),
+            _ => return Err(BusError::Transport(text)),
+        };
+        tracing::warn!(subject, error = %text, "publish refused; retrying");
+        Ok(attempt)
     }
 }
 
-/// A full stream (discard policy "new") or a server that is restarting or unreachable:
-/// the message may be stored by trying again later.
-fn is_retryable(error: &jetstream::context::PublishError) -> bool {
-    match error.kind() {
-        PublishErrorKind::TimedOut
-        | PublishErrorKind::BrokenPipe
-        | PublishErrorKind::StreamNotFound
-        | PublishErrorKind::MaxAckPending => true,
-        PublishErrorKind::Other => is_stream_full(&error.to_string()),
-        _ => false,
-    }
+/// How one publish went, when it did not fail for good.
+enum Attempt {
+    Stored,
+    /// The stream is at a limit (discard policy "new"): its consumers are behind.
+    Full,
+    /// The server is restarting or unreachable, or the stream is not there (yet).
+    Unreachable(String),
+}
+
+/// The durable consumer of one partition for a group.
+fn partition_durable(group: &str, partition: Partition) -> String {
+    format!("{group}-p{}", partition.index)
 }
 
 /// The server reports a stream at its limit only in the error text (API error 10077).
@@ -236,12 +303,17 @@ impl Bus for JetStreamBus {
         let started = Instant::now();
         let mut pause = Duration::from_millis(50);
         loop {
-            if self.try_publish(&subject, &message).await?.is_some() {
-                return Ok(());
-            }
+            let attempt = self.try_publish(&subject, &message).await?;
             let waited = started.elapsed();
-            if waited >= self.config.publish_patience {
-                return Err(BusError::Full { topic, waited });
+            match attempt {
+                Attempt::Stored => return Ok(()),
+                Attempt::Full if waited >= self.config.publish_patience => {
+                    return Err(BusError::Full { topic, waited });
+                }
+                Attempt::Unreachable(error) if waited >= self.config.publish_patience => {
+                    return Err(BusError::Transport(error));
+                }
+                Attempt::Full | Attempt::Unreachable(_) => {}
             }
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(Duration::from_secs(5));
@@ -272,7 +344,7 @@ impl Bus for JetStreamBus {
         if count == 1 {
             return self.subscribe(topic, group).await;
         }
-        let durable = format!("{group}-p{}", partition.index);
+        let durable = partition_durable(group, partition);
         let filter = partition.subject(&self.subject(topic));
         self.subscribe_filtered(topic, durable, filter, group).await
     }

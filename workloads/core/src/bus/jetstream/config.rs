@@ -20,6 +20,10 @@ pub struct JetStreamConfig {
     pub topic_limits: Vec<(Topic, StreamLimits)>,
     /// Redelivery of unacknowledged messages.
     pub delivery: DeliveryPolicy,
+    /// Consumer groups created at connect time, before anything is published: a stream
+    /// with [`Retention::Interest`] keeps a message only for the groups that exist when it
+    /// arrives. On a partitioned topic a declared group gets one consumer per partition.
+    pub groups: Vec<(Topic, String)>,
     /// How many partitions [`Topic::Events`] is split into (1 = not split).
     pub event_partitions: u32,
     /// How long a publish keeps retrying while its stream is full or the server is
@@ -31,12 +35,22 @@ pub struct JetStreamConfig {
 impl JetStreamConfig {
     /// Defaults suitable for a small installation, against the server at `url`.
     pub fn new(url: impl Into<String>) -> Self {
+        let dead_letters = StreamLimits {
+            retention: Retention::Limits,
+            discard: Discard::Old,
+            max_age: Duration::from_secs(14 * 24 * 3600),
+            ..StreamLimits::default()
+        };
         JetStreamConfig {
             url: url.into(),
             namespace: "kastell".to_owned(),
             limits: StreamLimits::default(),
-            topic_limits: Vec::new(),
+            topic_limits: vec![(Topic::DeadLetters, dead_letters)],
             delivery: DeliveryPolicy::default(),
+            groups: PIPELINE_GROUPS
+                .iter()
+                .map(|(topic, group)| (*topic, (*group).to_owned()))
+                .collect(),
             event_partitions: 1,
             publish_patience: Duration::from_secs(300),
             security: Security::default(),
@@ -61,6 +75,24 @@ impl JetStreamConfig {
     }
 }
 
+/// The stages' own consumer groups, declared by default.
+pub const PIPELINE_GROUPS: [(Topic, &str); 4] = [
+    (Topic::Events, "correlate"),
+    (Topic::Detections, "enrich"),
+    (Topic::Alerts, "cases"),
+    (Topic::CaseEvents, "respond"),
+];
+
+/// When a stream lets go of a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retention {
+    /// Once every consumer group that existed when it arrived has acknowledged it (or a
+    /// limit is reached). A full stream then means its consumers are behind.
+    Interest,
+    /// Only when a limit (age, bytes, count) is reached; read or not.
+    Limits,
+}
+
 /// What happens when a stream reaches a limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Discard {
@@ -75,6 +107,7 @@ pub enum Discard {
 /// JetStream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StreamLimits {
+    pub retention: Retention,
     pub max_age: Duration,
     pub max_bytes: i64,
     pub max_messages: i64,
@@ -88,6 +121,7 @@ pub struct StreamLimits {
 impl Default for StreamLimits {
     fn default() -> Self {
         StreamLimits {
+            retention: Retention::Interest,
             max_age: Duration::from_secs(7 * 24 * 3600),
             max_bytes: 1 << 30,
             max_messages: 0,

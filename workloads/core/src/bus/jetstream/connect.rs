@@ -13,9 +13,10 @@ use super::JetStreamError;
 
 /// Connect options carrying the configured TLS and credentials.
 pub(super) async fn connect_options(security: &Security) -> Result<ConnectOptions, JetStreamError> {
-    let mut options = ConnectOptions::new()
-        .name("kastell")
-        .retry_on_initial_connect();
+    // No retry of the first connection: a wrong address or certificate is reported at once,
+    // and Kubernetes restarts a stage that starts before NATS. Later disconnects are
+    // retried by the client.
+    let mut options = ConnectOptions::new().name("kastell");
 
     if let Some(ca_file) = &security.tls_ca_file {
         let tls = tls_config(

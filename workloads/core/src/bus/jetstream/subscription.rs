@@ -15,6 +15,18 @@ use crate::bus::{
     error_chain, Acker, BusError, DeadLetter, Delivery, Message, Subscription, Topic,
 };
 
+/// Which consumer of which stream a subscription reads, and where its dead letters go.
+pub(super) struct Binding {
+    pub stream: String,
+    /// The durable consumer: the group, or `<group>-p<N>` for one partition.
+    pub durable: String,
+    /// Empty for the whole stream.
+    pub filter_subject: String,
+    pub group: String,
+    pub topic: Topic,
+    pub dead_letter_subject: String,
+}
+
 pub(super) struct JetStreamSubscription {
     consumer: PullConsumer,
     messages: Option<pull::Stream>,
@@ -28,17 +40,19 @@ pub(super) struct JetStreamSubscription {
 
 impl JetStreamSubscription {
     /// Creates the durable consumer, or updates it to the configured policy when it exists.
-    #[allow(clippy::too_many_arguments)]
     pub(super) async fn create(
         context: jetstream::Context,
-        stream: String,
-        durable: String,
-        filter_subject: String,
+        binding: Binding,
         delivery: &DeliveryPolicy,
-        group: String,
-        topic: Topic,
-        dead_letter_subject: String,
     ) -> Result<Self, BusError> {
+        let Binding {
+            stream,
+            durable,
+            filter_subject,
+            group,
+            topic,
+            dead_letter_subject,
+        } = binding;
         let transport = |what: &str, error: &dyn std::error::Error| {
             BusError::Transport(format!(
                 "{what} {durable} on {stream}: {}",
@@ -183,6 +197,9 @@ impl Subscription for JetStreamSubscription {
     async fn next(&mut self) -> Option<Delivery> {
         loop {
             let raw = self.next_raw().await;
+            // Every message of a pull consumer has a reply subject carrying this; without
+            // one there is nothing to count or acknowledge, so it is handed on as a first
+            // delivery.
             let (delivered, stream_sequence) = match raw.info() {
                 Ok(info) => (info.delivered, info.stream_sequence),
                 Err(_) => (1, 0),
