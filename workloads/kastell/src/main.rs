@@ -33,6 +33,10 @@ enum Command {
     Run(RunArgs),
     /// Evaluate Sigma rules offline against raw JSON events; one JSON line per match.
     Detect(detect::DetectArgs),
+    /// Make API keys for the case API.
+    Apikey(kastell::apikey::ApiKeyArgs),
+    /// Verify the case store's audit chain, or export it to a git repository.
+    Audit(kastell::audit::AuditArgs),
     /// Check a directory of resources offline: schemas, Sigma compilation, playbooks,
     /// referenced files and the residency policy. Exit status 1 when anything is wrong.
     Validate {
@@ -95,6 +99,8 @@ fn main() -> ExitCode {
         Command::Run(args) => run(args),
         Command::Validate { dir } => validate(&dir),
         Command::Detect(args) => detect::run(args),
+        Command::Apikey(args) => kastell::apikey::run(args),
+        Command::Audit(args) => kastell::audit::run(args),
     };
     match outcome {
         Ok(code) => code,
