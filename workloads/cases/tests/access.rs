@@ -373,13 +373,13 @@ async fn case_updates_are_checked_and_audited_with_their_caller() {
     );
 
     let update = json!({
-        "status": "closed", "assignee": "analyst-1", "tags": ["lab", "lab", "benign"],
+        "status": "in_progress", "assignee": "analyst-1", "tags": ["lab", "lab", "benign"],
         "description": "The OpenSSL demo certificate of a lab server.", "severity": "informational"
     });
     let answer = call(&router, Method::PATCH, &case, Some(&lead), Some(update)).await;
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
     assert_eq!(answer.body["tags"], json!(["lab", "benign"]));
-    assert_eq!(answer.body["status"], "closed");
+    assert_eq!(answer.body["status"], "in_progress");
     let entries = f.store.audit_entries(before as i64, 10).await.unwrap();
     assert_eq!(entries.len(), 1);
     let entry = &entries[0];
@@ -390,6 +390,64 @@ async fn case_updates_are_checked_and_audited_with_their_caller() {
     assert_eq!(entry.object_id, f.cert_case.to_string());
     assert_eq!(entry.before.as_ref().unwrap()["status"], "open");
     assert_eq!(entry.after.as_ref().unwrap()["assignee"], "analyst-1");
+
+    // Closing takes a resolution and a summary, once.
+    let close = format!("{case}/close");
+    let by_patch = call(
+        &router,
+        Method::PATCH,
+        &case,
+        Some(&lead),
+        Some(json!({"status": "closed"})),
+    )
+    .await;
+    assert_eq!(by_patch.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(by_patch.body["message"]
+        .as_str()
+        .unwrap()
+        .contains("/close"));
+    for bad in [
+        json!({"resolution": "solved", "summary": "x"}),
+        json!({"resolution": "benign"}),
+        json!({"resolution": "benign", "summary": " "}),
+        json!({"resolution": "benign", "summary": "x", "score": 3}),
+    ] {
+        let answer = call(
+            &router,
+            Method::POST,
+            &close,
+            Some(&lead),
+            Some(bad.clone()),
+        )
+        .await;
+        assert_eq!(answer.status, StatusCode::UNPROCESSABLE_ENTITY, "{bad}");
+    }
+    let analyst = bearer(&api_key(&f.store, "analyst-1", Role::Analyst, Tlp::Amber).await);
+    let good = json!({"resolution": "benign", "summary": "A lab server's demo certificate."});
+    let answer = call(
+        &router,
+        Method::POST,
+        &close,
+        Some(&analyst),
+        Some(good.clone()),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::FORBIDDEN, "closing is a lead's");
+    let answer = call(
+        &router,
+        Method::POST,
+        &close,
+        Some(&lead),
+        Some(good.clone()),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    assert_eq!(answer.body["status"], "closed");
+    assert_eq!(answer.body["resolution"], "benign");
+    assert!(answer.body["closed_at"].is_string());
+    let again = call(&router, Method::POST, &close, Some(&lead), Some(good)).await;
+    assert_eq!(again.status, StatusCode::CONFLICT);
+    assert_eq!(again.body["error"], "conflict");
     let all = f.store.audit_entries(0, 1000).await.unwrap();
     assert_eq!(
         kastell_core::audit::verify(&all),
@@ -516,4 +574,79 @@ async fn oidc_tokens_are_checked_against_the_jwks_and_carry_their_role() {
     let cases = call(&router, Method::GET, "/api/v1/cases", Some(&green), None).await;
     assert_eq!(cases.status, StatusCode::OK);
     assert!(cases.body["items"].as_array().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn alerts_are_acknowledged_and_ignored_with_a_reason() {
+    let f = fixture().await;
+    let router = router(f.state.clone());
+    let analyst = bearer(&api_key(&f.store, "analyst-1", Role::Analyst, Tlp::Amber).await);
+    let auditor = bearer(&api_key(&f.store, "auditor-1", Role::Auditor, Tlp::Red).await);
+    let alerts = call(&router, Method::GET, "/api/v1/alerts", Some(&analyst), None).await;
+    let ids: Vec<String> = alerts.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["id"].as_str().unwrap().to_owned())
+        .collect();
+    let ack = format!("/api/v1/alerts/{}/acknowledge", ids[0]);
+    let ignore = format!("/api/v1/alerts/{}/ignore", ids[1]);
+    assert_eq!(
+        call(&router, Method::POST, &ack, Some(&auditor), None)
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+    let answer = call(&router, Method::POST, &ack, Some(&analyst), None).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    assert_eq!(answer.body["status"], "acknowledged");
+    assert_eq!(answer.body["triaged_by"], "apikey:analyst-1");
+    let blank = call(
+        &router,
+        Method::POST,
+        &ignore,
+        Some(&analyst),
+        Some(json!({"reason": ""})),
+    )
+    .await;
+    assert_eq!(blank.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let reason = json!({"reason": "The lab's own certificate."});
+    let answer = call(
+        &router,
+        Method::POST,
+        &ignore,
+        Some(&analyst),
+        Some(reason.clone()),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    assert_eq!(answer.body["status"], "ignored");
+    assert_eq!(answer.body["status_reason"], "The lab's own certificate.");
+    let missing = call(
+        &router,
+        Method::POST,
+        "/api/v1/alerts/0000/ignore",
+        Some(&analyst),
+        Some(reason),
+    )
+    .await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    let ignored = call(
+        &router,
+        Method::GET,
+        "/api/v1/alerts?status=ignored",
+        Some(&analyst),
+        None,
+    )
+    .await;
+    assert_eq!(ignored.body["items"].as_array().unwrap().len(), 1);
+    let bad = call(
+        &router,
+        Method::GET,
+        "/api/v1/alerts?status=done",
+        Some(&analyst),
+        None,
+    )
+    .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
 }
