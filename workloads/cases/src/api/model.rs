@@ -576,8 +576,9 @@ pub struct AuditEntry {
     pub at: String,
     /// `apikey:<name>`, `oidc:<subject>`, `cli:<user>` or `system:kastell`.
     pub actor: String,
-    /// `alert.create`, `case.open`, `case.attach_alert`, `case.update`,
-    /// `action.create`, `action.decide`, `action.finish`, `apikey.create`.
+    /// `alert.create`, `alert.acknowledge`, `alert.ignore`, `case.open`,
+    /// `case.attach_alert`, `case.update`, `case.close`, `action.create`,
+    /// `action.decide`, `action.finish`, `apikey.create`.
     pub action: String,
     pub object_kind: String,
     pub object_id: String,
