@@ -10,6 +10,11 @@ use tokio::sync::oneshot;
 
 async fn get(client: &reqwest::Client, url: String) -> Value {
     let response = client.get(&url).send().await.unwrap();
+    assert_ne!(
+        response.status(),
+        401,
+        "GET {url} needs the client's API key"
+    );
     assert!(
         response.status().is_success(),
         "GET {url}: {}",
@@ -53,11 +58,35 @@ async fn approving_a_pending_action_runs_it_and_rejecting_needs_a_reason() {
         }),
     };
     let data_dir = data.path().to_owned();
+    // The API answers only authenticated callers: a responder key, made the way
+    // `kastell apikey create` makes it, in the store the pipeline opens.
+    let key = kastell::apikey::create_key(
+        &data_dir,
+        "analyst-1",
+        "responder".parse().unwrap(),
+        "amber".parse().unwrap(),
+    )
+    .await
+    .unwrap();
     let pipeline = tokio::spawn(async move { run(setup, &data_dir, mode).await });
     let pending_after_replay = replayed.await.unwrap();
     assert!(pending_after_replay > 0);
 
-    let client = reqwest::Client::new();
+    let anonymous = reqwest::Client::new()
+        .get(format!("{base}/api/v1/cases"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401);
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {key}").parse().unwrap(),
+    );
+    let client = reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .unwrap();
     let cases = get(&client, format!("{base}/api/v1/cases")).await;
     assert!(!cases["items"].as_array().unwrap().is_empty());
     let pending = get(&client, format!("{base}/api/v1/actions?status=pending")).await;
@@ -69,14 +98,13 @@ async fn approving_a_pending_action_runs_it_and_rejecting_needs_a_reason() {
     let first = pending[0]["id"].as_i64().unwrap();
     let approved = client
         .post(format!("{base}/api/v1/actions/{first}/approve"))
-        .header("X-Kastell-User", "analyst-1")
         .send()
         .await
         .unwrap();
     assert!(approved.status().is_success(), "{}", approved.status());
     let ran = wait_for_outcome(&client, &base, first).await;
     assert_eq!(ran["status"], "failed", "{ran}");
-    assert_eq!(ran["decided_by"], "analyst-1");
+    assert_eq!(ran["decided_by"], "apikey:analyst-1");
 
     // A second decision on the same action is a conflict.
     let again = client
@@ -108,4 +136,10 @@ async fn approving_a_pending_action_runs_it_and_rejecting_needs_a_reason() {
     stop.send(()).unwrap();
     let summary = pipeline.await.unwrap().unwrap();
     assert_eq!(summary.actions_pending, pending_after_replay - 2);
+    // Everything the pipeline and the responder changed is on an intact audit chain.
+    let verdict = kastell::audit::verify(data.path()).await.unwrap();
+    assert!(
+        matches!(verdict, kastell_core::Verdict::Intact { entries } if entries > 2),
+        "{verdict}"
+    );
 }

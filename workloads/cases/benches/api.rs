@@ -127,14 +127,22 @@ fn create_alerts(rt: &Runtime, store: Arc<dyn CaseStore>, alerts: &[Alert], firs
 }
 
 /// Concurrent keep-alive clients against a loopback server for [`RUN_FOR`].
-fn load(name: &str, addr: std::net::SocketAddr, paths: Arc<Vec<String>>) {
+fn load(name: &str, addr: std::net::SocketAddr, key: &str, paths: Arc<Vec<String>>) {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {key}").parse().unwrap(),
+    );
     let client_rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
         .build()
         .unwrap();
     let (count, mut latencies) = client_rt.block_on(async move {
-        let client = reqwest::Client::new();
+        let client = reqwest::Client::builder()
+            .default_headers(headers)
+            .build()
+            .unwrap();
         let next = Arc::new(AtomicUsize::new(0));
         let deadline = Instant::now() + RUN_FOR;
         let workers: Vec<_> = (0..CLIENTS)
@@ -146,7 +154,10 @@ fn load(name: &str, addr: std::net::SocketAddr, paths: Arc<Vec<String>>) {
                         let path = &paths[next.fetch_add(1, Ordering::Relaxed) % paths.len()];
                         let started = Instant::now();
                         let response = client.get(format!("http://{addr}{path}")).send().await;
-                        let body = response.unwrap().bytes().await.unwrap();
+                        let response = response.unwrap();
+                        // A refused request (401) would measure nothing of the API.
+                        assert!(response.status().is_success(), "{}", response.status());
+                        let body = response.bytes().await.unwrap();
                         latencies.push(started.elapsed());
                         black_box(body);
                     }
@@ -192,6 +203,12 @@ fn api(c: &mut Criterion) {
     println!("store: {stored} alerts in {} cases", cases.len());
 
     // The server runs alone on a one-thread runtime: one core, as DESIGN.md measures.
+    let key = rt.block_on(support::api_key(
+        &store,
+        "bench",
+        kastell_cases::auth::Role::Analyst,
+        kastell_core::Tlp::Red,
+    ));
     let bus: Arc<dyn Bus> = Arc::new(InProcessBus::new(16));
     let app = router(ApiState::new(
         Arc::clone(&store),
@@ -221,13 +238,14 @@ fn api(c: &mut Criterion) {
         .iter()
         .map(|c| format!("/api/v1/cases/{}", c.id))
         .collect();
-    load("read case over HTTP", addr, Arc::new(case_paths));
+    load("read case over HTTP", addr, &key, Arc::new(case_paths));
     let alert_pages: Vec<String> = (0..10)
         .map(|page| format!("/api/v1/alerts?limit=100&offset={}", page * 100))
         .collect();
     load(
         "list alerts over HTTP (100 per page)",
         addr,
+        &key,
         Arc::new(alert_pages),
     );
     stop.send(()).unwrap();
@@ -240,6 +258,7 @@ fn api(c: &mut Criterion) {
     group.bench_function("get_case_in_process", |b| {
         b.iter(|| {
             let request = Request::get(format!("/api/v1/cases/{demo_case}"))
+                .header("authorization", format!("Bearer {key}"))
                 .body(Body::empty())
                 .unwrap();
             let response = rt.block_on(app.clone().oneshot(request)).unwrap();

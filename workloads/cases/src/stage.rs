@@ -503,6 +503,9 @@ mod tests {
             description: String::new(),
             assignee: None,
             tags: Vec::new(),
+            resolution: None,
+            summary: None,
+            closed_at: None,
             created_at: t(first),
             updated_at: t(last),
         }

@@ -1,6 +1,8 @@
 //! The `kastell` command's library half: wiring the stages into one process, so the
 //! end-to-end tests drive exactly what the command runs.
 
+pub mod apikey;
+pub mod audit;
 pub mod detection;
 pub mod pipeline;
 pub mod setup;

@@ -37,6 +37,10 @@ enum Command {
     /// Parse a sensor's records and print them normalised, one JSON event per line;
     /// rejects go to stderr with their line number and reason.
     Parse(parse::ParseArgs),
+    /// Make API keys for the case API.
+    Apikey(kastell::apikey::ApiKeyArgs),
+    /// Verify the case store's audit chain, or export it to a git repository.
+    Audit(kastell::audit::AuditArgs),
     /// Check a directory of resources offline: schemas, Sigma compilation, playbooks,
     /// referenced files and the residency policy. Exit status 1 when anything is wrong.
     Validate {
@@ -100,6 +104,8 @@ fn main() -> ExitCode {
         Command::Validate { dir } => validate(&dir),
         Command::Detect(args) => detect::run(args),
         Command::Parse(args) => parse::run(args),
+        Command::Apikey(args) => kastell::apikey::run(args),
+        Command::Audit(args) => kastell::audit::run(args),
     };
     match outcome {
         Ok(code) => code,

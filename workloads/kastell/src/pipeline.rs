@@ -170,7 +170,10 @@ pub async fn run(setup: Setup, data_dir: &Path, mode: Mode) -> anyhow::Result<Su
         summary.actions_executed = respond_stats.snapshot().executed;
         summary.actions_pending = pending_actions(store.as_ref()).await?;
         on_replayed(&summary);
-        let state = ApiState::new(Arc::clone(&store), Arc::clone(&bus), metrics);
+        let mut state = ApiState::new(Arc::clone(&store), Arc::clone(&bus), metrics);
+        if let Some(oidc) = kastell_cases::auth::oidc::from_env().await? {
+            state = state.with_oidc(oidc);
+        }
         serve_until(listener, kastell_cases::router(state), shutdown).await?;
         bus.close(Topic::CaseEvents).await;
     }

@@ -683,8 +683,12 @@ async fn respond_loop(
     while let Some(delivery) = subscription.next().await {
         match delivery.message.decode::<CaseEvent>() {
             Ok(event) => {
+                let handled = responder.handle(&event, stats).await;
+                // Counted once handled, not on arrival: `kastell run` waits for this count
+                // before reporting pending actions, and must not count an event whose
+                // action is still being written.
                 RespondStats::bump(&stats.case_events);
-                if let Err(error) = responder.handle(&event, stats).await {
+                if let Err(error) = handled {
                     let reason = error_chain(&error);
                     tracing::warn!(reason = %reason, "case event not handled");
                     RespondStats::bump(&stats.errors);

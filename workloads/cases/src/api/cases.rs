@@ -6,9 +6,10 @@ use kastell_core::store::{ActionFilter, AlertFilter, CaseFilter, CaseStatus, Cas
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::alerts::required_text;
 use super::caller::Caller;
 use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody};
-use super::model::{Case, CaseDetail, CaseQuery, CaseUpdateBody, Page};
+use super::model::{Case, CaseDetail, CaseQuery, CaseUpdateBody, CloseBody, Page};
 use super::{page, ApiState, MAX_LIMIT, MAX_TEXT};
 use crate::auth::Permission;
 
@@ -20,6 +21,7 @@ pub(super) fn routes() -> OpenApiRouter<ApiState> {
     OpenApiRouter::new()
         .routes(routes!(list_cases))
         .routes(routes!(get_case, update_case))
+        .routes(routes!(close_case))
 }
 
 /// List the cases the caller's TLP ceiling allows, oldest first.
@@ -129,10 +131,12 @@ async fn update_case(
 ) -> Result<Json<Case>, ApiError> {
     caller.require(Permission::Triage)?;
     let update = checked_update(body)?;
-    let manages = update.tlp.is_some()
-        || update.pap.is_some()
-        || update.assignee.is_some()
-        || update.status == Some(CaseStatus::Closed);
+    if update.status == Some(CaseStatus::Closed) {
+        return Err(ApiError::invalid_body(
+            "close a case with POST /api/v1/cases/{id}/close and a resolution",
+        ));
+    }
+    let manages = update.tlp.is_some() || update.pap.is_some() || update.assignee.is_some();
     if manages {
         caller.require(Permission::Manage)?;
     }
@@ -149,6 +153,43 @@ async fn update_case(
     caller.visible(state.store.get_case(id).await?, id)?;
     let case = state.store.update_case(id, &update, caller.name()).await?;
     tracing::info!(case_id = id, by = %caller.name(), "case updated");
+    Ok(Json(case.into()))
+}
+
+/// Close a case with its resolution (`true_positive`, `false_positive`, `benign`,
+/// `duplicate`) and a summary; needs the `manage` permission.
+#[utoipa::path(
+    post,
+    path = "/api/v1/cases/{id}/close",
+    tag = "cases",
+    params(("id" = i64, Path, description = "The case id")),
+    request_body(content = CloseBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The closed case", body = Case),
+        (status = 400, description = "The id or JSON is malformed", body = ErrorBody),
+        (status = 401, description = "No valid credentials", body = ErrorBody),
+        (status = 403, description = "The caller's role lacks the manage permission", body = ErrorBody),
+        (status = 404, description = "No case has this id (visible to the caller)", body = ErrorBody),
+        (status = 409, description = "The case is closed already", body = ErrorBody),
+        (status = 415, description = "The body is not JSON", body = ErrorBody),
+        (status = 422, description = "The resolution or summary is missing or invalid", body = ErrorBody),
+        (status = 503, description = "The case store failed", body = ErrorBody),
+    )
+)]
+async fn close_case(
+    caller: Caller,
+    State(state): State<ApiState>,
+    ApiPath(id): ApiPath<i64>,
+    ApiJson(body): ApiJson<CloseBody>,
+) -> Result<Json<Case>, ApiError> {
+    caller.require(Permission::Manage)?;
+    let summary = required_text("summary", &body.summary)?;
+    caller.visible(state.store.get_case(id).await?, id)?;
+    let case = state
+        .store
+        .close_case(id, body.resolution.into(), &summary, caller.name())
+        .await?;
+    tracing::info!(case_id = id, by = %caller.name(), resolution = ?body.resolution, "case closed");
     Ok(Json(case.into()))
 }
 

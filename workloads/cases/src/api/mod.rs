@@ -94,7 +94,7 @@ impl ApiState {
         (name = "audit", description = "The tamper-evident log of every change"),
         (name = "operations", description = "Health, metrics and this document"),
     ),
-    components(schemas(ErrorBody)),
+    components(schemas(ErrorBody, model::AlertStatus)),
     modifiers(&BearerAuth),
     security(("bearer" = []))
 )]

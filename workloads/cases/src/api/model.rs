@@ -118,6 +118,57 @@ impl From<Tlp> for store::Tlp {
     }
 }
 
+/// How a closed case ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Resolution {
+    TruePositive,
+    FalsePositive,
+    Benign,
+    Duplicate,
+}
+
+impl From<store::Resolution> for Resolution {
+    fn from(resolution: store::Resolution) -> Self {
+        match resolution {
+            store::Resolution::TruePositive => Resolution::TruePositive,
+            store::Resolution::FalsePositive => Resolution::FalsePositive,
+            store::Resolution::Benign => Resolution::Benign,
+            store::Resolution::Duplicate => Resolution::Duplicate,
+        }
+    }
+}
+
+impl From<Resolution> for store::Resolution {
+    fn from(resolution: Resolution) -> Self {
+        match resolution {
+            Resolution::TruePositive => store::Resolution::TruePositive,
+            Resolution::FalsePositive => store::Resolution::FalsePositive,
+            Resolution::Benign => store::Resolution::Benign,
+            Resolution::Duplicate => store::Resolution::Duplicate,
+        }
+    }
+}
+
+/// Where an alert is in its triage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertStatus {
+    New,
+    Acknowledged,
+    Ignored,
+}
+
+impl AlertStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertStatus::New => "new",
+            AlertStatus::Acknowledged => "acknowledged",
+            AlertStatus::Ignored => "ignored",
+        }
+    }
+}
+
 /// The lifecycle of a response action: `pending` waits for a person, `approved` is about
 /// to run, the other three are final.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -209,8 +260,16 @@ pub struct Alert {
     pub id: String,
     /// The case the alert belongs to; absent only while the stage is grouping it.
     pub case_id: Option<i64>,
-    /// Triage status; every alert is `new` until alert triage arrives.
+    /// Triage status: `new`, `acknowledged` or `ignored`.
     pub status: String,
+    /// Why it was ignored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_reason: Option<String>,
+    /// Who acknowledged or ignored it, and when.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub triaged_by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub triaged_at: Option<DateTime<Utc>>,
     pub rule: Rule,
     /// When the matching event happened.
     pub timestamp: DateTime<Utc>,
@@ -236,6 +295,9 @@ impl From<AlertRecord> for Alert {
             id: record.id,
             case_id: record.case_id,
             status: record.status,
+            status_reason: record.status_reason,
+            triaged_by: record.triaged_by,
+            triaged_at: record.triaged_at,
             rule: Rule {
                 id: rule.id,
                 title: rule.title,
@@ -296,6 +358,10 @@ pub struct Case {
     pub description: String,
     pub assignee: Option<String>,
     pub tags: Vec<String>,
+    /// How the case ended, once closed.
+    pub resolution: Option<Resolution>,
+    pub summary: Option<String>,
+    pub closed_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -318,6 +384,9 @@ impl From<CaseRecord> for Case {
             description: case.description,
             assignee: case.assignee,
             tags: case.tags,
+            resolution: case.resolution.map(Into::into),
+            summary: case.summary,
+            closed_at: case.closed_at,
             created_at: case.created_at,
             updated_at: case.updated_at,
         }
@@ -400,6 +469,8 @@ pub struct Page<T> {
 pub struct AlertQuery {
     /// Only alerts of this level or a more severe one.
     pub level: Option<Level>,
+    /// Only alerts in this triage status.
+    pub status: Option<AlertStatus>,
     /// Only alerts of this rule id.
     pub rule: Option<String>,
     /// Only alerts of this case.
@@ -471,12 +542,29 @@ pub struct CaseUpdateBody {
     pub tlp: Option<Tlp>,
     /// Needs the `manage` permission.
     pub pap: Option<Tlp>,
-    /// `closed` needs the `manage` permission.
+    /// `open` or `in_progress`; close with `POST /api/v1/cases/{id}/close`.
     pub status: Option<CaseStatus>,
     /// Needs the `manage` permission; an empty string unassigns.
     pub assignee: Option<String>,
     /// Replaces the tags; at most 100, duplicates dropped.
     pub tags: Option<Vec<String>>,
+}
+
+/// Body of `POST /api/v1/alerts/{id}/ignore`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IgnoreBody {
+    /// Why the alert needs no work; required and not blank.
+    pub reason: String,
+}
+
+/// Body of `POST /api/v1/cases/{id}/close`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CloseBody {
+    pub resolution: Resolution,
+    /// What was found and done; required and not blank, at most 4096 characters.
+    pub summary: String,
 }
 
 /// One entry of the audit log; see docs/cases-api.md ("Audit log") for how its hash is
@@ -488,8 +576,9 @@ pub struct AuditEntry {
     pub at: String,
     /// `apikey:<name>`, `oidc:<subject>`, `cli:<user>` or `system:kastell`.
     pub actor: String,
-    /// `alert.create`, `case.open`, `case.attach_alert`, `case.update`,
-    /// `action.create`, `action.decide`, `action.finish`, `apikey.create`.
+    /// `alert.create`, `alert.acknowledge`, `alert.ignore`, `case.open`,
+    /// `case.attach_alert`, `case.update`, `case.close`, `action.create`,
+    /// `action.decide`, `action.finish`, `apikey.create`.
     pub action: String,
     pub object_kind: String,
     pub object_id: String,

@@ -40,6 +40,46 @@ pub enum OidcError {
     Fetch { url: String, reason: String },
     #[error("the JWKS from {from} is not a JSON Web Key Set: {reason}")]
     Parse { from: String, reason: String },
+    #[error("{name}: {reason}")]
+    Config { name: &'static str, reason: String },
+}
+
+/// The environment variables `kastell run` (and any process serving the API) reads to
+/// accept OIDC tokens; without [`ENV_JWKS`] only API keys are accepted.
+pub const ENV_JWKS: &str = "KASTELL_OIDC_JWKS";
+pub const ENV_ISSUER: &str = "KASTELL_OIDC_ISSUER";
+pub const ENV_AUDIENCE: &str = "KASTELL_OIDC_AUDIENCE";
+/// Default `roles`.
+pub const ENV_ROLE_CLAIM: &str = "KASTELL_OIDC_ROLE_CLAIM";
+pub const ENV_TLP_CLAIM: &str = "KASTELL_OIDC_TLP_CLAIM";
+/// Default `amber`.
+pub const ENV_DEFAULT_TLP: &str = "KASTELL_OIDC_DEFAULT_TLP";
+
+/// The OIDC checker the environment configures, if it configures one.
+///
+/// # Errors
+/// When the JWKS cannot be loaded or the default TLP is not a TLP.
+pub async fn from_env() -> Result<Option<Oidc>, OidcError> {
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+    let Some(jwks) = var(ENV_JWKS) else {
+        return Ok(None);
+    };
+    let default_tlp = match var(ENV_DEFAULT_TLP) {
+        Some(text) => text.parse().map_err(|reason| OidcError::Config {
+            name: ENV_DEFAULT_TLP,
+            reason,
+        })?,
+        None => Tlp::Amber,
+    };
+    let config = OidcConfig {
+        jwks,
+        issuer: var(ENV_ISSUER),
+        audience: var(ENV_AUDIENCE),
+        role_claim: var(ENV_ROLE_CLAIM).unwrap_or_else(|| "roles".to_owned()),
+        tlp_claim: var(ENV_TLP_CLAIM),
+        default_tlp,
+    };
+    Oidc::load(config).await.map(Some)
 }
 
 /// A token checker with its keys loaded.

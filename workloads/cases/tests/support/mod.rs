@@ -308,6 +308,25 @@ mod failing {
             // Keys stay readable so that a failing store is seen past authentication.
             self.inner.get_api_key(id).await
         }
+        async fn triage_alert(
+            &self,
+            id: &str,
+            triage: &AlertTriage,
+            by: &str,
+        ) -> Result<AlertRecord, StoreError> {
+            self.check(None)?;
+            self.inner.triage_alert(id, triage, by).await
+        }
+        async fn close_case(
+            &self,
+            id: i64,
+            resolution: Resolution,
+            summary: &str,
+            by: &str,
+        ) -> Result<CaseRecord, StoreError> {
+            self.check(None)?;
+            self.inner.close_case(id, resolution, summary, by).await
+        }
         async fn audit_entries(
             &self,
             after: i64,
