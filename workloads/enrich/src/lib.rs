@@ -12,12 +12,15 @@
 
 pub mod allowlist;
 pub mod ecs;
+pub mod feed;
 pub mod http;
 pub mod indicator;
 pub mod list;
 pub mod misp;
 pub mod misp_api;
+pub mod misp_remote;
 pub mod normalise;
+pub mod refresh;
 pub mod stage;
 pub mod stix;
 pub mod store;
