@@ -11,6 +11,7 @@ use kastell::summary::Summary;
 
 mod crdgen;
 mod detect;
+mod intel;
 
 /// Kastell: GitOps security operations for Kubernetes.
 #[derive(Parser)]
@@ -33,6 +34,9 @@ enum Command {
     Run(RunArgs),
     /// Evaluate Sigma rules offline against raw JSON events; one JSON line per match.
     Detect(detect::DetectArgs),
+    /// Load threat-intel feeds offline: match events against them, or count them.
+    #[command(subcommand)]
+    Intel(intel::IntelCommand),
     /// Check a directory of resources offline: schemas, Sigma compilation, playbooks,
     /// referenced files and the residency policy. Exit status 1 when anything is wrong.
     Validate {
@@ -95,6 +99,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run(args),
         Command::Validate { dir } => validate(&dir),
         Command::Detect(args) => detect::run(args),
+        Command::Intel(command) => intel::run(command),
     };
     match outcome {
         Ok(code) => code,
