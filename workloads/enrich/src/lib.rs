@@ -30,7 +30,7 @@ pub use allowlist::Allowlist;
 pub use indicator::{Indicator, IndicatorContext, ThreatLevel};
 pub use misp::{load_misp_feed_dir, EventError, LoadError, LoadReport, SkipReason};
 pub use stage::{
-    enrich_detection, run_enrich, run_enrich_on, subscribe_detections, DeadLetter, EnrichError,
-    EnrichReport, EnrichStats, Enriched,
+    enrich_detection, run_enrich, run_enrich_live, run_enrich_on, subscribe_detections, DeadLetter,
+    EnrichError, EnrichReport, EnrichStats, Enriched,
 };
 pub use store::{Hit, IndicatorStore, Inserted, UnindexableIndicator, Via};
