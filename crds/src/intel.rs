@@ -38,6 +38,10 @@ pub struct IntelFeedSpec {
     /// Secret key holding the API key (MISP `Authorization` header, TAXII credentials).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_key_secret: Option<SecretKeyRef>,
+    /// A file holding the API key instead (a mounted Secret, or a local file in
+    /// standalone mode), relative to the resource's directory when not absolute.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key_file: Option<String>,
     /// How often the feed is fetched again, e.g. `1h`.
     #[serde(default = "default_refresh")]
     #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h|d))+$"))]
@@ -45,6 +49,81 @@ pub struct IntelFeedSpec {
     /// Indicators marked above this TLP level are not loaded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tlp_ceiling: Option<Tlp>,
+    /// How to read a `csv` feed's rows; without it the first column is the value and
+    /// each value's type is guessed from its form.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub csv: Option<CsvColumns>,
+    /// The type of every value of a `plain-list` or `csv` feed (`ip`, `domain`, `url`,
+    /// `md5`, `sha1`, `sha256`, `sha512`, `email`); guessed per value when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value_type: Option<String>,
+    /// `POST /attributes/restSearch` filters of a `misp-api` feed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub misp_filters: Option<MispFilters>,
+    /// The TAXII collection to read (id or title) of a `taxii` feed; the first readable
+    /// one when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub collection: Option<String>,
+    /// Files of values never to keep as indicators: MISP warning lists (`.json`) or
+    /// plain allowlists (one value per line), relative to the resource's directory.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowlists: Vec<String>,
+}
+
+/// Column mapping of a CSV feed.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CsvColumns {
+    /// The field separator (one character).
+    #[serde(default = "default_delimiter")]
+    pub delimiter: String,
+    /// Whether the first row names the columns.
+    #[serde(default)]
+    pub header: bool,
+    /// The value's column: an index from 0 or a header name.
+    #[serde(default = "default_value_column")]
+    pub value_column: String,
+    /// The column naming each row's type (index or header name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub type_column: Option<String>,
+    /// A column kept as each indicator's comment, e.g. the source report's URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment_column: Option<String>,
+}
+
+fn default_delimiter() -> String {
+    ",".into()
+}
+
+fn default_value_column() -> String {
+    "0".into()
+}
+
+/// MISP `restSearch` filters.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MispFilters {
+    /// Tags required; a leading `!` excludes the tag.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+    /// Only attributes marked (or not) for detection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to_ids: Option<bool>,
+    /// Only attributes of published (or unpublished) events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub published: Option<bool>,
+    /// MISP attribute types, e.g. `ip-dst`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub types: Vec<String>,
+    /// A window such as `7d`: only recent attributes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last: Option<String>,
+    /// Only attributes of events from this day on (`YYYY-MM-DD`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    /// Let MISP drop values on its warning lists.
+    #[serde(default)]
+    pub enforce_warninglist: bool,
 }
 
 fn default_refresh() -> String {

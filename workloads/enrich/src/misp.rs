@@ -244,6 +244,7 @@ fn read_manifest(path: &Path) -> Result<Map<String, Value>, LoadError> {
 }
 
 /// One event read from its file, with the manifest entry as a fallback for its context.
+#[derive(Clone)]
 pub(crate) struct LoadedEvent {
     pub(crate) context: Arc<IndicatorContext>,
     pub(crate) attributes: Vec<Value>,
@@ -278,10 +279,21 @@ fn load_event(feed: &str, dir: &Path, uuid: &str, entry: Value) -> Result<Loaded
             source,
         },
     })?;
+    parse_event(feed, uuid, entry, &bytes, &path)
+}
+
+/// One event's file, already read, with its manifest entry.
+pub(crate) fn parse_event(
+    feed: &str,
+    uuid: &str,
+    entry: ManifestEntry,
+    bytes: &[u8],
+    path: &Path,
+) -> Result<LoadedEvent, EventError> {
     let file: EventFile =
-        serde_json::from_slice(&bytes).map_err(|source| EventError::Malformed {
+        serde_json::from_slice(bytes).map_err(|source| EventError::Malformed {
             uuid: uuid.to_owned(),
-            path: path.clone(),
+            path: path.to_owned(),
             source,
         })?;
     let event = file.event;
@@ -564,9 +576,11 @@ struct MispEvent {
     objects: Vec<MispObject>,
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, Clone)]
 #[serde(default)]
-struct ManifestEntry {
+pub(crate) struct ManifestEntry {
+    #[serde(deserialize_with = "opt_string")]
+    pub(crate) timestamp: Option<String>,
     #[serde(deserialize_with = "opt_string")]
     info: Option<String>,
     #[serde(deserialize_with = "opt_string")]
@@ -579,7 +593,7 @@ struct ManifestEntry {
     tags: Vec<String>,
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, Clone)]
 #[serde(default)]
 struct Org {
     #[serde(deserialize_with = "opt_string")]

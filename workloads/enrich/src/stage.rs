@@ -8,6 +8,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use chrono::{DateTime, Utc};
 use kastell_core::{
     error_chain, Alert, Bus, BusError, Detection, Event, Level, Message, RuleRef, Subscription,
@@ -295,7 +296,22 @@ pub async fn run_enrich_on(
     store: Arc<IndicatorStore>,
     stats: &EnrichStats,
 ) -> Result<EnrichReport, EnrichError> {
-    let span = tracing::info_span!("enrich", group = GROUP, indicators = store.len());
+    run_enrich_live(bus, subscription, Arc::new(ArcSwap::new(store)), stats).await
+}
+
+/// [`run_enrich_on`] reading the indicator set a [`crate::refresh::Refresher`] swaps:
+/// each detection is matched against the set current when it arrives.
+///
+/// # Errors
+///
+/// When the bus refuses a publish or an acknowledgement.
+pub async fn run_enrich_live(
+    bus: &dyn Bus,
+    subscription: Box<dyn Subscription>,
+    store: Arc<ArcSwap<IndicatorStore>>,
+    stats: &EnrichStats,
+) -> Result<EnrichReport, EnrichError> {
+    let span = tracing::info_span!("enrich", group = GROUP, indicators = store.load().len());
     let result = enrich_loop(bus, subscription, &store, stats)
         .instrument(span)
         .await;
@@ -316,7 +332,7 @@ pub async fn run_enrich_on(
 async fn enrich_loop(
     bus: &dyn Bus,
     mut subscription: Box<dyn Subscription>,
-    store: &IndicatorStore,
+    store: &ArcSwap<IndicatorStore>,
     stats: &EnrichStats,
 ) -> Result<(), EnrichError> {
     while let Some(delivery) = subscription.next().await {
@@ -332,7 +348,7 @@ async fn enrich_loop(
             }
         };
 
-        let enriched = enrich_detection(store, detection, Utc::now());
+        let enriched = enrich_detection(&store.load(), detection, Utc::now());
 
         for alert in &enriched.alerts {
             let message = Message::json(alert)

@@ -218,6 +218,8 @@ pub struct StixReport {
     pub skipped: Vec<SkippedPattern>,
     /// Indicator objects whose `valid_until` has passed (kept out of the store).
     pub expired: u64,
+    /// Older versions of an indicator whose newer version (`modified`) is also present.
+    pub superseded: u64,
 }
 
 impl StixReport {
@@ -284,11 +286,19 @@ pub fn add_objects(
     now: chrono::DateTime<chrono::Utc>,
 ) {
     let links = Links::of(objects);
+    let latest = latest_versions(objects);
     for object in objects {
         if object.get("type").and_then(Value::as_str) != Some("indicator") {
             continue;
         }
         report.indicator_objects += 1;
+        let id_and_version = (str_field(object, "id"), str_field(object, "modified"));
+        if let (Some(id), Some(modified)) = id_and_version {
+            if latest.get(id).is_some_and(|newest| *newest > modified) {
+                report.superseded += 1;
+                continue;
+            }
+        }
         let id = str_field(object, "id").unwrap_or_default().to_owned();
         let pattern = str_field(object, "pattern").unwrap_or_default().to_owned();
         let pattern_type = str_field(object, "pattern_type").unwrap_or("stix");
@@ -336,6 +346,22 @@ pub fn add_objects(
             }
         }
     }
+}
+
+/// The newest `modified` of each object id: TAXII collections hold every version.
+fn latest_versions(objects: &[Value]) -> HashMap<&str, &str> {
+    let mut latest: HashMap<&str, &str> = HashMap::new();
+    for object in objects {
+        if let (Some(id), Some(modified)) = (str_field(object, "id"), str_field(object, "modified"))
+        {
+            let newest = latest.entry(id).or_insert(modified);
+            // RFC 3339 timestamps in UTC compare correctly as text.
+            if modified > *newest {
+                *newest = modified;
+            }
+        }
+    }
+    latest
 }
 
 fn str_field<'a>(object: &'a Value, key: &str) -> Option<&'a str> {

@@ -255,6 +255,20 @@ impl IndicatorStore {
         }
     }
 
+    /// A copy of the indicators in a new store (with no allowlist: they passed it).
+    pub fn clone_indicators(&self) -> IndicatorStore {
+        let mut copy = IndicatorStore::new();
+        copy.indicators.reserve(self.indicators.len());
+        for indicator in &self.indicators {
+            if let Err(e) = copy.insert(indicator.clone()) {
+                tracing::warn!(reason = %e, "indicator not copied");
+            }
+        }
+        copy.duplicates = self.duplicates;
+        copy.suppressed = self.suppressed;
+        copy
+    }
+
     /// Builds one store from several feeds' stores.
     pub fn from_stores(stores: impl IntoIterator<Item = IndicatorStore>) -> Self {
         let mut merged = IndicatorStore::new();

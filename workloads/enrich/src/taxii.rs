@@ -168,6 +168,8 @@ pub async fn fetch(
     };
     let objects_url = format!("{api_root}collections/{}/objects/", chosen.id);
     let mut next: Option<String> = None;
+    // Versions of one object may come on different pages: read every page first.
+    let mut objects: Vec<Value> = Vec::new();
     for _ in 0..max_pages.max(1) {
         let mut query = url::form_urlencoded::Serializer::new(String::new());
         query.append_pair("limit", &limit.to_string());
@@ -192,17 +194,15 @@ pub async fn fetch(
                 }
             }
         }
-        add_objects(
-            &mut store,
-            &mut report,
-            &envelope.objects,
-            chrono::Utc::now(),
-        );
-        match (envelope.more, envelope.next) {
+        let more = envelope.more;
+        let token = envelope.next;
+        objects.extend(envelope.objects);
+        match (more, token) {
             (true, Some(token)) if Some(&token) != next.as_ref() => next = Some(token),
             _ => break,
         }
     }
+    add_objects(&mut store, &mut report, &objects, chrono::Utc::now());
     tracing::info!(feed = name, collection = %progress.collection, pages = progress.pages, indicators = report.indicators, "TAXII collection fetched");
     Ok((store, report, progress))
 }

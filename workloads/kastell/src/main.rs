@@ -12,6 +12,7 @@ use kastell::summary::Summary;
 mod crdgen;
 mod detect;
 mod parse;
+mod intel;
 
 /// Kastell: GitOps security operations for Kubernetes.
 #[derive(Parser)]
@@ -41,6 +42,9 @@ enum Command {
     Apikey(kastell::apikey::ApiKeyArgs),
     /// Verify the case store's audit chain, or export it to a git repository.
     Audit(kastell::audit::AuditArgs),
+    /// Load threat-intel feeds offline: match events against them, or count them.
+    #[command(subcommand)]
+    Intel(intel::IntelCommand),
     /// Check a directory of resources offline: schemas, Sigma compilation, playbooks,
     /// referenced files and the residency policy. Exit status 1 when anything is wrong.
     Validate {
@@ -106,6 +110,7 @@ fn main() -> ExitCode {
         Command::Parse(args) => parse::run(args),
         Command::Apikey(args) => kastell::apikey::run(args),
         Command::Audit(args) => kastell::audit::run(args),
+        Command::Intel(command) => intel::run(command),
     };
     match outcome {
         Ok(code) => code,

@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
-use kastell_crds::intel::FeedKind;
 use kastell_crds::sensor::TransportKind;
 use kastell_crds::{parse_duration, ResourceSet};
 use kastell_enrich::IndicatorStore;
@@ -56,7 +55,7 @@ pub async fn prepare(config_dir: &Path, replay: &[PathBuf]) -> anyhow::Result<Se
     problems.extend(rule_problems);
     let rule_count = rules.len();
 
-    let indicators = load_feeds(&resources, &mut problems);
+    let indicators = load_feeds(&resources, &mut problems).await;
 
     let (playbooks, invalid) = PlaybookSet::compile(resources.playbooks.iter().cloned());
     problems.extend(invalid.iter().map(ToString::to_string));
@@ -163,35 +162,39 @@ async fn replay_sources(
     Ok(sources)
 }
 
-fn load_feeds(resources: &ResourceSet, problems: &mut Vec<String>) -> IndicatorStore {
+/// Every IntelFeed, of any kind, loaded by the enrich crate; URLs are held against the
+/// platform's residency policy.
+async fn load_feeds(resources: &ResourceSet, problems: &mut Vec<String>) -> IndicatorStore {
+    let check = resources.platforms.first().map(|platform| {
+        let (policy, _) =
+            kastell_operator::EndpointPolicy::from_residency(&platform.object.spec.residency);
+        let check: kastell_enrich::http::EndpointCheck =
+            Arc::new(move |url: &str| policy.check(url).map_err(|r| r.to_string()));
+        check
+    });
+    let http = match kastell_enrich::http::Http::new(check, std::time::Duration::from_secs(60)) {
+        Ok(http) => http,
+        Err(e) => {
+            problems.push(format!("intel feeds: {e}"));
+            return IndicatorStore::new();
+        }
+    };
     let mut stores = Vec::new();
     for feed in &resources.feeds {
-        let spec = &feed.object.spec;
         let name = feed.object.metadata.name.clone().unwrap_or_default();
         let where_ = format!("{}: intel feed {}", feed.file.display(), feed.key());
-        match (spec.kind, &spec.path) {
-            (FeedKind::MispFeed, Some(path)) => {
-                match kastell_enrich::load_misp_feed_dir(&name, feed.resolve(path)) {
-                    Ok((store, report)) => {
-                        tracing::info!(
-                            feed = %name,
-                            indicators = report.indicators,
-                            events = report.events_loaded,
-                            "intel feed loaded"
-                        );
-                        problems.extend(report.errors.iter().map(|e| format!("{where_}: {e}")));
-                        stores.push(store);
-                    }
-                    Err(e) => problems.push(format!("{where_}: {e}")),
-                }
+        let def = kastell_enrich::feed::FeedDef {
+            name: name.clone(),
+            spec: feed.object.spec.clone(),
+            base_dir: feed.resolve("."),
+        };
+        match kastell_enrich::feed::load(&def, &http).await {
+            Ok(loaded) => {
+                tracing::info!(feed = %name, indicators = loaded.store.len(), "intel feed loaded");
+                problems.extend(loaded.warnings.iter().map(|w| format!("{where_}: {w}")));
+                stores.push(loaded.store);
             }
-            (FeedKind::MispFeed, None) => problems.push(format!(
-                "{where_}: `kastell run` reads MISP feeds from a directory (spec.path); \
-                 fetching spec.url is not built yet"
-            )),
-            (kind, _) => problems.push(format!(
-                "{where_}: feed type {kind:?} is not supported by this build yet"
-            )),
+            Err(e) => problems.push(format!("{where_}: {}", kastell_core::error_chain(&e))),
         }
     }
     IndicatorStore::from_stores(stores)
