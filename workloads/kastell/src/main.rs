@@ -11,6 +11,7 @@ use kastell::summary::Summary;
 
 mod crdgen;
 mod detect;
+mod playbook;
 
 /// Kastell: GitOps security operations for Kubernetes.
 #[derive(Parser)]
@@ -33,6 +34,8 @@ enum Command {
     Run(RunArgs),
     /// Evaluate Sigma rules offline against raw JSON events; one JSON line per match.
     Detect(detect::DetectArgs),
+    /// Work with playbooks offline: `kastell playbook test PLAYBOOK.yaml --alert ALERT.json`.
+    Playbook(playbook::PlaybookArgs),
     /// Check a directory of resources offline: schemas, Sigma compilation, playbooks,
     /// referenced files and the residency policy. Exit status 1 when anything is wrong.
     Validate {
@@ -95,6 +98,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run(args),
         Command::Validate { dir } => validate(&dir),
         Command::Detect(args) => detect::run(args),
+        Command::Playbook(args) => playbook::run(args),
     };
     match outcome {
         Ok(code) => code,

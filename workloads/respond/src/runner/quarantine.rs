@@ -84,11 +84,19 @@ impl QuarantineRunner {
             .map_err(|e| format!("no Kubernetes client: {}", super::error_chain(&e)))?;
         // The policy first: a labelled pod without it would look contained and not be.
         Api::<NetworkPolicy>::namespaced(client.clone(), namespace)
-            .patch(POLICY_NAME, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&policy))
+            .patch(
+                POLICY_NAME,
+                &PatchParams::apply(MANAGER).force(),
+                &Patch::Apply(&policy),
+            )
             .await
             .map_err(|e| format!("applying NetworkPolicy {namespace}/{POLICY_NAME}: {e}"))?;
         Api::<Pod>::namespaced(client, namespace)
-            .patch(pod, &PatchParams::default(), &Patch::Merge(quarantine_patch(action.case_id)))
+            .patch(
+                pod,
+                &PatchParams::default(),
+                &Patch::Merge(quarantine_patch(action.case_id)),
+            )
             .await
             .map_err(|e| format!("labelling pod {namespace}/{pod}: {e}"))?;
         let result = json!({ "namespace": namespace, "pod": pod, "policy": POLICY_NAME });
@@ -112,7 +120,10 @@ impl StepRunner for QuarantineRunner {
 
     fn describe(&self, action: &ActionRecord) -> Value {
         let config = action.params.get("config").cloned().unwrap_or(Value::Null);
-        let namespace = config.get("namespace").and_then(Value::as_str).unwrap_or("");
+        let namespace = config
+            .get("namespace")
+            .and_then(Value::as_str)
+            .unwrap_or("");
         json!({
             "type": self.step_type(),
             "pod": config.get("pod"),
