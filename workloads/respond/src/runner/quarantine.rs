@@ -58,12 +58,31 @@ pub fn network_policy(namespace: &str) -> Value {
     })
 }
 
-#[derive(Debug, Clone, Copy, Default)]
-pub struct QuarantineRunner;
+/// Applies quarantines through the Kubernetes API.
+#[derive(Clone, Default)]
+pub struct QuarantineRunner {
+    /// The cluster to talk to; `None` is kube's default (in-cluster, else kubeconfig).
+    config: Option<kube::Config>,
+}
 
 impl QuarantineRunner {
     pub fn new() -> Self {
-        QuarantineRunner
+        QuarantineRunner { config: None }
+    }
+
+    /// A runner talking to the cluster `config` describes.
+    pub fn with_config(config: kube::Config) -> Self {
+        QuarantineRunner {
+            config: Some(config),
+        }
+    }
+
+    async fn client(&self) -> Result<kube::Client, String> {
+        let client = match &self.config {
+            Some(config) => kube::Client::try_from(config.clone()),
+            None => kube::Client::try_default().await,
+        };
+        client.map_err(|e| format!("no Kubernetes client: {}", super::error_chain(&e)))
     }
 
     async fn quarantine(&self, action: &ActionRecord, ctx: &RunContext) -> Result<Value, String> {
@@ -79,9 +98,7 @@ impl QuarantineRunner {
         }
         let policy: NetworkPolicy = serde_json::from_value(network_policy(namespace))
             .map_err(|e| format!("building the NetworkPolicy: {e}"))?;
-        let client = kube::Client::try_default()
-            .await
-            .map_err(|e| format!("no Kubernetes client: {}", super::error_chain(&e)))?;
+        let client = self.client().await?;
         // The policy first: a labelled pod without it would look contained and not be.
         Api::<NetworkPolicy>::namespaced(client.clone(), namespace)
             .patch(
