@@ -110,7 +110,13 @@ pub async fn run(setup: Setup, data_dir: &Path, mode: Mode) -> anyhow::Result<Su
     let respond_stats = Arc::new(RespondStats::new());
     let respond = {
         let runners = Arc::new(
-            Runners::new(&RunnerSettings::default()).context("setting up the step runners")?,
+            Runners::new(&RunnerSettings {
+                intel: Arc::new(crate::intel_lookup::IndicatorLookup(Arc::clone(
+                    &setup.indicators,
+                ))),
+                ..RunnerSettings::default()
+            })
+            .context("setting up the step runners")?,
         );
         let (bus, store, stats) = (
             Arc::clone(&bus),

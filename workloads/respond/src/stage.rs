@@ -93,7 +93,7 @@ impl RespondStats {
 /// What the stage did, as counted by [`RespondStats`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RespondReport {
-    /// Case events read and decoded.
+    /// Case events read, decoded and handled (counted when handling ends).
     pub case_events: u64,
     /// Times a playbook was triggered (one per playbook per triggering event).
     pub playbook_runs: u64,
@@ -688,8 +688,11 @@ async fn respond_loop(
     while let Some(delivery) = subscription.next().await {
         match delivery.message.decode::<CaseEvent>() {
             Ok(event) => {
+                let handled = responder.handle(&event, stats).await;
+                // Counted once handling has ended: `kastell run` waits for this count to
+                // know that every action of the replay is recorded.
                 RespondStats::bump(&stats.case_events);
-                if let Err(error) = responder.handle(&event, stats).await {
+                if let Err(error) = handled {
                     let reason = error_chain(&error);
                     tracing::warn!(reason = %reason, "case event not handled");
                     RespondStats::bump(&stats.errors);
