@@ -218,6 +218,27 @@ mod tests {
     }
 
     #[test]
+    fn every_example_playbook_is_valid_and_plans_against_its_alert() {
+        for (playbook, alert) in [
+            ("contain-brute-force.yaml", "wazuh-sshd-brute-force.json"),
+            ("malware-c2.yaml", "suricata-high-severity.json"),
+            ("quarantine-pod.yaml", "smb-admin-share-denied.json"),
+        ] {
+            let (lines, err, code) = plan_lines(
+                &examples().join("../playbooks").join(playbook),
+                &examples().join("alerts").join(alert),
+                None,
+            );
+            assert_eq!(code, ExitCode::SUCCESS, "{playbook}: {err}");
+            assert!(!lines.is_empty(), "{playbook}");
+            assert!(
+                lines.iter().all(|l| l["error"].is_null()),
+                "{playbook}: {lines:?}"
+            );
+        }
+    }
+
+    #[test]
     fn a_file_of_several_alerts_is_refused_with_a_reason() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("two.jsonl");
