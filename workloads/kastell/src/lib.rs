@@ -4,6 +4,7 @@
 pub mod apikey;
 pub mod audit;
 pub mod detection;
+pub mod intel_lookup;
 pub mod pipeline;
 pub mod setup;
 pub mod summary;

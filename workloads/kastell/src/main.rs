@@ -13,6 +13,7 @@ mod crdgen;
 mod detect;
 mod parse;
 mod intel;
+mod playbook;
 
 /// Kastell: GitOps security operations for Kubernetes.
 #[derive(Parser)]
@@ -45,6 +46,8 @@ enum Command {
     /// Load threat-intel feeds offline: match events against them, or count them.
     #[command(subcommand)]
     Intel(intel::IntelCommand),
+    /// Work with playbooks offline: `kastell playbook test PLAYBOOK.yaml --alert ALERT.json`.
+    Playbook(playbook::PlaybookArgs),
     /// Check a directory of resources offline: schemas, Sigma compilation, playbooks,
     /// referenced files and the residency policy. Exit status 1 when anything is wrong.
     Validate {
@@ -111,6 +114,7 @@ fn main() -> ExitCode {
         Command::Apikey(args) => kastell::apikey::run(args),
         Command::Audit(args) => kastell::audit::run(args),
         Command::Intel(command) => intel::run(command),
+        Command::Playbook(args) => playbook::run(args),
     };
     match outcome {
         Ok(code) => code,

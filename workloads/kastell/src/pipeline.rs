@@ -110,24 +110,28 @@ pub async fn run(setup: Setup, data_dir: &Path, mode: Mode) -> anyhow::Result<Su
     let respond_stats = Arc::new(RespondStats::new());
     let respond = {
         let runners = Arc::new(
-            Runners::new(&RunnerSettings::default()).context("setting up the step runners")?,
+            Runners::new(&RunnerSettings {
+                intel: Arc::new(crate::intel_lookup::IndicatorLookup(Arc::clone(
+                    &setup.indicators,
+                ))),
+                ..RunnerSettings::default()
+            })
+            .context("setting up the step runners")?,
         );
-        let (bus, store, playbooks, stats) = (
+        let (bus, store, stats) = (
             Arc::clone(&bus),
             Arc::clone(&store),
-            Arc::clone(&setup.playbooks),
             Arc::clone(&respond_stats),
         );
+        let responder = kastell_respond::Responder::new(
+            Arc::clone(&store),
+            Arc::clone(&setup.playbooks),
+            runners,
+        )
+        .with_safety(setup.response.clone());
         tokio::spawn(async move {
-            kastell_respond::run_respond_on(
-                bus.as_ref(),
-                subs.respond,
-                store,
-                playbooks,
-                runners,
-                &stats,
-            )
-            .await
+            kastell_respond::run_responder_on(bus.as_ref(), subs.respond, responder, store, &stats)
+                .await
         })
     };
 

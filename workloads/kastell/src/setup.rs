@@ -33,6 +33,7 @@ pub struct Setup {
     pub rule_count: usize,
     pub indicators: Arc<IndicatorStore>,
     pub playbooks: Arc<PlaybookSet>,
+    pub response: kastell_respond::Safety,
     pub grouping_window: chrono::Duration,
     /// Resources and inputs that could not be used, one readable line each.
     pub problems: Vec<String>,
@@ -61,6 +62,7 @@ pub async fn prepare(config_dir: &Path, replay: &[PathBuf]) -> anyhow::Result<Se
     problems.extend(invalid.iter().map(ToString::to_string));
 
     let grouping_window = grouping_window(&resources, &mut problems);
+    let response = kastell_respond::safety::response_safety(&resources, &mut problems);
 
     Ok(Setup {
         config_dir: config_dir.to_owned(),
@@ -70,6 +72,7 @@ pub async fn prepare(config_dir: &Path, replay: &[PathBuf]) -> anyhow::Result<Se
         rule_count,
         indicators: Arc::new(indicators),
         playbooks: Arc::new(playbooks),
+        response,
         grouping_window,
         problems,
     })

@@ -217,3 +217,64 @@ fn detect_prints_one_json_line_per_match() {
     ]);
     assert_eq!(strict.status.code(), Some(1), "{}", stderr(&strict));
 }
+
+#[test]
+fn playbook_test_prints_one_json_line_per_planned_step() {
+    let output = kastell(&[
+        "playbook",
+        "test",
+        "examples/playbooks/malware-c2.yaml",
+        "--alert",
+        "examples/soc/alerts/suricata-high-severity.json",
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let lines: Vec<serde_json::Value> = stdout(&output)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let steps: Vec<&str> = lines.iter().map(|l| l["step"].as_str().unwrap()).collect();
+    assert_eq!(
+        steps,
+        [
+            "intel-lookup",
+            "raise-severity",
+            "assign-tier2",
+            "perimeter-block",
+            "tell-teams",
+            "tell-matrix"
+        ]
+    );
+    let block = &lines[3];
+    assert_eq!(block["approval_required"], true);
+    assert_eq!(block["inputs"]["config"]["body"]["ip"], "67.205.184.237");
+    assert_eq!(
+        block["inputs"]["config"]["secret_headers"]["St2-Api-Key"],
+        "ST2_API_KEY"
+    );
+    assert!(lines.iter().all(|l| l["triggered"] == true));
+}
+
+#[test]
+fn playbook_test_reports_an_invalid_playbook_and_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bad.yaml");
+    std::fs::write(
+        &file,
+        "apiVersion: kastell.eu/v1alpha1\nkind: Playbook\nmetadata: {name: bad, namespace: soc}\n\
+         spec:\n  trigger: {}\n  steps:\n    - {name: x, type: wazuh-active-response}\n",
+    )
+    .unwrap();
+    let output = kastell(&[
+        "playbook",
+        "test",
+        file.to_str().unwrap(),
+        "--alert",
+        "examples/soc/alerts/wazuh-sshd-brute-force.json",
+    ]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output).contains("a wazuh-active-response step needs wazuh"),
+        "{}",
+        stderr(&output)
+    );
+}

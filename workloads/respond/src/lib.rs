@@ -19,7 +19,9 @@ mod steps;
 pub mod template;
 pub mod trigger;
 
-pub use output::{CaseAction, CaseOperation, LogOutbox, MemoryOutbox, Outbox, RespondOutput, StepResult};
+pub use output::{
+    CaseAction, CaseOperation, LogOutbox, MemoryOutbox, Outbox, RespondOutput, StepResult,
+};
 pub use playbook::{CompiledPlaybook, CompiledStep, InvalidPlaybook, PlaybookSet};
 pub use runner::{
     IntelLookup, Journal, MapSecrets, RunContext, RunnerError, RunnerSettings, Runners,
@@ -27,8 +29,8 @@ pub use runner::{
 };
 pub use safety::{Safety, Targets};
 pub use stage::{
-    run_respond, run_respond_on, subscribe_case_events, DeadLetter, HandleError, RespondError,
-    RespondReport, RespondStats, Responder, GROUP, RATE_LIMITED,
+    run_respond, run_respond_on, run_responder_on, subscribe_case_events, DeadLetter, HandleError,
+    RespondError, RespondReport, RespondStats, Responder, GROUP, RATE_LIMITED,
 };
 pub use template::{JsonTemplate, Template, TemplateError};
 pub use trigger::{CompiledTrigger, TriggeringEvent};

@@ -62,11 +62,22 @@ pub struct CaseAction {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "kebab-case")]
 pub enum CaseOperation {
-    SetSeverity { severity: String },
-    Assign { assignee: String },
-    AddTask { title: String },
-    AddObservable { r#type: String, value: String },
-    CloseFalsePositive { reason: String },
+    SetSeverity {
+        severity: String,
+    },
+    Assign {
+        assignee: String,
+    },
+    AddTask {
+        title: String,
+    },
+    AddObservable {
+        r#type: String,
+        value: String,
+    },
+    CloseFalsePositive {
+        reason: String,
+    },
     /// Analyzer taxonomies (`level`, `namespace`, `predicate`, `value`) for an
     /// observable, from an `enrich` step.
     AttachTaxonomies {

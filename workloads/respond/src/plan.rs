@@ -79,21 +79,25 @@ pub fn plan(
                 protected: Vec::new(),
                 error: None,
             };
-            let rendered = step
-                .condition_holds(&context)
-                .and_then(|holds| {
-                    planned.condition = holds;
-                    step.render_params(&context, true)
-                });
+            let rendered = step.condition_holds(&context).and_then(|holds| {
+                planned.condition = holds;
+                step.render_params(&context, true)
+            });
             match rendered {
                 Ok(params) => {
-                    let action = draft(playbook, step.name.clone(), step.step_type(), alert, case_id, &params);
+                    let action = draft(
+                        playbook,
+                        step.name.clone(),
+                        step.step_type(),
+                        alert,
+                        case_id,
+                        &params,
+                    );
                     if let Some(runner) = runners.get(step.step_type()) {
                         planned.would = Some(runner.describe(&action));
                         planned.release = runner.release(&action);
                     }
-                    planned.protected =
-                        safety.protected_among(&targets(step.step_type(), &params));
+                    planned.protected = safety.protected_among(&targets(step.step_type(), &params));
                     planned.inputs = Some(redact::json(&params));
                 }
                 Err(e) => planned.error = Some(e.to_string()),

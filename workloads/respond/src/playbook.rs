@@ -352,7 +352,11 @@ fn check_blocks(step: &Step, problems: &mut Vec<String>) {
         ("wazuh", step.wazuh.is_some(), StepKind::WazuhActiveResponse),
         ("enrich", step.enrich.is_some(), StepKind::Enrich),
         ("case", step.case.is_some(), StepKind::Case),
-        ("quarantine", step.quarantine.is_some(), StepKind::QuarantinePod),
+        (
+            "quarantine",
+            step.quarantine.is_some(),
+            StepKind::QuarantinePod,
+        ),
     ];
     for (name, present, kind) in blocks {
         if present && kind != step.kind {

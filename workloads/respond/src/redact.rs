@@ -23,9 +23,14 @@ const SENSITIVE: [&str; 9] = [
     "cookie",
 ];
 
-/// Whether a header, field or query parameter of this name holds a credential.
+/// Whether a header, field or query parameter of this name holds a credential. Fields
+/// that *name* a secret (`token_secret`, `secret_headers`) hold no credential and are
+/// shown, so a reader can tell which secret a step uses.
 pub fn is_sensitive(name: &str) -> bool {
     let name = name.to_ascii_lowercase();
+    if name.ends_with("_secret") || name == "secret_headers" {
+        return false;
+    }
     SENSITIVE.iter().any(|part| name.contains(part)) || name == "st2-api-key" || name == "key"
 }
 
@@ -35,7 +40,10 @@ pub fn json(value: &Value) -> Value {
         Value::Object(map) => Value::Object(
             map.iter()
                 .map(|(k, v)| {
-                    let v = if is_sensitive(k) && !v.is_null() {
+                    let v = if k == "secret_headers" {
+                        // Header name to secret name: nothing secret in it.
+                        v.clone()
+                    } else if is_sensitive(k) && !v.is_null() {
                         Value::String(REDACTED.into())
                     } else {
                         json(v)
@@ -83,6 +91,7 @@ mod tests {
             "headers": {"Authorization": "Bearer abc", "X-Case": "7", "St2-Api-Key": "k"},
             "body": [{"api_key": "k2", "ip": "203.0.113.9"}],
             "password": null,
+            "config": {"token_secret": "AWX_TOKEN", "secret_headers": {"St2-Api-Key": "ST2"}},
         });
         let shown = json(&doc);
         assert_eq!(shown["headers"]["Authorization"], REDACTED);
@@ -91,6 +100,8 @@ mod tests {
         assert_eq!(shown["body"][0]["api_key"], REDACTED);
         assert_eq!(shown["body"][0]["ip"], "203.0.113.9");
         assert!(!shown.to_string().contains("abc"));
+        assert_eq!(shown["config"]["token_secret"], "AWX_TOKEN");
+        assert_eq!(shown["config"]["secret_headers"]["St2-Api-Key"], "ST2");
     }
 
     #[test]

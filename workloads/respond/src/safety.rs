@@ -3,15 +3,17 @@
 //!
 //! An action's targets are read from its rendered parameters: the agents, address and
 //! arguments of a Wazuh active response; the namespace of a quarantine; every string
-//! value of an HTTP or webhook call's body, extra variables and headers that is an
-//! address, a CIDR range or a host name. The URL a call goes to is not a target (the
-//! Wazuh manager or AWX may well sit in a protected range). Notifications, lookups and
-//! case operations act on no asset and are not checked.
+//! value of an `http` call's body, extra variables and headers that is an address, a
+//! CIDR range or a host name. The URL a call goes to is not a target (the Wazuh manager
+//! or AWX may well sit in a protected range). Notifications (`notify`, and `webhook`,
+//! whose default body names the alert's host), lookups and case operations act on no
+//! asset and are not checked: an alert about a protected host must still reach people.
 
 use std::net::IpAddr;
 
 use ipnet::IpNet;
 use kastell_crds::playbook::ResponsePolicy;
+use kastell_crds::ResourceSet;
 use serde_json::Value;
 
 /// The checked policy.
@@ -144,11 +146,6 @@ pub fn targets(step_type: &str, params: &Value) -> Targets {
                 walk_strings(config.get(key), &mut |s| classify(s, &mut targets));
             }
         }
-        "webhook" => {
-            for key in ["body", "headers"] {
-                walk_strings(params.get(key), &mut |s| classify(s, &mut targets));
-            }
-        }
         _ => {}
     }
     targets
@@ -189,6 +186,30 @@ fn parse_net(text: &str) -> Option<IpNet> {
         .or_else(|| text.parse::<IpAddr>().ok().map(IpNet::from))
 }
 
+/// The platform's response safety policy (`spec.response` of the first
+/// SecOpsPlatform); an invalid one is reported and replaced by a kill switch, so a
+/// typo in a protected range never lets actions through to it.
+pub fn response_safety(resources: &ResourceSet, problems: &mut Vec<String>) -> Safety {
+    let Some(platform) = resources.platforms.first() else {
+        return Safety::default();
+    };
+    let Some(policy) = &platform.object.spec.response else {
+        return Safety::default();
+    };
+    Safety::compile(policy).unwrap_or_else(|reason| {
+        problems.push(format!(
+            "{}: platform {}: {reason}; every action runs as a dry run (kill switch)",
+            platform.file.display(),
+            platform.key()
+        ));
+        Safety::compile(&ResponsePolicy {
+            kill_switch: true,
+            ..Default::default()
+        })
+        .unwrap_or_default()
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -212,7 +233,10 @@ mod tests {
         let params = json!({"config": {"agents": ["001", "dc01"], "srcip": "10.1.2.3",
                                         "arguments": ["192.0.2.10"]}});
         let hits = safety().protected_among(&targets("wazuh-active-response", &params));
-        assert_eq!(hits, ["address 10.1.2.3", "address 192.0.2.10", "agent dc01"]);
+        assert_eq!(
+            hits,
+            ["address 10.1.2.3", "address 192.0.2.10", "agent dc01"]
+        );
         let params = json!({"config": {"agents": ["001"], "srcip": "203.0.113.9"}});
         assert!(safety()
             .protected_among(&targets("wazuh-active-response", &params))
@@ -239,6 +263,8 @@ mod tests {
     fn a_bad_network_is_refused_when_the_policy_loads() {
         let policy: ResponsePolicy =
             serde_json::from_value(json!({"protected": {"networks": ["10.0.0.0/33"]}})).unwrap();
-        assert!(Safety::compile(&policy).unwrap_err().contains("10.0.0.0/33"));
+        assert!(Safety::compile(&policy)
+            .unwrap_err()
+            .contains("10.0.0.0/33"));
     }
 }

@@ -93,7 +93,7 @@ impl RespondStats {
 /// What the stage did, as counted by [`RespondStats`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RespondReport {
-    /// Case events read and decoded.
+    /// Case events read, decoded and handled (counted when handling ends).
     pub case_events: u64,
     /// Times a playbook was triggered (one per playbook per triggering event).
     pub playbook_runs: u64,
@@ -262,18 +262,16 @@ impl Responder {
         stats: &RespondStats,
     ) -> Result<(), HandleError> {
         let context = with_step(context.clone(), &step.name);
-        match step.condition_holds(&context) {
-            Ok(false) => {
-                RespondStats::bump(&stats.skipped);
-                tracing::info!(
-                    playbook = %playbook.key,
-                    step = %step.name,
-                    case_id = trigger.case_id,
-                    "step condition false, skipped"
-                );
-                return Ok(());
-            }
-            Ok(true) | Err(_) => {}
+        // A condition that fails to render is reported on the action, below.
+        if let Ok(false) = step.condition_holds(&context) {
+            RespondStats::bump(&stats.skipped);
+            tracing::info!(
+                playbook = %playbook.key,
+                step = %step.name,
+                case_id = trigger.case_id,
+                "step condition false, skipped"
+            );
+            return Ok(());
         }
         let rendered = step
             .condition_holds(&context)
@@ -418,9 +416,12 @@ impl Responder {
             // attempt instead of taking the stage down.
             let (task_runner, task_action, task_ctx) =
                 (Arc::clone(&runner), action.clone(), Arc::clone(&ctx));
-            let outcome = tokio::spawn(async move { task_runner.run(&task_action, &task_ctx).await })
-                .await
-                .unwrap_or_else(|e| StepOutcome::failed(format!("the step runner crashed: {e}")));
+            let outcome =
+                tokio::spawn(async move { task_runner.run(&task_action, &task_ctx).await })
+                    .await
+                    .unwrap_or_else(|e| {
+                        StepOutcome::failed(format!("the step runner crashed: {e}"))
+                    });
             if outcome.status == ActionStatus::Succeeded || attempt > retries {
                 break outcome;
             }
@@ -471,7 +472,11 @@ impl Responder {
                 continue;
             }
             RespondStats::bump(&stats.rate_limited);
-            let scope = if key == GLOBAL_BUDGET { "platform" } else { "playbook" };
+            let scope = if key == GLOBAL_BUDGET {
+                "platform"
+            } else {
+                "playbook"
+            };
             tracing::warn!(
                 action_id = action.id,
                 playbook = %action.playbook,
@@ -684,9 +689,8 @@ async fn respond_loop(
         match delivery.message.decode::<CaseEvent>() {
             Ok(event) => {
                 let handled = responder.handle(&event, stats).await;
-                // Counted once handled, not on arrival: `kastell run` waits for this count
-                // before reporting pending actions, and must not count an event whose
-                // action is still being written.
+                // Counted once handling has ended: `kastell run` waits for this count to
+                // know that every action of the replay is recorded.
                 RespondStats::bump(&stats.case_events);
                 if let Err(error) = handled {
                     let reason = error_chain(&error);

@@ -14,7 +14,10 @@ use crate::runner::check_url;
 const DEFAULT_SUBJECT: &str = "Kastell case {{ case.id }}: {{ alert.rule.title }}";
 
 /// `(fixed, templated)` for a typed step; `None` (with problems) when it is unusable.
-pub(crate) fn compile(step: &Step, problems: &mut Vec<String>) -> Option<(Map<String, Value>, Value)> {
+pub(crate) fn compile(
+    step: &Step,
+    problems: &mut Vec<String>,
+) -> Option<(Map<String, Value>, Value)> {
     let before = problems.len();
     let compiled = match step.kind {
         StepKind::Notify => notify(step, problems),
@@ -59,7 +62,10 @@ fn notify(step: &Step, problems: &mut Vec<String>) -> Option<(Map<String, Value>
         NotifyChannel::Email => "email",
     };
     fixed.insert("channel".into(), channel.into());
-    let text = step.message.clone().unwrap_or_else(|| DEFAULT_TEXT.to_owned());
+    let text = step
+        .message
+        .clone()
+        .unwrap_or_else(|| DEFAULT_TEXT.to_owned());
     let mut templated = json!({ "text": text });
     if n.channel == NotifyChannel::Email {
         let Some(smtp) = &n.smtp else {
@@ -97,7 +103,11 @@ fn notify(step: &Step, problems: &mut Vec<String>) -> Option<(Map<String, Value>
                 fixed.insert("room".into(), room.clone().into());
                 fixed.insert("token_secret".into(), token.clone().into());
             }
-            _ => missing(step, "notify.room and notify.tokenSecret for Matrix", problems),
+            _ => missing(
+                step,
+                "notify.room and notify.tokenSecret for Matrix",
+                problems,
+            ),
         }
     }
     Some((fixed, templated))
@@ -187,11 +197,23 @@ fn case(step: &Step, problems: &mut Vec<String>) -> Option<(Map<String, Value>, 
         return None;
     };
     let (op, needs) = match c.op {
-        CaseOp::SetSeverity => ("set-severity", c.severity.is_some().then_some(()).ok_or("severity")),
-        CaseOp::Assign => ("assign", c.assignee.is_some().then_some(()).ok_or("assignee")),
+        CaseOp::SetSeverity => (
+            "set-severity",
+            c.severity.is_some().then_some(()).ok_or("severity"),
+        ),
+        CaseOp::Assign => (
+            "assign",
+            c.assignee.is_some().then_some(()).ok_or("assignee"),
+        ),
         CaseOp::AddTask => ("add-task", c.task.is_some().then_some(()).ok_or("task")),
-        CaseOp::AddObservable => ("add-observable", c.observable.is_some().then_some(()).ok_or("observable")),
-        CaseOp::CloseFalsePositive => ("close-false-positive", c.reason.is_some().then_some(()).ok_or("reason")),
+        CaseOp::AddObservable => (
+            "add-observable",
+            c.observable.is_some().then_some(()).ok_or("observable"),
+        ),
+        CaseOp::CloseFalsePositive => (
+            "close-false-positive",
+            c.reason.is_some().then_some(()).ok_or("reason"),
+        ),
     };
     if let Err(field) = needs {
         problems.push(format!("case: {op} needs case.{field}"));
@@ -219,5 +241,8 @@ fn quarantine(step: &Step, problems: &mut Vec<String>) -> Option<(Map<String, Va
     if q.namespace.is_empty() || q.pod.is_empty() {
         problems.push("quarantine needs namespace and pod".into());
     }
-    Some((Map::new(), json!({ "namespace": q.namespace, "pod": q.pod })))
+    Some((
+        Map::new(),
+        json!({ "namespace": q.namespace, "pod": q.pod }),
+    ))
 }

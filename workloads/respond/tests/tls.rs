@@ -128,7 +128,9 @@ fn runner(trusted: Option<&CertificateDer<'static>>) -> WebhookRunner {
 #[tokio::test]
 async fn posts_over_tls_1_3() {
     let server = start_tls_server(&[&rustls::version::TLS13]).await;
-    let outcome = runner(Some(&server.cert)).run(&action(&server.url), &ctx()).await;
+    let outcome = runner(Some(&server.cert))
+        .run(&action(&server.url), &ctx())
+        .await;
     assert_eq!(outcome.status, ActionStatus::Succeeded, "{outcome:?}");
     assert_eq!(outcome.result["status"], 200);
     assert_eq!(outcome.result["body"], "ok");
@@ -138,7 +140,9 @@ async fn posts_over_tls_1_3() {
 #[tokio::test]
 async fn refuses_a_server_that_offers_only_tls_1_2() {
     let server = start_tls_server(&[&rustls::version::TLS12]).await;
-    let outcome = runner(Some(&server.cert)).run(&action(&server.url), &ctx()).await;
+    let outcome = runner(Some(&server.cert))
+        .run(&action(&server.url), &ctx())
+        .await;
     assert_eq!(outcome.status, ActionStatus::Failed);
     let error = outcome.result["error"].as_str().unwrap().to_owned();
     assert!(error.contains("ProtocolVersion"), "{error}");

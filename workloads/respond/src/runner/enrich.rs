@@ -101,7 +101,12 @@ impl EnrichRunner {
         let base = check_url(field(cortex, "url")?)?;
         let analyzer = field(cortex, "analyzer")?;
         let key = secret(self.secrets.as_ref(), cortex, "api_key_secret")?;
-        let poll = Duration::from_secs(cortex.get("poll_seconds").and_then(Value::as_u64).unwrap_or(2));
+        let poll = Duration::from_secs(
+            cortex
+                .get("poll_seconds")
+                .and_then(Value::as_u64)
+                .unwrap_or(2),
+        );
         let auth = || -> Result<HeaderMap, String> {
             let mut headers = HeaderMap::new();
             headers.insert(AUTHORIZATION, secret_header(&format!("Bearer {key}"))?);
@@ -122,7 +127,10 @@ impl EnrichRunner {
                     .send(ctx, Method::POST, &url, auth()?, Some(&body), timeout)
                     .await?;
                 if !answer.is_success() {
-                    return Err(format!("Cortex analyzer run answered {}: {}", answer.status, answer.text));
+                    return Err(format!(
+                        "Cortex analyzer run answered {}: {}",
+                        answer.status, answer.text
+                    ));
                 }
                 let job = answer
                     .json
@@ -139,19 +147,33 @@ impl EnrichRunner {
         let report = loop {
             let left = timeout.saturating_sub(started.elapsed());
             if left.is_zero() {
-                return Err(format!("Cortex job {job_id} did not finish within {}s", timeout.as_secs()));
+                return Err(format!(
+                    "Cortex job {job_id} did not finish within {}s",
+                    timeout.as_secs()
+                ));
             }
             let answer = self
                 .client
                 .send(ctx, Method::GET, &report_url, auth()?, None, left)
                 .await?;
             if !answer.is_success() {
-                return Err(format!("Cortex job {job_id} report answered {}", answer.status));
+                return Err(format!(
+                    "Cortex job {job_id} report answered {}",
+                    answer.status
+                ));
             }
-            let status = answer.json.get("status").and_then(Value::as_str).unwrap_or("");
+            let status = answer
+                .json
+                .get("status")
+                .and_then(Value::as_str)
+                .unwrap_or("");
             if CORTEX_FINISHED.contains(&status) {
                 if status != "Success" {
-                    let why = answer.json.pointer("/report/errorMessage").cloned().unwrap_or(Value::Null);
+                    let why = answer
+                        .json
+                        .pointer("/report/errorMessage")
+                        .cloned()
+                        .unwrap_or(Value::Null);
                     return Err(format!("Cortex job {job_id} ended {status}: {why}"));
                 }
                 break answer.json;
@@ -176,8 +198,10 @@ impl EnrichRunner {
                 },
             }))
             .await;
-        Ok(json!({ "type": kind, "value": value, "analyzer": analyzer, "job": job_id,
-                   "taxonomies": taxonomies }))
+        Ok(
+            json!({ "type": kind, "value": value, "analyzer": analyzer, "job": job_id,
+                   "taxonomies": taxonomies }),
+        )
     }
 }
 

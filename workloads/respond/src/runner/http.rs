@@ -110,7 +110,8 @@ impl HttpRunner {
             .get("job_template")
             .and_then(Value::as_u64)
             .ok_or("the action's awx config has no job_template")?;
-        let poll = Duration::from_secs(awx.get("poll_seconds").and_then(Value::as_u64).unwrap_or(2));
+        let poll =
+            Duration::from_secs(awx.get("poll_seconds").and_then(Value::as_u64).unwrap_or(2));
         let auth = || -> Result<HeaderMap, String> {
             let mut headers = HeaderMap::new();
             headers.insert(AUTHORIZATION, secret_header(&format!("Bearer {token}"))?);
@@ -129,7 +130,10 @@ impl HttpRunner {
                     .send(ctx, Method::POST, &url, auth()?, Some(&body), timeout)
                     .await?;
                 if !answer.is_success() {
-                    return Err(format!("AWX launch answered {}: {}", answer.status, answer.text));
+                    return Err(format!(
+                        "AWX launch answered {}: {}",
+                        answer.status, answer.text
+                    ));
                 }
                 let job = answer
                     .json
@@ -146,7 +150,10 @@ impl HttpRunner {
         loop {
             let left = timeout.saturating_sub(started.elapsed());
             if left.is_zero() {
-                return Err(format!("AWX job {job} did not finish within {}s", timeout.as_secs()));
+                return Err(format!(
+                    "AWX job {job} did not finish within {}s",
+                    timeout.as_secs()
+                ));
             }
             let answer = self
                 .client
@@ -155,7 +162,11 @@ impl HttpRunner {
             if !answer.is_success() {
                 return Err(format!("AWX job {job} answered {}", answer.status));
             }
-            let status = answer.json.get("status").and_then(Value::as_str).unwrap_or("");
+            let status = answer
+                .json
+                .get("status")
+                .and_then(Value::as_str)
+                .unwrap_or("");
             if AWX_FINISHED.contains(&status) {
                 let result = json!({
                     "job": job, "job_status": status,
@@ -174,7 +185,10 @@ impl HttpRunner {
 }
 
 fn method(config: &Map<String, Value>) -> Result<Method, String> {
-    let name = config.get("method").and_then(Value::as_str).unwrap_or("POST");
+    let name = config
+        .get("method")
+        .and_then(Value::as_str)
+        .unwrap_or("POST");
     Method::from_bytes(name.as_bytes()).map_err(|_| format!("{name:?} is not an HTTP method"))
 }
 

@@ -57,7 +57,14 @@ impl NotifyRunner {
                 let body = chat_body(channel, text)?;
                 let answer = self
                     .client
-                    .send(ctx, Method::POST, &url, HeaderMap::new(), Some(&body), timeout)
+                    .send(
+                        ctx,
+                        Method::POST,
+                        &url,
+                        HeaderMap::new(),
+                        Some(&body),
+                        timeout,
+                    )
                     .await?;
                 if !answer.is_success() {
                     return Err(format!("{channel} answered {}", answer.status));

@@ -58,12 +58,31 @@ pub fn network_policy(namespace: &str) -> Value {
     })
 }
 
-#[derive(Debug, Clone, Copy, Default)]
-pub struct QuarantineRunner;
+/// Applies quarantines through the Kubernetes API.
+#[derive(Clone, Default)]
+pub struct QuarantineRunner {
+    /// The cluster to talk to; `None` is kube's default (in-cluster, else kubeconfig).
+    config: Option<kube::Config>,
+}
 
 impl QuarantineRunner {
     pub fn new() -> Self {
-        QuarantineRunner
+        QuarantineRunner { config: None }
+    }
+
+    /// A runner talking to the cluster `config` describes.
+    pub fn with_config(config: kube::Config) -> Self {
+        QuarantineRunner {
+            config: Some(config),
+        }
+    }
+
+    async fn client(&self) -> Result<kube::Client, String> {
+        let client = match &self.config {
+            Some(config) => kube::Client::try_from(config.clone()),
+            None => kube::Client::try_default().await,
+        };
+        client.map_err(|e| format!("no Kubernetes client: {}", super::error_chain(&e)))
     }
 
     async fn quarantine(&self, action: &ActionRecord, ctx: &RunContext) -> Result<Value, String> {
@@ -79,16 +98,22 @@ impl QuarantineRunner {
         }
         let policy: NetworkPolicy = serde_json::from_value(network_policy(namespace))
             .map_err(|e| format!("building the NetworkPolicy: {e}"))?;
-        let client = kube::Client::try_default()
-            .await
-            .map_err(|e| format!("no Kubernetes client: {}", super::error_chain(&e)))?;
+        let client = self.client().await?;
         // The policy first: a labelled pod without it would look contained and not be.
         Api::<NetworkPolicy>::namespaced(client.clone(), namespace)
-            .patch(POLICY_NAME, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&policy))
+            .patch(
+                POLICY_NAME,
+                &PatchParams::apply(MANAGER).force(),
+                &Patch::Apply(&policy),
+            )
             .await
             .map_err(|e| format!("applying NetworkPolicy {namespace}/{POLICY_NAME}: {e}"))?;
         Api::<Pod>::namespaced(client, namespace)
-            .patch(pod, &PatchParams::default(), &Patch::Merge(quarantine_patch(action.case_id)))
+            .patch(
+                pod,
+                &PatchParams::default(),
+                &Patch::Merge(quarantine_patch(action.case_id)),
+            )
             .await
             .map_err(|e| format!("labelling pod {namespace}/{pod}: {e}"))?;
         let result = json!({ "namespace": namespace, "pod": pod, "policy": POLICY_NAME });
@@ -112,7 +137,10 @@ impl StepRunner for QuarantineRunner {
 
     fn describe(&self, action: &ActionRecord) -> Value {
         let config = action.params.get("config").cloned().unwrap_or(Value::Null);
-        let namespace = config.get("namespace").and_then(Value::as_str).unwrap_or("");
+        let namespace = config
+            .get("namespace")
+            .and_then(Value::as_str)
+            .unwrap_or("");
         json!({
             "type": self.step_type(),
             "pod": config.get("pod"),

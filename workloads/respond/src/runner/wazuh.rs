@@ -43,7 +43,12 @@ impl WazuhRunner {
         let agents: Vec<&str> = config
             .get("agents")
             .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(Value::as_str).filter(|s| !s.is_empty()).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .filter(|s| !s.is_empty())
+                    .collect()
+            })
             .unwrap_or_default();
         if agents.is_empty() {
             return Err("no agent to run the active response on (agents rendered empty)".into());
@@ -51,7 +56,10 @@ impl WazuhRunner {
 
         let mut basic = HeaderMap::new();
         let credentials = BASE64.encode(format!("{user}:{password}"));
-        basic.insert(AUTHORIZATION, secret_header(&format!("Basic {credentials}"))?);
+        basic.insert(
+            AUTHORIZATION,
+            secret_header(&format!("Basic {credentials}"))?,
+        );
         let auth_url = join(&base, "security/user/authenticate")?;
         let answer = self
             .client
@@ -73,7 +81,11 @@ impl WazuhRunner {
             "command": field(config, "command")?,
             "arguments": config.get("arguments").cloned().unwrap_or(json!([])),
         });
-        if let Some(srcip) = config.get("srcip").and_then(Value::as_str).filter(|s| !s.is_empty()) {
+        if let Some(srcip) = config
+            .get("srcip")
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+        {
             body["alert"] = json!({ "data": { "srcip": srcip } });
         }
         let mut bearer = HeaderMap::new();
@@ -83,10 +95,16 @@ impl WazuhRunner {
             .send(ctx, Method::PUT, &url, bearer, Some(&body), timeout)
             .await?;
         if !answer.is_success() {
-            return Err(format!("Wazuh active-response answered {}: {}", answer.status, answer.text));
+            return Err(format!(
+                "Wazuh active-response answered {}: {}",
+                answer.status, answer.text
+            ));
         }
         let data = answer.json.get("data").cloned().unwrap_or(Value::Null);
-        let failed = data.get("total_failed_items").and_then(Value::as_u64).unwrap_or(0);
+        let failed = data
+            .get("total_failed_items")
+            .and_then(Value::as_u64)
+            .unwrap_or(0);
         let result = json!({
             "command": body["command"],
             "agents": agents,
@@ -94,7 +112,9 @@ impl WazuhRunner {
             "failed": data.get("failed_items"),
         });
         if failed > 0 {
-            return Err(format!("Wazuh could not run the command on {failed} agent(s): {data}"));
+            return Err(format!(
+                "Wazuh could not run the command on {failed} agent(s): {data}"
+            ));
         }
         ctx.journal.record(&key, result.clone());
         Ok(result)
