@@ -54,6 +54,7 @@ pub(crate) fn compile_detection(
     Ok(Detector {
         selections,
         condition,
+        filters: Vec::new(),
     })
 }
 

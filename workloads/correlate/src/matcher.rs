@@ -20,11 +20,14 @@ use serde_json::{Map, Value};
 pub(crate) struct Detector {
     pub(crate) selections: Vec<SelectionMatcher>,
     pub(crate) condition: Expr,
+    /// Meta-filters applied to the rule: each must hold as well.
+    pub(crate) filters: Vec<Detector>,
 }
 
 impl Detector {
     pub(crate) fn matches(&self, event: &Map<String, Value>) -> bool {
         self.condition.eval(&self.selections, event)
+            && self.filters.iter().all(|f| f.matches(event))
     }
 }
 
@@ -149,6 +152,33 @@ impl FieldRef {
             lookup(event, path, &mut |_| true, &mut visit);
             visit.found
         })
+    }
+
+    /// The text of the field's first scalar value (for group-by keys).
+    pub(crate) fn first_text(&self, event: &Map<String, Value>) -> Option<String> {
+        let mut found = None;
+        self.any_value(event, &mut |v| match v {
+            Value::String(s) => {
+                found = Some(s.clone());
+                true
+            }
+            Value::Number(_) | Value::Bool(_) => {
+                found = Some(v.to_string());
+                true
+            }
+            _ => false,
+        });
+        found
+    }
+
+    /// The field's first numeric value (a number, or a string that reads as one).
+    pub(crate) fn first_number(&self, event: &Map<String, Value>) -> Option<f64> {
+        let mut found = None;
+        self.any_value(event, &mut |v| {
+            found = numeric(v);
+            found.is_some()
+        });
+        found
     }
 
     /// Whether a value of the field satisfies `predicate`; list values count element by

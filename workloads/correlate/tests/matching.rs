@@ -513,7 +513,7 @@ fn unsupported_features_are_compile_errors_naming_rule_and_reason() {
     assert_eq!(e.kind, ErrorKind::Correlation("event_count".to_owned()));
     assert_eq!(
         e.to_string(),
-        "rule c-1 (DetectionRule test/corr): correlation rules (type `event_count`) are not \
-         supported yet"
+        "rule c-1 (DetectionRule test/corr): a correlation rule (type `event_count`) is not a \
+         detection rule; load it with the rules it names through a rule set"
     );
 }
