@@ -39,8 +39,6 @@ pub enum ErrorKind {
          logsource is read from"
     )]
     UnmappedField { path: String, field: String },
-    #[error("logsource {0} is not routed to any source this build ingests")]
-    UnsupportedLogsource(String),
     #[error("a correlation rule (type `{0}`) is not a detection rule; load it with the rules it names through a rule set")]
     Correlation(String),
     #[error(
@@ -74,7 +72,6 @@ impl ErrorKind {
             ErrorKind::EmptyPattern(_) => "condition pattern matches nothing".to_owned(),
             ErrorKind::Regex { .. } => "invalid regular expression".to_owned(),
             ErrorKind::UnmappedField { field, .. } => format!("Zeek field `{field}` unmapped"),
-            ErrorKind::UnsupportedLogsource(logsource) => format!("unrouted logsource {logsource}"),
             ErrorKind::Correlation(kind) => format!("correlation rule `{kind}`"),
             ErrorKind::Filter => "filter rule".to_owned(),
             ErrorKind::UnknownRuleReference(_) => {

@@ -22,6 +22,7 @@ pub mod condition;
 pub mod correlation;
 mod detect;
 mod error;
+mod expand;
 pub mod logsource;
 mod matcher;
 mod modifier;
@@ -40,12 +41,15 @@ pub use detect::{
     DetectError, DetectMatch, DetectStats,
 };
 pub use error::{ErrorKind, RuleError};
+pub use expand::Placeholders;
 pub use modifier::{Modifier, UnknownModifier};
 pub use rule::{
     parse_documents, parse_rule, Detection, FieldMatch, FilterRule, LogSource, Selection,
     SigmaDocument, SigmaRule, SigmaValue,
 };
-pub use ruleset::{compile_rule, CompiledRule, Evaluation, Mode, RuleDocument, RuleSet};
+pub use ruleset::{
+    compile_rule, CompileOptions, CompiledRule, Evaluation, Mode, RuleDocument, RuleSet,
+};
 pub use stage::{
     correlate_event, run_correlate, run_correlate_on, subscribe_events, CorrelateError,
     CorrelateReport, CorrelateStats, DeadLetter, GROUP,

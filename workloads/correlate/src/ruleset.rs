@@ -11,6 +11,7 @@ use crate::correlation::{
     CorrelationHit, CorrelationRule, CorrelationState, Correlations, Referable, WindowLimits,
 };
 use crate::error::{ErrorKind, RuleError};
+use crate::expand::{expand_placeholders, Placeholders};
 use crate::logsource::{self, FieldMapping, Route, SURICATA_DATASET, WAZUH_DATASET};
 use crate::matcher::Detector;
 use crate::rule::{parse_documents, parse_rule, FilterRule, SigmaDocument, SigmaRule};
@@ -75,7 +76,7 @@ impl RuleDocument {
     /// asks for something this engine does not evaluate (see `docs/detection.md`).
     pub fn compile(&self) -> Result<CompiledRule, RuleError> {
         let rule = parse_rule(&self.sigma).map_err(|e| self.named(e))?;
-        self.compile_sigma(&rule, Mode::Routed, &[])
+        self.compile_sigma(&rule, &CompileOptions::default(), &[])
     }
 
     /// Parses and compiles the rule for raw events: logsource routing is off and every
@@ -87,7 +88,11 @@ impl RuleDocument {
     /// As [`RuleDocument::compile`].
     pub fn compile_raw(&self) -> Result<CompiledRule, RuleError> {
         let rule = parse_rule(&self.sigma).map_err(|e| self.named(e))?;
-        self.compile_sigma(&rule, Mode::Raw, &[])
+        let options = CompileOptions {
+            mode: Mode::Raw,
+            ..CompileOptions::default()
+        };
+        self.compile_sigma(&rule, &options, &[])
     }
 
     fn named(&self, mut e: RuleError) -> RuleError {
@@ -99,7 +104,7 @@ impl RuleDocument {
     fn compile_sigma(
         &self,
         rule: &SigmaRule,
-        mode: Mode,
+        options: &CompileOptions,
         filters: &[&FilterRule],
     ) -> Result<CompiledRule, RuleError> {
         let fail = |kind: ErrorKind| {
@@ -110,16 +115,47 @@ impl RuleDocument {
                 kind,
             })
         };
-        let routing = match mode {
-            Mode::Routed => logsource::route(&rule.logsource)
-                .ok_or_else(|| fail(ErrorKind::UnsupportedLogsource(rule.logsource.to_string())))?,
+        let routing = match options.mode {
+            // A logsource no source of this build produces still compiles (so the rule is
+            // validated); without routes it applies to no event of the pipeline.
+            Mode::Routed => logsource::route(&rule.logsource).unwrap_or(logsource::Routing {
+                routes: Vec::new(),
+                fields: FieldMapping::Raw,
+                strict: false,
+            }),
             Mode::Raw => logsource::Routing {
                 routes: Vec::new(),
                 fields: logsource::FieldMapping::Raw,
                 strict: false,
             },
         };
-        let mut detector = compile_detection(&rule.detection, &routing).map_err(fail)?;
+        let expanded;
+        let detection = if uses_expand(&rule.detection) {
+            let mut copy = rule.detection.clone();
+            expand_placeholders(&mut copy, &options.placeholders).map_err(fail)?;
+            expanded = copy;
+            &expanded
+        } else {
+            &rule.detection
+        };
+        let (routing, mut detector) = match compile_detection(detection, &routing) {
+            Ok(detector) => (routing, detector),
+            // A field the routed source does not carry (a Zeek field absent from the
+            // Suricata records Zeek logsources are read from): the rule is valid Sigma, so
+            // it compiles, but without routes it applies to no event of the pipeline.
+            Err(ErrorKind::UnmappedField { path, field }) => {
+                tracing::info!(rule = %rule.title, path = %path, field = %field,
+                    "rule compiled without routes: its field is not in the routed source");
+                let unrouted = logsource::Routing {
+                    routes: Vec::new(),
+                    fields: FieldMapping::Raw,
+                    strict: false,
+                };
+                let detector = compile_detection(detection, &unrouted).map_err(fail)?;
+                (unrouted, detector)
+            }
+            Err(kind) => return Err(fail(kind)),
+        };
         for filter in filters {
             let compiled = compile_detection(&filter.detection, &routing).map_err(|kind| {
                 fail(ErrorKind::invalid(
@@ -175,10 +211,34 @@ impl RuleDocument {
     }
 }
 
+/// How a rule set is compiled.
+#[derive(Debug, Clone, Default)]
+pub struct CompileOptions {
+    pub mode: Mode,
+    /// Bounds and lateness of the correlation windows.
+    pub limits: WindowLimits,
+    /// Values of the `%placeholder%`s `expand` values name.
+    pub placeholders: Placeholders,
+}
+
+fn uses_expand(detection: &crate::rule::Detection) -> bool {
+    detection.selections.iter().any(|(_, selection)| {
+        let maps: Vec<&Vec<crate::rule::FieldMatch>> = match selection {
+            crate::rule::Selection::Fields(m) => vec![m],
+            crate::rule::Selection::AnyOf(maps) => maps.iter().collect(),
+            crate::rule::Selection::Keywords(_) => Vec::new(),
+        };
+        maps.iter()
+            .flat_map(|m| m.iter())
+            .any(|m| m.modifiers.contains(&crate::modifier::Modifier::Expand))
+    })
+}
+
 /// Whether rules are routed by logsource (the pipeline) or see raw events as given
 /// (`kastell detect`, the regression data).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Mode {
+    #[default]
     Routed,
     Raw,
 }
@@ -227,6 +287,12 @@ impl CompiledRule {
         self.enabled
     }
 
+    /// Whether the rule's logsource is routed to a source this build ingests; a rule
+    /// that is not compiles but applies to no event of the pipeline.
+    pub fn routed(&self) -> bool {
+        !self.routes.is_empty()
+    }
+
     /// Whether the event is of the rule's logsource and satisfies its detection.
     /// Ignores `enabled`, so a disabled rule can still be tried out.
     pub fn matches(&self, event: &Event) -> bool {
@@ -273,23 +339,26 @@ impl RuleSet {
     /// Compiles every document (each may hold several YAML documents: detection rules,
     /// correlations, filters); a rule that fails is reported and the others are kept.
     pub fn compile(documents: impl IntoIterator<Item = RuleDocument>) -> (RuleSet, Vec<RuleError>) {
-        RuleSet::compile_with(documents, Mode::Routed, WindowLimits::default())
+        RuleSet::compile_with(documents, &CompileOptions::default())
     }
 
     /// [`RuleSet::compile`] in raw mode ([`RuleDocument::compile_raw`]).
     pub fn compile_raw(
         documents: impl IntoIterator<Item = RuleDocument>,
     ) -> (RuleSet, Vec<RuleError>) {
-        RuleSet::compile_with(documents, Mode::Raw, WindowLimits::default())
+        let options = CompileOptions {
+            mode: Mode::Raw,
+            ..CompileOptions::default()
+        };
+        RuleSet::compile_with(documents, &options)
     }
 
-    /// Compiles every document in `mode`, with correlation windows bounded by `limits`.
-    /// Filters apply to the rules they name in any document; correlations resolve the
-    /// rules they name (by id or `name`) among all enabled rules and correlations.
+    /// Compiles every document as `options` say. Filters apply to the rules they name in
+    /// any document; correlations resolve the rules they name (by id or `name`) among all
+    /// enabled rules and correlations.
     pub fn compile_with(
         documents: impl IntoIterator<Item = RuleDocument>,
-        mode: Mode,
-        limits: WindowLimits,
+        options: &CompileOptions,
     ) -> (RuleSet, Vec<RuleError>) {
         let documents: Vec<RuleDocument> = documents.into_iter().collect();
         let mut errors = Vec::new();
@@ -310,14 +379,14 @@ impl RuleSet {
         for (at, rule) in &rules {
             let applying: Vec<&FilterRule> =
                 filters.iter().filter(|f| f.applies_to(rule)).collect();
-            match documents[*at].compile_sigma(rule, mode, &applying) {
+            match documents[*at].compile_sigma(rule, options, &applying) {
                 Ok(rule) => compiled.push(rule),
                 Err(error) => errors.push(error),
             }
         }
         let (mut set, duplicates) = RuleSet::from_rules(compiled);
         errors.extend(duplicates);
-        set.limits = limits;
+        set.limits = options.limits;
         set.add_correlations(&documents, correlations, &mut errors);
         (set, errors)
     }

@@ -456,3 +456,37 @@ fn rule_references_are_checked() {
         "window bound"
     );
 }
+
+#[test]
+fn filters_apply_to_the_rules_they_name_with_a_matching_logsource() {
+    // A meta-filter in the specification's shape, written the pySigma way (`not`).
+    let rules = format!(
+        "{}---\n{}---\n\
+         title: Not the admin host\nid: f-1\nlogsource: {{product: windows, service: security}}\n\
+         filter:\n  rules: [a-id]\n  selection:\n    Host: admin\n  condition: not selection\n",
+        base("a", 1),
+        base("b", 1)
+    );
+    let events = [
+        at(0, json!({"EventID": 1, "Host": "admin"})),
+        at(1, json!({"EventID": 1, "Host": "web"})),
+    ];
+    let fired: Vec<(String, usize)> = run(&rules, &events)
+        .into_iter()
+        .map(|m| (m.rule_id, m.event_index.unwrap()))
+        .collect();
+    assert_eq!(
+        fired,
+        [
+            ("b-id".to_owned(), 0),
+            ("a-id".to_owned(), 1),
+            ("b-id".to_owned(), 1)
+        ]
+    );
+    // A filter for another logsource leaves the rule alone.
+    let other = rules.replace(
+        "logsource: {product: windows, service: security}\nfilter",
+        "logsource: {product: linux}\nfilter",
+    );
+    assert_eq!(run(&other, &events).len(), 4);
+}
