@@ -32,6 +32,8 @@ pub struct RuleDocument {
     pub level: Option<Level>,
     /// `spec.enabled`: a disabled rule is compiled (so it is validated) but not evaluated.
     pub enabled: bool,
+    /// `spec.suppressionWindow`: repeats of an alert within it are dropped.
+    pub suppression: Option<std::time::Duration>,
 }
 
 impl RuleDocument {
@@ -44,7 +46,13 @@ impl RuleDocument {
             sigma: sigma.into(),
             level: None,
             enabled: true,
+            suppression: None,
         }
+    }
+
+    pub fn with_suppression(mut self, window: Option<std::time::Duration>) -> Self {
+        self.suppression = window;
+        self
     }
 
     pub fn with_level(mut self, level: Option<Level>) -> Self {
@@ -325,6 +333,8 @@ pub struct RuleSet {
     disabled: usize,
     correlations: Correlations,
     limits: WindowLimits,
+    /// Rule id → suppression window (ms), for the rules of documents that set one.
+    suppression: HashMap<String, i64>,
 }
 
 /// What one event raised: the detection rules that alert on it, and the correlations it
@@ -387,6 +397,29 @@ impl RuleSet {
         let (mut set, duplicates) = RuleSet::from_rules(compiled);
         errors.extend(duplicates);
         set.limits = options.limits;
+        let windows: Vec<(usize, i64)> = documents
+            .iter()
+            .enumerate()
+            .filter_map(|(at, d)| d.suppression.map(|w| (at, w.as_millis() as i64)))
+            .collect();
+        for (at, window) in windows {
+            let resource = &documents[at].resource;
+            let ids: Vec<String> = set
+                .rules
+                .iter()
+                .filter(|r| resource_of(&r.rule) == *resource)
+                .map(|r| r.rule.id.clone())
+                .chain(
+                    correlations
+                        .iter()
+                        .filter(|(c, _)| *c == at)
+                        .map(|(_, rule)| documents[at].correlation_ref(rule).id),
+                )
+                .collect();
+            for id in ids {
+                set.suppression.insert(id, window);
+            }
+        }
         set.add_correlations(&documents, correlations, &mut errors);
         (set, errors)
     }
@@ -476,6 +509,23 @@ impl RuleSet {
     /// each event is remembered by (the event itself, or its index in an input).
     pub fn correlation_state<P>(&self) -> CorrelationState<P> {
         self.correlations.state(self.limits)
+    }
+
+    /// Whether an alert of `rule_id` about `key` (its group-by values, host…) at event
+    /// time `time_ms` repeats one inside the rule's suppression window, and is to be
+    /// dropped. Rules without a window are never suppressed.
+    pub fn suppress<P>(
+        &self,
+        state: &mut CorrelationState<P>,
+        rule_id: &str,
+        key: &str,
+        time_ms: i64,
+    ) -> bool {
+        let Some(&window) = self.suppression.get(rule_id) else {
+            return false;
+        };
+        let longest = self.suppression.values().copied().max().unwrap_or(window);
+        state.suppress(format!("{rule_id}\u{1f}{key}"), time_ms, window, longest)
     }
 
     /// Correlation rules compiled (including those only other correlations use).

@@ -139,7 +139,28 @@ pub fn correlate_event(
             .into_iter()
             .map(|hit| correlation_alert(hit, now)),
     );
+    alerts.retain(|alert| {
+        !rules.suppress(
+            state,
+            &alert.rule.id,
+            &suppression_key(alert),
+            alert.timestamp.timestamp_millis(),
+        )
+    });
     Detection { event, alerts }
+}
+
+/// What makes two alerts of one rule "the same" for suppression: the correlation's
+/// group-by values and the host the alert is about.
+fn suppression_key(alert: &Alert) -> String {
+    let mut key = alert.host.clone().unwrap_or_default();
+    for (field, value) in &alert.group {
+        key.push('\u{1f}');
+        key.push_str(field);
+        key.push('=');
+        key.push_str(value);
+    }
+    key
 }
 
 fn correlation_alert(hit: CorrelationHit<'_, Event>, now: DateTime<Utc>) -> Alert {
@@ -149,7 +170,11 @@ fn correlation_alert(hit: CorrelationHit<'_, Event>, now: DateTime<Utc>) -> Aler
     Alert {
         id: alert_id(&hit.rule.id, &refs),
         rule: hit.rule.clone(),
-        timestamp: DateTime::from_timestamp_millis(hit.time_ms).unwrap_or(now),
+        // The window's last event, at full precision (the window itself counts in ms).
+        timestamp: last
+            .and_then(Event::timestamp)
+            .or_else(|| DateTime::from_timestamp_millis(hit.time_ms))
+            .unwrap_or(now),
         detected_at: now,
         sensor: last.and_then(Event::sensor).map(str::to_owned),
         host: last.and_then(alert_host),
@@ -262,6 +287,14 @@ async fn correlate_loop(
             })?;
         delivery.ack().await.map_err(CorrelateError::Ack)?;
     }
+    let counters = state.counters();
+    tracing::info!(
+        suppressed = state.suppressed(),
+        late = counters.late,
+        evicted_events = counters.evicted_events,
+        evicted_groups = counters.evicted_groups,
+        "correlation state at stop"
+    );
     Ok(())
 }
 

@@ -87,9 +87,44 @@ pub struct CorrelationHit<'a, P> {
 pub struct CorrelationState<P> {
     windows: Vec<CorrelationWindows<P>>,
     limits: WindowLimits,
+    /// Suppression: alert key → event time (ms) of the last alert let through.
+    pub(crate) last_alert: HashMap<String, i64>,
+    /// Alerts suppressed so far.
+    pub(crate) suppressed: u64,
 }
 
 impl<P> CorrelationState<P> {
+    /// Alerts dropped by a rule's suppression window so far.
+    pub fn suppressed(&self) -> u64 {
+        self.suppressed
+    }
+
+    /// Whether an alert with `key` at event time `time_ms` repeats one let through less
+    /// than `window_ms` before; if not, it becomes the one later repeats are measured
+    /// from. Keys older than the longest window are forgotten as the map grows, so the
+    /// map stays bounded by the alerts of one window.
+    pub(crate) fn suppress(
+        &mut self,
+        key: String,
+        time_ms: i64,
+        window_ms: i64,
+        longest_ms: i64,
+    ) -> bool {
+        if let Some(last) = self.last_alert.get(&key) {
+            if time_ms >= *last && time_ms - *last < window_ms {
+                self.suppressed += 1;
+                return true;
+            }
+        }
+        if self.last_alert.len() >= SUPPRESSION_SWEEP_AT && self.last_alert.len().is_power_of_two()
+        {
+            self.last_alert
+                .retain(|_, last| time_ms.saturating_sub(*last) < longest_ms);
+        }
+        self.last_alert.insert(key, time_ms);
+        false
+    }
+
     /// What the eviction policy did, summed over all correlations.
     pub fn counters(&self) -> WindowCounters {
         self.windows
@@ -102,6 +137,9 @@ impl<P> CorrelationState<P> {
             })
     }
 }
+
+/// Suppression keys kept before expired ones are swept (again at each doubling).
+const SUPPRESSION_SWEEP_AT: usize = 4_096;
 
 /// A correlation that failed to compile, by its position in the input.
 pub(crate) type Rejected = (usize, ErrorKind);
@@ -280,6 +318,8 @@ impl Correlations {
                 .map(|_| CorrelationWindows::default())
                 .collect(),
             limits,
+            last_alert: HashMap::new(),
+            suppressed: 0,
         }
     }
 
