@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use kastell_correlate::RuleDocument;
+use kastell_correlate::{RuleDocument, RuleSet};
 use kastell_crds::{Loaded, ResourceSet};
 use kastell_respond::PlaybookSet;
 
@@ -113,16 +113,27 @@ fn error_file(error: &kastell_crds::load::LoadError) -> Option<PathBuf> {
     }
 }
 
+/// Compiles the rules as one set, as the correlate stage does, so correlations and
+/// filters resolve the rules they name in other DetectionRules.
 fn check_rules(report: &mut Report, resources: &ResourceSet) {
-    for rule in &resources.rules {
-        let document = RuleDocument::new(rule.key(), rule.object.spec.sigma.clone());
-        if let Err(error) = document.compile() {
-            report.problem(
-                &rule.file,
-                object("DetectionRule", rule),
-                format!("spec.sigma: {error}"),
-            );
-        }
+    let documents = resources
+        .rules
+        .iter()
+        .map(|rule| RuleDocument::new(rule.key(), rule.object.spec.sigma.clone()));
+    let (_, errors) = RuleSet::compile(documents);
+    for error in errors {
+        let Some(rule) = resources
+            .rules
+            .iter()
+            .find(|r| error.resource.as_deref() == Some(r.key().as_str()))
+        else {
+            continue;
+        };
+        report.problem(
+            &rule.file,
+            object("DetectionRule", rule),
+            format!("spec.sigma: {error}"),
+        );
     }
 }
 

@@ -15,8 +15,8 @@ use crate::condition::{Condition, Target};
 use crate::error::ErrorKind;
 use crate::logsource::Routing;
 use crate::matcher::{
-    Check, Detector, Expr, FieldCheck, FieldRef, FieldTest, Number, SelectionMatcher, TextMatcher,
-    ValueMatcher, ValueTest,
+    Check, Detector, Expr, FieldCheck, FieldRef, FieldTest, Number, Position, SelectionMatcher,
+    TextMatcher, TimePart, ValueMatcher, ValueTest,
 };
 use crate::modifier::Modifier;
 use crate::rule::{Detection, FieldMatch, Selection, SigmaValue};
@@ -54,6 +54,7 @@ pub(crate) fn compile_detection(
     Ok(Detector {
         selections,
         condition,
+        filters: Vec::new(),
     })
 }
 
@@ -141,6 +142,14 @@ struct Plan {
     utf16: Option<Modifier>,
     /// `base64` or `base64offset`.
     base64: Option<Modifier>,
+    /// `neq`: the field is present and the comparison fails.
+    neq: bool,
+    /// `fieldref`: the values name other fields of the same event.
+    fieldref: bool,
+    /// `minute` … `year`: the field's date is reduced to that number first.
+    time_part: Option<Modifier>,
+    /// `expand`: `%placeholder%`s are replaced from configuration.
+    expand: bool,
 }
 
 /// The value's text as the bytes an encoding modifier starts from.
@@ -260,21 +269,56 @@ fn plan(m: &FieldMatch) -> Result<Plan, ErrorKind> {
                 }
                 plan.base64 = Some(modifier);
             }
-            Modifier::Neq
-            | Modifier::Minute
+            Modifier::Neq => plan.neq = true,
+            Modifier::FieldRef => plan.fieldref = true,
+            Modifier::Expand => plan.expand = true,
+            Modifier::Minute
             | Modifier::Hour
             | Modifier::Day
             | Modifier::Week
             | Modifier::Month
-            | Modifier::Year
-            | Modifier::Expand
-            | Modifier::FieldRef => {
-                return Err(ErrorKind::UnsupportedModifier {
-                    path: m.path.clone(),
-                    modifier,
-                })
+            | Modifier::Year => {
+                if let Some(other) = plan.time_part {
+                    return Err(conflict(other, modifier));
+                }
+                plan.time_part = Some(modifier);
             }
         }
+    }
+    // `fieldref` compares with another field's value: only a position and `cased` (and
+    // `neq`, which negates the whole test) still make sense.
+    if plan.fieldref
+        && (plan.all
+            || plan.exists
+            || plan.cidr
+            || plan.re
+            || plan.compare.is_some()
+            || plan.windash
+            || plan.utf16.is_some()
+            || plan.base64.is_some()
+            || plan.time_part.is_some()
+            || plan.expand)
+    {
+        return Err(ErrorKind::invalid(
+            &m.path,
+            "`fieldref` combines only with `contains`, `startswith`, `endswith`, `cased` and `neq`",
+        ));
+    }
+    if plan.time_part.is_some()
+        && (plan.position.is_some()
+            || plan.exists
+            || plan.cidr
+            || plan.re
+            || plan.windash
+            || plan.base64.is_some())
+    {
+        return Err(ErrorKind::invalid(
+            &m.path,
+            "a time-part modifier combines only with `lt`, `lte`, `gt`, `gte`, `all` and `neq`",
+        ));
+    }
+    if plan.neq && plan.exists {
+        return Err(conflict(Modifier::Exists, Modifier::Neq));
     }
     if !plan.re_flags.is_empty() && !plan.re {
         return Err(ErrorKind::invalid(
@@ -358,6 +402,12 @@ fn compile_field_match(m: &FieldMatch, fields: &Routing) -> Result<Check, ErrorK
                 "keywords need a value to search for",
             ));
         }
+        if plan.neq || plan.fieldref || plan.time_part.is_some() {
+            return Err(ErrorKind::invalid(
+                &m.path,
+                "`neq`, `fieldref` and the time-part modifiers need a field",
+            ));
+        }
         return Ok(Check::Keywords(value_test(m, &plan, true)?));
     };
     let resolved = fields.fields.resolve(name);
@@ -372,7 +422,15 @@ fn compile_field_match(m: &FieldMatch, fields: &Routing) -> Result<Check, ErrorK
         any: resolved.any,
     };
 
-    let test = if plan.exists {
+    let test = if plan.fieldref {
+        fieldref_test(m, &plan, fields)?
+    } else if let Some(part) = plan.time_part {
+        let numeric = FieldMatch {
+            values: m.values.clone(),
+            ..m.clone()
+        };
+        FieldTest::TimePart(time_part(part), value_test(&numeric, &plan, false)?)
+    } else if plan.exists {
         match m.values.as_slice() {
             [SigmaValue::Bool(want)] => FieldTest::Exists(*want),
             _ => {
@@ -387,7 +445,57 @@ fn compile_field_match(m: &FieldMatch, fields: &Routing) -> Result<Check, ErrorK
     } else {
         FieldTest::Values(value_test(m, &plan, false)?)
     };
+    let test = if plan.neq {
+        FieldTest::Not(Box::new(test))
+    } else {
+        test
+    };
     Ok(Check::Field(FieldCheck { field, test }))
+}
+
+fn time_part(modifier: Modifier) -> TimePart {
+    match modifier {
+        Modifier::Minute => TimePart::Minute,
+        Modifier::Hour => TimePart::Hour,
+        Modifier::Day => TimePart::Day,
+        Modifier::Week => TimePart::Week,
+        Modifier::Month => TimePart::Month,
+        _ => TimePart::Year,
+    }
+}
+
+/// `field|fieldref: Other`: the field's value compared (as a plain value, or with a
+/// position) with the value of `Other` in the same event, Other's name resolved through
+/// the same field mapping.
+fn fieldref_test(m: &FieldMatch, plan: &Plan, fields: &Routing) -> Result<FieldTest, ErrorKind> {
+    let others = m
+        .values
+        .iter()
+        .map(|value| match value {
+            SigmaValue::String(name) if !name.raw().is_empty() => {
+                let resolved = fields.fields.resolve(name.raw());
+                Ok(FieldRef {
+                    paths: resolved.paths,
+                    any: resolved.any,
+                })
+            }
+            _ => Err(ErrorKind::invalid(
+                &m.path,
+                "`fieldref` values are field names",
+            )),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let position = match plan.position {
+        Some(Modifier::Contains) => Position::Contains,
+        Some(Modifier::StartsWith) => Position::StartsWith,
+        Some(Modifier::EndsWith) => Position::EndsWith,
+        _ => Position::Whole,
+    };
+    Ok(FieldTest::FieldRef {
+        others,
+        position,
+        cased: plan.cased,
+    })
 }
 
 /// Compiles a value list. `keywords` makes plain strings substring searches, since a

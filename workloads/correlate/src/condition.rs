@@ -81,6 +81,7 @@ pub fn parse(text: &str) -> Result<Condition, ConditionError> {
         tokens,
         next: 0,
         end: text.len(),
+        depth: 0,
     };
     let condition = parser.or()?;
     match parser.peek() {
@@ -183,7 +184,14 @@ struct Parser {
     next: usize,
     /// Offset just past the text, for errors at its end.
     end: usize,
+    /// Open `(` and `not` around the current position.
+    depth: usize,
 }
+
+/// Deepest nesting of parentheses and `not` accepted. Parsing, compiling and evaluating
+/// recurse once per level, so hostile input could otherwise exhaust the stack; real rules
+/// nest a handful of levels.
+const MAX_DEPTH: usize = 64;
 
 impl Parser {
     fn peek(&self) -> Option<&Token> {
@@ -221,9 +229,23 @@ impl Parser {
 
     fn not(&mut self) -> Result<Condition, ConditionError> {
         if self.eat_keyword("not") {
-            return Ok(Condition::Not(Box::new(self.not()?)));
+            self.enter()?;
+            let inner = self.not()?;
+            self.depth -= 1;
+            return Ok(Condition::Not(Box::new(inner)));
         }
         self.primary()
+    }
+
+    fn enter(&mut self) -> Result<(), ConditionError> {
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            return Err(ConditionError::new(
+                self.position(),
+                format!("nested more than {MAX_DEPTH} levels deep"),
+            ));
+        }
+        Ok(())
     }
 
     fn primary(&mut self) -> Result<Condition, ConditionError> {
@@ -237,7 +259,9 @@ impl Parser {
         self.next += 1;
         match token.kind {
             Kind::Open => {
+                self.enter()?;
                 let inner = self.or()?;
+                self.depth -= 1;
                 match self.peek() {
                     Some(Token {
                         kind: Kind::Close, ..

@@ -2,6 +2,7 @@
 //! (JSON lines or concatenated objects, as the SigmaHQ regression data ships them)
 //! flattened to Sigma field names, and one JSON line written per match.
 
+use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
@@ -28,14 +29,58 @@ pub enum DetectError {
     Write(#[from] std::io::Error),
 }
 
-/// One match, as printed.
+/// One match, as printed: `event_index` for a detection rule, `group` and
+/// `event_indices` for a correlation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DetectMatch {
     pub rule_id: String,
     pub rule_title: String,
     pub level: String,
     /// 0-based index of the event in the input.
-    pub event_index: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub event_index: Option<usize>,
+    /// A correlation's group-by values (empty without group-by).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group: Option<BTreeMap<String, String>>,
+    /// A correlation's events, by 0-based index, in event-time order.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub event_indices: Option<Vec<usize>>,
+}
+
+/// Fields read for an event's time in raw mode, in order: ECS and Elastic, the Windows
+/// `System/TimeCreated` attribute as flattened, Sysmon's `UtcTime`, NXLog, Zeek.
+const TIME_FIELDS: [&str; 7] = [
+    "@timestamp",
+    "timestamp",
+    "TimeCreated_SystemTime",
+    "UtcTime",
+    "EventTime",
+    "time",
+    "ts",
+];
+
+/// An event's time (ms since the epoch) from the first of [`TIME_FIELDS`] that reads as
+/// RFC 3339, `YYYY-MM-DD hh:mm:ss[.fff]` (UTC) or epoch seconds.
+pub fn event_time_ms(event: &Map<String, Value>) -> Option<i64> {
+    TIME_FIELDS
+        .iter()
+        .filter_map(|field| event.get(*field))
+        .find_map(|value| match value {
+            Value::String(text) => parse_time(text),
+            Value::Number(n) => n.as_f64().map(|secs| (secs * 1_000.0) as i64),
+            _ => None,
+        })
+}
+
+fn parse_time(text: &str) -> Option<i64> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(text) {
+        return Some(t.timestamp_millis());
+    }
+    let text = text.trim_end_matches(" UTC");
+    ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f"]
+        .iter()
+        .find_map(|format| chrono::NaiveDateTime::parse_from_str(text, format).ok())
+        .map(|t| t.and_utc().timestamp_millis())
 }
 
 /// The rule files under `paths`: a file as given, a directory searched recursively for
@@ -156,7 +201,9 @@ pub struct DetectStats {
 }
 
 /// Evaluates every event of `input` (JSON objects, one per line or concatenated) against
-/// the set in raw mode, calling `on_match` for each match in input order.
+/// the set in raw mode, calling `on_match` for each match in input order: the detection
+/// rules an event matches, then the correlations it completes. Correlation windows run on
+/// the events' own time ([`event_time_ms`]).
 ///
 /// # Errors
 ///
@@ -169,18 +216,36 @@ pub fn detect_events(
     mut on_match: impl FnMut(DetectMatch) -> Result<(), DetectError>,
 ) -> Result<DetectStats, DetectError> {
     let mut stats = DetectStats::default();
+    let mut state = rules.correlation_state::<usize>();
+    // An event without a readable time is taken to happen with the one before it.
+    let mut time_ms = 0;
     let stream = serde_json::Deserializer::from_reader(input).into_iter::<Value>();
     for (index, event) in stream.enumerate() {
         let event = event.map_err(|source| DetectError::Event { index, source })?;
         stats.events += 1;
         let flat = flatten_event(event);
-        for rule in rules.evaluate_raw(&flat) {
+        time_ms = event_time_ms(&flat).unwrap_or(time_ms);
+        let evaluation = rules.evaluate_raw_with(&mut state, &flat, time_ms, &|| index);
+        for rule in evaluation.rules {
             stats.matches += 1;
             on_match(DetectMatch {
                 rule_id: rule.id.clone(),
                 rule_title: rule.title.clone(),
                 level: rule.level.to_string(),
-                event_index: index,
+                event_index: Some(index),
+                group: None,
+                event_indices: None,
+            })?;
+        }
+        for hit in evaluation.correlations {
+            stats.matches += 1;
+            on_match(DetectMatch {
+                rule_id: hit.rule.id.clone(),
+                rule_title: hit.rule.title.clone(),
+                level: hit.rule.level.to_string(),
+                event_index: None,
+                group: Some(hit.group),
+                event_indices: Some(hit.payload),
             })?;
         }
     }

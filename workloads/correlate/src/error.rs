@@ -11,7 +11,7 @@ use crate::modifier::Modifier;
 pub enum ErrorKind {
     #[error("not valid YAML: {0}")]
     Yaml(String),
-    #[error("the YAML holds {0} documents; multi-document rules (correlation bundles) are not supported yet")]
+    #[error("the YAML holds {0} documents; a file with several (a correlation bundle) is compiled through a rule set")]
     MultipleDocuments(usize),
     #[error("a rule must be a YAML mapping")]
     NotAMapping,
@@ -39,12 +39,16 @@ pub enum ErrorKind {
          logsource is read from"
     )]
     UnmappedField { path: String, field: String },
-    #[error("logsource {0} is not routed to any source this build ingests")]
-    UnsupportedLogsource(String),
-    #[error("correlation rules (type `{0}`) are not supported yet")]
+    #[error("a correlation rule (type `{0}`) is not a detection rule; load it with the rules it names through a rule set")]
     Correlation(String),
-    #[error("filter rules are not supported yet")]
+    #[error(
+        "a filter is not a detection rule; load it with the rules it names through a rule set"
+    )]
     Filter,
+    #[error("correlation references `{0}`, which is no enabled rule or correlation of the set")]
+    UnknownRuleReference(String),
+    #[error("correlation `{0}` references itself through its chain")]
+    CorrelationCycle(String),
     #[error("rule id `{id}` is already used by {other}")]
     DuplicateId { id: String, other: String },
 }
@@ -68,9 +72,12 @@ impl ErrorKind {
             ErrorKind::EmptyPattern(_) => "condition pattern matches nothing".to_owned(),
             ErrorKind::Regex { .. } => "invalid regular expression".to_owned(),
             ErrorKind::UnmappedField { field, .. } => format!("Zeek field `{field}` unmapped"),
-            ErrorKind::UnsupportedLogsource(logsource) => format!("unrouted logsource {logsource}"),
             ErrorKind::Correlation(kind) => format!("correlation rule `{kind}`"),
             ErrorKind::Filter => "filter rule".to_owned(),
+            ErrorKind::UnknownRuleReference(_) => {
+                "correlation references an unknown rule".to_owned()
+            }
+            ErrorKind::CorrelationCycle(_) => "correlation cycle".to_owned(),
             ErrorKind::DuplicateId { .. } => "duplicate rule id".to_owned(),
         }
     }

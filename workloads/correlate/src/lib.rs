@@ -19,8 +19,10 @@
 
 mod compile;
 pub mod condition;
+pub mod correlation;
 mod detect;
 mod error;
+mod expand;
 pub mod logsource;
 mod matcher;
 mod modifier;
@@ -30,14 +32,24 @@ mod stage;
 mod string;
 
 pub use condition::{Condition, ConditionError, Target};
+pub use correlation::{
+    CorrelationHit, CorrelationRule, CorrelationState, CorrelationType, WindowCounters,
+    WindowLimits,
+};
 pub use detect::{
-    detect_events, detect_to_jsonl, flatten_event, load_rules, rule_files, DetectError,
-    DetectMatch, DetectStats,
+    detect_events, detect_to_jsonl, event_time_ms, flatten_event, load_rules, rule_files,
+    DetectError, DetectMatch, DetectStats,
 };
 pub use error::{ErrorKind, RuleError};
+pub use expand::Placeholders;
 pub use modifier::{Modifier, UnknownModifier};
-pub use rule::{parse_rule, Detection, FieldMatch, LogSource, Selection, SigmaRule, SigmaValue};
-pub use ruleset::{compile_rule, CompiledRule, RuleDocument, RuleSet};
+pub use rule::{
+    parse_documents, parse_rule, Detection, FieldMatch, FilterRule, LogSource, Selection,
+    SigmaDocument, SigmaRule, SigmaValue,
+};
+pub use ruleset::{
+    compile_rule, CompileOptions, CompiledRule, Evaluation, Mode, RuleDocument, RuleSet,
+};
 pub use stage::{
     correlate_event, run_correlate, run_correlate_on, subscribe_events, CorrelateError,
     CorrelateReport, CorrelateStats, DeadLetter, GROUP,

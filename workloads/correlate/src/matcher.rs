@@ -20,11 +20,14 @@ use serde_json::{Map, Value};
 pub(crate) struct Detector {
     pub(crate) selections: Vec<SelectionMatcher>,
     pub(crate) condition: Expr,
+    /// Meta-filters applied to the rule: each must hold as well.
+    pub(crate) filters: Vec<Detector>,
 }
 
 impl Detector {
     pub(crate) fn matches(&self, event: &Map<String, Value>) -> bool {
         self.condition.eval(&self.selections, event)
+            && self.filters.iter().all(|f| f.matches(event))
     }
 }
 
@@ -90,14 +93,104 @@ pub(crate) struct FieldCheck {
 
 impl FieldCheck {
     fn matches(&self, event: &Map<String, Value>) -> bool {
-        match &self.test {
+        self.holds(&self.test, event)
+    }
+
+    fn holds(&self, test: &FieldTest, event: &Map<String, Value>) -> bool {
+        match test {
             FieldTest::Exists(want) => self.field.present(event) == *want,
             // Missing, JSON null and an empty list all mean "no value".
             FieldTest::Null => !self.field.any_value(event, &mut |v| !v.is_null()),
             FieldTest::Values(test) => {
                 test.matches_with(|predicate| self.field.any_value(event, predicate))
             }
+            // `neq`: the field has a value, and the test does not hold.
+            FieldTest::Not(inner) => {
+                self.field.any_value(event, &mut |v| !v.is_null()) && !self.holds(inner, event)
+            }
+            FieldTest::FieldRef {
+                others,
+                position,
+                cased,
+            } => others.iter().any(|other| {
+                self.field.any_value(event, &mut |mine| {
+                    with_text(mine, |mine| {
+                        other.any_value(event, &mut |theirs| {
+                            with_text(theirs, |theirs| position.holds(mine, theirs, *cased))
+                        })
+                    })
+                })
+            }),
+            FieldTest::TimePart(part, test) => test.matches_with(|predicate| {
+                self.field.any_value(event, &mut |v| {
+                    part.of(v).is_some_and(|n| predicate(&Value::from(n)))
+                })
+            }),
         }
+    }
+}
+
+/// Where `fieldref` looks for the other field's value in this one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Position {
+    Whole,
+    Contains,
+    StartsWith,
+    EndsWith,
+}
+
+impl Position {
+    fn holds(self, mine: &str, theirs: &str, cased: bool) -> bool {
+        let fold = |s: &str| {
+            if cased {
+                s.to_owned()
+            } else {
+                s.to_lowercase()
+            }
+        };
+        let (mine, theirs) = (fold(mine), fold(theirs));
+        match self {
+            Position::Whole => mine == theirs,
+            Position::Contains => mine.contains(&theirs),
+            Position::StartsWith => mine.starts_with(&theirs),
+            Position::EndsWith => mine.ends_with(&theirs),
+        }
+    }
+}
+
+/// The part of a date the time modifiers take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TimePart {
+    Minute,
+    Hour,
+    Day,
+    Week,
+    Month,
+    Year,
+}
+
+impl TimePart {
+    /// The part of the date `value` holds (RFC 3339, or `YYYY-MM-DD[ T]hh:mm:ss`), in
+    /// the timezone written in it; ISO week number for `week`.
+    fn of(self, value: &Value) -> Option<i64> {
+        use chrono::{Datelike, Timelike};
+        let text = value.as_str()?;
+        let time = chrono::DateTime::parse_from_rfc3339(text)
+            .map(|t| t.naive_local())
+            .ok()
+            .or_else(|| {
+                ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f"]
+                    .iter()
+                    .find_map(|f| chrono::NaiveDateTime::parse_from_str(text, f).ok())
+            })?;
+        Some(i64::from(match self {
+            TimePart::Minute => time.minute(),
+            TimePart::Hour => time.hour(),
+            TimePart::Day => time.day(),
+            TimePart::Week => time.iso_week().week(),
+            TimePart::Month => time.month(),
+            TimePart::Year => return Some(i64::from(time.year())),
+        }))
     }
 }
 
@@ -108,6 +201,16 @@ pub(crate) enum FieldTest {
     /// `field: null`.
     Null,
     Values(ValueTest),
+    /// `neq`: present, and the inner test fails.
+    Not(Box<FieldTest>),
+    /// `fieldref`: compared with other fields' values.
+    FieldRef {
+        others: Vec<FieldRef>,
+        position: Position,
+        cased: bool,
+    },
+    /// `minute` … `year`: the date's part, then the values.
+    TimePart(TimePart, ValueTest),
 }
 
 /// A list of value matchers, ORed or (with `|all`) ANDed; each is satisfied by any one
@@ -149,6 +252,33 @@ impl FieldRef {
             lookup(event, path, &mut |_| true, &mut visit);
             visit.found
         })
+    }
+
+    /// The text of the field's first scalar value (for group-by keys).
+    pub(crate) fn first_text(&self, event: &Map<String, Value>) -> Option<String> {
+        let mut found = None;
+        self.any_value(event, &mut |v| match v {
+            Value::String(s) => {
+                found = Some(s.clone());
+                true
+            }
+            Value::Number(_) | Value::Bool(_) => {
+                found = Some(v.to_string());
+                true
+            }
+            _ => false,
+        });
+        found
+    }
+
+    /// The field's first numeric value (a number, or a string that reads as one).
+    pub(crate) fn first_number(&self, event: &Map<String, Value>) -> Option<f64> {
+        let mut found = None;
+        self.any_value(event, &mut |v| {
+            found = numeric(v);
+            found.is_some()
+        });
+        found
     }
 
     /// Whether a value of the field satisfies `predicate`; list values count element by

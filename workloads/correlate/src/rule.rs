@@ -9,6 +9,7 @@ use kastell_core::Level;
 use serde_yaml::{Mapping, Value};
 
 use crate::condition::{self, Condition};
+use crate::correlation::{read_correlation, CorrelationRule};
 use crate::error::{ErrorKind, RuleError};
 use crate::modifier::Modifier;
 use crate::string::SigmaString;
@@ -98,6 +99,118 @@ pub enum SigmaValue {
     Float(f64),
     Bool(bool),
     Null,
+}
+
+/// One YAML document of a rule file.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SigmaDocument {
+    Rule(SigmaRule),
+    Correlation(CorrelationRule),
+    Filter(FilterRule),
+}
+
+/// A meta-filter: a detection ANDed into the condition of the rules it names, when their
+/// logsource matches its own.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FilterRule {
+    pub title: String,
+    pub id: Option<String>,
+    pub logsource: LogSource,
+    /// Ids or names of the rules the filter applies to.
+    pub rules: Vec<String>,
+    pub detection: Detection,
+}
+
+impl FilterRule {
+    /// Whether the filter applies to `rule`: it names the rule, and every logsource
+    /// attribute the filter sets is the rule's.
+    pub fn applies_to(&self, rule: &SigmaRule) -> bool {
+        let named = self.rules.iter().any(|r| {
+            Some(r.as_str()) == rule.id.as_deref() || Some(r.as_str()) == rule.name.as_deref()
+        });
+        let same = |filter: &Option<String>, rule: &Option<String>| {
+            filter.is_none()
+                || filter.as_deref().map(str::to_lowercase)
+                    == rule.as_deref().map(str::to_lowercase)
+        };
+        let (f, r) = (&self.logsource, &rule.logsource);
+        named
+            && same(&f.product, &r.product)
+            && same(&f.category, &r.category)
+            && same(&f.service, &r.service)
+    }
+}
+
+/// Reads every document of a rule file (YAML documents separated by `---`): detection
+/// rules, correlation rules and filters. Each document succeeds or fails on its own; YAML
+/// that does not parse fails as a whole.
+pub fn parse_documents(text: &str) -> Vec<Result<SigmaDocument, RuleError>> {
+    let mut documents = Vec::new();
+    for document in serde_yaml::Deserializer::from_str(text) {
+        let value: Value = match serde::Deserialize::deserialize(document) {
+            Ok(value) => value,
+            Err(e) => return vec![Err(RuleError::new(ErrorKind::Yaml(e.to_string())))],
+        };
+        if value.is_null() {
+            continue;
+        }
+        documents.push(read_document(&value));
+    }
+    if documents.is_empty() {
+        documents.push(Err(RuleError::new(ErrorKind::NotAMapping)));
+    }
+    documents
+}
+
+fn read_document(value: &Value) -> Result<SigmaDocument, RuleError> {
+    let Value::Mapping(map) = value else {
+        return Err(RuleError::new(ErrorKind::NotAMapping));
+    };
+    let with_names = |kind: ErrorKind| RuleError {
+        resource: None,
+        rule_id: optional_string(map, "id")
+            .or_else(|| optional_string(map, "name"))
+            .map(String::into_boxed_str),
+        title: optional_string(map, "title").map(String::into_boxed_str),
+        kind,
+    };
+    if map.contains_key("correlation") {
+        return read_correlation(map)
+            .map(SigmaDocument::Correlation)
+            .map_err(with_names);
+    }
+    if map.contains_key("filter") {
+        return read_filter(map)
+            .map(SigmaDocument::Filter)
+            .map_err(with_names);
+    }
+    read_rule(map).map(SigmaDocument::Rule).map_err(with_names)
+}
+
+fn read_filter(map: &Mapping) -> Result<FilterRule, ErrorKind> {
+    let title = string_field(map, "title")?.ok_or(ErrorKind::Missing("title"))?;
+    let logsource = map
+        .get("logsource")
+        .ok_or(ErrorKind::Missing("logsource"))?;
+    let Some(Value::Mapping(section)) = map.get("filter") else {
+        return Err(ErrorKind::invalid("filter", "expected a mapping"));
+    };
+    let rules = string_list(section, "rules").map_err(|e| match e {
+        ErrorKind::Invalid { reason, .. } => ErrorKind::invalid("filter.rules", reason),
+        other => other,
+    })?;
+    if rules.is_empty() {
+        return Err(ErrorKind::Missing("filter.rules"));
+    }
+    let mut detection = section.clone();
+    detection.remove("rules");
+    Ok(FilterRule {
+        title,
+        id: string_field(map, "id")?,
+        logsource: read_logsource(logsource)?,
+        rules,
+        detection: read_detection(&Value::Mapping(detection))?,
+    })
 }
 
 /// Reads one Sigma rule from YAML.

@@ -7,10 +7,14 @@ use kastell_core::{Event, Level, RuleRef, RuleSource};
 use serde_json::{Map, Value};
 
 use crate::compile::compile_detection;
+use crate::correlation::{
+    CorrelationHit, CorrelationRule, CorrelationState, Correlations, Referable, WindowLimits,
+};
 use crate::error::{ErrorKind, RuleError};
-use crate::logsource::{self, Route, SURICATA_DATASET, WAZUH_DATASET};
+use crate::expand::{expand_placeholders, Placeholders};
+use crate::logsource::{self, FieldMapping, Route, SURICATA_DATASET, WAZUH_DATASET};
 use crate::matcher::Detector;
-use crate::rule::{parse_rule, SigmaRule};
+use crate::rule::{parse_documents, parse_rule, FilterRule, SigmaDocument, SigmaRule};
 
 /// What a DetectionRule resource says about its rule, without depending on the resource
 /// types: where it came from, the Sigma YAML, and the two overrides.
@@ -28,6 +32,8 @@ pub struct RuleDocument {
     pub level: Option<Level>,
     /// `spec.enabled`: a disabled rule is compiled (so it is validated) but not evaluated.
     pub enabled: bool,
+    /// `spec.suppressionWindow`: repeats of an alert within it are dropped.
+    pub suppression: Option<std::time::Duration>,
 }
 
 impl RuleDocument {
@@ -40,7 +46,13 @@ impl RuleDocument {
             sigma: sigma.into(),
             level: None,
             enabled: true,
+            suppression: None,
         }
+    }
+
+    pub fn with_suppression(mut self, window: Option<std::time::Duration>) -> Self {
+        self.suppression = window;
+        self
     }
 
     pub fn with_level(mut self, level: Option<Level>) -> Self {
@@ -63,35 +75,16 @@ impl RuleDocument {
         self
     }
 
-    /// Parses and compiles the rule.
+    /// Parses and compiles the rule: one detection rule (a file holding correlations or
+    /// filters needs [`RuleSet::compile`], which resolves the rules they name).
     ///
     /// # Errors
     ///
     /// A [`RuleError`] naming the resource and rule: the YAML is not a Sigma rule, or it
     /// asks for something this engine does not evaluate (see `docs/detection.md`).
     pub fn compile(&self) -> Result<CompiledRule, RuleError> {
-        let named = |mut e: RuleError| {
-            e.resource = Some(self.resource.as_str().into());
-            e
-        };
-        let rule = parse_rule(&self.sigma).map_err(named)?;
-        let fail = |kind: ErrorKind| {
-            named(RuleError {
-                resource: None,
-                rule_id: rule.reference().map(Into::into),
-                title: Some(rule.title.as_str().into()),
-                kind,
-            })
-        };
-        let routing = logsource::route(&rule.logsource)
-            .ok_or_else(|| fail(ErrorKind::UnsupportedLogsource(rule.logsource.to_string())))?;
-        let detector = compile_detection(&rule.detection, &routing).map_err(fail)?;
-        Ok(CompiledRule {
-            rule: self.rule_ref(&rule),
-            routes: routing.routes,
-            detector,
-            enabled: self.enabled,
-        })
+        let rule = parse_rule(&self.sigma).map_err(|e| self.named(e))?;
+        self.compile_sigma(&rule, &CompileOptions::default(), &[])
     }
 
     /// Parses and compiles the rule for raw events: logsource routing is off and every
@@ -100,32 +93,116 @@ impl RuleDocument {
     ///
     /// # Errors
     ///
-    /// As [`RuleDocument::compile`], except that no logsource is refused.
+    /// As [`RuleDocument::compile`].
     pub fn compile_raw(&self) -> Result<CompiledRule, RuleError> {
-        let named = |mut e: RuleError| {
-            e.resource = Some(self.resource.as_str().into());
-            e
+        let rule = parse_rule(&self.sigma).map_err(|e| self.named(e))?;
+        let options = CompileOptions {
+            mode: Mode::Raw,
+            ..CompileOptions::default()
         };
-        let rule = parse_rule(&self.sigma).map_err(named)?;
-        let routing = logsource::Routing {
-            routes: Vec::new(),
-            fields: logsource::FieldMapping::Raw,
-            strict: false,
-        };
-        let detector = compile_detection(&rule.detection, &routing).map_err(|kind| {
-            named(RuleError {
+        self.compile_sigma(&rule, &options, &[])
+    }
+
+    fn named(&self, mut e: RuleError) -> RuleError {
+        e.resource = Some(self.resource.as_str().into());
+        e
+    }
+
+    /// Compiles one detection rule of this document with the filters that apply to it.
+    fn compile_sigma(
+        &self,
+        rule: &SigmaRule,
+        options: &CompileOptions,
+        filters: &[&FilterRule],
+    ) -> Result<CompiledRule, RuleError> {
+        let fail = |kind: ErrorKind| {
+            self.named(RuleError {
                 resource: None,
                 rule_id: rule.reference().map(Into::into),
                 title: Some(rule.title.as_str().into()),
                 kind,
             })
-        })?;
+        };
+        let routing = match options.mode {
+            // A logsource no source of this build produces still compiles (so the rule is
+            // validated); without routes it applies to no event of the pipeline.
+            Mode::Routed => logsource::route(&rule.logsource).unwrap_or(logsource::Routing {
+                routes: Vec::new(),
+                fields: FieldMapping::Raw,
+                strict: false,
+            }),
+            Mode::Raw => logsource::Routing {
+                routes: Vec::new(),
+                fields: logsource::FieldMapping::Raw,
+                strict: false,
+            },
+        };
+        let expanded;
+        let detection = if uses_expand(&rule.detection) {
+            let mut copy = rule.detection.clone();
+            expand_placeholders(&mut copy, &options.placeholders).map_err(fail)?;
+            expanded = copy;
+            &expanded
+        } else {
+            &rule.detection
+        };
+        let (routing, mut detector) = match compile_detection(detection, &routing) {
+            Ok(detector) => (routing, detector),
+            // A field the routed source does not carry (a Zeek field absent from the
+            // Suricata records Zeek logsources are read from): the rule is valid Sigma, so
+            // it compiles, but without routes it applies to no event of the pipeline.
+            Err(ErrorKind::UnmappedField { path, field }) => {
+                tracing::info!(rule = %rule.title, path = %path, field = %field,
+                    "rule compiled without routes: its field is not in the routed source");
+                let unrouted = logsource::Routing {
+                    routes: Vec::new(),
+                    fields: FieldMapping::Raw,
+                    strict: false,
+                };
+                let detector = compile_detection(detection, &unrouted).map_err(fail)?;
+                (unrouted, detector)
+            }
+            Err(kind) => return Err(fail(kind)),
+        };
+        for filter in filters {
+            let compiled = compile_detection(&filter.detection, &routing).map_err(|kind| {
+                fail(ErrorKind::invalid(
+                    format!("filter {}", filter.id.as_deref().unwrap_or(&filter.title)),
+                    kind.to_string(),
+                ))
+            })?;
+            detector.filters.push(compiled);
+        }
         Ok(CompiledRule {
-            rule: self.rule_ref(&rule),
-            routes: Vec::new(),
+            rule: self.rule_ref(rule),
+            name: rule.name.clone(),
+            fields: routing.fields,
+            routes: routing.routes,
             detector,
             enabled: self.enabled,
+            emits: true,
         })
+    }
+
+    fn correlation_ref(&self, rule: &CorrelationRule) -> RuleRef {
+        RuleRef {
+            id: rule
+                .reference()
+                .map_or_else(|| self.resource.clone(), str::to_owned),
+            title: rule.title.clone(),
+            level: self.level.or(rule.level).unwrap_or_default(),
+            tags: rule.tags.clone(),
+            author: rule.author.clone(),
+            source: Some(self.source()),
+        }
+    }
+
+    fn source(&self) -> RuleSource {
+        RuleSource {
+            resource: self.resource.clone(),
+            path: self.path.clone(),
+            commit: self.commit.clone(),
+        }
     }
 
     fn rule_ref(&self, rule: &SigmaRule) -> RuleRef {
@@ -137,13 +214,41 @@ impl RuleDocument {
             level: self.level.or(rule.level).unwrap_or_default(),
             tags: rule.tags.clone(),
             author: rule.author.clone(),
-            source: Some(RuleSource {
-                resource: self.resource.clone(),
-                path: self.path.clone(),
-                commit: self.commit.clone(),
-            }),
+            source: Some(self.source()),
         }
     }
+}
+
+/// How a rule set is compiled.
+#[derive(Debug, Clone, Default)]
+pub struct CompileOptions {
+    pub mode: Mode,
+    /// Bounds and lateness of the correlation windows.
+    pub limits: WindowLimits,
+    /// Values of the `%placeholder%`s `expand` values name.
+    pub placeholders: Placeholders,
+}
+
+fn uses_expand(detection: &crate::rule::Detection) -> bool {
+    detection.selections.iter().any(|(_, selection)| {
+        let maps: Vec<&Vec<crate::rule::FieldMatch>> = match selection {
+            crate::rule::Selection::Fields(m) => vec![m],
+            crate::rule::Selection::AnyOf(maps) => maps.iter().collect(),
+            crate::rule::Selection::Keywords(_) => Vec::new(),
+        };
+        maps.iter()
+            .flat_map(|m| m.iter())
+            .any(|m| m.modifiers.contains(&crate::modifier::Modifier::Expand))
+    })
+}
+
+/// Whether rules are routed by logsource (the pipeline) or see raw events as given
+/// (`kastell detect`, the regression data).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    #[default]
+    Routed,
+    Raw,
 }
 
 /// Compiles the rule of one DetectionRule resource: its `namespace/name`, `spec.sigma`,
@@ -168,9 +273,15 @@ pub fn compile_rule(
 #[derive(Debug, Clone)]
 pub struct CompiledRule {
     rule: RuleRef,
+    /// The `name` correlations may refer to the rule by.
+    name: Option<String>,
+    /// How the rule's field names are read, for correlations' group-by fields.
+    fields: FieldMapping,
     routes: Vec<Route>,
     detector: Detector,
     enabled: bool,
+    /// Raises its own alerts: false when only correlations use it (no `generate`).
+    emits: bool,
 }
 
 impl CompiledRule {
@@ -182,6 +293,12 @@ impl CompiledRule {
 
     pub fn enabled(&self) -> bool {
         self.enabled
+    }
+
+    /// Whether the rule's logsource is routed to a source this build ingests; a rule
+    /// that is not compiles but applies to no event of the pipeline.
+    pub fn routed(&self) -> bool {
+        !self.routes.is_empty()
     }
 
     /// Whether the event is of the rule's logsource and satisfies its detection.
@@ -203,7 +320,7 @@ impl CompiledRule {
     }
 }
 
-/// The enabled rules, indexed by the events they apply to.
+/// The enabled rules, indexed by the events they apply to, and the correlations over them.
 #[derive(Debug, Default)]
 pub struct RuleSet {
     rules: Vec<CompiledRule>,
@@ -214,22 +331,152 @@ pub struct RuleSet {
     /// Rules for Wazuh alerts; each checks its own filter.
     wazuh: Vec<usize>,
     disabled: usize,
+    correlations: Correlations,
+    limits: WindowLimits,
+    /// Rule id → suppression window (ms), for the rules of documents that set one.
+    suppression: HashMap<String, i64>,
+}
+
+/// What one event raised: the detection rules that alert on it, and the correlations it
+/// completed.
+#[derive(Debug)]
+pub struct Evaluation<'a, P> {
+    pub rules: Vec<&'a RuleRef>,
+    pub correlations: Vec<CorrelationHit<'a, P>>,
 }
 
 impl RuleSet {
-    /// Compiles every document; a rule that fails is reported and the others are kept.
+    /// Compiles every document (each may hold several YAML documents: detection rules,
+    /// correlations, filters); a rule that fails is reported and the others are kept.
     pub fn compile(documents: impl IntoIterator<Item = RuleDocument>) -> (RuleSet, Vec<RuleError>) {
-        let mut compiled = Vec::new();
+        RuleSet::compile_with(documents, &CompileOptions::default())
+    }
+
+    /// [`RuleSet::compile`] in raw mode ([`RuleDocument::compile_raw`]).
+    pub fn compile_raw(
+        documents: impl IntoIterator<Item = RuleDocument>,
+    ) -> (RuleSet, Vec<RuleError>) {
+        let options = CompileOptions {
+            mode: Mode::Raw,
+            ..CompileOptions::default()
+        };
+        RuleSet::compile_with(documents, &options)
+    }
+
+    /// Compiles every document as `options` say. Filters apply to the rules they name in
+    /// any document; correlations resolve the rules they name (by id or `name`) among all
+    /// enabled rules and correlations.
+    pub fn compile_with(
+        documents: impl IntoIterator<Item = RuleDocument>,
+        options: &CompileOptions,
+    ) -> (RuleSet, Vec<RuleError>) {
+        let documents: Vec<RuleDocument> = documents.into_iter().collect();
         let mut errors = Vec::new();
-        for document in documents {
-            match document.compile() {
+        let mut rules = Vec::new();
+        let mut correlations = Vec::new();
+        let mut filters = Vec::new();
+        for (at, document) in documents.iter().enumerate() {
+            for parsed in parse_documents(&document.sigma) {
+                match parsed {
+                    Ok(SigmaDocument::Rule(rule)) => rules.push((at, rule)),
+                    Ok(SigmaDocument::Correlation(rule)) => correlations.push((at, rule)),
+                    Ok(SigmaDocument::Filter(filter)) => filters.push(filter),
+                    Err(error) => errors.push(document.named(error)),
+                }
+            }
+        }
+        let mut compiled = Vec::new();
+        for (at, rule) in &rules {
+            let applying: Vec<&FilterRule> =
+                filters.iter().filter(|f| f.applies_to(rule)).collect();
+            match documents[*at].compile_sigma(rule, options, &applying) {
                 Ok(rule) => compiled.push(rule),
                 Err(error) => errors.push(error),
             }
         }
-        let (set, duplicates) = RuleSet::from_rules(compiled);
+        let (mut set, duplicates) = RuleSet::from_rules(compiled);
         errors.extend(duplicates);
+        set.limits = options.limits;
+        let windows: Vec<(usize, i64)> = documents
+            .iter()
+            .enumerate()
+            .filter_map(|(at, d)| d.suppression.map(|w| (at, w.as_millis() as i64)))
+            .collect();
+        for (at, window) in windows {
+            let resource = &documents[at].resource;
+            let ids: Vec<String> = set
+                .rules
+                .iter()
+                .filter(|r| resource_of(&r.rule) == *resource)
+                .map(|r| r.rule.id.clone())
+                .chain(
+                    correlations
+                        .iter()
+                        .filter(|(c, _)| *c == at)
+                        .map(|(_, rule)| documents[at].correlation_ref(rule).id),
+                )
+                .collect();
+            for id in ids {
+                set.suppression.insert(id, window);
+            }
+        }
+        set.add_correlations(&documents, correlations, &mut errors);
         (set, errors)
+    }
+
+    fn add_correlations(
+        &mut self,
+        documents: &[RuleDocument],
+        correlations: Vec<(usize, CorrelationRule)>,
+        errors: &mut Vec<RuleError>,
+    ) {
+        let mut taken: HashMap<String, String> = self
+            .rules
+            .iter()
+            .map(|r| (r.rule.id.clone(), resource_of(&r.rule)))
+            .collect();
+        let mut accepted = Vec::new();
+        let mut origin = Vec::new();
+        for (at, rule) in correlations {
+            let document = &documents[at];
+            if !document.enabled {
+                self.disabled += 1;
+                continue;
+            }
+            let rule_ref = document.correlation_ref(&rule);
+            if let Some(other) = taken.get(&rule_ref.id) {
+                errors.push(correlation_error(
+                    document,
+                    &rule,
+                    ErrorKind::DuplicateId {
+                        id: rule_ref.id.clone(),
+                        other: format!("DetectionRule {other}"),
+                    },
+                ));
+                continue;
+            }
+            taken.insert(rule_ref.id.clone(), document.resource.clone());
+            origin.push((at, rule.clone()));
+            accepted.push((rule, rule_ref));
+        }
+        let referable: Vec<Referable<'_>> = self
+            .rules
+            .iter()
+            .map(|r| Referable {
+                id: Some(r.rule.id.as_str()),
+                name: r.name.as_deref(),
+                fields: r.fields,
+            })
+            .collect();
+        let (compiled, rejected, silent) = Correlations::compile(accepted, &referable, self.limits);
+        for (i, kind) in rejected {
+            let (at, rule) = &origin[i];
+            errors.push(correlation_error(&documents[*at], rule, kind));
+        }
+        for (rule, silent) in self.rules.iter_mut().zip(silent) {
+            rule.emits = !silent;
+        }
+        self.correlations = compiled;
     }
 
     /// Builds the set from compiled rules. A rule whose id an earlier rule already uses
@@ -239,12 +486,7 @@ impl RuleSet {
         let mut errors = Vec::new();
         let mut seen: HashMap<String, String> = HashMap::new();
         for rule in rules {
-            let resource = rule
-                .rule
-                .source
-                .as_ref()
-                .map(|s| s.resource.clone())
-                .unwrap_or_default();
+            let resource = resource_of(&rule.rule);
             if let Some(other) = seen.get(&rule.rule.id) {
                 errors.push(RuleError {
                     resource: Some(resource.into()),
@@ -263,34 +505,108 @@ impl RuleSet {
         (set, errors)
     }
 
-    /// Compiles every document in raw mode ([`RuleDocument::compile_raw`]); a rule that
-    /// fails is reported and the others are kept.
-    pub fn compile_raw(
-        documents: impl IntoIterator<Item = RuleDocument>,
-    ) -> (RuleSet, Vec<RuleError>) {
-        let mut compiled = Vec::new();
-        let mut errors = Vec::new();
-        for document in documents {
-            match document.compile_raw() {
-                Ok(rule) => compiled.push(rule),
-                Err(error) => errors.push(error),
-            }
-        }
-        let (set, duplicates) = RuleSet::from_rules(compiled);
-        errors.extend(duplicates);
-        (set, errors)
+    /// Fresh correlation windows for this set, bounded by the set's limits. `P` is what
+    /// each event is remembered by (the event itself, or its index in an input).
+    pub fn correlation_state<P>(&self) -> CorrelationState<P> {
+        self.correlations.state(self.limits)
+    }
+
+    /// Whether an alert of `rule_id` about `key` (its group-by values, host…) at event
+    /// time `time_ms` repeats one inside the rule's suppression window, and is to be
+    /// dropped. Rules without a window are never suppressed.
+    pub fn suppress<P>(
+        &self,
+        state: &mut CorrelationState<P>,
+        rule_id: &str,
+        key: &str,
+        time_ms: i64,
+    ) -> bool {
+        let Some(&window) = self.suppression.get(rule_id) else {
+            return false;
+        };
+        let longest = self.suppression.values().copied().max().unwrap_or(window);
+        state.suppress(format!("{rule_id}\u{1f}{key}"), time_ms, window, longest)
+    }
+
+    /// Correlation rules compiled (including those only other correlations use).
+    pub fn correlation_count(&self) -> usize {
+        self.correlations.len()
     }
 
     /// Every enabled rule whose detection the flat event satisfies, in the order added.
-    /// No logsource routing: the mode of `kastell detect` and the regression data.
+    /// No logsource routing: the mode of `kastell detect` and the regression data. Rules
+    /// only correlations use are left out; see [`RuleSet::evaluate_raw_with`].
     pub fn evaluate_raw<'a>(
         &'a self,
         event: &'a Map<String, Value>,
     ) -> impl Iterator<Item = &'a RuleRef> + 'a {
+        self.matching_raw(event)
+            .filter(|&i| self.rules[i].emits)
+            .map(|i| &self.rules[i].rule)
+    }
+
+    fn matching_raw<'a>(
+        &'a self,
+        event: &'a Map<String, Value>,
+    ) -> impl Iterator<Item = usize> + 'a {
         self.rules
             .iter()
-            .filter(move |rule| rule.detector.matches(event))
-            .map(|rule| &rule.rule)
+            .enumerate()
+            .filter(move |(_, rule)| rule.detector.matches(event))
+            .map(|(i, _)| i)
+    }
+
+    /// [`RuleSet::evaluate_raw`] with correlations: matches feed `state` at event time
+    /// `time_ms`, each remembered by what `payload` makes (called only when a correlation
+    /// takes the match).
+    pub fn evaluate_raw_with<'a, P: Clone>(
+        &'a self,
+        state: &mut CorrelationState<P>,
+        event: &Map<String, Value>,
+        time_ms: i64,
+        payload: &dyn Fn() -> P,
+    ) -> Evaluation<'a, P> {
+        let matched: Vec<usize> = self.matching_raw(event).collect();
+        self.correlate(state, &matched, event, time_ms, payload)
+    }
+
+    /// [`RuleSet::evaluate`] with correlations: matches feed `state` at event time
+    /// `time_ms`, each remembered by what `payload` makes (called only when a correlation
+    /// takes the match).
+    pub fn evaluate_with<'a, P: Clone>(
+        &'a self,
+        state: &mut CorrelationState<P>,
+        event: &Event,
+        time_ms: i64,
+        payload: &dyn Fn() -> P,
+    ) -> Evaluation<'a, P> {
+        let matched: Vec<usize> = self.matching(event).collect();
+        self.correlate(state, &matched, event.as_map(), time_ms, payload)
+    }
+
+    fn correlate<'a, P: Clone>(
+        &'a self,
+        state: &mut CorrelationState<P>,
+        matched: &[usize],
+        event: &Map<String, Value>,
+        time_ms: i64,
+        payload: &dyn Fn() -> P,
+    ) -> Evaluation<'a, P> {
+        let mut correlations = Vec::new();
+        for &i in matched {
+            if self.correlations.wants(i) {
+                self.correlations
+                    .feed_rule(state, i, event, time_ms, payload(), &mut correlations);
+            }
+        }
+        Evaluation {
+            rules: matched
+                .iter()
+                .filter(|&&i| self.rules[i].emits)
+                .map(|&i| &self.rules[i].rule)
+                .collect(),
+            correlations,
+        }
     }
 
     fn add(&mut self, rule: CompiledRule) {
@@ -334,14 +650,26 @@ impl RuleSet {
         self.disabled
     }
 
-    /// The enabled rules, in the order they were added.
+    /// The enabled rules that raise alerts (detection rules, then correlations), in the
+    /// order they were added.
     pub fn rules(&self) -> impl Iterator<Item = &RuleRef> {
-        self.rules.iter().map(|r| &r.rule)
+        self.rules
+            .iter()
+            .filter(|r| r.emits)
+            .map(|r| &r.rule)
+            .chain(self.correlations.rules())
     }
 
-    /// The rules the event matches, in the order they were added within each index
-    /// bucket. Only the rules routed to the event's source are tried.
+    /// The rules the event matches and that raise alerts of their own, in the order they
+    /// were added within each index bucket. Only the rules routed to the event's source
+    /// are tried. Correlations need state: see [`RuleSet::evaluate_with`].
     pub fn evaluate<'a>(&'a self, event: &'a Event) -> impl Iterator<Item = &'a RuleRef> + 'a {
+        self.matching(event)
+            .filter(|&i| self.rules[i].emits)
+            .map(|i| &self.rules[i].rule)
+    }
+
+    fn matching<'a>(&'a self, event: &'a Event) -> impl Iterator<Item = usize> + 'a {
         let fields = event.as_map();
         let dataset = event.dataset();
         let (specific, general): (&[usize], &[usize]) = match dataset {
@@ -354,11 +682,29 @@ impl RuleSet {
             Some(WAZUH_DATASET) => (&self.wazuh, &[]),
             _ => (&[], &[]),
         };
-        specific
-            .iter()
-            .chain(general)
-            .map(move |&i| &self.rules[i])
-            .filter(move |rule| rule.accepts(dataset, fields) && rule.detector.matches(fields))
-            .map(|rule| &rule.rule)
+        specific.iter().chain(general).copied().filter(move |&i| {
+            let rule = &self.rules[i];
+            rule.accepts(dataset, fields) && rule.detector.matches(fields)
+        })
+    }
+}
+
+fn resource_of(rule: &RuleRef) -> String {
+    rule.source
+        .as_ref()
+        .map(|s| s.resource.clone())
+        .unwrap_or_default()
+}
+
+fn correlation_error(
+    document: &RuleDocument,
+    rule: &CorrelationRule,
+    kind: ErrorKind,
+) -> RuleError {
+    RuleError {
+        resource: Some(document.resource.as_str().into()),
+        rule_id: rule.reference().map(Into::into),
+        title: Some(rule.title.as_str().into()),
+        kind,
     }
 }

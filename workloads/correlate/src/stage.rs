@@ -10,12 +10,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
+use kastell_core::alert::{alert_host, alert_id};
 use kastell_core::{
     error_chain, Alert, Bus, BusError, Detection, Event, Level, Message, Subscription, Topic,
 };
 use serde::{Deserialize, Serialize};
 use tracing::Instrument;
 
+use crate::correlation::{CorrelationHit, CorrelationState};
 use crate::ruleset::RuleSet;
 
 /// The consumer group the stage reads events as.
@@ -114,13 +116,72 @@ pub enum CorrelateError {
 /// The dead-letter shape every stage after ingest sends, defined once in the core crate.
 pub use kastell_core::DeadLetter;
 
-/// Evaluates one event: an alert per matching rule, built by [`Alert::from_event`].
-pub fn correlate_event(rules: &RuleSet, event: Event, now: DateTime<Utc>) -> Detection {
-    let alerts = rules
-        .evaluate(&event)
+/// Evaluates one event: an alert per matching rule, built by [`Alert::from_event`], and
+/// one per correlation the event completes (carrying the window's events and the group).
+/// `state` holds the correlation windows between events; the event's time is its
+/// `@timestamp`, else `now`.
+pub fn correlate_event(
+    rules: &RuleSet,
+    state: &mut CorrelationState<Event>,
+    event: Event,
+    now: DateTime<Utc>,
+) -> Detection {
+    let time = event.timestamp().unwrap_or(now);
+    let evaluation = rules.evaluate_with(state, &event, time.timestamp_millis(), &|| event.clone());
+    let mut alerts: Vec<Alert> = evaluation
+        .rules
+        .into_iter()
         .map(|rule| Alert::from_event(rule.clone(), event.clone(), now))
         .collect();
+    alerts.extend(
+        evaluation
+            .correlations
+            .into_iter()
+            .map(|hit| correlation_alert(hit, now)),
+    );
+    alerts.retain(|alert| {
+        !rules.suppress(
+            state,
+            &alert.rule.id,
+            &suppression_key(alert),
+            alert.timestamp.timestamp_millis(),
+        )
+    });
     Detection { event, alerts }
+}
+
+/// What makes two alerts of one rule "the same" for suppression: the correlation's
+/// group-by values and the host the alert is about.
+fn suppression_key(alert: &Alert) -> String {
+    let mut key = alert.host.clone().unwrap_or_default();
+    for (field, value) in &alert.group {
+        key.push('\u{1f}');
+        key.push_str(field);
+        key.push('=');
+        key.push_str(value);
+    }
+    key
+}
+
+fn correlation_alert(hit: CorrelationHit<'_, Event>, now: DateTime<Utc>) -> Alert {
+    let events = hit.payload;
+    let refs: Vec<&Event> = events.iter().collect();
+    let last = events.last();
+    Alert {
+        id: alert_id(&hit.rule.id, &refs),
+        rule: hit.rule.clone(),
+        // The window's last event, at full precision (the window itself counts in ms).
+        timestamp: last
+            .and_then(Event::timestamp)
+            .or_else(|| DateTime::from_timestamp_millis(hit.time_ms))
+            .unwrap_or(now),
+        detected_at: now,
+        sensor: last.and_then(Event::sensor).map(str::to_owned),
+        host: last.and_then(alert_host),
+        group: hit.group,
+        intel: Vec::new(),
+        events,
+    }
 }
 
 /// Runs the stage until the events topic is closed and drained, then closes the
@@ -194,6 +255,7 @@ async fn correlate_loop(
     rules: &RuleSet,
     stats: &CorrelateStats,
 ) -> Result<(), CorrelateError> {
+    let mut state = rules.correlation_state();
     while let Some(delivery) = subscription.next().await {
         let event: Event = match delivery.message.decode() {
             Ok(event) => event,
@@ -207,7 +269,7 @@ async fn correlate_loop(
             }
         };
 
-        let detection = correlate_event(rules, event, Utc::now());
+        let detection = correlate_event(rules, &mut state, event, Utc::now());
         for alert in &detection.alerts {
             tracing::debug!(rule = %alert.rule.id, level = %alert.rule.level, alert = %alert.id, "rule matched");
         }
@@ -225,6 +287,14 @@ async fn correlate_loop(
             })?;
         delivery.ack().await.map_err(CorrelateError::Ack)?;
     }
+    let counters = state.counters();
+    tracing::info!(
+        suppressed = state.suppressed(),
+        late = counters.late,
+        evicted_events = counters.evicted_events,
+        evicted_groups = counters.evicted_groups,
+        "correlation state at stop"
+    );
     Ok(())
 }
 

@@ -50,12 +50,13 @@ fn run(rules: &RuleSet) -> (AlertLines, Vec<Alert>, usize) {
         ("wazuh/alerts.json", Format::WazuhAlerts),
     ] {
         let text = std::fs::read_to_string(examples().join("data").join(file)).unwrap();
+        let mut state = rules.correlation_state();
         for (i, line) in text.lines().enumerate() {
             let Ok(event) = parse_line(format, line.as_bytes(), &ctx) else {
                 rejected += 1;
                 continue;
             };
-            let detection = correlate_event(rules, event, chrono::Utc::now());
+            let detection = correlate_event(rules, &mut state, event, chrono::Utc::now());
             for alert in detection.alerts {
                 let resource = alert.rule.source.as_ref().unwrap().resource.clone();
                 by_rule.entry(resource).or_default().push((file, i + 1));

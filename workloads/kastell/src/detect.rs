@@ -30,7 +30,8 @@ pub struct DetectArgs {
 /// Output formats of `kastell detect`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum DetectOutput {
-    /// `{"rule_id","rule_title","level","event_index"}` per match.
+    /// `{"rule_id","rule_title","level","event_index"}` per match, and
+    /// `{"rule_id","rule_title","level","group","event_indices"}` per correlation.
     Jsonl,
 }
 
@@ -147,5 +148,43 @@ mod tests {
         let code = detect(&args(dir.path(), true), &b"{}"[..], &mut out, &mut err).unwrap();
         assert_eq!(code, ExitCode::FAILURE);
         assert!(out.is_empty());
+    }
+
+    #[test]
+    fn correlations_print_their_group_and_event_indices() {
+        let dir = tempfile::tempdir().unwrap();
+        let bundle = format!(
+            "{GOOD}---\ntitle: Many sc\nid: many-sc\nlevel: critical\ncorrelation:\n  \
+             type: event_count\n  rules: [0b5b4f4e-1111-2222-3333-444444444444]\n  \
+             group-by: [Computer]\n  timespan: 1m\n  condition: {{gte: 2}}\n"
+        );
+        std::fs::write(dir.path().join("bundle.yml"), bundle).unwrap();
+        let events = concat!(
+            r#"{"Image": "C:\\sc.exe", "Computer": "a", "@timestamp": "2024-01-01T00:00:00Z"}"#,
+            "\n",
+            r#"{"Image": "C:\\sc.exe", "Computer": "b", "@timestamp": "2024-01-01T00:00:10Z"}"#,
+            "\n",
+            r#"{"Image": "C:\\sc.exe", "Computer": "a", "@timestamp": "2024-01-01T00:00:20Z"}"#,
+        );
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let code = detect(
+            &args(dir.path(), true),
+            events.as_bytes(),
+            &mut out,
+            &mut err,
+        )
+        .unwrap();
+        assert_eq!(code, ExitCode::SUCCESS, "{}", String::from_utf8_lossy(&err));
+        let out = String::from_utf8(out).unwrap();
+        let lines: Vec<serde_json::Value> = out
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 1, "{out}");
+        assert_eq!(
+            lines[0],
+            serde_json::json!({"rule_id": "many-sc", "rule_title": "Many sc", "level": "critical",
+                               "group": {"Computer": "a"}, "event_indices": [0, 2]})
+        );
     }
 }

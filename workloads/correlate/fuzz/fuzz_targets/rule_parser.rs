@@ -3,7 +3,7 @@
 
 #![no_main]
 
-use kastell_correlate::{parse_rule, RuleDocument};
+use kastell_correlate::{parse_documents, parse_rule, RuleDocument, RuleSet};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -21,4 +21,12 @@ fuzz_target!(|data: &[u8]| {
         ),
         Err(error) => assert!(!error.kind.label().is_empty()),
     }
+    // The whole file as a rule set: multi-document YAML, correlations and filters.
+    for document in parse_documents(text) {
+        if let Err(error) = document {
+            assert!(!error.to_string().is_empty());
+        }
+    }
+    let (_, errors) = RuleSet::compile_raw([RuleDocument::new("fuzz/rule", text)]);
+    assert!(errors.iter().all(|e| !e.to_string().is_empty()));
 });
