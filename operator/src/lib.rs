@@ -3,7 +3,10 @@
 //! catalogue and outbound endpoints), and the offline check of a resource repository
 //! (`kastell validate`). See docs/operator.md.
 
+pub mod admission;
+pub mod assemble;
 pub mod build;
+pub mod conditions;
 pub mod regions;
 pub mod residency;
 pub mod validate;
