@@ -100,11 +100,7 @@ fn verdict<K: Member>(resource: &K, refused: Option<Refused>) -> Verdict {
     }
 }
 
-fn check_endpoint(
-    policy: Option<&EndpointPolicy>,
-    field: &str,
-    url: &str,
-) -> Result<(), Refused> {
+fn check_endpoint(policy: Option<&EndpointPolicy>, field: &str, url: &str) -> Result<(), Refused> {
     match policy.map(|p| p.check(url)) {
         Some(Err(refusal)) => Err(Refused {
             reason: REASON_ENDPOINT_NOT_ALLOWED,
@@ -252,7 +248,11 @@ mod tests {
                      detection:\n  sel:\n    process.name: whoami\n  condition: sel and nothere\n";
         let refused = rule(sigma).admit(None).outcome.unwrap_err();
         assert_eq!(refused.reason, REASON_COMPILE_FAILED);
-        assert!(refused.message.starts_with("spec.sigma: "), "{}", refused.message);
+        assert!(
+            refused.message.starts_with("spec.sigma: "),
+            "{}",
+            refused.message
+        );
         assert!(refused.message.contains("nothere"), "{}", refused.message);
     }
 
@@ -265,13 +265,23 @@ mod tests {
             ))
             .unwrap()
         };
-        assert!(feed("https://misp.cert.example.eu/f").admit(Some(&policy())).outcome.is_ok());
+        assert!(feed("https://misp.cert.example.eu/f")
+            .admit(Some(&policy()))
+            .outcome
+            .is_ok());
         let refused = feed("https://feeds.example.com/x")
             .admit(Some(&policy()))
             .outcome
             .unwrap_err();
         assert!(refused.is_residency());
-        assert!(refused.message.contains("feeds.example.com"), "{}", refused.message);
-        assert!(feed("https://feeds.example.com/x").admit(None).outcome.is_ok());
+        assert!(
+            refused.message.contains("feeds.example.com"),
+            "{}",
+            refused.message
+        );
+        assert!(feed("https://feeds.example.com/x")
+            .admit(None)
+            .outcome
+            .is_ok());
     }
 }

@@ -63,7 +63,11 @@ pub fn standard(outcome: Result<&str, (&str, &str)>) -> Vec<Observed> {
 
 /// The new condition list: observed conditions replace the previous ones of their type,
 /// keeping the previous lastTransitionTime when the status did not change.
-pub fn merge(previous: &[Condition], observed: &[Observed], generation: Option<i64>) -> Vec<Condition> {
+pub fn merge(
+    previous: &[Condition],
+    observed: &[Observed],
+    generation: Option<i64>,
+) -> Vec<Condition> {
     let now = Time(Timestamp::now());
     let mut conditions: Vec<Condition> = previous
         .iter()
@@ -101,10 +105,16 @@ mod tests {
             c.last_transition_time = Time(Timestamp::UNIX_EPOCH);
         }
         let same = merge(&aged, &standard(Ok("still ok")), Some(2));
-        assert_eq!(ready(&same).last_transition_time, Time(Timestamp::UNIX_EPOCH));
+        assert_eq!(
+            ready(&same).last_transition_time,
+            Time(Timestamp::UNIX_EPOCH)
+        );
         assert_eq!(ready(&same).observed_generation, Some(2));
         let changed = merge(&aged, &standard(Err(("CompileFailed", "bad"))), Some(3));
-        assert_ne!(ready(&changed).last_transition_time, Time(Timestamp::UNIX_EPOCH));
+        assert_ne!(
+            ready(&changed).last_transition_time,
+            Time(Timestamp::UNIX_EPOCH)
+        );
         assert_eq!(ready(&changed).status, "False");
         assert_eq!(changed.len(), 3);
     }

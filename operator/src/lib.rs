@@ -7,6 +7,7 @@ pub mod admission;
 pub mod assemble;
 pub mod build;
 pub mod conditions;
+pub mod controller;
 pub mod regions;
 pub mod residency;
 pub mod validate;
