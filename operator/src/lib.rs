@@ -10,6 +10,7 @@ pub mod conditions;
 pub mod controller;
 pub mod regions;
 pub mod residency;
+pub mod serve;
 pub mod validate;
 
 pub use residency::{EndpointPolicy, Refusal};

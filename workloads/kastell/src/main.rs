@@ -11,6 +11,7 @@ use kastell::summary::Summary;
 
 mod crdgen;
 mod detect;
+mod operator;
 
 /// Kastell: GitOps security operations for Kubernetes.
 #[derive(Parser)]
@@ -39,6 +40,8 @@ enum Command {
         /// The directory (a checkout of the platform's resource repository).
         dir: PathBuf,
     },
+    /// Run the operator: reconcile Kastell's resources in the cluster into workloads.
+    Operator(operator::OperatorArgs),
     /// Write the CustomResourceDefinitions and the resource reference generated from the
     /// resource types.
     Crdgen {
@@ -95,6 +98,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run(args),
         Command::Validate { dir } => validate(&dir),
         Command::Detect(args) => detect::run(args),
+        Command::Operator(args) => operator::run(args),
     };
     match outcome {
         Ok(code) => code,
