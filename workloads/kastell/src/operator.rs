@@ -40,7 +40,7 @@ pub fn run(args: OperatorArgs) -> anyhow::Result<ExitCode> {
     let options = Options {
         listen: args.listen,
         stage_image: args.stage_image,
-        election: (!args.no_leader_election).then(|| Election {
+        election: (!args.no_leader_election).then_some(Election {
             namespace: args.lease_namespace,
             lease: args.lease_name,
             identity,
