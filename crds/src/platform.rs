@@ -54,6 +54,47 @@ pub struct SecOpsPlatformSpec {
     /// Response safety: protected assets, kill switch, global rate limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub response: Option<crate::playbook::ResponsePolicy>,
+    /// The image, replicas and resources of the five stage Deployments the operator runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workloads: Option<WorkloadsSpec>,
+}
+
+/// How the operator runs the platform's stages in the cluster.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkloadsSpec {
+    /// Container image of the stages; default: the operator's `--stage-image`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// Settings of the ingest stage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingest: Option<StageSettings>,
+    /// Settings of the correlate (detection) stage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correlate: Option<StageSettings>,
+    /// Settings of the enrich stage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enrich: Option<StageSettings>,
+    /// Settings of the cases stage (one replica with `sqlite` storage).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cases: Option<StageSettings>,
+    /// Settings of the respond stage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub respond: Option<StageSettings>,
+}
+
+/// Replicas and compute resources of one stage.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StageSettings {
+    /// Number of pods; default 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 100))]
+    pub replicas: Option<i32>,
+    /// CPU and memory requests and limits; default: requests 100m CPU and 128Mi memory,
+    /// a 512Mi memory limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<k8s_openapi::api::core::v1::ResourceRequirements>,
 }
 
 /// Case-store backend.
@@ -126,8 +167,8 @@ pub struct Residency {
     /// A jurisdiction whose built-in region catalogue applies (EU or EEA).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jurisdiction: Option<Jurisdiction>,
-    /// Explicit `topology.kubernetes.io/region` values allowed, in addition to the
-    /// jurisdiction's catalogue.
+    /// Explicit region values (of the `regionLabel` node label) allowed, in addition to
+    /// the jurisdiction's catalogue.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub regions: Vec<String>,
     /// Host names outbound connections may go to (feeds, webhooks, git remotes).
@@ -137,6 +178,23 @@ pub struct Residency {
     /// CIDR networks outbound connections may go to.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allowed_networks: Vec<String>,
+    /// The node label whose value is the node's region, on which every workload gets a
+    /// required node affinity. The default lives under `node-restriction.kubernetes.io/`,
+    /// which a kubelet cannot set on its own node, so a compromised node cannot claim to
+    /// be in an allowed region; `topology.kubernetes.io/region` (set by cloud providers,
+    /// but also settable by kubelets) is the weaker alternative.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region_label: Option<String>,
+}
+
+/// The node label holding the region when `spec.residency.regionLabel` is not set.
+pub const DEFAULT_REGION_LABEL: &str = "node-restriction.kubernetes.io/region";
+
+impl Residency {
+    /// The node label the region is read from.
+    pub fn region_label(&self) -> &str {
+        self.region_label.as_deref().unwrap_or(DEFAULT_REGION_LABEL)
+    }
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]

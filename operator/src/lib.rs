@@ -1,9 +1,16 @@
-//! Kastell's operator side. For now it holds what needs no cluster: the offline check of
-//! a resource repository (`kastell validate`) and the residency policy it enforces on
-//! outbound endpoints. The controllers come with the operator itself (see
-//! docs/operator.md).
+//! Kastell's operator: the controllers that reconcile every Kastell resource into
+//! workloads, the pure builders of the objects they apply, the residency policy (region
+//! catalogue and outbound endpoints), and the offline check of a resource repository
+//! (`kastell validate`). See docs/operator.md.
 
+pub mod admission;
+pub mod assemble;
+pub mod build;
+pub mod conditions;
+pub mod controller;
+pub mod regions;
 pub mod residency;
+pub mod serve;
 pub mod validate;
 
 pub use residency::{EndpointPolicy, Refusal};

@@ -14,6 +14,7 @@ mod detect;
 mod parse;
 mod intel;
 mod playbook;
+mod operator;
 
 /// Kastell: GitOps security operations for Kubernetes.
 #[derive(Parser)]
@@ -54,6 +55,8 @@ enum Command {
         /// The directory (a checkout of the platform's resource repository).
         dir: PathBuf,
     },
+    /// Run the operator: reconcile Kastell's resources in the cluster into workloads.
+    Operator(operator::OperatorArgs),
     /// Write the CustomResourceDefinitions and the resource reference generated from the
     /// resource types.
     Crdgen {
@@ -115,6 +118,7 @@ fn main() -> ExitCode {
         Command::Audit(args) => kastell::audit::run(args),
         Command::Intel(command) => intel::run(command),
         Command::Playbook(args) => playbook::run(args),
+        Command::Operator(args) => operator::run(args),
     };
     match outcome {
         Ok(code) => code,

@@ -1,0 +1,287 @@
+//! Whether a DetectionRule, Sensor, IntelFeed or Playbook may go into its stage's bundle,
+//! decided by the code the stages run (the correlate stage's Sigma compiler, the respond
+//! stage's playbook compiler) and by the platform's residency policy on outbound
+//! endpoints. Pure: the controllers turn a [`Verdict`] into conditions and bundle entries.
+
+use std::path::PathBuf;
+
+use kastell_correlate::RuleDocument;
+use kastell_crds::load::Loaded;
+use kastell_crds::sensor::TransportKind;
+use kastell_crds::{DetectionRule, IntelFeed, Playbook, Sensor};
+use kastell_respond::PlaybookSet;
+use kube::ResourceExt;
+use serde::Serialize;
+
+use crate::build::{BundleEntry, Stage};
+use crate::residency::EndpointPolicy;
+
+/// Why a resource was refused: the condition reason, and a message naming the field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    /// `InvalidSpec`, `CompileFailed` or `EndpointNotAllowed`.
+    pub reason: &'static str,
+    pub message: String,
+}
+
+impl Refused {
+    /// True when the refusal is the residency policy's.
+    pub fn is_residency(&self) -> bool {
+        self.reason == REASON_ENDPOINT_NOT_ALLOWED
+    }
+}
+
+pub const REASON_COMPILE_FAILED: &str = "CompileFailed";
+pub const REASON_INVALID_SPEC: &str = "InvalidSpec";
+pub const REASON_ENDPOINT_NOT_ALLOWED: &str = "EndpointNotAllowed";
+
+/// What admission found about one resource.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    pub stage: Stage,
+    /// The ConfigMap key its YAML lives under in the stage's bundle.
+    pub key: String,
+    /// The bundle entry when admitted, else why not.
+    pub outcome: Result<BundleEntry, Refused>,
+    /// For a rule: the Sigma `id` and `title` it compiled to.
+    pub rule: Option<(String, String)>,
+}
+
+/// A resource kind that goes into a stage's bundle.
+pub trait Member: kube::Resource<DynamicType = ()> + Serialize + Clone {
+    const KIND: &'static str;
+    const STAGE: Stage;
+
+    /// Checks the resource against the stage's compiler and the endpoint policy (`None`
+    /// when the namespace has no SecOpsPlatform, so there is no policy yet).
+    fn admit(&self, policy: Option<&EndpointPolicy>) -> Verdict;
+}
+
+fn bundle_key(kind: &str, name: &str) -> String {
+    format!("{kind}.{name}.yaml")
+}
+
+/// The resource as its stage loads it: spec and identity, no status or managed fields.
+fn entry<K: Member>(resource: &K) -> Result<BundleEntry, Refused> {
+    let mut value = serde_json::to_value(resource).map_err(|e| invalid(e.to_string()))?;
+    if let Some(object) = value.as_object_mut() {
+        object.remove("status");
+        object.insert(
+            "metadata".into(),
+            serde_json::json!({
+                "name": resource.name_any(),
+                "namespace": resource.namespace(),
+            }),
+        );
+    }
+    let yaml = serde_yaml::to_string(&value).map_err(|e| invalid(e.to_string()))?;
+    Ok(BundleEntry {
+        key: bundle_key(K::KIND, &resource.name_any()),
+        yaml,
+    })
+}
+
+fn invalid(message: String) -> Refused {
+    Refused {
+        reason: REASON_INVALID_SPEC,
+        message,
+    }
+}
+
+fn verdict<K: Member>(resource: &K, refused: Option<Refused>) -> Verdict {
+    Verdict {
+        stage: K::STAGE,
+        key: bundle_key(K::KIND, &resource.name_any()),
+        outcome: match refused {
+            Some(refused) => Err(refused),
+            None => entry(resource),
+        },
+        rule: None,
+    }
+}
+
+fn check_endpoint(policy: Option<&EndpointPolicy>, field: &str, url: &str) -> Result<(), Refused> {
+    match policy.map(|p| p.check(url)) {
+        Some(Err(refusal)) => Err(Refused {
+            reason: REASON_ENDPOINT_NOT_ALLOWED,
+            message: format!(
+                "{field}: {refusal}; add the host to the SecOpsPlatform's \
+                 spec.residency.allowedHosts or use an endpoint inside the allowed region"
+            ),
+        }),
+        _ => Ok(()),
+    }
+}
+
+fn key_of(resource: &impl kube::Resource) -> String {
+    format!(
+        "{}/{}",
+        resource.meta().namespace.as_deref().unwrap_or("default"),
+        resource.meta().name.as_deref().unwrap_or("")
+    )
+}
+
+impl Member for DetectionRule {
+    const KIND: &'static str = "DetectionRule";
+    const STAGE: Stage = Stage::Correlate;
+
+    fn admit(&self, _policy: Option<&EndpointPolicy>) -> Verdict {
+        let document = RuleDocument::new(key_of(self), self.spec.sigma.clone());
+        match document.compile() {
+            Ok(compiled) => {
+                let rule = compiled.rule_ref();
+                let mut verdict = verdict(self, None);
+                verdict.rule = Some((rule.id.clone(), rule.title.clone()));
+                verdict
+            }
+            Err(error) => verdict(
+                self,
+                Some(Refused {
+                    reason: REASON_COMPILE_FAILED,
+                    message: format!("spec.sigma: {error}"),
+                }),
+            ),
+        }
+    }
+}
+
+impl Member for Sensor {
+    const KIND: &'static str = "Sensor";
+    const STAGE: Stage = Stage::Ingest;
+
+    fn admit(&self, _policy: Option<&EndpointPolicy>) -> Verdict {
+        let transport = &self.spec.transport;
+        let refused = match (transport.kind, transport.port, &transport.path) {
+            (TransportKind::File, _, None) => Some(invalid(
+                "spec.transport.path is required for the file transport".into(),
+            )),
+            (TransportKind::File, _, Some(_)) => None,
+            (_, None, _) => Some(invalid(format!(
+                "spec.transport.port is required for the {:?} transport",
+                transport.kind
+            ))),
+            (_, Some(_), _) => None,
+        };
+        verdict(self, refused)
+    }
+}
+
+impl Member for IntelFeed {
+    const KIND: &'static str = "IntelFeed";
+    const STAGE: Stage = Stage::Enrich;
+
+    fn admit(&self, policy: Option<&EndpointPolicy>) -> Verdict {
+        let refused = match (&self.spec.url, &self.spec.path) {
+            (None, None) => Some(invalid("spec.url or spec.path is required".into())),
+            (Some(url), _) => check_endpoint(policy, "spec.url", url).err(),
+            (None, Some(_)) => None,
+        };
+        verdict(self, refused)
+    }
+}
+
+impl Member for Playbook {
+    const KIND: &'static str = "Playbook";
+    const STAGE: Stage = Stage::Respond;
+
+    fn admit(&self, policy: Option<&EndpointPolicy>) -> Verdict {
+        let loaded = Loaded {
+            object: self.clone(),
+            file: PathBuf::from(format!("{}/{}", Self::KIND, self.name_any())),
+            document: 0,
+        };
+        let (_, problems) = PlaybookSet::compile([loaded]);
+        let mut refused = problems.into_iter().next().map(|p| Refused {
+            reason: REASON_COMPILE_FAILED,
+            message: p.reason,
+        });
+        for step in &self.spec.steps {
+            if refused.is_some() {
+                break;
+            }
+            if let Some(webhook) = &step.webhook {
+                let field = format!("spec.steps[{}].webhook.url", step.name);
+                refused = check_endpoint(policy, &field, &webhook.url).err();
+            }
+        }
+        verdict(self, refused)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kastell_crds::platform::Residency;
+
+    fn policy() -> EndpointPolicy {
+        let residency = Residency {
+            allowed_hosts: vec!["misp.cert.example.eu".into()],
+            ..Residency::default()
+        };
+        EndpointPolicy::from_residency(&residency).0
+    }
+
+    fn rule(sigma: &str) -> DetectionRule {
+        serde_yaml::from_str(&format!(
+            "apiVersion: kastell.eu/v1alpha1\nkind: DetectionRule\n\
+             metadata: {{name: r1, namespace: secops}}\nspec:\n  sigma: {sigma:?}\n"
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_rule_that_compiles_is_admitted_with_its_id_and_title() {
+        let sigma = "title: Whoami\nid: 3f1b2c4d-0000-4000-8000-000000000001\n\
+                     logsource: {product: linux}\n\
+                     detection:\n  sel:\n    process.name: whoami\n  condition: sel\n";
+        let verdict = rule(sigma).admit(None);
+        let entry = verdict.outcome.expect("admitted");
+        assert_eq!(entry.key, "DetectionRule.r1.yaml");
+        assert!(entry.yaml.contains("whoami"));
+        assert!(!entry.yaml.contains("status"));
+        assert_eq!(verdict.rule.unwrap().1, "Whoami");
+    }
+
+    #[test]
+    fn a_rule_that_does_not_compile_carries_the_compiler_message() {
+        let sigma = "title: Broken\nlogsource: {product: linux}\n\
+                     detection:\n  sel:\n    process.name: whoami\n  condition: sel and nothere\n";
+        let refused = rule(sigma).admit(None).outcome.unwrap_err();
+        assert_eq!(refused.reason, REASON_COMPILE_FAILED);
+        assert!(
+            refused.message.starts_with("spec.sigma: "),
+            "{}",
+            refused.message
+        );
+        assert!(refused.message.contains("nothere"), "{}", refused.message);
+    }
+
+    #[test]
+    fn feeds_outside_the_allowed_hosts_are_refused() {
+        let feed = |url: &str| -> IntelFeed {
+            serde_yaml::from_str(&format!(
+                "apiVersion: kastell.eu/v1alpha1\nkind: IntelFeed\n\
+                 metadata: {{name: f, namespace: secops}}\nspec: {{type: misp-feed, url: {url:?}}}\n"
+            ))
+            .unwrap()
+        };
+        assert!(feed("https://misp.cert.example.eu/f")
+            .admit(Some(&policy()))
+            .outcome
+            .is_ok());
+        let refused = feed("https://feeds.example.com/x")
+            .admit(Some(&policy()))
+            .outcome
+            .unwrap_err();
+        assert!(refused.is_residency());
+        assert!(
+            refused.message.contains("feeds.example.com"),
+            "{}",
+            refused.message
+        );
+        assert!(feed("https://feeds.example.com/x")
+            .admit(None)
+            .outcome
+            .is_ok());
+    }
+}

@@ -1,0 +1,292 @@
+//! The stage Deployments: pods that meet the "restricted" Pod Security Standard, pinned
+//! by a required node affinity to the allowed regions, rolled when their bundle changes.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
+use k8s_openapi::api::core::v1::{
+    Affinity, Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
+    HTTPGetAction, NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm,
+    PersistentVolumeClaim, PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource,
+    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile,
+    SecurityContext, Volume, VolumeMount, VolumeResourceRequirements,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kastell_crds::platform::StorageKind;
+
+use super::bundle::{bundle_hash, config_map_name, Bundle, CONFIG_HASH_ANNOTATION};
+use super::{
+    metadata, platform_name, selector_labels, stage_metadata, stage_object_name, BuildInput, Stage,
+    HTTP_PORT,
+};
+
+/// Where a stage finds its bundle.
+pub const CONFIG_DIR: &str = "/etc/kastell/config";
+/// The cases stage's store.
+pub const DATA_DIR: &str = "/var/lib/kastell";
+/// The unprivileged user of the image (see the Dockerfile).
+const RUN_AS_USER: i64 = 65532;
+
+pub(super) fn deployment(input: &BuildInput, stage: Stage, bundle: &Bundle) -> Deployment {
+    let platform = platform_name(input);
+    let selector = selector_labels(&platform, stage);
+    let mut pod_labels = stage_metadata(input, stage).labels.unwrap_or_default();
+    pod_labels.extend(selector.clone());
+    let uses_volume_claim = needs_volume_claim(input, stage);
+    Deployment {
+        metadata: stage_metadata(input, stage),
+        spec: Some(DeploymentSpec {
+            replicas: Some(replicas(input, stage)),
+            selector: LabelSelector {
+                match_labels: Some(selector),
+                ..LabelSelector::default()
+            },
+            // A ReadWriteOnce store cannot be attached to the new pod while the old one
+            // still holds it.
+            strategy: uses_volume_claim.then(|| DeploymentStrategy {
+                type_: Some("Recreate".into()),
+                ..DeploymentStrategy::default()
+            }),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(pod_labels),
+                    annotations: Some(BTreeMap::from([(
+                        CONFIG_HASH_ANNOTATION.to_owned(),
+                        bundle_hash(bundle),
+                    )])),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(pod_spec(input, stage, uses_volume_claim)),
+            },
+            ..DeploymentSpec::default()
+        }),
+        ..Deployment::default()
+    }
+}
+
+/// The embedded SQLite store allows one writer: one replica, whatever was asked.
+fn replicas(input: &BuildInput, stage: Stage) -> i32 {
+    let asked = stage
+        .settings(input.platform)
+        .and_then(|s| s.replicas)
+        .unwrap_or(1);
+    if needs_volume_claim(input, stage) {
+        asked.min(1)
+    } else {
+        asked
+    }
+}
+
+fn needs_volume_claim(input: &BuildInput, stage: Stage) -> bool {
+    stage == Stage::Cases && input.platform.spec.storage.kind == StorageKind::Sqlite
+}
+
+fn pod_spec(input: &BuildInput, stage: Stage, uses_volume_claim: bool) -> PodSpec {
+    let name = stage_object_name(&platform_name(input), stage);
+    let mut volumes = vec![
+        Volume {
+            name: "config".into(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: config_map_name(input, stage),
+                ..ConfigMapVolumeSource::default()
+            }),
+            ..Volume::default()
+        },
+        Volume {
+            name: "tmp".into(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Volume::default()
+        },
+    ];
+    if uses_volume_claim {
+        volumes.push(Volume {
+            name: "data".into(),
+            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                claim_name: format!("{name}-data"),
+                ..PersistentVolumeClaimVolumeSource::default()
+            }),
+            ..Volume::default()
+        });
+    }
+    PodSpec {
+        service_account_name: Some(name),
+        automount_service_account_token: Some(true),
+        security_context: Some(PodSecurityContext {
+            run_as_non_root: Some(true),
+            run_as_user: Some(RUN_AS_USER),
+            run_as_group: Some(RUN_AS_USER),
+            fs_group: Some(RUN_AS_USER),
+            seccomp_profile: Some(runtime_default()),
+            ..PodSecurityContext::default()
+        }),
+        affinity: Some(region_affinity(input)),
+        containers: vec![container(input, stage, uses_volume_claim)],
+        volumes: Some(volumes),
+        ..PodSpec::default()
+    }
+}
+
+fn runtime_default() -> SeccompProfile {
+    SeccompProfile {
+        type_: "RuntimeDefault".into(),
+        ..SeccompProfile::default()
+    }
+}
+
+/// Required, not preferred: a pod that cannot be placed in an allowed region stays
+/// Pending, which is visible, rather than running somewhere it must not.
+pub fn region_affinity(input: &BuildInput) -> Affinity {
+    Affinity {
+        node_affinity: Some(NodeAffinity {
+            required_during_scheduling_ignored_during_execution: Some(NodeSelector {
+                node_selector_terms: vec![NodeSelectorTerm {
+                    match_expressions: Some(vec![NodeSelectorRequirement {
+                        key: input.platform.spec.residency.region_label().to_owned(),
+                        operator: "In".into(),
+                        values: Some(input.regions.iter().cloned().collect()),
+                    }]),
+                    ..NodeSelectorTerm::default()
+                }],
+            }),
+            ..NodeAffinity::default()
+        }),
+        ..Affinity::default()
+    }
+}
+
+fn container(input: &BuildInput, stage: Stage, uses_volume_claim: bool) -> Container {
+    let image = input
+        .platform
+        .spec
+        .workloads
+        .as_ref()
+        .and_then(|w| w.image.clone())
+        .unwrap_or_else(|| input.default_image.to_owned());
+    let mut ports = vec![ContainerPort {
+        name: Some("http".into()),
+        container_port: HTTP_PORT,
+        protocol: Some("TCP".into()),
+        ..ContainerPort::default()
+    }];
+    if stage == Stage::Ingest {
+        ports.extend(input.sensor_ports().into_iter().map(|p| ContainerPort {
+            name: Some(p.name),
+            container_port: p.port,
+            protocol: Some(p.protocol.into()),
+            ..ContainerPort::default()
+        }));
+    }
+    let mut mounts = vec![
+        VolumeMount {
+            name: "config".into(),
+            mount_path: CONFIG_DIR.into(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        },
+        VolumeMount {
+            name: "tmp".into(),
+            mount_path: "/tmp".into(),
+            ..VolumeMount::default()
+        },
+    ];
+    if uses_volume_claim {
+        mounts.push(VolumeMount {
+            name: "data".into(),
+            mount_path: DATA_DIR.into(),
+            ..VolumeMount::default()
+        });
+    }
+    Container {
+        name: stage.as_str().into(),
+        image: Some(image),
+        args: Some(
+            [
+                "stage",
+                stage.as_str(),
+                "--config",
+                CONFIG_DIR,
+                "--listen",
+                "0.0.0.0:8080",
+            ]
+            .map(String::from)
+            .to_vec(),
+        ),
+        ports: Some(ports),
+        resources: Some(resources(input, stage)),
+        liveness_probe: Some(probe("/healthz")),
+        readiness_probe: Some(probe("/readyz")),
+        security_context: Some(SecurityContext {
+            run_as_non_root: Some(true),
+            read_only_root_filesystem: Some(true),
+            allow_privilege_escalation: Some(false),
+            privileged: Some(false),
+            seccomp_profile: Some(runtime_default()),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".into()]),
+                ..Capabilities::default()
+            }),
+            ..SecurityContext::default()
+        }),
+        volume_mounts: Some(mounts),
+        ..Container::default()
+    }
+}
+
+fn resources(input: &BuildInput, stage: Stage) -> ResourceRequirements {
+    if let Some(asked) = stage
+        .settings(input.platform)
+        .and_then(|s| s.resources.clone())
+    {
+        return asked;
+    }
+    let quantity = |q: &str| Quantity(q.to_owned());
+    ResourceRequirements {
+        requests: Some(BTreeMap::from([
+            ("cpu".to_owned(), quantity("100m")),
+            ("memory".to_owned(), quantity("128Mi")),
+        ])),
+        limits: Some(BTreeMap::from([("memory".to_owned(), quantity("512Mi"))])),
+        ..ResourceRequirements::default()
+    }
+}
+
+fn probe(path: &str) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.into()),
+            port: IntOrString::String("http".into()),
+            ..HTTPGetAction::default()
+        }),
+        period_seconds: Some(10),
+        failure_threshold: Some(3),
+        ..Probe::default()
+    }
+}
+
+/// The cases stage's SQLite store, when the platform uses SQLite.
+pub(super) fn cases_volume_claim(input: &BuildInput) -> Option<PersistentVolumeClaim> {
+    if !needs_volume_claim(input, Stage::Cases) {
+        return None;
+    }
+    let name = format!(
+        "{}-data",
+        stage_object_name(&platform_name(input), Stage::Cases)
+    );
+    Some(PersistentVolumeClaim {
+        metadata: metadata(input, name, Stage::Cases),
+        spec: Some(PersistentVolumeClaimSpec {
+            access_modes: Some(vec!["ReadWriteOnce".into()]),
+            resources: Some(VolumeResourceRequirements {
+                requests: Some(BTreeMap::from([(
+                    "storage".to_owned(),
+                    Quantity("1Gi".into()),
+                )])),
+                ..VolumeResourceRequirements::default()
+            }),
+            ..PersistentVolumeClaimSpec::default()
+        }),
+        ..PersistentVolumeClaim::default()
+    })
+}

@@ -1,0 +1,341 @@
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::Command;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kastell_crds::SecOpsPlatform;
+
+use super::*;
+
+pub(crate) fn platform(yaml: &str) -> SecOpsPlatform {
+    serde_yaml::from_str(yaml).expect("test platform parses")
+}
+
+const PLATFORM: &str = r#"
+apiVersion: kastell.eu/v1alpha1
+kind: SecOpsPlatform
+metadata: {name: soc, namespace: secops, uid: 6d2b9a44-1111-4222-8333-444455556666}
+spec:
+  residency:
+    jurisdiction: EU
+    allowedHosts: [misp.cert.example.eu]
+    allowedNetworks: [10.20.0.0/16]
+  workloads:
+    correlate: {replicas: 3}
+    cases: {replicas: 4}
+"#;
+
+const SENSOR: &str = r#"
+apiVersion: kastell.eu/v1alpha1
+kind: Sensor
+metadata: {name: syslog, namespace: secops}
+spec:
+  format: syslog
+  transport: {type: syslog-udp, port: 5514}
+"#;
+
+fn owner() -> OwnerReference {
+    OwnerReference {
+        api_version: "kastell.eu/v1alpha1".into(),
+        kind: "SecOpsPlatform".into(),
+        name: "soc".into(),
+        uid: "6d2b9a44-1111-4222-8333-444455556666".into(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    }
+}
+
+fn bundles(rule_text: &str) -> BTreeMap<Stage, Bundle> {
+    let mut bundles = BTreeMap::new();
+    let mut ingest = Bundle::default();
+    ingest.insert(BundleEntry {
+        key: "Sensor.syslog.yaml".into(),
+        yaml: SENSOR.into(),
+    });
+    bundles.insert(Stage::Ingest, ingest);
+    let mut correlate = Bundle::default();
+    correlate.insert(BundleEntry {
+        key: "DetectionRule.r.yaml".into(),
+        yaml: rule_text.into(),
+    });
+    bundles.insert(Stage::Correlate, correlate);
+    bundles
+}
+
+fn build(platform: &SecOpsPlatform, bundles: &BTreeMap<Stage, Bundle>) -> PlatformObjects {
+    let regions: BTreeSet<String> = crate::regions::allowed_regions(&platform.spec.residency);
+    platform_objects(&BuildInput {
+        platform,
+        owner: owner(),
+        default_image: "ghcr.io/kastell-eu/kastell:0.1.0",
+        regions: &regions,
+        bundles,
+    })
+}
+
+#[test]
+fn five_stages_each_with_its_objects() {
+    let objects = build(&platform(PLATFORM), &bundles("a"));
+    assert_eq!(objects.deployments.len(), 5);
+    assert_eq!(objects.services.len(), 5);
+    assert_eq!(objects.service_accounts.len(), 5);
+    assert_eq!(objects.roles.len(), 5);
+    assert_eq!(objects.role_bindings.len(), 5);
+    assert_eq!(objects.config_maps.len(), 5);
+    assert_eq!(objects.volume_claims.len(), 1, "sqlite cases store");
+    let names: Vec<_> = objects
+        .deployments
+        .iter()
+        .map(|d| d.metadata.name.clone().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "soc-ingest",
+            "soc-correlate",
+            "soc-enrich",
+            "soc-cases",
+            "soc-respond"
+        ]
+    );
+    for d in &objects.deployments {
+        let owners = d.metadata.owner_references.as_ref().unwrap();
+        assert_eq!(owners[0].uid, owner().uid);
+        assert_eq!(d.metadata.namespace.as_deref(), Some("secops"));
+    }
+    let replicas: Vec<_> = objects
+        .deployments
+        .iter()
+        .map(|d| d.spec.as_ref().unwrap().replicas.unwrap())
+        .collect();
+    assert_eq!(
+        replicas,
+        [1, 3, 1, 1, 1],
+        "sqlite keeps cases at one replica"
+    );
+}
+
+#[test]
+fn pods_meet_the_restricted_standard_and_probe_health() {
+    let objects = build(&platform(PLATFORM), &bundles("a"));
+    for d in &objects.deployments {
+        let pod = d.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+        let psc = pod.security_context.as_ref().unwrap();
+        assert_eq!(psc.run_as_non_root, Some(true));
+        assert_eq!(
+            psc.seccomp_profile.as_ref().unwrap().type_,
+            "RuntimeDefault"
+        );
+        for c in &pod.containers {
+            let sc = c.security_context.as_ref().unwrap();
+            assert_eq!(sc.read_only_root_filesystem, Some(true));
+            assert_eq!(sc.allow_privilege_escalation, Some(false));
+            assert_eq!(
+                sc.capabilities.as_ref().unwrap().drop,
+                Some(vec!["ALL".into()])
+            );
+            let live = c
+                .liveness_probe
+                .as_ref()
+                .unwrap()
+                .http_get
+                .as_ref()
+                .unwrap();
+            let ready = c
+                .readiness_probe
+                .as_ref()
+                .unwrap()
+                .http_get
+                .as_ref()
+                .unwrap();
+            assert_eq!(live.path.as_deref(), Some("/healthz"));
+            assert_eq!(ready.path.as_deref(), Some("/readyz"));
+            assert!(c.resources.as_ref().unwrap().requests.is_some());
+            assert_eq!(c.image.as_deref(), Some("ghcr.io/kastell-eu/kastell:0.1.0"));
+        }
+    }
+}
+
+#[test]
+fn pods_are_pinned_to_the_allowed_regions_by_an_unforgeable_label() {
+    let objects = build(&platform(PLATFORM), &bundles("a"));
+    let pod = objects.deployments[0]
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .clone()
+        .unwrap();
+    let required = pod
+        .affinity
+        .unwrap()
+        .node_affinity
+        .unwrap()
+        .required_during_scheduling_ignored_during_execution
+        .unwrap();
+    let expression = &required.node_selector_terms[0]
+        .match_expressions
+        .as_ref()
+        .unwrap()[0];
+    assert_eq!(expression.key, "node-restriction.kubernetes.io/region");
+    assert_eq!(expression.operator, "In");
+    let values = expression.values.as_ref().unwrap();
+    assert!(values.contains(&"eu-central-1".to_owned()));
+    assert!(!values.contains(&"eu-west-2".to_owned()));
+}
+
+#[test]
+fn a_changed_bundle_changes_only_its_stage_template_hash() {
+    let p = platform(PLATFORM);
+    let before = build(&p, &bundles("rule one"));
+    let after = build(&p, &bundles("rule two"));
+    let hash = |o: &PlatformObjects, i: usize| {
+        o.deployments[i]
+            .spec
+            .as_ref()
+            .unwrap()
+            .template
+            .metadata
+            .as_ref()
+            .unwrap()
+            .annotations
+            .as_ref()
+            .unwrap()[CONFIG_HASH_ANNOTATION]
+            .clone()
+    };
+    assert_ne!(hash(&before, 1), hash(&after, 1), "correlate rolls");
+    assert_eq!(hash(&before, 0), hash(&after, 0), "ingest does not");
+    assert_eq!(
+        before.config_maps[1].data.as_ref().unwrap()["DetectionRule.r.yaml"],
+        "rule one"
+    );
+}
+
+#[test]
+fn network_policies_allow_pipeline_sensors_and_allowed_networks_only() {
+    let objects = build(&platform(PLATFORM), &bundles("a"));
+    let names: Vec<_> = objects
+        .network_policies
+        .iter()
+        .map(|n| n.metadata.name.clone().unwrap())
+        .collect();
+    assert_eq!(names, ["soc-pipeline", "soc-sensors", "soc-allowed-egress"]);
+    let egress = objects.network_policies[2]
+        .spec
+        .as_ref()
+        .unwrap()
+        .egress
+        .as_ref()
+        .unwrap();
+    let peers = egress[0].to.as_ref().unwrap();
+    assert_eq!(peers[0].ip_block.as_ref().unwrap().cidr, "10.20.0.0/16");
+    let sensors = objects.network_policies[1]
+        .spec
+        .as_ref()
+        .unwrap()
+        .ingress
+        .as_ref()
+        .unwrap();
+    let port = &sensors[0].ports.as_ref().unwrap()[0];
+    assert_eq!(port.protocol.as_deref(), Some("UDP"));
+    let service_ports: Vec<_> = objects.services[0]
+        .spec
+        .as_ref()
+        .unwrap()
+        .ports
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|p| p.port)
+        .collect();
+    assert_eq!(service_ports, [8080, 5514]);
+}
+
+#[test]
+fn roles_grant_only_the_stage_configuration() {
+    let objects = build(&platform(PLATFORM), &bundles("a"));
+    let ingest = objects.roles[0].rules.as_ref().unwrap();
+    assert_eq!(ingest.len(), 1);
+    assert_eq!(
+        ingest[0].resource_names,
+        Some(vec!["soc-ingest-config".into()])
+    );
+    assert_eq!(ingest[0].verbs, ["get", "watch"]);
+    let cases = objects.roles[3].rules.as_ref().unwrap();
+    assert_eq!(
+        cases[1].resources,
+        Some(vec!["cases".into(), "cases/status".into()])
+    );
+}
+
+/// Every object the operator builds, against the Kubernetes 1.35 OpenAPI schemas.
+#[test]
+fn built_objects_pass_kubernetes_validate_strict() {
+    let Some(validator) = validator() else {
+        eprintln!(
+            "SKIPPED: built_objects_pass_kubernetes_validate_strict: kubernetes-validate not \
+             found (set KASTELL_KUBERNETES_VALIDATE or run tests/tools/ensure-kubernetes-validate)"
+        );
+        return;
+    };
+    let objects = build(&platform(PLATFORM), &bundles("a"));
+    let dir = tempfile::tempdir().unwrap();
+    let mut files = Vec::new();
+    let mut write = |kind: &str, value: serde_json::Value| {
+        let path = dir.path().join(format!("{:03}-{kind}.yaml", files.len()));
+        std::fs::write(&path, serde_yaml::to_string(&value).unwrap()).unwrap();
+        files.push(path);
+    };
+    for o in &objects.deployments {
+        write("deployment", serde_json::to_value(o).unwrap());
+    }
+    for o in &objects.services {
+        write("service", serde_json::to_value(o).unwrap());
+    }
+    for o in &objects.service_accounts {
+        write("sa", serde_json::to_value(o).unwrap());
+    }
+    for o in &objects.roles {
+        write("role", serde_json::to_value(o).unwrap());
+    }
+    for o in &objects.role_bindings {
+        write("rb", serde_json::to_value(o).unwrap());
+    }
+    for o in &objects.config_maps {
+        write("cm", serde_json::to_value(o).unwrap());
+    }
+    for o in &objects.network_policies {
+        write("np", serde_json::to_value(o).unwrap());
+    }
+    for o in &objects.volume_claims {
+        write("pvc", serde_json::to_value(o).unwrap());
+    }
+    let output = Command::new(&validator)
+        .args(["--strict", "--kubernetes-version", "1.35"])
+        .args(&files)
+        .output()
+        .expect("running kubernetes-validate");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "kubernetes-validate failed:\n{stdout}\n{stderr}"
+    );
+    assert_eq!(
+        stdout.matches(" passed for resource ").count(),
+        files.len(),
+        "{stdout}"
+    );
+}
+
+pub(crate) fn validator() -> Option<String> {
+    if let Ok(path) = std::env::var("KASTELL_KUBERNETES_VALIDATE") {
+        return Some(path);
+    }
+    Command::new("kubernetes-validate")
+        .arg("--version")
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|_| "kubernetes-validate".into())
+}

@@ -1,0 +1,368 @@
+//! The SecOpsPlatform controller. A reconcile: read the namespace's members and the live
+//! bundles, validate the platform, admit the members and assemble the bundles, build the
+//! platform's objects, apply them, gather the residency evidence, write the status.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use kastell_crds::{DetectionRule, IntelFeed, Playbook, SecOpsPlatform, Sensor};
+use kube::runtime::controller::Action;
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::{watcher, Controller};
+use kube::{Api, Resource, ResourceExt};
+use serde_json::json;
+
+use super::member::{error_policy, previous_conditions};
+use super::placement;
+use super::{apply, failure_key, Context, Error};
+use crate::admission::{Member, Verdict};
+use crate::build::{self, BuildInput, Bundle, BundleEntry, PlatformObjects, Stage};
+use crate::conditions::{merge, standard, Observed, CONDITION_RESIDENCY};
+use crate::residency::EndpointPolicy;
+
+const KIND: &str = "SecOpsPlatform";
+/// Placement is re-checked this often even without a watch event.
+const RECHECK: Duration = Duration::from_secs(300);
+
+pub async fn run(context: Arc<Context>) {
+    let client = context.client.clone();
+    let controller = Controller::new(
+        Api::<SecOpsPlatform>::all(client.clone()),
+        watcher::Config::default(),
+    );
+    let platforms = controller.store();
+    let in_namespace = move |namespace: Option<String>| {
+        platforms
+            .state()
+            .into_iter()
+            .filter(|p| p.namespace() == namespace)
+            .map(|p| ObjectRef::from_obj(&*p))
+            .collect::<Vec<_>>()
+    };
+    let (a, b, c, d) = (
+        in_namespace.clone(),
+        in_namespace.clone(),
+        in_namespace.clone(),
+        in_namespace.clone(),
+    );
+    let pods = watcher::Config::default().labels("app.kubernetes.io/name=kastell");
+    controller
+        .owns(
+            Api::<Deployment>::all(client.clone()),
+            watcher::Config::default(),
+        )
+        .owns(
+            Api::<ConfigMap>::all(client.clone()),
+            watcher::Config::default(),
+        )
+        .owns(
+            Api::<Service>::all(client.clone()),
+            watcher::Config::default(),
+        )
+        .owns(
+            Api::<NetworkPolicy>::all(client.clone()),
+            watcher::Config::default(),
+        )
+        .watches(
+            Api::<DetectionRule>::all(client.clone()),
+            watcher::Config::default(),
+            move |o| a(o.namespace()),
+        )
+        .watches(
+            Api::<Sensor>::all(client.clone()),
+            watcher::Config::default(),
+            move |o| b(o.namespace()),
+        )
+        .watches(
+            Api::<IntelFeed>::all(client.clone()),
+            watcher::Config::default(),
+            move |o| c(o.namespace()),
+        )
+        .watches(
+            Api::<Playbook>::all(client.clone()),
+            watcher::Config::default(),
+            move |o| d(o.namespace()),
+        )
+        .watches(
+            Api::<k8s_openapi::api::core::v1::Pod>::all(client.clone()),
+            pods,
+            |pod| {
+                let platform = pod.labels().get("app.kubernetes.io/instance").cloned();
+                platform
+                    .map(|name| ObjectRef::new(&name).within(&pod.namespace().unwrap_or_default()))
+            },
+        )
+        .shutdown_on_signal()
+        .run(reconcile, error_policy::<SecOpsPlatform>, context)
+        .for_each(|_| async {})
+        .await;
+}
+
+#[tracing::instrument(skip_all, fields(namespace = platform.namespace(), name = platform.name_any(), generation = platform.meta().generation))]
+async fn reconcile(platform: Arc<SecOpsPlatform>, context: Arc<Context>) -> Result<Action, Error> {
+    let started = Instant::now();
+    let namespace = platform.namespace().unwrap_or_default();
+    let members = read_members(&context, &namespace).await?;
+    let live = read_live_bundles(&context, &platform).await?;
+
+    let (policy, regions) = match validate(&platform) {
+        Ok(valid) => valid,
+        Err(message) => return refuse(&context, &platform, &message, started).await,
+    };
+
+    let verdicts = members.admit(&policy);
+    let bundles = crate::assemble::bundles(&platform_entry(&platform)?, &verdicts, &live);
+    let owner = platform
+        .controller_owner_ref(&())
+        .ok_or_else(|| Error::Encode {
+            what: format!("the owner reference of {namespace}/{}", platform.name_any()),
+            message: "the platform has no uid yet".into(),
+        })?;
+    let objects = build::platform_objects(&BuildInput {
+        platform: &platform,
+        owner,
+        default_image: &context.stage_image,
+        regions: &regions,
+        bundles: &bundles,
+    });
+
+    apply_all(&context, &objects).await?;
+
+    let placement = placement::observe(&context, &platform, &regions).await?;
+    let residency = residency_condition(&verdicts, &placement);
+
+    let summary = summary(&verdicts);
+    write_status(&context, &platform, Ok(&summary), residency).await?;
+    context.succeeded(&failure_key(&ObjectRef::from_obj(&*platform)));
+    context
+        .metrics
+        .reconciled(KIND, started.elapsed().as_secs_f64());
+    Ok(Action::requeue(RECHECK))
+}
+
+/// The namespace's bundle members.
+struct Members {
+    rules: Vec<DetectionRule>,
+    sensors: Vec<Sensor>,
+    feeds: Vec<IntelFeed>,
+    playbooks: Vec<Playbook>,
+}
+
+impl Members {
+    fn admit(&self, policy: &EndpointPolicy) -> Vec<Verdict> {
+        let p = Some(policy);
+        let mut verdicts: Vec<Verdict> = self.rules.iter().map(|m| m.admit(p)).collect();
+        verdicts.extend(self.sensors.iter().map(|m| m.admit(p)));
+        verdicts.extend(self.feeds.iter().map(|m| m.admit(p)));
+        verdicts.extend(self.playbooks.iter().map(|m| m.admit(p)));
+        verdicts
+    }
+}
+
+async fn list<
+    K: Member
+        + kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+>(
+    context: &Context,
+    namespace: &str,
+) -> Result<Vec<K>, Error> {
+    Api::<K>::namespaced(context.client.clone(), namespace)
+        .list(&Default::default())
+        .await
+        .map(|l| l.items)
+        .map_err(|source| Error::Read {
+            what: format!("the {}s of namespace {namespace}", K::KIND),
+            source,
+        })
+}
+
+async fn read_members(context: &Context, namespace: &str) -> Result<Members, Error> {
+    Ok(Members {
+        rules: list(context, namespace).await?,
+        sensors: list(context, namespace).await?,
+        feeds: list(context, namespace).await?,
+        playbooks: list(context, namespace).await?,
+    })
+}
+
+/// The bundles in the stages' ConfigMaps now, so a refused resource keeps its last good
+/// entry.
+async fn read_live_bundles(
+    context: &Context,
+    platform: &SecOpsPlatform,
+) -> Result<BTreeMap<Stage, Bundle>, Error> {
+    let namespace = platform.namespace().unwrap_or_default();
+    let api = Api::<ConfigMap>::namespaced(context.client.clone(), &namespace);
+    let mut live = BTreeMap::new();
+    for stage in Stage::ALL {
+        let name = format!(
+            "{}-config",
+            build::stage_object_name(&platform.name_any(), stage)
+        );
+        let found = api.get_opt(&name).await.map_err(|source| Error::Read {
+            what: format!("ConfigMap {namespace}/{name}"),
+            source,
+        })?;
+        if let Some(data) = found.and_then(|cm| cm.data) {
+            live.insert(stage, Bundle { entries: data });
+        }
+    }
+    Ok(live)
+}
+
+/// The platform's own problems: a policy that names no region, networks that are not
+/// CIDRs, a git remote outside the allowed hosts.
+fn validate(platform: &SecOpsPlatform) -> Result<(EndpointPolicy, BTreeSet<String>), String> {
+    let residency = &platform.spec.residency;
+    let regions = crate::regions::allowed_regions(residency);
+    if regions.is_empty() {
+        return Err(
+            "spec.residency allows no region: set jurisdiction (EU or EEA) or list \
+                    regions, so the workloads can be pinned to nodes"
+                .into(),
+        );
+    }
+    let (policy, errors) = EndpointPolicy::from_residency(residency);
+    if let Some(error) = errors.first() {
+        return Err(format!("spec.residency: {error}"));
+    }
+    if let Some(git) = &platform.spec.git {
+        policy
+            .check(&git.url)
+            .map_err(|refusal| format!("spec.git.url: {refusal}"))?;
+    }
+    Ok((policy, regions))
+}
+
+async fn refuse(
+    context: &Context,
+    platform: &SecOpsPlatform,
+    message: &str,
+    started: Instant,
+) -> Result<Action, Error> {
+    tracing::info!(message, "platform refused");
+    context.warn(platform, "InvalidSpec", message).await;
+    let residency = Observed::new(CONDITION_RESIDENCY, false, "InvalidSpec", message);
+    write_status(context, platform, Err(("InvalidSpec", message)), residency).await?;
+    context
+        .metrics
+        .reconciled(KIND, started.elapsed().as_secs_f64());
+    // Nothing changes until the platform does.
+    Ok(Action::await_change())
+}
+
+fn platform_entry(platform: &SecOpsPlatform) -> Result<BundleEntry, Error> {
+    let value = json!({
+        "apiVersion": SecOpsPlatform::api_version(&()),
+        "kind": KIND,
+        "metadata": {"name": platform.name_any(), "namespace": platform.namespace()},
+        "spec": platform.spec,
+    });
+    let yaml = serde_yaml::to_string(&value).map_err(|e| Error::Encode {
+        what: format!("SecOpsPlatform {}", platform.name_any()),
+        message: e.to_string(),
+    })?;
+    Ok(BundleEntry {
+        key: format!("{KIND}.{}.yaml", platform.name_any()),
+        yaml,
+    })
+}
+
+/// ConfigMaps first, so a Deployment rolled by a new hash finds its new bundle.
+async fn apply_all(context: &Context, objects: &PlatformObjects) -> Result<(), Error> {
+    let client = &context.client;
+    for o in &objects.config_maps {
+        apply::object(client, o).await?;
+    }
+    for o in &objects.service_accounts {
+        apply::object::<ServiceAccount>(client, o).await?;
+    }
+    for o in &objects.roles {
+        apply::object::<Role>(client, o).await?;
+    }
+    for o in &objects.role_bindings {
+        apply::object::<RoleBinding>(client, o).await?;
+    }
+    for o in &objects.volume_claims {
+        apply::object(client, o).await?;
+    }
+    for o in &objects.network_policies {
+        apply::object(client, o).await?;
+    }
+    for o in &objects.services {
+        apply::object(client, o).await?;
+    }
+    for o in &objects.deployments {
+        apply::object(client, o).await?;
+    }
+    Ok(())
+}
+
+fn summary(verdicts: &[Verdict]) -> String {
+    let refused: Vec<&str> = verdicts
+        .iter()
+        .filter(|v| v.outcome.is_err())
+        .map(|v| v.key.trim_end_matches(".yaml"))
+        .collect();
+    let admitted = verdicts.len() - refused.len();
+    if refused.is_empty() {
+        format!("5 stages applied with {admitted} resources")
+    } else {
+        format!(
+            "5 stages applied with {admitted} resources; refused (see their conditions): {}",
+            refused.join(", ")
+        )
+    }
+}
+
+fn residency_condition(verdicts: &[Verdict], placement: &placement::Placement) -> Observed {
+    let refused: Vec<String> = verdicts
+        .iter()
+        .filter_map(|v| {
+            v.outcome
+                .as_ref()
+                .err()
+                .filter(|r| r.is_residency())
+                .map(|r| format!("{}: {}", v.key.trim_end_matches(".yaml"), r.message))
+        })
+        .collect();
+    if !refused.is_empty() {
+        return Observed::new(
+            CONDITION_RESIDENCY,
+            false,
+            "EndpointNotAllowed",
+            format!("outbound endpoints refused: {}", refused.join("; ")),
+        );
+    }
+    placement.condition()
+}
+
+async fn write_status(
+    context: &Context,
+    platform: &SecOpsPlatform,
+    outcome: Result<&str, (&str, &str)>,
+    residency: Observed,
+) -> Result<(), Error> {
+    let generation = platform.meta().generation;
+    let mut observed = standard(outcome);
+    let compliant = match residency.status {
+        "True" => Some(true),
+        "False" => Some(false),
+        _ => None,
+    };
+    observed.push(residency);
+    let status = json!({
+        "conditions": merge(&previous_conditions(platform), &observed, generation),
+        "observedGeneration": generation,
+        "residencyCompliant": compliant,
+    });
+    apply::status(&context.client, platform, status).await
+}

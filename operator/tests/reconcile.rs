@@ -1,0 +1,352 @@
+//! The controllers against a real kube-apiserver (tests/control-plane, or the cluster in
+//! KASTELL_KUBECONFIG): objects created with owner references, status written, drift
+//! corrected, a rule that stops compiling, residency violations. There is no kubelet or
+//! scheduler, so what is checked is what the API server holds.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod};
+use kastell_crds::{DetectionRule, IntelFeed, SecOpsPlatform};
+use kastell_kube_harness::{setup, TestEnv};
+use kastell_operator::controller::{self, Context, Metrics};
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::{Api, ResourceExt};
+use serde_json::{json, Value};
+
+/// How long a test waits for the operator before it reports what it saw instead.
+const PATIENCE: Duration = Duration::from_secs(60);
+
+fn start_operator(env: &TestEnv) -> tokio::task::JoinHandle<()> {
+    let metrics = Arc::new(Metrics::new().expect("metrics register"));
+    let context = Arc::new(Context::new(
+        env.client(),
+        metrics,
+        "ghcr.io/kastell-eu/kastell:test".into(),
+        "reconcile-test".into(),
+    ));
+    tokio::spawn(controller::run(context))
+}
+
+/// Polls `probe` until it returns `Some`, panicking with the last observation after
+/// [`PATIENCE`].
+async fn eventually<T, F, Fut>(what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, String>>,
+{
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        match probe().await {
+            Ok(value) => return value,
+            Err(seen) if tokio::time::Instant::now() > deadline => {
+                panic!("{what}: not reached; last seen: {seen}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
+        }
+    }
+}
+
+async fn create<K>(api: &Api<K>, yaml: &str) -> K
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
+{
+    let object: K = serde_yaml::from_str(yaml).expect("test object parses");
+    api.create(&PostParams::default(), &object)
+        .await
+        .expect("creating a test object")
+}
+
+fn platform_yaml() -> &'static str {
+    r#"
+apiVersion: kastell.eu/v1alpha1
+kind: SecOpsPlatform
+metadata: {name: soc}
+spec:
+  residency:
+    jurisdiction: EU
+    allowedHosts: [misp.cert.example.eu]
+"#
+}
+
+fn condition(object: &impl serde::Serialize, type_: &str) -> Option<Value> {
+    let value = serde_json::to_value(object).ok()?;
+    value
+        .pointer("/status/conditions")?
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == type_)
+        .cloned()
+}
+
+async fn wait_condition<K>(api: &Api<K>, name: &str, type_: &str, status: &str) -> Value
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
+{
+    eventually(&format!("{name} {type_}={status}"), || async {
+        let object = api.get(name).await.map_err(|e| e.to_string())?;
+        match condition(&object, type_) {
+            Some(c) if c["status"] == status => Ok(c),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn platform_objects_are_created_owned_and_status_is_written() {
+    let Some(env) = setup("platform_objects_are_created_owned_and_status_is_written").await else {
+        return;
+    };
+    let operator = start_operator(&env);
+    let platforms: Api<SecOpsPlatform> = env.api();
+    let platform = create(&platforms, platform_yaml()).await;
+
+    let deployments: Api<Deployment> = env.api();
+    let correlate = eventually("soc-correlate Deployment", || async {
+        deployments
+            .get("soc-correlate")
+            .await
+            .map_err(|e| e.to_string())
+    })
+    .await;
+    let owner = &correlate.owner_references()[0];
+    assert_eq!(owner.uid, platform.uid().unwrap());
+    assert_eq!(owner.controller, Some(true));
+    for stage in ["ingest", "enrich", "cases", "respond"] {
+        let d = deployments.get(&format!("soc-{stage}")).await.unwrap();
+        assert_eq!(d.owner_references()[0].kind, "SecOpsPlatform");
+    }
+    let managers: Vec<_> = correlate
+        .managed_fields()
+        .iter()
+        .filter_map(|m| m.manager.clone())
+        .collect();
+    assert!(
+        managers.contains(&"kastell-operator".to_owned()),
+        "{managers:?}"
+    );
+
+    let ready = wait_condition(&platforms, "soc", "Ready", "True").await;
+    assert_eq!(
+        ready["observedGeneration"],
+        json!(platform.metadata.generation)
+    );
+    let residency = wait_condition(&platforms, "soc", "ResidencyCompliant", "Unknown").await;
+    assert_eq!(residency["reason"], "NothingPlacedYet");
+    operator.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edited_deployment_is_put_back() {
+    let Some(env) = setup("an_edited_deployment_is_put_back").await else {
+        return;
+    };
+    let operator = start_operator(&env);
+    let platforms: Api<SecOpsPlatform> = env.api();
+    create(&platforms, platform_yaml()).await;
+    let deployments: Api<Deployment> = env.api();
+    eventually("soc-enrich Deployment", || async {
+        deployments
+            .get("soc-enrich")
+            .await
+            .map_err(|e| e.to_string())
+    })
+    .await;
+
+    let edit = json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "soc-enrich"},
+        "spec": {"replicas": 7},
+    });
+    deployments
+        .patch(
+            "soc-enrich",
+            &PatchParams::apply("someone-else").force(),
+            &Patch::Apply(&edit),
+        )
+        .await
+        .expect("editing the Deployment");
+
+    eventually("replicas back to 1", || async {
+        let d = deployments
+            .get("soc-enrich")
+            .await
+            .map_err(|e| e.to_string())?;
+        match d.spec.and_then(|s| s.replicas) {
+            Some(1) => Ok(()),
+            other => Err(format!("replicas {other:?}")),
+        }
+    })
+    .await;
+    operator.abort();
+}
+
+const GOOD_RULE: &str = r#"
+apiVersion: kastell.eu/v1alpha1
+kind: DetectionRule
+metadata: {name: whoami}
+spec:
+  sigma: |
+    title: Whoami
+    id: 3f1b2c4d-0000-4000-8000-000000000001
+    logsource: {product: linux}
+    detection:
+      sel:
+        process.name: whoami
+      condition: sel
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rule_that_stops_compiling_is_refused_and_its_good_version_stays_live() {
+    let Some(env) = setup("a_rule_that_stops_compiling").await else {
+        return;
+    };
+    let operator = start_operator(&env);
+    let platforms: Api<SecOpsPlatform> = env.api();
+    create(&platforms, platform_yaml()).await;
+    let rules: Api<DetectionRule> = env.api();
+    create(&rules, GOOD_RULE).await;
+    wait_condition(&rules, "whoami", "Ready", "True").await;
+    let config_maps: Api<ConfigMap> = env.api();
+    let live_rule = || async {
+        let cm = config_maps
+            .get("soc-correlate-config")
+            .await
+            .map_err(|e| e.to_string())?;
+        cm.data
+            .and_then(|d| d.get("DetectionRule.whoami.yaml").cloned())
+            .ok_or_else(|| "no DetectionRule.whoami.yaml yet".to_owned())
+    };
+    let good = eventually("the rule in the correlate bundle", live_rule).await;
+    assert!(good.contains("process.name: whoami"), "{good}");
+
+    let broken = GOOD_RULE.replace("condition: sel", "condition: sel and missing");
+    let broken: DetectionRule = serde_yaml::from_str(&broken).unwrap();
+    rules
+        .patch(
+            "whoami",
+            &PatchParams::apply("test-author").force(),
+            &Patch::Apply(json!({
+                "apiVersion": "kastell.eu/v1alpha1", "kind": "DetectionRule",
+                "metadata": {"name": "whoami"},
+                "spec": broken.spec,
+            })),
+        )
+        .await
+        .expect("breaking the rule");
+
+    let refused = wait_condition(&rules, "whoami", "Ready", "False").await;
+    assert_eq!(refused["reason"], "CompileFailed");
+    let message = refused["message"].as_str().unwrap_or_default();
+    assert!(message.starts_with("spec.sigma: "), "{message}");
+    assert!(message.contains("missing"), "{message}");
+    let rule = rules.get("whoami").await.unwrap();
+    assert_eq!(
+        refused["observedGeneration"],
+        json!(rule.metadata.generation)
+    );
+    // The platform has reconciled the refusal (its summary names the rule) and the
+    // correlate bundle still carries the good version.
+    eventually("the platform reports the refused rule", || async {
+        let p = platforms.get("soc").await.map_err(|e| e.to_string())?;
+        let ready = condition(&p, "Ready").ok_or("no Ready")?;
+        let message = ready["message"].as_str().unwrap_or_default().to_owned();
+        message
+            .contains("DetectionRule.whoami")
+            .then_some(())
+            .ok_or(message)
+    })
+    .await;
+    assert_eq!(live_rule().await.unwrap(), good);
+    operator.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn residency_violations_are_reported_as_conditions() {
+    let Some(env) = setup("residency_violations").await else {
+        return;
+    };
+    let operator = start_operator(&env);
+    let platforms: Api<SecOpsPlatform> = env.api();
+    create(&platforms, platform_yaml()).await;
+    wait_condition(&platforms, "soc", "Ready", "True").await;
+
+    // A pod of the platform bound to a node in a region outside the EU.
+    let node_name = format!("{}-us", env.namespace());
+    let nodes: Api<Node> = Api::all(env.client());
+    let node: Node = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": node_name, "labels": {"node-restriction.kubernetes.io/region": "us-east-1"}},
+    }))
+    .unwrap();
+    nodes
+        .create(&PostParams::default(), &node)
+        .await
+        .expect("creating a node");
+    let pods: Api<Pod> = env.api();
+    eventually("the ingest ServiceAccount", || async {
+        Api::<k8s_openapi::api::core::v1::ServiceAccount>::namespaced(env.client(), env.namespace())
+            .get("soc-ingest")
+            .await
+            .map_err(|e| e.to_string())
+    })
+    .await;
+    let pod: Pod = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "soc-ingest-placed", "labels": {
+            "app.kubernetes.io/name": "kastell", "app.kubernetes.io/instance": "soc",
+            "app.kubernetes.io/component": "ingest"}},
+        "spec": {"nodeName": node_name, "serviceAccountName": "soc-ingest",
+                 "automountServiceAccountToken": false,
+                 "containers": [{"name": "ingest", "image": "ghcr.io/kastell-eu/kastell:test"}]},
+    }))
+    .unwrap();
+    pods.create(&PostParams::default(), &pod)
+        .await
+        .expect("creating a pod");
+    let placed = wait_condition(&platforms, "soc", "ResidencyCompliant", "False").await;
+    assert_eq!(placed["reason"], "PlacedOutsideAllowedRegions");
+    let message = placed["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains(&node_name) && message.contains("us-east-1"),
+        "{message}"
+    );
+    let platform = platforms.get("soc").await.unwrap();
+    assert_eq!(
+        platform.status.and_then(|s| s.residency_compliant),
+        Some(false)
+    );
+
+    // A feed whose URL is outside the allowed hosts is refused.
+    let feeds: Api<IntelFeed> = env.api();
+    create(
+        &feeds,
+        "apiVersion: kastell.eu/v1alpha1\nkind: IntelFeed\nmetadata: {name: outside}\n\
+         spec: {type: misp-feed, url: 'https://feeds.example.com/misp'}\n",
+    )
+    .await;
+    let refused = wait_condition(&feeds, "outside", "Ready", "False").await;
+    assert_eq!(refused["reason"], "EndpointNotAllowed");
+    assert!(refused["message"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("feeds.example.com"));
+    let endpoint = eventually("the platform reports the refused endpoint", || async {
+        let p = platforms.get("soc").await.map_err(|e| e.to_string())?;
+        let c = condition(&p, "ResidencyCompliant").ok_or("none")?;
+        (c["reason"] == "EndpointNotAllowed")
+            .then_some(c.clone())
+            .ok_or(c.to_string())
+    })
+    .await;
+    assert!(endpoint["message"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("IntelFeed.outside"));
+
+    let _ = nodes.delete(&node_name, &Default::default()).await;
+    operator.abort();
+}
