@@ -115,8 +115,13 @@ async fn platform_objects_are_created_owned_and_status_is_written() {
     let owner = &correlate.owner_references()[0];
     assert_eq!(owner.uid, platform.uid().unwrap());
     assert_eq!(owner.controller, Some(true));
+    // The Deployments are applied one after the other: wait for each.
     for stage in ["ingest", "enrich", "cases", "respond"] {
-        let d = deployments.get(&format!("soc-{stage}")).await.unwrap();
+        let name = format!("soc-{stage}");
+        let d = eventually(&name, || async {
+            deployments.get(&name).await.map_err(|e| e.to_string())
+        })
+        .await;
         assert_eq!(d.owner_references()[0].kind, "SecOpsPlatform");
     }
     let managers: Vec<_> = correlate
