@@ -601,3 +601,79 @@ async fn residency_policy_refuses_hosts_outside_it() {
         .unwrap_or_default();
     assert!(error.contains("refused by the residency policy"), "{error}");
 }
+
+// ---- MISP feed over HTTP ----
+
+#[derive(Clone)]
+struct FeedFiles {
+    dir: std::path::PathBuf,
+    requests: Arc<Mutex<Vec<String>>>,
+    bump: Arc<AtomicBool>,
+}
+
+async fn feed_file(
+    State(feed): State<FeedFiles>,
+    axum::extract::Path(file): axum::extract::Path<String>,
+) -> Response {
+    feed.requests.lock().unwrap().push(file.clone());
+    let Ok(bytes) = std::fs::read(feed.dir.join(&file)) else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    if file == "manifest.json" && feed.bump.load(Ordering::SeqCst) {
+        // One event edited upstream: its manifest timestamp moves on.
+        let mut manifest: Value = serde_json::from_slice(&bytes).unwrap();
+        manifest["88391e76-0480-5c3e-a69e-44c22b13ebd0"]["timestamp"] = json!("9999999999");
+        return Json(manifest).into_response();
+    }
+    bytes.into_response()
+}
+
+#[tokio::test]
+async fn remote_misp_feed_fetches_only_changed_events() {
+    // The demo feed directory: five real TweetFeed events and the demo event.
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/soc/intel/tweetfeed");
+    let feed = FeedFiles {
+        dir: dir.clone(),
+        requests: Arc::new(Mutex::new(Vec::new())),
+        bump: Arc::new(AtomicBool::new(false)),
+    };
+    let app = Router::new()
+        .route("/feed/{file}", get(feed_file))
+        .with_state(feed.clone());
+    let url = format!("http://{}/feed/", serve(app).await);
+    let (on_disk, _) = kastell_enrich::load_misp_feed_dir("tweetfeed", &dir).unwrap();
+    let mut cache = kastell_enrich::misp_remote::FeedCache::default();
+
+    let (store, report) =
+        kastell_enrich::misp_remote::fetch(&http(), "tweetfeed", &url, &mut cache)
+            .await
+            .unwrap();
+    assert_eq!(
+        (report.events_listed, report.events_loaded, cache.fetched),
+        (6, 6, 6)
+    );
+    assert_eq!(store.len(), on_disk.len());
+    assert_eq!(feed.requests.lock().unwrap().len(), 7);
+
+    let (store, _) = kastell_enrich::misp_remote::fetch(&http(), "tweetfeed", &url, &mut cache)
+        .await
+        .unwrap();
+    assert_eq!(
+        cache.fetched, 0,
+        "unchanged timestamps: only the manifest is fetched"
+    );
+    assert_eq!(store.len(), on_disk.len());
+    assert_eq!(feed.requests.lock().unwrap().len(), 8);
+
+    feed.bump.store(true, Ordering::SeqCst);
+    let (store, _) = kastell_enrich::misp_remote::fetch(&http(), "tweetfeed", &url, &mut cache)
+        .await
+        .unwrap();
+    assert_eq!(cache.fetched, 1);
+    assert_eq!(store.len(), on_disk.len());
+    let requests = feed.requests.lock().unwrap().clone();
+    assert_eq!(
+        &requests[8..],
+        ["manifest.json", "88391e76-0480-5c3e-a69e-44c22b13ebd0.json"]
+    );
+}
