@@ -1,0 +1,115 @@
+//! All SigmaHQ rules over the real Windows events of the shared corpora
+//! (`windows-events/EVTX-ATTACK-SAMPLES.jsonl`), on one core, the way `kastell detect`
+//! evaluates them (raw mode: every rule on every flattened event). Prints the rule compile
+//! time, the resident memory the compiled set adds, and events/s against DESIGN.md's
+//! 300,000 events/s target.
+//!
+//! `KASTELL_BENCH_RULES=N` limits the run to the first N rule files (sorted by path), for
+//! a quick look; `KASTELL_CORPORA` points at the corpora.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use kastell_correlate::{flatten_event, rule_files, RuleDocument, RuleSet};
+use serde_json::{Map, Value};
+
+const TARGET_EVENTS_PER_SECOND: f64 = 300_000.0;
+
+fn corpora() -> PathBuf {
+    std::env::var_os("KASTELL_CORPORA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/corpora"))
+}
+
+/// Resident set size of this process, in KiB (Linux).
+fn rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+fn bench(c: &mut Criterion) {
+    let sigma = corpora().join("sigma");
+    let events_file = corpora().join("windows-events/EVTX-ATTACK-SAMPLES.jsonl");
+    if !sigma.is_dir() || !events_file.is_file() {
+        println!(
+            "skipped: {} or {} not found",
+            sigma.display(),
+            events_file.display()
+        );
+        return;
+    }
+    let folders: Vec<PathBuf> = ["rules", "rules-emerging-threats", "rules-threat-hunting"]
+        .iter()
+        .map(|f| sigma.join(f))
+        .collect();
+    let mut files = rule_files(&folders).expect("rule folders");
+    if let Some(limit) = std::env::var("KASTELL_BENCH_RULES")
+        .ok()
+        .and_then(|n| n.parse::<usize>().ok())
+    {
+        files.truncate(limit);
+    }
+    let documents: Vec<RuleDocument> = files
+        .iter()
+        .map(|f| {
+            let name = f.display().to_string();
+            RuleDocument::new(name, std::fs::read_to_string(f).expect("rule file"))
+        })
+        .collect();
+
+    let before = rss_kib();
+    let started = Instant::now();
+    let (rules, errors) = RuleSet::compile_raw(documents);
+    let compile = started.elapsed();
+    let after = rss_kib();
+    println!(
+        "compiled {} rules ({} refused) in {:.2} s; resident memory +{} MiB",
+        rules.len(),
+        errors.len(),
+        compile.as_secs_f64(),
+        after
+            .zip(before)
+            .map_or(0, |(a, b)| a.saturating_sub(b) / 1024)
+    );
+
+    let events: Vec<Map<String, Value>> = std::fs::read_to_string(&events_file)
+        .expect("events")
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .map(flatten_event)
+        .collect();
+    let matches: usize = events.iter().map(|e| rules.evaluate_raw(e).count()).sum();
+    println!("{} events, {matches} matches", events.len());
+
+    let mut group = c.benchmark_group("sigmahq");
+    group.sample_size(10);
+    group.warm_up_time(Duration::from_secs(1));
+    group.measurement_time(Duration::from_secs(10));
+    group.throughput(Throughput::Elements(events.len() as u64));
+    let mut best = f64::MAX;
+    group.bench_function("all rules, EVTX-ATTACK-SAMPLES", |b| {
+        b.iter_custom(|iterations| {
+            let started = Instant::now();
+            for _ in 0..iterations {
+                let n: usize = events.iter().map(|e| rules.evaluate_raw(e).count()).sum();
+                std::hint::black_box(n);
+            }
+            let elapsed = started.elapsed();
+            best = best.min(elapsed.as_secs_f64() / iterations as f64);
+            elapsed
+        })
+    });
+    group.finish();
+    let rate = events.len() as f64 / best;
+    println!(
+        "all rules: {rate:.0} events/s on one core (best iteration), target {TARGET_EVENTS_PER_SECOND:.0}: {:.1} %",
+        100.0 * rate / TARGET_EVENTS_PER_SECOND
+    );
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
