@@ -11,7 +11,9 @@ use kastell_crds::intel::FeedKind;
 use kastell_crds::sensor::TransportKind;
 use kastell_crds::{parse_duration, ResourceSet};
 use kastell_enrich::IndicatorStore;
-use kastell_ingest::{detect_file_format, Format, DEFAULT_MAX_LINE_BYTES};
+use kastell_ingest::{
+    detect_file_format, parse_timezone, Format, ParseOptions, DEFAULT_MAX_LINE_BYTES,
+};
 use kastell_respond::PlaybookSet;
 
 use crate::detection;
@@ -23,6 +25,8 @@ pub struct ReplaySource {
     pub format: Format,
     /// The Sensor resource the events are attributed to.
     pub sensor: String,
+    /// The Sensor's `timestampField` and `timezone`.
+    pub options: ParseOptions,
 }
 
 /// Everything `kastell run` needs, compiled from the resources.
@@ -94,11 +98,29 @@ fn sensor_sources(resources: &ResourceSet, problems: &mut Vec<String>) -> Vec<Re
                 continue;
             }
         };
+        let mut options = ParseOptions {
+            timestamp_field: spec.timestamp_field.clone(),
+            ..ParseOptions::default()
+        };
+        if let Some(zone) = &spec.timezone {
+            match parse_timezone(zone) {
+                Some(offset) => options.timezone = offset,
+                None => {
+                    problems.push(format!(
+                        "{}: sensor {}: timezone {zone:?} is not UTC or an offset like +01:00",
+                        sensor.file.display(),
+                        sensor.key()
+                    ));
+                    continue;
+                }
+            }
+        }
         match (spec.transport.kind, &spec.transport.path) {
             (TransportKind::File, Some(path)) => sources.push(ReplaySource {
                 path: sensor.resolve(path),
                 format,
                 sensor: name,
+                options,
             }),
             (TransportKind::File, None) => problems.push(format!(
                 "{}: sensor {}: transport type file needs spec.transport.path",
@@ -158,6 +180,7 @@ async fn replay_sources(
             path: path.clone(),
             format,
             sensor,
+            options: ParseOptions::default(),
         });
     }
     Ok(sources)
