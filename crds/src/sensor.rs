@@ -34,6 +34,11 @@ pub struct SensorSpec {
     /// For `json-lines`: the field holding the event time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timestamp_field: Option<String>,
+    /// The zone of times the sensor writes without one (RFC 3164 syslog, OSSEC
+    /// alerts.log, JSON-lines times without an offset): `UTC` or a fixed offset such as
+    /// `+01:00`. UTC when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timezone: Option<String>,
     /// Extra field renames applied after normalisation: source path to ECS path.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub field_mapping: BTreeMap<String, String>,

@@ -296,8 +296,8 @@ fn alert_time(alert: Fields<'_>) -> Result<String, ParseError> {
             .and_then(|ms| epoch_to_rfc3339(ms / 1000.0))
             .ok_or_else(|| ParseError::invalid_timestamp("TimeStamp", &value.to_string()));
     }
-    if let Some(timestamp) = alert.text("timestamp")? {
-        return Ok(timestamp.to_owned());
+    if let Some(timestamp) = alert.timestamp("timestamp")? {
+        return Ok(timestamp);
     }
     let id = alert
         .text("id")?

@@ -197,7 +197,8 @@ async fn ingest_all(setup: &Setup, bus: &dyn Bus) -> (Vec<IngestReport>, Vec<Str
     let mut reports = Vec::new();
     let mut problems = Vec::new();
     for source in &setup.sources {
-        let ingestor = Ingestor::new(source.format, &source.sensor);
+        let ingestor =
+            Ingestor::new(source.format, &source.sensor).with_options(source.options.clone());
         let file = kastell_ingest::FileSource::new(&source.path);
         let report = match file.run(&ingestor, bus, &stats).await {
             Ok(report) => report,

@@ -10,7 +10,9 @@ use anyhow::Context;
 use kastell_crds::sensor::TransportKind;
 use kastell_crds::{parse_duration, ResourceSet};
 use kastell_enrich::IndicatorStore;
-use kastell_ingest::{detect_file_format, Format, DEFAULT_MAX_LINE_BYTES};
+use kastell_ingest::{
+    detect_file_format, parse_timezone, Format, ParseOptions, DEFAULT_MAX_LINE_BYTES,
+};
 use kastell_respond::PlaybookSet;
 
 use crate::detection;
@@ -22,6 +24,8 @@ pub struct ReplaySource {
     pub format: Format,
     /// The Sensor resource the events are attributed to.
     pub sensor: String,
+    /// The Sensor's `timestampField` and `timezone`.
+    pub options: ParseOptions,
 }
 
 /// Everything `kastell run` needs, compiled from the resources.
@@ -96,11 +100,29 @@ fn sensor_sources(resources: &ResourceSet, problems: &mut Vec<String>) -> Vec<Re
                 continue;
             }
         };
+        let mut options = ParseOptions {
+            timestamp_field: spec.timestamp_field.clone(),
+            ..ParseOptions::default()
+        };
+        if let Some(zone) = &spec.timezone {
+            match parse_timezone(zone) {
+                Some(offset) => options.timezone = offset,
+                None => {
+                    problems.push(format!(
+                        "{}: sensor {}: timezone {zone:?} is not UTC or an offset like +01:00",
+                        sensor.file.display(),
+                        sensor.key()
+                    ));
+                    continue;
+                }
+            }
+        }
         match (spec.transport.kind, &spec.transport.path) {
             (TransportKind::File, Some(path)) => sources.push(ReplaySource {
                 path: sensor.resolve(path),
                 format,
                 sensor: name,
+                options,
             }),
             (TransportKind::File, None) => problems.push(format!(
                 "{}: sensor {}: transport type file needs spec.transport.path",
@@ -160,6 +182,7 @@ async fn replay_sources(
             path: path.clone(),
             format,
             sensor,
+            options: ParseOptions::default(),
         });
     }
     Ok(sources)
