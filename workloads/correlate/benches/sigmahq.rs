@@ -10,7 +10,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throughput};
 use kastell_correlate::{flatten_event, rule_files, RuleDocument, RuleSet};
 use serde_json::{Map, Value};
 
@@ -86,6 +86,9 @@ fn bench(c: &mut Criterion) {
     println!("{} events, {matches} matches", events.len());
 
     let mut group = c.benchmark_group("sigmahq");
+    // One pass over the events takes long enough that criterion's linear sampling (55
+    // passes at least) would make the run minutes long.
+    group.sampling_mode(SamplingMode::Flat);
     group.sample_size(10);
     group.warm_up_time(Duration::from_secs(1));
     group.measurement_time(Duration::from_secs(10));
