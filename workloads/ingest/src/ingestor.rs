@@ -2,7 +2,7 @@
 //! event, or counted, logged and dead-lettered with the reason it was refused. Every
 //! transport (files now, network listeners later) hands its records to an [`Ingestor`].
 
-use kastell_core::{Bus, BusError, Message, Topic};
+use kastell_core::{Bus, BusError, Event, Message, Topic};
 use serde::{Deserialize, Serialize};
 
 use crate::error::RejectReason;
@@ -160,16 +160,40 @@ impl Ingestor {
         bus: &dyn Bus,
         stats: &IngestStats,
     ) -> Result<Outcome, IngestError> {
-        stats.record_in();
+        let parsed = self.parse(&record);
+        self.ingest_parsed(record, parsed, bus, stats).await
+    }
+
+    /// Parses one record in the Sensor's format, refusing it unread when it is over the
+    /// size limit. Transports that time the parse call this, then [`Self::ingest_parsed`].
+    ///
+    /// # Errors
+    ///
+    /// A [`ParseError`] saying why the record is not a valid event.
+    pub fn parse(&self, record: &RecordRef<'_>) -> Result<Event, ParseError> {
         let max = self.ctx.options.max_line_bytes;
-        let parsed = if record.len > max {
-            Err(ParseError::TooLong {
+        if record.len > max {
+            return Err(ParseError::TooLong {
                 len: record.len,
                 max,
-            })
-        } else {
-            self.format.parse(record.bytes, &self.ctx)
-        };
+            });
+        }
+        self.format.parse(record.bytes, &self.ctx)
+    }
+
+    /// Publishes what [`Self::parse`] made of a record: the event, or the rejection.
+    ///
+    /// # Errors
+    ///
+    /// [`IngestError::Publish`] when the bus refuses the event or the dead letter.
+    pub async fn ingest_parsed(
+        &self,
+        record: RecordRef<'_>,
+        parsed: Result<Event, ParseError>,
+        bus: &dyn Bus,
+        stats: &IngestStats,
+    ) -> Result<Outcome, IngestError> {
+        stats.record_in();
         let id = format!("{}:{}:{}", self.ctx.sensor, record.origin, record.line);
 
         match parsed {

@@ -7,6 +7,8 @@
 //! - An [`Ingestor`] takes records from any transport, publishes events on
 //!   `Topic::Events` and dead-letters rejections on `Topic::DeadLetters`, counting both
 //!   in [`IngestStats`].
+//! - [`transport`] holds the listeners (HTTP, `_bulk`, syslog, file tail) that feed a
+//!   Sensor's [`transport::Inlet`].
 //! - A [`Source`] is a transport; [`FileSource`] (and [`ingest_file`]) read JSON-lines
 //!   files.
 //!
@@ -20,6 +22,7 @@ mod ingestor;
 mod source;
 mod stats;
 mod suricata;
+pub mod transport;
 mod wazuh;
 
 pub use error::{ParseError, RejectReason};

@@ -1,0 +1,16 @@
+//! The listening transports: HTTP (JSON lines and the Elasticsearch `_bulk` API),
+//! syslog over UDP, TCP and TLS, and a file tail that follows rotation. Each hands its
+//! framed records to a Sensor's [`Inlet`], which parses, publishes, dead-letters and
+//! counts them in the per-sensor [`IngestMetrics`].
+
+pub mod bulk;
+pub mod http;
+pub mod inlet;
+pub mod metrics;
+pub mod raw_syslog;
+
+pub use inlet::{
+    Admission, Decoder, Delivered, Frame, Inlet, TransportReject, DEFAULT_QUEUE_RECORDS,
+};
+pub use metrics::{IngestMetrics, SensorMetrics};
+pub use raw_syslog::raw_syslog_event;
