@@ -102,6 +102,10 @@ pub enum TransportReject {
     PartialLine,
     /// A `_bulk` action line that is not `{"create"|"index": {...}}`.
     InvalidBulkAction,
+    /// A syslog octet count that is not `DIGITS SP`.
+    InvalidFrame,
+    /// A syslog stream that ended inside an octet-counted message.
+    TruncatedFrame,
 }
 
 impl TransportReject {
@@ -109,6 +113,8 @@ impl TransportReject {
         match self {
             TransportReject::PartialLine => "partial_line",
             TransportReject::InvalidBulkAction => "invalid_bulk_action",
+            TransportReject::InvalidFrame => "invalid_frame",
+            TransportReject::TruncatedFrame => "truncated_frame",
         }
     }
 }

@@ -8,6 +8,10 @@ pub mod http;
 pub mod inlet;
 pub mod metrics;
 pub mod raw_syslog;
+pub mod syslog_framing;
+pub mod syslog_tcp;
+pub mod syslog_tls;
+pub mod syslog_udp;
 
 pub use inlet::{
     Admission, Decoder, Delivered, Frame, Inlet, TransportReject, DEFAULT_QUEUE_RECORDS,
