@@ -12,6 +12,7 @@ pub mod syslog_framing;
 pub mod syslog_tcp;
 pub mod syslog_tls;
 pub mod syslog_udp;
+pub mod tail;
 
 pub use inlet::{
     Admission, Decoder, Delivered, Frame, Inlet, TransportReject, DEFAULT_QUEUE_RECORDS,
