@@ -2,6 +2,7 @@
 //! end-to-end tests drive exactly what the command runs.
 
 pub mod detection;
+pub mod listeners;
 pub mod pipeline;
 pub mod setup;
 pub mod summary;
