@@ -167,7 +167,8 @@ impl Inlet {
         metrics: SensorMetrics,
         capacity: usize,
     ) -> Self {
-        let capacity = capacity.clamp(1, Semaphore::MAX_PERMITS);
+        // Permits are asked for as a u32, so the queue never holds more than that.
+        let capacity = capacity.clamp(1, Semaphore::MAX_PERMITS.min(u32::MAX as usize));
         Inlet {
             decoder,
             bus,
@@ -213,7 +214,7 @@ impl Inlet {
     }
 
     fn permits(&self, records: usize) -> u32 {
-        // `capacity` is clamped to MAX_PERMITS, which fits a u32.
+        // `capacity` fits a u32 (see `new`), and so does anything clamped to it.
         u32::try_from(records.clamp(1, self.capacity)).unwrap_or(u32::MAX)
     }
 
