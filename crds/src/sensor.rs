@@ -93,6 +93,48 @@ pub struct Transport {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 65535))]
     pub port: Option<u16>,
+    /// For listeners: the IP address to listen on (default `127.0.0.1`). `kastell run`
+    /// refuses a plain (non-TLS) listener off loopback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bind_address: Option<String>,
+    /// For `syslog-tcp` and `syslog-tls`: how messages are delimited in the stream
+    /// (RFC 6587). Default `auto`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub framing: Option<SyslogFraming>,
+    /// For `syslog-tls`: the server's certificate and key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TransportTls>,
+    /// For `file`: follow the file as it grows, across rotation, with a checkpoint,
+    /// instead of reading it once. Followed only by `kastell run` without `--once`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub follow: bool,
+    /// For `file` with `follow`: the directory of the checkpoint file, relative to the
+    /// resource's directory when not absolute (default: the data directory).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint_dir: Option<String>,
+}
+
+/// How a syslog stream delimits messages (RFC 6587).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum SyslogFraming {
+    /// Octet counting when a message starts with a digit, else one message per line.
+    Auto,
+    /// One message per line.
+    Newline,
+    /// Each message preceded by its length and a space.
+    OctetCounting,
+}
+
+/// A listener's TLS certificate, as PEM files.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TransportTls {
+    /// The certificate chain, leaf first, relative to the resource's directory when not
+    /// absolute.
+    pub cert_file: String,
+    /// The private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: String,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]

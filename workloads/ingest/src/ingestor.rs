@@ -164,19 +164,28 @@ impl Ingestor {
         bus: &dyn Bus,
         stats: &IngestStats,
     ) -> Result<Outcome, IngestError> {
-        let max = self.ctx.options.max_line_bytes;
-        let parsed = if record.len > max {
-            Err(ParseError::TooLong {
-                len: record.len,
-                max,
-            })
-        } else {
-            self.format.parse(record.bytes, &self.ctx)
-        };
+        let parsed = self.parse(&record);
         self.deliver(record, parsed, bus, stats).await
     }
 
-    /// Publishes what a [`crate::Decoder`] made of a record: the event on
+    /// Parses one record in the Sensor's format, refusing it unread when it is over the
+    /// size limit. Transports that time the parse call this, then [`Self::deliver`].
+    ///
+    /// # Errors
+    ///
+    /// A [`ParseError`] saying why the record is not a valid event.
+    pub fn parse(&self, record: &RecordRef<'_>) -> Result<Event, ParseError> {
+        let max = self.ctx.options.max_line_bytes;
+        if record.len > max {
+            return Err(ParseError::TooLong {
+                len: record.len,
+                max,
+            });
+        }
+        self.format.parse(record.bytes, &self.ctx)
+    }
+
+    /// Publishes what [`Self::parse`] or a [`crate::Decoder`] made of a record: the event on
     /// [`Topic::Events`] (message id `<sensor>:<origin>:<line>`), or the rejection counted,
     /// logged and dead-lettered.
     ///

@@ -11,6 +11,8 @@
 //! - An [`Ingestor`] takes records from any transport, publishes events on
 //!   `Topic::Events` and dead-letters rejections on `Topic::DeadLetters`, counting both
 //!   in [`IngestStats`].
+//! - [`transport`] holds the listeners (HTTP, `_bulk`, syslog, file tail) that feed a
+//!   Sensor's [`transport::Inlet`].
 //! - A [`Source`] is a transport; [`FileSource`] (and [`ingest_file`]) read JSON-lines
 //!   files.
 //!
@@ -30,6 +32,7 @@ mod source;
 mod stats;
 mod suricata;
 mod syslog;
+pub mod transport;
 mod wazuh;
 mod zeek;
 

@@ -5,6 +5,7 @@ pub mod apikey;
 pub mod audit;
 pub mod detection;
 pub mod intel_lookup;
+pub mod listeners;
 pub mod pipeline;
 pub mod setup;
 pub mod summary;

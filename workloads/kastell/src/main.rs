@@ -11,10 +11,10 @@ use kastell::summary::Summary;
 
 mod crdgen;
 mod detect;
-mod parse;
 mod intel;
-mod playbook;
 mod operator;
+mod parse;
+mod playbook;
 
 /// Kastell: GitOps security operations for Kubernetes.
 #[derive(Parser)]

@@ -1,0 +1,463 @@
+//! The HTTP transport: JSON lines POSTed to `/api/v1/ingest/{sensor}`, and an
+//! Elasticsearch-compatible `_bulk` API (with the start-up probes shippers make) so
+//! Filebeat, Fluent Bit, Vector and Logstash ship to Kastell unchanged.
+//!
+//! A request is answered only after each of its records is on the bus (published or
+//! dead-lettered); when a sensor's queue is full the whole request is refused with 429
+//! and `Retry-After`, which every one of those shippers retries.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use bytes::Bytes;
+use serde_json::{json, Value};
+
+use crate::ingestor::IngestError;
+use crate::transport::bulk::{split_bulk, BulkBody, BulkItem};
+use crate::transport::inlet::{Admission, Delivered, Frame, Inlet, TransportReject};
+
+/// The default bound on a request body, compressed and after decompression: above
+/// Filebeat's and Logstash's default batch sizes, small enough to hold in memory.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
+
+/// The Elasticsearch version `GET /` reports; shippers refuse servers older than
+/// themselves, so it is set to a current 8.x.
+pub const DEFAULT_ES_VERSION: &str = "8.17.0";
+
+/// Seconds a 429 asks the sender to wait.
+pub const RETRY_AFTER_SECONDS: u64 = 1;
+
+/// Rejections listed in a `/api/v1/ingest` answer; later ones are only counted.
+const LISTED_REJECTIONS: usize = 100;
+
+/// The sensors one HTTP listener serves, by name.
+#[derive(Clone)]
+pub struct HttpIngest {
+    inlets: Arc<BTreeMap<String, Arc<Inlet>>>,
+    max_body_bytes: usize,
+    es_version: String,
+    requests: Arc<AtomicU64>,
+}
+
+impl HttpIngest {
+    pub fn new(inlets: impl IntoIterator<Item = Arc<Inlet>>) -> Self {
+        let inlets = inlets
+            .into_iter()
+            .map(|inlet| (inlet.sensor().to_owned(), inlet))
+            .collect();
+        HttpIngest {
+            inlets: Arc::new(inlets),
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            es_version: DEFAULT_ES_VERSION.to_owned(),
+            requests: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    pub fn with_max_body_bytes(mut self, max: usize) -> Self {
+        self.max_body_bytes = max;
+        self
+    }
+
+    pub fn with_es_version(mut self, version: impl Into<String>) -> Self {
+        self.es_version = version.into();
+        self
+    }
+
+    /// The sensor a `_bulk` item goes to: the one named by its index, else the only one.
+    fn route(&self, index: Option<&str>) -> Option<&Arc<Inlet>> {
+        if let Some(inlet) = index.and_then(|name| self.inlets.get(name)) {
+            return Some(inlet);
+        }
+        match self.inlets.len() {
+            1 => self.inlets.values().next(),
+            _ => None,
+        }
+    }
+
+    fn origin(&self, peer: SocketAddr) -> String {
+        let request = self.requests.fetch_add(1, Ordering::Relaxed) + 1;
+        format!("http:{peer}:{request}")
+    }
+}
+
+/// The listener's routes.
+pub fn router(ingest: HttpIngest) -> Router {
+    let limit = ingest.max_body_bytes;
+    Router::new()
+        .route("/", get(root).head(root_head))
+        .route("/api/v1/ingest/{sensor}", post(ingest_lines))
+        .route("/_bulk", post(bulk).put(bulk))
+        .route("/{index}/_bulk", post(bulk_into).put(bulk_into))
+        .route("/_license", get(license))
+        .route("/_xpack", get(xpack))
+        .route("/_cluster/health", get(cluster_health))
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::map_response(elastic_product_header))
+        .with_state(ingest)
+}
+
+/// Serves the router on `listener` until `shutdown` resolves, with each request's peer
+/// address known to the handlers.
+///
+/// # Errors
+///
+/// When accepting connections fails.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+}
+
+/// Elasticsearch clients since 7.14 check this header before they trust an answer.
+async fn elastic_product_header(mut response: Response) -> Response {
+    response.headers_mut().insert(
+        "x-elastic-product",
+        HeaderValue::from_static("Elasticsearch"),
+    );
+    response
+}
+
+/// Why a whole request was refused.
+enum Refusal {
+    UnknownSensor(String),
+    Body(StatusCode, String),
+    QueueFull,
+    BusClosed(IngestError),
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        let (status, kind, reason) = match self {
+            Refusal::UnknownSensor(name) => (
+                StatusCode::NOT_FOUND,
+                "unknown_sensor",
+                format!("no sensor named {name:?} is served here"),
+            ),
+            Refusal::Body(status, reason) => (status, "invalid_body", reason),
+            Refusal::QueueFull => {
+                let body = json!({"error": {"type": "es_rejected_execution_exception",
+                    "reason": "the sensor's ingest queue is full; retry later"}, "status": 429});
+                let retry = [(header::RETRY_AFTER, RETRY_AFTER_SECONDS.to_string())];
+                return (StatusCode::TOO_MANY_REQUESTS, retry, Json(body)).into_response();
+            }
+            Refusal::BusClosed(e) => {
+                tracing::warn!(reason = %kastell_core::error_chain(&e), "ingest bus refused a record");
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "ingest is shutting down; retry later".to_owned(),
+                )
+            }
+        };
+        let body = json!({"error": {"type": kind, "reason": reason}, "status": status.as_u16()});
+        (status, Json(body)).into_response()
+    }
+}
+
+/// The body as sent, gunzipped when `Content-Encoding` says so, never above `max` bytes.
+fn decode_body(headers: &HeaderMap, body: Bytes, max: usize) -> Result<Bytes, Refusal> {
+    let encoding = headers
+        .get(header::CONTENT_ENCODING)
+        .map(|v| v.to_str().unwrap_or("?").trim().to_ascii_lowercase());
+    match encoding.as_deref() {
+        None | Some("identity") | Some("") => Ok(body),
+        Some("gzip") | Some("x-gzip") => gunzip(&body, max),
+        Some(other) => Err(Refusal::Body(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("content encoding {other:?} is not supported; send gzip or none"),
+        )),
+    }
+}
+
+/// Decompresses at most `max` bytes: a small gzip bomb must not fill memory.
+fn gunzip(body: &[u8], max: usize) -> Result<Bytes, Refusal> {
+    let mut out = Vec::new();
+    let limit = u64::try_from(max).unwrap_or(u64::MAX).saturating_add(1);
+    flate2::read::MultiGzDecoder::new(body)
+        .take(limit)
+        .read_to_end(&mut out)
+        .map_err(|e| {
+            Refusal::Body(
+                StatusCode::BAD_REQUEST,
+                format!("body is not valid gzip: {e}"),
+            )
+        })?;
+    if out.len() > max {
+        return Err(Refusal::Body(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("decompressed body is over the {max}-byte limit"),
+        ));
+    }
+    Ok(Bytes::from(out))
+}
+
+/// `POST /api/v1/ingest/{sensor}`: newline-delimited records for one sensor.
+async fn ingest_lines(
+    State(ingest): State<HttpIngest>,
+    Path(sensor): Path<String>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, Refusal> {
+    let inlet = ingest
+        .inlets
+        .get(&sensor)
+        .cloned()
+        .ok_or_else(|| Refusal::UnknownSensor(sensor.clone()))?;
+    let body = decode_body(&headers, body, ingest.max_body_bytes)?;
+    let lines: Vec<(u64, &[u8])> = body
+        .split(|b| *b == b'\n')
+        .enumerate()
+        .map(|(i, line)| (i as u64 + 1, line.strip_suffix(b"\r").unwrap_or(line)))
+        .filter(|(_, line)| !line.iter().all(u8::is_ascii_whitespace))
+        .collect();
+    let _admission = inlet.try_admit(lines.len()).ok_or(Refusal::QueueFull)?;
+
+    let origin = ingest.origin(peer);
+    let (mut published, mut rejected, mut rejections) = (0u64, 0u64, Vec::new());
+    for (number, line) in lines {
+        let frame = Frame::new(&origin, number, line).from_peer(peer);
+        match inlet.ingest(frame).await.map_err(Refusal::BusClosed)? {
+            Delivered::Published => published += 1,
+            Delivered::Rejected { kind, reason } => {
+                rejected += 1;
+                if rejections.len() < LISTED_REJECTIONS {
+                    rejections.push(json!({"line": number, "kind": kind, "reason": reason}));
+                }
+            }
+        }
+    }
+    let answer = json!({
+        "sensor": sensor,
+        "records": published + rejected,
+        "published": published,
+        "rejected": rejected,
+        "rejections": rejections,
+    });
+    Ok((StatusCode::OK, Json(answer)).into_response())
+}
+
+/// `POST /_bulk`: items routed by their `_index`.
+async fn bulk(
+    State(ingest): State<HttpIngest>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, Refusal> {
+    run_bulk(ingest, None, peer, &headers, body).await
+}
+
+/// `POST /{index}/_bulk`: items without an `_index` of their own go to `index`.
+async fn bulk_into(
+    State(ingest): State<HttpIngest>,
+    Path(index): Path<String>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, Refusal> {
+    run_bulk(ingest, Some(index), peer, &headers, body).await
+}
+
+async fn run_bulk(
+    ingest: HttpIngest,
+    default_index: Option<String>,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Result<Response, Refusal> {
+    let started = Instant::now();
+    let body = decode_body(headers, body, ingest.max_body_bytes)?;
+    let items = split_bulk(&body);
+    let routed: Vec<(BulkItem<'_>, Option<Arc<Inlet>>)> = items
+        .into_iter()
+        .map(|item| {
+            let index = item.index.as_deref().or(default_index.as_deref());
+            let inlet = ingest.route(index).cloned();
+            (item, inlet)
+        })
+        .collect();
+    let _admissions = admit_all(&routed)?;
+
+    let origin = ingest.origin(peer);
+    let mut answers = Vec::with_capacity(routed.len());
+    let mut errors = false;
+    for (seq, (item, inlet)) in routed.iter().enumerate() {
+        let index = item
+            .index
+            .clone()
+            .or_else(|| default_index.clone())
+            .unwrap_or_default();
+        let id = item
+            .id
+            .clone()
+            .unwrap_or_else(|| format!("{origin}:{}", seq + 1));
+        let frame = |bytes| Frame::new(&origin, item.line, bytes).from_peer(peer);
+        let outcome = match (&item.body, inlet) {
+            (_, None) => ItemOutcome::error(
+                404,
+                "index_not_found_exception",
+                format!("no sensor is named {index:?} and this listener serves more than one"),
+            ),
+            (BulkBody::Source(source), Some(inlet)) => {
+                match inlet
+                    .ingest(frame(source))
+                    .await
+                    .map_err(Refusal::BusClosed)?
+                {
+                    Delivered::Published => ItemOutcome::Created,
+                    Delivered::Rejected { reason, .. } => {
+                        ItemOutcome::error(400, "document_parsing_exception", reason)
+                    }
+                }
+            }
+            (BulkBody::Malformed { raw, reason }, Some(inlet)) => {
+                inlet
+                    .reject(
+                        frame(raw),
+                        TransportReject::InvalidBulkAction,
+                        reason.clone(),
+                    )
+                    .await
+                    .map_err(Refusal::BusClosed)?;
+                ItemOutcome::error(400, "illegal_argument_exception", reason.clone())
+            }
+            (BulkBody::MissingSource, Some(_)) => ItemOutcome::error(
+                400,
+                "illegal_argument_exception",
+                "the action has no source line".to_owned(),
+            ),
+            (BulkBody::Unsupported, Some(_)) => ItemOutcome::error(
+                400,
+                "action_request_validation_exception",
+                format!(
+                    "{} is not supported: Kastell's event stream is append-only",
+                    item.op
+                ),
+            ),
+        };
+        errors |= !matches!(outcome, ItemOutcome::Created);
+        answers.push(outcome.into_json(item.op, &index, &id, seq));
+    }
+    let answer = json!({
+        "took": started.elapsed().as_millis() as u64,
+        "errors": errors,
+        "items": answers,
+    });
+    Ok((StatusCode::OK, Json(answer)).into_response())
+}
+
+/// Admits each sensor's share of a bulk request, or none of them.
+fn admit_all(routed: &[(BulkItem<'_>, Option<Arc<Inlet>>)]) -> Result<Vec<Admission>, Refusal> {
+    let mut counts: BTreeMap<&str, (usize, &Arc<Inlet>)> = BTreeMap::new();
+    for inlet in routed.iter().filter_map(|(_, inlet)| inlet.as_ref()) {
+        counts.entry(inlet.sensor()).or_insert((0, inlet)).0 += 1;
+    }
+    counts
+        .values()
+        .map(|(count, inlet)| inlet.try_admit(*count).ok_or(Refusal::QueueFull))
+        .collect()
+}
+
+enum ItemOutcome {
+    Created,
+    Failed {
+        status: u16,
+        kind: &'static str,
+        reason: String,
+    },
+}
+
+impl ItemOutcome {
+    fn error(status: u16, kind: &'static str, reason: String) -> Self {
+        ItemOutcome::Failed {
+            status,
+            kind,
+            reason,
+        }
+    }
+
+    /// One entry of the bulk response's `items`, shaped as Elasticsearch writes it.
+    fn into_json(self, op: &str, index: &str, id: &str, seq: usize) -> Value {
+        let result = match self {
+            ItemOutcome::Created => json!({
+                "_index": index, "_id": id, "_version": 1, "result": "created",
+                "_shards": {"total": 1, "successful": 1, "failed": 0},
+                "_seq_no": seq, "_primary_term": 1, "status": 201,
+            }),
+            ItemOutcome::Failed {
+                status,
+                kind,
+                reason,
+            } => json!({
+                "_index": index, "_id": id, "status": status,
+                "error": {"type": kind, "reason": reason},
+            }),
+        };
+        json!({ op: result })
+    }
+}
+
+/// `GET /`: the cluster banner shippers read the version from.
+async fn root(State(ingest): State<HttpIngest>) -> Json<Value> {
+    Json(json!({
+        "name": "kastell",
+        "cluster_name": "kastell",
+        "cluster_uuid": "kastell-ingest",
+        "version": {
+            "number": ingest.es_version,
+            "build_flavor": "default",
+            "build_type": "kastell",
+            "lucene_version": "9.12.0",
+            "minimum_wire_compatibility_version": "7.17.0",
+            "minimum_index_compatibility_version": "7.0.0",
+        },
+        "tagline": "You Know, for Search",
+    }))
+}
+
+/// `HEAD /`: the liveness probe of Fluent Bit and Logstash.
+async fn root_head() -> StatusCode {
+    StatusCode::OK
+}
+
+/// `GET /_license`: Logstash reads it at start-up and wants an active licence.
+async fn license() -> Json<Value> {
+    Json(json!({"license": {
+        "status": "active", "uid": "kastell-ingest", "type": "basic",
+        "issue_date_in_millis": 0, "max_nodes": 1000, "issued_to": "kastell",
+        "issuer": "kastell", "start_date_in_millis": -1,
+    }}))
+}
+
+/// `GET /_xpack`: Beats ask which features exist; none that need setting up do.
+async fn xpack() -> Json<Value> {
+    Json(json!({
+        "build": {"hash": "kastell", "date": "1970-01-01T00:00:00Z"},
+        "license": {"uid": "kastell-ingest", "type": "basic", "mode": "basic", "status": "active"},
+        "features": {"ilm": {"available": false, "enabled": false}},
+    }))
+}
+
+/// `GET /_cluster/health`: Vector's health check.
+async fn cluster_health() -> Json<Value> {
+    Json(
+        json!({"cluster_name": "kastell", "status": "green", "timed_out": false,
+        "number_of_nodes": 1, "number_of_data_nodes": 1}),
+    )
+}

@@ -1,0 +1,258 @@
+//! Cutting a syslog byte stream into messages (RFC 6587): octet counting
+//! (`LEN SP MSG`) and non-transparent framing (one message per line). No maintained
+//! crate frames syslog streams with a size bound and both methods, so this is
+//! hand-written; it keeps at most the size limit of any message in memory.
+
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+
+/// How a stream's messages are delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Framing {
+    /// Per message: a leading digit means octet counting, anything else a line (RFC 6587
+    /// section 3.4.2 lets a receiver tell them apart this way, as rsyslog does).
+    #[default]
+    Auto,
+    /// Each message ends with LF (a trailing CR is dropped).
+    NewLine,
+    /// Each message is preceded by its length in bytes and a space.
+    OctetCounting,
+}
+
+/// The longest `LEN` prefix read: ten digits exceed any limit a listener sets.
+const MAX_LENGTH_DIGITS: usize = 10;
+
+/// One message as framed, or what was wrong with the stream at that point.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SyslogFrame<'a> {
+    /// The message's first `max` bytes and its real length.
+    Message { bytes: &'a [u8], len: usize },
+    /// An octet count that was not `DIGITS SP`; the rest of that line is skipped.
+    InvalidCount { bytes: &'a [u8], reason: String },
+    /// The stream ended inside an octet-counted message.
+    Truncated { bytes: &'a [u8], expected: usize },
+}
+
+/// Reads messages from a stream, keeping at most `max` bytes of any one.
+pub struct SyslogFramer<R> {
+    reader: BufReader<R>,
+    framing: Framing,
+    max: usize,
+    buf: Vec<u8>,
+}
+
+impl<R: AsyncRead + Unpin> SyslogFramer<R> {
+    pub fn new(reader: R, framing: Framing, max: usize) -> Self {
+        SyslogFramer {
+            reader: BufReader::with_capacity(64 * 1024, reader),
+            framing,
+            max,
+            buf: Vec::new(),
+        }
+    }
+
+    /// The next message, or `None` at the end of the stream.
+    ///
+    /// # Errors
+    ///
+    /// When reading the stream fails.
+    pub async fn next(&mut self) -> std::io::Result<Option<SyslogFrame<'_>>> {
+        self.buf.clear();
+        let Some(first) = self.skip_blank().await? else {
+            return Ok(None);
+        };
+        let counted = match self.framing {
+            Framing::Auto => first.is_ascii_digit(),
+            Framing::NewLine => false,
+            Framing::OctetCounting => true,
+        };
+        if !counted {
+            let len = self.read_line().await?;
+            return Ok(Some(self.message(len)));
+        }
+        match self.read_count().await? {
+            Ok(expected) => {
+                let got = self.read_exact_bounded(expected).await?;
+                if got < expected {
+                    return Ok(Some(SyslogFrame::Truncated {
+                        bytes: &self.buf,
+                        expected,
+                    }));
+                }
+                Ok(Some(self.message(expected)))
+            }
+            Err(reason) => {
+                self.read_line().await?;
+                Ok(Some(SyslogFrame::InvalidCount {
+                    bytes: &self.buf,
+                    reason,
+                }))
+            }
+        }
+    }
+
+    fn message(&mut self, len: usize) -> SyslogFrame<'_> {
+        let mut len = len;
+        if len == self.buf.len() && self.buf.last() == Some(&b'\r') {
+            self.buf.pop();
+            len -= 1;
+        }
+        SyslogFrame::Message {
+            bytes: &self.buf,
+            len,
+        }
+    }
+
+    /// Skips line ends and NULs between messages; the first byte of the next message,
+    /// left unread, or `None` at the end.
+    async fn skip_blank(&mut self) -> std::io::Result<Option<u8>> {
+        loop {
+            let available = self.reader.fill_buf().await?;
+            let Some(&first) = available.first() else {
+                return Ok(None);
+            };
+            if matches!(first, b'\n' | b'\r' | b'\0') {
+                self.reader.consume(1);
+                continue;
+            }
+            return Ok(Some(first));
+        }
+    }
+
+    /// Reads to the next LF (consumed, not kept); returns the line's real length.
+    async fn read_line(&mut self) -> std::io::Result<usize> {
+        let mut len = self.buf.len();
+        loop {
+            let available = self.reader.fill_buf().await?;
+            if available.is_empty() {
+                return Ok(len);
+            }
+            let newline = available.iter().position(|b| *b == b'\n');
+            let chunk = &available[..newline.unwrap_or(available.len())];
+            let room = self.max.saturating_sub(self.buf.len());
+            self.buf.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            len = len.saturating_add(chunk.len());
+            let consumed = chunk.len() + usize::from(newline.is_some());
+            self.reader.consume(consumed);
+            if newline.is_some() {
+                return Ok(len);
+            }
+        }
+    }
+
+    /// Reads `DIGITS SP`; the digits read so far stay in `buf` when they are wrong.
+    async fn read_count(&mut self) -> std::io::Result<Result<usize, String>> {
+        loop {
+            let available = self.reader.fill_buf().await?;
+            let Some(&byte) = available.first() else {
+                return Ok(Err("the stream ended inside an octet count".to_owned()));
+            };
+            if byte == b' ' && !self.buf.is_empty() {
+                self.reader.consume(1);
+                let digits = std::str::from_utf8(&self.buf).unwrap_or("");
+                let count = digits.parse::<usize>().map_err(|e| e.to_string());
+                self.buf.clear();
+                return Ok(count);
+            }
+            if !byte.is_ascii_digit() || self.buf.len() >= MAX_LENGTH_DIGITS {
+                return Ok(Err(format!(
+                    "octet count {:?} is not digits followed by a space",
+                    String::from_utf8_lossy(&self.buf)
+                )));
+            }
+            self.buf.push(byte);
+            self.reader.consume(1);
+        }
+    }
+
+    /// Reads `expected` bytes, keeping the first `max`; returns how many were read.
+    async fn read_exact_bounded(&mut self, expected: usize) -> std::io::Result<usize> {
+        let mut read = 0;
+        while read < expected {
+            let available = self.reader.fill_buf().await?;
+            if available.is_empty() {
+                break;
+            }
+            let take = available.len().min(expected - read);
+            let room = self.max.saturating_sub(self.buf.len());
+            self.buf.extend_from_slice(&available[..take.min(room)]);
+            self.reader.consume(take);
+            read += take;
+        }
+        Ok(read)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, PartialEq)]
+    enum Got {
+        Msg(String, usize),
+        Bad(String),
+        Cut(String, usize),
+    }
+
+    async fn frames(input: &[u8], framing: Framing, max: usize) -> Vec<Got> {
+        let mut framer = SyslogFramer::new(input, framing, max);
+        let mut out = Vec::new();
+        while let Some(frame) = framer.next().await.unwrap() {
+            out.push(match frame {
+                SyslogFrame::Message { bytes, len } => {
+                    Got::Msg(String::from_utf8_lossy(bytes).into_owned(), len)
+                }
+                SyslogFrame::InvalidCount { bytes, .. } => {
+                    Got::Bad(String::from_utf8_lossy(bytes).into_owned())
+                }
+                SyslogFrame::Truncated { bytes, expected } => {
+                    Got::Cut(String::from_utf8_lossy(bytes).into_owned(), expected)
+                }
+            });
+        }
+        out
+    }
+
+    fn msg(text: &str) -> Got {
+        Got::Msg(text.to_owned(), text.len())
+    }
+
+    #[tokio::test]
+    async fn octet_counted_messages_may_hold_newlines() {
+        let got = frames(b"11 <13>a\nb\nc d8 <13>xyz\n", Framing::Auto, 100).await;
+        assert_eq!(got, vec![msg("<13>a\nb\nc d"), msg("<13>xyz\n")]);
+    }
+
+    #[tokio::test]
+    async fn auto_framing_mixes_both_methods_and_skips_blank_lines() {
+        let got = frames(b"<13>one\r\n\n\x005 <14>2<15>three", Framing::Auto, 100).await;
+        assert_eq!(got, vec![msg("<13>one"), msg("<14>2"), msg("<15>three")]);
+    }
+
+    #[tokio::test]
+    async fn newline_framing_never_reads_a_count() {
+        let got = frames(b"12 not a count\n", Framing::NewLine, 100).await;
+        assert_eq!(got, vec![msg("12 not a count")]);
+    }
+
+    #[tokio::test]
+    async fn a_bad_count_skips_its_line_and_the_stream_goes_on() {
+        let got = frames(b"<13>x\n4 <1>y", Framing::OctetCounting, 100).await;
+        assert_eq!(got, vec![Got::Bad("<13>x".to_owned()), msg("<1>y")]);
+        let got = frames(b"12345678901 x\n3 abc", Framing::Auto, 100).await;
+        assert_eq!(got, vec![Got::Bad("12345678901 x".to_owned()), msg("abc")]);
+    }
+
+    #[tokio::test]
+    async fn over_long_messages_keep_a_prefix_and_their_length_and_a_cut_one_is_reported() {
+        let got = frames(b"10 0123456789<13>line-too-long\n", Framing::Auto, 4).await;
+        assert_eq!(
+            got,
+            vec![
+                Got::Msg("0123".to_owned(), 10),
+                Got::Msg("<13>".to_owned(), 17)
+            ]
+        );
+        let got = frames(b"20 short", Framing::Auto, 100).await;
+        assert_eq!(got, vec![Got::Cut("short".to_owned(), 20)]);
+    }
+}

@@ -1,0 +1,135 @@
+//! Syslog over TCP (RFC 6587): one task per connection, framed by
+//! [`SyslogFramer`], each message admitted to the Sensor's inlet before the next is read,
+//! so a full bus stops the reads and TCP's window slows the sender. The TLS listener
+//! (`syslog_tls`) reuses [`read_stream`] after its handshake.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::io::AsyncRead;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::ingestor::IngestError;
+use crate::transport::inlet::{Frame, Inlet, TransportReject};
+use crate::transport::syslog_framing::{Framing, SyslogFrame, SyslogFramer};
+
+/// Accepts connections until `shutdown` is cancelled, then waits for each connection to
+/// finish the message it is on.
+///
+/// # Errors
+///
+/// When accepting a connection fails for a reason other than the peer going away.
+pub async fn serve_tcp(
+    listener: TcpListener,
+    inlet: Arc<Inlet>,
+    framing: Framing,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let connections = TaskTracker::new();
+    let local = listener.local_addr()?;
+    tracing::info!(sensor = inlet.sensor(), listen = %local, "syslog tcp listening");
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) if is_transient(&e) => continue,
+                Err(e) => return Err(e),
+            },
+            () = shutdown.cancelled() => break,
+        };
+        let (inlet, shutdown) = (Arc::clone(&inlet), shutdown.clone());
+        connections.spawn(async move {
+            let origin = format!("syslog-tcp:{peer}");
+            read_stream(stream, peer, &origin, &inlet, framing, &shutdown).await;
+        });
+    }
+    connections.close();
+    connections.wait().await;
+    Ok(())
+}
+
+/// Errors of one connection that must not stop the listener.
+pub(crate) fn is_transient(error: &std::io::Error) -> bool {
+    use std::io::ErrorKind::{ConnectionAborted, ConnectionReset, Interrupted};
+    matches!(
+        error.kind(),
+        ConnectionAborted | ConnectionReset | Interrupted
+    )
+}
+
+/// Reads one connection's messages to its end (or to shutdown) into the inlet.
+pub(crate) async fn read_stream<S: AsyncRead + Unpin>(
+    stream: S,
+    peer: SocketAddr,
+    origin: &str,
+    inlet: &Inlet,
+    framing: Framing,
+    shutdown: &CancellationToken,
+) {
+    let mut framer = SyslogFramer::new(stream, framing, inlet.max_record_bytes());
+    let mut seq = 0u64;
+    loop {
+        let frame = tokio::select! {
+            frame = framer.next() => frame,
+            () = shutdown.cancelled() => break,
+        };
+        let frame = match frame {
+            Ok(Some(frame)) => frame,
+            Ok(None) => break,
+            Err(e) => {
+                tracing::info!(sensor = inlet.sensor(), peer = %peer, reason = %e, "syslog connection failed");
+                break;
+            }
+        };
+        seq += 1;
+        if let Err(e) = deliver(inlet, frame, origin, seq, peer).await {
+            tracing::warn!(
+                sensor = inlet.sensor(),
+                peer = %peer,
+                reason = %kastell_core::error_chain(&e),
+                "syslog connection closed: the bus refused a message"
+            );
+            break;
+        }
+    }
+    tracing::debug!(sensor = inlet.sensor(), peer = %peer, messages = seq, "syslog connection ended");
+}
+
+async fn deliver(
+    inlet: &Inlet,
+    frame: SyslogFrame<'_>,
+    origin: &str,
+    seq: u64,
+    peer: SocketAddr,
+) -> Result<(), IngestError> {
+    // Waiting here, before the next read, is what pushes back on the sender.
+    let Some(_admission) = inlet.admit(1).await else {
+        return Ok(());
+    };
+    match frame {
+        SyslogFrame::Message { bytes, len } => {
+            let mut frame = Frame::new(origin, seq, bytes).from_peer(peer);
+            frame.len = len;
+            inlet.ingest(frame).await?;
+        }
+        SyslogFrame::InvalidCount { bytes, reason } => {
+            let frame = Frame::new(origin, seq, bytes).from_peer(peer);
+            inlet
+                .reject(frame, TransportReject::InvalidFrame, reason)
+                .await?;
+        }
+        SyslogFrame::Truncated { bytes, expected } => {
+            let frame = Frame::new(origin, seq, bytes).from_peer(peer);
+            let reason = format!(
+                "the connection closed {} bytes into a {expected}-byte message",
+                bytes.len()
+            );
+            inlet
+                .reject(frame, TransportReject::TruncatedFrame, reason)
+                .await?;
+        }
+    }
+    Ok(())
+}

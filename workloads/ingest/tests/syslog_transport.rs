@@ -1,0 +1,310 @@
+//! Syslog over UDP, TCP (newline and octet-counting framing) and TLS 1.3, over real
+//! sockets on 127.0.0.1. The messages are the examples of RFC 5424 section 6.5 and
+//! RFC 3164 section 5.4 (IETF, https://www.rfc-editor.org/rfc/rfc5424#section-6.5 and
+//! https://www.rfc-editor.org/rfc/rfc3164#section-5.4).
+
+mod listeners;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kastell_core::{Bus, Topic};
+use kastell_ingest::transport::syslog_framing::Framing;
+use kastell_ingest::transport::syslog_tcp::serve_tcp;
+use kastell_ingest::transport::syslog_tls::{serve_tls, tls_acceptor};
+use kastell_ingest::transport::syslog_udp::serve_udp;
+use listeners::{Pipeline, SENSOR};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio_util::sync::CancellationToken;
+
+const RFC5424_SU: &str = "<34>1 2003-10-11T22:14:15.003Z mymachine.example.com su - ID47 - 'su root' failed for lonvick on /dev/pts/8";
+const RFC5424_DONUTS: &str = "<165>1 2003-08-24T05:14:15.000003-07:00 192.0.2.1 myproc 8710 - - %% It's time to make the do-nuts.";
+const RFC5424_SD: &str = "<165>1 2003-10-11T22:14:15.003Z mymachine.example.com evntslog - ID47 [exampleSDID@32473 iut=\"3\" eventSource=\"Application\" eventID=\"1011\"] An application event log entry...";
+const RFC3164_SU: &str =
+    "<34>Oct 11 22:14:15 mymachine su: 'su root' failed for lonvick on /dev/pts/8";
+
+fn octet_counted(message: &str) -> String {
+    format!("{} {message}", message.len())
+}
+
+#[tokio::test]
+async fn udp_datagrams_become_events_with_their_sender() {
+    let pipeline = Pipeline::new(64).await;
+    let inlet = pipeline.syslog_inlet(64);
+    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = socket.local_addr().unwrap();
+    let shutdown = CancellationToken::new();
+    let server = tokio::spawn(serve_udp(socket, Arc::clone(&inlet), shutdown.clone()));
+
+    let sender = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let from = sender.local_addr().unwrap();
+    for message in [RFC5424_SU, RFC3164_SU] {
+        sender
+            .send_to(format!("{message}\n").as_bytes(), addr)
+            .await
+            .unwrap();
+    }
+    sender.send_to(b"<13>bad \xff byte", addr).await.unwrap();
+    while inlet.metrics().records() < 3 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    shutdown.cancel();
+    server.await.unwrap().unwrap();
+
+    let (events, letters) = pipeline.drain().await;
+    let messages: Vec<_> = events
+        .iter()
+        .map(|e| e.get_str("message").unwrap())
+        .collect();
+    assert_eq!(messages, vec![RFC5424_SU, RFC3164_SU]);
+    assert_eq!(events[0].get_str("source.ip"), Some("127.0.0.1"));
+    assert_eq!(
+        events[0].get("source.port").and_then(|p| p.as_u64()),
+        Some(u64::from(from.port()))
+    );
+    assert_eq!(events[0].sensor(), Some(SENSOR));
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0]["kind"], "invalid_utf8");
+    assert_eq!(letters[0]["format"], "syslog");
+    assert_eq!(inlet.metrics().rejects("invalid_utf8"), 1);
+}
+
+#[tokio::test]
+async fn tcp_takes_newline_and_octet_counted_frames_on_one_connection() {
+    let pipeline = Pipeline::new(64).await;
+    let inlet = pipeline.syslog_inlet(64);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let shutdown = CancellationToken::new();
+    let server = tokio::spawn(serve_tcp(
+        listener,
+        Arc::clone(&inlet),
+        Framing::Auto,
+        shutdown.clone(),
+    ));
+
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let multi_line = "<13>1 - host app - - - first line\nsecond line";
+    let body = format!(
+        "{RFC5424_SU}\n{}{}12x oops\n{RFC3164_SU}\r\n{}",
+        octet_counted(RFC5424_SD),
+        octet_counted(multi_line),
+        "500 <13>cut short"
+    );
+    stream.write_all(body.as_bytes()).await.unwrap();
+    stream.shutdown().await.unwrap();
+    drop(stream);
+    while inlet.metrics().records() < 6 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    shutdown.cancel();
+    server.await.unwrap().unwrap();
+
+    let (events, letters) = pipeline.drain().await;
+    let messages: Vec<_> = events
+        .iter()
+        .map(|e| e.get_str("message").unwrap())
+        .collect();
+    assert_eq!(
+        messages,
+        vec![RFC5424_SU, RFC5424_SD, multi_line, RFC3164_SU]
+    );
+    let kinds: Vec<_> = letters
+        .iter()
+        .map(|l| l["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, vec!["invalid_frame", "truncated_frame"]);
+    assert_eq!(letters[0]["raw"], "12x oops");
+    assert_eq!(letters[1]["raw"], "<13>cut short");
+}
+
+#[tokio::test]
+async fn a_full_bus_stops_tcp_reads_and_every_message_arrives_in_order() {
+    // One message fits on the bus, one in the inlet's queue.
+    let mut pipeline = Pipeline::new(1).await;
+    let inlet = pipeline.syslog_inlet(1);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let shutdown = CancellationToken::new();
+    let server = tokio::spawn(serve_tcp(
+        listener,
+        Arc::clone(&inlet),
+        Framing::OctetCounting,
+        shutdown.clone(),
+    ));
+
+    let total = 200;
+    let sender = tokio::spawn(async move {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        for i in 0..total {
+            let message = format!("<13>1 - host app - - - message {i}");
+            stream
+                .write_all(octet_counted(&message).as_bytes())
+                .await
+                .unwrap();
+        }
+        stream.shutdown().await.unwrap();
+    });
+    // With nobody reading the bus, the listener takes one message onto the bus and one
+    // more that waits; it reads nothing else.
+    while inlet.metrics().records() < 2 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    for _ in 0..20 {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(inlet.metrics().records(), 2);
+    assert_eq!(inlet.metrics().queue_depth(), 1);
+
+    let mut seen = Vec::new();
+    while seen.len() < total {
+        let delivery = pipeline.events.next().await.unwrap();
+        let event: kastell_core::Event = delivery.message.decode().unwrap();
+        seen.push(event.get_str("message").unwrap().to_owned());
+        delivery.ack().await.unwrap();
+    }
+    sender.await.unwrap();
+    shutdown.cancel();
+    server.await.unwrap().unwrap();
+    let expected: Vec<_> = (0..total)
+        .map(|i| format!("<13>1 - host app - - - message {i}"))
+        .collect();
+    assert_eq!(seen, expected);
+    pipeline.bus.close(Topic::Events).await;
+    assert!(pipeline.events.next().await.is_none());
+}
+
+struct Pki {
+    _dir: tempfile::TempDir,
+    cert: std::path::PathBuf,
+    key: std::path::PathBuf,
+    ca: rustls::pki_types::CertificateDer<'static>,
+}
+
+/// A throwaway CA and a server certificate for localhost and 127.0.0.1 it signed.
+fn throwaway_pki() -> Pki {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let params =
+        rcgen::CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+            .unwrap();
+    let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert_path, key_path) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+    std::fs::write(&cert_path, cert.pem()).unwrap();
+    std::fs::write(&key_path, key.serialize_pem()).unwrap();
+    Pki {
+        _dir: dir,
+        cert: cert_path,
+        key: key_path,
+        ca: ca.der().clone(),
+    }
+}
+
+fn client_config(
+    pki: &Pki,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(pki.ca.clone()).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Arc::new(
+        rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(versions)
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    )
+}
+
+async fn start_tls(
+    pipeline: &Pipeline,
+    pki: &Pki,
+) -> (
+    SocketAddr,
+    Arc<kastell_ingest::transport::Inlet>,
+    CancellationToken,
+    tokio::task::JoinHandle<std::io::Result<()>>,
+) {
+    let inlet = pipeline.syslog_inlet(64);
+    let acceptor = tls_acceptor(&pki.cert, &pki.key).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let shutdown = CancellationToken::new();
+    let server = tokio::spawn(serve_tls(
+        listener,
+        acceptor,
+        Arc::clone(&inlet),
+        Framing::Auto,
+        shutdown.clone(),
+    ));
+    (addr, inlet, shutdown, server)
+}
+
+#[tokio::test]
+async fn tls_1_3_carries_octet_counted_messages() {
+    let pki = throwaway_pki();
+    let pipeline = Pipeline::new(64).await;
+    let (addr, inlet, shutdown, server) = start_tls(&pipeline, &pki).await;
+
+    let connector =
+        tokio_rustls::TlsConnector::from(client_config(&pki, &[&rustls::version::TLS13]));
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut tls = connector.connect(name, tcp).await.unwrap();
+    assert_eq!(
+        tls.get_ref().1.protocol_version(),
+        Some(rustls::ProtocolVersion::TLSv1_3)
+    );
+    for message in [RFC5424_SU, RFC5424_DONUTS, RFC5424_SD] {
+        tls.write_all(octet_counted(message).as_bytes())
+            .await
+            .unwrap();
+    }
+    tls.shutdown().await.unwrap();
+    while inlet.metrics().records() < 3 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    shutdown.cancel();
+    server.await.unwrap().unwrap();
+    let (events, letters) = pipeline.drain().await;
+    let messages: Vec<_> = events
+        .iter()
+        .map(|e| e.get_str("message").unwrap())
+        .collect();
+    assert_eq!(messages, vec![RFC5424_SU, RFC5424_DONUTS, RFC5424_SD]);
+    assert!(letters.is_empty());
+}
+
+#[tokio::test]
+async fn a_tls_1_2_client_is_refused() {
+    let pki = throwaway_pki();
+    let pipeline = Pipeline::new(64).await;
+    let (addr, inlet, shutdown, server) = start_tls(&pipeline, &pki).await;
+    let connector =
+        tokio_rustls::TlsConnector::from(client_config(&pki, &[&rustls::version::TLS12]));
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    assert!(connector.connect(name, tcp).await.is_err());
+    shutdown.cancel();
+    server.await.unwrap().unwrap();
+    assert_eq!(inlet.metrics().records(), 0);
+}
+
+#[test]
+fn missing_or_empty_certificate_files_are_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty.pem");
+    std::fs::write(&empty, "").unwrap();
+    let err = tls_acceptor(&empty, &empty).err().unwrap();
+    assert!(err.to_string().contains("holds no certificate"), "{err}");
+    let err = tls_acceptor(&dir.path().join("absent.pem"), &empty)
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("absent.pem"), "{err}");
+}

@@ -1,0 +1,263 @@
+//! The listening Sensors of a resource set, turned into running ingest listeners: HTTP
+//! (JSON lines and `_bulk`), syslog over UDP, TCP and TLS, and followed files. Plain
+//! listeners are refused off loopback (DESIGN.md: TLS everywhere except loopback).
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+use kastell_core::Bus;
+use kastell_crds::sensor::{Sensor, SyslogFraming, TransportKind};
+use kastell_crds::{Loaded, ResourceSet};
+use kastell_ingest::transport::http::{self, HttpIngest};
+use kastell_ingest::transport::syslog_framing::Framing;
+use kastell_ingest::transport::tail::{tail_file, TailConfig};
+use kastell_ingest::transport::{
+    syslog_tcp, syslog_tls, syslog_udp, Decoder, IngestMetrics, Inlet, DEFAULT_QUEUE_RECORDS,
+};
+use kastell_ingest::{Format, IngestStats, Ingestor};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// One listening Sensor, checked and resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListenerPlan {
+    pub sensor: String,
+    pub format: String,
+    pub kind: ListenerKind,
+}
+
+/// What to listen on.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ListenerKind {
+    Http {
+        addr: SocketAddr,
+    },
+    SyslogUdp {
+        addr: SocketAddr,
+    },
+    SyslogTcp {
+        addr: SocketAddr,
+        framing: Framing,
+    },
+    SyslogTls {
+        addr: SocketAddr,
+        framing: Framing,
+        cert: PathBuf,
+        key: PathBuf,
+    },
+    Tail {
+        path: PathBuf,
+        checkpoint: PathBuf,
+    },
+}
+
+/// The listeners the Sensors declare; a Sensor that cannot listen becomes a problem
+/// line naming its file. File Sensors without `follow` are replays, not listeners.
+pub fn plan(
+    resources: &ResourceSet,
+    data_dir: &Path,
+    problems: &mut Vec<String>,
+) -> Vec<ListenerPlan> {
+    let mut plans = Vec::new();
+    for sensor in &resources.sensors {
+        match plan_one(sensor, data_dir) {
+            Ok(Some(plan)) => plans.push(plan),
+            Ok(None) => {}
+            Err(e) => problems.push(format!(
+                "{}: sensor {}: {e:#}",
+                sensor.file.display(),
+                sensor.key()
+            )),
+        }
+    }
+    plans
+}
+
+fn plan_one(sensor: &Loaded<Sensor>, data_dir: &Path) -> anyhow::Result<Option<ListenerPlan>> {
+    let spec = &sensor.object.spec;
+    let name = sensor.object.metadata.name.clone().unwrap_or_default();
+    let transport = &spec.transport;
+    let framing = match transport.framing.unwrap_or(SyslogFraming::Auto) {
+        SyslogFraming::Auto => Framing::Auto,
+        SyslogFraming::Newline => Framing::NewLine,
+        SyslogFraming::OctetCounting => Framing::OctetCounting,
+    };
+    let addr = || -> anyhow::Result<SocketAddr> {
+        let port = transport
+            .port
+            .context("a listener needs spec.transport.port")?;
+        let ip: IpAddr = transport
+            .bind_address
+            .as_deref()
+            .unwrap_or("127.0.0.1")
+            .parse()
+            .context("spec.transport.bindAddress is not an IP address")?;
+        Ok(SocketAddr::new(ip, port))
+    };
+    let plain = |addr: SocketAddr| -> anyhow::Result<SocketAddr> {
+        anyhow::ensure!(
+            addr.ip().to_canonical().is_loopback(),
+            "a plain (non-TLS) listener may only bind to loopback, not {addr}; use syslog-tls"
+        );
+        Ok(addr)
+    };
+    let kind = match transport.kind {
+        TransportKind::File if !transport.follow => return Ok(None),
+        TransportKind::File => {
+            let path = sensor.resolve(
+                transport
+                    .path
+                    .as_deref()
+                    .context("transport type file needs spec.transport.path")?,
+            );
+            let dir = transport
+                .checkpoint_dir
+                .as_deref()
+                .map_or_else(|| data_dir.to_owned(), |d| sensor.resolve(d));
+            ListenerKind::Tail {
+                path,
+                checkpoint: dir.join(format!("{name}.checkpoint.json")),
+            }
+        }
+        TransportKind::Http => ListenerKind::Http {
+            addr: plain(addr()?)?,
+        },
+        TransportKind::SyslogUdp => ListenerKind::SyslogUdp {
+            addr: plain(addr()?)?,
+        },
+        TransportKind::SyslogTcp => ListenerKind::SyslogTcp {
+            addr: plain(addr()?)?,
+            framing,
+        },
+        TransportKind::SyslogTls => {
+            let tls = transport
+                .tls
+                .as_ref()
+                .context("syslog-tls needs spec.transport.tls")?;
+            ListenerKind::SyslogTls {
+                addr: addr()?,
+                framing,
+                cert: sensor.resolve(&tls.cert_file),
+                key: sensor.resolve(&tls.key_file),
+            }
+        }
+    };
+    let format = spec.format.as_str().to_owned();
+    decoder(&name, &format)?;
+    Ok(Some(ListenerPlan {
+        sensor: name,
+        format,
+        kind,
+    }))
+}
+
+/// The Sensor's decoder: its format's parser (syslog messages included).
+fn decoder(sensor: &str, format: &str) -> anyhow::Result<Decoder> {
+    let format: Format = format.parse()?;
+    Ok(Decoder::Format(Ingestor::new(format, sensor)))
+}
+
+/// Binds and starts every planned listener; they run until `shutdown` is cancelled.
+/// HTTP Sensors on the same address share one server.
+///
+/// # Errors
+///
+/// When an address cannot be bound or a TLS certificate cannot be loaded.
+pub async fn start(
+    plans: &[ListenerPlan],
+    bus: Arc<dyn Bus>,
+    metrics: &IngestMetrics,
+    shutdown: CancellationToken,
+) -> anyhow::Result<Vec<JoinHandle<()>>> {
+    let stats = Arc::new(IngestStats::new());
+    let mut http_servers: BTreeMap<SocketAddr, Vec<Arc<Inlet>>> = BTreeMap::new();
+    let mut tasks = Vec::new();
+    for plan in plans {
+        let inlet = Arc::new(Inlet::new(
+            decoder(&plan.sensor, &plan.format)?,
+            Arc::clone(&bus),
+            Arc::clone(&stats),
+            metrics.sensor(&plan.sensor),
+            DEFAULT_QUEUE_RECORDS,
+        ));
+        let token = shutdown.clone();
+        let sensor = plan.sensor.clone();
+        let task = match &plan.kind {
+            ListenerKind::Http { addr } => {
+                http_servers.entry(*addr).or_default().push(inlet);
+                continue;
+            }
+            ListenerKind::SyslogUdp { addr } => {
+                let socket = tokio::net::UdpSocket::bind(addr)
+                    .await
+                    .with_context(|| format!("sensor {sensor}: listening on udp {addr}"))?;
+                tokio::spawn(async move {
+                    log_end(&sensor, syslog_udp::serve_udp(socket, inlet, token).await)
+                })
+            }
+            ListenerKind::SyslogTcp { addr, framing } => {
+                let listener = bind_tcp(&sensor, *addr).await?;
+                let framing = *framing;
+                tokio::spawn(async move {
+                    log_end(
+                        &sensor,
+                        syslog_tcp::serve_tcp(listener, inlet, framing, token).await,
+                    )
+                })
+            }
+            ListenerKind::SyslogTls {
+                addr,
+                framing,
+                cert,
+                key,
+            } => {
+                let acceptor = syslog_tls::tls_acceptor(cert, key)
+                    .with_context(|| format!("sensor {sensor}: loading its TLS certificate"))?;
+                let listener = bind_tcp(&sensor, *addr).await?;
+                let framing = *framing;
+                tokio::spawn(async move {
+                    log_end(
+                        &sensor,
+                        syslog_tls::serve_tls(listener, acceptor, inlet, framing, token).await,
+                    )
+                })
+            }
+            ListenerKind::Tail { path, checkpoint } => {
+                let config = TailConfig::new(path, checkpoint);
+                tokio::spawn(
+                    async move { log_end(&sensor, tail_file(&config, &inlet, token).await) },
+                )
+            }
+        };
+        tasks.push(task);
+    }
+    for (addr, inlets) in http_servers {
+        let sensors: Vec<String> = inlets.iter().map(|i| i.sensor().to_owned()).collect();
+        let listener = bind_tcp(&sensors.join(","), addr).await?;
+        let router = http::router(HttpIngest::new(inlets));
+        let token = shutdown.clone();
+        tasks.push(tokio::spawn(async move {
+            let label = sensors.join(",");
+            log_end(
+                &label,
+                http::serve(listener, router, async move { token.cancelled().await }).await,
+            )
+        }));
+    }
+    Ok(tasks)
+}
+
+async fn bind_tcp(sensor: &str, addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("sensor {sensor}: listening on tcp {addr}"))
+}
+
+fn log_end<T, E: std::error::Error>(sensor: &str, ended: Result<T, E>) {
+    if let Err(e) = ended {
+        tracing::error!(sensor, reason = %kastell_core::error_chain(&e), "ingest listener stopped");
+    }
+}
