@@ -324,6 +324,50 @@ impl<'a> Fields<'a> {
     }
 }
 
+/// The names under which a sensor writes a connection's two ends.
+pub(crate) struct EndpointFields {
+    pub source_ip: &'static str,
+    pub destination_ip: &'static str,
+    pub source_port: &'static str,
+    pub destination_port: &'static str,
+    pub transport: &'static str,
+}
+
+/// Maps a connection's addresses, ports and transport to ECS `source.*`,
+/// `destination.*`, `network.type`, `network.transport` and `related.ip`.
+pub(crate) fn map_endpoints(
+    fields: Fields<'_>,
+    names: &EndpointFields,
+    out: &mut EcsBuilder,
+) -> Result<(), ParseError> {
+    let source = fields.ip(names.source_ip)?;
+    let destination = fields.ip(names.destination_ip)?;
+    if let Some(ip) = source.as_deref().or(destination.as_deref()) {
+        out.put(
+            "network.type",
+            if ip.contains(':') { "ipv6" } else { "ipv4" },
+        );
+    }
+    if let Some(ip) = source {
+        out.related_ip(&ip);
+        out.put("source.ip", ip);
+    }
+    if let Some(ip) = destination {
+        out.related_ip(&ip);
+        out.put("destination.ip", ip);
+    }
+    if let Some(port) = fields.port(names.source_port)? {
+        out.put("source.port", port);
+    }
+    if let Some(port) = fields.port(names.destination_port)? {
+        out.put("destination.port", port);
+    }
+    if let Some(proto) = fields.str(names.transport)? {
+        out.put("network.transport", proto.to_ascii_lowercase());
+    }
+    Ok(())
+}
+
 pub(crate) fn canonical_ip(field: &str, raw: &str) -> Result<String, ParseError> {
     match raw.parse::<IpAddr>() {
         // std accepts IPv4 only in dotted-decimal without leading zeros, which is already

@@ -10,7 +10,9 @@ use serde_json::{Map, Value};
 
 use kastell_core::Event;
 
-use crate::ecs::{base_name, canonical_ip, naive_utc_timestamp, EcsBuilder, Fields};
+use crate::ecs::{
+    base_name, canonical_ip, map_endpoints, naive_utc_timestamp, EcsBuilder, EndpointFields, Fields,
+};
 use crate::error::ParseError;
 use crate::format::ParseContext;
 
@@ -129,31 +131,17 @@ fn map_observer(
 }
 
 fn map_network(eve: Fields<'_>, out: &mut EcsBuilder) -> Result<(), ParseError> {
-    let source = eve.ip("src_ip")?;
-    let destination = eve.ip("dest_ip")?;
-    if let Some(ip) = source.as_deref().or(destination.as_deref()) {
-        out.put(
-            "network.type",
-            if ip.contains(':') { "ipv6" } else { "ipv4" },
-        );
-    }
-    if let Some(ip) = source {
-        out.related_ip(&ip);
-        out.put("source.ip", ip);
-    }
-    if let Some(ip) = destination {
-        out.related_ip(&ip);
-        out.put("destination.ip", ip);
-    }
-    if let Some(port) = eve.port("src_port")? {
-        out.put("source.port", port);
-    }
-    if let Some(port) = eve.port("dest_port")? {
-        out.put("destination.port", port);
-    }
-    if let Some(proto) = eve.str("proto")? {
-        out.put("network.transport", proto.to_ascii_lowercase());
-    }
+    map_endpoints(
+        eve,
+        &EndpointFields {
+            source_ip: "src_ip",
+            destination_ip: "dest_ip",
+            source_port: "src_port",
+            destination_port: "dest_port",
+            transport: "proto",
+        },
+        out,
+    )?;
     // "failed" means detection gave up, which is not a protocol name.
     if let Some(app) = eve
         .str("app_proto")?

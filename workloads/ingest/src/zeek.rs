@@ -11,7 +11,7 @@ use serde_json::{Map, Number, Value};
 
 use kastell_core::Event;
 
-use crate::ecs::{canonical_ip, utc_timestamp, EcsBuilder, Fields};
+use crate::ecs::{canonical_ip, map_endpoints, utc_timestamp, EcsBuilder, EndpointFields, Fields};
 use crate::error::ParseError;
 use crate::format::ParseContext;
 
@@ -330,31 +330,17 @@ fn map_common(
     if let Some(uid) = zeek.str("uid")? {
         out.put_str("zeek.session_id", uid);
     }
-    let source = zeek.ip("id.orig_h")?;
-    let destination = zeek.ip("id.resp_h")?;
-    if let Some(ip) = source.as_deref().or(destination.as_deref()) {
-        out.put(
-            "network.type",
-            if ip.contains(':') { "ipv6" } else { "ipv4" },
-        );
-    }
-    if let Some(ip) = source {
-        out.related_ip(&ip);
-        out.put("source.ip", ip);
-    }
-    if let Some(ip) = destination {
-        out.related_ip(&ip);
-        out.put("destination.ip", ip);
-    }
-    if let Some(port) = zeek.port("id.orig_p")? {
-        out.put("source.port", port);
-    }
-    if let Some(port) = zeek.port("id.resp_p")? {
-        out.put("destination.port", port);
-    }
-    if let Some(proto) = zeek.str("proto")? {
-        out.put("network.transport", proto.to_ascii_lowercase());
-    }
+    map_endpoints(
+        zeek,
+        &EndpointFields {
+            source_ip: "id.orig_h",
+            destination_ip: "id.resp_h",
+            source_port: "id.orig_p",
+            destination_port: "id.resp_p",
+            transport: "proto",
+        },
+        out,
+    )?;
     if let Some(id) = zeek.str("community_id")? {
         out.put_str("network.community_id", id);
     }
