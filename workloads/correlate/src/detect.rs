@@ -370,6 +370,50 @@ detection:
         assert_eq!(errors.len(), 1);
     }
 
+    /// The raw-mode index skips a rule only when none of its required keys is in the
+    /// event: negations, nulls, `exists: false`, ORs and alternatives of a list of maps
+    /// must still be tried on events without the fields they name.
+    #[test]
+    fn rules_are_skipped_only_when_they_cannot_match() {
+        let rule = |id: &str, detection: &str| {
+            RuleDocument::new(
+                id,
+                format!("title: {id}\nid: {id}\nlogsource: {{product: windows}}\ndetection:\n{detection}"),
+            )
+        };
+        let documents = [
+            rule("not", "  sel: {Image: x}\n  condition: not sel\n"),
+            rule("isnull", "  sel: {Image: null}\n  condition: sel\n"),
+            rule("absent", "  sel: {Image|exists: false}\n  condition: sel\n"),
+            rule(
+                "or",
+                "  a: {Image: x}\n  b: {CommandLine|contains: run}\n  condition: a or b\n",
+            ),
+            rule(
+                "list",
+                "  sel:\n    - {Image: x}\n    - {CommandLine|contains: run}\n  condition: sel\n",
+            ),
+            rule(
+                "and",
+                "  a: {CommandLine|contains: run}\n  b: {Image: x}\n  condition: a and not b\n",
+            ),
+            rule("keywords", "  words: [run]\n  condition: words\n"),
+            rule("image", "  sel: {Image: x}\n  condition: sel\n"),
+        ];
+        let (set, errors) = RuleSet::compile_raw(documents);
+        assert!(errors.is_empty(), "{errors:?}");
+        let ids = |event: Value| -> Vec<String> {
+            let event = flatten_event(event);
+            set.evaluate_raw(&event).map(|r| r.id.clone()).collect()
+        };
+        assert_eq!(
+            ids(json!({"CommandLine": "go run"})),
+            ["not", "isnull", "absent", "or", "list", "and", "keywords"]
+        );
+        assert_eq!(ids(json!({"Image": "x"})), ["or", "list", "image"]);
+        assert_eq!(ids(json!({"User": "u"})), ["not", "isnull", "absent"]);
+    }
+
     #[test]
     fn wide_base64offset_finds_the_value_at_any_offset() {
         use base64::Engine;

@@ -29,6 +29,14 @@ impl Detector {
         self.condition.eval(&self.selections, event)
             && self.filters.iter().all(|f| f.matches(event))
     }
+
+    /// Top-level event keys of which at least one must be present for the detection to
+    /// hold, or `None` when no such set is known. Lets the rule set skip a rule with a
+    /// few hash lookups per event instead of evaluating it: the set is a necessary
+    /// condition only, so a skipped rule provably cannot match.
+    pub(crate) fn required_keys(&self) -> Option<Vec<&str>> {
+        self.condition.required_keys(&self.selections)
+    }
 }
 
 /// The condition with selection names replaced by their index.
@@ -49,6 +57,35 @@ impl Expr {
             Expr::Or(any) => any.iter().any(|e| e.eval(selections, event)),
         }
     }
+
+    fn required_keys<'a>(&self, selections: &'a [SelectionMatcher]) -> Option<Vec<&'a str>> {
+        match self {
+            Expr::Selection(i) => selections.get(*i)?.required_keys(),
+            // A negation holds on events without the field: nothing is required.
+            Expr::Not(_) => None,
+            // Each operand must hold, so any operand's keys will do: the fewest are the
+            // most selective.
+            Expr::And(all) => all
+                .iter()
+                .filter_map(|e| e.required_keys(selections))
+                .min_by_key(Vec::len),
+            // Some operand must hold: every operand needs its keys, and the union is required.
+            Expr::Or(any) => union(any.iter().map(|e| e.required_keys(selections))),
+        }
+    }
+}
+
+/// The union of the key sets, or `None` if any is unknown.
+fn union<'a>(sets: impl Iterator<Item = Option<Vec<&'a str>>>) -> Option<Vec<&'a str>> {
+    let mut keys = Vec::new();
+    for set in sets {
+        for key in set? {
+            if !keys.contains(&key) {
+                keys.push(key);
+            }
+        }
+    }
+    Some(keys)
 }
 
 /// A search identifier: any of its conjunctions holds (one for a map, one per map of a
@@ -63,6 +100,16 @@ impl SelectionMatcher {
         self.any_of
             .iter()
             .any(|checks| checks.iter().all(|c| c.matches(event)))
+    }
+
+    /// One required key per conjunction (the first check that needs its field), united.
+    fn required_keys(&self) -> Option<Vec<&str>> {
+        union(self.any_of.iter().map(|checks| {
+            checks
+                .iter()
+                .find_map(Check::required_key)
+                .map(|key| vec![key])
+        }))
     }
 }
 
@@ -80,6 +127,18 @@ impl Check {
             Check::Keywords(test) => {
                 test.matches_with(|predicate| any_leaf_in_map(event, predicate))
             }
+        }
+    }
+
+    /// The top-level key this check cannot hold without: a field read at one undotted
+    /// path (looked up as that key only) by a test that needs a value there.
+    fn required_key(&self) -> Option<&str> {
+        let Check::Field(check) = self else {
+            return None;
+        };
+        match check.field.paths.as_slice() {
+            [path] if !path.contains('.') && check.test.needs_value() => Some(path),
+            _ => None,
         }
     }
 }
@@ -211,6 +270,21 @@ pub(crate) enum FieldTest {
     },
     /// `minute` … `year`: the date's part, then the values.
     TimePart(TimePart, ValueTest),
+}
+
+impl FieldTest {
+    /// Whether the test fails whenever the field has no value.
+    fn needs_value(&self) -> bool {
+        match self {
+            FieldTest::Exists(want) => *want,
+            FieldTest::Null => false,
+            // Some matcher must be satisfied by a value (with `all`, each must).
+            FieldTest::Values(test) | FieldTest::TimePart(_, test) => !test.matchers.is_empty(),
+            // `neq` requires a non-null value before negating.
+            FieldTest::Not(_) => true,
+            FieldTest::FieldRef { others, .. } => !others.is_empty(),
+        }
+    }
 }
 
 /// A list of value matchers, ORed or (with `|all`) ANDed; each is satisfied by any one

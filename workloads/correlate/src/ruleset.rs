@@ -330,6 +330,11 @@ pub struct RuleSet {
     suricata_all: Vec<usize>,
     /// Rules for Wazuh alerts; each checks its own filter.
     wazuh: Vec<usize>,
+    /// Raw mode: rules by the top-level event keys they need (one of a rule's keys must
+    /// be present for it to match, see `Detector::required_keys`).
+    raw_by_key: HashMap<String, Vec<usize>>,
+    /// Raw mode: rules with no known required key, tried on every event.
+    raw_always: Vec<usize>,
     disabled: usize,
     correlations: Correlations,
     limits: WindowLimits,
@@ -549,11 +554,31 @@ impl RuleSet {
         &'a self,
         event: &'a Map<String, Value>,
     ) -> impl Iterator<Item = usize> + 'a {
-        self.rules
-            .iter()
-            .enumerate()
-            .filter(move |(_, rule)| rule.detector.matches(event))
-            .map(|(i, _)| i)
+        self.raw_candidates(event)
+            .filter(move |&i| self.rules[i].detector.matches(event))
+    }
+
+    /// The rules that can match the event, in the order added: those without required
+    /// keys and those with one of their keys in the event. One hash lookup per event key
+    /// replaces evaluating every rule whose fields the event does not have.
+    fn raw_candidates(&self, event: &Map<String, Value>) -> impl Iterator<Item = usize> {
+        let mut candidates = vec![0u64; self.rules.len().div_ceil(64)];
+        let mut mark = |rules: &[usize]| {
+            for &i in rules {
+                candidates[i / 64] |= 1 << (i % 64);
+            }
+        };
+        mark(&self.raw_always);
+        for key in event.keys() {
+            if let Some(rules) = self.raw_by_key.get(key.as_str()) {
+                mark(rules);
+            }
+        }
+        candidates.into_iter().enumerate().flat_map(|(word, bits)| {
+            (0..64)
+                .filter(move |bit| bits & (1 << bit) != 0)
+                .map(move |bit| word * 64 + bit)
+        })
     }
 
     /// [`RuleSet::evaluate_raw`] with correlations: matches feed `state` at event time
@@ -632,6 +657,17 @@ impl RuleSet {
                 }
                 Route::Wazuh(_) => push(&mut self.wazuh),
             }
+        }
+        match rule.detector.required_keys() {
+            Some(keys) => {
+                for key in keys {
+                    self.raw_by_key
+                        .entry(key.to_owned())
+                        .or_default()
+                        .push(index);
+                }
+            }
+            None => self.raw_always.push(index),
         }
         self.rules.push(rule);
     }
