@@ -619,6 +619,13 @@ type Tx = sqlx::Transaction<'static, sqlx::Sqlite>;
 /// Appends one change to the audit chain inside the change's transaction. The
 /// transaction must hold the write lock (see [`SqliteStore::write_tx`]) so that no other
 /// writer appends between reading the last hash and inserting.
+/// Appends the change's audit entry and commits: the entry lands in the same transaction
+/// as the change it records, or neither does.
+async fn commit_audited(mut tx: Tx, change: Change) -> Result<(), StoreError> {
+    append_audit(&mut tx, change).await?;
+    tx.commit().await.map_err(query_err("commit"))
+}
+
 async fn append_audit(tx: &mut Tx, change: Change) -> Result<(), StoreError> {
     let last = sqlx::query("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
         .fetch_optional(&mut **tx)
@@ -944,8 +951,7 @@ impl CaseStore for SqliteStore {
         let case = fetch_case(&mut tx, id).await?;
         let mut change = case_change(SYSTEM_ACTOR, "case.open", None, &case)?;
         change.after = Some(serde_json::json!({"case": change.after, "alert_id": first.id}));
-        append_audit(&mut tx, change).await?;
-        tx.commit().await.map_err(query_err("commit"))?;
+        commit_audited(tx, change).await?;
         Ok(case)
     }
 
@@ -978,8 +984,7 @@ impl CaseStore for SqliteStore {
         let after = fetch_case(&mut tx, case_id).await?;
         let mut change = case_change(SYSTEM_ACTOR, "case.attach_alert", Some(&case), &after)?;
         change.after = Some(serde_json::json!({"case": change.after, "alert_id": alert.id}));
-        append_audit(&mut tx, change).await?;
-        tx.commit().await.map_err(query_err("commit"))?;
+        commit_audited(tx, change).await?;
         Ok(after)
     }
 
@@ -1044,8 +1049,7 @@ impl CaseStore for SqliteStore {
         if let Some(row) = inserted {
             let action = fetch_action(&mut tx, row.get("id")).await?;
             let change = action_change(SYSTEM_ACTOR, "action.create", None, &action)?;
-            append_audit(&mut tx, change).await?;
-            tx.commit().await.map_err(query_err("commit"))?;
+            commit_audited(tx, change).await?;
             return Ok((action, true));
         }
         let existing =
@@ -1122,12 +1126,11 @@ impl CaseStore for SqliteStore {
         .await
         .map_err(query_err("decide action"))?;
         let after = fetch_action(&mut tx, id).await?;
-        append_audit(
-            &mut tx,
+        commit_audited(
+            tx,
             action_change(by, "action.decide", Some(&before), &after)?,
         )
         .await?;
-        tx.commit().await.map_err(query_err("commit"))?;
         Ok(after)
     }
 
@@ -1148,12 +1151,11 @@ impl CaseStore for SqliteStore {
             .await
             .map_err(query_err("finish action"))?;
         let after = fetch_action(&mut tx, id).await?;
-        append_audit(
-            &mut tx,
+        commit_audited(
+            tx,
             action_change(SYSTEM_ACTOR, "action.finish", Some(&before), &after)?,
         )
         .await?;
-        tx.commit().await.map_err(query_err("commit"))?;
         Ok(after)
     }
 
@@ -1191,12 +1193,7 @@ impl CaseStore for SqliteStore {
         .await
         .map_err(query_err("update case"))?;
         let after = fetch_case(&mut tx, id).await?;
-        append_audit(
-            &mut tx,
-            case_change(by, "case.update", Some(&before), &after)?,
-        )
-        .await?;
-        tx.commit().await.map_err(query_err("commit"))?;
+        commit_audited(tx, case_change(by, "case.update", Some(&before), &after)?).await?;
         Ok(after)
     }
 
@@ -1231,8 +1228,7 @@ impl CaseStore for SqliteStore {
             // The record without its hash (`skip_serializing`).
             after: Some(to_state("api key", key)?),
         };
-        append_audit(&mut tx, change).await?;
-        tx.commit().await.map_err(query_err("commit"))?;
+        commit_audited(tx, change).await?;
         Ok(())
     }
 
@@ -1279,8 +1275,7 @@ impl CaseStore for SqliteStore {
             before: Some(triage_state(&before)),
             after: Some(triage_state(&after)),
         };
-        append_audit(&mut tx, change).await?;
-        tx.commit().await.map_err(query_err("commit"))?;
+        commit_audited(tx, change).await?;
         Ok(after)
     }
 
@@ -1312,12 +1307,7 @@ impl CaseStore for SqliteStore {
         .await
         .map_err(query_err("close case"))?;
         let after = fetch_case(&mut tx, id).await?;
-        append_audit(
-            &mut tx,
-            case_change(by, "case.close", Some(&before), &after)?,
-        )
-        .await?;
-        tx.commit().await.map_err(query_err("commit"))?;
+        commit_audited(tx, case_change(by, "case.close", Some(&before), &after)?).await?;
         Ok(after)
     }
 
