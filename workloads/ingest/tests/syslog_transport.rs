@@ -7,14 +7,13 @@ mod listeners;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use kastell_core::{Bus, Topic};
 use kastell_ingest::transport::syslog_framing::Framing;
 use kastell_ingest::transport::syslog_tcp::serve_tcp;
 use kastell_ingest::transport::syslog_tls::{serve_tls, tls_acceptor};
 use kastell_ingest::transport::syslog_udp::serve_udp;
-use listeners::{Pipeline, SENSOR};
+use listeners::{messages, wait_for_records, Pipeline, SENSOR};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio_util::sync::CancellationToken;
@@ -47,17 +46,12 @@ async fn udp_datagrams_become_events_with_their_sender() {
             .unwrap();
     }
     sender.send_to(b"<13>bad \xff byte", addr).await.unwrap();
-    while inlet.metrics().records() < 3 {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    wait_for_records(&inlet, 3).await;
     shutdown.cancel();
     server.await.unwrap().unwrap();
 
     let (events, letters) = pipeline.drain().await;
-    let messages: Vec<_> = events
-        .iter()
-        .map(|e| e.get_str("message").unwrap())
-        .collect();
+    let messages = messages(&events);
     assert_eq!(messages, vec![RFC5424_SU, RFC3164_SU]);
     assert_eq!(events[0].get_str("source.ip"), Some("127.0.0.1"));
     assert_eq!(
@@ -96,17 +90,12 @@ async fn tcp_takes_newline_and_octet_counted_frames_on_one_connection() {
     stream.write_all(body.as_bytes()).await.unwrap();
     stream.shutdown().await.unwrap();
     drop(stream);
-    while inlet.metrics().records() < 6 {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    wait_for_records(&inlet, 6).await;
     shutdown.cancel();
     server.await.unwrap().unwrap();
 
     let (events, letters) = pipeline.drain().await;
-    let messages: Vec<_> = events
-        .iter()
-        .map(|e| e.get_str("message").unwrap())
-        .collect();
+    let messages = messages(&events);
     assert_eq!(
         messages,
         vec![RFC5424_SU, RFC5424_SD, multi_line, RFC3164_SU]
@@ -149,9 +138,7 @@ async fn a_full_bus_stops_tcp_reads_and_every_message_arrives_in_order() {
     });
     // With nobody reading the bus, the listener takes one message onto the bus and one
     // more that waits; it reads nothing else.
-    while inlet.metrics().records() < 2 {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    wait_for_records(&inlet, 2).await;
     for _ in 0..20 {
         tokio::task::yield_now().await;
     }
@@ -267,16 +254,11 @@ async fn tls_1_3_carries_octet_counted_messages() {
             .unwrap();
     }
     tls.shutdown().await.unwrap();
-    while inlet.metrics().records() < 3 {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    wait_for_records(&inlet, 3).await;
     shutdown.cancel();
     server.await.unwrap().unwrap();
     let (events, letters) = pipeline.drain().await;
-    let messages: Vec<_> = events
-        .iter()
-        .map(|e| e.get_str("message").unwrap())
-        .collect();
+    let messages = messages(&events);
     assert_eq!(messages, vec![RFC5424_SU, RFC5424_DONUTS, RFC5424_SD]);
     assert!(letters.is_empty());
 }

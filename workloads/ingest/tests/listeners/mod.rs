@@ -93,3 +93,18 @@ pub fn fixture(name: &str) -> PathBuf {
         .join("tests/fixtures")
         .join(name)
 }
+
+/// Waits until the inlet has taken `count` records (the test's timeout bounds the wait).
+pub async fn wait_for_records(inlet: &Inlet, count: u64) {
+    while inlet.metrics().records() < count {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
+
+/// The `message` field of each event, in order.
+pub fn messages(events: &[Event]) -> Vec<&str> {
+    events
+        .iter()
+        .map(|e| e.get_str("message").unwrap())
+        .collect()
+}
