@@ -300,12 +300,17 @@ async fn harness_with(
     }
 }
 
-async fn harness(set: Arc<PlaybookSet>) -> Harness {
-    let settings = RunnerSettings {
+/// Runners that trust only the test servers' certificates and read the test secrets.
+fn test_settings() -> RunnerSettings {
+    RunnerSettings {
         native_roots: false,
         secrets: Arc::new(secrets()),
         ..RunnerSettings::default()
-    };
+    }
+}
+
+async fn harness(set: Arc<PlaybookSet>) -> Harness {
+    let settings = test_settings();
     harness_with(set, ResponsePolicy::default(), settings).await
 }
 
@@ -450,11 +455,7 @@ async fn protected_assets_are_refused_and_recorded_without_any_request() {
         "protected": {"networks": ["172.16.0.0/12"], "agents": ["002"]}
     }))
     .unwrap();
-    let settings = RunnerSettings {
-        native_roots: false,
-        secrets: Arc::new(secrets()),
-        ..Default::default()
-    };
+    let settings = test_settings();
     let h = harness_with(
         playbook(&format!(
             r#"  steps:
@@ -701,10 +702,8 @@ async fn chat_notifications_use_each_systems_message_format() {
 async fn email_goes_over_smtp_with_starttls_and_authentication() {
     let sink = smtp_sink::start().await;
     let settings = RunnerSettings {
-        native_roots: false,
         extra_roots: vec![sink.cert.clone()],
-        secrets: Arc::new(secrets()),
-        ..RunnerSettings::default()
+        ..test_settings()
     };
     let h = harness_with(
         playbook(&format!(
@@ -919,11 +918,7 @@ async fn the_kill_switch_and_dry_run_record_what_would_have_happened() {
     let (base, apis) = start_apis().await;
     let policy: ResponsePolicy =
         serde_json::from_value(json!({"killSwitch": true, "maxActionsPerHour": 100})).unwrap();
-    let settings = RunnerSettings {
-        native_roots: false,
-        secrets: Arc::new(secrets()),
-        ..Default::default()
-    };
+    let settings = test_settings();
     let h = harness_with(
         playbook(&format!(
             r#"  steps:
