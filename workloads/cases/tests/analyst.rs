@@ -140,7 +140,10 @@ async fn audit_actions(api: &Api) -> Vec<String> {
 async fn chain_intact(api: &Api) {
     let entries = api.store.audit_entries(0, i64::MAX).await.unwrap();
     assert!(
-        matches!(kastell_core::audit::verify(&entries), Verdict::Intact { .. }),
+        matches!(
+            kastell_core::audit::verify(&entries),
+            Verdict::Intact { .. }
+        ),
         "the audit chain is broken"
     );
 }
@@ -157,7 +160,14 @@ async fn a_case_is_created_by_hand_checked_and_audited() {
         "tags": ["phishing", "finance", "phishing"],
         "assignee": "carol",
     });
-    let created = call(&api, &api.lead, Method::POST, "/api/v1/cases", Some(body.clone())).await;
+    let created = call(
+        &api,
+        &api.lead,
+        Method::POST,
+        "/api/v1/cases",
+        Some(body.clone()),
+    )
+    .await;
     let case = expect(&created, StatusCode::CREATED);
     assert_eq!(case["title"], "Phishing wave against finance");
     assert_eq!(case["severity"], "high");
@@ -170,13 +180,27 @@ async fn a_case_is_created_by_hand_checked_and_audited() {
     assert_eq!(audit_actions(&api).await.last().unwrap(), "case.create");
 
     // An analyst may open a case but not name its assignee, nor set RED above AMBER.
-    let analyst = call(&api, &api.analyst, Method::POST, "/api/v1/cases", Some(body)).await;
+    let analyst = call(
+        &api,
+        &api.analyst,
+        Method::POST,
+        "/api/v1/cases",
+        Some(body),
+    )
+    .await;
     expect_error(&analyst, StatusCode::FORBIDDEN, "forbidden");
     let red = json!({"title": "x", "tlp": "red"});
     let red = call(&api, &api.analyst, Method::POST, "/api/v1/cases", Some(red)).await;
     assert!(expect_error(&red, StatusCode::FORBIDDEN, "forbidden").contains("ceiling"));
     let auditor = json!({"title": "x"});
-    let auditor = call(&api, &api.auditor, Method::POST, "/api/v1/cases", Some(auditor)).await;
+    let auditor = call(
+        &api,
+        &api.auditor,
+        Method::POST,
+        "/api/v1/cases",
+        Some(auditor),
+    )
+    .await;
     expect_error(&auditor, StatusCode::FORBIDDEN, "forbidden");
 
     for (bad, reason) in [
@@ -198,14 +222,24 @@ async fn an_alert_is_promoted_then_another_merged_into_its_case() {
     let api = api().await;
     let cookie = api.alert("cookie").id.clone();
     let m4 = api.alert("m4").id.clone();
-    let grouped = api.store.get_alert(&cookie).await.unwrap().unwrap().case_id.unwrap();
+    let grouped = api
+        .store
+        .get_alert(&cookie)
+        .await
+        .unwrap()
+        .unwrap()
+        .case_id
+        .unwrap();
 
     let uri = format!("/api/v1/alerts/{cookie}/promote");
     let promoted = call(&api, &api.analyst, Method::POST, &uri, None).await;
     let case = expect(&promoted, StatusCode::CREATED).clone();
     let case_id = case["id"].as_i64().unwrap();
     assert_ne!(case_id, grouped, "promotion opens a new case");
-    assert_eq!(case["title"], "ET MALWARE Win32/IcedID Request Cookie on 172.16.0.153");
+    assert_eq!(
+        case["title"],
+        "ET MALWARE Win32/IcedID Request Cookie on 172.16.0.153"
+    );
     assert_eq!(case["severity"], "high");
     assert_eq!(case["alert_count"], 1);
     assert_eq!(case["first_seen"], "2022-10-31T14:47:28.168061Z");
@@ -219,35 +253,93 @@ async fn an_alert_is_promoted_then_another_merged_into_its_case() {
     let titled = json!({"title": "IcedID on 172.16.0.153"});
     let uri = format!("/api/v1/alerts/{}/promote", api.alert("ca1").id);
     let answer = call(&api, &api.analyst, Method::POST, &uri, Some(titled)).await;
-    assert_eq!(expect(&answer, StatusCode::CREATED)["title"], "IcedID on 172.16.0.153");
+    assert_eq!(
+        expect(&answer, StatusCode::CREATED)["title"],
+        "IcedID on 172.16.0.153"
+    );
 
     let uri = format!("/api/v1/alerts/{m4}/merge");
-    let merged = call(&api, &api.analyst, Method::POST, &uri, Some(json!({"case_id": case_id}))).await;
+    let merged = call(
+        &api,
+        &api.analyst,
+        Method::POST,
+        &uri,
+        Some(json!({"case_id": case_id})),
+    )
+    .await;
     let case = expect(&merged, StatusCode::OK);
     assert_eq!(case["id"], case_id);
     assert_eq!(case["alert_count"], 2);
-    assert_eq!(api.store.get_alert(&m4).await.unwrap().unwrap().status, "merged");
+    assert_eq!(
+        api.store.get_alert(&m4).await.unwrap().unwrap().status,
+        "merged"
+    );
     // Again: nothing changes, nothing is audited.
     let before = audit_actions(&api).await.len();
-    let again = call(&api, &api.analyst, Method::POST, &uri, Some(json!({"case_id": case_id}))).await;
+    let again = call(
+        &api,
+        &api.analyst,
+        Method::POST,
+        &uri,
+        Some(json!({"case_id": case_id})),
+    )
+    .await;
     assert_eq!(expect(&again, StatusCode::OK)["alert_count"], 2);
     assert_eq!(audit_actions(&api).await.len(), before);
 
-    let missing = call(&api, &api.analyst, Method::POST, &uri, Some(json!({"case_id": 999}))).await;
+    let missing = call(
+        &api,
+        &api.analyst,
+        Method::POST,
+        &uri,
+        Some(json!({"case_id": 999})),
+    )
+    .await;
     expect_error(&missing, StatusCode::NOT_FOUND, "not_found");
-    let nobody = call(&api, &api.analyst, Method::POST, "/api/v1/alerts/nope/promote", None).await;
+    let nobody = call(
+        &api,
+        &api.analyst,
+        Method::POST,
+        "/api/v1/alerts/nope/promote",
+        None,
+    )
+    .await;
     expect_error(&nobody, StatusCode::NOT_FOUND, "not_found");
-    let bad = call(&api, &api.analyst, Method::POST, &uri, Some(json!({"case": 1}))).await;
+    let bad = call(
+        &api,
+        &api.analyst,
+        Method::POST,
+        &uri,
+        Some(json!({"case": 1})),
+    )
+    .await;
     expect_error(&bad, StatusCode::UNPROCESSABLE_ENTITY, "invalid_body");
-    let auditor = call(&api, &api.auditor, Method::POST, &uri, Some(json!({"case_id": 1}))).await;
+    let auditor = call(
+        &api,
+        &api.auditor,
+        Method::POST,
+        &uri,
+        Some(json!({"case_id": 1})),
+    )
+    .await;
     expect_error(&auditor, StatusCode::FORBIDDEN, "forbidden");
 
     // A closed case takes no more alerts.
     let close = json!({"resolution": "true_positive", "summary": "C2 blocked"});
     let uri = format!("/api/v1/cases/{case_id}/close");
-    expect(&call(&api, &api.lead, Method::POST, &uri, Some(close)).await, StatusCode::OK);
+    expect(
+        &call(&api, &api.lead, Method::POST, &uri, Some(close)).await,
+        StatusCode::OK,
+    );
     let uri = format!("/api/v1/alerts/{}/merge", api.alert("sshd").id);
-    let closed = call(&api, &api.analyst, Method::POST, &uri, Some(json!({"case_id": case_id}))).await;
+    let closed = call(
+        &api,
+        &api.analyst,
+        Method::POST,
+        &uri,
+        Some(json!({"case_id": case_id})),
+    )
+    .await;
     expect_error(&closed, StatusCode::CONFLICT, "conflict");
 
     let actions = audit_actions(&api).await;
@@ -260,7 +352,14 @@ async fn an_alert_is_promoted_then_another_merged_into_its_case() {
 async fn observables_merge_and_carry_the_intel_of_their_alerts() {
     let api = api().await;
     let cookie = api.alert("cookie").id.clone();
-    let case_id = api.store.get_alert(&cookie).await.unwrap().unwrap().case_id.unwrap();
+    let case_id = api
+        .store
+        .get_alert(&cookie)
+        .await
+        .unwrap()
+        .unwrap()
+        .case_id
+        .unwrap();
     let uri = format!("/api/v1/cases/{case_id}/observables");
 
     // The stage copied the alert's observables (its event's addresses, the intel match
@@ -275,7 +374,10 @@ async fn observables_merge_and_carry_the_intel_of_their_alerts() {
     assert_eq!(c2["ioc"], true);
     assert_eq!(c2["enrichment"][0]["feed"], "soc/icedid-c2");
     assert_eq!(c2["enrichment"][0]["indicator"], "ip-dst|67.205.184.237");
-    let victim = observables.iter().find(|o| o["value"] == "172.16.0.153").unwrap();
+    let victim = observables
+        .iter()
+        .find(|o| o["value"] == "172.16.0.153")
+        .unwrap();
     assert_eq!(victim["ioc"], false);
     assert_eq!(victim["enrichment"], json!([]));
 
@@ -287,7 +389,8 @@ async fn observables_merge_and_carry_the_intel_of_their_alerts() {
     assert_eq!(domain["created_by"], "apikey:analyst-1");
 
     // The same type and value again merges: tags joined, flags raised, 200.
-    let again = json!({"type": "domain", "value": "airsaintol.beauty", "tags": ["c2"], "ioc": true});
+    let again =
+        json!({"type": "domain", "value": "airsaintol.beauty", "tags": ["c2"], "ioc": true});
     let merged = call(&api, &api.analyst, Method::POST, &uri, Some(again)).await;
     let merged = expect(&merged, StatusCode::OK);
     assert_eq!(merged["id"], domain["id"]);
@@ -297,7 +400,10 @@ async fn observables_merge_and_carry_the_intel_of_their_alerts() {
     // A merge that adds nothing is a 200 too, and is not audited.
     let before = audit_actions(&api).await.len();
     let same = json!({"type": "domain", "value": "airsaintol.beauty"});
-    expect(&call(&api, &api.analyst, Method::POST, &uri, Some(same)).await, StatusCode::OK);
+    expect(
+        &call(&api, &api.analyst, Method::POST, &uri, Some(same)).await,
+        StatusCode::OK,
+    );
     assert_eq!(audit_actions(&api).await.len(), before);
 
     for bad in [
@@ -309,9 +415,23 @@ async fn observables_merge_and_carry_the_intel_of_their_alerts() {
         let answer = call(&api, &api.analyst, Method::POST, &uri, Some(bad)).await;
         expect_error(&answer, StatusCode::UNPROCESSABLE_ENTITY, "invalid_body");
     }
-    let auditor = call(&api, &api.auditor, Method::POST, &uri, Some(json!({"type": "ip", "value": "1.1.1.1"}))).await;
+    let auditor = call(
+        &api,
+        &api.auditor,
+        Method::POST,
+        &uri,
+        Some(json!({"type": "ip", "value": "1.1.1.1"})),
+    )
+    .await;
     expect_error(&auditor, StatusCode::FORBIDDEN, "forbidden");
-    let missing = call(&api, &api.analyst, Method::GET, "/api/v1/cases/999/observables", None).await;
+    let missing = call(
+        &api,
+        &api.analyst,
+        Method::GET,
+        "/api/v1/cases/999/observables",
+        None,
+    )
+    .await;
     expect_error(&missing, StatusCode::NOT_FOUND, "not_found");
 
     let actions = audit_actions(&api).await;
@@ -325,7 +445,10 @@ async fn alerts_are_found_by_observable_value() {
     let api = api().await;
     let uri = "/api/v1/alerts?observable=67.205.184.237";
     let found = call(&api, &api.analyst, Method::GET, uri, None).await;
-    let items = expect(&found, StatusCode::OK)["items"].as_array().unwrap().clone();
+    let items = expect(&found, StatusCode::OK)["items"]
+        .as_array()
+        .unwrap()
+        .clone();
     let ids: Vec<&str> = items.iter().map(|a| a["id"].as_str().unwrap()).collect();
     // Lines 16 and 17 both go to the C2; the certificate alert of line 29 does not.
     assert_eq!(ids.len(), 2, "{ids:?}");
@@ -340,7 +463,14 @@ async fn alerts_are_found_by_observable_value() {
     let items = &expect(&found, StatusCode::OK)["items"];
     assert_eq!(items.as_array().unwrap().len(), 1);
     assert_eq!(items[0]["id"], sshd.id);
-    let none = call(&api, &api.analyst, Method::GET, "/api/v1/alerts?observable=67.205.184", None).await;
+    let none = call(
+        &api,
+        &api.analyst,
+        Method::GET,
+        "/api/v1/alerts?observable=67.205.184",
+        None,
+    )
+    .await;
     assert_eq!(expect(&none, StatusCode::OK)["items"], json!([]));
 }
 
@@ -348,55 +478,126 @@ async fn alerts_are_found_by_observable_value() {
 async fn tasks_comments_and_changes_make_the_timeline() {
     let api = api().await;
     let cookie = api.alert("cookie").id.clone();
-    let case_id = api.store.get_alert(&cookie).await.unwrap().unwrap().case_id.unwrap();
+    let case_id = api
+        .store
+        .get_alert(&cookie)
+        .await
+        .unwrap()
+        .unwrap()
+        .case_id
+        .unwrap();
     let tasks = format!("/api/v1/cases/{case_id}/tasks");
 
-    let created = call(&api, &api.analyst, Method::POST, &tasks, Some(json!({"title": "Pull the proxy logs", "assignee": "dave"}))).await;
+    let created = call(
+        &api,
+        &api.analyst,
+        Method::POST,
+        &tasks,
+        Some(json!({"title": "Pull the proxy logs", "assignee": "dave"})),
+    )
+    .await;
     let task = expect(&created, StatusCode::CREATED).clone();
     assert_eq!(task["status"], "open");
     assert_eq!(task["assignee"], "dave");
     let task_uri = format!("{tasks}/{}", task["id"]);
-    let started = call(&api, &api.analyst, Method::PATCH, &task_uri, Some(json!({"status": "in_progress"}))).await;
+    let started = call(
+        &api,
+        &api.analyst,
+        Method::PATCH,
+        &task_uri,
+        Some(json!({"status": "in_progress"})),
+    )
+    .await;
     assert_eq!(expect(&started, StatusCode::OK)["status"], "in_progress");
-    let done = call(&api, &api.analyst, Method::PATCH, &task_uri, Some(json!({"status": "done", "assignee": ""}))).await;
+    let done = call(
+        &api,
+        &api.analyst,
+        Method::PATCH,
+        &task_uri,
+        Some(json!({"status": "done", "assignee": ""})),
+    )
+    .await;
     let done = expect(&done, StatusCode::OK);
     assert_eq!(done["status"], "done");
     assert_eq!(done["assignee"], Value::Null);
     let listed = call(&api, &api.analyst, Method::GET, &tasks, None).await;
     assert_eq!(expect(&listed, StatusCode::OK).as_array().unwrap().len(), 1);
 
-    let bad = call(&api, &api.analyst, Method::PATCH, &task_uri, Some(json!({"status": "closed"}))).await;
+    let bad = call(
+        &api,
+        &api.analyst,
+        Method::PATCH,
+        &task_uri,
+        Some(json!({"status": "closed"})),
+    )
+    .await;
     expect_error(&bad, StatusCode::UNPROCESSABLE_ENTITY, "invalid_body");
     let other_case = format!("/api/v1/cases/{}/tasks/{}", case_id + 1, task["id"]);
-    let wrong = call(&api, &api.analyst, Method::PATCH, &other_case, Some(json!({"status": "open"}))).await;
+    let wrong = call(
+        &api,
+        &api.analyst,
+        Method::PATCH,
+        &other_case,
+        Some(json!({"status": "open"})),
+    )
+    .await;
     expect_error(&wrong, StatusCode::NOT_FOUND, "not_found");
 
     let comments = format!("/api/v1/cases/{case_id}/comments");
     let text = json!({"text": "Beacon every 5 minutes to 67.205.184.237"});
     let comment = call(&api, &api.analyst, Method::POST, &comments, Some(text)).await;
     assert_eq!(expect(&comment, StatusCode::CREATED)["kind"], "comment");
-    let blank = call(&api, &api.analyst, Method::POST, &comments, Some(json!({"text": " "}))).await;
+    let blank = call(
+        &api,
+        &api.analyst,
+        Method::POST,
+        &comments,
+        Some(json!({"text": " "})),
+    )
+    .await;
     expect_error(&blank, StatusCode::UNPROCESSABLE_ENTITY, "invalid_body");
 
     let patch = json!({"severity": "critical", "tags": ["icedid"]});
     let uri = format!("/api/v1/cases/{case_id}");
-    expect(&call(&api, &api.analyst, Method::PATCH, &uri, Some(patch)).await, StatusCode::OK);
+    expect(
+        &call(&api, &api.analyst, Method::PATCH, &uri, Some(patch)).await,
+        StatusCode::OK,
+    );
 
     let timeline = format!("/api/v1/cases/{case_id}/timeline");
     let answer = call(&api, &api.auditor, Method::GET, &timeline, None).await;
     let entries = expect(&answer, StatusCode::OK).as_array().unwrap().clone();
-    let kinds: Vec<&str> = entries.iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    let kinds: Vec<&str> = entries
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
     assert_eq!(
         kinds,
-        ["created", "task_created", "task_updated", "task_updated", "comment", "updated"]
+        [
+            "created",
+            "task_created",
+            "task_updated",
+            "task_updated",
+            "comment",
+            "updated"
+        ]
     );
     assert_eq!(entries[0]["actor"], "system:kastell");
     assert_eq!(entries[0]["details"]["alert_id"], cookie);
-    assert_eq!(entries[3]["details"]["fields"]["status"], json!({"from": "in_progress", "to": "done"}));
-    assert_eq!(entries[4]["details"]["text"], "Beacon every 5 minutes to 67.205.184.237");
+    assert_eq!(
+        entries[3]["details"]["fields"]["status"],
+        json!({"from": "in_progress", "to": "done"})
+    );
+    assert_eq!(
+        entries[4]["details"]["text"],
+        "Beacon every 5 minutes to 67.205.184.237"
+    );
     assert_eq!(entries[4]["actor"], "apikey:analyst-1");
     let fields = &entries[5]["details"]["fields"];
-    assert_eq!(fields["severity"], json!({"from": "high", "to": "critical"}));
+    assert_eq!(
+        fields["severity"],
+        json!({"from": "high", "to": "critical"})
+    );
     assert_eq!(fields["tags"], json!({"from": [], "to": ["icedid"]}));
     assert!(fields.get("title").is_none());
 
@@ -407,7 +608,10 @@ async fn tasks_comments_and_changes_make_the_timeline() {
 
     let actions = audit_actions(&api).await;
     for action in ["task.create", "task.update", "case.comment", "case.update"] {
-        assert!(actions.contains(&action.to_owned()), "{action} missing from {actions:?}");
+        assert!(
+            actions.contains(&action.to_owned()),
+            "{action} missing from {actions:?}"
+        );
     }
     chain_intact(&api).await;
 }
@@ -417,18 +621,34 @@ async fn figures_measure_detection_acknowledgement_and_resolution_by_severity() 
     let api = api().await;
     let cookie = api.alert("cookie").clone();
     let uri = format!("/api/v1/alerts/{}/acknowledge", cookie.id);
-    expect(&call(&api, &api.analyst, Method::POST, &uri, None).await, StatusCode::OK);
-    let case_id = api.store.get_alert(&cookie.id).await.unwrap().unwrap().case_id.unwrap();
+    expect(
+        &call(&api, &api.analyst, Method::POST, &uri, None).await,
+        StatusCode::OK,
+    );
+    let case_id = api
+        .store
+        .get_alert(&cookie.id)
+        .await
+        .unwrap()
+        .unwrap()
+        .case_id
+        .unwrap();
     let close = json!({"resolution": "true_positive", "summary": "C2 blocked"});
     let uri = format!("/api/v1/cases/{case_id}/close");
-    expect(&call(&api, &api.lead, Method::POST, &uri, Some(close)).await, StatusCode::OK);
+    expect(
+        &call(&api, &api.lead, Method::POST, &uri, Some(close)).await,
+        StatusCode::OK,
+    );
 
     // The fixtures' alerts were all detected at 2024-06-01T00:00:00Z; cases close now.
     let uri = "/api/v1/figures?from=2024-05-01T00:00:00Z&to=2100-01-01T00:00:00Z";
     let answer = call(&api, &api.analyst, Method::GET, uri, None).await;
     let figures = expect(&answer, StatusCode::OK);
     let by_severity = figures["by_severity"].as_array().unwrap();
-    let severities: Vec<&str> = by_severity.iter().map(|f| f["severity"].as_str().unwrap()).collect();
+    let severities: Vec<&str> = by_severity
+        .iter()
+        .map(|f| f["severity"].as_str().unwrap())
+        .collect();
     assert_eq!(severities, ["low", "high"]);
     let high = &by_severity[1];
     // cookie, m4 (tr0llope) and sshd (Wazuh) are high.
@@ -441,7 +661,10 @@ async fn figures_measure_detection_acknowledgement_and_resolution_by_severity() 
         .sum::<f64>()
         / 3.0;
     let measured = high["mean_time_to_detect"].as_f64().unwrap();
-    assert!((measured - expected).abs() < 0.01, "{measured} != {expected}");
+    assert!(
+        (measured - expected).abs() < 0.01,
+        "{measured} != {expected}"
+    );
     assert_eq!(high["acknowledged"], 1);
     assert!(high["mean_time_to_acknowledge"].as_f64().unwrap() > 0.0);
     assert_eq!(high["resolved"], 1);
@@ -467,7 +690,14 @@ async fn figures_measure_detection_acknowledgement_and_resolution_by_severity() 
 #[tokio::test]
 async fn search_finds_cases_and_observables_within_the_tlp_ceiling() {
     let api = api().await;
-    let found = call(&api, &api.analyst, Method::GET, "/api/v1/search?q=icedid", None).await;
+    let found = call(
+        &api,
+        &api.analyst,
+        Method::GET,
+        "/api/v1/search?q=icedid",
+        None,
+    )
+    .await;
     let found = expect(&found, StatusCode::OK);
     let titles: Vec<&str> = found["cases"]
         .as_array()
@@ -478,8 +708,18 @@ async fn search_finds_cases_and_observables_within_the_tlp_ceiling() {
     assert_eq!(titles.len(), 2, "{titles:?}");
     assert!(titles.iter().all(|t| t.contains("IcedID")));
 
-    let found = call(&api, &api.analyst, Method::GET, "/api/v1/search?q=67.205.184", None).await;
-    let observables = expect(&found, StatusCode::OK)["observables"].as_array().unwrap().clone();
+    let found = call(
+        &api,
+        &api.analyst,
+        Method::GET,
+        "/api/v1/search?q=67.205.184",
+        None,
+    )
+    .await;
+    let observables = expect(&found, StatusCode::OK)["observables"]
+        .as_array()
+        .unwrap()
+        .clone();
     assert!(!observables.is_empty());
     assert!(observables.iter().all(|o| o["value"] == "67.205.184.237"));
 
@@ -487,18 +727,48 @@ async fn search_finds_cases_and_observables_within_the_tlp_ceiling() {
     let case_id = observables[0]["case_id"].as_i64().unwrap();
     let red = json!({"tlp": "red"});
     let uri = format!("/api/v1/cases/{case_id}");
-    expect(&call(&api, &api.lead, Method::PATCH, &uri, Some(red)).await, StatusCode::OK);
-    let found = call(&api, &api.analyst, Method::GET, "/api/v1/search?q=67.205.184", None).await;
-    let hidden = expect(&found, StatusCode::OK)["observables"].as_array().unwrap().len();
-    let found = call(&api, &api.lead, Method::GET, "/api/v1/search?q=67.205.184", None).await;
-    let shown = expect(&found, StatusCode::OK)["observables"].as_array().unwrap().len();
+    expect(
+        &call(&api, &api.lead, Method::PATCH, &uri, Some(red)).await,
+        StatusCode::OK,
+    );
+    let found = call(
+        &api,
+        &api.analyst,
+        Method::GET,
+        "/api/v1/search?q=67.205.184",
+        None,
+    )
+    .await;
+    let hidden = expect(&found, StatusCode::OK)["observables"]
+        .as_array()
+        .unwrap()
+        .len();
+    let found = call(
+        &api,
+        &api.lead,
+        Method::GET,
+        "/api/v1/search?q=67.205.184",
+        None,
+    )
+    .await;
+    let shown = expect(&found, StatusCode::OK)["observables"]
+        .as_array()
+        .unwrap()
+        .len();
     assert_eq!(hidden + 1, shown);
     let uri = format!("/api/v1/cases/{case_id}/timeline");
     let answer = call(&api, &api.analyst, Method::GET, &uri, None).await;
     expect_error(&answer, StatusCode::NOT_FOUND, "not_found");
 
     // LIKE wildcards are plain characters.
-    let found = call(&api, &api.analyst, Method::GET, "/api/v1/search?q=%25%25", None).await;
+    let found = call(
+        &api,
+        &api.analyst,
+        Method::GET,
+        "/api/v1/search?q=%25%25",
+        None,
+    )
+    .await;
     assert_eq!(expect(&found, StatusCode::OK)["cases"], json!([]));
     let short = call(&api, &api.analyst, Method::GET, "/api/v1/search?q=a", None).await;
     expect_error(&short, StatusCode::BAD_REQUEST, "invalid_query");
@@ -512,7 +782,14 @@ async fn a_body_over_one_mebibyte_is_refused_with_413() {
     let message = expect_error(&answer, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
     assert!(message.contains("1048576"), "{message}");
     let huge = json!({"comment": "a".repeat(1024 * 1024)});
-    let answer = call(&api, &api.lead, Method::POST, "/api/v1/actions/1/approve", Some(huge)).await;
+    let answer = call(
+        &api,
+        &api.lead,
+        Method::POST,
+        "/api/v1/actions/1/approve",
+        Some(huge),
+    )
+    .await;
     expect_error(&answer, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
 }
 
@@ -550,5 +827,9 @@ async fn every_new_route_is_in_the_openapi_document() {
         );
     }
     let alerts = &paths["/api/v1/alerts"]["get"]["parameters"];
-    assert!(alerts.as_array().unwrap().iter().any(|p| p["name"] == "observable"));
+    assert!(alerts
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|p| p["name"] == "observable"));
 }

@@ -58,7 +58,10 @@ async fn thehive4py_drives_alerts_cases_observables_and_queries() {
     server.await.unwrap().unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "the script failed:\n{stderr}\n{stdout}");
+    assert!(
+        output.status.success(),
+        "the script failed:\n{stderr}\n{stdout}"
+    );
     let out: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
 
     check_alert(&out);
@@ -82,7 +85,10 @@ fn check_alert(out: &Value) {
     assert_eq!(alert["date"], 1_667_227_648_168_i64);
     assert_eq!(alert["status"], "New");
     assert_eq!(alert["observableCount"], 3);
-    assert_eq!(out["alert_again"]["_id"], alert["_id"], "a retry finds the same alert");
+    assert_eq!(
+        out["alert_again"]["_id"], alert["_id"],
+        "a retry finds the same alert"
+    );
     let url = &out["alert_observable"][0];
     assert_eq!(url["dataType"], "url");
     assert_eq!(url["data"], "http://vgiragdoffy.com/");
@@ -95,7 +101,10 @@ fn check_case(out: &Value) -> i64 {
     let id = case["number"].as_i64().unwrap();
     assert_eq!(case["_id"], format!("~{id}"));
     assert_eq!(case["title"], "ET MALWARE Win32/IcedID Request Cookie");
-    assert_eq!(case["description"], "Suricata sid 2032086 fired on 172.16.0.153 -> 67.205.184.237:80");
+    assert_eq!(
+        case["description"],
+        "Suricata sid 2032086 fired on 172.16.0.153 -> 67.205.184.237:80"
+    );
     assert_eq!(case["severity"], 3);
     assert_eq!(case["status"], "New");
     assert_eq!(case["stage"], "New");
@@ -116,7 +125,10 @@ fn check_case(out: &Value) -> i64 {
     let read = &out["case_read"];
     assert_eq!(read["severity"], 4);
     assert_eq!(read["severityLabel"], "CRITICAL");
-    assert_eq!(read["tags"], json!(["suricata", "A Network Trojan was detected", "icedid"]));
+    assert_eq!(
+        read["tags"],
+        json!(["suricata", "A Network Trojan was detected", "icedid"])
+    );
     assert_eq!(out["case_by_number"]["_id"], read["_id"]);
     id
 }
@@ -129,7 +141,11 @@ fn check_queries(out: &Value, case_id: i64) {
         .map(|c| c["_id"].as_str().unwrap())
         .collect();
     let promoted = format!("~{case_id}");
-    assert_eq!(open, [promoted.as_str()], "the closed manual case is not open");
+    assert_eq!(
+        open,
+        [promoted.as_str()],
+        "the closed manual case is not open"
+    );
     assert_eq!(out["open_count"], 1);
     assert_eq!(out["closed_count"], 1);
     let manual = &out["manual_case"];
@@ -179,7 +195,10 @@ async fn check_store(store: &Arc<dyn CaseStore>, out: &Value, case_id: i64) {
     let manual = store.get_case(manual).await.unwrap().unwrap();
     assert_eq!(manual.status, CaseStatus::Closed);
     assert_eq!(manual.resolution, Some(Resolution::FalsePositive));
-    assert_eq!(manual.summary.as_deref(), Some("Proxy logs show no download"));
+    assert_eq!(
+        manual.summary.as_deref(),
+        Some("Proxy logs show no download")
+    );
     let entries = store.audit_entries(0, i64::MAX).await.unwrap();
     assert!(matches!(
         kastell_core::audit::verify(&entries),

@@ -629,8 +629,7 @@ pub trait CaseStore: Send + Sync {
 
     /// Cases (title, description) and case observables (value) containing `text`,
     /// case-insensitively for ASCII, at most `limit` of each, within `max_tlp`.
-    async fn search(&self, text: &str, max_tlp: Tlp, limit: i64)
-        -> Result<SearchHits, StoreError>;
+    async fn search(&self, text: &str, max_tlp: Tlp, limit: i64) -> Result<SearchHits, StoreError>;
 }
 
 /// The embedded store: one SQLite file in the data directory.
@@ -1410,7 +1409,14 @@ impl CaseStore for SqliteStore {
             "action_id": id, "playbook": after.playbook, "step": after.step,
             "status": status.as_str(),
         });
-        analyst::record(&mut tx, after.case_id, SYSTEM_ACTOR, "action_executed", details).await?;
+        analyst::record(
+            &mut tx,
+            after.case_id,
+            SYSTEM_ACTOR,
+            "action_executed",
+            details,
+        )
+        .await?;
         commit_audited(
             tx,
             action_change(SYSTEM_ACTOR, "action.finish", Some(&before), &after)?,
@@ -1688,12 +1694,7 @@ impl CaseStore for SqliteStore {
         self.figures_impl(from, to).await
     }
 
-    async fn search(
-        &self,
-        text: &str,
-        max_tlp: Tlp,
-        limit: i64,
-    ) -> Result<SearchHits, StoreError> {
+    async fn search(&self, text: &str, max_tlp: Tlp, limit: i64) -> Result<SearchHits, StoreError> {
         self.search_impl(text, max_tlp, limit).await
     }
 }

@@ -12,9 +12,7 @@ use super::alerts::required_text;
 use super::caller::Caller;
 use super::checks;
 use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody};
-use super::model::{
-    CommentBody, Task, TaskBody, TaskUpdateBody, TimelineEntry, TimelineQuery,
-};
+use super::model::{CommentBody, Task, TaskBody, TaskUpdateBody, TimelineEntry, TimelineQuery};
 use super::{page, ApiState};
 use crate::auth::Permission;
 

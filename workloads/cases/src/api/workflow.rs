@@ -144,7 +144,10 @@ async fn promote_alert(
     };
     let alert = visible_alert(&caller, &state, &id).await?;
     let draft = promoted_draft(&alert, title);
-    let case = state.store.promote_alert(&id, &draft, caller.name()).await?;
+    let case = state
+        .store
+        .promote_alert(&id, &draft, caller.name())
+        .await?;
     tracing::info!(alert_id = %id, case_id = case.id, by = %caller.name(), "alert promoted");
     Ok((StatusCode::CREATED, Json(case.into())))
 }

@@ -521,7 +521,8 @@ impl SqliteStore {
             }
         };
         if let Some(case_id) = case_id {
-            let details = json!({"observable_id": after.id, "type": after.kind, "value": after.value});
+            let details =
+                json!({"observable_id": after.id, "type": after.kind, "value": after.value});
             record(&mut tx, case_id, by, kind, details).await?;
         }
         let change = Change {
@@ -654,7 +655,10 @@ impl SqliteStore {
         Ok(task)
     }
 
-    pub(super) async fn list_tasks_impl(&self, case_id: i64) -> Result<Vec<TaskRecord>, StoreError> {
+    pub(super) async fn list_tasks_impl(
+        &self,
+        case_id: i64,
+    ) -> Result<Vec<TaskRecord>, StoreError> {
         let rows = sqlx::query("SELECT * FROM tasks WHERE case_id = ? ORDER BY id")
             .bind(case_id)
             .fetch_all(&self.pool)
@@ -698,7 +702,11 @@ impl SqliteStore {
         .map_err(query_err("update task"))?;
         let after = fetch_task(&mut tx, case_id, task_id).await?;
         let (before_state, after_state) = (to_state("task", &before)?, to_state("task", &after)?);
-        let fields = changed_fields(&before_state, &after_state, &["title", "assignee", "status"]);
+        let fields = changed_fields(
+            &before_state,
+            &after_state,
+            &["title", "assignee", "status"],
+        );
         record(
             &mut tx,
             case_id,

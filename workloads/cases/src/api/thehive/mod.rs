@@ -25,8 +25,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use self::model::{
-    InputAlert, InputCase, InputObservable, InputUpdateCase, QueryBody, StatusChange,
-    TheHiveError,
+    InputAlert, InputCase, InputObservable, InputUpdateCase, QueryBody, StatusChange, TheHiveError,
 };
 use super::alerts::visible_alert;
 use super::caller::Caller;
@@ -117,7 +116,11 @@ async fn alert_answer(state: &ApiState, id: &str) -> Result<Value, ApiError> {
 }
 
 /// The visible case a TheHive id (`~42` or `42`) names.
-async fn visible_case(caller: &Caller, state: &ApiState, raw: &str) -> Result<CaseRecord, ApiError> {
+async fn visible_case(
+    caller: &Caller,
+    state: &ApiState,
+    raw: &str,
+) -> Result<CaseRecord, ApiError> {
     let id = model::parse_case_ref(raw)?;
     caller.visible(state.store.get_case(id).await?, id)
 }
@@ -150,7 +153,10 @@ async fn add_observables(
 ) -> Result<Vec<Value>, ApiError> {
     let mut ids = Vec::new();
     for new in observables(input)? {
-        let (observable, _) = state.store.add_observable(&owner, &new, caller.name()).await?;
+        let (observable, _) = state
+            .store
+            .add_observable(&owner, &new, caller.name())
+            .await?;
         ids.push(observable.id);
     }
     // Read back for the enrichment (the `reports`).
@@ -193,7 +199,10 @@ async fn create_alert(
     let created = state.store.insert_alert(&alert).await?;
     let owner = ObservableOwner::Alert(alert.id.clone());
     for new in checked.iter().flatten() {
-        state.store.add_observable(&owner, new, caller.name()).await?;
+        state
+            .store
+            .add_observable(&owner, new, caller.name())
+            .await?;
     }
     tracing::info!(alert_id = %alert.id, created, source = %input.source, by = %caller.name(), "thehive alert received");
     let status = if created {
@@ -316,13 +325,20 @@ async fn promote_alert(
         draft.description = description.to_owned();
     }
     let draft = apply_input(&caller, draft, input)?;
-    let case = state.store.promote_alert(&id, &draft, caller.name()).await?;
+    let case = state
+        .store
+        .promote_alert(&id, &draft, caller.name())
+        .await?;
     tracing::info!(alert_id = %id, case_id = case.id, by = %caller.name(), "thehive alert promoted");
     Ok((StatusCode::CREATED, Json(case_answer(&state, &case).await?)))
 }
 
 /// The draft with a TheHive case body's fields applied and checked.
-fn apply_input(caller: &Caller, mut draft: CaseDraft, input: InputCase) -> Result<CaseDraft, ApiError> {
+fn apply_input(
+    caller: &Caller,
+    mut draft: CaseDraft,
+    input: InputCase,
+) -> Result<CaseDraft, ApiError> {
     if let Some(title) = input.title {
         draft.title = checks::text("title", &title, checks::MAX_TITLE, false)?;
     }
@@ -478,11 +494,18 @@ async fn update_case(
         next.retain(|tag| !remove.contains(tag));
         tags = Some(checks::tags(next)?);
     }
-    let change = input.status.as_deref().map(model::status_change).transpose()?;
+    let change = input
+        .status
+        .as_deref()
+        .map(model::status_change)
+        .transpose()?;
     let mut update = CaseUpdate {
         title: text("title", input.title, checks::MAX_TITLE, false)?,
         description: text("description", input.description, MAX_TEXT, true)?,
-        severity: input.severity.map(|s| model::level("severity", s)).transpose()?,
+        severity: input
+            .severity
+            .map(|s| model::level("severity", s))
+            .transpose()?,
         tlp: input.tlp.map(|t| model::tlp("tlp", t)).transpose()?,
         pap: input.pap.map(|p| model::tlp("pap", p)).transpose()?,
         status: None,
@@ -507,7 +530,10 @@ async fn update_case(
             ));
         }
     }
-    state.store.update_case(case.id, &update, caller.name()).await?;
+    state
+        .store
+        .update_case(case.id, &update, caller.name())
+        .await?;
     if let (Some(StatusChange::Close(resolution)), Some(summary)) = (change, summary) {
         state
             .store

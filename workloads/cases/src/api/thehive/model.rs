@@ -3,9 +3,7 @@
 //! them and Kastell's records.
 
 use chrono::{DateTime, TimeZone, Utc};
-use kastell_core::store::{
-    AlertRecord, CaseRecord, CaseStatus, ObservableRecord, Resolution, Tlp,
-};
+use kastell_core::store::{AlertRecord, CaseRecord, CaseStatus, ObservableRecord, Resolution, Tlp};
 use kastell_core::Level;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -58,9 +56,7 @@ pub fn level(field: &str, severity: i64) -> Result<Level, ApiError> {
 
 pub fn tlp(field: &str, rank: i64) -> Result<Tlp, ApiError> {
     Tlp::from_rank(rank).ok_or_else(|| {
-        ApiError::invalid_body(format!(
-            "{field} must be 0 (clear) to 4 (red), got {rank}"
-        ))
+        ApiError::invalid_body(format!("{field} must be 0 (clear) to 4 (red), got {rank}"))
     })
 }
 
@@ -118,7 +114,9 @@ pub fn parse_case_ref(raw: &str) -> Result<i64, ApiError> {
 /// `TheHive case` as TheHive 5 answers it.
 pub fn case_json(case: &CaseRecord, created_by: &str) -> Value {
     let (status, stage) = case_status(case);
-    let time_to_detect = (case.created_at - case.first_seen).num_milliseconds().max(0);
+    let time_to_detect = (case.created_at - case.first_seen)
+        .num_milliseconds()
+        .max(0);
     let mut out = json!({
         "_id": case_ref(case.id),
         "_type": "Case",
@@ -211,7 +209,9 @@ pub fn alert_json(record: &AlertRecord, observable_count: usize) -> Value {
     let pap_rank = number("pap").unwrap_or(Tlp::Amber.rank());
     let label = |rank: i64| Tlp::from_rank(rank).map(tlp_label).unwrap_or_default();
     let (status, stage) = alert_status(&record.status);
-    let detect = (alert.detected_at - alert.timestamp).num_milliseconds().max(0);
+    let detect = (alert.detected_at - alert.timestamp)
+        .num_milliseconds()
+        .max(0);
     let mut out = json!({
         "_id": record.id,
         "_type": "Alert",

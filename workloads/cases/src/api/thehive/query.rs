@@ -354,13 +354,31 @@ mod tests {
             {"_gte": {"_field": "severity", "_value": 2}},
             {"_not": {"_eq": {"_field": "status", "_value": "TruePositive"}}},
         ]});
-        let kept: Vec<_> = cases().into_iter().filter(|c| matches(&filter, c)).collect();
+        let kept: Vec<_> = cases()
+            .into_iter()
+            .filter(|c| matches(&filter, c))
+            .collect();
         assert_eq!(ids(&Value::Array(kept)), ["~1"]);
-        assert!(matches(&json!({"_eq": {"_field": "tags", "_value": "tls"}}), &cases()[2]));
-        assert!(matches(&json!({"_like": {"_field": "title", "_value": "brute"}}), &cases()[1]));
-        assert!(matches(&json!({"_match": {"_field": "title", "_value": "ssh"}}), &cases()[1]));
-        assert!(!matches(&json!({"_match": {"_field": "title", "_value": "ss"}}), &cases()[1]));
-        assert!(matches(&json!({"_between": {"_field": "_createdAt", "_from": 10, "_to": 21}}), &cases()[2]));
+        assert!(matches(
+            &json!({"_eq": {"_field": "tags", "_value": "tls"}}),
+            &cases()[2]
+        ));
+        assert!(matches(
+            &json!({"_like": {"_field": "title", "_value": "brute"}}),
+            &cases()[1]
+        ));
+        assert!(matches(
+            &json!({"_match": {"_field": "title", "_value": "ssh"}}),
+            &cases()[1]
+        ));
+        assert!(!matches(
+            &json!({"_match": {"_field": "title", "_value": "ss"}}),
+            &cases()[1]
+        ));
+        assert!(matches(
+            &json!({"_between": {"_field": "_createdAt", "_from": 10, "_to": 21}}),
+            &cases()[2]
+        ));
         assert!(matches(&json!({"status": "New"}), &cases()[0]));
     }
 
@@ -379,11 +397,17 @@ mod tests {
     fn unsupported_operations_are_refused_with_a_reason() {
         let err = parse(&[json!({"_name": "listObservable"})]).unwrap_err();
         assert!(err.message.contains("listCase"), "{}", err.message);
-        let err = parse(&[json!({"_name": "listCase"}), json!({"_name": "observables"})])
-            .unwrap_err();
+        let err = parse(&[
+            json!({"_name": "listCase"}),
+            json!({"_name": "observables"}),
+        ])
+        .unwrap_err();
         assert!(err.message.contains("observables"));
-        let err = parse(&[json!({"_name": "listCase"}), json!({"_name": "filter", "_regex": {}})])
-            .unwrap_err();
+        let err = parse(&[
+            json!({"_name": "listCase"}),
+            json!({"_name": "filter", "_regex": {}}),
+        ])
+        .unwrap_err();
         assert!(err.message.contains("_regex"));
         assert!(parse(&[]).is_err());
     }
