@@ -567,10 +567,7 @@ impl SqliteStore {
             .collect::<Result<Vec<_>, _>>()?;
         let intel = match owner {
             ObservableOwner::Case(id) => self.case_intel(*id).await?,
-            ObservableOwner::Alert(id) => match self.alert_intel(id).await? {
-                Some(intel) => intel,
-                None => Vec::new(),
-            },
+            ObservableOwner::Alert(id) => self.alert_intel(id).await?.unwrap_or_default(),
         };
         for observable in &mut observables {
             observable.enrichment = intel
@@ -883,10 +880,170 @@ async fn fetch_task(tx: &mut Tx, case_id: i64, id: i64) -> Result<TaskRecord, St
 #[cfg(test)]
 mod tests {
     use super::contains_pattern;
+    use crate::alert::{Alert, Level, RuleRef};
+    use crate::event::Event;
+    use crate::store::*;
+    use serde_json::json;
 
     #[test]
     fn like_wildcards_in_the_text_are_escaped() {
         assert_eq!(contains_pattern("10.0.0.1"), "%10.0.0.1%");
         assert_eq!(contains_pattern("50%_a\\b"), "%50\\%\\_a\\\\b%");
+    }
+
+    /// The IcedID cookie request of the tr0llope capture (tests/fixtures/corpora/suricata),
+    /// reduced to the fields the store reads.
+    fn icedid_alert(rule: &str, at: &str) -> Alert {
+        let event = Event::from_value(json!({
+            "@timestamp": at,
+            "source": {"ip": "172.16.0.153"},
+            "destination": {"ip": "67.205.184.237"},
+            "url": {"domain": "vgiragdoffy.com"},
+        }))
+        .unwrap();
+        let rule = RuleRef {
+            id: rule.into(),
+            title: "ET MALWARE Win32/IcedID Request Cookie".into(),
+            level: Level::High,
+            ..Default::default()
+        };
+        Alert::from_event(rule, event, chrono::Utc::now())
+    }
+
+    fn draft(title: &str) -> CaseDraft {
+        CaseDraft {
+            title: title.into(),
+            description: String::new(),
+            severity: Level::Low,
+            tlp: Tlp::Amber,
+            pap: Tlp::Amber,
+            tags: Vec::new(),
+            assignee: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn promote_and_merge_move_alerts_with_their_observables_and_timeline() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open_dir(dir.path()).await.unwrap();
+        let first = icedid_alert("suricata-2032086", "2022-10-31T14:47:28.168061Z");
+        let second = icedid_alert("suricata-2030053", "2022-10-31T14:47:29.000000Z");
+        for alert in [&first, &second] {
+            store.insert_alert(alert).await.unwrap();
+        }
+        let by_value = AlertFilter {
+            observable: Some("67.205.184.237".into()),
+            ..Default::default()
+        };
+        assert_eq!(store.list_alerts(&by_value).await.unwrap().len(), 2);
+
+        let case = store
+            .promote_alert(&first.id, &draft("IcedID"), "alice")
+            .await
+            .unwrap();
+        assert_eq!(case.alert_count, 1);
+        assert_eq!(case.severity, Level::High, "raised to the alert's level");
+        assert_eq!(case.group_key, MANUAL_GROUP_KEY);
+        let other = store.create_case(&draft("elsewhere"), "bob").await.unwrap();
+        store
+            .merge_alert(&second.id, other.id, "bob")
+            .await
+            .unwrap();
+        // Moving the second alert on into the first case recounts both.
+        let case = store.merge_alert(&second.id, case.id, "bob").await.unwrap();
+        assert_eq!(case.alert_count, 2);
+        assert_eq!(
+            store.get_case(other.id).await.unwrap().unwrap().alert_count,
+            0
+        );
+        let moved = store.get_alert(&second.id).await.unwrap().unwrap();
+        assert_eq!(moved.status, "merged");
+
+        let owner = ObservableOwner::Case(case.id);
+        let values: Vec<String> = store
+            .list_observables(&owner)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|o| format!("{} {}", o.kind, o.value))
+            .collect();
+        assert_eq!(
+            values,
+            [
+                "domain vgiragdoffy.com",
+                "ip 172.16.0.153",
+                "ip 67.205.184.237"
+            ]
+        );
+
+        let kinds: Vec<String> = store
+            .timeline(case.id, 0, 100)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.kind)
+            .collect();
+        assert_eq!(kinds, ["created", "alert_merged", "alert_merged"]);
+        let left: Vec<String> = store
+            .timeline(other.id, 0, 100)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.kind)
+            .collect();
+        assert_eq!(left, ["created", "alert_merged", "alert_moved_out"]);
+        let entries = store.audit_entries(0, i64::MAX).await.unwrap();
+        assert!(matches!(
+            crate::audit::verify(&entries),
+            crate::audit::Verdict::Intact { .. }
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_repeated_observable_merges_and_a_task_of_another_case_is_not_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open_dir(dir.path()).await.unwrap();
+        let case = store.create_case(&draft("c"), "alice").await.unwrap();
+        let owner = ObservableOwner::Case(case.id);
+        let new = NewObservable {
+            kind: "ip".into(),
+            value: "67.205.184.237".into(),
+            tags: vec!["c2".into()],
+            ..Default::default()
+        };
+        let (first, created) = store.add_observable(&owner, &new, "alice").await.unwrap();
+        assert!(created);
+        let again = NewObservable {
+            ioc: true,
+            tags: vec!["icedid".into(), "c2".into()],
+            ..new.clone()
+        };
+        let (merged, created) = store.add_observable(&owner, &again, "bob").await.unwrap();
+        assert!(!created);
+        assert_eq!(merged.id, first.id);
+        assert!(merged.ioc);
+        assert_eq!(merged.tags, ["c2", "icedid"]);
+        let missing = store
+            .add_observable(&ObservableOwner::Case(99), &new, "alice")
+            .await;
+        assert!(matches!(missing, Err(StoreError::NotFound { .. })));
+
+        let task = NewTask {
+            title: "t".into(),
+            assignee: None,
+        };
+        let task = store.create_task(case.id, &task, "alice").await.unwrap();
+        let other = store.create_case(&draft("d"), "alice").await.unwrap();
+        let done = TaskUpdate {
+            status: Some(TaskStatus::Done),
+            ..Default::default()
+        };
+        let wrong = store.update_task(other.id, task.id, &done, "alice").await;
+        assert!(matches!(wrong, Err(StoreError::NotFound { .. })));
+        let updated = store
+            .update_task(case.id, task.id, &done, "alice")
+            .await
+            .unwrap();
+        assert_eq!(updated.status, TaskStatus::Done);
     }
 }
