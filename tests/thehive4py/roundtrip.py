@@ -68,6 +68,10 @@ def main():
         case_id=case["_id"],
         observable={"dataType": "ip", "data": eve["dest_ip"], "sighted": True, "tags": ["c2"]},
     )
+    out["task"] = hive.case.create_task(case["_id"], task={"title": "Block the C2 at the proxy", "assignee": "dave"})
+    out["comment"] = hive.comment.create_in_case(case["_id"], comment={"message": "Beacon to {} confirmed".format(eve["dest_ip"])})
+    out["case_observables"] = hive.case.find_observables(case["_id"], filters=Eq("ioc", True))
+    out["case_tasks"] = hive.case.find_tasks(case["_id"])
     hive.case.update(case["_id"], fields={"severity": 4, "addTags": ["icedid"]})
     out["case_read"] = hive.case.get(case["_id"])
     out["case_by_number"] = hive.case.get(str(case["number"]))

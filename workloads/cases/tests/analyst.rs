@@ -819,6 +819,8 @@ async fn every_new_route_is_in_the_openapi_document() {
         ("/api/v1/case/{id}", "get"),
         ("/api/v1/case/{id}", "patch"),
         ("/api/v1/case/{id}/observable", "post"),
+        ("/api/v1/case/{id}/task", "post"),
+        ("/api/v1/case/{id}/comment", "post"),
         ("/api/v1/query", "post"),
     ] {
         assert!(

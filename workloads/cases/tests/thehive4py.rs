@@ -122,6 +122,24 @@ fn check_case(out: &Value) -> i64 {
     assert_eq!(c2["sighted"], true);
     assert_eq!(c2["tags"], json!(["dst", "c2"]));
 
+    let task = &out["task"];
+    assert_eq!(task["_type"], "Task");
+    assert_eq!(task["status"], "Waiting");
+    assert_eq!(task["assignee"], "dave");
+    assert_eq!(out["case_tasks"][0]["_id"], task["_id"]);
+    let comment = &out["comment"];
+    assert_eq!(comment["message"], "Beacon to 67.205.184.237 confirmed");
+    assert_eq!(comment["createdBy"], "apikey:integration");
+    // The IOCs: the C2 address and the domain the alert brought.
+    let mut iocs: Vec<&str> = out["case_observables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["data"].as_str().unwrap())
+        .collect();
+    iocs.sort();
+    assert_eq!(iocs, ["67.205.184.237", "vgiragdoffy.com"]);
+
     let read = &out["case_read"];
     assert_eq!(read["severity"], 4);
     assert_eq!(read["severityLabel"], "CRITICAL");

@@ -17,7 +17,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::Utc;
 use kastell_core::store::{
-    AlertFilter, CaseDraft, CaseFilter, CaseRecord, CaseUpdate, NewObservable, ObservableOwner,
+    AlertFilter, CaseDraft, CaseFilter, CaseRecord, CaseUpdate, NewObservable, NewTask,
+    ObservableOwner, TaskUpdate,
 };
 use kastell_core::{Alert, Event, RuleRef, Tlp};
 use serde_json::{json, Value};
@@ -25,7 +26,8 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use self::model::{
-    InputAlert, InputCase, InputObservable, InputUpdateCase, QueryBody, StatusChange, TheHiveError,
+    InputAlert, InputCase, InputComment, InputObservable, InputTask, InputUpdateCase, QueryBody,
+    StatusChange, TheHiveError,
 };
 use super::alerts::visible_alert;
 use super::caller::Caller;
@@ -45,6 +47,8 @@ pub(super) fn routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(get_case, update_case))
         .routes(routes!(add_case_observable))
         .routes(routes!(add_alert_observable))
+        .routes(routes!(add_case_comment))
+        .routes(routes!(add_case_task))
         .routes(routes!(run_query))
         .layer(axum::middleware::map_response(thehive_errors))
 }
@@ -623,7 +627,24 @@ async fn run_query(
     caller.require(Permission::Read)?;
     let query = query::parse(&body.query)?;
     let mut items = Vec::new();
-    match query.source {
+    match &query.source {
+        query::Source::CaseObservables(id) => {
+            let case = visible_case(&caller, &state, id).await?;
+            let owner = ObservableOwner::Case(case.id);
+            let observables = state.store.list_observables(&owner).await?;
+            items.extend(observables.iter().map(model::observable_json));
+        }
+        query::Source::CaseTasks(id) => {
+            let case = visible_case(&caller, &state, id).await?;
+            let tasks = state.store.list_tasks(case.id).await?;
+            items.extend(tasks.iter().map(model::task_json));
+        }
+        query::Source::AlertObservables(id) => {
+            visible_alert(&caller, &state, id).await?;
+            let owner = ObservableOwner::Alert(id.clone());
+            let observables = state.store.list_observables(&owner).await?;
+            items.extend(observables.iter().map(model::observable_json));
+        }
         query::Source::Cases => {
             let filter = CaseFilter {
                 max_tlp: Some(caller.tlp()),
@@ -655,4 +676,90 @@ async fn run_query(
         }
     }
     Ok(Json(query::run(&query, items)))
+}
+
+/// Comment on a case (TheHive `POST /api/v1/case/{id}/comment`, `triage`): the comment
+/// joins the case's timeline.
+#[utoipa::path(
+    post,
+    path = "/api/v1/case/{id}/comment",
+    tag = "thehive",
+    params(("id" = String, Path, description = "The case id (`~42` or `42`)")),
+    request_body(content = InputComment, content_type = "application/json"),
+    responses(
+        (status = 201, description = "The comment (TheHive's OutputComment)", body = Object),
+        (status = 400, description = "The body is invalid", body = TheHiveError),
+        (status = 401, description = "No valid credentials", body = TheHiveError),
+        (status = 403, description = "The caller's role lacks the triage permission", body = TheHiveError),
+        (status = 404, description = "No case has this id (visible to the caller)", body = TheHiveError),
+    )
+)]
+async fn add_case_comment(
+    caller: Caller,
+    State(state): State<ApiState>,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(input): ApiJson<InputComment>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    caller.require(Permission::Triage)?;
+    let message = checks::text("message", &input.message, MAX_TEXT, false)?;
+    let case = visible_case(&caller, &state, &id).await?;
+    let entry = state
+        .store
+        .add_comment(case.id, &message, caller.name())
+        .await?;
+    Ok((StatusCode::CREATED, Json(model::comment_json(&entry))))
+}
+
+/// Add a task to a case (TheHive `POST /api/v1/case/{id}/task`, `triage`): `title`,
+/// `assignee` and `status` (`Waiting`, `InProgress`, `Completed`) are kept.
+#[utoipa::path(
+    post,
+    path = "/api/v1/case/{id}/task",
+    tag = "thehive",
+    params(("id" = String, Path, description = "The case id (`~42` or `42`)")),
+    request_body(content = InputTask, content_type = "application/json"),
+    responses(
+        (status = 201, description = "The task (TheHive's OutputTask)", body = Object),
+        (status = 400, description = "The body is invalid", body = TheHiveError),
+        (status = 401, description = "No valid credentials", body = TheHiveError),
+        (status = 403, description = "The caller's role lacks the triage permission", body = TheHiveError),
+        (status = 404, description = "No case has this id (visible to the caller)", body = TheHiveError),
+    )
+)]
+async fn add_case_task(
+    caller: Caller,
+    State(state): State<ApiState>,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(input): ApiJson<InputTask>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    caller.require(Permission::Triage)?;
+    let new = NewTask {
+        title: checks::text("title", &input.title, checks::MAX_TITLE, false)?,
+        assignee: input
+            .assignee
+            .map(|a| checks::assignee(&a))
+            .transpose()?
+            .flatten(),
+    };
+    let status = input
+        .status
+        .as_deref()
+        .map(model::task_status)
+        .transpose()?;
+    let case = visible_case(&caller, &state, &id).await?;
+    let mut task = state
+        .store
+        .create_task(case.id, &new, caller.name())
+        .await?;
+    if let Some(status) = status.filter(|s| *s != task.status) {
+        let update = TaskUpdate {
+            status: Some(status),
+            ..TaskUpdate::default()
+        };
+        task = state
+            .store
+            .update_task(case.id, task.id, &update, caller.name())
+            .await?;
+    }
+    Ok((StatusCode::CREATED, Json(model::task_json(&task))))
 }

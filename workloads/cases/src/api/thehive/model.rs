@@ -3,7 +3,10 @@
 //! them and Kastell's records.
 
 use chrono::{DateTime, TimeZone, Utc};
-use kastell_core::store::{AlertRecord, CaseRecord, CaseStatus, ObservableRecord, Resolution, Tlp};
+use kastell_core::store::{
+    AlertRecord, CaseRecord, CaseStatus, ObservableRecord, Resolution, TaskRecord, TaskStatus,
+    TimelineEntry, Tlp,
+};
 use kastell_core::Level;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -310,6 +313,78 @@ pub fn observable_json(observable: &ObservableRecord) -> Value {
         "extraData": {},
         "ignoreSimilarity": false,
     })
+}
+
+/// TheHive's task status for a Kastell task.
+pub fn task_status_name(status: TaskStatus) -> &'static str {
+    match status {
+        TaskStatus::Open => "Waiting",
+        TaskStatus::InProgress => "InProgress",
+        TaskStatus::Done => "Completed",
+    }
+}
+
+pub fn task_status(name: &str) -> Result<TaskStatus, ApiError> {
+    match name {
+        "Waiting" => Ok(TaskStatus::Open),
+        "InProgress" => Ok(TaskStatus::InProgress),
+        "Completed" => Ok(TaskStatus::Done),
+        other => Err(ApiError::invalid_body(format!(
+            "unsupported task status {other:?}: expected Waiting, InProgress or Completed"
+        ))),
+    }
+}
+
+/// `TheHive task` as TheHive 5 answers it.
+pub fn task_json(task: &TaskRecord) -> Value {
+    let mut out = json!({
+        "_id": format!("~{}", task.id),
+        "_type": "Task",
+        "_createdBy": task.created_by,
+        "_createdAt": millis(task.created_at),
+        "_updatedAt": millis(task.updated_at),
+        "title": task.title,
+        "group": "default",
+        "description": "",
+        "status": task_status_name(task.status),
+        "flag": false,
+        "order": 0,
+        "mandatory": false,
+        "extraData": {},
+    });
+    if let (Some(assignee), Some(fields)) = (&task.assignee, out.as_object_mut()) {
+        fields.insert("assignee".into(), json!(assignee));
+    }
+    out
+}
+
+/// `TheHive comment` as TheHive 5 answers it (a Kastell timeline comment).
+pub fn comment_json(entry: &TimelineEntry) -> Value {
+    json!({
+        "_id": format!("~{}", entry.id),
+        "_type": "Comment",
+        "createdBy": entry.actor,
+        "createdAt": millis(entry.at),
+        "message": entry.details["text"],
+        "isEdited": false,
+        "external": false,
+        "extraData": {},
+    })
+}
+
+/// Body of `POST /api/v1/case/{id}/comment`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct InputComment {
+    pub message: String,
+}
+
+/// Body of `POST /api/v1/case/{id}/task`; fields not listed are ignored.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct InputTask {
+    pub title: String,
+    pub assignee: Option<String>,
+    /// `Waiting` (default), `InProgress` or `Completed`.
+    pub status: Option<String>,
 }
 
 /// TheHive's error body.

@@ -12,10 +12,16 @@ use serde_json::Value;
 use crate::api::error::ApiError;
 
 /// What a query selects first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {
     Cases,
     Alerts,
+    /// `getCase` then `observables`: the case's observables.
+    CaseObservables(String),
+    /// `getCase` then `tasks`.
+    CaseTasks(String),
+    /// `getAlert` then `observables`.
+    AlertObservables(String),
 }
 
 /// A parsed query: its source, then the operations to run on the list.
@@ -45,15 +51,39 @@ pub fn parse(operations: &[Value]) -> Result<Query, ApiError> {
             .map(str::to_owned)
             .ok_or_else(|| bad("every query operation needs a _name"))
     };
-    let Some((first, rest)) = operations.split_first() else {
+    let Some((first, mut rest)) = operations.split_first() else {
         return Err(bad("the query is empty"));
     };
-    let source = match name(first)?.as_str() {
-        "listCase" => Source::Cases,
-        "listAlert" => Source::Alerts,
-        other => {
+    let id = || {
+        first
+            .get("idOrName")
+            .map(|id| match id {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            })
+            .ok_or_else(|| bad("getCase and getAlert need idOrName"))
+    };
+    let start = name(first)?;
+    let traversal = match rest.first() {
+        Some(op) if start.starts_with("get") => {
+            rest = &rest[1..];
+            Some(name(op)?)
+        }
+        _ => None,
+    };
+    let source = match (start.as_str(), traversal.as_deref()) {
+        ("listCase", _) => Source::Cases,
+        ("listAlert", _) => Source::Alerts,
+        ("getCase", Some("observables")) => Source::CaseObservables(id()?),
+        ("getCase", Some("tasks")) => Source::CaseTasks(id()?),
+        ("getAlert", Some("observables")) => Source::AlertObservables(id()?),
+        (other, traversal) => {
             return Err(bad(format!(
-                "unsupported query start {other:?}: only listCase and listAlert are supported"
+                "unsupported query start {other:?}{}: supported are listCase, listAlert, \
+                 getCase then observables or tasks, getAlert then observables",
+                traversal
+                    .map(|t| format!(" then {t:?}"))
+                    .unwrap_or_default()
             )))
         }
     };
@@ -397,6 +427,20 @@ mod tests {
     fn unsupported_operations_are_refused_with_a_reason() {
         let err = parse(&[json!({"_name": "listObservable"})]).unwrap_err();
         assert!(err.message.contains("listCase"), "{}", err.message);
+        let err = parse(&[
+            json!({"_name": "getCase", "idOrName": "~1"}),
+            json!({"_name": "pages"}),
+        ])
+        .unwrap_err();
+        assert!(err.message.contains("pages"), "{}", err.message);
+        let query = parse(&[
+            json!({"_name": "getCase", "idOrName": 7}),
+            json!({"_name": "observables"}),
+            json!({"_name": "filter", "_eq": {"_field": "data", "_value": "67.205.184.237"}}),
+        ])
+        .unwrap();
+        assert_eq!(query.source, Source::CaseObservables("7".into()));
+        assert_eq!(query.steps.len(), 1);
         let err = parse(&[
             json!({"_name": "listCase"}),
             json!({"_name": "observables"}),
