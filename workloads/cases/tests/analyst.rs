@@ -192,6 +192,17 @@ async fn a_case_is_created_by_hand_checked_and_audited() {
     let red = json!({"title": "x", "tlp": "red"});
     let red = call(&api, &api.analyst, Method::POST, "/api/v1/cases", Some(red)).await;
     assert!(expect_error(&red, StatusCode::FORBIDDEN, "forbidden").contains("ceiling"));
+    // Without a TLP, a GREEN caller's case is GREEN, not AMBER they could not read.
+    let green = api_key(&api.store, "analyst-green", Role::Analyst, Tlp::Green).await;
+    let own = call(
+        &api,
+        &green,
+        Method::POST,
+        "/api/v1/cases",
+        Some(json!({"title": "x"})),
+    )
+    .await;
+    assert_eq!(expect(&own, StatusCode::CREATED)["tlp"], "green");
     let auditor = json!({"title": "x"});
     let auditor = call(
         &api,

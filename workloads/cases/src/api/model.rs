@@ -585,9 +585,11 @@ pub struct AuditEntry {
     pub at: String,
     /// `apikey:<name>`, `oidc:<subject>`, `cli:<user>` or `system:kastell`.
     pub actor: String,
-    /// `alert.create`, `alert.acknowledge`, `alert.ignore`, `case.open`,
-    /// `case.attach_alert`, `case.update`, `case.close`, `action.create`,
-    /// `action.decide`, `action.finish`, `apikey.create`.
+    /// `alert.create`, `alert.acknowledge`, `alert.ignore`, `alert.promote`,
+    /// `alert.merge`, `case.open`, `case.create`, `case.attach_alert`, `case.update`,
+    /// `case.close`, `case.comment`, `observable.create`, `observable.update`,
+    /// `task.create`, `task.update`, `action.create`, `action.decide`, `action.finish`,
+    /// `apikey.create`.
     pub action: String,
     pub object_kind: String,
     pub object_id: String,
@@ -650,7 +652,7 @@ pub struct CaseCreateBody {
     pub description: String,
     /// Default `medium`.
     pub severity: Option<Level>,
-    /// Default `amber`; at most the caller's own ceiling.
+    /// Default `amber`, or the caller's ceiling when lower; at most that ceiling.
     pub tlp: Option<Tlp>,
     /// Default `amber`.
     pub pap: Option<Tlp>,

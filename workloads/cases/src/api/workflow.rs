@@ -64,7 +64,11 @@ pub(super) fn draft(caller: &Caller, body: CaseCreateBody) -> Result<CaseDraft, 
     if assignee.is_some() {
         caller.require(Permission::Manage)?;
     }
-    let tlp: Tlp = body.tlp.map(Into::into).unwrap_or(Tlp::Amber);
+    // By default at most the caller's own ceiling, so they can read what they made.
+    let tlp: Tlp = body
+        .tlp
+        .map(Into::into)
+        .unwrap_or_else(|| Tlp::Amber.min(caller.tlp()));
     within_ceiling(caller, tlp)?;
     Ok(CaseDraft {
         title: checks::text("title", &body.title, checks::MAX_TITLE, false)?,
@@ -93,7 +97,7 @@ pub(super) fn within_ceiling(caller: &Caller, tlp: Tlp) -> Result<(), ApiError> 
 }
 
 /// The draft of the case an alert is promoted to: its rule's title on its host, its
-/// level, TLP and PAP amber.
+/// level, TLP and PAP amber (callers lower the TLP to their own ceiling).
 pub(super) fn promoted_draft(alert: &AlertRecord, title: Option<String>) -> CaseDraft {
     let alert = &alert.alert;
     let title = title.unwrap_or_else(|| match &alert.host {
@@ -143,7 +147,8 @@ async fn promote_alert(
         None => None,
     };
     let alert = visible_alert(&caller, &state, &id).await?;
-    let draft = promoted_draft(&alert, title);
+    let mut draft = promoted_draft(&alert, title);
+    draft.tlp = draft.tlp.min(caller.tlp());
     let case = state
         .store
         .promote_alert(&id, &draft, caller.name())

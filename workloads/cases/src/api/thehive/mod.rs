@@ -320,6 +320,7 @@ async fn promote_alert(
     let input = body.map(|ApiJson(input)| input).unwrap_or_default();
     let alert = visible_alert(&caller, &state, &id).await?;
     let mut draft = promoted_draft(&alert, None);
+    draft.tlp = draft.tlp.min(caller.tlp());
     if let Some(description) = alert
         .alert
         .events
@@ -427,7 +428,7 @@ async fn create_case(
         title: String::new(),
         description: String::new(),
         severity: kastell_core::Level::Medium,
-        tlp: Tlp::Amber,
+        tlp: Tlp::Amber.min(caller.tlp()),
         pap: Tlp::Amber,
         tags: Vec::new(),
         assignee: None,
