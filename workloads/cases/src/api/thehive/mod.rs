@@ -201,6 +201,10 @@ async fn create_alert(
         .map(observables)
         .collect::<Result<_, _>>()?;
     let created = state.store.insert_alert(&alert).await?;
+    if !created {
+        // The stored alert may sit in a case above this caller's ceiling by now.
+        visible_alert(&caller, &state, &alert.id).await?;
+    }
     let owner = ObservableOwner::Alert(alert.id.clone());
     for new in checked.iter().flatten() {
         state
