@@ -147,7 +147,8 @@ pub fn case_json(case: &CaseRecord, created_by: &str) -> Value {
         "newDate": millis(case.created_at),
         "timeToDetect": time_to_detect,
     });
-    let fields = out.as_object_mut().expect("a JSON object");
+    // The fields TheHive leaves out when they have no value.
+    let mut fields = serde_json::Map::new();
     if let Some(assignee) = &case.assignee {
         fields.insert("assignee".into(), json!(assignee));
     }
@@ -159,6 +160,9 @@ pub fn case_json(case: &CaseRecord, created_by: &str) -> Value {
         fields.insert("closedDate".into(), json!(millis(closed)));
         let resolve = (closed - case.created_at).num_milliseconds().max(0);
         fields.insert("timeToResolve".into(), json!(resolve));
+    }
+    if let Value::Object(object) = &mut out {
+        object.extend(fields);
     }
     out
 }
@@ -242,7 +246,8 @@ pub fn alert_json(record: &AlertRecord, observable_count: usize) -> Value {
         "newDate": millis(alert.detected_at),
         "timeToDetect": detect,
     });
-    let fields = out.as_object_mut().expect("a JSON object");
+    // The fields TheHive leaves out when they have no value.
+    let mut fields = serde_json::Map::new();
     if let Some(case_id) = record.case_id {
         fields.insert("caseId".into(), json!(case_ref(case_id)));
     }
@@ -254,6 +259,9 @@ pub fn alert_json(record: &AlertRecord, observable_count: usize) -> Value {
         if stage == "Imported" {
             fields.insert("importedDate".into(), json!(millis(at)));
         }
+    }
+    if let Value::Object(object) = &mut out {
+        object.extend(fields);
     }
     out
 }
