@@ -980,4 +980,14 @@ mod tests {
         assert_eq!(found, want);
         assert_eq!((merged.len(), merged.duplicates()), (3, 1));
     }
+
+    #[test]
+    fn a_stored_indicator_stays_small() {
+        // 56 bytes is what keeps a million indicators well under DESIGN.md's 300 MB.
+        assert!(
+            std::mem::size_of::<Stored>() <= 56,
+            "{}",
+            std::mem::size_of::<Stored>()
+        );
+    }
 }
