@@ -305,6 +305,24 @@ impl IndicatorStore {
 
     /// Moves every indicator of another store (another feed) into this one.
     pub fn merge(&mut self, other: IndicatorStore) {
+        let empty = self.stored.is_empty() && self.contexts.is_empty() && self.feeds.is_empty();
+        if empty && self.allowlist.is_none() {
+            // The first store of `from_stores`: taken whole, its indexes as they are.
+            let (duplicates, suppressed) = (self.duplicates, self.suppressed);
+            *self = other;
+            self.allowlist = None;
+            self.duplicates += duplicates;
+            self.suppressed += suppressed;
+            return;
+        }
+        // Every indicator of a store passed that store's allowlist; this store's own is
+        // checked on the rebuilt indicator, as `insert` does.
+        let allowed: Vec<bool> = match &self.allowlist {
+            Some(list) => (0..other.stored.len())
+                .map(|i| !list.covers(&other.indicator(i)))
+                .collect(),
+            None => Vec::new(),
+        };
         self.stored.reserve(other.stored.len());
         let contexts: Vec<u32> = other
             .contexts
@@ -316,14 +334,11 @@ impl IndicatorStore {
             .iter()
             .map(|name| self.attribute_type_id(name))
             .collect();
-        for (i, mut record) in other.stored.iter().cloned().enumerate() {
-            // Every indicator of a store passed that store's allowlist; this store's own
-            // is checked on the rebuilt indicator, as `insert` does.
-            if let Some(list) = &self.allowlist {
-                if list.covers(&other.indicator(i)) {
-                    self.suppressed += 1;
-                    continue;
-                }
+        // Moved, not cloned: merging a large feed must not hold its values twice.
+        for (i, mut record) in other.stored.into_iter().enumerate() {
+            if !allowed.get(i).copied().unwrap_or(true) {
+                self.suppressed += 1;
+                continue;
             }
             if self.stored.len() >= END as usize {
                 tracing::warn!(value = %record.value, "indicator not merged: the store is full");
@@ -989,5 +1004,22 @@ mod tests {
             "{}",
             std::mem::size_of::<Stored>()
         );
+    }
+
+    #[test]
+    fn merging_into_an_allowlisted_store_drops_what_the_list_names() {
+        let mut feed = IndicatorStore::new();
+        for value in ["good.example", "evil.example"] {
+            feed.insert(indicator(ObservableKind::Domain, value, None))
+                .unwrap();
+        }
+        let mut allow = Allowlist::new();
+        allow.add("good.example", false);
+        let mut filtered = IndicatorStore::with_allowlist(Arc::new(allow));
+        filtered.merge(feed);
+        assert_eq!((filtered.len(), filtered.suppressed()), (1, 1));
+        assert!(filtered.contains(ObservableKind::Domain, "evil.example"));
+        assert!(!filtered.contains(ObservableKind::Domain, "good.example"));
+        assert_eq!(filtered.feeds(), ["unit"]);
     }
 }
