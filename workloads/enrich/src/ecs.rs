@@ -13,8 +13,8 @@ use crate::store::Hit;
 pub const MATCH_TYPE: &str = "indicator_match_rule";
 
 /// The `threat.enrichments` entry for one hit.
-pub fn enrichment(hit: &Hit<'_>) -> Value {
-    let indicator = hit.indicator;
+pub fn enrichment(hit: &Hit) -> Value {
+    let indicator = &hit.indicator;
     let mut fields = Map::new();
     let ecs_type = match indicator.kind {
         ObservableKind::Ip => {
@@ -88,7 +88,7 @@ pub fn enrichment(hit: &Hit<'_>) -> Value {
 
 /// Appends the hits' entries to the event's `threat.enrichments`, keeping entries already
 /// there and adding none twice, so enriching a redelivered event changes nothing.
-pub fn annotate(event: &mut Event, hits: &[Hit<'_>]) {
+pub fn annotate(event: &mut Event, hits: &[Hit]) {
     if hits.is_empty() {
         return;
     }

@@ -147,12 +147,7 @@ pub fn enrich_detection(
     }
 }
 
-fn annotate_alert(
-    store: &IndicatorStore,
-    mut alert: Alert,
-    event: &Event,
-    hits: &[Hit<'_>],
-) -> Alert {
+fn annotate_alert(store: &IndicatorStore, mut alert: Alert, event: &Event, hits: &[Hit]) -> Alert {
     if alert.events.is_empty() {
         push_distinct(&mut alert.intel, hits);
         return alert;
@@ -175,7 +170,7 @@ fn annotate_alert(
     alert
 }
 
-fn push_distinct(intel: &mut Vec<kastell_core::IntelMatch>, hits: &[Hit<'_>]) {
+fn push_distinct(intel: &mut Vec<kastell_core::IntelMatch>, hits: &[Hit]) {
     for candidate in distinct_matches(hits) {
         if !intel.contains(&candidate) {
             intel.push(candidate);
@@ -184,7 +179,7 @@ fn push_distinct(intel: &mut Vec<kastell_core::IntelMatch>, hits: &[Hit<'_>]) {
 }
 
 /// One alert per feed that matched an event no rule matched.
-fn intel_alerts(event: &Event, hits: &[Hit<'_>], now: DateTime<Utc>) -> Vec<Alert> {
+fn intel_alerts(event: &Event, hits: &[Hit], now: DateTime<Utc>) -> Vec<Alert> {
     let mut feeds: Vec<&str> = Vec::new();
     for hit in hits {
         if !feeds.contains(&hit.indicator.feed()) {
@@ -194,7 +189,7 @@ fn intel_alerts(event: &Event, hits: &[Hit<'_>], now: DateTime<Utc>) -> Vec<Aler
     feeds
         .into_iter()
         .map(|feed| {
-            let feed_hits: Vec<Hit<'_>> = hits
+            let feed_hits: Vec<Hit> = hits
                 .iter()
                 .filter(|h| h.indicator.feed() == feed)
                 .cloned()
@@ -204,7 +199,7 @@ fn intel_alerts(event: &Event, hits: &[Hit<'_>], now: DateTime<Utc>) -> Vec<Aler
         .collect()
 }
 
-fn intel_alert(event: &Event, feed: &str, hits: &[Hit<'_>], now: DateTime<Utc>) -> Alert {
+fn intel_alert(event: &Event, feed: &str, hits: &[Hit], now: DateTime<Utc>) -> Alert {
     let level = hits
         .iter()
         .map(|h| h.indicator.level())

@@ -13,60 +13,149 @@
 //! The same value listed by several feeds or events is one key with several indicators
 //! behind it (their contexts merged at lookup); an indicator that repeats one already
 //! held (same feed, reference, type and value) is dropped as a duplicate.
+//!
+//! Memory: a million indicators must fit in a few hundred megabytes, so the store does not
+//! keep [`Indicator`]s. Each is a compact [`Stored`] record: its value once (the string
+//! indexes hold only the record's position and find the value through it), the feed's
+//! spelling only when it differs, the attribute type and the context interned and named
+//! by number, and the fields most feeds leave empty in one optional box. An [`Indicator`]
+//! is rebuilt only for a hit, which is rare next to the lookups that miss.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+use std::hash::BuildHasher;
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use hashbrown::{DefaultHashBuilder, HashMap, HashTable};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use kastell_core::{Event, IntelMatch, Observable, ObservableKind};
 use prefix_trie::PrefixMap;
 
 use crate::allowlist::Allowlist;
-use crate::indicator::{normalise_hash, normalise_ip, Indicator};
+use crate::indicator::{normalise_hash, normalise_ip, Indicator, IndicatorContext};
 use crate::normalise;
 
-/// Positions in the store's indicator list. Most keys have one indicator, so one is kept
-/// inline and only a value listed several times pays for a vector.
+/// The end of a chain of indicators sharing one key.
+const END: u32 = u32::MAX;
+
+/// The kinds held in string indexes, in the order of [`IndicatorStore::texts`].
+const TEXT_KINDS: [ObservableKind; 7] = [
+    ObservableKind::Domain,
+    ObservableKind::Url,
+    ObservableKind::Md5,
+    ObservableKind::Sha1,
+    ObservableKind::Sha256,
+    ObservableKind::Sha512,
+    ObservableKind::Email,
+];
+
+fn text_slot(kind: ObservableKind) -> Option<usize> {
+    TEXT_KINDS.iter().position(|k| *k == kind)
+}
+
+/// One indicator as the store holds it (56 bytes plus its value).
 #[derive(Debug, Clone)]
-enum Slots {
-    One(u32),
-    Many(Vec<u32>),
+struct Stored {
+    /// The normalised value, the key of the string indexes.
+    value: Box<str>,
+    /// The attribute value as the feed wrote it, when that is not `value`.
+    original: Option<Box<str>>,
+    /// The next indicator with the same key, in insertion order, or [`END`].
+    next: u32,
+    /// Position in [`IndicatorStore::attribute_types`].
+    attribute_type: u32,
+    /// Position in [`IndicatorStore::contexts`].
+    context: u32,
+    kind: ObservableKind,
+    /// Whether `value` is the CIDR spelling of the indicator's network, so the network
+    /// is read back from it; a network spelled otherwise is kept in `details`.
+    network_in_value: bool,
+    details: Option<Box<Details>>,
 }
 
-impl Slots {
-    fn as_slice(&self) -> &[u32] {
-        match self {
-            Slots::One(one) => std::slice::from_ref(one),
-            Slots::Many(many) => many,
-        }
+/// What MISP and STIX indicators carry and plain lists leave empty.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Details {
+    network: Option<IpNet>,
+    attribute_id: Option<String>,
+    port: Option<u16>,
+    filename: Option<String>,
+    comment: Option<String>,
+    tags: Vec<String>,
+    first_seen: Option<chrono::DateTime<chrono::Utc>>,
+    last_seen: Option<chrono::DateTime<chrono::Utc>>,
+    valid_until: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl Stored {
+    fn filename(&self) -> Option<&str> {
+        self.details.as_ref()?.filename.as_deref()
     }
 
-    fn push(&mut self, index: u32) {
-        match self {
-            Slots::One(first) => *self = Slots::Many(vec![*first, index]),
-            Slots::Many(many) => many.push(index),
+    fn port(&self) -> Option<u16> {
+        self.details.as_ref()?.port
+    }
+
+    fn network(&self) -> Option<IpNet> {
+        if self.network_in_value {
+            return self.value.parse().ok();
         }
+        self.details.as_ref()?.network
     }
 }
 
-type StringIndex = HashMap<Box<str>, Slots>;
+/// A set of records found by their value: the table holds positions in the record list
+/// only, hashed by the record's value, so the value string is stored once.
+#[derive(Debug, Default, Clone)]
+struct TextIndex {
+    table: HashTable<u32>,
+}
+
+impl TextIndex {
+    fn find(&self, hasher: &DefaultHashBuilder, stored: &[Stored], key: &str) -> Option<u32> {
+        let hash = hasher.hash_one(key);
+        self.table
+            .find(hash, |&i| &*stored[i as usize].value == key)
+            .copied()
+    }
+
+    /// Adds a key not yet held; `index` must already be in `stored`.
+    fn insert(&mut self, hasher: &DefaultHashBuilder, stored: &[Stored], index: u32) {
+        let hash = hasher.hash_one(&*stored[index as usize].value);
+        self.table.insert_unique(hash, index, |&i| {
+            hasher.hash_one(&*stored[i as usize].value)
+        });
+    }
+
+    fn len(&self) -> usize {
+        self.table.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.table.is_empty()
+    }
+}
 
 /// Every indicator of every loaded feed, ready for lookups.
 #[derive(Debug, Default)]
 pub struct IndicatorStore {
-    indicators: Vec<Indicator>,
+    stored: Vec<Stored>,
+    /// Every distinct context, each once; records name theirs by position.
+    contexts: Vec<Arc<IndicatorContext>>,
+    /// Contexts by the address of their allocation: loaders share one [`Arc`] between
+    /// the indicators of a feed or event, and `contexts` keeps it alive so the address
+    /// is not reused.
+    context_ids: HashMap<usize, u32>,
+    attribute_types: Vec<Box<str>>,
+    attribute_type_ids: HashMap<Box<str>, u32>,
     feeds: Vec<String>,
-    ips: HashMap<IpAddr, Slots>,
-    v4_networks: PrefixMap<Ipv4Net, Slots>,
-    v6_networks: PrefixMap<Ipv6Net, Slots>,
-    domains: StringIndex,
-    urls: StringIndex,
-    md5: StringIndex,
-    sha1: StringIndex,
-    sha256: StringIndex,
-    sha512: StringIndex,
-    emails: StringIndex,
+    /// foldhash (hashbrown's default): several times faster than SipHash on short keys,
+    /// and seeded per process, which is enough for values chosen by feed publishers.
+    hasher: DefaultHashBuilder,
+    ips: HashMap<IpAddr, u32>,
+    v4_networks: PrefixMap<Ipv4Net, u32>,
+    v6_networks: PrefixMap<Ipv6Net, u32>,
+    texts: [TextIndex; TEXT_KINDS.len()],
     allowlist: Option<Arc<Allowlist>>,
     duplicates: u64,
     suppressed: u64,
@@ -98,12 +187,12 @@ pub enum Via {
 
 /// One observable of an event that equals one indicator.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Hit<'a> {
+pub struct Hit {
     pub observable: Observable,
-    pub indicator: &'a Indicator,
+    pub indicator: Indicator,
 }
 
-impl Hit<'_> {
+impl Hit {
     /// The match in the form alerts carry it.
     pub fn intel_match(&self) -> IntelMatch {
         let context = &self.indicator.context;
@@ -118,6 +207,14 @@ impl Hit<'_> {
             tags: self.indicator.all_tags(),
         }
     }
+}
+
+/// Where a record's key lives.
+enum Key<'a> {
+    Ip(IpAddr),
+    V4(Ipv4Net),
+    V6(Ipv6Net),
+    Text(usize, &'a str),
 }
 
 impl IndicatorStore {
@@ -136,16 +233,16 @@ impl IndicatorStore {
     /// Number of indicators held (an attribute that yields two, like `domain|ip`,
     /// counts twice; duplicates and suppressed values are not held).
     pub fn len(&self) -> usize {
-        self.indicators.len()
+        self.stored.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.indicators.is_empty()
+        self.stored.is_empty()
     }
 
-    /// Every indicator, in load order.
-    pub fn indicators(&self) -> &[Indicator] {
-        &self.indicators
+    /// Every indicator, in load order, each rebuilt from the store's compact form.
+    pub fn indicators(&self) -> impl ExactSizeIterator<Item = Indicator> + '_ {
+        (0..self.stored.len()).map(|i| self.indicator(i))
     }
 
     /// The feeds whose indicators the store holds, in the order they were added.
@@ -168,25 +265,14 @@ impl IndicatorStore {
         self.ips.len()
             + self.v4_networks.len()
             + self.v6_networks.len()
-            + [
-                &self.domains,
-                &self.urls,
-                &self.md5,
-                &self.sha1,
-                &self.sha256,
-                &self.sha512,
-                &self.emails,
-            ]
-            .iter()
-            .map(|m| m.len())
-            .sum::<usize>()
+            + self.texts.iter().map(TextIndex::len).sum::<usize>()
     }
 
     /// How many indicators of each kind the store holds.
     pub fn count_by_kind(&self) -> BTreeMap<ObservableKind, usize> {
         let mut counts = BTreeMap::new();
-        for indicator in &self.indicators {
-            *counts.entry(indicator.kind).or_insert(0) += 1;
+        for stored in &self.stored {
+            *counts.entry(stored.kind).or_insert(0) += 1;
         }
         counts
     }
@@ -206,45 +292,62 @@ impl IndicatorStore {
             self.suppressed += 1;
             return Ok(Inserted::Suppressed);
         }
-        let Ok(index) = u32::try_from(self.indicators.len()) else {
+        if u32::try_from(self.stored.len()).map_or(true, |n| n == END)
+            || key_of(indicator.kind, &indicator.value, indicator.network).is_none()
+        {
             return Err(UnindexableIndicator(Box::new(indicator)));
-        };
-        let slots = match self.slots_for(&indicator) {
-            Ok(slots) => slots,
-            Err(()) => return Err(UnindexableIndicator(Box::new(indicator))),
-        };
-        match slots {
-            Some(slots) => {
-                let existing = slots.as_slice();
-                if existing
-                    .iter()
-                    .any(|&i| self.indicators[i as usize].same_source(&indicator))
-                {
-                    self.duplicates += 1;
-                    return Ok(Inserted::Duplicate);
-                }
-                // Borrow again mutably: the check above needed the indicator list.
-                if let Ok(Some(slots)) = self.slots_for_mut(&indicator) {
-                    slots.push(index);
-                }
-            }
-            None => self.add_key(&indicator, index),
         }
-        if !self.feeds.iter().any(|f| *f == indicator.context.feed) {
-            self.feeds.push(indicator.context.feed.clone());
-        }
-        self.indicators.push(indicator);
-        Ok(Inserted::Added)
+        let context = self.context_id(&indicator.context);
+        let attribute_type = self.attribute_type_id(&indicator.attribute_type);
+        let record = compact(indicator, context, attribute_type);
+        Ok(self.insert_record(record))
     }
 
     /// Moves every indicator of another store (another feed) into this one.
     pub fn merge(&mut self, other: IndicatorStore) {
-        self.indicators.reserve(other.indicators.len());
-        for indicator in other.indicators {
-            if let Err(e) = self.insert(indicator) {
-                // Every indicator of a store was indexable when it went in.
-                tracing::warn!(reason = %e, "indicator not merged");
+        let empty = self.stored.is_empty() && self.contexts.is_empty() && self.feeds.is_empty();
+        if empty && self.allowlist.is_none() {
+            // The first store of `from_stores`: taken whole, its indexes as they are.
+            let (duplicates, suppressed) = (self.duplicates, self.suppressed);
+            *self = other;
+            self.allowlist = None;
+            self.duplicates += duplicates;
+            self.suppressed += suppressed;
+            return;
+        }
+        // Every indicator of a store passed that store's allowlist; this store's own is
+        // checked on the rebuilt indicator, as `insert` does.
+        let allowed: Vec<bool> = match &self.allowlist {
+            Some(list) => (0..other.stored.len())
+                .map(|i| !list.covers(&other.indicator(i)))
+                .collect(),
+            None => Vec::new(),
+        };
+        self.stored.reserve(other.stored.len());
+        let contexts: Vec<u32> = other
+            .contexts
+            .iter()
+            .map(|context| self.context_id(context))
+            .collect();
+        let types: Vec<u32> = other
+            .attribute_types
+            .iter()
+            .map(|name| self.attribute_type_id(name))
+            .collect();
+        // Moved, not cloned: merging a large feed must not hold its values twice.
+        for (i, mut record) in other.stored.into_iter().enumerate() {
+            if !allowed.get(i).copied().unwrap_or(true) {
+                self.suppressed += 1;
+                continue;
             }
+            if self.stored.len() >= END as usize {
+                tracing::warn!(value = %record.value, "indicator not merged: the store is full");
+                continue;
+            }
+            record.context = contexts[record.context as usize];
+            record.attribute_type = types[record.attribute_type as usize];
+            record.next = END;
+            self.insert_record(record);
         }
         self.duplicates += other.duplicates;
         self.suppressed += other.suppressed;
@@ -257,16 +360,22 @@ impl IndicatorStore {
 
     /// A copy of the indicators in a new store (with no allowlist: they passed it).
     pub fn clone_indicators(&self) -> IndicatorStore {
-        let mut copy = IndicatorStore::new();
-        copy.indicators.reserve(self.indicators.len());
-        for indicator in &self.indicators {
-            if let Err(e) = copy.insert(indicator.clone()) {
-                tracing::warn!(reason = %e, "indicator not copied");
-            }
+        IndicatorStore {
+            stored: self.stored.clone(),
+            contexts: self.contexts.clone(),
+            context_ids: self.context_ids.clone(),
+            attribute_types: self.attribute_types.clone(),
+            attribute_type_ids: self.attribute_type_ids.clone(),
+            feeds: self.feeds.clone(),
+            hasher: self.hasher.clone(),
+            ips: self.ips.clone(),
+            v4_networks: self.v4_networks.clone(),
+            v6_networks: self.v6_networks.clone(),
+            texts: self.texts.clone(),
+            allowlist: None,
+            duplicates: self.duplicates,
+            suppressed: self.suppressed,
         }
-        copy.duplicates = self.duplicates;
-        copy.suppressed = self.suppressed;
-        copy
     }
 
     /// Builds one store from several feeds' stores.
@@ -281,14 +390,14 @@ impl IndicatorStore {
     /// The indicators an observable matches, most specific first: an address's own
     /// indicators then the networks containing it, longest prefix first; a domain's own
     /// then its parents', nearest first; a URL's own then its host's.
-    pub fn lookup(&self, observable: &Observable) -> Vec<&Indicator> {
+    pub fn lookup(&self, observable: &Observable) -> Vec<Indicator> {
         self.lookup_value(observable.kind, &observable.value)
     }
 
     /// [`lookup`](Self::lookup) by kind and value, without building an [`Observable`].
-    pub fn lookup_value(&self, kind: ObservableKind, value: &str) -> Vec<&Indicator> {
+    pub fn lookup_value(&self, kind: ObservableKind, value: &str) -> Vec<Indicator> {
         let mut out = Vec::new();
-        self.for_each_match(kind, value, |indicator, _| out.push(indicator));
+        self.for_each_match(kind, value, |i, _| out.push(self.indicator(i as usize)));
         out
     }
 
@@ -310,18 +419,19 @@ impl IndicatorStore {
     /// Every (observable, indicator) pair of an event, in observable order. An
     /// indicator reached through a URL's host is left out when the event's own domain
     /// observables already reached it.
-    pub fn matches(&self, event: &Event) -> Vec<Hit<'_>> {
-        let mut hits: Vec<Hit<'_>> = Vec::new();
+    pub fn matches(&self, event: &Event) -> Vec<Hit> {
+        let mut hits: Vec<Hit> = Vec::new();
+        let mut reached: Vec<u32> = Vec::new();
         for observable in event.observables() {
-            self.for_each_match(observable.kind, &observable.value, |indicator, via| {
-                let repeated = via == Via::UrlHost
-                    && hits.iter().any(|h| std::ptr::eq(h.indicator, indicator));
-                if !repeated {
-                    hits.push(Hit {
-                        observable: observable.clone(),
-                        indicator,
-                    });
+            self.for_each_match(observable.kind, &observable.value, |i, via| {
+                if via == Via::UrlHost && reached.contains(&i) {
+                    return;
                 }
+                reached.push(i);
+                hits.push(Hit {
+                    observable: observable.clone(),
+                    indicator: self.indicator(i as usize),
+                });
             });
         }
         hits
@@ -332,15 +442,126 @@ impl IndicatorStore {
         distinct_matches(&self.matches(event))
     }
 
-    fn for_each_match<'s>(
-        &'s self,
-        kind: ObservableKind,
-        value: &str,
-        mut found: impl FnMut(&'s Indicator, Via),
-    ) {
-        let mut emit = |slots: &Slots, via: Via| {
-            for &i in slots.as_slice() {
-                found(&self.indicators[i as usize], via);
+    /// The record at `index` as an [`Indicator`].
+    fn indicator(&self, index: usize) -> Indicator {
+        let stored = &self.stored[index];
+        let details = stored.details.as_deref().cloned().unwrap_or_default();
+        Indicator {
+            kind: stored.kind,
+            value: stored.value.to_string(),
+            network: stored.network(),
+            attribute_type: self.attribute_types[stored.attribute_type as usize].to_string(),
+            attribute_value: stored
+                .original
+                .as_deref()
+                .unwrap_or(&stored.value)
+                .to_owned(),
+            attribute_id: details.attribute_id,
+            port: details.port,
+            filename: details.filename,
+            comment: details.comment,
+            tags: details.tags,
+            first_seen: details.first_seen,
+            last_seen: details.last_seen,
+            valid_until: details.valid_until,
+            context: Arc::clone(&self.contexts[stored.context as usize]),
+        }
+    }
+
+    fn context_id(&mut self, context: &Arc<IndicatorContext>) -> u32 {
+        let address = Arc::as_ptr(context) as usize;
+        if let Some(&id) = self.context_ids.get(&address) {
+            return id;
+        }
+        let id = u32::try_from(self.contexts.len()).unwrap_or(END);
+        if !self.feeds.iter().any(|f| *f == context.feed) {
+            self.feeds.push(context.feed.clone());
+        }
+        self.contexts.push(Arc::clone(context));
+        self.context_ids.insert(address, id);
+        id
+    }
+
+    fn attribute_type_id(&mut self, name: &str) -> u32 {
+        if let Some(&id) = self.attribute_type_ids.get(name) {
+            return id;
+        }
+        let id = u32::try_from(self.attribute_types.len()).unwrap_or(END);
+        self.attribute_types.push(name.into());
+        self.attribute_type_ids.insert(name.into(), id);
+        id
+    }
+
+    /// Indexes a record whose key [`key_of`] accepts, unless it repeats one held.
+    fn insert_record(&mut self, record: Stored) -> Inserted {
+        let index = self.stored.len() as u32;
+        let mut tail = None;
+        let mut next = self.head(&record);
+        while let Some(i) = next {
+            let held = &self.stored[i as usize];
+            if self.same_source(held, &record) {
+                self.duplicates += 1;
+                return Inserted::Duplicate;
+            }
+            tail = Some(i);
+            next = (held.next != END).then_some(held.next);
+        }
+        let key = key_of(record.kind, &record.value, record.network()).map(owned_key);
+        self.stored.push(record);
+        match tail {
+            Some(tail) => self.stored[tail as usize].next = index,
+            None => match key {
+                Some(OwnedKey::Ip(ip)) => {
+                    self.ips.insert(ip, index);
+                }
+                Some(OwnedKey::V4(net)) => {
+                    self.v4_networks.insert(net, index);
+                }
+                Some(OwnedKey::V6(net)) => {
+                    self.v6_networks.insert(net, index);
+                }
+                Some(OwnedKey::Text(slot)) => {
+                    self.texts[slot].insert(&self.hasher, &self.stored, index);
+                }
+                None => {}
+            },
+        }
+        Inserted::Added
+    }
+
+    /// The first record held under the record's key.
+    fn head(&self, record: &Stored) -> Option<u32> {
+        match key_of(record.kind, &record.value, record.network())? {
+            Key::Ip(ip) => self.ips.get(&ip).copied(),
+            Key::V4(net) => self.v4_networks.get(&net).copied(),
+            Key::V6(net) => self.v6_networks.get(&net).copied(),
+            Key::Text(slot, value) => self.texts[slot].find(&self.hasher, &self.stored, value),
+        }
+    }
+
+    /// Whether two records come from the same place, as [`Indicator::same_source`] says.
+    fn same_source(&self, a: &Stored, b: &Stored) -> bool {
+        let same_context = a.context == b.context || {
+            let (x, y) = (
+                &self.contexts[a.context as usize],
+                &self.contexts[b.context as usize],
+            );
+            x.feed == y.feed && x.reference == y.reference
+        };
+        a.kind == b.kind
+            && a.value == b.value
+            && a.filename() == b.filename()
+            && a.port() == b.port()
+            && a.attribute_type == b.attribute_type
+            && same_context
+    }
+
+    fn for_each_match(&self, kind: ObservableKind, value: &str, mut found: impl FnMut(u32, Via)) {
+        let mut emit = |head: u32, via: Via| {
+            let mut next = head;
+            while next != END {
+                found(next, via);
+                next = self.stored[next as usize].next;
             }
         };
         match kind {
@@ -348,31 +569,31 @@ impl IndicatorStore {
                 let Some(ip) = normalise_ip(value) else {
                     return;
                 };
-                if let Some(slots) = self.ips.get(&ip) {
-                    emit(slots, Via::Value);
+                if let Some(&head) = self.ips.get(&ip) {
+                    emit(head, Via::Value);
                 }
-                self.for_each_network(ip, |slots| emit(slots, Via::Value));
+                self.for_each_network(ip, |head| emit(head, Via::Value));
             }
             ObservableKind::Domain => {
                 if let Some(name) = normalise::domain(value) {
-                    self.for_each_domain(&name, |slots| emit(slots, Via::Value));
+                    self.for_each_domain(&name, |head| emit(head, Via::Value));
                 }
             }
             ObservableKind::Url => {
                 let Some(url) = normalise::url(value) else {
                     return;
                 };
-                if let Some(slots) = self.urls.get(url.as_str()) {
-                    emit(slots, Via::Value);
+                if let Some(head) = self.find_text(ObservableKind::Url, url.as_str()) {
+                    emit(head, Via::Value);
                 }
                 if let Some(host) = normalise::url_host(&url) {
-                    self.for_each_domain(host, |slots| emit(slots, Via::UrlHost));
+                    self.for_each_domain(host, |head| emit(head, Via::UrlHost));
                 }
             }
             ObservableKind::Email => {
                 if let Some(address) = normalise::email(value) {
-                    if let Some(slots) = self.emails.get(address.as_ref()) {
-                        emit(slots, Via::Value);
+                    if let Some(head) = self.find_text(kind, &address) {
+                        emit(head, Via::Value);
                     }
                 }
             }
@@ -386,31 +607,35 @@ impl IndicatorStore {
                 } else {
                     Some(std::borrow::Cow::Borrowed(trimmed))
                 };
-                if let (Some(map), Some(key)) = (self.strings(kind), key) {
-                    if let Some(slots) = map.get(key.as_ref()) {
-                        emit(slots, Via::Value);
-                    }
+                if let Some(head) = key.and_then(|key| self.find_text(kind, &key)) {
+                    emit(head, Via::Value);
                 }
             }
             ObservableKind::Filename => {}
         }
     }
 
+    fn find_text(&self, kind: ObservableKind, key: &str) -> Option<u32> {
+        let index = &self.texts[text_slot(kind)?];
+        index.find(&self.hasher, &self.stored, key)
+    }
+
     /// The domain itself, then each parent down to (not including) the top-level label.
-    fn for_each_domain(&self, name: &str, mut emit: impl FnMut(&Slots)) {
-        if self.domains.is_empty() {
+    fn for_each_domain(&self, name: &str, mut emit: impl FnMut(u32)) {
+        let domains = &self.texts[0];
+        if domains.is_empty() {
             return;
         }
-        if let Some(slots) = self.domains.get(name) {
-            emit(slots);
+        if let Some(head) = domains.find(&self.hasher, &self.stored, name) {
+            emit(head);
         }
         let mut rest = name;
         while let Some((_, parent)) = rest.split_once('.') {
             if !parent.contains('.') {
                 break;
             }
-            if let Some(slots) = self.domains.get(parent) {
-                emit(slots);
+            if let Some(head) = domains.find(&self.hasher, &self.stored, parent) {
+                emit(head);
             }
             rest = parent;
         }
@@ -419,14 +644,14 @@ impl IndicatorStore {
     /// Every network containing the address, longest prefix first. The trie walk
     /// allocates nothing; only an address that is in some network pays for the list
     /// that reverses the trie's shortest-first order.
-    fn for_each_network(&self, ip: IpAddr, mut emit: impl FnMut(&Slots)) {
+    fn for_each_network(&self, ip: IpAddr, mut emit: impl FnMut(u32)) {
         match ip {
             IpAddr::V4(v4) => {
                 let host = Ipv4Net::from(v4);
                 if self.v4_networks.get_lpm(&host).is_none() {
                     return;
                 }
-                let covering: Vec<&Slots> = self.v4_networks.cover(&host).map(|(_, s)| s).collect();
+                let covering: Vec<u32> = self.v4_networks.cover(&host).map(|(_, s)| *s).collect();
                 covering.into_iter().rev().for_each(&mut emit);
             }
             IpAddr::V6(v6) => {
@@ -434,98 +659,76 @@ impl IndicatorStore {
                 if self.v6_networks.get_lpm(&host).is_none() {
                     return;
                 }
-                let covering: Vec<&Slots> = self.v6_networks.cover(&host).map(|(_, s)| s).collect();
+                let covering: Vec<u32> = self.v6_networks.cover(&host).map(|(_, s)| *s).collect();
                 covering.into_iter().rev().for_each(&mut emit);
             }
         }
     }
+}
 
-    /// The slots already held for the indicator's key; `Err` when it cannot be indexed.
-    fn slots_for(&self, indicator: &Indicator) -> Result<Option<&Slots>, ()> {
-        match (indicator.kind, indicator.network) {
-            (ObservableKind::Ip, Some(IpNet::V4(net))) => Ok(self.v4_networks.get(&net.trunc())),
-            (ObservableKind::Ip, Some(IpNet::V6(net))) => Ok(self.v6_networks.get(&net.trunc())),
-            (ObservableKind::Ip, None) => {
-                let ip = indicator.value.parse::<IpAddr>().map_err(|_| ())?;
-                Ok(self.ips.get(&ip.to_canonical()))
-            }
-            (kind, _) => Ok(self.strings(kind).ok_or(())?.get(indicator.value.as_str())),
-        }
+/// A key without the borrow of the record it was read from.
+enum OwnedKey {
+    Ip(IpAddr),
+    V4(Ipv4Net),
+    V6(Ipv6Net),
+    Text(usize),
+}
+
+fn owned_key(key: Key<'_>) -> OwnedKey {
+    match key {
+        Key::Ip(ip) => OwnedKey::Ip(ip),
+        Key::V4(net) => OwnedKey::V4(net),
+        Key::V6(net) => OwnedKey::V6(net),
+        Key::Text(slot, _) => OwnedKey::Text(slot),
     }
+}
 
-    fn slots_for_mut(&mut self, indicator: &Indicator) -> Result<Option<&mut Slots>, ()> {
-        match (indicator.kind, indicator.network) {
-            (ObservableKind::Ip, Some(IpNet::V4(net))) => {
-                Ok(self.v4_networks.get_mut(&net.trunc()))
-            }
-            (ObservableKind::Ip, Some(IpNet::V6(net))) => {
-                Ok(self.v6_networks.get_mut(&net.trunc()))
-            }
-            (ObservableKind::Ip, None) => {
-                let ip = indicator.value.parse::<IpAddr>().map_err(|_| ())?;
-                Ok(self.ips.get_mut(&ip.to_canonical()))
-            }
-            (kind, _) => Ok(self
-                .strings_mut(kind)
-                .ok_or(())?
-                .get_mut(indicator.value.as_str())),
-        }
+/// The index key of an indicator; `None` when the store cannot index it.
+fn key_of(kind: ObservableKind, value: &str, network: Option<IpNet>) -> Option<Key<'_>> {
+    match (kind, network) {
+        (ObservableKind::Ip, Some(IpNet::V4(net))) => Some(Key::V4(net.trunc())),
+        (ObservableKind::Ip, Some(IpNet::V6(net))) => Some(Key::V6(net.trunc())),
+        (ObservableKind::Ip, None) => value
+            .parse::<IpAddr>()
+            .ok()
+            .map(|ip| Key::Ip(ip.to_canonical())),
+        (kind, _) => text_slot(kind).map(|slot| Key::Text(slot, value)),
     }
+}
 
-    /// Adds a key seen for the first time; [`slots_for`](Self::slots_for) has checked
-    /// the indicator is indexable.
-    fn add_key(&mut self, indicator: &Indicator, index: u32) {
-        let slots = Slots::One(index);
-        match (indicator.kind, indicator.network) {
-            (ObservableKind::Ip, Some(IpNet::V4(net))) => {
-                self.v4_networks.insert(net.trunc(), slots);
-            }
-            (ObservableKind::Ip, Some(IpNet::V6(net))) => {
-                self.v6_networks.insert(net.trunc(), slots);
-            }
-            (ObservableKind::Ip, None) => {
-                if let Ok(ip) = indicator.value.parse::<IpAddr>() {
-                    self.ips.insert(ip.to_canonical(), slots);
-                }
-            }
-            (kind, _) => {
-                if let Some(map) = self.strings_mut(kind) {
-                    map.insert(indicator.value.as_str().into(), slots);
-                }
-            }
-        }
-    }
-
-    fn strings(&self, kind: ObservableKind) -> Option<&StringIndex> {
-        match kind {
-            ObservableKind::Domain => Some(&self.domains),
-            ObservableKind::Url => Some(&self.urls),
-            ObservableKind::Md5 => Some(&self.md5),
-            ObservableKind::Sha1 => Some(&self.sha1),
-            ObservableKind::Sha256 => Some(&self.sha256),
-            ObservableKind::Sha512 => Some(&self.sha512),
-            ObservableKind::Email => Some(&self.emails),
-            ObservableKind::Ip | ObservableKind::Filename => None,
-        }
-    }
-
-    fn strings_mut(&mut self, kind: ObservableKind) -> Option<&mut StringIndex> {
-        match kind {
-            ObservableKind::Domain => Some(&mut self.domains),
-            ObservableKind::Url => Some(&mut self.urls),
-            ObservableKind::Md5 => Some(&mut self.md5),
-            ObservableKind::Sha1 => Some(&mut self.sha1),
-            ObservableKind::Sha256 => Some(&mut self.sha256),
-            ObservableKind::Sha512 => Some(&mut self.sha512),
-            ObservableKind::Email => Some(&mut self.emails),
-            ObservableKind::Ip | ObservableKind::Filename => None,
-        }
+/// The compact record of an indicator whose context and type are already interned.
+fn compact(indicator: Indicator, context: u32, attribute_type: u32) -> Stored {
+    let network_in_value = indicator
+        .network
+        .is_some_and(|net| indicator.value.parse::<IpNet>().ok() == Some(net));
+    let original =
+        (indicator.attribute_value != indicator.value).then(|| indicator.attribute_value.into());
+    let details = Details {
+        network: indicator.network.filter(|_| !network_in_value),
+        attribute_id: indicator.attribute_id,
+        port: indicator.port,
+        filename: indicator.filename,
+        comment: indicator.comment,
+        tags: indicator.tags,
+        first_seen: indicator.first_seen,
+        last_seen: indicator.last_seen,
+        valid_until: indicator.valid_until,
+    };
+    Stored {
+        value: indicator.value.into_boxed_str(),
+        original,
+        next: END,
+        attribute_type,
+        context,
+        kind: indicator.kind,
+        network_in_value,
+        details: (details != Details::default()).then(|| Box::new(details)),
     }
 }
 
 /// The distinct [`IntelMatch`]es of some hits, in hit order. Two attributes of one MISP
 /// event with the same type and value give the same match, which is kept once.
-pub fn distinct_matches(hits: &[Hit<'_>]) -> Vec<IntelMatch> {
+pub fn distinct_matches(hits: &[Hit]) -> Vec<IntelMatch> {
     let mut out: Vec<IntelMatch> = Vec::with_capacity(hits.len());
     for hit in hits {
         let candidate = hit.intel_match();
@@ -558,8 +761,8 @@ mod tests {
         indicator
     }
 
-    fn values(found: Vec<&Indicator>) -> Vec<&str> {
-        found.into_iter().map(|i| i.value.as_str()).collect()
+    fn values(found: Vec<Indicator>) -> Vec<String> {
+        found.into_iter().map(|i| i.value).collect()
     }
 
     #[test]
@@ -726,5 +929,97 @@ mod tests {
         let only_url =
             Event::from_value(json!({"url": {"full": "http://x.evil.example/a"}})).unwrap();
         assert_eq!(store.matches(&only_url).len(), 1);
+    }
+
+    #[test]
+    fn an_indicator_comes_back_whole_from_the_compact_form() {
+        let mut full = indicator(ObservableKind::Ip, "192.0.2.0/24", Some("192.0.2.0/24"));
+        full.attribute_type = "ip-dst|port".into();
+        full.attribute_value = "192.0.2.7/24|443".into();
+        full.attribute_id = Some("5b1c3e2a-0000-4000-8000-000000000001".into());
+        full.port = Some(443);
+        full.comment = Some("seen in a phishing run".into());
+        full.tags = vec!["tlp:amber".into()];
+        full.first_seen = crate::indicator::parse_time("2024-01-02T03:04:05Z");
+        full.valid_until = crate::indicator::parse_time("2030-01-01T00:00:00Z");
+        // A network whose value does not spell it is kept aside, not re-read from it.
+        let mut odd = indicator(ObservableKind::Ip, "10.0.0.0/8", Some("10.0.0.0/8"));
+        odd.value = "10.0.0.0/08".into();
+        let plain = indicator(ObservableKind::Domain, "evil.example", None);
+        let mut store = IndicatorStore::new();
+        for one in [&full, &odd, &plain] {
+            assert_eq!(store.insert(one.clone()).unwrap(), Inserted::Added);
+        }
+        let back: Vec<Indicator> = store.indicators().collect();
+        assert_eq!(back, vec![full.clone(), odd, plain]);
+        let copy = store.clone_indicators();
+        assert_eq!(
+            copy.lookup_value(ObservableKind::Ip, "192.0.2.9"),
+            vec![full]
+        );
+    }
+
+    #[test]
+    fn merged_stores_keep_each_keys_indicators_in_load_order() {
+        let context = |feed: &str, reference: &str| {
+            Arc::new(IndicatorContext {
+                feed: feed.into(),
+                reference: Some(reference.into()),
+                ..Default::default()
+            })
+        };
+        let md5 = |feed: &str, reference: &str| {
+            Indicator::new(
+                ObservableKind::Md5,
+                "d41d8cd98f00b204e9800998ecf8427e",
+                context(feed, reference),
+            )
+        };
+        let mut a = IndicatorStore::new();
+        a.insert(md5("a", "e1")).unwrap();
+        a.insert(md5("a", "e2")).unwrap();
+        let mut b = IndicatorStore::new();
+        b.insert(md5("b", "e1")).unwrap();
+        b.insert(md5("a", "e2")).unwrap();
+        let merged = IndicatorStore::from_stores([a, b]);
+        let found: Vec<(String, Option<String>)> = merged
+            .lookup_value(ObservableKind::Md5, "D41D8CD98F00B204E9800998ECF8427E")
+            .into_iter()
+            .map(|i| (i.context.feed.clone(), i.context.reference.clone()))
+            .collect();
+        let want = [("a", "e1"), ("a", "e2"), ("b", "e1")];
+        let want: Vec<(String, Option<String>)> = want
+            .iter()
+            .map(|(f, r)| ((*f).to_owned(), Some((*r).to_owned())))
+            .collect();
+        assert_eq!(found, want);
+        assert_eq!((merged.len(), merged.duplicates()), (3, 1));
+    }
+
+    #[test]
+    fn a_stored_indicator_stays_small() {
+        // 56 bytes is what keeps a million indicators well under DESIGN.md's 300 MB.
+        assert!(
+            std::mem::size_of::<Stored>() <= 56,
+            "{}",
+            std::mem::size_of::<Stored>()
+        );
+    }
+
+    #[test]
+    fn merging_into_an_allowlisted_store_drops_what_the_list_names() {
+        let mut feed = IndicatorStore::new();
+        for value in ["good.example", "evil.example"] {
+            feed.insert(indicator(ObservableKind::Domain, value, None))
+                .unwrap();
+        }
+        let mut allow = Allowlist::new();
+        allow.add("good.example", false);
+        let mut filtered = IndicatorStore::with_allowlist(Arc::new(allow));
+        filtered.merge(feed);
+        assert_eq!((filtered.len(), filtered.suppressed()), (1, 1));
+        assert!(filtered.contains(ObservableKind::Domain, "evil.example"));
+        assert!(!filtered.contains(ObservableKind::Domain, "good.example"));
+        assert_eq!(filtered.feeds(), ["unit"]);
     }
 }

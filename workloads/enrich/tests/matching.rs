@@ -111,7 +111,7 @@ fn fileinfo_hash_matches_and_is_written_as_ecs() {
         .iter()
         .find(|e| e["matched"]["field"] == "file.hash.sha256")
         .unwrap();
-    let indicator = on_hash[0].indicator;
+    let indicator = &on_hash[0].indicator;
     assert_eq!(
         *entry,
         json!({

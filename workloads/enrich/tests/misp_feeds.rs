@@ -49,7 +49,7 @@ fn tweetfeed_feed_loads_every_attribute() {
     // source tweet in the comment.
     let found = store.lookup_value(ObservableKind::Domain, "MU-HIQWNKESAD.com.");
     assert_eq!(found.len(), 1);
-    let indicator = found[0];
+    let indicator = &found[0];
     assert_eq!(indicator.feed(), "tweetfeed");
     let context = &indicator.context;
     assert_eq!(
@@ -118,7 +118,6 @@ fn demo_resource_points_at_the_demo_feed() {
     assert_eq!(report.skipped(SkipReason::NotToIds), 1);
     let demo: Vec<_> = store
         .indicators()
-        .iter()
         .filter(|i| i.context.reference.as_deref() == Some(support::DEMO_EVENT))
         .collect();
     assert_eq!(demo.len(), 12);
@@ -371,5 +370,6 @@ fn load_first(dir: &Path, event_path: &Path, event: &Value) -> ThreatLevel {
     fs::write(event_path, serde_json::to_vec(event).unwrap()).unwrap();
     let (store, report) = load_misp_feed_dir("misp-tests", dir).unwrap();
     assert_eq!(report.indicators, 1);
-    store.indicators()[0].context.threat_level
+    let first = store.indicators().next().unwrap();
+    first.context.threat_level
 }

@@ -19,6 +19,10 @@ use kastell_ingest::transport::http::{self, HttpIngest};
 use kastell_ingest::transport::{Decoder, IngestMetrics, Inlet};
 use kastell_ingest::{Format, IngestStats, Ingestor};
 
+/// The allocator of the `kastell` binary, so that the figures are the binary's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const DESIGN_INGEST_TARGET: f64 = 250_000.0;
 const LINES_PER_BODY: usize = 1000;
 const SENSOR: &str = "bench";

@@ -275,7 +275,7 @@ pub(crate) fn zeek_line(
 }
 
 pub(crate) fn json_object(text: &str) -> Result<serde_json::Map<String, Value>, ParseError> {
-    match serde_json::from_str::<Value>(text) {
+    match crate::json::from_str(text) {
         Ok(Value::Object(record)) => Ok(record),
         Ok(other) => Err(ParseError::NotAnObject {
             found: json_type_name(&other),

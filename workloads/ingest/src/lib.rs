@@ -26,6 +26,7 @@ mod file;
 mod format;
 mod greenbone;
 mod ingestor;
+mod json;
 mod json_lines;
 mod ossec;
 mod source;

@@ -206,7 +206,7 @@ pub(crate) fn json_record(line: &[u8]) -> Result<Map<String, Value>, ParseError>
             escaped.as_str()
         }
     };
-    match serde_json::from_str::<Value>(text) {
+    match crate::json::from_str(text) {
         Ok(Value::Object(record)) => Ok(record),
         Ok(other) => Err(ParseError::NotAnObject {
             found: crate::error::json_type_name(&other),
