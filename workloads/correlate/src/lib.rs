@@ -26,6 +26,7 @@ mod expand;
 pub mod logsource;
 mod matcher;
 mod modifier;
+mod prefilter;
 mod rule;
 mod ruleset;
 mod stage;
