@@ -84,6 +84,39 @@ fn bench(c: &mut Criterion) {
         .collect();
     let matches: usize = events.iter().map(|e| rules.evaluate_raw(e).count()).sum();
     println!("{} events, {matches} matches", events.len());
+    let stats = rules.index_stats();
+    let candidates: usize = events.iter().map(|e| rules.raw_candidates(e)).sum();
+    println!(
+        "index: {} rules indexed, {} tried on every event, {} atoms on {} paths ({} needles); \
+         {:.1} candidate rules per event",
+        stats.indexed,
+        stats.always,
+        stats.atoms,
+        stats.paths,
+        stats.needles,
+        candidates as f64 / events.len() as f64
+    );
+    if std::env::var_os("KASTELL_BENCH_CANDIDATES").is_some() {
+        // Which rules are tried most often: where the index is weakest.
+        let mut tried = std::collections::HashMap::<String, usize>::new();
+        let mut found = std::collections::HashMap::<String, usize>::new();
+        for event in &events {
+            for rule in rules.raw_candidate_rules(event) {
+                *tried.entry(rule.title.clone()).or_default() += 1;
+            }
+            for rule in rules.evaluate_raw(event) {
+                *found.entry(rule.title.clone()).or_default() += 1;
+            }
+        }
+        let mut tried: Vec<_> = tried.into_iter().collect();
+        tried.sort_by(|a, b| b.1.cmp(&a.1));
+        for (title, n) in tried.iter().take(40) {
+            println!(
+                "  tried {n:>6}, matched {:>5}: {title}",
+                found.get(title).unwrap_or(&0)
+            );
+        }
+    }
 
     let mut group = c.benchmark_group("sigmahq");
     // One pass over the events takes long enough that criterion's linear sampling (55

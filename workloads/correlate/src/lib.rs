@@ -44,6 +44,7 @@ pub use detect::{
 pub use error::{ErrorKind, RuleError};
 pub use expand::Placeholders;
 pub use modifier::{Modifier, UnknownModifier};
+pub use prefilter::IndexStats;
 pub use rule::{
     parse_documents, parse_rule, Detection, FieldMatch, FilterRule, LogSource, Selection,
     SigmaDocument, SigmaRule, SigmaValue,

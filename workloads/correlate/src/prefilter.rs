@@ -31,7 +31,7 @@ use serde_json::{Map, Value};
 use crate::logsource::{Route, WazuhFilter};
 use crate::matcher::{
     numeric, with_text, Check, Detector, Expr, FieldCheck, FieldTest, SelectionMatcher,
-    TextMatcher, ValueMatcher,
+    TextMatcher, ValueMatcher, ValueTest,
 };
 
 /// At most this many clauses are kept per rule (and per `or` branch while deriving).
@@ -156,48 +156,61 @@ fn selection_requirement(selection: &SelectionMatcher) -> Requirement {
     )
 }
 
+/// The path keyword atoms are indexed under: every scalar of the event is read there as
+/// well as at its own path. A real path spelled the same only adds candidates.
+const KEYWORDS: &str = "\u{0}keywords";
+
 fn check_requirement(check: &Check) -> Requirement {
-    // Keywords search every value of the event: no path to index them under.
-    let Check::Field(FieldCheck { field, test }) = check else {
-        return Vec::new();
+    let (field, test) = match check {
+        Check::Field(FieldCheck { field, test }) => (field, test),
+        Check::Keywords(values) => {
+            return values_requirement(&[KEYWORDS.to_owned()], values).unwrap_or_default()
+        }
     };
-    let paths = &field.paths;
+    let present = || {
+        vec![field
+            .paths
+            .iter()
+            .map(|p| Atom::Present(p.clone()))
+            .collect()]
+    };
+    match test {
+        FieldTest::Values(values) if !values.matchers.is_empty() => {
+            values_requirement(&field.paths, values).unwrap_or_else(present)
+        }
+        _ if test.needs_value() => present(),
+        _ => Vec::new(),
+    }
+}
+
+/// The literal clauses of a value list read at `paths`, or `None` when some value that
+/// satisfies it may hold none of them.
+fn values_requirement(paths: &[String], values: &ValueTest) -> Option<Requirement> {
     let on_paths = |literals: Vec<Literal>| -> Clause {
         paths
             .iter()
             .flat_map(|path| literals.iter().map(move |l| l.at(path)))
             .collect()
     };
-    let present = || vec![paths.iter().map(|p| Atom::Present(p.clone())).collect()];
-    match test {
-        FieldTest::Values(values) if !values.matchers.is_empty() => {
-            if values.all {
-                // Each matcher must be satisfied: each one with literals is a clause.
-                let clauses: Requirement = values
-                    .matchers
-                    .iter()
-                    .filter_map(literals)
-                    .map(on_paths)
-                    .collect();
-                if clauses.is_empty() {
-                    present()
-                } else {
-                    clauses
-                }
-            } else {
-                match values
-                    .matchers
-                    .iter()
-                    .map(literals)
-                    .collect::<Option<Vec<_>>>()
-                {
-                    Some(all) => vec![on_paths(all.into_iter().flatten().collect())],
-                    None => present(),
-                }
-            }
-        }
-        _ if test.needs_value() => present(),
-        _ => Vec::new(),
+    if values.matchers.is_empty() {
+        return None;
+    }
+    if values.all {
+        // Each matcher must be satisfied: each one with literals is a clause.
+        let clauses: Requirement = values
+            .matchers
+            .iter()
+            .filter_map(literals)
+            .map(on_paths)
+            .collect();
+        (!clauses.is_empty()).then_some(clauses)
+    } else {
+        let all = values
+            .matchers
+            .iter()
+            .map(literals)
+            .collect::<Option<Vec<_>>>()?;
+        Some(vec![on_paths(all.into_iter().flatten().collect())])
     }
 }
 
@@ -390,12 +403,29 @@ impl FieldIndex {
     }
 }
 
+/// How a rule set's index divides its rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IndexStats {
+    /// Rules evaluated only on events that satisfy their necessary condition.
+    pub indexed: usize,
+    /// Rules without a necessary condition, evaluated on every event.
+    pub always: usize,
+    /// Distinct atoms (path and literal, or path presence).
+    pub atoms: usize,
+    /// Event paths with an index.
+    pub paths: usize,
+    /// Substring needles over all paths' automata.
+    pub needles: usize,
+}
+
 /// The compiled prefilter of a rule set.
 #[derive(Debug, Default)]
 pub(crate) struct RuleIndex {
     fields: HashMap<Box<str>, FieldIndex>,
     /// Paths under which some indexed path lies: the walk enters only these objects.
     parents: HashMap<Box<str>, ()>,
+    /// The keyword atoms, read on every scalar of the event.
+    keywords: Option<FieldIndex>,
     /// Posting lists: the clauses each atom marks.
     postings: Vec<Vec<Mark>>,
     /// Per rule, the marks that make it a candidate (all its clauses); 0 for the rules
@@ -470,6 +500,8 @@ impl RuleIndex {
                 from += dot + 1;
             }
         }
+        // Keyword atoms get their own index, consulted on every scalar.
+        index.keywords = index.fields.remove(KEYWORDS);
         for (path, mut list) in needles {
             // A stable pattern order keeps the built automaton the same from run to run.
             list.sort();
@@ -477,7 +509,12 @@ impl RuleIndex {
                 .match_kind(MatchKind::Standard)
                 .build(list.iter().map(|(bytes, _)| bytes))?;
             let postings = list.iter().map(|(_, posting)| *posting).collect();
-            if let Some(field) = index.fields.get_mut(path) {
+            let field = if path == KEYWORDS {
+                index.keywords.as_mut()
+            } else {
+                index.fields.get_mut(path)
+            };
+            if let Some(field) = field {
                 field.substrings = Some((automaton, postings));
             }
         }
@@ -499,14 +536,19 @@ impl RuleIndex {
         }
     }
 
-    /// Rules with a requirement (the others are tried on every event).
-    pub(crate) fn filtered(&self) -> usize {
-        self.filtered
-    }
-
-    /// Distinct atoms, and event paths indexed.
-    pub(crate) fn size(&self) -> (usize, usize) {
-        (self.postings.len(), self.fields.len())
+    pub(crate) fn stats(&self) -> IndexStats {
+        IndexStats {
+            indexed: self.filtered,
+            always: self.full.len() - self.filtered,
+            atoms: self.postings.len(),
+            paths: self.fields.len(),
+            needles: self
+                .fields
+                .values()
+                .filter_map(|f| f.substrings.as_ref())
+                .map(|(_, postings)| postings.len())
+                .sum(),
+        }
     }
 
     /// Runs `f` with the rules that can match the event. Allocation-free once the
@@ -564,38 +606,49 @@ impl RuleIndex {
                 }
             }
             Value::Object(map) => {
-                if self.parents.contains_key(scratch.path.as_str()) {
+                if self.keywords.is_some() || self.parents.contains_key(scratch.path.as_str()) {
                     self.walk_map(map, scratch);
                 }
             }
             Value::Null => {}
             scalar => {
-                if let Some(field) = field {
+                if field.is_some() || self.keywords.is_some() {
                     self.scalar(field, scalar, scratch);
                 }
             }
         }
     }
 
-    fn scalar(&self, field: &FieldIndex, value: &Value, scratch: &mut Scratch) {
-        if !field.numbers.is_empty() {
-            if let Some(posting) = numeric(value).and_then(|n| field.numbers.get(&number_key(n))) {
-                self.mark(*posting, scratch);
+    /// Marks the atoms a scalar makes true at its path (`field`) and as a keyword. Its text
+    /// is lower-cased once, into the reused buffer.
+    fn scalar(&self, field: Option<&FieldIndex>, value: &Value, scratch: &mut Scratch) {
+        let indexes = [field, self.keywords.as_ref()];
+        let mut reads_text = false;
+        for index in indexes.iter().flatten() {
+            if !index.numbers.is_empty() {
+                if let Some(posting) =
+                    numeric(value).and_then(|n| index.numbers.get(&number_key(n)))
+                {
+                    self.mark(*posting, scratch);
+                }
             }
+            reads_text |= index.reads_text();
         }
-        if !field.reads_text() {
+        if !reads_text {
             return;
         }
         with_text(value, |text| {
             let mut folded = std::mem::take(&mut scratch.folded);
             folded.clear();
             folded.extend(text.bytes().map(|b| b.to_ascii_lowercase()));
-            if let Some(posting) = field.exact.get(folded.as_slice()) {
-                self.mark(*posting, scratch);
-            }
-            if let Some((automaton, postings)) = &field.substrings {
-                for found in automaton.find_overlapping_iter(folded.as_slice()) {
-                    self.mark(postings[found.pattern().as_usize()], scratch);
+            for index in indexes.iter().flatten() {
+                if let Some(posting) = index.exact.get(folded.as_slice()) {
+                    self.mark(*posting, scratch);
+                }
+                if let Some((automaton, postings)) = &index.substrings {
+                    for found in automaton.find_overlapping_iter(folded.as_slice()) {
+                        self.mark(postings[found.pattern().as_usize()], scratch);
+                    }
                 }
             }
             scratch.folded = folded;

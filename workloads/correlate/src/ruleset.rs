@@ -14,7 +14,7 @@ use crate::error::{ErrorKind, RuleError};
 use crate::expand::{expand_placeholders, Placeholders};
 use crate::logsource::{self, FieldMapping, Route, SURICATA_DATASET, WAZUH_DATASET};
 use crate::matcher::Detector;
-use crate::prefilter::{rule_requirement, RuleIndex};
+use crate::prefilter::{rule_requirement, IndexStats, RuleIndex};
 use crate::rule::{parse_documents, parse_rule, FilterRule, SigmaDocument, SigmaRule};
 
 /// What a DetectionRule resource says about its rule, without depending on the resource
@@ -526,12 +526,12 @@ impl RuleSet {
                 RuleIndex::everything(self.rules.len())
             }
         };
-        let (atoms, paths) = self.index.size();
+        let stats = self.index.stats();
         tracing::debug!(
             rules = self.rules.len(),
-            indexed = self.index.filtered(),
-            atoms,
-            paths,
+            indexed = stats.indexed,
+            atoms = stats.atoms,
+            paths = stats.paths,
             "rule index built"
         );
     }
@@ -679,6 +679,25 @@ impl RuleSet {
             }
         }
         self.rules.push(rule);
+    }
+
+    /// How the rule index divides the rules (for benchmarks and logs).
+    pub fn index_stats(&self) -> IndexStats {
+        self.index.stats()
+    }
+
+    /// How many rules the index leaves to evaluate in full on the flat event; the others
+    /// cannot match it. A measure of the index, for benchmarks.
+    pub fn raw_candidates(&self, event: &Map<String, Value>) -> usize {
+        self.index
+            .with_candidates(event, |candidates| candidates.iter().count())
+    }
+
+    /// The rules the index leaves to evaluate in full on the flat event, in order.
+    pub fn raw_candidate_rules(&self, event: &Map<String, Value>) -> Vec<&RuleRef> {
+        self.index.with_candidates(event, |candidates| {
+            candidates.iter().map(|i| &self.rules[i].rule).collect()
+        })
     }
 
     /// Enabled rules.
