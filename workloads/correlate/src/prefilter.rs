@@ -23,7 +23,7 @@
 use std::cell::RefCell;
 use std::collections::HashMap as StdHashMap;
 
-use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
 use foldhash::HashMap;
 use regex_syntax::hir::literal::{ExtractKind, Extractor};
 use serde_json::{Map, Value};
@@ -37,6 +37,12 @@ use crate::matcher::{
 /// At most this many clauses are kept per rule (and per `or` branch while deriving).
 /// More clauses filter a little better but cost a mark per true atom each.
 const MAX_CLAUSES: usize = 4;
+
+/// Clauses at most this strong are dropped from a rule that has a stronger one.
+const WEAK_CLAUSE: usize = 2;
+
+/// Paths with at most this many needles get a DFA, the others aho-corasick's choice.
+const DFA_NEEDLES: usize = 2_000;
 
 /// One fact about an event, true or not, that a rule may require.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -117,10 +123,11 @@ fn all_of(operands: impl IntoIterator<Item = Requirement>) -> Requirement {
 /// The necessary condition of a rule: its detection's and its routes'.
 pub(crate) fn rule_requirement(detector: &Detector, routes: &[Route]) -> Requirement {
     let mut requirement = all_of([detection_requirement(detector), routes_requirement(routes)]);
-    // A presence clause next to literal clauses adds marks to every event carrying the
-    // field while hardly narrowing the candidates.
-    if requirement.iter().any(|c| clause_strength(c) > 1) {
-        requirement.retain(|c| clause_strength(c) > 1);
+    // A weak clause (a field's presence, a one- or two-byte needle) next to a stronger one
+    // costs marks or scanned matches on most events while hardly narrowing the candidates.
+    if let Some(best) = requirement.first().map(clause_strength) {
+        let floor = best.min(WEAK_CLAUSE + 1);
+        requirement.retain(|c| clause_strength(c) >= floor);
     }
     requirement
 }
@@ -507,6 +514,9 @@ impl RuleIndex {
             list.sort();
             let automaton = AhoCorasickBuilder::new()
                 .match_kind(MatchKind::Standard)
+                // A DFA scans fastest but grows with the needles; past a few thousand it
+                // costs more memory and build time than it saves.
+                .kind((list.len() <= DFA_NEEDLES).then_some(AhoCorasickKind::DFA))
                 .build(list.iter().map(|(bytes, _)| bytes))?;
             let postings = list.iter().map(|(_, posting)| *posting).collect();
             let field = if path == KEYWORDS {
