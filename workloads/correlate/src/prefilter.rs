@@ -38,6 +38,9 @@ use crate::matcher::{
 /// More clauses filter a little better but cost a mark per true atom each.
 const MAX_CLAUSES: usize = 4;
 
+/// At most this many clauses are kept for a rule.
+const RULE_CLAUSES: usize = 2;
+
 /// Clauses at most this strong are dropped from a rule that has a stronger one.
 const WEAK_CLAUSE: usize = 2;
 
@@ -129,6 +132,9 @@ pub(crate) fn rule_requirement(detector: &Detector, routes: &[Route]) -> Require
         let floor = best.min(WEAK_CLAUSE + 1);
         requirement.retain(|c| clause_strength(c) >= floor);
     }
+    // Each kept clause puts its needles in the automata every event is scanned with; past
+    // two, the candidates hardly shrink.
+    requirement.truncate(RULE_CLAUSES);
     requirement
 }
 
