@@ -166,7 +166,11 @@ fn bench(c: &mut Criterion) {
         "{} rule files: kastell {kastell_rate:.0} events/s, rsigma-eval {rsigma_rate:.0} events/s \
          (thread CPU time, best pass); ratio {ratio:.1}x, target {TARGET_RATIO:.0}x: {}",
         texts.len(),
-        if ratio >= TARGET_RATIO { "met" } else { "not met" }
+        if ratio >= TARGET_RATIO {
+            "met"
+        } else {
+            "not met"
+        }
     );
 }
 
