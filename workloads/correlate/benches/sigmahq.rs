@@ -126,7 +126,7 @@ fn bench(c: &mut Criterion) {
             }
         }
         let mut tried: Vec<_> = tried.into_iter().collect();
-        tried.sort_by(|a, b| b.1.cmp(&a.1));
+        tried.sort_by_key(|(_, n)| std::cmp::Reverse(*n));
         for (title, n) in tried.iter().take(40) {
             println!(
                 "  tried {n:>6}, matched {:>5}: {title}",

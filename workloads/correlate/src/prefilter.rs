@@ -540,7 +540,7 @@ impl RuleIndex {
     /// An index that makes every rule a candidate.
     pub(crate) fn everything(rules: usize) -> RuleIndex {
         let mut always = vec![u64::MAX; rules.div_ceil(64)];
-        if rules % 64 != 0 {
+        if !rules.is_multiple_of(64) {
             if let Some(last) = always.last_mut() {
                 *last = (1 << (rules % 64)) - 1;
             }
