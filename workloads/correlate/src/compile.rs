@@ -19,6 +19,7 @@ use crate::matcher::{
     TextMatcher, TimePart, ValueMatcher, ValueTest,
 };
 use crate::modifier::Modifier;
+use crate::prefilter::{regex_literals, RegexFlags};
 use crate::rule::{Detection, FieldMatch, Selection, SigmaValue};
 use crate::string::{Piece, SigmaString};
 
@@ -550,8 +551,12 @@ fn value_test(m: &FieldMatch, plan: &Plan, keywords: bool) -> Result<ValueTest, 
             Compiled::Ready(matcher) => matchers.push(matcher),
             // ANDed needles must each be found, so each keeps its own automaton.
             Compiled::Substring(needle) if plan.all => {
-                let automaton = automaton(&[needle], plan.cased, &at)?;
-                matchers.push(ValueMatcher::Text(TextMatcher::Contains(automaton)));
+                let needles = vec![needle];
+                let automaton = automaton(&needles, plan.cased, &at)?;
+                matchers.push(ValueMatcher::Text(TextMatcher::Contains {
+                    automaton,
+                    needles,
+                }));
             }
             Compiled::Substring(needle) => substrings.push(needle),
         }
@@ -559,7 +564,10 @@ fn value_test(m: &FieldMatch, plan: &Plan, keywords: bool) -> Result<ValueTest, 
     // An ORed list of substrings is one automaton: one pass over the text for all.
     if !substrings.is_empty() {
         let automaton = automaton(&substrings, plan.cased, &|| m.path.clone())?;
-        matchers.push(ValueMatcher::Text(TextMatcher::Contains(automaton)));
+        matchers.push(ValueMatcher::Text(TextMatcher::Contains {
+            automaton,
+            needles: substrings,
+        }));
     }
     Ok(ValueTest {
         matchers,
@@ -583,10 +591,7 @@ fn value_matcher(
         let SigmaValue::String(s) = value else {
             return Err(ErrorKind::invalid(at(), "`re` needs a string value"));
         };
-        let regex = compile_regex(s.raw(), &plan.re_flags, at)?;
-        return Ok(Compiled::Ready(ValueMatcher::Text(TextMatcher::Regex(
-            regex,
-        ))));
+        return compile_regex(s.raw(), &plan.re_flags, at).map(Compiled::Ready);
     }
     if plan.cidr {
         let SigmaValue::String(s) = value else {
@@ -705,31 +710,34 @@ fn text_matcher(
     if !open_end {
         pattern.push('$');
     }
-    RegexBuilder::new(&pattern)
-        .size_limit(REGEX_SIZE_LIMIT)
-        .build()
-        .map(|regex| Compiled::Ready(ValueMatcher::Text(TextMatcher::Regex(regex))))
-        .map_err(|e| ErrorKind::Regex {
-            path: at(),
-            reason: e.to_string(),
-        })
+    compile_regex(&pattern, &[], at).map(Compiled::Ready)
 }
 
+/// A regex matcher, with the literals the prefilter may require of its text.
 fn compile_regex(
     raw: &str,
     flags: &[Modifier],
     at: &dyn Fn() -> String,
-) -> Result<regex::Regex, ErrorKind> {
-    RegexBuilder::new(raw)
-        .case_insensitive(flags.contains(&Modifier::ReIgnoreCase))
-        .multi_line(flags.contains(&Modifier::ReMultiline))
-        .dot_matches_new_line(flags.contains(&Modifier::ReDotAll))
+) -> Result<ValueMatcher, ErrorKind> {
+    let flags = RegexFlags {
+        case_insensitive: flags.contains(&Modifier::ReIgnoreCase),
+        multi_line: flags.contains(&Modifier::ReMultiline),
+        dot_matches_new_line: flags.contains(&Modifier::ReDotAll),
+    };
+    let regex = RegexBuilder::new(raw)
+        .case_insensitive(flags.case_insensitive)
+        .multi_line(flags.multi_line)
+        .dot_matches_new_line(flags.dot_matches_new_line)
         .size_limit(REGEX_SIZE_LIMIT)
         .build()
         .map_err(|e| ErrorKind::Regex {
             path: at(),
             reason: e.to_string(),
-        })
+        })?;
+    Ok(ValueMatcher::Text(TextMatcher::Regex {
+        regex,
+        literals: regex_literals(raw, flags),
+    }))
 }
 
 /// `10.0.0.0/8`, `2001:db8::/32`, or a single address.

@@ -26,6 +26,7 @@ mod expand;
 pub mod logsource;
 mod matcher;
 mod modifier;
+mod prefilter;
 mod rule;
 mod ruleset;
 mod stage;
@@ -43,6 +44,7 @@ pub use detect::{
 pub use error::{ErrorKind, RuleError};
 pub use expand::Placeholders;
 pub use modifier::{Modifier, UnknownModifier};
+pub use prefilter::IndexStats;
 pub use rule::{
     parse_documents, parse_rule, Detection, FieldMatch, FilterRule, LogSource, Selection,
     SigmaDocument, SigmaRule, SigmaValue,

@@ -29,14 +29,6 @@ impl Detector {
         self.condition.eval(&self.selections, event)
             && self.filters.iter().all(|f| f.matches(event))
     }
-
-    /// Top-level event keys of which at least one must be present for the detection to
-    /// hold, or `None` when no such set is known. Lets the rule set skip a rule with a
-    /// few hash lookups per event instead of evaluating it: the set is a necessary
-    /// condition only, so a skipped rule provably cannot match.
-    pub(crate) fn required_keys(&self) -> Option<Vec<&str>> {
-        self.condition.required_keys(&self.selections)
-    }
 }
 
 /// The condition with selection names replaced by their index.
@@ -57,35 +49,6 @@ impl Expr {
             Expr::Or(any) => any.iter().any(|e| e.eval(selections, event)),
         }
     }
-
-    fn required_keys<'a>(&self, selections: &'a [SelectionMatcher]) -> Option<Vec<&'a str>> {
-        match self {
-            Expr::Selection(i) => selections.get(*i)?.required_keys(),
-            // A negation holds on events without the field: nothing is required.
-            Expr::Not(_) => None,
-            // Each operand must hold, so any operand's keys will do: the fewest are the
-            // most selective.
-            Expr::And(all) => all
-                .iter()
-                .filter_map(|e| e.required_keys(selections))
-                .min_by_key(Vec::len),
-            // Some operand must hold: every operand needs its keys, and the union is required.
-            Expr::Or(any) => union(any.iter().map(|e| e.required_keys(selections))),
-        }
-    }
-}
-
-/// The union of the key sets, or `None` if any is unknown.
-fn union<'a>(sets: impl Iterator<Item = Option<Vec<&'a str>>>) -> Option<Vec<&'a str>> {
-    let mut keys = Vec::new();
-    for set in sets {
-        for key in set? {
-            if !keys.contains(&key) {
-                keys.push(key);
-            }
-        }
-    }
-    Some(keys)
 }
 
 /// A search identifier: any of its conjunctions holds (one for a map, one per map of a
@@ -100,16 +63,6 @@ impl SelectionMatcher {
         self.any_of
             .iter()
             .any(|checks| checks.iter().all(|c| c.matches(event)))
-    }
-
-    /// One required key per conjunction (the first check that needs its field), united.
-    fn required_keys(&self) -> Option<Vec<&str>> {
-        union(self.any_of.iter().map(|checks| {
-            checks
-                .iter()
-                .find_map(Check::required_key)
-                .map(|key| vec![key])
-        }))
     }
 }
 
@@ -127,18 +80,6 @@ impl Check {
             Check::Keywords(test) => {
                 test.matches_with(|predicate| any_leaf_in_map(event, predicate))
             }
-        }
-    }
-
-    /// The top-level key this check cannot hold without: a field read at one undotted
-    /// path (looked up as that key only) by a test that needs a value there.
-    fn required_key(&self) -> Option<&str> {
-        let Check::Field(check) = self else {
-            return None;
-        };
-        match check.field.paths.as_slice() {
-            [path] if !path.contains('.') && check.test.needs_value() => Some(path),
-            _ => None,
         }
     }
 }
@@ -274,7 +215,7 @@ pub(crate) enum FieldTest {
 
 impl FieldTest {
     /// Whether the test fails whenever the field has no value.
-    fn needs_value(&self) -> bool {
+    pub(crate) fn needs_value(&self) -> bool {
         match self {
             FieldTest::Exists(want) => *want,
             FieldTest::Null => false,
@@ -527,7 +468,7 @@ fn number_equals(number: Number, value: &Value) -> bool {
     }
 }
 
-fn numeric(value: &Value) -> Option<f64> {
+pub(crate) fn numeric(value: &Value) -> Option<f64> {
     match value {
         Value::Number(n) => n.as_f64(),
         Value::String(s) => s.trim().parse().ok(),
@@ -537,7 +478,7 @@ fn numeric(value: &Value) -> Option<f64> {
 
 /// Runs `f` on the text of a scalar: strings as they are, numbers as JSON writes them,
 /// booleans as `true`/`false`. Null, objects and lists have no text.
-fn with_text(value: &Value, f: impl FnOnce(&str) -> bool) -> bool {
+pub(crate) fn with_text(value: &Value, f: impl FnOnce(&str) -> bool) -> bool {
     match value {
         Value::String(s) => f(s),
         Value::Bool(b) => f(if *b { "true" } else { "false" }),
@@ -606,9 +547,18 @@ pub(crate) enum TextMatcher {
         needle: String,
         cased: bool,
     },
-    /// Any of the needles occurs (one automaton for a whole value list).
-    Contains(AhoCorasick),
-    Regex(Regex),
+    /// Any of the needles occurs (one automaton for a whole value list). The needles are
+    /// kept for the rule set's prefilter.
+    Contains {
+        automaton: AhoCorasick,
+        needles: Vec<String>,
+    },
+    /// `literals`: byte strings of which a matching text holds at least one, when the
+    /// pattern has such a set (see `prefilter::regex_literals`).
+    Regex {
+        regex: Regex,
+        literals: Option<Vec<Vec<u8>>>,
+    },
 }
 
 impl TextMatcher {
@@ -631,8 +581,8 @@ impl TextMatcher {
                 text.len() >= needle.len()
                     && same(&text[text.len() - needle.len()..], needle, *cased)
             }
-            TextMatcher::Contains(automaton) => automaton.is_match(text),
-            TextMatcher::Regex(regex) => regex.is_match(text),
+            TextMatcher::Contains { automaton, .. } => automaton.is_match(text),
+            TextMatcher::Regex { regex, .. } => regex.is_match(text),
         }
     }
 }

@@ -14,6 +14,7 @@ use crate::error::{ErrorKind, RuleError};
 use crate::expand::{expand_placeholders, Placeholders};
 use crate::logsource::{self, FieldMapping, Route, SURICATA_DATASET, WAZUH_DATASET};
 use crate::matcher::Detector;
+use crate::prefilter::{rule_requirement, IndexStats, RuleIndex};
 use crate::rule::{parse_documents, parse_rule, FilterRule, SigmaDocument, SigmaRule};
 
 /// What a DetectionRule resource says about its rule, without depending on the resource
@@ -330,11 +331,9 @@ pub struct RuleSet {
     suricata_all: Vec<usize>,
     /// Rules for Wazuh alerts; each checks its own filter.
     wazuh: Vec<usize>,
-    /// Raw mode: rules by the top-level event keys they need (one of a rule's keys must
-    /// be present for it to match, see `Detector::required_keys`).
-    raw_by_key: HashMap<String, Vec<usize>>,
-    /// Raw mode: rules with no known required key, tried on every event.
-    raw_always: Vec<usize>,
+    /// The prefilter: which rules an event can match, from literals and fields (see
+    /// `prefilter`).
+    index: RuleIndex,
     disabled: usize,
     correlations: Correlations,
     limits: WindowLimits,
@@ -507,7 +506,34 @@ impl RuleSet {
             seen.insert(rule.rule.id.clone(), resource);
             set.add(rule);
         }
+        set.build_index();
         (set, errors)
+    }
+
+    fn build_index(&mut self) {
+        let requirements: Vec<_> = self
+            .rules
+            .iter()
+            .map(|r| rule_requirement(&r.detector, &r.routes))
+            .collect();
+        self.index = match RuleIndex::build(&requirements) {
+            Ok(index) => index,
+            Err(error) => {
+                // Only more needles on one path than aho-corasick can hold gets here;
+                // trying every rule is slower but still right.
+                tracing::warn!(rules = self.rules.len(), %error,
+                    "rule index not built, every rule is tried on every event");
+                RuleIndex::everything(self.rules.len())
+            }
+        };
+        let stats = self.index.stats();
+        tracing::debug!(
+            rules = self.rules.len(),
+            indexed = stats.indexed,
+            atoms = stats.atoms,
+            paths = stats.paths,
+            "rule index built"
+        );
     }
 
     /// Fresh correlation windows for this set, bounded by the set's limits. `P` is what
@@ -546,39 +572,33 @@ impl RuleSet {
         event: &'a Map<String, Value>,
     ) -> impl Iterator<Item = &'a RuleRef> + 'a {
         self.matching_raw(event)
+            .into_iter()
             .filter(|&i| self.rules[i].emits)
             .map(|i| &self.rules[i].rule)
     }
 
-    fn matching_raw<'a>(
-        &'a self,
-        event: &'a Map<String, Value>,
-    ) -> impl Iterator<Item = usize> + 'a {
-        self.raw_candidates(event)
-            .filter(move |&i| self.rules[i].detector.matches(event))
+    /// The rules the index leaves as candidates whose detection the event satisfies, in
+    /// the order added.
+    fn matching_raw(&self, event: &Map<String, Value>) -> Vec<usize> {
+        self.index.with_candidates(event, |candidates| {
+            candidates
+                .iter()
+                .filter(|&i| self.rules[i].detector.matches(event))
+                .collect()
+        })
     }
 
-    /// The rules that can match the event, in the order added: those without required
-    /// keys and those with one of their keys in the event. One hash lookup per event key
-    /// replaces evaluating every rule whose fields the event does not have.
-    fn raw_candidates(&self, event: &Map<String, Value>) -> impl Iterator<Item = usize> {
-        let mut candidates = vec![0u64; self.rules.len().div_ceil(64)];
-        let mut mark = |rules: &[usize]| {
-            for &i in rules {
-                candidates[i / 64] |= 1 << (i % 64);
-            }
-        };
-        mark(&self.raw_always);
-        for key in event.keys() {
-            if let Some(rules) = self.raw_by_key.get(key.as_str()) {
-                mark(rules);
-            }
-        }
-        candidates.into_iter().enumerate().flat_map(|(word, bits)| {
-            (0..64)
-                .filter(move |bit| bits & (1 << bit) != 0)
-                .map(move |bit| word * 64 + bit)
-        })
+    /// [`RuleSet::evaluate_raw`] without the index: every rule is tried. The reference
+    /// the index is checked against (`tests/prefilter.rs`); the results are the same, only
+    /// slower.
+    pub fn evaluate_raw_exhaustive<'a>(
+        &'a self,
+        event: &'a Map<String, Value>,
+    ) -> impl Iterator<Item = &'a RuleRef> + 'a {
+        self.rules
+            .iter()
+            .filter(move |r| r.emits && r.detector.matches(event))
+            .map(|r| &r.rule)
     }
 
     /// [`RuleSet::evaluate_raw`] with correlations: matches feed `state` at event time
@@ -591,7 +611,7 @@ impl RuleSet {
         time_ms: i64,
         payload: &dyn Fn() -> P,
     ) -> Evaluation<'a, P> {
-        let matched: Vec<usize> = self.matching_raw(event).collect();
+        let matched = self.matching_raw(event);
         self.correlate(state, &matched, event, time_ms, payload)
     }
 
@@ -605,7 +625,7 @@ impl RuleSet {
         time_ms: i64,
         payload: &dyn Fn() -> P,
     ) -> Evaluation<'a, P> {
-        let matched: Vec<usize> = self.matching(event).collect();
+        let matched = self.matching(event);
         self.correlate(state, &matched, event.as_map(), time_ms, payload)
     }
 
@@ -658,18 +678,26 @@ impl RuleSet {
                 Route::Wazuh(_) => push(&mut self.wazuh),
             }
         }
-        match rule.detector.required_keys() {
-            Some(keys) => {
-                for key in keys {
-                    self.raw_by_key
-                        .entry(key.to_owned())
-                        .or_default()
-                        .push(index);
-                }
-            }
-            None => self.raw_always.push(index),
-        }
         self.rules.push(rule);
+    }
+
+    /// How the rule index divides the rules (for benchmarks and logs).
+    pub fn index_stats(&self) -> IndexStats {
+        self.index.stats()
+    }
+
+    /// How many rules the index leaves to evaluate in full on the flat event; the others
+    /// cannot match it. A measure of the index, for benchmarks.
+    pub fn raw_candidates(&self, event: &Map<String, Value>) -> usize {
+        self.index
+            .with_candidates(event, |candidates| candidates.iter().count())
+    }
+
+    /// The rules the index leaves to evaluate in full on the flat event, in order.
+    pub fn raw_candidate_rules(&self, event: &Map<String, Value>) -> Vec<&RuleRef> {
+        self.index.with_candidates(event, |candidates| {
+            candidates.iter().map(|i| &self.rules[i].rule).collect()
+        })
     }
 
     /// Enabled rules.
@@ -701,14 +729,15 @@ impl RuleSet {
     /// are tried. Correlations need state: see [`RuleSet::evaluate_with`].
     pub fn evaluate<'a>(&'a self, event: &'a Event) -> impl Iterator<Item = &'a RuleRef> + 'a {
         self.matching(event)
+            .into_iter()
             .filter(|&i| self.rules[i].emits)
             .map(|i| &self.rules[i].rule)
     }
 
-    fn matching<'a>(&'a self, event: &'a Event) -> impl Iterator<Item = usize> + 'a {
+    /// The rules routed to the event's source, in bucket order.
+    fn routed<'a>(&'a self, event: &'a Event) -> impl Iterator<Item = usize> + 'a {
         let fields = event.as_map();
-        let dataset = event.dataset();
-        let (specific, general): (&[usize], &[usize]) = match dataset {
+        let (specific, general): (&[usize], &[usize]) = match event.dataset() {
             Some(SURICATA_DATASET) => (
                 logsource::eve_event_type(fields)
                     .and_then(|t| self.suricata_by_type.get(t))
@@ -718,10 +747,41 @@ impl RuleSet {
             Some(WAZUH_DATASET) => (&self.wazuh, &[]),
             _ => (&[], &[]),
         };
-        specific.iter().chain(general).copied().filter(move |&i| {
-            let rule = &self.rules[i];
-            rule.accepts(dataset, fields) && rule.detector.matches(fields)
+        specific.iter().chain(general).copied()
+    }
+
+    fn matching(&self, event: &Event) -> Vec<usize> {
+        let fields = event.as_map();
+        let dataset = event.dataset();
+        let mut routed = self.routed(event).peekable();
+        if routed.peek().is_none() {
+            return Vec::new();
+        }
+        self.index.with_candidates(fields, |candidates| {
+            routed
+                .filter(|&i| {
+                    let rule = &self.rules[i];
+                    candidates.contains(i)
+                        && rule.accepts(dataset, fields)
+                        && rule.detector.matches(fields)
+                })
+                .collect()
         })
+    }
+
+    /// [`RuleSet::evaluate`] without the index: every rule routed to the event's source is
+    /// tried. The reference the index is checked against.
+    pub fn evaluate_exhaustive<'a>(
+        &'a self,
+        event: &'a Event,
+    ) -> impl Iterator<Item = &'a RuleRef> + 'a {
+        let fields = event.as_map();
+        self.routed(event)
+            .filter(move |&i| {
+                let rule = &self.rules[i];
+                rule.emits && rule.accepts(event.dataset(), fields) && rule.detector.matches(fields)
+            })
+            .map(|i| &self.rules[i].rule)
     }
 }
 

@@ -93,7 +93,7 @@ fn the_parsers_refuse_bad_input_without_panicking() {
 
     let sigma = corpora().join("sigma");
     if !sigma.is_dir() {
-        println!("skipped: {} not found", sigma.display());
+        println!("SKIPPED: {} not found", sigma.display());
         return;
     }
     let mut files = Vec::new();

@@ -61,7 +61,7 @@ fn sigmahq_regression_cases_match_their_expected_counts() {
     let sigma = corpora().join("sigma");
     if !sigma.join("regression_data").is_dir() {
         println!(
-            "skipped: {} not found",
+            "SKIPPED: {} not found",
             sigma.join("regression_data").display()
         );
         return;

@@ -32,7 +32,7 @@ fn rule_files(dir: &Path, out: &mut Vec<PathBuf>) {
 fn every_sigmahq_rule_parses_and_compile_errors_are_reported() {
     let sigma = corpora().join("sigma");
     if !sigma.is_dir() {
-        println!("skipped: {} not found", sigma.display());
+        println!("SKIPPED: {} not found", sigma.display());
         return;
     }
     let mut files = Vec::new();

@@ -1,0 +1,823 @@
+//! The rule set's prefilter: every rule's literal needles gathered into one index per
+//! event path, so that an event is run through a few hash lookups and one Aho-Corasick
+//! pass per indexed field instead of through every rule.
+//!
+//! Each rule is reduced, at compile time, to a *necessary condition* in conjunctive form:
+//! clauses of [`Atom`]s (a value at a path equals a literal, contains a literal, reads as a
+//! number, or the path is present), where a rule can only match an event on which every
+//! clause has a true atom. The condition is derived from the compiled detection and the
+//! rule's logsource routes, never from the rule's text, so it follows the evaluator's
+//! semantics: a negation requires nothing, an `and` requires what each operand requires, an
+//! `or` requires one clause of each branch. A rule whose condition requires nothing (only
+//! negations, keyword searches, `null` tests) is tried on every event.
+//!
+//! At evaluation time the event is walked once. Every node is looked up by its dotted path
+//! (lists keep their parent's path, the way field lookups enter them); an indexed scalar
+//! is lower-cased once into a reused buffer, looked up in the path's exact-value and
+//! number tables and scanned by the path's automaton. Each true atom marks its clause in
+//! the rules that hold it; the rules with all clauses marked are the candidates, and only
+//! they are evaluated in full. Skipping a rule is therefore only ever a proof that it
+//! cannot match: `tests/prefilter.rs` checks the candidates' results against trying every
+//! rule, over the real corpora.
+
+use std::cell::RefCell;
+use std::collections::HashMap as StdHashMap;
+
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
+use foldhash::HashMap;
+use regex_syntax::hir::literal::{ExtractKind, Extractor};
+use serde_json::{Map, Value};
+
+use crate::logsource::{Route, WazuhFilter};
+use crate::matcher::{
+    numeric, with_text, Check, Detector, Expr, FieldCheck, FieldTest, SelectionMatcher,
+    TextMatcher, ValueMatcher, ValueTest,
+};
+
+/// At most this many clauses are kept per rule (and per `or` branch while deriving).
+/// More clauses filter a little better but cost a mark per true atom each.
+const MAX_CLAUSES: usize = 4;
+
+/// At most this many clauses are kept for a rule.
+const RULE_CLAUSES: usize = 2;
+
+/// Clauses at most this strong are dropped from a rule that has a stronger one.
+const WEAK_CLAUSE: usize = 2;
+
+/// Paths with at most this many needles get a DFA, the others aho-corasick's choice.
+const DFA_NEEDLES: usize = 2_000;
+
+/// One fact about an event, true or not, that a rule may require.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) enum Atom {
+    /// Something (a value, null, a list, an object) is at the path.
+    Present(String),
+    /// A scalar at the path, as text and ASCII-lower-cased, equals the bytes.
+    Exact(String, Vec<u8>),
+    /// A scalar at the path reads as this number ([`number_key`]).
+    Number(String, u64),
+    /// A scalar at the path, as text and ASCII-lower-cased, contains the bytes.
+    Substring(String, Vec<u8>),
+}
+
+impl Atom {
+    /// How rarely the atom is expected to be true: a longer literal is rarer than a
+    /// short one, any literal rarer than a field's mere presence.
+    fn strength(&self) -> usize {
+        match self {
+            Atom::Present(_) => 1,
+            Atom::Number(..) => 6,
+            Atom::Exact(_, bytes) => 8 + bytes.len().min(8),
+            Atom::Substring(_, bytes) => bytes.len().min(12),
+        }
+    }
+}
+
+/// Atoms of which at least one is true whenever the rule matches.
+type Clause = Vec<Atom>;
+/// Clauses that all hold whenever the rule matches; empty when nothing is known.
+type Requirement = Vec<Clause>;
+
+fn clause_strength(clause: &Clause) -> usize {
+    clause.iter().map(Atom::strength).min().unwrap_or(0)
+}
+
+/// Keeps the strongest clauses, each sorted and free of repeats.
+fn normalize(mut requirement: Requirement) -> Requirement {
+    for clause in &mut requirement {
+        clause.sort();
+        clause.dedup();
+    }
+    // NB: an empty clause would mean "never true"; it cannot arise from the derivation
+    // below, and dropping it keeps the requirement necessary in any case.
+    requirement.retain(|c| !c.is_empty());
+    requirement.sort_by(|a, b| clause_strength(b).cmp(&clause_strength(a)).then(a.cmp(b)));
+    requirement.dedup();
+    requirement.truncate(MAX_CLAUSES);
+    requirement
+}
+
+/// What an `or` of the branches requires: one clause of each branch, united, is true
+/// whenever any branch holds. Several such unions are formed from the branches' best,
+/// second best… clauses.
+fn any_of(branches: Vec<Requirement>) -> Requirement {
+    if branches.is_empty() || branches.iter().any(Vec::is_empty) {
+        return Vec::new();
+    }
+    let branches: Vec<Requirement> = branches.into_iter().map(normalize).collect();
+    let width = branches.iter().map(Vec::len).max().unwrap_or(0);
+    normalize(
+        (0..width)
+            .map(|j| {
+                branches
+                    .iter()
+                    .flat_map(|b| b[j.min(b.len() - 1)].iter().cloned())
+                    .collect()
+            })
+            .collect(),
+    )
+}
+
+/// What an `and` requires: what every operand requires.
+fn all_of(operands: impl IntoIterator<Item = Requirement>) -> Requirement {
+    normalize(operands.into_iter().flatten().collect())
+}
+
+/// The necessary condition of a rule: its detection's and its routes'.
+pub(crate) fn rule_requirement(detector: &Detector, routes: &[Route]) -> Requirement {
+    let mut requirement = all_of([detection_requirement(detector), routes_requirement(routes)]);
+    // A weak clause (a field's presence, a one- or two-byte needle) next to a stronger one
+    // costs marks or scanned matches on most events while hardly narrowing the candidates.
+    if let Some(best) = requirement.first().map(clause_strength) {
+        let floor = best.min(WEAK_CLAUSE + 1);
+        requirement.retain(|c| clause_strength(c) >= floor);
+    }
+    // Each kept clause puts its needles in the automata every event is scanned with; past
+    // two, the candidates hardly shrink.
+    requirement.truncate(RULE_CLAUSES);
+    requirement
+}
+
+fn detection_requirement(detector: &Detector) -> Requirement {
+    // NB: meta-filters only add conditions, so leaving them out keeps it necessary.
+    expr_requirement(&detector.condition, &detector.selections)
+}
+
+fn expr_requirement(expr: &Expr, selections: &[SelectionMatcher]) -> Requirement {
+    match expr {
+        Expr::Selection(i) => selections
+            .get(*i)
+            .map_or_else(Vec::new, selection_requirement),
+        // A negation holds on events that lack what it names: nothing is required.
+        Expr::Not(_) => Vec::new(),
+        Expr::And(all) => all_of(all.iter().map(|e| expr_requirement(e, selections))),
+        Expr::Or(any) => any_of(
+            any.iter()
+                .map(|e| expr_requirement(e, selections))
+                .collect(),
+        ),
+    }
+}
+
+fn selection_requirement(selection: &SelectionMatcher) -> Requirement {
+    any_of(
+        selection
+            .any_of
+            .iter()
+            .map(|checks| all_of(checks.iter().map(check_requirement)))
+            .collect(),
+    )
+}
+
+/// The path keyword atoms are indexed under: every scalar of the event is read there as
+/// well as at its own path. A real path spelled the same only adds candidates.
+const KEYWORDS: &str = "\u{0}keywords";
+
+fn check_requirement(check: &Check) -> Requirement {
+    let (field, test) = match check {
+        Check::Field(FieldCheck { field, test }) => (field, test),
+        Check::Keywords(values) => {
+            return values_requirement(&[KEYWORDS.to_owned()], values).unwrap_or_default()
+        }
+    };
+    let present = || {
+        vec![field
+            .paths
+            .iter()
+            .map(|p| Atom::Present(p.clone()))
+            .collect()]
+    };
+    match test {
+        FieldTest::Values(values) if !values.matchers.is_empty() => {
+            values_requirement(&field.paths, values).unwrap_or_else(present)
+        }
+        _ if test.needs_value() => present(),
+        _ => Vec::new(),
+    }
+}
+
+/// The literal clauses of a value list read at `paths`, or `None` when some value that
+/// satisfies it may hold none of them.
+fn values_requirement(paths: &[String], values: &ValueTest) -> Option<Requirement> {
+    let on_paths = |literals: Vec<Literal>| -> Clause {
+        paths
+            .iter()
+            .flat_map(|path| literals.iter().map(move |l| l.at(path)))
+            .collect()
+    };
+    if values.matchers.is_empty() {
+        return None;
+    }
+    if values.all {
+        // Each matcher must be satisfied: each one with literals is a clause.
+        let clauses: Requirement = values
+            .matchers
+            .iter()
+            .filter_map(literals)
+            .map(on_paths)
+            .collect();
+        (!clauses.is_empty()).then_some(clauses)
+    } else {
+        let all = values
+            .matchers
+            .iter()
+            .map(literals)
+            .collect::<Option<Vec<_>>>()?;
+        Some(vec![on_paths(all.into_iter().flatten().collect())])
+    }
+}
+
+/// A literal requirement on one value, before it is placed at a path.
+enum Literal {
+    Exact(Vec<u8>),
+    Number(u64),
+    Substring(Vec<u8>),
+}
+
+impl Literal {
+    fn at(&self, path: &str) -> Atom {
+        let path = path.to_owned();
+        match self {
+            Literal::Exact(bytes) => Atom::Exact(path, bytes.clone()),
+            Literal::Number(key) => Atom::Number(path, *key),
+            Literal::Substring(bytes) => Atom::Substring(path, bytes.clone()),
+        }
+    }
+}
+
+fn fold(bytes: &[u8]) -> Vec<u8> {
+    bytes.to_ascii_lowercase()
+}
+
+/// Literals of which a value satisfying the matcher has one, or `None` when the matcher
+/// can be satisfied without any (`*`, networks, comparisons, regexes without a literal).
+///
+/// Every test below implies its literal on the ASCII-lower-cased text: equality implies
+/// equality, a prefix, suffix or substring (case-insensitive in ASCII, or exact) implies
+/// containment, and lower-casing ASCII byte by byte keeps containment.
+fn literals(matcher: &ValueMatcher) -> Option<Vec<Literal>> {
+    let substring = |needle: &[u8]| (!needle.is_empty()).then(|| Literal::Substring(fold(needle)));
+    match matcher {
+        ValueMatcher::Text(text) => match text {
+            TextMatcher::Any => None,
+            TextMatcher::Exact { needle, .. } => {
+                Some(vec![Literal::Exact(fold(needle.as_bytes()))])
+            }
+            TextMatcher::Prefix { needle, .. } | TextMatcher::Suffix { needle, .. } => {
+                substring(needle.as_bytes()).map(|l| vec![l])
+            }
+            TextMatcher::Contains { needles, .. } => {
+                needles.iter().map(|n| substring(n.as_bytes())).collect()
+            }
+            TextMatcher::Regex { literals, .. } => literals
+                .as_ref()
+                .map(|all| all.iter().map(|l| Literal::Substring(fold(l))).collect()),
+        },
+        ValueMatcher::Number(number) => Some(vec![Literal::Number(number_key(match number {
+            crate::matcher::Number::Integer(i) => *i as f64,
+            crate::matcher::Number::Float(f) => *f,
+        }))]),
+        // A boolean matches `true`/`false` as a boolean or as text in any case.
+        ValueMatcher::Bool(b) => Some(vec![Literal::Exact(if *b {
+            b"true".to_vec()
+        } else {
+            b"false".to_vec()
+        })]),
+        ValueMatcher::Cidr(_) | ValueMatcher::Compare(..) => None,
+    }
+}
+
+/// The number's key in the number tables. Two numbers that compare equal get the same
+/// key: integers compare through their `f64` value (the same rounding on both sides),
+/// and the two zeros are one.
+fn number_key(n: f64) -> u64 {
+    if n == 0.0 {
+        0
+    } else {
+        n.to_bits()
+    }
+}
+
+/// The flags a regex is built with, which decide its literals (case-insensitivity adds
+/// every case variant of each letter, including `K` for the Kelvin sign).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct RegexFlags {
+    pub(crate) case_insensitive: bool,
+    pub(crate) multi_line: bool,
+    pub(crate) dot_matches_new_line: bool,
+}
+
+/// Literals of which every match of the pattern contains one: regex-syntax's prefix
+/// literals (every match starts with one) or suffix literals (every match ends with one),
+/// whichever set has the longer shortest literal. `None` when neither set is finite and
+/// free of the empty string.
+pub(crate) fn regex_literals(pattern: &str, flags: RegexFlags) -> Option<Vec<Vec<u8>>> {
+    let hir = regex_syntax::ParserBuilder::new()
+        .case_insensitive(flags.case_insensitive)
+        .multi_line(flags.multi_line)
+        .dot_matches_new_line(flags.dot_matches_new_line)
+        .build()
+        .parse(pattern)
+        .ok()?;
+    [ExtractKind::Prefix, ExtractKind::Suffix]
+        .into_iter()
+        .filter_map(|kind| {
+            let seq = Extractor::new().kind(kind).extract(&hir);
+            let shortest = seq.min_literal_len()?;
+            let literals = seq.literals()?;
+            (shortest > 0).then(|| {
+                let mut folded: Vec<Vec<u8>> =
+                    literals.iter().map(|l| fold(l.as_bytes())).collect();
+                folded.sort();
+                folded.dedup();
+                (shortest, folded)
+            })
+        })
+        .max_by_key(|(shortest, literals)| (*shortest, std::cmp::Reverse(literals.len())))
+        .map(|(_, literals)| literals)
+}
+
+fn routes_requirement(routes: &[Route]) -> Requirement {
+    // Without routes the rule sees raw events as given (or none): nothing to add.
+    if routes.is_empty() {
+        return Vec::new();
+    }
+    any_of(routes.iter().map(route_requirement).collect())
+}
+
+/// What a route's `accepts` reads, as atoms on the same paths of the ECS event.
+fn route_requirement(route: &Route) -> Requirement {
+    let exact = |path: &str, values: &[&str]| -> Clause {
+        values
+            .iter()
+            .map(|v| Atom::Exact(path.to_owned(), fold(v.as_bytes())))
+            .collect()
+    };
+    match route {
+        Route::Suricata { event_types } if !event_types.is_empty() => {
+            vec![exact("suricata.eve.event_type", event_types)]
+        }
+        Route::Suricata { .. } => Vec::new(),
+        Route::Wazuh(filter) => match filter {
+            WazuhFilter::Any => Vec::new(),
+            WazuhFilter::Program(programs) => vec![[
+                "wazuh.predecoder.program_name",
+                "wazuh.decoder.parent",
+                "wazuh.decoder.name",
+            ]
+            .iter()
+            .flat_map(|path| exact(path, programs))
+            .collect()],
+            WazuhFilter::Location(suffixes) if suffixes.iter().all(|s| !s.is_empty()) => {
+                vec![suffixes
+                    .iter()
+                    .map(|s| Atom::Substring("wazuh.location".to_owned(), fold(s.as_bytes())))
+                    .collect()]
+            }
+            WazuhFilter::Location(_) => Vec::new(),
+            WazuhFilter::Group(group) => vec![exact("wazuh.rule.groups", &[group])],
+            WazuhFilter::Windows {
+                channels,
+                event_ids,
+            } => {
+                let mut clauses = vec![exact("wazuh.data.win.system.channel", channels)];
+                if !event_ids.is_empty() {
+                    clauses.push(exact("wazuh.data.win.system.eventID", event_ids));
+                }
+                clauses
+            }
+        },
+    }
+}
+
+/// Where one rule's clause is marked.
+#[derive(Debug, Clone, Copy)]
+struct Mark {
+    rule: u32,
+    bit: u8,
+}
+
+/// Everything indexed under one event path.
+#[derive(Debug, Default)]
+struct FieldIndex {
+    /// Postings of the path's presence atom.
+    present: Option<u32>,
+    /// Lower-cased text → postings of the equality atoms.
+    exact: HashMap<Box<[u8]>, u32>,
+    /// [`number_key`] → postings of the number atoms.
+    numbers: HashMap<u64, u32>,
+    /// All substring needles of the path and, by pattern id, their postings.
+    substrings: Option<(AhoCorasick, Vec<u32>)>,
+}
+
+impl FieldIndex {
+    fn reads_text(&self) -> bool {
+        !self.exact.is_empty() || self.substrings.is_some()
+    }
+}
+
+/// How a rule set's index divides its rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IndexStats {
+    /// Rules evaluated only on events that satisfy their necessary condition.
+    pub indexed: usize,
+    /// Rules without a necessary condition, evaluated on every event.
+    pub always: usize,
+    /// Distinct atoms (path and literal, or path presence).
+    pub atoms: usize,
+    /// Event paths with an index.
+    pub paths: usize,
+    /// Substring needles over all paths' automata.
+    pub needles: usize,
+}
+
+/// The compiled prefilter of a rule set.
+#[derive(Debug, Default)]
+pub(crate) struct RuleIndex {
+    fields: HashMap<Box<str>, FieldIndex>,
+    /// Paths under which some indexed path lies: the walk enters only these objects.
+    parents: HashMap<Box<str>, ()>,
+    /// The keyword atoms, read on every scalar of the event.
+    keywords: Option<FieldIndex>,
+    /// Posting lists: the clauses each atom marks.
+    postings: Vec<Vec<Mark>>,
+    /// Per rule, the marks that make it a candidate (all its clauses); 0 for the rules
+    /// tried on every event.
+    full: Vec<u8>,
+    /// Bitset of the rules tried on every event.
+    always: Vec<u64>,
+    /// Rules with a requirement, and all rules.
+    filtered: usize,
+}
+
+impl RuleIndex {
+    /// Builds the index of rules given by their requirements, in rule order.
+    ///
+    /// # Errors
+    ///
+    /// The automaton of a path could not be built (more needles than aho-corasick
+    /// supports); the caller then evaluates every rule.
+    pub(crate) fn build(
+        requirements: &[Requirement],
+    ) -> Result<RuleIndex, aho_corasick::BuildError> {
+        let mut index = RuleIndex {
+            full: vec![0; requirements.len()],
+            always: vec![0; requirements.len().div_ceil(64)],
+            ..RuleIndex::default()
+        };
+        let mut posting_of: StdHashMap<&Atom, u32> = StdHashMap::new();
+        let mut needles: StdHashMap<&str, Vec<(&[u8], u32)>> = StdHashMap::new();
+        for (rule, requirement) in requirements.iter().enumerate() {
+            if requirement.is_empty() {
+                index.always[rule / 64] |= 1 << (rule % 64);
+                continue;
+            }
+            index.filtered += 1;
+            index.full[rule] = ((1u16 << requirement.len()) - 1) as u8;
+            for (bit, clause) in requirement.iter().enumerate() {
+                for atom in clause {
+                    let posting = *posting_of.entry(atom).or_insert_with(|| {
+                        index.postings.push(Vec::new());
+                        (index.postings.len() - 1) as u32
+                    });
+                    index.postings[posting as usize].push(Mark {
+                        rule: rule as u32,
+                        bit: 1 << bit,
+                    });
+                }
+            }
+        }
+        for (atom, &posting) in &posting_of {
+            let path = match atom {
+                Atom::Present(p)
+                | Atom::Exact(p, _)
+                | Atom::Number(p, _)
+                | Atom::Substring(p, _) => p.as_str(),
+            };
+            let field = index.fields.entry(path.into()).or_default();
+            match atom {
+                Atom::Present(_) => field.present = Some(posting),
+                Atom::Exact(_, bytes) => {
+                    field.exact.insert(bytes.as_slice().into(), posting);
+                }
+                Atom::Number(_, key) => {
+                    field.numbers.insert(*key, posting);
+                }
+                Atom::Substring(_, bytes) => {
+                    needles.entry(path).or_default().push((bytes, posting))
+                }
+            }
+            let mut from = 0;
+            while let Some(dot) = path[from..].find('.') {
+                index.parents.insert(path[..from + dot].into(), ());
+                from += dot + 1;
+            }
+        }
+        // Keyword atoms get their own index, consulted on every scalar.
+        index.keywords = index.fields.remove(KEYWORDS);
+        for (path, mut list) in needles {
+            // A stable pattern order keeps the built automaton the same from run to run.
+            list.sort();
+            let automaton = AhoCorasickBuilder::new()
+                .match_kind(MatchKind::Standard)
+                // A DFA scans fastest but grows with the needles; past a few thousand it
+                // costs more memory and build time than it saves.
+                .kind((list.len() <= DFA_NEEDLES).then_some(AhoCorasickKind::DFA))
+                .build(list.iter().map(|(bytes, _)| bytes))?;
+            let postings = list.iter().map(|(_, posting)| *posting).collect();
+            let field = if path == KEYWORDS {
+                index.keywords.as_mut()
+            } else {
+                index.fields.get_mut(path)
+            };
+            if let Some(field) = field {
+                field.substrings = Some((automaton, postings));
+            }
+        }
+        Ok(index)
+    }
+
+    /// An index that makes every rule a candidate.
+    pub(crate) fn everything(rules: usize) -> RuleIndex {
+        let mut always = vec![u64::MAX; rules.div_ceil(64)];
+        if !rules.is_multiple_of(64) {
+            if let Some(last) = always.last_mut() {
+                *last = (1 << (rules % 64)) - 1;
+            }
+        }
+        RuleIndex {
+            full: vec![0; rules],
+            always,
+            ..RuleIndex::default()
+        }
+    }
+
+    pub(crate) fn stats(&self) -> IndexStats {
+        IndexStats {
+            indexed: self.filtered,
+            always: self.full.len() - self.filtered,
+            atoms: self.postings.len(),
+            paths: self.fields.len(),
+            needles: self
+                .fields
+                .values()
+                .filter_map(|f| f.substrings.as_ref())
+                .map(|(_, postings)| postings.len())
+                .sum(),
+        }
+    }
+
+    /// Runs `f` with the rules that can match the event. Allocation-free once the
+    /// thread's scratch space has grown to the set's size.
+    pub(crate) fn with_candidates<R>(
+        &self,
+        event: &Map<String, Value>,
+        f: impl FnOnce(&Candidates<'_>) -> R,
+    ) -> R {
+        SCRATCH.with(|scratch| {
+            let mut scratch = scratch.borrow_mut();
+            let scratch = &mut *scratch;
+            scratch.prepare(self);
+            self.walk_map(event, scratch);
+            let mut bits = std::mem::take(&mut scratch.candidates);
+            bits.clear();
+            bits.extend_from_slice(&self.always);
+            for &rule in &scratch.touched {
+                let rule = rule as usize;
+                if scratch.masks[rule] == self.full[rule] {
+                    bits[rule / 64] |= 1 << (rule % 64);
+                }
+                scratch.masks[rule] = 0;
+            }
+            scratch.touched.clear();
+            let result = f(&Candidates { bits: &bits });
+            scratch.candidates = bits;
+            result
+        })
+    }
+
+    fn walk_map(&self, map: &Map<String, Value>, scratch: &mut Scratch) {
+        for (key, value) in map {
+            let at = scratch.path.len();
+            if at > 0 {
+                scratch.path.push('.');
+            }
+            scratch.path.push_str(key);
+            self.visit(value, scratch);
+            scratch.path.truncate(at);
+        }
+    }
+
+    /// Marks what the node at `scratch.path` makes true, then its children.
+    fn visit(&self, value: &Value, scratch: &mut Scratch) {
+        let field = self.fields.get(scratch.path.as_str());
+        if let Some(posting) = field.and_then(|f| f.present) {
+            self.mark(posting, scratch);
+        }
+        match value {
+            // List elements are read at the list's own path.
+            Value::Array(items) => {
+                for item in items {
+                    self.visit(item, scratch);
+                }
+            }
+            Value::Object(map) => {
+                if self.keywords.is_some() || self.parents.contains_key(scratch.path.as_str()) {
+                    self.walk_map(map, scratch);
+                }
+            }
+            Value::Null => {}
+            scalar => {
+                if field.is_some() || self.keywords.is_some() {
+                    self.scalar(field, scalar, scratch);
+                }
+            }
+        }
+    }
+
+    /// Marks the atoms a scalar makes true at its path (`field`) and as a keyword. Its text
+    /// is lower-cased once, into the reused buffer.
+    fn scalar(&self, field: Option<&FieldIndex>, value: &Value, scratch: &mut Scratch) {
+        let indexes = [field, self.keywords.as_ref()];
+        let mut reads_text = false;
+        for index in indexes.iter().flatten() {
+            if !index.numbers.is_empty() {
+                if let Some(posting) =
+                    numeric(value).and_then(|n| index.numbers.get(&number_key(n)))
+                {
+                    self.mark(*posting, scratch);
+                }
+            }
+            reads_text |= index.reads_text();
+        }
+        if !reads_text {
+            return;
+        }
+        with_text(value, |text| {
+            let mut folded = std::mem::take(&mut scratch.folded);
+            folded.clear();
+            folded.extend(text.bytes().map(|b| b.to_ascii_lowercase()));
+            for index in indexes.iter().flatten() {
+                if let Some(posting) = index.exact.get(folded.as_slice()) {
+                    self.mark(*posting, scratch);
+                }
+                if let Some((automaton, postings)) = &index.substrings {
+                    for found in automaton.find_overlapping_iter(folded.as_slice()) {
+                        self.mark(postings[found.pattern().as_usize()], scratch);
+                    }
+                }
+            }
+            scratch.folded = folded;
+            false
+        });
+    }
+
+    fn mark(&self, posting: u32, scratch: &mut Scratch) {
+        let seen = &mut scratch.seen[posting as usize];
+        if *seen == scratch.generation {
+            return;
+        }
+        *seen = scratch.generation;
+        for mark in &self.postings[posting as usize] {
+            let mask = &mut scratch.masks[mark.rule as usize];
+            if *mask == 0 {
+                scratch.touched.push(mark.rule);
+            }
+            *mask |= mark.bit;
+        }
+    }
+}
+
+/// The rules an event may match, as a bitset over rule positions.
+pub(crate) struct Candidates<'a> {
+    bits: &'a [u64],
+}
+
+impl Candidates<'_> {
+    pub(crate) fn contains(&self, rule: usize) -> bool {
+        self.bits
+            .get(rule / 64)
+            .is_some_and(|word| word & (1 << (rule % 64)) != 0)
+    }
+
+    /// The candidates in rule order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = usize> + '_ {
+        self.bits.iter().enumerate().flat_map(|(at, &word)| {
+            let mut word = word;
+            std::iter::from_fn(move || {
+                (word != 0).then(|| {
+                    let bit = word.trailing_zeros() as usize;
+                    word &= word - 1;
+                    at * 64 + bit
+                })
+            })
+        })
+    }
+}
+
+/// Per-thread working space of [`RuleIndex::with_candidates`], reused from event to
+/// event so the walk allocates nothing.
+#[derive(Default)]
+struct Scratch {
+    path: String,
+    folded: Vec<u8>,
+    /// Per posting list, the generation (event) it was last marked in.
+    seen: Vec<u32>,
+    generation: u32,
+    /// Per rule, the clauses marked so far; reset through `touched`.
+    masks: Vec<u8>,
+    touched: Vec<u32>,
+    candidates: Vec<u64>,
+}
+
+impl Scratch {
+    fn prepare(&mut self, index: &RuleIndex) {
+        if self.seen.len() < index.postings.len() {
+            self.seen.resize(index.postings.len(), 0);
+        }
+        if self.masks.len() < index.full.len() {
+            self.masks.resize(index.full.len(), 0);
+        }
+        self.generation = self.generation.wrapping_add(1);
+        // After a wrap, old generations could be taken for this event's.
+        if self.generation == 0 {
+            self.seen.iter_mut().for_each(|s| *s = 0);
+            self.generation = 1;
+        }
+        self.path.clear();
+    }
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn literals_of(pattern: &str, case_insensitive: bool) -> Option<Vec<String>> {
+        regex_literals(
+            pattern,
+            RegexFlags {
+                case_insensitive,
+                ..RegexFlags::default()
+            },
+        )
+        .map(|all| {
+            all.into_iter()
+                .map(|l| String::from_utf8_lossy(&l).into_owned())
+                .collect()
+        })
+    }
+
+    #[test]
+    fn regex_literals_are_required_and_folded() {
+        assert_eq!(
+            literals_of(r"(?i)\\cmd\.exe$", false).unwrap(),
+            [r"\cmd.exe"]
+        );
+        assert_eq!(
+            literals_of("mimikatz|kiwi", false).unwrap(),
+            ["kiwi", "mimikatz"]
+        );
+        // Neither every match's start nor its end is a literal.
+        assert!(literals_of(r".*\d+.*", false).is_none());
+        assert!(literals_of("a?", false).is_none());
+    }
+
+    #[test]
+    fn case_insensitive_literals_keep_the_kelvin_sign() {
+        // `(?i)k` also matches U+212A, which ASCII lower-casing leaves as it is.
+        let found = literals_of("kb", true).unwrap();
+        assert!(found.contains(&"kb".to_owned()), "{found:?}");
+        assert!(found.contains(&"\u{212a}b".to_owned()), "{found:?}");
+    }
+
+    #[test]
+    fn candidates_iterate_in_rule_order() {
+        let bits = [0b1010u64, 1 << 63];
+        let candidates = Candidates { bits: &bits };
+        assert_eq!(candidates.iter().collect::<Vec<_>>(), [1, 3, 127]);
+        assert!(candidates.contains(127) && !candidates.contains(2) && !candidates.contains(500));
+        let index = RuleIndex::everything(70);
+        assert_eq!(index.always, [u64::MAX, 0b11_1111]);
+    }
+
+    #[test]
+    fn an_or_requires_one_clause_of_each_branch() {
+        let exact = |p: &str, v: &str| Atom::Exact(p.into(), v.as_bytes().to_vec());
+        let or = any_of(vec![
+            vec![vec![exact("a", "x")], vec![exact("b", "y")]],
+            vec![vec![exact("c", "z")]],
+        ]);
+        assert_eq!(
+            or,
+            [
+                vec![exact("a", "x"), exact("c", "z")],
+                vec![exact("b", "y"), exact("c", "z")]
+            ]
+        );
+        assert!(any_of(vec![vec![vec![exact("a", "x")]], Vec::new()]).is_empty());
+    }
+}
