@@ -2,6 +2,7 @@
 //! exchange, the bus that carries them and the store that keeps cases.
 
 pub mod alert;
+pub mod approval;
 pub mod audit;
 pub mod bus;
 pub mod event;
