@@ -17,6 +17,7 @@ mod cases;
 pub mod error;
 pub mod model;
 mod ops;
+mod playbooks;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -130,6 +131,7 @@ fn api_routes() -> OpenApiRouter<ApiState> {
         .merge(actions::routes())
         .merge(audit::routes())
         .merge(ops::routes())
+        .merge(playbooks::routes())
 }
 
 /// The OpenAPI 3.1 document of every route [`router`] serves.
