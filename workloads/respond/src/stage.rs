@@ -273,6 +273,24 @@ pub struct Responder {
     safety: Safety,
     journal: Arc<Journal>,
     outbox: Arc<dyn Outbox>,
+    /// Actions being run by this responder now: a duplicate delivery handled at the same
+    /// time must not resume an action that is still running.
+    running: Arc<std::sync::Mutex<std::collections::HashSet<i64>>>,
+}
+
+/// An action claimed for running; released when dropped.
+struct Claim {
+    id: i64,
+    running: Arc<std::sync::Mutex<std::collections::HashSet<i64>>>,
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        self.running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.id);
+    }
 }
 
 impl Responder {
@@ -289,6 +307,7 @@ impl Responder {
             safety: Safety::default(),
             journal: Arc::new(Journal::new()),
             outbox: Arc::new(LogOutbox),
+            running: Arc::default(),
         }
     }
 
@@ -524,7 +543,38 @@ impl Responder {
         self.execute(action, stats).await
     }
 
+    /// Claims the action and runs it if it is still `approved` once claimed: two
+    /// deliveries handled at once (a burst of duplicates, a redelivered approval) run
+    /// it once, and one handled after the other finished it runs nothing.
     async fn execute(&self, action: ActionRecord, stats: &RespondStats) -> Result<(), HandleError> {
+        let claimed = self
+            .running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(action.id);
+        if !claimed {
+            tracing::debug!(action_id = action.id, "action running already, skipped");
+            return Ok(());
+        }
+        let _claim = Claim {
+            id: action.id,
+            running: Arc::clone(&self.running),
+        };
+        let action = match self.store.get_action(action.id).await? {
+            Some(current) if current.status == ActionStatus::Approved => current,
+            _ => {
+                tracing::debug!(action_id = action.id, "action no longer approved, skipped");
+                return Ok(());
+            }
+        };
+        self.run_claimed(action, stats).await
+    }
+
+    async fn run_claimed(
+        &self,
+        action: ActionRecord,
+        stats: &RespondStats,
+    ) -> Result<(), HandleError> {
         let run = StepRun::start();
         let protected = self
             .safety
