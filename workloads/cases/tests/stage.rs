@@ -89,6 +89,8 @@ fn summary(events: &[CaseEvent]) -> Vec<(&'static str, i64, String)> {
             CaseEvent::CaseOpened { case_id, alert } => ("opened", *case_id, alert.id.clone()),
             CaseEvent::AlertAttached { case_id, alert } => ("attached", *case_id, alert.id.clone()),
             CaseEvent::ActionApproved { action_id } => ("approved", *action_id, String::new()),
+            CaseEvent::SeverityRaised { case_id, to, .. } => ("raised", *case_id, to.to_string()),
+            other => ("other", other.case_id().unwrap_or(0), String::new()),
         })
         .collect()
 }
