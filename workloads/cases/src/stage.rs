@@ -624,19 +624,23 @@ impl ResponseApplier {
             let mut details = details;
             if let serde_json::Value::Object(map) = &mut details {
                 map.insert("action_id".into(), action.action_id.into());
-                map.insert("idempotency_key".into(), action.idempotency_key.clone().into());
+                map.insert(
+                    "idempotency_key".into(),
+                    action.idempotency_key.clone().into(),
+                );
             }
             (kind, details)
         };
         let mut events = Vec::new();
         match &action.operation {
             CaseOperation::SetSeverity { severity } => {
-                let to: Level = severity.parse().map_err(|e: kastell_core::alert::UnknownLevel| {
-                    ApplyError::Invalid {
-                        action_id: action.action_id,
-                        reason: e.to_string(),
-                    }
-                })?;
+                let to: Level =
+                    severity
+                        .parse()
+                        .map_err(|e: kastell_core::alert::UnknownLevel| ApplyError::Invalid {
+                            action_id: action.action_id,
+                            reason: e.to_string(),
+                        })?;
                 let update = CaseUpdate {
                     severity: Some(to),
                     ..CaseUpdate::default()
@@ -678,15 +682,20 @@ impl ResponseApplier {
             // yet: the operation is recorded in the case's audit log, where the case's
             // history shows it.
             CaseOperation::AddTask { title } => {
-                let (kind, details) = note("respond.add_task", serde_json::json!({ "title": title }));
-                self.store.append_case_note(case_id, kind, &details, &by).await?;
+                let (kind, details) =
+                    note("respond.add_task", serde_json::json!({ "title": title }));
+                self.store
+                    .append_case_note(case_id, kind, &details, &by)
+                    .await?;
             }
             CaseOperation::AddObservable { r#type, value } => {
                 let (kind, details) = note(
                     "respond.add_observable",
                     serde_json::json!({ "type": r#type, "value": value }),
                 );
-                self.store.append_case_note(case_id, kind, &details, &by).await?;
+                self.store
+                    .append_case_note(case_id, kind, &details, &by)
+                    .await?;
                 events.push(CaseEvent::ObservableAdded {
                     case_id,
                     kind: r#type.clone(),
@@ -705,7 +714,9 @@ impl ResponseApplier {
                         "type": r#type, "value": value, "source": source, "taxonomies": taxonomies,
                     }),
                 );
-                self.store.append_case_note(case_id, kind, &details, &by).await?;
+                self.store
+                    .append_case_note(case_id, kind, &details, &by)
+                    .await?;
             }
         }
         tracing::info!(

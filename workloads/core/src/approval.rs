@@ -83,7 +83,12 @@ mod tests {
             Err(ApprovalRefusal::Role { .. })
         ));
         let expired = terms.allow("lead", at("2026-12-04T12:00:00Z")).unwrap_err();
-        assert!(expired.to_string().contains("expired at 2026-12-04T12:00:00"));
-        assert_eq!(ApprovalTerms::default().allow("analyst", at("2030-01-01T00:00:00Z")), Ok(()));
+        assert!(expired
+            .to_string()
+            .contains("expired at 2026-12-04T12:00:00"));
+        assert_eq!(
+            ApprovalTerms::default().allow("analyst", at("2030-01-01T00:00:00Z")),
+            Ok(())
+        );
     }
 }

@@ -25,8 +25,8 @@ pub use output::{
 };
 pub use playbook::{ApprovalRule, CompiledPlaybook, CompiledStep, InvalidPlaybook, PlaybookSet};
 pub use runner::{
-    IntelLookup, Journal, JournalError, MapSecrets, RunContext, RunnerError, RunnerSettings, Runners,
-    SecretSource, StepOutcome, StepRunner,
+    IntelLookup, Journal, JournalError, MapSecrets, RunContext, RunnerError, RunnerSettings,
+    Runners, SecretSource, StepOutcome, StepRunner,
 };
 pub use safety::{Safety, Targets};
 pub use stage::{

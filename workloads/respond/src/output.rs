@@ -88,7 +88,10 @@ impl Outbox for BusOutbox {
             // The id is the payload's digest: a durable bus drops the very same message
             // published twice, while two different results of one action both go out.
             Ok(message) => {
-                let id = format!("respond-{}", &hex::encode(Sha256::digest(&message.payload))[..32]);
+                let id = format!(
+                    "respond-{}",
+                    &hex::encode(Sha256::digest(&message.payload))[..32]
+                );
                 self.bus
                     .publish(Topic::ResponseOutputs, message.with_id(id))
                     .await

@@ -193,9 +193,8 @@ impl ApprovalRule {
             (ApprovalPolicy::MinLevel, None) => {
                 problems.push("approval.policy min-level needs approval.minLevel".into())
             }
-            (ApprovalPolicy::Always | ApprovalPolicy::Never, Some(_)) => problems.push(
-                "approval.minLevel is only read with approval.policy min-level".into(),
-            ),
+            (ApprovalPolicy::Always | ApprovalPolicy::Never, Some(_)) => problems
+                .push("approval.minLevel is only read with approval.policy min-level".into()),
             _ => {}
         }
         let expires_after = approval.expires_after.as_deref().and_then(|text| {
@@ -219,7 +218,11 @@ impl ApprovalRule {
         ApprovalRule {
             policy: approval.policy,
             min_level,
-            roles: approval.roles.iter().map(|r| r.as_str().to_owned()).collect(),
+            roles: approval
+                .roles
+                .iter()
+                .map(|r| r.as_str().to_owned())
+                .collect(),
             expires_after,
         }
     }

@@ -58,7 +58,11 @@ impl<'a> TriggeringEvent<'a> {
                 return Some(Self::for_alert(TriggerEvent::CaseOpened, *case_id, alert))
             }
             CaseEvent::AlertAttached { case_id, alert } => {
-                return Some(Self::for_alert(TriggerEvent::AlertAttached, *case_id, alert))
+                return Some(Self::for_alert(
+                    TriggerEvent::AlertAttached,
+                    *case_id,
+                    alert,
+                ))
             }
             CaseEvent::ActionApproved { .. } | CaseEvent::ActionRejected { .. } => return None,
             CaseEvent::SeverityRaised { case_id, from, to } => (
@@ -119,9 +123,11 @@ impl<'a> TriggeringEvent<'a> {
 
     /// The observable's type, from a manual run's request or the added observable.
     fn observable_type(&self) -> Option<&str> {
-        self.observable
-            .map(|o| o.kind.as_str())
-            .or_else(|| self.details.pointer("/observable/type").and_then(Value::as_str))
+        self.observable.map(|o| o.kind.as_str()).or_else(|| {
+            self.details
+                .pointer("/observable/type")
+                .and_then(Value::as_str)
+        })
     }
 }
 
@@ -357,7 +363,11 @@ mod tests {
         };
         let t = TriggeringEvent::of(&event, None, Level::Low).unwrap();
         assert_eq!((t.kind, t.case_id), (TriggerEvent::AlertAttached, 9));
-        assert_eq!(t.level, Level::High, "an alert event compares the alert's level");
+        assert_eq!(
+            t.level,
+            Level::High,
+            "an alert event compares the alert's level"
+        );
     }
 
     #[test]
@@ -412,8 +422,14 @@ mod tests {
         let t = TriggeringEvent::of(&raised, Some(&a), Level::Critical).unwrap();
         assert_eq!(t.trigger_id, "case-3:severity:critical");
         let wants = trigger("events: [severity-raised]\nminLevel: high");
-        assert!(wants.matches("p", &t), "the case is critical though its alert is low");
-        assert!(!trigger("minLevel: high").matches("p", &t), "not a severity-raised playbook");
+        assert!(
+            wants.matches("p", &t),
+            "the case is critical though its alert is low"
+        );
+        assert!(
+            !trigger("minLevel: high").matches("p", &t),
+            "not a severity-raised playbook"
+        );
         assert!(
             TriggeringEvent::of(&raised, None, Level::Critical).is_none(),
             "a case without an alert has nothing to match"
@@ -434,7 +450,10 @@ mod tests {
             resolution: "false-positive".into(),
         };
         let t = TriggeringEvent::of(&closed, Some(&a), Level::Low).unwrap();
-        assert_eq!((t.kind, t.trigger_id.as_str()), (TriggerEvent::CaseClosed, "case-3:closed"));
+        assert_eq!(
+            (t.kind, t.trigger_id.as_str()),
+            (TriggerEvent::CaseClosed, "case-3:closed")
+        );
     }
 
     #[test]
@@ -455,6 +474,9 @@ mod tests {
         let manual = trigger("events: [manual]\nobservableTypes: [ip]");
         assert!(manual.matches("soc/block", &t));
         assert!(!manual.matches("soc/other", &t));
-        assert!(!trigger("{}").matches("soc/block", &t), "the playbook must list manual");
+        assert!(
+            !trigger("{}").matches("soc/block", &t),
+            "the playbook must list manual"
+        );
     }
 }

@@ -22,8 +22,8 @@ use kastell_core::bus::publish_json;
 use kastell_core::response::{CaseAction, CaseOperation, RespondOutput};
 use kastell_core::store::*;
 use kastell_core::{
-    Alert, AuditEntry, Bus, CaseEvent, CaseStore, Event, InProcessBus, Level, RuleRef,
-    SqliteStore, StoreError, Subscription, Tlp, Topic,
+    Alert, AuditEntry, Bus, CaseEvent, CaseStore, Event, InProcessBus, Level, RuleRef, SqliteStore,
+    StoreError, Subscription, Tlp, Topic,
 };
 use kastell_respond::{
     BusOutbox, Journal, MapSecrets, PlaybookSet, RespondStats, Responder, RunnerSettings, Runners,
@@ -40,7 +40,8 @@ const SECRET: &str = "kst-lifecycle-9f8e7d6c5b4a3921";
 /// The Wazuh sshd brute-force alert (rule 5712, level 10, T1110; tests/fixtures,
 /// see SOURCE.txt) as the high alert a DetectionRule raises on it, from sensor `wazuh`.
 fn wazuh_alert() -> Alert {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/wazuh-sshd-brute-force.json");
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/wazuh-sshd-brute-force.json");
     let text = std::fs::read_to_string(path).unwrap();
     let raw: Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
     let at = DateTime::parse_from_str(raw["timestamp"].as_str().unwrap(), "%Y-%m-%dT%H:%M:%S%.f%z")
@@ -75,7 +76,12 @@ fn wazuh_alert() -> Alert {
 fn playbooks(yaml: &str) -> Arc<PlaybookSet> {
     let mut set = kastell_crds::ResourceSet::default();
     let mut errors = Vec::new();
-    kastell_crds::load::load_text(Path::new("/repo/playbooks.yaml"), yaml, &mut set, &mut errors);
+    kastell_crds::load::load_text(
+        Path::new("/repo/playbooks.yaml"),
+        yaml,
+        &mut set,
+        &mut errors,
+    );
     assert!(errors.is_empty(), "{errors:?}");
     let (compiled, invalid) = PlaybookSet::compile(set.playbooks);
     assert!(invalid.is_empty(), "{invalid:?}");
@@ -155,8 +161,12 @@ async fn start_platform(set: Arc<PlaybookSet>) -> Platform {
 
     // Every group subscribes before anything is published, as the in-process bus needs.
     let alerts = kastell_cases::subscribe_alerts(bus.as_ref()).await.unwrap();
-    let case_events = kastell_respond::subscribe_case_events(bus.as_ref()).await.unwrap();
-    let outputs = kastell_cases::subscribe_response_outputs(bus.as_ref()).await.unwrap();
+    let case_events = kastell_respond::subscribe_case_events(bus.as_ref())
+        .await
+        .unwrap();
+    let outputs = kastell_cases::subscribe_response_outputs(bus.as_ref())
+        .await
+        .unwrap();
     let dead_letters = bus.subscribe(Topic::DeadLetters, "test").await.unwrap();
 
     let registry = Registry::new();
@@ -172,7 +182,9 @@ async fn start_platform(set: Arc<PlaybookSet>) -> Platform {
     });
     let responder = Responder::new(store.clone(), set, runners())
         .with_outbox(Arc::new(BusOutbox::new(dyn_bus.clone())))
-        .with_journal(Arc::new(Journal::open(&dir.path().join("journal.jsonl")).unwrap()));
+        .with_journal(Arc::new(
+            Journal::open(&dir.path().join("journal.jsonl")).unwrap(),
+        ));
     let (b, s, stats) = (dyn_bus.clone(), store.clone(), respond_stats.clone());
     tokio::spawn(async move {
         kastell_respond::run_responder_on(b.as_ref(), case_events, responder, s, &stats).await
@@ -220,7 +232,10 @@ impl Platform {
     }
 
     async fn actions(&self) -> Vec<ActionRecord> {
-        self.store.list_actions(&ActionFilter::default()).await.unwrap()
+        self.store
+            .list_actions(&ActionFilter::default())
+            .await
+            .unwrap()
     }
 
     /// Waits (without a time limit of its own: the test harness has one) until the
@@ -235,7 +250,10 @@ impl Platform {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        panic!("{playbook}/{step} never became {status}: {:#?}", self.actions().await);
+        panic!(
+            "{playbook}/{step} never became {status}: {:#?}",
+            self.actions().await
+        );
     }
 
     async fn audit(&self) -> Vec<AuditEntry> {
@@ -253,7 +271,11 @@ impl Platform {
                 line.strip_prefix(name)
                     .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
             })
-            .filter(|line| labels.iter().all(|(k, v)| line.contains(&format!("{k}=\"{v}\""))))
+            .filter(|line| {
+                labels
+                    .iter()
+                    .all(|(k, v)| line.contains(&format!("{k}=\"{v}\"")))
+            })
             .map(|line| line.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
             .sum()
     }
@@ -285,29 +307,56 @@ async fn approval_flow_end_to_end_through_the_case_api() {
         ),
     ));
     let p = start_platform(set).await;
-    publish_json(p.bus.as_ref(), Topic::Alerts, &wazuh_alert()).await.unwrap();
+    publish_json(p.bus.as_ref(), Topic::Alerts, &wazuh_alert())
+        .await
+        .unwrap();
 
     // The step waits on its case, showing everything it will do and who may decide.
     let pending = p.action("contain", "block", ActionStatus::Pending).await;
-    let (status, case) = p.call(Role::Responder, &format!("/api/v1/cases/{}", pending.case_id), None).await;
+    let (status, case) = p
+        .call(
+            Role::Responder,
+            &format!("/api/v1/cases/{}", pending.case_id),
+            None,
+        )
+        .await;
     assert_eq!(status, 200);
-    let shown = case["actions"].as_array().unwrap().iter().find(|a| a["step"] == "block").unwrap();
+    let shown = case["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["step"] == "block")
+        .unwrap();
     assert_eq!(shown["status"], "pending");
-    assert_eq!(shown["params"]["config"]["body"], json!({"ip": "172.17.1.1"}));
-    assert_eq!(shown["params"]["config"]["url"], format!("{base}/hooks/block"));
+    assert_eq!(
+        shown["params"]["config"]["body"],
+        json!({"ip": "172.17.1.1"})
+    );
+    assert_eq!(
+        shown["params"]["config"]["url"],
+        format!("{base}/hooks/block")
+    );
     assert_eq!(shown["params"]["approval"]["roles"], json!(["lead"]));
     assert_eq!(shown["params"]["approval"]["level"], "high");
     let expires: DateTime<Utc> =
         serde_json::from_value(shown["params"]["approval"]["expires_at"].clone()).unwrap();
     assert!(expires > Utc::now() + chrono::Duration::hours(3));
-    assert!(receiver.received().is_empty(), "nothing is sent before approval");
+    assert!(
+        receiver.received().is_empty(),
+        "nothing is sent before approval"
+    );
 
     // A responder's role is not among the step's approvers.
     let approve = format!("/api/v1/actions/{}/approve", pending.id);
     let (status, refused) = p.call(Role::Responder, &approve, Some(json!({}))).await;
-    assert_eq!((status, refused["error"].as_str()), (403, Some("role_not_allowed")));
+    assert_eq!(
+        (status, refused["error"].as_str()),
+        (403, Some("role_not_allowed"))
+    );
     assert!(refused["message"].as_str().unwrap().contains("lead"));
-    let (status, _) = p.call(Role::Lead, &approve, Some(json!({"comment": "confirmed"}))).await;
+    let (status, _) = p
+        .call(Role::Lead, &approve, Some(json!({"comment": "confirmed"})))
+        .await;
     assert_eq!(status, 200);
 
     let done = p.action("contain", "block", ActionStatus::Succeeded).await;
@@ -319,9 +368,17 @@ async fn approval_flow_end_to_end_through_the_case_api() {
 
     // The case step raised the severity; the cases stage announced it and the
     // severity-raised playbook ran.
-    let note = p.action("on-critical", "note", ActionStatus::Succeeded).await;
-    assert_eq!(note.alert_id, format!("case-{}:severity:critical", done.case_id));
-    assert_eq!(note.result.unwrap()["message"], format!("case {} is now critical", done.case_id));
+    let note = p
+        .action("on-critical", "note", ActionStatus::Succeeded)
+        .await;
+    assert_eq!(
+        note.alert_id,
+        format!("case-{}:severity:critical", done.case_id)
+    );
+    assert_eq!(
+        note.result.unwrap()["message"],
+        format!("case {} is now critical", done.case_id)
+    );
     let case = p.store.get_case(done.case_id).await.unwrap().unwrap();
     assert_eq!(case.severity, Level::Critical);
 
@@ -329,15 +386,26 @@ async fn approval_flow_end_to_end_through_the_case_api() {
     // timing; the secret is nowhere in the log.
     let mut results = Vec::new();
     for _ in 0..500 {
-        results = p.audit().await.into_iter().filter(|e| e.action == "respond.step_result").collect();
+        results = p
+            .audit()
+            .await
+            .into_iter()
+            .filter(|e| e.action == "respond.step_result")
+            .collect();
         if results.len() >= 3 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let block = results.iter().find(|e| e.after.as_ref().unwrap()["step"] == "block").unwrap();
+    let block = results
+        .iter()
+        .find(|e| e.after.as_ref().unwrap()["step"] == "block")
+        .unwrap();
     let after = block.after.as_ref().unwrap();
-    assert_eq!((block.object_kind.as_str(), block.actor.as_str()), ("case", "playbook:soc/contain"));
+    assert_eq!(
+        (block.object_kind.as_str(), block.actor.as_str()),
+        ("case", "playbook:soc/contain")
+    );
     assert_eq!(after["status"], "succeeded");
     assert_eq!(after["requests"][0]["method"], "POST");
     assert_eq!(after["requests"][0]["status"], 200);
@@ -352,13 +420,26 @@ async fn approval_flow_end_to_end_through_the_case_api() {
     ));
 
     assert_eq!(p.metric("kastell_respond_approvals_total", &[]), 1.0);
-    assert_eq!(p.metric("kastell_respond_awaiting_approval_total", &[]), 1.0);
-    let http_ok = [("playbook", "soc/contain"), ("step_type", "http"), ("outcome", "succeeded")];
+    assert_eq!(
+        p.metric("kastell_respond_awaiting_approval_total", &[]),
+        1.0
+    );
+    let http_ok = [
+        ("playbook", "soc/contain"),
+        ("step_type", "http"),
+        ("outcome", "succeeded"),
+    ];
     assert_eq!(p.metric("kastell_respond_actions_total", &http_ok), 1.0);
-    let runs = [("playbook", "soc/on-critical"), ("event", "severity-raised")];
+    let runs = [
+        ("playbook", "soc/on-critical"),
+        ("event", "severity-raised"),
+    ];
     assert_eq!(p.metric("kastell_respond_playbook_runs_total", &runs), 1.0);
     assert!(p.metric("kastell_cases_step_results_total", &[]) >= 3.0);
-    assert_eq!(p.metric("kastell_cases_case_actions_applied_total", &[]), 1.0);
+    assert_eq!(
+        p.metric("kastell_cases_case_actions_applied_total", &[]),
+        1.0
+    );
 }
 
 #[tokio::test]
@@ -371,27 +452,42 @@ async fn an_expired_approval_is_refused_and_a_rejection_is_counted() {
          \x20 - {name: low, type: log, message: m, approval: {policy: min-level, minLevel: critical}}",
     ));
     let p = start_platform(set).await;
-    publish_json(p.bus.as_ref(), Topic::Alerts, &wazuh_alert()).await.unwrap();
+    publish_json(p.bus.as_ref(), Topic::Alerts, &wazuh_alert())
+        .await
+        .unwrap();
 
     // A high alert does not reach the critical bar of `low`: it runs without a person.
     p.action("ask", "low", ActionStatus::Succeeded).await;
     let late = p.action("ask", "late", ActionStatus::Pending).await;
-    let expires: DateTime<Utc> = serde_json::from_value(late.params["approval"]["expires_at"].clone()).unwrap();
+    let expires: DateTime<Utc> =
+        serde_json::from_value(late.params["approval"]["expires_at"].clone()).unwrap();
     while Utc::now() <= expires {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let (status, body) = p
-        .call(Role::Lead, &format!("/api/v1/actions/{}/approve", late.id), Some(json!({})))
+        .call(
+            Role::Lead,
+            &format!("/api/v1/actions/{}/approve", late.id),
+            Some(json!({})),
+        )
         .await;
-    assert_eq!((status, body["error"].as_str()), (409, Some("approval_expired")), "{body}");
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (409, Some("approval_expired")),
+        "{body}"
+    );
     let still = p.store.get_action(late.id).await.unwrap().unwrap();
     assert_eq!(still.status, ActionStatus::Pending);
 
     let refuse = p.action("ask", "refuse", ActionStatus::Pending).await;
     let reject = format!("/api/v1/actions/{}/reject", refuse.id);
-    let (status, _) = p.call(Role::Responder, &reject, Some(json!({"reason": "no"}))).await;
+    let (status, _) = p
+        .call(Role::Responder, &reject, Some(json!({"reason": "no"})))
+        .await;
     assert_eq!(status, 403, "rejecting needs an allowed role too");
-    let (status, _) = p.call(Role::Lead, &reject, Some(json!({"reason": "scanner"}))).await;
+    let (status, _) = p
+        .call(Role::Lead, &reject, Some(json!({"reason": "scanner"})))
+        .await;
     assert_eq!(status, 200);
     for _ in 0..500 {
         if p.metric("kastell_respond_rejections_total", &[]) == 1.0 {
@@ -403,9 +499,9 @@ async fn an_expired_approval_is_refused_and_a_rejection_is_counted() {
     let decided = p.store.get_action(refuse.id).await.unwrap().unwrap();
     assert_eq!(decided.status, ActionStatus::Rejected);
     let audit = p.audit().await;
-    assert!(audit
-        .iter()
-        .any(|e| e.action == "action.decide" && e.actor == "apikey:lead" && e.object_id == refuse.id.to_string()));
+    assert!(audit.iter().any(|e| e.action == "action.decide"
+        && e.actor == "apikey:lead"
+        && e.object_id == refuse.id.to_string()));
 }
 
 #[tokio::test]
@@ -416,14 +512,19 @@ async fn a_manual_run_through_the_case_api_runs_once_per_request() {
          \x20 - {name: note, type: log, message: 'look up {{ trigger.observable.value }} for {{ trigger.requested_by }}'}",
     ));
     let p = start_platform(set).await;
-    publish_json(p.bus.as_ref(), Topic::Alerts, &wazuh_alert()).await.unwrap();
+    publish_json(p.bus.as_ref(), Topic::Alerts, &wazuh_alert())
+        .await
+        .unwrap();
     let case_id = loop {
         if let Some(case) = p.store.get_case(1).await.unwrap() {
             break case.id;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    assert!(p.actions().await.is_empty(), "a manual playbook does not run on case-opened");
+    assert!(
+        p.actions().await.is_empty(),
+        "a manual playbook does not run on case-opened"
+    );
 
     let path = format!("/api/v1/cases/{case_id}/run-playbook");
     let body = json!({
@@ -434,17 +535,30 @@ async fn a_manual_run_through_the_case_api_runs_once_per_request() {
     let (status, _) = p.call(Role::Analyst, &path, Some(body.clone())).await;
     assert_eq!(status, 403, "an analyst may not run playbooks");
     let (status, accepted) = p.call(Role::Responder, &path, Some(body.clone())).await;
-    assert_eq!((status, accepted["request_id"].as_str()), (202, Some("req-1")));
+    assert_eq!(
+        (status, accepted["request_id"].as_str()),
+        (202, Some("req-1"))
+    );
     let (status, _) = p.call(Role::Responder, &path, Some(body)).await;
     assert_eq!(status, 202, "a repeat is accepted and runs nothing more");
-    let (status, _) = p.call(Role::Responder, "/api/v1/cases/99/run-playbook", Some(json!({"playbook": "soc/lookup"}))).await;
+    let (status, _) = p
+        .call(
+            Role::Responder,
+            "/api/v1/cases/99/run-playbook",
+            Some(json!({"playbook": "soc/lookup"})),
+        )
+        .await;
     assert_eq!(status, 404);
 
     let note = p.action("lookup", "note", ActionStatus::Succeeded).await;
     assert_eq!(note.alert_id, "manual:req-1");
-    assert_eq!(note.result.unwrap()["message"], "look up 172.17.1.1 for apikey:responder");
+    assert_eq!(
+        note.result.unwrap()["message"],
+        "look up 172.17.1.1 for apikey:responder"
+    );
     // A fresh request id runs the playbook again.
-    let fresh = json!({"playbook": "soc/lookup", "observable": {"type": "ip", "value": "172.17.1.1"}});
+    let fresh =
+        json!({"playbook": "soc/lookup", "observable": {"type": "ip", "value": "172.17.1.1"}});
     let (status, accepted) = p.call(Role::Responder, &path, Some(fresh)).await;
     assert_eq!(status, 202);
     let id = accepted["request_id"].as_str().unwrap().to_owned();
@@ -483,24 +597,36 @@ async fn case_operations_are_applied_and_trigger_case_event_playbooks() {
         ),
     ));
     let p = start_platform(set).await;
-    publish_json(p.bus.as_ref(), Topic::Alerts, &wazuh_alert()).await.unwrap();
+    publish_json(p.bus.as_ref(), Topic::Alerts, &wazuh_alert())
+        .await
+        .unwrap();
 
-    let observed = p.action("on-observable", "note", ActionStatus::Succeeded).await;
+    let observed = p
+        .action("on-observable", "note", ActionStatus::Succeeded)
+        .await;
     assert_eq!(observed.result.unwrap()["message"], "172.17.1.1");
     assert_eq!(observed.alert_id, "case-1:observable:ip:172.17.1.1");
     let closed = p.action("on-close", "note", ActionStatus::Succeeded).await;
-    assert_eq!(closed.result.unwrap()["message"], "closed as false_positive");
+    assert_eq!(
+        closed.result.unwrap()["message"],
+        "closed as false_positive"
+    );
 
     let case = p.store.get_case(1).await.unwrap().unwrap();
     assert_eq!(case.status, CaseStatus::Closed);
     assert_eq!(case.resolution, Some(Resolution::FalsePositive));
     assert_eq!(case.assignee.as_deref(), Some("tier2"));
     let audit = p.audit().await;
-    let task = audit.iter().find(|e| e.action == "respond.add_task").unwrap();
+    let task = audit
+        .iter()
+        .find(|e| e.action == "respond.add_task")
+        .unwrap();
     assert_eq!(task.after.as_ref().unwrap()["title"], "Reset paco");
     assert_eq!(task.actor, "playbook:soc/triage");
     assert!(audit.iter().any(|e| e.action == "respond.add_observable"));
-    assert!(audit.iter().any(|e| e.action == "case.close" && e.actor == "playbook:soc/triage"));
+    assert!(audit
+        .iter()
+        .any(|e| e.action == "case.close" && e.actor == "playbook:soc/triage"));
 }
 
 #[tokio::test]
@@ -518,11 +644,16 @@ async fn an_invalid_case_action_is_dead_lettered() {
             severity: "urgent".into(),
         },
     });
-    publish_json(p.bus.as_ref(), Topic::ResponseOutputs, &bad).await.unwrap();
+    publish_json(p.bus.as_ref(), Topic::ResponseOutputs, &bad)
+        .await
+        .unwrap();
     let letter = p.dead_letters.next().await.unwrap();
     let letter: Value = letter.message.decode().unwrap();
     assert_eq!(letter["topic"], "kastell.response-outputs");
-    assert!(letter["reason"].as_str().unwrap().contains("not found"), "{letter}");
+    assert!(
+        letter["reason"].as_str().unwrap().contains("not found"),
+        "{letter}"
+    );
 }
 
 // ---- a crash after a side effect ---------------------------------------------------
@@ -545,7 +676,11 @@ impl CaseStore for CrashingStore {
     async fn list_alerts(&self, f: &AlertFilter) -> Result<Vec<AlertRecord>, StoreError> {
         self.inner.list_alerts(f).await
     }
-    async fn find_open_case(&self, k: &str, s: DateTime<Utc>) -> Result<Option<CaseRecord>, StoreError> {
+    async fn find_open_case(
+        &self,
+        k: &str,
+        s: DateTime<Utc>,
+    ) -> Result<Option<CaseRecord>, StoreError> {
         self.inner.find_open_case(k, s).await
     }
     async fn open_case(&self, n: &NewCase, a: &Alert) -> Result<CaseRecord, StoreError> {
@@ -569,10 +704,20 @@ impl CaseStore for CrashingStore {
     async fn list_actions(&self, f: &ActionFilter) -> Result<Vec<ActionRecord>, StoreError> {
         self.inner.list_actions(f).await
     }
-    async fn decide_action(&self, id: i64, d: &Decision, by: &str) -> Result<ActionRecord, StoreError> {
+    async fn decide_action(
+        &self,
+        id: i64,
+        d: &Decision,
+        by: &str,
+    ) -> Result<ActionRecord, StoreError> {
         self.inner.decide_action(id, d, by).await
     }
-    async fn finish_action(&self, id: i64, s: ActionStatus, r: &Value) -> Result<ActionRecord, StoreError> {
+    async fn finish_action(
+        &self,
+        id: i64,
+        s: ActionStatus,
+        r: &Value,
+    ) -> Result<ActionRecord, StoreError> {
         if self.crash.load(Ordering::SeqCst) {
             return Err(StoreError::Query {
                 what: "finish action (the process stopped)",
@@ -581,7 +726,12 @@ impl CaseStore for CrashingStore {
         }
         self.inner.finish_action(id, s, r).await
     }
-    async fn update_case(&self, id: i64, u: &CaseUpdate, by: &str) -> Result<CaseRecord, StoreError> {
+    async fn update_case(
+        &self,
+        id: i64,
+        u: &CaseUpdate,
+        by: &str,
+    ) -> Result<CaseRecord, StoreError> {
         self.inner.update_case(id, u, by).await
     }
     async fn create_api_key(&self, k: &ApiKeyRecord, by: &str) -> Result<(), StoreError> {
@@ -590,16 +740,33 @@ impl CaseStore for CrashingStore {
     async fn get_api_key(&self, id: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
         self.inner.get_api_key(id).await
     }
-    async fn triage_alert(&self, id: &str, t: &AlertTriage, by: &str) -> Result<AlertRecord, StoreError> {
+    async fn triage_alert(
+        &self,
+        id: &str,
+        t: &AlertTriage,
+        by: &str,
+    ) -> Result<AlertRecord, StoreError> {
         self.inner.triage_alert(id, t, by).await
     }
-    async fn close_case(&self, id: i64, r: Resolution, s: &str, by: &str) -> Result<CaseRecord, StoreError> {
+    async fn close_case(
+        &self,
+        id: i64,
+        r: Resolution,
+        s: &str,
+        by: &str,
+    ) -> Result<CaseRecord, StoreError> {
         self.inner.close_case(id, r, s, by).await
     }
     async fn audit_entries(&self, after: i64, limit: i64) -> Result<Vec<AuditEntry>, StoreError> {
         self.inner.audit_entries(after, limit).await
     }
-    async fn append_case_note(&self, id: i64, k: &'static str, d: &Value, by: &str) -> Result<(), StoreError> {
+    async fn append_case_note(
+        &self,
+        id: i64,
+        k: &'static str,
+        d: &Value,
+        by: &str,
+    ) -> Result<(), StoreError> {
         self.inner.append_case_note(id, k, d, by).await
     }
 }
@@ -644,14 +811,21 @@ async fn a_step_that_crashed_after_its_side_effect_is_not_repeated_after_a_resta
     let stats = RespondStats::new();
     assert!(first.handle(&opened, &stats).await.is_err());
     drop(first);
-    assert_eq!(receiver.received().len(), 1, "the webhook had its side effect");
+    assert_eq!(
+        receiver.received().len(),
+        1,
+        "the webhook had its side effect"
+    );
     let unfinished = sqlite.list_actions(&ActionFilter::default()).await.unwrap();
     assert_eq!(unfinished.len(), 1, "the second step was never reached");
     assert_eq!(unfinished[0].status, ActionStatus::Approved);
 
     // A torn last line, as a crash in mid-write leaves, is skipped on reading.
     use std::io::Write;
-    let mut file = std::fs::OpenOptions::new().append(true).open(&journal_file).unwrap();
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&journal_file)
+        .unwrap();
     file.write_all(b"{\"key\": \"kastell-torn").unwrap();
     drop(file);
 
@@ -664,7 +838,11 @@ async fn a_step_that_crashed_after_its_side_effect_is_not_repeated_after_a_resta
     second.handle(&opened, &stats).await.unwrap();
 
     let received = receiver.received();
-    assert_eq!(received.len(), 2, "one webhook post and one http call, none repeated");
+    assert_eq!(
+        received.len(),
+        2,
+        "one webhook post and one http call, none repeated"
+    );
     let actions = sqlite.list_actions(&ActionFilter::default()).await.unwrap();
     assert_eq!(actions.len(), 2);
     for action in &actions {
@@ -673,9 +851,55 @@ async fn a_step_that_crashed_after_its_side_effect_is_not_repeated_after_a_resta
     let block = actions.iter().find(|a| a.step == "block").unwrap();
     assert_eq!(block.result.as_ref().unwrap()["status"], 200);
     assert!(
-        block.result.as_ref().unwrap()["requests"].as_array().unwrap().is_empty(),
+        block.result.as_ref().unwrap()["requests"]
+            .as_array()
+            .unwrap()
+            .is_empty(),
         "the resumed run made no request"
     );
     let journal = std::fs::read_to_string(&journal_file).unwrap();
-    assert!(!journal.contains(SECRET), "the journal keeps answers, not credentials");
+    assert!(
+        !journal.contains(SECRET),
+        "the journal keeps answers, not credentials"
+    );
+}
+
+#[test]
+fn every_example_playbook_compiles_and_each_trigger_kind_has_one() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/playbooks");
+    let mut set = kastell_crds::ResourceSet::default();
+    let mut errors = Vec::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "yaml") {
+            let text = std::fs::read_to_string(&path).unwrap();
+            kastell_crds::load::load_text(&path, &text, &mut set, &mut errors);
+        }
+    }
+    assert!(errors.is_empty(), "{errors:?}");
+    let triggers: Vec<kastell_crds::playbook::Trigger> = set
+        .playbooks
+        .iter()
+        .map(|p| p.object.spec.trigger.clone())
+        .collect();
+    let (compiled, invalid) = PlaybookSet::compile(set.playbooks);
+    assert!(invalid.is_empty(), "{invalid:?}");
+    assert!(compiled.len() >= 6);
+    use kastell_crds::playbook::TriggerEvent::*;
+    for kind in [
+        CaseOpened,
+        AlertAttached,
+        SeverityRaised,
+        ObservableAdded,
+        CaseClosed,
+        Manual,
+    ] {
+        assert!(
+            triggers.iter().any(|t| t.events.contains(&kind)),
+            "no example for {kind:?}"
+        );
+    }
+    assert!(triggers.iter().any(|t| !t.techniques.is_empty()));
+    assert!(triggers.iter().any(|t| !t.sensors.is_empty()));
+    assert!(triggers.iter().any(|t| t.intel_match.is_some()));
 }

@@ -800,7 +800,12 @@ async fn the_demo_playbook_compiles() {
     let steps: Vec<(&str, bool)> = playbook
         .steps
         .iter()
-        .map(|s| (s.step_type(), s.approval.required_at(kastell_core::Level::Informational)))
+        .map(|s| {
+            (
+                s.step_type(),
+                s.approval.required_at(kastell_core::Level::Informational),
+            )
+        })
         .collect();
     assert_eq!(steps, [("log", false), ("webhook", true)]);
 }

@@ -92,7 +92,10 @@ async fn get_action(
 
 /// 403 when the action's playbook does not let the caller's role decide on it, 409 when
 /// its approval window has passed (the terms the respond stage wrote on the action).
-fn check_terms(caller: &Caller, action: &kastell_core::store::ActionRecord) -> Result<(), ApiError> {
+fn check_terms(
+    caller: &Caller,
+    action: &kastell_core::store::ActionRecord,
+) -> Result<(), ApiError> {
     use kastell_core::approval::{ApprovalRefusal, ApprovalTerms};
     match ApprovalTerms::of(action).allow(caller.0.role.as_str(), chrono::Utc::now()) {
         Ok(()) => Ok(()),

@@ -343,7 +343,9 @@ mod failing {
             by: &str,
         ) -> Result<(), StoreError> {
             self.check(None)?;
-            self.inner.append_case_note(case_id, kind, details, by).await
+            self.inner
+                .append_case_note(case_id, kind, details, by)
+                .await
         }
     }
 }
