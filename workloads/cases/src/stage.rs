@@ -482,6 +482,31 @@ async fn publish_case_event(bus: &dyn Bus, event: &CaseEvent) -> Result<(), Case
         .map_err(publish)
 }
 
+/// The case events a change of a case gives: `severity_raised` when its severity went
+/// up, `case_closed` when it was closed. For every writer of cases (the response-outputs
+/// loop here; the API's case handlers can publish the same), so playbooks see a change
+/// the same way whoever made it.
+pub fn case_change_events(before: &CaseRecord, after: &CaseRecord) -> Vec<CaseEvent> {
+    let mut events = Vec::new();
+    if after.severity > before.severity {
+        events.push(CaseEvent::SeverityRaised {
+            case_id: after.id,
+            from: before.severity,
+            to: after.severity,
+        });
+    }
+    if after.closed_at.is_some() && before.closed_at.is_none() {
+        events.push(CaseEvent::CaseClosed {
+            case_id: after.id,
+            resolution: after
+                .resolution
+                .map(|r| r.as_str().to_owned())
+                .unwrap_or_default(),
+        });
+    }
+    events
+}
+
 /// The actor the audit log names for changes a playbook asked for.
 fn playbook_actor(playbook: &str) -> String {
     format!("playbook:{playbook}")
@@ -646,13 +671,7 @@ impl ResponseApplier {
                     ..CaseUpdate::default()
                 };
                 let after = self.store.update_case(case_id, &update, &by).await?;
-                if after.severity > before.severity {
-                    events.push(CaseEvent::SeverityRaised {
-                        case_id,
-                        from: before.severity,
-                        to: after.severity,
-                    });
-                }
+                events.extend(case_change_events(&before, &after));
             }
             CaseOperation::Assign { assignee } => {
                 let update = CaseUpdate {
@@ -667,10 +686,7 @@ impl ResponseApplier {
                     .close_case(case_id, Resolution::FalsePositive, reason, &by)
                     .await
                 {
-                    Ok(_) => events.push(CaseEvent::CaseClosed {
-                        case_id,
-                        resolution: Resolution::FalsePositive.as_str().to_owned(),
-                    }),
+                    Ok(after) => events.extend(case_change_events(&before, &after)),
                     // Closed already (by a person, or by this very message before).
                     Err(StoreError::Conflict { reason }) => {
                         tracing::info!(case_id, reason = %reason, "case already closed");
@@ -898,6 +914,30 @@ mod tests {
         );
         alert.rule.title = " ".into();
         assert_eq!(case_title(&alert), "suricata-2011540 on 66.63.168.75");
+    }
+
+    #[test]
+    fn a_raise_and_a_close_are_case_events_a_lowering_is_not() {
+        let before = case("2022-10-31T16:00:00Z", "2022-10-31T17:00:00Z");
+        let mut after = before.clone();
+        after.severity = Level::High;
+        after.closed_at = Some(after.last_seen);
+        after.resolution = Some(Resolution::FalsePositive);
+        assert_eq!(
+            case_change_events(&before, &after),
+            [
+                CaseEvent::SeverityRaised {
+                    case_id: 1,
+                    from: Level::Low,
+                    to: Level::High
+                },
+                CaseEvent::CaseClosed {
+                    case_id: 1,
+                    resolution: "false_positive".into()
+                },
+            ]
+        );
+        assert!(case_change_events(&after, &before).is_empty());
     }
 
     #[test]
