@@ -14,7 +14,9 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
 use kastell_core::response::{CaseAction, CaseOperation, RespondOutput, StepResult};
-use kastell_core::store::{CaseRecord, CaseUpdate, NewCase, Resolution};
+use kastell_core::store::{
+    CaseRecord, CaseUpdate, NewCase, NewObservable, NewTask, ObservableOwner, Resolution,
+};
 use kastell_core::{error_chain, Level, Subscription, Topic};
 use kastell_core::{Alert, Bus, BusError, CaseEvent, CaseStore, Message, StoreError};
 use prometheus::{IntCounter, Registry};
@@ -597,9 +599,9 @@ impl ResponseApplier {
 
     /// Files a step result or applies a case operation.
     ///
-    /// Applying the same message twice changes the case once (severity, assignee and
-    /// closing are idempotent by nature); notes of tasks, observables and step results
-    /// are appended again, which a durable bus's duplicate window keeps rare.
+    /// Applying the same message twice changes the case once (severity, assignee,
+    /// observables and closing are idempotent by nature); tasks, taxonomy notes and step
+    /// results are added again, which a durable bus's duplicate window keeps rare.
     ///
     /// # Errors
     /// When the case store fails or the case does not exist, or the operation is
@@ -694,30 +696,32 @@ impl ResponseApplier {
                     Err(e) => return Err(e.into()),
                 }
             }
-            // The case store keeps no tasks, observables or analyzer reports of its own
-            // yet: the operation is recorded in the case's audit log, where the case's
-            // history shows it.
             CaseOperation::AddTask { title } => {
-                let (kind, details) =
-                    note("respond.add_task", serde_json::json!({ "title": title }));
-                self.store
-                    .append_case_note(case_id, kind, &details, &by)
-                    .await?;
+                let task = NewTask {
+                    title: title.clone(),
+                    assignee: None,
+                };
+                self.store.create_task(case_id, &task, &by).await?;
             }
             CaseOperation::AddObservable { r#type, value } => {
-                let (kind, details) = note(
-                    "respond.add_observable",
-                    serde_json::json!({ "type": r#type, "value": value }),
-                );
-                self.store
-                    .append_case_note(case_id, kind, &details, &by)
-                    .await?;
-                events.push(CaseEvent::ObservableAdded {
-                    case_id,
+                let new = NewObservable {
                     kind: r#type.clone(),
                     value: value.clone(),
-                });
+                    ..NewObservable::default()
+                };
+                let owner = ObservableOwner::Case(case_id);
+                let (_, added) = self.store.add_observable(&owner, &new, &by).await?;
+                // One the case had already (from its alerts, a repeat) is not news.
+                if added {
+                    events.push(CaseEvent::ObservableAdded {
+                        case_id,
+                        kind: r#type.clone(),
+                        value: value.clone(),
+                    });
+                }
             }
+            // The store keeps no analyzer reports: the taxonomies go on the case's
+            // timeline and audit log.
             CaseOperation::AttachTaxonomies {
                 r#type,
                 value,

@@ -580,14 +580,14 @@ async fn case_operations_are_applied_and_trigger_case_event_playbooks() {
         playbook(
             "triage",
             "  trigger: {ruleIds: [wazuh-5712]}\n  steps:\n\
-             \x20 - {name: observe, type: case, case: {op: add-observable, observable: {type: ip, value: '{{ alert.events.0.source.ip }}'}}}\n\
+             \x20 - {name: observe, type: case, case: {op: add-observable, observable: {type: user-account, value: '{{ alert.events.0.user.name }}'}}}\n\
              \x20 - {name: assign, type: case, case: {op: assign, assignee: tier2}}\n\
              \x20 - {name: task, type: case, case: {op: add-task, task: 'Reset {{ alert.events.0.user.name }}'}}\n\
              \x20 - {name: close, type: case, case: {op: close-false-positive, reason: lab scanner}}",
         ),
         playbook(
             "on-observable",
-            "  trigger: {events: [observable-added], observableTypes: [ip]}\n  steps:\n\
+            "  trigger: {events: [observable-added], observableTypes: [user-account]}\n  steps:\n\
              \x20 - {name: note, type: log, message: '{{ trigger.observable.value }}'}",
         ),
         playbook(
@@ -604,8 +604,8 @@ async fn case_operations_are_applied_and_trigger_case_event_playbooks() {
     let observed = p
         .action("on-observable", "note", ActionStatus::Succeeded)
         .await;
-    assert_eq!(observed.result.unwrap()["message"], "172.17.1.1");
-    assert_eq!(observed.alert_id, "case-1:observable:ip:172.17.1.1");
+    assert_eq!(observed.result.unwrap()["message"], "paco");
+    assert_eq!(observed.alert_id, "case-1:observable:user-account:paco");
     let closed = p.action("on-close", "note", ActionStatus::Succeeded).await;
     assert_eq!(
         closed.result.unwrap()["message"],
@@ -616,17 +616,36 @@ async fn case_operations_are_applied_and_trigger_case_event_playbooks() {
     assert_eq!(case.status, CaseStatus::Closed);
     assert_eq!(case.resolution, Some(Resolution::FalsePositive));
     assert_eq!(case.assignee.as_deref(), Some("tier2"));
-    let audit = p.audit().await;
-    let task = audit
-        .iter()
-        .find(|e| e.action == "respond.add_task")
+    let tasks = p.store.list_tasks(1).await.unwrap();
+    assert_eq!(tasks.len(), 1);
+    assert_eq!(tasks[0].title, "Reset paco");
+    let observables = p
+        .store
+        .list_observables(&ObservableOwner::Case(1))
+        .await
         .unwrap();
-    assert_eq!(task.after.as_ref().unwrap()["title"], "Reset paco");
-    assert_eq!(task.actor, "playbook:soc/triage");
-    assert!(audit.iter().any(|e| e.action == "respond.add_observable"));
-    assert!(audit
+    assert!(
+        observables
+            .iter()
+            .any(|o| o.kind == "user-account" && o.value == "paco"),
+        "{observables:?}"
+    );
+    let audit = p.audit().await;
+    for action in ["task.create", "observable.create", "case.close"] {
+        assert!(
+            audit
+                .iter()
+                .any(|e| e.action == action && e.actor == "playbook:soc/triage"),
+            "no {action} by the playbook"
+        );
+    }
+    // Every step result is on the case's timeline too.
+    let timeline = p.store.timeline(1, 0, 1000).await.unwrap();
+    let results = timeline
         .iter()
-        .any(|e| e.action == "case.close" && e.actor == "playbook:soc/triage"));
+        .filter(|t| t.kind == "respond.step_result")
+        .count();
+    assert!(results >= 4, "{timeline:#?}");
 }
 
 #[tokio::test]
@@ -768,6 +787,65 @@ impl CaseStore for CrashingStore {
         by: &str,
     ) -> Result<(), StoreError> {
         self.inner.append_case_note(id, k, d, by).await
+    }
+    async fn create_case(&self, d: &CaseDraft, by: &str) -> Result<CaseRecord, StoreError> {
+        self.inner.create_case(d, by).await
+    }
+    async fn promote_alert(
+        &self,
+        a: &str,
+        d: &CaseDraft,
+        by: &str,
+    ) -> Result<CaseRecord, StoreError> {
+        self.inner.promote_alert(a, d, by).await
+    }
+    async fn merge_alert(&self, a: &str, c: i64, by: &str) -> Result<CaseRecord, StoreError> {
+        self.inner.merge_alert(a, c, by).await
+    }
+    async fn add_observable(
+        &self,
+        o: &ObservableOwner,
+        n: &NewObservable,
+        by: &str,
+    ) -> Result<(ObservableRecord, bool), StoreError> {
+        self.inner.add_observable(o, n, by).await
+    }
+    async fn list_observables(
+        &self,
+        o: &ObservableOwner,
+    ) -> Result<Vec<ObservableRecord>, StoreError> {
+        self.inner.list_observables(o).await
+    }
+    async fn create_task(&self, c: i64, n: &NewTask, by: &str) -> Result<TaskRecord, StoreError> {
+        self.inner.create_task(c, n, by).await
+    }
+    async fn list_tasks(&self, c: i64) -> Result<Vec<TaskRecord>, StoreError> {
+        self.inner.list_tasks(c).await
+    }
+    async fn update_task(
+        &self,
+        c: i64,
+        t: i64,
+        u: &TaskUpdate,
+        by: &str,
+    ) -> Result<TaskRecord, StoreError> {
+        self.inner.update_task(c, t, u, by).await
+    }
+    async fn add_comment(&self, c: i64, t: &str, by: &str) -> Result<TimelineEntry, StoreError> {
+        self.inner.add_comment(c, t, by).await
+    }
+    async fn timeline(&self, c: i64, a: i64, l: i64) -> Result<Vec<TimelineEntry>, StoreError> {
+        self.inner.timeline(c, a, l).await
+    }
+    async fn figures(
+        &self,
+        f: DateTime<Utc>,
+        t: DateTime<Utc>,
+    ) -> Result<Vec<SeverityFigures>, StoreError> {
+        self.inner.figures(f, t).await
+    }
+    async fn search(&self, t: &str, m: Tlp, l: i64) -> Result<SearchHits, StoreError> {
+        self.inner.search(t, m, l).await
     }
 }
 
