@@ -39,11 +39,13 @@ pub struct PlaybookSpec {
 }
 
 /// What makes a playbook run. All given criteria must hold; a list matches when any of
-/// its entries does.
+/// its entries does. Events without an alert of their own (severity raised, observable
+/// added, case closed, a manual run) are matched against the case's latest alert.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Trigger {
-    /// Case events that start the playbook; defaults to `case-opened`.
+    /// Case events that start the playbook; defaults to `case-opened`. A playbook runs
+    /// on a manual request from the case API only when it lists `manual`.
     #[serde(default = "default_trigger_events")]
     pub events: Vec<TriggerEvent>,
     /// Sigma rule ids the alert must come from.
@@ -52,9 +54,36 @@ pub struct Trigger {
     /// Rule tags (e.g. `attack.t1110`), compared case-insensitively.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rule_tags: Vec<String>,
-    /// The lowest alert level that triggers.
+    /// MITRE ATT&CK technique ids (`T1110`) the rule must be tagged with
+    /// (`attack.t1110`); a technique also matches its sub-techniques (`attack.t1110.001`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub techniques: Vec<String>,
+    /// Sensor resources (their name, as the alert's `sensor`) the alert must come from.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sensors: Vec<String>,
+    /// When set, the alert must carry a threat-intel match (of one of `feeds`, of one of
+    /// `types`, when given).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub intel_match: Option<IntelMatchTrigger>,
+    /// For `observable-added` and manual runs on an observable: its types (`ip`,
+    /// `domain`, `url`, `sha256`...).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub observable_types: Vec<String>,
+    /// The lowest alert level that triggers (for case events: the case's severity).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_level: Option<Severity>,
+}
+
+/// The threat-intel matches an alert must carry.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IntelMatchTrigger {
+    /// IntelFeed resources (`namespace/name`) the match must come from; any when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub feeds: Vec<String>,
+    /// Observable types the match must be on (`ip`, `domain`...); any when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub types: Vec<String>,
 }
 
 fn default_trigger_events() -> Vec<TriggerEvent> {
@@ -68,6 +97,14 @@ pub enum TriggerEvent {
     CaseOpened,
     /// An alert joined an existing case.
     AlertAttached,
+    /// A case's severity went up.
+    SeverityRaised,
+    /// An observable was added to a case.
+    ObservableAdded,
+    /// A case was closed.
+    CaseClosed,
+    /// A person asked for the playbook through the case API.
+    Manual,
 }
 
 /// One step of a playbook.
@@ -80,7 +117,7 @@ pub struct Step {
     /// What the step does.
     #[serde(rename = "type")]
     pub kind: StepKind,
-    /// Whether a person must approve the step before it runs.
+    /// Whether a person must approve the step before it runs, who, and until when.
     #[serde(default)]
     pub approval: Approval,
     /// For `log`: the message, a template over the alert and case (`{{ alert.rule.title }}`).
@@ -154,14 +191,58 @@ pub enum StepKind {
     QuarantinePod,
 }
 
+/// Whether a step waits for a person, who may decide, and until when.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Approval {
+    /// `never` (the default): the step runs at once; `always`: it waits for a person;
+    /// `min-level`: it waits when the triggering level is at least `minLevel`, else runs.
+    #[serde(default)]
+    pub policy: ApprovalPolicy,
+    /// For `min-level`: the lowest level that needs a person.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_level: Option<Severity>,
+    /// The roles that may approve or reject the step; when empty, every role the case API
+    /// lets decide on actions (responder, lead, admin).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub roles: Vec<ApproverRole>,
+    /// How long the step may wait (`30m`, `4h`); approving it later is refused. Without
+    /// one a pending step waits until someone decides.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_after: Option<String>,
+}
+
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
-pub enum Approval {
+pub enum ApprovalPolicy {
     /// The step runs as soon as it is triggered.
     #[default]
-    None,
+    Never,
     /// The step waits on its case until a person approves it.
-    Required,
+    Always,
+    /// The step waits when the triggering alert's level (a case event's: the case's
+    /// severity) is at least `minLevel`.
+    MinLevel,
+}
+
+/// A case-API role that may decide on a step.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum ApproverRole {
+    Responder,
+    Lead,
+    Admin,
+}
+
+impl ApproverRole {
+    /// The role's name, as the case API's keys and tokens carry it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApproverRole::Responder => "responder",
+            ApproverRole::Lead => "lead",
+            ApproverRole::Admin => "admin",
+        }
+    }
 }
 
 /// An HTTP call made by a `webhook` step.

@@ -16,6 +16,7 @@ pub mod stage;
 pub use api::{check_listen_addr, openapi, router, serve, ApiState, ListenError, ServeError};
 pub use metrics::Metrics;
 pub use stage::{
-    case_title, group_key, run_cases, run_cases_on, subscribe_alerts, CaseSettings, CasesError,
-    CasesReport, CasesStats, DeadLetter, Filed, Grouper, GROUP,
+    case_change_events, case_title, group_key, run_cases, run_cases_on, run_response_outputs_on,
+    subscribe_alerts, subscribe_response_outputs, ApplyError, CaseSettings, CasesError,
+    CasesReport, CasesStats, DeadLetter, Filed, Grouper, OutputStats, ResponseApplier, GROUP,
 };

@@ -1,5 +1,8 @@
 //! The cases stage loop: alerts in from the enrich stage, stored once each, grouped into
-//! cases, and every opening or attachment announced to the respond stage.
+//! cases, and every opening, attachment and severity rise announced to the respond stage.
+//! A second loop, [`run_response_outputs_on`], reads what the respond stage sends back:
+//! it files each step result in the case's audit log and carries out the case
+//! operations playbooks ask for, announcing the changes as case events in turn.
 //!
 //! A case gathers the alerts of one rule on one host whose event times lie within the
 //! grouping window of each other. Time is event time (`alert.timestamp`), not arrival
@@ -10,8 +13,11 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
-use kastell_core::store::{CaseRecord, NewCase};
-use kastell_core::{error_chain, Subscription, Topic};
+use kastell_core::response::{CaseAction, CaseOperation, RespondOutput, StepResult};
+use kastell_core::store::{
+    CaseRecord, CaseUpdate, NewCase, NewObservable, NewTask, ObservableOwner, Resolution,
+};
+use kastell_core::{error_chain, Level, Subscription, Topic};
 use kastell_core::{Alert, Bus, BusError, CaseEvent, CaseStore, Message, StoreError};
 use prometheus::{IntCounter, Registry};
 use serde::{Deserialize, Serialize};
@@ -195,8 +201,12 @@ pub enum Filed {
     Duplicate,
     /// The alert opened this case.
     Opened(CaseRecord),
-    /// The alert joined this open case.
-    Attached(CaseRecord),
+    /// The alert joined this open case; `raised_from` is the case's severity before,
+    /// when the alert raised it.
+    Attached {
+        case: CaseRecord,
+        raised_from: Option<Level>,
+    },
 }
 
 /// Stores alerts and groups them into cases: the stage's per-alert work, usable without
@@ -235,8 +245,10 @@ impl Grouper {
         let since = earlier(alert.timestamp, self.window);
         if let Some(case) = self.store.find_open_case(&key, since).await? {
             if within_span(&case, alert.timestamp, self.window) {
+                let before = case.severity;
                 let case = self.store.attach_alert(case.id, alert).await?;
-                return Ok(Filed::Attached(case));
+                let raised_from = (case.severity > before).then_some(before);
+                return Ok(Filed::Attached { case, raised_from });
             }
         }
         let new = NewCase {
@@ -432,7 +444,7 @@ async fn announce(
                 alert: Box::new(alert),
             }
         }
-        Filed::Attached(case) => {
+        Filed::Attached { case, raised_from } => {
             stats.stored.inc();
             stats.alerts_attached.inc();
             tracing::debug!(
@@ -441,9 +453,20 @@ async fn announce(
                 alert_count = case.alert_count,
                 "alert attached"
             );
-            CaseEvent::AlertAttached {
+            let attached = CaseEvent::AlertAttached {
                 case_id: case.id,
                 alert: Box::new(alert),
+            };
+            if let Some(from) = raised_from {
+                publish_case_event(bus, &attached).await?;
+                tracing::info!(case_id = case.id, from = %from, to = %case.severity, "case severity raised");
+                CaseEvent::SeverityRaised {
+                    case_id: case.id,
+                    from,
+                    to: case.severity,
+                }
+            } else {
+                attached
             }
         }
     };
@@ -459,6 +482,351 @@ async fn publish_case_event(bus: &dyn Bus, event: &CaseEvent) -> Result<(), Case
     bus.publish(Topic::CaseEvents, message)
         .await
         .map_err(publish)
+}
+
+/// The case events a change of a case gives: `severity_raised` when its severity went
+/// up, `case_closed` when it was closed. For every writer of cases (the response-outputs
+/// loop here; the API's case handlers can publish the same), so playbooks see a change
+/// the same way whoever made it.
+pub fn case_change_events(before: &CaseRecord, after: &CaseRecord) -> Vec<CaseEvent> {
+    let mut events = Vec::new();
+    if after.severity > before.severity {
+        events.push(CaseEvent::SeverityRaised {
+            case_id: after.id,
+            from: before.severity,
+            to: after.severity,
+        });
+    }
+    if after.closed_at.is_some() && before.closed_at.is_none() {
+        events.push(CaseEvent::CaseClosed {
+            case_id: after.id,
+            resolution: after
+                .resolution
+                .map(|r| r.as_str().to_owned())
+                .unwrap_or_default(),
+        });
+    }
+    events
+}
+
+/// The actor the audit log names for changes a playbook asked for.
+fn playbook_actor(playbook: &str) -> String {
+    format!("playbook:{playbook}")
+}
+
+/// Counters of the response-outputs loop, shared with the metrics endpoint.
+#[derive(Debug, Clone)]
+pub struct OutputStats {
+    step_results: IntCounter,
+    case_actions: IntCounter,
+    rejected: IntCounter,
+    dead_letters: IntCounter,
+}
+
+impl OutputStats {
+    pub fn new() -> Self {
+        OutputStats {
+            step_results: counter(
+                "kastell_cases_step_results_total",
+                "Response step results filed in their case's audit log.",
+            ),
+            case_actions: counter(
+                "kastell_cases_case_actions_applied_total",
+                "Case operations asked for by playbooks and carried out.",
+            ),
+            rejected: counter(
+                "kastell_cases_response_outputs_rejected_total",
+                "Respond-stage messages that could not be decoded or applied.",
+            ),
+            dead_letters: counter(
+                "kastell_cases_response_outputs_dead_letters_total",
+                "Respond-stage messages sent to the dead-letter topic.",
+            ),
+        }
+    }
+
+    /// Adds the counters to a Prometheus registry.
+    ///
+    /// # Errors
+    /// When the registry already holds counters of these names.
+    pub fn register(&self, registry: &Registry) -> Result<(), prometheus::Error> {
+        for c in [
+            &self.step_results,
+            &self.case_actions,
+            &self.rejected,
+            &self.dead_letters,
+        ] {
+            registry.register(Box::new(c.clone()))?;
+        }
+        Ok(())
+    }
+
+    /// Step results filed, case operations applied, messages rejected.
+    pub fn snapshot(&self) -> (u64, u64, u64) {
+        (
+            self.step_results.get(),
+            self.case_actions.get(),
+            self.rejected.get(),
+        )
+    }
+}
+
+impl Default for OutputStats {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Why a respond-stage message could not be applied; it goes to the dead-letter topic.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error("case store")]
+    Store(#[from] StoreError),
+    #[error("case action {action_id}: {reason}")]
+    Invalid { action_id: i64, reason: String },
+}
+
+/// Carries out the respond stage's messages on the case store: the loop's per-message
+/// work, usable without a bus. Returns the case events the change causes.
+pub struct ResponseApplier {
+    store: Arc<dyn CaseStore>,
+}
+
+impl ResponseApplier {
+    pub fn new(store: Arc<dyn CaseStore>) -> Self {
+        ResponseApplier { store }
+    }
+
+    /// Files a step result or applies a case operation.
+    ///
+    /// Applying the same message twice changes the case once (severity, assignee,
+    /// observables and closing are idempotent by nature); tasks, taxonomy notes and step
+    /// results are added again, which a durable bus's duplicate window keeps rare.
+    ///
+    /// # Errors
+    /// When the case store fails or the case does not exist, or the operation is
+    /// invalid (an unknown severity).
+    pub async fn apply(&self, output: &RespondOutput) -> Result<Vec<CaseEvent>, ApplyError> {
+        match output {
+            RespondOutput::StepResult(result) => {
+                self.file_result(result).await?;
+                Ok(Vec::new())
+            }
+            RespondOutput::CaseAction(action) => self.apply_action(action).await,
+        }
+    }
+
+    async fn file_result(&self, result: &StepResult) -> Result<(), ApplyError> {
+        // The respond stage redacted the result before publishing it; the audit log
+        // keeps it as it came.
+        let details = serde_json::to_value(result).unwrap_or_default();
+        self.store
+            .append_case_note(
+                result.case_id,
+                "respond.step_result",
+                &details,
+                &playbook_actor(&result.playbook),
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn apply_action(&self, action: &CaseAction) -> Result<Vec<CaseEvent>, ApplyError> {
+        let case_id = action.case_id;
+        let before = self
+            .store
+            .get_case(case_id)
+            .await?
+            .ok_or(StoreError::NotFound {
+                kind: "case",
+                id: case_id.to_string(),
+            })?;
+        // The action record names the playbook; the message carries only the action id.
+        let playbook = match self.store.get_action(action.action_id).await? {
+            Some(record) => record.playbook,
+            None => format!("action-{}", action.action_id),
+        };
+        let by = playbook_actor(&playbook);
+        let note = |kind: &'static str, details: serde_json::Value| {
+            let mut details = details;
+            if let serde_json::Value::Object(map) = &mut details {
+                map.insert("action_id".into(), action.action_id.into());
+                map.insert(
+                    "idempotency_key".into(),
+                    action.idempotency_key.clone().into(),
+                );
+            }
+            (kind, details)
+        };
+        let mut events = Vec::new();
+        match &action.operation {
+            CaseOperation::SetSeverity { severity } => {
+                let to: Level =
+                    severity
+                        .parse()
+                        .map_err(|e: kastell_core::alert::UnknownLevel| ApplyError::Invalid {
+                            action_id: action.action_id,
+                            reason: e.to_string(),
+                        })?;
+                let update = CaseUpdate {
+                    severity: Some(to),
+                    ..CaseUpdate::default()
+                };
+                let after = self.store.update_case(case_id, &update, &by).await?;
+                events.extend(case_change_events(&before, &after));
+            }
+            CaseOperation::Assign { assignee } => {
+                let update = CaseUpdate {
+                    assignee: Some(Some(assignee.clone())),
+                    ..CaseUpdate::default()
+                };
+                self.store.update_case(case_id, &update, &by).await?;
+            }
+            CaseOperation::CloseFalsePositive { reason } => {
+                match self
+                    .store
+                    .close_case(case_id, Resolution::FalsePositive, reason, &by)
+                    .await
+                {
+                    Ok(after) => events.extend(case_change_events(&before, &after)),
+                    // Closed already (by a person, or by this very message before).
+                    Err(StoreError::Conflict { reason }) => {
+                        tracing::info!(case_id, reason = %reason, "case already closed");
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            CaseOperation::AddTask { title } => {
+                let task = NewTask {
+                    title: title.clone(),
+                    assignee: None,
+                };
+                self.store.create_task(case_id, &task, &by).await?;
+            }
+            CaseOperation::AddObservable { r#type, value } => {
+                let new = NewObservable {
+                    kind: r#type.clone(),
+                    value: value.clone(),
+                    ..NewObservable::default()
+                };
+                let owner = ObservableOwner::Case(case_id);
+                let (_, added) = self.store.add_observable(&owner, &new, &by).await?;
+                // One the case had already (from its alerts, a repeat) is not news.
+                if added {
+                    events.push(CaseEvent::ObservableAdded {
+                        case_id,
+                        kind: r#type.clone(),
+                        value: value.clone(),
+                    });
+                }
+            }
+            // The store keeps no analyzer reports: the taxonomies go on the case's
+            // timeline and audit log.
+            CaseOperation::AttachTaxonomies {
+                r#type,
+                value,
+                source,
+                taxonomies,
+            } => {
+                let (kind, details) = note(
+                    "respond.taxonomies",
+                    serde_json::json!({
+                        "type": r#type, "value": value, "source": source, "taxonomies": taxonomies,
+                    }),
+                );
+                self.store
+                    .append_case_note(case_id, kind, &details, &by)
+                    .await?;
+            }
+        }
+        tracing::info!(
+            case_id,
+            action_id = action.action_id,
+            playbook = %playbook,
+            operation = ?action.operation,
+            "case action applied"
+        );
+        Ok(events)
+    }
+}
+
+/// Joins [`Topic::ResponseOutputs`] as the stage's consumer group.
+///
+/// # Errors
+/// When the bus refuses the subscription (the topic is closed, the group is taken).
+pub async fn subscribe_response_outputs(
+    bus: &dyn Bus,
+) -> Result<Box<dyn Subscription>, CasesError> {
+    bus.subscribe(Topic::ResponseOutputs, GROUP)
+        .await
+        .map_err(|source| CasesError::Subscribe {
+            topic: Topic::ResponseOutputs,
+            source,
+        })
+}
+
+/// Applies the respond stage's messages until [`Topic::ResponseOutputs`] is closed and
+/// drained. A message that does not decode or cannot be applied goes to the
+/// dead-letter topic with the reason; the loop goes on.
+///
+/// # Errors
+/// When the bus refuses a publish or an acknowledgement.
+pub async fn run_response_outputs_on(
+    bus: &dyn Bus,
+    mut subscription: Box<dyn Subscription>,
+    store: Arc<dyn CaseStore>,
+    stats: &OutputStats,
+) -> Result<(), CasesError> {
+    let applier = ResponseApplier::new(store);
+    let span = tracing::info_span!("case-actions", group = GROUP);
+    async {
+        while let Some(delivery) = subscription.next().await {
+            let applied = match delivery.message.decode::<RespondOutput>() {
+                Ok(output) => applier
+                    .apply(&output)
+                    .await
+                    .map(|events| (output, events))
+                    .map_err(|e| format!("not applied: {}", error_chain(&e))),
+                Err(e) => Err(format!("undecodable respond output: {}", error_chain(&e))),
+            };
+            match applied {
+                Ok((output, events)) => {
+                    match output {
+                        RespondOutput::StepResult(_) => stats.step_results.inc(),
+                        RespondOutput::CaseAction(_) => stats.case_actions.inc(),
+                    }
+                    for event in &events {
+                        match publish_case_event(bus, event).await {
+                            // `kastell run --once` closes the case events when the replay
+                            // is drained; what the playbooks changed after that starts
+                            // nothing more.
+                            Err(CasesError::Publish {
+                                source: BusError::Closed(_),
+                                ..
+                            }) => tracing::info!(?event, "case events closed, event not published"),
+                            other => other?,
+                        }
+                    }
+                }
+                Err(reason) => {
+                    tracing::warn!(reason = %reason, "respond output rejected");
+                    stats.rejected.inc();
+                    DeadLetter::new(GROUP, Topic::ResponseOutputs, reason, &delivery.message)
+                        .publish(bus)
+                        .await
+                        .map_err(|source| CasesError::Publish {
+                            topic: Topic::DeadLetters,
+                            source,
+                        })?;
+                    stats.dead_letters.inc();
+                }
+            }
+            delivery.ack().await.map_err(CasesError::Ack)?;
+        }
+        Ok(())
+    }
+    .instrument(span)
+    .await
 }
 
 async fn dead_letter(
@@ -550,6 +918,30 @@ mod tests {
         );
         alert.rule.title = " ".into();
         assert_eq!(case_title(&alert), "suricata-2011540 on 66.63.168.75");
+    }
+
+    #[test]
+    fn a_raise_and_a_close_are_case_events_a_lowering_is_not() {
+        let before = case("2022-10-31T16:00:00Z", "2022-10-31T17:00:00Z");
+        let mut after = before.clone();
+        after.severity = Level::High;
+        after.closed_at = Some(after.last_seen);
+        after.resolution = Some(Resolution::FalsePositive);
+        assert_eq!(
+            case_change_events(&before, &after),
+            [
+                CaseEvent::SeverityRaised {
+                    case_id: 1,
+                    from: Level::Low,
+                    to: Level::High
+                },
+                CaseEvent::CaseClosed {
+                    case_id: 1,
+                    resolution: "false_positive".into()
+                },
+            ]
+        );
+        assert!(case_change_events(&after, &before).is_empty());
     }
 
     #[test]

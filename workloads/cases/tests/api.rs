@@ -575,7 +575,7 @@ async fn bad_approvals_are_refused_before_deciding() {
 }
 
 #[tokio::test]
-async fn rejecting_needs_a_reason_and_announces_nothing() {
+async fn rejecting_needs_a_reason_and_announces_the_rejection() {
     let mut api = api().await;
     let uri = format!("/api/v1/actions/{}/reject", api.pending);
     let blank = post_json(&api.router, &uri, r#"{"reason": "   "}"#).await;
@@ -613,6 +613,13 @@ async fn rejecting_needs_a_reason_and_announces_nothing() {
         "67.205.184.237 is the customer's proxy"
     );
     assert_eq!(answer.body["decided_by"], "apikey:responder-1");
+    // Only counted by the respond stage: a rejected action never runs either way.
+    assert_eq!(
+        next_case_event(&mut api).await,
+        Some(CaseEvent::ActionRejected {
+            action_id: api.pending
+        })
+    );
     assert_eq!(next_case_event(&mut api).await, None);
 
     // The approval-free action was never pending.

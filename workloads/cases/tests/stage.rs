@@ -89,6 +89,8 @@ fn summary(events: &[CaseEvent]) -> Vec<(&'static str, i64, String)> {
             CaseEvent::CaseOpened { case_id, alert } => ("opened", *case_id, alert.id.clone()),
             CaseEvent::AlertAttached { case_id, alert } => ("attached", *case_id, alert.id.clone()),
             CaseEvent::ActionApproved { action_id } => ("approved", *action_id, String::new()),
+            CaseEvent::SeverityRaised { case_id, to, .. } => ("raised", *case_id, to.to_string()),
+            other => ("other", other.case_id().unwrap_or(0), String::new()),
         })
         .collect()
 }
@@ -454,4 +456,46 @@ async fn case_events_stay_open_unless_asked_to_close() {
     )
     .await
     .unwrap();
+}
+
+#[tokio::test]
+async fn an_alert_that_raises_its_case_severity_is_announced_after_the_attachment() {
+    // The Wazuh sshd alert twice, the second time after its rule was raised to
+    // critical (a severity override): the case follows and says so.
+    let (_dir, store) = sqlite_store().await;
+    let first = wazuh_sshd_alert();
+    let mut second = first.clone();
+    second.rule.level = kastell_core::Level::Critical;
+    second.timestamp += Duration::seconds(30);
+    second.id = format!("{}-raised", first.id);
+    let run = run_alerts(store.clone(), &[first.clone(), second.clone()]).await;
+    let kinds: Vec<_> = summary(&run.events)
+        .into_iter()
+        .map(|(kind, case, detail)| {
+            (
+                kind,
+                case,
+                if kind == "raised" {
+                    detail
+                } else {
+                    String::new()
+                },
+            )
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("opened", 1, String::new()),
+            ("attached", 1, String::new()),
+            ("raised", 1, "critical".to_owned()),
+        ]
+    );
+    match &run.events[2] {
+        CaseEvent::SeverityRaised { from, .. } => assert_eq!(*from, first.rule.level),
+        other => panic!("{other:?}"),
+    }
+    // A repeat of the same alert is a duplicate and raises nothing again.
+    let again = run_alerts(store, &[second]).await;
+    assert!(again.events.is_empty(), "{:?}", again.events);
 }

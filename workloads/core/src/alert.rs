@@ -203,4 +203,63 @@ pub enum CaseEvent {
     AlertAttached { case_id: i64, alert: Box<Alert> },
     /// An analyst approved a pending action.
     ActionApproved { action_id: i64 },
+    /// An analyst rejected a pending action; it will never run.
+    ActionRejected { action_id: i64 },
+    /// A case's severity went up (an attached alert, an analyst, a playbook).
+    SeverityRaised {
+        case_id: i64,
+        from: Level,
+        to: Level,
+    },
+    /// An observable was added to a case.
+    ObservableAdded {
+        case_id: i64,
+        #[serde(rename = "type")]
+        kind: String,
+        value: String,
+    },
+    /// A case was closed.
+    CaseClosed { case_id: i64, resolution: String },
+    /// A person asked for a playbook to run on a case (and, optionally, one observable).
+    RunPlaybook(RunPlaybook),
+}
+
+/// A manual run of a playbook, requested through the case API.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunPlaybook {
+    pub case_id: i64,
+    /// `namespace/name` of the playbook.
+    pub playbook: String,
+    /// The observable to run it on, when one was chosen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observable: Option<ObservableRef>,
+    /// Who asked, as the audit log names them.
+    pub requested_by: String,
+    /// Unique per request: the run's actions are idempotent on it, so a redelivered
+    /// request runs nothing twice and a second request runs the playbook again.
+    pub request_id: String,
+}
+
+/// An observable named by type and value (`ip`, `203.0.113.7`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObservableRef {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub value: String,
+}
+
+impl CaseEvent {
+    /// The case the event is about; `None` for approvals and rejections, which name an
+    /// action.
+    pub fn case_id(&self) -> Option<i64> {
+        match self {
+            CaseEvent::CaseOpened { case_id, .. }
+            | CaseEvent::AlertAttached { case_id, .. }
+            | CaseEvent::SeverityRaised { case_id, .. }
+            | CaseEvent::ObservableAdded { case_id, .. }
+            | CaseEvent::CaseClosed { case_id, .. } => Some(*case_id),
+            CaseEvent::RunPlaybook(run) => Some(run.case_id),
+            CaseEvent::ActionApproved { .. } | CaseEvent::ActionRejected { .. } => None,
+        }
+    }
 }

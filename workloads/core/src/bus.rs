@@ -36,15 +36,19 @@ pub enum Topic {
     CaseEvents,
     /// Anything a stage could not process, with the reason.
     DeadLetters,
+    /// respond → cases: step results for the case's audit log and the case operations
+    /// playbooks ask for.
+    ResponseOutputs,
 }
 
 impl Topic {
-    pub const ALL: [Topic; 5] = [
+    pub const ALL: [Topic; 6] = [
         Topic::Events,
         Topic::Detections,
         Topic::Alerts,
         Topic::CaseEvents,
         Topic::DeadLetters,
+        Topic::ResponseOutputs,
     ];
 
     /// The edge's short name, which the JetStream implementation puts under its namespace.
@@ -55,6 +59,7 @@ impl Topic {
             Topic::Alerts => "alerts",
             Topic::CaseEvents => "case-events",
             Topic::DeadLetters => "dead-letters",
+            Topic::ResponseOutputs => "response-outputs",
         }
     }
 
@@ -66,6 +71,7 @@ impl Topic {
             Topic::Alerts => "kastell.alerts",
             Topic::CaseEvents => "kastell.case-events",
             Topic::DeadLetters => "kastell.dead-letters",
+            Topic::ResponseOutputs => "kastell.response-outputs",
         }
     }
 }

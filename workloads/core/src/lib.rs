@@ -2,12 +2,16 @@
 //! exchange, the bus that carries them and the store that keeps cases.
 
 pub mod alert;
+pub mod approval;
 pub mod audit;
 pub mod bus;
 pub mod event;
+pub mod response;
 pub mod store;
 
-pub use alert::{Alert, CaseEvent, Detection, IntelMatch, Level, RuleRef, RuleSource};
+pub use alert::{
+    Alert, CaseEvent, Detection, IntelMatch, Level, ObservableRef, RuleRef, RuleSource, RunPlaybook,
+};
 pub use audit::{AuditEntry, Verdict};
 pub use bus::{
     error_chain, Bus, BusError, DeadLetter, Delivery, InProcessBus, Message, Subscription, Topic,

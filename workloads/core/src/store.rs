@@ -548,6 +548,19 @@ pub trait CaseStore: Send + Sync {
 
     /// Audit entries with `seq` greater than `after`, in order, at most `limit`.
     async fn audit_entries(&self, after: i64, limit: i64) -> Result<Vec<AuditEntry>, StoreError>;
+
+    /// Appends a note about a case to its timeline and the audit log as `by`, in one
+    /// transaction: what a response step did, or a case operation the store keeps no
+    /// record of. `kind` names it (`respond.step_result`); `details` must hold no secret,
+    /// the chain keeps it forever.
+    async fn append_case_note(
+        &self,
+        case_id: i64,
+        kind: &'static str,
+        details: &Value,
+        by: &str,
+    ) -> Result<(), StoreError>;
+
     /// Opens a case by hand as `by` (group key [`MANUAL_GROUP_KEY`], no rule, no
     /// alerts); audited as `case.create`.
     async fn create_case(&self, draft: &CaseDraft, by: &str) -> Result<CaseRecord, StoreError>;
@@ -1595,6 +1608,28 @@ impl CaseStore for SqliteStore {
             .as_ref()
             .map(api_key_from_row)
             .transpose()
+    }
+
+    async fn append_case_note(
+        &self,
+        case_id: i64,
+        kind: &'static str,
+        details: &Value,
+        by: &str,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.write_tx().await?;
+        // A note on a case that does not exist would be an orphan in the chain.
+        fetch_case(&mut tx, case_id).await?;
+        analyst::record(&mut tx, case_id, by, kind, details.clone()).await?;
+        let change = Change {
+            actor: by.to_owned(),
+            action: kind,
+            object_kind: "case",
+            object_id: case_id.to_string(),
+            before: None,
+            after: Some(details.clone()),
+        };
+        commit_audited(tx, change).await
     }
 
     async fn audit_entries(&self, after: i64, limit: i64) -> Result<Vec<AuditEntry>, StoreError> {

@@ -42,6 +42,7 @@ struct Subscriptions {
     enrich: Box<dyn Subscription>,
     cases: Box<dyn Subscription>,
     respond: Box<dyn Subscription>,
+    response_outputs: Box<dyn Subscription>,
     alert_tally: Box<dyn Subscription>,
     dead_letters: Box<dyn Subscription>,
 }
@@ -52,6 +53,7 @@ async fn subscribe_all(bus: &dyn Bus) -> anyhow::Result<Subscriptions> {
         enrich: kastell_enrich::subscribe_detections(bus).await?,
         cases: kastell_cases::subscribe_alerts(bus).await?,
         respond: kastell_respond::subscribe_case_events(bus).await?,
+        response_outputs: kastell_cases::subscribe_response_outputs(bus).await?,
         alert_tally: bus.subscribe(Topic::Alerts, "run-summary").await?,
         dead_letters: bus
             .subscribe(Topic::DeadLetters, "run-dead-letters")
@@ -92,7 +94,17 @@ pub async fn run(setup: Setup, data_dir: &Path, mode: Mode) -> anyhow::Result<Su
             kastell_enrich::run_enrich_on(bus.as_ref(), subs.enrich, indicators, &stats).await
         })
     };
-    let metrics = Metrics::new().context("registering metrics")?;
+    // One registry for the API's `/metrics`: the cases stage's, the response outputs'
+    // and the respond stage's counters.
+    let registry = prometheus::Registry::new();
+    let respond_stats = Arc::new(RespondStats::new());
+    let output_stats = kastell_cases::OutputStats::new();
+    respond_stats
+        .register(&registry)
+        .and_then(|()| output_stats.register(&registry))
+        .context("registering the respond metrics")?;
+    let metrics = Metrics::register_in(registry, kastell_cases::CasesStats::new())
+        .context("registering metrics")?;
     let cases = {
         let (bus, store, stats) = (
             Arc::clone(&bus),
@@ -107,7 +119,6 @@ pub async fn run(setup: Setup, data_dir: &Path, mode: Mode) -> anyhow::Result<Su
             kastell_cases::run_cases_on(bus.as_ref(), subs.cases, store, settings, &stats).await
         })
     };
-    let respond_stats = Arc::new(RespondStats::new());
     let respond = {
         let runners = Arc::new(
             Runners::new(&RunnerSettings {
@@ -123,15 +134,32 @@ pub async fn run(setup: Setup, data_dir: &Path, mode: Mode) -> anyhow::Result<Su
             Arc::clone(&store),
             Arc::clone(&respond_stats),
         );
+        let journal = kastell_respond::Journal::open(&data_dir.join("respond-journal.jsonl"))
+            .context("opening the respond stage's side-effect journal")?;
         let responder = kastell_respond::Responder::new(
             Arc::clone(&store),
             Arc::clone(&setup.playbooks),
             runners,
         )
-        .with_safety(setup.response.clone());
+        .with_safety(setup.response.clone())
+        .with_journal(Arc::new(journal))
+        .with_outbox(Arc::new(kastell_respond::BusOutbox::new(Arc::clone(&bus))));
         tokio::spawn(async move {
             kastell_respond::run_responder_on(bus.as_ref(), subs.respond, responder, store, &stats)
                 .await
+        })
+    };
+
+    let response_outputs = {
+        let (bus, store) = (Arc::clone(&bus), Arc::clone(&store));
+        tokio::spawn(async move {
+            kastell_cases::run_response_outputs_on(
+                bus.as_ref(),
+                subs.response_outputs,
+                store,
+                &output_stats,
+            )
+            .await
         })
     };
 
@@ -182,6 +210,8 @@ pub async fn run(setup: Setup, data_dir: &Path, mode: Mode) -> anyhow::Result<Su
         bus.close(Topic::CaseEvents).await;
     }
     summary.actions_executed = join("respond", respond).await?.executed;
+    bus.close(Topic::ResponseOutputs).await;
+    join("response outputs", response_outputs).await?;
     summary.actions_pending = pending_actions(store.as_ref()).await?;
     bus.close(Topic::DeadLetters).await;
     summary.dead_letters = dead_letters

@@ -20,12 +20,13 @@ pub mod template;
 pub mod trigger;
 
 pub use output::{
-    CaseAction, CaseOperation, LogOutbox, MemoryOutbox, Outbox, RespondOutput, StepResult,
+    BusOutbox, CaseAction, CaseOperation, LogOutbox, MemoryOutbox, Outbox, RespondOutput,
+    StepResult,
 };
-pub use playbook::{CompiledPlaybook, CompiledStep, InvalidPlaybook, PlaybookSet};
+pub use playbook::{ApprovalRule, CompiledPlaybook, CompiledStep, InvalidPlaybook, PlaybookSet};
 pub use runner::{
-    IntelLookup, Journal, MapSecrets, RunContext, RunnerError, RunnerSettings, Runners,
-    SecretSource, StepOutcome, StepRunner,
+    IntelLookup, Journal, JournalError, MapSecrets, RunContext, RunnerError, RunnerSettings,
+    Runners, SecretSource, StepOutcome, StepRunner,
 };
 pub use safety::{Safety, Targets};
 pub use stage::{
@@ -33,4 +34,4 @@ pub use stage::{
     RespondError, RespondReport, RespondStats, Responder, GROUP, RATE_LIMITED,
 };
 pub use template::{JsonTemplate, Template, TemplateError};
-pub use trigger::{CompiledTrigger, TriggeringEvent};
+pub use trigger::{kind_name, CompiledTrigger, TriggeringEvent};

@@ -1,92 +1,16 @@
 //! What the stage tells the rest of the platform besides the action records: each
 //! step's result for the case timeline and the audit log, and the case operations the
-//! cases stage carries out. They go to an [`Outbox`]; `kastell run` logs them until the
-//! bus has a topic for them (the cases stage will consume them from there).
+//! cases stage carries out. They go to an [`Outbox`]: in a running platform the
+//! [`BusOutbox`], which publishes them on [`Topic::ResponseOutputs`] for the cases stage.
 
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use kastell_core::{error_chain, Bus, Message, Topic};
+use sha2::{Digest, Sha256};
 
-/// One message of the respond stage, tagged with `kind`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum RespondOutput {
-    /// A step finished (or was refused, rate limited, dry-run): for the case timeline
-    /// and the audit log. Secrets are redacted.
-    StepResult(StepResult),
-    /// A change the cases stage makes to a case.
-    CaseAction(CaseAction),
-}
-
-/// A finished step, as the case timeline shows it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct StepResult {
-    pub action_id: i64,
-    pub case_id: i64,
-    pub alert_id: String,
-    pub playbook: String,
-    pub step: String,
-    pub step_type: String,
-    /// `succeeded` or `failed`.
-    pub status: String,
-    /// Why it did not run as asked: `dry-run`, `kill-switch`, `protected-asset`,
-    /// `rate-limited`; absent when it ran.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub disposition: Option<String>,
-    pub attempts: u32,
-    /// Each request: method, redacted URL, status or error, `duration_ms`, attempt.
-    pub requests: Vec<Value>,
-    pub started_at: chrono::DateTime<chrono::Utc>,
-    pub duration_ms: u64,
-    /// The action's result, redacted.
-    pub result: Value,
-    /// For a containment: the action that undoes it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub release: Option<Value>,
-}
-
-/// A change to a case, made by the cases stage.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CaseAction {
-    pub case_id: i64,
-    /// The action that asked for it.
-    pub action_id: i64,
-    /// Repeats of one request carry the same key, so the cases stage applies it once.
-    pub idempotency_key: String,
-    pub operation: CaseOperation,
-}
-
-/// What to change.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "kebab-case")]
-pub enum CaseOperation {
-    SetSeverity {
-        severity: String,
-    },
-    Assign {
-        assignee: String,
-    },
-    AddTask {
-        title: String,
-    },
-    AddObservable {
-        r#type: String,
-        value: String,
-    },
-    CloseFalsePositive {
-        reason: String,
-    },
-    /// Analyzer taxonomies (`level`, `namespace`, `predicate`, `value`) for an
-    /// observable, from an `enrich` step.
-    AttachTaxonomies {
-        r#type: String,
-        value: String,
-        source: String,
-        taxonomies: Vec<Value>,
-    },
-}
+pub use kastell_core::response::{CaseAction, CaseOperation, RespondOutput, StepResult};
 
 /// Where the stage's messages go.
 #[async_trait]
@@ -132,5 +56,56 @@ impl Outbox for MemoryOutbox {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(output);
+    }
+}
+
+/// Messages published on [`Topic::ResponseOutputs`], where the cases stage applies the
+/// case operations and files the step results.
+pub struct BusOutbox {
+    bus: Arc<dyn Bus>,
+    failed: AtomicU64,
+}
+
+impl BusOutbox {
+    pub fn new(bus: Arc<dyn Bus>) -> Self {
+        BusOutbox {
+            bus,
+            failed: AtomicU64::new(0),
+        }
+    }
+
+    /// Messages the bus refused (logged with the message; the action record holds the
+    /// result regardless).
+    pub fn failed(&self) -> u64 {
+        self.failed.load(Ordering::Relaxed)
+    }
+}
+
+#[async_trait]
+impl Outbox for BusOutbox {
+    async fn publish(&self, output: RespondOutput) {
+        let published = match Message::json(&output) {
+            // The id is the payload's digest: a durable bus drops the very same message
+            // published twice, while two different results of one action both go out.
+            Ok(message) => {
+                let id = format!(
+                    "respond-{}",
+                    &hex::encode(Sha256::digest(&message.payload))[..32]
+                );
+                self.bus
+                    .publish(Topic::ResponseOutputs, message.with_id(id))
+                    .await
+            }
+            Err(error) => Err(error),
+        };
+        if let Err(error) = published {
+            self.failed.fetch_add(1, Ordering::Relaxed);
+            let text = serde_json::to_string(&output).unwrap_or_default();
+            tracing::warn!(
+                reason = %error_chain(&error),
+                output = %text,
+                "respond output not published"
+            );
+        }
     }
 }

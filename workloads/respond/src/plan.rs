@@ -53,12 +53,8 @@ pub fn plan(
     runners: &Runners,
     safety: &Safety,
 ) -> Vec<PlannedStep> {
-    let event = TriggeringEvent {
-        kind: TriggerEvent::CaseOpened,
-        case_id,
-        alert,
-    };
-    let triggered = playbook.trigger.matches(&event);
+    let event = TriggeringEvent::for_alert(TriggerEvent::CaseOpened, case_id, alert);
+    let triggered = playbook.trigger.matches(&playbook.key, &event);
     let context = template_context(alert, case_id, None, &playbook.key);
     playbook
         .steps
@@ -71,7 +67,7 @@ pub fn plan(
                 step_type: step.step_type().to_owned(),
                 triggered,
                 condition: true,
-                approval_required: step.approval_required,
+                approval_required: step.approval.required_at(alert.rule.level),
                 dry_run: playbook.dry_run,
                 inputs: None,
                 would: None,

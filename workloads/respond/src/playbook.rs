@@ -9,9 +9,10 @@ use std::collections::HashSet;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use kastell_core::approval::ApprovalTerms;
 use kastell_core::store::CaseRecord;
-use kastell_core::Alert;
-use kastell_crds::playbook::{Approval, Step, StepKind};
+use kastell_core::{Alert, Level};
+use kastell_crds::playbook::{ApprovalPolicy, Step, StepKind};
 use kastell_crds::{Loaded, Playbook};
 use reqwest::header::HeaderName;
 use reqwest::Url;
@@ -111,7 +112,9 @@ impl PlaybookSet {
         &'a self,
         event: &'a TriggeringEvent<'a>,
     ) -> impl Iterator<Item = &'a CompiledPlaybook> + 'a {
-        self.playbooks.iter().filter(|p| p.trigger.matches(event))
+        self.playbooks
+            .iter()
+            .filter(|p| p.trigger.matches(&p.key, event))
     }
 }
 
@@ -171,12 +174,93 @@ impl CompiledPlaybook {
     }
 }
 
+/// A step's approval policy, checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApprovalRule {
+    pub policy: ApprovalPolicy,
+    pub min_level: Option<Level>,
+    pub roles: Vec<String>,
+    pub expires_after: Option<Duration>,
+}
+
+impl ApprovalRule {
+    fn compile(step: &Step, problems: &mut Vec<String>) -> Self {
+        let approval = &step.approval;
+        let min_level = approval
+            .min_level
+            .and_then(|severity| severity.as_str().parse::<Level>().ok());
+        match (approval.policy, min_level) {
+            (ApprovalPolicy::MinLevel, None) => {
+                problems.push("approval.policy min-level needs approval.minLevel".into())
+            }
+            (ApprovalPolicy::Always | ApprovalPolicy::Never, Some(_)) => problems
+                .push("approval.minLevel is only read with approval.policy min-level".into()),
+            _ => {}
+        }
+        let expires_after = approval.expires_after.as_deref().and_then(|text| {
+            match kastell_crds::common::parse_duration(text) {
+                Ok(d) if !d.is_zero() => Some(d),
+                Ok(_) => {
+                    problems.push("approval.expiresAfter must be longer than zero".into());
+                    None
+                }
+                Err(e) => {
+                    problems.push(format!("approval.expiresAfter: {e}"));
+                    None
+                }
+            }
+        });
+        if approval.policy == ApprovalPolicy::Never
+            && (!approval.roles.is_empty() || expires_after.is_some())
+        {
+            problems.push("approval.roles and expiresAfter need a policy other than never".into());
+        }
+        ApprovalRule {
+            policy: approval.policy,
+            min_level,
+            roles: approval
+                .roles
+                .iter()
+                .map(|r| r.as_str().to_owned())
+                .collect(),
+            expires_after,
+        }
+    }
+
+    /// Whether the step waits for a person when the trigger has `level`.
+    pub fn required_at(&self, level: Level) -> bool {
+        match self.policy {
+            ApprovalPolicy::Never => false,
+            ApprovalPolicy::Always => true,
+            ApprovalPolicy::MinLevel => self.min_level.is_some_and(|min| level >= min),
+        }
+    }
+
+    /// The terms written on an action that waits, from `now`.
+    pub fn terms(&self, level: Level, now: chrono::DateTime<chrono::Utc>) -> ApprovalTerms {
+        ApprovalTerms {
+            policy: match self.policy {
+                ApprovalPolicy::Never => "never",
+                ApprovalPolicy::Always => "always",
+                ApprovalPolicy::MinLevel => "min-level",
+            }
+            .to_owned(),
+            level: Some(level.as_str().to_owned()),
+            roles: self.roles.clone(),
+            expires_at: self
+                .expires_after
+                .and_then(|d| chrono::Duration::from_std(d).ok())
+                .and_then(|d| now.checked_add_signed(d)),
+        }
+    }
+}
+
 /// A checked step: its templates parsed, its targets allowed.
 #[derive(Debug, Clone)]
 pub struct CompiledStep {
     pub name: String,
     pub kind: StepKind,
-    pub approval_required: bool,
+    pub approval: ApprovalRule,
     pub timeout: Duration,
     pub retries: u32,
     pub backoff: Duration,
@@ -239,6 +323,7 @@ impl CompiledStep {
             problems.push(format!("backoffSeconds must be 1 to {MAX_BACKOFF_SECONDS}"));
         }
         check_blocks(step, &mut problems);
+        let approval = ApprovalRule::compile(step, &mut problems);
         let action = match step.kind {
             StepKind::Log => compile_log(step, message, &mut problems),
             StepKind::Webhook => compile_webhook(step, message, &mut problems),
@@ -253,7 +338,7 @@ impl CompiledStep {
             Some(action) if problems.is_empty() => Ok(CompiledStep {
                 name: step.name.clone(),
                 kind: step.kind,
-                approval_required: step.approval == Approval::Required,
+                approval,
                 timeout: Duration::from_secs(step.timeout_seconds.into()),
                 retries: step.retries,
                 backoff: Duration::from_secs(step.backoff_seconds.into()),
@@ -490,7 +575,7 @@ mod tests {
         let good = playbook(
             "good",
             "  - {name: note, type: log, message: 'case {{ case.id }}'}\n\
-             \x20 - {name: hook, type: webhook, approval: required,\n\
+             \x20 - {name: hook, type: webhook, approval: {policy: always},\n\
              \x20    webhook: {url: 'https://chat.example.eu/hooks/1'}}\n",
         );
         let bad = playbook(

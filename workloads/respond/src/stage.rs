@@ -13,8 +13,11 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
-use kastell_core::store::{ActionFilter, ActionRecord, ActionStatus, NewAction};
-use kastell_core::{Bus, BusError, CaseEvent, CaseStore, Message, StoreError, Subscription, Topic};
+use kastell_core::store::{ActionFilter, ActionRecord, ActionStatus, AlertFilter, NewAction};
+use kastell_core::{
+    Alert, Bus, BusError, CaseEvent, CaseStore, Level, Message, StoreError, Subscription, Topic,
+};
+use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use tracing::Instrument;
@@ -25,7 +28,7 @@ use crate::ratelimit::RateLimiter;
 use crate::redact;
 use crate::runner::{error_chain, Journal, RunContext, Runners, StepOutcome};
 use crate::safety::{targets, Safety};
-use crate::trigger::TriggeringEvent;
+use crate::trigger::{kind_name, TriggeringEvent};
 
 /// The consumer group the stage reads case events as.
 pub const GROUP: &str = "respond";
@@ -39,9 +42,11 @@ pub const PROTECTED_ASSET: &str = "protected asset";
 /// The budget key of the platform-wide rate limit (playbook keys hold a `/`).
 const GLOBAL_BUDGET: &str = "*";
 
-/// Counters the stage keeps while it runs, readable from other tasks (for metrics).
-#[derive(Debug, Default)]
+/// Counters the stage keeps while it runs, readable from other tasks, and the Prometheus
+/// metrics they feed (see [`RespondStats::register`]).
+#[derive(Debug)]
 pub struct RespondStats {
+    metrics: RespondMetrics,
     case_events: AtomicU64,
     playbook_runs: AtomicU64,
     actions_created: AtomicU64,
@@ -58,9 +63,112 @@ pub struct RespondStats {
     errors: AtomicU64,
 }
 
+/// The stage's Prometheus metrics; the names are documented in `docs/respond.md`.
+#[derive(Debug, Clone)]
+struct RespondMetrics {
+    /// By `playbook`, `step_type` and `outcome`.
+    actions: IntCounterVec,
+    approvals: IntCounter,
+    rejections: IntCounter,
+    awaiting_approval: IntCounter,
+    dry_runs: IntCounter,
+    /// By `scope`: `playbook` or `platform`.
+    rate_limited: IntCounterVec,
+    refused: IntCounter,
+    triggered: IntCounterVec,
+}
+
+impl RespondMetrics {
+    fn new() -> Self {
+        // The names and labels are constants of this module; `metrics_register_once`
+        // checks them.
+        let counter = |name: &str, help: &str| IntCounter::new(name, help).expect("valid metric");
+        let vec = |name: &str, help: &str, labels: &[&str]| {
+            IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric")
+        };
+        RespondMetrics {
+            actions: vec(
+                "kastell_respond_actions_total",
+                "Response actions finished, by playbook, step type and outcome (succeeded, \
+                 failed, dry-run, kill-switch, rate-limited, protected-asset).",
+                &["playbook", "step_type", "outcome"],
+            ),
+            approvals: counter(
+                "kastell_respond_approvals_total",
+                "Approved actions the stage was told to run.",
+            ),
+            rejections: counter(
+                "kastell_respond_rejections_total",
+                "Pending actions a person rejected.",
+            ),
+            awaiting_approval: counter(
+                "kastell_respond_awaiting_approval_total",
+                "Actions created pending a person's approval.",
+            ),
+            dry_runs: counter(
+                "kastell_respond_dry_runs_total",
+                "Actions recorded without being done (dry run or kill switch).",
+            ),
+            rate_limited: vec(
+                "kastell_respond_rate_limited_total",
+                "Actions refused by a rate limit, by scope (playbook, platform).",
+                &["scope"],
+            ),
+            refused: counter(
+                "kastell_respond_protected_asset_refusals_total",
+                "Actions refused because they would touch a protected asset.",
+            ),
+            triggered: vec(
+                "kastell_respond_playbook_runs_total",
+                "Playbooks started, by playbook and triggering event.",
+                &["playbook", "event"],
+            ),
+        }
+    }
+}
+
+impl Default for RespondStats {
+    fn default() -> Self {
+        RespondStats {
+            metrics: RespondMetrics::new(),
+            case_events: AtomicU64::default(),
+            playbook_runs: AtomicU64::default(),
+            actions_created: AtomicU64::default(),
+            actions_existing: AtomicU64::default(),
+            awaiting_approval: AtomicU64::default(),
+            executed: AtomicU64::default(),
+            succeeded: AtomicU64::default(),
+            failed: AtomicU64::default(),
+            rate_limited: AtomicU64::default(),
+            refused: AtomicU64::default(),
+            retried: AtomicU64::default(),
+            skipped: AtomicU64::default(),
+            dead_letters: AtomicU64::default(),
+            errors: AtomicU64::default(),
+        }
+    }
+}
+
 impl RespondStats {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Adds the stage's metrics to a Prometheus registry.
+    ///
+    /// # Errors
+    /// When the registry already holds metrics of these names.
+    pub fn register(&self, registry: &Registry) -> Result<(), prometheus::Error> {
+        let m = &self.metrics;
+        registry.register(Box::new(m.actions.clone()))?;
+        registry.register(Box::new(m.approvals.clone()))?;
+        registry.register(Box::new(m.rejections.clone()))?;
+        registry.register(Box::new(m.awaiting_approval.clone()))?;
+        registry.register(Box::new(m.dry_runs.clone()))?;
+        registry.register(Box::new(m.rate_limited.clone()))?;
+        registry.register(Box::new(m.refused.clone()))?;
+        registry.register(Box::new(m.triggered.clone()))?;
+        Ok(())
     }
 
     /// The counters now; `pending` is filled in only by [`run_respond`]'s final report.
@@ -165,6 +273,24 @@ pub struct Responder {
     safety: Safety,
     journal: Arc<Journal>,
     outbox: Arc<dyn Outbox>,
+    /// Actions being run by this responder now: a duplicate delivery handled at the same
+    /// time must not resume an action that is still running.
+    running: Arc<std::sync::Mutex<std::collections::HashSet<i64>>>,
+}
+
+/// An action claimed for running; released when dropped.
+struct Claim {
+    id: i64,
+    running: Arc<std::sync::Mutex<std::collections::HashSet<i64>>>,
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        self.running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.id);
+    }
 }
 
 impl Responder {
@@ -181,6 +307,7 @@ impl Responder {
             safety: Safety::default(),
             journal: Arc::new(Journal::new()),
             outbox: Arc::new(LogOutbox),
+            running: Arc::default(),
         }
     }
 
@@ -210,38 +337,87 @@ impl Responder {
     /// When the store fails or an approval names an action it does not hold. Actions
     /// already recorded stay recorded; handling the event again completes the rest.
     pub async fn handle(&self, event: &CaseEvent, stats: &RespondStats) -> Result<(), HandleError> {
-        match TriggeringEvent::of(event) {
-            Some(trigger) => self.start_playbooks(&trigger, stats).await,
-            None => match event {
-                CaseEvent::ActionApproved { action_id } => {
-                    self.run_approved(*action_id, stats).await
-                }
-                _ => Ok(()),
-            },
+        match event {
+            CaseEvent::ActionApproved { action_id } => {
+                stats.metrics.approvals.inc();
+                return self.run_approved(*action_id, stats).await;
+            }
+            CaseEvent::ActionRejected { action_id } => {
+                stats.metrics.rejections.inc();
+                tracing::info!(action_id, "action rejected, it will not run");
+                return Ok(());
+            }
+            CaseEvent::CaseOpened { .. } | CaseEvent::AlertAttached { .. } => {
+                let trigger = TriggeringEvent::of(event, None, Level::Informational);
+                return match trigger {
+                    Some(trigger) => self.start_playbooks(&trigger, None, stats).await,
+                    None => Ok(()),
+                };
+            }
+            _ => {}
         }
+        // The other case events carry no alert: they are matched and rendered against
+        // the case and its latest alert.
+        let Some(case_id) = event.case_id() else {
+            return Ok(());
+        };
+        let Some(case) = self.store.get_case(case_id).await? else {
+            tracing::warn!(case_id, "case event for a case not in the store, skipped");
+            return Ok(());
+        };
+        let latest = self.latest_alert(case_id, case.alert_count).await?;
+        match TriggeringEvent::of(event, latest.as_ref(), case.severity) {
+            Some(trigger) => self.start_playbooks(&trigger, Some(case), stats).await,
+            None => {
+                tracing::info!(case_id, "case has no alert to match playbooks on, skipped");
+                Ok(())
+            }
+        }
+    }
+
+    async fn latest_alert(&self, case_id: i64, count: i64) -> Result<Option<Alert>, HandleError> {
+        // The store lists a case's alerts oldest first; the count says where the last is.
+        let filter = AlertFilter {
+            case_id: Some(case_id),
+            offset: Some((count - 1).max(0)),
+            limit: Some(1),
+            ..AlertFilter::default()
+        };
+        let alerts = self.store.list_alerts(&filter).await?;
+        Ok(alerts.into_iter().next_back().map(|record| record.alert))
     }
 
     async fn start_playbooks(
         &self,
         trigger: &TriggeringEvent<'_>,
+        known_case: Option<kastell_core::store::CaseRecord>,
         stats: &RespondStats,
     ) -> Result<(), HandleError> {
-        let mut case = None;
+        let mut case = known_case.map(Some);
         for playbook in self.playbooks.triggered_by(trigger) {
             RespondStats::bump(&stats.playbook_runs);
+            stats
+                .metrics
+                .triggered
+                .with_label_values(&[playbook.key.as_str(), kind_name(trigger.kind)])
+                .inc();
             if case.is_none() {
                 case = Some(self.store.get_case(trigger.case_id).await?);
             }
-            let context = template_context(
+            let mut context = template_context(
                 trigger.alert,
                 trigger.case_id,
                 case.as_ref().and_then(Option::as_ref),
                 &playbook.key,
             );
+            if let Value::Object(map) = &mut context {
+                map.insert("trigger".into(), trigger.details.clone());
+            }
             tracing::info!(
                 playbook = %playbook.key,
+                event = kind_name(trigger.kind),
                 case_id = trigger.case_id,
-                alert_id = %trigger.alert.id,
+                trigger_id = %trigger.trigger_id,
                 rule_id = %trigger.alert.rule.id,
                 "playbook triggered"
             );
@@ -276,20 +452,41 @@ impl Responder {
         let rendered = step
             .condition_holds(&context)
             .and_then(|_| step.render_params(&context, playbook.dry_run));
-        let params = match &rendered {
+        let mut params = match &rendered {
             Ok(params) => params.clone(),
             Err(e) => json!({ "dry_run": playbook.dry_run, "render_error": e.to_string() }),
         };
+        let approval_required = step.approval.required_at(trigger.level);
+        if approval_required {
+            // The terms travel with the action, so the case API can check who decides
+            // and until when without knowing the playbook.
+            let terms = step.approval.terms(trigger.level, chrono::Utc::now());
+            if let (Value::Object(map), Ok(terms)) = (&mut params, serde_json::to_value(terms)) {
+                map.insert("approval".into(), terms);
+            }
+        }
         let new = NewAction {
             case_id: trigger.case_id,
-            alert_id: trigger.alert.id.clone(),
+            alert_id: trigger.trigger_id.clone(),
             playbook: playbook.key.clone(),
             step: step.name.clone(),
             step_type: step.step_type().to_owned(),
-            approval_required: step.approval_required,
+            approval_required,
             params,
         };
         let (action, created) = self.store.create_action(&new).await?;
+        if !created && action.status == ActionStatus::Approved && !action.approval_required {
+            // Recorded but never finished: the process stopped while the step ran. The
+            // journal keeps the retry from repeating a side effect that took place.
+            RespondStats::bump(&stats.actions_existing);
+            tracing::info!(
+                action_id = action.id,
+                playbook = %action.playbook,
+                step = %action.step,
+                "unfinished action resumed"
+            );
+            return self.execute(action, stats).await;
+        }
         if !created {
             RespondStats::bump(&stats.actions_existing);
             tracing::debug!(
@@ -311,6 +508,7 @@ impl Responder {
         }
         if action.status == ActionStatus::Pending {
             RespondStats::bump(&stats.awaiting_approval);
+            stats.metrics.awaiting_approval.inc();
             tracing::info!(
                 action_id = action.id,
                 playbook = %action.playbook,
@@ -345,13 +543,45 @@ impl Responder {
         self.execute(action, stats).await
     }
 
+    /// Claims the action and runs it if it is still `approved` once claimed: two
+    /// deliveries handled at once (a burst of duplicates, a redelivered approval) run
+    /// it once, and one handled after the other finished it runs nothing.
     async fn execute(&self, action: ActionRecord, stats: &RespondStats) -> Result<(), HandleError> {
+        let claimed = self
+            .running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(action.id);
+        if !claimed {
+            tracing::debug!(action_id = action.id, "action running already, skipped");
+            return Ok(());
+        }
+        let _claim = Claim {
+            id: action.id,
+            running: Arc::clone(&self.running),
+        };
+        let action = match self.store.get_action(action.id).await? {
+            Some(current) if current.status == ActionStatus::Approved => current,
+            _ => {
+                tracing::debug!(action_id = action.id, "action no longer approved, skipped");
+                return Ok(());
+            }
+        };
+        self.run_claimed(action, stats).await
+    }
+
+    async fn run_claimed(
+        &self,
+        action: ActionRecord,
+        stats: &RespondStats,
+    ) -> Result<(), HandleError> {
         let run = StepRun::start();
         let protected = self
             .safety
             .protected_among(&targets(&action.step_type, &action.params));
         if !protected.is_empty() {
             RespondStats::bump(&stats.refused);
+            stats.metrics.refused.inc();
             tracing::warn!(
                 action_id = action.id,
                 playbook = %action.playbook,
@@ -382,6 +612,7 @@ impl Responder {
         RespondStats::bump(&stats.executed);
         let dry_run = action.params.get("dry_run").and_then(Value::as_bool) == Some(true);
         if dry_run || self.safety.kill_switch {
+            stats.metrics.dry_runs.inc();
             let disposition = if dry_run { "dry-run" } else { "kill-switch" };
             let outcome = StepOutcome::succeeded(json!({
                 "dry_run": true,
@@ -477,6 +708,7 @@ impl Responder {
             } else {
                 "playbook"
             };
+            stats.metrics.rate_limited.with_label_values(&[scope]).inc();
             tracing::warn!(
                 action_id = action.id,
                 playbook = %action.playbook,
@@ -503,6 +735,15 @@ impl Responder {
     ) -> Result<(), HandleError> {
         outcome.result = redact::json(&outcome.result);
         self.finish(action, outcome.clone(), stats).await?;
+        let label = disposition.unwrap_or(match outcome.status {
+            ActionStatus::Succeeded => "succeeded",
+            _ => "failed",
+        });
+        stats
+            .metrics
+            .actions
+            .with_label_values(&[action.playbook.as_str(), action.step_type.as_str(), label])
+            .inc();
         let get = |key: &str| outcome.result.get(key).cloned();
         let result = StepResult {
             action_id: action.id,

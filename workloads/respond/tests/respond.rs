@@ -466,7 +466,7 @@ async fn a_rejected_action_never_runs() {
         "block",
         &format!(
             "  trigger: {{}}\n  steps:\n\
-             \x20 - {{name: block, type: webhook, approval: required, webhook: {{url: '{base}/hooks/ok'}}}}"
+             \x20 - {{name: block, type: webhook, approval: {{policy: always}}, webhook: {{url: '{base}/hooks/ok'}}}}"
         ),
     ));
     let h = harness(set).await;
@@ -633,7 +633,7 @@ async fn an_approval_required_step_waits_for_approval_and_then_runs() {
         "contain",
         &format!(
             "  trigger: {{minLevel: high}}\n  steps:\n\
-             \x20 - {{name: block, type: webhook, approval: required,\n\
+             \x20 - {{name: block, type: webhook, approval: {{policy: always}},\n\
              \x20    message: 'block {{{{ alert.events.0.source.ip }}}}', \
              webhook: {{url: '{base}/hooks/soc-chat'}}}}\n\
              \x20 - {{name: record, type: log, message: 'case {{{{ case.id }}}} opened'}}"
@@ -716,7 +716,7 @@ async fn bad_messages_are_dead_lettered_and_the_stage_goes_on() {
     let set = playbooks(&playbook(
         "note",
         "  trigger: {}\n  steps:\n  - {name: note, type: log, message: m}\n\
-         \x20 - {name: ask, type: log, approval: required, message: m}",
+         \x20 - {name: ask, type: log, approval: {policy: always}, message: m}",
     ));
     let h = harness(Arc::clone(&set)).await;
     let mut stage = start_stage(&h, set).await;
@@ -800,7 +800,12 @@ async fn the_demo_playbook_compiles() {
     let steps: Vec<(&str, bool)> = playbook
         .steps
         .iter()
-        .map(|s| (s.step_type(), s.approval_required))
+        .map(|s| {
+            (
+                s.step_type(),
+                s.approval.required_at(kastell_core::Level::Informational),
+            )
+        })
         .collect();
     assert_eq!(steps, [("log", false), ("webhook", true)]);
 }

@@ -90,6 +90,28 @@ async fn get_action(
     Ok(Json(visible_action(&caller, &state, id).await?.into()))
 }
 
+/// 403 when the action's playbook does not let the caller's role decide on it, 409 when
+/// its approval window has passed (the terms the respond stage wrote on the action).
+fn check_terms(
+    caller: &Caller,
+    action: &kastell_core::store::ActionRecord,
+) -> Result<(), ApiError> {
+    use kastell_core::approval::{ApprovalRefusal, ApprovalTerms};
+    match ApprovalTerms::of(action).allow(caller.0.role.as_str(), chrono::Utc::now()) {
+        Ok(()) => Ok(()),
+        Err(refusal @ ApprovalRefusal::Role { .. }) => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "role_not_allowed",
+            refusal.to_string(),
+        )),
+        Err(refusal @ ApprovalRefusal::Expired { .. }) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "approval_expired",
+            refusal.to_string(),
+        )),
+    }
+}
+
 /// The action, or 404 when it does not exist or its case is above the caller's TLP.
 async fn visible_action(
     caller: &Caller,
@@ -120,9 +142,10 @@ async fn visible_action(
         (status = 200, description = "The approved action", body = Action),
         (status = 400, description = "The id or JSON is malformed", body = ErrorBody),
         (status = 401, description = "No valid credentials", body = ErrorBody),
-        (status = 403, description = "The caller's role lacks the respond permission", body = ErrorBody),
+        (status = 403, description = "The caller's role lacks the respond permission, or the \
+            action's playbook does not let this role decide on it", body = ErrorBody),
         (status = 404, description = "No action has this id (visible to the caller)", body = ErrorBody),
-        (status = 409, description = "The action is not pending", body = ErrorBody),
+        (status = 409, description = "The action is not pending, or its approval expired", body = ErrorBody),
         (status = 415, description = "The body is not JSON", body = ErrorBody),
         (status = 422, description = "The body is not an approval", body = ErrorBody),
         (status = 503, description = "The store failed, or the approval is stored but the \
@@ -147,7 +170,7 @@ async fn approve_action(
         )));
     }
 
-    visible_action(&caller, &state, id).await?;
+    check_terms(&caller, &visible_action(&caller, &state, id).await?)?;
     let action = state
         .store
         .decide_action(id, &Decision::Approve, actor)
@@ -196,9 +219,10 @@ async fn approve_action(
         (status = 200, description = "The rejected action", body = Action),
         (status = 400, description = "The id or JSON is malformed", body = ErrorBody),
         (status = 401, description = "No valid credentials", body = ErrorBody),
-        (status = 403, description = "The caller's role lacks the respond permission", body = ErrorBody),
+        (status = 403, description = "The caller's role lacks the respond permission, or the \
+            action's playbook does not let this role decide on it", body = ErrorBody),
         (status = 404, description = "No action has this id (visible to the caller)", body = ErrorBody),
-        (status = 409, description = "The action is not pending", body = ErrorBody),
+        (status = 409, description = "The action is not pending, or its approval expired", body = ErrorBody),
         (status = 415, description = "The body is not JSON", body = ErrorBody),
         (status = 422, description = "The reason is missing or blank", body = ErrorBody),
         (status = 503, description = "The case store failed", body = ErrorBody),
@@ -224,7 +248,7 @@ async fn reject_action(
     let decision = Decision::Reject {
         reason: reason.to_owned(),
     };
-    visible_action(&caller, &state, id).await?;
+    check_terms(&caller, &visible_action(&caller, &state, id).await?)?;
     let action = state.store.decide_action(id, &decision, actor).await?;
     tracing::info!(
         action_id = id,
@@ -234,5 +258,14 @@ async fn reject_action(
         reason = %reason,
         "action rejected"
     );
+    // The rejection is stored; the respond stage only counts it, so a lost message
+    // changes nothing but a metric.
+    let event = CaseEvent::ActionRejected { action_id: id };
+    if let Ok(message) = Message::json(&event) {
+        let message = message.with_id(format!("action-rejected-{id}"));
+        if let Err(error) = state.bus.publish(Topic::CaseEvents, message).await {
+            tracing::warn!(action_id = id, reason = %error_chain(&error), "rejection not published");
+        }
+    }
     Ok(Json(action.into()))
 }

@@ -20,6 +20,7 @@ mod insight;
 pub mod model;
 mod observables;
 mod ops;
+mod playbooks;
 pub mod thehive;
 mod work;
 mod workflow;
@@ -145,6 +146,7 @@ fn api_routes() -> OpenApiRouter<ApiState> {
         .merge(actions::routes())
         .merge(audit::routes())
         .merge(ops::routes())
+        .merge(playbooks::routes())
 }
 
 /// The OpenAPI 3.1 document of every route [`router`] serves.

@@ -431,5 +431,17 @@ mod failing {
             self.check(None)?;
             self.inner.audit_entries(after, limit).await
         }
+        async fn append_case_note(
+            &self,
+            case_id: i64,
+            kind: &'static str,
+            details: &Value,
+            by: &str,
+        ) -> Result<(), StoreError> {
+            self.check(None)?;
+            self.inner
+                .append_case_note(case_id, kind, details, by)
+                .await
+        }
     }
 }

@@ -62,10 +62,33 @@ impl SecretSource for MapSecrets {
 
 /// The side effects an action has already had, by idempotency key and call: a step
 /// retried after a crash or a failed later call reuses the recorded answer instead of
-/// calling again (a second AWX job, a second block). Kept in memory by this process.
+/// calling again (a second AWX job, a second block).
+///
+/// [`Journal::new`] keeps it in memory; [`Journal::open`] also appends every entry to a
+/// file (JSON lines, flushed to disk before the runner goes on) and reads the file back
+/// at start, so a restarted stage does not repeat a side effect either. A plain file
+/// rather than the case store: the runners record from inside a step, where the store
+/// is not at hand, and an entry must be durable before the step's next call.
 #[derive(Debug, Default)]
 pub struct Journal {
     done: Mutex<HashMap<String, Value>>,
+    file: Option<Mutex<std::fs::File>>,
+}
+
+/// The journal file could not be read or opened for appending.
+#[derive(Debug, thiserror::Error)]
+#[error("opening the side-effect journal {}", path.display())]
+pub struct JournalError {
+    pub path: std::path::PathBuf,
+    #[source]
+    pub source: std::io::Error,
+}
+
+/// One line of the journal file.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct JournalEntry {
+    key: String,
+    answer: Value,
 }
 
 impl Journal {
@@ -73,13 +96,75 @@ impl Journal {
         Self::default()
     }
 
+    /// The journal kept in `path` (created when missing), with the entries it holds.
+    ///
+    /// A last line cut short by a crash is skipped: its call's answer was never
+    /// recorded, as if the process had stopped just before.
+    ///
+    /// # Errors
+    /// When the file cannot be read or opened for appending.
+    pub fn open(path: &std::path::Path) -> Result<Self, JournalError> {
+        use std::io::{BufRead, BufReader};
+        let error = |source| JournalError {
+            path: path.to_owned(),
+            source,
+        };
+        let mut done = HashMap::new();
+        match std::fs::File::open(path) {
+            Ok(file) => {
+                for (n, line) in BufReader::new(file).lines().enumerate() {
+                    let line = line.map_err(error)?;
+                    match serde_json::from_str::<JournalEntry>(&line) {
+                        Ok(entry) => {
+                            done.insert(entry.key, entry.answer);
+                        }
+                        Err(e) if !line.trim().is_empty() => tracing::warn!(
+                            file = %path.display(),
+                            line = n + 1,
+                            reason = %e,
+                            "journal line unreadable, skipped"
+                        ),
+                        Err(_) => {}
+                    }
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(error(e)),
+        }
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(error)?;
+        tracing::info!(file = %path.display(), entries = done.len(), "side-effect journal opened");
+        Ok(Journal {
+            done: Mutex::new(done),
+            file: Some(Mutex::new(file)),
+        })
+    }
+
     /// The answer recorded for `key`, if the call was made.
     pub fn get(&self, key: &str) -> Option<Value> {
         self.lock().get(key).cloned()
     }
 
-    /// Records the answer of a call that had its side effect.
+    /// Records the answer of a call that had its side effect; with a file, the entry is
+    /// on disk when this returns (a failed write is logged: the entry is still kept in
+    /// memory, so this process does not repeat the call).
     pub fn record(&self, key: &str, answer: Value) {
+        if let Some(file) = &self.file {
+            use std::io::Write;
+            let entry = JournalEntry {
+                key: key.to_owned(),
+                answer: answer.clone(),
+            };
+            let mut line = serde_json::to_vec(&entry).unwrap_or_default();
+            line.push(b'\n');
+            let mut file = file.lock().unwrap_or_else(|e| e.into_inner());
+            if let Err(e) = file.write_all(&line).and_then(|()| file.sync_data()) {
+                tracing::error!(key, reason = %e, "journal entry not written to disk");
+            }
+        }
         self.lock().insert(key.to_owned(), answer);
     }
 

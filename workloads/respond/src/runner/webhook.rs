@@ -81,6 +81,10 @@ impl WebhookRunner {
         let headers = headers(params.get("headers"))?;
         let body = params.get("body").cloned().unwrap_or(Value::Null);
         let timeout = param_timeout(params);
+        // A post answered 2xx had its effect; a retry or a resumed run reuses it.
+        if let Some(done) = ctx.journal.get(&ctx.call_key("post")) {
+            return Ok(StepOutcome::succeeded(done));
+        }
         let answer = self
             .client
             .send(ctx, Method::POST, &url, headers, Some(&body), timeout)
@@ -91,7 +95,9 @@ impl WebhookRunner {
         details.insert("body".into(), answer.text.into());
         details.insert("body_truncated".into(), answer.truncated.into());
         if (200..300).contains(&answer.status) {
-            return Ok(StepOutcome::succeeded(Value::Object(details)));
+            let details = Value::Object(details);
+            ctx.journal.record(&ctx.call_key("post"), details.clone());
+            return Ok(StepOutcome::succeeded(details));
         }
         let status = reqwest::StatusCode::from_u16(answer.status)
             .map(|s| s.to_string())

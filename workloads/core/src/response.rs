@@ -1,0 +1,85 @@
+//! What the respond stage tells the cases stage on [`crate::Topic::ResponseOutputs`]:
+//! each step's result, for the case's audit log, and the case operations playbooks ask
+//! for. Defined here because both stages read them and neither depends on the other.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// One message of the respond stage, tagged with `kind`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum RespondOutput {
+    /// A step finished (or was refused, rate limited, dry-run): for the case timeline
+    /// and the audit log. Secrets are redacted.
+    StepResult(StepResult),
+    /// A change the cases stage makes to a case.
+    CaseAction(CaseAction),
+}
+
+/// A finished step, as the case timeline shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepResult {
+    pub action_id: i64,
+    pub case_id: i64,
+    pub alert_id: String,
+    pub playbook: String,
+    pub step: String,
+    pub step_type: String,
+    /// `succeeded` or `failed`.
+    pub status: String,
+    /// Why it did not run as asked: `dry-run`, `kill-switch`, `protected-asset`,
+    /// `rate-limited`; absent when it ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disposition: Option<String>,
+    pub attempts: u32,
+    /// Each request: method, redacted URL, status or error, `duration_ms`, attempt.
+    pub requests: Vec<Value>,
+    pub started_at: chrono::DateTime<chrono::Utc>,
+    pub duration_ms: u64,
+    /// The action's result, redacted.
+    pub result: Value,
+    /// For a containment: the action that undoes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release: Option<Value>,
+}
+
+/// A change to a case, made by the cases stage.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CaseAction {
+    pub case_id: i64,
+    /// The action that asked for it.
+    pub action_id: i64,
+    /// Repeats of one request carry the same key, so the cases stage applies it once.
+    pub idempotency_key: String,
+    pub operation: CaseOperation,
+}
+
+/// What to change.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "kebab-case")]
+pub enum CaseOperation {
+    SetSeverity {
+        severity: String,
+    },
+    Assign {
+        assignee: String,
+    },
+    AddTask {
+        title: String,
+    },
+    AddObservable {
+        r#type: String,
+        value: String,
+    },
+    CloseFalsePositive {
+        reason: String,
+    },
+    /// Analyzer taxonomies (`level`, `namespace`, `predicate`, `value`) for an
+    /// observable, from an `enrich` step.
+    AttachTaxonomies {
+        r#type: String,
+        value: String,
+        source: String,
+        taxonomies: Vec<Value>,
+    },
+}
