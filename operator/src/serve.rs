@@ -94,7 +94,7 @@ pub async fn serve(options: Options) -> Result<(), ServeError> {
         serve_webhook(addr, syncer.clone()).await?;
     }
     let work = async {
-        futures::join!(controller::run(context), gitsync::run(syncer));
+        futures::join!(controller::run(context), gitsync::run(syncer, None));
     };
     match &options.election {
         Some(election) => {

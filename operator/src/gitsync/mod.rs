@@ -550,10 +550,13 @@ async fn platform_loop(syncer: Arc<Syncer>, key: (String, String), wake: Arc<Not
     }
 }
 
-/// Watches every SecOpsPlatform and keeps one sync loop per platform, until the watch
-/// ends.
-pub async fn run(syncer: Arc<Syncer>) {
-    let api = Api::<SecOpsPlatform>::all(syncer.client());
+/// Watches the SecOpsPlatforms of `namespace` (of every namespace when `None`) and keeps
+/// one sync loop per platform, until the watch ends.
+pub async fn run(syncer: Arc<Syncer>, namespace: Option<String>) {
+    let api = match &namespace {
+        Some(namespace) => Api::<SecOpsPlatform>::namespaced(syncer.client(), namespace),
+        None => Api::<SecOpsPlatform>::all(syncer.client()),
+    };
     let mut events = std::pin::pin!(watcher(api, watcher::Config::default()));
     while let Some(event) = events.next().await {
         match event {
