@@ -532,3 +532,72 @@ async fn an_authenticated_push_webhook_syncs_at_once() {
     assert_eq!(names(&sensors).await.len(), 2);
     server.abort();
 }
+
+/// Interoperability with git itself: a commit signed by `git commit -S` (gpg.format=ssh,
+/// through ssh-keygen) is fetched by the sync and verified against its allowed signer,
+/// and the same commit is refused for another key. No API server needed.
+#[test]
+fn a_commit_signed_by_git_and_ssh_keygen_verifies() {
+    use kastell_operator::gitsync::fetch::{fetch, Credentials};
+    use kastell_operator::gitsync::verify::{AllowedSigners, SignatureError};
+    use std::process::Command;
+
+    let have = |tool: &str| Command::new(tool).arg("--version").output().is_ok();
+    if !have("git") || Command::new("ssh-keygen").arg("-?").output().is_err() {
+        eprintln!("SKIPPED: a_commit_signed_by_git_and_ssh_keygen_verifies: git or ssh-keygen absent");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("id_ed25519");
+    let status = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", EMAIL, "-f"])
+        .arg(&key)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let work = dir.path().join("repo");
+    std::fs::create_dir_all(work.join("soc")).unwrap();
+    std::fs::copy(
+        kastell_kube_harness::repo_root().join("examples/soc/sensors.yaml"),
+        work.join("soc/sensors.yaml"),
+    )
+    .unwrap();
+    let git = |args: &[&str]| {
+        let output = Command::new("git")
+            .current_dir(&work)
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .args(["-c", &format!("user.name={AUTHOR}"), "-c", &format!("user.email={EMAIL}")])
+            .args(["-c", "gpg.format=ssh", "-c"])
+            .arg(format!("user.signingkey={}", key.display()))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "git {args:?}: {output:?}");
+        String::from_utf8(output.stdout).unwrap()
+    };
+    git(&["init", "-q", "-b", "main"]);
+    git(&["add", "."]);
+    git(&["commit", "-q", "-S", "-m", "signed by git"]);
+    let head = git(&["rev-parse", "HEAD"]).trim().to_owned();
+
+    let source: kastell_crds::platform::GitSource = serde_json::from_value(json!({
+        "url": format!("file://{}", work.display()), "branch": "main", "path": "soc",
+    }))
+    .unwrap();
+    let snapshot = fetch(&dir.path().join("cache"), &source, &Credentials::default()).unwrap();
+    assert_eq!(snapshot.commit, head);
+    assert_eq!(snapshot.documents.len(), 2);
+    let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
+    let signers = AllowedSigners::parse(&[format!("{EMAIL} {public}")]).unwrap();
+    let fingerprint = signers
+        .verify(&snapshot.commit, snapshot.signature.as_ref())
+        .unwrap();
+    assert!(fingerprint.starts_with("SHA256:"));
+    let other = signing_key(9).public_key().to_openssh().unwrap();
+    let others = AllowedSigners::parse(&[other]).unwrap();
+    assert!(matches!(
+        others.verify(&snapshot.commit, snapshot.signature.as_ref()),
+        Err(SignatureError::NotAllowed { .. })
+    ));
+}
