@@ -220,21 +220,24 @@ pub struct TlsSpec {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct GitSource {
-    /// Repository URL (https:// or ssh://).
+    /// Repository URL: `https://`, `ssh://user@host/path` or `file://`.
     pub url: String,
-    /// Branch to follow; ignored when `tag` or `commit` is set.
+    /// Branch to follow; ignored when `tag` or `commit` is set; without any of the three,
+    /// the remote's `HEAD`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub branch: Option<String>,
     /// Tag to follow.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tag: Option<String>,
-    /// Exact commit to apply.
+    /// Exact commit to apply (found in the remote's branches).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub commit: Option<String>,
-    /// Directory inside the repository holding the resources.
+    /// Directory inside the repository whose `.yaml`/`.yml` files (all of them, in every
+    /// subdirectory) are applied; default: the whole repository.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
-    /// How often to poll, e.g. `1m`.
+    /// How often to fetch and re-apply (which also takes back drift), e.g. `1m`; at
+    /// least 5s.
     #[serde(default = "default_interval")]
     #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h|d))+$"))]
     pub interval: String,

@@ -136,7 +136,9 @@ impl Repo {
             Some(key) => {
                 // What `git commit -S` with gpg.format=ssh writes: an SSHSIG over the
                 // commit in the "git" namespace, in the gpgsig header.
-                let sig = key.sign("git", HashAlg::Sha512, content.as_bytes()).unwrap();
+                let sig = key
+                    .sign("git", HashAlg::Sha512, content.as_bytes())
+                    .unwrap();
                 let armored = sig.to_pem(LineEnding::LF).unwrap();
                 self.repo.commit_signed(content, &armored, None).unwrap()
             }
@@ -326,9 +328,7 @@ async fn a_repository_is_applied_pruned_force_pushed_and_drift_corrected() {
         .expect("deleting a rule by hand");
     eventually("the hand edit taken back", || async {
         let r = rules.get(SSH_RULE).await.map_err(|e| e.to_string())?;
-        (r.spec.sigma == original)
-            .then_some(())
-            .ok_or(r.spec.sigma)
+        (r.spec.sigma == original).then_some(()).ok_or(r.spec.sigma)
     })
     .await;
     eventually("the deleted rule re-created", || async {
@@ -378,10 +378,7 @@ async fn unsigned_and_foreign_signed_commits_are_refused_when_signatures_are_req
     example_soc(&repo, env.namespace());
     let c1 = repo.commit("signed", None, Some(&ours));
     let _operator = start_operator(&env);
-    let signer = format!(
-        "{EMAIL} {}",
-        ours.public_key().to_openssh().unwrap()
-    );
+    let signer = format!("{EMAIL} {}", ours.public_key().to_openssh().unwrap());
     create_platform(
         &env,
         json!({"url": repo.url(), "branch": "main", "path": "soc", "interval": "5s",
@@ -483,7 +480,10 @@ async fn an_authenticated_push_webhook_syncs_at_once() {
     let forged = http
         .post(&url)
         .header("X-GitHub-Event", "push")
-        .header("X-Hub-Signature-256", github_signature(b"guess", body.as_bytes()))
+        .header(
+            "X-Hub-Signature-256",
+            github_signature(b"guess", body.as_bytes()),
+        )
         .body(body.clone())
         .send()
         .await
@@ -492,7 +492,10 @@ async fn an_authenticated_push_webhook_syncs_at_once() {
     let unknown = http
         .post(format!("{base}/hooks/git/{}/nope", env.namespace()))
         .header("X-GitHub-Event", "push")
-        .header("X-Hub-Signature-256", github_signature(secret, body.as_bytes()))
+        .header(
+            "X-Hub-Signature-256",
+            github_signature(secret, body.as_bytes()),
+        )
         .body(body.clone())
         .send()
         .await
@@ -502,7 +505,10 @@ async fn an_authenticated_push_webhook_syncs_at_once() {
     let accepted = http
         .post(&url)
         .header("X-GitHub-Event", "push")
-        .header("X-Hub-Signature-256", github_signature(secret, body.as_bytes()))
+        .header(
+            "X-Hub-Signature-256",
+            github_signature(secret, body.as_bytes()),
+        )
         .body(body.clone())
         .send()
         .await
@@ -513,11 +519,17 @@ async fn an_authenticated_push_webhook_syncs_at_once() {
     assert!(names(&sensors).await.is_empty());
 
     // GitLab's shared token triggers the same way.
-    repo.write("soc/sensors.yaml", &std::fs::read_to_string(
-        kastell_kube_harness::repo_root().join("examples/soc/sensors.yaml"),
-    )
-    .unwrap()
-    .replace("namespace: soc\n", &format!("namespace: {}\n", env.namespace())));
+    repo.write(
+        "soc/sensors.yaml",
+        &std::fs::read_to_string(
+            kastell_kube_harness::repo_root().join("examples/soc/sensors.yaml"),
+        )
+        .unwrap()
+        .replace(
+            "namespace: soc\n",
+            &format!("namespace: {}\n", env.namespace()),
+        ),
+    );
     let c3 = repo.commit("third", Some(c2), None);
     let gitlab = http
         .post(&url)
@@ -544,7 +556,9 @@ fn a_commit_signed_by_git_and_ssh_keygen_verifies() {
 
     let have = |tool: &str| Command::new(tool).arg("--version").output().is_ok();
     if !have("git") || Command::new("ssh-keygen").arg("-?").output().is_err() {
-        eprintln!("SKIPPED: a_commit_signed_by_git_and_ssh_keygen_verifies: git or ssh-keygen absent");
+        eprintln!(
+            "SKIPPED: a_commit_signed_by_git_and_ssh_keygen_verifies: git or ssh-keygen absent"
+        );
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -567,7 +581,12 @@ fn a_commit_signed_by_git_and_ssh_keygen_verifies() {
             .current_dir(&work)
             .env("GIT_CONFIG_GLOBAL", "/dev/null")
             .env("GIT_CONFIG_NOSYSTEM", "1")
-            .args(["-c", &format!("user.name={AUTHOR}"), "-c", &format!("user.email={EMAIL}")])
+            .args([
+                "-c",
+                &format!("user.name={AUTHOR}"),
+                "-c",
+                &format!("user.email={EMAIL}"),
+            ])
             .args(["-c", "gpg.format=ssh", "-c"])
             .arg(format!("user.signingkey={}", key.display()))
             .args(args)

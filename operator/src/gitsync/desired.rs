@@ -262,7 +262,9 @@ mod tests {
         ];
         let problems = desired(&snapshot(&files), &TARGET).unwrap_err();
         assert_eq!(problems.len(), 4, "{problems:#?}");
-        assert!(problems.iter().any(|p| p.contains("already defined in a.yaml")));
+        assert!(problems
+            .iter()
+            .any(|p| p.contains("already defined in a.yaml")));
         assert!(problems.iter().any(|p| p.contains("namespace kube-system")));
         assert!(problems.iter().any(|p| p.contains("Role is not a kind")));
     }

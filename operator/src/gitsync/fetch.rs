@@ -168,7 +168,8 @@ fn open_cache(cache: &Path) -> Result<Repository, FetchError> {
     match Repository::open_bare(cache) {
         Ok(repo) => Ok(repo),
         Err(_) => {
-            std::fs::create_dir_all(cache).map_err(|e| error(git2::Error::from_str(&e.to_string())))?;
+            std::fs::create_dir_all(cache)
+                .map_err(|e| error(git2::Error::from_str(&e.to_string())))?;
             Repository::init_bare(cache).map_err(error)
         }
     }
@@ -184,10 +185,7 @@ fn refspec(source: &GitSource) -> (String, String) {
     if source.commit.is_some() {
         // A commit is found among the branches' histories; servers need not serve a bare
         // commit id.
-        return (
-            "+refs/heads/*:refs/remotes/origin/*".into(),
-            String::new(),
-        );
+        return ("+refs/heads/*:refs/remotes/origin/*".into(), String::new());
     }
     match &source.branch {
         Some(branch) => {
@@ -238,12 +236,10 @@ fn read_commit(repo: &Repository, oid: Oid, path: &str) -> Result<Snapshot, Fetc
         author.name().unwrap_or(""),
         author.email().unwrap_or("")
     );
-    let signature = repo.extract_signature(&oid, None).ok().map(|(sig, data)| {
-        (
-            String::from_utf8_lossy(&sig).into_owned(),
-            data.to_vec(),
-        )
-    });
+    let signature = repo
+        .extract_signature(&oid, None)
+        .ok()
+        .map(|(sig, data)| (String::from_utf8_lossy(&sig).into_owned(), data.to_vec()));
 
     let root = commit.tree().map_err(read_error)?;
     let tree = if path.is_empty() {
@@ -253,9 +249,7 @@ fn read_commit(repo: &Repository, oid: Oid, path: &str) -> Result<Snapshot, Fetc
             .get_path(Path::new(path))
             .map_err(|_| no_such_path(path, oid))?;
         let object = entry.to_object(repo).map_err(read_error)?;
-        object
-            .into_tree()
-            .map_err(|_| no_such_path(path, oid))?
+        object.into_tree().map_err(|_| no_such_path(path, oid))?
     };
 
     let mut documents = Vec::new();

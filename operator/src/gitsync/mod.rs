@@ -223,7 +223,11 @@ impl Syncer {
         })
     }
 
-    async fn credentials(&self, namespace: &str, git: &GitSource) -> Result<Credentials, SyncError> {
+    async fn credentials(
+        &self,
+        namespace: &str,
+        git: &GitSource,
+    ) -> Result<Credentials, SyncError> {
         let Some(secret) = &git.credentials_secret else {
             return Ok(Credentials::default());
         };
@@ -280,11 +284,14 @@ impl Syncer {
             let api: Api<DynamicObject> =
                 Api::namespaced_with(self.context.client.clone(), namespace, &resource);
             let what = || format!("{key} in {namespace}");
-            let live = api.get_opt(&key.name).await.map_err(|source| SyncError::Api {
-                action: "reading",
-                what: what(),
-                source,
-            })?;
+            let live = api
+                .get_opt(&key.name)
+                .await
+                .map_err(|source| SyncError::Api {
+                    action: "reading",
+                    what: what(),
+                    source,
+                })?;
             let ours = live.is_some_and(|o| {
                 o.labels().get(LABEL_SYNCED_BY).map(String::as_str) == Some(platform)
             });
@@ -536,7 +543,9 @@ async fn platform_loop(syncer: Arc<Syncer>, key: (String, String), wake: Arc<Not
         if let Err(error) = &outcome {
             tracing::warn!(%error, namespace, name, "git sync failed");
         }
-        syncer.record_events(&platform, before.as_deref(), &outcome).await;
+        syncer
+            .record_events(&platform, before.as_deref(), &outcome)
+            .await;
         if let Err(error) = syncer.write_status(&platform, &outcome).await {
             tracing::warn!(%error, namespace, name, "writing status.git");
         }

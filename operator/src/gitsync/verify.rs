@@ -20,18 +20,10 @@ pub enum SignatureError {
     Gpg { commit: String },
     #[error("commit {commit} has a signature that cannot be read: {reason}")]
     Malformed { commit: String, reason: String },
-    #[error(
-        "commit {commit} is signed by {fingerprint}, which is not in spec.git.allowedSigners"
-    )]
-    NotAllowed {
-        commit: String,
-        fingerprint: String,
-    },
+    #[error("commit {commit} is signed by {fingerprint}, which is not in spec.git.allowedSigners")]
+    NotAllowed { commit: String, fingerprint: String },
     #[error("commit {commit}: the signature of {fingerprint} does not match the commit")]
-    Invalid {
-        commit: String,
-        fingerprint: String,
-    },
+    Invalid { commit: String, fingerprint: String },
     #[error("spec.git.allowedSigners entry {entry} holds no SSH public key: {reason}")]
     BadSigner { entry: usize, reason: String },
 }
@@ -56,10 +48,10 @@ impl AllowedSigners {
                 if line.is_empty() || line.starts_with('#') {
                     continue;
                 }
-                keys.push(parse_line(line).map_err(|reason| SignatureError::BadSigner {
-                    entry,
-                    reason,
-                })?);
+                keys.push(
+                    parse_line(line)
+                        .map_err(|reason| SignatureError::BadSigner { entry, reason })?,
+                );
             }
         }
         Ok(AllowedSigners { keys })
@@ -135,10 +127,7 @@ mod tests {
 
     fn signed(key: &PrivateKey, data: &[u8]) -> (String, Vec<u8>) {
         let sig = key.sign(GIT_NAMESPACE, HashAlg::Sha512, data).unwrap();
-        (
-            sig.to_pem(ssh_key::LineEnding::LF).unwrap(),
-            data.to_vec(),
-        )
+        (sig.to_pem(ssh_key::LineEnding::LF).unwrap(), data.to_vec())
     }
 
     fn allowed(key: &PrivateKey) -> AllowedSigners {
@@ -173,7 +162,9 @@ mod tests {
         ));
         assert_eq!(
             signers.verify("c1", None),
-            Err(SignatureError::Unsigned { commit: "c1".into() })
+            Err(SignatureError::Unsigned {
+                commit: "c1".into()
+            })
         );
         let gpg = "-----BEGIN PGP SIGNATURE-----\n\niQ==\n-----END PGP SIGNATURE-----".to_owned();
         assert!(matches!(
@@ -184,8 +175,8 @@ mod tests {
 
     #[test]
     fn a_line_without_a_key_is_an_error() {
-        let error = AllowedSigners::parse(&["# keys\n".into(), "alice only-a-name".into()])
-            .unwrap_err();
+        let error =
+            AllowedSigners::parse(&["# keys\n".into(), "alice only-a-name".into()]).unwrap_err();
         assert!(matches!(error, SignatureError::BadSigner { entry: 1, .. }));
     }
 }

@@ -166,7 +166,10 @@ async fn webhook_secret(
     let api: Api<SecOpsPlatform> = Api::namespaced(syncer.client(), namespace);
     let found = api.get_opt(platform).await.map_err(|error| {
         tracing::warn!(%error, "reading the platform for a git webhook");
-        (StatusCode::SERVICE_UNAVAILABLE, "cannot read the platform".to_owned())
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "cannot read the platform".to_owned(),
+        )
     })?;
     let secret_name = found
         .and_then(|p| p.spec.git)
@@ -204,14 +207,21 @@ mod tests {
 
     #[test]
     fn github_gitea_and_gitlab_authenticate() {
-        let (secret, body) = (b"s3cret".as_slice(), br#"{"ref":"refs/heads/main"}"#.as_slice());
+        let (secret, body) = (
+            b"s3cret".as_slice(),
+            br#"{"ref":"refs/heads/main"}"#.as_slice(),
+        );
         let github = format!("sha256={}", sign(secret, body));
         assert_eq!(
             authenticate(&headers(&[("x-hub-signature-256", &github)]), body, secret),
             Ok(Forge::GitHub)
         );
         assert_eq!(
-            authenticate(&headers(&[("x-gitea-signature", &sign(secret, body))]), body, secret),
+            authenticate(
+                &headers(&[("x-gitea-signature", &sign(secret, body))]),
+                body,
+                secret
+            ),
             Ok(Forge::Gitea)
         );
         assert_eq!(
@@ -238,10 +248,17 @@ mod tests {
             Err(HookError::Mismatch)
         );
         assert_eq!(
-            authenticate(&headers(&[("x-hub-signature-256", "sha1=abc")]), body, secret),
+            authenticate(
+                &headers(&[("x-hub-signature-256", "sha1=abc")]),
+                body,
+                secret
+            ),
             Err(HookError::Mismatch)
         );
-        assert_eq!(authenticate(&HeaderMap::new(), body, secret), Err(HookError::Unsigned));
+        assert_eq!(
+            authenticate(&HeaderMap::new(), body, secret),
+            Err(HookError::Unsigned)
+        );
     }
 
     #[test]
