@@ -293,6 +293,10 @@ async fn a_repository_is_applied_pruned_force_pushed_and_drift_corrected() {
         format!("{AUTHOR} <{EMAIL}>")
     );
     assert_eq!(rule.labels()["kastell.eu/synced-by"], "soc");
+    let source = rule.status.as_ref().and_then(|s| s.common.source.clone());
+    let source = source.expect("status.source written");
+    assert_eq!(source.commit, Some(c1.to_string()));
+    assert_eq!(source.repository, Some(repo.url()));
     let secrets: Api<Secret> = env.api();
     assert!(secrets.get_opt("stray").await.unwrap().is_none());
     let inventory: Api<ConfigMap> = env.api();
@@ -362,6 +366,11 @@ async fn a_repository_is_applied_pruned_force_pushed_and_drift_corrected() {
         rule.annotations()["kastell.eu/source-commit"],
         c3.to_string()
     );
+    let source = rule
+        .status
+        .and_then(|s| s.common.source)
+        .unwrap_or_default();
+    assert_eq!(source.commit, Some(c3.to_string()));
 }
 
 fn signing_key(seed: u8) -> PrivateKey {

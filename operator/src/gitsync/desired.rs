@@ -195,6 +195,25 @@ fn annotate(object: &mut DynamicObject, snapshot: &Snapshot, target: &Target<'_>
     }
 }
 
+/// The `status.source` (`kastell_crds::SourceRevision`) of an annotated object.
+pub fn status_source(object: &DynamicObject) -> serde_json::Value {
+    let annotation = |key: &str| {
+        object
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(key))
+            .cloned()
+    };
+    let source = kastell_crds::SourceRevision {
+        repository: annotation(ANNOTATION_REPOSITORY),
+        commit: annotation(ANNOTATION_COMMIT),
+        path: annotation(ANNOTATION_PATH),
+        author: annotation(ANNOTATION_AUTHOR),
+    };
+    serde_json::to_value(source).unwrap_or_default()
+}
+
 /// The inventory of a set of desired objects.
 pub fn inventory(objects: &[Desired]) -> Inventory {
     Inventory {
@@ -247,6 +266,10 @@ mod tests {
         assert_eq!(meta.labels.as_ref().unwrap()[LABEL_SYNCED_BY], "main");
         assert!(objects[0].object.data.get("status").is_none());
         assert_eq!(objects[0].key().to_string(), "DetectionRule/r1");
+        let source = status_source(&objects[0].object);
+        assert_eq!(source["commit"], "0123abc");
+        assert_eq!(source["path"], "rules/r1.yaml");
+        assert_eq!(source["repository"], "file:///repo");
     }
 
     #[test]

@@ -257,13 +257,34 @@ impl Syncer {
         // Forced: git is the source of truth for these fields; another manager's change
         // is drift, taken back here.
         let params = PatchParams::apply(FIELD_MANAGER).force();
-        api.patch(&name, &params, &Patch::Apply(&desired.object))
+        let what = || format!("{} {namespace}/{name}", desired.resource.kind);
+        let live = api
+            .patch(&name, &params, &Patch::Apply(&desired.object))
             .await
             .map_err(|source| SyncError::Api {
                 action: "applying",
-                what: format!("{} {namespace}/{name}", desired.resource.kind),
+                what: what(),
                 source,
             })?;
+
+        // status.source repeats the provenance where `kubectl get -o yaml` readers and
+        // the controllers look; written only when it changed, so a re-apply of the same
+        // commit costs no second request.
+        let source = desired::status_source(&desired.object);
+        if live.data.pointer("/status/source") != Some(&source) {
+            let patch = json!({
+                "apiVersion": desired.resource.api_version,
+                "kind": desired.resource.kind,
+                "status": {"source": source},
+            });
+            api.patch_status(&name, &params, &Patch::Apply(&patch))
+                .await
+                .map_err(|source| SyncError::Api {
+                    action: "writing status.source of",
+                    what: what(),
+                    source,
+                })?;
+        }
         Ok(())
     }
 
