@@ -220,32 +220,41 @@ pub struct TlsSpec {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct GitSource {
-    /// Repository URL (https:// or ssh://).
+    /// Repository URL: `https://`, `ssh://user@host/path` or `file://`.
     pub url: String,
-    /// Branch to follow; ignored when `tag` or `commit` is set.
+    /// Branch to follow; ignored when `tag` or `commit` is set; without any of the three,
+    /// the remote's `HEAD`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub branch: Option<String>,
     /// Tag to follow.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tag: Option<String>,
-    /// Exact commit to apply.
+    /// Exact commit to apply (found in the remote's branches).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub commit: Option<String>,
-    /// Directory inside the repository holding the resources.
+    /// Directory inside the repository whose `.yaml`/`.yml` files (all of them, in every
+    /// subdirectory) are applied; default: the whole repository.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
-    /// How often to poll, e.g. `1m`.
+    /// How often to fetch and re-apply (which also takes back drift), e.g. `1m`; at
+    /// least 5s.
     #[serde(default = "default_interval")]
     #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h|d))+$"))]
     pub interval: String,
-    /// Secret with HTTPS (`username`, `password`) or SSH (`identity`, `known_hosts`)
-    /// credentials.
+    /// Secret with HTTPS (`username`, `password`; a token goes in `password`) or SSH
+    /// (`identity`, a private key; `known_hosts`, the server's keys) credentials.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_secret: Option<String>,
-    /// Public keys (SSH `allowed_signers` lines or armored GPG keys) one of which must
-    /// have signed the commit; empty means signatures are not checked.
+    /// SSH public keys, as `allowed_signers` lines (`principal ssh-ed25519 AAAA...`) or bare
+    /// `ssh-ed25519 AAAA...` keys, one of which must have signed the commit (`git commit -S`
+    /// with `gpg.format=ssh`); a commit that is unsigned or signed by another key is not
+    /// applied. Empty means signatures are not checked. GPG signatures are not supported.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allowed_signers: Vec<String>,
+    /// Secret whose `token` key is the shared secret of the push webhook
+    /// (`/hooks/git/{namespace}/{name}` on the operator); without it the webhook is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_secret: Option<String>,
 }
 
 fn default_interval() -> String {
@@ -292,7 +301,25 @@ pub struct SecOpsPlatformStatus {
     /// Whether every workload and outbound endpoint satisfies the residency policy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub residency_compliant: Option<bool>,
-    /// The git revision last applied by the operator's sync.
+    /// What the operator's git sync last did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub applied_revision: Option<String>,
+    pub git: Option<GitSyncStatus>,
+}
+
+/// The state of the operator's git sync of a platform.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GitSyncStatus {
+    /// The commit last applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
+    /// When that commit was last applied (RFC 3339); every interval re-applies it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied_at: Option<String>,
+    /// How many resources the last apply holds in its inventory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<u32>,
+    /// Why the last sync failed; absent after a successful one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
 }

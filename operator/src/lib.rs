@@ -1,13 +1,14 @@
 //! Kastell's operator: the controllers that reconcile every Kastell resource into
 //! workloads, the pure builders of the objects they apply, the residency policy (region
 //! catalogue and outbound endpoints), and the offline check of a resource repository
-//! (`kastell validate`). See docs/operator.md.
+//! (`kastell validate`), and the built-in git sync. See docs/operator.md.
 
 pub mod admission;
 pub mod assemble;
 pub mod build;
 pub mod conditions;
 pub mod controller;
+pub mod gitsync;
 pub mod regions;
 pub mod residency;
 pub mod serve;

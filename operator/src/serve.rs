@@ -1,7 +1,8 @@
 //! The operator process: health and metrics endpoints, leader election, then every
-//! controller, until the Lease is lost or a signal arrives.
+//! controller, the git sync and its webhook, until the Lease is lost or a signal arrives.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,6 +10,7 @@ use std::time::Duration;
 use crate::controller::health::{self, Health};
 use crate::controller::leader::{Election, LeaderError};
 use crate::controller::{self, Context, Metrics};
+use crate::gitsync::{self, Syncer};
 
 /// How `kastell operator` was asked to run.
 #[derive(Debug, Clone)]
@@ -19,6 +21,12 @@ pub struct Options {
     pub stage_image: String,
     /// The Lease to hold; `None` runs without leader election (one replica only).
     pub election: Option<Election>,
+    /// Address of the git push webhook (`/hooks/git/{namespace}/{platform}`); `None`
+    /// serves no webhook. Only the leader listens, so a Service reaches the replica that
+    /// syncs.
+    pub webhook_listen: Option<SocketAddr>,
+    /// Where the git sync caches the platforms' repositories.
+    pub git_cache: PathBuf,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -81,18 +89,39 @@ pub async fn serve(options: Options) -> Result<(), ServeError> {
         options.stage_image,
         pod,
     ));
+    let syncer = Syncer::new(context.clone(), options.git_cache.clone());
+    if let Some(addr) = options.webhook_listen {
+        serve_webhook(addr, syncer.clone()).await?;
+    }
+    let work = async {
+        futures::join!(controller::run(context), gitsync::run(syncer, None));
+    };
     match &options.election {
         Some(election) => {
             tokio::select! {
-                () = controller::run(context) => Ok(()),
+                () = work => Ok(()),
                 lost = election.keep(&client) => Err(lost.into()),
             }
         }
         None => {
-            controller::run(context).await;
+            work.await;
             Ok(())
         }
     }
+}
+
+async fn serve_webhook(addr: SocketAddr, syncer: Arc<Syncer>) -> Result<(), ServeError> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Listen { addr, source })?;
+    tracing::info!(%addr, "serving the git webhook /hooks/git/{{namespace}}/{{platform}}");
+    let router = gitsync::webhook::router(syncer);
+    tokio::spawn(async move {
+        if let Err(error) = axum::serve(listener, router).await {
+            tracing::error!(%error, "git webhook stopped");
+        }
+    });
+    Ok(())
 }
 
 /// The default Lease duration: a new leader takes over within this after a crash.

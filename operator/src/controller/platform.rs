@@ -235,9 +235,7 @@ fn validate(platform: &SecOpsPlatform) -> Result<(EndpointPolicy, BTreeSet<Strin
         return Err(format!("spec.residency: {error}"));
     }
     if let Some(git) = &platform.spec.git {
-        policy
-            .check(&git.url)
-            .map_err(|refusal| format!("spec.git.url: {refusal}"))?;
+        crate::gitsync::check_url(&policy, &git.url)?;
     }
     Ok((policy, regions))
 }

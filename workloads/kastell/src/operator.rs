@@ -2,6 +2,7 @@
 //! cluster the kubeconfig (or the pod's service account) names.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use kastell_operator::controller::leader::Election;
@@ -31,6 +32,13 @@ pub struct OperatorArgs {
     /// Run without leader election: only safe with exactly one replica.
     #[arg(long)]
     no_leader_election: bool,
+    /// Address of the git push webhook (/hooks/git/{namespace}/{platform}); the leader
+    /// listens there.
+    #[arg(long)]
+    webhook_listen: Option<SocketAddr>,
+    /// Directory where the git sync caches repositories.
+    #[arg(long, env = "KASTELL_GIT_CACHE", default_value = "/tmp/kastell-git")]
+    git_cache: PathBuf,
 }
 
 pub fn run(args: OperatorArgs) -> anyhow::Result<ExitCode> {
@@ -46,6 +54,8 @@ pub fn run(args: OperatorArgs) -> anyhow::Result<ExitCode> {
             identity,
             duration: LEASE_DURATION,
         }),
+        webhook_listen: args.webhook_listen,
+        git_cache: args.git_cache,
     };
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(serve(options))?;
