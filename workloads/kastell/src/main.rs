@@ -1,5 +1,6 @@
 //! The `kastell` command.
 
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -33,7 +34,8 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the whole pipeline in one process: replay sensor files through ingest,
-    /// detection, enrichment, cases and response, then serve the case API.
+    /// detection, enrichment, cases and response, then (without --once) keep running:
+    /// Sensor listeners, intel feed refresh and the case API, until SIGINT or SIGTERM.
     Run(RunArgs),
     /// Evaluate Sigma rules offline against raw JSON events; one JSON line per match.
     Detect(detect::DetectArgs),
@@ -178,10 +180,21 @@ async fn run_async(args: RunArgs) -> anyhow::Result<ExitCode> {
             let mut summary = summary.clone();
             summary.data_dir = shown;
             print_summary(&summary, output);
-            eprintln!("case API on http://{address}/api/v1/cases (OpenAPI at /api/openapi.json); Ctrl-C stops");
+            eprintln!(
+                "case API on http://{address}/api/v1/cases (OpenAPI at /api/openapi.json); \
+                 Ctrl-C or SIGTERM stops"
+            );
         });
-        let shutdown = Box::pin(async {
-            let _ = tokio::signal::ctrl_c().await;
+        let signal = kastell::shutdown::on_signal().context("installing the signal handlers")?;
+        let shutdown = Box::pin(async move {
+            let signal = signal.await;
+            tracing::info!(signal, "stopping: draining the stages");
+            // Not eprintln!: it panics when standard error is a closed pipe, and this
+            // task must finish for the process to stop.
+            let _ = writeln!(
+                std::io::stderr(),
+                "{signal}: stopping the listeners and draining the stages"
+            );
         });
         pipeline::run(
             setup,
