@@ -10,4 +10,5 @@ pub mod pipeline;
 pub mod resources;
 pub mod setup;
 pub mod shutdown;
+pub mod stage;
 pub mod summary;

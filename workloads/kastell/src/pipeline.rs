@@ -465,7 +465,7 @@ async fn serve(
 
 /// Ingests every source in turn; a source that fails (an unreadable file) becomes a
 /// problem line and the others still run.
-async fn ingest_all(
+pub(crate) async fn ingest_all(
     sources: &[crate::setup::ReplaySource],
     bus: &dyn Bus,
     stats: &IngestStats,

@@ -191,7 +191,7 @@ async fn replay_sources(
 
 /// Every IntelFeed, of any kind, loaded by the enrich crate; URLs are held against the
 /// platform's residency policy.
-async fn load_feeds(resources: &ResourceSet, problems: &mut Vec<String>) -> IndicatorStore {
+pub async fn load_feeds(resources: &ResourceSet, problems: &mut Vec<String>) -> IndicatorStore {
     let http = match feed_http(resources) {
         Ok(http) => http,
         Err(e) => {
