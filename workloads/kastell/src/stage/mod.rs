@@ -146,10 +146,10 @@ async fn connect_bus(args: &StageArgs) -> anyhow::Result<Arc<dyn Bus>> {
     let bus: Arc<dyn Bus> = match args.bus {
         BusKind::Memory => Arc::new(InProcessBus::new(crate::pipeline::BUS_CAPACITY)),
         BusKind::Nats => {
-            let url = args
-                .nats_url
-                .clone()
-                .context("--bus nats needs --nats-url or KASTELL_NATS_URL")?;
+            let url = match &args.nats_url {
+                Some(url) => url.clone(),
+                None => platform_bus_url(args)?,
+            };
             let mut config = JetStreamConfig::new(url.clone());
             config.namespace = args.nats_namespace.clone();
             config.security = Security {
@@ -167,6 +167,20 @@ async fn connect_bus(args: &StageArgs) -> anyhow::Result<Arc<dyn Bus>> {
         }
     };
     Ok(Arc::new(StageBus(bus)))
+}
+
+/// The NATS URL of the platform in the resource directory (`spec.bus.url`), which is
+/// where the operator's bundle carries it.
+fn platform_bus_url(args: &StageArgs) -> anyhow::Result<String> {
+    let (resources, _) = crate::resources::load(&args.config)?;
+    resources
+        .platforms
+        .first()
+        .and_then(|platform| platform.object.spec.bus.url.clone())
+        .context(
+            "--bus nats needs --nats-url, KASTELL_NATS_URL or a SecOpsPlatform with \
+             spec.bus.url in the resource directory",
+        )
 }
 
 /// The bus as a stage process uses it: a stage's run functions close their output topic
