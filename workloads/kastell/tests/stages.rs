@@ -142,10 +142,17 @@ impl Pipeline {
     }
 
     fn assert_running(&mut self) {
+        let mut exited = None;
         for (stage, (child, _)) in &mut self.children {
             if let Some(status) = child.try_wait().unwrap() {
-                panic!("{stage} exited early ({status}); its log:\n{}", self.log(stage));
+                exited = Some((*stage, status));
             }
+        }
+        if let Some((stage, status)) = exited {
+            panic!(
+                "{stage} exited early ({status}); its log:\n{}",
+                self.log(stage)
+            );
         }
     }
 
@@ -168,7 +175,11 @@ impl Pipeline {
         for stage in stages {
             let (child, _) = self.children.get_mut(stage).unwrap();
             let status = child.wait().unwrap();
-            assert!(status.success(), "{stage}: {status}; log:\n{}", self.log(stage));
+            assert!(
+                status.success(),
+                "{stage}: {status}; log:\n{}",
+                self.log(stage)
+            );
         }
         self.children.clear();
     }
@@ -200,6 +211,7 @@ fn http_get(port: u16, path: &str) -> Option<String> {
 const RECEIVED: &str = "kastell_cases_alerts_received_total";
 const STORED: &str = "kastell_cases_alerts_stored_total";
 const OPENED: &str = "kastell_cases_opened_total";
+const ATTACHED: &str = "kastell_cases_alerts_attached_total";
 
 #[test]
 fn four_stage_processes_store_the_alerts_and_cases_of_the_single_process_run() {
@@ -246,6 +258,12 @@ fn a_stage_killed_mid_run_and_restarted_loses_and_duplicates_nothing() {
     pipeline.wait_for("cases", STORED, alerts);
     pipeline.settle();
     assert_eq!(pipeline.metric("cases", STORED), Some(alerts));
-    assert_eq!(pipeline.metric("cases", OPENED), Some(cases));
+    // Every alert is in exactly one case. How many cases depends on the order alerts
+    // arrive in, which the redelivery after the kill changes (docs/cluster.md), so the
+    // case count is not compared with the single-process run here.
+    let opened = pipeline.metric("cases", OPENED).unwrap();
+    let attached = pipeline.metric("cases", ATTACHED).unwrap();
+    assert_eq!(opened + attached, alerts);
+    eprintln!("cases opened: {opened} (single process: {cases})");
     pipeline.stop();
 }

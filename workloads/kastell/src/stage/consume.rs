@@ -228,8 +228,14 @@ async fn generation(
             }
             let current = refresher.current();
             let refreshing = refresher.run(pause.cancelled());
-            let enriching =
-                kastell_enrich::run_enrich_live(bus, subscription, current, &context.enrich);
+            let enriching = async {
+                let enriched =
+                    kastell_enrich::run_enrich_live(bus, subscription, current, &context.enrich)
+                        .await;
+                // A stage that stopped on an error stops its refresher too.
+                pause.cancel();
+                enriched
+            };
             let ((), enriched) = tokio::join!(refreshing, enriching);
             enriched?;
         }
