@@ -203,7 +203,6 @@ fn container(input: &BuildInput, stage: Stage, uses_volume_claim: bool) -> Conta
         image: Some(image),
         args: Some(
             [
-                "stage",
                 stage.as_str(),
                 "--config",
                 CONFIG_DIR,

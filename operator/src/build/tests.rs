@@ -156,6 +156,27 @@ fn pods_meet_the_restricted_standard_and_probe_health() {
 }
 
 #[test]
+fn each_container_runs_its_stage_command_on_the_mounted_bundle() {
+    let objects = build(&platform(PLATFORM), &bundles("a"));
+    for d in &objects.deployments {
+        let pod = d.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+        let container = &pod.containers[0];
+        let args = container.args.clone().unwrap();
+        assert_eq!(
+            args,
+            [
+                container.name.as_str(),
+                "--config",
+                "/etc/kastell/config",
+                "--listen",
+                "0.0.0.0:8080"
+            ],
+            "the stage command `kastell <stage>` (see docs/cluster.md)"
+        );
+    }
+}
+
+#[test]
 fn pods_are_pinned_to_the_allowed_regions_by_an_unforgeable_label() {
     let objects = build(&platform(PLATFORM), &bundles("a"));
     let pod = objects.deployments[0]

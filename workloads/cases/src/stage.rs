@@ -478,7 +478,17 @@ async fn publish_case_event(bus: &dyn Bus, event: &CaseEvent) -> Result<(), Case
         topic: Topic::CaseEvents,
         source,
     };
-    let message = Message::json(event).map_err(publish)?;
+    // An alert opens or joins a case once, so its id names the case event, and a
+    // redelivered alert's event is stored once on a durable bus.
+    let id = match event {
+        CaseEvent::CaseOpened { alert, .. } => Some(format!("opened:{}", alert.id)),
+        CaseEvent::AlertAttached { alert, .. } => Some(format!("attached:{}", alert.id)),
+        _ => None,
+    };
+    let mut message = Message::json(event).map_err(publish)?;
+    if let Some(id) = id {
+        message = message.with_id(id);
+    }
     bus.publish(Topic::CaseEvents, message)
         .await
         .map_err(publish)

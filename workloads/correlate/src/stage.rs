@@ -275,10 +275,15 @@ async fn correlate_loop(
         }
         stats.record(&detection.alerts);
 
-        let message = Message::json(&detection).map_err(|source| CorrelateError::Publish {
+        let mut message = Message::json(&detection).map_err(|source| CorrelateError::Publish {
             topic: Topic::Detections,
             source,
         })?;
+        // One detection per event: the event's id names it, so a redelivered event gives a
+        // detection the durable bus stores once.
+        if let Some(id) = &delivery.message.id {
+            message = message.with_id(id.clone());
+        }
         bus.publish(Topic::Detections, message)
             .await
             .map_err(|source| CorrelateError::Publish {

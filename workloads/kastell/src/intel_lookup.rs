@@ -4,14 +4,23 @@
 
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use kastell_core::ObservableKind;
 use kastell_enrich::IndicatorStore;
 use kastell_respond::IntelLookup;
 use serde_json::{json, Value};
 
-/// [`IntelLookup`] over the loaded indicators.
-pub struct IndicatorLookup(pub Arc<IndicatorStore>);
+/// [`IntelLookup`] over the loaded indicators: the set current at each lookup, so that
+/// refreshed feeds reach the respond stage's steps too.
+pub struct IndicatorLookup(pub Arc<ArcSwap<IndicatorStore>>);
+
+impl IndicatorLookup {
+    /// A lookup over a set that does not change.
+    pub fn fixed(store: Arc<IndicatorStore>) -> Self {
+        IndicatorLookup(Arc::new(ArcSwap::new(store)))
+    }
+}
 
 #[async_trait]
 impl IntelLookup for IndicatorLookup {
@@ -24,6 +33,7 @@ impl IntelLookup for IndicatorLookup {
         })?;
         Ok(self
             .0
+            .load()
             .lookup_value(kind, value)
             .into_iter()
             .map(|indicator| {
@@ -49,7 +59,7 @@ mod tests {
     async fn bundled() -> IndicatorLookup {
         let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/soc");
         let setup = crate::setup::prepare(&examples, &[]).await.unwrap();
-        IndicatorLookup(setup.indicators)
+        IndicatorLookup::fixed(setup.indicators)
     }
 
     #[tokio::test]

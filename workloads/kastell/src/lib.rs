@@ -7,5 +7,8 @@ pub mod detection;
 pub mod intel_lookup;
 pub mod listeners;
 pub mod pipeline;
+pub mod resources;
 pub mod setup;
+pub mod shutdown;
+pub mod stage;
 pub mod summary;

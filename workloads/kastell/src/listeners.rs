@@ -172,7 +172,21 @@ pub async fn start(
     metrics: &IngestMetrics,
     shutdown: CancellationToken,
 ) -> anyhow::Result<Vec<JoinHandle<()>>> {
-    let stats = Arc::new(IngestStats::new());
+    start_counted(plans, bus, metrics, Arc::new(IngestStats::new()), shutdown).await
+}
+
+/// [`start`], counting what every listener takes in into `stats`.
+///
+/// # Errors
+///
+/// When an address cannot be bound or a TLS certificate cannot be loaded.
+pub async fn start_counted(
+    plans: &[ListenerPlan],
+    bus: Arc<dyn Bus>,
+    metrics: &IngestMetrics,
+    stats: Arc<IngestStats>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<Vec<JoinHandle<()>>> {
     let mut http_servers: BTreeMap<SocketAddr, Vec<Arc<Inlet>>> = BTreeMap::new();
     let mut tasks = Vec::new();
     for plan in plans {

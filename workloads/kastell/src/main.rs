@@ -1,5 +1,6 @@
 //! The `kastell` command.
 
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -7,6 +8,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use kastell::pipeline::{self, Mode};
+use kastell::stage::Stage;
 use kastell::summary::Summary;
 
 /// Parsing and enrichment allocate and free many small strings and maps per event;
@@ -39,8 +41,19 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the whole pipeline in one process: replay sensor files through ingest,
-    /// detection, enrichment, cases and response, then serve the case API.
+    /// detection, enrichment, cases and response, then (without --once) keep running:
+    /// Sensor listeners, intel feed refresh and the case API, until SIGINT or SIGTERM.
     Run(RunArgs),
+    /// Run the ingest stage alone: the Sensors' listeners and file replays, onto the bus.
+    Ingest(kastell::stage::StageArgs),
+    /// Run the correlate stage alone: Sigma and correlation rules over the events topic.
+    Correlate(kastell::stage::StageArgs),
+    /// Run the enrich stage alone: intel feeds (refreshed) over the detections topic.
+    Enrich(kastell::stage::StageArgs),
+    /// Run the cases stage alone: alerts into cases, and the case API.
+    Cases(kastell::stage::StageArgs),
+    /// Run the respond stage alone: playbooks over the case events.
+    Respond(kastell::stage::StageArgs),
     /// Evaluate Sigma rules offline against raw JSON events; one JSON line per match.
     Detect(detect::DetectArgs),
     /// Parse a sensor's records and print them normalised, one JSON event per line;
@@ -117,6 +130,11 @@ fn main() -> ExitCode {
             chart_crds,
         } => crdgen::run(&[out, chart_crds], &reference),
         Command::Run(args) => run(args),
+        Command::Ingest(args) => stage(Stage::Ingest, args),
+        Command::Correlate(args) => stage(Stage::Correlate, args),
+        Command::Enrich(args) => stage(Stage::Enrich, args),
+        Command::Cases(args) => stage(Stage::Cases, args),
+        Command::Respond(args) => stage(Stage::Respond, args),
         Command::Validate { dir } => validate(&dir),
         Command::Detect(args) => detect::run(args),
         Command::Parse(args) => parse::run(args),
@@ -146,6 +164,14 @@ fn init_tracing(filter: &str, json: bool) {
     } else {
         builder.init();
     }
+}
+
+fn stage(stage: Stage, args: kastell::stage::StageArgs) -> anyhow::Result<ExitCode> {
+    // NATS, the feed client and the step runners use rustls; ring is picked once.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    runtime.block_on(kastell::stage::run(stage, args))?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
@@ -184,10 +210,21 @@ async fn run_async(args: RunArgs) -> anyhow::Result<ExitCode> {
             let mut summary = summary.clone();
             summary.data_dir = shown;
             print_summary(&summary, output);
-            eprintln!("case API on http://{address}/api/v1/cases (OpenAPI at /api/openapi.json); Ctrl-C stops");
+            eprintln!(
+                "case API on http://{address}/api/v1/cases (OpenAPI at /api/openapi.json); \
+                 Ctrl-C or SIGTERM stops"
+            );
         });
-        let shutdown = Box::pin(async {
-            let _ = tokio::signal::ctrl_c().await;
+        let signal = kastell::shutdown::on_signal().context("installing the signal handlers")?;
+        let shutdown = Box::pin(async move {
+            let signal = signal.await;
+            tracing::info!(signal, "stopping: draining the stages");
+            // Not eprintln!: it panics when standard error is a closed pipe, and this
+            // task must finish for the process to stop.
+            let _ = writeln!(
+                std::io::stderr(),
+                "{signal}: stopping the listeners and draining the stages"
+            );
         });
         pipeline::run(
             setup,

@@ -1,20 +1,28 @@
 //! `kastell run`: every stage in one process over the in-process bus and the SQLite
-//! store, replaying sensor files and, unless `--once`, serving the case API afterwards.
+//! store. With `--once` it replays the Sensors' files and exits; otherwise it replays,
+//! then keeps every stage running, starts the Sensors' listeners, refreshes the intel
+//! feeds on their own intervals and serves the case API until asked to stop, when it
+//! stops the listeners, drains the bus through every stage and exits.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
-use kastell_cases::{ApiState, CaseSettings, Metrics};
+use arc_swap::ArcSwap;
+use kastell_cases::{ApiState, CaseSettings, CasesStats, Metrics};
 use kastell_core::store::{ActionFilter, ActionStatus};
 use kastell_core::{Alert, Bus, CaseStore, InProcessBus, SqliteStore, Subscription, Topic};
-use kastell_enrich::EnrichStats;
-use kastell_ingest::{IngestReport, Ingestor, Source};
+use kastell_correlate::CorrelateStats;
+use kastell_enrich::refresh::Refresher;
+use kastell_enrich::{EnrichStats, IndicatorStore};
+use kastell_ingest::transport::IngestMetrics;
+use kastell_ingest::{IngestReport, IngestStats, Ingestor, Source};
 use kastell_respond::{RespondStats, RunnerSettings, Runners};
 use tokio::io::AsyncWriteExt;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 use crate::setup::Setup;
 use crate::summary::{AlertTally, RejectedRecord, Summary};
@@ -26,7 +34,8 @@ pub const BUS_CAPACITY: usize = 1024;
 pub enum Mode {
     /// Replay, print the summary, exit.
     Once,
-    /// Replay, then serve the case API on the listener until `shutdown` resolves.
+    /// Replay, then run the listeners and serve the case API on the listener until
+    /// `shutdown` resolves; then drain every stage.
     Serve {
         listener: tokio::net::TcpListener,
         shutdown: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
@@ -44,7 +53,6 @@ struct Subscriptions {
     respond: Box<dyn Subscription>,
     response_outputs: Box<dyn Subscription>,
     alert_tally: Box<dyn Subscription>,
-    dead_letters: Box<dyn Subscription>,
 }
 
 async fn subscribe_all(bus: &dyn Bus) -> anyhow::Result<Subscriptions> {
@@ -55,10 +63,29 @@ async fn subscribe_all(bus: &dyn Bus) -> anyhow::Result<Subscriptions> {
         respond: kastell_respond::subscribe_case_events(bus).await?,
         response_outputs: kastell_cases::subscribe_response_outputs(bus).await?,
         alert_tally: bus.subscribe(Topic::Alerts, "run-summary").await?,
-        dead_letters: bus
-            .subscribe(Topic::DeadLetters, "run-dead-letters")
-            .await?,
     })
+}
+
+/// The running stages.
+struct Stages {
+    correlate:
+        JoinHandle<Result<kastell_correlate::CorrelateReport, kastell_correlate::CorrelateError>>,
+    enrich: JoinHandle<Result<kastell_enrich::EnrichReport, kastell_enrich::EnrichError>>,
+    cases: JoinHandle<Result<kastell_cases::CasesReport, kastell_cases::CasesError>>,
+    respond: JoinHandle<Result<kastell_respond::RespondReport, kastell_respond::RespondError>>,
+    /// Applies respond's case operations and step results to the case store.
+    response_outputs: JoinHandle<Result<(), kastell_cases::CasesError>>,
+    tally_task: JoinHandle<()>,
+    counters: Counters,
+}
+
+/// The counters the stages keep as they go, read for the summary at any time.
+struct Counters {
+    correlate: Arc<CorrelateStats>,
+    enrich: Arc<EnrichStats>,
+    cases: CasesStats,
+    respond: Arc<RespondStats>,
+    tally: Arc<Mutex<AlertTally>>,
 }
 
 /// Runs the pipeline over the setup's sources with the store in `data_dir`.
@@ -70,30 +97,35 @@ pub async fn run(setup: Setup, data_dir: &Path, mode: Mode) -> anyhow::Result<Su
     );
     let bus: Arc<dyn Bus> = Arc::new(InProcessBus::new(BUS_CAPACITY));
     let subs = subscribe_all(bus.as_ref()).await?;
+    let dead_letters = spawn_dead_letter_log(
+        bus.subscribe(Topic::DeadLetters, "run-dead-letters")
+            .await?,
+        data_dir.join("dead-letters.jsonl"),
+    );
     let once = matches!(mode, Mode::Once);
-
-    let tally = spawn_alert_tally(subs.alert_tally);
-    let dead_letters =
-        spawn_dead_letter_log(subs.dead_letters, data_dir.join("dead-letters.jsonl"));
-
-    let correlate = {
-        let (bus, rules) = (Arc::clone(&bus), Arc::clone(&setup.rules));
-        let stats = kastell_correlate::CorrelateStats::new();
-        tokio::spawn(async move {
-            kastell_correlate::run_correlate_on(bus.as_ref(), subs.correlate, rules, &stats).await
-        })
+    // Enrich and the respond stage's lookups read the set the feed refresher swaps in
+    // serve mode; with --once it is the set loaded up front. The refresher starts with
+    // that set and runs only after the replay, so a replay gives the figures of --once.
+    // Its first round re-reads every feed, as it has no way to adopt a loaded set.
+    let refresher = if once {
+        None
+    } else {
+        match crate::setup::feed_http(&setup.resources) {
+            Ok(http) => Some(Refresher::new(
+                crate::setup::feed_defs(&setup.resources),
+                http,
+            )),
+            Err(e) => {
+                tracing::warn!(reason = %kastell_core::error_chain(&e), "intel feeds are not refreshed");
+                None
+            }
+        }
     };
-    let enrich_stats = Arc::new(EnrichStats::new());
-    let enrich = {
-        let (bus, indicators, stats) = (
-            Arc::clone(&bus),
-            Arc::clone(&setup.indicators),
-            Arc::clone(&enrich_stats),
-        );
-        tokio::spawn(async move {
-            kastell_enrich::run_enrich_on(bus.as_ref(), subs.enrich, indicators, &stats).await
-        })
+    let indicators = match &refresher {
+        Some(refresher) => refresher.current(),
+        None => Arc::new(ArcSwap::new(Arc::new(IndicatorStore::new()))),
     };
+    indicators.store(Arc::clone(&setup.indicators));
     // One registry for the API's `/metrics`: the cases stage's, the response outputs'
     // and the respond stage's counters.
     let registry = prometheus::Registry::new();
@@ -105,12 +137,172 @@ pub async fn run(setup: Setup, data_dir: &Path, mode: Mode) -> anyhow::Result<Su
         .context("registering the respond metrics")?;
     let metrics = Metrics::register_in(registry, kastell_cases::CasesStats::new())
         .context("registering metrics")?;
-    let cases = {
-        let (bus, store, stats) = (
-            Arc::clone(&bus),
-            Arc::clone(&store),
-            metrics.stage().clone(),
+    let stages = start_stages(
+        &setup,
+        subs,
+        Shared {
+            bus: &bus,
+            store: &store,
+            indicators: &indicators,
+            metrics: &metrics,
+            respond_stats,
+            output_stats,
+            data_dir,
+        },
+        once,
+    )?;
+
+    let ingest_stats = Arc::new(IngestStats::new());
+    let replay_sources: Vec<_> = setup
+        .sources
+        .iter()
+        .filter(|source| once || !source.follow)
+        .cloned()
+        .collect();
+    let (ingest_reports, mut ingest_problems) =
+        ingest_all(&replay_sources, bus.as_ref(), &ingest_stats).await;
+
+    let mut summary = match mode {
+        Mode::Once => {
+            let mut problems = Vec::new();
+            for plan in crate::listeners::plan(&setup.resources, data_dir, &mut problems) {
+                ingest_problems.push(format!(
+                    "sensor {}: listens ({:?}) and is served only without --once",
+                    plan.sensor, plan.kind
+                ));
+            }
+            ingest_problems.extend(problems);
+            bus.close(Topic::Events).await;
+            finish(
+                stages,
+                Arc::clone(&bus),
+                &setup,
+                ingest_problems,
+                ingest_reports,
+                &store,
+            )
+            .await?
+        }
+        Mode::Serve {
+            listener,
+            shutdown,
+            on_replayed,
+        } => {
+            let replayed = ingest_stats.events_published();
+            wait_until_drained(&stages, replayed).await?;
+            let listened = Arc::new(IngestStats::new());
+            let mut summary = replay_summary(&setup, &stages.counters, ingest_problems.clone());
+            add_ingest(&mut summary, ingest_reports.clone());
+            summary.actions_pending = pending_actions(store.as_ref()).await?;
+            on_replayed(&summary);
+
+            let stop = CancellationToken::new();
+            let asked = {
+                let stop = stop.clone();
+                tokio::spawn(async move {
+                    shutdown.await;
+                    stop.cancel();
+                })
+            };
+            let served = serve(
+                &setup,
+                data_dir,
+                Served {
+                    listener,
+                    bus: Arc::clone(&bus),
+                    store: Arc::clone(&store),
+                    metrics,
+                    refresher,
+                    ingest_stats: Arc::clone(&listened),
+                },
+                stop.clone(),
+            )
+            .await;
+            // Whatever ended the serving (a signal or a failed listener), everything else
+            // stops too; the stages then drain what the listeners put on the bus.
+            stop.cancel();
+            asked.abort();
+            served?;
+            tracing::info!("listeners stopped; draining the stages");
+            bus.close(Topic::Events).await;
+            let mut summary = finish(
+                stages,
+                Arc::clone(&bus),
+                &setup,
+                ingest_problems,
+                ingest_reports,
+                &store,
+            )
+            .await?;
+            let listened = listened.snapshot();
+            summary.events_in += listened.events_in;
+            summary.events_rejected += listened.events_rejected;
+            summary
+        }
+    };
+    bus.close(Topic::DeadLetters).await;
+    summary.dead_letters = dead_letters
+        .await
+        .context("the dead-letter log stopped")??;
+    Ok(summary)
+}
+
+/// What the stages share: the bus, the store, the indicator set and the counters the
+/// metrics endpoint reads.
+struct Shared<'a> {
+    bus: &'a Arc<dyn Bus>,
+    store: &'a Arc<dyn CaseStore>,
+    indicators: &'a Arc<ArcSwap<IndicatorStore>>,
+    metrics: &'a Metrics,
+    respond_stats: Arc<RespondStats>,
+    output_stats: kastell_cases::OutputStats,
+    data_dir: &'a Path,
+}
+
+/// Spawns the four stages, the response-outputs loop and the alert tally on their
+/// subscriptions.
+fn start_stages(
+    setup: &Setup,
+    subs: Subscriptions,
+    shared: Shared<'_>,
+    once: bool,
+) -> anyhow::Result<Stages> {
+    let Shared {
+        bus,
+        store,
+        indicators,
+        metrics,
+        respond_stats,
+        output_stats,
+        data_dir,
+    } = shared;
+    let (tally, tally_task) = spawn_alert_tally(subs.alert_tally);
+
+    let correlate_stats = Arc::new(CorrelateStats::new());
+    let correlate = {
+        let (bus, rules, stats) = (
+            Arc::clone(bus),
+            Arc::clone(&setup.rules),
+            Arc::clone(&correlate_stats),
         );
+        tokio::spawn(async move {
+            kastell_correlate::run_correlate_on(bus.as_ref(), subs.correlate, rules, &stats).await
+        })
+    };
+    let enrich_stats = Arc::new(EnrichStats::new());
+    let enrich = {
+        let (bus, indicators, stats) = (
+            Arc::clone(bus),
+            Arc::clone(indicators),
+            Arc::clone(&enrich_stats),
+        );
+        tokio::spawn(async move {
+            kastell_enrich::run_enrich_live(bus.as_ref(), subs.enrich, indicators, &stats).await
+        })
+    };
+    let cases_stats = metrics.stage().clone();
+    let cases = {
+        let (bus, store, stats) = (Arc::clone(bus), Arc::clone(store), cases_stats.clone());
         let settings = CaseSettings {
             grouping_window: setup.grouping_window,
             close_downstream: once,
@@ -122,16 +314,14 @@ pub async fn run(setup: Setup, data_dir: &Path, mode: Mode) -> anyhow::Result<Su
     let respond = {
         let runners = Arc::new(
             Runners::new(&RunnerSettings {
-                intel: Arc::new(crate::intel_lookup::IndicatorLookup(Arc::clone(
-                    &setup.indicators,
-                ))),
+                intel: Arc::new(crate::intel_lookup::IndicatorLookup(Arc::clone(indicators))),
                 ..RunnerSettings::default()
             })
             .context("setting up the step runners")?,
         );
         let (bus, store, stats) = (
-            Arc::clone(&bus),
-            Arc::clone(&store),
+            Arc::clone(bus),
+            Arc::clone(store),
             Arc::clone(&respond_stats),
         );
         let journal = kastell_respond::Journal::open(&data_dir.join("respond-journal.jsonl"))
@@ -149,9 +339,8 @@ pub async fn run(setup: Setup, data_dir: &Path, mode: Mode) -> anyhow::Result<Su
                 .await
         })
     };
-
     let response_outputs = {
-        let (bus, store) = (Arc::clone(&bus), Arc::clone(&store));
+        let (bus, store) = (Arc::clone(bus), Arc::clone(store));
         tokio::spawn(async move {
             kastell_cases::run_response_outputs_on(
                 bus.as_ref(),
@@ -162,16 +351,55 @@ pub async fn run(setup: Setup, data_dir: &Path, mode: Mode) -> anyhow::Result<Su
             .await
         })
     };
+    Ok(Stages {
+        correlate,
+        enrich,
+        cases,
+        respond,
+        response_outputs,
+        tally_task,
+        counters: Counters {
+            correlate: correlate_stats,
+            enrich: enrich_stats,
+            cases: cases_stats,
+            respond: respond_stats,
+            tally,
+        },
+    })
+}
 
-    let (ingest_reports, ingest_problems) = ingest_all(&setup, bus.as_ref()).await;
-    bus.close(Topic::Events).await;
+/// Joins the stages once the events topic is closed: each closes the next topic when it
+/// has drained its own (the case-events topic is closed here in serve mode, where the
+/// case API also publishes approvals to it and has stopped by now).
+async fn finish(
+    stages: Stages,
+    bus: Arc<dyn Bus>,
+    setup: &Setup,
+    ingest_problems: Vec<String>,
+    ingest_reports: Vec<IngestReport>,
+    store: &Arc<dyn CaseStore>,
+) -> anyhow::Result<Summary> {
+    join("correlate", stages.correlate).await?;
+    join("enrich", stages.enrich).await?;
+    join("cases", stages.cases).await?;
+    bus.close(Topic::CaseEvents).await;
+    stages.tally_task.await.context("the alert tally stopped")?;
+    let executed = join("respond", stages.respond).await?.executed;
+    bus.close(Topic::ResponseOutputs).await;
+    join("response outputs", stages.response_outputs).await?;
+    let mut summary = replay_summary(setup, &stages.counters, ingest_problems);
+    add_ingest(&mut summary, ingest_reports);
+    summary.actions_executed = executed;
+    summary.actions_pending = pending_actions(store.as_ref()).await?;
+    Ok(summary)
+}
 
-    let correlate_report = join("correlate", correlate).await?;
-    let enrich_report = join("enrich", enrich).await?;
-    let cases_report = join("cases", cases).await?;
-    let tally = tally.await.context("the alert tally stopped")?;
-
-    let case_events = cases_report.cases_opened + cases_report.alerts_attached;
+/// The summary from the setup and the stages' counters; ingest and actions are added by
+/// the caller.
+fn replay_summary(setup: &Setup, counters: &Counters, problems: Vec<String>) -> Summary {
+    let enrich = counters.enrich.snapshot();
+    let cases = counters.cases.snapshot();
+    let tally = counters.tally.lock().unwrap_or_else(|p| p.into_inner());
     let mut summary = Summary {
         rules_loaded: setup.rule_count as u64,
         indicators_loaded: setup.indicators.len() as u64,
@@ -179,58 +407,140 @@ pub async fn run(setup: Setup, data_dir: &Path, mode: Mode) -> anyhow::Result<Su
         problems: setup.problems.clone(),
         ..Summary::default()
     };
-    summary.problems.extend(ingest_problems);
-    add_ingest(&mut summary, ingest_reports);
+    summary.problems.extend(problems);
     summary.alerts = tally.total;
     summary.alerts_by_level = tally.by_level();
     summary.alerts_by_rule = tally.by_rule();
-    summary.intel_matches = enrich_report.intel_matches;
-    summary.intel_alerts = enrich_report.intel_alerts;
-    summary.cases_opened = cases_report.cases_opened;
-    summary.alerts_attached_to_cases = cases_report.alerts_attached;
-    tracing::debug!(events = correlate_report.events, "correlate finished");
+    summary.intel_matches = enrich.intel_matches;
+    summary.intel_alerts = enrich.intel_alerts;
+    summary.cases_opened = cases.cases_opened;
+    summary.alerts_attached_to_cases = cases.alerts_attached;
+    summary.actions_executed = counters.respond.snapshot().executed;
+    summary
+}
 
-    // In serve mode the case-events topic stays open for approvals until the API stops;
-    // with --once the cases stage has already closed it.
-    if let Mode::Serve {
-        listener,
-        shutdown,
-        on_replayed,
-    } = mode
-    {
-        wait_for_respond(&respond_stats, case_events).await;
-        summary.actions_executed = respond_stats.snapshot().executed;
-        summary.actions_pending = pending_actions(store.as_ref()).await?;
-        on_replayed(&summary);
-        let mut state = ApiState::new(Arc::clone(&store), Arc::clone(&bus), metrics);
-        if let Some(oidc) = kastell_cases::auth::oidc::from_env().await? {
-            state = state.with_oidc(oidc);
+/// In serve mode the topics stay open, so the replay's end is seen by counting: every
+/// stage has taken in what the one before it put out. A stage that stops meanwhile
+/// (it failed) ends the wait with its error.
+async fn wait_until_drained(stages: &Stages, replayed: u64) -> anyhow::Result<()> {
+    let counters = &stages.counters;
+    loop {
+        let correlate = counters.correlate.snapshot();
+        let enrich = counters.enrich.snapshot();
+        let cases = counters.cases.snapshot();
+        let tallied = counters
+            .tally
+            .lock()
+            .map(|t| t.total)
+            .unwrap_or_else(|p| p.into_inner().total);
+        let case_events = cases.cases_opened + cases.alerts_attached;
+        let drained = correlate.events + correlate.dead_letters >= replayed
+            && enrich.detections + enrich.dead_letters >= correlate.events
+            && cases.received >= enrich.alerts_forwarded
+            && tallied >= enrich.alerts_forwarded
+            && counters.respond.snapshot().case_events >= case_events;
+        if drained {
+            return Ok(());
         }
-        serve_until(listener, kastell_cases::router(state), shutdown).await?;
-        bus.close(Topic::CaseEvents).await;
+        let stopped = [
+            ("correlate", stages.correlate.is_finished()),
+            ("enrich", stages.enrich.is_finished()),
+            ("cases", stages.cases.is_finished()),
+            ("respond", stages.respond.is_finished()),
+        ];
+        if let Some((stage, _)) = stopped.iter().find(|(_, done)| *done) {
+            anyhow::bail!("the {stage} stage stopped during the replay; see its log above");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    summary.actions_executed = join("respond", respond).await?.executed;
-    bus.close(Topic::ResponseOutputs).await;
-    join("response outputs", response_outputs).await?;
-    summary.actions_pending = pending_actions(store.as_ref()).await?;
-    bus.close(Topic::DeadLetters).await;
-    summary.dead_letters = dead_letters
-        .await
-        .context("the dead-letter log stopped")??;
-    Ok(summary)
+}
+
+/// What serving needs besides the setup.
+struct Served {
+    listener: tokio::net::TcpListener,
+    bus: Arc<dyn Bus>,
+    store: Arc<dyn CaseStore>,
+    metrics: Metrics,
+    /// Refreshes the feeds into the set enrich reads.
+    refresher: Option<Refresher>,
+    /// Counts what the listeners take in.
+    ingest_stats: Arc<IngestStats>,
+}
+
+/// Starts the Sensors' listeners and the feed refresher, serves the case API until `stop`
+/// is cancelled, then waits for the listeners to answer what they accepted.
+async fn serve(
+    setup: &Setup,
+    data_dir: &Path,
+    served: Served,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
+    let mut problems = Vec::new();
+    let plans = crate::listeners::plan(&setup.resources, data_dir, &mut problems);
+    for problem in &problems {
+        tracing::warn!(problem = %problem, "sensor not listening");
+    }
+    let listeners = crate::listeners::start_counted(
+        &plans,
+        Arc::clone(&served.bus),
+        &IngestMetrics::unregistered(),
+        Arc::clone(&served.ingest_stats),
+        stop.clone(),
+    )
+    .await?;
+    for plan in &plans {
+        tracing::info!(sensor = %plan.sensor, kind = ?plan.kind, "sensor listening");
+    }
+
+    let refresher = served.refresher.map(|refresher| {
+        let token = stop.clone();
+        let runtime = tokio::runtime::Handle::current();
+        // The refresher's future is not `Send` (the feed HTTP client holds a URL
+        // serializer across an await), so it runs on a blocking thread of its own.
+        tokio::task::spawn_blocking(move || runtime.block_on(refresher.run(token.cancelled())))
+    });
+
+    let mut state = ApiState::new(
+        Arc::clone(&served.store),
+        Arc::clone(&served.bus),
+        served.metrics,
+    );
+    if let Some(oidc) = kastell_cases::auth::oidc::from_env().await? {
+        state = state.with_oidc(oidc);
+    }
+    let token = stop.clone();
+    let api = serve_until(
+        served.listener,
+        kastell_cases::router(state),
+        Box::pin(async move { token.cancelled().await }),
+    )
+    .await;
+    stop.cancel();
+    for listener in listeners {
+        if let Err(e) = listener.await {
+            tracing::error!(reason = %e, "an ingest listener panicked");
+        }
+    }
+    if let Some(refresher) = refresher {
+        let _ = refresher.await;
+    }
+    api
 }
 
 /// Ingests every source in turn; a source that fails (an unreadable file) becomes a
 /// problem line and the others still run.
-async fn ingest_all(setup: &Setup, bus: &dyn Bus) -> (Vec<IngestReport>, Vec<String>) {
-    let stats = kastell_ingest::IngestStats::default();
+pub(crate) async fn ingest_all(
+    sources: &[crate::setup::ReplaySource],
+    bus: &dyn Bus,
+    stats: &IngestStats,
+) -> (Vec<IngestReport>, Vec<String>) {
     let mut reports = Vec::new();
     let mut problems = Vec::new();
-    for source in &setup.sources {
+    for source in sources {
         let ingestor =
             Ingestor::new(source.format, &source.sensor).with_options(source.options.clone());
         let file = kastell_ingest::FileSource::new(&source.path);
-        let report = match file.run(&ingestor, bus, &stats).await {
+        let report = match file.run(&ingestor, bus, stats).await {
             Ok(report) => report,
             Err(e) => {
                 tracing::warn!(path = %source.path.display(), reason = %e, "source failed");
@@ -278,18 +588,23 @@ where
         .with_context(|| format!("the {stage} stage failed"))
 }
 
-fn spawn_alert_tally(mut sub: Box<dyn Subscription>) -> JoinHandle<AlertTally> {
-    tokio::spawn(async move {
-        let mut tally = AlertTally::default();
+/// Counts every alert on the bus as it passes, into a tally the summary reads at any time.
+fn spawn_alert_tally(mut sub: Box<dyn Subscription>) -> (Arc<Mutex<AlertTally>>, JoinHandle<()>) {
+    let tally = Arc::new(Mutex::new(AlertTally::default()));
+    let counted = Arc::clone(&tally);
+    let task = tokio::spawn(async move {
         while let Some(delivery) = sub.next().await {
             // Alerts that do not decode are dead-lettered by the cases stage itself.
             if let Ok(alert) = delivery.message.decode::<Alert>() {
-                tally.add(&alert);
+                counted
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .add(&alert);
             }
             let _ = delivery.ack().await;
         }
-        tally
-    })
+    });
+    (tally, task)
 }
 
 /// Appends every dead letter to a JSON-lines file, so nothing a stage refused is lost.
@@ -334,15 +649,6 @@ async fn pending_actions(store: &dyn CaseStore) -> anyhow::Result<u64> {
         .await
         .context("counting pending actions")?
         .len() as u64)
-}
-
-/// In serve mode the case-events topic stays open for approvals, so the replay's end is
-/// seen by counting: respond has handled every case event the cases stage published.
-async fn wait_for_respond(stats: &RespondStats, case_events: u64) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while stats.snapshot().case_events < case_events && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// Binds the case API's address, refusing plain HTTP off loopback before binding.

@@ -26,11 +26,16 @@ pub struct ReplaySource {
     pub sensor: String,
     /// The Sensor's `timestampField` and `timezone`.
     pub options: ParseOptions,
+    /// The Sensor also follows the file (`follow: true`): when the listeners run, the
+    /// tailer reads it and the replay leaves it out, so no record is ingested twice.
+    pub follow: bool,
 }
 
 /// Everything `kastell run` needs, compiled from the resources.
 pub struct Setup {
     pub config_dir: PathBuf,
+    /// The resources as loaded, for what is started later (listeners, feed refresh).
+    pub resources: ResourceSet,
     pub resource_count: usize,
     pub sources: Vec<ReplaySource>,
     pub rules: Arc<kastell_correlate::RuleSet>,
@@ -46,9 +51,7 @@ pub struct Setup {
 /// Loads and compiles the resources in `config_dir`; `replay` files replace the Sensors'
 /// own files when given.
 pub async fn prepare(config_dir: &Path, replay: &[PathBuf]) -> anyhow::Result<Setup> {
-    let (resources, load_errors) = kastell_crds::load_dir(config_dir)
-        .with_context(|| format!("reading resources from {}", config_dir.display()))?;
-    let mut problems: Vec<String> = load_errors.iter().map(ToString::to_string).collect();
+    let (resources, mut problems) = crate::resources::load(config_dir)?;
 
     let sources = if replay.is_empty() {
         sensor_sources(&resources, &mut problems)
@@ -71,6 +74,7 @@ pub async fn prepare(config_dir: &Path, replay: &[PathBuf]) -> anyhow::Result<Se
     Ok(Setup {
         config_dir: config_dir.to_owned(),
         resource_count: resources.len(),
+        resources: resources.clone(),
         sources,
         rules: Arc::new(rules),
         rule_count,
@@ -83,8 +87,8 @@ pub async fn prepare(config_dir: &Path, replay: &[PathBuf]) -> anyhow::Result<Se
 }
 
 /// The files named by Sensors with a `file` transport. Listening transports are served
-/// by the ingest workload, not by a replay, so they are noted and left out.
-fn sensor_sources(resources: &ResourceSet, problems: &mut Vec<String>) -> Vec<ReplaySource> {
+/// by the listeners (see [`crate::listeners`]), not by a replay, so they are left out.
+pub fn sensor_sources(resources: &ResourceSet, problems: &mut Vec<String>) -> Vec<ReplaySource> {
     let mut sources = Vec::new();
     for sensor in &resources.sensors {
         let spec = &sensor.object.spec;
@@ -123,18 +127,14 @@ fn sensor_sources(resources: &ResourceSet, problems: &mut Vec<String>) -> Vec<Re
                 format,
                 sensor: name,
                 options,
+                follow: spec.transport.follow,
             }),
             (TransportKind::File, None) => problems.push(format!(
                 "{}: sensor {}: transport type file needs spec.transport.path",
                 sensor.file.display(),
                 sensor.key()
             )),
-            (other, _) => problems.push(format!(
-                "{}: sensor {}: transport {other:?} is not replayed by `kastell run`; \
-                 only file transports are read",
-                sensor.file.display(),
-                sensor.key()
-            )),
+            (_, _) => {}
         }
     }
     sources
@@ -183,6 +183,7 @@ async fn replay_sources(
             format,
             sensor,
             options: ParseOptions::default(),
+            follow: false,
         });
     }
     Ok(sources)
@@ -190,15 +191,8 @@ async fn replay_sources(
 
 /// Every IntelFeed, of any kind, loaded by the enrich crate; URLs are held against the
 /// platform's residency policy.
-async fn load_feeds(resources: &ResourceSet, problems: &mut Vec<String>) -> IndicatorStore {
-    let check = resources.platforms.first().map(|platform| {
-        let (policy, _) =
-            kastell_operator::EndpointPolicy::from_residency(&platform.object.spec.residency);
-        let check: kastell_enrich::http::EndpointCheck =
-            Arc::new(move |url: &str| policy.check(url).map_err(|r| r.to_string()));
-        check
-    });
-    let http = match kastell_enrich::http::Http::new(check, std::time::Duration::from_secs(60)) {
+pub async fn load_feeds(resources: &ResourceSet, problems: &mut Vec<String>) -> IndicatorStore {
+    let http = match feed_http(resources) {
         Ok(http) => http,
         Err(e) => {
             problems.push(format!("intel feeds: {e}"));
@@ -206,14 +200,9 @@ async fn load_feeds(resources: &ResourceSet, problems: &mut Vec<String>) -> Indi
         }
     };
     let mut stores = Vec::new();
-    for feed in &resources.feeds {
-        let name = feed.object.metadata.name.clone().unwrap_or_default();
+    for (feed, def) in resources.feeds.iter().zip(feed_defs(resources)) {
+        let name = def.name.clone();
         let where_ = format!("{}: intel feed {}", feed.file.display(), feed.key());
-        let def = kastell_enrich::feed::FeedDef {
-            name: name.clone(),
-            spec: feed.object.spec.clone(),
-            base_dir: feed.resolve("."),
-        };
         match kastell_enrich::feed::load(&def, &http).await {
             Ok(loaded) => {
                 tracing::info!(feed = %name, indicators = loaded.store.len(), "intel feed loaded");
@@ -226,7 +215,39 @@ async fn load_feeds(resources: &ResourceSet, problems: &mut Vec<String>) -> Indi
     IndicatorStore::from_stores(stores)
 }
 
-fn grouping_window(resources: &ResourceSet, problems: &mut Vec<String>) -> chrono::Duration {
+/// The HTTP client feeds are fetched with, holding every URL against the platform's
+/// residency policy.
+///
+/// # Errors
+///
+/// When the TLS client cannot be built.
+pub fn feed_http(
+    resources: &ResourceSet,
+) -> Result<kastell_enrich::http::Http, kastell_enrich::http::FetchError> {
+    let check = resources.platforms.first().map(|platform| {
+        let (policy, _) =
+            kastell_operator::EndpointPolicy::from_residency(&platform.object.spec.residency);
+        let check: kastell_enrich::http::EndpointCheck =
+            Arc::new(move |url: &str| policy.check(url).map_err(|r| r.to_string()));
+        check
+    });
+    kastell_enrich::http::Http::new(check, std::time::Duration::from_secs(60))
+}
+
+/// The IntelFeeds as the enrich crate loads and refreshes them, in resource order.
+pub fn feed_defs(resources: &ResourceSet) -> Vec<kastell_enrich::feed::FeedDef> {
+    resources
+        .feeds
+        .iter()
+        .map(|feed| kastell_enrich::feed::FeedDef {
+            name: feed.object.metadata.name.clone().unwrap_or_default(),
+            spec: feed.object.spec.clone(),
+            base_dir: feed.resolve("."),
+        })
+        .collect()
+}
+
+pub fn grouping_window(resources: &ResourceSet, problems: &mut Vec<String>) -> chrono::Duration {
     let default = chrono::Duration::hours(1);
     let Some(platform) = resources.platforms.first() else {
         return default;

@@ -1,0 +1,275 @@
+//! The stage commands, `kastell ingest|correlate|enrich|cases|respond`: one stage of the
+//! pipeline per process, as the operator's Deployments run them. Each is configured from
+//! flags (or their environment variables) and a resource directory, connects to the bus,
+//! serves `/healthz`, `/readyz` and `/metrics` (the cases stage its whole API), reloads
+//! its resources when the directory changes and, on SIGINT or SIGTERM, stops taking new
+//! work, finishes and acknowledges what it holds, and exits. docs/cluster.md describes
+//! them for operators.
+
+mod consume;
+mod endpoint;
+mod ingest;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use async_trait::async_trait;
+use clap::ValueEnum;
+use kastell_core::bus::jetstream::{JetStreamBus, JetStreamConfig, Security};
+use kastell_core::{Bus, BusError, CaseStore, InProcessBus, Message, SqliteStore, Topic};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+/// The five stages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    Ingest,
+    Correlate,
+    Enrich,
+    Cases,
+    Respond,
+}
+
+impl Stage {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Ingest => "ingest",
+            Stage::Correlate => "correlate",
+            Stage::Enrich => "enrich",
+            Stage::Cases => "cases",
+            Stage::Respond => "respond",
+        }
+    }
+}
+
+/// Which bus the stage talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BusKind {
+    /// NATS JetStream: the cluster bus, shared by the stage processes.
+    Nats,
+    /// The in-process bus: nothing reaches another process; for trying a stage's
+    /// endpoints and configuration alone.
+    Memory,
+}
+
+/// The flags every stage command takes; each can also come from its environment variable.
+#[derive(Debug, Clone, clap::Args)]
+pub struct StageArgs {
+    /// Resource directory: a directory of resource YAML, or the operator's per-stage
+    /// bundle as mounted from its ConfigMap.
+    #[arg(long, env = "KASTELL_CONFIG", default_value = "/etc/kastell/config")]
+    pub config: PathBuf,
+    /// Address of /healthz, /readyz and /metrics (the cases stage serves its API there
+    /// too). Plain HTTP; see docs/cluster.md.
+    #[arg(long, env = "KASTELL_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// The bus.
+    #[arg(long, env = "KASTELL_BUS", value_enum, default_value_t = BusKind::Nats)]
+    pub bus: BusKind,
+    /// NATS server URL(s), comma-separated (`nats://host:4222`, `tls://host:4222`).
+    #[arg(long, env = "KASTELL_NATS_URL")]
+    pub nats_url: Option<String>,
+    /// Prefix of the subjects and streams, so that several instances share one account.
+    #[arg(long, env = "KASTELL_NATS_NAMESPACE", default_value = "kastell")]
+    pub nats_namespace: String,
+    /// CA certificates (PEM) to trust for NATS over TLS 1.3; setting it turns TLS on.
+    #[arg(long, env = "KASTELL_NATS_CA_FILE")]
+    pub nats_ca_file: Option<PathBuf>,
+    /// Client certificate (PEM) for a NATS server that verifies clients.
+    #[arg(long, env = "KASTELL_NATS_CERT_FILE", requires = "nats_key_file")]
+    pub nats_cert_file: Option<PathBuf>,
+    /// The client certificate's key (PEM).
+    #[arg(long, env = "KASTELL_NATS_KEY_FILE", requires = "nats_cert_file")]
+    pub nats_key_file: Option<PathBuf>,
+    /// A NATS `.creds` file (user JWT and NKey seed).
+    #[arg(long, env = "KASTELL_NATS_CREDS_FILE")]
+    pub nats_creds_file: Option<PathBuf>,
+    /// A file holding `user:password` on its first line.
+    #[arg(long, env = "KASTELL_NATS_USER_PASSWORD_FILE")]
+    pub nats_user_password_file: Option<PathBuf>,
+    /// A file holding a NATS token on its first line.
+    #[arg(long, env = "KASTELL_NATS_TOKEN_FILE")]
+    pub nats_token_file: Option<PathBuf>,
+    /// How often the resource directory is checked for a change.
+    #[arg(long, env = "KASTELL_RELOAD_INTERVAL", default_value = "5s", value_parser = parse_interval)]
+    pub reload_interval: Duration,
+    /// Where the stage keeps its state: ingest its file-tail checkpoints and dead letters,
+    /// cases and respond their SQLite store when `--store` is not given.
+    #[arg(long, env = "KASTELL_DATA", default_value = "/var/lib/kastell")]
+    pub data: PathBuf,
+    /// The case store of cases and respond: a directory for SQLite, or a
+    /// `postgres://` URL [default: the --data directory].
+    #[arg(long, env = "KASTELL_STORE")]
+    pub store: Option<String>,
+}
+
+fn parse_interval(text: &str) -> Result<Duration, String> {
+    kastell_enrich::refresh::parse_interval(text)
+        .ok_or_else(|| format!("{text:?} is not a duration like 5s, 1m or 500ms"))
+}
+
+/// Runs one stage until SIGINT or SIGTERM (or until its input ends, on the in-process
+/// bus), then stops it gracefully.
+///
+/// # Errors
+///
+/// When the configuration cannot be read, the bus or store cannot be reached, the
+/// address cannot be bound, or the stage fails.
+pub async fn run(stage: Stage, args: StageArgs) -> anyhow::Result<()> {
+    let signal = crate::shutdown::on_signal().context("installing the signal handlers")?;
+    let stop = CancellationToken::new();
+    {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let signal = signal.await;
+            tracing::info!(signal, "stopping: finishing the work in hand");
+            stop.cancel();
+        });
+    }
+    let span = tracing::info_span!("stage", stage = stage.as_str());
+    async move {
+        let bus = connect_bus(&args).await?;
+        tracing::info!(bus = ?args.bus, config = %args.config.display(), "stage starting");
+        match stage {
+            Stage::Ingest => ingest::run(&args, bus, stop).await,
+            _ => consume::run(stage, &args, bus, stop).await,
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+async fn connect_bus(args: &StageArgs) -> anyhow::Result<Arc<dyn Bus>> {
+    let bus: Arc<dyn Bus> = match args.bus {
+        BusKind::Memory => Arc::new(InProcessBus::new(crate::pipeline::BUS_CAPACITY)),
+        BusKind::Nats => {
+            let url = match &args.nats_url {
+                Some(url) => url.clone(),
+                None => platform_bus_url(args)?,
+            };
+            let mut config = JetStreamConfig::new(url.clone());
+            config.namespace = args.nats_namespace.clone();
+            config.security = Security {
+                tls_ca_file: args.nats_ca_file.clone(),
+                tls_client_cert_file: args.nats_cert_file.clone(),
+                tls_client_key_file: args.nats_key_file.clone(),
+                credentials_file: args.nats_creds_file.clone(),
+                user_password_file: args.nats_user_password_file.clone(),
+                token_file: args.nats_token_file.clone(),
+            };
+            let bus = JetStreamBus::connect(config)
+                .await
+                .with_context(|| format!("connecting to NATS JetStream at {url}"))?;
+            Arc::new(bus)
+        }
+    };
+    Ok(Arc::new(StageBus(bus)))
+}
+
+/// The NATS URL of the platform in the resource directory (`spec.bus.url`), which is
+/// where the operator's bundle carries it.
+fn platform_bus_url(args: &StageArgs) -> anyhow::Result<String> {
+    let (resources, _) = crate::resources::load(&args.config)?;
+    resources
+        .platforms
+        .first()
+        .and_then(|platform| platform.object.spec.bus.url.clone())
+        .context(
+            "--bus nats needs --nats-url, KASTELL_NATS_URL or a SecOpsPlatform with \
+             spec.bus.url in the resource directory",
+        )
+}
+
+/// The bus as a stage process uses it: a stage's run functions close their output topic
+/// when their input ends, which in one process tells the next stage to finish. Here the
+/// next stage is another process, and a reload restarts the stage on the same bus, so
+/// closing is left to nobody.
+struct StageBus(Arc<dyn Bus>);
+
+#[async_trait]
+impl Bus for StageBus {
+    async fn publish(&self, topic: Topic, message: Message) -> Result<(), BusError> {
+        self.0.publish(topic, message).await
+    }
+
+    async fn subscribe(
+        &self,
+        topic: Topic,
+        group: &str,
+    ) -> Result<Box<dyn kastell_core::Subscription>, BusError> {
+        self.0.subscribe(topic, group).await
+    }
+
+    async fn subscribe_partition(
+        &self,
+        topic: Topic,
+        group: &str,
+        partition: kastell_core::bus::Partition,
+    ) -> Result<Box<dyn kastell_core::Subscription>, BusError> {
+        self.0.subscribe_partition(topic, group, partition).await
+    }
+
+    async fn close(&self, _topic: Topic) {}
+}
+
+/// Opens the case store named by `--store` (or the SQLite store in `--data`).
+async fn open_store(args: &StageArgs) -> anyhow::Result<Arc<dyn CaseStore>> {
+    let target = args
+        .store
+        .clone()
+        .unwrap_or_else(|| args.data.display().to_string());
+    if target.starts_with("postgres://") || target.starts_with("postgresql://") {
+        anyhow::bail!(
+            "--store {}: the PostgreSQL case store is not part of this build yet; use a \
+             directory for SQLite",
+            redact_url(&target)
+        );
+    }
+    let dir = PathBuf::from(&target);
+    let store = SqliteStore::open_dir(&dir)
+        .await
+        .with_context(|| format!("opening the case store in {}", dir.display()))?;
+    Ok(Arc::new(store))
+}
+
+/// The URL without its password, for an error message.
+fn redact_url(text: &str) -> String {
+    match url::Url::parse(text) {
+        Ok(mut url) if url.password().is_some() => {
+            let _ = url.set_password(Some("***"));
+            url.to_string()
+        }
+        _ => text.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_postgres_url_is_shown_without_its_password() {
+        assert_eq!(
+            redact_url("postgres://kastell:secret@127.0.0.1:5432/kastell"),
+            "postgres://kastell:***@127.0.0.1:5432/kastell"
+        );
+        assert_eq!(redact_url("/var/lib/kastell"), "/var/lib/kastell");
+    }
+
+    #[tokio::test]
+    async fn a_postgres_store_is_refused_with_a_clear_error() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            args: StageArgs,
+        }
+        let cli = Cli::parse_from(["t", "--store", "postgres://u:pw@127.0.0.1/kastell"]);
+        let error = open_store(&cli.args).await.err().unwrap().to_string();
+        assert!(error.contains("PostgreSQL case store"), "{error}");
+        assert!(!error.contains("pw"), "{error}");
+    }
+}

@@ -1,0 +1,219 @@
+//! `kastell run` without `--once`, as a process: after the replay it keeps the stages
+//! running, takes events in through a Sensor's HTTP listener, shows the alerts they raise
+//! through the case API, and exits cleanly on SIGTERM after draining the stages.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use serde_json::Value;
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.path().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// Reads the child's standard error on a thread, line by line, so the test can wait for a
+/// line without blocking forever on a child that never prints it.
+fn stderr_lines(child: &mut Child) -> mpsc::Receiver<String> {
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+fn wait_for_line(lines: &mpsc::Receiver<String>, needle: &str, seen: &mut Vec<String>) {
+    loop {
+        match lines.recv_timeout(Duration::from_secs(300)) {
+            Ok(line) => {
+                let found = line.contains(needle);
+                seen.push(line);
+                if found {
+                    return;
+                }
+            }
+            Err(_) => panic!(
+                "no line with {needle:?}; stderr so far:\n{}",
+                seen.join("\n")
+            ),
+        }
+    }
+}
+
+/// Kills the child when the test ends early (a failed assertion), so that no server is
+/// left running.
+struct Running(Option<Child>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(child) = self.0.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn sigterm(child: &Child) {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_posted_to_a_listening_sensor_become_alerts_and_sigterm_drains_and_exits() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let config = tempfile::tempdir().unwrap();
+    copy_dir(&repo_root().join("examples/soc"), config.path());
+    let ingest_port = free_port();
+    std::fs::write(
+        config.path().join("http-sensor.yaml"),
+        format!(
+            "apiVersion: kastell.eu/v1alpha1\nkind: Sensor\n\
+             metadata: {{name: suricata-http, namespace: soc}}\n\
+             spec:\n  format: suricata-eve\n  transport:\n    type: http\n\
+             \x20   port: {ingest_port}\n    bindAddress: 127.0.0.1\n"
+        ),
+    )
+    .unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let key = Command::new(env!("CARGO_BIN_EXE_kastell"))
+        .args([
+            "apikey", "create", "--name", "t", "--role", "analyst", "--data",
+        ])
+        .arg(data.path())
+        .output()
+        .unwrap();
+    assert!(
+        key.status.success(),
+        "{}",
+        String::from_utf8_lossy(&key.stderr)
+    );
+    let key = String::from_utf8(key.stdout).unwrap().trim().to_owned();
+
+    let api = format!("127.0.0.1:{}", free_port());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kastell"))
+        .args(["--log", "info", "run", "--listen", &api, "--config"])
+        .arg(config.path())
+        .arg("--data")
+        .arg(data.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = stderr_lines(&mut child);
+    let mut running = Running(Some(child));
+    let mut seen = Vec::new();
+    wait_for_line(&lines, "case API on", &mut seen);
+    wait_for_line(&lines, "sensor listening", &mut seen);
+
+    // Real Suricata EVE records the bundled replay does not hold: three severity-1 alerts
+    // (tests/fixtures/corpora/suricata/xhpx, see its SOURCE.txt).
+    let eve =
+        std::fs::read_to_string(repo_root().join("tests/fixtures/corpora/suricata/xhpx/eve.json"))
+            .unwrap();
+    let posted_alerts = eve
+        .lines()
+        .filter(|l| l.contains("\"event_type\":\"alert\""))
+        .count();
+    assert_eq!(posted_alerts, 3);
+    let client = reqwest::Client::new();
+    let answer = client
+        .post(format!(
+            "http://127.0.0.1:{ingest_port}/api/v1/ingest/suricata-http"
+        ))
+        .body(eve)
+        .send()
+        .await
+        .unwrap();
+    assert!(answer.status().is_success(), "{}", answer.status());
+
+    // The posted records are from November 2019, the bundled ones from 2022 and 2023.
+    let rule = std::fs::read_to_string(
+        repo_root().join("examples/soc/rules/kastell-suricata-alert-high.yaml"),
+    )
+    .unwrap();
+    let rule_id = rule
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("id: "))
+        .unwrap()
+        .to_owned();
+    let url = format!(
+        "http://{api}/api/v1/alerts?rule={rule_id}\
+         &since=2019-11-26T00:00:00Z&until=2019-11-27T00:00:00Z"
+    );
+    let mut alerts = Vec::new();
+    for _ in 0..600 {
+        let page: Value = client
+            .get(&url)
+            .bearer_auth(&key)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        alerts = page["items"].as_array().cloned().unwrap_or_default();
+        if alerts.len() >= posted_alerts {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(alerts.len(), posted_alerts, "{alerts:?}");
+    assert!(
+        alerts.iter().all(|a| a["sensor"] == "suricata-http"),
+        "{alerts:?}"
+    );
+
+    let mut child = running.0.take().unwrap();
+    sigterm(&child);
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    while let Ok(line) = lines.recv_timeout(Duration::from_secs(5)) {
+        seen.push(line);
+    }
+    assert!(
+        status.success(),
+        "exit {status}; stderr:\n{}",
+        seen.join("\n")
+    );
+    let log = seen.join("\n");
+    assert!(log.contains("SIGTERM"), "{log}");
+    assert!(
+        log.contains("enrich stopped"),
+        "the stages were drained: {log}"
+    );
+    assert!(log.contains("cases stopped"), "{log}");
+}
