@@ -93,6 +93,9 @@ pub async fn run(setup: Setup, data_dir: &Path, mode: Mode) -> anyhow::Result<Su
         })
     };
     let metrics = Metrics::new().context("registering metrics")?;
+    kastell_enrich::metrics::IntelMetrics::register_in(metrics.registry())
+        .context("registering the intel metrics")?
+        .set_from(&setup.indicators);
     let cases = {
         let (bus, store, stats) = (
             Arc::clone(&bus),
