@@ -7,5 +7,6 @@ pub mod detection;
 pub mod intel_lookup;
 pub mod listeners;
 pub mod pipeline;
+pub mod report;
 pub mod setup;
 pub mod summary;

@@ -42,6 +42,7 @@ struct Subscriptions {
     enrich: Box<dyn Subscription>,
     cases: Box<dyn Subscription>,
     respond: Box<dyn Subscription>,
+    remediation: Box<dyn Subscription>,
     alert_tally: Box<dyn Subscription>,
     dead_letters: Box<dyn Subscription>,
 }
@@ -52,6 +53,9 @@ async fn subscribe_all(bus: &dyn Bus) -> anyhow::Result<Subscriptions> {
         enrich: kastell_enrich::subscribe_detections(bus).await?,
         cases: kastell_cases::subscribe_alerts(bus).await?,
         respond: kastell_respond::subscribe_case_events(bus).await?,
+        remediation: bus
+            .subscribe(Topic::Events, kastell_cases::remediation::GROUP)
+            .await?,
         alert_tally: bus.subscribe(Topic::Alerts, "run-summary").await?,
         dead_letters: bus
             .subscribe(Topic::DeadLetters, "run-dead-letters")
@@ -138,8 +142,27 @@ pub async fn run(setup: Setup, data_dir: &Path, mode: Mode) -> anyhow::Result<Su
         })
     };
 
+    let remediation = {
+        let (store, settings) = (Arc::clone(&store), setup.criticality.clone());
+        tokio::spawn(async move {
+            kastell_cases::remediation::run_remediation_on(
+                subs.remediation,
+                store.as_ref(),
+                &settings,
+            )
+            .await
+        })
+    };
+
     let (ingest_reports, ingest_problems) = ingest_all(&setup, bus.as_ref()).await;
     bus.close(Topic::Events).await;
+    let remediated = join("remediation", remediation).await?;
+    tracing::info!(
+        opened = remediated.opened.len(),
+        reopened = remediated.reopened.len(),
+        closed = remediated.closed.len(),
+        "remediation cases"
+    );
 
     let correlate_report = join("correlate", correlate).await?;
     let enrich_report = join("enrich", enrich).await?;
