@@ -69,10 +69,13 @@ impl Finding {
         if event.get_str("event.dataset") != Some("greenbone.results") {
             return None;
         }
-        let host = event
-            .get_str("host.ip")
-            .or_else(|| event.get_str("host.name"))?
-            .to_owned();
+        // ECS `host.ip` is a list; the scanner's target is its one address.
+        let ip = match event.get("host.ip") {
+            Some(serde_json::Value::Array(ips)) => ips.first().and_then(|v| v.as_str()),
+            Some(serde_json::Value::String(ip)) => Some(ip.as_str()),
+            _ => None,
+        };
+        let host = ip.or_else(|| event.get_str("host.name"))?.to_owned();
         let oid = event.get_str("vulnerability.scanner.id")?.to_owned();
         let cves = match event.get("vulnerability.id") {
             Some(serde_json::Value::Array(ids)) => ids

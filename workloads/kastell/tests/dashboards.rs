@@ -73,15 +73,35 @@ async fn scrape_run() -> String {
         }),
     };
     let data_dir = data.path().to_owned();
+    let data_dir_for_analyst = data_dir.clone();
     let pipeline = tokio::spawn(async move { run(setup, &data_dir, mode).await });
     let alerts = replayed.await.unwrap();
     assert!(alerts > 0, "the bundled examples raise alerts");
+    analyst_works(&data_dir_for_analyst).await;
     let response = reqwest::get(format!("{base}/metrics")).await.unwrap();
     assert!(response.status().is_success(), "{}", response.status());
     let text = response.text().await.unwrap();
     let _ = stop.send(());
     pipeline.await.unwrap().unwrap();
     text
+}
+
+/// An analyst acknowledges an alert and closes a case, so the mean-time gauges have
+/// values (they have no series while nothing was acknowledged or resolved).
+async fn analyst_works(data: &Path) {
+    use kastell_core::store::{AlertFilter, AlertTriage, CaseFilter, Resolution};
+    use kastell_core::CaseStore;
+    let store = kastell_core::SqliteStore::open_dir(data).await.unwrap();
+    let alert = store.list_alerts(&AlertFilter::default()).await.unwrap()[0].clone();
+    store
+        .triage_alert(&alert.id, &AlertTriage::Acknowledge, "analyst-1")
+        .await
+        .unwrap();
+    let case = store.list_cases(&CaseFilter::default()).await.unwrap()[0].clone();
+    store
+        .close_case(case.id, Resolution::TruePositive, "handled", "analyst-1")
+        .await
+        .unwrap();
 }
 
 /// The cluster-only metrics, registered by their own code and given one series each so
