@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use axum::http::StatusCode;
 
-use prometheus::{Encoder, TextEncoder};
 use kastell_core::store::SeverityFigures;
+use prometheus::{Encoder, TextEncoder};
 use prometheus::{GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
 
 use crate::stage::CasesStats;

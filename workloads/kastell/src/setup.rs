@@ -104,7 +104,11 @@ fn criticality(resources: &ResourceSet) -> kastell_cases::remediation::Criticali
         .filter(|spec| spec.format == SensorFormat::Greenbone);
     for (i, spec) in scanners.enumerate() {
         let default = spec.criticality.map_or(Criticality::Medium, convert);
-        settings.default = if i == 0 { default } else { settings.default.max(default) };
+        settings.default = if i == 0 {
+            default
+        } else {
+            settings.default.max(default)
+        };
         for (host, c) in &spec.host_criticality {
             let entry = settings.hosts.entry(host.clone()).or_insert(convert(*c));
             *entry = (*entry).max(convert(*c));

@@ -315,5 +315,8 @@ fn the_check_catches_unknown_metrics_labels_and_bad_syntax() {
         ["grouping label rule is on none of [\"a_total\"]"]
     );
     assert_eq!(ok("h_sum{le=\"1\"}"), ["h_sum has no label le"]);
-    assert!(ok("sum(a_total").first().unwrap().starts_with("does not parse"));
+    assert!(ok("sum(a_total")
+        .first()
+        .unwrap()
+        .starts_with("does not parse"));
 }

@@ -67,10 +67,20 @@ async fn findings_open_close_and_reopen_remediation_cases() {
     };
     let openssh = by_oid(OPENSSH_OID);
     let tls = by_oid(TLS_OID);
-    assert!(openssh.tags.contains(&format!("remediation:192.0.2.10|{OPENSSH_OID}")));
+    assert!(openssh
+        .tags
+        .contains(&format!("remediation:192.0.2.10|{OPENSSH_OID}")));
     assert!(openssh.tags.contains(&"cve:CVE-2023-38408".to_owned()));
-    assert_eq!(openssh.severity, Level::Critical, "CVSS 9.8 on a critical host");
-    assert_eq!(tls.severity, Level::Low, "CVSS 4.3 on a low-criticality host");
+    assert_eq!(
+        openssh.severity,
+        Level::Critical,
+        "CVSS 9.8 on a critical host"
+    );
+    assert_eq!(
+        tls.severity,
+        Level::Low,
+        "CVSS 4.3 on a low-criticality host"
+    );
     let tasks = store.list_tasks(openssh.id).await.unwrap();
     assert_eq!(tasks.len(), 1);
     assert_eq!(tasks[0].title, "Update to version 9.3p2 or later.");
@@ -78,10 +88,16 @@ async fn findings_open_close_and_reopen_remediation_cases() {
 
     // The same scan again: deduplicated, nothing opens.
     let again = remediation.apply_scan(&first).await.unwrap();
-    assert!(again.opened.is_empty() && again.closed.is_empty(), "{again:?}");
+    assert!(
+        again.opened.is_empty() && again.closed.is_empty(),
+        "{again:?}"
+    );
     assert_eq!(again.unchanged.len(), 2);
 
-    let scan2 = remediation.apply_scan(&findings(&fixed_report())).await.unwrap();
+    let scan2 = remediation
+        .apply_scan(&findings(&fixed_report()))
+        .await
+        .unwrap();
     assert_eq!(scan2.closed, [openssh.id]);
     assert_eq!(scan2.unchanged, [tls.id]);
     let closed = store.get_case(openssh.id).await.unwrap().unwrap();
@@ -93,7 +109,11 @@ async fn findings_open_close_and_reopen_remediation_cases() {
     let reopened = store.get_case(openssh.id).await.unwrap().unwrap();
     assert_eq!(reopened.status, CaseStatus::Open);
     assert_eq!(
-        store.list_cases(&CaseFilter::default()).await.unwrap().len(),
+        store
+            .list_cases(&CaseFilter::default())
+            .await
+            .unwrap()
+            .len(),
         2,
         "still one case per host and vulnerability"
     );

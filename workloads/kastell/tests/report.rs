@@ -69,7 +69,13 @@ async fn html_and_json_reports_of_a_real_run() {
 
     let html = kastell(
         &[
-            &["report", "--format", "html", "--out", html_path.to_str().unwrap()],
+            &[
+                "report",
+                "--format",
+                "html",
+                "--out",
+                html_path.to_str().unwrap(),
+            ],
             &period[..],
         ]
         .concat(),
@@ -82,12 +88,23 @@ async fn html_and_json_reports_of_a_real_run() {
         assert!(!page.contains(external), "the page loads {external}");
     }
     assert!(page.contains("@media print"));
-    for section in ["SOC figures", "Significant incidents", "GDPR records", "ATT&amp;CK"] {
+    for section in [
+        "SOC figures",
+        "Significant incidents",
+        "GDPR records",
+        "ATT&amp;CK",
+    ] {
         assert!(page.contains(section), "no {section} section");
     }
     assert!(page.contains(&format!("<td>#{case_id}</td>")));
-    assert!(page.contains(r#"<span class="met">met</span>"#), "early warning met");
-    assert!(page.contains(r#"<span class="open">open</span>"#), "72 h still open");
+    assert!(
+        page.contains(r#"<span class="met">met</span>"#),
+        "early warning met"
+    );
+    assert!(
+        page.contains(r#"<span class="open">open</span>"#),
+        "72 h still open"
+    );
     assert!(page.contains("T1110"), "the brute-force rules' technique");
     assert!(page.contains("audit chain intact"));
 
@@ -113,7 +130,15 @@ async fn html_and_json_reports_of_a_real_run() {
     // A period before the run holds none of it.
     let empty = kastell(
         &[
-            &["report", "--format", "json", "--from", "2020-01-01", "--to", "2020-01-31"],
+            &[
+                "report",
+                "--format",
+                "json",
+                "--from",
+                "2020-01-01",
+                "--to",
+                "2020-01-31",
+            ],
             &["--data", data_arg][..],
         ]
         .concat(),
@@ -128,12 +153,24 @@ fn a_missing_store_and_a_reversed_period_are_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().to_str().unwrap();
     let missing = kastell(&[
-        "report", "--from", "2026-01-01", "--to", "2026-01-02", "--data", data,
+        "report",
+        "--from",
+        "2026-01-01",
+        "--to",
+        "2026-01-02",
+        "--data",
+        data,
     ]);
     assert!(!missing.status.success());
     assert!(text(&missing.stderr).contains("no case store"));
     let reversed = kastell(&[
-        "report", "--from", "2026-02-01", "--to", "2026-01-01", "--data", data,
+        "report",
+        "--from",
+        "2026-02-01",
+        "--to",
+        "2026-01-01",
+        "--data",
+        data,
     ]);
     assert!(!reversed.status.success());
     assert!(text(&reversed.stderr).contains("--from must be before --to"));
