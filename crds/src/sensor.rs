@@ -42,6 +42,24 @@ pub struct SensorSpec {
     /// Extra field renames applied after normalisation: source path to ECS path.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub field_mapping: BTreeMap<String, String>,
+    /// For `greenbone`: how much the scanned hosts matter, which raises or lowers the
+    /// severity of their remediation cases. Hosts not in `hostCriticality` get this;
+    /// `medium` when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub criticality: Option<HostCriticality>,
+    /// For `greenbone`: criticality by host, as the scanner names it (address or name).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub host_criticality: BTreeMap<String, HostCriticality>,
+}
+
+/// How much a host matters to the organisation.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum HostCriticality {
+    Low,
+    Medium,
+    High,
+    Critical,
 }
 
 /// Supported record formats.

@@ -11,6 +11,7 @@
 pub mod api;
 pub mod auth;
 pub mod metrics;
+pub mod remediation;
 pub mod stage;
 
 pub use api::{check_listen_addr, openapi, router, serve, ApiState, ListenError, ServeError};

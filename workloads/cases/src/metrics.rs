@@ -5,14 +5,19 @@ use std::time::Duration;
 
 use axum::http::StatusCode;
 
+use kastell_core::store::SeverityFigures;
 use prometheus::{Encoder, TextEncoder};
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+use prometheus::{GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
 
 use crate::stage::CasesStats;
 
 /// The route label of a request that matched no route, so that unknown paths cannot
 /// grow the label set.
 pub const UNMATCHED_ROUTE: &str = "unmatched";
+
+/// The trailing window the SOC-figure gauges are computed over at each scrape. A day
+/// matches the dashboards' default range and keeps the store query small.
+pub const FIGURES_WINDOW: chrono::Duration = chrono::Duration::hours(24);
 
 /// Every metric the cases workload exports. Cloning shares the same metrics.
 #[derive(Clone)]
@@ -21,6 +26,17 @@ pub struct Metrics {
     stage: CasesStats,
     requests: IntCounterVec,
     latency: HistogramVec,
+    figures: FigureGauges,
+}
+
+/// Mean times to detect, acknowledge and resolve by severity, read from the store's
+/// figures at scrape time: the store already keeps the timestamps, and a gauge per
+/// severity keeps them consistent with `/api/v1/figures` and `kastell report`.
+#[derive(Clone)]
+struct FigureGauges {
+    detect: GaugeVec,
+    acknowledge: GaugeVec,
+    resolve: GaugeVec,
 }
 
 impl Metrics {
@@ -56,6 +72,28 @@ impl Metrics {
             ]),
             &["route"],
         )?;
+        let gauge = |name: &str, help: &str| {
+            GaugeVec::new(Opts::new(name, help), &["severity"]).and_then(|g| {
+                registry.register(Box::new(g.clone()))?;
+                Ok(g)
+            })
+        };
+        let figures = FigureGauges {
+            detect: gauge(
+                "kastell_cases_mean_time_to_detect_seconds",
+                "Mean seconds from event to alert over the last 24 hours, by severity.",
+            )?,
+            acknowledge: gauge(
+                "kastell_cases_mean_time_to_acknowledge_seconds",
+                "Mean seconds from alert to an analyst's first action over the last 24 hours, \
+                 by severity.",
+            )?,
+            resolve: gauge(
+                "kastell_cases_mean_time_to_resolve_seconds",
+                "Mean seconds from case opening to closing, over the cases closed in the last \
+                 24 hours, by severity.",
+            )?,
+        };
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(latency.clone()))?;
         Ok(Metrics {
@@ -63,6 +101,7 @@ impl Metrics {
             stage,
             requests,
             latency,
+            figures,
         })
     }
 
@@ -83,6 +122,28 @@ impl Metrics {
         self.latency
             .with_label_values(&[route])
             .observe(took.as_secs_f64());
+    }
+
+    /// Sets the mean-time gauges from the store's figures; a severity without a mean in
+    /// the window loses its series rather than keeping a stale value.
+    pub fn set_figures(&self, figures: &[SeverityFigures]) {
+        let gauges = &self.figures;
+        for gauge in [&gauges.detect, &gauges.acknowledge, &gauges.resolve] {
+            gauge.reset();
+        }
+        for f in figures {
+            let severity = [f.severity.as_str()];
+            let pairs = [
+                (&gauges.detect, f.mean_time_to_detect),
+                (&gauges.acknowledge, f.mean_time_to_acknowledge),
+                (&gauges.resolve, f.mean_time_to_resolve),
+            ];
+            for (gauge, mean) in pairs {
+                if let Some(mean) = mean {
+                    gauge.with_label_values(&severity).set(mean);
+                }
+            }
+        }
     }
 
     /// The registry in Prometheus' text exposition format.

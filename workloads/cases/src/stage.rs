@@ -19,7 +19,7 @@ use kastell_core::store::{
 };
 use kastell_core::{error_chain, Level, Subscription, Topic};
 use kastell_core::{Alert, Bus, BusError, CaseEvent, CaseStore, Message, StoreError};
-use prometheus::{IntCounter, Registry};
+use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
 use serde::{Deserialize, Serialize};
 use tracing::Instrument;
 
@@ -63,7 +63,12 @@ pub struct CasesStats {
     rejected: IntCounter,
     errors: IntCounter,
     dead_letters: IntCounter,
+    alerts: IntCounterVec,
+    intel_matches: IntCounterVec,
 }
+
+/// The label of alerts that name no sensor, so the series exists and sums add up.
+pub const NO_SENSOR: &str = "-";
 
 fn counter(name: &str, help: &str) -> IntCounter {
     // The names are constants of this module and valid; `stats_register_once` checks it.
@@ -103,6 +108,26 @@ impl CasesStats {
                 "kastell_cases_dead_letters_total",
                 "Messages the stage sent to the dead-letter topic.",
             ),
+            // Rules and sensors are the configured resources, so the label sets stay
+            // as small as the resource repository; the SOC dashboards break alerts down
+            // by each of them.
+            alerts: IntCounterVec::new(
+                Opts::new(
+                    "kastell_cases_alerts_total",
+                    "Alerts stored for the first time, by rule level, rule id and sensor.",
+                ),
+                &["level", "rule", "sensor"],
+            )
+            .expect("valid metric name"),
+            intel_matches: IntCounterVec::new(
+                Opts::new(
+                    "kastell_cases_intel_alerts_total",
+                    "Alerts stored for the first time that carry an intel match, by the \
+                     IntelFeed of the match (an alert matched by two feeds counts for each).",
+                ),
+                &["feed"],
+            )
+            .expect("valid metric name"),
         }
     }
 
@@ -114,6 +139,8 @@ impl CasesStats {
         for counter in self.all() {
             registry.register(Box::new(counter.clone()))?;
         }
+        registry.register(Box::new(self.alerts.clone()))?;
+        registry.register(Box::new(self.intel_matches.clone()))?;
         Ok(())
     }
 
@@ -128,6 +155,20 @@ impl CasesStats {
             &self.errors,
             &self.dead_letters,
         ]
+    }
+
+    fn count_alert(&self, alert: &Alert) {
+        self.stored.inc();
+        let sensor = alert.sensor.as_deref().unwrap_or(NO_SENSOR);
+        self.alerts
+            .with_label_values(&[alert.rule.level.as_str(), alert.rule.id.as_str(), sensor])
+            .inc();
+        let mut feeds: Vec<&str> = alert.intel.iter().map(|m| m.feed.as_str()).collect();
+        feeds.sort_unstable();
+        feeds.dedup();
+        for feed in feeds {
+            self.intel_matches.with_label_values(&[feed]).inc();
+        }
     }
 
     /// The counters now.
@@ -430,7 +471,7 @@ async fn announce(
             return Ok(());
         }
         Filed::Opened(case) => {
-            stats.stored.inc();
+            stats.count_alert(&alert);
             stats.cases_opened.inc();
             tracing::info!(
                 case_id = case.id,
@@ -445,7 +486,7 @@ async fn announce(
             }
         }
         Filed::Attached { case, raised_from } => {
-            stats.stored.inc();
+            stats.count_alert(&alert);
             stats.alerts_attached.inc();
             tracing::debug!(
                 case_id = case.id,

@@ -16,6 +16,7 @@ pub mod feed;
 pub mod http;
 pub mod indicator;
 pub mod list;
+pub mod metrics;
 pub mod misp;
 pub mod misp_api;
 pub mod misp_remote;

@@ -8,6 +8,7 @@ pub mod intel_lookup;
 pub mod listeners;
 pub mod pipeline;
 pub mod resources;
+pub mod report;
 pub mod setup;
 pub mod shutdown;
 pub mod stage;

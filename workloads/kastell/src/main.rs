@@ -63,6 +63,8 @@ enum Command {
     Apikey(kastell::apikey::ApiKeyArgs),
     /// Verify the case store's audit chain, or export it to a git repository.
     Audit(kastell::audit::AuditArgs),
+    /// The period's compliance report (SOC figures, NIS2 incidents, GDPR, ATT&CK, audit).
+    Report(kastell::report::ReportArgs),
     /// Load threat-intel feeds offline: match events against them, or count them.
     #[command(subcommand)]
     Intel(intel::IntelCommand),
@@ -140,6 +142,7 @@ fn main() -> ExitCode {
         Command::Parse(args) => parse::run(args),
         Command::Apikey(args) => kastell::apikey::run(args),
         Command::Audit(args) => kastell::audit::run(args),
+        Command::Report(args) => kastell::report::run(args),
         Command::Intel(command) => intel::run(command),
         Command::Playbook(args) => playbook::run(args),
         Command::Operator(args) => operator::run(args),

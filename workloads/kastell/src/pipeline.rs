@@ -52,6 +52,7 @@ struct Subscriptions {
     cases: Box<dyn Subscription>,
     respond: Box<dyn Subscription>,
     response_outputs: Box<dyn Subscription>,
+    remediation: Box<dyn Subscription>,
     alert_tally: Box<dyn Subscription>,
 }
 
@@ -62,6 +63,9 @@ async fn subscribe_all(bus: &dyn Bus) -> anyhow::Result<Subscriptions> {
         cases: kastell_cases::subscribe_alerts(bus).await?,
         respond: kastell_respond::subscribe_case_events(bus).await?,
         response_outputs: kastell_cases::subscribe_response_outputs(bus).await?,
+        remediation: bus
+            .subscribe(Topic::Events, kastell_cases::remediation::GROUP)
+            .await?,
         alert_tally: bus.subscribe(Topic::Alerts, "run-summary").await?,
     })
 }
@@ -75,6 +79,10 @@ struct Stages {
     respond: JoinHandle<Result<kastell_respond::RespondReport, kastell_respond::RespondError>>,
     /// Applies respond's case operations and step results to the case store.
     response_outputs: JoinHandle<Result<(), kastell_cases::CasesError>>,
+    /// Turns Greenbone findings into remediation cases.
+    remediation: JoinHandle<
+        Result<kastell_cases::remediation::ScanOutcome, kastell_cases::remediation::RemediationError>,
+    >,
     tally_task: JoinHandle<()>,
     counters: Counters,
 }
@@ -301,6 +309,9 @@ fn start_stages(
         })
     };
     let cases_stats = metrics.stage().clone();
+    kastell_enrich::metrics::IntelMetrics::register_in(metrics.registry())
+        .context("registering the intel metrics")?
+        .set_from(&setup.indicators);
     let cases = {
         let (bus, store, stats) = (Arc::clone(bus), Arc::clone(store), cases_stats.clone());
         let settings = CaseSettings {
@@ -351,12 +362,24 @@ fn start_stages(
             .await
         })
     };
+    let remediation = {
+        let (store, settings) = (Arc::clone(store), setup.criticality.clone());
+        tokio::spawn(async move {
+            kastell_cases::remediation::run_remediation_on(
+                subs.remediation,
+                store.as_ref(),
+                &settings,
+            )
+            .await
+        })
+    };
     Ok(Stages {
         correlate,
         enrich,
         cases,
         respond,
         response_outputs,
+        remediation,
         tally_task,
         counters: Counters {
             correlate: correlate_stats,
@@ -380,6 +403,13 @@ async fn finish(
     store: &Arc<dyn CaseStore>,
 ) -> anyhow::Result<Summary> {
     join("correlate", stages.correlate).await?;
+    let remediated = join("remediation", stages.remediation).await?;
+    tracing::info!(
+        opened = remediated.opened.len(),
+        reopened = remediated.reopened.len(),
+        closed = remediated.closed.len(),
+        "remediation cases"
+    );
     join("enrich", stages.enrich).await?;
     join("cases", stages.cases).await?;
     bus.close(Topic::CaseEvents).await;

@@ -46,6 +46,8 @@ pub struct Setup {
     pub grouping_window: chrono::Duration,
     /// Resources and inputs that could not be used, one readable line each.
     pub problems: Vec<String>,
+    /// Host criticality of the Greenbone Sensors, for remediation cases.
+    pub criticality: kastell_cases::remediation::CriticalitySettings,
 }
 
 /// Loads and compiles the resources in `config_dir`; `replay` files replace the Sensors'
@@ -83,7 +85,40 @@ pub async fn prepare(config_dir: &Path, replay: &[PathBuf]) -> anyhow::Result<Se
         response,
         grouping_window,
         problems,
+        criticality: criticality(&resources),
     })
+}
+
+/// The Greenbone Sensors' host criticality merged: a host named by several Sensors gets
+/// the highest, and hosts named by none the highest of their defaults.
+fn criticality(resources: &ResourceSet) -> kastell_cases::remediation::CriticalitySettings {
+    use kastell_cases::remediation::Criticality;
+    use kastell_crds::sensor::{HostCriticality, SensorFormat};
+    let convert = |c: HostCriticality| match c {
+        HostCriticality::Low => Criticality::Low,
+        HostCriticality::Medium => Criticality::Medium,
+        HostCriticality::High => Criticality::High,
+        HostCriticality::Critical => Criticality::Critical,
+    };
+    let mut settings = kastell_cases::remediation::CriticalitySettings::default();
+    let scanners = resources
+        .sensors
+        .iter()
+        .map(|s| &s.object.spec)
+        .filter(|spec| spec.format == SensorFormat::Greenbone);
+    for (i, spec) in scanners.enumerate() {
+        let default = spec.criticality.map_or(Criticality::Medium, convert);
+        settings.default = if i == 0 {
+            default
+        } else {
+            settings.default.max(default)
+        };
+        for (host, c) in &spec.host_criticality {
+            let entry = settings.hosts.entry(host.clone()).or_insert(convert(*c));
+            *entry = (*entry).max(convert(*c));
+        }
+    }
+    settings
 }
 
 /// The files named by Sensors with a `file` transport. Listening transports are served

@@ -67,6 +67,16 @@ async fn readyz(State(state): State<ApiState>) -> Result<Json<Health>, ApiError>
     )
 )]
 async fn metrics(State(state): State<ApiState>) -> Result<Response, ApiError> {
+    let now = chrono::Utc::now();
+    match state
+        .store
+        .figures(now - crate::metrics::FIGURES_WINDOW, now)
+        .await
+    {
+        Ok(figures) => state.metrics.set_figures(&figures),
+        // The counters are still worth serving; the gauges keep their last values.
+        Err(e) => tracing::warn!(reason = %e, "reading the SOC figures for /metrics failed"),
+    }
     let text = state.metrics.render().map_err(|e| {
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
