@@ -155,6 +155,7 @@ fn openapi_json() -> String {
 pub fn router(state: ApiState) -> Router {
     let (router, _) = api_routes().split_for_parts();
     router
+        .merge(kastell_webui::router())
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), observe))
