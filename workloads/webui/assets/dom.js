@@ -1,6 +1,6 @@
 // Building the page from data without ever parsing a string as markup: every text goes
 // through textContent, so an alert's hostile field cannot become an element (the policy
-// also requires Trusted Types, which would refuse any innerHTML).
+// also requires Trusted Types, which would refuse any string-to-markup sink).
 
 export function h(tag, attributes = {}, ...children) {
   const element = document.createElement(tag);
