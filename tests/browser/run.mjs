@@ -8,7 +8,7 @@
 // Prints one "ok"/"not ok" line per step and "N passed, N failed" last; exits 1 when a
 // step failed.
 
-import { mkdirSync } from "node:fs";
+import { mkdirSync, readdirSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { chromium } from "playwright-core";
 
@@ -27,6 +27,8 @@ function required(name) {
 }
 
 mkdirSync(shots, { recursive: true });
+// A failure's screenshot from an earlier run would outlive the fix.
+for (const name of readdirSync(shots).filter((n) => n.startsWith("failed-"))) rmSync(join(shots, name));
 
 let passed = 0;
 let failed = 0;
@@ -73,6 +75,8 @@ page.on("console", (m) => {
 page.on("pageerror", (e) => pageErrors.push(e.message));
 
 const heading = () => page.locator("main h1");
+// The page marks main with the fragment of the view it finished drawing.
+const ready = (fragment) => page.locator(`main[data-ready="${fragment}"]`).waitFor({ state: "attached" });
 const status = () => page.locator("#status");
 const shot = (name) => page.screenshot({ path: join(shots, `${name}.png`) });
 
@@ -193,7 +197,7 @@ try {
   await step("the queue filters by level", async () => {
     await page.selectOption("select[name=level]", "high");
     await page.click("text=Apply filters");
-    await page.waitForURL(/level=high/);
+    await ready("#/alerts?level=high");
     await page.locator("table tbody tr").first().waitFor();
     const levels = await page.locator("table tbody tr td:nth-child(2)").allTextContents();
     check(levels.length > 0 && levels.every((l) => ["high", "critical"].includes(l)), `levels shown: ${[...new Set(levels)]}`);
@@ -272,11 +276,11 @@ try {
     await heading().filter({ hasText: "Cases" }).waitFor();
     await page.selectOption("select[name=status]", "closed");
     await page.click("text=Apply filter");
-    await page.waitForURL(/status=closed/);
+    await ready("#/cases?status=closed");
     const statuses = await page.locator("table tbody tr td:nth-child(4)").allTextContents();
     check(statuses.length >= 1 && statuses.every((s) => s === "closed"), `statuses: ${statuses}`);
     await page.click("nav a:text-is('Cases')");
-    await page.locator("table tbody tr").first().waitFor();
+    await ready("#/cases");
     await checkContrast("the case list");
     await shot("cases");
   });
@@ -286,8 +290,7 @@ try {
     await heading().filter({ hasText: "Search" }).waitFor();
     await page.fill("input[name=q]", "172.16.0.153");
     await page.press("input[name=q]", "Enter");
-    await page.waitForURL(/q=172/);
-    await page.locator("main .message, main h2").first().waitFor();
+    await ready("#/search?q=172.16.0.153");
     const offered = (await page.locator("main .message", { hasText: "not offered by this server yet" }).count()) === 0;
     if (!offered) notes.push("the search endpoint is not on this server yet: the page said so");
     await shot("search");

@@ -2,7 +2,7 @@
 // decision, and the observables, tasks and timeline when the server offers them.
 
 import * as api from "./api.js";
-import { h, act, ask, announce, control, describe, facts, level, message, table, time } from "./dom.js";
+import { h, act, ask, announce, control, describe, facts, level, message, parameters, table, time } from "./dom.js";
 
 const RESOLUTIONS = ["true_positive", "false_positive", "benign", "duplicate"];
 const OPEN_STATUSES = ["open", "in_progress"];
@@ -179,7 +179,7 @@ function actionsSection(actions, { refresh }) {
       h("td", {}, action.step ?? ""),
       h("td", {}, action.step_type ?? ""),
       h("td", {}, action.status ?? ""),
-      h("td", {}, h("code", {}, JSON.stringify(action.params ?? {}))),
+      h("td", {}, parameters(action.params)),
       h("td", {}, [action.decided_by, action.reason].filter(Boolean).join(" — ")),
       h("td", { class: "actions" }, buttons),
     );

@@ -51,7 +51,7 @@ export function level(value) {
 // sensor logs wants UTC, not the browser's zone.
 export function time(value) {
   if (!value) return "";
-  return h("time", { datetime: value }, value.replace("T", " ").replace(/\.\d+/, "").replace("Z", " UTC"));
+  return h("time", { datetime: value, class: "nowrap" }, value.replace("T", " ").replace(/\.\d+/, "").replace("Z", " UTC"));
 }
 
 export function table(headings, rows, caption) {
@@ -158,4 +158,13 @@ export function describe(error) {
     return `This server does not offer that yet (${error.message}); it comes with a later release of the case API.`;
   }
   return error?.message ?? String(error);
+}
+
+// An action's parameters: the step type's inputs, often long (a webhook's whole body), so
+// folded behind a summary that names them.
+export function parameters(params) {
+  const value = params ?? {};
+  const names = Object.keys(value);
+  if (!names.length) return h("span", { class: "muted" }, "none");
+  return h("details", {}, h("summary", {}, names.join(", ")), h("pre", {}, JSON.stringify(value, null, 2)));
 }

@@ -1,7 +1,7 @@
 // The case list, the approvals queue (pending response actions across cases) and search.
 
 import * as api from "./api.js";
-import { h, control, describe, level, message, table, time } from "./dom.js";
+import { h, control, describe, level, message, parameters, table, time } from "./dom.js";
 
 const PAGE = 50;
 
@@ -59,7 +59,7 @@ export async function approvals() {
       h("td", {}, a.playbook ?? ""),
       h("td", {}, a.step ?? ""),
       h("td", {}, a.step_type ?? ""),
-      h("td", {}, h("code", {}, JSON.stringify(a.params ?? {}))),
+      h("td", {}, parameters(a.params)),
       h("td", {}, time(a.created_at)),
     ),
   );

@@ -65,19 +65,22 @@ async function render() {
   const args = path.match(pattern).slice(1).map(decodeURIComponent);
   showNav(path);
   const ticket = ++rendering;
+  delete main.dataset.ready;
   const content = h("div", { "aria-busy": "true" });
   main.replaceChildren(content);
   try {
     const nodes = await view({ args, params, go, refresh: render });
     // A later navigation wins over a slow answer for an earlier one.
     if (ticket !== rendering) return;
-    content.replaceChildren(...[nodes].flat());
+    content.replaceChildren(...[nodes].flat(Infinity).filter((n) => n !== null && n !== undefined && n !== false));
   } catch (error) {
     if (ticket !== rendering) return;
     if (error?.status === 401) return;
     content.replaceChildren(h("h1", {}, "Something went wrong"), h("p", { class: "message error" }, describe(error)));
   }
   content.removeAttribute("aria-busy");
+  // Which view is on screen and finished, for tests and tools that wait on the page.
+  main.dataset.ready = location.hash;
   const heading = main.querySelector("h1");
   // Focus goes to the new view's heading so keyboard and screen-reader users start there,
   // not at the bottom of the previous page.

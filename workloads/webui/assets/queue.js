@@ -36,7 +36,7 @@ export async function alertQueue({ params, go, refresh }) {
       h("td", {}, h("a", { href: `#/alerts/${encodeURIComponent(alert.id)}` }, alert.rule?.title ?? alert.id)),
       h("td", {}, alert.host ?? ""),
       h("td", {}, alert.status ?? ""),
-      h("td", {}, alert.case_id ? h("a", { href: `#/cases/${alert.case_id}` }, `Case ${alert.case_id}`) : ""),
+      h("td", { class: "nowrap" }, alert.case_id ? h("a", { href: `#/cases/${alert.case_id}` }, `Case ${alert.case_id}`) : ""),
       h("td", { class: "actions" }, triageButtons(alert, { go, refresh })),
     ),
   );
