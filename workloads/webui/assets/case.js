@@ -180,7 +180,8 @@ function actionsSection(actions, { refresh }) {
       h("td", {}, action.step_type ?? ""),
       h("td", {}, action.status ?? ""),
       h("td", {}, parameters(action.params)),
-      h("td", {}, [action.decided_by, action.reason].filter(Boolean).join(" — ")),
+      h("td", {}, action.decided_by ?? ""),
+      h("td", {}, [action.reason, action.result ? describeObject(action.result) : null].filter(Boolean).join(" — ")),
       h("td", { class: "actions" }, buttons),
     );
   });
@@ -189,7 +190,7 @@ function actionsSection(actions, { refresh }) {
     { "aria-labelledby": "actions-title" },
     h("h2", { id: "actions-title" }, `Response actions (${pending} pending)`),
     actions.length
-      ? table(["#", "Playbook", "Step", "Type", "Status", "Parameters", "Decided by", "Decision"], rows)
+      ? table(["#", "Playbook", "Step", "Type", "Status", "Parameters", "Decided by", "Reason or result"], rows)
       : h("p", { class: "muted" }, "No playbook planned an action for this case."),
   );
 }
