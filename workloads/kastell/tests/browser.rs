@@ -30,7 +30,10 @@ fn browser_tools() -> Result<(PathBuf, PathBuf), String> {
         return Err(format!("no Chromium at {}", chromium.display()));
     }
     if !tests.join("node_modules/playwright-core").is_dir() {
-        return Err(format!("no playwright-core in {}/node_modules", tests.display()));
+        return Err(format!(
+            "no playwright-core in {}/node_modules",
+            tests.display()
+        ));
     }
     let node = Command::new("node").arg("--version").output();
     if !node.is_ok_and(|out| out.status.success()) {
@@ -86,7 +89,9 @@ fn wait_ready(address: &str) {
             stream.read_to_string(&mut text)?;
             Ok(text)
         });
-        if answer.is_ok_and(|text| text.starts_with("HTTP/1.1 200") || text.starts_with("HTTP/1.0 200")) {
+        if answer
+            .is_ok_and(|text| text.starts_with("HTTP/1.1 200") || text.starts_with("HTTP/1.0 200"))
+        {
             return;
         }
         std::thread::sleep(Duration::from_millis(100));
@@ -107,7 +112,15 @@ fn an_analyst_signs_in_triages_approves_and_closes_a_case_in_chromium() {
     let data = dir.path().join("data");
 
     let created = Command::new(env!("CARGO_BIN_EXE_kastell"))
-        .args(["apikey", "create", "--name", "browser-test", "--role", "lead", "--data"])
+        .args([
+            "apikey",
+            "create",
+            "--name",
+            "browser-test",
+            "--role",
+            "lead",
+            "--data",
+        ])
         .arg(&data)
         .output()
         .expect("running kastell apikey create");

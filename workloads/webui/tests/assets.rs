@@ -16,7 +16,9 @@ async fn fetch(path: &str) -> (StatusCode, axum::http::HeaderMap, String) {
         .unwrap();
     let status = response.status();
     let headers = response.headers().clone();
-    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .unwrap();
     (status, headers, String::from_utf8(bytes.to_vec()).unwrap())
 }
 
@@ -30,8 +32,16 @@ async fn every_asset_is_served_with_its_type_and_the_policy() {
     for asset in ASSETS {
         let (status, headers, body) = fetch(asset.path).await;
         assert_eq!(status, StatusCode::OK, "{}", asset.path);
-        assert_eq!(headers[header::CONTENT_TYPE], asset.content_type, "{}", asset.path);
-        assert_eq!(headers[header::CONTENT_SECURITY_POLICY], CONTENT_SECURITY_POLICY);
+        assert_eq!(
+            headers[header::CONTENT_TYPE],
+            asset.content_type,
+            "{}",
+            asset.path
+        );
+        assert_eq!(
+            headers[header::CONTENT_SECURITY_POLICY],
+            CONTENT_SECURITY_POLICY
+        );
         assert_eq!(headers[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
         assert_eq!(body.as_bytes(), asset.body);
     }
@@ -41,7 +51,11 @@ async fn every_asset_is_served_with_its_type_and_the_policy() {
 
 #[test]
 fn the_policy_allows_nothing_inline_and_nothing_from_elsewhere() {
-    for directive in ["script-src 'self'", "style-src 'self'", "default-src 'none'"] {
+    for directive in [
+        "script-src 'self'",
+        "style-src 'self'",
+        "default-src 'none'",
+    ] {
         assert!(CONTENT_SECURITY_POLICY.contains(directive), "{directive}");
     }
     assert!(!CONTENT_SECURITY_POLICY.contains("unsafe"));
@@ -75,7 +89,11 @@ fn every_file_the_page_references_is_embedded() {
     let html = text("/");
     let mut referenced: Vec<String> = attribute_values(html, "src")
         .into_iter()
-        .chain(attribute_values(html, "href").into_iter().filter(|h| h.starts_with('/')))
+        .chain(
+            attribute_values(html, "href")
+                .into_iter()
+                .filter(|h| h.starts_with('/')),
+        )
         .map(str::to_owned)
         .collect();
     for asset in ASSETS.iter().filter(|a| a.path.ends_with(".js")) {
@@ -83,7 +101,10 @@ fn every_file_the_page_references_is_embedded() {
     }
     assert!(referenced.len() > ASSETS.len() / 2, "{referenced:?}");
     for path in &referenced {
-        assert!(served.contains(&path.as_str()), "{path} is referenced but not embedded");
+        assert!(
+            served.contains(&path.as_str()),
+            "{path} is referenced but not embedded"
+        );
     }
 }
 
@@ -102,14 +123,19 @@ fn nothing_is_inline_or_external() {
         let body = std::str::from_utf8(asset.body).unwrap();
         for line in body.lines() {
             // The SVG's namespace is an identifier, not a fetch.
-            let outside = line.contains("http://") || line.contains("https://") || line.contains("//cdn");
+            let outside =
+                line.contains("http://") || line.contains("https://") || line.contains("//cdn");
             assert!(
                 !outside || line.contains("xmlns=\"http://www.w3.org/2000/svg\""),
                 "{} refers outside: {line}",
                 asset.path
             );
         }
-        assert!(!body.contains("innerHTML") && !body.contains("insertAdjacentHTML") && !body.contains("eval("));
+        assert!(
+            !body.contains("innerHTML")
+                && !body.contains("insertAdjacentHTML")
+                && !body.contains("eval(")
+        );
     }
 }
 
