@@ -156,6 +156,25 @@ try {
     await heading().filter({ hasText: "Alert queue" }).waitFor();
   });
 
+  await step("forms read their fields from the server's OpenAPI document", async () => {
+    const fields = await page.evaluate(async () => {
+      const api = await import("/ui/api.js");
+      return {
+        update: await api.bodyFields("PATCH", "/api/v1/cases/{id}"),
+        ignore: await api.bodyFields("POST", "/api/v1/alerts/{id}/ignore"),
+        absent: await api.bodyFields("POST", "/api/v1/no-such-endpoint"),
+      };
+    });
+    const field = (list, name) => list.find((f) => f.name === name);
+    const status = field(fields.update, "status");
+    check(status && JSON.stringify(status.enum) === JSON.stringify(["open", "in_progress", "closed"]), `case status field: ${JSON.stringify(status)}`);
+    const severity = field(fields.update, "severity");
+    check(severity?.enum?.includes("critical") && !severity.required, `case severity field: ${JSON.stringify(severity)}`);
+    const reason = field(fields.ignore, "reason");
+    check(reason?.required && reason.type === "string", `ignore reason field: ${JSON.stringify(reason)}`);
+    check(fields.absent.length === 0, "an undocumented endpoint has no fields");
+  });
+
   await step("the queue's keyboard focus order and focus ring", async () => {
     await page.locator("table tbody tr").first().waitFor();
     await page.focus("a.skip");
