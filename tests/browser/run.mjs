@@ -224,6 +224,28 @@ try {
     await shot("queue");
   });
 
+  await step("acknowledge one alert and ignore another from the queue", async () => {
+    const rows = page.locator("main table tbody tr");
+    const statusOf = (i) => rows.nth(i).locator("td:nth-child(5)");
+    await rows.nth(0).locator("button", { hasText: "Acknowledge" }).click();
+    await status().filter({ hasText: "Alert acknowledged." }).waitFor();
+    check((await statusOf(0).textContent()) === "acknowledged", `first row is ${await statusOf(0).textContent()}`);
+    await rows.nth(1).locator("button", { hasText: "Ignore" }).click();
+    const dialog = page.locator("dialog[open]");
+    await dialog.locator("textarea").waitFor();
+    // The dialog takes focus and Escape cancels without a request.
+    await page.keyboard.press("Escape");
+    await dialog.waitFor({ state: "detached" });
+    check((await statusOf(1).textContent()) === "new", "a cancelled ignore changed the alert");
+    await rows.nth(1).locator("button", { hasText: "Ignore" }).click();
+    await dialog.locator("textarea").fill("lab host, expected traffic");
+    await page.keyboard.press("Tab");
+    await page.keyboard.press("Tab");
+    await page.keyboard.press("Enter");
+    await status().filter({ hasText: "Alert ignored." }).waitFor();
+    check((await statusOf(1).textContent()) === "ignored", `second row is ${await statusOf(1).textContent()}`);
+  });
+
   let promoted = false;
   await step("open an alert from the bundled run", async () => {
     const link = page.locator("table tbody tr td:nth-child(3) a").first();
@@ -288,6 +310,25 @@ try {
     await page.locator("dl.facts dd", { hasText: /^closed$/ }).waitFor();
     await page.locator("dl.facts dd", { hasText: "true_positive" }).waitFor();
     await shot("case-closed");
+  });
+
+  await step("reject a pending action with a reason", async () => {
+    await page.click("nav a:text-is('Approvals')");
+    await ready("#/approvals");
+    await page.locator("main table tbody tr td:nth-child(2) a").first().click();
+    await heading().filter({ hasText: /^Case \d+:/ }).waitFor();
+    const reject = page.locator("main table button:text-is('Reject')").first();
+    const id = (await reject.getAttribute("aria-label")).match(/action (\d+)/)[1];
+    await reject.click();
+    const dialog = page.locator("dialog[open]");
+    await dialog.locator("button[type=submit]").click();
+    // A blank reason is refused by the form before any request.
+    check((await dialog.count()) === 1, "the dialog closed without a reason");
+    await dialog.locator("textarea").fill("the destination is our own proxy");
+    await dialog.locator("button[type=submit]").click();
+    await status().filter({ hasText: `Action ${id} rejected.` }).waitFor();
+    const row = page.locator("main table tbody tr", { has: page.locator(`td:first-child:text-is('${id}')`) });
+    check((await row.locator("td:nth-child(5)").textContent()) === "rejected", `action ${id} is not rejected`);
   });
 
   await step("the case list shows the closed case", async () => {
