@@ -868,7 +868,17 @@ async fn the_openapi_document_describes_every_served_route() {
         .collect();
     assert_eq!(
         names,
-        vec!["level", "status", "rule", "case", "since", "until", "limit", "offset"]
+        vec![
+            "level",
+            "status",
+            "rule",
+            "case",
+            "observable",
+            "since",
+            "until",
+            "limit",
+            "offset"
+        ]
     );
     assert!(schemas.contains_key("ErrorBody"));
     assert!(schemas.contains_key("CaseDetail"));

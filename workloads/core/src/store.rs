@@ -17,6 +17,8 @@ use sqlx::{Row, SqlitePool};
 use crate::alert::{Alert, Level};
 use crate::audit::{self, AuditEntry, Change, SYSTEM_ACTOR};
 
+mod analyst;
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("creating the data directory {path}")]
@@ -228,6 +230,154 @@ pub struct CaseUpdate {
     pub tags: Option<Vec<String>>,
 }
 
+/// A case an analyst opens by hand, or by promoting an alert.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaseDraft {
+    pub title: String,
+    pub description: String,
+    pub severity: Level,
+    pub tlp: Tlp,
+    pub pap: Tlp,
+    pub tags: Vec<String>,
+    pub assignee: Option<String>,
+}
+
+/// The group key of a case opened by hand or by promotion. Grouping keys are always
+/// `rule|host`, so a key without `|` never receives the stage's alerts.
+pub const MANUAL_GROUP_KEY: &str = "manual";
+
+/// What an observable belongs to: a case, or (as TheHive has them) an alert.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ObservableOwner {
+    Case(i64),
+    Alert(String),
+}
+
+/// An observable to add; adding one whose `(kind, value)` its owner has already merges
+/// the tags and raises the `ioc` and `sighted` flags instead.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NewObservable {
+    /// ip, domain, url, md5, sha1, sha256, sha512, email, filename, or any other type a
+    /// client uses (TheHive's `dataType`).
+    pub kind: String,
+    pub value: String,
+    pub ioc: bool,
+    pub sighted: bool,
+    pub tags: Vec<String>,
+}
+
+/// A stored observable with, for a case's, the intel matches of the case's alerts on
+/// the same type and value.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ObservableRecord {
+    pub id: i64,
+    pub case_id: Option<i64>,
+    pub alert_id: Option<String>,
+    pub kind: String,
+    pub value: String,
+    pub ioc: bool,
+    pub sighted: bool,
+    pub tags: Vec<String>,
+    pub created_by: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// Not stored: read from the alerts at each read.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub enrichment: Vec<crate::alert::IntelMatch>,
+}
+
+/// Where a task is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskStatus {
+    Open,
+    InProgress,
+    Done,
+}
+
+text_enum!(TaskStatus { Open => "open", InProgress => "in_progress", Done => "done" });
+
+/// A piece of work on a case.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskRecord {
+    pub id: i64,
+    pub case_id: i64,
+    pub title: String,
+    pub assignee: Option<String>,
+    pub status: TaskStatus,
+    pub created_by: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewTask {
+    pub title: String,
+    pub assignee: Option<String>,
+}
+
+/// The fields of a task to change; `assignee: Some(None)` unassigns.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TaskUpdate {
+    pub title: Option<String>,
+    pub assignee: Option<Option<String>>,
+    pub status: Option<TaskStatus>,
+}
+
+/// One line of a case's timeline: a comment, or an event the store recorded with the
+/// change it describes. `kind` and the keys of `details`:
+///
+/// | kind | details |
+/// | --- | --- |
+/// | `created` | `title`, `alert_id` (when opened for or promoted from an alert) |
+/// | `updated` | `fields`: each changed field's `{"from", "to"}` |
+/// | `closed` | `resolution`, `summary` |
+/// | `alert_attached` | `alert_id` (grouped by the stage) |
+/// | `alert_merged` | `alert_id`, `from_case` (when it moved from another case) |
+/// | `alert_moved_out` | `alert_id`, `to_case` |
+/// | `observable_added`, `observable_updated` | `observable_id`, `type`, `value` |
+/// | `task_created` | `task_id`, `title` |
+/// | `task_updated` | `task_id`, `fields` as for `updated` |
+/// | `action_approved`, `action_rejected` | `action_id`, `playbook`, `step`, `reason` |
+/// | `action_executed` | `action_id`, `playbook`, `step`, `status` (`succeeded`/`failed`) |
+/// | `comment` | `text` |
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TimelineEntry {
+    pub id: i64,
+    pub case_id: i64,
+    pub at: DateTime<Utc>,
+    pub actor: String,
+    pub kind: String,
+    pub details: Value,
+}
+
+/// The SOC figures of one severity over a time range, in seconds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SeverityFigures {
+    pub severity: Level,
+    /// Alerts detected in the range.
+    pub alerts: i64,
+    /// Mean of `detected_at - timestamp` (event time to alert) over those alerts.
+    pub mean_time_to_detect: Option<f64>,
+    /// How many of them someone has touched (acknowledged, ignored, promoted, merged).
+    pub acknowledged: i64,
+    /// Mean of `acknowledged_at - detected_at` over those.
+    pub mean_time_to_acknowledge: Option<f64>,
+    /// Cases of this severity closed in the range.
+    pub resolved: i64,
+    /// Mean of `closed_at - created_at` over those cases.
+    pub mean_time_to_resolve: Option<f64>,
+}
+
+/// What a text search found.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SearchHits {
+    /// Cases whose title or description contains the text.
+    pub cases: Vec<CaseRecord>,
+    /// Case observables whose value contains the text.
+    pub observables: Vec<ObservableRecord>,
+}
+
 /// A stored API key: everything but the key, of which only the argon2 hash is kept.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApiKeyRecord {
@@ -296,6 +446,8 @@ pub struct AlertFilter {
     pub status: Option<String>,
     pub rule_id: Option<String>,
     pub case_id: Option<i64>,
+    /// Only alerts with an observable of exactly this value.
+    pub observable: Option<String>,
     pub since: Option<DateTime<Utc>>,
     pub until: Option<DateTime<Utc>>,
     /// Leaves out alerts of cases above this TLP.
@@ -396,6 +548,88 @@ pub trait CaseStore: Send + Sync {
 
     /// Audit entries with `seq` greater than `after`, in order, at most `limit`.
     async fn audit_entries(&self, after: i64, limit: i64) -> Result<Vec<AuditEntry>, StoreError>;
+    /// Opens a case by hand as `by` (group key [`MANUAL_GROUP_KEY`], no rule, no
+    /// alerts); audited as `case.create`.
+    async fn create_case(&self, draft: &CaseDraft, by: &str) -> Result<CaseRecord, StoreError>;
+    /// Opens a case from one alert as `by`: the alert moves to the new case (leaving the
+    /// case the stage grouped it in, if any), its status becomes `promoted` and its
+    /// observables are copied to the case. Audited as `alert.promote`.
+    async fn promote_alert(
+        &self,
+        alert_id: &str,
+        draft: &CaseDraft,
+        by: &str,
+    ) -> Result<CaseRecord, StoreError>;
+    /// Moves an alert into a case as `by`, widening the case's span, raising its
+    /// severity and copying the alert's observables; the alert's status becomes
+    /// `merged`. An alert already in that case changes nothing. A closed case is a
+    /// [`StoreError::Conflict`]. Audited as `alert.merge`.
+    async fn merge_alert(
+        &self,
+        alert_id: &str,
+        case_id: i64,
+        by: &str,
+    ) -> Result<CaseRecord, StoreError>;
+
+    /// Adds an observable as `by`; `true` when it is new. A `(kind, value)` the owner has
+    /// already is merged (tags joined, flags raised) and `false` returned; a merge that
+    /// changes nothing is not audited. Audited as `observable.create` / `observable.update`.
+    async fn add_observable(
+        &self,
+        owner: &ObservableOwner,
+        new: &NewObservable,
+        by: &str,
+    ) -> Result<(ObservableRecord, bool), StoreError>;
+    /// The owner's observables by id; a case's with their enrichment.
+    async fn list_observables(
+        &self,
+        owner: &ObservableOwner,
+    ) -> Result<Vec<ObservableRecord>, StoreError>;
+
+    /// Adds an `open` task to a case; audited as `task.create`.
+    async fn create_task(
+        &self,
+        case_id: i64,
+        new: &NewTask,
+        by: &str,
+    ) -> Result<TaskRecord, StoreError>;
+    async fn list_tasks(&self, case_id: i64) -> Result<Vec<TaskRecord>, StoreError>;
+    /// Changes a task of the case; a task of another case is [`StoreError::NotFound`], an
+    /// update that changes nothing is not audited. Audited as `task.update`.
+    async fn update_task(
+        &self,
+        case_id: i64,
+        task_id: i64,
+        update: &TaskUpdate,
+        by: &str,
+    ) -> Result<TaskRecord, StoreError>;
+
+    /// Adds a comment to the case's timeline; audited as `case.comment`.
+    async fn add_comment(
+        &self,
+        case_id: i64,
+        text: &str,
+        by: &str,
+    ) -> Result<TimelineEntry, StoreError>;
+    /// The case's timeline entries with `id` greater than `after`, oldest first.
+    async fn timeline(
+        &self,
+        case_id: i64,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<TimelineEntry>, StoreError>;
+
+    /// The SOC figures per severity: alerts detected, and cases closed, in
+    /// `[from, to)`. Severities without alerts or cases are left out.
+    async fn figures(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<SeverityFigures>, StoreError>;
+
+    /// Cases (title, description) and case observables (value) containing `text`,
+    /// case-insensitively for ASCII, at most `limit` of each, within `max_tlp`.
+    async fn search(&self, text: &str, max_tlp: Tlp, limit: i64) -> Result<SearchHits, StoreError>;
 }
 
 /// The embedded store: one SQLite file in the data directory.
@@ -852,6 +1086,7 @@ impl CaseStore for SqliteStore {
                 after: Some(alert_state(alert)),
             };
             append_audit(&mut tx, change).await?;
+            analyst::index_alert_observables(&mut tx, alert).await?;
         }
         tx.commit().await.map_err(query_err("commit"))?;
         Ok(inserted)
@@ -882,6 +1117,11 @@ impl CaseStore for SqliteStore {
         }
         if let Some(case_id) = filter.case_id {
             sql.push(" AND case_id = ").push_bind(case_id);
+        }
+        if let Some(value) = &filter.observable {
+            sql.push(" AND id IN (SELECT alert_id FROM observables WHERE value = ")
+                .push_bind(value.clone())
+                .push(" AND alert_id IS NOT NULL)");
         }
         if let Some(since) = filter.since {
             sql.push(" AND timestamp >= ").push_bind(ts(since));
@@ -948,6 +1188,9 @@ impl CaseStore for SqliteStore {
             .execute(&mut *tx)
             .await
             .map_err(query_err("link first alert"))?;
+        analyst::copy_alert_observables(&mut tx, &first.id, id, SYSTEM_ACTOR).await?;
+        let details = serde_json::json!({"title": new.title, "alert_id": first.id});
+        analyst::record(&mut tx, id, SYSTEM_ACTOR, "created", details).await?;
         let case = fetch_case(&mut tx, id).await?;
         let mut change = case_change(SYSTEM_ACTOR, "case.open", None, &case)?;
         change.after = Some(serde_json::json!({"case": change.after, "alert_id": first.id}));
@@ -981,6 +1224,9 @@ impl CaseStore for SqliteStore {
         .execute(&mut *tx)
         .await
         .map_err(query_err("update case"))?;
+        analyst::copy_alert_observables(&mut tx, &alert.id, case_id, SYSTEM_ACTOR).await?;
+        let details = serde_json::json!({"alert_id": alert.id});
+        analyst::record(&mut tx, case_id, SYSTEM_ACTOR, "alert_attached", details).await?;
         let after = fetch_case(&mut tx, case_id).await?;
         let mut change = case_change(SYSTEM_ACTOR, "case.attach_alert", Some(&case), &after)?;
         change.after = Some(serde_json::json!({"case": change.after, "alert_id": alert.id}));
@@ -1126,6 +1372,14 @@ impl CaseStore for SqliteStore {
         .await
         .map_err(query_err("decide action"))?;
         let after = fetch_action(&mut tx, id).await?;
+        let kind = match decision {
+            Decision::Approve => "action_approved",
+            Decision::Reject { .. } => "action_rejected",
+        };
+        let details = serde_json::json!({
+            "action_id": id, "playbook": after.playbook, "step": after.step, "reason": reason,
+        });
+        analyst::record(&mut tx, after.case_id, by, kind, details).await?;
         commit_audited(
             tx,
             action_change(by, "action.decide", Some(&before), &after)?,
@@ -1151,6 +1405,18 @@ impl CaseStore for SqliteStore {
             .await
             .map_err(query_err("finish action"))?;
         let after = fetch_action(&mut tx, id).await?;
+        let details = serde_json::json!({
+            "action_id": id, "playbook": after.playbook, "step": after.step,
+            "status": status.as_str(),
+        });
+        analyst::record(
+            &mut tx,
+            after.case_id,
+            SYSTEM_ACTOR,
+            "action_executed",
+            details,
+        )
+        .await?;
         commit_audited(
             tx,
             action_change(SYSTEM_ACTOR, "action.finish", Some(&before), &after)?,
@@ -1193,7 +1459,13 @@ impl CaseStore for SqliteStore {
         .await
         .map_err(query_err("update case"))?;
         let after = fetch_case(&mut tx, id).await?;
-        commit_audited(tx, case_change(by, "case.update", Some(&before), &after)?).await?;
+        let change = case_change(by, "case.update", Some(&before), &after)?;
+        if let (Some(from), Some(to)) = (&change.before, &change.after) {
+            let fields = analyst::changed_fields(from, to, analyst::CASE_FIELDS);
+            let details = serde_json::json!({ "fields": fields });
+            analyst::record(&mut tx, id, by, "updated", details).await?;
+        }
+        commit_audited(tx, change).await?;
         Ok(after)
     }
 
@@ -1259,6 +1531,7 @@ impl CaseStore for SqliteStore {
         .execute(&mut *tx)
         .await
         .map_err(query_err("triage alert"))?;
+        analyst::mark_acknowledged(&mut tx, id).await?;
         let after = fetch_alert(&mut tx, id).await?;
         let triage_state = |alert: &AlertRecord| {
             serde_json::json!({
@@ -1307,6 +1580,8 @@ impl CaseStore for SqliteStore {
         .await
         .map_err(query_err("close case"))?;
         let after = fetch_case(&mut tx, id).await?;
+        let details = serde_json::json!({"resolution": resolution.as_str(), "summary": summary});
+        analyst::record(&mut tx, id, by, "closed", details).await?;
         commit_audited(tx, case_change(by, "case.close", Some(&before), &after)?).await?;
         Ok(after)
     }
@@ -1330,6 +1605,97 @@ impl CaseStore for SqliteStore {
             .await
             .map_err(query_err("read the audit log"))?;
         rows.iter().map(audit_from_row).collect()
+    }
+
+    async fn create_case(&self, draft: &CaseDraft, by: &str) -> Result<CaseRecord, StoreError> {
+        self.create_case_impl(draft, by).await
+    }
+
+    async fn promote_alert(
+        &self,
+        alert_id: &str,
+        draft: &CaseDraft,
+        by: &str,
+    ) -> Result<CaseRecord, StoreError> {
+        self.promote_alert_impl(alert_id, draft, by).await
+    }
+
+    async fn merge_alert(
+        &self,
+        alert_id: &str,
+        case_id: i64,
+        by: &str,
+    ) -> Result<CaseRecord, StoreError> {
+        self.merge_alert_impl(alert_id, case_id, by).await
+    }
+
+    async fn add_observable(
+        &self,
+        owner: &ObservableOwner,
+        new: &NewObservable,
+        by: &str,
+    ) -> Result<(ObservableRecord, bool), StoreError> {
+        self.add_observable_impl(owner, new, by).await
+    }
+
+    async fn list_observables(
+        &self,
+        owner: &ObservableOwner,
+    ) -> Result<Vec<ObservableRecord>, StoreError> {
+        self.list_observables_impl(owner).await
+    }
+
+    async fn create_task(
+        &self,
+        case_id: i64,
+        new: &NewTask,
+        by: &str,
+    ) -> Result<TaskRecord, StoreError> {
+        self.create_task_impl(case_id, new, by).await
+    }
+
+    async fn list_tasks(&self, case_id: i64) -> Result<Vec<TaskRecord>, StoreError> {
+        self.list_tasks_impl(case_id).await
+    }
+
+    async fn update_task(
+        &self,
+        case_id: i64,
+        task_id: i64,
+        update: &TaskUpdate,
+        by: &str,
+    ) -> Result<TaskRecord, StoreError> {
+        self.update_task_impl(case_id, task_id, update, by).await
+    }
+
+    async fn add_comment(
+        &self,
+        case_id: i64,
+        text: &str,
+        by: &str,
+    ) -> Result<TimelineEntry, StoreError> {
+        self.add_comment_impl(case_id, text, by).await
+    }
+
+    async fn timeline(
+        &self,
+        case_id: i64,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<TimelineEntry>, StoreError> {
+        self.timeline_impl(case_id, after, limit).await
+    }
+
+    async fn figures(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<SeverityFigures>, StoreError> {
+        self.figures_impl(from, to).await
+    }
+
+    async fn search(&self, text: &str, max_tlp: Tlp, limit: i64) -> Result<SearchHits, StoreError> {
+        self.search_impl(text, max_tlp, limit).await
     }
 }
 

@@ -54,6 +54,7 @@ async fn list_alerts(
         status: query.status.map(|s| s.as_str().to_owned()),
         rule_id: query.rule,
         case_id: query.case,
+        observable: query.observable,
         since: query.since,
         until: query.until,
         max_tlp: Some(caller.tlp()),
@@ -91,7 +92,7 @@ async fn get_alert(
 }
 
 /// The alert, or 404 when it does not exist or its case is above the caller's TLP.
-async fn visible_alert(
+pub(super) async fn visible_alert(
     caller: &Caller,
     state: &ApiState,
     id: &str,

@@ -22,7 +22,8 @@ pub struct ErrorBody {
     /// A stable code to branch on: `unauthenticated` (401), `forbidden` (403),
     /// `conflict`, `not_found`, `not_pending`, `invalid_query`,
     /// `invalid_path`, `invalid_json`, `invalid_body`, `invalid_header`,
-    /// `unsupported_media_type`, `method_not_allowed`, `store_unavailable`,
+    /// `unsupported_media_type`, `payload_too_large`, `method_not_allowed`,
+    /// `store_unavailable`,
     /// `bus_unavailable`, `internal`.
     pub error: String,
     /// What went wrong, for a person.
@@ -113,6 +114,9 @@ impl From<PathRejection> for ApiError {
 
 impl From<JsonRejection> for ApiError {
     fn from(rejection: JsonRejection) -> Self {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            return too_large();
+        }
         let code = match &rejection {
             JsonRejection::JsonDataError(_) => "invalid_body",
             JsonRejection::JsonSyntaxError(_) => "invalid_json",
@@ -205,6 +209,9 @@ where
         let is_json = json_content_type(req.headers());
         let has_content_type = req.headers().contains_key(header::CONTENT_TYPE);
         let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                return too_large();
+            }
             ApiError::new(rejection.status(), "invalid_body", rejection.body_text())
         })?;
         if bytes.is_empty() {
@@ -220,6 +227,15 @@ where
         let Json(value) = Json::<T>::from_bytes(&bytes)?;
         Ok(Some(ApiJson(value)))
     }
+}
+
+/// 413 for a body over [`super::MAX_BODY`].
+fn too_large() -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+        format!("a request body may be at most {} bytes", super::MAX_BODY),
+    )
 }
 
 fn json_content_type(headers: &HeaderMap) -> bool {

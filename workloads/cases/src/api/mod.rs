@@ -14,16 +14,22 @@ mod alerts;
 mod audit;
 pub mod caller;
 mod cases;
+mod checks;
 pub mod error;
+mod insight;
 pub mod model;
+mod observables;
 mod ops;
+pub mod thehive;
+mod work;
+mod workflow;
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{Method, Response as HttpResponse, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::Response;
@@ -46,6 +52,8 @@ use crate::metrics::{Metrics, UNMATCHED_ROUTE};
 pub const DEFAULT_LIMIT: u32 = 100;
 /// The largest page size a list request may ask for.
 pub const MAX_LIMIT: u32 = 1000;
+/// The largest request body any endpoint reads; a larger one is answered 413.
+pub const MAX_BODY: usize = 1024 * 1024;
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -92,6 +100,8 @@ impl ApiState {
         (name = "cases", description = "Alerts of one rule on one host, grouped in time"),
         (name = "actions", description = "Response actions and their approval"),
         (name = "audit", description = "The tamper-evident log of every change"),
+        (name = "thehive", description = "TheHive 5 compatible endpoints (singular paths, \
+            TheHive's field names, epoch-millisecond dates, `{\"type\", \"message\"}` errors)"),
         (name = "operations", description = "Health, metrics and this document"),
     ),
     components(schemas(ErrorBody, model::AlertStatus)),
@@ -127,6 +137,11 @@ fn api_routes() -> OpenApiRouter<ApiState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(alerts::routes())
         .merge(cases::routes())
+        .merge(workflow::routes())
+        .merge(observables::routes())
+        .merge(work::routes())
+        .merge(insight::routes())
+        .merge(thehive::routes())
         .merge(actions::routes())
         .merge(audit::routes())
         .merge(ops::routes())
@@ -158,6 +173,9 @@ pub fn router(state: ApiState) -> Router {
         .merge(kastell_webui::router())
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
+        // Bodies are read by the JSON extractors, which answer 413 in the API's error
+        // shape (see `error.rs`) when this limit is hit.
+        .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .layer(
             TraceLayer::new_for_http()

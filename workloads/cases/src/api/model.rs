@@ -157,6 +157,10 @@ pub enum AlertStatus {
     New,
     Acknowledged,
     Ignored,
+    /// Made into a case of its own (`POST /api/v1/alerts/{id}/promote`).
+    Promoted,
+    /// Moved into an existing case (`POST /api/v1/alerts/{id}/merge`).
+    Merged,
 }
 
 impl AlertStatus {
@@ -165,6 +169,8 @@ impl AlertStatus {
             AlertStatus::New => "new",
             AlertStatus::Acknowledged => "acknowledged",
             AlertStatus::Ignored => "ignored",
+            AlertStatus::Promoted => "promoted",
+            AlertStatus::Merged => "merged",
         }
     }
 }
@@ -260,7 +266,7 @@ pub struct Alert {
     pub id: String,
     /// The case the alert belongs to; absent only while the stage is grouping it.
     pub case_id: Option<i64>,
-    /// Triage status: `new`, `acknowledged` or `ignored`.
+    /// Triage status: `new`, `acknowledged`, `ignored`, `promoted` or `merged`.
     pub status: String,
     /// Why it was ignored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -475,6 +481,9 @@ pub struct AlertQuery {
     pub rule: Option<String>,
     /// Only alerts of this case.
     pub case: Option<i64>,
+    /// Only alerts with an observable (of their events, intel matches, or added) of
+    /// exactly this value.
+    pub observable: Option<String>,
     /// Only alerts whose event time is at or after this time.
     pub since: Option<DateTime<Utc>>,
     /// Only alerts whose event time is before this time.
@@ -576,9 +585,11 @@ pub struct AuditEntry {
     pub at: String,
     /// `apikey:<name>`, `oidc:<subject>`, `cli:<user>` or `system:kastell`.
     pub actor: String,
-    /// `alert.create`, `alert.acknowledge`, `alert.ignore`, `case.open`,
-    /// `case.attach_alert`, `case.update`, `case.close`, `action.create`,
-    /// `action.decide`, `action.finish`, `apikey.create`.
+    /// `alert.create`, `alert.acknowledge`, `alert.ignore`, `alert.promote`,
+    /// `alert.merge`, `case.open`, `case.create`, `case.attach_alert`, `case.update`,
+    /// `case.close`, `case.comment`, `observable.create`, `observable.update`,
+    /// `task.create`, `task.update`, `action.create`, `action.decide`, `action.finish`,
+    /// `apikey.create`.
     pub action: String,
     pub object_kind: String,
     pub object_id: String,
@@ -628,4 +639,314 @@ pub struct AuditQuery {
 pub struct Health {
     /// `ok` (alive) or `ready` (the case store answers).
     pub status: String,
+}
+
+/// Body of `POST /api/v1/cases`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CaseCreateBody {
+    /// Not blank, at most 512 characters.
+    pub title: String,
+    /// At most 4096 characters.
+    #[serde(default)]
+    pub description: String,
+    /// Default `medium`.
+    pub severity: Option<Level>,
+    /// Default `amber`, or the caller's ceiling when lower; at most that ceiling.
+    pub tlp: Option<Tlp>,
+    /// Default `amber`.
+    pub pap: Option<Tlp>,
+    /// At most 100, duplicates dropped.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Needs the `manage` permission.
+    pub assignee: Option<String>,
+}
+
+/// Body of `POST /api/v1/alerts/{id}/promote`; the body itself is optional.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PromoteBody {
+    /// The new case's title; default: the alert's rule title, on its host.
+    pub title: Option<String>,
+}
+
+/// Body of `POST /api/v1/alerts/{id}/merge`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MergeBody {
+    /// The case the alert moves into.
+    pub case_id: i64,
+}
+
+/// An intel match that enriches an observable: the indicator it equals and its feed.
+pub type Enrichment = IntelMatch;
+
+/// An observable of a case (or, through the TheHive endpoints, of an alert).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Observable {
+    pub id: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub case_id: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alert_id: Option<String>,
+    /// ip, domain, url, md5, sha1, sha256, sha512, email, filename, hostname, other...
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub value: String,
+    /// An indicator of compromise.
+    pub ioc: bool,
+    /// Seen in the organisation's own systems.
+    pub sighted: bool,
+    pub tags: Vec<String>,
+    pub created_by: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// The intel matches, carried by the case's alerts, on this type and value.
+    pub enrichment: Vec<Enrichment>,
+}
+
+impl From<store::ObservableRecord> for Observable {
+    fn from(o: store::ObservableRecord) -> Self {
+        Observable {
+            id: o.id,
+            case_id: o.case_id,
+            alert_id: o.alert_id,
+            kind: o.kind,
+            value: o.value,
+            ioc: o.ioc,
+            sighted: o.sighted,
+            tags: o.tags,
+            created_by: o.created_by,
+            created_at: o.created_at,
+            updated_at: o.updated_at,
+            enrichment: o.enrichment.into_iter().map(intel_match).collect(),
+        }
+    }
+}
+
+pub(crate) fn intel_match(m: kastell_core::IntelMatch) -> IntelMatch {
+    IntelMatch {
+        observable: m.observable,
+        kind: m.kind.as_str().to_owned(),
+        field: m.field,
+        feed: m.feed,
+        indicator: m.indicator,
+        reference: m.reference,
+        context: m.context,
+        tags: m.tags,
+    }
+}
+
+/// Body of `POST /api/v1/cases/{id}/observables`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ObservableBody {
+    /// Lower-case letters, digits, `-` and `_`, at most 64 characters.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Not blank, at most 4096 characters.
+    pub value: String,
+    #[serde(default)]
+    pub ioc: bool,
+    #[serde(default)]
+    pub sighted: bool,
+    /// Joined with the tags the observable has.
+    #[serde(default)]
+    pub tags: Vec<String>,
+}
+
+/// Where a task is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskStatus {
+    Open,
+    InProgress,
+    Done,
+}
+
+impl From<store::TaskStatus> for TaskStatus {
+    fn from(status: store::TaskStatus) -> Self {
+        match status {
+            store::TaskStatus::Open => TaskStatus::Open,
+            store::TaskStatus::InProgress => TaskStatus::InProgress,
+            store::TaskStatus::Done => TaskStatus::Done,
+        }
+    }
+}
+
+impl From<TaskStatus> for store::TaskStatus {
+    fn from(status: TaskStatus) -> Self {
+        match status {
+            TaskStatus::Open => store::TaskStatus::Open,
+            TaskStatus::InProgress => store::TaskStatus::InProgress,
+            TaskStatus::Done => store::TaskStatus::Done,
+        }
+    }
+}
+
+/// A piece of work on a case.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Task {
+    pub id: i64,
+    pub case_id: i64,
+    pub title: String,
+    pub assignee: Option<String>,
+    pub status: TaskStatus,
+    pub created_by: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<store::TaskRecord> for Task {
+    fn from(t: store::TaskRecord) -> Self {
+        Task {
+            id: t.id,
+            case_id: t.case_id,
+            title: t.title,
+            assignee: t.assignee,
+            status: t.status.into(),
+            created_by: t.created_by,
+            created_at: t.created_at,
+            updated_at: t.updated_at,
+        }
+    }
+}
+
+/// Body of `POST /api/v1/cases/{id}/tasks`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TaskBody {
+    /// Not blank, at most 512 characters.
+    pub title: String,
+    pub assignee: Option<String>,
+}
+
+/// Body of `PATCH /api/v1/cases/{id}/tasks/{task_id}`: the fields to change.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TaskUpdateBody {
+    pub title: Option<String>,
+    /// An empty string unassigns.
+    pub assignee: Option<String>,
+    pub status: Option<TaskStatus>,
+}
+
+/// One line of a case's timeline; `kind` and the keys of `details` are listed in
+/// docs/cases-api.md ("Timeline").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct TimelineEntry {
+    pub id: i64,
+    pub at: DateTime<Utc>,
+    /// Who wrote the comment or made the change.
+    pub actor: String,
+    /// `comment`, `created`, `updated`, `closed`, `alert_attached`, `alert_merged`,
+    /// `alert_moved_out`, `observable_added`, `observable_updated`, `task_created`,
+    /// `task_updated`, `action_approved`, `action_rejected`, `action_executed`.
+    pub kind: String,
+    #[schema(value_type = Object)]
+    pub details: Value,
+}
+
+impl From<store::TimelineEntry> for TimelineEntry {
+    fn from(e: store::TimelineEntry) -> Self {
+        TimelineEntry {
+            id: e.id,
+            at: e.at,
+            actor: e.actor,
+            kind: e.kind,
+            details: e.details,
+        }
+    }
+}
+
+/// Paging of `GET /api/v1/cases/{id}/timeline`.
+#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct TimelineQuery {
+    /// Only entries after this entry id (default 0: from the start).
+    pub after: Option<i64>,
+    /// Page size, 1 to 1000 (default 100).
+    pub limit: Option<u32>,
+}
+
+/// Body of `POST /api/v1/cases/{id}/comments`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CommentBody {
+    /// Not blank, at most 4096 characters.
+    pub text: String,
+}
+
+/// Range of `GET /api/v1/figures`.
+#[derive(Debug, Clone, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct FiguresQuery {
+    /// Start of the range (RFC 3339, included).
+    pub from: DateTime<Utc>,
+    /// End of the range (RFC 3339, excluded).
+    pub to: DateTime<Utc>,
+}
+
+/// The figures of one severity, times in seconds (absent when nothing was measured).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct SeverityFigures {
+    pub severity: Level,
+    /// Alerts detected in the range.
+    pub alerts: i64,
+    /// Mean time from the event to the alert.
+    pub mean_time_to_detect: Option<f64>,
+    /// Alerts of the range someone has acknowledged, ignored, promoted or merged.
+    pub acknowledged: i64,
+    /// Mean time from the alert to its first acknowledgement.
+    pub mean_time_to_acknowledge: Option<f64>,
+    /// Cases closed in the range.
+    pub resolved: i64,
+    /// Mean time from a case's creation to its closing.
+    pub mean_time_to_resolve: Option<f64>,
+}
+
+/// Answer of `GET /api/v1/figures`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Figures {
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+    /// One entry per severity that had alerts or closed cases, least severe first.
+    pub by_severity: Vec<SeverityFigures>,
+}
+
+impl From<store::SeverityFigures> for SeverityFigures {
+    fn from(f: store::SeverityFigures) -> Self {
+        SeverityFigures {
+            severity: f.severity.into(),
+            alerts: f.alerts,
+            mean_time_to_detect: f.mean_time_to_detect,
+            acknowledged: f.acknowledged,
+            mean_time_to_acknowledge: f.mean_time_to_acknowledge,
+            resolved: f.resolved,
+            mean_time_to_resolve: f.mean_time_to_resolve,
+        }
+    }
+}
+
+/// Query of `GET /api/v1/search`.
+#[derive(Debug, Clone, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct SearchQuery {
+    /// The text to find (2 to 256 characters).
+    pub q: String,
+    /// Most hits of each kind, 1 to 1000 (default 100).
+    pub limit: Option<u32>,
+}
+
+/// Answer of `GET /api/v1/search`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct SearchResults {
+    /// Cases whose title or description contains the text.
+    pub cases: Vec<Case>,
+    /// Case observables whose value contains the text.
+    pub observables: Vec<Observable>,
 }

@@ -327,6 +327,102 @@ mod failing {
             self.check(None)?;
             self.inner.close_case(id, resolution, summary, by).await
         }
+        async fn create_case(&self, draft: &CaseDraft, by: &str) -> Result<CaseRecord, StoreError> {
+            self.check(None)?;
+            self.inner.create_case(draft, by).await
+        }
+        async fn promote_alert(
+            &self,
+            alert_id: &str,
+            draft: &CaseDraft,
+            by: &str,
+        ) -> Result<CaseRecord, StoreError> {
+            self.check(None)?;
+            self.inner.promote_alert(alert_id, draft, by).await
+        }
+        async fn merge_alert(
+            &self,
+            alert_id: &str,
+            case_id: i64,
+            by: &str,
+        ) -> Result<CaseRecord, StoreError> {
+            self.check(None)?;
+            self.inner.merge_alert(alert_id, case_id, by).await
+        }
+        async fn add_observable(
+            &self,
+            owner: &ObservableOwner,
+            new: &NewObservable,
+            by: &str,
+        ) -> Result<(ObservableRecord, bool), StoreError> {
+            self.check(None)?;
+            self.inner.add_observable(owner, new, by).await
+        }
+        async fn list_observables(
+            &self,
+            owner: &ObservableOwner,
+        ) -> Result<Vec<ObservableRecord>, StoreError> {
+            self.check(None)?;
+            self.inner.list_observables(owner).await
+        }
+        async fn create_task(
+            &self,
+            case_id: i64,
+            new: &NewTask,
+            by: &str,
+        ) -> Result<TaskRecord, StoreError> {
+            self.check(None)?;
+            self.inner.create_task(case_id, new, by).await
+        }
+        async fn list_tasks(&self, case_id: i64) -> Result<Vec<TaskRecord>, StoreError> {
+            self.check(None)?;
+            self.inner.list_tasks(case_id).await
+        }
+        async fn update_task(
+            &self,
+            case_id: i64,
+            task_id: i64,
+            update: &TaskUpdate,
+            by: &str,
+        ) -> Result<TaskRecord, StoreError> {
+            self.check(None)?;
+            self.inner.update_task(case_id, task_id, update, by).await
+        }
+        async fn add_comment(
+            &self,
+            case_id: i64,
+            text: &str,
+            by: &str,
+        ) -> Result<TimelineEntry, StoreError> {
+            self.check(None)?;
+            self.inner.add_comment(case_id, text, by).await
+        }
+        async fn timeline(
+            &self,
+            case_id: i64,
+            after: i64,
+            limit: i64,
+        ) -> Result<Vec<TimelineEntry>, StoreError> {
+            self.check(None)?;
+            self.inner.timeline(case_id, after, limit).await
+        }
+        async fn figures(
+            &self,
+            from: DateTime<Utc>,
+            to: DateTime<Utc>,
+        ) -> Result<Vec<SeverityFigures>, StoreError> {
+            self.check(None)?;
+            self.inner.figures(from, to).await
+        }
+        async fn search(
+            &self,
+            text: &str,
+            max_tlp: kastell_core::Tlp,
+            limit: i64,
+        ) -> Result<SearchHits, StoreError> {
+            self.check(None)?;
+            self.inner.search(text, max_tlp, limit).await
+        }
         async fn audit_entries(
             &self,
             after: i64,
