@@ -300,6 +300,42 @@ try {
     await shot("case");
   });
 
+  await step("work the case: observables with enrichment, a task, a comment", async () => {
+    const observables = page.locator("section[aria-labelledby=observables-title]");
+    if (await observables.locator(".message", { hasText: "not offered" }).count()) {
+      notes.push("observables, tasks and the timeline are not on this server yet: the page said so");
+      return;
+    }
+    const rows = observables.locator("table tbody tr");
+    await rows.first().waitFor();
+    const enriched = await observables.locator("td li").allTextContents();
+    notes.push(`${await rows.count()} observables, ${enriched.length} enrichment results in this case`);
+    check(
+      enriched.some((line) => /^[\w./-]+: \S+/.test(line)),
+      `no enrichment result reads "feed: indicator": ${enriched.slice(0, 3).join(" | ")}`,
+    );
+
+    const tasks = page.locator("section[aria-labelledby=tasks-title]");
+    await tasks.locator("input[name=title]").fill("Pull the proxy logs for the host");
+    await tasks.locator("button", { hasText: "Add task" }).click();
+    await status().filter({ hasText: "Add task: done." }).waitFor();
+    const task = tasks.locator("ul.tasks li", { hasText: "Pull the proxy logs for the host" });
+    await task.locator("select").selectOption("done");
+    await status().filter({ hasText: "is now done" }).waitFor();
+
+    const timeline = page.locator("section[aria-labelledby=timeline-title]");
+    await timeline.locator("textarea[name=text]").fill("Proxy logs show the same domain on two more hosts.");
+    await timeline.locator("button", { hasText: "Add comment" }).click();
+    await status().filter({ hasText: "Add comment: done." }).waitFor();
+    // Newest first: the comment heads the timeline.
+    await timeline.locator("ol.timeline li").first().filter({ hasText: "Proxy logs show the same domain on two more hosts." }).waitFor();
+    const kinds = await timeline.locator("ol.timeline li strong").allTextContents();
+    check(kinds.includes("task_updated") || kinds.includes("task_created"), `the timeline has no task line: ${kinds}`);
+    check((await task.locator("select").inputValue()) === "done", "the task is not done after a reload");
+    await checkContrast("a worked case");
+    await shot("case-worked");
+  });
+
   await step("close the case", async () => {
     await page.click("button:text-is('Close case…')");
     const dialog = page.locator("dialog[open]");
@@ -352,7 +388,13 @@ try {
     await page.press("input[name=q]", "Enter");
     await ready("#/search?q=172.16.0.153");
     const offered = (await page.locator("main .message", { hasText: "not offered by this server yet" }).count()) === 0;
-    if (!offered) notes.push("the search endpoint is not on this server yet: the page said so");
+    if (offered) {
+      const hits = await page.locator("main li a").count();
+      check(hits > 0, "searching a host of the bundled run found nothing");
+      notes.push(`search for 172.16.0.153: ${hits} hits`);
+    } else {
+      notes.push("the search endpoint is not on this server yet: the page said so");
+    }
     await shot("search");
   });
 

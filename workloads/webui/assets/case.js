@@ -14,7 +14,7 @@ export async function caseView({ args, go, refresh }) {
   const [observables, tasks, timeline] = await Promise.all([
     optional("GET", "/api/v1/cases/{id}/observables", `${base}/observables`),
     optional("GET", "/api/v1/cases/{id}/tasks", `${base}/tasks`),
-    optional("GET", "/api/v1/cases/{id}/timeline", `${base}/timeline`),
+    optional("GET", "/api/v1/cases/{id}/timeline", `${base}/timeline`, readTimeline),
   ]);
   const context = { id, base, refresh, go, closed: detail.status === "closed" };
   return [
@@ -22,12 +22,8 @@ export async function caseView({ args, go, refresh }) {
     summary(detail),
     context.closed ? null : triageForm(detail, context),
     actionsSection(detail.actions ?? [], context),
-    h(
-      "div",
-      { class: "columns" },
-      h("section", { "aria-labelledby": "observables-title" }, await observablesSection(observables, context)),
-      h("section", { "aria-labelledby": "tasks-title" }, await tasksSection(tasks, context)),
-    ),
+    h("section", { "aria-labelledby": "tasks-title" }, await tasksSection(tasks, context)),
+    h("section", { "aria-labelledby": "observables-title" }, await observablesSection(observables, context)),
     h("section", { "aria-labelledby": "timeline-title" }, await timelineSection(timeline, context)),
     alertsSection(detail.alerts ?? [], detail.alert_count),
   ];
@@ -35,13 +31,30 @@ export async function caseView({ args, go, refresh }) {
 
 // Reads an endpoint a later release of the case API brings: {data} when the server has
 // it, {missing} when it does not document it or answers "no route", {error} otherwise.
-async function optional(method, template, path) {
+async function optional(method, template, path, read = (p) => api.request(method, p)) {
   if (!(await api.serves(method, template))) return { missing: true };
   try {
-    return { data: await api.request(method, path) };
+    return { data: await read(path) };
   } catch (error) {
     return error.notBuilt ? { missing: true } : { error };
   }
+}
+
+const TIMELINE_PAGE = 1000;
+const TIMELINE_PAGES = 20;
+const TIMELINE_SHOWN = 50;
+
+// The timeline is served oldest first in pages after an entry id; the view wants the
+// latest lines, so it reads to the end (a busy case has an entry per attached alert).
+async function readTimeline(path) {
+  const entries = [];
+  for (let page = 0; page < TIMELINE_PAGES; page += 1) {
+    const after = entries.length ? entries[entries.length - 1].id : 0;
+    const batch = api.items(await api.get(`${path}${api.query({ after, limit: TIMELINE_PAGE })}`));
+    entries.push(...batch);
+    if (batch.length < TIMELINE_PAGE || batch.every((e) => e.id === undefined)) break;
+  }
+  return entries;
 }
 
 function notOffered(what) {
@@ -202,7 +215,12 @@ async function createForm(template, path, label, { refresh, closed }) {
   const fields = await api.bodyFields("POST", template);
   if (!fields.length) return null;
   const controls = fields.map((field) =>
-    control({ ...field, label: field.description ? `${field.name} — ${field.description}` : field.name }),
+    control({
+      ...field,
+      label: field.type === "array" ? `${field.name} (comma-separated)` : field.name,
+      hint: field.description,
+      multiline: field.name === "text",
+    }),
   );
   const submit = h("button", { type: "submit" }, label);
   const form = h("form", { class: "inline-form", "aria-label": label }, controls.map(([l]) => l), submit);
@@ -210,9 +228,15 @@ async function createForm(template, path, label, { refresh, closed }) {
     event.preventDefault();
     const body = {};
     for (const [, input, field] of controls) {
+      if (field.type === "boolean") {
+        body[field.name] = input.checked;
+        continue;
+      }
       const value = input.value.trim();
       if (value === "") continue;
-      body[field.name] = field.type === "integer" || field.type === "number" ? Number(value) : value;
+      if (field.type === "integer" || field.type === "number") body[field.name] = Number(value);
+      else if (field.type === "array") body[field.name] = value.split(",").map((v) => v.trim()).filter(Boolean);
+      else body[field.name] = value;
     }
     const done = await act(submit, () => api.post(path, body));
     if (done) {
@@ -232,6 +256,16 @@ function describeObject(value) {
     .join(" · ");
 }
 
+// An enrichment result: an intel match reads "feed: indicator — context (tags)"; anything
+// else as its fields.
+function enrichmentLine(r) {
+  if (r && r.feed && r.indicator) {
+    const tags = (r.tags ?? []).length ? ` (${r.tags.join(", ")})` : "";
+    return `${r.feed}: ${r.indicator}${r.context ? ` — ${r.context}` : ""}${tags}`;
+  }
+  return describeObject(r);
+}
+
 async function observablesSection(result, context) {
   const heading = h("h2", { id: "observables-title" }, "Observables");
   if (result.missing) return [heading, notOffered("Observables")];
@@ -240,18 +274,24 @@ async function observablesSection(result, context) {
   const rows = list.map((o) => {
     const kind = o.kind ?? o.type ?? o.data_type ?? "";
     const value = o.value ?? o.data ?? "";
+    const flags = [o.ioc ? "IOC" : null, o.sighted ? "sighted" : null, ...(o.tags ?? [])].filter(Boolean);
     const enrichment = o.enrichment ?? o.enrichments ?? o.results ?? o.intel ?? [];
     const results = Array.isArray(enrichment) ? enrichment : [enrichment];
     return h(
       "tr",
       {},
       h("td", {}, kind),
-      h("td", {}, value ? h("a", { href: `#/alerts${api.query({ observable: value })}` }, value) : ""),
+      h(
+        "td",
+        {},
+        value ? h("a", { href: `#/alerts${api.query({ observable: value })}`, "aria-label": `Alerts with ${value}` }, value) : "",
+        flags.length ? h("div", { class: "muted" }, flags.join(" · ")) : null,
+      ),
       h(
         "td",
         {},
         results.length
-          ? h("ul", {}, results.map((r) => h("li", {}, describeObject(r))))
+          ? h("ul", {}, results.map((r) => h("li", {}, enrichmentLine(r))))
           : h("span", { class: "muted" }, "no enrichment result"),
       ),
     );
@@ -274,13 +314,16 @@ async function tasksSection(result, context) {
     const title = task.title ?? task.name ?? `Task ${task.id}`;
     let status = h("span", { class: "muted" }, task.status ?? "");
     if (statusField && !context.closed) {
-      const [label, select] = control({ ...statusField, label: `Status of ${title}`, required: true, value: task.status });
+      const select = h(
+        "select",
+        { name: "status", "aria-label": `Status of ${title}` },
+        statusField.enum.map((value) => h("option", { value, selected: value === task.status }, value)),
+      );
       select.addEventListener("change", async () => {
         const done = await act(select, () => api.patch(`${context.base}/tasks/${task.id}`, { status: select.value }));
         if (done) announce("ok", `Task "${title}" is now ${select.value}.`);
       });
-      label.classList.add("compact");
-      status = label;
+      status = select;
     }
     return h("li", {}, h("span", {}, title, task.assignee ? ` (${task.assignee})` : ""), status);
   });
@@ -295,13 +338,16 @@ async function timelineSection(result, context) {
   const heading = h("h2", { id: "timeline-title" }, "Timeline");
   if (result.missing) return [heading, notOffered("The timeline and comments")];
   if (result.error) return [heading, message("error", describe(result.error))];
-  const entries = api.items(result.data);
+  const all = api.items(result.data);
+  // Newest first, and only the latest lines: a case with many alerts has a line for each.
+  const entries = all.slice(-TIMELINE_SHOWN).reverse();
   return [
     heading,
+    all.length > entries.length ? h("p", { class: "muted" }, `The latest ${entries.length} of ${all.length} lines, newest first.`) : null,
     entries.length
       ? h(
           "ol",
-          { class: "timeline" },
+          { class: "timeline", reversed: true },
           entries.map((e) =>
             h(
               "li",
@@ -310,7 +356,7 @@ async function timelineSection(result, context) {
               " ",
               h("strong", {}, e.kind ?? e.action ?? e.type ?? ""),
               e.actor ?? e.author ? ` by ${e.actor ?? e.author}` : "",
-              h("div", {}, e.message ?? e.text ?? e.body ?? e.summary ?? describeObject(e.details ?? e.after ?? "")),
+              h("div", {}, e.message ?? e.text ?? e.details?.text ?? describeObject(e.details ?? "")),
             ),
           ),
         )

@@ -119,6 +119,8 @@ export function control(field) {
       field.required ? null : h("option", { value: "" }, "(any)"),
       field.enum.map((value) => h("option", { value, selected: value === field.value }, value)),
     );
+  } else if (field.type === "boolean") {
+    input = h("input", { id, name: field.name, type: "checkbox", checked: Boolean(field.value) });
   } else if (field.multiline) {
     input = h("textarea", { id, name: field.name, rows: 3, required: field.required });
     input.value = field.value ?? "";
@@ -133,7 +135,8 @@ export function control(field) {
     });
     input.value = field.value ?? "";
   }
-  const label = h("label", { for: id }, field.label ?? field.name, input);
+  const hint = field.hint ? h("span", { class: "muted hint" }, field.hint) : null;
+  const label = h("label", { for: id }, field.label ?? field.name, input, hint);
   return [label, input, field];
 }
 
