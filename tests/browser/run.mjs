@@ -333,7 +333,10 @@ try {
     check(kinds.includes("task_updated") || kinds.includes("task_created"), `the timeline has no task line: ${kinds}`);
     check((await task.locator("select").inputValue()) === "done", "the task is not done after a reload");
     await checkContrast("a worked case");
+    // The case's lower half: tasks, observables with their enrichment, the timeline.
+    await tasks.evaluate((section) => section.scrollIntoView());
     await shot("case-worked");
+    await page.evaluate(() => window.scrollTo(0, 0));
   });
 
   await step("close the case", async () => {
