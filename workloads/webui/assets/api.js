@@ -96,7 +96,12 @@ let openapi = null;
 // The server's OpenAPI document, read once (it needs no credential).
 export async function document() {
   if (!openapi) {
-    openapi = get("/api/openapi.json").catch(() => ({ paths: {} }));
+    // A failed read is not kept: the next view asks again rather than treating every
+    // endpoint as missing for the rest of the session.
+    openapi = get("/api/openapi.json").catch(() => {
+      openapi = null;
+      return { paths: {} };
+    });
   }
   return openapi;
 }
