@@ -212,7 +212,8 @@ function actionsSection(actions, { refresh }) {
 // document, so the page follows the API's own field names.
 async function createForm(template, path, label, { refresh, closed }) {
   if (closed) return null;
-  const fields = await api.bodyFields("POST", template);
+  // Required fields first; the document lists properties alphabetically.
+  const fields = (await api.bodyFields("POST", template)).sort((a, b) => Number(b.required) - Number(a.required));
   if (!fields.length) return null;
   const controls = fields.map((field) =>
     control({
@@ -276,7 +277,8 @@ async function observablesSection(result, context) {
     const value = o.value ?? o.data ?? "";
     const flags = [o.ioc ? "IOC" : null, o.sighted ? "sighted" : null, ...(o.tags ?? [])].filter(Boolean);
     const enrichment = o.enrichment ?? o.enrichments ?? o.results ?? o.intel ?? [];
-    const results = Array.isArray(enrichment) ? enrichment : [enrichment];
+    // The same match can come once per alert that carried it; one line each is enough.
+    const results = [...new Set((Array.isArray(enrichment) ? enrichment : [enrichment]).map(enrichmentLine))];
     return h(
       "tr",
       {},
@@ -291,7 +293,7 @@ async function observablesSection(result, context) {
         "td",
         {},
         results.length
-          ? h("ul", {}, results.map((r) => h("li", {}, enrichmentLine(r))))
+          ? h("ul", {}, results.map((line) => h("li", {}, line)))
           : h("span", { class: "muted" }, "no enrichment result"),
       ),
     );
