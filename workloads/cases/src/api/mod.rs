@@ -172,6 +172,7 @@ fn openapi_json() -> String {
 pub fn router(state: ApiState) -> Router {
     let (router, _) = api_routes().split_for_parts();
     router
+        .merge(kastell_webui::router())
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         // Bodies are read by the JSON extractors, which answer 413 in the API's error

@@ -1,0 +1,126 @@
+// The case list, the approvals queue (pending response actions across cases) and search.
+
+import * as api from "./api.js";
+import { h, control, describe, level, message, parameters, table, time } from "./dom.js";
+
+const PAGE = 50;
+
+export async function caseList({ params, go }) {
+  const status = params.get("status") ?? "";
+  const offset = Number(params.get("offset") ?? 0) || 0;
+  const cases = api.items(await api.get(`/api/v1/cases${api.query({ status, limit: PAGE, offset })}`));
+  const [label, select] = control({ name: "status", label: "Status", enum: ["open", "in_progress", "closed"], value: status });
+  const form = h(
+    "form",
+    { class: "filters", role: "search", "aria-label": "Filter cases" },
+    label,
+    h("button", { type: "submit", class: "primary" }, "Apply filter"),
+  );
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    go(`/cases${api.query({ status: select.value })}`);
+  });
+  const rows = cases.map((c) =>
+    h(
+      "tr",
+      {},
+      h("td", {}, String(c.id)),
+      h("td", {}, h("a", { href: `#/cases/${c.id}` }, c.title)),
+      h("td", {}, level(c.severity)),
+      h("td", {}, c.status),
+      h("td", {}, String(c.alert_count ?? "")),
+      h("td", {}, c.assignee ?? ""),
+      h("td", {}, time(c.last_seen)),
+    ),
+  );
+  return [
+    h("h1", {}, "Cases"),
+    form,
+    cases.length
+      ? table(["#", "Title", "Severity", "Status", "Alerts", "Assignee", "Last seen"], rows)
+      : message("info", "No case matches this filter."),
+    h(
+      "nav",
+      { class: "pager", "aria-label": "Pages" },
+      offset > 0 ? h("a", { href: `#/cases${api.query({ status, offset: Math.max(0, offset - PAGE) })}` }, "Previous page") : null,
+      cases.length === PAGE ? h("a", { href: `#/cases${api.query({ status, offset: offset + PAGE })}` }, "Next page") : null,
+    ),
+  ];
+}
+
+export async function approvals() {
+  const actions = api.items(await api.get("/api/v1/actions?status=pending&limit=1000"));
+  const rows = actions.map((a) =>
+    h(
+      "tr",
+      {},
+      h("td", {}, String(a.id)),
+      h("td", {}, h("a", { href: `#/cases/${a.case_id}` }, `Case ${a.case_id}`)),
+      h("td", {}, a.playbook ?? ""),
+      h("td", {}, a.step ?? ""),
+      h("td", {}, a.step_type ?? ""),
+      h("td", {}, parameters(a.params)),
+      h("td", {}, time(a.created_at)),
+    ),
+  );
+  return [
+    h("h1", {}, "Approvals"),
+    h("p", { class: "muted" }, "Response actions waiting for a decision. Open the case to approve or reject them with its context in view."),
+    actions.length
+      ? table(["#", "Case", "Playbook", "Step", "Type", "Parameters", "Planned"], rows)
+      : message("info", "No action is waiting for approval."),
+  ];
+}
+
+export async function search({ params, go }) {
+  const q = params.get("q") ?? "";
+  const [label, input] = control({ name: "q", label: "Search cases and observables", value: q, inputType: "search" });
+  const form = h(
+    "form",
+    { class: "filters", role: "search", "aria-label": "Search" },
+    label,
+    h("button", { type: "submit", class: "primary" }, "Search"),
+  );
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    go(`/search${api.query({ q: input.value.trim() })}`);
+  });
+  const heading = h("h1", {}, "Search");
+  if (!q) return [heading, form];
+  if (!(await api.serves("GET", "/api/v1/search"))) {
+    return [heading, form, message("info", "Search is not offered by this server yet; it comes with a later release of the case API. The alert queue can filter by rule and case meanwhile.")];
+  }
+  let result;
+  try {
+    result = await api.get(`/api/v1/search${api.query({ q })}`);
+  } catch (error) {
+    return [heading, form, message("error", describe(error))];
+  }
+  return [heading, form, results(result)];
+}
+
+// The answer's groups, whatever they are called: every array in it is a group of hits,
+// each linked to its case or alert when it names one.
+function results(result) {
+  const groups = Array.isArray(result)
+    ? [["Results", result]]
+    : Object.entries(result ?? {}).filter(([, value]) => Array.isArray(value));
+  const total = groups.reduce((n, [, hits]) => n + hits.length, 0);
+  if (!total) return message("info", "Nothing matches.");
+  return groups
+    .filter(([, hits]) => hits.length)
+    .map(([name, hits]) => [
+      h("h2", {}, `${name[0].toUpperCase()}${name.slice(1).replace(/_/g, " ")} (${hits.length})`),
+      h("ul", {}, hits.map((hit) => h("li", {}, hitLink(name, hit)))),
+    ]);
+}
+
+function hitLink(group, hit) {
+  const text = hit.title ?? hit.rule?.title ?? hit.value ?? hit.data ?? hit.name ?? JSON.stringify(hit);
+  const detail = [hit.kind ?? hit.type, hit.status, hit.host].filter(Boolean).join(" · ");
+  let href = null;
+  if (/case/i.test(group) && hit.id !== undefined) href = `#/cases/${hit.id}`;
+  else if (/alert/i.test(group) && hit.id !== undefined) href = `#/alerts/${encodeURIComponent(hit.id)}`;
+  else if (hit.case_id !== undefined) href = `#/cases/${hit.case_id}`;
+  return [href ? h("a", { href }, text) : text, detail ? h("span", { class: "muted" }, ` — ${detail}`) : null];
+}
