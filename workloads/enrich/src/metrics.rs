@@ -49,7 +49,9 @@ impl IntelMetrics {
         }
         self.indicators.reset();
         for (feed, count) in &by_feed {
-            self.indicators.with_label_values(&[feed.as_str()]).set(*count);
+            self.indicators
+                .with_label_values(&[feed.as_str()])
+                .set(*count);
         }
     }
 }

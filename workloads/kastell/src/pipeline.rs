@@ -81,7 +81,10 @@ struct Stages {
     response_outputs: JoinHandle<Result<(), kastell_cases::CasesError>>,
     /// Turns Greenbone findings into remediation cases.
     remediation: JoinHandle<
-        Result<kastell_cases::remediation::ScanOutcome, kastell_cases::remediation::RemediationError>,
+        Result<
+            kastell_cases::remediation::ScanOutcome,
+            kastell_cases::remediation::RemediationError,
+        >,
     >,
     tally_task: JoinHandle<()>,
     counters: Counters,
