@@ -9,8 +9,9 @@ use chrono::{Duration, Utc};
 use kastell_core::audit::{self, Verdict};
 use kastell_core::store::privacy::ERASED;
 use kastell_core::store::{
-    ActionFilter, ActionStatus, AlertFilter, AlertTriage, ApiKeyRecord, CaseFilter, CaseStatus,
-    CaseUpdate, Decision, NewAction, NewCase, Resolution,
+    ActionFilter, ActionStatus, AlertFilter, AlertTriage, ApiKeyRecord, CaseDraft, CaseFilter,
+    CaseStatus, CaseUpdate, Decision, NewAction, NewCase, NewObservable, NewTask, ObservableOwner,
+    Resolution, TaskStatus, TaskUpdate, MANUAL_GROUP_KEY,
 };
 use kastell_core::{Alert, Event, Level, PostgresStore, PrivacyStore, RuleRef, StoreError, Tlp};
 use serde_json::{json, Value};
@@ -108,6 +109,10 @@ conformance!(
     a_subject_export_finds_every_mention_and_is_audited,
     a_subject_erasure_leaves_no_mention_and_a_verifiable_chain,
     retention_erases_closed_cases_only_once,
+    alerts_are_promoted_and_merged_with_their_observables,
+    observables_merge_and_tasks_stay_in_their_case,
+    the_timeline_records_every_change_in_order,
+    figures_and_search_see_what_happened,
 );
 
 fn alert(rule: &str, host: &str, at: &str, level: Level) -> Alert {
@@ -684,5 +689,416 @@ async fn retention_erases_closed_cases_only_once(store: Store) {
     assert_eq!(
         store.audit_entries(0, i64::MAX).await.unwrap().len(),
         entries.len()
+    );
+}
+
+/// An alert whose event carries three observables (two addresses, a domain).
+fn network_alert(rule: &str, at: &str) -> Alert {
+    let event = Event::from_value(json!({
+        "@timestamp": at,
+        "source": {"ip": "172.16.0.153"},
+        "destination": {"ip": "67.205.184.237"},
+        "url": {"domain": "vgiragdoffy.com"},
+    }))
+    .unwrap();
+    let rule = RuleRef {
+        id: rule.into(),
+        title: "ET MALWARE Win32/IcedID Request Cookie".into(),
+        level: Level::High,
+        ..Default::default()
+    };
+    Alert::from_event(rule, event, Utc::now())
+}
+
+fn draft(title: &str) -> CaseDraft {
+    CaseDraft {
+        title: title.into(),
+        description: String::new(),
+        severity: Level::Low,
+        tlp: Tlp::Amber,
+        pap: Tlp::Amber,
+        tags: Vec::new(),
+        assignee: None,
+    }
+}
+
+async fn timeline_kinds(store: &Store, case_id: i64) -> Vec<String> {
+    store
+        .timeline(case_id, 0, 1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|entry| entry.kind)
+        .collect()
+}
+
+async fn alerts_are_promoted_and_merged_with_their_observables(store: Store) {
+    let first = network_alert("suricata-2032086", "2022-10-31T14:47:28.168061Z");
+    let second = network_alert("suricata-2030053", "2022-10-31T14:47:29.000000Z");
+    for alert in [&first, &second] {
+        assert!(store.insert_alert(alert).await.unwrap());
+    }
+    let by_value = AlertFilter {
+        observable: Some("67.205.184.237".into()),
+        ..Default::default()
+    };
+    assert_eq!(store.list_alerts(&by_value).await.unwrap().len(), 2);
+    let alert_owned = store
+        .list_observables(&ObservableOwner::Alert(first.id.clone()))
+        .await
+        .unwrap();
+    assert_eq!(alert_owned.len(), 3);
+
+    let case = store
+        .promote_alert(&first.id, &draft("IcedID"), "alice")
+        .await
+        .unwrap();
+    assert_eq!(case.alert_count, 1);
+    assert_eq!(case.severity, Level::High, "raised to the alert's level");
+    assert_eq!(case.group_key, MANUAL_GROUP_KEY);
+    assert_eq!(case.rule_id, first.rule.id);
+    let promoted = store.get_alert(&first.id).await.unwrap().unwrap();
+    assert_eq!(promoted.status, "promoted");
+    assert_eq!(promoted.case_id, Some(case.id));
+    assert_eq!(promoted.triaged_by.as_deref(), Some("alice"));
+
+    let other = store.create_case(&draft("elsewhere"), "bob").await.unwrap();
+    assert_eq!(other.alert_count, 0);
+    assert_eq!(other.group_key, MANUAL_GROUP_KEY);
+    store
+        .merge_alert(&second.id, other.id, "bob")
+        .await
+        .unwrap();
+    // Moving the second alert on into the first case recounts both.
+    let merged = store.merge_alert(&second.id, case.id, "bob").await.unwrap();
+    assert_eq!(merged.alert_count, 2);
+    let again = store.merge_alert(&second.id, case.id, "bob").await.unwrap();
+    assert_eq!(again, merged, "merging into its own case changes nothing");
+    assert_eq!(
+        store.get_case(other.id).await.unwrap().unwrap().alert_count,
+        0
+    );
+    assert_eq!(
+        store.get_alert(&second.id).await.unwrap().unwrap().status,
+        "merged"
+    );
+    assert!(matches!(
+        store.merge_alert("no-such-alert", case.id, "bob").await,
+        Err(StoreError::NotFound { .. })
+    ));
+    store
+        .close_case(other.id, Resolution::FalsePositive, "empty", "bob")
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.merge_alert(&first.id, other.id, "bob").await,
+        Err(StoreError::Conflict { .. })
+    ));
+
+    let values: Vec<String> = store
+        .list_observables(&ObservableOwner::Case(case.id))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| format!("{} {}", o.kind, o.value))
+        .collect();
+    assert_eq!(
+        values,
+        [
+            "domain vgiragdoffy.com",
+            "ip 172.16.0.153",
+            "ip 67.205.184.237"
+        ]
+    );
+    assert_eq!(
+        timeline_kinds(&store, case.id).await,
+        ["created", "alert_merged", "alert_merged"]
+    );
+    assert_eq!(
+        timeline_kinds(&store, other.id).await,
+        ["created", "alert_merged", "alert_moved_out", "closed"]
+    );
+    let logged = actions_logged(&store).await;
+    for action in ["case.create", "alert.promote", "alert.merge"] {
+        assert!(logged.iter().any(|a| a == action), "{action} in {logged:?}");
+    }
+    assert!(matches!(verdict(&store).await, Verdict::Intact { .. }));
+}
+
+async fn observables_merge_and_tasks_stay_in_their_case(store: Store) {
+    let case = store.create_case(&draft("c"), "alice").await.unwrap();
+    let owner = ObservableOwner::Case(case.id);
+    let new = NewObservable {
+        kind: "ip".into(),
+        value: "67.205.184.237".into(),
+        tags: vec!["c2".into()],
+        ..Default::default()
+    };
+    let (first, created) = store.add_observable(&owner, &new, "alice").await.unwrap();
+    assert!(created);
+    assert!(!first.ioc);
+    let (same, created) = store.add_observable(&owner, &new, "alice").await.unwrap();
+    assert!(!created);
+    assert_eq!(same, first, "a repeat that adds nothing changes nothing");
+    let again = NewObservable {
+        ioc: true,
+        tags: vec!["icedid".into(), "c2".into()],
+        ..new.clone()
+    };
+    let (merged, created) = store.add_observable(&owner, &again, "bob").await.unwrap();
+    assert!(!created);
+    assert_eq!(merged.id, first.id);
+    assert!(merged.ioc);
+    assert_eq!(merged.tags, ["c2", "icedid"]);
+    assert_eq!(store.list_observables(&owner).await.unwrap().len(), 1);
+    assert!(matches!(
+        store
+            .add_observable(&ObservableOwner::Case(case.id + 1000), &new, "alice")
+            .await,
+        Err(StoreError::NotFound { .. })
+    ));
+    // The same value on an alert is an observable of its own.
+    let a = alert("r1", "h", "2024-01-01T10:00:00Z", Level::Low);
+    store.insert_alert(&a).await.unwrap();
+    let alert_owner = ObservableOwner::Alert(a.id.clone());
+    let (on_alert, created) = store
+        .add_observable(&alert_owner, &new, "alice")
+        .await
+        .unwrap();
+    assert!(created);
+    assert_ne!(on_alert.id, first.id);
+    assert_eq!(on_alert.alert_id.as_deref(), Some(a.id.as_str()));
+    assert_eq!(on_alert.case_id, None);
+
+    let task = NewTask {
+        title: "isolate the host".into(),
+        assignee: Some("alice".into()),
+    };
+    let task = store.create_task(case.id, &task, "alice").await.unwrap();
+    assert_eq!(task.status, TaskStatus::Open);
+    let other = store.create_case(&draft("d"), "alice").await.unwrap();
+    let done = TaskUpdate {
+        status: Some(TaskStatus::Done),
+        assignee: Some(None),
+        ..Default::default()
+    };
+    assert!(matches!(
+        store.update_task(other.id, task.id, &done, "alice").await,
+        Err(StoreError::NotFound { .. })
+    ));
+    let updated = store
+        .update_task(case.id, task.id, &done, "bob")
+        .await
+        .unwrap();
+    assert_eq!(updated.status, TaskStatus::Done);
+    assert_eq!(updated.assignee, None);
+    assert_eq!(store.list_tasks(case.id).await.unwrap(), [updated]);
+    assert!(store.list_tasks(other.id).await.unwrap().is_empty());
+    let updated_line = store
+        .timeline(case.id, 0, 1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|e| e.kind == "task_updated")
+        .unwrap();
+    assert_eq!(
+        updated_line.details["fields"]["status"],
+        json!({"from": "open", "to": "done"})
+    );
+    assert_eq!(
+        timeline_kinds(&store, case.id).await,
+        [
+            "created",
+            "observable_added",
+            "observable_updated",
+            "task_created",
+            "task_updated"
+        ]
+    );
+    let logged = actions_logged(&store).await;
+    for action in [
+        "observable.create",
+        "observable.update",
+        "task.create",
+        "task.update",
+    ] {
+        assert!(logged.iter().any(|a| a == action), "{action} in {logged:?}");
+    }
+    assert!(matches!(verdict(&store).await, Verdict::Intact { .. }));
+}
+
+async fn the_timeline_records_every_change_in_order(store: Store) {
+    let a = network_alert("r1", "2024-01-01T10:00:00Z");
+    let b = network_alert("r2", "2024-01-01T10:05:00Z");
+    let case = case_of(&store, &a, "k").await;
+    store.insert_alert(&b).await.unwrap();
+    store.attach_alert(case, &b).await.unwrap();
+    // The pipeline's cases get their alerts' observables too.
+    assert_eq!(
+        store
+            .list_observables(&ObservableOwner::Case(case))
+            .await
+            .unwrap()
+            .len(),
+        3
+    );
+    let update = CaseUpdate {
+        assignee: Some(Some("alice".into())),
+        ..Default::default()
+    };
+    store.update_case(case, &update, "alice").await.unwrap();
+    let comment = store
+        .add_comment(case, "looks real", "alice")
+        .await
+        .unwrap();
+    assert_eq!(comment.kind, "comment");
+    assert_eq!(comment.details, json!({"text": "looks real"}));
+    let note = json!({"channel": "mail", "to": "soc@example.org"});
+    store
+        .append_case_note(case, "case.notified", &note, "system")
+        .await
+        .unwrap();
+    assert!(matches!(
+        store
+            .append_case_note(case + 1000, "case.notified", &note, "system")
+            .await,
+        Err(StoreError::NotFound { .. })
+    ));
+    assert!(matches!(
+        store.add_comment(case + 1000, "x", "alice").await,
+        Err(StoreError::NotFound { .. })
+    ));
+    let new = NewAction {
+        case_id: case,
+        alert_id: a.id.clone(),
+        playbook: "soc/pb".into(),
+        step: "block".into(),
+        step_type: "webhook".into(),
+        approval_required: true,
+        params: json!({}),
+    };
+    let (action, _) = store.create_action(&new).await.unwrap();
+    store
+        .decide_action(action.id, &Decision::Approve, "bob")
+        .await
+        .unwrap();
+    store
+        .finish_action(action.id, ActionStatus::Succeeded, &json!({}))
+        .await
+        .unwrap();
+    store
+        .close_case(case, Resolution::TruePositive, "blocked", "alice")
+        .await
+        .unwrap();
+
+    let entries = store.timeline(case, 0, 1000).await.unwrap();
+    let kinds: Vec<&str> = entries.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "created",
+            "alert_attached",
+            "updated",
+            "comment",
+            "case.notified",
+            "action_approved",
+            "action_executed",
+            "closed"
+        ]
+    );
+    assert_eq!(entries[3].id, comment.id);
+    assert_eq!(entries[4].details, note);
+    assert_eq!(
+        entries[2].details["fields"]["assignee"],
+        json!({"from": null, "to": "alice"})
+    );
+    assert_eq!(entries[7].details["resolution"], "true_positive");
+    assert!(entries.windows(2).all(|w| w[0].id < w[1].id));
+    // Paging: after an id, at most `limit`.
+    let page = store.timeline(case, entries[2].id, 2).await.unwrap();
+    assert_eq!(page, entries[3..5]);
+    let logged = actions_logged(&store).await;
+    for action in ["case.comment", "case.notified"] {
+        assert!(logged.iter().any(|a| a == action), "{action} in {logged:?}");
+    }
+    assert!(matches!(verdict(&store).await, Verdict::Intact { .. }));
+}
+
+async fn figures_and_search_see_what_happened(store: Store) {
+    let start = Utc::now() - Duration::hours(1);
+    let a = network_alert("r1", "2024-01-01T10:00:00Z");
+    let b = alert("r2", "h", "2024-01-01T10:00:00Z", Level::Low);
+    let case = case_of(&store, &a, "k").await;
+    store.insert_alert(&b).await.unwrap();
+    store
+        .triage_alert(&a.id, &AlertTriage::Acknowledge, "alice")
+        .await
+        .unwrap();
+    store
+        .close_case(case, Resolution::TruePositive, "done", "alice")
+        .await
+        .unwrap();
+    let end = Utc::now() + Duration::hours(1);
+    let figures = store.figures(start, end).await.unwrap();
+    let high = figures.iter().find(|f| f.severity == Level::High).unwrap();
+    assert_eq!(high.alerts, 1);
+    assert_eq!(high.acknowledged, 1);
+    assert_eq!(high.resolved, 1);
+    assert!(high.mean_time_to_detect.unwrap() > 0.0);
+    assert!(high.mean_time_to_acknowledge.unwrap() >= 0.0);
+    assert!(high.mean_time_to_resolve.unwrap() >= 0.0);
+    let low = figures.iter().find(|f| f.severity == Level::Low).unwrap();
+    assert_eq!((low.alerts, low.acknowledged, low.resolved), (1, 0, 0));
+    assert_eq!(low.mean_time_to_acknowledge, None);
+    assert_eq!(low.mean_time_to_resolve, None);
+    let later = store.figures(end, end + Duration::hours(1)).await.unwrap();
+    assert!(later.is_empty());
+
+    let mut secret = draft("Secret IcedID follow-up");
+    secret.tlp = Tlp::Red;
+    let secret = store.create_case(&secret, "alice").await.unwrap();
+    let plain = store
+        .create_case(
+            &CaseDraft {
+                description: "icedid beacon, 50% sure".into(),
+                ..draft("beacon")
+            },
+            "alice",
+        )
+        .await
+        .unwrap();
+    let hits = store.search("IcedID", Tlp::Red, 100).await.unwrap();
+    let ids: Vec<i64> = hits.cases.iter().map(|c| c.id).collect();
+    assert!(ids.contains(&secret.id), "{ids:?}");
+    assert!(ids.contains(&plain.id), "{ids:?}");
+    let hits = store.search("IcedID", Tlp::Amber, 100).await.unwrap();
+    let ids: Vec<i64> = hits.cases.iter().map(|c| c.id).collect();
+    assert!(!ids.contains(&secret.id), "TLP ceiling: {ids:?}");
+    assert!(ids.contains(&plain.id), "{ids:?}");
+    // A wildcard in the text is literal.
+    let hits = store.search("50%", Tlp::Red, 100).await.unwrap();
+    let ids: Vec<i64> = hits.cases.iter().map(|c| c.id).collect();
+    assert_eq!(ids, [plain.id]);
+    assert!(store
+        .search("5_%", Tlp::Red, 100)
+        .await
+        .unwrap()
+        .cases
+        .is_empty());
+    let hits = store.search("205.184", Tlp::Red, 100).await.unwrap();
+    let values: Vec<(Option<i64>, &str)> = hits
+        .observables
+        .iter()
+        .map(|o| (o.case_id, o.value.as_str()))
+        .collect();
+    assert_eq!(values, [(Some(case), "67.205.184.237")]);
+    assert_eq!(
+        store
+            .search("IcedID", Tlp::Red, 1)
+            .await
+            .unwrap()
+            .cases
+            .len(),
+        1
     );
 }

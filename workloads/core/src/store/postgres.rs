@@ -14,12 +14,15 @@ use sqlx::Row;
 use super::{
     action_change, action_from_row, alert_from_row, alert_state, api_key_from_row, apply_update,
     audit_from_row, case_change, case_from_row, level_rank, query_err, to_state, ts, ActionFilter,
-    ActionRecord, ActionStatus, AlertFilter, AlertRecord, AlertTriage, ApiKeyRecord, CaseFilter,
-    CaseRecord, CaseStatus, CaseStore, CaseUpdate, Decision, NewAction, NewCase, Resolution,
-    StoreError, Tlp,
+    ActionRecord, ActionStatus, AlertFilter, AlertRecord, AlertTriage, ApiKeyRecord, CaseDraft,
+    CaseFilter, CaseRecord, CaseStatus, CaseStore, CaseUpdate, Decision, NewAction, NewCase,
+    NewObservable, NewTask, ObservableOwner, ObservableRecord, Resolution, SearchHits,
+    SeverityFigures, StoreError, TaskRecord, TaskUpdate, TimelineEntry, Tlp,
 };
 use crate::alert::Alert;
 use crate::audit::{self, AuditEntry, Change, SYSTEM_ACTOR};
+
+mod analyst;
 
 /// The key of the transaction-level advisory lock every write takes first. The audit
 /// chain needs one writer at a time: each entry holds the hash of the one before it, so
@@ -273,6 +276,7 @@ impl CaseStore for PostgresStore {
                 after: Some(alert_state(alert)),
             };
             append_audit(&mut tx, change).await?;
+            analyst::index_alert_observables(&mut tx, alert).await?;
         }
         tx.commit().await.map_err(query_err("commit"))?;
         Ok(inserted)
@@ -308,6 +312,11 @@ impl CaseStore for PostgresStore {
         }
         if let Some(case_id) = filter.case_id {
             sql.push(" AND case_id = ").push_bind(case_id);
+        }
+        if let Some(value) = &filter.observable {
+            sql.push(" AND id IN (SELECT alert_id FROM observables WHERE value = ")
+                .push_bind(value.clone())
+                .push(" AND alert_id IS NOT NULL)");
         }
         if let Some(since) = filter.since {
             sql.push(" AND timestamp >= ").push_bind(ts(since));
@@ -374,6 +383,9 @@ impl CaseStore for PostgresStore {
             .execute(&mut *tx)
             .await
             .map_err(query_err("link first alert"))?;
+        analyst::copy_alert_observables(&mut tx, &first.id, id, SYSTEM_ACTOR).await?;
+        let details = serde_json::json!({"title": new.title, "alert_id": first.id});
+        analyst::record(&mut tx, id, SYSTEM_ACTOR, "created", details).await?;
         let case = fetch_case(&mut tx, id).await?;
         let mut change = case_change(SYSTEM_ACTOR, "case.open", None, &case)?;
         change.after = Some(serde_json::json!({"case": change.after, "alert_id": first.id}));
@@ -406,6 +418,9 @@ impl CaseStore for PostgresStore {
         .execute(&mut *tx)
         .await
         .map_err(query_err("update case"))?;
+        analyst::copy_alert_observables(&mut tx, &alert.id, case_id, SYSTEM_ACTOR).await?;
+        let details = serde_json::json!({"alert_id": alert.id});
+        analyst::record(&mut tx, case_id, SYSTEM_ACTOR, "alert_attached", details).await?;
         let after = fetch_case(&mut tx, case_id).await?;
         let mut change = case_change(SYSTEM_ACTOR, "case.attach_alert", Some(&case), &after)?;
         change.after = Some(serde_json::json!({"case": change.after, "alert_id": alert.id}));
@@ -548,6 +563,14 @@ impl CaseStore for PostgresStore {
         .await
         .map_err(query_err("decide action"))?;
         let after = fetch_action(&mut tx, id).await?;
+        let kind = match decision {
+            Decision::Approve => "action_approved",
+            Decision::Reject { .. } => "action_rejected",
+        };
+        let details = serde_json::json!({
+            "action_id": id, "playbook": after.playbook, "step": after.step, "reason": reason,
+        });
+        analyst::record(&mut tx, after.case_id, by, kind, details).await?;
         commit_audited(
             tx,
             action_change(by, "action.decide", Some(&before), &after)?,
@@ -573,6 +596,18 @@ impl CaseStore for PostgresStore {
             .await
             .map_err(query_err("finish action"))?;
         let after = fetch_action(&mut tx, id).await?;
+        let details = serde_json::json!({
+            "action_id": id, "playbook": after.playbook, "step": after.step,
+            "status": status.as_str(),
+        });
+        analyst::record(
+            &mut tx,
+            after.case_id,
+            SYSTEM_ACTOR,
+            "action_executed",
+            details,
+        )
+        .await?;
         commit_audited(
             tx,
             action_change(SYSTEM_ACTOR, "action.finish", Some(&before), &after)?,
@@ -615,7 +650,13 @@ impl CaseStore for PostgresStore {
         .await
         .map_err(query_err("update case"))?;
         let after = fetch_case(&mut tx, id).await?;
-        commit_audited(tx, case_change(by, "case.update", Some(&before), &after)?).await?;
+        let change = case_change(by, "case.update", Some(&before), &after)?;
+        if let (Some(from), Some(to)) = (&change.before, &change.after) {
+            let fields = super::analyst::changed_fields(from, to, super::analyst::CASE_FIELDS);
+            let details = serde_json::json!({ "fields": fields });
+            analyst::record(&mut tx, id, by, "updated", details).await?;
+        }
+        commit_audited(tx, change).await?;
         Ok(after)
     }
 
@@ -692,6 +733,7 @@ impl CaseStore for PostgresStore {
         .execute(&mut *tx)
         .await
         .map_err(query_err("triage alert"))?;
+        analyst::mark_acknowledged(&mut tx, id).await?;
         let after = fetch_alert(&mut tx, id).await?;
         let change = Change {
             actor: by.to_owned(),
@@ -732,6 +774,8 @@ impl CaseStore for PostgresStore {
         .await
         .map_err(query_err("close case"))?;
         let after = fetch_case(&mut tx, id).await?;
+        let details = serde_json::json!({"resolution": resolution.as_str(), "summary": summary});
+        analyst::record(&mut tx, id, by, "closed", details).await?;
         commit_audited(tx, case_change(by, "case.close", Some(&before), &after)?).await?;
         Ok(after)
     }
@@ -744,6 +788,119 @@ impl CaseStore for PostgresStore {
             .await
             .map_err(query_err("read the audit log"))?;
         rows.iter().map(audit_from_row).collect()
+    }
+
+    async fn append_case_note(
+        &self,
+        case_id: i64,
+        kind: &'static str,
+        details: &Value,
+        by: &str,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.write_tx().await?;
+        // A note on a case that does not exist would be an orphan in the chain.
+        fetch_case(&mut tx, case_id).await?;
+        analyst::record(&mut tx, case_id, by, kind, details.clone()).await?;
+        let change = Change {
+            actor: by.to_owned(),
+            action: kind,
+            object_kind: "case",
+            object_id: case_id.to_string(),
+            before: None,
+            after: Some(details.clone()),
+        };
+        commit_audited(tx, change).await
+    }
+
+    async fn create_case(&self, draft: &CaseDraft, by: &str) -> Result<CaseRecord, StoreError> {
+        self.create_case_impl(draft, by).await
+    }
+
+    async fn promote_alert(
+        &self,
+        alert_id: &str,
+        draft: &CaseDraft,
+        by: &str,
+    ) -> Result<CaseRecord, StoreError> {
+        self.promote_alert_impl(alert_id, draft, by).await
+    }
+
+    async fn merge_alert(
+        &self,
+        alert_id: &str,
+        case_id: i64,
+        by: &str,
+    ) -> Result<CaseRecord, StoreError> {
+        self.merge_alert_impl(alert_id, case_id, by).await
+    }
+
+    async fn add_observable(
+        &self,
+        owner: &ObservableOwner,
+        new: &NewObservable,
+        by: &str,
+    ) -> Result<(ObservableRecord, bool), StoreError> {
+        self.add_observable_impl(owner, new, by).await
+    }
+
+    async fn list_observables(
+        &self,
+        owner: &ObservableOwner,
+    ) -> Result<Vec<ObservableRecord>, StoreError> {
+        self.list_observables_impl(owner).await
+    }
+
+    async fn create_task(
+        &self,
+        case_id: i64,
+        new: &NewTask,
+        by: &str,
+    ) -> Result<TaskRecord, StoreError> {
+        self.create_task_impl(case_id, new, by).await
+    }
+
+    async fn list_tasks(&self, case_id: i64) -> Result<Vec<TaskRecord>, StoreError> {
+        self.list_tasks_impl(case_id).await
+    }
+
+    async fn update_task(
+        &self,
+        case_id: i64,
+        task_id: i64,
+        update: &TaskUpdate,
+        by: &str,
+    ) -> Result<TaskRecord, StoreError> {
+        self.update_task_impl(case_id, task_id, update, by).await
+    }
+
+    async fn add_comment(
+        &self,
+        case_id: i64,
+        text: &str,
+        by: &str,
+    ) -> Result<TimelineEntry, StoreError> {
+        self.add_comment_impl(case_id, text, by).await
+    }
+
+    async fn timeline(
+        &self,
+        case_id: i64,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<TimelineEntry>, StoreError> {
+        self.timeline_impl(case_id, after, limit).await
+    }
+
+    async fn figures(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<SeverityFigures>, StoreError> {
+        self.figures_impl(from, to).await
+    }
+
+    async fn search(&self, text: &str, max_tlp: Tlp, limit: i64) -> Result<SearchHits, StoreError> {
+        self.search_impl(text, max_tlp, limit).await
     }
 }
 

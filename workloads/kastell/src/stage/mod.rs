@@ -221,9 +221,9 @@ async fn open_store(args: &StageArgs) -> anyhow::Result<Arc<dyn CaseStore>> {
         .store
         .clone()
         .unwrap_or_else(|| args.data.display().to_string());
-    let url: kastell_core::StoreUrl = target
-        .parse()
-        .with_context(|| format!("--store: {target:?} is neither a directory, a SQLite file nor a postgres:// URL"))?;
+    let url: kastell_core::StoreUrl = target.parse().with_context(|| {
+        format!("--store: {target:?} is neither a directory, a SQLite file nor a postgres:// URL")
+    })?;
     // StoreUrl's Display hides a password.
     let store = kastell_core::store::open(&url)
         .await
