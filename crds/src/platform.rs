@@ -271,7 +271,9 @@ pub struct Retention {
     /// How long closed cases are kept.
     #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h|d))+$"))]
     pub cases: String,
-    /// How long personal data (user names, addresses) is kept before pseudonymisation.
+    /// How long the personal fields of a closed case (user names, e-mail addresses, host
+    /// owners, free-text descriptions, in the case, its alerts, actions and audit states)
+    /// are kept after it closes; then they are erased (docs/gdpr.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h|d))+$"))]
     pub personal_data: Option<String>,

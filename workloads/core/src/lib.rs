@@ -17,4 +17,4 @@ pub use bus::{
     error_chain, Bus, BusError, DeadLetter, Delivery, InProcessBus, Message, Subscription, Topic,
 };
 pub use event::{Event, Observable, ObservableKind};
-pub use store::{CaseStore, SqliteStore, StoreError, Tlp};
+pub use store::{CaseStore, PostgresStore, PrivacyStore, SqliteStore, StoreError, StoreUrl, Tlp};

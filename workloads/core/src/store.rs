@@ -9,15 +9,19 @@ use async_trait::async_trait;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
-};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
 
 use crate::alert::{Alert, Level};
 use crate::audit::{self, AuditEntry, Change, SYSTEM_ACTOR};
 
 mod analyst;
+mod location;
+mod postgres;
+pub mod privacy;
+pub use location::{open, StoreUrl};
+pub use postgres::PostgresStore;
+pub use privacy::PrivacyStore;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -33,6 +37,15 @@ pub enum StoreError {
         #[source]
         source: sqlx::Error,
     },
+    #[error("connecting to the PostgreSQL case store {url}")]
+    Connect {
+        /// The URL without its password.
+        url: String,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("the case-store URL {url:?} is not usable: {reason}")]
+    Url { url: String, reason: String },
     #[error("applying the case-store migrations")]
     Migrate(#[source] sqlx::migrate::MigrateError),
     #[error("case-store query {what}")]
@@ -729,7 +742,16 @@ fn level_rank(level: Level) -> i64 {
     level as i64
 }
 
-fn alert_from_row(row: &SqliteRow) -> Result<AlertRecord, StoreError> {
+// The row decoders serve both backends: their migrations give every column the same type
+// (TEXT or 64-bit integer).
+fn alert_from_row<R>(row: &R) -> Result<AlertRecord, StoreError>
+where
+    R: Row,
+    for<'c> &'c str: sqlx::ColumnIndex<R>,
+    for<'r> &'r str: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
     let body: String = row.get("body");
     let triaged_at: Option<String> = row.get("triaged_at");
     Ok(AlertRecord {
@@ -745,7 +767,14 @@ fn alert_from_row(row: &SqliteRow) -> Result<AlertRecord, StoreError> {
     })
 }
 
-fn case_from_row(row: &SqliteRow) -> Result<CaseRecord, StoreError> {
+fn case_from_row<R>(row: &R) -> Result<CaseRecord, StoreError>
+where
+    R: Row,
+    for<'c> &'c str: sqlx::ColumnIndex<R>,
+    for<'r> &'r str: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
     let rank = |column: &str| -> Result<Tlp, StoreError> {
         let rank: i64 = row.get(column);
         Tlp::from_rank(rank).ok_or_else(|| StoreError::Corrupt {
@@ -783,7 +812,14 @@ fn case_from_row(row: &SqliteRow) -> Result<CaseRecord, StoreError> {
     })
 }
 
-fn action_from_row(row: &SqliteRow) -> Result<ActionRecord, StoreError> {
+fn action_from_row<R>(row: &R) -> Result<ActionRecord, StoreError>
+where
+    R: Row,
+    for<'c> &'c str: sqlx::ColumnIndex<R>,
+    for<'r> &'r str: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
     let result: Option<String> = row.get("result");
     Ok(ActionRecord {
         id: row.get("id"),
@@ -805,7 +841,14 @@ fn action_from_row(row: &SqliteRow) -> Result<ActionRecord, StoreError> {
     })
 }
 
-fn api_key_from_row(row: &SqliteRow) -> Result<ApiKeyRecord, StoreError> {
+fn api_key_from_row<R>(row: &R) -> Result<ApiKeyRecord, StoreError>
+where
+    R: Row,
+    for<'c> &'c str: sqlx::ColumnIndex<R>,
+    for<'r> &'r str: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
     let rank: i64 = row.get("tlp");
     Ok(ApiKeyRecord {
         id: row.get("id"),
@@ -820,7 +863,14 @@ fn api_key_from_row(row: &SqliteRow) -> Result<ApiKeyRecord, StoreError> {
     })
 }
 
-fn audit_from_row(row: &SqliteRow) -> Result<AuditEntry, StoreError> {
+fn audit_from_row<R>(row: &R) -> Result<AuditEntry, StoreError>
+where
+    R: Row,
+    for<'c> &'c str: sqlx::ColumnIndex<R>,
+    for<'r> &'r str: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
     let state = |column: &str| -> Result<Option<Value>, StoreError> {
         let raw: Option<String> = row.get(column);
         raw.map(|raw| parse_json("audit state", &raw)).transpose()
@@ -845,6 +895,15 @@ fn to_state<T: Serialize>(what: &'static str, value: &T) -> Result<Value, StoreE
     serde_json::to_value(value).map_err(|e| StoreError::Corrupt {
         what,
         reason: e.to_string(),
+    })
+}
+
+/// What the audit log keeps of an alert's triage.
+fn triage_state(alert: &AlertRecord) -> Value {
+    serde_json::json!({
+        "status": alert.status,
+        "status_reason": alert.status_reason,
+        "triaged_by": alert.triaged_by,
     })
 }
 
@@ -873,15 +932,8 @@ async fn commit_audited(mut tx: Tx, change: Change) -> Result<(), StoreError> {
     tx.commit().await.map_err(query_err("commit"))
 }
 
-async fn append_audit(tx: &mut Tx, change: Change) -> Result<(), StoreError> {
-    let last = sqlx::query("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
-        .fetch_optional(&mut **tx)
-        .await
-        .map_err(query_err("read the audit chain's head"))?;
-    let (seq, prev_hash) = match last {
-        Some(row) => (row.get::<i64, _>("seq") + 1, row.get::<String, _>("hash")),
-        None => (1, audit::GENESIS.to_owned()),
-    };
+/// The entry that links `change` to the chain after `prev_hash`, stamped now.
+fn chain_entry(seq: i64, prev_hash: String, change: Change) -> AuditEntry {
     let mut entry = AuditEntry {
         seq,
         at: ts(Utc::now()),
@@ -897,6 +949,19 @@ async fn append_audit(tx: &mut Tx, change: Change) -> Result<(), StoreError> {
         hash: String::new(),
     };
     entry.hash = entry.computed_hash();
+    entry
+}
+
+async fn append_audit(tx: &mut Tx, change: Change) -> Result<(), StoreError> {
+    let last = sqlx::query("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
+        .fetch_optional(&mut **tx)
+        .await
+        .map_err(query_err("read the audit chain's head"))?;
+    let (seq, prev_hash) = match last {
+        Some(row) => (row.get::<i64, _>("seq") + 1, row.get::<String, _>("hash")),
+        None => (1, audit::GENESIS.to_owned()),
+    };
+    let entry = chain_entry(seq, prev_hash, change);
     sqlx::query(
         "INSERT INTO audit_log (seq, at, actor, action, object_kind, object_id, before, \
          after, before_digest, after_digest, prev_hash, hash) \
@@ -1546,13 +1611,6 @@ impl CaseStore for SqliteStore {
         .map_err(query_err("triage alert"))?;
         analyst::mark_acknowledged(&mut tx, id).await?;
         let after = fetch_alert(&mut tx, id).await?;
-        let triage_state = |alert: &AlertRecord| {
-            serde_json::json!({
-                "status": alert.status,
-                "status_reason": alert.status_reason,
-                "triaged_by": alert.triaged_by,
-            })
-        };
         let change = Change {
             actor: by.to_owned(),
             action,

@@ -2,12 +2,14 @@
 //! the platform's case store (the `kastell.sqlite` of the data directory `kastell run`
 //! uses) and prints the key once.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use kastell_cases::auth::{apikey, Role};
-use kastell_core::{CaseStore, SqliteStore, Tlp};
+use kastell_core::{StoreUrl, Tlp};
+
+use crate::store_arg::StoreArgs;
 
 /// The data directory `kastell run` uses when it is given none (without `--once`).
 pub const DEFAULT_DATA: &str = "kastell-data";
@@ -40,26 +42,21 @@ struct CreateArgs {
     /// red. Cases above it are answered 404.
     #[arg(long, default_value = "amber")]
     tlp: Tlp,
-    /// The data directory holding the case store, as given to `kastell run --data`.
-    #[arg(long, default_value = DEFAULT_DATA)]
-    data: PathBuf,
+    #[command(flatten)]
+    store: StoreArgs,
 }
 
 pub fn run(args: ApiKeyArgs) -> anyhow::Result<ExitCode> {
     let ApiKeyCommand::Create(create) = args.command;
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    let key = runtime.block_on(create_key(
-        &create.data,
-        &create.name,
-        create.role,
-        create.tlp,
-    ))?;
+    let url = create.store.url()?;
+    let key = runtime.block_on(create_key_in(&url, &create.name, create.role, create.tlp))?;
     eprintln!(
         "API key {:?} ({}, TLP up to {}) stored in {}; it is shown once, keep it now:",
         create.name.trim(),
         create.role,
         create.tlp,
-        create.data.display()
+        url
     );
     println!("{key}");
     Ok(ExitCode::SUCCESS)
@@ -78,15 +75,28 @@ pub fn cli_actor() -> String {
 /// # Errors
 /// When the name is blank or taken, or the store cannot be opened or written.
 pub async fn create_key(data: &Path, name: &str, role: Role, tlp: Tlp) -> anyhow::Result<String> {
+    create_key_in(&StoreUrl::SqliteDir(data.to_owned()), name, role, tlp).await
+}
+
+/// As [`create_key`], in the case store at `url` (made if absent).
+///
+/// # Errors
+/// As [`create_key`].
+pub async fn create_key_in(
+    url: &StoreUrl,
+    name: &str,
+    role: Role,
+    tlp: Tlp,
+) -> anyhow::Result<String> {
     let name = name.trim();
     anyhow::ensure!(!name.is_empty(), "--name must not be blank");
     anyhow::ensure!(
         name.chars().count() <= MAX_NAME && !name.chars().any(char::is_control),
         "--name must be at most {MAX_NAME} printable characters"
     );
-    let store = SqliteStore::open_dir(data)
+    let store = kastell_core::store::open(url)
         .await
-        .with_context(|| format!("opening the case store in {}", data.display()))?;
+        .with_context(|| format!("opening the case store {url}"))?;
     let new = apikey::generate(name, role, tlp)?;
     store
         .create_api_key(&new.record, &cli_actor())

@@ -10,10 +10,10 @@ use std::process::ExitCode;
 use anyhow::Context;
 use git2::{Repository, Signature, Time};
 use kastell_core::audit::{self, AuditEntry, Verdict};
-use kastell_core::{CaseStore, SqliteStore};
+use kastell_core::{CaseStore, StoreUrl};
 use serde::{Deserialize, Serialize};
 
-use crate::apikey::DEFAULT_DATA;
+use crate::store_arg::StoreArgs;
 
 /// Arguments of `kastell audit`.
 #[derive(clap::Args, Debug)]
@@ -26,9 +26,8 @@ pub struct AuditArgs {
 enum AuditCommand {
     /// Check every entry's hash and link; exit status 1 names the first broken entry.
     Verify {
-        /// The data directory holding the case store, as given to `kastell run --data`.
-        #[arg(long, default_value = DEFAULT_DATA)]
-        data: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
     },
     /// Commit the entries not exported yet to the git repository DIR (made if absent).
     Export {
@@ -36,8 +35,8 @@ enum AuditCommand {
         /// to `head.json`.
         #[arg(long = "git", value_name = "DIR")]
         git: PathBuf,
-        #[arg(long, default_value = DEFAULT_DATA)]
-        data: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
     },
 }
 
@@ -47,16 +46,16 @@ const PAGE: i64 = 10_000;
 pub fn run(args: AuditArgs) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     match args.command {
-        AuditCommand::Verify { data } => {
-            let verdict = runtime.block_on(verify(&data))?;
+        AuditCommand::Verify { store } => {
+            let verdict = runtime.block_on(verify_store(&store.existing()?))?;
             println!("{verdict}");
             Ok(match verdict {
                 Verdict::Intact { .. } => ExitCode::SUCCESS,
                 _ => ExitCode::FAILURE,
             })
         }
-        AuditCommand::Export { git, data } => {
-            let exported = runtime.block_on(export(&data, &git))?;
+        AuditCommand::Export { git, store } => {
+            let exported = runtime.block_on(export_store(&store.existing()?, &git))?;
             println!(
                 "{} entries exported in {} commits to {}",
                 exported.entries,
@@ -68,15 +67,15 @@ pub fn run(args: AuditArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
-async fn open(data: &Path) -> anyhow::Result<SqliteStore> {
+async fn open(url: &StoreUrl) -> anyhow::Result<std::sync::Arc<dyn CaseStore>> {
     anyhow::ensure!(
-        data.join(kastell_core::store::SQLITE_FILE).is_file(),
-        "no case store in {} (pass --data DIR, as given to `kastell run`)",
-        data.display()
+        url.exists(),
+        "no case store in {url} (pass --data DIR, as given to `kastell run`, or --store URL)"
     );
-    SqliteStore::open_dir(data)
+    let store = kastell_core::store::open(url)
         .await
-        .with_context(|| format!("opening the case store in {}", data.display()))
+        .with_context(|| format!("opening the case store {url}"))?;
+    Ok(store)
 }
 
 /// Every entry after `after`, in chain order.
@@ -104,8 +103,16 @@ async fn entries_after(store: &dyn CaseStore, after: i64) -> anyhow::Result<Vec<
 /// # Errors
 /// When there is no store, or it cannot be read.
 pub async fn verify(data: &Path) -> anyhow::Result<Verdict> {
-    let store = open(data).await?;
-    Ok(audit::verify(&entries_after(&store, 0).await?))
+    verify_store(&StoreUrl::SqliteDir(data.to_owned())).await
+}
+
+/// The verdict on the audit chain of the case store at `url`.
+///
+/// # Errors
+/// When there is no store, or it cannot be read.
+pub async fn verify_store(url: &StoreUrl) -> anyhow::Result<Verdict> {
+    let store = open(url).await?;
+    Ok(audit::verify(&entries_after(store.as_ref(), 0).await?))
 }
 
 /// What an export did.
@@ -131,8 +138,16 @@ const HEAD_FILE: &str = "head.json";
 /// or when the store's entry at the exported head no longer has the exported hash (the
 /// store was rewritten after the last export).
 pub async fn export(data: &Path, git: &Path) -> anyhow::Result<Exported> {
-    let store = open(data).await?;
-    let verdict = audit::verify(&entries_after(&store, 0).await?);
+    export_store(&StoreUrl::SqliteDir(data.to_owned()), git).await
+}
+
+/// As [`export`], from the case store at `url`.
+///
+/// # Errors
+/// As [`export`].
+pub async fn export_store(url: &StoreUrl, git: &Path) -> anyhow::Result<Exported> {
+    let store = open(url).await?;
+    let verdict = audit::verify(&entries_after(store.as_ref(), 0).await?);
     anyhow::ensure!(
         matches!(verdict, Verdict::Intact { .. }),
         "refusing to export a broken chain: {verdict}"
@@ -159,7 +174,7 @@ pub async fn export(data: &Path, git: &Path) -> anyhow::Result<Exported> {
         }
         None => 0,
     };
-    let entries = entries_after(&store, after).await?;
+    let entries = entries_after(store.as_ref(), after).await?;
     let mut commits = 0;
     for batch in entries.chunk_by(|a, b| a.actor == b.actor) {
         commit_batch(&repo, batch)?;

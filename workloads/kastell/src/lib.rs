@@ -4,6 +4,7 @@
 pub mod apikey;
 pub mod audit;
 pub mod detection;
+pub mod gdpr;
 pub mod intel_lookup;
 pub mod listeners;
 pub mod pipeline;
@@ -12,4 +13,5 @@ pub mod resources;
 pub mod setup;
 pub mod shutdown;
 pub mod stage;
+pub mod store_arg;
 pub mod summary;

@@ -65,6 +65,8 @@ enum Command {
     Audit(kastell::audit::AuditArgs),
     /// The period's compliance report (SOC figures, NIS2 incidents, GDPR, ATT&CK, audit).
     Report(kastell::report::ReportArgs),
+    /// Data-subject requests (export, erase) and personal-data retention (GDPR).
+    Gdpr(kastell::gdpr::GdprArgs),
     /// Load threat-intel feeds offline: match events against them, or count them.
     #[command(subcommand)]
     Intel(intel::IntelCommand),
@@ -105,6 +107,10 @@ struct RunArgs {
     /// ./kastell-data]
     #[arg(long)]
     data: Option<PathBuf>,
+    /// The case store as a URL (`postgres://…`, `sqlite://PATH`) instead of the SQLite
+    /// store in --data, which then keeps only the dead-letter log.
+    #[arg(long, env = "KASTELL_STORE", hide_env_values = true)]
+    store: Option<String>,
     /// Address of the case API (plain HTTP only on loopback).
     #[arg(long, default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
@@ -143,6 +149,7 @@ fn main() -> ExitCode {
         Command::Apikey(args) => kastell::apikey::run(args),
         Command::Audit(args) => kastell::audit::run(args),
         Command::Report(args) => kastell::report::run(args),
+        Command::Gdpr(args) => kastell::gdpr::run(args),
         Command::Intel(command) => intel::run(command),
         Command::Playbook(args) => playbook::run(args),
         Command::Operator(args) => operator::run(args),
@@ -200,11 +207,18 @@ async fn run_async(args: RunArgs) -> anyhow::Result<ExitCode> {
         }
         (None, false) => (PathBuf::from("kastell-data"), true),
     };
-    let shown_data = kept.then(|| data_dir.display().to_string());
+    let store_url = match &args.store {
+        Some(raw) => raw.parse().context("reading --store")?,
+        None => kastell_core::StoreUrl::SqliteDir(data_dir.clone()),
+    };
+    let shown_data = match &args.store {
+        Some(_) => Some(store_url.to_string()),
+        None => kept.then(|| data_dir.display().to_string()),
+    };
 
     let output = args.output;
     let mut summary = if args.once {
-        pipeline::run(setup, &data_dir, Mode::Once).await?
+        pipeline::run_on(setup, &data_dir, &store_url, Mode::Once).await?
     } else {
         let listener = pipeline::bind(args.listen).await?;
         let address = listener.local_addr()?;
@@ -229,9 +243,10 @@ async fn run_async(args: RunArgs) -> anyhow::Result<ExitCode> {
                 "{signal}: stopping the listeners and draining the stages"
             );
         });
-        pipeline::run(
+        pipeline::run_on(
             setup,
             &data_dir,
+            &store_url,
             Mode::Serve {
                 listener,
                 shutdown,

@@ -13,7 +13,7 @@ use anyhow::Context;
 use arc_swap::ArcSwap;
 use kastell_cases::{ApiState, CaseSettings, CasesStats, Metrics};
 use kastell_core::store::{ActionFilter, ActionStatus};
-use kastell_core::{Alert, Bus, CaseStore, InProcessBus, SqliteStore, Subscription, Topic};
+use kastell_core::{Alert, Bus, CaseStore, InProcessBus, StoreUrl, Subscription, Topic};
 use kastell_correlate::CorrelateStats;
 use kastell_enrich::refresh::Refresher;
 use kastell_enrich::{EnrichStats, IndicatorStore};
@@ -99,13 +99,29 @@ struct Counters {
     tally: Arc<Mutex<AlertTally>>,
 }
 
-/// Runs the pipeline over the setup's sources with the store in `data_dir`.
+/// Runs the pipeline over the setup's sources with the SQLite store in `data_dir`.
 pub async fn run(setup: Setup, data_dir: &Path, mode: Mode) -> anyhow::Result<Summary> {
-    let store: Arc<dyn CaseStore> = Arc::new(
-        SqliteStore::open_dir(data_dir)
-            .await
-            .with_context(|| format!("opening the case store in {}", data_dir.display()))?,
-    );
+    run_on(
+        setup,
+        data_dir,
+        &StoreUrl::SqliteDir(data_dir.to_owned()),
+        mode,
+    )
+    .await
+}
+
+/// Runs the pipeline with the case store at `store_url`; `data_dir` keeps the
+/// dead-letter log, the respond journal and file-tail checkpoints.
+pub async fn run_on(
+    setup: Setup,
+    data_dir: &Path,
+    store_url: &StoreUrl,
+    mode: Mode,
+) -> anyhow::Result<Summary> {
+    let privacy = kastell_core::store::open(store_url)
+        .await
+        .with_context(|| format!("opening the case store {store_url}"))?;
+    let store: Arc<dyn CaseStore> = privacy.clone();
     let bus: Arc<dyn Bus> = Arc::new(InProcessBus::new(BUS_CAPACITY));
     let subs = subscribe_all(bus.as_ref()).await?;
     let dead_letters = spawn_dead_letter_log(
@@ -207,6 +223,9 @@ pub async fn run(setup: Setup, data_dir: &Path, mode: Mode) -> anyhow::Result<Su
             summary.actions_pending = pending_actions(store.as_ref()).await?;
             on_replayed(&summary);
 
+            let retention = setup
+                .personal_data_retention
+                .map(|period| crate::gdpr::spawn_retention(Arc::clone(&privacy), period));
             let stop = CancellationToken::new();
             let asked = {
                 let stop = stop.clone();
@@ -233,6 +252,9 @@ pub async fn run(setup: Setup, data_dir: &Path, mode: Mode) -> anyhow::Result<Su
             // stops too; the stages then drain what the listeners put on the bus.
             stop.cancel();
             asked.abort();
+            if let Some(retention) = retention {
+                retention.abort();
+            }
             served?;
             tracing::info!("listeners stopped; draining the stages");
             bus.close(Topic::Events).await;

@@ -44,6 +44,8 @@ pub struct Setup {
     pub playbooks: Arc<PlaybookSet>,
     pub response: kastell_respond::Safety,
     pub grouping_window: chrono::Duration,
+    /// The platform's `spec.retention.personalData`, when it sets one.
+    pub personal_data_retention: Option<chrono::Duration>,
     /// Resources and inputs that could not be used, one readable line each.
     pub problems: Vec<String>,
     /// Host criticality of the Greenbone Sensors, for remediation cases.
@@ -71,6 +73,7 @@ pub async fn prepare(config_dir: &Path, replay: &[PathBuf]) -> anyhow::Result<Se
     problems.extend(invalid.iter().map(ToString::to_string));
 
     let grouping_window = grouping_window(&resources, &mut problems);
+    let personal_data_retention = crate::gdpr::personal_data_retention(&resources, &mut problems);
     let response = kastell_respond::safety::response_safety(&resources, &mut problems);
 
     Ok(Setup {
@@ -84,6 +87,7 @@ pub async fn prepare(config_dir: &Path, replay: &[PathBuf]) -> anyhow::Result<Se
         playbooks: Arc::new(playbooks),
         response,
         grouping_window,
+        personal_data_retention,
         problems,
         criticality: criticality(&resources),
     })

@@ -8,7 +8,6 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
-use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
 
 use super::{
@@ -77,9 +76,9 @@ pub(super) const CASE_FIELDS: &[&str] = &[
     "tags",
 ];
 
-/// Stores the observables of a new alert's events, and its intel matches as IOCs, so
-/// alerts can be found by observable value.
-pub(super) async fn index_alert_observables(tx: &mut Tx, alert: &Alert) -> Result<(), StoreError> {
+/// The `(type, value)` observables of an alert's events and intel matches, with whether
+/// each is an IOC (an intel match).
+pub(super) fn alert_observables(alert: &Alert) -> BTreeMap<(String, String), bool> {
     let mut found: BTreeMap<(String, String), bool> = BTreeMap::new();
     for event in &alert.events {
         for observable in event.observables() {
@@ -94,6 +93,13 @@ pub(super) async fn index_alert_observables(tx: &mut Tx, alert: &Alert) -> Resul
             true,
         );
     }
+    found
+}
+
+/// Stores the observables of a new alert's events, and its intel matches as IOCs, so
+/// alerts can be found by observable value.
+pub(super) async fn index_alert_observables(tx: &mut Tx, alert: &Alert) -> Result<(), StoreError> {
+    let found = alert_observables(alert);
     if found.is_empty() {
         return Ok(());
     }
@@ -162,7 +168,14 @@ pub(super) async fn mark_acknowledged(tx: &mut Tx, alert_id: &str) -> Result<(),
     Ok(())
 }
 
-fn observable_from_row(row: &SqliteRow) -> Result<ObservableRecord, StoreError> {
+pub(super) fn observable_from_row<R>(row: &R) -> Result<ObservableRecord, StoreError>
+where
+    R: Row,
+    for<'c> &'c str: sqlx::ColumnIndex<R>,
+    for<'r> &'r str: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
     Ok(ObservableRecord {
         id: row.get("id"),
         case_id: row.get("case_id"),
@@ -179,7 +192,14 @@ fn observable_from_row(row: &SqliteRow) -> Result<ObservableRecord, StoreError> 
     })
 }
 
-fn task_from_row(row: &SqliteRow) -> Result<TaskRecord, StoreError> {
+pub(super) fn task_from_row<R>(row: &R) -> Result<TaskRecord, StoreError>
+where
+    R: Row,
+    for<'c> &'c str: sqlx::ColumnIndex<R>,
+    for<'r> &'r str: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
     Ok(TaskRecord {
         id: row.get("id"),
         case_id: row.get("case_id"),
@@ -192,7 +212,14 @@ fn task_from_row(row: &SqliteRow) -> Result<TaskRecord, StoreError> {
     })
 }
 
-fn timeline_from_row(row: &SqliteRow) -> Result<TimelineEntry, StoreError> {
+pub(super) fn timeline_from_row<R>(row: &R) -> Result<TimelineEntry, StoreError>
+where
+    R: Row,
+    for<'c> &'c str: sqlx::ColumnIndex<R>,
+    for<'r> &'r str: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
     Ok(TimelineEntry {
         id: row.get("id"),
         case_id: row.get("case_id"),
@@ -203,7 +230,7 @@ fn timeline_from_row(row: &SqliteRow) -> Result<TimelineEntry, StoreError> {
     })
 }
 
-fn observable_state(observable: &ObservableRecord) -> Value {
+pub(super) fn observable_state(observable: &ObservableRecord) -> Value {
     json!({
         "case_id": observable.case_id,
         "alert_id": observable.alert_id,
@@ -215,7 +242,7 @@ fn observable_state(observable: &ObservableRecord) -> Value {
     })
 }
 
-fn tags_json(tags: &[String]) -> Result<String, StoreError> {
+pub(super) fn tags_json(tags: &[String]) -> Result<String, StoreError> {
     serde_json::to_string(tags).map_err(|e| StoreError::Corrupt {
         what: "tags",
         reason: e.to_string(),
@@ -223,7 +250,7 @@ fn tags_json(tags: &[String]) -> Result<String, StoreError> {
 }
 
 /// `text` as a LIKE pattern matching it anywhere, its wildcards escaped with `\`.
-fn contains_pattern(text: &str) -> String {
+pub(super) fn contains_pattern(text: &str) -> String {
     let mut pattern = String::with_capacity(text.len() + 2);
     pattern.push('%');
     for c in text.chars() {
@@ -234,6 +261,57 @@ fn contains_pattern(text: &str) -> String {
     }
     pattern.push('%');
     pattern
+}
+
+/// The figures per severity from the rows of the two figures queries (columns `level`,
+/// `alerts`, `detect`, `acknowledged`, `ack`; `severity`, `resolved`, `resolve`).
+pub(super) fn figures_from_rows<R>(
+    alerts: &[R],
+    cases: &[R],
+) -> Result<Vec<SeverityFigures>, StoreError>
+where
+    R: Row,
+    for<'c> &'c str: sqlx::ColumnIndex<R>,
+    for<'r> &'r str: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> f64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    let mut by_level: BTreeMap<Level, SeverityFigures> = BTreeMap::new();
+    let empty = |severity| SeverityFigures {
+        severity,
+        alerts: 0,
+        mean_time_to_detect: None,
+        acknowledged: 0,
+        mean_time_to_acknowledge: None,
+        resolved: 0,
+        mean_time_to_resolve: None,
+    };
+    for row in alerts {
+        let level: Level = parse_text("alert level", row.get("level"))?;
+        let figures = by_level.entry(level).or_insert_with(|| empty(level));
+        figures.alerts = row.get("alerts");
+        figures.mean_time_to_detect = row.get("detect");
+        figures.acknowledged = row.get("acknowledged");
+        figures.mean_time_to_acknowledge = row.get("ack");
+    }
+    for row in cases {
+        let level: Level = parse_text("case severity", row.get("severity"))?;
+        let figures = by_level.entry(level).or_insert_with(|| empty(level));
+        figures.resolved = row.get("resolved");
+        figures.mean_time_to_resolve = row.get("resolve");
+    }
+    Ok(by_level.into_values().collect())
+}
+
+/// Sets each observable's enrichment: the intel matches on its type and value.
+pub(super) fn enrich(observables: &mut [ObservableRecord], intel: &[IntelMatch]) {
+    for observable in observables {
+        observable.enrichment = intel
+            .iter()
+            .filter(|m| m.kind.as_str() == observable.kind && m.observable == observable.value)
+            .cloned()
+            .collect();
+    }
 }
 
 impl SqliteStore {
@@ -569,13 +647,7 @@ impl SqliteStore {
             ObservableOwner::Case(id) => self.case_intel(*id).await?,
             ObservableOwner::Alert(id) => self.alert_intel(id).await?.unwrap_or_default(),
         };
-        for observable in &mut observables {
-            observable.enrichment = intel
-                .iter()
-                .filter(|m| m.kind.as_str() == observable.kind && m.observable == observable.value)
-                .cloned()
-                .collect();
-        }
+        enrich(&mut observables, &intel);
         Ok(observables)
     }
 
@@ -793,31 +865,7 @@ impl SqliteStore {
         .fetch_all(&self.pool)
         .await
         .map_err(query_err("figures of cases"))?;
-        let mut by_level: BTreeMap<Level, SeverityFigures> = BTreeMap::new();
-        let empty = |severity| SeverityFigures {
-            severity,
-            alerts: 0,
-            mean_time_to_detect: None,
-            acknowledged: 0,
-            mean_time_to_acknowledge: None,
-            resolved: 0,
-            mean_time_to_resolve: None,
-        };
-        for row in &alerts {
-            let level: Level = parse_text("alert level", row.get("level"))?;
-            let figures = by_level.entry(level).or_insert_with(|| empty(level));
-            figures.alerts = row.get("alerts");
-            figures.mean_time_to_detect = row.get("detect");
-            figures.acknowledged = row.get("acknowledged");
-            figures.mean_time_to_acknowledge = row.get("ack");
-        }
-        for row in &cases {
-            let level: Level = parse_text("case severity", row.get("severity"))?;
-            let figures = by_level.entry(level).or_insert_with(|| empty(level));
-            figures.resolved = row.get("resolved");
-            figures.mean_time_to_resolve = row.get("resolve");
-        }
-        Ok(by_level.into_values().collect())
+        figures_from_rows(&alerts, &cases)
     }
 
     pub(super) async fn search_impl(
