@@ -983,3 +983,58 @@ async fn each_request_runs_in_a_span_with_method_path_and_status() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn an_analyst_raising_severity_or_closing_tells_the_respond_stage() {
+    let mut api = api().await;
+    let low = api
+        .cases
+        .iter()
+        .find(|case| case.severity < kastell_core::Level::Critical)
+        .expect("a case below critical")
+        .clone();
+    let json = [("content-type", "application/json")];
+    let uri = format!("/api/v1/cases/{}", low.id);
+
+    // Lowering (or keeping) the severity announces nothing.
+    let same = format!(r#"{{"severity":"{}"}}"#, low.severity.as_str());
+    let answer = call(&api.router, Method::PATCH, &uri, &json, Some(&same)).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+    assert!(next_case_event(&mut api).await.is_none());
+
+    let answer = call(
+        &api.router,
+        Method::PATCH,
+        &uri,
+        &json,
+        Some(r#"{"severity":"critical"}"#),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+    match next_case_event(&mut api).await {
+        Some(CaseEvent::SeverityRaised { case_id, from, to }) => {
+            assert_eq!(case_id, low.id);
+            assert_eq!(from, low.severity);
+            assert_eq!(to, kastell_core::Level::Critical);
+        }
+        other => panic!("expected severity_raised, got {other:?}"),
+    }
+
+    let answer = post_json(
+        &api.router,
+        &format!("{uri}/close"),
+        r#"{"resolution":"false_positive","summary":"lab traffic"}"#,
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+    match next_case_event(&mut api).await {
+        Some(CaseEvent::CaseClosed {
+            case_id,
+            resolution,
+        }) => {
+            assert_eq!(case_id, low.id);
+            assert_eq!(resolution, "false_positive");
+        }
+        other => panic!("expected case_closed, got {other:?}"),
+    }
+}

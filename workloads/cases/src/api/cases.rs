@@ -3,6 +3,7 @@
 use axum::extract::State;
 use axum::Json;
 use kastell_core::store::{ActionFilter, AlertFilter, CaseFilter, CaseStatus, CaseUpdate};
+use kastell_core::{error_chain, CaseEvent, Message, Topic};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -150,9 +151,10 @@ async fn update_case(
             ),
         ));
     }
-    caller.visible(state.store.get_case(id).await?, id)?;
+    let before = caller.visible(state.store.get_case(id).await?, id)?;
     let case = state.store.update_case(id, &update, caller.name()).await?;
     tracing::info!(case_id = id, by = %caller.name(), "case updated");
+    announce_changes(&state, &before, &case).await;
     Ok(Json(case.into()))
 }
 
@@ -184,13 +186,45 @@ async fn close_case(
 ) -> Result<Json<Case>, ApiError> {
     caller.require(Permission::Manage)?;
     let summary = required_text("summary", &body.summary)?;
-    caller.visible(state.store.get_case(id).await?, id)?;
+    let before = caller.visible(state.store.get_case(id).await?, id)?;
     let case = state
         .store
         .close_case(id, body.resolution.into(), &summary, caller.name())
         .await?;
     tracing::info!(case_id = id, by = %caller.name(), resolution = ?body.resolution, "case closed");
+    announce_changes(&state, &before, &case).await;
     Ok(Json(case.into()))
+}
+
+/// Publishes the case events an analyst's change causes (severity raised, case closed)
+/// so playbooks triggered by them run, as they do for the pipeline's own changes. The
+/// change is stored already: a lost message costs the triggered playbook, not the change,
+/// so a failed publish is logged rather than answered as an error.
+async fn announce_changes(
+    state: &ApiState,
+    before: &kastell_core::store::CaseRecord,
+    after: &kastell_core::store::CaseRecord,
+) {
+    for event in crate::stage::case_change_events(before, after) {
+        let id = match &event {
+            CaseEvent::SeverityRaised { case_id, to, .. } => {
+                format!("case-{case_id}-severity-{}", to.as_str())
+            }
+            CaseEvent::CaseClosed { case_id, .. } => format!("case-{case_id}-closed"),
+            _ => continue,
+        };
+        let published = match Message::json(&event) {
+            Ok(message) => state
+                .bus
+                .publish(Topic::CaseEvents, message.with_id(id))
+                .await
+                .map_err(|e| error_chain(&e)),
+            Err(e) => Err(error_chain(&e)),
+        };
+        if let Err(reason) = published {
+            tracing::warn!(case_id = after.id, reason = %reason, "case event not published");
+        }
+    }
 }
 
 /// The body as a store update, with every text checked and trimmed.
