@@ -14,7 +14,8 @@ use crate::apikey::DEFAULT_DATA;
 #[derive(clap::Args, Debug, Clone)]
 pub struct StoreArgs {
     /// The data directory holding the SQLite case store, as given to `kastell run --data`.
-    #[arg(long, default_value = DEFAULT_DATA)]
+    /// Naming both it and `--store` is refused rather than one silently winning.
+    #[arg(long, default_value = DEFAULT_DATA, conflicts_with = "store")]
     pub data: PathBuf,
     /// The case store as a URL instead: a directory or `.sqlite` file path, `sqlite://PATH`,
     /// or `postgres://USER:PASSWORD@HOST:PORT/DB` (TLS through `?sslmode=require`).
