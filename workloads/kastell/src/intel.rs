@@ -303,7 +303,8 @@ pub struct MatchSummary {
 }
 
 /// Matches every event line of `input`, writing one JSON line per (observable,
-/// indicator). A line that is not a JSON object is counted and reported on stderr.
+/// indicator). A line that is not a JSON object, or not UTF-8, is counted and reported on
+/// stderr; only a failing read stops the run.
 fn match_events(
     store: &IndicatorStore,
     input: impl BufRead,
@@ -311,8 +312,17 @@ fn match_events(
 ) -> anyhow::Result<MatchSummary> {
     let ctx = ParseContext::new("kastell-intel");
     let mut summary = MatchSummary::default();
-    for (line_no, line) in input.lines().enumerate() {
-        let line = line.with_context(|| format!("reading events line {}", line_no + 1))?;
+    for (line_no, bytes) in input.split(b'\n').enumerate() {
+        let bytes = bytes.with_context(|| format!("reading events line {}", line_no + 1))?;
+        let line = match std::str::from_utf8(&bytes) {
+            Ok(line) => line.strip_suffix('\r').unwrap_or(line),
+            Err(e) => {
+                summary.events += 1;
+                summary.unreadable += 1;
+                eprintln!("events line {}: not UTF-8: {e}", line_no + 1);
+                continue;
+            }
+        };
         if line.trim().is_empty() {
             continue;
         }
@@ -320,7 +330,7 @@ fn match_events(
         summary.events += 1;
         let event = match detect_format(line.as_bytes()) {
             Some(format) => parse_line(format, line.as_bytes(), &ctx).map_err(|e| e.to_string()),
-            None => serde_json::from_str(&line)
+            None => serde_json::from_str(line)
                 .map_err(|e| e.to_string())
                 .and_then(|v| Event::from_value(v).ok_or_else(|| "not a JSON object".to_owned())),
         };
@@ -350,6 +360,34 @@ fn match_events(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_line_that_is_not_utf8_is_counted_and_the_rest_still_matched() {
+        let store = store_of("192.0.2.0/24\n");
+        let mut events = b"{\"source\":{\"ip\":\"192.0.2.1\"}}\n".to_vec();
+        events.extend_from_slice(b"{\"x\":\"\xff\xfe\"}\n");
+        events.extend_from_slice(b"{\"source\":{\"ip\":\"192.0.2.2\"}}\r\n");
+        let mut out = Vec::new();
+        let summary = match_events(&store, events.as_slice(), &mut out).unwrap();
+        assert_eq!(
+            summary,
+            MatchSummary {
+                events: 3,
+                matches: 2,
+                unreadable: 1
+            }
+        );
+        let indices: Vec<u64> = String::from_utf8(out)
+            .unwrap()
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["event_index"]
+                    .as_u64()
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(indices, vec![0, 2]);
+    }
 
     fn store_of(list: &str) -> IndicatorStore {
         kastell_enrich::list::load_plain_list("unit", list, None).0
