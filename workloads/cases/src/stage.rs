@@ -514,7 +514,7 @@ async fn announce(
     publish_case_event(bus, &event).await
 }
 
-async fn publish_case_event(bus: &dyn Bus, event: &CaseEvent) -> Result<(), CasesError> {
+pub(crate) async fn publish_case_event(bus: &dyn Bus, event: &CaseEvent) -> Result<(), CasesError> {
     let publish = |source| CasesError::Publish {
         topic: Topic::CaseEvents,
         source,
@@ -537,7 +537,7 @@ async fn publish_case_event(bus: &dyn Bus, event: &CaseEvent) -> Result<(), Case
 
 /// The case events a change of a case gives: `severity_raised` when its severity went
 /// up, `case_closed` when it was closed. For every writer of cases (the response-outputs
-/// loop here; the API's case handlers can publish the same), so playbooks see a change
+/// loop here and the API's case handlers), so playbooks see a change
 /// the same way whoever made it.
 pub fn case_change_events(before: &CaseRecord, after: &CaseRecord) -> Vec<CaseEvent> {
     let mut events = Vec::new();

@@ -2,8 +2,8 @@
 
 use axum::extract::State;
 use axum::Json;
+use kastell_core::error_chain;
 use kastell_core::store::{ActionFilter, AlertFilter, CaseFilter, CaseStatus, CaseUpdate};
-use kastell_core::{error_chain, CaseEvent, Message, Topic};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -206,23 +206,8 @@ async fn announce_changes(
     after: &kastell_core::store::CaseRecord,
 ) {
     for event in crate::stage::case_change_events(before, after) {
-        let id = match &event {
-            CaseEvent::SeverityRaised { case_id, to, .. } => {
-                format!("case-{case_id}-severity-{}", to.as_str())
-            }
-            CaseEvent::CaseClosed { case_id, .. } => format!("case-{case_id}-closed"),
-            _ => continue,
-        };
-        let published = match Message::json(&event) {
-            Ok(message) => state
-                .bus
-                .publish(Topic::CaseEvents, message.with_id(id))
-                .await
-                .map_err(|e| error_chain(&e)),
-            Err(e) => Err(error_chain(&e)),
-        };
-        if let Err(reason) = published {
-            tracing::warn!(case_id = after.id, reason = %reason, "case event not published");
+        if let Err(e) = crate::stage::publish_case_event(state.bus.as_ref(), &event).await {
+            tracing::warn!(case_id = after.id, reason = %error_chain(&e), "case event not published");
         }
     }
 }
