@@ -124,10 +124,12 @@ pub async fn run_on(
     let store: Arc<dyn CaseStore> = privacy.clone();
     let bus: Arc<dyn Bus> = Arc::new(InProcessBus::new(BUS_CAPACITY));
     let subs = subscribe_all(bus.as_ref()).await?;
+    let (written_tx, mut written_rx) = tokio::sync::mpsc::unbounded_channel();
     let dead_letters = spawn_dead_letter_log(
         bus.subscribe(Topic::DeadLetters, "run-dead-letters")
             .await?,
         data_dir.join("dead-letters.jsonl"),
+        written_tx,
     );
     let once = matches!(mode, Mode::Once);
     // Enrich and the respond stage's lookups read the set the feed refresher swaps in
@@ -221,6 +223,7 @@ pub async fn run_on(
             let mut summary = replay_summary(&setup, &stages.counters, ingest_problems.clone());
             add_ingest(&mut summary, ingest_reports.clone());
             summary.actions_pending = pending_actions(store.as_ref()).await?;
+            summary.dead_letters = dead_letters_so_far(bus.as_ref(), &mut written_rx).await;
             on_replayed(&summary);
 
             let retention = setup
@@ -663,14 +666,23 @@ fn spawn_alert_tally(mut sub: Box<dyn Subscription>) -> (Arc<Mutex<AlertTally>>,
 }
 
 /// Appends every dead letter to a JSON-lines file, so nothing a stage refused is lost.
+/// Writes every dead letter to `path` (appending) and counts them. An empty message is
+/// not a dead letter but a count request (see [`dead_letters_so_far`]): the count so far
+/// is sent on `written`.
 fn spawn_dead_letter_log(
     mut sub: Box<dyn Subscription>,
     path: PathBuf,
+    written: tokio::sync::mpsc::UnboundedSender<u64>,
 ) -> JoinHandle<anyhow::Result<u64>> {
     tokio::spawn(async move {
         let mut count = 0;
         let mut file: Option<tokio::fs::File> = None;
         while let Some(delivery) = sub.next().await {
+            if delivery.message.payload.is_empty() {
+                let _ = written.send(count);
+                let _ = delivery.ack().await;
+                continue;
+            }
             if file.is_none() {
                 let opened = tokio::fs::OpenOptions::new()
                     .create(true)
@@ -692,6 +704,25 @@ fn spawn_dead_letter_log(
         }
         Ok(count)
     })
+}
+
+/// The dead letters written so far. The in-process bus delivers in publish order, so an
+/// empty message published now reaches the log after every dead letter published before
+/// it, and the log answers with its count then. A log that stopped (it failed) answers
+/// nothing; its error surfaces when the run ends.
+async fn dead_letters_so_far(
+    bus: &dyn Bus,
+    written: &mut tokio::sync::mpsc::UnboundedReceiver<u64>,
+) -> u64 {
+    let request = kastell_core::Message {
+        id: None,
+        key: None,
+        payload: bytes::Bytes::new(),
+    };
+    if bus.publish(Topic::DeadLetters, request).await.is_err() {
+        return 0;
+    }
+    written.recv().await.unwrap_or(0)
 }
 
 async fn pending_actions(store: &dyn CaseStore) -> anyhow::Result<u64> {
