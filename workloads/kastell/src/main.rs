@@ -157,7 +157,11 @@ fn main() -> ExitCode {
     match outcome {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            let _ = writeln!(
+                std::io::stderr(),
+                "error: {}",
+                kastell_core::error_chain(e.as_ref())
+            );
             ExitCode::FAILURE
         }
     }
