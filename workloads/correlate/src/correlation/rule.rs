@@ -138,6 +138,16 @@ impl CountCondition {
         })
     }
 
+    /// Whether the condition can only be judged once the window is complete: with an upper
+    /// bound or an equality (`lt`, `lte`, `eq`, `neq`), a window that holds now may stop
+    /// holding when another event arrives, so such windows are evaluated when event time
+    /// passes their end. Conditions of only `gt`/`gte` are judged as each input arrives.
+    pub fn closes_at_window_end(&self) -> bool {
+        self.comparisons
+            .iter()
+            .any(|(op, _)| !matches!(op, CompareOp::Gt | CompareOp::Gte))
+    }
+
     /// The smallest count that can satisfy every comparison, when there is an upper
     /// bound on it from `gt`/`gte`/`eq` (used to check a window can ever hold enough).
     pub fn minimum(&self) -> f64 {
