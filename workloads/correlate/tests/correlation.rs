@@ -280,7 +280,7 @@ fn upper_bounds_fire_when_event_time_passes_the_window_end() {
         ),
     ]
     .join("---\n");
-    let events = vec![
+    let events = [
         at(0, json!({"EventID": 4000, "Host": "a"})),
         at(10, json!({"EventID": 4000, "Host": "b"})),
         at(20, json!({"EventID": 4000, "Host": "b"})),
