@@ -563,3 +563,62 @@ fn filters_apply_to_the_rules_they_name_with_a_matching_logsource() {
     );
     assert_eq!(run(&other, &events).len(), 4);
 }
+
+#[test]
+fn temporal_takes_a_boolean_condition_over_its_rules() {
+    // SEP #198: a failed logon that no successful logon of the same user follows within
+    // five minutes. The `not` makes it a condition judged when the window closes.
+    let rules = [
+        base("failed", 4625),
+        base("success", 4624),
+        correlation(
+            "  type: temporal\n  rules: [failed, success]\n  group-by: [User]\n  \
+             timespan: 5m\n  condition: failed and not success\n",
+        ),
+    ]
+    .join("---\n");
+    let events = [
+        at(0, json!({"EventID": 4625, "User": "alice"})),
+        at(30, json!({"EventID": 4624, "User": "alice"})),
+        at(40, json!({"EventID": 4625, "User": "bob"})),
+        // Only bob's failure stays without a success: it fires once time has moved on.
+        at(20 * 60, json!({"EventID": 4624, "User": "carol"})),
+    ];
+    let fired: Vec<_> = correlations(&run(&rules, &events))
+        .iter()
+        .map(|m| (m.group.clone().unwrap(), m.event_indices.clone().unwrap()))
+        .collect();
+    assert_eq!(fired.len(), 1, "{fired:?}");
+    assert_eq!(fired[0].0["User"], "bob");
+    assert_eq!(fired[0].1, [2]);
+
+    // Without a negation the expression is judged as inputs arrive.
+    let either = rules.replace("failed and not success", "1 of them");
+    let fired = correlations(&run(&either, &events)).len();
+    assert_eq!(fired, 4, "every input satisfies `1 of them` on its own");
+}
+
+#[test]
+fn a_boolean_condition_must_name_the_correlated_rules() {
+    let compile = |body: &str| {
+        let rules = [
+            base("failed", 4625),
+            base("success", 4624),
+            correlation(body),
+        ]
+        .join("---\n");
+        RuleSet::compile_raw([RuleDocument::new("test/rules", rules.as_str())]).1
+    };
+    let errors = compile(
+        "  type: temporal\n  rules: [failed, success]\n  timespan: 5m\n  \
+         condition: failed and not logoff\n",
+    );
+    assert_eq!(errors.len(), 1);
+    assert!(errors[0].to_string().contains("`logoff`"), "{}", errors[0]);
+    let errors = compile(
+        "  type: temporal_ordered\n  rules: [failed, success]\n  timespan: 5m\n  \
+         condition: failed and success\n",
+    );
+    assert_eq!(errors.len(), 1);
+    assert!(errors[0].to_string().contains("temporal"), "{}", errors[0]);
+}

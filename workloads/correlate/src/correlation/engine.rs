@@ -55,6 +55,9 @@ pub(crate) struct CompiledCorrelation {
     pub(crate) rule: RuleRef,
     kind: CorrelationType,
     condition: CountCondition,
+    expression: Option<crate::condition::Condition>,
+    /// The referenced rules by slot, as written (for `expression`).
+    names: Vec<String>,
     percentile: Option<f64>,
     timespan_ms: i64,
     slots: usize,
@@ -285,6 +288,8 @@ impl Correlations {
                 rule: rule_ref.clone(),
                 kind: rule.kind,
                 condition: rule.condition.clone(),
+                expression: rule.expression.clone(),
+                names: rule.rules.clone(),
                 percentile: rule.percentile,
                 timespan_ms: rule.timespan_ms,
                 slots: rule.rules.len(),
@@ -295,7 +300,7 @@ impl Correlations {
         set.by_rule = inputs_by_rule;
         set.by_correlation = inputs_by_correlation;
         set.at_end = (0..set.list.len())
-            .filter(|&c| set.list[c].condition.closes_at_window_end())
+            .filter(|&c| set.list[c].aggregate().closes_at_end())
             .collect();
         for (i, compiled_at) in position.iter().enumerate() {
             if let Some(p) = compiled_at {
@@ -519,6 +524,8 @@ impl CompiledCorrelation {
         Aggregate {
             kind: self.kind,
             condition: &self.condition,
+            expression: self.expression.as_ref(),
+            names: &self.names,
             percentile: self.percentile,
             timespan_ms: self.timespan_ms,
             slots: self.slots,

@@ -9,7 +9,8 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
-use super::rule::{CorrelationType, CountCondition};
+use super::rule::{expression_holds, expression_negates, CorrelationType, CountCondition};
+use crate::condition::Condition;
 
 /// Limits and the lateness allowance of every correlation window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,9 +57,30 @@ struct Entry<P> {
 pub(crate) struct Aggregate<'a> {
     pub kind: CorrelationType,
     pub condition: &'a CountCondition,
+    /// `temporal` with a boolean condition over the rules (SEP #198), and the rules'
+    /// names by slot.
+    pub expression: Option<&'a Condition>,
+    pub names: &'a [String],
     pub percentile: Option<f64>,
     pub timespan_ms: i64,
     pub slots: usize,
+}
+
+impl Aggregate<'_> {
+    /// Whether windows are judged when they close rather than as inputs arrive.
+    pub(crate) fn closes_at_end(&self) -> bool {
+        self.condition.closes_at_window_end() || self.expression.is_some_and(expression_negates)
+    }
+
+    /// Whether the window satisfies the correlation.
+    fn holds<P>(&self, window: &[&Entry<P>]) -> bool {
+        match self.expression {
+            Some(expression) => expression_holds(expression, self.names, &|slot| {
+                window.iter().any(|e| e.slot == slot)
+            }),
+            None => metric(window, *self).is_some_and(|m| self.condition.holds(m)),
+        }
+    }
 }
 
 /// A window that satisfied its condition: its inputs' payloads, in time order, and the
@@ -125,7 +147,7 @@ impl<P: Clone> CorrelationWindows<P> {
             .newest
             .saturating_sub(limits.lateness_ms)
             .saturating_sub(aggregate.timespan_ms);
-        let at_end = aggregate.condition.closes_at_window_end();
+        let at_end = aggregate.closes_at_end();
         if !self.groups.contains_key(&group) && self.groups.len() >= limits.max_groups {
             self.make_room(horizon);
         }
@@ -199,7 +221,7 @@ impl<P: Clone> CorrelationWindows<P> {
                 let inside = entries.partition_point(|e| e.time <= end);
                 let window: Vec<Entry<P>> = entries.drain(..inside).collect();
                 let refs: Vec<&Entry<P>> = window.iter().collect();
-                if metric(&refs, aggregate).is_some_and(|m| aggregate.condition.holds(m)) {
+                if aggregate.holds(&refs) {
                     let payload = window.into_iter().flat_map(|e| e.payload).collect();
                     closed.push((group.clone(), Fired { payload, time: end }));
                 }
@@ -260,7 +282,7 @@ fn fire<P: Clone>(
         let end_time = entries[last].time;
         let first = entries.partition_point(|e| e.time < end_time - aggregate.timespan_ms);
         let window: Vec<&Entry<P>> = entries.range(first..=last).collect();
-        if metric(&window, aggregate).is_some_and(|m| aggregate.condition.holds(m)) {
+        if aggregate.holds(&window) {
             let payload = window.iter().flat_map(|e| e.payload.clone()).collect();
             entries.drain(first..=last);
             return Some(Fired {
@@ -356,6 +378,8 @@ mod tests {
         Aggregate {
             kind,
             condition,
+            expression: None,
+            names: &[],
             percentile: None,
             timespan_ms: 10_000,
             slots,
