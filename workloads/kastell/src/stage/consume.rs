@@ -18,7 +18,7 @@ use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
 use super::endpoint::{self, render_counters, Health};
-use super::{Stage, StageArgs};
+use super::{partitions, BusKind, Stage, StageArgs};
 use crate::resources;
 
 /// The stage's input topic and consumer group.
@@ -98,11 +98,7 @@ pub async fn run(
         respond: Arc::default(),
         data: args.data.clone(),
     });
-    let (topic, group) = input(stage);
-    let subscription = bus
-        .subscribe(topic, group)
-        .await
-        .with_context(|| format!("subscribing to {topic} as group {group}"))?;
+    let subscription = subscribe_input(stage, args, bus.as_ref()).await?;
     let shared = Arc::new(Mutex::new(subscription));
 
     let outputs = match stage {
@@ -130,6 +126,32 @@ pub async fn run(
     let _ = endpoint.await;
     tracing::info!(stage = context.stage.as_str(), "stage stopped");
     outcome
+}
+
+/// The stage's input subscription. A correlate replica on NATS reads only its share of
+/// the events partitions, so that each correlation group is seen whole by one replica.
+async fn subscribe_input(
+    stage: Stage,
+    args: &StageArgs,
+    bus: &dyn Bus,
+) -> anyhow::Result<Box<dyn Subscription>> {
+    let (topic, group) = input(stage);
+    if stage == Stage::Correlate && args.bus == BusKind::Nats {
+        let count = super::event_partitions(args);
+        let explicit = args.partitions.as_ref().map(|list| list.0.as_slice());
+        let mine = partitions::assigned(count, explicit, args.replica_index, args.replicas)
+            .map_err(anyhow::Error::msg)
+            .context("choosing this replica's events partitions")?;
+        let indices: Vec<u32> = mine.iter().map(|p| p.index).collect();
+        tracing::info!(partitions = ?indices, count, "reading events partitions");
+        let merged = partitions::Merged::subscribe(bus, topic, group, &mine)
+            .await
+            .with_context(|| format!("subscribing to partitions {indices:?} of {topic}"))?;
+        return Ok(Box::new(merged));
+    }
+    bus.subscribe(topic, group)
+        .await
+        .with_context(|| format!("subscribing to {topic} as group {group}"))
 }
 
 /// The cases stage also applies what respond sends back (case operations and step
