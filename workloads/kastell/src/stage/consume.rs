@@ -346,6 +346,10 @@ async fn generation(
             })
             .context("setting up the step runners")?;
             tracing::info!(playbooks = playbooks.len(), "playbooks compiled");
+            // With --store the case store lives elsewhere, and nothing else creates --data.
+            std::fs::create_dir_all(&context.data).with_context(|| {
+                format!("creating the data directory {}", context.data.display())
+            })?;
             let responder = kastell_respond::Responder::new(
                 Arc::clone(&store),
                 Arc::new(playbooks),
