@@ -249,14 +249,7 @@ fn left_by_a_dead_test(stream: &str) -> bool {
     pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists()
 }
 
-const TEST_NAMESPACES: [&str; 6] = [
-    "stages",
-    "killed",
-    "replicas1",
-    "replicas3",
-    "natsrestart",
-    "bench",
-];
+const TEST_NAMESPACES: [&str; 5] = ["stages", "killed", "replicas1", "replicas3", "natsrestart"];
 
 fn delete_streams(url: &str, doomed: impl Fn(&str) -> bool) {
     let runtime = tokio::runtime::Runtime::new().unwrap();
