@@ -88,4 +88,16 @@ impl PartitionPlan {
     pub fn spreads(&self) -> bool {
         !matches!(self.kind, Kind::Single)
     }
+
+    /// A short text naming the plan (`by-id`, `single`, `fields:source.ip,user.name`).
+    /// The publisher puts it in front of every key, so that a correlate replica can tell
+    /// when events were keyed by another plan than its own rules make (an ingest with other
+    /// or no DetectionRules), which would split its groups.
+    pub fn fingerprint(&self) -> String {
+        match &self.kind {
+            Kind::Free => "by-id".to_owned(),
+            Kind::Single => "single".to_owned(),
+            Kind::Fields(_) => format!("fields:{}", self.fields().join(",")),
+        }
+    }
 }

@@ -38,6 +38,7 @@ fn without_correlations_no_event_needs_a_partition() {
     let plan = set.partition_plan();
     assert!(plan.spreads());
     assert!(plan.fields().is_empty());
+    assert_eq!(plan.fingerprint(), "by-id");
     assert_eq!(plan.key(&event(json!({"EventID": 1, "User": "x"}))), None);
 }
 
@@ -59,6 +60,7 @@ fn the_key_is_the_group_by_field_every_correlation_shares() {
     .join("---\n");
     let plan = compile(&rules).partition_plan();
     assert_eq!(plan.fields(), ["User"]);
+    assert_eq!(plan.fingerprint(), "fields:User");
     let alice_a = plan.key(&event(json!({"User": "alice", "Computer": "a"})));
     let alice_b = plan.key(&event(json!({"User": "alice", "Computer": "b"})));
     let bob = plan.key(&event(json!({"User": "bob"})));
@@ -91,6 +93,7 @@ fn correlations_sharing_no_field_keep_everything_on_one_partition() {
     .join("---\n");
     let plan = compile(&rules).partition_plan();
     assert!(!plan.spreads());
+    assert_eq!(plan.fingerprint(), "single");
     let one = plan.key(&event(json!({"User": "x"})));
     assert_eq!(one, Some(String::new()));
     assert_eq!(plan.key(&event(json!({"Computer": "y"}))), one);

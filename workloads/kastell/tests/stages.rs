@@ -357,6 +357,7 @@ fn a_stage_killed_mid_run_and_restarted_loses_and_duplicates_nothing() {
 
 const EVENTS: &str = "kastell_correlate_events_total";
 const ACTIONS: &str = "kastell_respond_actions_created_total";
+const MISMATCHES: &str = "kastell_correlate_partition_plan_mismatches_total";
 
 /// Two correlation rules over the example's real Suricata alerts, written for these tests:
 /// one groups by source address, the other by source and destination, so the events are
@@ -531,8 +532,12 @@ fn with_replicas(nats: &str, config: &Path, replicas: u32, alerts: u64) -> Store
         .map(|name| pipeline.metric(name, EVENTS).unwrap())
         .collect();
     eprintln!("{replicas} correlate replicas evaluated {evaluated:?} events");
-    // Every replica had a share of the work: the partitions spread the events.
+    // Every replica had a share of the work: the partitions spread the events, all keyed
+    // by the plan the replicas' own rules make.
     assert!(evaluated.iter().all(|n| *n > 0), "{evaluated:?}");
+    for name in &names {
+        assert_eq!(pipeline.metric(name, MISMATCHES), Some(0), "{name}");
+    }
     pipeline.stop();
     read_store(&pipeline.dir.path().join("cases").display().to_string())
 }

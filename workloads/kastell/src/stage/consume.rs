@@ -69,6 +69,10 @@ struct Shared {
     respond: Arc<kastell_respond::RespondStats>,
     /// Where the respond stage keeps its side-effect journal.
     data: std::path::PathBuf,
+    /// correlate: whether it reads events partitions, and how many events arrived keyed
+    /// by another partition plan than its rules make.
+    partitioned: bool,
+    plan_mismatches: Arc<std::sync::atomic::AtomicU64>,
 }
 
 pub async fn run(
@@ -97,6 +101,8 @@ pub async fn run(
         outputs,
         respond: Arc::default(),
         data: args.data.clone(),
+        partitioned: stage == Stage::Correlate && args.bus == BusKind::Nats,
+        plan_mismatches: Arc::default(),
     });
     let subscription = subscribe_input(stage, args, bus.as_ref()).await?;
     let shared = Arc::new(Mutex::new(subscription));
@@ -283,6 +289,15 @@ async fn generation(
             let (rules, rule_problems) = crate::detection::compile_rules(&resources.rules);
             log_problems(&rule_problems);
             tracing::info!(rules = rules.len(), "rules compiled");
+            let subscription: Box<dyn Subscription> = if context.partitioned {
+                Box::new(partitions::PlanChecked::new(
+                    subscription,
+                    &rules.partition_plan(),
+                    Arc::clone(&context.plan_mismatches),
+                ))
+            } else {
+                subscription
+            };
             kastell_correlate::run_correlate_on(
                 bus,
                 subscription,
@@ -436,6 +451,13 @@ fn render_stage(context: &Shared) -> Result<String, prometheus::Error> {
                     "kastell_correlate_dead_letters_total",
                     "Messages that were not events.",
                     r.dead_letters,
+                ),
+                (
+                    "kastell_correlate_partition_plan_mismatches_total",
+                    "Events keyed by another partition plan than this replica's rules make.",
+                    context
+                        .plan_mismatches
+                        .load(std::sync::atomic::Ordering::Relaxed),
                 ),
             ])
         }

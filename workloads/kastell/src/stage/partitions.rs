@@ -171,12 +171,71 @@ impl Keyed {
         Keyed { inner, plan }
     }
 
+    /// `<plan fingerprint>` [`PLAN_SEPARATOR`] `<the plan's key, else the message id>`.
     fn key(&self, message: &Message) -> Option<String> {
         let by_plan = message
             .decode::<Event>()
             .ok()
             .and_then(|event| self.plan.key(&event));
-        by_plan.or_else(|| message.id.clone())
+        let value = by_plan.or_else(|| message.id.clone())?;
+        Some(format!(
+            "{}{PLAN_SEPARATOR}{value}",
+            self.plan.fingerprint()
+        ))
+    }
+}
+
+/// Between the plan's fingerprint and the key's value in a partition key.
+pub const PLAN_SEPARATOR: char = '\u{1e}';
+
+/// A correlate replica's input, checked against the replica's own partition plan: an
+/// event keyed by another plan (or not keyed) may belong to a group whose other events
+/// went to another replica. Such events are still evaluated, but counted and reported, so
+/// that a mismatched ingest shows on `/metrics` and in the log instead of as missing
+/// correlations.
+pub struct PlanChecked {
+    inner: Box<dyn Subscription>,
+    expected: String,
+    mismatches: Arc<std::sync::atomic::AtomicU64>,
+    warned: bool,
+}
+
+impl PlanChecked {
+    pub fn new(
+        inner: Box<dyn Subscription>,
+        plan: &PartitionPlan,
+        mismatches: Arc<std::sync::atomic::AtomicU64>,
+    ) -> Self {
+        PlanChecked {
+            inner,
+            expected: plan.fingerprint(),
+            mismatches,
+            warned: false,
+        }
+    }
+}
+
+#[async_trait]
+impl Subscription for PlanChecked {
+    async fn next(&mut self) -> Option<Delivery> {
+        let delivery = self.inner.next().await?;
+        let found = delivery
+            .message
+            .key
+            .as_deref()
+            .and_then(|key| key.split_once(PLAN_SEPARATOR))
+            .map(|(plan, _)| plan);
+        if found != Some(self.expected.as_str()) {
+            self.mismatches
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if !self.warned {
+                self.warned = true;
+                tracing::warn!(expected = %self.expected, found = found.unwrap_or("none"),
+                    "events keyed by another partition plan than this replica's rules make; \
+                     correlation groups may be split between replicas");
+            }
+        }
+        Some(delivery)
     }
 }
 
@@ -237,6 +296,25 @@ mod tests {
         assert!(assigned(2, None, 2, 3).is_err());
         assert!(assigned(4, Some(&[4]), 0, 1).unwrap_err().contains("does not exist"));
         assert_eq!(assigned(4, Some(&[0, 3]), 0, 1).unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn events_keyed_by_another_plan_are_counted() {
+        let bus = Arc::new(kastell_core::InProcessBus::new(8));
+        let inner = bus.subscribe(Topic::Events, "correlate").await.unwrap();
+        let (rules, _) = kastell_correlate::RuleSet::compile_raw(Vec::new());
+        let plan = rules.partition_plan();
+        let mismatches = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let mut checked = PlanChecked::new(inner, &plan, Arc::clone(&mismatches));
+        let keyed = Keyed::new(bus.clone(), plan.clone());
+        let event = Message::json(&serde_json::json!({"a": 1})).unwrap().with_id("s:f:1");
+        keyed.publish(Topic::Events, event.clone()).await.unwrap();
+        bus.publish(Topic::Events, event.clone()).await.unwrap();
+        bus.publish(Topic::Events, event.with_key("fields:x\u{1e}1")).await.unwrap();
+        for _ in 0..3 {
+            checked.next().await.unwrap();
+        }
+        assert_eq!(mismatches.load(std::sync::atomic::Ordering::Relaxed), 2);
     }
 
     #[test]
