@@ -243,7 +243,10 @@ fn left_by_a_dead_test(stream: &str) -> bool {
     else {
         return false;
     };
-    let Some(pid) = rest.split_once('X').and_then(|(pid, _)| pid.parse::<u32>().ok()) else {
+    let Some(pid) = rest
+        .split_once('X')
+        .and_then(|(pid, _)| pid.parse::<u32>().ok())
+    else {
         return false;
     };
     pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists()
@@ -417,7 +420,11 @@ fn copy_dir(from: &Path, to: &Path) {
 fn example_with_correlations() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     copy_dir(&repo_root().join("examples/soc"), dir.path());
-    std::fs::write(dir.path().join("rules/test-correlations.yaml"), CORRELATIONS).unwrap();
+    std::fs::write(
+        dir.path().join("rules/test-correlations.yaml"),
+        CORRELATIONS,
+    )
+    .unwrap();
     dir
 }
 
@@ -432,7 +439,11 @@ fn single_process_in(config: &Path, data: &Path) -> serde_json::Value {
         .current_dir(repo_root())
         .output()
         .unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     serde_json::from_slice(&output.stdout).unwrap()
 }
 
@@ -602,7 +613,14 @@ impl PrivateNats {
             .open(&self.log)
             .unwrap();
         let child = Command::new("nats-server")
-            .args(["-js", "-a", "127.0.0.1", "-p", &self.port.to_string(), "-sd"])
+            .args([
+                "-js",
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-sd",
+            ])
             .arg(self.store.path().join("js"))
             .stdout(Stdio::null())
             .stderr(log)
@@ -615,7 +633,10 @@ impl PrivateNats {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!("nats-server did not listen; {}", std::fs::read_to_string(&self.log).unwrap());
+        panic!(
+            "nats-server did not listen; {}",
+            std::fs::read_to_string(&self.log).unwrap()
+        );
     }
 
     fn kill9(&mut self) {
@@ -642,7 +663,10 @@ fn postgres_schema(test: &str) -> Option<String> {
             return None;
         }
     };
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
     let schema = format!("{test}_{}_{nanos}", std::process::id());
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
@@ -654,7 +678,9 @@ fn postgres_schema(test: &str) -> Option<String> {
             .unwrap();
     });
     let separator = if url.contains('?') { '&' } else { '?' };
-    Some(format!("{url}{separator}options=-c%20search_path%3D{schema}"))
+    Some(format!(
+        "{url}{separator}options=-c%20search_path%3D{schema}"
+    ))
 }
 
 #[test]

@@ -117,9 +117,11 @@ fn keyed_bus(args: &StageArgs, resources: &ResourceSet, bus: &Arc<dyn Bus>) -> A
         tracing::info!(fields = ?plan.fields(), correlations = rules.correlation_count(),
             "events keyed for the correlate partitions");
     } else {
-        tracing::warn!(correlations = rules.correlation_count(),
+        tracing::warn!(
+            correlations = rules.correlation_count(),
             "the correlation rules share no group-by field; every correlated event goes to \
-             one events partition, so one correlate replica does their work");
+             one events partition, so one correlate replica does their work"
+        );
     }
     Arc::new(Keyed::new(Arc::clone(bus), plan))
 }

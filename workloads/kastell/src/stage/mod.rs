@@ -191,7 +191,9 @@ async fn connect_bus(args: &StageArgs) -> anyhow::Result<Arc<dyn Bus>> {
 fn event_partitions(args: &StageArgs) -> u32 {
     let loaded = match args.event_partitions {
         Some(_) => None,
-        None => crate::resources::load(&args.config).ok().map(|(set, _)| set),
+        None => crate::resources::load(&args.config)
+            .ok()
+            .map(|(set, _)| set),
     };
     partitions::event_partitions(args.event_partitions, loaded.as_ref())
 }

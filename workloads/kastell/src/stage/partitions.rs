@@ -78,7 +78,10 @@ pub fn assigned(
                 count - 1
             ));
         }
-        return Ok(list.iter().map(|&index| Partition { index, count }).collect());
+        return Ok(list
+            .iter()
+            .map(|&index| Partition { index, count })
+            .collect());
     }
     if index >= replicas.max(1) {
         return Err(format!(
@@ -266,7 +269,9 @@ impl Bus for Keyed {
         group: &str,
         partition: Partition,
     ) -> Result<Box<dyn Subscription>, BusError> {
-        self.inner.subscribe_partition(topic, group, partition).await
+        self.inner
+            .subscribe_partition(topic, group, partition)
+            .await
     }
 
     async fn close(&self, topic: Topic) {
@@ -292,9 +297,13 @@ mod tests {
         let mine = assigned(8, None, 1, 3).unwrap();
         let indices: Vec<u32> = mine.iter().map(|p| p.index).collect();
         assert_eq!(indices, [1, 4, 7]);
-        assert!(assigned(8, None, 3, 3).unwrap_err().contains("replica index"));
+        assert!(assigned(8, None, 3, 3)
+            .unwrap_err()
+            .contains("replica index"));
         assert!(assigned(2, None, 2, 3).is_err());
-        assert!(assigned(4, Some(&[4]), 0, 1).unwrap_err().contains("does not exist"));
+        assert!(assigned(4, Some(&[4]), 0, 1)
+            .unwrap_err()
+            .contains("does not exist"));
         assert_eq!(assigned(4, Some(&[0, 3]), 0, 1).unwrap().len(), 2);
     }
 
@@ -307,10 +316,14 @@ mod tests {
         let mismatches = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let mut checked = PlanChecked::new(inner, &plan, Arc::clone(&mismatches));
         let keyed = Keyed::new(bus.clone(), plan.clone());
-        let event = Message::json(&serde_json::json!({"a": 1})).unwrap().with_id("s:f:1");
+        let event = Message::json(&serde_json::json!({"a": 1}))
+            .unwrap()
+            .with_id("s:f:1");
         keyed.publish(Topic::Events, event.clone()).await.unwrap();
         bus.publish(Topic::Events, event.clone()).await.unwrap();
-        bus.publish(Topic::Events, event.with_key("fields:x\u{1e}1")).await.unwrap();
+        bus.publish(Topic::Events, event.with_key("fields:x\u{1e}1"))
+            .await
+            .unwrap();
         for _ in 0..3 {
             checked.next().await.unwrap();
         }
