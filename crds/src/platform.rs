@@ -150,6 +150,12 @@ pub struct BusSpec {
     /// Secret key holding NATS credentials (a .creds file).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_secret: Option<SecretKeyRef>,
+    /// Partitions of the events topic on NATS (default 8): events are keyed by the
+    /// correlation rules' shared `group-by` fields, and each correlate replica consumes
+    /// its share of the partitions. Every stage must see the same number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1024))]
+    pub event_partitions: Option<u32>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]

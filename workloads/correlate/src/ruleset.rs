@@ -572,6 +572,12 @@ impl RuleSet {
         hits
     }
 
+    /// How to key the events topic so that every group of this set's correlations stays on
+    /// one partition (see [`PartitionPlan`]).
+    pub fn partition_plan(&self) -> crate::PartitionPlan {
+        crate::PartitionPlan::from_group_fields(self.correlations.uniform_group_fields())
+    }
+
     /// Correlation rules compiled (including those only other correlations use).
     pub fn correlation_count(&self) -> usize {
         self.correlations.len()

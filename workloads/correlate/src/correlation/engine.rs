@@ -341,6 +341,41 @@ impl Correlations {
         !self.at_end.is_empty()
     }
 
+    /// For every correlation, the group-by fields that every one of its inputs reads from
+    /// the same event paths: two events in one group of that correlation agree on the text
+    /// of each of them. A field fed by another correlation's group, or read through
+    /// different paths by different referenced rules (aliases, field mappings), is left
+    /// out. Correlations without inputs (they never fire) are left out.
+    pub(crate) fn uniform_group_fields(&self) -> Vec<Vec<FieldRef>> {
+        let mut per_correlation: Vec<Vec<&Input>> = vec![Vec::new(); self.list.len()];
+        let fed_by_rules = self.by_rule.values().flatten();
+        let fed_by_correlations = self.by_correlation.iter().flatten();
+        for input in fed_by_rules.chain(fed_by_correlations) {
+            if let Some(inputs) = per_correlation.get_mut(input.correlation) {
+                inputs.push(input);
+            }
+        }
+        per_correlation
+            .into_iter()
+            .zip(&self.list)
+            .filter(|(inputs, _)| !inputs.is_empty())
+            .map(|(inputs, correlation)| {
+                (0..correlation.group_names.len())
+                    .filter_map(|slot| {
+                        let mut fields = inputs.iter().map(|input| match input.group.get(slot) {
+                            Some(Extract::Field(field)) => Some(field),
+                            _ => None,
+                        });
+                        let first = fields.next()??;
+                        fields
+                            .all(|field| field == Some(first))
+                            .then(|| first.clone())
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
     /// Whether any correlation takes matches of detection rule `rule`.
     pub(crate) fn wants(&self, rule: usize) -> bool {
         self.by_rule.contains_key(&rule)

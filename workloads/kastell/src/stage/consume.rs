@@ -18,7 +18,7 @@ use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
 use super::endpoint::{self, render_counters, Health};
-use super::{Stage, StageArgs};
+use super::{partitions, BusKind, Stage, StageArgs};
 use crate::resources;
 
 /// The stage's input topic and consumer group.
@@ -69,6 +69,10 @@ struct Shared {
     respond: Arc<kastell_respond::RespondStats>,
     /// Where the respond stage keeps its side-effect journal.
     data: std::path::PathBuf,
+    /// correlate: whether it reads events partitions, and how many events arrived keyed
+    /// by another partition plan than its rules make.
+    partitioned: bool,
+    plan_mismatches: Arc<std::sync::atomic::AtomicU64>,
 }
 
 pub async fn run(
@@ -97,12 +101,10 @@ pub async fn run(
         outputs,
         respond: Arc::default(),
         data: args.data.clone(),
+        partitioned: stage == Stage::Correlate && args.bus == BusKind::Nats,
+        plan_mismatches: Arc::default(),
     });
-    let (topic, group) = input(stage);
-    let subscription = bus
-        .subscribe(topic, group)
-        .await
-        .with_context(|| format!("subscribing to {topic} as group {group}"))?;
+    let subscription = subscribe_input(stage, args, bus.as_ref()).await?;
     let shared = Arc::new(Mutex::new(subscription));
 
     let outputs = match stage {
@@ -130,6 +132,32 @@ pub async fn run(
     let _ = endpoint.await;
     tracing::info!(stage = context.stage.as_str(), "stage stopped");
     outcome
+}
+
+/// The stage's input subscription. A correlate replica on NATS reads only its share of
+/// the events partitions, so that each correlation group is seen whole by one replica.
+async fn subscribe_input(
+    stage: Stage,
+    args: &StageArgs,
+    bus: &dyn Bus,
+) -> anyhow::Result<Box<dyn Subscription>> {
+    let (topic, group) = input(stage);
+    if stage == Stage::Correlate && args.bus == BusKind::Nats {
+        let count = super::event_partitions(args);
+        let explicit = args.partitions.as_ref().map(|list| list.0.as_slice());
+        let mine = partitions::assigned(count, explicit, args.replica_index, args.replicas)
+            .map_err(anyhow::Error::msg)
+            .context("choosing this replica's events partitions")?;
+        let indices: Vec<u32> = mine.iter().map(|p| p.index).collect();
+        tracing::info!(partitions = ?indices, count, "reading events partitions");
+        let merged = partitions::Merged::subscribe(bus, topic, group, &mine)
+            .await
+            .with_context(|| format!("subscribing to partitions {indices:?} of {topic}"))?;
+        return Ok(Box::new(merged));
+    }
+    bus.subscribe(topic, group)
+        .await
+        .with_context(|| format!("subscribing to {topic} as group {group}"))
 }
 
 /// The cases stage also applies what respond sends back (case operations and step
@@ -261,6 +289,15 @@ async fn generation(
             let (rules, rule_problems) = crate::detection::compile_rules(&resources.rules);
             log_problems(&rule_problems);
             tracing::info!(rules = rules.len(), "rules compiled");
+            let subscription: Box<dyn Subscription> = if context.partitioned {
+                Box::new(partitions::PlanChecked::new(
+                    subscription,
+                    &rules.partition_plan(),
+                    Arc::clone(&context.plan_mismatches),
+                ))
+            } else {
+                subscription
+            };
             kastell_correlate::run_correlate_on(
                 bus,
                 subscription,
@@ -324,6 +361,10 @@ async fn generation(
             })
             .context("setting up the step runners")?;
             tracing::info!(playbooks = playbooks.len(), "playbooks compiled");
+            // With --store the case store lives elsewhere, and nothing else creates --data.
+            std::fs::create_dir_all(&context.data).with_context(|| {
+                format!("creating the data directory {}", context.data.display())
+            })?;
             let responder = kastell_respond::Responder::new(
                 Arc::clone(&store),
                 Arc::new(playbooks),
@@ -410,6 +451,13 @@ fn render_stage(context: &Shared) -> Result<String, prometheus::Error> {
                     "kastell_correlate_dead_letters_total",
                     "Messages that were not events.",
                     r.dead_letters,
+                ),
+                (
+                    "kastell_correlate_partition_plan_mismatches_total",
+                    "Events keyed by another partition plan than this replica's rules make.",
+                    context
+                        .plan_mismatches
+                        .load(std::sync::atomic::Ordering::Relaxed),
                 ),
             ])
         }
