@@ -5,7 +5,8 @@
 //! - domains: an exact set probed with the observable and each of its parent domains
 //!   (`a.b.evil.example`, `b.evil.example`, `evil.example`), so a feed's `evil.example`
 //!   matches every subdomain; the parents are sub-slices of the observable, so the walk
-//!   allocates nothing. A single label (a TLD) only ever matches exactly;
+//!   allocates nothing. The walk stops above the public suffix (the Public Suffix List
+//!   of the `psl` crate): a feed's `co.uk` or `com` only ever matches exactly;
 //! - addresses: an exact map, then the longest-prefix-match tries of `prefix-trie` for
 //!   networks (one per family), which list every network containing the address;
 //! - a URL observable is also looked up by its host in the domain set.
@@ -620,7 +621,9 @@ impl IndicatorStore {
         index.find(&self.hasher, &self.stored, key)
     }
 
-    /// The domain itself, then each parent down to (not including) the top-level label.
+    /// The domain itself, then each parent down to its registrable domain: a parent
+    /// that is a public suffix (`co.uk`, `com`, `github.io`) is never probed, so a feed
+    /// listing one does not flag every name under it.
     fn for_each_domain(&self, name: &str, mut emit: impl FnMut(u32)) {
         let domains = &self.texts[0];
         if domains.is_empty() {
@@ -629,9 +632,13 @@ impl IndicatorStore {
         if let Some(head) = domains.find(&self.hasher, &self.stored, name) {
             emit(head);
         }
+        if !name.contains('.') {
+            return;
+        }
+        let suffix = public_suffix_len(name);
         let mut rest = name;
         while let Some((_, parent)) = rest.split_once('.') {
-            if !parent.contains('.') {
+            if parent.len() <= suffix {
                 break;
             }
             if let Some(head) = domains.find(&self.hasher, &self.stored, parent) {
@@ -664,6 +671,15 @@ impl IndicatorStore {
             }
         }
     }
+}
+
+/// The length of the public suffix a (normalised) domain name ends with, by the Public
+/// Suffix List compiled into the `psl` crate (ICANN and private sections; no network).
+/// A name under a top-level label the list does not know (`.example`, `.internal`) gets
+/// the list's default rule: its last label is the suffix.
+fn public_suffix_len(name: &str) -> usize {
+    let last_label = name.rsplit('.').next().map_or(0, str::len);
+    psl::suffix(name.as_bytes()).map_or(last_label, |suffix| suffix.as_bytes().len())
 }
 
 /// A key without the borrow of the record it was read from.
@@ -831,6 +847,44 @@ mod tests {
         assert_eq!(
             values(store.lookup_value(ObservableKind::Domain, "example")),
             vec!["example"]
+        );
+    }
+
+    #[test]
+    fn parent_domains_stop_at_the_public_suffix() {
+        let mut store = IndicatorStore::new();
+        for value in ["co.uk", "com", "github.io", "example.co.uk", "evil.example.co.uk"] {
+            store
+                .insert(indicator(ObservableKind::Domain, value, None))
+                .unwrap();
+        }
+        // `co.uk` and `com` are public suffixes: listed, they match only themselves.
+        assert!(store
+            .lookup_value(ObservableKind::Domain, "other.co.uk")
+            .is_empty());
+        assert!(store
+            .lookup_value(ObservableKind::Domain, "www.shop.com")
+            .is_empty());
+        assert_eq!(
+            values(store.lookup_value(ObservableKind::Domain, "co.uk")),
+            vec!["co.uk"]
+        );
+        // A private-section suffix (GitHub Pages) is a suffix too.
+        assert!(store
+            .lookup_value(ObservableKind::Domain, "someone.github.io")
+            .is_empty());
+        // The registrable domain and the names under it still match, nearest first, and
+        // a sibling under the same suffix does not.
+        assert_eq!(
+            values(store.lookup_value(ObservableKind::Domain, "a.evil.example.co.uk")),
+            vec!["evil.example.co.uk", "example.co.uk"]
+        );
+        assert!(store
+            .lookup_value(ObservableKind::Domain, "evil.other.co.uk")
+            .is_empty());
+        assert_eq!(
+            values(store.lookup_value(ObservableKind::Url, "https://cdn.example.co.uk/x")),
+            vec!["example.co.uk"]
         );
     }
 
