@@ -324,6 +324,40 @@ impl IndicatorStore {
                 .collect(),
             None => Vec::new(),
         };
+        let left_out = self.merge_masked(other, &allowed);
+        self.suppressed += left_out;
+    }
+
+    /// The store without the indicators `keep` refuses, given each indicator's own tags
+    /// and its context's (event or report) tags, and how many were left out. Reads the
+    /// compact records as they are, so filtering a large feed rebuilds no indicator.
+    pub fn retain_by_tags(
+        self,
+        mut keep: impl FnMut(&[String], &[String]) -> bool,
+    ) -> (IndicatorStore, u64) {
+        let mask: Vec<bool> = self
+            .stored
+            .iter()
+            .map(|record| {
+                let own = record.details.as_ref().map_or(&[][..], |d| &d.tags[..]);
+                keep(own, &self.contexts[record.context as usize].tags)
+            })
+            .collect();
+        if mask.iter().all(|kept| *kept) {
+            return (self, 0);
+        }
+        let mut kept = IndicatorStore {
+            allowlist: self.allowlist.clone(),
+            ..IndicatorStore::default()
+        };
+        let left_out = kept.merge_masked(self, &mask);
+        (kept, left_out)
+    }
+
+    /// Moves the records of `other` whose `allowed` entry is true (all when `allowed` is
+    /// empty) into this store; returns how many were left out.
+    fn merge_masked(&mut self, other: IndicatorStore, allowed: &[bool]) -> u64 {
+        let mut left_out = 0;
         self.stored.reserve(other.stored.len());
         let contexts: Vec<u32> = other
             .contexts
@@ -338,7 +372,7 @@ impl IndicatorStore {
         // Moved, not cloned: merging a large feed must not hold its values twice.
         for (i, mut record) in other.stored.into_iter().enumerate() {
             if !allowed.get(i).copied().unwrap_or(true) {
-                self.suppressed += 1;
+                left_out += 1;
                 continue;
             }
             if self.stored.len() >= END as usize {
@@ -357,6 +391,7 @@ impl IndicatorStore {
                 self.feeds.push(feed);
             }
         }
+        left_out
     }
 
     /// A copy of the indicators in a new store (with no allowlist: they passed it).
