@@ -109,7 +109,9 @@ pub enum FeedError {
     EmptyApiKey(PathBuf),
     #[error("{0} is not a text feed (binary content: NUL or control bytes, or not UTF-8)")]
     NotText(String),
-    #[error("{source_name}: none of its {entries} entries is an indicator (is it a {kind:?} feed?)")]
+    #[error(
+        "{source_name}: none of its {entries} entries is an indicator (is it a {kind:?} feed?)"
+    )]
     NoIndicators {
         source_name: String,
         entries: u64,
@@ -345,10 +347,7 @@ async fn read_source(
 /// read leniently otherwise (a Latin-1 comment costs one replaced character), but random
 /// bytes would be split into "tokens", none an indicator, and the feed would load empty
 /// without a word.
-fn text_content<'a>(
-    bytes: &'a [u8],
-    source: &str,
-) -> Result<std::borrow::Cow<'a, str>, FeedError> {
+fn text_content<'a>(bytes: &'a [u8], source: &str) -> Result<std::borrow::Cow<'a, str>, FeedError> {
     if bytes.contains(&0) {
         return Err(FeedError::NotText(source.to_owned()));
     }

@@ -296,7 +296,11 @@ pub fn guess(raw: &str) -> Option<Normalised> {
         // A URL without its scheme only when what precedes the path is a host a feed
         // would list (`evil.example/a`, `192.0.2.1:8080/x`): prose has `and/or`.
         let host = match host.rsplit_once(':') {
-            Some((name, port)) if !name.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) => name,
+            Some((name, port))
+                if !name.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) =>
+            {
+                name
+            }
             _ => host,
         };
         let host_kind = guess(host).map(|found| found.kind);
@@ -325,8 +329,16 @@ mod tests {
 
     #[test]
     fn a_path_makes_a_url_only_after_a_plausible_host() {
-        for url in ["evil.example/a", "192.0.2.1:8080/x", "hxxp://evil[.]example/a"] {
-            assert_eq!(guess(url).map(|g| g.kind), Some(ObservableKind::Url), "{url}");
+        for url in [
+            "evil.example/a",
+            "192.0.2.1:8080/x",
+            "hxxp://evil[.]example/a",
+        ] {
+            assert_eq!(
+                guess(url).map(|g| g.kind),
+                Some(ObservableKind::Url),
+                "{url}"
+            );
         }
         for prose in ["and/or", "TCP/IP", "1/2", "N/A"] {
             assert_eq!(guess(prose), None, "{prose}");

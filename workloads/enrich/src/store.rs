@@ -888,7 +888,13 @@ mod tests {
     #[test]
     fn parent_domains_stop_at_the_public_suffix() {
         let mut store = IndicatorStore::new();
-        for value in ["co.uk", "com", "github.io", "example.co.uk", "evil.example.co.uk"] {
+        for value in [
+            "co.uk",
+            "com",
+            "github.io",
+            "example.co.uk",
+            "evil.example.co.uk",
+        ] {
             store
                 .insert(indicator(ObservableKind::Domain, value, None))
                 .unwrap();

@@ -92,7 +92,10 @@ struct Client<'a> {
 impl Client<'_> {
     /// An objects page and its `X-TAXII-Date-Added-Last`.
     async fn page(&self, url: &str) -> Result<(Envelope, Option<String>), TaxiiError> {
-        let (bytes, headers) = self.http.get_with_headers(url, self.headers.clone()).await?;
+        let (bytes, headers) = self
+            .http
+            .get_with_headers(url, self.headers.clone())
+            .await?;
         let envelope = serde_json::from_slice(&bytes).map_err(|source| TaxiiError::Answer {
             url: url.to_owned(),
             what: "envelope",

@@ -75,7 +75,11 @@ mod tests {
     #[test]
     fn the_attribute_marking_wins_and_the_strictest_tag_counts() {
         let event_red = tags(&["tlp:red"]);
-        assert!(!above_ceiling(&tags(&["tlp:green"]), &event_red, Tlp::Amber));
+        assert!(!above_ceiling(
+            &tags(&["tlp:green"]),
+            &event_red,
+            Tlp::Amber
+        ));
         assert!(above_ceiling(&[], &event_red, Tlp::Amber));
         assert!(above_ceiling(
             &tags(&["TLP:GREEN", "tlp:amber+strict"]),

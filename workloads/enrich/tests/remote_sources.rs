@@ -775,7 +775,11 @@ async fn the_indicator_gauge_follows_every_refresh_and_keeps_the_last_good_count
     tokio::time::sleep(Duration::from_millis(20)).await;
     assert_eq!(refresher.refresh_due().await, 0);
     assert!(refresher.feeds()[0].status.last_error.is_some());
-    assert_eq!(metrics.indicators("list"), 4, "a failed refresh keeps the last good count");
+    assert_eq!(
+        metrics.indicators("list"),
+        4,
+        "a failed refresh keeps the last good count"
+    );
 }
 
 // ---- the API key from a mounted Secret ----
@@ -829,11 +833,7 @@ async fn a_missing_or_odd_api_key_is_a_clear_error() {
     let error_of = |key: Value| {
         let def = misp_api_def(&url, key, secrets.path());
         async move {
-            kastell_core::error_chain(
-                &kastell_enrich::feed::load(&def, &http())
-                    .await
-                    .unwrap_err(),
-            )
+            kastell_core::error_chain(&kastell_enrich::feed::load(&def, &http()).await.unwrap_err())
         }
     };
     let missing = error_of(json!({"apiKeySecret": {"name": "misp", "key": "authkey"}})).await;
@@ -853,7 +853,10 @@ async fn a_missing_or_odd_api_key_is_a_clear_error() {
         "feed type MispApi needs an API key: set spec.apiKeySecret or spec.apiKeyFile"
     );
     let escaping = error_of(json!({"apiKeySecret": {"name": "..", "key": "passwd"}})).await;
-    assert!(escaping.contains("is not a Secret name and key"), "{escaping}");
+    assert!(
+        escaping.contains("is not a Secret name and key"),
+        "{escaping}"
+    );
     std::fs::create_dir(secrets.path().join("blank")).unwrap();
     std::fs::write(secrets.path().join("blank/authkey"), "\n").unwrap();
     let empty = error_of(json!({"apiKeySecret": {"name": "blank", "key": "authkey"}})).await;
@@ -866,9 +869,12 @@ async fn a_missing_or_odd_api_key_is_a_clear_error() {
 
 // ---- sightings back to MISP ----
 
+/// The `Authorization` header and body of each request.
+type Recorded = Arc<Mutex<Vec<(Option<String>, Value)>>>;
+
 #[derive(Clone, Default)]
 struct SightingLog {
-    requests: Arc<Mutex<Vec<(Option<String>, Value)>>>,
+    requests: Recorded,
 }
 
 async fn sightings_add(
@@ -969,7 +975,9 @@ async fn offering_a_sighting_never_waits_for_misp() {
         json!({"apiKeyFile": "key", "sightings": {}}),
         secrets.path(),
     );
-    let target = kastell_enrich::feed::sighting_target(&def).unwrap().unwrap();
+    let target = kastell_enrich::feed::sighting_target(&def)
+        .unwrap()
+        .unwrap();
     assert_eq!(target.settings.batch_size, 500);
     let (sightings, task) = kastell_enrich::sightings::start(vec![target], http(), 4);
     let context = Arc::new(kastell_enrich::IndicatorContext {
@@ -978,7 +986,8 @@ async fn offering_a_sighting_never_waits_for_misp() {
     });
     for n in 0..100u8 {
         let value = format!("192.0.2.{n}");
-        let indicator = kastell_enrich::Indicator::new(ObservableKind::Ip, &value, Arc::clone(&context));
+        let indicator =
+            kastell_enrich::Indicator::new(ObservableKind::Ip, &value, Arc::clone(&context));
         sightings.offer(&kastell_enrich::Hit {
             observable: kastell_core::Observable {
                 kind: ObservableKind::Ip,

@@ -296,11 +296,7 @@ pub fn start_sightings(
         }
     }
     (!targets.is_empty()).then(|| {
-        kastell_enrich::sightings::start(
-            targets,
-            http.clone(),
-            kastell_enrich::sightings::CHANNEL,
-        )
+        kastell_enrich::sightings::start(targets, http.clone(), kastell_enrich::sightings::CHANNEL)
     })
 }
 
