@@ -218,7 +218,16 @@ async fn run(
         );
         SightingStats::add(&stats.dropped, left);
     }
-    stats.snapshot()
+    let report = stats.snapshot();
+    tracing::info!(
+        offered = report.offered,
+        sent = report.sent,
+        requests = report.requests,
+        failed_requests = report.failed_requests,
+        dropped = report.dropped,
+        "sightings sender stopped"
+    );
+    report
 }
 
 async fn sleep_until(due: Option<Instant>) {
