@@ -88,6 +88,8 @@ struct Stages {
     >,
     tally_task: JoinHandle<()>,
     counters: Counters,
+    /// The per-feed indicator gauges, set again by the refresher after each round.
+    intel_metrics: kastell_enrich::metrics::IntelMetrics,
 }
 
 /// The counters the stages keep as they go, read for the summary at any time.
@@ -245,7 +247,8 @@ pub async fn run_on(
                     bus: Arc::clone(&bus),
                     store: Arc::clone(&store),
                     metrics,
-                    refresher,
+                    refresher: refresher
+                        .map(|refresher| refresher.with_metrics(stages.intel_metrics.clone())),
                     ingest_stats: Arc::clone(&listened),
                 },
                 stop.clone(),
@@ -332,14 +335,36 @@ fn start_stages(
             Arc::clone(indicators),
             Arc::clone(&enrich_stats),
         );
+        // Sightings go back to MISP while serving; a replay (--once) sends none.
+        let sightings = if once {
+            None
+        } else {
+            crate::setup::feed_http(&setup.resources)
+                .ok()
+                .and_then(|http| {
+                    crate::setup::start_sightings(&crate::setup::feed_defs(&setup.resources), &http)
+                })
+        };
         tokio::spawn(async move {
-            kastell_enrich::run_enrich_live(bus.as_ref(), subs.enrich, indicators, &stats).await
+            let report = kastell_enrich::run_enrich_sighted(
+                bus.as_ref(),
+                subs.enrich,
+                indicators,
+                &stats,
+                sightings.as_ref().map(|(sightings, _)| sightings),
+            )
+            .await;
+            if let Some((sightings, sender)) = sightings {
+                drop(sightings);
+                let _ = sender.await;
+            }
+            report
         })
     };
     let cases_stats = metrics.stage().clone();
-    kastell_enrich::metrics::IntelMetrics::register_in(metrics.registry())
-        .context("registering the intel metrics")?
-        .set_from(&setup.indicators);
+    let intel_metrics = kastell_enrich::metrics::IntelMetrics::register_in(metrics.registry())
+        .context("registering the intel metrics")?;
+    intel_metrics.set_from(&setup.indicators);
     let cases = {
         let (bus, store, stats) = (Arc::clone(bus), Arc::clone(store), cases_stats.clone());
         let settings = CaseSettings {
@@ -416,6 +441,7 @@ fn start_stages(
             respond: respond_stats,
             tally,
         },
+        intel_metrics,
     })
 }
 

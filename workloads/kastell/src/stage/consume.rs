@@ -63,6 +63,9 @@ struct Shared {
     store: Option<Arc<dyn CaseStore>>,
     correlate: Arc<kastell_correlate::CorrelateStats>,
     enrich: Arc<kastell_enrich::EnrichStats>,
+    /// The enrich stage's per-feed indicator gauges, set by its refresher, and the
+    /// registry `/metrics` renders them from.
+    intel: Option<(kastell_enrich::metrics::IntelMetrics, prometheus::Registry)>,
     cases: kastell_cases::Metrics,
     /// Counters of the cases stage's response-outputs loop (on the cases metrics).
     outputs: kastell_cases::OutputStats,
@@ -90,12 +93,22 @@ pub async fn run(
     outputs
         .register(&registry)
         .context("registering the response-outputs metrics")?;
+    let intel = match stage {
+        Stage::Enrich => {
+            let registry = prometheus::Registry::new();
+            let metrics = kastell_enrich::metrics::IntelMetrics::register_in(&registry)
+                .context("registering the intel metrics")?;
+            Some((metrics, registry))
+        }
+        _ => None,
+    };
     let context = Arc::new(Shared {
         stage,
         bus: Arc::clone(&bus),
         store,
         correlate: Arc::default(),
         enrich: Arc::default(),
+        intel,
         cases: kastell_cases::Metrics::register_in(registry, kastell_cases::CasesStats::new())
             .context("registering the cases metrics")?,
         outputs,
@@ -308,8 +321,12 @@ async fn generation(
         }
         Stage::Enrich => {
             let http = crate::setup::feed_http(resources)?;
-            let mut refresher =
-                kastell_enrich::refresh::Refresher::new(crate::setup::feed_defs(resources), http);
+            let defs = crate::setup::feed_defs(resources);
+            let sightings = crate::setup::start_sightings(&defs, &http);
+            let mut refresher = kastell_enrich::refresh::Refresher::new(defs, http);
+            if let Some((metrics, _)) = &context.intel {
+                refresher = refresher.with_metrics(metrics.clone());
+            }
             refresher.refresh_due().await;
             for feed in refresher.feeds() {
                 if let Some(error) = &feed.status.last_error {
@@ -319,14 +336,24 @@ async fn generation(
             let current = refresher.current();
             let refreshing = refresher.run(pause.cancelled());
             let enriching = async {
-                let enriched =
-                    kastell_enrich::run_enrich_live(bus, subscription, current, &context.enrich)
-                        .await;
+                let enriched = kastell_enrich::run_enrich_sighted(
+                    bus,
+                    subscription,
+                    current,
+                    &context.enrich,
+                    sightings.as_ref().map(|(sightings, _)| sightings),
+                )
+                .await;
                 // A stage that stopped on an error stops its refresher too.
                 pause.cancel();
                 enriched
             };
             let ((), enriched) = tokio::join!(refreshing, enriching);
+            if let Some((sightings, sender)) = sightings {
+                // The sender stops when its last handle goes, after sending what waits.
+                drop(sightings);
+                let _ = sender.await;
+            }
             enriched?;
         }
         Stage::Cases => {
@@ -463,6 +490,10 @@ fn render_stage(context: &Shared) -> Result<String, prometheus::Error> {
         }
         Stage::Enrich => {
             let r = context.enrich.snapshot();
+            let gauges = match &context.intel {
+                Some((_, registry)) => endpoint::encode(registry)?,
+                None => String::new(),
+            };
             render_counters(&[
                 (
                     "kastell_enrich_detections_total",
@@ -490,6 +521,7 @@ fn render_stage(context: &Shared) -> Result<String, prometheus::Error> {
                     r.dead_letters,
                 ),
             ])
+            .map(|counters| counters + &gauges)
         }
         Stage::Respond | Stage::Cases | Stage::Ingest => {
             let r = context.respond.snapshot();
