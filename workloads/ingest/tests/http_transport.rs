@@ -371,3 +371,94 @@ async fn a_full_bus_is_answered_429_with_retry_after_and_nothing_is_lost() {
     pipeline.bus.close(Topic::Events).await;
     assert!(pipeline.events.next().await.is_none());
 }
+
+/// Asserts that a refusal has `status` and a JSON body with a reason, as every 4xx of
+/// this listener must.
+async fn assert_json_refusal(answer: reqwest::Response, status: u16) -> Value {
+    assert_eq!(answer.status(), status);
+    let content_type = answer.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        content_type.starts_with("application/json"),
+        "{content_type}"
+    );
+    let body: Value = answer.json().await.unwrap();
+    assert_eq!(body["status"], status);
+    assert!(body["error"]["type"].is_string(), "{body}");
+    assert!(
+        !body["error"]["reason"].as_str().unwrap().is_empty(),
+        "{body}"
+    );
+    body
+}
+
+#[tokio::test]
+async fn every_refusal_has_a_json_body_with_a_reason() {
+    let pipeline = Pipeline::new(16).await;
+    let inlet = pipeline.suricata_inlet(SENSOR, 64);
+    let server = Server::start(HttpIngest::new([inlet]).with_max_body_bytes(1024)).await;
+    let client = client();
+
+    let body = assert_json_refusal(
+        client.get(server.url("/nowhere")).send().await.unwrap(),
+        404,
+    )
+    .await;
+    assert!(body["error"]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("/nowhere"));
+
+    let answer = client
+        .get(server.url(&format!("/api/v1/ingest/{SENSOR}")))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        answer.headers().contains_key("allow"),
+        "405 keeps its Allow header"
+    );
+    assert_json_refusal(answer, 405).await;
+
+    // Over the body limit before any decoding: axum's own plain-text 413, rewritten.
+    let answer = client
+        .post(server.url(&format!("/api/v1/ingest/{SENSOR}")))
+        .body(vec![b'x'; 4096])
+        .send()
+        .await
+        .unwrap();
+    let body = assert_json_refusal(answer, 413).await;
+    assert!(
+        body["error"]["reason"].as_str().unwrap().contains("limit"),
+        "{body}"
+    );
+
+    let long = format!("/api/v1/ingest/{}", "a".repeat(http::MAX_URI_BYTES));
+    let body = assert_json_refusal(client.post(server.url(&long)).send().await.unwrap(), 414).await;
+    assert_eq!(body["error"]["type"], "uri_too_long");
+
+    // A path segment that is not UTF-8 fails axum's `Path` extractor with a 400.
+    let answer = client
+        .post(server.url("/api/v1/ingest/%FF"))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_json_refusal(answer, 400).await;
+
+    // The listener's own refusals stay as they were.
+    let answer = client
+        .post(server.url("/api/v1/ingest/nobody"))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    let body = assert_json_refusal(answer, 404).await;
+    assert_eq!(body["error"]["type"], "unknown_sensor");
+
+    server.stop().await;
+    let (events, letters) = pipeline.drain().await;
+    assert!(events.is_empty() && letters.is_empty());
+}

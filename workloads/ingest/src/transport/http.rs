@@ -39,6 +39,15 @@ pub const RETRY_AFTER_SECONDS: u64 = 1;
 /// Rejections listed in a `/api/v1/ingest` answer; later ones are only counted.
 const LISTED_REJECTIONS: usize = 100;
 
+/// The longest request target answered: nginx's default header buffer. Below hyper's own
+/// limit (64 KiB), which answers 414 with an empty body before any layer runs, so the
+/// lengths in between get a JSON reason.
+pub const MAX_URI_BYTES: usize = 8 * 1024;
+
+/// The most of a plain-text error body (an extractor's rejection) kept as the reason of
+/// its JSON replacement.
+const MAX_REASON_BYTES: usize = 1024;
+
 /// The sensors one HTTP listener serves, by name.
 #[derive(Clone)]
 pub struct HttpIngest {
@@ -100,9 +109,91 @@ pub fn router(ingest: HttpIngest) -> Router {
         .route("/_license", get(license))
         .route("/_xpack", get(xpack))
         .route("/_cluster/health", get(cluster_health))
+        .fallback(no_route)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::map_response(json_errors))
+        .layer(axum::middleware::from_fn(limit_uri))
         .layer(axum::middleware::map_response(elastic_product_header))
         .with_state(ingest)
+}
+
+/// The body every refusal of this listener carries, shaped as Elasticsearch writes its
+/// errors so shippers log the reason.
+fn error_response(status: StatusCode, kind: &str, reason: String) -> Response {
+    let body = json!({"error": {"type": kind, "reason": reason}, "status": status.as_u16()});
+    (status, Json(body)).into_response()
+}
+
+async fn no_route(method: axum::http::Method, uri: axum::http::Uri) -> Response {
+    error_response(
+        StatusCode::NOT_FOUND,
+        "no_route",
+        format!("no endpoint {method} {}", uri.path()),
+    )
+}
+
+async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> Response {
+    error_response(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("{} does not answer {method}", uri.path()),
+    )
+}
+
+/// Refuses an over-long request target before routing, with a JSON reason.
+async fn limit_uri(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let length = request
+        .uri()
+        .path_and_query()
+        .map_or(0, |target| target.as_str().len());
+    if length > MAX_URI_BYTES {
+        return error_response(
+            StatusCode::URI_TOO_LONG,
+            "uri_too_long",
+            format!("the request target is {length} bytes, over the {MAX_URI_BYTES}-byte limit"),
+        );
+    }
+    next.run(request).await
+}
+
+/// Rewrites the error responses axum's extractors answer with in plain text (a body over
+/// the limit, a path segment that is not UTF-8, …) into this listener's JSON errors,
+/// keeping their status, headers (`Allow`) and text as the reason.
+async fn json_errors(response: Response) -> Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, MAX_REASON_BYTES)
+        .await
+        .map(|bytes| String::from_utf8_lossy(&bytes).trim().to_owned())
+        .unwrap_or_default();
+    let reason = if text.is_empty() {
+        status.canonical_reason().unwrap_or("refused").to_owned()
+    } else {
+        text
+    };
+    let kind = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => "body_too_large",
+        StatusCode::BAD_REQUEST => "bad_request",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        _ => "refused",
+    };
+    let fresh = error_response(status, kind, reason);
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    let (_, body) = fresh.into_parts();
+    Response::from_parts(parts, body)
 }
 
 /// Serves the router on `listener` until `shutdown` resolves, with each request's peer
@@ -165,8 +256,7 @@ impl IntoResponse for Refusal {
                 )
             }
         };
-        let body = json!({"error": {"type": kind, "reason": reason}, "status": status.as_u16()});
-        (status, Json(body)).into_response()
+        error_response(status, kind, reason)
     }
 }
 
