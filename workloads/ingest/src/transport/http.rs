@@ -215,6 +215,120 @@ pub async fn serve(
     .await
 }
 
+/// Handshakes in progress at once on an HTTPS listener; further connections wait in
+/// the kernel's backlog.
+const MAX_PENDING_HANDSHAKES: usize = 256;
+
+/// Serves the router over HTTPS (TLS 1.3 only, see
+/// [`crate::transport::syslog_tls::tls_acceptor`]) on `listener` until `shutdown`
+/// resolves, with each request's peer address known to the handlers as in [`serve`].
+///
+/// # Errors
+///
+/// When accepting connections fails.
+pub async fn serve_tls(
+    listener: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    router: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let listener = TlsListener::new(listener, acceptor)?;
+    // NB: axum gives the peer address to `ConnectInfo<SocketAddr>` only for its own
+    // listeners and for `tap_io` over any listener whose address is a `SocketAddr`; the
+    // empty tap is that bridge.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |_| {});
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+}
+
+/// A listener that hands axum connections whose TLS handshake is done. Handshakes run in
+/// their own tasks, bounded in number and time, so a client that stalls in its handshake
+/// holds up no one else.
+struct TlsListener {
+    ready: tokio::sync::mpsc::Receiver<(TlsStream, SocketAddr)>,
+    local: SocketAddr,
+    accepting: tokio::task::JoinHandle<()>,
+}
+
+type TlsStream = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+
+impl TlsListener {
+    fn new(
+        listener: tokio::net::TcpListener,
+        acceptor: tokio_rustls::TlsAcceptor,
+    ) -> std::io::Result<Self> {
+        let local = listener.local_addr()?;
+        let (done, ready) = tokio::sync::mpsc::channel(MAX_PENDING_HANDSHAKES);
+        let pending = Arc::new(tokio::sync::Semaphore::new(MAX_PENDING_HANDSHAKES));
+        let accepting = tokio::spawn(async move {
+            loop {
+                let Ok(permit) = Arc::clone(&pending).acquire_owned().await else {
+                    return;
+                };
+                let (tcp, peer) = match listener.accept().await {
+                    Ok(accepted) => accepted,
+                    Err(e) => {
+                        tracing::warn!(reason = %e, "https accept failed");
+                        // Out of file descriptors and the like: give the system a moment.
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                        continue;
+                    }
+                };
+                let acceptor = acceptor.clone();
+                let done = done.clone();
+                tokio::spawn(async move {
+                    let handshake = tokio::time::timeout(
+                        crate::transport::syslog_tls::HANDSHAKE_TIMEOUT,
+                        acceptor.accept(tcp),
+                    );
+                    match handshake.await {
+                        Ok(Ok(stream)) => {
+                            let _ = done.send((stream, peer)).await;
+                        }
+                        Ok(Err(e)) => {
+                            tracing::info!(peer = %peer, reason = %e, "https handshake failed");
+                        }
+                        Err(_) => tracing::info!(peer = %peer, "https handshake timed out"),
+                    }
+                    drop(permit);
+                });
+            }
+        });
+        Ok(TlsListener {
+            ready,
+            local,
+            accepting,
+        })
+    }
+}
+
+impl Drop for TlsListener {
+    fn drop(&mut self) {
+        self.accepting.abort();
+    }
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = TlsStream;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.ready.recv().await {
+            Some(ready) => ready,
+            // The accepting task only ends when the listener is dropped.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        Ok(self.local)
+    }
+}
+
 /// Elasticsearch clients since 7.14 check this header before they trust an answer.
 async fn elastic_product_header(mut response: Response) -> Response {
     response.headers_mut().insert(
