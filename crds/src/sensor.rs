@@ -120,7 +120,8 @@ pub struct Transport {
     /// (RFC 6587). Default `auto`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub framing: Option<SyslogFraming>,
-    /// For `syslog-tls`: the server's certificate and key.
+    /// For `syslog-tls`, and for `http` to serve HTTPS: the server's certificate and key
+    /// (TLS 1.3 only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TransportTls>,
     /// For `file`: follow the file as it grows, across rotation, with a checkpoint,
