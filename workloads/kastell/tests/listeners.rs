@@ -193,7 +193,7 @@ async fn an_http_sensor_with_tls_serves_https() {
 
     // Two Sensors on one address must agree on TLS.
     let refused = start(&plans, shared.clone(), &metrics, CancellationToken::new()).await;
-    let error = format!("{:#}", refused.err().expect("a tls mismatch is refused"));
+    let error = format!("{:#}", refused.expect_err("a tls mismatch is refused"));
     assert!(error.contains("tls"), "{error}");
 
     let mut events = bus.subscribe(Topic::Events, "test").await.unwrap();
