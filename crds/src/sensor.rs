@@ -35,8 +35,9 @@ pub struct SensorSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timestamp_field: Option<String>,
     /// The zone of times the sensor writes without one (RFC 3164 syslog, OSSEC
-    /// alerts.log, JSON-lines times without an offset): `UTC` or a fixed offset such as
-    /// `+01:00`. UTC when unset.
+    /// alerts.log, JSON-lines times without an offset): `UTC`, a fixed offset such as
+    /// `+01:00`, or an IANA zone such as `Europe/Berlin`, whose daylight-saving changes
+    /// are followed. UTC when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timezone: Option<String>,
     /// Extra field renames applied after normalisation: source path to ECS path.
@@ -119,7 +120,8 @@ pub struct Transport {
     /// (RFC 6587). Default `auto`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub framing: Option<SyslogFraming>,
-    /// For `syslog-tls`: the server's certificate and key.
+    /// For `syslog-tls`, and for `http` to serve HTTPS: the server's certificate and key
+    /// (TLS 1.3 only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TransportTls>,
     /// For `file`: follow the file as it grows, across rotation, with a checkpoint,

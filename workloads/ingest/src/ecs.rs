@@ -393,7 +393,7 @@ pub(crate) fn utc_timestamp(field: &str, raw: &str) -> Result<String, ParseError
 pub(crate) fn zoned_timestamp(
     field: &str,
     raw: &str,
-    zone: chrono::FixedOffset,
+    zone: crate::zone::LocalZone,
 ) -> Result<String, ParseError> {
     let mut bytes = raw.as_bytes().to_vec();
     if bytes.get(10) == Some(&b' ') {
@@ -404,7 +404,7 @@ pub(crate) fn zoned_timestamp(
     }
     match parse_local(&bytes) {
         Some((local, end)) if end == bytes.len() => {
-            let utc = local.checked_sub_offset(zone).map(|t| t.and_utc());
+            let utc = zone.to_utc(local);
             utc.map(|t| t.to_rfc3339_opts(SecondsFormat::AutoSi, true))
                 .ok_or_else(|| ParseError::invalid_timestamp(field, raw))
         }

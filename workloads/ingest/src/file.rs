@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use kastell_core::Bus;
 use tracing::Instrument;
 
-use crate::format::{detect_format, Format};
+use crate::format::{detect_stream_format, Format};
 use crate::ingestor::{IngestError, Ingestor};
 use crate::source::{ingest_lines, IngestReport, LineReader, Source};
 use crate::stats::IngestStats;
@@ -83,7 +83,7 @@ pub async fn ingest_file(
 pub const DETECT_RECORDS: usize = 100;
 
 /// Guesses a file's format from the first of its leading [`DETECT_RECORDS`] records that
-/// [`detect_format`] recognises, for `kastell run --replay FILE` without a format.
+/// [`detect_stream_format`] recognises, for `kastell run --replay FILE` without a format.
 /// `Ok(None)` when the file holds no record or none of them is recognised.
 ///
 /// # Errors
@@ -113,13 +113,15 @@ pub async fn detect_file_format(
             return Ok(None);
         };
         seen = line.number;
-        // A bad first record (truncated, over-long, a BOM) must not make the whole file
-        // unreadable: the first recognisable one of the leading records decides.
-        if line.is_blank() || line.len > line.bytes.len() {
+        // A bad first record (truncated, a BOM) must not make the whole file unreadable:
+        // the first recognisable one of the leading records decides. An over-long line
+        // is looked at by its start, which is enough for a header or a root element (a
+        // Greenbone report is often one long line) and never parses as a JSON record.
+        if line.is_blank() {
             continue;
         }
         records += 1;
-        if let Some(format) = detect_format(line.bytes) {
+        if let Some(format) = detect_stream_format(line.bytes) {
             return Ok(Some(format));
         }
         if records >= DETECT_RECORDS {

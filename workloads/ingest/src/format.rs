@@ -4,12 +4,12 @@
 use std::fmt;
 use std::str::FromStr;
 
-use chrono::{FixedOffset, Offset, Utc};
 use kastell_core::Event;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 
 use crate::error::{json_type_name, ParseError};
+use crate::zone::LocalZone;
 use crate::{greenbone, json_lines, ossec, suricata, syslog, wazuh, zeek};
 
 /// The default for [`ParseOptions::max_line_bytes`]: 1 MiB.
@@ -141,7 +141,7 @@ pub struct ParseOptions {
     pub timestamp_field: Option<String>,
     /// The zone of timestamps written without one (RFC 3164 syslog, OSSEC's alerts.log,
     /// naive JSON times): UTC unless the Sensor sets `timezone`.
-    pub timezone: FixedOffset,
+    pub timezone: LocalZone,
     /// A whole-document format (Greenbone XML) larger than this is rejected unread.
     pub max_document_bytes: usize,
 }
@@ -156,34 +156,10 @@ impl Default for ParseOptions {
             max_line_bytes: DEFAULT_MAX_LINE_BYTES,
             keep_original: false,
             timestamp_field: None,
-            timezone: Utc.fix(),
+            timezone: LocalZone::default(),
             max_document_bytes: DEFAULT_MAX_DOCUMENT_BYTES,
         }
     }
-}
-
-/// Reads a Sensor's `timezone`: `UTC`, `Z`, or a fixed offset `+01:00` / `-0530`.
-/// Named zones (`Europe/Paris`) are not read: their offset changes with daylight
-/// saving, which a fixed offset cannot follow.
-pub fn parse_timezone(text: &str) -> Option<FixedOffset> {
-    if matches!(text, "UTC" | "utc" | "Z" | "z") {
-        return Some(Utc.fix());
-    }
-    let (sign, rest) = match text.as_bytes().first()? {
-        b'+' => (1, &text[1..]),
-        b'-' => (-1, &text[1..]),
-        _ => return None,
-    };
-    let digits: String = rest.chars().filter(|c| *c != ':').collect();
-    if digits.len() != 4 || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let hours: i32 = digits[..2].parse().ok()?;
-    let minutes: i32 = digits[2..].parse().ok()?;
-    if hours > 23 || minutes > 59 {
-        return None;
-    }
-    FixedOffset::east_opt(sign * (hours * 3600 + minutes * 60))
 }
 
 /// What a parser needs beyond the line: the Sensor it came through and the options.
@@ -302,6 +278,70 @@ pub fn detect_format(line: &[u8]) -> Option<Format> {
     None
 }
 
+/// Guesses the format of a file or stream from one of its leading lines, as
+/// `kastell run --replay` needs it: what [`detect_format`] knows, plus the formats whose
+/// first lines say what they are. `None` for a line that tells nothing (an XML
+/// declaration, a comment) or matches no format, so the caller may look at the next one.
+///
+/// | line | format |
+/// | --- | --- |
+/// | JSON with a string `event_type` | Suricata EVE |
+/// | JSON with `rule` and `agent` objects | Wazuh alerts |
+/// | JSON with a string `_path`, or with `ts` and one of `uid`, `fuid`, `note` | Zeek (JSON) |
+/// | `#separator ` (Zeek's first header line) | Zeek (TSV) |
+/// | `** Alert ` | OSSEC alerts.log |
+/// | `<report` or `<get_reports_response` as the first element | Greenbone |
+/// | a line the syslog parser reads (RFC 5424, or RFC 3164 with or without `<PRI>`) | syslog |
+pub fn detect_stream_format(line: &[u8]) -> Option<Format> {
+    let line = line.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(line);
+    let trimmed = line.trim_ascii();
+    if trimmed.first() == Some(&b'{') {
+        return detect_format(trimmed).or_else(|| detect_zeek_json(trimmed));
+    }
+    if line.starts_with(b"#separator ") {
+        return Some(Format::Zeek);
+    }
+    if line.starts_with(b"** Alert ") {
+        return Some(Format::Ossec);
+    }
+    if let Some(element) = trimmed.strip_prefix(b"<") {
+        let name_end = element
+            .iter()
+            .position(|b| b.is_ascii_whitespace() || matches!(b, b'>' | b'/'))
+            .unwrap_or(element.len());
+        match &element[..name_end] {
+            b"report" | b"get_reports_response" => return Some(Format::Greenbone),
+            // An XML declaration or comment says nothing yet; `<34>` is a syslog priority.
+            name if name.first().is_some_and(|b| matches!(b, b'?' | b'!')) => return None,
+            _ => {}
+        }
+    }
+    let text = std::str::from_utf8(line)
+        .ok()?
+        .trim_end_matches(['\r', '\n']);
+    if text.is_empty() {
+        return None;
+    }
+    syslog::parse(text, &ParseContext::new("detect"))
+        .ok()
+        .map(|_| Format::Syslog)
+}
+
+/// Zeek's JSON writer names the log in `_path` when several share a stream; a log file
+/// of its own has `ts` and what ties its records to a connection, a file or a notice
+/// (`uid` in conn, dns, http, ssl…; `fuid` in files; `note` in notice).
+fn detect_zeek_json(line: &[u8]) -> Option<Format> {
+    let text = std::str::from_utf8(line).ok()?;
+    let Ok(Value::Object(record)) = serde_json::from_str::<Value>(text) else {
+        return None;
+    };
+    let named = record.get("_path").is_some_and(Value::is_string);
+    let keyed = ["uid", "fuid", "note"]
+        .iter()
+        .any(|key| record.get(*key).is_some_and(Value::is_string));
+    (named || (record.contains_key("ts") && keyed)).then_some(Format::Zeek)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -316,15 +356,42 @@ mod tests {
     }
 
     #[test]
-    fn timezones_are_utc_or_fixed_offsets() {
-        assert_eq!(parse_timezone("UTC"), Some(Utc.fix()));
-        assert_eq!(parse_timezone("+01:00"), FixedOffset::east_opt(3600));
-        assert_eq!(
-            parse_timezone("-0530"),
-            FixedOffset::west_opt(5 * 3600 + 1800)
-        );
-        for bad in ["Europe/Paris", "+24:00", "+1", "", "+01:60"] {
-            assert_eq!(parse_timezone(bad), None, "{bad}");
+    fn stream_detection_reads_headers_and_first_elements() {
+        let cases: [(&[u8], Option<Format>); 11] = [
+            (b"#separator \\x09", Some(Format::Zeek)),
+            (br#"{"_path":"conn","ts":1.5}"#, Some(Format::Zeek)),
+            (
+                br#"{"ts":"2020-01-01T00:00:00Z","uid":"C1"}"#,
+                Some(Format::Zeek),
+            ),
+            (
+                br#"{"event_type":"flow","ts":1,"uid":"C1"}"#,
+                Some(Format::SuricataEve),
+            ),
+            (
+                b"** Alert 1565277360.1234: mail  - syslog,",
+                Some(Format::Ossec),
+            ),
+            (
+                b"<get_reports_response status=\"200\">",
+                Some(Format::Greenbone),
+            ),
+            (b"  <report id=\"x\">", Some(Format::Greenbone)),
+            (b"<?xml version=\"1.0\"?>", None),
+            (
+                b"<34>Oct 11 22:14:15 mymachine su: 'su root' failed",
+                Some(Format::Syslog),
+            ),
+            (b"{\"message\":\"plain json\"}", None),
+            (b"just some words", None),
+        ];
+        for (line, expected) in cases {
+            assert_eq!(
+                detect_stream_format(line),
+                expected,
+                "{}",
+                String::from_utf8_lossy(line)
+            );
         }
     }
 

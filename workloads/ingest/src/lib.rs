@@ -36,13 +36,14 @@ mod syslog;
 pub mod transport;
 mod wazuh;
 mod zeek;
+mod zone;
 
 pub use decoder::{decode_reader, Decoded, Decoder};
 pub use error::{ParseError, RejectReason};
 pub use file::{detect_file_format, ingest_file, FileSource};
 pub use format::{
-    detect_format, parse_line, parse_timezone, Format, FormatError, ParseContext, ParseOptions,
-    DEFAULT_MAX_DOCUMENT_BYTES, DEFAULT_MAX_LINE_BYTES,
+    detect_format, detect_stream_format, parse_line, Format, FormatError, ParseContext,
+    ParseOptions, DEFAULT_MAX_DOCUMENT_BYTES, DEFAULT_MAX_LINE_BYTES,
 };
 pub use ingestor::{
     DeadLetter, IngestError, Ingestor, Outcome, RecordRef, Rejection, DEAD_LETTER_RAW_BYTES,
@@ -50,3 +51,4 @@ pub use ingestor::{
 };
 pub use source::{ingest_lines, IngestReport, Source};
 pub use stats::{IngestStats, StatsSnapshot};
+pub use zone::{parse_timezone, LocalZone};

@@ -4,7 +4,7 @@
 //! JSON output would have written for it, so one mapping serves both, and the record is
 //! kept under `ossec`.
 
-use chrono::{NaiveDateTime, TimeZone};
+use chrono::NaiveDateTime;
 use serde_json::{Map, Value};
 
 use kastell_core::Event;
@@ -171,13 +171,11 @@ fn read_origin(
     let zoned = ctx
         .options
         .timezone
-        .from_local_datetime(&local)
-        .single()
+        .to_utc(local)
         .ok_or_else(|| ParseError::invalid_timestamp("alerts.log date", date))?;
     record.insert(
         "timestamp".to_owned(),
         zoned
-            .to_utc()
             .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
             .into(),
     );

@@ -72,6 +72,15 @@ fn map_record(eve: Fields<'_>, ctx: &ParseContext, out: &mut EcsBuilder) -> Resu
     if let Some(krb5) = eve.object("krb5", "krb5")? {
         map_krb5(krb5, out)?;
     }
+    if let Some(ssh) = eve.object("ssh", "ssh")? {
+        map_ssh(ssh, out)?;
+    }
+    if let Some(smtp) = eve.object("smtp", "smtp")? {
+        map_smtp(smtp, out)?;
+    }
+    if let Some(email) = eve.object("email", "email")? {
+        map_email(email, out)?;
+    }
     Ok(())
 }
 
@@ -96,6 +105,8 @@ fn classify(
             &["protocol", "info"],
         ),
         "drop" => ("event", &["network"], &["denied"]),
+        // An SMTP transaction is one message handed over: ECS's email category.
+        "smtp" => ("event", &["network", "email"], &["protocol", "info"]),
         // Engine counters describe the sensor, not the network: no category applies.
         "stats" => ("metric", &[], &[]),
         _ => ("event", &["network"], &["protocol"]),
@@ -510,6 +521,95 @@ fn map_krb5(krb5: Fields<'_>, out: &mut EcsBuilder) -> Result<(), ParseError> {
     Ok(())
 }
 
+/// ECS has no SSH fields; what it can hold is the HASSH fingerprints, hashes an analyst
+/// pivots on like JA3. Versions and software banners stay under `suricata.eve.ssh`.
+fn map_ssh(ssh: Fields<'_>, out: &mut EcsBuilder) -> Result<(), ParseError> {
+    let sides = [
+        ("client", "ssh.client", "ssh.client.hassh"),
+        ("server", "ssh.server", "ssh.server.hassh"),
+    ];
+    for (side, path, hassh_path) in sides {
+        let Some(end) = ssh.object(side, path)? else {
+            continue;
+        };
+        if let Some(hassh) = end.object("hassh", hassh_path)? {
+            if let Some(hash) = hassh.text("hash")? {
+                out.related_hash(hash);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The SMTP envelope: the HELO name is what the client calls itself, the envelope
+/// addresses are where the message really goes (headers can say anything).
+fn map_smtp(smtp: Fields<'_>, out: &mut EcsBuilder) -> Result<(), ParseError> {
+    if let Some(helo) = smtp.text("helo")? {
+        out.related_host(helo);
+        out.put_str_if_absent("source.domain", helo);
+    }
+    if let Some(from) = smtp.str("mail_from")?.and_then(mail_address) {
+        out.put_str("email.from.address", from);
+    }
+    let to: Vec<&str> = smtp
+        .strings("rcpt_to")?
+        .into_iter()
+        .filter_map(mail_address)
+        .collect();
+    if !to.is_empty() {
+        out.put_strings("email.to.address", &to);
+    }
+    Ok(())
+}
+
+/// The message headers Suricata's email logger adds to SMTP records. The envelope, when
+/// present, wins for the addresses.
+fn map_email(email: Fields<'_>, out: &mut EcsBuilder) -> Result<(), ParseError> {
+    if let Some(from) = email.str("from")?.and_then(mail_address) {
+        out.put_str_if_absent("email.from.address", from);
+    }
+    for (key, path) in [("to", "email.to.address"), ("cc", "email.cc.address")] {
+        let addresses: Vec<&str> = email
+            .strings(key)?
+            .into_iter()
+            .filter_map(mail_address)
+            .collect();
+        if !addresses.is_empty() && out.get(path).is_none() {
+            out.put_strings(path, &addresses);
+        }
+    }
+    if let Some(subject) = email.str("subject")? {
+        out.put_str("email.subject", subject);
+    }
+    if let Some(id) = email.text("message_id")? {
+        out.put_str("email.message_id", id);
+    }
+    if let Some(mailer) = email.text("x_mailer")? {
+        out.put_str("email.x_mailer", mailer);
+    }
+    let attachments: Vec<Value> = email
+        .strings("attachment")?
+        .into_iter()
+        .map(|name| serde_json::json!({ "file": { "name": name } }))
+        .collect();
+    if !attachments.is_empty() {
+        out.put("email.attachments", Value::Array(attachments));
+    }
+    Ok(())
+}
+
+/// The address of a mailbox as SMTP and mail headers write it: `<a@b>`,
+/// `"Name" <a@b>` or a bare `a@b`. The null sender `<>` of bounces is no address.
+fn mail_address(raw: &str) -> Option<&str> {
+    let raw = raw.trim();
+    let address = match (raw.rfind('<'), raw.rfind('>')) {
+        (Some(open), Some(close)) if open < close => &raw[open + 1..close],
+        _ => raw,
+    };
+    let address = address.trim();
+    (!address.is_empty()).then_some(address)
+}
+
 /// Suricata writes "<empty>" where a Kerberos message has no client name or realm.
 fn named(value: Option<&str>) -> Option<&str> {
     value.filter(|v| *v != "<empty>" && !v.is_empty())
@@ -525,6 +625,18 @@ mod tests {
         assert_eq!(path_and_query("/a/b?x=1&y=2"), ("/a/b", Some("x=1&y=2")));
         assert_eq!(path_and_query("http://h.example/p?q#f"), ("/p", Some("q")));
         assert_eq!(path_and_query("http://h.example"), ("", None));
+    }
+
+    #[test]
+    fn mail_addresses_in_envelope_and_header_forms() {
+        assert_eq!(mail_address("<a@example.org>"), Some("a@example.org"));
+        assert_eq!(
+            mail_address("\"Ann B\" <ann@example.org>"),
+            Some("ann@example.org")
+        );
+        assert_eq!(mail_address(" bare@example.org "), Some("bare@example.org"));
+        assert_eq!(mail_address("<>"), None);
+        assert_eq!(mail_address(""), None);
     }
 
     #[test]

@@ -10,7 +10,7 @@
 //! one RFC each with chrono-tz and a clock built in; both formats share one priority and
 //! header reader here and need only a few dozen lines each.
 
-use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, NaiveTime, TimeZone, Utc};
+use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, Utc};
 use serde_json::{Map, Value};
 
 use kastell_core::Event;
@@ -316,16 +316,12 @@ fn bsd_time(stamp: &str, ctx: &ParseContext, now: DateTime<Utc>) -> Option<Strin
     }
     let time = NaiveTime::parse_from_str(stamp.get(7..15)?, "%H:%M:%S").ok()?;
     let zone = ctx.options.timezone;
-    let this_year = now.with_timezone(&zone).year();
+    let this_year = zone.year_at(now);
     // The year before, this one and the next; the nearest to now wins.
     let candidates = [this_year - 1, this_year, this_year + 1]
         .into_iter()
         .filter_map(|year| NaiveDate::from_ymd_opt(year, month, day))
-        .filter_map(|date| {
-            zone.from_local_datetime(&NaiveDateTime::new(date, time))
-                .single()
-        })
-        .map(|t| t.to_utc());
+        .filter_map(|date| zone.to_utc(NaiveDateTime::new(date, time)));
     let best = candidates.min_by_key(|t| (*t - now).num_seconds().abs())?;
     Some(best.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
 }

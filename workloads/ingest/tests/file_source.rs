@@ -397,3 +397,112 @@ async fn a_source_can_be_used_as_a_trait_object() {
         assert_eq!(report.published, 1);
     }
 }
+
+/// Every file of the corpora whose format its first lines tell is detected as that
+/// format, as `kastell run --replay` detects it.
+#[tokio::test]
+async fn replay_detection_tells_every_corpus_format() {
+    let corpora = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/corpora");
+    if !corpora.is_dir() {
+        println!("SKIPPED: {} is absent", corpora.display());
+        return;
+    }
+    let max = DEFAULT_MAX_LINE_BYTES;
+    let mut expected: Vec<(std::path::PathBuf, Format)> = Vec::new();
+    let files_in = |dir: &str| -> Vec<std::path::PathBuf> {
+        let mut files: Vec<_> = std::fs::read_dir(corpora.join(dir))
+            .unwrap()
+            .map(|entry| entry.unwrap().path())
+            .filter(|p| {
+                p.extension()
+                    .is_some_and(|e| e == "log" || e == "json" || e == "jsonl")
+            })
+            .collect();
+        files.sort();
+        files
+    };
+    for dir in ["zeek/tsv/cchostak", "zeek/tsv/zeek-btest"] {
+        for path in files_in(dir) {
+            // Some btest baselines are Zeek's JSON writer with `XXXXXXXXXX` for times:
+            // not JSON, so nothing tells their format.
+            if std::fs::read_to_string(&path)
+                .unwrap()
+                .contains("#separator ")
+            {
+                expected.push((path, Format::Zeek));
+            }
+        }
+    }
+    for path in files_in("zeek/json/simir") {
+        expected.push((path, Format::Zeek));
+    }
+    for dir in [
+        "suricata/tr0llope",
+        "suricata/xhpx",
+        "suricata/suricata-verify",
+    ] {
+        for path in files_in(dir) {
+            expected.push((path, Format::SuricataEve));
+        }
+    }
+    for name in [
+        "misp-integration-alerts.jsonl",
+        "wazuh-qa-integratord-samples.jsonl",
+    ] {
+        expected.push((corpora.join("wazuh/alerts").join(name), Format::WazuhAlerts));
+    }
+    expected.push((fixture("greenbone/gmp-report.xml"), Format::Greenbone));
+    assert!(expected.len() > 20, "{expected:?}");
+    for (path, format) in &expected {
+        assert_eq!(
+            detect_file_format(path, max).await.unwrap(),
+            Some(*format),
+            "{}",
+            path.display()
+        );
+    }
+
+    // Syslog: the real sshd lines of Wazuh's ruleset tests, as a relay writes them (no
+    // `<PRI>`), one file of them.
+    let ini = std::fs::read_to_string(corpora.join("wazuh/ruleset-tests/sshd.ini")).unwrap();
+    let lines: Vec<Vec<u8>> = ini
+        .lines()
+        .filter_map(|line| {
+            line.split_once(" pass = ")
+                .map(|(_, log)| log.as_bytes().to_vec())
+        })
+        .filter(|log| log.len() > 16 && log[3] == b' ')
+        .collect();
+    assert!(!lines.is_empty());
+    let syslog = temp_file(&lines);
+    assert_eq!(
+        detect_file_format(syslog.path(), max).await.unwrap(),
+        Some(Format::Syslog)
+    );
+
+    // A Greenbone report written on one line longer than the line limit is still told
+    // by its root element.
+    let report = std::fs::read_to_string(fixture("greenbone/gmp-report.xml")).unwrap();
+    let one_line = report.replace('\n', " ");
+    let file = temp_file(&[one_line.into_bytes()]);
+    assert_eq!(
+        detect_file_format(file.path(), 256).await.unwrap(),
+        Some(Format::Greenbone)
+    );
+}
+
+#[tokio::test]
+async fn replay_detection_tells_an_ossec_alerts_log() {
+    // The opener of the alerts.log blocks in the `formats` tests (the corpora hold no
+    // real alerts.log).
+    let file = temp_file(&[
+        b"** Alert 1565277360.1234: mail  - syslog,sshd,authentication_failed,".to_vec(),
+        b"2019 Aug 08 15:16:00 (web-01) 10.0.0.5->/var/log/secure".to_vec(),
+    ]);
+    assert_eq!(
+        detect_file_format(file.path(), DEFAULT_MAX_LINE_BYTES)
+            .await
+            .unwrap(),
+        Some(Format::Ossec)
+    );
+}

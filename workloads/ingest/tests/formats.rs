@@ -739,6 +739,54 @@ fn a_timestamp_without_a_timezone_is_utc_unless_the_sensor_sets_one() {
     assert_eq!(s(&e, "@timestamp"), "2024-05-01T15:00:00.500Z");
 }
 
+#[test]
+fn a_named_sensor_zone_follows_daylight_saving() {
+    let berlin = || {
+        ctx().with_options(ParseOptions {
+            timezone: parse_timezone("Europe/Berlin").unwrap(),
+            ..ParseOptions::default()
+        })
+    };
+    let json_time = |raw: &str| {
+        let line = format!(r#"{{"timestamp":"{raw}"}}"#);
+        let e = parse_line(Format::JsonLines, line.as_bytes(), &berlin()).unwrap();
+        s(&e, "@timestamp").to_owned()
+    };
+    // Winter (CET, +01:00) and summer (CEST, +02:00).
+    assert_eq!(json_time("2024-01-15 12:00:00"), "2024-01-15T11:00:00Z");
+    assert_eq!(
+        json_time("2024-05-01 10:00:00.5"),
+        "2024-05-01T08:00:00.500Z"
+    );
+    // 31 March 2024 skipped 02:00-03:00: a time in the gap is read with the winter offset.
+    assert_eq!(json_time("2024-03-31T02:30:00"), "2024-03-31T01:30:00Z");
+    assert_eq!(json_time("2024-03-31T03:00:00"), "2024-03-31T01:00:00Z");
+    // 27 October 2024 repeated 02:00-03:00: the first (summer) 02:30 is taken.
+    assert_eq!(json_time("2024-10-27T02:30:00"), "2024-10-27T00:30:00Z");
+    assert_eq!(json_time("2024-10-27T03:30:00"), "2024-10-27T02:30:00Z");
+    // A time with its own offset keeps it, whatever the Sensor says.
+    assert_eq!(
+        json_time("2024-10-27T02:30:00+01:00"),
+        "2024-10-27T01:30:00Z"
+    );
+
+    // RFC 3164 has no year: 11 October is summer time in Berlin in every year.
+    let line = "<34>Oct 11 22:14:15 mymachine su[230]: 'su root' failed for lonvick on /dev/pts/8";
+    let e = parse_line(Format::Syslog, line.as_bytes(), &berlin()).unwrap();
+    assert!(
+        s(&e, "@timestamp").ends_with("-10-11T20:14:15Z"),
+        "{}",
+        pretty(&e)
+    );
+    let line = "<34>Jan 11 22:14:15 mymachine su[230]: 'su root' failed for lonvick on /dev/pts/8";
+    let e = parse_line(Format::Syslog, line.as_bytes(), &berlin()).unwrap();
+    assert!(
+        s(&e, "@timestamp").ends_with("-01-11T21:14:15Z"),
+        "{}",
+        pretty(&e)
+    );
+}
+
 // ---- Greenbone --------------------------------------------------------------------
 
 #[test]

@@ -371,3 +371,198 @@ async fn a_full_bus_is_answered_429_with_retry_after_and_nothing_is_lost() {
     pipeline.bus.close(Topic::Events).await;
     assert!(pipeline.events.next().await.is_none());
 }
+
+/// Asserts that a refusal has `status` and a JSON body with a reason, as every 4xx of
+/// this listener must.
+async fn assert_json_refusal(answer: reqwest::Response, status: u16) -> Value {
+    assert_eq!(answer.status(), status);
+    let content_type = answer.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        content_type.starts_with("application/json"),
+        "{content_type}"
+    );
+    let body: Value = answer.json().await.unwrap();
+    assert_eq!(body["status"], status);
+    assert!(body["error"]["type"].is_string(), "{body}");
+    assert!(
+        !body["error"]["reason"].as_str().unwrap().is_empty(),
+        "{body}"
+    );
+    body
+}
+
+#[tokio::test]
+async fn every_refusal_has_a_json_body_with_a_reason() {
+    let pipeline = Pipeline::new(16).await;
+    let inlet = pipeline.suricata_inlet(SENSOR, 64);
+    let server = Server::start(HttpIngest::new([inlet]).with_max_body_bytes(1024)).await;
+    let client = client();
+
+    let body = assert_json_refusal(
+        client.get(server.url("/nowhere")).send().await.unwrap(),
+        404,
+    )
+    .await;
+    assert!(body["error"]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("/nowhere"));
+
+    let answer = client
+        .get(server.url(&format!("/api/v1/ingest/{SENSOR}")))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        answer.headers().contains_key("allow"),
+        "405 keeps its Allow header"
+    );
+    assert_json_refusal(answer, 405).await;
+
+    // Over the body limit before any decoding: axum's own plain-text 413, rewritten.
+    let answer = client
+        .post(server.url(&format!("/api/v1/ingest/{SENSOR}")))
+        .body(vec![b'x'; 4096])
+        .send()
+        .await
+        .unwrap();
+    let body = assert_json_refusal(answer, 413).await;
+    assert!(
+        body["error"]["reason"].as_str().unwrap().contains("limit"),
+        "{body}"
+    );
+
+    let long = format!("/api/v1/ingest/{}", "a".repeat(http::MAX_URI_BYTES));
+    let body = assert_json_refusal(client.post(server.url(&long)).send().await.unwrap(), 414).await;
+    assert_eq!(body["error"]["type"], "uri_too_long");
+
+    // A path segment that is not UTF-8 fails axum's `Path` extractor with a 400.
+    let answer = client
+        .post(server.url("/api/v1/ingest/%FF"))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_json_refusal(answer, 400).await;
+
+    // The listener's own refusals stay as they were.
+    let answer = client
+        .post(server.url("/api/v1/ingest/nobody"))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    let body = assert_json_refusal(answer, 404).await;
+    assert_eq!(body["error"]["type"], "unknown_sensor");
+
+    server.stop().await;
+    let (events, letters) = pipeline.drain().await;
+    assert!(events.is_empty() && letters.is_empty());
+}
+
+/// A throwaway CA and a server certificate for localhost and 127.0.0.1 it signed, as PEM
+/// files, and the CA as PEM for the client.
+struct Pki {
+    _dir: tempfile::TempDir,
+    cert: std::path::PathBuf,
+    key: std::path::PathBuf,
+    ca_pem: String,
+}
+
+fn throwaway_pki() -> Pki {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let params =
+        rcgen::CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+            .unwrap();
+    let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert_path, key_path) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+    std::fs::write(&cert_path, cert.pem()).unwrap();
+    std::fs::write(&key_path, key.serialize_pem()).unwrap();
+    Pki {
+        _dir: dir,
+        cert: cert_path,
+        key: key_path,
+        ca_pem: ca.pem(),
+    }
+}
+
+fn https_client(pki: &Pki, max: Option<reqwest::tls::Version>) -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let ca = reqwest::Certificate::from_pem(pki.ca_pem.as_bytes()).unwrap();
+    let mut builder = reqwest::Client::builder().tls_certs_only([ca]);
+    if let Some(max) = max {
+        builder = builder.max_tls_version(max);
+    }
+    builder.build().unwrap()
+}
+
+#[tokio::test]
+async fn https_takes_json_lines_over_tls_1_3_only() {
+    let pki = throwaway_pki();
+    let pipeline = Pipeline::new(64).await;
+    let inlet = pipeline.suricata_inlet(SENSOR, 64);
+    let acceptor =
+        kastell_ingest::transport::syslog_tls::tls_acceptor(&pki.cert, &pki.key).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let router = http::router(HttpIngest::new([Arc::clone(&inlet)]));
+    let task = tokio::spawn(http::serve_tls(listener, acceptor, router, async {
+        let _ = stopped.await;
+    }));
+    let url = format!("https://localhost:{port}/api/v1/ingest/{SENSOR}");
+    let good = eve_lines("\"event_type\":\"dns\"", 2);
+
+    // A client stuck in its handshake holds up no one.
+    let stalled = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+
+    let answer = https_client(&pki, None)
+        .post(&url)
+        .body(good.join("\n"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    let answer: Value = answer.json().await.unwrap();
+    assert_eq!(answer["published"], 2);
+
+    // Refusals answer JSON over TLS too.
+    let answer = https_client(&pki, None)
+        .get(format!("https://localhost:{port}/nowhere"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 404);
+    assert!(answer.json::<Value>().await.unwrap()["error"]["reason"].is_string());
+
+    let tls12 = https_client(&pki, Some(reqwest::tls::Version::TLS_1_2))
+        .post(&url)
+        .body(good[0].clone())
+        .send()
+        .await;
+    assert!(tls12.is_err(), "a TLS 1.2 client must be refused");
+    let plain = client()
+        .post(format!("http://localhost:{port}/api/v1/ingest/{SENSOR}"))
+        .body(good[0].clone())
+        .send()
+        .await;
+    assert!(plain.is_err() || !plain.unwrap().status().is_success());
+
+    drop(stalled);
+    let _ = stop.send(());
+    task.await.unwrap().unwrap();
+    assert_eq!(inlet.metrics().records(), 2);
+    let (events, letters) = pipeline.drain().await;
+    assert_eq!(events.len(), 2);
+    assert!(letters.is_empty());
+}

@@ -364,6 +364,62 @@ fn anomaly_dcerpc_and_stats_keep_their_payload() {
     assert_eq!(s(&e, "observer.name"), SENSOR);
 }
 
+const DERIVED_SSH_SMTP: &str = "suricata/derived-ssh-smtp.jsonl";
+
+#[test]
+fn ssh_records_relate_both_hassh_fingerprints() {
+    let e = suricata(&line_with(DERIVED_SSH_SMTP, &[r#""event_type":"ssh""#]));
+    assert_eq!(strings(&e, "event.category"), ["network"]);
+    assert_eq!(strings(&e, "event.type"), ["protocol"]);
+    assert_eq!(s(&e, "network.protocol"), "ssh");
+    assert_eq!(u(&e, "destination.port"), 22);
+    // ssh.client.hassh.hash, ssh.server.hassh.hash
+    assert_eq!(
+        strings(&e, "related.hash"),
+        [
+            "2c4dda2bd1f2a62d42d81bdb77cfa879",
+            "8d3ddf84cdadec475d3dcd54452a43d3"
+        ]
+    );
+    assert_eq!(
+        s(&e, "suricata.eve.ssh.client.software_version"),
+        "OpenSSH_8.9p1"
+    );
+    assert!(e.get("user_agent.original").is_none());
+}
+
+#[test]
+fn smtp_records_map_the_envelope_and_the_headers() {
+    let e = suricata(&line_with(DERIVED_SSH_SMTP, &[r#""event_type":"smtp""#]));
+    assert_eq!(strings(&e, "event.category"), ["network", "email"]);
+    assert_eq!(strings(&e, "event.type"), ["protocol", "info"]);
+    // smtp.helo
+    assert_eq!(s(&e, "source.domain"), "mail.example.org");
+    assert_eq!(strings(&e, "related.hosts"), ["mail.example.org"]);
+    // smtp.mail_from "<billing@example.org>" wins over the From header
+    assert_eq!(s(&e, "email.from.address"), "billing@example.org");
+    // smtp.rcpt_to, not the To header's single name
+    assert_eq!(
+        strings(&e, "email.to.address"),
+        ["ann@example.net", "bob@example.net"]
+    );
+    assert_eq!(strings(&e, "email.cc.address"), ["carol@example.net"]);
+    assert_eq!(s(&e, "email.subject"), "Invoice 2022-10");
+    assert_eq!(
+        s(&e, "email.message_id"),
+        "<20221031144727.1@mail.example.org>"
+    );
+    assert_eq!(
+        e.get("email.attachments"),
+        Some(&json!([{ "file": { "name": "invoice.zip" } }]))
+    );
+    let observables: Vec<String> = e.observables().into_iter().map(|o| o.value).collect();
+    assert!(
+        observables.iter().any(|v| v == "billing@example.org"),
+        "{observables:?}"
+    );
+}
+
 #[test]
 fn xhpx_alert_keeps_interface_and_signature_text() {
     let e = suricata(&nth_line("suricata/xhpx-eve.json", 1));

@@ -290,3 +290,120 @@ fn missing_or_empty_certificate_files_are_clear_errors() {
         .unwrap();
     assert!(err.to_string().contains("absent.pem"), "{err}");
 }
+
+/// A CEF message naming its own source (`src=`), from the CEF golden test in `formats`.
+const CEF_WITH_SOURCE: &str = "<134>Sep 19 08:26:10 fw01 CEF:0|Security|threatmanager|1.0|100|worm successfully stopped|10|src=10.0.0.1 dst=2001:0db8:0:0:0:0:0:2 spt=1232 dpt=443 act=blocked";
+
+fn assert_sender(event: &kastell_core::Event, from: SocketAddr) {
+    assert_eq!(
+        event.get_str("log.source.address"),
+        Some(from.to_string().as_str())
+    );
+}
+
+/// Parsed syslog (the `syslog` format, as `kastell run` uses it) keeps the sender's
+/// address on every transport: UDP, TCP and TLS.
+#[tokio::test]
+async fn parsed_syslog_keeps_the_senders_address_on_every_transport() {
+    let pki = throwaway_pki();
+    let pipeline = Pipeline::new(64).await;
+    let shutdown = CancellationToken::new();
+
+    let udp_inlet = pipeline.parsed_syslog_inlet(64);
+    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let udp_addr = socket.local_addr().unwrap();
+    let udp = tokio::spawn(serve_udp(socket, Arc::clone(&udp_inlet), shutdown.clone()));
+    let sender = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let udp_from = sender.local_addr().unwrap();
+    for message in [RFC3164_SU, CEF_WITH_SOURCE] {
+        sender.send_to(message.as_bytes(), udp_addr).await.unwrap();
+    }
+    wait_for_records(&udp_inlet, 2).await;
+
+    let tcp_inlet = pipeline.parsed_syslog_inlet(64);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let tcp_addr = listener.local_addr().unwrap();
+    let tcp = tokio::spawn(serve_tcp(
+        listener,
+        Arc::clone(&tcp_inlet),
+        Framing::Auto,
+        shutdown.clone(),
+    ));
+    let mut stream = TcpStream::connect(tcp_addr).await.unwrap();
+    let tcp_from = stream.local_addr().unwrap();
+    stream
+        .write_all(format!("{RFC5424_SU}\n").as_bytes())
+        .await
+        .unwrap();
+    stream.shutdown().await.unwrap();
+    // The three inlets serve one sensor name, so they share its metrics: the counts add up.
+    wait_for_records(&tcp_inlet, 3).await;
+
+    let tls_inlet = pipeline.parsed_syslog_inlet(64);
+    let acceptor = tls_acceptor(&pki.cert, &pki.key).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let tls_addr = listener.local_addr().unwrap();
+    let tls_server = tokio::spawn(serve_tls(
+        listener,
+        acceptor,
+        Arc::clone(&tls_inlet),
+        Framing::Auto,
+        shutdown.clone(),
+    ));
+    let connector =
+        tokio_rustls::TlsConnector::from(client_config(&pki, &[&rustls::version::TLS13]));
+    let tcp_stream = TcpStream::connect(tls_addr).await.unwrap();
+    let tls_from = tcp_stream.local_addr().unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut tls = connector.connect(name, tcp_stream).await.unwrap();
+    tls.write_all(octet_counted(RFC5424_SD).as_bytes())
+        .await
+        .unwrap();
+    tls.shutdown().await.unwrap();
+    wait_for_records(&tls_inlet, 4).await;
+
+    shutdown.cancel();
+    udp.await.unwrap().unwrap();
+    tcp.await.unwrap().unwrap();
+    tls_server.await.unwrap().unwrap();
+    let (events, letters) = pipeline.drain().await;
+    assert!(letters.is_empty(), "{letters:?}");
+    let senders: Vec<_> = events
+        .iter()
+        .map(|e| e.get_str("log.source.address").unwrap_or("-").to_owned())
+        .collect();
+    assert_eq!(
+        events.len(),
+        4,
+        "{senders:?} udp {udp_from} tcp {tcp_from} tls {tls_from}"
+    );
+    let by_sensor_order: Vec<_> = events
+        .iter()
+        .map(|e| e.get_str("log.source.address").unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        by_sensor_order,
+        [udp_from, udp_from, tcp_from, tls_from].map(|a| a.to_string())
+    );
+
+    // RFC 3164 over UDP: the message names no source, so the sender is the source.
+    let su = &events[0];
+    assert_sender(su, udp_from);
+    assert_eq!(su.get_str("event.dataset"), Some("syslog"));
+    assert_eq!(su.get_str("source.ip"), Some("127.0.0.1"));
+    assert_eq!(su.get_str("source.address"), Some("127.0.0.1"));
+    assert_eq!(
+        su.get("source.port").and_then(|p| p.as_u64()),
+        Some(u64::from(udp_from.port()))
+    );
+    // CEF names its own source: kept, the sender only in log.source.address.
+    let cef = &events[1];
+    assert_sender(cef, udp_from);
+    assert_eq!(cef.get_str("source.ip"), Some("10.0.0.1"));
+    assert!(cef.get("source.address").is_none());
+
+    assert_sender(&events[2], tcp_from);
+    assert_eq!(events[2].get_str("source.ip"), Some("127.0.0.1"));
+    assert_sender(&events[3], tls_from);
+    assert_eq!(events[3].get_str("source.ip"), Some("127.0.0.1"));
+}

@@ -34,6 +34,8 @@ pub struct ListenerPlan {
 pub enum ListenerKind {
     Http {
         addr: SocketAddr,
+        /// HTTPS with this certificate chain and key (PEM), when the Sensor sets `tls`.
+        tls: Option<(PathBuf, PathBuf)>,
     },
     SyslogUdp {
         addr: SocketAddr,
@@ -100,7 +102,7 @@ fn plan_one(sensor: &Loaded<Sensor>, data_dir: &Path) -> anyhow::Result<Option<L
     let plain = |addr: SocketAddr| -> anyhow::Result<SocketAddr> {
         anyhow::ensure!(
             addr.ip().to_canonical().is_loopback(),
-            "a plain (non-TLS) listener may only bind to loopback, not {addr}; use syslog-tls"
+            "a plain (non-TLS) listener may only bind to loopback, not {addr}; use syslog-tls, or http with tls"
         );
         Ok(addr)
     };
@@ -122,8 +124,18 @@ fn plan_one(sensor: &Loaded<Sensor>, data_dir: &Path) -> anyhow::Result<Option<L
                 checkpoint: dir.join(format!("{name}.checkpoint.json")),
             }
         }
-        TransportKind::Http => ListenerKind::Http {
-            addr: plain(addr()?)?,
+        TransportKind::Http => match &transport.tls {
+            Some(tls) => ListenerKind::Http {
+                addr: addr()?,
+                tls: Some((
+                    sensor.resolve(&tls.cert_file),
+                    sensor.resolve(&tls.key_file),
+                )),
+            },
+            None => ListenerKind::Http {
+                addr: plain(addr()?)?,
+                tls: None,
+            },
         },
         TransportKind::SyslogUdp => ListenerKind::SyslogUdp {
             addr: plain(addr()?)?,
@@ -187,7 +199,9 @@ pub async fn start_counted(
     stats: Arc<IngestStats>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<Vec<JoinHandle<()>>> {
-    let mut http_servers: BTreeMap<SocketAddr, Vec<Arc<Inlet>>> = BTreeMap::new();
+    // Sensors on one address share one server, and so its TLS setting.
+    type HttpServer = (Option<(PathBuf, PathBuf)>, Vec<Arc<Inlet>>);
+    let mut http_servers: BTreeMap<SocketAddr, HttpServer> = BTreeMap::new();
     let mut tasks = Vec::new();
     for plan in plans {
         let inlet = Arc::new(Inlet::new(
@@ -200,8 +214,16 @@ pub async fn start_counted(
         let token = shutdown.clone();
         let sensor = plan.sensor.clone();
         let task = match &plan.kind {
-            ListenerKind::Http { addr } => {
-                http_servers.entry(*addr).or_default().push(inlet);
+            ListenerKind::Http { addr, tls } => {
+                let (server_tls, inlets) = http_servers
+                    .entry(*addr)
+                    .or_insert_with(|| (tls.clone(), Vec::new()));
+                anyhow::ensure!(
+                    server_tls == tls,
+                    "sensor {sensor}: shares http {addr} with {} but not its tls setting",
+                    inlets.first().map_or("another sensor", |i| i.sensor())
+                );
+                inlets.push(inlet);
                 continue;
             }
             ListenerKind::SyslogUdp { addr } => {
@@ -248,17 +270,26 @@ pub async fn start_counted(
         };
         tasks.push(task);
     }
-    for (addr, inlets) in http_servers {
+    for (addr, (tls, inlets)) in http_servers {
         let sensors: Vec<String> = inlets.iter().map(|i| i.sensor().to_owned()).collect();
         let listener = bind_tcp(&sensors.join(","), addr).await?;
         let router = http::router(HttpIngest::new(inlets));
         let token = shutdown.clone();
+        let label = sensors.join(",");
+        let acceptor = match &tls {
+            Some((cert, key)) => Some(
+                syslog_tls::tls_acceptor(cert, key)
+                    .with_context(|| format!("sensor {label}: loading its TLS certificate"))?,
+            ),
+            None => None,
+        };
         tasks.push(tokio::spawn(async move {
-            let label = sensors.join(",");
-            log_end(
-                &label,
-                http::serve(listener, router, async move { token.cancelled().await }).await,
-            )
+            let stopped = async move { token.cancelled().await };
+            let ended = match acceptor {
+                Some(acceptor) => http::serve_tls(listener, acceptor, router, stopped).await,
+                None => http::serve(listener, router, stopped).await,
+            };
+            log_end(&label, ended);
         }));
     }
     Ok(tasks)

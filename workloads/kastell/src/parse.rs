@@ -8,7 +8,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use kastell_ingest::{decode_reader, parse_timezone, Decoder, Format, ParseContext, ParseOptions};
+use kastell_ingest::{
+    decode_reader, parse_timezone, Decoder, Format, LocalZone, ParseContext, ParseOptions,
+};
 
 /// Arguments of `kastell parse`.
 #[derive(clap::Args, Debug)]
@@ -26,17 +28,19 @@ pub struct ParseArgs {
     /// For json-lines: the field holding the event time (a dotted path).
     #[arg(long)]
     timestamp_field: Option<String>,
-    /// The zone of timestamps written without one: `UTC` or a fixed offset such as
-    /// `+01:00`.
+    /// The zone of timestamps written without one: `UTC`, a fixed offset such as
+    /// `+01:00`, or an IANA zone such as `Europe/Berlin` (daylight saving followed).
     #[arg(long, default_value = "UTC", value_parser = timezone)]
-    timezone: chrono::FixedOffset,
+    timezone: LocalZone,
     /// Keep each raw record as `event.original`.
     #[arg(long)]
     keep_original: bool,
 }
 
-fn timezone(text: &str) -> Result<chrono::FixedOffset, String> {
-    parse_timezone(text).ok_or_else(|| format!("{text:?} is not UTC or an offset like +01:00"))
+fn timezone(text: &str) -> Result<LocalZone, String> {
+    parse_timezone(text).ok_or_else(|| {
+        format!("{text:?} is not UTC, an offset like +01:00 or an IANA zone like Europe/Berlin")
+    })
 }
 
 /// Runs `kastell parse`. Exit 0 once the input could be read, whatever was rejected.

@@ -152,7 +152,8 @@ pub fn sensor_sources(resources: &ResourceSet, problems: &mut Vec<String>) -> Ve
                 Some(offset) => options.timezone = offset,
                 None => {
                     problems.push(format!(
-                        "{}: sensor {}: timezone {zone:?} is not UTC or an offset like +01:00",
+                        "{}: sensor {}: timezone {zone:?} is not UTC, an offset like +01:00 \
+                         or an IANA zone like Europe/Berlin",
                         sensor.file.display(),
                         sensor.key()
                     ));
@@ -202,8 +203,9 @@ async fn replay_sources(
             .with_context(|| format!("reading replay file {}", path.display()))?
             .with_context(|| {
                 format!(
-                    "cannot tell the format of {}: none of its first records is Suricata EVE \
-                     or a Wazuh alert (or it has no record at all)",
+                    "cannot tell the format of {}: none of its first records is Suricata EVE, \
+                     a Wazuh alert, Zeek (TSV or JSON), an OSSEC alerts.log block, syslog \
+                     or a Greenbone report (or it has no record at all)",
                     path.display()
                 )
             })?;

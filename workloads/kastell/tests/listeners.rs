@@ -120,6 +120,11 @@ async fn listening_sensors_deliver_to_the_bus() {
     let mut sensors = Vec::new();
     for _ in 0..3 {
         let event: Event = events.next().await.unwrap().message.decode().unwrap();
+        if event.sensor() == Some("firewall") {
+            // The syslog sender's socket is kept: the message names only its host.
+            let sender = event.get_str("log.source.address").unwrap();
+            assert!(sender.starts_with("127.0.0.1:"), "{sender}");
+        }
         sensors.push(event.sensor().unwrap().to_owned());
     }
     sensors.sort();
@@ -129,4 +134,97 @@ async fn listening_sensors_deliver_to_the_bus() {
         task.await.unwrap();
     }
     assert!(data.path().join("host-ids.checkpoint.json").is_file());
+}
+
+/// A throwaway CA, and a server certificate for localhost and 127.0.0.1 it signed as
+/// `<name>.crt` / `<name>.key` in `dir` for each name; the CA's PEM is returned.
+fn throwaway_pki(dir: &std::path::Path, names: &[&str]) -> String {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    for name in names {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let params =
+            rcgen::CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+                .unwrap();
+        let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
+        std::fs::write(dir.join(format!("{name}.crt")), cert.pem()).unwrap();
+        std::fs::write(dir.join(format!("{name}.key")), key.serialize_pem()).unwrap();
+    }
+    ca.pem()
+}
+
+#[tokio::test]
+async fn an_http_sensor_with_tls_serves_https() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = throwaway_pki(dir.path(), &["ingest", "other"]);
+    let (port, shared_port) = (free_port(), free_port());
+    let tls = |name: &str| format!("tls: {{certFile: {name}.crt, keyFile: {name}.key}}");
+    let yaml = [
+        sensor(
+            "edge-ids",
+            "suricata-eve",
+            &format!("{{type: http, port: {port}, {}}}", tls("ingest")),
+        ),
+        sensor(
+            "plain",
+            "suricata-eve",
+            &format!("{{type: http, port: {shared_port}}}"),
+        ),
+        sensor(
+            "mismatched",
+            "suricata-eve",
+            &format!("{{type: http, port: {shared_port}, {}}}", tls("other")),
+        ),
+    ]
+    .concat();
+    std::fs::write(dir.path().join("sensors.yaml"), yaml).unwrap();
+    let (resources, errors) = kastell_crds::load_dir(dir.path()).unwrap();
+    assert!(errors.is_empty(), "{errors:?}");
+    let data = tempfile::tempdir().unwrap();
+    let mut problems = Vec::new();
+    let plans = plan(&resources, data.path(), &mut problems);
+    assert!(problems.is_empty(), "{problems:?}");
+    let bus = Arc::new(InProcessBus::new(64));
+    let shared: Arc<dyn Bus> = bus.clone();
+    let metrics = IngestMetrics::unregistered();
+
+    // Two Sensors on one address must agree on TLS.
+    let refused = start(&plans, shared.clone(), &metrics, CancellationToken::new()).await;
+    let error = format!("{:#}", refused.expect_err("a tls mismatch is refused"));
+    assert!(error.contains("tls"), "{error}");
+
+    let mut events = bus.subscribe(Topic::Events, "test").await.unwrap();
+    let shutdown = CancellationToken::new();
+    let tasks = start(&plans[..1], shared, &metrics, shutdown.clone())
+        .await
+        .unwrap();
+    let client = reqwest::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(ca.as_bytes()).unwrap()])
+        .build()
+        .unwrap();
+    let line = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../examples/soc/data/suricata/eve.json"),
+    )
+    .unwrap()
+    .lines()
+    .find(|l| l.contains("\"event_type\":\"dns\""))
+    .unwrap()
+    .to_owned();
+    let answer = client
+        .post(format!("https://localhost:{port}/api/v1/ingest/edge-ids"))
+        .body(line)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    let event: Event = events.next().await.unwrap().message.decode().unwrap();
+    assert_eq!(event.sensor(), Some("edge-ids"));
+    shutdown.cancel();
+    for task in tasks {
+        task.await.unwrap();
+    }
 }

@@ -39,6 +39,15 @@ pub const RETRY_AFTER_SECONDS: u64 = 1;
 /// Rejections listed in a `/api/v1/ingest` answer; later ones are only counted.
 const LISTED_REJECTIONS: usize = 100;
 
+/// The longest request target answered: nginx's default header buffer. Below hyper's own
+/// limit (64 KiB), which answers 414 with an empty body before any layer runs, so the
+/// lengths in between get a JSON reason.
+pub const MAX_URI_BYTES: usize = 8 * 1024;
+
+/// The most of a plain-text error body (an extractor's rejection) kept as the reason of
+/// its JSON replacement.
+const MAX_REASON_BYTES: usize = 1024;
+
 /// The sensors one HTTP listener serves, by name.
 #[derive(Clone)]
 pub struct HttpIngest {
@@ -100,9 +109,91 @@ pub fn router(ingest: HttpIngest) -> Router {
         .route("/_license", get(license))
         .route("/_xpack", get(xpack))
         .route("/_cluster/health", get(cluster_health))
+        .fallback(no_route)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::map_response(json_errors))
+        .layer(axum::middleware::from_fn(limit_uri))
         .layer(axum::middleware::map_response(elastic_product_header))
         .with_state(ingest)
+}
+
+/// The body every refusal of this listener carries, shaped as Elasticsearch writes its
+/// errors so shippers log the reason.
+fn error_response(status: StatusCode, kind: &str, reason: String) -> Response {
+    let body = json!({"error": {"type": kind, "reason": reason}, "status": status.as_u16()});
+    (status, Json(body)).into_response()
+}
+
+async fn no_route(method: axum::http::Method, uri: axum::http::Uri) -> Response {
+    error_response(
+        StatusCode::NOT_FOUND,
+        "no_route",
+        format!("no endpoint {method} {}", uri.path()),
+    )
+}
+
+async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> Response {
+    error_response(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("{} does not answer {method}", uri.path()),
+    )
+}
+
+/// Refuses an over-long request target before routing, with a JSON reason.
+async fn limit_uri(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let length = request
+        .uri()
+        .path_and_query()
+        .map_or(0, |target| target.as_str().len());
+    if length > MAX_URI_BYTES {
+        return error_response(
+            StatusCode::URI_TOO_LONG,
+            "uri_too_long",
+            format!("the request target is {length} bytes, over the {MAX_URI_BYTES}-byte limit"),
+        );
+    }
+    next.run(request).await
+}
+
+/// Rewrites the error responses axum's extractors answer with in plain text (a body over
+/// the limit, a path segment that is not UTF-8, …) into this listener's JSON errors,
+/// keeping their status, headers (`Allow`) and text as the reason.
+async fn json_errors(response: Response) -> Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, MAX_REASON_BYTES)
+        .await
+        .map(|bytes| String::from_utf8_lossy(&bytes).trim().to_owned())
+        .unwrap_or_default();
+    let reason = if text.is_empty() {
+        status.canonical_reason().unwrap_or("refused").to_owned()
+    } else {
+        text
+    };
+    let kind = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => "body_too_large",
+        StatusCode::BAD_REQUEST => "bad_request",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        _ => "refused",
+    };
+    let fresh = error_response(status, kind, reason);
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    let (_, body) = fresh.into_parts();
+    Response::from_parts(parts, body)
 }
 
 /// Serves the router on `listener` until `shutdown` resolves, with each request's peer
@@ -122,6 +213,120 @@ pub async fn serve(
     )
     .with_graceful_shutdown(shutdown)
     .await
+}
+
+/// Handshakes in progress at once on an HTTPS listener; further connections wait in
+/// the kernel's backlog.
+const MAX_PENDING_HANDSHAKES: usize = 256;
+
+/// Serves the router over HTTPS (TLS 1.3 only, see
+/// [`crate::transport::syslog_tls::tls_acceptor`]) on `listener` until `shutdown`
+/// resolves, with each request's peer address known to the handlers as in [`serve`].
+///
+/// # Errors
+///
+/// When accepting connections fails.
+pub async fn serve_tls(
+    listener: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    router: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let listener = TlsListener::new(listener, acceptor)?;
+    // NB: axum gives the peer address to `ConnectInfo<SocketAddr>` only for its own
+    // listeners and for `tap_io` over any listener whose address is a `SocketAddr`; the
+    // empty tap is that bridge.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |_| {});
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+}
+
+/// A listener that hands axum connections whose TLS handshake is done. Handshakes run in
+/// their own tasks, bounded in number and time, so a client that stalls in its handshake
+/// holds up no one else.
+struct TlsListener {
+    ready: tokio::sync::mpsc::Receiver<(TlsStream, SocketAddr)>,
+    local: SocketAddr,
+    accepting: tokio::task::JoinHandle<()>,
+}
+
+type TlsStream = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+
+impl TlsListener {
+    fn new(
+        listener: tokio::net::TcpListener,
+        acceptor: tokio_rustls::TlsAcceptor,
+    ) -> std::io::Result<Self> {
+        let local = listener.local_addr()?;
+        let (done, ready) = tokio::sync::mpsc::channel(MAX_PENDING_HANDSHAKES);
+        let pending = Arc::new(tokio::sync::Semaphore::new(MAX_PENDING_HANDSHAKES));
+        let accepting = tokio::spawn(async move {
+            loop {
+                let Ok(permit) = Arc::clone(&pending).acquire_owned().await else {
+                    return;
+                };
+                let (tcp, peer) = match listener.accept().await {
+                    Ok(accepted) => accepted,
+                    Err(e) => {
+                        tracing::warn!(reason = %e, "https accept failed");
+                        // Out of file descriptors and the like: give the system a moment.
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                        continue;
+                    }
+                };
+                let acceptor = acceptor.clone();
+                let done = done.clone();
+                tokio::spawn(async move {
+                    let handshake = tokio::time::timeout(
+                        crate::transport::syslog_tls::HANDSHAKE_TIMEOUT,
+                        acceptor.accept(tcp),
+                    );
+                    match handshake.await {
+                        Ok(Ok(stream)) => {
+                            let _ = done.send((stream, peer)).await;
+                        }
+                        Ok(Err(e)) => {
+                            tracing::info!(peer = %peer, reason = %e, "https handshake failed");
+                        }
+                        Err(_) => tracing::info!(peer = %peer, "https handshake timed out"),
+                    }
+                    drop(permit);
+                });
+            }
+        });
+        Ok(TlsListener {
+            ready,
+            local,
+            accepting,
+        })
+    }
+}
+
+impl Drop for TlsListener {
+    fn drop(&mut self) {
+        self.accepting.abort();
+    }
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = TlsStream;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.ready.recv().await {
+            Some(ready) => ready,
+            // The accepting task only ends when the listener is dropped.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        Ok(self.local)
+    }
 }
 
 /// Elasticsearch clients since 7.14 check this header before they trust an answer.
@@ -165,8 +370,7 @@ impl IntoResponse for Refusal {
                 )
             }
         };
-        let body = json!({"error": {"type": kind, "reason": reason}, "status": status.as_u16()});
-        (status, Json(body)).into_response()
+        error_response(status, kind, reason)
     }
 }
 

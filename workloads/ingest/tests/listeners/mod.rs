@@ -55,6 +55,14 @@ impl Pipeline {
         )
     }
 
+    /// A Sensor of format `syslog`, as `kastell run` builds it: messages parsed.
+    pub fn parsed_syslog_inlet(&self, queue: usize) -> Arc<Inlet> {
+        self.inlet(
+            Decoder::Format(Ingestor::new(Format::Syslog, SENSOR)),
+            queue,
+        )
+    }
+
     pub fn syslog_inlet(&self, queue: usize) -> Arc<Inlet> {
         self.inlet(Decoder::RawSyslog(ParseContext::new(SENSOR)), queue)
     }
