@@ -2,8 +2,8 @@
 //
 // Environment: KASTELL_BASE_URL (the cases stage, e.g. http://127.0.0.1:PORT),
 // KASTELL_API_KEY (a lead's key), KASTELL_CHROMIUM (default /usr/bin/chromium) and
-// KASTELL_SCREENSHOTS (the directory the screenshots are written to; docs/screenshots in
-// the repository). workloads/kastell/tests/browser.rs starts the server and runs this.
+// KASTELL_SCREENSHOTS (the directory the screenshots are written to: the build's scratch
+// directory, or docs/screenshots when the test is asked to refresh them). workloads/kastell/tests/browser.rs starts the server and runs this.
 //
 // Prints one "ok"/"not ok" line per step and "N passed, N failed" last; exits 1 when a
 // step failed.

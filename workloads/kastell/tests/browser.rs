@@ -1,7 +1,8 @@
 //! The analyst web page in a real browser: `kastell run` serves the bundled example with
 //! a lead's API key, and `tests/browser/run.mjs` drives Debian's Chromium through
 //! sign-in, the alert queue, an alert, promotion, an approval and closing a case, saving
-//! a screenshot of each page under docs/screenshots.
+//! a screenshot of each page under the build's scratch directory (docs/screenshots with
+//! KASTELL_UPDATE_SCREENSHOTS=1).
 //!
 //! Needs `tests/tools/ensure-browser` (Chromium and playwright-core); .ci/run exports
 //! `KASTELL_CHROMIUM` and `KASTELL_BROWSER_TESTS` from it. Without them the test prints
@@ -99,6 +100,17 @@ fn wait_ready(address: &str) {
     panic!("the case API on {address} never became ready");
 }
 
+/// Where the page's screenshots go: the build's scratch directory, so an ordinary run
+/// leaves the work tree clean, or docs/screenshots when KASTELL_UPDATE_SCREENSHOTS=1 asks
+/// to refresh the ones the documentation shows.
+fn screenshot_dir() -> PathBuf {
+    if std::env::var("KASTELL_UPDATE_SCREENSHOTS").is_ok_and(|v| v == "1") {
+        repo_root().join("docs/screenshots")
+    } else {
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join("screenshots")
+    }
+}
+
 #[test]
 fn an_analyst_signs_in_triages_approves_and_closes_a_case_in_chromium() {
     let (chromium, tests) = match browser_tools() {
@@ -133,6 +145,8 @@ fn an_analyst_signs_in_triages_approves_and_closes_a_case_in_chromium() {
 
     let (_server, address) = start_server(&data);
     wait_ready(&address);
+    let screenshots = screenshot_dir();
+    println!("screenshots go to {}", screenshots.display());
 
     let run = Command::new("node")
         .arg(tests.join("run.mjs"))
@@ -140,7 +154,7 @@ fn an_analyst_signs_in_triages_approves_and_closes_a_case_in_chromium() {
         .env("KASTELL_BASE_URL", format!("http://{address}"))
         .env("KASTELL_API_KEY", &key)
         .env("KASTELL_CHROMIUM", &chromium)
-        .env("KASTELL_SCREENSHOTS", repo_root().join("docs/screenshots"))
+        .env("KASTELL_SCREENSHOTS", &screenshots)
         .output()
         .expect("running node tests/browser/run.mjs");
     let report = String::from_utf8_lossy(&run.stdout);

@@ -427,3 +427,114 @@ fn the_check_catches_unknown_metrics_labels_and_bad_syntax() {
         .unwrap()
         .starts_with("does not parse"));
 }
+
+/// The chart's dashboard files, by file name.
+fn chart_dashboards() -> BTreeMap<String, String> {
+    let dir = repo_root().join("charts/kastell/dashboards");
+    std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .map(|p| {
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            (name, std::fs::read_to_string(&p).unwrap())
+        })
+        .collect()
+}
+
+#[test]
+fn the_plain_manifests_copy_every_chart_dashboard_unchanged() {
+    let dir = repo_root().join("manifests/dashboards");
+    let copies: BTreeMap<String, String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .map(|p| {
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            (name, std::fs::read_to_string(&p).unwrap())
+        })
+        .collect();
+    let chart = chart_dashboards();
+    assert_eq!(
+        copies.keys().collect::<Vec<_>>(),
+        chart.keys().collect::<Vec<_>>(),
+        "manifests/dashboards holds other files than charts/kastell/dashboards"
+    );
+    for (name, text) in &chart {
+        assert!(
+            copies[name] == *text,
+            "manifests/dashboards/{name} differs from charts/kastell/dashboards/{name}: \
+             cp charts/kastell/dashboards/*.json manifests/dashboards/"
+        );
+    }
+}
+
+/// `kustomize build manifests/dashboards`, or why it cannot run.
+fn kustomize_build() -> Result<String, String> {
+    let kustomize = std::env::var_os("KASTELL_KUSTOMIZE")
+        .ok_or("KASTELL_KUSTOMIZE is unset (run tests/tools/ensure-kustomize)")?;
+    let output = std::process::Command::new(kustomize)
+        .arg("build")
+        .arg(repo_root().join("manifests/dashboards"))
+        .output()
+        .map_err(|e| format!("running kustomize: {e}"))?;
+    assert!(
+        output.status.success(),
+        "kustomize build failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(String::from_utf8(output.stdout).unwrap())
+}
+
+#[test]
+fn the_dashboards_kustomization_renders_one_valid_config_map_per_dashboard() {
+    let rendered = match kustomize_build() {
+        Ok(rendered) => rendered,
+        Err(why) => {
+            println!("SKIPPED: {why}");
+            return;
+        }
+    };
+    let objects: Vec<serde_yaml::Value> = serde_yaml::Deserializer::from_str(&rendered)
+        .map(|d| serde::Deserialize::deserialize(d).unwrap())
+        .collect();
+    let chart = chart_dashboards();
+    assert_eq!(objects.len(), chart.len(), "{rendered}");
+    for (name, text) in &chart {
+        let wanted = format!("kastell-dashboard-{}", name.trim_end_matches(".json"));
+        let object = objects
+            .iter()
+            .find(|o| o["metadata"]["name"].as_str() == Some(wanted.as_str()))
+            .unwrap_or_else(|| panic!("no ConfigMap {wanted} in:\n{rendered}"));
+        assert_eq!(object["kind"], "ConfigMap");
+        assert_eq!(object["metadata"]["labels"]["grafana_dashboard"], "1");
+        assert_eq!(object["metadata"]["annotations"]["grafana_folder"], "Kastell");
+        assert!(
+            object["data"][name.as_str()].as_str() == Some(text.as_str()),
+            "{wanted} does not carry {name} unchanged"
+        );
+    }
+
+    let Some(validator) = std::env::var_os("KASTELL_KUBERNETES_VALIDATE") else {
+        println!("SKIPPED: kubernetes-validate part: KASTELL_KUBERNETES_VALIDATE is unset");
+        return;
+    };
+    let file = tempfile::NamedTempFile::with_suffix(".yaml").unwrap();
+    std::fs::write(file.path(), &rendered).unwrap();
+    let output = std::process::Command::new(validator)
+        .args(["--strict", "--kubernetes-version", "1.35"])
+        .arg(file.path())
+        .output()
+        .expect("running kubernetes-validate");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "kubernetes-validate failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        stdout.matches(" passed for resource ").count(),
+        chart.len(),
+        "{stdout}"
+    );
+}
