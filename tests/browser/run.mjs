@@ -179,7 +179,7 @@ try {
     await page.locator("table tbody tr").first().waitFor();
     await page.focus("a.skip");
     const order = [await focused()];
-    for (let i = 0; i < 19; i += 1) {
+    for (let i = 0; i < 20; i += 1) {
       await page.keyboard.press("Tab");
       order.push(await focused());
     }
@@ -190,6 +190,7 @@ try {
       "a:Cases",
       "a:Approvals",
       "a:Search",
+      "a:Figures",
       "button:Sign out",
       "select:Minimum level",
       "select:Status",
@@ -399,6 +400,70 @@ try {
       notes.push("the search endpoint is not on this server yet: the page said so");
     }
     await shot("search");
+  });
+
+  await step("merge an alert into an existing case", async () => {
+    const { alertId, caseId } = await page.evaluate(async () => {
+      const api = await import("/ui/api.js");
+      const alerts = api.items(await api.get("/api/v1/alerts?limit=1000"));
+      const open = api.items(await api.get("/api/v1/cases?status=open&limit=1"));
+      // Every alert of the bundled run is grouped into a case: merging moves one from
+      // another case into this one.
+      const other = alerts.find((a) => a.case_id !== open[0]?.id && a.status !== "ignored");
+      return { alertId: other?.id, caseId: open[0]?.id };
+    });
+    check(alertId && caseId, `no alert outside case ${caseId} (${alertId}) or no open case in the bundled run`);
+    await page.goto(`${base}/#/alerts/${encodeURIComponent(alertId)}`);
+    await ready(`#/alerts/${encodeURIComponent(alertId)}`);
+    check((await page.locator(`dl.facts dd a[href="#/cases/${caseId}"]`).count()) === 0, `alert ${alertId} is already in case ${caseId}`);
+    await page.click("main .inline-form button:text-is('Merge')");
+    const dialog = page.locator("dialog[open]");
+    await dialog.locator("input[name=case_id]").fill(String(caseId));
+    await dialog.locator("button[type=submit]").click();
+    await status().filter({ hasText: `Alert merged into case ${caseId}.` }).waitFor();
+    await page.locator(`dl.facts dd a[href="#/cases/${caseId}"]`).waitFor();
+    notes.push(`merged alert ${alertId} into case ${caseId}`);
+  });
+
+  await step("filter the alert queue by an observable", async () => {
+    const { alertId, observable, total } = await page.evaluate(async () => {
+      const api = await import("/ui/api.js");
+      const alerts = api.items(await api.get("/api/v1/alerts?limit=1000"));
+      const matched = alerts.find((a) => (a.intel ?? []).length);
+      return { alertId: matched?.id, observable: matched?.intel[0].observable, total: alerts.length };
+    });
+    check(alertId, "no alert of the bundled run has an intel match");
+    await page.goto(`${base}/#/alerts/${encodeURIComponent(alertId)}`);
+    await page.locator("h2", { hasText: "Intel matches" }).waitFor();
+    // The observable in the intel table links to the queue filtered by it.
+    await page.locator("main table td a", { hasText: observable }).first().click();
+    await ready(`#/alerts?observable=${encodeURIComponent(observable)}`);
+    check((await page.inputValue("input[name=observable]")) === observable, "the filter form does not show the observable");
+    const links = await page.locator("main table tbody tr td:nth-child(3) a").evaluateAll((as) => as.map((a) => a.getAttribute("href")));
+    check(links.includes(`#/alerts/${encodeURIComponent(alertId)}`), `the alert carrying ${observable} is not listed`);
+    check(links.length < total, `filtering by ${observable} kept all ${total} alerts`);
+    notes.push(`observable ${observable}: ${links.length} of ${total} alerts`);
+  });
+
+  await step("the SOC figures by severity", async () => {
+    await page.click("nav a:text-is('Figures')");
+    await ready("#/figures");
+    await heading().filter({ hasText: "SOC figures" }).waitFor();
+    const rows = page.locator("main table tbody tr");
+    await rows.first().waitFor();
+    const severities = await rows.locator("td:nth-child(1)").allTextContents();
+    check(severities.length > 0 && severities.every((s) => ["informational", "low", "medium", "high", "critical"].includes(s)), `severities: ${severities}`);
+    const column = async (n) => (await rows.locator(`td:nth-child(${n})`).allTextContents()).filter((t) => t !== "—");
+    // Earlier steps acknowledged an alert and closed a case, both within the last 24 hours.
+    check((await column(3)).length > 0, "no mean time to detect shown");
+    check((await column(5)).length > 0, "no mean time to acknowledge shown after an acknowledgement");
+    check((await column(7)).length > 0, "no mean time to resolve shown after closing a case");
+    await page.selectOption("select[name=range]", "7d");
+    await page.click("text=Show");
+    await ready("#/figures?range=7d");
+    await rows.first().waitFor();
+    await checkContrast("the SOC figures");
+    await shot("figures");
   });
 
   await step("a refused credential returns to sign-in", async () => {

@@ -6,7 +6,7 @@ import * as api from "./api.js";
 import { h, announce, clearAnnouncement, describe } from "./dom.js";
 import { alertQueue, alertView } from "./queue.js";
 import { caseView } from "./case.js";
-import { caseList, approvals, search } from "./lists.js";
+import { caseList, approvals, search, figures } from "./lists.js";
 
 const main = document.getElementById("main");
 const nav = document.getElementById("nav");
@@ -19,6 +19,7 @@ const routes = [
   [/^\/cases\/(\d+)$/, caseView],
   [/^\/approvals$/, approvals],
   [/^\/search$/, search],
+  [/^\/figures$/, figures],
 ];
 
 // Shown after the next navigation, which otherwise clears the last announcement.
