@@ -1,7 +1,8 @@
 // End-to-end test of the analyst page in Debian's Chromium, driven by playwright-core.
 //
 // Environment: KASTELL_BASE_URL (the cases stage, e.g. http://127.0.0.1:PORT),
-// KASTELL_API_KEY (a lead's key), KASTELL_CHROMIUM (default /usr/bin/chromium) and
+// KASTELL_API_KEY (a lead's key), KASTELL_OIDC_ISSUER (the test identity provider,
+// idp.mjs, whose tokens the server accepts), KASTELL_CHROMIUM (default /usr/bin/chromium) and
 // KASTELL_SCREENSHOTS (the directory the screenshots are written to: the build's scratch
 // directory, or docs/screenshots when the test is asked to refresh them). workloads/kastell/tests/browser.rs starts the server and runs this.
 //
@@ -16,6 +17,8 @@ const base = required("KASTELL_BASE_URL");
 const key = required("KASTELL_API_KEY");
 const shots = required("KASTELL_SCREENSHOTS");
 const executablePath = process.env.KASTELL_CHROMIUM || "/usr/bin/chromium";
+// The test identity provider (idp.mjs) the server accepts tokens of.
+const issuer = required("KASTELL_OIDC_ISSUER");
 
 function required(name) {
   const value = process.env[name];
@@ -472,6 +475,49 @@ try {
     await heading().filter({ hasText: "Sign in to Kastell" }).waitFor();
     await page.locator("[role=alert] .message.error", { hasText: "Signed out" }).waitFor();
     check((await page.evaluate(() => sessionStorage.getItem("kastell.credential"))) === null, "the refused key was kept");
+  });
+
+  await step("sign in by redirect to the identity provider (authorization code with PKCE)", async () => {
+    // The previous step left the page on sign-in, on its way to the approvals.
+    await page.click("button:text-is('Sign in with your identity provider')");
+    await page.waitForURL((url) => url.href.startsWith(`${issuer}/authorize`));
+    const asked = new URL(page.url()).searchParams;
+    check(asked.get("code_challenge_method") === "S256", `code_challenge_method ${asked.get("code_challenge_method")}`);
+    check(/^[\w-]{43}$/.test(asked.get("code_challenge") ?? ""), `code_challenge ${asked.get("code_challenge")}`);
+    check(asked.get("redirect_uri") === `${base}/`, `redirect_uri ${asked.get("redirect_uri")}`);
+    await page.click("button:text-is('Sign in as test-lead')");
+    await ready("#/approvals");
+    await heading().filter({ hasText: "Approvals" }).waitFor();
+    check(!page.url().includes("code="), `the code stayed in the address: ${page.url()}`);
+    const stored = await page.evaluate(() => JSON.stringify([{ ...sessionStorage }, { ...localStorage }]));
+    // A JWT starts with the base64url of '{"': the token must be in memory only.
+    check(!stored.includes("eyJ"), `a token was stored: ${stored}`);
+  });
+
+  await step("the page acts with the provider's token", async () => {
+    await page.click("nav a:text-is('Alert queue')");
+    await ready("#/alerts");
+    await page.selectOption("select[name=status]", "new");
+    await page.click("text=Apply filters");
+    await ready("#/alerts?status=new");
+    const row = page.locator("main table tbody tr").first();
+    const href = await row.locator("td:nth-child(3) a").getAttribute("href");
+    await row.locator("button", { hasText: "Acknowledge" }).click();
+    await status().filter({ hasText: "Alert acknowledged." }).waitFor();
+    await page.evaluate((fragment) => {
+      location.hash = fragment;
+    }, href);
+    await ready(href);
+    // The audit names the token's subject, not the API key of the earlier steps.
+    await page.locator("dl.facts dd", { hasText: "oidc:test-lead" }).waitFor();
+  });
+
+  await step("a reload forgets the token and a replayed answer is refused", async () => {
+    await page.reload();
+    await heading().filter({ hasText: "Sign in to Kastell" }).waitFor();
+    await page.goto(`${base}/?code=replayed&state=forged#/alerts`);
+    await page.locator("[role=alert] .message.error", { hasText: "does not match a sign-in this tab started" }).waitFor();
+    check(!page.url().includes("code="), `the forged code stayed in the address: ${page.url()}`);
   });
 
   await step("no script error or policy violation was logged", async () => {

@@ -165,10 +165,21 @@ async fn decide_pending_actions(base: &str, key: &str) {
         .iter()
         .filter_map(|a| a["id"].as_i64())
         .collect();
-    assert!(pending.len() >= 2, "the example playbook leaves actions pending: {page}");
+    assert!(
+        pending.len() >= 2,
+        "the example playbook leaves actions pending: {page}"
+    );
     let decisions = [
-        (pending[0], "approve", serde_json::json!({"comment": "dashboards test"})),
-        (pending[1], "reject", serde_json::json!({"reason": "dashboards test"})),
+        (
+            pending[0],
+            "approve",
+            serde_json::json!({"comment": "dashboards test"}),
+        ),
+        (
+            pending[1],
+            "reject",
+            serde_json::json!({"reason": "dashboards test"}),
+        ),
     ];
     for (id, decision, body) in decisions {
         let answer = client
@@ -178,7 +189,11 @@ async fn decide_pending_actions(base: &str, key: &str) {
             .send()
             .await
             .unwrap();
-        assert!(answer.status().is_success(), "{decision} {id}: {}", answer.status());
+        assert!(
+            answer.status().is_success(),
+            "{decision} {id}: {}",
+            answer.status()
+        );
     }
 }
 
@@ -186,9 +201,12 @@ async fn decide_pending_actions(base: &str, key: &str) {
 /// stage learns of them from the bus, after the API answered.
 async fn scrape_after_decisions(base: &str) -> String {
     let decided = |text: &str| {
-        ["kastell_respond_approvals_total 1", "kastell_respond_rejections_total 1"]
-            .iter()
-            .all(|line| text.lines().any(|l| l == *line))
+        [
+            "kastell_respond_approvals_total 1",
+            "kastell_respond_rejections_total 1",
+        ]
+        .iter()
+        .all(|line| text.lines().any(|l| l == *line))
     };
     let mut text = String::new();
     for _ in 0..300 {
@@ -508,7 +526,10 @@ fn the_dashboards_kustomization_renders_one_valid_config_map_per_dashboard() {
             .unwrap_or_else(|| panic!("no ConfigMap {wanted} in:\n{rendered}"));
         assert_eq!(object["kind"], "ConfigMap");
         assert_eq!(object["metadata"]["labels"]["grafana_dashboard"], "1");
-        assert_eq!(object["metadata"]["annotations"]["grafana_folder"], "Kastell");
+        assert_eq!(
+            object["metadata"]["annotations"]["grafana_folder"],
+            "Kastell"
+        );
         assert!(
             object["data"][name.as_str()].as_str() == Some(text.as_str()),
             "{wanted} does not carry {name} unchanged"

@@ -1,4 +1,5 @@
-// The case list, the approvals queue (pending response actions across cases) and search.
+// The case list, the approvals queue (pending response actions across cases), search and
+// the SOC figures.
 
 import * as api from "./api.js";
 import { h, control, describe, level, message, parameters, table, time } from "./dom.js";
