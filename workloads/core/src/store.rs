@@ -1536,6 +1536,15 @@ impl CaseStore for SqliteStore {
         .execute(&mut *tx)
         .await
         .map_err(query_err("update case"))?;
+        if before.status == CaseStatus::Closed && next.status != CaseStatus::Closed {
+            // A reopened case is not resolved: a kept closed_at would still count it in
+            // the time-to-resolve figures and show it as closed in the report.
+            sqlx::query("UPDATE cases SET closed_at = NULL WHERE id = ?")
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .map_err(query_err("clear a reopened case's closed_at"))?;
+        }
         let after = fetch_case(&mut tx, id).await?;
         let change = case_change(by, "case.update", Some(&before), &after)?;
         if let (Some(from), Some(to)) = (&change.before, &change.after) {

@@ -102,12 +102,14 @@ async fn findings_open_close_and_reopen_remediation_cases() {
     assert_eq!(scan2.unchanged, [tls.id]);
     let closed = store.get_case(openssh.id).await.unwrap().unwrap();
     assert_eq!(closed.status, CaseStatus::Closed);
+    assert!(closed.closed_at.is_some());
 
     let scan3 = remediation.apply_scan(&first).await.unwrap();
     assert_eq!(scan3.reopened, [openssh.id]);
     assert!(scan3.opened.is_empty());
     let reopened = store.get_case(openssh.id).await.unwrap().unwrap();
     assert_eq!(reopened.status, CaseStatus::Open);
+    assert_eq!(reopened.closed_at, None, "a reopened case is not resolved");
     assert_eq!(
         store
             .list_cases(&CaseFilter::default())
