@@ -17,6 +17,7 @@ use crate::audit::{self, AuditEntry, Change, SYSTEM_ACTOR};
 
 mod analyst;
 mod location;
+mod nis2;
 mod postgres;
 pub mod privacy;
 pub use location::{open, StoreUrl};
@@ -656,6 +657,20 @@ pub trait CaseStore: Send + Sync {
     /// Cases (title, description) and case observables (value) containing `text`,
     /// case-insensitively for ASCII, at most `limit` of each, within `max_tlp`.
     async fn search(&self, text: &str, max_tlp: Tlp, limit: i64) -> Result<SearchHits, StoreError>;
+
+    /// Flags or unflags the case as a significant incident under NIS2 (art. 23); a change
+    /// is audited (`case.significant_incident`) and noted on the case's timeline. Returns
+    /// the flag as it now is.
+    async fn set_significant_incident(
+        &self,
+        case_id: i64,
+        significant: bool,
+        by: &str,
+    ) -> Result<bool, StoreError>;
+    /// Whether the case is flagged as a significant incident; `NotFound` without the case.
+    async fn significant_incident(&self, case_id: i64) -> Result<bool, StoreError>;
+    /// The ids of the cases flagged as significant incidents, in order.
+    async fn significant_incidents(&self) -> Result<Vec<i64>, StoreError>;
 }
 
 /// The embedded store: one SQLite file in the data directory.
@@ -1798,6 +1813,23 @@ impl CaseStore for SqliteStore {
 
     async fn search(&self, text: &str, max_tlp: Tlp, limit: i64) -> Result<SearchHits, StoreError> {
         self.search_impl(text, max_tlp, limit).await
+    }
+
+    async fn set_significant_incident(
+        &self,
+        case_id: i64,
+        significant: bool,
+        by: &str,
+    ) -> Result<bool, StoreError> {
+        nis2::set(self, case_id, significant, by).await
+    }
+
+    async fn significant_incident(&self, case_id: i64) -> Result<bool, StoreError> {
+        nis2::get(self, case_id).await
+    }
+
+    async fn significant_incidents(&self) -> Result<Vec<i64>, StoreError> {
+        nis2::all(self).await
     }
 }
 

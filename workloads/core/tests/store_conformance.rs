@@ -114,6 +114,7 @@ conformance!(
     the_timeline_records_every_change_in_order,
     figures_and_search_see_what_happened,
     a_reopened_case_is_not_resolved,
+    a_case_is_flagged_as_a_significant_incident,
 );
 
 fn alert(rule: &str, host: &str, at: &str, level: Level) -> Alert {
@@ -1128,4 +1129,53 @@ async fn a_reopened_case_is_not_resolved(store: Store) {
         .unwrap();
     assert!(again.closed_at.is_some());
     assert_eq!(verdict(&store).await, Verdict::Intact { entries: 5 });
+}
+
+async fn a_case_is_flagged_as_a_significant_incident(store: Store) {
+    let a = alert("r1", "h", "2024-01-01T10:00:00Z", Level::High);
+    let b = alert("r2", "h2", "2024-01-01T11:00:00Z", Level::High);
+    let case = case_of(&store, &a, "k").await;
+    let other = case_of(&store, &b, "k2").await;
+    assert!(!store.significant_incident(case).await.unwrap());
+    assert!(store.significant_incidents().await.unwrap().is_empty());
+
+    assert!(store
+        .set_significant_incident(case, true, "lead")
+        .await
+        .unwrap());
+    // Setting it again changes nothing and is not audited twice.
+    assert!(store
+        .set_significant_incident(case, true, "lead")
+        .await
+        .unwrap());
+    assert!(store.significant_incident(case).await.unwrap());
+    assert!(!store.significant_incident(other).await.unwrap());
+    assert_eq!(store.significant_incidents().await.unwrap(), [case]);
+    assert!(timeline_kinds(&store, case)
+        .await
+        .contains(&"significant_incident".to_owned()));
+
+    assert!(!store
+        .set_significant_incident(case, false, "lead")
+        .await
+        .unwrap());
+    assert!(store.significant_incidents().await.unwrap().is_empty());
+    assert!(matches!(
+        store.set_significant_incident(9999, true, "lead").await,
+        Err(StoreError::NotFound { .. })
+    ));
+    assert!(matches!(
+        store.significant_incident(9999).await,
+        Err(StoreError::NotFound { .. })
+    ));
+    let logged = actions_logged(&store).await;
+    assert_eq!(
+        logged
+            .iter()
+            .filter(|a| *a == "case.significant_incident")
+            .count(),
+        2,
+        "{logged:?}"
+    );
+    assert!(matches!(verdict(&store).await, Verdict::Intact { .. }));
 }

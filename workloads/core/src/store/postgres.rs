@@ -23,6 +23,7 @@ use crate::alert::Alert;
 use crate::audit::{self, AuditEntry, Change, SYSTEM_ACTOR};
 
 mod analyst;
+mod nis2;
 
 /// The key of the transaction-level advisory lock every write takes first. The audit
 /// chain needs one writer at a time: each entry holds the hash of the one before it, so
@@ -910,6 +911,23 @@ impl CaseStore for PostgresStore {
 
     async fn search(&self, text: &str, max_tlp: Tlp, limit: i64) -> Result<SearchHits, StoreError> {
         self.search_impl(text, max_tlp, limit).await
+    }
+
+    async fn set_significant_incident(
+        &self,
+        case_id: i64,
+        significant: bool,
+        by: &str,
+    ) -> Result<bool, StoreError> {
+        nis2::set(self, case_id, significant, by).await
+    }
+
+    async fn significant_incident(&self, case_id: i64) -> Result<bool, StoreError> {
+        nis2::get(self, case_id).await
+    }
+
+    async fn significant_incidents(&self) -> Result<Vec<i64>, StoreError> {
+        nis2::all(self).await
     }
 }
 
