@@ -343,6 +343,20 @@ try {
     await page.evaluate(() => window.scrollTo(0, 0));
   });
 
+  await step("flag the case as a significant incident (NIS2)", async () => {
+    const nis2 = page.locator("section[aria-labelledby=nis2-title]");
+    await nis2.locator("button", { hasText: "Flag as significant incident" }).click();
+    await status().filter({ hasText: "Case flagged as a significant incident." }).waitFor();
+    await nis2.locator("p", { hasText: "This case is a significant incident" }).waitFor();
+    const caseId = (await heading().textContent()).match(/^Case (\d+):/)[1];
+    const flag = await page.evaluate(async (id) => {
+      const api = await import("/ui/api.js");
+      return api.get(`/api/v1/cases/${id}/significant-incident`);
+    }, caseId);
+    check(flag.significant_incident === true, `the server says ${JSON.stringify(flag)}`);
+    await checkContrast("a flagged case");
+  });
+
   await step("close the case", async () => {
     await page.click("button:text-is('Close case…')");
     const dialog = page.locator("dialog[open]");
