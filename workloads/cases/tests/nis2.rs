@@ -12,7 +12,7 @@ use axum::Router;
 use kastell_cases::auth::Role;
 use kastell_cases::{router, ApiState, CaseSettings, Grouper, Metrics};
 use kastell_core::store::CaseUpdate;
-use kastell_core::{CaseStore, InProcessBus, Tlp};
+use kastell_core::{InProcessBus, Tlp};
 use serde_json::{json, Value};
 use support::{api_key, eve_alert, sqlite_store, TR0LLOPE};
 use tower::ServiceExt;
