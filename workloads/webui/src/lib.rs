@@ -61,6 +61,9 @@ pub const ASSETS: &[Asset] = &[
     asset!("/ui/oidc.js", "oidc.js", JS),
 ];
 
+/// Where the page reads how it may sign in (`{"oidc": …}`), served beside [`ASSETS`].
+pub const CONFIG_PATH: &str = "/ui/config.json";
+
 /// The issuer of the tokens the page signs in with by redirect; the same variable tells
 /// the API which `iss` to accept.
 pub const ENV_ISSUER: &str = "KASTELL_OIDC_ISSUER";
@@ -166,7 +169,7 @@ where
         )
     });
     router.route(
-        "/ui/config.json",
+        CONFIG_PATH,
         get(move || async move { serve("application/json", config, policy) }),
     )
 }
