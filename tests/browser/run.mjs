@@ -149,6 +149,7 @@ try {
   await step("sign-in refuses a wrong key and accepts the lead's key", async () => {
     await page.goto(`${base}/`);
     await heading().filter({ hasText: "Sign in to Kastell" }).waitFor();
+    check(!(await page.locator("#nav").isVisible()), "the navigation shows before sign-in");
     await checkContrast("the sign-in page");
     await shot("signin");
     await page.fill("#credential", "kst_0000000000000000_wrong");
