@@ -1,9 +1,10 @@
 // End-to-end test of the analyst page in Debian's Chromium, driven by playwright-core.
 //
 // Environment: KASTELL_BASE_URL (the cases stage, e.g. http://127.0.0.1:PORT),
-// KASTELL_API_KEY (a lead's key), KASTELL_CHROMIUM (default /usr/bin/chromium) and
-// KASTELL_SCREENSHOTS (the directory the screenshots are written to; docs/screenshots in
-// the repository). workloads/kastell/tests/browser.rs starts the server and runs this.
+// KASTELL_API_KEY (a lead's key), KASTELL_OIDC_ISSUER (the test identity provider,
+// idp.mjs, whose tokens the server accepts), KASTELL_CHROMIUM (default /usr/bin/chromium) and
+// KASTELL_SCREENSHOTS (the directory the screenshots are written to: the build's scratch
+// directory, or docs/screenshots when the test is asked to refresh them). workloads/kastell/tests/browser.rs starts the server and runs this.
 //
 // Prints one "ok"/"not ok" line per step and "N passed, N failed" last; exits 1 when a
 // step failed.
@@ -16,6 +17,8 @@ const base = required("KASTELL_BASE_URL");
 const key = required("KASTELL_API_KEY");
 const shots = required("KASTELL_SCREENSHOTS");
 const executablePath = process.env.KASTELL_CHROMIUM || "/usr/bin/chromium";
+// The test identity provider (idp.mjs) the server accepts tokens of.
+const issuer = required("KASTELL_OIDC_ISSUER");
 
 function required(name) {
   const value = process.env[name];
@@ -146,6 +149,7 @@ try {
   await step("sign-in refuses a wrong key and accepts the lead's key", async () => {
     await page.goto(`${base}/`);
     await heading().filter({ hasText: "Sign in to Kastell" }).waitFor();
+    check(!(await page.locator("#nav").isVisible()), "the navigation shows before sign-in");
     await checkContrast("the sign-in page");
     await shot("signin");
     await page.fill("#credential", "kst_0000000000000000_wrong");
@@ -179,7 +183,7 @@ try {
     await page.locator("table tbody tr").first().waitFor();
     await page.focus("a.skip");
     const order = [await focused()];
-    for (let i = 0; i < 19; i += 1) {
+    for (let i = 0; i < 20; i += 1) {
       await page.keyboard.press("Tab");
       order.push(await focused());
     }
@@ -190,6 +194,7 @@ try {
       "a:Cases",
       "a:Approvals",
       "a:Search",
+      "a:Figures",
       "button:Sign out",
       "select:Minimum level",
       "select:Status",
@@ -339,6 +344,20 @@ try {
     await page.evaluate(() => window.scrollTo(0, 0));
   });
 
+  await step("flag the case as a significant incident (NIS2)", async () => {
+    const nis2 = page.locator("section[aria-labelledby=nis2-title]");
+    await nis2.locator("button", { hasText: "Flag as significant incident" }).click();
+    await status().filter({ hasText: "Case flagged as a significant incident." }).waitFor();
+    await nis2.locator("p", { hasText: "This case is a significant incident" }).waitFor();
+    const caseId = (await heading().textContent()).match(/^Case (\d+):/)[1];
+    const flag = await page.evaluate(async (id) => {
+      const api = await import("/ui/api.js");
+      return api.get(`/api/v1/cases/${id}/significant-incident`);
+    }, caseId);
+    check(flag.significant_incident === true, `the server says ${JSON.stringify(flag)}`);
+    await checkContrast("a flagged case");
+  });
+
   await step("close the case", async () => {
     await page.click("button:text-is('Close case…')");
     const dialog = page.locator("dialog[open]");
@@ -401,12 +420,119 @@ try {
     await shot("search");
   });
 
+  await step("merge an alert into an existing case", async () => {
+    const { alertId, caseId } = await page.evaluate(async () => {
+      const api = await import("/ui/api.js");
+      const alerts = api.items(await api.get("/api/v1/alerts?limit=1000"));
+      const open = api.items(await api.get("/api/v1/cases?status=open&limit=1"));
+      // Every alert of the bundled run is grouped into a case: merging moves one from
+      // another case into this one.
+      const other = alerts.find((a) => a.case_id !== open[0]?.id && a.status !== "ignored");
+      return { alertId: other?.id, caseId: open[0]?.id };
+    });
+    check(alertId && caseId, `no alert outside case ${caseId} (${alertId}) or no open case in the bundled run`);
+    await page.goto(`${base}/#/alerts/${encodeURIComponent(alertId)}`);
+    await ready(`#/alerts/${encodeURIComponent(alertId)}`);
+    check((await page.locator(`dl.facts dd a[href="#/cases/${caseId}"]`).count()) === 0, `alert ${alertId} is already in case ${caseId}`);
+    await page.click("main .inline-form button:text-is('Merge')");
+    const dialog = page.locator("dialog[open]");
+    await dialog.locator("input[name=case_id]").fill(String(caseId));
+    await dialog.locator("button[type=submit]").click();
+    await status().filter({ hasText: `Alert merged into case ${caseId}.` }).waitFor();
+    await page.locator(`dl.facts dd a[href="#/cases/${caseId}"]`).waitFor();
+    notes.push(`merged alert ${alertId} into case ${caseId}`);
+  });
+
+  await step("filter the alert queue by an observable", async () => {
+    const { alertId, observable, total } = await page.evaluate(async () => {
+      const api = await import("/ui/api.js");
+      const alerts = api.items(await api.get("/api/v1/alerts?limit=1000"));
+      const matched = alerts.find((a) => (a.intel ?? []).length);
+      return { alertId: matched?.id, observable: matched?.intel[0].observable, total: alerts.length };
+    });
+    check(alertId, "no alert of the bundled run has an intel match");
+    await page.goto(`${base}/#/alerts/${encodeURIComponent(alertId)}`);
+    await page.locator("h2", { hasText: "Intel matches" }).waitFor();
+    // The observable in the intel table links to the queue filtered by it.
+    await page.locator("main table td a", { hasText: observable }).first().click();
+    await ready(`#/alerts?observable=${encodeURIComponent(observable)}`);
+    check((await page.inputValue("input[name=observable]")) === observable, "the filter form does not show the observable");
+    const links = await page.locator("main table tbody tr td:nth-child(3) a").evaluateAll((as) => as.map((a) => a.getAttribute("href")));
+    check(links.includes(`#/alerts/${encodeURIComponent(alertId)}`), `the alert carrying ${observable} is not listed`);
+    check(links.length < total, `filtering by ${observable} kept all ${total} alerts`);
+    notes.push(`observable ${observable}: ${links.length} of ${total} alerts`);
+  });
+
+  await step("the SOC figures by severity", async () => {
+    await page.click("nav a:text-is('Figures')");
+    await ready("#/figures");
+    await heading().filter({ hasText: "SOC figures" }).waitFor();
+    const rows = page.locator("main table tbody tr");
+    await rows.first().waitFor();
+    const severities = await rows.locator("td:nth-child(1)").allTextContents();
+    check(severities.length > 0 && severities.every((s) => ["informational", "low", "medium", "high", "critical"].includes(s)), `severities: ${severities}`);
+    const column = async (n) => (await rows.locator(`td:nth-child(${n})`).allTextContents()).filter((t) => t !== "—");
+    // Earlier steps acknowledged an alert and closed a case, both within the last 24 hours.
+    check((await column(3)).length > 0, "no mean time to detect shown");
+    check((await column(5)).length > 0, "no mean time to acknowledge shown after an acknowledgement");
+    check((await column(7)).length > 0, "no mean time to resolve shown after closing a case");
+    await page.selectOption("select[name=range]", "7d");
+    await page.click("text=Show");
+    await ready("#/figures?range=7d");
+    await rows.first().waitFor();
+    await checkContrast("the SOC figures");
+    await shot("figures");
+  });
+
   await step("a refused credential returns to sign-in", async () => {
     await page.evaluate(() => sessionStorage.setItem("kastell.credential", "kst_0000000000000000_revoked"));
     await page.click("nav a:text-is('Approvals')");
     await heading().filter({ hasText: "Sign in to Kastell" }).waitFor();
     await page.locator("[role=alert] .message.error", { hasText: "Signed out" }).waitFor();
     check((await page.evaluate(() => sessionStorage.getItem("kastell.credential"))) === null, "the refused key was kept");
+  });
+
+  await step("sign in by redirect to the identity provider (authorization code with PKCE)", async () => {
+    // The previous step left the page on sign-in, on its way to the approvals.
+    await page.click("button:text-is('Sign in with your identity provider')");
+    await page.waitForURL((url) => url.href.startsWith(`${issuer}/authorize`));
+    const asked = new URL(page.url()).searchParams;
+    check(asked.get("code_challenge_method") === "S256", `code_challenge_method ${asked.get("code_challenge_method")}`);
+    check(/^[\w-]{43}$/.test(asked.get("code_challenge") ?? ""), `code_challenge ${asked.get("code_challenge")}`);
+    check(asked.get("redirect_uri") === `${base}/`, `redirect_uri ${asked.get("redirect_uri")}`);
+    await page.click("button:text-is('Sign in as test-lead')");
+    await ready("#/approvals");
+    await heading().filter({ hasText: "Approvals" }).waitFor();
+    check(!page.url().includes("code="), `the code stayed in the address: ${page.url()}`);
+    const stored = await page.evaluate(() => JSON.stringify([{ ...sessionStorage }, { ...localStorage }]));
+    // A JWT starts with the base64url of '{"': the token must be in memory only.
+    check(!stored.includes("eyJ"), `a token was stored: ${stored}`);
+  });
+
+  await step("the page acts with the provider's token", async () => {
+    await page.click("nav a:text-is('Alert queue')");
+    await ready("#/alerts");
+    await page.selectOption("select[name=status]", "new");
+    await page.click("text=Apply filters");
+    await ready("#/alerts?status=new");
+    const row = page.locator("main table tbody tr").first();
+    const href = await row.locator("td:nth-child(3) a").getAttribute("href");
+    await row.locator("button", { hasText: "Acknowledge" }).click();
+    await status().filter({ hasText: "Alert acknowledged." }).waitFor();
+    await page.evaluate((fragment) => {
+      location.hash = fragment;
+    }, href);
+    await ready(href);
+    // The audit names the token's subject, not the API key of the earlier steps.
+    await page.locator("dl.facts dd", { hasText: "oidc:test-lead" }).waitFor();
+  });
+
+  await step("a reload forgets the token and a replayed answer is refused", async () => {
+    await page.reload();
+    await heading().filter({ hasText: "Sign in to Kastell" }).waitFor();
+    await page.goto(`${base}/?code=replayed&state=forged#/alerts`);
+    await page.locator("[role=alert] .message.error", { hasText: "does not match a sign-in this tab started" }).waitFor();
+    check(!page.url().includes("code="), `the forged code stayed in the address: ${page.url()}`);
   });
 
   await step("no script error or policy violation was logged", async () => {

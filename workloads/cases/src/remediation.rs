@@ -347,32 +347,81 @@ pub const GROUP: &str = "remediation";
 /// # Errors
 /// When the store fails while applying a scan.
 pub async fn run_remediation_on(
+    sub: Box<dyn kastell_core::Subscription>,
+    store: &dyn CaseStore,
+    settings: &CriticalitySettings,
+) -> Result<ScanOutcome, RemediationError> {
+    run_remediation_with(sub, store, settings, None).await
+}
+
+/// As [`run_remediation_on`], and when `idle` is given a scan also ends once no event has
+/// arrived for that long: a long-running subscription (the cluster cases stage) never
+/// closes, and without it the last report would wait for the next one.
+///
+/// A scan's deliveries are acknowledged only once the scan is applied, so a process
+/// stopped in between has the report delivered again rather than lost; applying the same
+/// scan twice changes nothing.
+///
+/// # Errors
+/// When the store fails while applying a scan.
+pub async fn run_remediation_with(
     mut sub: Box<dyn kastell_core::Subscription>,
     store: &dyn CaseStore,
     settings: &CriticalitySettings,
+    idle: Option<std::time::Duration>,
 ) -> Result<ScanOutcome, RemediationError> {
     let remediation =
         Remediation::new(store).with_criticality(settings.hosts.clone(), settings.default);
     let mut total = ScanOutcome::default();
     let mut scan: Vec<Finding> = Vec::new();
-    while let Some(delivery) = sub.next().await {
+    let mut held: Vec<kastell_core::Delivery> = Vec::new();
+    loop {
+        let next = match idle.filter(|_| !scan.is_empty()) {
+            // NB: the abandoned read of a bus subscription is delivered again later (see
+            // the stage's Stoppable), so waiting with a timeout loses nothing.
+            Some(idle) => match tokio::time::timeout(idle, sub.next()).await {
+                Ok(next) => next,
+                Err(_) => {
+                    tracing::debug!(findings = scan.len(), "scan ended by idle time");
+                    total.add(finish_scan(&remediation, &mut scan, &mut held).await?);
+                    continue;
+                }
+            },
+            None => sub.next().await,
+        };
+        let Some(delivery) = next else { break };
         let finding = delivery
             .message
             .decode::<Event>()
             .ok()
             .and_then(|event| Finding::from_event(&event));
-        if let Some(finding) = finding {
-            if scan.first().is_some_and(|f| f.scan != finding.scan) {
-                total.add(remediation.apply_scan(&std::mem::take(&mut scan)).await?);
-            }
-            scan.push(finding);
+        let Some(finding) = finding else {
+            let _ = delivery.ack().await;
+            continue;
+        };
+        if scan.first().is_some_and(|f| f.scan != finding.scan) {
+            total.add(finish_scan(&remediation, &mut scan, &mut held).await?);
         }
-        let _ = delivery.ack().await;
+        scan.push(finding);
+        held.push(delivery);
     }
     if !scan.is_empty() {
-        total.add(remediation.apply_scan(&scan).await?);
+        total.add(finish_scan(&remediation, &mut scan, &mut held).await?);
     }
     Ok(total)
+}
+
+/// Applies the gathered scan, then acknowledges its deliveries.
+async fn finish_scan(
+    remediation: &Remediation<'_>,
+    scan: &mut Vec<Finding>,
+    held: &mut Vec<kastell_core::Delivery>,
+) -> Result<ScanOutcome, RemediationError> {
+    let outcome = remediation.apply_scan(&std::mem::take(scan)).await?;
+    for delivery in held.drain(..) {
+        let _ = delivery.ack().await;
+    }
+    Ok(outcome)
 }
 
 impl ScanOutcome {

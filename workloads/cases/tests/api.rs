@@ -790,9 +790,10 @@ async fn served_routes(router: &Router) -> BTreeSet<(String, String)> {
     let mut paths = BTreeSet::new();
     for piece in routes.split('"').skip(1).step_by(2) {
         // The analyst web page's files are served beside the API, not part of it.
-        let page = kastell_webui::ASSETS
-            .iter()
-            .any(|asset| asset.path == piece);
+        let page = piece == kastell_webui::CONFIG_PATH
+            || kastell_webui::ASSETS
+                .iter()
+                .any(|asset| asset.path == piece);
         if piece.starts_with('/') && !piece.contains("__private__") && !page {
             paths.insert(piece.to_owned());
         }

@@ -17,6 +17,7 @@ use crate::audit::{self, AuditEntry, Change, SYSTEM_ACTOR};
 
 mod analyst;
 mod location;
+mod nis2;
 mod postgres;
 pub mod privacy;
 pub use location::{open, StoreUrl};
@@ -656,6 +657,20 @@ pub trait CaseStore: Send + Sync {
     /// Cases (title, description) and case observables (value) containing `text`,
     /// case-insensitively for ASCII, at most `limit` of each, within `max_tlp`.
     async fn search(&self, text: &str, max_tlp: Tlp, limit: i64) -> Result<SearchHits, StoreError>;
+
+    /// Flags or unflags the case as a significant incident under NIS2 (art. 23); a change
+    /// is audited (`case.significant_incident`) and noted on the case's timeline. Returns
+    /// the flag as it now is.
+    async fn set_significant_incident(
+        &self,
+        case_id: i64,
+        significant: bool,
+        by: &str,
+    ) -> Result<bool, StoreError>;
+    /// Whether the case is flagged as a significant incident; `NotFound` without the case.
+    async fn significant_incident(&self, case_id: i64) -> Result<bool, StoreError>;
+    /// The ids of the cases flagged as significant incidents, in order.
+    async fn significant_incidents(&self) -> Result<Vec<i64>, StoreError>;
 }
 
 /// The embedded store: one SQLite file in the data directory.
@@ -1536,6 +1551,15 @@ impl CaseStore for SqliteStore {
         .execute(&mut *tx)
         .await
         .map_err(query_err("update case"))?;
+        if before.status == CaseStatus::Closed && next.status != CaseStatus::Closed {
+            // A reopened case is not resolved: a kept closed_at would still count it in
+            // the time-to-resolve figures and show it as closed in the report.
+            sqlx::query("UPDATE cases SET closed_at = NULL WHERE id = ?")
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .map_err(query_err("clear a reopened case's closed_at"))?;
+        }
         let after = fetch_case(&mut tx, id).await?;
         let change = case_change(by, "case.update", Some(&before), &after)?;
         if let (Some(from), Some(to)) = (&change.before, &change.after) {
@@ -1789,6 +1813,23 @@ impl CaseStore for SqliteStore {
 
     async fn search(&self, text: &str, max_tlp: Tlp, limit: i64) -> Result<SearchHits, StoreError> {
         self.search_impl(text, max_tlp, limit).await
+    }
+
+    async fn set_significant_incident(
+        &self,
+        case_id: i64,
+        significant: bool,
+        by: &str,
+    ) -> Result<bool, StoreError> {
+        nis2::set(self, case_id, significant, by).await
+    }
+
+    async fn significant_incident(&self, case_id: i64) -> Result<bool, StoreError> {
+        nis2::get(self, case_id).await
+    }
+
+    async fn significant_incidents(&self) -> Result<Vec<i64>, StoreError> {
+        nis2::all(self).await
     }
 }
 

@@ -113,6 +113,8 @@ conformance!(
     observables_merge_and_tasks_stay_in_their_case,
     the_timeline_records_every_change_in_order,
     figures_and_search_see_what_happened,
+    a_reopened_case_is_not_resolved,
+    a_case_is_flagged_as_a_significant_incident,
 );
 
 fn alert(rule: &str, host: &str, at: &str, level: Level) -> Alert {
@@ -1101,4 +1103,79 @@ async fn figures_and_search_see_what_happened(store: Store) {
             .len(),
         1
     );
+}
+
+async fn a_reopened_case_is_not_resolved(store: Store) {
+    let a = alert("r1", "h", "2024-01-01T10:00:00Z", Level::High);
+    let case = case_of(&store, &a, "k").await;
+    let closed = store
+        .close_case(case, Resolution::TruePositive, "patched", "dave")
+        .await
+        .unwrap();
+    assert!(closed.closed_at.is_some());
+    let reopen = CaseUpdate {
+        status: Some(CaseStatus::Open),
+        ..CaseUpdate::default()
+    };
+    let reopened = store.update_case(case, &reopen, "erin").await.unwrap();
+    assert_eq!(reopened.status, CaseStatus::Open);
+    assert_eq!(reopened.closed_at, None);
+    let stored = store.get_case(case).await.unwrap().unwrap();
+    assert_eq!(stored.closed_at, None);
+    // Closed again later, it counts from the new closing.
+    let again = store
+        .close_case(case, Resolution::TruePositive, "patched again", "dave")
+        .await
+        .unwrap();
+    assert!(again.closed_at.is_some());
+    assert_eq!(verdict(&store).await, Verdict::Intact { entries: 5 });
+}
+
+async fn a_case_is_flagged_as_a_significant_incident(store: Store) {
+    let a = alert("r1", "h", "2024-01-01T10:00:00Z", Level::High);
+    let b = alert("r2", "h2", "2024-01-01T11:00:00Z", Level::High);
+    let case = case_of(&store, &a, "k").await;
+    let other = case_of(&store, &b, "k2").await;
+    assert!(!store.significant_incident(case).await.unwrap());
+    assert!(store.significant_incidents().await.unwrap().is_empty());
+
+    assert!(store
+        .set_significant_incident(case, true, "lead")
+        .await
+        .unwrap());
+    // Setting it again changes nothing and is not audited twice.
+    assert!(store
+        .set_significant_incident(case, true, "lead")
+        .await
+        .unwrap());
+    assert!(store.significant_incident(case).await.unwrap());
+    assert!(!store.significant_incident(other).await.unwrap());
+    assert_eq!(store.significant_incidents().await.unwrap(), [case]);
+    assert!(timeline_kinds(&store, case)
+        .await
+        .contains(&"significant_incident".to_owned()));
+
+    assert!(!store
+        .set_significant_incident(case, false, "lead")
+        .await
+        .unwrap());
+    assert!(store.significant_incidents().await.unwrap().is_empty());
+    assert!(matches!(
+        store.set_significant_incident(9999, true, "lead").await,
+        Err(StoreError::NotFound { .. })
+    ));
+    assert!(matches!(
+        store.significant_incident(9999).await,
+        Err(StoreError::NotFound { .. })
+    ));
+    let logged = actions_logged(&store).await;
+    assert_eq!(
+        logged
+            .iter()
+            .filter(|a| *a == "case.significant_incident")
+            .count(),
+        2,
+        "{logged:?}"
+    );
+    assert!(matches!(verdict(&store).await, Verdict::Intact { .. }));
 }

@@ -3,11 +3,12 @@
 //! coverage of the live rules and the audit chain's verdict — as JSON or as one
 //! self-contained HTML page.
 //!
-//! NIS2 state lives in case tags, so no store migration is needed and every change is
-//! already audited: `nis2:significant` marks a significant incident, and the tags
-//! `nis2:early-warning`, `nis2:notification` and `nis2:final-report` record that the
-//! corresponding report was sent. The time a milestone was met is the time of the audit
-//! entry that added its tag, which the chain vouches for.
+//! A significant incident is a case whose NIS2 flag is set (the store's
+//! `significant_incident` field, set through `PUT /api/v1/cases/{id}/significant-incident`
+//! or the web page; cases tagged `nis2:significant` before the field existed carry it
+//! over). The tags `nis2:early-warning`, `nis2:notification` and `nis2:final-report`
+//! record that the corresponding report was sent; the time a milestone was met is the
+//! time of the audit entry that added its tag, which the chain vouches for.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -24,9 +25,6 @@ use crate::apikey::DEFAULT_DATA;
 
 /// The version of the JSON document, bumped when a field changes meaning.
 pub const SCHEMA: &str = "kastell.report/v1";
-
-/// The tag that flags a case as a significant incident under NIS2 (art. 23).
-pub const SIGNIFICANT_TAG: &str = "nis2:significant";
 
 /// The audit actions the GDPR section counts (written by `kastell gdpr`).
 pub const GDPR_ACTIONS: [(&str, &str); 3] = [
@@ -249,10 +247,17 @@ pub async fn build(
         .await
         .context("reading the SOC figures")?;
 
+    let significant: BTreeSet<i64> = store
+        .significant_incidents()
+        .await
+        .context("reading the significant incidents")?
+        .into_iter()
+        .collect();
+
     let in_period = |t: DateTime<Utc>| t >= from && t < to;
     let incidents: Vec<Incident> = cases
         .iter()
-        .filter(|c| c.tags.iter().any(|t| t == SIGNIFICANT_TAG) && in_period(c.created_at))
+        .filter(|c| significant.contains(&c.id) && in_period(c.created_at))
         .map(|c| incident(c, &entries, now))
         .collect();
     let soc = SocFigures {

@@ -95,7 +95,7 @@ pub async fn prepare(config_dir: &Path, replay: &[PathBuf]) -> anyhow::Result<Se
 
 /// The Greenbone Sensors' host criticality merged: a host named by several Sensors gets
 /// the highest, and hosts named by none the highest of their defaults.
-fn criticality(resources: &ResourceSet) -> kastell_cases::remediation::CriticalitySettings {
+pub fn criticality(resources: &ResourceSet) -> kastell_cases::remediation::CriticalitySettings {
     use kastell_cases::remediation::Criticality;
     use kastell_crds::sensor::{HostCriticality, SensorFormat};
     let convert = |c: HostCriticality| match c {

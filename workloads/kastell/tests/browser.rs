@@ -1,7 +1,9 @@
 //! The analyst web page in a real browser: `kastell run` serves the bundled example with
-//! a lead's API key, and `tests/browser/run.mjs` drives Debian's Chromium through
-//! sign-in, the alert queue, an alert, promotion, an approval and closing a case, saving
-//! a screenshot of each page under docs/screenshots.
+//! a lead's API key and a test OIDC provider (`tests/browser/idp.mjs`), and
+//! `tests/browser/run.mjs` drives Debian's Chromium through sign-in (pasted key and by
+//! redirect), the alert queue, an alert, promotion, an approval and closing a case, saving
+//! a screenshot of each page under the build's scratch directory (docs/screenshots with
+//! KASTELL_UPDATE_SCREENSHOTS=1).
 //!
 //! Needs `tests/tools/ensure-browser` (Chromium and playwright-core); .ci/run exports
 //! `KASTELL_CHROMIUM` and `KASTELL_BROWSER_TESTS` from it. Without them the test prints
@@ -42,7 +44,8 @@ fn browser_tools() -> Result<(PathBuf, PathBuf), String> {
     Ok((chromium, tests))
 }
 
-/// The `kastell run` child, stopped however the test ends.
+/// A child process (`kastell run`, the test identity provider), stopped however the test
+/// ends.
 struct Server(Child);
 
 impl Drop for Server {
@@ -54,11 +57,16 @@ impl Drop for Server {
 
 /// Starts `kastell run` on a port the system picks and returns it with its address, read
 /// from the line it prints once the replay is through and the listener is bound.
-fn start_server(data: &Path) -> (Server, String) {
+fn start_server(data: &Path, issuer: &str) -> (Server, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_kastell"))
         .args(["run", "--listen", "127.0.0.1:0", "--data"])
         .arg(data)
         .current_dir(repo_root())
+        // Tokens of the test identity provider, for the page's sign-in by redirect.
+        .env("KASTELL_OIDC_JWKS", format!("{issuer}/jwks"))
+        .env("KASTELL_OIDC_ISSUER", issuer)
+        .env("KASTELL_OIDC_AUDIENCE", CLIENT_ID)
+        .env("KASTELL_OIDC_CLIENT_ID", CLIENT_ID)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -79,6 +87,29 @@ fn start_server(data: &Path) -> (Server, String) {
     (server, address)
 }
 
+/// The page's client id at the test identity provider.
+const CLIENT_ID: &str = "kastell-web";
+
+/// Starts `tests/browser/idp.mjs`, the test's OIDC provider, and returns it with its
+/// issuer URL, read from the line it prints once listening.
+fn start_identity_provider(tests: &Path) -> (Server, String) {
+    let mut child = Command::new("node")
+        .arg(tests.join("idp.mjs"))
+        .args([CLIENT_ID, "lead"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("starting node tests/browser/idp.mjs");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let server = Server(child);
+    let issuer = BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+        .find_map(|line| line.strip_prefix("issuer ").map(str::to_owned))
+        .expect("the identity provider stopped before listening");
+    (server, issuer)
+}
+
 /// Waits until `/readyz` answers 200. One plain HTTP/1.0 request over a socket: enough
 /// for a probe, and it needs neither an async runtime nor a TLS provider.
 fn wait_ready(address: &str) {
@@ -97,6 +128,17 @@ fn wait_ready(address: &str) {
         std::thread::sleep(Duration::from_millis(100));
     }
     panic!("the case API on {address} never became ready");
+}
+
+/// Where the page's screenshots go: the build's scratch directory, so an ordinary run
+/// leaves the work tree clean, or docs/screenshots when KASTELL_UPDATE_SCREENSHOTS=1 asks
+/// to refresh the ones the documentation shows.
+fn screenshot_dir() -> PathBuf {
+    if std::env::var("KASTELL_UPDATE_SCREENSHOTS").is_ok_and(|v| v == "1") {
+        repo_root().join("docs/screenshots")
+    } else {
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join("screenshots")
+    }
 }
 
 #[test]
@@ -131,16 +173,20 @@ fn an_analyst_signs_in_triages_approves_and_closes_a_case_in_chromium() {
     );
     let key = String::from_utf8(created.stdout).unwrap().trim().to_owned();
 
-    let (_server, address) = start_server(&data);
+    let (_provider, issuer) = start_identity_provider(&tests);
+    let (_server, address) = start_server(&data, &issuer);
     wait_ready(&address);
+    let screenshots = screenshot_dir();
+    println!("screenshots go to {}", screenshots.display());
 
     let run = Command::new("node")
         .arg(tests.join("run.mjs"))
         .current_dir(&tests)
         .env("KASTELL_BASE_URL", format!("http://{address}"))
         .env("KASTELL_API_KEY", &key)
+        .env("KASTELL_OIDC_ISSUER", &issuer)
         .env("KASTELL_CHROMIUM", &chromium)
-        .env("KASTELL_SCREENSHOTS", repo_root().join("docs/screenshots"))
+        .env("KASTELL_SCREENSHOTS", &screenshots)
         .output()
         .expect("running node tests/browser/run.mjs");
     let report = String::from_utf8_lossy(&run.stdout);

@@ -50,13 +50,56 @@ fn add_exposition(catalogue: &mut Catalogue, text: &str) {
     }
 }
 
-/// `/metrics` of `kastell run` serving after replaying the bundled examples.
+/// A playbook the test adds to a copy of the bundled examples so that the respond stage's
+/// refusal and dry-run series exist: every opened case starts it, it runs in dry run and
+/// its rate limit of one action an hour refuses all but the first.
+const PROBE_PLAYBOOK: &str = "\
+apiVersion: kastell.eu/v1alpha1
+kind: Playbook
+metadata:
+  name: dashboards-probe
+  namespace: soc
+spec:
+  trigger:
+    events: [case-opened]
+  dryRun: true
+  rateLimit: {maxActionsPerHour: 1}
+  steps:
+    - name: note
+      type: log
+      message: case {{ case.id }} opened
+";
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.path().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// `/metrics` of `kastell run` serving after replaying the bundled examples, with the
+/// example playbook's pending actions approved and rejected through the case API.
 async fn scrape_run() -> String {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let setup = kastell::setup::prepare(&repo_root().join("examples/soc"), &[])
-        .await
-        .unwrap();
+    let config = tempfile::tempdir().unwrap();
+    copy_dir(&repo_root().join("examples/soc"), config.path());
+    std::fs::write(config.path().join("dashboards-probe.yaml"), PROBE_PLAYBOOK).unwrap();
+    let setup = kastell::setup::prepare(config.path(), &[]).await.unwrap();
     let data = tempfile::tempdir().unwrap();
+    let key = kastell::apikey::create_key(
+        data.path(),
+        "dashboards-test",
+        kastell_cases::auth::Role::Lead,
+        kastell_core::Tlp::Red,
+    )
+    .await
+    .unwrap();
     let listener = bind("127.0.0.1:0".parse::<SocketAddr>().unwrap())
         .await
         .unwrap();
@@ -78,9 +121,8 @@ async fn scrape_run() -> String {
     let alerts = replayed.await.unwrap();
     assert!(alerts > 0, "the bundled examples raise alerts");
     analyst_works(&data_dir_for_analyst).await;
-    let response = reqwest::get(format!("{base}/metrics")).await.unwrap();
-    assert!(response.status().is_success(), "{}", response.status());
-    let text = response.text().await.unwrap();
+    decide_pending_actions(&base, &key).await;
+    let text = scrape_after_decisions(&base).await;
     let _ = stop.send(());
     pipeline.await.unwrap().unwrap();
     text
@@ -102,6 +144,81 @@ async fn analyst_works(data: &Path) {
         .close_case(case.id, Resolution::TruePositive, "handled", "analyst-1")
         .await
         .unwrap();
+}
+
+/// Approves the first pending action of the example playbook and rejects the second, as
+/// an analyst would on the page, so the approval and rejection counters move.
+async fn decide_pending_actions(base: &str, key: &str) {
+    let client = reqwest::Client::new();
+    let page: serde_json::Value = client
+        .get(format!("{base}/api/v1/actions?status=pending"))
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let pending: Vec<i64> = page["items"]
+        .as_array()
+        .expect("a page of actions")
+        .iter()
+        .filter_map(|a| a["id"].as_i64())
+        .collect();
+    assert!(
+        pending.len() >= 2,
+        "the example playbook leaves actions pending: {page}"
+    );
+    let decisions = [
+        (
+            pending[0],
+            "approve",
+            serde_json::json!({"comment": "dashboards test"}),
+        ),
+        (
+            pending[1],
+            "reject",
+            serde_json::json!({"reason": "dashboards test"}),
+        ),
+    ];
+    for (id, decision, body) in decisions {
+        let answer = client
+            .post(format!("{base}/api/v1/actions/{id}/{decision}"))
+            .bearer_auth(key)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            answer.status().is_success(),
+            "{decision} {id}: {}",
+            answer.status()
+        );
+    }
+}
+
+/// `/metrics` once the respond stage has counted the approval and the rejection; the
+/// stage learns of them from the bus, after the API answered.
+async fn scrape_after_decisions(base: &str) -> String {
+    let decided = |text: &str| {
+        [
+            "kastell_respond_approvals_total 1",
+            "kastell_respond_rejections_total 1",
+        ]
+        .iter()
+        .all(|line| text.lines().any(|l| l == *line))
+    };
+    let mut text = String::new();
+    for _ in 0..300 {
+        let response = reqwest::get(format!("{base}/metrics")).await.unwrap();
+        assert!(response.status().is_success(), "{}", response.status());
+        text = response.text().await.unwrap();
+        if decided(&text) {
+            return text;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("the respond stage never counted the approval and the rejection:\n{text}");
 }
 
 /// The cluster-only metrics, registered by their own code and given one series each so
@@ -271,8 +388,15 @@ async fn every_dashboard_query_uses_only_exported_metrics_and_labels() {
     for text in cluster_only_expositions() {
         add_exposition(&mut catalogue, &text);
     }
-    // The replay of the bundled examples fills the SOC and intel series.
-    for metric in ["kastell_cases_alerts_total", "kastell_enrich_indicators"] {
+    // The replay of the bundled examples fills the SOC and intel series, its playbooks and
+    // the probe's the response series.
+    for metric in [
+        "kastell_cases_alerts_total",
+        "kastell_enrich_indicators",
+        "kastell_respond_actions_total",
+        "kastell_respond_playbook_runs_total",
+        "kastell_respond_rate_limited_total",
+    ] {
         assert!(catalogue.contains_key(metric), "{metric} not scraped");
     }
 
@@ -282,6 +406,7 @@ async fn every_dashboard_query_uses_only_exported_metrics_and_labels() {
         "soc-overview.json",
         "ingest-health.json",
         "threat-intel.json",
+        "response.json",
     ] {
         assert!(files.contains(expected), "{expected} is missing");
     }
@@ -319,4 +444,118 @@ fn the_check_catches_unknown_metrics_labels_and_bad_syntax() {
         .first()
         .unwrap()
         .starts_with("does not parse"));
+}
+
+/// The chart's dashboard files, by file name.
+fn chart_dashboards() -> BTreeMap<String, String> {
+    let dir = repo_root().join("charts/kastell/dashboards");
+    std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .map(|p| {
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            (name, std::fs::read_to_string(&p).unwrap())
+        })
+        .collect()
+}
+
+#[test]
+fn the_plain_manifests_copy_every_chart_dashboard_unchanged() {
+    let dir = repo_root().join("manifests/dashboards");
+    let copies: BTreeMap<String, String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .map(|p| {
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            (name, std::fs::read_to_string(&p).unwrap())
+        })
+        .collect();
+    let chart = chart_dashboards();
+    assert_eq!(
+        copies.keys().collect::<Vec<_>>(),
+        chart.keys().collect::<Vec<_>>(),
+        "manifests/dashboards holds other files than charts/kastell/dashboards"
+    );
+    for (name, text) in &chart {
+        assert!(
+            copies[name] == *text,
+            "manifests/dashboards/{name} differs from charts/kastell/dashboards/{name}: \
+             cp charts/kastell/dashboards/*.json manifests/dashboards/"
+        );
+    }
+}
+
+/// `kustomize build manifests/dashboards`, or why it cannot run.
+fn kustomize_build() -> Result<String, String> {
+    let kustomize = std::env::var_os("KASTELL_KUSTOMIZE")
+        .ok_or("KASTELL_KUSTOMIZE is unset (run tests/tools/ensure-kustomize)")?;
+    let output = std::process::Command::new(kustomize)
+        .arg("build")
+        .arg(repo_root().join("manifests/dashboards"))
+        .output()
+        .map_err(|e| format!("running kustomize: {e}"))?;
+    assert!(
+        output.status.success(),
+        "kustomize build failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(String::from_utf8(output.stdout).unwrap())
+}
+
+#[test]
+fn the_dashboards_kustomization_renders_one_valid_config_map_per_dashboard() {
+    let rendered = match kustomize_build() {
+        Ok(rendered) => rendered,
+        Err(why) => {
+            println!("SKIPPED: {why}");
+            return;
+        }
+    };
+    let objects: Vec<serde_yaml::Value> = serde_yaml::Deserializer::from_str(&rendered)
+        .map(|d| serde::Deserialize::deserialize(d).unwrap())
+        .collect();
+    let chart = chart_dashboards();
+    assert_eq!(objects.len(), chart.len(), "{rendered}");
+    for (name, text) in &chart {
+        let wanted = format!("kastell-dashboard-{}", name.trim_end_matches(".json"));
+        let object = objects
+            .iter()
+            .find(|o| o["metadata"]["name"].as_str() == Some(wanted.as_str()))
+            .unwrap_or_else(|| panic!("no ConfigMap {wanted} in:\n{rendered}"));
+        assert_eq!(object["kind"], "ConfigMap");
+        assert_eq!(object["metadata"]["labels"]["grafana_dashboard"], "1");
+        assert_eq!(
+            object["metadata"]["annotations"]["grafana_folder"],
+            "Kastell"
+        );
+        assert!(
+            object["data"][name.as_str()].as_str() == Some(text.as_str()),
+            "{wanted} does not carry {name} unchanged"
+        );
+    }
+
+    let Some(validator) = std::env::var_os("KASTELL_KUBERNETES_VALIDATE") else {
+        println!("SKIPPED: kubernetes-validate part: KASTELL_KUBERNETES_VALIDATE is unset");
+        return;
+    };
+    let file = tempfile::NamedTempFile::with_suffix(".yaml").unwrap();
+    std::fs::write(file.path(), &rendered).unwrap();
+    let output = std::process::Command::new(validator)
+        .args(["--strict", "--kubernetes-version", "1.35"])
+        .arg(file.path())
+        .output()
+        .expect("running kubernetes-validate");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "kubernetes-validate failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        stdout.matches(" passed for resource ").count(),
+        chart.len(),
+        "{stdout}"
+    );
 }

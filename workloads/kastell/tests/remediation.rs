@@ -102,12 +102,14 @@ async fn findings_open_close_and_reopen_remediation_cases() {
     assert_eq!(scan2.unchanged, [tls.id]);
     let closed = store.get_case(openssh.id).await.unwrap().unwrap();
     assert_eq!(closed.status, CaseStatus::Closed);
+    assert!(closed.closed_at.is_some());
 
     let scan3 = remediation.apply_scan(&first).await.unwrap();
     assert_eq!(scan3.reopened, [openssh.id]);
     assert!(scan3.opened.is_empty());
     let reopened = store.get_case(openssh.id).await.unwrap().unwrap();
     assert_eq!(reopened.status, CaseStatus::Open);
+    assert_eq!(reopened.closed_at, None, "a reopened case is not resolved");
     assert_eq!(
         store
             .list_cases(&CaseFilter::default())
@@ -131,4 +133,64 @@ async fn findings_open_close_and_reopen_remediation_cases() {
     let scan4 = remediation.apply_scan(&other).await.unwrap();
     assert_eq!(scan4.opened.len(), 1);
     assert!(scan4.closed.is_empty());
+}
+
+/// The cluster cases stage's loop: the events topic stays open, so the scan is applied
+/// once no more of the report arrives, and the loop keeps reading until the topic closes.
+#[tokio::test]
+async fn a_report_on_an_open_subscription_is_applied_when_it_stops_arriving() {
+    use kastell_cases::remediation::{run_remediation_with, CriticalitySettings};
+    use kastell_core::{Bus, InProcessBus, Message, Topic};
+    use std::sync::Arc;
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open_dir(dir.path()).await.unwrap());
+    let bus = InProcessBus::new(64);
+    let subscription = bus
+        .subscribe(Topic::Events, kastell_cases::remediation::GROUP)
+        .await
+        .unwrap();
+    let settings = CriticalitySettings::default();
+    let running = {
+        let store = Arc::clone(&store);
+        tokio::spawn(async move {
+            let idle = std::time::Duration::from_millis(200);
+            run_remediation_with(subscription, store.as_ref(), &settings, Some(idle)).await
+        })
+    };
+
+    let mut decoder = Decoder::new(Format::Greenbone, ParseContext::new("dmz-scanner"));
+    let mut events = Vec::new();
+    decode_reader(fixture().as_bytes(), &mut decoder, |d| {
+        events.push(d.result.expect("the fixture parses"))
+    })
+    .unwrap();
+    for event in &events {
+        bus.publish(Topic::Events, Message::json(event).unwrap())
+            .await
+            .unwrap();
+    }
+
+    // The topic is still open: only the pause can end the scan.
+    let mut cases = Vec::new();
+    for _ in 0..300 {
+        cases = store.list_cases(&CaseFilter::default()).await.unwrap();
+        if cases.len() == 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        cases.len(),
+        2,
+        "the report's two vulnerabilities: {cases:?}"
+    );
+    assert!(
+        !running.is_finished(),
+        "the loop keeps reading the open topic"
+    );
+
+    bus.close(Topic::Events).await;
+    let outcome = running.await.unwrap().unwrap();
+    assert_eq!(outcome.opened.len(), 2, "{outcome:?}");
 }

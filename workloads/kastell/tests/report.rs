@@ -40,21 +40,17 @@ async fn flag_significant(data: &Path) -> i64 {
         .into_iter()
         .next()
         .expect("the example run opens cases");
+    store
+        .set_significant_incident(case.id, true, "lead-1")
+        .await
+        .unwrap();
     let mut tags = case.tags.clone();
-    tags.push("nis2:significant".into());
-    let update = |tags: Vec<String>| CaseUpdate {
+    tags.push("nis2:early-warning".into());
+    let update = CaseUpdate {
         tags: Some(tags),
         ..CaseUpdate::default()
     };
-    store
-        .update_case(case.id, &update(tags.clone()), "lead-1")
-        .await
-        .unwrap();
-    tags.push("nis2:early-warning".into());
-    store
-        .update_case(case.id, &update(tags), "lead-1")
-        .await
-        .unwrap();
+    store.update_case(case.id, &update, "lead-1").await.unwrap();
     case.id
 }
 

@@ -847,6 +847,22 @@ impl CaseStore for CrashingStore {
     async fn search(&self, t: &str, m: Tlp, l: i64) -> Result<SearchHits, StoreError> {
         self.inner.search(t, m, l).await
     }
+    async fn set_significant_incident(
+        &self,
+        case_id: i64,
+        significant: bool,
+        by: &str,
+    ) -> Result<bool, StoreError> {
+        self.inner
+            .set_significant_incident(case_id, significant, by)
+            .await
+    }
+    async fn significant_incident(&self, case_id: i64) -> Result<bool, StoreError> {
+        self.inner.significant_incident(case_id).await
+    }
+    async fn significant_incidents(&self) -> Result<Vec<i64>, StoreError> {
+        self.inner.significant_incidents().await
+    }
 }
 
 #[tokio::test]

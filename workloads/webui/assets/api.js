@@ -1,18 +1,29 @@
-// The case API as the page uses it: the credential kept for the tab's session, one
+// The case API as the page uses it: the credential (a pasted key kept for the tab's
+// session, or a token from the sign-in by redirect kept in memory), one
 // request helper that turns every failure into an ApiError, and the OpenAPI document to
 // tell endpoints this server has from those it does not have yet.
 
 const KEY = "kastell.credential";
 
+// A token from the sign-in by redirect lives only here: gone on reload, never in storage
+// where another script of the origin could read it later.
+let token = null;
+
 export function credential() {
-  return sessionStorage.getItem(KEY);
+  return token ?? sessionStorage.getItem(KEY);
 }
 
 export function setCredential(value) {
   sessionStorage.setItem(KEY, value);
 }
 
+export function setToken(value) {
+  sessionStorage.removeItem(KEY);
+  token = value;
+}
+
 export function forget() {
+  token = null;
   sessionStorage.removeItem(KEY);
 }
 

@@ -11,7 +11,8 @@ export async function caseView({ args, go, refresh }) {
   const id = args[0];
   const detail = await api.get(`/api/v1/cases/${id}`);
   const base = `/api/v1/cases/${id}`;
-  const [observables, tasks, timeline] = await Promise.all([
+  const [significant, observables, tasks, timeline] = await Promise.all([
+    optional("GET", "/api/v1/cases/{id}/significant-incident", `${base}/significant-incident`),
     optional("GET", "/api/v1/cases/{id}/observables", `${base}/observables`),
     optional("GET", "/api/v1/cases/{id}/tasks", `${base}/tasks`),
     optional("GET", "/api/v1/cases/{id}/timeline", `${base}/timeline`, readTimeline),
@@ -20,6 +21,7 @@ export async function caseView({ args, go, refresh }) {
   return [
     h("h1", {}, `Case ${detail.id}: ${detail.title}`),
     summary(detail),
+    h("section", { "aria-labelledby": "nis2-title" }, nis2Section(significant, context)),
     context.closed ? null : triageForm(detail, context),
     actionsSection(detail.actions ?? [], context),
     h("section", { "aria-labelledby": "tasks-title" }, await tasksSection(tasks, context)),
@@ -78,6 +80,41 @@ function summary(detail) {
     ["Summary", detail.summary],
     ["Closed", detail.closed_at ? time(detail.closed_at) : null],
   ]);
+}
+
+// NIS2 (art. 23): whether the case is a significant incident. Flagging starts the
+// reporting deadlines `kastell report` tracks; the server lets only leads and admins do it.
+function nis2Section(significant, { base, refresh }) {
+  const title = h("h2", { id: "nis2-title" }, "NIS2");
+  if (significant.missing) return [title, notOffered("Significant-incident flags")];
+  if (significant.error) return [title, message("error", describe(significant.error))];
+  const flagged = Boolean(significant.data?.significant_incident);
+  const toggle = h(
+    "button",
+    {
+      type: "button",
+      class: flagged ? null : "danger",
+      onclick: async () => {
+        const done = await act(toggle, () => api.request("PUT", `${base}/significant-incident`, { significant_incident: !flagged }));
+        if (done) {
+          await refresh();
+          announce("ok", flagged ? "The significant-incident flag was removed." : "Case flagged as a significant incident.");
+        }
+      },
+    },
+    flagged ? "Remove the significant-incident flag" : "Flag as significant incident",
+  );
+  return [
+    title,
+    h(
+      "p",
+      {},
+      flagged
+        ? "This case is a significant incident: the early warning is due 24 hours, the notification 72 hours and the final report a month after detection (see kastell report)."
+        : "Not flagged as a significant incident.",
+    ),
+    h("div", { class: "inline-form" }, toggle),
+  ];
 }
 
 function triageForm(detail, { base, refresh }) {

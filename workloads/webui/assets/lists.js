@@ -1,4 +1,5 @@
-// The case list, the approvals queue (pending response actions across cases) and search.
+// The case list, the approvals queue (pending response actions across cases), search and
+// the SOC figures.
 
 import * as api from "./api.js";
 import { h, control, describe, level, message, parameters, table, time } from "./dom.js";
@@ -123,4 +124,70 @@ function hitLink(group, hit) {
   else if (/alert/i.test(group) && hit.id !== undefined) href = `#/alerts/${encodeURIComponent(hit.id)}`;
   else if (hit.case_id !== undefined) href = `#/cases/${hit.case_id}`;
   return [href ? h("a", { href }, text) : text, detail ? h("span", { class: "muted" }, ` — ${detail}`) : null];
+}
+
+const HOUR = 3600 * 1000;
+const RANGES = { "24h": 24 * HOUR, "7d": 7 * 24 * HOUR, "30d": 30 * 24 * HOUR };
+
+// The SOC figures (GET /api/v1/figures): mean time to detect, acknowledge and resolve by
+// severity over a trailing range, the numbers the report and the dashboards show.
+export async function figures({ params, go }) {
+  const range = RANGES[params.get("range")] ? params.get("range") : "24h";
+  const [label, select] = control({ name: "range", label: "Over the last", enum: Object.keys(RANGES), value: range, required: true });
+  const form = h(
+    "form",
+    { class: "filters", "aria-label": "Range of the figures" },
+    label,
+    h("button", { type: "submit", class: "primary" }, "Show"),
+  );
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    go(`/figures${api.query({ range: select.value })}`);
+  });
+  const heading = h("h1", {}, "SOC figures");
+  if (!(await api.serves("GET", "/api/v1/figures"))) {
+    return [heading, message("info", "This server does not offer the SOC figures yet; they come with a later release of the case API.")];
+  }
+  const to = new Date();
+  const from = new Date(to.getTime() - RANGES[range]);
+  const answer = await api.get(`/api/v1/figures${api.query({ from: from.toISOString(), to: to.toISOString() })}`);
+  // Most severe first, as an analyst reads a queue.
+  const rows = [...(answer.by_severity ?? [])].reverse().map((f) =>
+    h(
+      "tr",
+      {},
+      h("td", {}, level(f.severity)),
+      h("td", { class: "number" }, String(f.alerts)),
+      h("td", { class: "number" }, duration(f.mean_time_to_detect)),
+      h("td", { class: "number" }, String(f.acknowledged)),
+      h("td", { class: "number" }, duration(f.mean_time_to_acknowledge)),
+      h("td", { class: "number" }, String(f.resolved)),
+      h("td", { class: "number" }, duration(f.mean_time_to_resolve)),
+    ),
+  );
+  return [
+    heading,
+    form,
+    h("p", { class: "muted" }, ["From ", time(answer.from), " to ", time(answer.to), ". Detect: event to alert; acknowledge: alert to its first triage; resolve: case opened to closed. Times are means."]),
+    rows.length
+      ? table(["Severity", "Alerts", "Mean time to detect", "Acknowledged", "Mean time to acknowledge", "Resolved", "Mean time to resolve"], rows, "Most severe first")
+      : message("info", "No alert was detected and no case closed in this range."),
+  ];
+}
+
+// Seconds as the two largest units a person reads ("3 d 4 h", "12 min 5 s"); "—" when
+// nothing was measured.
+export function duration(seconds) {
+  if (seconds === null || seconds === undefined) return "—";
+  const units = [["d", 86400], ["h", 3600], ["min", 60], ["s", 1]];
+  let rest = Math.round(seconds);
+  if (rest < 1) return "< 1 s";
+  const parts = [];
+  for (const [name, size] of units) {
+    const count = Math.floor(rest / size);
+    if (count || parts.length) parts.push(count ? `${count} ${name}` : null);
+    rest -= count * size;
+    if (parts.length === 2) break;
+  }
+  return parts.filter(Boolean).join(" ");
 }

@@ -3,10 +3,11 @@
 // bookmarked and reloaded.
 
 import * as api from "./api.js";
+import * as oidc from "./oidc.js";
 import { h, announce, clearAnnouncement, describe } from "./dom.js";
 import { alertQueue, alertView } from "./queue.js";
 import { caseView } from "./case.js";
-import { caseList, approvals, search } from "./lists.js";
+import { caseList, approvals, search, figures } from "./lists.js";
 
 const main = document.getElementById("main");
 const nav = document.getElementById("nav");
@@ -19,6 +20,7 @@ const routes = [
   [/^\/cases\/(\d+)$/, caseView],
   [/^\/approvals$/, approvals],
   [/^\/search$/, search],
+  [/^\/figures$/, figures],
 ];
 
 // Shown after the next navigation, which otherwise clears the last announcement.
@@ -129,6 +131,7 @@ function showSignIn(reason) {
     ),
     error,
     h("div", {}, submit),
+    redirectSignIn(error),
   );
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
@@ -156,6 +159,30 @@ function showSignIn(reason) {
   input.focus();
 }
 
+// The sign-in by redirect the server offers (null when it offers none).
+let signInByRedirect = null;
+
+function redirectSignIn(error) {
+  if (!signInByRedirect) return null;
+  const button = h("button", { type: "button", class: "primary" }, "Sign in with your identity provider");
+  button.addEventListener("click", async () => {
+    button.disabled = true;
+    try {
+      const back = location.hash.startsWith("#/") ? location.hash : "#/alerts";
+      await oidc.begin(signInByRedirect, back);
+    } catch (e) {
+      button.disabled = false;
+      error.replaceChildren(h("p", { class: "message error" }, describe(e)));
+    }
+  });
+  return h(
+    "div",
+    { class: "stack" },
+    h("p", { class: "muted" }, `Or sign in at ${new URL(signInByRedirect.issuer).host}; the token is kept in this page's memory only, so a reload asks again.`),
+    h("div", {}, button),
+  );
+}
+
 api.whenUnauthenticated((error) => {
   api.forget();
   showSignIn(`Signed out: ${error.message}`);
@@ -173,4 +200,26 @@ window.addEventListener("hashchange", () => {
   render();
 });
 
-render();
+// Finishes a sign-in by redirect when the provider has just sent the browser back, then
+// shows the view the analyst was on.
+async function start() {
+  signInByRedirect = await oidc.config();
+  let finished;
+  try {
+    finished = await oidc.complete(signInByRedirect);
+  } catch (e) {
+    showSignIn(describe(e));
+    return;
+  }
+  if (finished) {
+    api.setToken(finished.token);
+    const back = finished.back?.startsWith("#/") ? finished.back : "#/alerts";
+    if (location.hash !== back) {
+      location.hash = back;
+      return;
+    }
+  }
+  render();
+}
+
+start();

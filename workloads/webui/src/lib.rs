@@ -8,6 +8,7 @@
 //! script or style, no frames, and Trusted Types required so that no code path can turn a
 //! string into markup.
 
+use axum::body::Bytes;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -57,31 +58,128 @@ pub const ASSETS: &[Asset] = &[
     asset!("/ui/queue.js", "queue.js", JS),
     asset!("/ui/case.js", "case.js", JS),
     asset!("/ui/lists.js", "lists.js", JS),
+    asset!("/ui/oidc.js", "oidc.js", JS),
 ];
 
-/// The page's routes, to merge into the router that serves the API.
+/// Where the page reads how it may sign in (`{"oidc": …}`), served beside [`ASSETS`].
+pub const CONFIG_PATH: &str = "/ui/config.json";
+
+/// The issuer of the tokens the page signs in with by redirect; the same variable tells
+/// the API which `iss` to accept.
+pub const ENV_ISSUER: &str = "KASTELL_OIDC_ISSUER";
+/// The page's client id at the identity provider (a public client: no secret, PKCE).
+pub const ENV_CLIENT_ID: &str = "KASTELL_OIDC_CLIENT_ID";
+/// The scopes the page asks for; default `openid`.
+pub const ENV_SCOPE: &str = "KASTELL_OIDC_SCOPE";
+
+/// Sign-in by redirect to an OpenID Connect provider (authorization code with PKCE), as
+/// the page receives it from `/ui/config.json`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct OidcSignIn {
+    pub issuer: String,
+    pub client_id: String,
+    pub scope: String,
+    /// `scheme://host[:port]` of the issuer: the page fetches its discovery document and
+    /// token endpoint there, so the policy's `connect-src` must allow it.
+    #[serde(skip)]
+    origin: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{ENV_ISSUER} {issuer:?} is not an http(s) URL: {reason}")]
+    Issuer { issuer: String, reason: String },
+}
+
+impl OidcSignIn {
+    /// # Errors
+    /// When the issuer is not an absolute `http`/`https` URL.
+    pub fn new(issuer: &str, client_id: &str, scope: &str) -> Result<Self, ConfigError> {
+        let bad = |reason: String| ConfigError::Issuer {
+            issuer: issuer.to_owned(),
+            reason,
+        };
+        let url = url::Url::parse(issuer).map_err(|e| bad(e.to_string()))?;
+        if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+            return Err(bad("it needs an http or https scheme and a host".to_owned()));
+        }
+        Ok(OidcSignIn {
+            issuer: issuer.trim_end_matches('/').to_owned(),
+            client_id: client_id.to_owned(),
+            scope: scope.to_owned(),
+            origin: url.origin().ascii_serialization(),
+        })
+    }
+
+    /// The sign-in the environment configures: both [`ENV_ISSUER`] and [`ENV_CLIENT_ID`]
+    /// set. A malformed issuer is logged and leaves the page with pasted credentials only,
+    /// as the API would refuse its tokens anyway.
+    pub fn from_env() -> Option<Self> {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+        let (issuer, client_id) = (var(ENV_ISSUER)?, var(ENV_CLIENT_ID)?);
+        let scope = var(ENV_SCOPE).unwrap_or_else(|| "openid".to_owned());
+        match OidcSignIn::new(&issuer, &client_id, &scope) {
+            Ok(sign_in) => Some(sign_in),
+            Err(error) => {
+                tracing::error!(%error, "oidc sign-in by redirect left out");
+                None
+            }
+        }
+    }
+}
+
+/// The policy the page is served with when it signs in by redirect: the strict one, with
+/// the issuer's origin added to `connect-src` for discovery and the code exchange.
+pub fn content_security_policy(oidc: Option<&OidcSignIn>) -> String {
+    match oidc {
+        Some(sign_in) => CONTENT_SECURITY_POLICY.replace(
+            "connect-src 'self';",
+            &format!("connect-src 'self' {};", sign_in.origin),
+        ),
+        None => CONTENT_SECURITY_POLICY.to_owned(),
+    }
+}
+
+/// The page's routes, to merge into the router that serves the API, with the OIDC
+/// sign-in the environment configures ([`OidcSignIn::from_env`]).
 pub fn router<S>() -> Router<S>
 where
     S: Clone + Send + Sync + 'static,
 {
-    ASSETS.iter().fold(Router::new(), |router, asset| {
-        let asset = *asset;
-        router.route(asset.path, get(move || async move { serve(asset) }))
-    })
+    router_with(OidcSignIn::from_env())
 }
 
-fn serve(asset: Asset) -> Response {
+/// The page's routes with the given OIDC sign-in; `/ui/config.json` tells the page about
+/// it (`{"oidc": null}` without).
+pub fn router_with<S>(oidc: Option<OidcSignIn>) -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+{
+    let policy = HeaderValue::from_str(&content_security_policy(oidc.as_ref()))
+        .expect("a URL origin is a valid header value");
+    let config = Bytes::from(
+        serde_json::to_vec(&serde_json::json!({ "oidc": oidc })).expect("the config serialises"),
+    );
+    let router = ASSETS.iter().fold(Router::new(), |router, asset| {
+        let (asset, policy) = (*asset, policy.clone());
+        let body = Bytes::from_static(asset.body);
+        router.route(
+            asset.path,
+            get(move || async move { serve(asset.content_type, body, policy) }),
+        )
+    });
+    router.route(
+        CONFIG_PATH,
+        get(move || async move { serve("application/json", config, policy) }),
+    )
+}
+
+fn serve(content_type: &'static str, body: Bytes, policy: HeaderValue) -> Response {
     (
         StatusCode::OK,
         [
-            (
-                header::CONTENT_TYPE,
-                HeaderValue::from_static(asset.content_type),
-            ),
-            (
-                header::CONTENT_SECURITY_POLICY,
-                HeaderValue::from_static(CONTENT_SECURITY_POLICY),
-            ),
+            (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),
+            (header::CONTENT_SECURITY_POLICY, policy),
             (
                 header::X_CONTENT_TYPE_OPTIONS,
                 HeaderValue::from_static("nosniff"),
@@ -94,7 +192,7 @@ fn serve(asset: Asset) -> Response {
             // is cheap (they are small) and never shows a page older than its server.
             (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
         ],
-        asset.body,
+        body,
     )
         .into_response()
 }

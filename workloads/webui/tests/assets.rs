@@ -211,3 +211,56 @@ fn palette_pairs_meet_wcag_aa() {
     // The check itself: black on white is the maximum, 21:1.
     assert!((contrast([0, 0, 0], [255, 255, 255]) - 21.0).abs() < 0.01);
 }
+
+#[tokio::test]
+async fn the_config_names_the_redirect_sign_in_and_the_policy_allows_only_its_issuer() {
+    use kastell_webui::{content_security_policy, router_with, OidcSignIn};
+    let sign_in =
+        OidcSignIn::new("https://id.example.eu/realms/soc/", "kastell-web", "openid").unwrap();
+    let app: Router = router_with(Some(sign_in.clone()));
+    let response = app
+        .oneshot(Request::get("/ui/config.json").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let policy = response.headers()[header::CONTENT_SECURITY_POLICY]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+        .await
+        .unwrap();
+    let config: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        config,
+        serde_json::json!({"oidc": {
+            "issuer": "https://id.example.eu/realms/soc",
+            "client_id": "kastell-web",
+            "scope": "openid",
+        }})
+    );
+    // The issuer's origin, not its path, and nothing else is added.
+    assert_eq!(policy, content_security_policy(Some(&sign_in)));
+    assert!(
+        policy.contains("connect-src 'self' https://id.example.eu;"),
+        "{policy}"
+    );
+    assert_eq!(
+        policy.replace(" https://id.example.eu", ""),
+        CONTENT_SECURITY_POLICY
+    );
+
+    let (_, headers, body) = fetch("/ui/config.json").await;
+    assert_eq!(body, r#"{"oidc":null}"#);
+    assert_eq!(
+        headers[header::CONTENT_SECURITY_POLICY],
+        CONTENT_SECURITY_POLICY
+    );
+
+    for bad in ["ftp://id.example.eu", "not a url", "file:///etc/issuer"] {
+        assert!(
+            OidcSignIn::new(bad, "kastell-web", "openid").is_err(),
+            "{bad}"
+        );
+    }
+}

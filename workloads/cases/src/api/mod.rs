@@ -18,6 +18,7 @@ mod checks;
 pub mod error;
 mod insight;
 pub mod model;
+mod nis2;
 mod observables;
 mod ops;
 mod playbooks;
@@ -147,6 +148,7 @@ fn api_routes() -> OpenApiRouter<ApiState> {
         .merge(audit::routes())
         .merge(ops::routes())
         .merge(playbooks::routes())
+        .merge(nis2::routes())
 }
 
 /// The OpenAPI 3.1 document of every route [`router`] serves.

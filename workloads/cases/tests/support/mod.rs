@@ -443,5 +443,24 @@ mod failing {
                 .append_case_note(case_id, kind, details, by)
                 .await
         }
+        async fn set_significant_incident(
+            &self,
+            case_id: i64,
+            significant: bool,
+            by: &str,
+        ) -> Result<bool, StoreError> {
+            self.check(None)?;
+            self.inner
+                .set_significant_incident(case_id, significant, by)
+                .await
+        }
+        async fn significant_incident(&self, case_id: i64) -> Result<bool, StoreError> {
+            self.check(None)?;
+            self.inner.significant_incident(case_id).await
+        }
+        async fn significant_incidents(&self) -> Result<Vec<i64>, StoreError> {
+            self.check(None)?;
+            self.inner.significant_incidents().await
+        }
     }
 }

@@ -23,6 +23,7 @@ use crate::alert::Alert;
 use crate::audit::{self, AuditEntry, Change, SYSTEM_ACTOR};
 
 mod analyst;
+mod nis2;
 
 /// The key of the transaction-level advisory lock every write takes first. The audit
 /// chain needs one writer at a time: each entry holds the hash of the one before it, so
@@ -649,6 +650,15 @@ impl CaseStore for PostgresStore {
         .execute(&mut *tx)
         .await
         .map_err(query_err("update case"))?;
+        if before.status == CaseStatus::Closed && next.status != CaseStatus::Closed {
+            // A reopened case is not resolved: a kept closed_at would still count it in
+            // the time-to-resolve figures and show it as closed in the report.
+            sqlx::query("UPDATE cases SET closed_at = NULL WHERE id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .map_err(query_err("clear a reopened case's closed_at"))?;
+        }
         let after = fetch_case(&mut tx, id).await?;
         let change = case_change(by, "case.update", Some(&before), &after)?;
         if let (Some(from), Some(to)) = (&change.before, &change.after) {
@@ -901,6 +911,23 @@ impl CaseStore for PostgresStore {
 
     async fn search(&self, text: &str, max_tlp: Tlp, limit: i64) -> Result<SearchHits, StoreError> {
         self.search_impl(text, max_tlp, limit).await
+    }
+
+    async fn set_significant_incident(
+        &self,
+        case_id: i64,
+        significant: bool,
+        by: &str,
+    ) -> Result<bool, StoreError> {
+        nis2::set(self, case_id, significant, by).await
+    }
+
+    async fn significant_incident(&self, case_id: i64) -> Result<bool, StoreError> {
+        nis2::get(self, case_id).await
+    }
+
+    async fn significant_incidents(&self) -> Result<Vec<i64>, StoreError> {
+        nis2::all(self).await
     }
 }
 

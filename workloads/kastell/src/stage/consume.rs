@@ -124,6 +124,10 @@ pub async fn run(
         Stage::Cases => Some(spawn_response_outputs(&context, stop.clone()).await?),
         _ => None,
     };
+    let remediation = match stage {
+        Stage::Cases => Some(spawn_remediation(&context, args, stop.clone()).await?),
+        _ => None,
+    };
 
     let endpoint_stop = CancellationToken::new();
     let (endpoint, health) = serve_endpoint(&context, args, endpoint_stop.clone()).await?;
@@ -135,6 +139,14 @@ pub async fn run(
         let applied = outputs
             .await
             .context("the response-outputs loop panicked")
+            .and_then(|applied| applied);
+        outcome = outcome.and(applied);
+    }
+    if let Some(remediation) = remediation {
+        stop.cancel();
+        let applied = remediation
+            .await
+            .context("the remediation loop panicked")
             .and_then(|applied| applied);
         outcome = outcome.and(applied);
     }
@@ -196,6 +208,51 @@ async fn spawn_response_outputs(
         kastell_cases::run_response_outputs_on(bus.as_ref(), subscription, store, &stats)
             .await
             .context("the response-outputs loop failed")
+    }))
+}
+
+/// How long the remediation loop waits for more of a Greenbone report before it applies
+/// what it has as one scan. A report's findings are published together, so a pause this
+/// long means the report is complete.
+const SCAN_IDLE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The cases stage also turns Greenbone findings into remediation cases, reading the
+/// events topic as the consumer group `remediation` (as `kastell run` does) for the life
+/// of the process. Host criticality is read from the Sensors at start.
+async fn spawn_remediation(
+    context: &Arc<Shared>,
+    args: &StageArgs,
+    stop: CancellationToken,
+) -> anyhow::Result<tokio::task::JoinHandle<anyhow::Result<()>>> {
+    let (loaded, _) = resources::load(&args.config)?;
+    let settings = crate::setup::criticality(&loaded);
+    let group = kastell_cases::remediation::GROUP;
+    let subscription = context
+        .bus
+        .subscribe(Topic::Events, group)
+        .await
+        .with_context(|| format!("subscribing to {} as group {group}", Topic::Events))?;
+    let subscription = Box::new(Stoppable {
+        inner: Arc::new(Mutex::new(subscription)),
+        stop,
+    });
+    let store = store(context)?;
+    Ok(tokio::spawn(async move {
+        let outcome = kastell_cases::remediation::run_remediation_with(
+            subscription,
+            store.as_ref(),
+            &settings,
+            Some(SCAN_IDLE),
+        )
+        .await
+        .context("the remediation loop failed")?;
+        tracing::info!(
+            opened = outcome.opened.len(),
+            reopened = outcome.reopened.len(),
+            closed = outcome.closed.len(),
+            "remediation stopped"
+        );
+        Ok(())
     }))
 }
 
