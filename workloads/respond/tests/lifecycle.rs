@@ -649,6 +649,66 @@ async fn case_operations_are_applied_and_trigger_case_event_playbooks() {
 }
 
 #[tokio::test]
+async fn an_observable_an_analyst_adds_through_the_api_triggers_observable_added_playbooks() {
+    let set = playbooks(&playbook(
+        "on-observable",
+        "  trigger: {events: [observable-added], observableTypes: [ip]}\n  steps:\n\
+         \x20 - {name: note, type: log, message: '{{ trigger.observable.value }}'}",
+    ));
+    let p = start_platform(set).await;
+    publish_json(p.bus.as_ref(), Topic::Alerts, &wazuh_alert())
+        .await
+        .unwrap();
+    let case_id = loop {
+        if let Some(case) = p.store.get_case(1).await.unwrap() {
+            break case.id;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+
+    // The Kastell endpoint, then the same value again: merged (200), nothing new to run.
+    let path = format!("/api/v1/cases/{case_id}/observables");
+    let body = json!({"type": "ip", "value": "203.0.113.7"});
+    let (status, _) = p.call(Role::Analyst, &path, Some(body.clone())).await;
+    assert_eq!(status, 201);
+    let (status, _) = p.call(Role::Analyst, &path, Some(body)).await;
+    assert_eq!(status, 200);
+    let note = p
+        .action("on-observable", "note", ActionStatus::Succeeded)
+        .await;
+    assert_eq!(note.result.unwrap()["message"], "203.0.113.7");
+    assert_eq!(
+        note.alert_id,
+        format!("case-{case_id}:observable:ip:203.0.113.7")
+    );
+
+    // TheHive's endpoint announces each new value of its list.
+    let (status, _) = p
+        .call(
+            Role::Analyst,
+            &format!("/api/v1/case/{case_id}/observable"),
+            Some(json!({"dataType": "ip", "data": ["198.51.100.23", "203.0.113.7"]})),
+        )
+        .await;
+    assert_eq!(status, 201);
+    for _ in 0..500 {
+        if p.actions().await.len() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut values: Vec<String> = p
+        .actions()
+        .await
+        .into_iter()
+        .filter(|a| a.status == ActionStatus::Succeeded)
+        .map(|a| a.result.unwrap()["message"].as_str().unwrap().to_owned())
+        .collect();
+    values.sort();
+    assert_eq!(values, ["198.51.100.23", "203.0.113.7"]);
+}
+
+#[tokio::test]
 async fn an_invalid_case_action_is_dead_lettered() {
     let mut p = start_platform(playbooks(&playbook(
         "none",
