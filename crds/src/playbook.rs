@@ -118,7 +118,7 @@ pub struct Step {
     #[serde(rename = "type")]
     pub kind: StepKind,
     /// Whether a person must approve the step before it runs, who, and until when.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "approval_or_old_form")]
     pub approval: Approval,
     /// For `log`: the message, a template over the alert and case (`{{ alert.rule.title }}`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -210,6 +210,32 @@ pub struct Approval {
     /// one a pending step waits until someone decides.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_after: Option<String>,
+}
+
+/// Reads `approval` as the object it is, and answers the scalar form of earlier versions
+/// (`approval: required` / `approval: none`) with the object to write instead. The old
+/// form is refused rather than accepted as an alias: the CRD's structural schema can only
+/// declare one type for the field, so a cluster's API server would reject it anyway, and
+/// `kastell validate` should fail where the cluster would.
+fn approval_or_old_form<'de, D>(deserializer: D) -> Result<Approval, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    use serde::de::Error;
+    match serde_json::Value::deserialize(deserializer)? {
+        serde_json::Value::String(old) => {
+            let instead = match old.as_str() {
+                "required" | "always" => "`approval: {policy: always}`",
+                "none" | "never" => "`approval: {policy: never}` (or no `approval` at all)",
+                _ => "`approval: {policy: always | min-level | never, ...}`",
+            };
+            Err(D::Error::custom(format!(
+                "`approval: {old}` is no longer accepted; approval is an object now: write \
+                 {instead}"
+            )))
+        }
+        value => Approval::deserialize(value).map_err(D::Error::custom),
+    }
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
