@@ -41,6 +41,27 @@ pub struct StepResult {
     /// For a containment: the action that undoes it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub release: Option<Value>,
+    /// The same for every delivery of this result, so the cases stage files it once:
+    /// the action's idempotency key and `:result` (`:release` for the result of running
+    /// its release). Absent in messages of earlier versions, which are filed as they come.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+}
+
+impl RespondOutput {
+    /// The key the cases stage applies the output once by, the case it is about, and
+    /// its kind (`step_result`, `case_action`).
+    pub fn idempotency(&self) -> Option<(&str, i64, &'static str)> {
+        match self {
+            RespondOutput::StepResult(r) => r
+                .idempotency_key
+                .as_deref()
+                .map(|key| (key, r.case_id, "step_result")),
+            RespondOutput::CaseAction(a) => {
+                Some((a.idempotency_key.as_str(), a.case_id, "case_action"))
+            }
+        }
+    }
 }
 
 /// A change to a case, made by the cases stage.

@@ -762,6 +762,7 @@ impl Responder {
             duration_ms: run.clock.elapsed().as_millis() as u64,
             release: get("release").filter(|r| !r.is_null()),
             result: outcome.result,
+            idempotency_key: Some(format!("{}:result", idempotency_key(action))),
         };
         self.outbox.publish(RespondOutput::StepResult(result)).await;
         Ok(())

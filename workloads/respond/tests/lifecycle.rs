@@ -709,6 +709,86 @@ async fn an_observable_an_analyst_adds_through_the_api_triggers_observable_added
 }
 
 #[tokio::test]
+async fn a_redelivered_response_output_is_applied_once() {
+    let p = start_platform(playbooks(&playbook(
+        "none",
+        "  trigger: {ruleIds: [none]}\n  steps:\n  - {name: n, type: log, message: m}",
+    )))
+    .await;
+    publish_json(p.bus.as_ref(), Topic::Alerts, &wazuh_alert())
+        .await
+        .unwrap();
+    let case_id = loop {
+        if let Some(case) = p.store.get_case(1).await.unwrap() {
+            break case.id;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+
+    let task = RespondOutput::CaseAction(CaseAction {
+        case_id,
+        action_id: 7,
+        idempotency_key: "kastell-redelivered:task".into(),
+        operation: CaseOperation::AddTask {
+            title: "Reset paco".into(),
+        },
+    });
+    let taxonomies = RespondOutput::CaseAction(CaseAction {
+        case_id,
+        action_id: 7,
+        idempotency_key: "kastell-redelivered:taxonomies:ip:172.17.1.1".into(),
+        operation: CaseOperation::AttachTaxonomies {
+            r#type: "ip".into(),
+            value: "172.17.1.1".into(),
+            source: "cortex:AbuseIPDB_1_0".into(),
+            taxonomies: vec![json!({"level": "malicious", "namespace": "AbuseIPDB",
+                "predicate": "Records", "value": "12"})],
+        },
+    });
+    let result = RespondOutput::StepResult(kastell_core::response::StepResult {
+        action_id: 7,
+        case_id,
+        alert_id: "a-1".into(),
+        playbook: "soc/none".into(),
+        step: "n".into(),
+        step_type: "log".into(),
+        status: "succeeded".into(),
+        disposition: None,
+        attempts: 1,
+        requests: Vec::new(),
+        started_at: Utc::now(),
+        duration_ms: 3,
+        result: json!({"message": "m"}),
+        release: None,
+        idempotency_key: Some("kastell-redelivered:result".into()),
+    });
+    // Each delivered twice, as a durable bus does when an acknowledgement is lost.
+    for output in [&task, &taxonomies, &result, &task, &taxonomies, &result] {
+        publish_json(p.bus.as_ref(), Topic::ResponseOutputs, output)
+            .await
+            .unwrap();
+    }
+    for _ in 0..500 {
+        if p.metric("kastell_cases_response_outputs_repeated_total", &[]) == 3.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        p.metric("kastell_cases_response_outputs_repeated_total", &[]),
+        3.0
+    );
+    let tasks = p.store.list_tasks(case_id).await.unwrap();
+    assert_eq!(tasks.len(), 1, "{tasks:#?}");
+    let timeline = p.store.timeline(case_id, 0, 1000).await.unwrap();
+    let count = |kind: &str| timeline.iter().filter(|t| t.kind == kind).count();
+    assert_eq!(count("respond.taxonomies"), 1, "{timeline:#?}");
+    assert_eq!(count("respond.step_result"), 1, "{timeline:#?}");
+    assert_eq!(p.metric("kastell_cases_case_actions_applied_total", &[]), 2.0);
+    assert_eq!(p.metric("kastell_cases_step_results_total", &[]), 1.0);
+}
+
+#[tokio::test]
 async fn an_invalid_case_action_is_dead_lettered() {
     let mut p = start_platform(playbooks(&playbook(
         "none",
@@ -906,6 +986,12 @@ impl CaseStore for CrashingStore {
     }
     async fn search(&self, t: &str, m: Tlp, l: i64) -> Result<SearchHits, StoreError> {
         self.inner.search(t, m, l).await
+    }
+    async fn response_output_applied(&self, k: &str) -> Result<bool, StoreError> {
+        self.inner.response_output_applied(k).await
+    }
+    async fn record_response_output(&self, k: &str, c: i64, n: &str) -> Result<bool, StoreError> {
+        self.inner.record_response_output(k, c, n).await
     }
 }
 
