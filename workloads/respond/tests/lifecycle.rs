@@ -181,6 +181,7 @@ async fn start_platform(set: Arc<PlaybookSet>) -> Platform {
         kastell_cases::run_cases_on(b.as_ref(), alerts, s, settings, &CasesStats::new()).await
     });
     let responder = Responder::new(store.clone(), set, runners())
+        .with_expiry_sweep(Duration::from_millis(50))
         .with_outbox(Arc::new(BusOutbox::new(dyn_bus.clone())))
         .with_journal(Arc::new(
             Journal::open(&dir.path().join("journal.jsonl")).unwrap(),
@@ -458,12 +459,11 @@ async fn an_expired_approval_is_refused_and_a_rejection_is_counted() {
 
     // A high alert does not reach the critical bar of `low`: it runs without a person.
     p.action("ask", "low", ActionStatus::Succeeded).await;
-    let late = p.action("ask", "late", ActionStatus::Pending).await;
-    let expires: DateTime<Utc> =
-        serde_json::from_value(late.params["approval"]["expires_at"].clone()).unwrap();
-    while Utc::now() <= expires {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    // Its window closes; the stage's sweep moves it from pending to expired, on the
+    // case's timeline and in the audit log.
+    let late = p.action("ask", "late", ActionStatus::Expired).await;
+    assert!(late.reason.as_deref().unwrap().starts_with("approval expired at "));
+    assert_eq!(late.decided_by.as_deref(), Some("respond:expiry"));
     let (status, body) = p
         .call(
             Role::Lead,
@@ -477,7 +477,29 @@ async fn an_expired_approval_is_refused_and_a_rejection_is_counted() {
         "{body}"
     );
     let still = p.store.get_action(late.id).await.unwrap().unwrap();
-    assert_eq!(still.status, ActionStatus::Pending);
+    assert_eq!(still.status, ActionStatus::Expired);
+    let (status, pending) = p
+        .call(Role::Lead, "/api/v1/actions?status=pending", None)
+        .await;
+    assert_eq!(status, 200);
+    let pending: Vec<&str> = pending["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["step"].as_str().unwrap())
+        .collect();
+    assert_eq!(pending, ["refuse"]);
+    let timeline = p.store.timeline(late.case_id, 0, 1000).await.unwrap();
+    assert!(
+        timeline
+            .iter()
+            .any(|t| t.kind == "action_expired" && t.actor == "respond:expiry"),
+        "{timeline:#?}"
+    );
+    assert!(p.audit().await.iter().any(|e| e.action == "action.decide"
+        && e.actor == "respond:expiry"
+        && e.object_id == late.id.to_string()));
+    assert_eq!(p.metric("kastell_respond_expired_total", &[]), 1.0);
 
     let refuse = p.action("ask", "refuse", ActionStatus::Pending).await;
     let reject = format!("/api/v1/actions/{}/reject", refuse.id);
