@@ -180,6 +180,7 @@ async fn start_platform(set: Arc<PlaybookSet>) -> Platform {
         let settings = CaseSettings::default();
         kastell_cases::run_cases_on(b.as_ref(), alerts, s, settings, &CasesStats::new()).await
     });
+    let catalog = Arc::new(set.catalog());
     let responder = Responder::new(store.clone(), set, runners())
         .with_expiry_sweep(Duration::from_millis(50))
         .with_outbox(Arc::new(BusOutbox::new(dyn_bus.clone())))
@@ -195,7 +196,8 @@ async fn start_platform(set: Arc<PlaybookSet>) -> Platform {
         kastell_cases::run_response_outputs_on(b.as_ref(), outputs, s, &output_stats).await
     });
 
-    let state = ApiState::new(store.clone(), dyn_bus, Metrics::new().unwrap());
+    let state =
+        ApiState::new(store.clone(), dyn_bus, Metrics::new().unwrap()).with_playbooks(catalog);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let api = format!("http://{}", listener.local_addr().unwrap());
     let router = kastell_cases::router(state);
@@ -528,10 +530,17 @@ async fn an_expired_approval_is_refused_and_a_rejection_is_counted() {
 
 #[tokio::test]
 async fn a_manual_run_through_the_case_api_runs_once_per_request() {
-    let set = playbooks(&playbook(
-        "lookup",
-        "  trigger: {events: [manual], observableTypes: [ip]}\n  steps:\n\
-         \x20 - {name: note, type: log, message: 'look up {{ trigger.observable.value }} for {{ trigger.requested_by }}'}",
+    let set = playbooks(&format!(
+        "{}{}",
+        playbook(
+            "lookup",
+            "  trigger: {events: [manual], observableTypes: [ip]}\n  steps:\n\
+             \x20 - {name: note, type: log, message: 'look up {{ trigger.observable.value }} for {{ trigger.requested_by }}'}",
+        ),
+        playbook(
+            "contain",
+            "  trigger: {ruleIds: [none]}\n  steps:\n  - {name: n, type: log, message: m}",
+        ),
     ));
     let p = start_platform(set).await;
     publish_json(p.bus.as_ref(), Topic::Alerts, &wazuh_alert())
@@ -571,6 +580,28 @@ async fn a_manual_run_through_the_case_api_runs_once_per_request() {
         )
         .await;
     assert_eq!(status, 404);
+    // Runs that would start nothing are refused at once, with the reason.
+    let refusals = [
+        (json!({"playbook": "soc/nope"}), 404, "playbook_not_found", "no playbook soc/nope is loaded"),
+        (json!({"playbook": "soc/contain"}), 422, "playbook_not_manual", "does not list `manual`"),
+        (
+            json!({"playbook": "soc/lookup", "observable": {"type": "domain", "value": "example.org"}}),
+            422,
+            "observable_type_not_accepted",
+            "only on an observable of type ip; the request names one of type domain",
+        ),
+        (
+            json!({"playbook": "soc/lookup"}),
+            422,
+            "observable_type_not_accepted",
+            "the request names none",
+        ),
+    ];
+    for (body, want, code, message) in refusals {
+        let (status, answer) = p.call(Role::Responder, &path, Some(body)).await;
+        assert_eq!((status, answer["error"].as_str()), (want, Some(code)), "{answer}");
+        assert!(answer["message"].as_str().unwrap().contains(message), "{answer}");
+    }
 
     let note = p.action("lookup", "note", ActionStatus::Succeeded).await;
     assert_eq!(note.alert_id, "manual:req-1");
