@@ -683,10 +683,15 @@ impl Responder {
                 .finish_run(&action, outcome, run, Some("protected-asset"), stats)
                 .await;
         }
-        if let Some(outcome) = self.over_budget(&action, stats) {
-            return self
-                .finish_run(&action, outcome, run, Some("rate-limited"), stats)
-                .await;
+        // A release is a person undoing a containment: holding it back for the budget
+        // would keep a pod or an address cut off because automation was busy.
+        let release = crate::runner::is_release(&action);
+        if !release {
+            if let Some(outcome) = self.over_budget(&action, stats) {
+                return self
+                    .finish_run(&action, outcome, run, Some("rate-limited"), stats)
+                    .await;
+            }
         }
 
         let Some(runner) = self.runners.get(&action.step_type).cloned() else {
@@ -701,11 +706,16 @@ impl Responder {
         if dry_run || self.safety.kill_switch {
             stats.metrics.dry_runs.inc();
             let disposition = if dry_run { "dry-run" } else { "kill-switch" };
+            let (would, undo) = if release {
+                (action.params.get("release").cloned(), None)
+            } else {
+                (Some(runner.describe(&action)), runner.release(&action))
+            };
             let outcome = StepOutcome::succeeded(json!({
                 "dry_run": true,
                 "kill_switch": self.safety.kill_switch,
-                "would": runner.describe(&action),
-                "release": runner.release(&action),
+                "would": would,
+                "release": undo,
             }));
             return self
                 .finish_run(&action, outcome, run, Some(disposition), stats)
@@ -734,12 +744,22 @@ impl Responder {
             // attempt instead of taking the stage down.
             let (task_runner, task_action, task_ctx) =
                 (Arc::clone(&runner), action.clone(), Arc::clone(&ctx));
-            let outcome =
-                tokio::spawn(async move { task_runner.run(&task_action, &task_ctx).await })
+            let outcome = tokio::spawn(async move {
+                if !release {
+                    return task_runner.run(&task_action, &task_ctx).await;
+                }
+                task_runner
+                    .run_release(&task_action, &task_ctx)
                     .await
-                    .unwrap_or_else(|e| {
-                        StepOutcome::failed(format!("the step runner crashed: {e}"))
-                    });
+                    .unwrap_or_else(|| {
+                        StepOutcome::failed(format!(
+                            "step type {} has no release",
+                            task_action.step_type
+                        ))
+                    })
+            })
+            .await
+            .unwrap_or_else(|e| StepOutcome::failed(format!("the step runner crashed: {e}")));
             if outcome.status == ActionStatus::Succeeded || attempt > retries {
                 break outcome;
             }
@@ -761,7 +781,7 @@ impl Responder {
         if let Value::Object(result) = &mut outcome.result {
             result.insert("attempts".into(), attempt.into());
             result.insert("requests".into(), ctx.requests().into());
-            if outcome.status == ActionStatus::Succeeded {
+            if outcome.status == ActionStatus::Succeeded && !release {
                 if let Some(release) = runner.release(&action) {
                     result.insert("release".into(), release);
                 }

@@ -153,6 +153,10 @@ struct Platform {
 }
 
 async fn start_platform(set: Arc<PlaybookSet>) -> Platform {
+    start_platform_with(set, runners()).await
+}
+
+async fn start_platform_with(set: Arc<PlaybookSet>, runners: Arc<Runners>) -> Platform {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn CaseStore> = Arc::new(SqliteStore::open_dir(dir.path()).await.unwrap());
@@ -181,7 +185,7 @@ async fn start_platform(set: Arc<PlaybookSet>) -> Platform {
         kastell_cases::run_cases_on(b.as_ref(), alerts, s, settings, &CasesStats::new()).await
     });
     let catalog = Arc::new(set.catalog());
-    let responder = Responder::new(store.clone(), set, runners())
+    let responder = Responder::new(store.clone(), set, runners)
         .with_expiry_sweep(Duration::from_millis(50))
         .with_outbox(Arc::new(BusOutbox::new(dyn_bus.clone())))
         .with_journal(Arc::new(
@@ -839,6 +843,189 @@ async fn a_redelivered_response_output_is_applied_once() {
     assert_eq!(count("respond.step_result"), 1, "{timeline:#?}");
     assert_eq!(p.metric("kastell_cases_case_actions_applied_total", &[]), 2.0);
     assert_eq!(p.metric("kastell_cases_step_results_total", &[]), 1.0);
+}
+
+// ---- releasing a containment --------------------------------------------------------
+
+/// What the mock Kubernetes API was asked: method, path and query, body.
+type KubeCalls = Arc<Mutex<Vec<(String, String, Value)>>>;
+
+/// Answers like the Kubernetes API for the calls a quarantine and its release make: apply
+/// of the NetworkPolicy, merge patch of the pod's labels (kept, so the label-selected
+/// list sees them), list of pods by label, delete of the policy.
+async fn kube_api(
+    State(calls): State<KubeCalls>,
+    method: axum::http::Method,
+    uri: axum::http::Uri,
+    body: axum::body::Bytes,
+) -> Json<Value> {
+    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let target = match uri.query() {
+        Some(query) if !query.is_empty() => format!("{}?{query}", uri.path()),
+        _ => uri.path().to_owned(),
+    };
+    calls
+        .lock()
+        .unwrap()
+        .push((method.to_string(), target, body.clone()));
+    let quarantined = calls.lock().unwrap().iter().rev().find_map(|(m, p, b)| {
+        (m == "PATCH" && p.contains("/pods/")).then(|| !b["metadata"]["labels"]["kastell.eu/quarantine"].is_null())
+    });
+    let path = uri.path();
+    if method == axum::http::Method::DELETE {
+        return Json(json!({"apiVersion": "v1", "kind": "Status", "status": "Success", "metadata": {}}));
+    }
+    if path.contains("/networkpolicies/") {
+        let mut policy = body;
+        policy["metadata"]["uid"] = json!("0b6d-policy");
+        return Json(policy);
+    }
+    if path.ends_with("/pods") {
+        let items = if quarantined == Some(true) {
+            vec![json!({"metadata": {"name": "checkout-7d9f8-abcde", "namespace": "shop",
+                "labels": {"kastell.eu/quarantine": "true"}}})]
+        } else {
+            Vec::new()
+        };
+        return Json(json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": items}));
+    }
+    // A merge patch's nulls remove labels: the pod comes back without them.
+    let labels: serde_json::Map<String, Value> = body["metadata"]["labels"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(_, v)| !v.is_null())
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    Json(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "checkout-7d9f8-abcde", "namespace": "shop", "uid": "7f1e-pod",
+                     "labels": labels},
+    }))
+}
+
+#[tokio::test]
+async fn a_quarantine_is_released_through_the_case_api_once_under_its_roles() {
+    let calls = KubeCalls::default();
+    let app = Router::new()
+        .fallback(axum::routing::any(kube_api))
+        .with_state(calls.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let kube = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let mut runners = Runners::new(&RunnerSettings {
+        native_roots: false,
+        ..RunnerSettings::default()
+    })
+    .unwrap();
+    runners.register(Arc::new(kastell_respond::runner::QuarantineRunner::with_config(
+        kube::Config::new(kube.parse().unwrap()),
+    )));
+    let set = playbooks(&playbook(
+        "isolate",
+        "  trigger: {ruleIds: [wazuh-5712]}\n  steps:\n\
+         \x20 - name: isolate\n    type: quarantine-pod\n\
+         \x20   approval: {policy: always, roles: [lead]}\n\
+         \x20   quarantine: {namespace: shop, pod: checkout-7d9f8-abcde}\n\
+         \x20 - {name: note, type: log, message: m}",
+    ));
+    let p = start_platform_with(set, Arc::new(runners)).await;
+    publish_json(p.bus.as_ref(), Topic::Alerts, &wazuh_alert())
+        .await
+        .unwrap();
+    let pending = p.action("isolate", "isolate", ActionStatus::Pending).await;
+    let note = p.action("isolate", "note", ActionStatus::Succeeded).await;
+    let release = |id: i64| format!("/api/v1/actions/{id}/release");
+
+    // Nothing contained yet, or nothing to contain.
+    let (status, body) = p.call(Role::Lead, &release(pending.id), Some(json!({}))).await;
+    assert_eq!((status, body["error"].as_str()), (409, Some("nothing_to_release")), "{body}");
+    let (status, body) = p.call(Role::Lead, &release(note.id), Some(json!({}))).await;
+    assert_eq!((status, body["error"].as_str()), (409, Some("nothing_to_release")), "{body}");
+    assert!(body["message"].as_str().unwrap().contains("contains nothing"), "{body}");
+
+    let (status, _) = p
+        .call(Role::Lead, &format!("/api/v1/actions/{}/approve", pending.id), Some(json!({})))
+        .await;
+    assert_eq!(status, 200);
+    let contained = p.action("isolate", "isolate", ActionStatus::Succeeded).await;
+    assert_eq!(calls.lock().unwrap().len(), 2, "policy applied, pod labelled");
+
+    // The roles that decide on the step decide on its release.
+    let (status, body) = p.call(Role::Responder, &release(contained.id), Some(json!({}))).await;
+    assert_eq!((status, body["error"].as_str()), (403, Some("role_not_allowed")), "{body}");
+    let (status, first) = p
+        .call(Role::Lead, &release(contained.id), Some(json!({"comment": "pod rebuilt"})))
+        .await;
+    assert_eq!(status, 202, "{first}");
+    assert_eq!(first["alert_id"], format!("release:{}", contained.id));
+    assert_eq!(first["status"], "approved");
+
+    let mut released = None;
+    for _ in 0..500 {
+        released = p.actions().await.into_iter().find(|a| {
+            a.alert_id == format!("release:{}", contained.id)
+                && matches!(a.status, ActionStatus::Succeeded | ActionStatus::Failed)
+        });
+        if released.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let released = released.unwrap_or_else(|| panic!("never finished: {:#?}", calls.lock()));
+    assert_eq!(released.status, ActionStatus::Succeeded, "{:?}", released.result);
+    let result = released.result.clone().unwrap();
+    assert_eq!(
+        (result["released"].as_bool(), result["policy_deleted"].as_bool()),
+        (Some(true), Some(true)),
+        "{result}"
+    );
+    assert!(result.get("release").is_none(), "a release has no release of its own");
+    let calls_now = calls.lock().unwrap().clone();
+    let shown: Vec<(&str, &str)> = calls_now[2..]
+        .iter()
+        .map(|(m, p, _)| (m.as_str(), p.as_str()))
+        .collect();
+    assert_eq!(
+        shown,
+        [
+            ("PATCH", "/api/v1/namespaces/shop/pods/checkout-7d9f8-abcde"),
+            ("GET", "/api/v1/namespaces/shop/pods?&labelSelector=kastell.eu%2Fquarantine%3Dtrue"),
+            ("DELETE", "/apis/networking.k8s.io/v1/namespaces/shop/networkpolicies/kastell-quarantine"),
+        ]
+    );
+    assert!(calls_now[2].2["metadata"]["labels"]["kastell.eu/quarantine"].is_null());
+
+    // Asking again returns the release recorded; nothing is released twice.
+    let (status, again) = p.call(Role::Lead, &release(contained.id), Some(json!({}))).await;
+    assert_eq!((status, again["id"].clone()), (200, first["id"].clone()), "{again}");
+    let (status, body) = p.call(Role::Lead, &release(released.id), Some(json!({}))).await;
+    assert_eq!((status, body["error"].as_str()), (409, Some("nothing_to_release")), "{body}");
+    let releases = p
+        .actions()
+        .await
+        .into_iter()
+        .filter(|a| a.alert_id.starts_with("release:"))
+        .count();
+    assert_eq!(releases, 1);
+
+    // Who asked, and what it did, are in the audit log and on the case's timeline.
+    let audit = p.audit().await;
+    assert!(audit.iter().any(|e| e.action == "action.decide"
+        && e.actor == "apikey:lead"
+        && e.object_id == released.id.to_string()));
+    let mut filed = false;
+    for _ in 0..500 {
+        let timeline = p.store.timeline(released.case_id, 0, 1000).await.unwrap();
+        filed = timeline.iter().any(|t| {
+            t.kind == "respond.step_result" && t.details["action_id"] == released.id
+        });
+        if filed {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(filed, "the release's result reached the case timeline");
 }
 
 #[tokio::test]
