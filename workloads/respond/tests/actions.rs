@@ -446,6 +446,50 @@ async fn wazuh_active_response_authenticates_then_blocks_the_source_on_the_agent
     );
     assert!(step.release.is_some());
     assert_no_secret_leaks(&h).await;
+
+    // The release, recorded and approved as `POST /api/v1/actions/{id}/release` does:
+    // the same command on the same agent and address, with the release's arguments.
+    let release = kastell_core::store::NewAction {
+        case_id: action.case_id,
+        alert_id: format!("release:{}", action.id),
+        playbook: action.playbook.clone(),
+        step: action.step.clone(),
+        step_type: action.step_type.clone(),
+        approval_required: true,
+        params: json!({
+            "release_of": action.id,
+            "release": result["release"],
+            "config": action.params["config"],
+            "timeout_seconds": action.params["timeout_seconds"],
+            "dry_run": false,
+            "retries": 0,
+        }),
+    };
+    let (release, _) = h.store.create_action(&release).await.unwrap();
+    h.store
+        .decide_action(release.id, &kastell_core::store::Decision::Approve, "apikey:lead")
+        .await
+        .unwrap();
+    let approved = CaseEvent::ActionApproved {
+        action_id: release.id,
+    };
+    h.responder.handle(&approved, &h.stats).await.unwrap();
+    let released = h.store.get_action(release.id).await.unwrap().unwrap();
+    assert_eq!(released.status, ActionStatus::Succeeded, "{:?}", released.result);
+    let requests = apis.requests();
+    assert_eq!(requests.len(), 4, "a new token, then the release");
+    assert_eq!(
+        (requests[3].method.as_str(), requests[3].path.as_str(), requests[3].query.as_str()),
+        ("PUT", "/active-response", "agents_list=000")
+    );
+    assert_eq!(
+        requests[3].body,
+        json!({"command": "!firewall-drop", "arguments": ["delete"], "alert": {"data": {"srcip": "172.17.1.1"}}})
+    );
+    assert!(released.result.unwrap().get("release").is_none());
+    // Told again (a redelivered approval): it ran once.
+    h.responder.handle(&approved, &h.stats).await.unwrap();
+    assert_eq!(apis.requests().len(), 4);
 }
 
 #[tokio::test]
