@@ -671,7 +671,12 @@ impl ResponseApplier {
         let key = output.idempotency();
         if let Some((key, case_id, kind)) = key {
             if self.store.response_output_applied(key).await? {
-                tracing::info!(case_id, kind, idempotency_key = key, "respond output applied before, skipped");
+                tracing::info!(
+                    case_id,
+                    kind,
+                    idempotency_key = key,
+                    "respond output applied before, skipped"
+                );
                 return Ok(None);
             }
         }
@@ -683,7 +688,9 @@ impl ResponseApplier {
             RespondOutput::CaseAction(action) => self.apply_action(action).await?,
         };
         if let Some((key, case_id, kind)) = key {
-            self.store.record_response_output(key, case_id, kind).await?;
+            self.store
+                .record_response_output(key, case_id, kind)
+                .await?;
         }
         Ok(Some(events))
     }

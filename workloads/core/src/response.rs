@@ -176,7 +176,12 @@ impl PlaybookCatalog {
             return Ok(());
         }
         let given = match observable {
-            Some(o) if trigger.observable_types.iter().any(|t| t.eq_ignore_ascii_case(&o.kind)) => {
+            Some(o)
+                if trigger
+                    .observable_types
+                    .iter()
+                    .any(|t| t.eq_ignore_ascii_case(&o.kind)) =>
+            {
                 return Ok(())
             }
             Some(o) => format!("the request names one of type {}", o.kind),
@@ -231,7 +236,9 @@ mod tests {
             catalog.check_manual("soc/contain", None),
             Err(ManualRunRefusal::NotManual { .. })
         ));
-        let wrong = catalog.check_manual("soc/lookup", Some(&domain)).unwrap_err();
+        let wrong = catalog
+            .check_manual("soc/lookup", Some(&domain))
+            .unwrap_err();
         assert_eq!(
             wrong.to_string(),
             "playbook soc/lookup runs by hand only on an observable of type ip; the request \

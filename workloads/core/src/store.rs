@@ -453,10 +453,14 @@ pub struct NewAction {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
     Approve,
-    Reject { reason: String },
+    Reject {
+        reason: String,
+    },
     /// Nobody decided before the action's approval window closed (the respond stage's
     /// sweep); `reason` says when it closed.
-    Expire { reason: String },
+    Expire {
+        reason: String,
+    },
 }
 
 impl Decision {

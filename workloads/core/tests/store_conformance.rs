@@ -1126,7 +1126,10 @@ async fn response_output_keys_are_recorded_once(store: Store) {
         .record_response_output(key, 1, "step_result")
         .await
         .unwrap());
-    assert!(!store.response_output_applied("kastell-other").await.unwrap());
+    assert!(!store
+        .response_output_applied("kastell-other")
+        .await
+        .unwrap());
 }
 
 async fn an_expired_action_is_final_and_on_the_timeline(store: Store) {
@@ -1161,7 +1164,9 @@ async fn an_expired_action_is_final_and_on_the_timeline(store: Store) {
     assert!(store.list_actions(&pending).await.unwrap().is_empty());
     // Final: neither a late approval nor a second sweep changes it.
     assert!(matches!(
-        store.decide_action(action.id, &Decision::Approve, "lead").await,
+        store
+            .decide_action(action.id, &Decision::Approve, "lead")
+            .await,
         Err(StoreError::NotPending {
             status: ActionStatus::Expired,
             ..
@@ -1174,6 +1179,8 @@ async fn an_expired_action_is_final_and_on_the_timeline(store: Store) {
     assert!(timeline_kinds(&store, case_id)
         .await
         .contains(&"action_expired".to_owned()));
-    assert!(actions_logged(&store).await.contains(&"action.decide".to_owned()));
+    assert!(actions_logged(&store)
+        .await
+        .contains(&"action.decide".to_owned()));
     assert!(matches!(verdict(&store).await, Verdict::Intact { .. }));
 }

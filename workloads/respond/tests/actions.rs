@@ -467,7 +467,11 @@ async fn wazuh_active_response_authenticates_then_blocks_the_source_on_the_agent
     };
     let (release, _) = h.store.create_action(&release).await.unwrap();
     h.store
-        .decide_action(release.id, &kastell_core::store::Decision::Approve, "apikey:lead")
+        .decide_action(
+            release.id,
+            &kastell_core::store::Decision::Approve,
+            "apikey:lead",
+        )
         .await
         .unwrap();
     let approved = CaseEvent::ActionApproved {
@@ -475,11 +479,20 @@ async fn wazuh_active_response_authenticates_then_blocks_the_source_on_the_agent
     };
     h.responder.handle(&approved, &h.stats).await.unwrap();
     let released = h.store.get_action(release.id).await.unwrap().unwrap();
-    assert_eq!(released.status, ActionStatus::Succeeded, "{:?}", released.result);
+    assert_eq!(
+        released.status,
+        ActionStatus::Succeeded,
+        "{:?}",
+        released.result
+    );
     let requests = apis.requests();
     assert_eq!(requests.len(), 4, "a new token, then the release");
     assert_eq!(
-        (requests[3].method.as_str(), requests[3].path.as_str(), requests[3].query.as_str()),
+        (
+            requests[3].method.as_str(),
+            requests[3].path.as_str(),
+            requests[3].query.as_str()
+        ),
         ("PUT", "/active-response", "agents_list=000")
     );
     assert_eq!(

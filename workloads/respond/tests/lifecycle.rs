@@ -476,7 +476,11 @@ async fn an_expired_approval_is_refused_and_a_rejection_is_counted() {
     // Its window closes; the stage's sweep moves it from pending to expired, on the
     // case's timeline and in the audit log.
     let late = p.action("ask", "late", ActionStatus::Expired).await;
-    assert!(late.reason.as_deref().unwrap().starts_with("approval expired at "));
+    assert!(late
+        .reason
+        .as_deref()
+        .unwrap()
+        .starts_with("approval expired at "));
     assert_eq!(late.decided_by.as_deref(), Some("respond:expiry"));
     let (status, body) = p
         .call(
@@ -594,8 +598,18 @@ async fn a_manual_run_through_the_case_api_runs_once_per_request() {
     assert_eq!(status, 404);
     // Runs that would start nothing are refused at once, with the reason.
     let refusals = [
-        (json!({"playbook": "soc/nope"}), 404, "playbook_not_found", "no playbook soc/nope is loaded"),
-        (json!({"playbook": "soc/contain"}), 422, "playbook_not_manual", "does not list `manual`"),
+        (
+            json!({"playbook": "soc/nope"}),
+            404,
+            "playbook_not_found",
+            "no playbook soc/nope is loaded",
+        ),
+        (
+            json!({"playbook": "soc/contain"}),
+            422,
+            "playbook_not_manual",
+            "does not list `manual`",
+        ),
         (
             json!({"playbook": "soc/lookup", "observable": {"type": "domain", "value": "example.org"}}),
             422,
@@ -611,8 +625,15 @@ async fn a_manual_run_through_the_case_api_runs_once_per_request() {
     ];
     for (body, want, code, message) in refusals {
         let (status, answer) = p.call(Role::Responder, &path, Some(body)).await;
-        assert_eq!((status, answer["error"].as_str()), (want, Some(code)), "{answer}");
-        assert!(answer["message"].as_str().unwrap().contains(message), "{answer}");
+        assert_eq!(
+            (status, answer["error"].as_str()),
+            (want, Some(code)),
+            "{answer}"
+        );
+        assert!(
+            answer["message"].as_str().unwrap().contains(message),
+            "{answer}"
+        );
     }
 
     let note = p.action("lookup", "note", ActionStatus::Succeeded).await;
@@ -757,7 +778,12 @@ async fn an_observable_an_analyst_adds_through_the_api_triggers_observable_added
         .await;
     assert_eq!(status, 201);
     for _ in 0..500 {
-        let done = p.actions().await.iter().filter(|a| a.status == ActionStatus::Succeeded).count();
+        let done = p
+            .actions()
+            .await
+            .iter()
+            .filter(|a| a.status == ActionStatus::Succeeded)
+            .count();
         if done == 2 {
             break;
         }
@@ -850,7 +876,10 @@ async fn a_redelivered_response_output_is_applied_once() {
     let count = |kind: &str| timeline.iter().filter(|t| t.kind == kind).count();
     assert_eq!(count("respond.taxonomies"), 1, "{timeline:#?}");
     assert_eq!(count("respond.step_result"), 1, "{timeline:#?}");
-    assert_eq!(p.metric("kastell_cases_case_actions_applied_total", &[]), 2.0);
+    assert_eq!(
+        p.metric("kastell_cases_case_actions_applied_total", &[]),
+        2.0
+    );
     assert_eq!(p.metric("kastell_cases_step_results_total", &[]), 1.0);
 }
 
@@ -878,11 +907,14 @@ async fn kube_api(
         .unwrap()
         .push((method.to_string(), target, body.clone()));
     let quarantined = calls.lock().unwrap().iter().rev().find_map(|(m, p, b)| {
-        (m == "PATCH" && p.contains("/pods/")).then(|| !b["metadata"]["labels"]["kastell.eu/quarantine"].is_null())
+        (m == "PATCH" && p.contains("/pods/"))
+            .then(|| !b["metadata"]["labels"]["kastell.eu/quarantine"].is_null())
     });
     let path = uri.path();
     if method == axum::http::Method::DELETE {
-        return Json(json!({"apiVersion": "v1", "kind": "Status", "status": "Success", "metadata": {}}));
+        return Json(
+            json!({"apiVersion": "v1", "kind": "Status", "status": "Success", "metadata": {}}),
+        );
     }
     if path.contains("/networkpolicies/") {
         let mut policy = body;
@@ -891,12 +923,16 @@ async fn kube_api(
     }
     if path.ends_with("/pods") {
         let items = if quarantined == Some(true) {
-            vec![json!({"metadata": {"name": "checkout-7d9f8-abcde", "namespace": "shop",
-                "labels": {"kastell.eu/quarantine": "true"}}})]
+            vec![
+                json!({"metadata": {"name": "checkout-7d9f8-abcde", "namespace": "shop",
+                "labels": {"kastell.eu/quarantine": "true"}}}),
+            ]
         } else {
             Vec::new()
         };
-        return Json(json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": items}));
+        return Json(
+            json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": items}),
+        );
     }
     // A merge patch's nulls remove labels: the pod comes back without them.
     let labels: serde_json::Map<String, Value> = body["metadata"]["labels"]
@@ -927,9 +963,11 @@ async fn a_quarantine_is_released_through_the_case_api_once_under_its_roles() {
         ..RunnerSettings::default()
     })
     .unwrap();
-    runners.register(Arc::new(kastell_respond::runner::QuarantineRunner::with_config(
-        kube::Config::new(kube.parse().unwrap()),
-    )));
+    runners.register(Arc::new(
+        kastell_respond::runner::QuarantineRunner::with_config(kube::Config::new(
+            kube.parse().unwrap(),
+        )),
+    ));
     let set = playbooks(&playbook(
         "isolate",
         "  trigger: {ruleIds: [wazuh-5712]}\n  steps:\n\
@@ -947,24 +985,60 @@ async fn a_quarantine_is_released_through_the_case_api_once_under_its_roles() {
     let release = |id: i64| format!("/api/v1/actions/{id}/release");
 
     // Nothing contained yet, or nothing to contain.
-    let (status, body) = p.call(Role::Lead, &release(pending.id), Some(json!({}))).await;
-    assert_eq!((status, body["error"].as_str()), (409, Some("nothing_to_release")), "{body}");
+    let (status, body) = p
+        .call(Role::Lead, &release(pending.id), Some(json!({})))
+        .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (409, Some("nothing_to_release")),
+        "{body}"
+    );
     let (status, body) = p.call(Role::Lead, &release(note.id), Some(json!({}))).await;
-    assert_eq!((status, body["error"].as_str()), (409, Some("nothing_to_release")), "{body}");
-    assert!(body["message"].as_str().unwrap().contains("contains nothing"), "{body}");
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (409, Some("nothing_to_release")),
+        "{body}"
+    );
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("contains nothing"),
+        "{body}"
+    );
 
     let (status, _) = p
-        .call(Role::Lead, &format!("/api/v1/actions/{}/approve", pending.id), Some(json!({})))
+        .call(
+            Role::Lead,
+            &format!("/api/v1/actions/{}/approve", pending.id),
+            Some(json!({})),
+        )
         .await;
     assert_eq!(status, 200);
-    let contained = p.action("isolate", "isolate", ActionStatus::Succeeded).await;
-    assert_eq!(calls.lock().unwrap().len(), 2, "policy applied, pod labelled");
+    let contained = p
+        .action("isolate", "isolate", ActionStatus::Succeeded)
+        .await;
+    assert_eq!(
+        calls.lock().unwrap().len(),
+        2,
+        "policy applied, pod labelled"
+    );
 
     // The roles that decide on the step decide on its release.
-    let (status, body) = p.call(Role::Responder, &release(contained.id), Some(json!({}))).await;
-    assert_eq!((status, body["error"].as_str()), (403, Some("role_not_allowed")), "{body}");
+    let (status, body) = p
+        .call(Role::Responder, &release(contained.id), Some(json!({})))
+        .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (403, Some("role_not_allowed")),
+        "{body}"
+    );
     let (status, first) = p
-        .call(Role::Lead, &release(contained.id), Some(json!({"comment": "pod rebuilt"})))
+        .call(
+            Role::Lead,
+            &release(contained.id),
+            Some(json!({"comment": "pod rebuilt"})),
+        )
         .await;
     assert_eq!(status, 202, "{first}");
     assert_eq!(first["alert_id"], format!("release:{}", contained.id));
@@ -982,14 +1056,25 @@ async fn a_quarantine_is_released_through_the_case_api_once_under_its_roles() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let released = released.unwrap_or_else(|| panic!("never finished: {:#?}", calls.lock()));
-    assert_eq!(released.status, ActionStatus::Succeeded, "{:?}", released.result);
+    assert_eq!(
+        released.status,
+        ActionStatus::Succeeded,
+        "{:?}",
+        released.result
+    );
     let result = released.result.clone().unwrap();
     assert_eq!(
-        (result["released"].as_bool(), result["policy_deleted"].as_bool()),
+        (
+            result["released"].as_bool(),
+            result["policy_deleted"].as_bool()
+        ),
         (Some(true), Some(true)),
         "{result}"
     );
-    assert!(result.get("release").is_none(), "a release has no release of its own");
+    assert!(
+        result.get("release").is_none(),
+        "a release has no release of its own"
+    );
     let calls_now = calls.lock().unwrap().clone();
     let shown: Vec<(&str, &str)> = calls_now[2..]
         .iter()
@@ -999,17 +1084,35 @@ async fn a_quarantine_is_released_through_the_case_api_once_under_its_roles() {
         shown,
         [
             ("PATCH", "/api/v1/namespaces/shop/pods/checkout-7d9f8-abcde"),
-            ("GET", "/api/v1/namespaces/shop/pods?&labelSelector=kastell.eu%2Fquarantine%3Dtrue"),
-            ("DELETE", "/apis/networking.k8s.io/v1/namespaces/shop/networkpolicies/kastell-quarantine"),
+            (
+                "GET",
+                "/api/v1/namespaces/shop/pods?&labelSelector=kastell.eu%2Fquarantine%3Dtrue"
+            ),
+            (
+                "DELETE",
+                "/apis/networking.k8s.io/v1/namespaces/shop/networkpolicies/kastell-quarantine"
+            ),
         ]
     );
     assert!(calls_now[2].2["metadata"]["labels"]["kastell.eu/quarantine"].is_null());
 
     // Asking again returns the release recorded; nothing is released twice.
-    let (status, again) = p.call(Role::Lead, &release(contained.id), Some(json!({}))).await;
-    assert_eq!((status, again["id"].clone()), (200, first["id"].clone()), "{again}");
-    let (status, body) = p.call(Role::Lead, &release(released.id), Some(json!({}))).await;
-    assert_eq!((status, body["error"].as_str()), (409, Some("nothing_to_release")), "{body}");
+    let (status, again) = p
+        .call(Role::Lead, &release(contained.id), Some(json!({})))
+        .await;
+    assert_eq!(
+        (status, again["id"].clone()),
+        (200, first["id"].clone()),
+        "{again}"
+    );
+    let (status, body) = p
+        .call(Role::Lead, &release(released.id), Some(json!({})))
+        .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (409, Some("nothing_to_release")),
+        "{body}"
+    );
     let releases = p
         .actions()
         .await
@@ -1026,15 +1129,30 @@ async fn a_quarantine_is_released_through_the_case_api_once_under_its_roles() {
     let mut filed = false;
     for _ in 0..500 {
         let timeline = p.store.timeline(released.case_id, 0, 1000).await.unwrap();
-        filed = timeline.iter().any(|t| {
-            t.kind == "respond.step_result" && t.details["action_id"] == released.id
-        });
+        filed = timeline
+            .iter()
+            .any(|t| t.kind == "respond.step_result" && t.details["action_id"] == released.id);
         if filed {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(filed, "the release's result reached the case timeline");
+
+    // The endpoint is in the OpenAPI document with its answers.
+    let doc: Value = p
+        .http
+        .get(format!("{}/api/openapi.json", p.api))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let answers = &doc["paths"]["/api/v1/actions/{id}/release"]["post"]["responses"];
+    for code in ["200", "202", "403", "404", "409"] {
+        assert!(answers.get(code).is_some(), "{code} missing: {answers}");
+    }
 }
 
 #[tokio::test]

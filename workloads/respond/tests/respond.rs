@@ -822,7 +822,10 @@ fn the_old_scalar_approval_is_refused_with_what_to_write_instead() {
         let mut set = kastell_crds::ResourceSet::default();
         let mut errors = Vec::new();
         kastell_crds::load::load_text(Path::new("/repo/old.yaml"), &yaml, &mut set, &mut errors);
-        (set, errors.iter().map(ToString::to_string).collect::<Vec<_>>())
+        (
+            set,
+            errors.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        )
     };
 
     let (set, errors) = load("required");
@@ -847,5 +850,9 @@ fn the_old_scalar_approval_is_refused_with_what_to_write_instead() {
     assert!(errors.is_empty(), "{errors:?}");
     assert_eq!(set.playbooks.len(), 1);
     let (_, errors) = load("{policy: sometimes}");
-    assert!(errors[0].contains("unknown variant `sometimes`"), "{}", errors[0]);
+    assert!(
+        errors[0].contains("unknown variant `sometimes`"),
+        "{}",
+        errors[0]
+    );
 }

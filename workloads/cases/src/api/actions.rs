@@ -319,7 +319,11 @@ async fn release_action(
     }
     let contained = visible_action(&caller, &state, id).await?;
     let release = release_of(&contained).map_err(|reason| {
-        ApiError::new(StatusCode::CONFLICT, "nothing_to_release", format!("action {id} {reason}"))
+        ApiError::new(
+            StatusCode::CONFLICT,
+            "nothing_to_release",
+            format!("action {id} {reason}"),
+        )
     })?;
     // The roles the playbook lets decide on the step decide on its release too; the
     // approval window bounded the containment, not how long it may last.
@@ -394,7 +398,11 @@ fn release_of(action: &ActionRecord) -> Result<serde_json::Value, &'static str> 
         return Err("did not succeed, so it contains nothing");
     }
     let result = action.result.as_ref();
-    if result.and_then(|r| r.get("dry_run")).and_then(serde_json::Value::as_bool) == Some(true) {
+    if result
+        .and_then(|r| r.get("dry_run"))
+        .and_then(serde_json::Value::as_bool)
+        == Some(true)
+    {
         return Err("was a dry run, so it contains nothing");
     }
     result

@@ -84,7 +84,10 @@ impl ApiState {
     }
 
     /// Checks manual runs against the playbooks the respond stage loaded.
-    pub fn with_playbooks(mut self, playbooks: Arc<kastell_core::response::PlaybookCatalog>) -> Self {
+    pub fn with_playbooks(
+        mut self,
+        playbooks: Arc<kastell_core::response::PlaybookCatalog>,
+    ) -> Self {
         self.playbooks = Some(playbooks);
         self
     }

@@ -139,7 +139,11 @@ impl QuarantineRunner {
             Ok(_) => {}
             // A pod deleted since has nothing left to release; the policy may still go.
             Err(kube::Error::Api(e)) if e.code == 404 => {
-                tracing::info!(namespace, pod, "quarantined pod is gone, nothing to unlabel");
+                tracing::info!(
+                    namespace,
+                    pod,
+                    "quarantined pod is gone, nothing to unlabel"
+                );
             }
             Err(e) => return Err(format!("unlabelling pod {namespace}/{pod}: {e}")),
         }
