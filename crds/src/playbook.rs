@@ -372,6 +372,31 @@ pub struct HttpCall {
     /// Launch an Ansible AWX/AAP job template and wait for the job instead.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub awx: Option<AwxLaunch>,
+    /// The request that undoes this call (unblocking what it blocked), recorded beside the
+    /// action and sent when a person releases it through the case API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release: Option<HttpRelease>,
+}
+
+/// The undo request of an `http` step: rendered with the step, sent on release.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpRelease {
+    /// HTTPS URL (plain HTTP only to loopback addresses). Not a template.
+    #[schemars(length(min = 1))]
+    pub url: String,
+    #[serde(default)]
+    pub method: HttpMethod,
+    /// Request headers; values are templates.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+    /// Request headers whose values are secrets: header name to secret name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secret_headers: BTreeMap<String, SecretName>,
+    /// The JSON body; string values are templates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-kubernetes-preserve-unknown-fields" = true))]
+    pub body: Option<serde_json::Value>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]

@@ -856,3 +856,32 @@ fn the_old_scalar_approval_is_refused_with_what_to_write_instead() {
         errors[0]
     );
 }
+
+#[test]
+fn an_http_release_request_is_checked_like_the_call() {
+    let yaml = playbook(
+        "undo",
+        "  trigger: {minLevel: high}\n  steps:\n\
+         \x20 - name: block\n    type: http\n    http:\n\
+         \x20     url: https://soar.example.eu/hooks/block\n\
+         \x20     release: {url: 'http://soar.example.eu/hooks/unblock', headers: {'bad header': x}}\n\
+         \x20 - name: launch\n    type: http\n    http:\n\
+         \x20     url: https://awx.example.eu\n\
+         \x20     awx: {jobTemplate: 12, tokenSecret: AWX_TOKEN}\n\
+         \x20     release: {url: 'https://awx.example.eu/api/v2/job_templates/13/launch/'}",
+    );
+    let mut set = kastell_crds::ResourceSet::default();
+    let mut errors = Vec::new();
+    kastell_crds::load::load_text(Path::new("/repo/undo.yaml"), &yaml, &mut set, &mut errors);
+    assert!(errors.is_empty(), "{errors:?}");
+    let (compiled, invalid) = PlaybookSet::compile(set.playbooks);
+    assert!(compiled.is_empty());
+    let message = invalid[0].to_string();
+    for problem in [
+        "http.release.url",
+        "http.release.headers: \"bad header\" is not a header name",
+        "an awx launch has no release request",
+    ] {
+        assert!(message.contains(problem), "{problem} not in {message}");
+    }
+}

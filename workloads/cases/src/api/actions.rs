@@ -409,7 +409,7 @@ fn release_of(action: &ActionRecord) -> Result<serde_json::Value, &'static str> 
         .and_then(|r| r.get("release"))
         .filter(|r| !r.is_null())
         .cloned()
-        .ok_or("has no release: its step type contains nothing")
+        .ok_or("has no release: its step contains nothing, or declares no undo request")
 }
 
 /// Publishes `action_approved` for the respond stage.
