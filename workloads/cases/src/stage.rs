@@ -668,7 +668,14 @@ impl ResponseApplier {
         &self,
         output: &RespondOutput,
     ) -> Result<Option<Vec<CaseEvent>>, ApplyError> {
-        let key = output.idempotency();
+        // Stored as a digest: a key may name an observable (`…:taxonomies:ip:<address>`),
+        // which must not outlive a case's erasure in this table.
+        let key = output.idempotency().map(|(key, case_id, kind)| {
+            use sha2::Digest;
+            let digest = hex::encode(sha2::Sha256::digest(key.as_bytes()));
+            (format!("sha256:{digest}"), case_id, kind)
+        });
+        let key = key.as_ref().map(|(k, c, n)| (k.as_str(), *c, *n));
         if let Some((key, case_id, kind)) = key {
             if self.store.response_output_applied(key).await? {
                 tracing::info!(
