@@ -118,7 +118,7 @@ pub struct Step {
     #[serde(rename = "type")]
     pub kind: StepKind,
     /// Whether a person must approve the step before it runs, who, and until when.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "approval_or_old_form")]
     pub approval: Approval,
     /// For `log`: the message, a template over the alert and case (`{{ alert.rule.title }}`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -210,6 +210,32 @@ pub struct Approval {
     /// one a pending step waits until someone decides.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_after: Option<String>,
+}
+
+/// Reads `approval` as the object it is, and answers the scalar form of earlier versions
+/// (`approval: required` / `approval: none`) with the object to write instead. The old
+/// form is refused rather than accepted as an alias: the CRD's structural schema can only
+/// declare one type for the field, so a cluster's API server would reject it anyway, and
+/// `kastell validate` should fail where the cluster would.
+fn approval_or_old_form<'de, D>(deserializer: D) -> Result<Approval, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    use serde::de::Error;
+    match serde_json::Value::deserialize(deserializer)? {
+        serde_json::Value::String(old) => {
+            let instead = match old.as_str() {
+                "required" | "always" => "`approval: {policy: always}`",
+                "none" | "never" => "`approval: {policy: never}` (or no `approval` at all)",
+                _ => "`approval: {policy: always | min-level | never, ...}`",
+            };
+            Err(D::Error::custom(format!(
+                "`approval: {old}` is no longer accepted; approval is an object now: write \
+                 {instead}"
+            )))
+        }
+        value => Approval::deserialize(value).map_err(D::Error::custom),
+    }
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
@@ -346,6 +372,31 @@ pub struct HttpCall {
     /// Launch an Ansible AWX/AAP job template and wait for the job instead.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub awx: Option<AwxLaunch>,
+    /// The request that undoes this call (unblocking what it blocked), recorded beside the
+    /// action and sent when a person releases it through the case API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release: Option<HttpRelease>,
+}
+
+/// The undo request of an `http` step: rendered with the step, sent on release.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpRelease {
+    /// HTTPS URL (plain HTTP only to loopback addresses). Not a template.
+    #[schemars(length(min = 1))]
+    pub url: String,
+    #[serde(default)]
+    pub method: HttpMethod,
+    /// Request headers; values are templates.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+    /// Request headers whose values are secrets: header name to secret name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secret_headers: BTreeMap<String, SecretName>,
+    /// The JSON body; string values are templates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-kubernetes-preserve-unknown-fields" = true))]
+    pub body: Option<serde_json::Value>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]

@@ -572,6 +572,7 @@ pub struct OutputStats {
     case_actions: IntCounter,
     rejected: IntCounter,
     dead_letters: IntCounter,
+    repeats: IntCounter,
 }
 
 impl OutputStats {
@@ -593,6 +594,10 @@ impl OutputStats {
                 "kastell_cases_response_outputs_dead_letters_total",
                 "Respond-stage messages sent to the dead-letter topic.",
             ),
+            repeats: counter(
+                "kastell_cases_response_outputs_repeated_total",
+                "Respond-stage messages whose idempotency key was applied before, left alone.",
+            ),
         }
     }
 
@@ -606,6 +611,7 @@ impl OutputStats {
             &self.case_actions,
             &self.rejected,
             &self.dead_letters,
+            &self.repeats,
         ] {
             registry.register(Box::new(c.clone()))?;
         }
@@ -648,23 +654,52 @@ impl ResponseApplier {
         ResponseApplier { store }
     }
 
-    /// Files a step result or applies a case operation.
+    /// Files a step result or applies a case operation, once per idempotency key:
+    /// `None` when the key was applied before (a redelivery), and nothing is done.
     ///
-    /// Applying the same message twice changes the case once (severity, assignee,
-    /// observables and closing are idempotent by nature); tasks, taxonomy notes and step
-    /// results are added again, which a durable bus's duplicate window keeps rare.
+    /// The key is recorded in the case store after the change, not in the change's
+    /// transaction: a process that stops between the two applies the output again when
+    /// it is redelivered (a repeated task or note), rather than losing it.
     ///
     /// # Errors
     /// When the case store fails or the case does not exist, or the operation is
     /// invalid (an unknown severity).
-    pub async fn apply(&self, output: &RespondOutput) -> Result<Vec<CaseEvent>, ApplyError> {
-        match output {
+    pub async fn apply(
+        &self,
+        output: &RespondOutput,
+    ) -> Result<Option<Vec<CaseEvent>>, ApplyError> {
+        // Stored as a digest: a key may name an observable (`…:taxonomies:ip:<address>`),
+        // which must not outlive a case's erasure in this table.
+        let key = output.idempotency().map(|(key, case_id, kind)| {
+            use sha2::Digest;
+            let digest = hex::encode(sha2::Sha256::digest(key.as_bytes()));
+            (format!("sha256:{digest}"), case_id, kind)
+        });
+        let key = key.as_ref().map(|(k, c, n)| (k.as_str(), *c, *n));
+        if let Some((key, case_id, kind)) = key {
+            if self.store.response_output_applied(key).await? {
+                tracing::info!(
+                    case_id,
+                    kind,
+                    idempotency_key = key,
+                    "respond output applied before, skipped"
+                );
+                return Ok(None);
+            }
+        }
+        let events = match output {
             RespondOutput::StepResult(result) => {
                 self.file_result(result).await?;
-                Ok(Vec::new())
+                Vec::new()
             }
-            RespondOutput::CaseAction(action) => self.apply_action(action).await,
+            RespondOutput::CaseAction(action) => self.apply_action(action).await?,
+        };
+        if let Some((key, case_id, kind)) = key {
+            self.store
+                .record_response_output(key, case_id, kind)
+                .await?;
         }
+        Ok(Some(events))
     }
 
     async fn file_result(&self, result: &StepResult) -> Result<(), ApplyError> {
@@ -841,7 +876,8 @@ pub async fn run_response_outputs_on(
                 Err(e) => Err(format!("undecodable respond output: {}", error_chain(&e))),
             };
             match applied {
-                Ok((output, events)) => {
+                Ok((_, None)) => stats.repeats.inc(),
+                Ok((output, Some(events))) => {
                     match output {
                         RespondOutput::StepResult(_) => stats.step_results.inc(),
                         RespondOutput::CaseAction(_) => stats.case_actions.inc(),

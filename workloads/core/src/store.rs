@@ -18,6 +18,7 @@ use crate::audit::{self, AuditEntry, Change, SYSTEM_ACTOR};
 mod analyst;
 mod location;
 mod nis2;
+mod outputs;
 mod postgres;
 pub mod privacy;
 pub use location::{open, StoreUrl};
@@ -89,6 +90,8 @@ pub enum ActionStatus {
     Rejected,
     Succeeded,
     Failed,
+    /// Its approval window passed while it was pending; it will not run.
+    Expired,
 }
 
 macro_rules! text_enum {
@@ -188,6 +191,7 @@ text_enum!(ActionStatus {
     Rejected => "rejected",
     Succeeded => "succeeded",
     Failed => "failed",
+    Expired => "expired",
 });
 
 /// A stored alert with its place in triage.
@@ -450,7 +454,34 @@ pub struct NewAction {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
     Approve,
-    Reject { reason: String },
+    Reject {
+        reason: String,
+    },
+    /// Nobody decided before the action's approval window closed (the respond stage's
+    /// sweep); `reason` says when it closed.
+    Expire {
+        reason: String,
+    },
+}
+
+impl Decision {
+    /// The action's status after the decision, and the reason stored with it.
+    pub(crate) fn outcome(&self) -> (ActionStatus, Option<&str>) {
+        match self {
+            Decision::Approve => (ActionStatus::Approved, None),
+            Decision::Reject { reason } => (ActionStatus::Rejected, Some(reason.as_str())),
+            Decision::Expire { reason } => (ActionStatus::Expired, Some(reason.as_str())),
+        }
+    }
+
+    /// The kind of the case-timeline entry it leaves.
+    pub(crate) fn timeline_kind(&self) -> &'static str {
+        match self {
+            Decision::Approve => "action_approved",
+            Decision::Reject { .. } => "action_rejected",
+            Decision::Expire { .. } => "action_expired",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -671,6 +702,17 @@ pub trait CaseStore: Send + Sync {
     async fn significant_incident(&self, case_id: i64) -> Result<bool, StoreError>;
     /// The ids of the cases flagged as significant incidents, in order.
     async fn significant_incidents(&self) -> Result<Vec<i64>, StoreError>;
+    /// Whether a respond-stage output with this idempotency key was applied already.
+    async fn response_output_applied(&self, key: &str) -> Result<bool, StoreError>;
+    /// Records that the output with this key was applied to `case_id` (`kind`:
+    /// `step_result`, `case_action`); `false` when it was recorded before. Bookkeeping
+    /// only, so not audited: the change the output made has its own audit entry.
+    async fn record_response_output(
+        &self,
+        key: &str,
+        case_id: i64,
+        kind: &str,
+    ) -> Result<bool, StoreError>;
 }
 
 /// The embedded store: one SQLite file in the data directory.
@@ -1438,10 +1480,7 @@ impl CaseStore for SqliteStore {
         decision: &Decision,
         by: &str,
     ) -> Result<ActionRecord, StoreError> {
-        let (status, reason) = match decision {
-            Decision::Approve => (ActionStatus::Approved, None),
-            Decision::Reject { reason } => (ActionStatus::Rejected, Some(reason.as_str())),
-        };
+        let (status, reason) = decision.outcome();
         // The write lock taken at the start makes two concurrent decisions safe: the
         // second one reads the action after the first committed.
         let mut tx = self.write_tx().await?;
@@ -1465,10 +1504,7 @@ impl CaseStore for SqliteStore {
         .await
         .map_err(query_err("decide action"))?;
         let after = fetch_action(&mut tx, id).await?;
-        let kind = match decision {
-            Decision::Approve => "action_approved",
-            Decision::Reject { .. } => "action_rejected",
-        };
+        let kind = decision.timeline_kind();
         let details = serde_json::json!({
             "action_id": id, "playbook": after.playbook, "step": after.step, "reason": reason,
         });
@@ -1830,6 +1866,19 @@ impl CaseStore for SqliteStore {
 
     async fn significant_incidents(&self) -> Result<Vec<i64>, StoreError> {
         nis2::all(self).await
+    }
+
+    async fn response_output_applied(&self, key: &str) -> Result<bool, StoreError> {
+        self.response_output_applied_impl(key).await
+    }
+
+    async fn record_response_output(
+        &self,
+        key: &str,
+        case_id: i64,
+        kind: &str,
+    ) -> Result<bool, StoreError> {
+        self.record_response_output_impl(key, case_id, kind).await
     }
 }
 

@@ -115,6 +115,8 @@ conformance!(
     figures_and_search_see_what_happened,
     a_reopened_case_is_not_resolved,
     a_case_is_flagged_as_a_significant_incident,
+    response_output_keys_are_recorded_once,
+    an_expired_action_is_final_and_on_the_timeline,
 );
 
 fn alert(rule: &str, host: &str, at: &str, level: Level) -> Alert {
@@ -1177,5 +1179,84 @@ async fn a_case_is_flagged_as_a_significant_incident(store: Store) {
         2,
         "{logged:?}"
     );
+}
+
+async fn response_output_keys_are_recorded_once(store: Store) {
+    let key = "kastell-0123456789abcdef:result";
+    assert!(!store.response_output_applied(key).await.unwrap());
+    assert!(store
+        .record_response_output(key, 1, "step_result")
+        .await
+        .unwrap());
+    assert!(store.response_output_applied(key).await.unwrap());
+    // Two replicas recording the same key at once: exactly one records it.
+    let (a, b) = tokio::join!(
+        store.record_response_output("kastell-race", 1, "case_action"),
+        store.record_response_output("kastell-race", 1, "case_action"),
+    );
+    assert_eq!(
+        [a.unwrap(), b.unwrap()].iter().filter(|new| **new).count(),
+        1
+    );
+    assert!(!store
+        .record_response_output(key, 1, "step_result")
+        .await
+        .unwrap());
+    assert!(!store
+        .response_output_applied("kastell-other")
+        .await
+        .unwrap());
+}
+
+async fn an_expired_action_is_final_and_on_the_timeline(store: Store) {
+    let alert = wazuh_alert();
+    let case_id = case_of(&store, &alert, "wazuh-5712|web-1").await;
+    let new = NewAction {
+        case_id,
+        alert_id: alert.id.clone(),
+        playbook: "soc/contain".into(),
+        step: "block".into(),
+        step_type: "http".into(),
+        approval_required: true,
+        params: json!({"approval": {"policy": "always", "expires_at": "2026-12-04T12:00:00Z"}}),
+    };
+    let (action, _) = store.create_action(&new).await.unwrap();
+    let expire = Decision::Expire {
+        reason: "approval expired at 2026-12-04T12:00:00Z".into(),
+    };
+    let expired = store
+        .decide_action(action.id, &expire, "system")
+        .await
+        .unwrap();
+    assert_eq!(expired.status, ActionStatus::Expired);
+    assert_eq!(
+        expired.reason.as_deref(),
+        Some("approval expired at 2026-12-04T12:00:00Z")
+    );
+    let pending = ActionFilter {
+        status: Some(ActionStatus::Pending),
+        ..ActionFilter::default()
+    };
+    assert!(store.list_actions(&pending).await.unwrap().is_empty());
+    // Final: neither a late approval nor a second sweep changes it.
+    assert!(matches!(
+        store
+            .decide_action(action.id, &Decision::Approve, "lead")
+            .await,
+        Err(StoreError::NotPending {
+            status: ActionStatus::Expired,
+            ..
+        })
+    ));
+    assert!(store
+        .decide_action(action.id, &expire, "system")
+        .await
+        .is_err());
+    assert!(timeline_kinds(&store, case_id)
+        .await
+        .contains(&"action_expired".to_owned()));
+    assert!(actions_logged(&store)
+        .await
+        .contains(&"action.decide".to_owned()));
     assert!(matches!(verdict(&store).await, Verdict::Intact { .. }));
 }

@@ -588,7 +588,8 @@ async fn serve(
         Arc::clone(&served.store),
         Arc::clone(&served.bus),
         served.metrics,
-    );
+    )
+    .with_playbooks(Arc::new(setup.playbooks.catalog()));
     if let Some(oidc) = kastell_cases::auth::oidc::from_env().await? {
         state = state.with_oidc(oidc);
     }

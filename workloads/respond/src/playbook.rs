@@ -102,6 +102,16 @@ impl PlaybookSet {
         self.playbooks.iter()
     }
 
+    /// The loaded playbooks as the case API checks manual runs against them
+    /// (`ApiState::with_playbooks`).
+    pub fn catalog(&self) -> kastell_core::response::PlaybookCatalog {
+        let mut catalog = kastell_core::response::PlaybookCatalog::default();
+        for playbook in &self.playbooks {
+            catalog.insert(playbook.key.clone(), playbook.trigger.manual_trigger());
+        }
+        catalog
+    }
+
     /// The playbook with this `namespace/name`.
     pub fn get(&self, key: &str) -> Option<&CompiledPlaybook> {
         self.playbooks.iter().find(|p| p.key == key)

@@ -13,7 +13,10 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
-use kastell_core::store::{ActionFilter, ActionRecord, ActionStatus, AlertFilter, NewAction};
+use kastell_core::approval::ApprovalTerms;
+use kastell_core::store::{
+    ActionFilter, ActionRecord, ActionStatus, AlertFilter, Decision, NewAction,
+};
 use kastell_core::{
     Alert, Bus, BusError, CaseEvent, CaseStore, Level, Message, StoreError, Subscription, Topic,
 };
@@ -42,6 +45,13 @@ pub const PROTECTED_ASSET: &str = "protected asset";
 /// The budget key of the platform-wide rate limit (playbook keys hold a `/`).
 const GLOBAL_BUDGET: &str = "*";
 
+/// Who the audit log and the case timeline name for an approval window that closed.
+pub const EXPIRY_ACTOR: &str = "respond:expiry";
+
+/// How often the running stage looks for pending actions whose approval window closed,
+/// unless [`Responder::with_expiry_sweep`] says otherwise.
+pub const EXPIRY_SWEEP: Duration = Duration::from_secs(30);
+
 /// Counters the stage keeps while it runs, readable from other tasks, and the Prometheus
 /// metrics they feed (see [`RespondStats::register`]).
 #[derive(Debug)]
@@ -59,6 +69,7 @@ pub struct RespondStats {
     refused: AtomicU64,
     retried: AtomicU64,
     skipped: AtomicU64,
+    expired: AtomicU64,
     dead_letters: AtomicU64,
     errors: AtomicU64,
 }
@@ -70,6 +81,7 @@ struct RespondMetrics {
     actions: IntCounterVec,
     approvals: IntCounter,
     rejections: IntCounter,
+    expired: IntCounter,
     awaiting_approval: IntCounter,
     dry_runs: IntCounter,
     /// By `scope`: `playbook` or `platform`.
@@ -100,6 +112,10 @@ impl RespondMetrics {
             rejections: counter(
                 "kastell_respond_rejections_total",
                 "Pending actions a person rejected.",
+            ),
+            expired: counter(
+                "kastell_respond_expired_total",
+                "Pending actions whose approval window closed before anyone decided.",
             ),
             awaiting_approval: counter(
                 "kastell_respond_awaiting_approval_total",
@@ -143,6 +159,7 @@ impl Default for RespondStats {
             refused: AtomicU64::default(),
             retried: AtomicU64::default(),
             skipped: AtomicU64::default(),
+            expired: AtomicU64::default(),
             dead_letters: AtomicU64::default(),
             errors: AtomicU64::default(),
         }
@@ -163,6 +180,7 @@ impl RespondStats {
         registry.register(Box::new(m.actions.clone()))?;
         registry.register(Box::new(m.approvals.clone()))?;
         registry.register(Box::new(m.rejections.clone()))?;
+        registry.register(Box::new(m.expired.clone()))?;
         registry.register(Box::new(m.awaiting_approval.clone()))?;
         registry.register(Box::new(m.dry_runs.clone()))?;
         registry.register(Box::new(m.rate_limited.clone()))?;
@@ -187,6 +205,7 @@ impl RespondStats {
             refused: read(&self.refused),
             retried: read(&self.retried),
             skipped: read(&self.skipped),
+            expired: read(&self.expired),
             pending: 0,
             dead_letters: read(&self.dead_letters),
             errors: read(&self.errors),
@@ -228,6 +247,9 @@ pub struct RespondReport {
     /// Steps not started because their condition did not hold.
     #[serde(default)]
     pub skipped: u64,
+    /// Pending actions moved to `expired` because their approval window closed.
+    #[serde(default)]
+    pub expired: u64,
     /// Actions pending approval in the store when the stage stopped.
     pub pending: u64,
     /// Messages sent to the dead-letter topic.
@@ -276,6 +298,7 @@ pub struct Responder {
     /// Actions being run by this responder now: a duplicate delivery handled at the same
     /// time must not resume an action that is still running.
     running: Arc<std::sync::Mutex<std::collections::HashSet<i64>>>,
+    expiry_sweep: Duration,
 }
 
 /// An action claimed for running; released when dropped.
@@ -308,7 +331,71 @@ impl Responder {
             journal: Arc::new(Journal::new()),
             outbox: Arc::new(LogOutbox),
             running: Arc::default(),
+            expiry_sweep: EXPIRY_SWEEP,
         }
+    }
+
+    /// How often the running stage expires pending actions whose approval window has
+    /// closed (see [`Responder::expire_overdue`]).
+    pub fn with_expiry_sweep(mut self, every: Duration) -> Self {
+        self.expiry_sweep = every;
+        self
+    }
+
+    /// Moves every pending action whose approval window closed before `now` to
+    /// `expired`, as [`EXPIRY_ACTOR`]: the store records it on the case's timeline
+    /// (`action_expired`) and in the audit log, and the action no longer lists as
+    /// pending. Returns the actions expired.
+    ///
+    /// An action decided between the listing and the expiry keeps that decision.
+    ///
+    /// # Errors
+    /// When the store fails; actions expired before the failure stay expired.
+    pub async fn expire_overdue(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+        stats: &RespondStats,
+    ) -> Result<Vec<ActionRecord>, StoreError> {
+        let pending = ActionFilter {
+            status: Some(ActionStatus::Pending),
+            ..ActionFilter::default()
+        };
+        let mut expired = Vec::new();
+        for action in self.store.list_actions(&pending).await? {
+            let Some(expires_at) = ApprovalTerms::of(&action).expires_at else {
+                continue;
+            };
+            if now < expires_at {
+                continue;
+            }
+            let decision = Decision::Expire {
+                reason: format!("approval expired at {}", expires_at.to_rfc3339()),
+            };
+            match self
+                .store
+                .decide_action(action.id, &decision, EXPIRY_ACTOR)
+                .await
+            {
+                Ok(action) => {
+                    RespondStats::bump(&stats.expired);
+                    stats.metrics.expired.inc();
+                    tracing::info!(
+                        action_id = action.id,
+                        playbook = %action.playbook,
+                        step = %action.step,
+                        case_id = action.case_id,
+                        expires_at = %expires_at.to_rfc3339(),
+                        "approval expired, action will not run"
+                    );
+                    expired.push(action);
+                }
+                Err(StoreError::NotPending { id, status }) => {
+                    tracing::debug!(action_id = id, %status, "decided before it expired");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(expired)
     }
 
     /// The platform's protected assets, kill switch and global budget.
@@ -596,10 +683,15 @@ impl Responder {
                 .finish_run(&action, outcome, run, Some("protected-asset"), stats)
                 .await;
         }
-        if let Some(outcome) = self.over_budget(&action, stats) {
-            return self
-                .finish_run(&action, outcome, run, Some("rate-limited"), stats)
-                .await;
+        // A release is a person undoing a containment: holding it back for the budget
+        // would keep a pod or an address cut off because automation was busy.
+        let release = crate::runner::is_release(&action);
+        if !release {
+            if let Some(outcome) = self.over_budget(&action, stats) {
+                return self
+                    .finish_run(&action, outcome, run, Some("rate-limited"), stats)
+                    .await;
+            }
         }
 
         let Some(runner) = self.runners.get(&action.step_type).cloned() else {
@@ -614,11 +706,16 @@ impl Responder {
         if dry_run || self.safety.kill_switch {
             stats.metrics.dry_runs.inc();
             let disposition = if dry_run { "dry-run" } else { "kill-switch" };
+            let (would, undo) = if release {
+                (action.params.get("release").cloned(), None)
+            } else {
+                (Some(runner.describe(&action)), runner.release(&action))
+            };
             let outcome = StepOutcome::succeeded(json!({
                 "dry_run": true,
                 "kill_switch": self.safety.kill_switch,
-                "would": runner.describe(&action),
-                "release": runner.release(&action),
+                "would": would,
+                "release": undo,
             }));
             return self
                 .finish_run(&action, outcome, run, Some(disposition), stats)
@@ -647,12 +744,22 @@ impl Responder {
             // attempt instead of taking the stage down.
             let (task_runner, task_action, task_ctx) =
                 (Arc::clone(&runner), action.clone(), Arc::clone(&ctx));
-            let outcome =
-                tokio::spawn(async move { task_runner.run(&task_action, &task_ctx).await })
+            let outcome = tokio::spawn(async move {
+                if !release {
+                    return task_runner.run(&task_action, &task_ctx).await;
+                }
+                task_runner
+                    .run_release(&task_action, &task_ctx)
                     .await
-                    .unwrap_or_else(|e| {
-                        StepOutcome::failed(format!("the step runner crashed: {e}"))
-                    });
+                    .unwrap_or_else(|| {
+                        StepOutcome::failed(format!(
+                            "step type {} has no release",
+                            task_action.step_type
+                        ))
+                    })
+            })
+            .await
+            .unwrap_or_else(|e| StepOutcome::failed(format!("the step runner crashed: {e}")));
             if outcome.status == ActionStatus::Succeeded || attempt > retries {
                 break outcome;
             }
@@ -674,7 +781,7 @@ impl Responder {
         if let Value::Object(result) = &mut outcome.result {
             result.insert("attempts".into(), attempt.into());
             result.insert("requests".into(), ctx.requests().into());
-            if outcome.status == ActionStatus::Succeeded {
+            if outcome.status == ActionStatus::Succeeded && !release {
                 if let Some(release) = runner.release(&action) {
                     result.insert("release".into(), release);
                 }
@@ -762,6 +869,7 @@ impl Responder {
             duration_ms: run.clock.elapsed().as_millis() as u64,
             release: get("release").filter(|r| !r.is_null()),
             result: outcome.result,
+            idempotency_key: Some(format!("{}:result", idempotency_key(action))),
         };
         self.outbox.publish(RespondOutput::StepResult(result)).await;
         Ok(())
@@ -889,9 +997,15 @@ pub async fn run_responder_on(
         group = GROUP,
         playbooks = responder.playbooks.len()
     );
-    let result = respond_loop(bus, subscription, &responder, stats)
-        .instrument(span)
-        .await;
+    // The sweep runs beside the loop, in this task, and stops when the loop ends.
+    let result = async {
+        tokio::select! {
+            result = respond_loop(bus, subscription, &responder, stats) => result,
+            never = expiry_loop(&responder, stats) => match never {},
+        }
+    }
+    .instrument(span)
+    .await;
 
     let mut report = stats.snapshot();
     let pending = ActionFilter {
@@ -918,6 +1032,19 @@ pub async fn run_responder_on(
         "respond stopped"
     );
     result.map(|()| report)
+}
+
+/// Expires overdue pending actions every [`Responder::with_expiry_sweep`], the first
+/// time at once (actions left pending while the stage was down); never returns.
+async fn expiry_loop(responder: &Responder, stats: &RespondStats) -> std::convert::Infallible {
+    let mut every = tokio::time::interval(responder.expiry_sweep);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        if let Err(e) = responder.expire_overdue(chrono::Utc::now(), stats).await {
+            tracing::warn!(reason = %error_chain(&e), "expiring overdue approvals failed");
+        }
+    }
 }
 
 async fn respond_loop(

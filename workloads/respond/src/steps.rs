@@ -144,6 +144,32 @@ fn http(step: &Step, problems: &mut Vec<String>) -> Option<(Map<String, Value>, 
         );
         templated["extra_vars"] = awx.extra_vars.clone().unwrap_or(json!({}));
     }
+    if let Some(release) = &h.release {
+        if h.awx.is_some() {
+            problems.push("http: an awx launch has no release request".into());
+        }
+        for name in release.headers.keys().chain(release.secret_headers.keys()) {
+            if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                problems.push(format!(
+                    "http.release.headers: {name:?} is not a header name"
+                ));
+            }
+        }
+        // Where and how are fixed; what is sent is rendered with the step, so the
+        // release sends what the person saw recorded beside the containment.
+        fixed.insert(
+            "release_target".into(),
+            json!({
+                "url": url("http.release.url", &release.url, problems),
+                "method": release.method,
+                "secret_headers": release.secret_headers,
+            }),
+        );
+        templated["release"] = json!({
+            "headers": release.headers,
+            "body": release.body.clone().unwrap_or(Value::Null),
+        });
+    }
     Some((fixed, templated))
 }
 

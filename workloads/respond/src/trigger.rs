@@ -171,6 +171,14 @@ impl CompiledTrigger {
     ///
     /// # Errors
     /// A reason a person can act on when the trigger could never fire.
+    /// What the case API checks a manual run of this trigger's playbook against.
+    pub fn manual_trigger(&self) -> kastell_core::response::ManualTrigger {
+        kastell_core::response::ManualTrigger {
+            manual: self.events.contains(&TriggerEvent::Manual),
+            observable_types: self.observable_types.clone(),
+        }
+    }
+
     pub fn compile(trigger: &Trigger) -> Result<Self, String> {
         if trigger.events.is_empty() {
             return Err("trigger.events is empty, so the playbook would never run".into());

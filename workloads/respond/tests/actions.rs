@@ -446,6 +446,63 @@ async fn wazuh_active_response_authenticates_then_blocks_the_source_on_the_agent
     );
     assert!(step.release.is_some());
     assert_no_secret_leaks(&h).await;
+
+    // The release, recorded and approved as `POST /api/v1/actions/{id}/release` does:
+    // the same command on the same agent and address, with the release's arguments.
+    let release = kastell_core::store::NewAction {
+        case_id: action.case_id,
+        alert_id: format!("release:{}", action.id),
+        playbook: action.playbook.clone(),
+        step: action.step.clone(),
+        step_type: action.step_type.clone(),
+        approval_required: true,
+        params: json!({
+            "release_of": action.id,
+            "release": result["release"],
+            "config": action.params["config"],
+            "timeout_seconds": action.params["timeout_seconds"],
+            "dry_run": false,
+            "retries": 0,
+        }),
+    };
+    let (release, _) = h.store.create_action(&release).await.unwrap();
+    h.store
+        .decide_action(
+            release.id,
+            &kastell_core::store::Decision::Approve,
+            "apikey:lead",
+        )
+        .await
+        .unwrap();
+    let approved = CaseEvent::ActionApproved {
+        action_id: release.id,
+    };
+    h.responder.handle(&approved, &h.stats).await.unwrap();
+    let released = h.store.get_action(release.id).await.unwrap().unwrap();
+    assert_eq!(
+        released.status,
+        ActionStatus::Succeeded,
+        "{:?}",
+        released.result
+    );
+    let requests = apis.requests();
+    assert_eq!(requests.len(), 4, "a new token, then the release");
+    assert_eq!(
+        (
+            requests[3].method.as_str(),
+            requests[3].path.as_str(),
+            requests[3].query.as_str()
+        ),
+        ("PUT", "/active-response", "agents_list=000")
+    );
+    assert_eq!(
+        requests[3].body,
+        json!({"command": "!firewall-drop", "arguments": ["delete"], "alert": {"data": {"srcip": "172.17.1.1"}}})
+    );
+    assert!(released.result.unwrap().get("release").is_none());
+    // Told again (a redelivered approval): it ran once.
+    h.responder.handle(&approved, &h.stats).await.unwrap();
+    assert_eq!(apis.requests().len(), 4);
 }
 
 #[tokio::test]
@@ -627,6 +684,85 @@ async fn stackstorm_webhook_carries_its_api_key_from_a_secret_and_never_records_
         .unwrap()
         .starts_with("kastell-"));
     assert_eq!(result(&action)["status"], 202);
+    assert_no_secret_leaks(&h).await;
+}
+
+#[tokio::test]
+async fn an_http_block_is_released_with_its_declared_undo_request_once() {
+    let (base, apis) = start_apis().await;
+    let h = harness(playbook(&format!(
+        r#"  steps:
+    - name: st2-block
+      type: http
+      http:
+        url: {base}/api/v1/webhooks/kastell_block
+        secretHeaders: {{St2-Api-Key: ST2_API_KEY}}
+        body: {{ip: "{{{{ alert.events.0.source.ip }}}}"}}
+        release:
+          url: {base}/api/v1/webhooks/kastell_unblock
+          secretHeaders: {{St2-Api-Key: ST2_API_KEY}}
+          body: {{ip: "{{{{ alert.events.0.source.ip }}}}", case: "{{{{ case.id }}}}"}}"#
+    )))
+    .await;
+    h.run(&wazuh_alert()).await;
+    let action = h.action("st2-block").await;
+    assert_eq!(
+        action.status,
+        ActionStatus::Succeeded,
+        "{:?}",
+        action.result
+    );
+    let recorded = result(&action)["release"].clone();
+    assert_eq!(
+        (recorded["type"].as_str(), recorded["method"].as_str()),
+        (Some("http-release"), Some("POST"))
+    );
+    assert_eq!(recorded["body"], json!({"ip": "172.17.1.1", "case": "1"}));
+    assert!(apis.to("/api/v1/webhooks/kastell_unblock").is_empty());
+
+    // Recorded and approved as `POST /api/v1/actions/{id}/release` does.
+    let release = kastell_core::store::NewAction {
+        case_id: action.case_id,
+        alert_id: format!("release:{}", action.id),
+        playbook: action.playbook.clone(),
+        step: action.step.clone(),
+        step_type: action.step_type.clone(),
+        approval_required: true,
+        params: json!({
+            "release_of": action.id,
+            "release": recorded,
+            "config": action.params["config"],
+            "timeout_seconds": action.params["timeout_seconds"],
+            "dry_run": false,
+            "retries": 0,
+        }),
+    };
+    let (release, _) = h.store.create_action(&release).await.unwrap();
+    h.store
+        .decide_action(
+            release.id,
+            &kastell_core::store::Decision::Approve,
+            "apikey:lead",
+        )
+        .await
+        .unwrap();
+    let approved = CaseEvent::ActionApproved {
+        action_id: release.id,
+    };
+    h.responder.handle(&approved, &h.stats).await.unwrap();
+    h.responder.handle(&approved, &h.stats).await.unwrap();
+    let released = h.store.get_action(release.id).await.unwrap().unwrap();
+    assert_eq!(
+        released.status,
+        ActionStatus::Succeeded,
+        "{:?}",
+        released.result
+    );
+    let undo = apis.to("/api/v1/webhooks/kastell_unblock");
+    assert_eq!(undo.len(), 1, "sent once");
+    assert_eq!(undo[0].body, json!({"ip": "172.17.1.1", "case": "1"}));
+    assert_eq!(undo[0].headers["st2-api-key"], "st2-key");
+    assert_eq!(apis.to("/api/v1/webhooks/kastell_block").len(), 1);
     assert_no_secret_leaks(&h).await;
 }
 

@@ -153,6 +153,10 @@ struct Platform {
 }
 
 async fn start_platform(set: Arc<PlaybookSet>) -> Platform {
+    start_platform_with(set, runners()).await
+}
+
+async fn start_platform_with(set: Arc<PlaybookSet>, runners: Arc<Runners>) -> Platform {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn CaseStore> = Arc::new(SqliteStore::open_dir(dir.path()).await.unwrap());
@@ -180,7 +184,9 @@ async fn start_platform(set: Arc<PlaybookSet>) -> Platform {
         let settings = CaseSettings::default();
         kastell_cases::run_cases_on(b.as_ref(), alerts, s, settings, &CasesStats::new()).await
     });
-    let responder = Responder::new(store.clone(), set, runners())
+    let catalog = Arc::new(set.catalog());
+    let responder = Responder::new(store.clone(), set, runners)
+        .with_expiry_sweep(Duration::from_millis(50))
         .with_outbox(Arc::new(BusOutbox::new(dyn_bus.clone())))
         .with_journal(Arc::new(
             Journal::open(&dir.path().join("journal.jsonl")).unwrap(),
@@ -194,7 +200,8 @@ async fn start_platform(set: Arc<PlaybookSet>) -> Platform {
         kastell_cases::run_response_outputs_on(b.as_ref(), outputs, s, &output_stats).await
     });
 
-    let state = ApiState::new(store.clone(), dyn_bus, Metrics::new().unwrap());
+    let state =
+        ApiState::new(store.clone(), dyn_bus, Metrics::new().unwrap()).with_playbooks(catalog);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let api = format!("http://{}", listener.local_addr().unwrap());
     let router = kastell_cases::router(state);
@@ -435,6 +442,14 @@ async fn approval_flow_end_to_end_through_the_case_api() {
         ("event", "severity-raised"),
     ];
     assert_eq!(p.metric("kastell_respond_playbook_runs_total", &runs), 1.0);
+    // The counters move once the key of each output is recorded, just after the audit
+    // entry that the loop above waited for.
+    for _ in 0..500 {
+        if p.metric("kastell_cases_step_results_total", &[]) >= 3.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert!(p.metric("kastell_cases_step_results_total", &[]) >= 3.0);
     assert_eq!(
         p.metric("kastell_cases_case_actions_applied_total", &[]),
@@ -458,12 +473,15 @@ async fn an_expired_approval_is_refused_and_a_rejection_is_counted() {
 
     // A high alert does not reach the critical bar of `low`: it runs without a person.
     p.action("ask", "low", ActionStatus::Succeeded).await;
-    let late = p.action("ask", "late", ActionStatus::Pending).await;
-    let expires: DateTime<Utc> =
-        serde_json::from_value(late.params["approval"]["expires_at"].clone()).unwrap();
-    while Utc::now() <= expires {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    // Its window closes; the stage's sweep moves it from pending to expired, on the
+    // case's timeline and in the audit log.
+    let late = p.action("ask", "late", ActionStatus::Expired).await;
+    assert!(late
+        .reason
+        .as_deref()
+        .unwrap()
+        .starts_with("approval expired at "));
+    assert_eq!(late.decided_by.as_deref(), Some("respond:expiry"));
     let (status, body) = p
         .call(
             Role::Lead,
@@ -477,7 +495,29 @@ async fn an_expired_approval_is_refused_and_a_rejection_is_counted() {
         "{body}"
     );
     let still = p.store.get_action(late.id).await.unwrap().unwrap();
-    assert_eq!(still.status, ActionStatus::Pending);
+    assert_eq!(still.status, ActionStatus::Expired);
+    let (status, pending) = p
+        .call(Role::Lead, "/api/v1/actions?status=pending", None)
+        .await;
+    assert_eq!(status, 200);
+    let pending: Vec<&str> = pending["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["step"].as_str().unwrap())
+        .collect();
+    assert_eq!(pending, ["refuse"]);
+    let timeline = p.store.timeline(late.case_id, 0, 1000).await.unwrap();
+    assert!(
+        timeline
+            .iter()
+            .any(|t| t.kind == "action_expired" && t.actor == "respond:expiry"),
+        "{timeline:#?}"
+    );
+    assert!(p.audit().await.iter().any(|e| e.action == "action.decide"
+        && e.actor == "respond:expiry"
+        && e.object_id == late.id.to_string()));
+    assert_eq!(p.metric("kastell_respond_expired_total", &[]), 1.0);
 
     let refuse = p.action("ask", "refuse", ActionStatus::Pending).await;
     let reject = format!("/api/v1/actions/{}/reject", refuse.id);
@@ -506,10 +546,17 @@ async fn an_expired_approval_is_refused_and_a_rejection_is_counted() {
 
 #[tokio::test]
 async fn a_manual_run_through_the_case_api_runs_once_per_request() {
-    let set = playbooks(&playbook(
-        "lookup",
-        "  trigger: {events: [manual], observableTypes: [ip]}\n  steps:\n\
-         \x20 - {name: note, type: log, message: 'look up {{ trigger.observable.value }} for {{ trigger.requested_by }}'}",
+    let set = playbooks(&format!(
+        "{}{}",
+        playbook(
+            "lookup",
+            "  trigger: {events: [manual], observableTypes: [ip]}\n  steps:\n\
+             \x20 - {name: note, type: log, message: 'look up {{ trigger.observable.value }} for {{ trigger.requested_by }}'}",
+        ),
+        playbook(
+            "contain",
+            "  trigger: {ruleIds: [none]}\n  steps:\n  - {name: n, type: log, message: m}",
+        ),
     ));
     let p = start_platform(set).await;
     publish_json(p.bus.as_ref(), Topic::Alerts, &wazuh_alert())
@@ -549,6 +596,45 @@ async fn a_manual_run_through_the_case_api_runs_once_per_request() {
         )
         .await;
     assert_eq!(status, 404);
+    // Runs that would start nothing are refused at once, with the reason.
+    let refusals = [
+        (
+            json!({"playbook": "soc/nope"}),
+            404,
+            "playbook_not_found",
+            "no playbook soc/nope is loaded",
+        ),
+        (
+            json!({"playbook": "soc/contain"}),
+            422,
+            "playbook_not_manual",
+            "does not list `manual`",
+        ),
+        (
+            json!({"playbook": "soc/lookup", "observable": {"type": "domain", "value": "example.org"}}),
+            422,
+            "observable_type_not_accepted",
+            "only on an observable of type ip; the request names one of type domain",
+        ),
+        (
+            json!({"playbook": "soc/lookup"}),
+            422,
+            "observable_type_not_accepted",
+            "the request names none",
+        ),
+    ];
+    for (body, want, code, message) in refusals {
+        let (status, answer) = p.call(Role::Responder, &path, Some(body)).await;
+        assert_eq!(
+            (status, answer["error"].as_str()),
+            (want, Some(code)),
+            "{answer}"
+        );
+        assert!(
+            answer["message"].as_str().unwrap().contains(message),
+            "{answer}"
+        );
+    }
 
     let note = p.action("lookup", "note", ActionStatus::Succeeded).await;
     assert_eq!(note.alert_id, "manual:req-1");
@@ -646,6 +732,427 @@ async fn case_operations_are_applied_and_trigger_case_event_playbooks() {
         .filter(|t| t.kind == "respond.step_result")
         .count();
     assert!(results >= 4, "{timeline:#?}");
+}
+
+#[tokio::test]
+async fn an_observable_an_analyst_adds_through_the_api_triggers_observable_added_playbooks() {
+    let set = playbooks(&playbook(
+        "on-observable",
+        "  trigger: {events: [observable-added], observableTypes: [ip]}\n  steps:\n\
+         \x20 - {name: note, type: log, message: '{{ trigger.observable.value }}'}",
+    ));
+    let p = start_platform(set).await;
+    publish_json(p.bus.as_ref(), Topic::Alerts, &wazuh_alert())
+        .await
+        .unwrap();
+    let case_id = loop {
+        if let Some(case) = p.store.get_case(1).await.unwrap() {
+            break case.id;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+
+    // The Kastell endpoint, then the same value again: merged (200), nothing new to run.
+    let path = format!("/api/v1/cases/{case_id}/observables");
+    let body = json!({"type": "ip", "value": "203.0.113.7"});
+    let (status, _) = p.call(Role::Analyst, &path, Some(body.clone())).await;
+    assert_eq!(status, 201);
+    let (status, _) = p.call(Role::Analyst, &path, Some(body)).await;
+    assert_eq!(status, 200);
+    let note = p
+        .action("on-observable", "note", ActionStatus::Succeeded)
+        .await;
+    assert_eq!(note.result.unwrap()["message"], "203.0.113.7");
+    assert_eq!(
+        note.alert_id,
+        format!("case-{case_id}:observable:ip:203.0.113.7")
+    );
+
+    // TheHive's endpoint announces each new value of its list.
+    let (status, _) = p
+        .call(
+            Role::Analyst,
+            &format!("/api/v1/case/{case_id}/observable"),
+            Some(json!({"dataType": "ip", "data": ["198.51.100.23", "203.0.113.7"]})),
+        )
+        .await;
+    assert_eq!(status, 201);
+    for _ in 0..500 {
+        let done = p
+            .actions()
+            .await
+            .iter()
+            .filter(|a| a.status == ActionStatus::Succeeded)
+            .count();
+        if done == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut values: Vec<String> = p
+        .actions()
+        .await
+        .into_iter()
+        .filter(|a| a.status == ActionStatus::Succeeded)
+        .map(|a| a.result.unwrap()["message"].as_str().unwrap().to_owned())
+        .collect();
+    values.sort();
+    assert_eq!(values, ["198.51.100.23", "203.0.113.7"]);
+}
+
+#[tokio::test]
+async fn a_redelivered_response_output_is_applied_once() {
+    let p = start_platform(playbooks(&playbook(
+        "none",
+        "  trigger: {ruleIds: [none]}\n  steps:\n  - {name: n, type: log, message: m}",
+    )))
+    .await;
+    publish_json(p.bus.as_ref(), Topic::Alerts, &wazuh_alert())
+        .await
+        .unwrap();
+    let case_id = loop {
+        if let Some(case) = p.store.get_case(1).await.unwrap() {
+            break case.id;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+
+    let task = RespondOutput::CaseAction(CaseAction {
+        case_id,
+        action_id: 7,
+        idempotency_key: "kastell-redelivered:task".into(),
+        operation: CaseOperation::AddTask {
+            title: "Reset paco".into(),
+        },
+    });
+    let taxonomies = RespondOutput::CaseAction(CaseAction {
+        case_id,
+        action_id: 7,
+        idempotency_key: "kastell-redelivered:taxonomies:ip:172.17.1.1".into(),
+        operation: CaseOperation::AttachTaxonomies {
+            r#type: "ip".into(),
+            value: "172.17.1.1".into(),
+            source: "cortex:AbuseIPDB_1_0".into(),
+            taxonomies: vec![json!({"level": "malicious", "namespace": "AbuseIPDB",
+                "predicate": "Records", "value": "12"})],
+        },
+    });
+    let result = RespondOutput::StepResult(kastell_core::response::StepResult {
+        action_id: 7,
+        case_id,
+        alert_id: "a-1".into(),
+        playbook: "soc/none".into(),
+        step: "n".into(),
+        step_type: "log".into(),
+        status: "succeeded".into(),
+        disposition: None,
+        attempts: 1,
+        requests: Vec::new(),
+        started_at: Utc::now(),
+        duration_ms: 3,
+        result: json!({"message": "m"}),
+        release: None,
+        idempotency_key: Some("kastell-redelivered:result".into()),
+    });
+    // Each delivered twice, as a durable bus does when an acknowledgement is lost.
+    for output in [&task, &taxonomies, &result, &task, &taxonomies, &result] {
+        publish_json(p.bus.as_ref(), Topic::ResponseOutputs, output)
+            .await
+            .unwrap();
+    }
+    for _ in 0..500 {
+        if p.metric("kastell_cases_response_outputs_repeated_total", &[]) == 3.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        p.metric("kastell_cases_response_outputs_repeated_total", &[]),
+        3.0
+    );
+    let tasks = p.store.list_tasks(case_id).await.unwrap();
+    assert_eq!(tasks.len(), 1, "{tasks:#?}");
+    let timeline = p.store.timeline(case_id, 0, 1000).await.unwrap();
+    let count = |kind: &str| timeline.iter().filter(|t| t.kind == kind).count();
+    assert_eq!(count("respond.taxonomies"), 1, "{timeline:#?}");
+    assert_eq!(count("respond.step_result"), 1, "{timeline:#?}");
+    assert_eq!(
+        p.metric("kastell_cases_case_actions_applied_total", &[]),
+        2.0
+    );
+    assert_eq!(p.metric("kastell_cases_step_results_total", &[]), 1.0);
+}
+
+// ---- releasing a containment --------------------------------------------------------
+
+/// What the mock Kubernetes API was asked: method, path and query, body.
+type KubeCalls = Arc<Mutex<Vec<(String, String, Value)>>>;
+
+/// Answers like the Kubernetes API for the calls a quarantine and its release make: apply
+/// of the NetworkPolicy, merge patch of the pod's labels (kept, so the label-selected
+/// list sees them), list of pods by label, delete of the policy.
+async fn kube_api(
+    State(calls): State<KubeCalls>,
+    method: axum::http::Method,
+    uri: axum::http::Uri,
+    body: axum::body::Bytes,
+) -> Json<Value> {
+    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let target = match uri.query() {
+        Some(query) if !query.is_empty() => format!("{}?{query}", uri.path()),
+        _ => uri.path().to_owned(),
+    };
+    calls
+        .lock()
+        .unwrap()
+        .push((method.to_string(), target, body.clone()));
+    let quarantined = calls.lock().unwrap().iter().rev().find_map(|(m, p, b)| {
+        (m == "PATCH" && p.contains("/pods/"))
+            .then(|| !b["metadata"]["labels"]["kastell.eu/quarantine"].is_null())
+    });
+    let path = uri.path();
+    if method == axum::http::Method::DELETE {
+        return Json(
+            json!({"apiVersion": "v1", "kind": "Status", "status": "Success", "metadata": {}}),
+        );
+    }
+    if path.contains("/networkpolicies/") {
+        let mut policy = body;
+        policy["metadata"]["uid"] = json!("0b6d-policy");
+        return Json(policy);
+    }
+    if path.ends_with("/pods") {
+        let items = if quarantined == Some(true) {
+            vec![
+                json!({"metadata": {"name": "checkout-7d9f8-abcde", "namespace": "shop",
+                "labels": {"kastell.eu/quarantine": "true"}}}),
+            ]
+        } else {
+            Vec::new()
+        };
+        return Json(
+            json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": items}),
+        );
+    }
+    // A merge patch's nulls remove labels: the pod comes back without them.
+    let labels: serde_json::Map<String, Value> = body["metadata"]["labels"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(_, v)| !v.is_null())
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    Json(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "checkout-7d9f8-abcde", "namespace": "shop", "uid": "7f1e-pod",
+                     "labels": labels},
+    }))
+}
+
+#[tokio::test]
+async fn a_quarantine_is_released_through_the_case_api_once_under_its_roles() {
+    let calls = KubeCalls::default();
+    let app = Router::new()
+        .fallback(axum::routing::any(kube_api))
+        .with_state(calls.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let kube = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let mut runners = Runners::new(&RunnerSettings {
+        native_roots: false,
+        ..RunnerSettings::default()
+    })
+    .unwrap();
+    runners.register(Arc::new(
+        kastell_respond::runner::QuarantineRunner::with_config(kube::Config::new(
+            kube.parse().unwrap(),
+        )),
+    ));
+    let set = playbooks(&playbook(
+        "isolate",
+        "  trigger: {ruleIds: [wazuh-5712]}\n  steps:\n\
+         \x20 - name: isolate\n    type: quarantine-pod\n\
+         \x20   approval: {policy: always, roles: [lead]}\n\
+         \x20   quarantine: {namespace: shop, pod: checkout-7d9f8-abcde}\n\
+         \x20 - {name: note, type: log, message: m}",
+    ));
+    let p = start_platform_with(set, Arc::new(runners)).await;
+    publish_json(p.bus.as_ref(), Topic::Alerts, &wazuh_alert())
+        .await
+        .unwrap();
+    let pending = p.action("isolate", "isolate", ActionStatus::Pending).await;
+    let note = p.action("isolate", "note", ActionStatus::Succeeded).await;
+    let release = |id: i64| format!("/api/v1/actions/{id}/release");
+
+    // Nothing contained yet, or nothing to contain.
+    let (status, body) = p
+        .call(Role::Lead, &release(pending.id), Some(json!({})))
+        .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (409, Some("nothing_to_release")),
+        "{body}"
+    );
+    let (status, body) = p.call(Role::Lead, &release(note.id), Some(json!({}))).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (409, Some("nothing_to_release")),
+        "{body}"
+    );
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("contains nothing"),
+        "{body}"
+    );
+
+    let (status, _) = p
+        .call(
+            Role::Lead,
+            &format!("/api/v1/actions/{}/approve", pending.id),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let contained = p
+        .action("isolate", "isolate", ActionStatus::Succeeded)
+        .await;
+    assert_eq!(
+        calls.lock().unwrap().len(),
+        2,
+        "policy applied, pod labelled"
+    );
+
+    // The roles that decide on the step decide on its release.
+    let (status, body) = p
+        .call(Role::Responder, &release(contained.id), Some(json!({})))
+        .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (403, Some("role_not_allowed")),
+        "{body}"
+    );
+    let (status, first) = p
+        .call(
+            Role::Lead,
+            &release(contained.id),
+            Some(json!({"comment": "pod rebuilt"})),
+        )
+        .await;
+    assert_eq!(status, 202, "{first}");
+    assert_eq!(first["alert_id"], format!("release:{}", contained.id));
+    assert_eq!(first["status"], "approved");
+
+    let mut released = None;
+    for _ in 0..500 {
+        released = p.actions().await.into_iter().find(|a| {
+            a.alert_id == format!("release:{}", contained.id)
+                && matches!(a.status, ActionStatus::Succeeded | ActionStatus::Failed)
+        });
+        if released.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let released = released.unwrap_or_else(|| panic!("never finished: {:#?}", calls.lock()));
+    assert_eq!(
+        released.status,
+        ActionStatus::Succeeded,
+        "{:?}",
+        released.result
+    );
+    let result = released.result.clone().unwrap();
+    assert_eq!(
+        (
+            result["released"].as_bool(),
+            result["policy_deleted"].as_bool()
+        ),
+        (Some(true), Some(true)),
+        "{result}"
+    );
+    assert!(
+        result.get("release").is_none(),
+        "a release has no release of its own"
+    );
+    let calls_now = calls.lock().unwrap().clone();
+    let shown: Vec<(&str, &str)> = calls_now[2..]
+        .iter()
+        .map(|(m, p, _)| (m.as_str(), p.as_str()))
+        .collect();
+    assert_eq!(
+        shown,
+        [
+            ("PATCH", "/api/v1/namespaces/shop/pods/checkout-7d9f8-abcde"),
+            (
+                "GET",
+                "/api/v1/namespaces/shop/pods?&labelSelector=kastell.eu%2Fquarantine%3Dtrue"
+            ),
+            (
+                "DELETE",
+                "/apis/networking.k8s.io/v1/namespaces/shop/networkpolicies/kastell-quarantine"
+            ),
+        ]
+    );
+    assert!(calls_now[2].2["metadata"]["labels"]["kastell.eu/quarantine"].is_null());
+
+    // Asking again returns the release recorded; nothing is released twice.
+    let (status, again) = p
+        .call(Role::Lead, &release(contained.id), Some(json!({})))
+        .await;
+    assert_eq!(
+        (status, again["id"].clone()),
+        (200, first["id"].clone()),
+        "{again}"
+    );
+    let (status, body) = p
+        .call(Role::Lead, &release(released.id), Some(json!({})))
+        .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (409, Some("nothing_to_release")),
+        "{body}"
+    );
+    let releases = p
+        .actions()
+        .await
+        .into_iter()
+        .filter(|a| a.alert_id.starts_with("release:"))
+        .count();
+    assert_eq!(releases, 1);
+
+    // Who asked, and what it did, are in the audit log and on the case's timeline.
+    let audit = p.audit().await;
+    assert!(audit.iter().any(|e| e.action == "action.decide"
+        && e.actor == "apikey:lead"
+        && e.object_id == released.id.to_string()));
+    let mut filed = false;
+    for _ in 0..500 {
+        let timeline = p.store.timeline(released.case_id, 0, 1000).await.unwrap();
+        filed = timeline
+            .iter()
+            .any(|t| t.kind == "respond.step_result" && t.details["action_id"] == released.id);
+        if filed {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(filed, "the release's result reached the case timeline");
+
+    // The endpoint is in the OpenAPI document with its answers.
+    let doc: Value = p
+        .http
+        .get(format!("{}/api/openapi.json", p.api))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let answers = &doc["paths"]["/api/v1/actions/{id}/release"]["post"]["responses"];
+    for code in ["200", "202", "403", "404", "409"] {
+        assert!(answers.get(code).is_some(), "{code} missing: {answers}");
+    }
 }
 
 #[tokio::test]
@@ -862,6 +1369,13 @@ impl CaseStore for CrashingStore {
     }
     async fn significant_incidents(&self) -> Result<Vec<i64>, StoreError> {
         self.inner.significant_incidents().await
+    }
+
+    async fn response_output_applied(&self, k: &str) -> Result<bool, StoreError> {
+        self.inner.response_output_applied(k).await
+    }
+    async fn record_response_output(&self, k: &str, c: i64, n: &str) -> Result<bool, StoreError> {
+        self.inner.record_response_output(k, c, n).await
     }
 }
 

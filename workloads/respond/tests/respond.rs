@@ -809,3 +809,79 @@ async fn the_demo_playbook_compiles() {
         .collect();
     assert_eq!(steps, [("log", false), ("webhook", true)]);
 }
+
+#[test]
+fn the_old_scalar_approval_is_refused_with_what_to_write_instead() {
+    let load = |approval: &str| {
+        let yaml = playbook(
+            "old",
+            &format!(
+                "  trigger: {{minLevel: high}}\n  steps:\n  - {{name: ask, type: log, message: m, approval: {approval}}}"
+            ),
+        );
+        let mut set = kastell_crds::ResourceSet::default();
+        let mut errors = Vec::new();
+        kastell_crds::load::load_text(Path::new("/repo/old.yaml"), &yaml, &mut set, &mut errors);
+        (
+            set,
+            errors.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        )
+    };
+
+    let (set, errors) = load("required");
+    assert!(set.playbooks.is_empty());
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(errors[0].contains("Playbook old"), "{}", errors[0]);
+    assert!(
+        errors[0].contains("`approval: required` is no longer accepted")
+            && errors[0].contains("write `approval: {policy: always}`"),
+        "{}",
+        errors[0]
+    );
+    let (_, errors) = load("none");
+    assert!(
+        errors[0].contains("`approval: {policy: never}`"),
+        "{}",
+        errors[0]
+    );
+
+    // The object form still loads, and a mistake inside it is still named.
+    let (set, errors) = load("{policy: always, roles: [lead]}");
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(set.playbooks.len(), 1);
+    let (_, errors) = load("{policy: sometimes}");
+    assert!(
+        errors[0].contains("unknown variant `sometimes`"),
+        "{}",
+        errors[0]
+    );
+}
+
+#[test]
+fn an_http_release_request_is_checked_like_the_call() {
+    let yaml = playbook(
+        "undo",
+        "  trigger: {minLevel: high}\n  steps:\n\
+         \x20 - name: block\n    type: http\n    http:\n\
+         \x20     url: https://soar.example.eu/hooks/block\n\
+         \x20     release: {url: 'http://soar.example.eu/hooks/unblock', headers: {'bad header': x}}\n\
+         \x20 - name: launch\n    type: http\n    http:\n\
+         \x20     url: https://awx.example.eu\n\
+         \x20     awx: {jobTemplate: 12, tokenSecret: AWX_TOKEN}\n\
+         \x20     release: {url: 'https://awx.example.eu/api/v2/job_templates/13/launch/'}",
+    );
+    let mut set = kastell_crds::ResourceSet::default();
+    let mut errors = Vec::new();
+    kastell_crds::load::load_text(Path::new("/repo/undo.yaml"), &yaml, &mut set, &mut errors);
+    assert!(errors.is_empty(), "{errors:?}");
+    let (compiled, invalid) = PlaybookSet::compile(set.playbooks);
+    assert!(compiled.is_empty());
+    let message = invalid[0].to_string();
+    for problem in [
+        "http.release.url",
+        "http.release.headers: \"bad header\" is not a header name",
+        "an awx launch has no release request",
+    ] {
+        assert!(message.contains(problem), "{problem} not in {message}");
+    }
+}

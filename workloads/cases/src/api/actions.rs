@@ -1,11 +1,12 @@
-//! `/api/v1/actions`: response actions, and the approval or rejection of a pending one.
-//! An approval is announced on the case-events topic so that the respond stage runs the
-//! action.
+//! `/api/v1/actions`: response actions, the approval or rejection of a pending one, and
+//! the release of a containment. An approval (and a release, which is recorded as an
+//! approved action of its own) is announced on the case-events topic so that the respond
+//! stage runs it.
 
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
-use kastell_core::store::{ActionFilter, Decision};
+use kastell_core::store::{ActionFilter, ActionRecord, ActionStatus, Decision, NewAction};
 use kastell_core::{CaseEvent, Message, Topic};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -26,6 +27,7 @@ pub(super) fn routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(get_action))
         .routes(routes!(approve_action))
         .routes(routes!(reject_action))
+        .routes(routes!(release_action))
 }
 
 /// List response actions, oldest first.
@@ -268,4 +270,167 @@ async fn reject_action(
         }
     }
     Ok(Json(action.into()))
+}
+
+/// Release a containment: run the release recorded beside a succeeded action
+/// (`result.release`: a quarantined pod unlabelled, a Wazuh block deleted). The release
+/// is recorded as an action of its own (alert id `release:<id>`), approved by the caller
+/// and run by the respond stage; asking again returns that action instead of releasing
+/// twice.
+#[utoipa::path(
+    post,
+    path = "/api/v1/actions/{id}/release",
+    tag = "actions",
+    params(("id" = i64, Path, description = "The id of the containing action")),
+    request_body(content = Option<ApproveBody>, description = "Optional note",
+        content_type = "application/json"),
+    responses(
+        (status = 202, description = "The release action, approved and on its way to the \
+            respond stage", body = Action),
+        (status = 200, description = "The release action recorded by an earlier request", body = Action),
+        (status = 400, description = "The id or JSON is malformed", body = ErrorBody),
+        (status = 401, description = "No valid credentials", body = ErrorBody),
+        (status = 403, description = "The caller's role lacks the respond permission, or the \
+            action's playbook does not let this role decide on it", body = ErrorBody),
+        (status = 404, description = "No action has this id (visible to the caller)", body = ErrorBody),
+        (status = 409, description = "The action has nothing to release: it did not succeed, \
+            was a dry run, contains nothing, or is itself a release (`nothing_to_release`)", body = ErrorBody),
+        (status = 415, description = "The body is not JSON", body = ErrorBody),
+        (status = 503, description = "The store failed, or the release is recorded but the \
+            respond stage could not be told", body = ErrorBody),
+    )
+)]
+async fn release_action(
+    caller: Caller,
+    State(state): State<ApiState>,
+    ApiPath(id): ApiPath<i64>,
+    body: Option<ApiJson<ApproveBody>>,
+) -> Result<(StatusCode, Json<Action>), ApiError> {
+    caller.require(Permission::Respond)?;
+    let actor = caller.name();
+    let comment = body
+        .and_then(|ApiJson(body)| body.comment)
+        .map(|comment| comment.trim().to_owned())
+        .unwrap_or_default();
+    if comment.chars().count() > MAX_TEXT {
+        return Err(ApiError::invalid_body(format!(
+            "comment must be at most {MAX_TEXT} characters"
+        )));
+    }
+    let contained = visible_action(&caller, &state, id).await?;
+    let release = release_of(&contained).map_err(|reason| {
+        ApiError::new(
+            StatusCode::CONFLICT,
+            "nothing_to_release",
+            format!("action {id} {reason}"),
+        )
+    })?;
+    // The roles the playbook lets decide on the step decide on its release too; the
+    // approval window bounded the containment, not how long it may last.
+    let mut terms = kastell_core::approval::ApprovalTerms::of(&contained);
+    terms.expires_at = None;
+    if let Err(refusal) = terms.allow(caller.0.role.as_str(), chrono::Utc::now()) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "role_not_allowed",
+            refusal.to_string(),
+        ));
+    }
+
+    let mut params = serde_json::json!({
+        "release_of": id,
+        "release": release,
+        "dry_run": false,
+        "retries": 0,
+    });
+    for key in ["config", "timeout_seconds", "backoff_seconds"] {
+        if let Some(value) = contained.params.get(key) {
+            params[key] = value.clone();
+        }
+    }
+    let new = NewAction {
+        case_id: contained.case_id,
+        alert_id: format!("release:{id}"),
+        playbook: contained.playbook.clone(),
+        step: contained.step.clone(),
+        step_type: contained.step_type.clone(),
+        // Recorded pending and approved at once, so the audit log and the timeline name
+        // the person who asked for the release.
+        approval_required: true,
+        params,
+    };
+    let (mut action, created) = state.store.create_action(&new).await?;
+    if action.status == ActionStatus::Pending {
+        action = state
+            .store
+            .decide_action(action.id, &Decision::Approve, actor)
+            .await?;
+    }
+    tracing::info!(
+        action_id = action.id,
+        release_of = id,
+        playbook = %action.playbook,
+        step = %action.step,
+        requested_by = %actor,
+        comment = %comment,
+        created,
+        "containment release requested"
+    );
+    // Not yet run (this request, or an earlier one whose announcement failed): tell the
+    // respond stage; it runs an approved action once, however often it is told.
+    if action.status == ActionStatus::Approved {
+        announce_approval(&state, action.id).await?;
+    }
+    let status = if created {
+        StatusCode::ACCEPTED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(action.into())))
+}
+
+/// The release recorded on a succeeded containment, or why there is none.
+fn release_of(action: &ActionRecord) -> Result<serde_json::Value, &'static str> {
+    if action.params.get("release_of").is_some() {
+        return Err("is itself a release");
+    }
+    if action.status != ActionStatus::Succeeded {
+        return Err("did not succeed, so it contains nothing");
+    }
+    let result = action.result.as_ref();
+    if result
+        .and_then(|r| r.get("dry_run"))
+        .and_then(serde_json::Value::as_bool)
+        == Some(true)
+    {
+        return Err("was a dry run, so it contains nothing");
+    }
+    result
+        .and_then(|r| r.get("release"))
+        .filter(|r| !r.is_null())
+        .cloned()
+        .ok_or("has no release: its step contains nothing, or declares no undo request")
+}
+
+/// Publishes `action_approved` for the respond stage.
+async fn announce_approval(state: &ApiState, id: i64) -> Result<(), ApiError> {
+    let event = CaseEvent::ActionApproved { action_id: id };
+    let published = match Message::json(&event) {
+        Ok(message) => {
+            let message = message.with_id(format!("action-approved-{id}"));
+            state.bus.publish(Topic::CaseEvents, message).await
+        }
+        Err(error) => Err(error),
+    };
+    published.map_err(|error| {
+        tracing::error!(action_id = id, reason = %error_chain(&error), "approval not published");
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "bus_unavailable",
+            format!(
+                "action {id} is approved, but the respond stage could not be told to run it: \
+                 {error}"
+            ),
+        )
+    })
 }

@@ -66,6 +66,9 @@ pub struct ApiState {
     pub metrics: Metrics,
     /// Checks every `/api/v1` request's credentials.
     pub auth: Arc<Authenticator>,
+    /// The playbooks a manual run may name; `None` when the API runs without them (a
+    /// request is then passed on unchecked).
+    pub playbooks: Option<Arc<kastell_core::response::PlaybookCatalog>>,
 }
 
 impl ApiState {
@@ -77,7 +80,17 @@ impl ApiState {
             bus,
             metrics,
             auth,
+            playbooks: None,
         }
+    }
+
+    /// Checks manual runs against the playbooks the respond stage loaded.
+    pub fn with_playbooks(
+        mut self,
+        playbooks: Arc<kastell_core::response::PlaybookCatalog>,
+    ) -> Self {
+        self.playbooks = Some(playbooks);
+        self
     }
 
     /// Also accepts OIDC bearer tokens that `oidc` verifies.

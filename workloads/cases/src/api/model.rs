@@ -176,7 +176,7 @@ impl AlertStatus {
 }
 
 /// The lifecycle of a response action: `pending` waits for a person, `approved` is about
-/// to run, the other three are final.
+/// to run, the others are final (`expired`: nobody decided within its approval window).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ActionStatus {
@@ -185,6 +185,7 @@ pub enum ActionStatus {
     Rejected,
     Succeeded,
     Failed,
+    Expired,
 }
 
 impl From<store::ActionStatus> for ActionStatus {
@@ -195,6 +196,7 @@ impl From<store::ActionStatus> for ActionStatus {
             store::ActionStatus::Rejected => ActionStatus::Rejected,
             store::ActionStatus::Succeeded => ActionStatus::Succeeded,
             store::ActionStatus::Failed => ActionStatus::Failed,
+            store::ActionStatus::Expired => ActionStatus::Expired,
         }
     }
 }
@@ -207,6 +209,7 @@ impl From<ActionStatus> for store::ActionStatus {
             ActionStatus::Rejected => store::ActionStatus::Rejected,
             ActionStatus::Succeeded => store::ActionStatus::Succeeded,
             ActionStatus::Failed => store::ActionStatus::Failed,
+            ActionStatus::Expired => store::ActionStatus::Expired,
         }
     }
 }

@@ -84,6 +84,9 @@ async fn add_observable(
         .add_observable(&owner, &new, caller.name())
         .await?;
     tracing::info!(case_id = id, observable_id = observable.id, created, by = %caller.name(), "observable added");
+    if created {
+        announce_added(&state, id, &observable).await;
+    }
     // The answer lists the enrichment, which only a read computes.
     let observable = state
         .store
@@ -98,6 +101,29 @@ async fn add_observable(
         StatusCode::OK
     };
     Ok((status, Json(observable.into())))
+}
+
+/// Tells the respond stage about an observable new to a case, as the response-outputs
+/// loop does for a playbook's, so `observable-added` playbooks run whoever added it. The
+/// observable is stored already: a bus failure is logged, not answered as an error.
+pub(super) async fn announce_added(
+    state: &ApiState,
+    case_id: i64,
+    observable: &kastell_core::store::ObservableRecord,
+) {
+    let event = kastell_core::CaseEvent::ObservableAdded {
+        case_id,
+        kind: observable.kind.clone(),
+        value: observable.value.clone(),
+    };
+    if let Err(e) = crate::stage::publish_case_event(state.bus.as_ref(), &event).await {
+        tracing::warn!(
+            case_id,
+            observable_id = observable.id,
+            reason = %kastell_core::error_chain(&e),
+            "observable-added event not published"
+        );
+    }
 }
 
 /// The body as a store observable, every field checked.

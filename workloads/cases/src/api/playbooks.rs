@@ -1,11 +1,14 @@
 //! `POST /api/v1/cases/{id}/run-playbook`: a person asks for a playbook to run on a case,
 //! optionally on one of its observables. The request is published on the case-events
 //! topic; the respond stage runs the playbook when it lists `manual` among its trigger
-//! events, with every step's approval policy as usual.
+//! events, with every step's approval policy as usual. Given the loaded playbooks
+//! ([`super::ApiState::with_playbooks`]) the API refuses at once a run that would start
+//! nothing.
 
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
+use kastell_core::response::{ManualRunRefusal, PlaybookCatalog};
 use kastell_core::{CaseEvent, Message, ObservableRef, RunPlaybook, Topic};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -67,8 +70,11 @@ pub struct RunPlaybookAccepted {
         (status = 400, description = "The id or JSON is malformed", body = ErrorBody),
         (status = 401, description = "No valid credentials", body = ErrorBody),
         (status = 403, description = "The caller's role lacks the respond permission", body = ErrorBody),
-        (status = 404, description = "No case has this id (visible to the caller)", body = ErrorBody),
-        (status = 422, description = "A field is missing, blank or too long", body = ErrorBody),
+        (status = 404, description = "No case has this id (visible to the caller), or no \
+            playbook of this name is loaded (`playbook_not_found`)", body = ErrorBody),
+        (status = 422, description = "A field is missing, blank or too long; or the playbook \
+            does not list `manual` among its trigger events (`playbook_not_manual`), or needs \
+            an observable of another type (`observable_type_not_accepted`)", body = ErrorBody),
         (status = 503, description = "The store failed or the respond stage could not be \
             told", body = ErrorBody),
     )
@@ -93,6 +99,9 @@ async fn run_playbook(
         None => new_request_id()?,
     };
     caller.visible(state.store.get_case(id).await?, id)?;
+    if let Some(catalog) = &state.playbooks {
+        check_manual(catalog, playbook, observable.as_ref())?;
+    }
 
     let run = RunPlaybook {
         case_id: id,
@@ -125,6 +134,30 @@ async fn run_playbook(
             request_id,
         }),
     ))
+}
+
+/// 404 for a playbook that is not loaded, 422 for one the run would not start.
+fn check_manual(
+    catalog: &PlaybookCatalog,
+    playbook: &str,
+    observable: Option<&ObservableRef>,
+) -> Result<(), ApiError> {
+    let refusal = match catalog.check_manual(playbook, observable) {
+        Ok(()) => return Ok(()),
+        Err(refusal) => refusal,
+    };
+    let (status, code) = match refusal {
+        ManualRunRefusal::Unknown { .. } => (StatusCode::NOT_FOUND, "playbook_not_found"),
+        ManualRunRefusal::NotManual { .. } => {
+            (StatusCode::UNPROCESSABLE_ENTITY, "playbook_not_manual")
+        }
+        ManualRunRefusal::ObservableType { .. } => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "observable_type_not_accepted",
+        ),
+    };
+    tracing::info!(playbook, reason = %refusal, "playbook run refused");
+    Err(ApiError::new(status, code, refusal.to_string()))
 }
 
 fn checked<'a>(field: &str, value: &'a str) -> Result<&'a str, ApiError> {

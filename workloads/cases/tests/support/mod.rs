@@ -423,6 +423,19 @@ mod failing {
             self.check(None)?;
             self.inner.search(text, max_tlp, limit).await
         }
+        async fn response_output_applied(&self, key: &str) -> Result<bool, StoreError> {
+            self.check(None)?;
+            self.inner.response_output_applied(key).await
+        }
+        async fn record_response_output(
+            &self,
+            key: &str,
+            case_id: i64,
+            kind: &str,
+        ) -> Result<bool, StoreError> {
+            self.check(None)?;
+            self.inner.record_response_output(key, case_id, kind).await
+        }
         async fn audit_entries(
             &self,
             after: i64,

@@ -24,6 +24,7 @@ use crate::audit::{self, AuditEntry, Change, SYSTEM_ACTOR};
 
 mod analyst;
 mod nis2;
+mod outputs;
 
 /// The key of the transaction-level advisory lock every write takes first. The audit
 /// chain needs one writer at a time: each entry holds the hash of the one before it, so
@@ -539,10 +540,7 @@ impl CaseStore for PostgresStore {
         decision: &Decision,
         by: &str,
     ) -> Result<ActionRecord, StoreError> {
-        let (status, reason) = match decision {
-            Decision::Approve => (ActionStatus::Approved, None),
-            Decision::Reject { reason } => (ActionStatus::Rejected, Some(reason.as_str())),
-        };
+        let (status, reason) = decision.outcome();
         let mut tx = self.write_tx().await?;
         let before = fetch_action(&mut tx, id).await?;
         if before.status != ActionStatus::Pending {
@@ -564,10 +562,7 @@ impl CaseStore for PostgresStore {
         .await
         .map_err(query_err("decide action"))?;
         let after = fetch_action(&mut tx, id).await?;
-        let kind = match decision {
-            Decision::Approve => "action_approved",
-            Decision::Reject { .. } => "action_rejected",
-        };
+        let kind = decision.timeline_kind();
         let details = serde_json::json!({
             "action_id": id, "playbook": after.playbook, "step": after.step, "reason": reason,
         });
@@ -928,6 +923,19 @@ impl CaseStore for PostgresStore {
 
     async fn significant_incidents(&self) -> Result<Vec<i64>, StoreError> {
         nis2::all(self).await
+    }
+
+    async fn response_output_applied(&self, key: &str) -> Result<bool, StoreError> {
+        self.response_output_applied_impl(key).await
+    }
+
+    async fn record_response_output(
+        &self,
+        key: &str,
+        case_id: i64,
+        kind: &str,
+    ) -> Result<bool, StoreError> {
+        self.record_response_output_impl(key, case_id, kind).await
     }
 }
 

@@ -212,4 +212,44 @@ impl StepRunner for HttpRunner {
             Err(error) => StepOutcome::failed(error),
         }
     }
+
+    /// The step's `http.release` request as rendered with the step; `None` without one.
+    fn release(&self, action: &ActionRecord) -> Option<Value> {
+        let request = release_request(action)?;
+        Some(json!({
+            "type": "http-release",
+            "method": request.get("method"),
+            "url": request.get("url"),
+            "headers": request.get("headers"),
+            "body": request.get("body"),
+        }))
+    }
+
+    /// Sends the release request as one plain call of its own (journaled under the
+    /// release action's key, so a retry does not send it twice).
+    async fn run_release(&self, action: &ActionRecord, ctx: &RunContext) -> Option<StepOutcome> {
+        let request = release_request(action)?;
+        let mut undo = action.clone();
+        undo.params["config"] = Value::Object(request);
+        Some(match self.call(&undo, ctx).await {
+            Ok(result) => StepOutcome::succeeded(result),
+            Err(error) => StepOutcome::failed(error),
+        })
+    }
+}
+
+/// The undo request of an `http` action as a call's configuration (`url`, `method`,
+/// `headers`, `secret_headers`, `body`), from its rendered `release` and its fixed
+/// `release_target`.
+fn release_request(action: &ActionRecord) -> Option<Map<String, Value>> {
+    let config = action.params.get("config")?;
+    let target = config.get("release_target")?.as_object()?;
+    let rendered = config.get("release").and_then(Value::as_object);
+    let mut request = target.clone();
+    for key in ["headers", "body"] {
+        if let Some(value) = rendered.and_then(|r| r.get(key)).filter(|v| !v.is_null()) {
+            request.insert(key.into(), value.clone());
+        }
+    }
+    Some(request)
 }

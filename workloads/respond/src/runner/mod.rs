@@ -283,6 +283,14 @@ pub trait StepRunner: Send + Sync {
         None
     }
 
+    /// Performs the release of a containment. `action` is the release action the case
+    /// API recorded (see [`is_release`]): the containment's parameters, with
+    /// `params.release_of` its id and `params.release` the release recorded on it.
+    /// `None` for step types whose [`StepRunner::release`] is `None`.
+    async fn run_release(&self, _action: &ActionRecord, _ctx: &RunContext) -> Option<StepOutcome> {
+        None
+    }
+
     /// What the action would do, reported instead of running it in a dry run.
     fn describe(&self, action: &ActionRecord) -> Value {
         let mut params = action.params.clone();
@@ -293,6 +301,12 @@ pub trait StepRunner: Send + Sync {
         }
         json!({ "type": self.step_type(), "params": crate::redact::json(&params) })
     }
+}
+
+/// Whether the action releases an earlier containment (`params.release_of`) rather than
+/// performing its step.
+pub fn is_release(action: &ActionRecord) -> bool {
+    action.params.get("release_of").is_some_and(Value::is_i64)
 }
 
 /// Settings shared by the runners.

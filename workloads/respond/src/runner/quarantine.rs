@@ -1,7 +1,8 @@
 //! The `quarantine-pod` step: the pod is labelled `kastell.eu/quarantine: "true"` (and
 //! the case it is quarantined for), and a NetworkPolicy in its namespace selecting that
-//! label allows no ingress and no egress. Release removes the labels; the policy, which
-//! then selects nothing, stays for the next quarantine.
+//! label allows no ingress and no egress. Release removes the labels, then deletes the
+//! policy when no pod of the namespace carries the quarantine label any more (another
+//! pod's quarantine must not end with this one's).
 //!
 //! The label patch and the policy are built by pure functions; applying them needs the
 //! cluster, through the workload's service account (kube's in-cluster or kubeconfig
@@ -11,7 +12,7 @@ use async_trait::async_trait;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kastell_core::store::ActionRecord;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use serde_json::{json, Value};
 
 use super::{config, field, RunContext, StepOutcome, StepRunner};
@@ -120,6 +121,63 @@ impl QuarantineRunner {
         ctx.journal.record(&key, result.clone());
         Ok(result)
     }
+
+    async fn unquarantine(&self, action: &ActionRecord, ctx: &RunContext) -> Result<Value, String> {
+        let key = ctx.call_key("release");
+        if let Some(done) = ctx.journal.get(&key) {
+            return Ok(done);
+        }
+        let config = config(&action.params)?;
+        let namespace = field(config, "namespace")?;
+        let pod = field(config, "pod")?;
+        let client = self.client().await?;
+        let pods = Api::<Pod>::namespaced(client.clone(), namespace);
+        match pods
+            .patch(pod, &PatchParams::default(), &Patch::Merge(release_patch()))
+            .await
+        {
+            Ok(_) => {}
+            // A pod deleted since has nothing left to release; the policy may still go.
+            Err(kube::Error::Api(e)) if e.code == 404 => {
+                tracing::info!(
+                    namespace,
+                    pod,
+                    "quarantined pod is gone, nothing to unlabel"
+                );
+            }
+            Err(e) => return Err(format!("unlabelling pod {namespace}/{pod}: {e}")),
+        }
+        let selector = format!("{QUARANTINE_LABEL}=true");
+        let still = pods
+            .list(&ListParams::default().labels(&selector))
+            .await
+            .map_err(|e| format!("listing quarantined pods of {namespace}: {e}"))?;
+        let policy_deleted = if still.items.is_empty() {
+            match Api::<NetworkPolicy>::namespaced(client, namespace)
+                .delete(POLICY_NAME, &DeleteParams::default())
+                .await
+            {
+                Ok(_) => true,
+                Err(kube::Error::Api(e)) if e.code == 404 => false,
+                Err(e) => {
+                    return Err(format!(
+                        "deleting NetworkPolicy {namespace}/{POLICY_NAME}: {e}"
+                    ))
+                }
+            }
+        } else {
+            false
+        };
+        let result = json!({
+            "namespace": namespace,
+            "pod": pod,
+            "released": true,
+            "policy_deleted": policy_deleted,
+            "still_quarantined": still.items.len(),
+        });
+        ctx.journal.record(&key, result.clone());
+        Ok(result)
+    }
 }
 
 #[async_trait]
@@ -147,6 +205,13 @@ impl StepRunner for QuarantineRunner {
             "namespace": namespace,
             "pod_patch": quarantine_patch(action.case_id),
             "network_policy": network_policy(namespace),
+        })
+    }
+
+    async fn run_release(&self, action: &ActionRecord, ctx: &RunContext) -> Option<StepOutcome> {
+        Some(match self.unquarantine(action, ctx).await {
+            Ok(result) => StepOutcome::succeeded(result),
+            Err(error) => StepOutcome::failed(error),
         })
     }
 

@@ -134,6 +134,24 @@ impl StepRunner for WazuhRunner {
         }
     }
 
+    /// Runs the recorded release: the same command on the same agents and address, with
+    /// the release's arguments (`delete`) instead of the step's.
+    async fn run_release(&self, action: &ActionRecord, ctx: &RunContext) -> Option<StepOutcome> {
+        let arguments = action
+            .params
+            .pointer("/release/arguments")
+            .cloned()
+            .unwrap_or_else(|| json!(["delete"]));
+        let mut undo = action.clone();
+        if let Some(config) = undo.params.get_mut("config").and_then(Value::as_object_mut) {
+            config.insert("arguments".into(), arguments);
+        }
+        Some(match self.respond(&undo, ctx).await {
+            Ok(result) => StepOutcome::succeeded(result),
+            Err(error) => StepOutcome::failed(error),
+        })
+    }
+
     /// Wazuh's stateful commands (`firewall-drop`, `host-deny`) undo themselves after
     /// the timeout configured on the manager; an early release runs the same command
     /// with Wazuh's `delete` action on the same agents.

@@ -157,10 +157,13 @@ async fn add_observables(
 ) -> Result<Vec<Value>, ApiError> {
     let mut ids = Vec::new();
     for new in observables(input)? {
-        let (observable, _) = state
+        let (observable, created) = state
             .store
             .add_observable(&owner, &new, caller.name())
             .await?;
+        if let (true, ObservableOwner::Case(case_id)) = (created, &owner) {
+            super::observables::announce_added(state, *case_id, &observable).await;
+        }
         ids.push(observable.id);
     }
     // Read back for the enrichment (the `reports`).
