@@ -25,10 +25,12 @@ use super::consume::{changed, log_problems};
 use super::endpoint::{self, Health};
 use super::StageArgs;
 use crate::resources;
+use crate::tls::ServerTls;
 
 pub async fn run(
     args: &StageArgs,
     bus: Arc<dyn Bus>,
+    tls: Option<Arc<ServerTls>>,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
     let registry = Registry::new();
@@ -40,6 +42,7 @@ pub async fn run(
     let endpoint = endpoint::serve(
         args.listen,
         endpoint::router(health.clone()),
+        tls,
         endpoint_stop.clone(),
     )
     .await?;

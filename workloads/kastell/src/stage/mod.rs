@@ -63,9 +63,12 @@ pub struct StageArgs {
     #[arg(long, env = "KASTELL_CONFIG", default_value = "/etc/kastell/config")]
     pub config: PathBuf,
     /// Address of /healthz, /readyz and /metrics (the cases stage serves its API there
-    /// too). Plain HTTP; see docs/cluster.md.
+    /// too). HTTPS with --tls-cert and --tls-key, else plain HTTP, which the cases stage
+    /// serves only on loopback; see docs/cluster.md.
     #[arg(long, env = "KASTELL_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
+    #[command(flatten)]
+    pub tls: crate::tls::TlsArgs,
     /// The bus.
     #[arg(long, env = "KASTELL_BUS", value_enum, default_value_t = BusKind::Nats)]
     pub bus: BusKind,
@@ -131,15 +134,37 @@ pub async fn run(stage: Stage, args: StageArgs) -> anyhow::Result<()> {
     }
     let span = tracing::info_span!("stage", stage = stage.as_str());
     async move {
+        let tls = server_tls(&args, &stop)?;
         let bus = connect_bus(&args).await?;
-        tracing::info!(bus = ?args.bus, config = %args.config.display(), "stage starting");
+        tracing::info!(
+            bus = ?args.bus,
+            config = %args.config.display(),
+            https = tls.is_some(),
+            "stage starting"
+        );
         match stage {
-            Stage::Ingest => ingest::run(&args, bus, stop).await,
-            _ => consume::run(stage, &args, bus, stop).await,
+            Stage::Ingest => ingest::run(&args, bus, tls, stop).await,
+            _ => consume::run(stage, &args, bus, tls, stop).await,
         }
     }
     .instrument(span)
     .await
+}
+
+/// The endpoint's TLS configuration when `--tls-cert` is given, re-read every
+/// `--reload-interval` until `stop` so a rotated certificate is picked up.
+fn server_tls(
+    args: &StageArgs,
+    stop: &CancellationToken,
+) -> anyhow::Result<Option<Arc<crate::tls::ServerTls>>> {
+    let Some(files) = args.tls.files() else {
+        return Ok(None);
+    };
+    let tls = crate::tls::ServerTls::load(files.clone())
+        .with_context(|| format!("loading the TLS certificate {}", files.cert.display()))?;
+    let tls = Arc::new(tls);
+    tls.spawn_reloader(args.reload_interval, stop.clone());
+    Ok(Some(tls))
 }
 
 async fn connect_bus(args: &StageArgs) -> anyhow::Result<Arc<dyn Bus>> {
