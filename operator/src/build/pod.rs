@@ -100,6 +100,11 @@ fn pod_spec(input: &BuildInput, stage: Stage, uses_volume_claim: bool) -> PodSpe
             ..Volume::default()
         },
     ];
+    volumes.extend(
+        super::wiring::secret_mounts(input, stage)
+            .into_iter()
+            .map(|m| m.volume),
+    );
     if uses_volume_claim {
         volumes.push(Volume {
             name: "data".into(),
@@ -191,6 +196,12 @@ fn container(input: &BuildInput, stage: Stage, uses_volume_claim: bool) -> Conta
             ..VolumeMount::default()
         },
     ];
+    let secrets = super::wiring::secret_mounts(input, stage);
+    let mut env = super::wiring::plain_env(input, stage);
+    for secret in secrets {
+        mounts.push(secret.mount);
+        env.extend(secret.env);
+    }
     if uses_volume_claim {
         mounts.push(VolumeMount {
             name: "data".into(),
@@ -198,6 +209,9 @@ fn container(input: &BuildInput, stage: Stage, uses_volume_claim: bool) -> Conta
             ..VolumeMount::default()
         });
     }
+    // With spec.tls the endpoint, probes included, is HTTPS only; the kubelet does not
+    // verify the certificate and presents none, which the stage allows on the probe paths.
+    let scheme = input.platform.spec.tls.as_ref().map(|_| "HTTPS");
     Container {
         name: stage.as_str().into(),
         image: Some(image),
@@ -214,8 +228,9 @@ fn container(input: &BuildInput, stage: Stage, uses_volume_claim: bool) -> Conta
         ),
         ports: Some(ports),
         resources: Some(resources(input, stage)),
-        liveness_probe: Some(probe("/healthz")),
-        readiness_probe: Some(probe("/readyz")),
+        env: (!env.is_empty()).then_some(env),
+        liveness_probe: Some(probe("/healthz", scheme)),
+        readiness_probe: Some(probe("/readyz", scheme)),
         security_context: Some(SecurityContext {
             run_as_non_root: Some(true),
             read_only_root_filesystem: Some(true),
@@ -251,11 +266,12 @@ fn resources(input: &BuildInput, stage: Stage) -> ResourceRequirements {
     }
 }
 
-fn probe(path: &str) -> Probe {
+fn probe(path: &str, scheme: Option<&str>) -> Probe {
     Probe {
         http_get: Some(HTTPGetAction {
             path: Some(path.into()),
             port: IntOrString::String("http".into()),
+            scheme: scheme.map(String::from),
             ..HTTPGetAction::default()
         }),
         period_seconds: Some(10),

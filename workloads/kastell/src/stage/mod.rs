@@ -107,6 +107,10 @@ pub struct StageArgs {
     /// `postgres://` URL [default: the --data directory].
     #[arg(long, env = "KASTELL_STORE")]
     pub store: Option<String>,
+    /// A file holding the PostgreSQL password on its first line, set into the `--store`
+    /// URL: the password then stays out of the environment and the process arguments.
+    #[arg(long, env = "KASTELL_STORE_PASSWORD_FILE")]
+    pub store_password_file: Option<PathBuf>,
 }
 
 fn parse_interval(text: &str) -> Result<Duration, String> {
@@ -249,11 +253,30 @@ async fn open_store(args: &StageArgs) -> anyhow::Result<Arc<dyn CaseStore>> {
     let url: kastell_core::StoreUrl = target.parse().with_context(|| {
         format!("--store: {target:?} is neither a directory, a SQLite file nor a postgres:// URL")
     })?;
+    let url = match (url, &args.store_password_file) {
+        (kastell_core::StoreUrl::Postgres(raw), Some(file)) => {
+            kastell_core::StoreUrl::Postgres(with_password(&raw, file)?)
+        }
+        (_, Some(_)) => anyhow::bail!("--store-password-file needs a postgres:// --store"),
+        (url, None) => url,
+    };
     // StoreUrl's Display hides a password.
     let store = kastell_core::store::open(&url)
         .await
         .with_context(|| format!("opening the case store {url}"))?;
     Ok(store)
+}
+
+/// `raw` with the password read from the first line of `file`.
+fn with_password(raw: &str, file: &std::path::Path) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("reading the store password file {}", file.display()))?;
+    let password = text.lines().next().unwrap_or_default();
+    // NB: an error here must not quote `raw`, which may hold a password already.
+    let mut url = url::Url::parse(raw).map_err(|e| anyhow::anyhow!("--store: {e}"))?;
+    url.set_password(Some(password))
+        .map_err(|()| anyhow::anyhow!("--store: the URL has no host to log in to"))?;
+    Ok(url.into())
 }
 
 #[cfg(test)]
@@ -273,5 +296,36 @@ mod tests {
         let error = format!("{:#}", open_store(&cli.args).await.err().unwrap());
         assert!(error.contains("opening the case store"), "{error}");
         assert!(!error.contains("pw"), "{error}");
+    }
+
+    #[test]
+    fn the_password_file_goes_into_the_store_url_encoded() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("password");
+        std::fs::write(&file, "p@ss:w/rd\n").unwrap();
+        let url = with_password(
+            "postgres://kastell@db.secops.svc:5432/kastell?sslmode=verify-full",
+            &file,
+        )
+        .unwrap();
+        assert_eq!(
+            url,
+            "postgres://kastell:p%40ss%3Aw%2Frd@db.secops.svc:5432/kastell?sslmode=verify-full"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_password_file_without_a_postgres_store_is_refused() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            args: StageArgs,
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().display().to_string();
+        let cli = Cli::parse_from(["t", "--data", &data, "--store-password-file", "/pw"]);
+        let error = format!("{:#}", open_store(&cli.args).await.err().unwrap());
+        assert!(error.contains("needs a postgres://"), "{error}");
     }
 }
