@@ -414,9 +414,20 @@ async fn wired_stage_pods_pass_the_restricted_pod_security_admission() {
         )
         .await
         .expect("labelling the namespace");
+    // NB: the control plane may be shared with test runs of other checkouts, each of which
+    // applies its own CRDs; applied again here, this checkout's schema (with spec.bus.tls
+    // and the PostgreSQL TLS fields) is the one that admits the platform.
+    kastell_kube_harness::install_crds(&env.client())
+        .await
+        .expect("applying this checkout's CRDs");
     let operator = start_operator(&env);
     let platforms: Api<SecOpsPlatform> = env.api();
-    create(&platforms, WIRED_PLATFORM).await;
+    let stored = create(&platforms, WIRED_PLATFORM).await;
+    assert!(
+        stored.spec.bus.tls.is_some()
+            && stored.spec.storage.postgresql.unwrap().ca_secret.is_some(),
+        "the API server pruned the new fields: another checkout's older CRD was applied meanwhile"
+    );
 
     let deployments: Api<Deployment> = env.api();
     let pods: Api<Pod> = env.api();
