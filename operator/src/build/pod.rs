@@ -24,7 +24,8 @@ use super::{
 
 /// Where a stage finds its bundle.
 pub const CONFIG_DIR: &str = "/etc/kastell/config";
-/// The cases stage's store.
+/// The stages' `--data` directory: the cases stage's SQLite store, ingest's checkpoints,
+/// respond's journal.
 pub const DATA_DIR: &str = "/var/lib/kastell";
 /// The unprivileged user of the image (see the Dockerfile).
 const RUN_AS_USER: i64 = 65532;
@@ -114,6 +115,15 @@ fn pod_spec(input: &BuildInput, stage: Stage, uses_volume_claim: bool) -> PodSpe
             }),
             ..Volume::default()
         });
+    } else {
+        // The root filesystem is read-only, and ingest (file-tail checkpoints) and respond
+        // (its side-effect journal) write to --data; what is kept there lives as long as
+        // the pod (docs/operator.md, Limitations).
+        volumes.push(Volume {
+            name: "data".into(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Volume::default()
+        });
     }
     PodSpec {
         service_account_name: Some(name),
@@ -127,7 +137,7 @@ fn pod_spec(input: &BuildInput, stage: Stage, uses_volume_claim: bool) -> PodSpe
             ..PodSecurityContext::default()
         }),
         affinity: Some(region_affinity(input)),
-        containers: vec![container(input, stage, uses_volume_claim)],
+        containers: vec![container(input, stage)],
         volumes: Some(volumes),
         ..PodSpec::default()
     }
@@ -161,7 +171,7 @@ pub fn region_affinity(input: &BuildInput) -> Affinity {
     }
 }
 
-fn container(input: &BuildInput, stage: Stage, uses_volume_claim: bool) -> Container {
+fn container(input: &BuildInput, stage: Stage) -> Container {
     let image = input
         .platform
         .spec
@@ -202,13 +212,11 @@ fn container(input: &BuildInput, stage: Stage, uses_volume_claim: bool) -> Conta
         mounts.push(secret.mount);
         env.extend(secret.env);
     }
-    if uses_volume_claim {
-        mounts.push(VolumeMount {
-            name: "data".into(),
-            mount_path: DATA_DIR.into(),
-            ..VolumeMount::default()
-        });
-    }
+    mounts.push(VolumeMount {
+        name: "data".into(),
+        mount_path: DATA_DIR.into(),
+        ..VolumeMount::default()
+    });
     // With spec.tls the endpoint, probes included, is HTTPS only; the kubelet does not
     // verify the certificate and presents none, which the stage allows on the probe paths.
     let scheme = input.platform.spec.tls.as_ref().map(|_| "HTTPS");

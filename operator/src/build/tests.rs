@@ -399,8 +399,26 @@ fn stages_get_their_secrets_mounted_read_only_and_named_by_environment() {
             assert_eq!(get.scheme.as_deref(), Some("HTTPS"));
         }
     }
-    // The SQLite volume claim is not made for a PostgreSQL platform.
+    // The SQLite volume claim is not made for a PostgreSQL platform; every stage writes
+    // its --data to an emptyDir instead.
     assert!(objects.volume_claims.is_empty());
+    for d in &objects.deployments {
+        let pod = d.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+        let data = pod
+            .volumes
+            .iter()
+            .flatten()
+            .find(|v| v.name == "data")
+            .unwrap();
+        assert!(data.empty_dir.is_some());
+        let mount = pod.containers[0]
+            .volume_mounts
+            .iter()
+            .flatten()
+            .find(|m| m.name == "data")
+            .unwrap();
+        assert_eq!(mount.mount_path, "/var/lib/kastell");
+    }
 }
 
 #[test]
