@@ -80,6 +80,14 @@ fn replicas(input: &BuildInput, stage: Stage) -> i32 {
     }
 }
 
+/// Whether the stage gets a writable `--data`. Not respond on SQLite: the cases stage's
+/// store is on a ReadWriteOnce claim it cannot share, and a store of its own would leave
+/// it blind to the approvals made through the case API; failing to open the store says so
+/// in its log instead.
+fn has_data_dir(input: &BuildInput, stage: Stage) -> bool {
+    !(stage == Stage::Respond && input.platform.spec.storage.kind == StorageKind::Sqlite)
+}
+
 fn needs_volume_claim(input: &BuildInput, stage: Stage) -> bool {
     stage == Stage::Cases && input.platform.spec.storage.kind == StorageKind::Sqlite
 }
@@ -115,7 +123,7 @@ fn pod_spec(input: &BuildInput, stage: Stage, uses_volume_claim: bool) -> PodSpe
             }),
             ..Volume::default()
         });
-    } else {
+    } else if has_data_dir(input, stage) {
         // The root filesystem is read-only, and ingest (file-tail checkpoints) and respond
         // (its side-effect journal) write to --data; what is kept there lives as long as
         // the pod (docs/operator.md, Limitations).
@@ -212,11 +220,13 @@ fn container(input: &BuildInput, stage: Stage) -> Container {
         mounts.push(secret.mount);
         env.extend(secret.env);
     }
-    mounts.push(VolumeMount {
-        name: "data".into(),
-        mount_path: DATA_DIR.into(),
-        ..VolumeMount::default()
-    });
+    if has_data_dir(input, stage) {
+        mounts.push(VolumeMount {
+            name: "data".into(),
+            mount_path: DATA_DIR.into(),
+            ..VolumeMount::default()
+        });
+    }
     // With spec.tls the endpoint, probes included, is HTTPS only; the kubelet does not
     // verify the certificate and presents none, which the stage allows on the probe paths.
     let scheme = input.platform.spec.tls.as_ref().map(|_| "HTTPS");

@@ -441,6 +441,25 @@ fn without_tls_or_secrets_stages_get_no_extra_environment_and_probe_over_http() 
 }
 
 #[test]
+fn respond_on_sqlite_gets_no_store_of_its_own() {
+    let objects = build(&platform(PLATFORM), &bundles("a"));
+    let data = |i: usize| {
+        let pod = objects.deployments[i]
+            .spec
+            .as_ref()
+            .unwrap()
+            .template
+            .spec
+            .clone()
+            .unwrap();
+        pod.volumes.unwrap().into_iter().find(|v| v.name == "data")
+    };
+    assert!(data(0).unwrap().empty_dir.is_some(), "ingest");
+    assert!(data(3).unwrap().persistent_volume_claim.is_some(), "cases");
+    assert!(data(4).is_none(), "respond");
+}
+
+#[test]
 fn one_way_tls_mounts_no_client_ca_and_verify_ca_is_passed_on() {
     let yaml = WIRED_PLATFORM
         .replace("mutual: true", "mutual: false")
