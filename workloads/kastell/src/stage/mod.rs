@@ -314,6 +314,49 @@ mod tests {
         );
     }
 
+    /// The operator's wiring against a real PostgreSQL (KASTELL_POSTGRES_URL): the URL
+    /// without its password, and the password from a file.
+    #[tokio::test]
+    async fn a_postgres_store_opens_with_the_password_from_a_file() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            args: StageArgs,
+        }
+        let Some(full) = std::env::var("KASTELL_POSTGRES_URL")
+            .ok()
+            .filter(|u| !u.is_empty())
+        else {
+            println!("SKIPPED: KASTELL_POSTGRES_URL not set (tests/services/ensure-postgres)");
+            return;
+        };
+        let mut url = url::Url::parse(&full).unwrap();
+        let password = url
+            .password()
+            .expect("the test URL has a password")
+            .to_owned();
+        // Percent-decoding; `+` is protected from form decoding's reading it as a space.
+        let protected = password.replace('+', "%2B");
+        let password = url::form_urlencoded::parse(format!("p={protected}").as_bytes())
+            .next()
+            .map(|(_, v)| v.into_owned())
+            .unwrap();
+        url.set_password(None).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("password");
+        std::fs::write(&file, format!("{password}\n")).unwrap();
+
+        let without = Cli::parse_from(["t", "--store", url.as_str()]);
+        assert!(
+            open_store(&without.args).await.is_err(),
+            "the server must ask for the password, or this test proves nothing"
+        );
+        let file = file.display().to_string();
+        let with = Cli::parse_from(["t", "--store", url.as_str(), "--store-password-file", &file]);
+        open_store(&with.args).await.expect("the store opens");
+    }
+
     #[tokio::test]
     async fn a_password_file_without_a_postgres_store_is_refused() {
         use clap::Parser;
