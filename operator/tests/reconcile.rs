@@ -139,6 +139,11 @@ async fn platform_objects_are_created_owned_and_status_is_written() {
         ready["observedGeneration"],
         json!(platform.metadata.generation)
     );
+    let message = ready["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("without spec.tls the cases stage does not start"),
+        "{message}"
+    );
     let residency = wait_condition(&platforms, "soc", "ResidencyCompliant", "Unknown").await;
     assert_eq!(residency["reason"], "NothingPlacedYet");
     operator.abort();
@@ -485,6 +490,11 @@ async fn wired_stage_pods_pass_the_restricted_pod_security_admission() {
         .await
         .unwrap_or_else(|e| panic!("{stage}: the restricted standard refused the pod: {e}"));
     }
+
+    let ready = wait_condition(&platforms, "soc", "Ready", "True").await;
+    let message = ready["message"].as_str().unwrap_or_default();
+    assert!(!message.contains("does not start"), "{message}");
+    assert!(!message.contains("no case store"), "{message}");
 
     // The admission is really enforcing: the same pod allowed to escalate is refused.
     let cases = deployments.get("soc-cases").await.unwrap();

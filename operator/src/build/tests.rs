@@ -441,6 +441,15 @@ fn without_tls_or_secrets_stages_get_no_extra_environment_and_probe_over_http() 
 }
 
 #[test]
+fn the_gaps_that_keep_stages_from_starting_are_named() {
+    let gaps = wiring::cluster_gaps(&platform(PLATFORM));
+    assert_eq!(gaps.len(), 2, "{gaps:?}");
+    assert!(gaps[0].contains("spec.tls"));
+    assert!(gaps[1].contains("postgresql"));
+    assert!(wiring::cluster_gaps(&platform(WIRED_PLATFORM)).is_empty());
+}
+
+#[test]
 fn respond_on_sqlite_gets_no_store_of_its_own() {
     let objects = build(&platform(PLATFORM), &bundles("a"));
     let data = |i: usize| {

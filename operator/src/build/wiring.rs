@@ -197,3 +197,23 @@ pub fn store_url(postgres: &kastell_crds::platform::PostgresSpec) -> String {
     }
     url.into()
 }
+
+/// What keeps stages of this platform from starting in a cluster although its objects
+/// apply, for the platform's Ready message: an operator that refused the platform over it
+/// would also take down the stages that do run.
+pub fn cluster_gaps(platform: &kastell_crds::SecOpsPlatform) -> Vec<&'static str> {
+    let mut gaps = Vec::new();
+    if platform.spec.tls.is_none() {
+        gaps.push(
+            "without spec.tls the cases stage does not start (it serves its API over plain \
+             HTTP only on loopback)",
+        );
+    }
+    if platform.spec.storage.kind == StorageKind::Sqlite {
+        gaps.push(
+            "with storage type sqlite the respond stage has no case store (the cases \
+             stage's volume is not shared); use postgresql",
+        );
+    }
+    gaps
+}
