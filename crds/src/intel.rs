@@ -36,6 +36,8 @@ pub struct IntelFeedSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
     /// Secret key holding the API key (MISP `Authorization` header, TAXII credentials).
+    /// The enrich stage reads it from the Secret mounted at
+    /// `/etc/kastell/secrets/<name>/<key>`; `apiKeyFile` wins when both are set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_key_secret: Option<SecretKeyRef>,
     /// A file holding the API key instead (a mounted Secret, or a local file in
@@ -46,7 +48,8 @@ pub struct IntelFeedSpec {
     #[serde(default = "default_refresh")]
     #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h|d))+$"))]
     pub refresh_interval: String,
-    /// Indicators marked above this TLP level are not loaded.
+    /// Indicators marked above this TLP level are not loaded (an unrecognised `tlp:`
+    /// marking counts as above; unmarked indicators are loaded); status counts them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tlp_ceiling: Option<Tlp>,
     /// How to read a `csv` feed's rows; without it the first column is the value and
@@ -68,6 +71,49 @@ pub struct IntelFeedSpec {
     /// plain allowlists (one value per line), relative to the resource's directory.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allowlists: Vec<String>,
+    /// Report matches back to the MISP instance of a `misp-api` feed as sightings
+    /// (`POST /sightings/add`), batched and rate-limited; off when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sightings: Option<MispSightings>,
+}
+
+/// How sightings are sent back to a MISP instance.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MispSightings {
+    /// Most `POST /sightings/add` requests per minute; matches wait in the next batch.
+    #[serde(default = "default_sightings_per_minute")]
+    #[schemars(range(min = 1))]
+    pub max_requests_per_minute: u32,
+    /// Most distinct values in one request.
+    #[serde(default = "default_sightings_batch")]
+    #[schemars(range(min = 1))]
+    pub batch_size: u32,
+    /// The `source` written on each sighting.
+    #[serde(default = "default_sightings_source")]
+    pub source: String,
+}
+
+impl Default for MispSightings {
+    fn default() -> Self {
+        MispSightings {
+            max_requests_per_minute: default_sightings_per_minute(),
+            batch_size: default_sightings_batch(),
+            source: default_sightings_source(),
+        }
+    }
+}
+
+fn default_sightings_per_minute() -> u32 {
+    6
+}
+
+fn default_sightings_batch() -> u32 {
+    500
+}
+
+fn default_sightings_source() -> String {
+    "kastell".into()
 }
 
 /// Column mapping of a CSV feed.
@@ -163,4 +209,8 @@ pub struct IntelFeedStatus {
     /// The last fetch error, cleared by a successful fetch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// Indicators the last successful fetch left out because their TLP marking is
+    /// above `spec.tlpCeiling`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub above_tlp_ceiling: Option<i64>,
 }

@@ -185,6 +185,12 @@ pub struct BusSpec {
     /// TLS 1.3 to the NATS server.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<BusTls>,
+    /// Partitions of the events topic on NATS (default 8): events are keyed by the
+    /// correlation rules' shared `group-by` fields, and each correlate replica consumes
+    /// its share of the partitions. Every stage must see the same number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1024))]
+    pub event_partitions: Option<u32>,
 }
 
 /// TLS to the NATS server, from a cert-manager compatible Secret.

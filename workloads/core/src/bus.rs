@@ -238,8 +238,13 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
+        let cause_text = cause.to_string();
+        // Many errors already end with their source's text ("reading x: {source}"); a
+        // chain that repeated it would read "…: No such file: No such file".
+        if !text.ends_with(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
         source = cause.source();
     }
     text
@@ -348,6 +353,35 @@ mod tests {
     use super::*;
     use std::sync::Arc;
     use std::time::Duration;
+
+    #[derive(Debug, thiserror::Error)]
+    enum Reading {
+        #[error("reading {path}: {source}")]
+        Inline {
+            path: &'static str,
+            source: std::io::Error,
+        },
+        #[error("reading {path}")]
+        Plain {
+            path: &'static str,
+            source: std::io::Error,
+        },
+    }
+
+    #[test]
+    fn error_chains_do_not_repeat_a_source_the_message_already_shows() {
+        let missing = || std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
+        let inline = Reading::Inline {
+            path: "a.yaml",
+            source: missing(),
+        };
+        assert_eq!(error_chain(&inline), "reading a.yaml: no such file");
+        let plain = Reading::Plain {
+            path: "a.yaml",
+            source: missing(),
+        };
+        assert_eq!(error_chain(&plain), "reading a.yaml: no such file");
+    }
 
     #[tokio::test]
     async fn every_group_gets_every_message_in_order() {

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+use crate::correlation::CorrelationHit;
 use crate::error::RuleError;
 use crate::ruleset::{RuleDocument, RuleSet};
 
@@ -239,17 +240,26 @@ pub fn detect_events(
         }
         for hit in evaluation.correlations {
             stats.matches += 1;
-            on_match(DetectMatch {
-                rule_id: hit.rule.id.clone(),
-                rule_title: hit.rule.title.clone(),
-                level: hit.rule.level.to_string(),
-                event_index: None,
-                group: Some(hit.group),
-                event_indices: Some(hit.payload),
-            })?;
+            on_match(correlation_match(hit))?;
         }
     }
+    // The input is over: windows judged at their end close with what they hold.
+    for hit in rules.flush_correlations(&mut state) {
+        stats.matches += 1;
+        on_match(correlation_match(hit))?;
+    }
     Ok(stats)
+}
+
+fn correlation_match(hit: CorrelationHit<'_, usize>) -> DetectMatch {
+    DetectMatch {
+        rule_id: hit.rule.id.clone(),
+        rule_title: hit.rule.title.clone(),
+        level: hit.rule.level.to_string(),
+        event_index: None,
+        group: Some(hit.group),
+        event_indices: Some(hit.payload),
+    }
 }
 
 /// [`detect_events`] writing each match as one JSON line to `out`.

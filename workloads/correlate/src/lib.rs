@@ -26,6 +26,7 @@ mod expand;
 pub mod logsource;
 mod matcher;
 mod modifier;
+mod partition;
 mod prefilter;
 mod rule;
 mod ruleset;
@@ -44,6 +45,7 @@ pub use detect::{
 pub use error::{ErrorKind, RuleError};
 pub use expand::Placeholders;
 pub use modifier::{Modifier, UnknownModifier};
+pub use partition::PartitionPlan;
 pub use prefilter::IndexStats;
 pub use rule::{
     parse_documents, parse_rule, Detection, FieldMatch, FilterRule, LogSource, Selection,

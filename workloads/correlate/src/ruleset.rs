@@ -559,6 +559,25 @@ impl RuleSet {
         state.suppress(format!("{rule_id}\u{1f}{key}"), time_ms, window, longest)
     }
 
+    /// Closes every correlation window still open whose condition is judged at window
+    /// end (`lt`, `lte`, `eq`, `neq`), as at the end of a finite input such as a file,
+    /// and returns those that fired. A running stage does not call it: its windows close
+    /// as event time passes them.
+    pub fn flush_correlations<'a, P: Clone>(
+        &'a self,
+        state: &mut CorrelationState<P>,
+    ) -> Vec<CorrelationHit<'a, P>> {
+        let mut hits = Vec::new();
+        self.correlations.flush(state, &mut hits);
+        hits
+    }
+
+    /// How to key the events topic so that every group of this set's correlations stays on
+    /// one partition (see [`PartitionPlan`]).
+    pub fn partition_plan(&self) -> crate::PartitionPlan {
+        crate::PartitionPlan::from_group_fields(self.correlations.uniform_group_fields())
+    }
+
     /// Correlation rules compiled (including those only other correlations use).
     pub fn correlation_count(&self) -> usize {
         self.correlations.len()
@@ -643,6 +662,9 @@ impl RuleSet {
                 self.correlations
                     .feed_rule(state, i, event, time_ms, payload(), &mut correlations);
             }
+        }
+        if self.correlations.closes_at_window_end() {
+            self.correlations.advance(state, time_ms, &mut correlations);
         }
         Evaluation {
             rules: matched

@@ -252,16 +252,84 @@ fn event_count_fires_once_per_window_and_honours_ranges() {
         ),
     ]
     .join("---\n");
-    let events: Vec<Value> = (0..4)
+    // A range with an upper bound is judged when the window closes: the window opened by
+    // event 0 spans a minute. Four failures inside it are more than two, so nothing fires;
+    // two failures a little later (75 s and 80 s, a new window) are in the range.
+    let mut events: Vec<Value> = (0..4)
         .map(|i| at(i, json!({"EventID": 4625, "User": "u"})))
         .collect();
-    // Two events make the range; the window then starts again: events 2 and 3.
+    events.push(at(75, json!({"EventID": 4625, "User": "u"})));
+    events.push(at(80, json!({"EventID": 4625, "User": "u"})));
     let matches = run(&rules, &events);
     let indices: Vec<_> = matches
         .iter()
         .map(|m| m.event_indices.clone().unwrap())
         .collect();
-    assert_eq!(indices, [vec![0, 1], vec![2, 3]]);
+    assert_eq!(indices, [vec![4, 5]]);
+}
+
+#[test]
+fn upper_bounds_fire_when_event_time_passes_the_window_end() {
+    // "Fewer than 3 heartbeats per host in 10 minutes": host a sends 1, host b sends 3.
+    let rules = [
+        base("beat", 4000),
+        base("other", 1),
+        correlation(
+            "  type: event_count\n  rules: [beat]\n  group-by: [Host]\n  timespan: 10m\n  \
+             condition: {lt: 3}\n",
+        ),
+    ]
+    .join("---\n");
+    let events = [
+        at(0, json!({"EventID": 4000, "Host": "a"})),
+        at(10, json!({"EventID": 4000, "Host": "b"})),
+        at(20, json!({"EventID": 4000, "Host": "b"})),
+        at(30, json!({"EventID": 4000, "Host": "b"})),
+        // Not a heartbeat: moves event time past both windows' ends (plus the default
+        // one-minute lateness), which closes them.
+        at(12 * 60, json!({"EventID": 1, "Host": "c"})),
+    ];
+    let (set, errors) = RuleSet::compile_raw([RuleDocument::new("test/rules", rules.as_str())]);
+    assert!(errors.is_empty(), "{errors:?}");
+    let mut state = set.correlation_state::<usize>();
+    let mut fired_at = Vec::new();
+    for (index, event) in events.iter().enumerate() {
+        let time_ms = (1_700_000_000 + [0, 10, 20, 30, 720][index]) * 1000;
+        let flat = event.as_object().unwrap().clone();
+        let evaluation = set.evaluate_raw_with(&mut state, &flat, time_ms, &|| index);
+        for hit in evaluation.correlations {
+            fired_at.push((index, hit.group["Host"].clone(), hit.payload.clone()));
+        }
+    }
+    // Only host a, and only once event 4 moved time on: nothing fired on arrival.
+    assert_eq!(fired_at, [(4, "a".to_owned(), vec![0])]);
+    assert!(set.flush_correlations(&mut state).is_empty());
+}
+
+#[test]
+fn the_end_of_a_finite_input_closes_open_windows() {
+    let rules = [
+        base("beat", 4000),
+        correlation(
+            "  type: event_count\n  rules: [beat]\n  group-by: [Host]\n  timespan: 10m\n  \
+             condition: {eq: 2}\n",
+        ),
+    ]
+    .join("---\n");
+    let events = vec![
+        at(0, json!({"EventID": 4000, "Host": "a"})),
+        at(5, json!({"EventID": 4000, "Host": "b"})),
+        at(6, json!({"EventID": 4000, "Host": "a"})),
+    ];
+    // `kastell detect` reads a file: at its end, every window closes with what it holds.
+    let matches = run(&rules, &events);
+    let groups: Vec<_> = correlations(&matches)
+        .iter()
+        .map(|m| (m.group.clone().unwrap(), m.event_indices.clone().unwrap()))
+        .collect();
+    assert_eq!(groups.len(), 1, "{groups:?}");
+    assert_eq!(groups[0].0["Host"], "a");
+    assert_eq!(groups[0].1, [0, 2]);
 }
 
 #[test]
@@ -299,8 +367,13 @@ fn value_sum_avg_percentile_and_median() {
         case("value_percentile", "    percentile: 75\n    gte: 300\n"),
         [vec![0, 1, 2]]
     );
-    // Median (nearest rank) of 100 and 200 is 100; of 100, 200, 300 it is 200.
-    assert_eq!(case("value_median", "    eq: 200\n"), [vec![0, 1, 2]]);
+    // An equality is judged when the window closes (here at the end of the input): the
+    // median (nearest rank) of all four, 50 100 200 300, is 100.
+    assert_eq!(
+        case("value_median", "    eq: 200\n"),
+        Vec::<Vec<usize>>::new()
+    );
+    assert_eq!(case("value_median", "    eq: 100\n"), [vec![0, 1, 2, 3]]);
     // A string field that is not a number is not aggregated.
     let text = vec![at(
         0,
@@ -489,4 +562,63 @@ fn filters_apply_to_the_rules_they_name_with_a_matching_logsource() {
         "logsource: {product: linux}\nfilter",
     );
     assert_eq!(run(&other, &events).len(), 4);
+}
+
+#[test]
+fn temporal_takes_a_boolean_condition_over_its_rules() {
+    // SEP #198: a failed logon that no successful logon of the same user follows within
+    // five minutes. The `not` makes it a condition judged when the window closes.
+    let rules = [
+        base("failed", 4625),
+        base("success", 4624),
+        correlation(
+            "  type: temporal\n  rules: [failed, success]\n  group-by: [User]\n  \
+             timespan: 5m\n  condition: failed and not success\n",
+        ),
+    ]
+    .join("---\n");
+    let events = [
+        at(0, json!({"EventID": 4625, "User": "alice"})),
+        at(30, json!({"EventID": 4624, "User": "alice"})),
+        at(40, json!({"EventID": 4625, "User": "bob"})),
+        // Only bob's failure stays without a success: it fires once time has moved on.
+        at(20 * 60, json!({"EventID": 4624, "User": "carol"})),
+    ];
+    let fired: Vec<_> = correlations(&run(&rules, &events))
+        .iter()
+        .map(|m| (m.group.clone().unwrap(), m.event_indices.clone().unwrap()))
+        .collect();
+    assert_eq!(fired.len(), 1, "{fired:?}");
+    assert_eq!(fired[0].0["User"], "bob");
+    assert_eq!(fired[0].1, [2]);
+
+    // Without a negation the expression is judged as inputs arrive.
+    let either = rules.replace("failed and not success", "1 of them");
+    let fired = correlations(&run(&either, &events)).len();
+    assert_eq!(fired, 4, "every input satisfies `1 of them` on its own");
+}
+
+#[test]
+fn a_boolean_condition_must_name_the_correlated_rules() {
+    let compile = |body: &str| {
+        let rules = [
+            base("failed", 4625),
+            base("success", 4624),
+            correlation(body),
+        ]
+        .join("---\n");
+        RuleSet::compile_raw([RuleDocument::new("test/rules", rules.as_str())]).1
+    };
+    let errors = compile(
+        "  type: temporal\n  rules: [failed, success]\n  timespan: 5m\n  \
+         condition: failed and not logoff\n",
+    );
+    assert_eq!(errors.len(), 1);
+    assert!(errors[0].to_string().contains("`logoff`"), "{}", errors[0]);
+    let errors = compile(
+        "  type: temporal_ordered\n  rules: [failed, success]\n  timespan: 5m\n  \
+         condition: failed and success\n",
+    );
+    assert_eq!(errors.len(), 1);
+    assert!(errors[0].to_string().contains("temporal"), "{}", errors[0]);
 }

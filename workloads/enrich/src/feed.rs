@@ -1,6 +1,7 @@
 //! One IntelFeed (or a path or URL given on the command line) loaded into a store,
 //! whatever its kind: the dispatch between the MISP, STIX, TAXII and list loaders, the
-//! API key from a file, the allowlists, and a summary of what was loaded.
+//! API key (a file, or a Secret mounted under [`SECRETS_DIR`]), the TLP ceiling, the
+//! allowlists, and a summary of what was loaded.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -18,12 +19,39 @@ use crate::stix;
 use crate::store::IndicatorStore;
 use crate::taxii;
 
-/// A feed to load: its name, spec, and the directory relative paths are read from.
+/// Where the enrich stage reads the Secrets IntelFeeds name in `spec.apiKeySecret`: the
+/// Secret `name` mounted as a directory, each key a file (`<dir>/<name>/<key>`), as
+/// Kubernetes mounts a Secret volume. `KASTELL_SECRETS_DIR` moves it (standalone mode).
+pub const SECRETS_DIR: &str = "/etc/kastell/secrets";
+
+/// The secrets directory of this process: `KASTELL_SECRETS_DIR`, else [`SECRETS_DIR`].
+pub fn secrets_dir() -> PathBuf {
+    std::env::var_os("KASTELL_SECRETS_DIR")
+        .filter(|dir| !dir.is_empty())
+        .map_or_else(|| PathBuf::from(SECRETS_DIR), PathBuf::from)
+}
+
+/// A feed to load: its name, spec, and the directories relative paths and mounted
+/// Secrets are read from.
 #[derive(Debug, Clone)]
 pub struct FeedDef {
     pub name: String,
     pub spec: IntelFeedSpec,
     pub base_dir: PathBuf,
+    /// Where `spec.apiKeySecret` is read (see [`SECRETS_DIR`]).
+    pub secrets_dir: PathBuf,
+}
+
+impl FeedDef {
+    /// A feed whose Secrets are read from this process's [`secrets_dir`].
+    pub fn new(name: impl Into<String>, spec: IntelFeedSpec, base_dir: impl Into<PathBuf>) -> Self {
+        FeedDef {
+            name: name.into(),
+            spec,
+            base_dir: base_dir.into(),
+            secrets_dir: secrets_dir(),
+        }
+    }
 }
 
 /// Why a feed could not be loaded at all.
@@ -59,6 +87,36 @@ pub enum FeedError {
     RemoteMispFeed(String),
     #[error("{0} answered 304 Not Modified to an unconditional request")]
     NotModified(String),
+    #[error("feed type {0:?} needs an API key: set spec.apiKeySecret or spec.apiKeyFile")]
+    NoApiKey(FeedKind),
+    #[error("spec.apiKeySecret {name:?}/{key:?} is not a Secret name and key")]
+    SecretRef { name: String, key: String },
+    #[error(
+        "spec.apiKeySecret {name}/{key}: no key file at {path} (the Secret {name} must be \
+         mounted as a volume at {dir}/{name})"
+    )]
+    SecretMissing {
+        name: String,
+        key: String,
+        path: PathBuf,
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("spec.sightings is for misp-api feeds (a MISP instance); this feed is {0:?}")]
+    SightingsNeedMispApi(FeedKind),
+    #[error("the API key in {0} is empty")]
+    EmptyApiKey(PathBuf),
+    #[error("{0} is not a text feed (binary content: NUL or control bytes, or not UTF-8)")]
+    NotText(String),
+    #[error(
+        "{source_name}: none of its {entries} entries is an indicator (is it a {kind:?} feed?)"
+    )]
+    NoIndicators {
+        source_name: String,
+        entries: u64,
+        kind: FeedKind,
+    },
 }
 
 /// What one load gave.
@@ -71,6 +129,8 @@ pub struct Loaded {
     pub warnings: Vec<String>,
     /// The source's ETag / Last-Modified, for the next conditional request.
     pub validators: Validators,
+    /// Indicators left out because their TLP marking is above `spec.tlpCeiling`.
+    pub above_tlp_ceiling: u64,
 }
 
 impl Loaded {
@@ -80,6 +140,7 @@ impl Loaded {
             skipped: BTreeMap::new(),
             warnings: Vec::new(),
             validators: Validators::default(),
+            above_tlp_ceiling: 0,
         }
     }
 }
@@ -88,6 +149,14 @@ impl Loaded {
 const MAX_PAGES: u32 = 10_000;
 const PAGE_LIMIT: u32 = 1_000;
 
+/// What a feed keeps between loads so that a refresh fetches only what changed: the
+/// events of a remote MISP feed, the objects of a TAXII collection.
+#[derive(Debug, Clone, Default)]
+pub struct FeedCache {
+    pub misp: crate::misp_remote::FeedCache,
+    pub taxii: taxii::TaxiiCache,
+}
+
 /// Loads one feed. The allowlists of the spec are applied while the store is built.
 ///
 /// # Errors
@@ -95,8 +164,30 @@ const PAGE_LIMIT: u32 = 1_000;
 /// A missing required field, an unreadable source, a refused URL, or an answer that is
 /// not of the feed's kind. Problems with single entries are in [`Loaded`] instead.
 pub async fn load(feed: &FeedDef, http: &Http) -> Result<Loaded, FeedError> {
+    load_cached(feed, http, &mut FeedCache::default()).await
+}
+
+/// [`load`] with the cache of the feed's earlier loads, which it updates.
+///
+/// # Errors
+///
+/// As [`load`].
+pub async fn load_cached(
+    feed: &FeedDef,
+    http: &Http,
+    cache: &mut FeedCache,
+) -> Result<Loaded, FeedError> {
     let spec = &feed.spec;
-    let mut loaded = load_source(feed, http).await?;
+    let mut loaded = load_source(feed, http, cache).await?;
+    if let Some(ceiling) = spec.tlp_ceiling {
+        let (kept, withheld) = crate::tlp::withhold_above(loaded.store, ceiling);
+        loaded.store = kept;
+        loaded.above_tlp_ceiling = withheld;
+        if withheld > 0 {
+            loaded.skipped.insert("above tlp ceiling".into(), withheld);
+            tracing::info!(feed = %feed.name, withheld, ceiling = ?ceiling, "indicators above the TLP ceiling not loaded");
+        }
+    }
     if !spec.allowlists.is_empty() {
         let mut allow = Allowlist::new();
         for path in &spec.allowlists {
@@ -114,7 +205,11 @@ pub async fn load(feed: &FeedDef, http: &Http) -> Result<Loaded, FeedError> {
     Ok(loaded)
 }
 
-async fn load_source(feed: &FeedDef, http: &Http) -> Result<Loaded, FeedError> {
+async fn load_source(
+    feed: &FeedDef,
+    http: &Http,
+    cache: &mut FeedCache,
+) -> Result<Loaded, FeedError> {
     let spec = &feed.spec;
     let name = feed.name.as_str();
     match spec.kind {
@@ -125,7 +220,7 @@ async fn load_source(feed: &FeedDef, http: &Http) -> Result<Loaded, FeedError> {
             }
             (None, Some(url)) => {
                 let (store, report) =
-                    crate::misp_remote::fetch(http, name, url, &mut Default::default()).await?;
+                    crate::misp_remote::fetch(http, name, url, &mut cache.misp).await?;
                 Ok(from_misp_report(store, &report))
             }
             (None, None) => Err(FeedError::Missing(spec.kind, "path or spec.url")),
@@ -135,7 +230,7 @@ async fn load_source(feed: &FeedDef, http: &Http) -> Result<Loaded, FeedError> {
                 .url
                 .as_deref()
                 .ok_or(FeedError::Missing(spec.kind, "url"))?;
-            let key = api_key(feed)?.unwrap_or_default();
+            let key = api_key(feed)?.ok_or(FeedError::NoApiKey(spec.kind))?;
             let filters = spec
                 .misp_filters
                 .as_ref()
@@ -164,7 +259,7 @@ async fn load_source(feed: &FeedDef, http: &Http) -> Result<Loaded, FeedError> {
             Ok(loaded)
         }
         FeedKind::StixBundle => {
-            let (bytes, validators) = read_source(feed, http).await?;
+            let (bytes, validators, _) = read_source(feed, http).await?;
             let (store, report) = stix::load_bundle(name, &bytes)?;
             let mut loaded = from_stix_report(store, &report);
             loaded.validators = validators;
@@ -176,31 +271,45 @@ async fn load_source(feed: &FeedDef, http: &Http) -> Result<Loaded, FeedError> {
                 .as_deref()
                 .ok_or(FeedError::Missing(spec.kind, "url"))?;
             let key = api_key(feed)?;
-            let (store, report, _) = taxii::fetch(
+            let (objects, progress) = taxii::fetch_objects(
                 http,
-                name,
                 url,
                 key.as_deref(),
                 spec.collection.as_deref(),
-                None,
+                cache.taxii.added_after(),
                 PAGE_LIMIT,
                 MAX_PAGES,
             )
             .await?;
+            let new_objects = objects.len();
+            cache.taxii.absorb(objects, &progress);
+            let (store, report) = taxii::read_objects(name, cache.taxii.objects());
+            tracing::info!(
+                feed = name,
+                collection = %progress.collection,
+                pages = progress.pages,
+                new_objects,
+                added_last = progress.added_last.as_deref().unwrap_or(""),
+                indicators = report.indicators,
+                "TAXII collection fetched"
+            );
             Ok(from_stix_report(store, &report))
         }
         FeedKind::Csv => {
-            let (bytes, validators) = read_source(feed, http).await?;
+            let (bytes, validators, source) = read_source(feed, http).await?;
+            text_content(&bytes, &source)?;
             let mapping = csv_mapping(spec)?;
             let (store, report) = list::load_csv(name, &bytes, &mapping)?;
+            some_indicator(&report, &source, spec.kind)?;
             let mut loaded = from_list_report(store, &report);
             loaded.validators = validators;
             Ok(loaded)
         }
         FeedKind::PlainList => {
-            let (bytes, validators) = read_source(feed, http).await?;
-            let text = String::from_utf8_lossy(&bytes);
+            let (bytes, validators, source) = read_source(feed, http).await?;
+            let text = text_content(&bytes, &source)?;
             let (store, report) = list::load_plain_list(name, &text, value_type(spec)?);
+            some_indicator(&report, &source, spec.kind)?;
             let mut loaded = from_list_report(store, &report);
             loaded.validators = validators;
             Ok(loaded)
@@ -208,22 +317,69 @@ async fn load_source(feed: &FeedDef, http: &Http) -> Result<Loaded, FeedError> {
     }
 }
 
-/// The file at `spec.path`, or the body at `spec.url`.
-async fn read_source(feed: &FeedDef, http: &Http) -> Result<(Vec<u8>, Validators), FeedError> {
+/// The file at `spec.path`, or the body at `spec.url`, and the path or URL to name in
+/// errors.
+async fn read_source(
+    feed: &FeedDef,
+    http: &Http,
+) -> Result<(Vec<u8>, Validators, String), FeedError> {
     let spec = &feed.spec;
     if let Some(path) = &spec.path {
         let path = resolve(&feed.base_dir, path);
-        let bytes = std::fs::read(&path).map_err(|source| FeedError::Read { path, source })?;
-        return Ok((bytes, Validators::default()));
+        let bytes = std::fs::read(&path).map_err(|source| FeedError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        return Ok((bytes, Validators::default(), path.display().to_string()));
     }
     let url = spec
         .url
         .as_deref()
         .ok_or(FeedError::Missing(spec.kind, "path or spec.url"))?;
     match http.get(url, None, Default::default()).await? {
-        Fetched::Body { bytes, validators } => Ok((bytes, validators)),
+        Fetched::Body { bytes, validators } => Ok((bytes, validators, url.to_owned())),
         Fetched::NotModified => Err(FeedError::NotModified(url.to_owned())),
     }
+}
+
+/// The content of a list or CSV feed as text, refused when it is binary: a NUL byte, or
+/// more than one byte in a hundred that is a control character or not UTF-8. Lists are
+/// read leniently otherwise (a Latin-1 comment costs one replaced character), but random
+/// bytes would be split into "tokens", none an indicator, and the feed would load empty
+/// without a word.
+fn text_content<'a>(bytes: &'a [u8], source: &str) -> Result<std::borrow::Cow<'a, str>, FeedError> {
+    if bytes.contains(&0) {
+        return Err(FeedError::NotText(source.to_owned()));
+    }
+    let text = String::from_utf8_lossy(bytes);
+    let odd = text
+        .chars()
+        .filter(|c| {
+            *c == char::REPLACEMENT_CHARACTER
+                || (c.is_control() && !matches!(c, '\t' | '\n' | '\r' | '\x0c'))
+        })
+        .count();
+    if odd * 100 > bytes.len() {
+        return Err(FeedError::NotText(source.to_owned()));
+    }
+    Ok(text)
+}
+
+/// Refuses a list whose entries are all no indicator: a feed of another kind or format
+/// read as a list. An empty list (or one of comments only) is an empty feed.
+fn some_indicator(
+    report: &list::ListReport,
+    source: &str,
+    kind: FeedKind,
+) -> Result<(), FeedError> {
+    if report.entries > 0 && report.indicators == 0 && report.duplicates == 0 {
+        return Err(FeedError::NoIndicators {
+            source_name: source.to_owned(),
+            entries: report.entries,
+            kind,
+        });
+    }
+    Ok(())
 }
 
 /// Whether the source at the feed's URL changed since `previous`, and its validators
@@ -255,13 +411,83 @@ pub async fn changed(
     }
 }
 
+/// The feed's API key: `spec.apiKeyFile` when set, else the key file of
+/// `spec.apiKeySecret` under the secrets directory; `None` when neither is set.
 fn api_key(feed: &FeedDef) -> Result<Option<String>, FeedError> {
-    let Some(file) = &feed.spec.api_key_file else {
+    let spec = &feed.spec;
+    let (path, key) = match (&spec.api_key_file, &spec.api_key_secret) {
+        (Some(file), _) => {
+            let path = resolve(&feed.base_dir, file);
+            let key = std::fs::read_to_string(&path).map_err(|source| FeedError::Read {
+                path: path.clone(),
+                source,
+            })?;
+            (path, key)
+        }
+        (None, Some(secret)) => {
+            // Kubernetes allows `[-._a-zA-Z0-9]` in keys and DNS names for Secrets; a
+            // separator or `..` would read outside the Secret's directory.
+            let plain = |part: &str| {
+                !part.is_empty()
+                    && !part.starts_with("..")
+                    && part != "."
+                    && part
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
+            };
+            if !plain(&secret.name) || !plain(&secret.key) {
+                return Err(FeedError::SecretRef {
+                    name: secret.name.clone(),
+                    key: secret.key.clone(),
+                });
+            }
+            let path = feed.secrets_dir.join(&secret.name).join(&secret.key);
+            let key =
+                std::fs::read_to_string(&path).map_err(|source| FeedError::SecretMissing {
+                    name: secret.name.clone(),
+                    key: secret.key.clone(),
+                    path: path.clone(),
+                    dir: feed.secrets_dir.clone(),
+                    source,
+                })?;
+            (path, key)
+        }
+        (None, None) => return Ok(None),
+    };
+    let key = key.trim();
+    if key.is_empty() {
+        return Err(FeedError::EmptyApiKey(path));
+    }
+    Ok(Some(key.to_owned()))
+}
+
+/// Where a feed's sightings go: `None` unless `spec.sightings` is set.
+///
+/// # Errors
+///
+/// Sightings asked of a feed that is not `misp-api` (only a MISP instance takes them),
+/// or a missing URL or API key.
+pub fn sighting_target(
+    feed: &FeedDef,
+) -> Result<Option<crate::sightings::SightingTarget>, FeedError> {
+    let spec = &feed.spec;
+    let Some(settings) = &spec.sightings else {
         return Ok(None);
     };
-    let path = resolve(&feed.base_dir, file);
-    let key = std::fs::read_to_string(&path).map_err(|source| FeedError::Read { path, source })?;
-    Ok(Some(key.trim().to_owned()))
+    if spec.kind != FeedKind::MispApi {
+        return Err(FeedError::SightingsNeedMispApi(spec.kind));
+    }
+    let url = spec
+        .url
+        .clone()
+        .ok_or(FeedError::Missing(spec.kind, "url"))?;
+    let key = api_key(feed)?.ok_or(FeedError::NoApiKey(spec.kind))?;
+    Ok(Some(crate::sightings::SightingTarget {
+        feed: feed.name.clone(),
+        url,
+        key,
+        settings: settings.clone(),
+    }))
 }
 
 fn value_type(spec: &IntelFeedSpec) -> Result<Option<ObservableKind>, FeedError> {

@@ -26,6 +26,8 @@ pub enum FetchError {
     Refused { url: String, reason: String },
     #[error("{0} is not an https URL (plain http only on loopback)")]
     Insecure(String),
+    #[error("{url}: unsupported URL scheme {scheme}: use https, http (loopback only) or a path")]
+    UnsupportedScheme { url: String, scheme: String },
     #[error("{0} is not a URL")]
     NotAUrl(String),
     #[error("building the HTTP client")]
@@ -120,7 +122,13 @@ impl Http {
         match parsed.scheme() {
             "https" => {}
             "http" if loopback => {}
-            _ => return Err(FetchError::Insecure(url.to_owned())),
+            "http" => return Err(FetchError::Insecure(url.to_owned())),
+            scheme => {
+                return Err(FetchError::UnsupportedScheme {
+                    url: url.to_owned(),
+                    scheme: scheme.to_owned(),
+                })
+            }
         }
         if let Some(check) = &self.check {
             check(url).map_err(|reason| FetchError::Refused {
@@ -179,6 +187,27 @@ impl Http {
         }
     }
 
+    /// GET, and the answer's headers with its body (TAXII puts paging state in them).
+    ///
+    /// # Errors
+    ///
+    /// As [`get`](Self::get); a 304 is an error here ([`FetchError::Status`]), as no
+    /// validators are sent.
+    pub async fn get_with_headers(
+        &self,
+        url: &str,
+        headers: HeaderMap,
+    ) -> Result<(Vec<u8>, HeaderMap), FetchError> {
+        let (fetched, answer_headers) = self.send_full(Method::GET, url, headers, None).await?;
+        match fetched {
+            Fetched::Body { bytes, .. } => Ok((bytes, answer_headers)),
+            Fetched::NotModified => Err(FetchError::Status {
+                url: url.to_owned(),
+                status: StatusCode::NOT_MODIFIED,
+            }),
+        }
+    }
+
     async fn send(
         &self,
         method: Method,
@@ -186,6 +215,18 @@ impl Http {
         headers: HeaderMap,
         body: Option<&serde_json::Value>,
     ) -> Result<Fetched, FetchError> {
+        self.send_full(method, url, headers, body)
+            .await
+            .map(|(fetched, _)| fetched)
+    }
+
+    async fn send_full(
+        &self,
+        method: Method,
+        url: &str,
+        headers: HeaderMap,
+        body: Option<&serde_json::Value>,
+    ) -> Result<(Fetched, HeaderMap), FetchError> {
         let parsed = self.allowed(url)?;
         let request_error = |source| FetchError::Request {
             url: url.to_owned(),
@@ -198,7 +239,7 @@ impl Http {
         let response = request.send().await.map_err(request_error)?;
         let status = response.status();
         if status == StatusCode::NOT_MODIFIED {
-            return Ok(Fetched::NotModified);
+            return Ok((Fetched::NotModified, response.headers().clone()));
         }
         if !status.is_success() {
             return Err(FetchError::Status {
@@ -217,7 +258,8 @@ impl Http {
             etag: header(ETAG),
             last_modified: header(LAST_MODIFIED),
         };
+        let answer_headers = response.headers().clone();
         let bytes = response.bytes().await.map_err(request_error)?.to_vec();
-        Ok(Fetched::Body { bytes, validators })
+        Ok((Fetched::Body { bytes, validators }, answer_headers))
     }
 }

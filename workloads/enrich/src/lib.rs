@@ -22,16 +22,18 @@ pub mod misp_api;
 pub mod misp_remote;
 pub mod normalise;
 pub mod refresh;
+pub mod sightings;
 pub mod stage;
 pub mod stix;
 pub mod store;
 pub mod taxii;
+pub mod tlp;
 
 pub use allowlist::Allowlist;
 pub use indicator::{Indicator, IndicatorContext, ThreatLevel};
 pub use misp::{load_misp_feed_dir, EventError, LoadError, LoadReport, SkipReason};
 pub use stage::{
-    enrich_detection, run_enrich, run_enrich_live, run_enrich_on, subscribe_detections, DeadLetter,
-    EnrichError, EnrichReport, EnrichStats, Enriched,
+    enrich_detection, run_enrich, run_enrich_live, run_enrich_on, run_enrich_sighted,
+    subscribe_detections, DeadLetter, EnrichError, EnrichReport, EnrichStats, Enriched,
 };
 pub use store::{Hit, IndicatorStore, Inserted, UnindexableIndicator, Via};

@@ -105,6 +105,13 @@ pub fn kind_from_name(name: &str) -> Option<ObservableKind> {
 /// Loads a plain list: every whitespace-separated token of every line (so freetext
 /// feeds that put several values on a line work), `#` starting a comment. Tokens are
 /// typed by `kind`, or by their own form when `None`.
+///
+/// A list of more than [`PARALLEL_FROM`] bytes is cut at line ends into one part per
+/// available core (at most [`MAX_THREADS`]), each part parsed into a store of its own on
+/// a scoped thread, and the stores merged in order: refanging, typing and normalising
+/// are most of a load's work and need nothing shared, while the merge only re-indexes
+/// records. The result is the same store as one thread's, duplicates across parts found
+/// by the merge.
 pub fn load_plain_list(
     name: &str,
     text: &str,
@@ -114,6 +121,81 @@ pub fn load_plain_list(
         feed: name.to_owned(),
         ..IndicatorContext::default()
     });
+    let threads = std::thread::available_parallelism()
+        .map_or(1, std::num::NonZeroUsize::get)
+        .min(MAX_THREADS);
+    if threads < 2 || text.len() < PARALLEL_FROM {
+        return load_list_part(name, text, kind, &context);
+    }
+    let parts: Vec<(IndicatorStore, ListReport)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = split_at_lines(text, threads)
+            .into_iter()
+            .map(|part| scope.spawn(|| load_list_part(name, part, kind, &context)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|handle| {
+                handle
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+            .collect()
+    });
+    let mut report = ListReport {
+        feed: name.to_owned(),
+        ..ListReport::default()
+    };
+    let mut store = IndicatorStore::new();
+    for (part, part_report) in parts {
+        report.entries += part_report.entries;
+        report.skipped += part_report.skipped;
+        store.merge(part);
+    }
+    // Each record held was added once; the merge counted the duplicates within parts
+    // and those between them.
+    report.indicators = store.len() as u64;
+    report.duplicates = store.duplicates();
+    (store, report)
+}
+
+/// Lists shorter than this (about 80,000 indicators) load on one thread: below it the
+/// threads would cost more than they save.
+pub const PARALLEL_FROM: usize = 4 << 20;
+
+/// Threads a list load uses at most.
+pub const MAX_THREADS: usize = 4;
+
+/// `text` cut into about `parts` pieces, each ending at a line end.
+fn split_at_lines(text: &str, parts: usize) -> Vec<&str> {
+    let mut out = Vec::with_capacity(parts);
+    let mut rest = text;
+    for left in (1..=parts).rev() {
+        if rest.is_empty() {
+            break;
+        }
+        if left == 1 {
+            out.push(rest);
+            break;
+        }
+        let target = rest.len() / left;
+        let cut = rest.as_bytes()[target..]
+            .iter()
+            .position(|b| *b == b'\n')
+            .map_or(rest.len(), |at| target + at + 1);
+        let (part, tail) = rest.split_at(cut);
+        out.push(part);
+        rest = tail;
+    }
+    out
+}
+
+/// One thread's share of [`load_plain_list`].
+fn load_list_part(
+    name: &str,
+    text: &str,
+    kind: Option<ObservableKind>,
+    context: &Arc<IndicatorContext>,
+) -> (IndicatorStore, ListReport) {
     let mut store = IndicatorStore::new();
     let mut report = ListReport {
         feed: name.to_owned(),
@@ -130,7 +212,7 @@ pub fn load_plain_list(
                 Some(kind) => normalise::value_of_kind(kind, token),
                 None => normalise::guess(token),
             };
-            add(&mut store, &mut report, found, token, None, &context);
+            add(&mut store, &mut report, found, token, None, context);
         }
     }
     (store, report)
@@ -217,10 +299,24 @@ fn add(
         report.skipped += 1;
         return;
     };
-    let mut indicator = Indicator::new(found.kind, found.value, Arc::clone(context));
-    indicator.network = found.network;
-    indicator.attribute_value = raw.trim().to_owned();
-    indicator.comment = comment.map(str::to_owned);
+    // Built whole rather than by `Indicator::new`, whose copy of the value as the
+    // attribute value would be replaced at once: one allocation less per list entry.
+    let indicator = Indicator {
+        kind: found.kind,
+        attribute_type: found.kind.as_str().to_owned(),
+        attribute_value: raw.trim().to_owned(),
+        value: found.value,
+        network: found.network,
+        attribute_id: None,
+        port: None,
+        filename: None,
+        comment: comment.map(str::to_owned),
+        tags: Vec::new(),
+        first_seen: None,
+        last_seen: None,
+        valid_until: None,
+        context: Arc::clone(context),
+    };
     match store.insert(indicator) {
         Ok(Inserted::Added) => report.indicators += 1,
         Ok(_) => report.duplicates += 1,
@@ -231,6 +327,50 @@ fn add(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_large_list_loads_on_several_threads_into_the_same_store() {
+        // Enough lines to pass PARALLEL_FROM, with values repeated across the parts so
+        // the merge must find duplicates between them, and lines that are no indicator.
+        let mut text = String::new();
+        let mut n = 0u64;
+        while text.len() <= PARALLEL_FROM {
+            let line = match n % 4 {
+                0 => format!("h{}.evil.example\n", n % 50_000),
+                1 => format!("198.51.{}.{}\n", (n / 256) % 256, n % 256),
+                2 => format!("hxxp://c{}.evil[.]example/p\n", n % 70_000),
+                _ => "not-an-indicator\n".to_owned(),
+            };
+            text.push_str(&line);
+            n += 1;
+        }
+        let (parallel, report) = load_plain_list("big", &text, None);
+        let context = Arc::new(IndicatorContext {
+            feed: "big".into(),
+            ..IndicatorContext::default()
+        });
+        let (single, single_report) = load_list_part("big", &text, None, &context);
+        assert_eq!(report, single_report);
+        assert!(report.duplicates > 0 && report.skipped > 0);
+        assert_eq!(parallel.len(), single.len());
+        let values = |store: &IndicatorStore| -> Vec<String> {
+            store.indicators().map(|i| i.value).collect()
+        };
+        assert_eq!(values(&parallel), values(&single));
+        assert_eq!(parallel.feeds(), ["big".to_owned()]);
+    }
+
+    #[test]
+    fn lists_are_cut_at_line_ends() {
+        let text = "a\nbb\nccc\ndddd\n";
+        let parts = split_at_lines(text, 3);
+        assert_eq!(parts.concat(), text);
+        assert!(
+            parts.iter().all(|p| p.is_empty() || p.ends_with('\n')),
+            "{parts:?}"
+        );
+        assert_eq!(split_at_lines("one line", 4), vec!["one line"]);
+    }
 
     #[test]
     fn a_defanged_freetext_feed_is_refanged_and_typed() {

@@ -292,7 +292,21 @@ pub fn guess(raw: &str) -> Option<Normalised> {
     if let Some(kind) = hash_kind(value) {
         return value_of_kind(kind, value);
     }
-    if value.contains('/') {
+    if let Some((host, _)) = value.split_once('/') {
+        // A URL without its scheme only when what precedes the path is a host a feed
+        // would list (`evil.example/a`, `192.0.2.1:8080/x`): prose has `and/or`.
+        let host = match host.rsplit_once(':') {
+            Some((name, port))
+                if !name.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) =>
+            {
+                name
+            }
+            _ => host,
+        };
+        let host_kind = guess(host).map(|found| found.kind);
+        if !matches!(host_kind, Some(ObservableKind::Ip | ObservableKind::Domain)) {
+            return None;
+        }
         return value_of_kind(ObservableKind::Url, value);
     }
     let name = domain(value)?;
@@ -312,6 +326,24 @@ pub fn split_composite(value: &str) -> Option<(&str, &str)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_path_makes_a_url_only_after_a_plausible_host() {
+        for url in [
+            "evil.example/a",
+            "192.0.2.1:8080/x",
+            "hxxp://evil[.]example/a",
+        ] {
+            assert_eq!(
+                guess(url).map(|g| g.kind),
+                Some(ObservableKind::Url),
+                "{url}"
+            );
+        }
+        for prose in ["and/or", "TCP/IP", "1/2", "N/A"] {
+            assert_eq!(guess(prose), None, "{prose}");
+        }
+    }
 
     #[test]
     fn refang_undoes_the_common_notations() {

@@ -2,7 +2,9 @@
 //! first so an unchanged source costs a 304, the new indicators built aside and the
 //! merged store swapped in atomically (`arc-swap`), so matching never waits and never
 //! sees half a feed. A failed fetch keeps the feed's last good indicators and records
-//! the error in the feed's status (indicator count, last success, last error).
+//! the error in the feed's status (indicator count, last success, last error); the
+//! `kastell_enrich_indicators{feed}` gauges follow every round, a failed feed keeping
+//! its last good count.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,6 +16,7 @@ use tokio::time::Instant;
 
 use crate::feed::{self, FeedDef};
 use crate::http::{Http, Validators};
+use crate::metrics::IntelMetrics;
 use crate::store::IndicatorStore;
 
 /// Reads `1h`, `30m`, `1h30m`, `500ms`, `1d` (the CRD's pattern); `None` otherwise.
@@ -51,6 +54,10 @@ pub struct FeedState {
     pub def: FeedDef,
     pub status: IntelFeedStatus,
     last_good: Option<Arc<IndicatorStore>>,
+    /// Indicators of the last good load left out by the TLP ceiling.
+    above_tlp_ceiling: u64,
+    /// Remote MISP events and TAXII objects of earlier loads.
+    cache: feed::FeedCache,
     validators: Validators,
     interval: Duration,
     due: Instant,
@@ -61,6 +68,7 @@ pub struct Refresher {
     feeds: Vec<FeedState>,
     current: Arc<ArcSwap<IndicatorStore>>,
     http: Http,
+    metrics: Option<IntelMetrics>,
 }
 
 impl Refresher {
@@ -83,6 +91,8 @@ impl Refresher {
                     def,
                     status,
                     last_good: None,
+                    above_tlp_ceiling: 0,
+                    cache: feed::FeedCache::default(),
                     validators: Validators::default(),
                     interval,
                     due: now,
@@ -93,7 +103,15 @@ impl Refresher {
             feeds,
             current: Arc::new(ArcSwap::from_pointee(IndicatorStore::new())),
             http,
+            metrics: None,
         }
+    }
+
+    /// Sets `metrics`' per-feed gauges after every refresh round.
+    #[must_use]
+    pub fn with_metrics(mut self, metrics: IntelMetrics) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// The store the stage matches against; always a complete set.
@@ -130,7 +148,21 @@ impl Refresher {
             );
             self.current.store(Arc::new(merged));
         }
+        self.update_metrics();
         reloaded
+    }
+
+    /// Each feed's gauges from its last good load; a feed that never loaded has none
+    /// set here (the set it had at start, if any, is still what enrich holds for it).
+    fn update_metrics(&self) {
+        let Some(metrics) = &self.metrics else {
+            return;
+        };
+        for state in &self.feeds {
+            if let Some(store) = &state.last_good {
+                metrics.set_feed(&state.def.name, store.len(), state.above_tlp_ceiling);
+            }
+        }
     }
 
     /// When the next feed is due.
@@ -165,7 +197,9 @@ async fn refresh_one(state: &mut FeedState, http: &Http) -> bool {
             }
             state.validators = validators;
         }
-        feed::load(&state.def, http).await.map(Some)
+        feed::load_cached(&state.def, http, &mut state.cache)
+            .await
+            .map(Some)
     }
     .await;
     match outcome {
@@ -180,6 +214,8 @@ async fn refresh_one(state: &mut FeedState, http: &Http) -> bool {
             }
             let count = loaded.store.len();
             state.status.indicator_count = i64::try_from(count).ok();
+            state.above_tlp_ceiling = loaded.above_tlp_ceiling;
+            state.status.above_tlp_ceiling = i64::try_from(loaded.above_tlp_ceiling).ok();
             state.status.last_success = Some(now_text());
             state.status.last_error = None;
             state.last_good = Some(Arc::new(loaded.store));

@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use tracing::Instrument;
 
 use crate::ecs;
+use crate::sightings::Sightings;
 use crate::store::{distinct_matches, Hit, IndicatorStore};
 
 /// The consumer group the stage reads detections as.
@@ -125,26 +126,37 @@ pub fn enrich_detection(
     detection: Detection,
     now: DateTime<Utc>,
 ) -> Enriched {
+    enrich_with_hits(store, detection, now).0
+}
+
+/// [`enrich_detection`], and the hits on the detection's event (for sightings).
+fn enrich_with_hits(
+    store: &IndicatorStore,
+    detection: Detection,
+    now: DateTime<Utc>,
+) -> (Enriched, Vec<Hit>) {
     let Detection { event, alerts } = detection;
     let hits = store.matches(&event);
     let intel_matches = distinct_matches(&hits).len();
     if alerts.is_empty() {
         let alerts = intel_alerts(&event, &hits, now);
-        return Enriched {
+        let enriched = Enriched {
             intel_alerts: alerts.len(),
             alerts,
             intel_matches,
         };
+        return (enriched, hits);
     }
     let alerts = alerts
         .into_iter()
         .map(|alert| annotate_alert(store, alert, &event, &hits))
         .collect();
-    Enriched {
+    let enriched = Enriched {
         alerts,
         intel_matches,
         intel_alerts: 0,
-    }
+    };
+    (enriched, hits)
 }
 
 fn annotate_alert(store: &IndicatorStore, mut alert: Alert, event: &Event, hits: &[Hit]) -> Alert {
@@ -306,8 +318,25 @@ pub async fn run_enrich_live(
     store: Arc<ArcSwap<IndicatorStore>>,
     stats: &EnrichStats,
 ) -> Result<EnrichReport, EnrichError> {
+    run_enrich_sighted(bus, subscription, store, stats, None).await
+}
+
+/// [`run_enrich_live`] that also offers every hit to `sightings` (which sends those of
+/// the feeds that report sightings to MISP, without ever making the loop wait).
+///
+/// # Errors
+///
+/// When the bus refuses a publish or an acknowledgement.
+pub async fn run_enrich_sighted(
+    bus: &dyn Bus,
+    subscription: Box<dyn Subscription>,
+    store: Arc<ArcSwap<IndicatorStore>>,
+    stats: &EnrichStats,
+    sightings: Option<&Sightings>,
+) -> Result<EnrichReport, EnrichError> {
     let span = tracing::info_span!("enrich", group = GROUP, indicators = store.load().len());
-    let result = enrich_loop(bus, subscription, &store, stats)
+    let sightings = sightings.filter(|s| !s.is_empty());
+    let result = enrich_loop(bus, subscription, &store, stats, sightings)
         .instrument(span)
         .await;
     bus.close(Topic::Alerts).await;
@@ -329,6 +358,7 @@ async fn enrich_loop(
     mut subscription: Box<dyn Subscription>,
     store: &ArcSwap<IndicatorStore>,
     stats: &EnrichStats,
+    sightings: Option<&Sightings>,
 ) -> Result<(), EnrichError> {
     while let Some(delivery) = subscription.next().await {
         let detection: Detection = match delivery.message.decode() {
@@ -343,7 +373,10 @@ async fn enrich_loop(
             }
         };
 
-        let enriched = enrich_detection(&store.load(), detection, Utc::now());
+        let (enriched, hits) = enrich_with_hits(&store.load(), detection, Utc::now());
+        if let Some(sightings) = sightings {
+            hits.iter().for_each(|hit| sightings.offer(hit));
+        }
 
         for alert in &enriched.alerts {
             let message = Message::json(alert)

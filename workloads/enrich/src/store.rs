@@ -5,7 +5,8 @@
 //! - domains: an exact set probed with the observable and each of its parent domains
 //!   (`a.b.evil.example`, `b.evil.example`, `evil.example`), so a feed's `evil.example`
 //!   matches every subdomain; the parents are sub-slices of the observable, so the walk
-//!   allocates nothing. A single label (a TLD) only ever matches exactly;
+//!   allocates nothing. The walk stops above the public suffix (the Public Suffix List
+//!   of the `psl` crate): a feed's `co.uk` or `com` only ever matches exactly;
 //! - addresses: an exact map, then the longest-prefix-match tries of `prefix-trie` for
 //!   networks (one per family), which list every network containing the address;
 //! - a URL observable is also looked up by its host in the domain set.
@@ -323,6 +324,40 @@ impl IndicatorStore {
                 .collect(),
             None => Vec::new(),
         };
+        let left_out = self.merge_masked(other, &allowed);
+        self.suppressed += left_out;
+    }
+
+    /// The store without the indicators `keep` refuses, given each indicator's own tags
+    /// and its context's (event or report) tags, and how many were left out. Reads the
+    /// compact records as they are, so filtering a large feed rebuilds no indicator.
+    pub fn retain_by_tags(
+        self,
+        mut keep: impl FnMut(&[String], &[String]) -> bool,
+    ) -> (IndicatorStore, u64) {
+        let mask: Vec<bool> = self
+            .stored
+            .iter()
+            .map(|record| {
+                let own = record.details.as_ref().map_or(&[][..], |d| &d.tags[..]);
+                keep(own, &self.contexts[record.context as usize].tags)
+            })
+            .collect();
+        if mask.iter().all(|kept| *kept) {
+            return (self, 0);
+        }
+        let mut kept = IndicatorStore {
+            allowlist: self.allowlist.clone(),
+            ..IndicatorStore::default()
+        };
+        let left_out = kept.merge_masked(self, &mask);
+        (kept, left_out)
+    }
+
+    /// Moves the records of `other` whose `allowed` entry is true (all when `allowed` is
+    /// empty) into this store; returns how many were left out.
+    fn merge_masked(&mut self, other: IndicatorStore, allowed: &[bool]) -> u64 {
+        let mut left_out = 0;
         self.stored.reserve(other.stored.len());
         let contexts: Vec<u32> = other
             .contexts
@@ -337,7 +372,7 @@ impl IndicatorStore {
         // Moved, not cloned: merging a large feed must not hold its values twice.
         for (i, mut record) in other.stored.into_iter().enumerate() {
             if !allowed.get(i).copied().unwrap_or(true) {
-                self.suppressed += 1;
+                left_out += 1;
                 continue;
             }
             if self.stored.len() >= END as usize {
@@ -356,6 +391,7 @@ impl IndicatorStore {
                 self.feeds.push(feed);
             }
         }
+        left_out
     }
 
     /// A copy of the indicators in a new store (with no allowlist: they passed it).
@@ -620,7 +656,9 @@ impl IndicatorStore {
         index.find(&self.hasher, &self.stored, key)
     }
 
-    /// The domain itself, then each parent down to (not including) the top-level label.
+    /// The domain itself, then each parent down to its registrable domain: a parent
+    /// that is a public suffix (`co.uk`, `com`, `github.io`) is never probed, so a feed
+    /// listing one does not flag every name under it.
     fn for_each_domain(&self, name: &str, mut emit: impl FnMut(u32)) {
         let domains = &self.texts[0];
         if domains.is_empty() {
@@ -629,9 +667,13 @@ impl IndicatorStore {
         if let Some(head) = domains.find(&self.hasher, &self.stored, name) {
             emit(head);
         }
+        if !name.contains('.') {
+            return;
+        }
+        let suffix = public_suffix_len(name);
         let mut rest = name;
         while let Some((_, parent)) = rest.split_once('.') {
-            if !parent.contains('.') {
+            if parent.len() <= suffix {
                 break;
             }
             if let Some(head) = domains.find(&self.hasher, &self.stored, parent) {
@@ -664,6 +706,15 @@ impl IndicatorStore {
             }
         }
     }
+}
+
+/// The length of the public suffix a (normalised) domain name ends with, by the Public
+/// Suffix List compiled into the `psl` crate (ICANN and private sections; no network).
+/// A name under a top-level label the list does not know (`.example`, `.internal`) gets
+/// the list's default rule: its last label is the suffix.
+fn public_suffix_len(name: &str) -> usize {
+    let last_label = name.rsplit('.').next().map_or(0, str::len);
+    psl::suffix(name.as_bytes()).map_or(last_label, |suffix| suffix.as_bytes().len())
 }
 
 /// A key without the borrow of the record it was read from.
@@ -831,6 +882,50 @@ mod tests {
         assert_eq!(
             values(store.lookup_value(ObservableKind::Domain, "example")),
             vec!["example"]
+        );
+    }
+
+    #[test]
+    fn parent_domains_stop_at_the_public_suffix() {
+        let mut store = IndicatorStore::new();
+        for value in [
+            "co.uk",
+            "com",
+            "github.io",
+            "example.co.uk",
+            "evil.example.co.uk",
+        ] {
+            store
+                .insert(indicator(ObservableKind::Domain, value, None))
+                .unwrap();
+        }
+        // `co.uk` and `com` are public suffixes: listed, they match only themselves.
+        assert!(store
+            .lookup_value(ObservableKind::Domain, "other.co.uk")
+            .is_empty());
+        assert!(store
+            .lookup_value(ObservableKind::Domain, "www.shop.com")
+            .is_empty());
+        assert_eq!(
+            values(store.lookup_value(ObservableKind::Domain, "co.uk")),
+            vec!["co.uk"]
+        );
+        // A private-section suffix (GitHub Pages) is a suffix too.
+        assert!(store
+            .lookup_value(ObservableKind::Domain, "someone.github.io")
+            .is_empty());
+        // The registrable domain and the names under it still match, nearest first, and
+        // a sibling under the same suffix does not.
+        assert_eq!(
+            values(store.lookup_value(ObservableKind::Domain, "a.evil.example.co.uk")),
+            vec!["evil.example.co.uk", "example.co.uk"]
+        );
+        assert!(store
+            .lookup_value(ObservableKind::Domain, "evil.other.co.uk")
+            .is_empty());
+        assert_eq!(
+            values(store.lookup_value(ObservableKind::Url, "https://cdn.example.co.uk/x")),
+            vec!["example.co.uk"]
         );
     }
 

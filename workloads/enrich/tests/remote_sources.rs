@@ -2,7 +2,8 @@
 //! these tests start, serving real fixtures (tests/fixtures, see the SOURCE notes): the
 //! paging of both protocols (and a MISP that ignores paging), the restSearch filters and
 //! key header, conditional requests, the atomic swap, a failing fetch keeping the last
-//! good set, and the residency policy refusing a host.
+//! good set (and its gauge), the residency policy refusing a host, the API key read from
+//! a mounted Secret, and sightings sent back to MISP.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -19,6 +20,7 @@ use kastell_core::ObservableKind;
 use kastell_crds::intel::{FeedKind, IntelFeedSpec};
 use kastell_enrich::feed::FeedDef;
 use kastell_enrich::http::{EndpointCheck, FetchError, Http};
+use kastell_enrich::metrics::IntelMetrics;
 use kastell_enrich::misp_api::{self, RestFilters};
 use kastell_enrich::refresh::Refresher;
 use kastell_enrich::taxii;
@@ -265,6 +267,8 @@ struct Taxii {
     data: Arc<Value>,
     base: Arc<Mutex<String>>,
     accept_ok: Arc<AtomicBool>,
+    /// The query of every objects request, in order.
+    queries: Arc<Mutex<Vec<std::collections::HashMap<String, String>>>>,
 }
 
 const TAXII: &str = "application/taxii+json;version=2.1";
@@ -338,6 +342,7 @@ async fn objects(
     headers: HeaderMap,
 ) -> Response {
     check_accept(&taxii, &headers);
+    taxii.queries.lock().unwrap().push(query.clone());
     let Some(collection) = taxii.data.get(&root).and_then(|r| {
         r["collections"]
             .as_array()
@@ -372,27 +377,40 @@ async fn objects(
         .get("limit")
         .and_then(|n| n.parse().ok())
         .unwrap_or(usize::MAX);
-    let page: Vec<Value> = dated
-        .iter()
-        .skip(start)
-        .take(limit)
-        .map(|(_, o)| o.clone())
-        .collect();
+    let dated_page: Vec<&(String, Value)> = dated.iter().skip(start).take(limit).collect();
+    let page: Vec<Value> = dated_page.iter().map(|(_, o)| o.clone()).collect();
     let end = start + page.len();
     let mut envelope = json!({"more": end < dated.len(), "objects": page});
     if end < dated.len() {
         envelope["next"] = json!(end.to_string());
     }
-    taxii_json(envelope)
+    // TAXII 2.1 §3.4.3: the date_added of the first and last object of the page (the
+    // objects themselves carry none in this fixture).
+    let mut response = taxii_json(envelope);
+    if let (Some(first), Some(last)) = (dated_page.first(), dated_page.last()) {
+        let headers = response.headers_mut();
+        headers.insert("x-taxii-date-added-first", first.0.parse().unwrap());
+        headers.insert("x-taxii-date-added-last", last.0.parse().unwrap());
+    }
+    response
 }
 
 async fn taxii_server() -> (String, Arc<AtomicBool>) {
+    let (url, accept_ok, _) = taxii_server_recording().await;
+    (url, accept_ok)
+}
+
+type Queries = Arc<Mutex<Vec<std::collections::HashMap<String, String>>>>;
+
+async fn taxii_server_recording() -> (String, Arc<AtomicBool>, Queries) {
     let accept_ok = Arc::new(AtomicBool::new(true));
     let base = Arc::new(Mutex::new(String::new()));
+    let queries = Queries::default();
     let state = Taxii {
         data: Arc::new(fixture("taxii/default_data.json")),
         base: Arc::clone(&base),
         accept_ok: Arc::clone(&accept_ok),
+        queries: Arc::clone(&queries),
     };
     let app = Router::new()
         .route("/taxii2/", get(discovery))
@@ -403,7 +421,7 @@ async fn taxii_server() -> (String, Arc<AtomicBool>) {
     let addr = serve(app).await;
     let url = format!("http://{addr}");
     *base.lock().unwrap() = url.clone();
-    (url, accept_ok)
+    (url, accept_ok, queries)
 }
 
 const COLLECTION: &str = "91a7b528-80eb-42ed-a74d-c6fbd5a26116";
@@ -460,10 +478,52 @@ async fn taxii_added_after_fetches_only_newer_objects() {
     assert_eq!((progress.pages, progress.objects), (1, 5));
     assert_eq!((report.indicator_objects, report.indicators), (2, 1));
     assert_eq!(store.len(), 1);
+    // The fixture's objects carry no date_added: the page's X-TAXII-Date-Added-Last
+    // (the latest manifest date of the collection) is where the next fetch starts.
     assert_eq!(
         progress.added_last,
-        Some("2016-12-01T00:00:00.000000Z".to_owned())
+        Some("2017-12-31T13:49:53.935000Z".to_owned())
     );
+}
+
+#[tokio::test]
+async fn taxii_refresh_asks_for_what_was_added_after_the_last_header() {
+    let (base, _, queries) = taxii_server_recording().await;
+    let spec: IntelFeedSpec = serde_json::from_value(json!({
+        "type": "taxii", "url": format!("{base}/taxii2/"), "collection": COLLECTION,
+        "refreshInterval": "10ms",
+    }))
+    .unwrap();
+    let def = FeedDef::new("medallion", spec, ".");
+    let mut cache = kastell_enrich::feed::FeedCache::default();
+    let first = kastell_enrich::feed::load_cached(&def, &http(), &mut cache)
+        .await
+        .unwrap();
+    // As the direct fetch above: 2 indicators from 8 objects on one page of 1,000.
+    assert_eq!(first.store.len(), 2);
+    assert_eq!(
+        cache.taxii.added_after(),
+        Some("2017-12-31T13:49:53.935000Z")
+    );
+    let second = kastell_enrich::feed::load_cached(&def, &http(), &mut cache)
+        .await
+        .unwrap();
+    let asked: Vec<Option<String>> = queries
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|q| q.get("added_after").cloned())
+        .collect();
+    assert_eq!(
+        asked,
+        vec![None, Some("2017-12-31T13:49:53.935000Z".to_owned())]
+    );
+    // Nothing new was added: the second load holds the collection from the cache.
+    assert_eq!(second.store.len(), 2);
+    assert!(second
+        .store
+        .contains(ObservableKind::Url, "http://x4z9arb.cn/4712"));
+    assert_eq!(cache.taxii.objects().len(), 8);
 }
 
 #[tokio::test]
@@ -493,12 +553,24 @@ async fn taxii_unknown_collection_is_an_error() {
 struct ListServer {
     requests: Arc<AtomicUsize>,
     failing: Arc<AtomicBool>,
+    /// Serve a second version of the list, one value longer.
+    grown: Arc<AtomicBool>,
 }
 
 async fn list_file(State(server): State<ListServer>, headers: HeaderMap) -> Response {
     server.requests.fetch_add(1, Ordering::SeqCst);
     if server.failing.load(Ordering::SeqCst) {
         return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    }
+    if server.grown.load(Ordering::SeqCst) {
+        if headers.get("if-none-match").and_then(|v| v.to_str().ok()) == Some("\"v2\"") {
+            return StatusCode::NOT_MODIFIED.into_response();
+        }
+        return (
+            [("etag", "\"v2\"")],
+            "8.8.8[.]8 8.8.4.4\nhxxp://evil[.]example/a\nevil[.]example\n",
+        )
+            .into_response();
     }
     if headers.get("if-none-match").and_then(|v| v.to_str().ok()) == Some("\"v1\"") {
         return StatusCode::NOT_MODIFIED.into_response();
@@ -516,11 +588,7 @@ fn feed_def(kind: FeedKind, url: &str, interval: &str) -> FeedDef {
         "type": kind, "url": url, "refreshInterval": interval,
     }))
     .unwrap();
-    FeedDef {
-        name: "list".into(),
-        spec,
-        base_dir: ".".into(),
-    }
+    FeedDef::new("list", spec, ".")
 }
 
 #[tokio::test]
@@ -528,6 +596,7 @@ async fn refresh_uses_conditional_requests_and_keeps_the_last_good_set() {
     let server = ListServer {
         requests: Arc::new(AtomicUsize::new(0)),
         failing: Arc::new(AtomicBool::new(false)),
+        grown: Arc::new(AtomicBool::new(false)),
     };
     let app = Router::new()
         .route("/list.txt", get(list_file))
@@ -675,5 +744,275 @@ async fn remote_misp_feed_fetches_only_changed_events() {
     assert_eq!(
         &requests[8..],
         ["manifest.json", "88391e76-0480-5c3e-a69e-44c22b13ebd0.json"]
+    );
+}
+
+#[tokio::test]
+async fn the_indicator_gauge_follows_every_refresh_and_keeps_the_last_good_count() {
+    let server = ListServer {
+        requests: Arc::new(AtomicUsize::new(0)),
+        failing: Arc::new(AtomicBool::new(false)),
+        grown: Arc::new(AtomicBool::new(false)),
+    };
+    let app = Router::new()
+        .route("/list.txt", get(list_file))
+        .with_state(server.clone());
+    let url = format!("http://{}/list.txt", serve(app).await);
+    let registry = prometheus::Registry::new();
+    let metrics = IntelMetrics::register_in(&registry).unwrap();
+    let mut refresher = Refresher::new(vec![feed_def(FeedKind::PlainList, &url, "10ms")], http())
+        .with_metrics(metrics.clone());
+
+    refresher.refresh_due().await;
+    assert_eq!(metrics.indicators("list"), 3);
+
+    server.grown.store(true, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(refresher.refresh_due().await, 1);
+    assert_eq!(metrics.indicators("list"), 4, "set again after the refresh");
+
+    server.failing.store(true, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(refresher.refresh_due().await, 0);
+    assert!(refresher.feeds()[0].status.last_error.is_some());
+    assert_eq!(
+        metrics.indicators("list"),
+        4,
+        "a failed refresh keeps the last good count"
+    );
+}
+
+// ---- the API key from a mounted Secret ----
+
+fn misp_api_def(url: &str, key: Value, secrets: &Path) -> FeedDef {
+    let mut spec = json!({"type": "misp-api", "url": url});
+    for (field, value) in key.as_object().unwrap() {
+        spec[field] = value.clone();
+    }
+    let mut def = FeedDef::new("circl", serde_json::from_value(spec).unwrap(), secrets);
+    def.secrets_dir = secrets.to_owned();
+    def
+}
+
+#[tokio::test]
+async fn misp_api_key_comes_from_the_mounted_secret_or_a_file() {
+    let (url, _) = misp_server(false).await;
+    let secrets = tempfile::tempdir().unwrap();
+    std::fs::create_dir(secrets.path().join("misp-credentials")).unwrap();
+    // A mounted key file often ends in a newline; the header carries the key alone.
+    std::fs::write(
+        secrets.path().join("misp-credentials/authkey"),
+        format!("{KEY}\n"),
+    )
+    .unwrap();
+    let from_secret = misp_api_def(
+        &url,
+        json!({"apiKeySecret": {"name": "misp-credentials", "key": "authkey"}}),
+        secrets.path(),
+    );
+    let loaded = kastell_enrich::feed::load(&from_secret, &http())
+        .await
+        .unwrap();
+    assert!(!loaded.store.is_empty());
+
+    let from_file = misp_api_def(
+        &url,
+        json!({"apiKeyFile": "misp-credentials/authkey"}),
+        secrets.path(),
+    );
+    let by_file = kastell_enrich::feed::load(&from_file, &http())
+        .await
+        .unwrap();
+    assert_eq!(by_file.store.len(), loaded.store.len());
+}
+
+#[tokio::test]
+async fn a_missing_or_odd_api_key_is_a_clear_error() {
+    let (url, bodies) = misp_server(false).await;
+    let secrets = tempfile::tempdir().unwrap();
+    let error_of = |key: Value| {
+        let def = misp_api_def(&url, key, secrets.path());
+        async move {
+            kastell_core::error_chain(&kastell_enrich::feed::load(&def, &http()).await.unwrap_err())
+        }
+    };
+    let missing = error_of(json!({"apiKeySecret": {"name": "misp", "key": "authkey"}})).await;
+    let path = secrets.path().join("misp/authkey");
+    assert!(
+        missing.starts_with(&format!(
+            "spec.apiKeySecret misp/authkey: no key file at {} (the Secret misp must be \
+             mounted as a volume at {}/misp)",
+            path.display(),
+            secrets.path().display()
+        )),
+        "{missing}"
+    );
+    let none = error_of(json!({})).await;
+    assert_eq!(
+        none,
+        "feed type MispApi needs an API key: set spec.apiKeySecret or spec.apiKeyFile"
+    );
+    let escaping = error_of(json!({"apiKeySecret": {"name": "..", "key": "passwd"}})).await;
+    assert!(
+        escaping.contains("is not a Secret name and key"),
+        "{escaping}"
+    );
+    std::fs::create_dir(secrets.path().join("blank")).unwrap();
+    std::fs::write(secrets.path().join("blank/authkey"), "\n").unwrap();
+    let empty = error_of(json!({"apiKeySecret": {"name": "blank", "key": "authkey"}})).await;
+    assert!(empty.contains("is empty"), "{empty}");
+    assert!(
+        bodies.lock().unwrap().is_empty(),
+        "no request without a key"
+    );
+}
+
+// ---- sightings back to MISP ----
+
+/// The `Authorization` header and body of each request.
+type Recorded = Arc<Mutex<Vec<(Option<String>, Value)>>>;
+
+#[derive(Clone, Default)]
+struct SightingLog {
+    requests: Recorded,
+}
+
+async fn sightings_add(
+    State(log): State<SightingLog>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
+    let key = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    log.requests.lock().unwrap().push((key, body));
+    // MISP answers an accepted sighting with its message.
+    Json(json!({"message": "Sighting added"})).into_response()
+}
+
+#[tokio::test]
+async fn matches_are_sent_back_to_misp_as_batched_sightings() {
+    let (misp_url, _) = misp_server(false).await;
+    let log = SightingLog::default();
+    let app = Router::new()
+        .route("/sightings/add", post(sightings_add))
+        .with_state(log.clone());
+    let sightings_url = format!("http://{}", serve(app).await);
+    let secrets = tempfile::tempdir().unwrap();
+    std::fs::write(secrets.path().join("key"), KEY).unwrap();
+
+    // The indicators come from the MISP REST server; the sightings go to another local
+    // server standing for the same instance, which records them.
+    let mut def = misp_api_def(
+        &misp_url,
+        json!({"apiKeyFile": "key", "sightings": {"batchSize": 2, "maxRequestsPerMinute": 600}}),
+        secrets.path(),
+    );
+    let loaded = kastell_enrich::feed::load(&def, &http()).await.unwrap();
+    def.spec.url = Some(sightings_url);
+    let target = kastell_enrich::feed::sighting_target(&def)
+        .unwrap()
+        .expect("sightings asked");
+
+    let values: Vec<kastell_enrich::Indicator> = loaded.store.indicators().take(5).collect();
+    let (sightings, task) = kastell_enrich::sightings::start(vec![target], http(), 64);
+    for indicator in values.iter().chain(&values) {
+        let hit = kastell_enrich::Hit {
+            observable: kastell_core::Observable {
+                kind: indicator.kind,
+                value: indicator.value.clone(),
+                field: "source.ip".into(),
+            },
+            indicator: indicator.clone(),
+        };
+        sightings.offer(&hit);
+    }
+    drop(sightings);
+    let report = task.await.unwrap();
+
+    let expected: std::collections::BTreeSet<String> = values
+        .iter()
+        .map(|i| {
+            if i.attribute_type.contains('|') {
+                i.value.clone()
+            } else {
+                i.attribute_value.clone()
+            }
+        })
+        .collect();
+    let requests = log.requests.lock().unwrap().clone();
+    let mut sent = std::collections::BTreeSet::new();
+    for (key, body) in &requests {
+        assert_eq!(key.as_deref(), Some(KEY));
+        assert_eq!(body["source"], json!("kastell"));
+        assert_eq!(body["type"], json!("0"));
+        let batch = body["values"].as_array().unwrap();
+        assert!(!batch.is_empty() && batch.len() <= 2, "{body}");
+        for value in batch {
+            sent.insert(value.as_str().unwrap().to_owned());
+        }
+    }
+    assert_eq!(sent, expected);
+    assert_eq!(report.offered, 10);
+    assert_eq!(report.requests, requests.len() as u64);
+    let values_sent: usize = requests
+        .iter()
+        .map(|(_, body)| body["values"].as_array().unwrap().len())
+        .sum();
+    assert_eq!(report.sent, values_sent as u64);
+    assert_eq!((report.dropped, report.failed_requests), (0, 0));
+}
+
+#[tokio::test]
+async fn offering_a_sighting_never_waits_for_misp() {
+    let secrets = tempfile::tempdir().unwrap();
+    std::fs::write(secrets.path().join("key"), KEY).unwrap();
+    // Nothing listens on port 9 here; the sender never gets to run before the offers
+    // are made, as this test's runtime has one thread and the offers do not yield.
+    let def = misp_api_def(
+        "http://127.0.0.1:9",
+        json!({"apiKeyFile": "key", "sightings": {}}),
+        secrets.path(),
+    );
+    let target = kastell_enrich::feed::sighting_target(&def)
+        .unwrap()
+        .unwrap();
+    assert_eq!(target.settings.batch_size, 500);
+    let (sightings, task) = kastell_enrich::sightings::start(vec![target], http(), 4);
+    let context = Arc::new(kastell_enrich::IndicatorContext {
+        feed: "circl".into(),
+        ..Default::default()
+    });
+    for n in 0..100u8 {
+        let value = format!("192.0.2.{n}");
+        let indicator =
+            kastell_enrich::Indicator::new(ObservableKind::Ip, &value, Arc::clone(&context));
+        sightings.offer(&kastell_enrich::Hit {
+            observable: kastell_core::Observable {
+                kind: ObservableKind::Ip,
+                value,
+                field: "source.ip".into(),
+            },
+            indicator,
+        });
+    }
+    let report = sightings.stats();
+    assert_eq!((report.offered, report.dropped), (100, 96));
+    task.abort();
+}
+
+#[test]
+fn sightings_are_only_for_misp_api_feeds() {
+    let spec: IntelFeedSpec = serde_json::from_value(json!({
+        "type": "taxii", "url": "https://taxii.example.eu/taxii2/", "sightings": {},
+    }))
+    .unwrap();
+    let error = kastell_enrich::feed::sighting_target(&FeedDef::new("t", spec, "."))
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        error,
+        "spec.sightings is for misp-api feeds (a MISP instance); this feed is Taxii"
     );
 }

@@ -300,3 +300,72 @@ async fn the_alerts_topic_is_closed_when_the_stage_cannot_subscribe() {
     let closed = publish_json(&bus, Topic::Alerts, &1).await;
     assert!(closed.is_err());
 }
+
+/// A MISP `/sightings/add` on 127.0.0.1 that keeps every body it is sent.
+async fn sightings_server() -> (String, Arc<std::sync::Mutex<Vec<serde_json::Value>>>) {
+    use axum::routing::post;
+    let bodies = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let kept = Arc::clone(&bodies);
+    let app = axum::Router::new().route(
+        "/sightings/add",
+        post(move |axum::Json(body): axum::Json<serde_json::Value>| {
+            let kept = Arc::clone(&kept);
+            async move {
+                kept.lock().unwrap().push(body);
+                axum::Json(json!({"message": "Sighting added"}))
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (url, bodies)
+}
+
+#[tokio::test]
+async fn the_stage_offers_its_hits_as_sightings_of_the_feeds_that_send_them() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let (url, bodies) = sightings_server().await;
+    let http = kastell_enrich::http::Http::new(None, std::time::Duration::from_secs(10)).unwrap();
+    let target = kastell_enrich::sightings::SightingTarget {
+        feed: "tweetfeed".into(),
+        url,
+        key: "kastell-test-key".into(),
+        settings: kastell_crds::intel::MispSightings::default(),
+    };
+    let (sightings, sender) = kastell_enrich::sightings::start(vec![target], http, 64);
+
+    let bus = Arc::new(InProcessBus::new(1024));
+    let mut alerts = bus.subscribe(Topic::Alerts, "cases").await.unwrap();
+    let subscription = subscribe_detections(bus.as_ref()).await.unwrap();
+    let store = Arc::new(arc_swap::ArcSwap::from_pointee(demo_store()));
+    bus.publish(Topic::Detections, message(&c2_dns_detection()))
+        .await
+        .unwrap();
+    bus.publish(Topic::Detections, message(&internal_flow_detection(false)))
+        .await
+        .unwrap();
+    bus.close(Topic::Detections).await;
+    let stats = EnrichStats::new();
+    let report = kastell_enrich::run_enrich_sighted(
+        bus.as_ref(),
+        subscription,
+        store,
+        &stats,
+        Some(&sightings),
+    )
+    .await
+    .unwrap();
+    while alerts.next().await.is_some() {}
+    assert_eq!(report.intel_alerts, 1);
+    assert_eq!(sightings.stats().offered, 1, "the DNS query's one hit");
+
+    drop(sightings);
+    let sent = sender.await.unwrap();
+    assert_eq!((sent.sent, sent.dropped), (1, 0));
+    let bodies = bodies.lock().unwrap();
+    assert_eq!(bodies.len(), 1);
+    assert_eq!(bodies[0]["values"], json!(["ringashopsu.com"]));
+}

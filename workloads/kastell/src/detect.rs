@@ -1,6 +1,8 @@
 //! `kastell detect`: Sigma rules from files or directories evaluated offline against raw
 //! JSON events, one JSON line per match. Logsource routing is off (the correlate crate's
-//! raw mode), so rules apply to events as their Sigma field names say.
+//! raw mode), so rules apply to events as their Sigma field names say. A file may hold bare
+//! Sigma rules or DetectionRule resources (as in a platform's resource repository); of a
+//! resource the rule in `spec.sigma` is used with its level override and enabled flag.
 
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Read, Write};
@@ -9,13 +11,20 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::ValueEnum;
+use kastell_correlate::{CompileOptions, Mode, Placeholders, RuleDocument, RuleSet};
+use kastell_crds::ResourceSet;
 
 /// Arguments of `kastell detect`.
 #[derive(clap::Args, Debug)]
 pub struct DetectArgs {
-    /// Sigma rule files, or directories searched recursively for *.yml and *.yaml.
+    /// Sigma rule files or DetectionRule resource files, or directories searched
+    /// recursively for *.yml and *.yaml.
     #[arg(long, num_args = 1.., required = true)]
     rules: Vec<PathBuf>,
+    /// Values of a placeholder that rules' `expand` modifier names, as
+    /// `NAME=VALUE[,VALUE...]` (NAME without the `%`s); repeat the flag per placeholder.
+    #[arg(long = "placeholder", value_name = "NAME=VALUES", value_parser = parse_placeholder)]
+    placeholders: Vec<(String, Vec<String>)>,
     /// JSON events: one object per line, or concatenated objects; `-` is stdin.
     #[arg(long, default_value = "-")]
     events: PathBuf,
@@ -63,23 +72,111 @@ fn detect(
     err: &mut impl Write,
 ) -> anyhow::Result<ExitCode> {
     let DetectOutput::Jsonl = args.output;
-    let (rules, errors) = kastell_correlate::load_rules(&args.rules)?;
-    for error in &errors {
-        writeln!(err, "rule skipped: {error}")?;
+    let (documents, mut problems) = rule_documents(&args.rules)?;
+    let options = CompileOptions {
+        mode: Mode::Raw,
+        placeholders: placeholders(&args.placeholders),
+        ..CompileOptions::default()
+    };
+    let (rules, errors) = RuleSet::compile_with(documents, &options);
+    problems.extend(errors.iter().map(ToString::to_string));
+    for problem in &problems {
+        writeln!(err, "rule skipped: {problem}")?;
     }
-    if args.strict && !errors.is_empty() {
-        writeln!(err, "{} rule(s) do not compile (--strict)", errors.len())?;
+    if args.strict && !problems.is_empty() {
+        writeln!(err, "{} rule(s) do not load (--strict)", problems.len())?;
+        return Ok(ExitCode::FAILURE);
+    }
+    if rules.is_empty() {
+        writeln!(
+            err,
+            "no rule loaded from {}: nothing to detect with",
+            display_paths(&args.rules)
+        )?;
         return Ok(ExitCode::FAILURE);
     }
     let stats = kastell_correlate::detect_to_jsonl(&rules, input, out)?;
     tracing::info!(
         rules = rules.len(),
-        skipped = errors.len(),
+        skipped = problems.len(),
         events = stats.events,
         matches = stats.matches,
         "detect finished"
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// The rule documents in the files under `paths`: every DetectionRule of a resource file,
+/// or the file itself as Sigma. Resources that do not load are returned as problems.
+fn rule_documents(paths: &[PathBuf]) -> anyhow::Result<(Vec<RuleDocument>, Vec<String>)> {
+    let mut documents = Vec::new();
+    let mut problems = Vec::new();
+    for file in kastell_correlate::rule_files(paths)? {
+        let text = std::fs::read_to_string(&file)
+            .with_context(|| format!("reading {}", file.display()))?;
+        if holds_resources(&text) {
+            let mut set = ResourceSet::default();
+            let mut errors = Vec::new();
+            kastell_crds::load::load_text(&file, &text, &mut set, &mut errors);
+            problems.extend(errors.iter().map(ToString::to_string));
+            documents.extend(kastell::detection::rule_documents(
+                &set.rules,
+                &mut problems,
+            ));
+        } else {
+            let name = file.display().to_string();
+            documents.push(RuleDocument::new(name.clone(), text).with_path(name));
+        }
+    }
+    Ok((documents, problems))
+}
+
+/// Whether a YAML file holds Kubernetes-style resources (any document with both
+/// `apiVersion` and `kind` at the top) rather than Sigma rules, which have neither.
+fn holds_resources(text: &str) -> bool {
+    serde_yaml::Deserializer::from_str(text).any(|document| {
+        serde::Deserialize::deserialize(document)
+            .ok()
+            .and_then(|value: serde_yaml::Value| {
+                let map = value.as_mapping()?;
+                Some(map.contains_key("apiVersion") && map.contains_key("kind"))
+            })
+            .unwrap_or(false)
+    })
+}
+
+fn placeholders(given: &[(String, Vec<String>)]) -> Placeholders {
+    let mut out = Placeholders::new();
+    for (name, values) in given {
+        out.entry(name.clone())
+            .or_default()
+            .extend(values.iter().cloned());
+    }
+    out
+}
+
+/// Parses `NAME=VALUE[,VALUE...]`; a name may be written with or without its `%`s.
+fn parse_placeholder(text: &str) -> Result<(String, Vec<String>), String> {
+    let (name, values) = text
+        .split_once('=')
+        .ok_or_else(|| format!("`{text}` is not NAME=VALUE[,VALUE...]"))?;
+    let name = name.trim().trim_matches('%');
+    if name.is_empty() {
+        return Err(format!("`{text}` has an empty placeholder name"));
+    }
+    let values: Vec<String> = values.split(',').map(str::to_owned).collect();
+    if values.iter().any(String::is_empty) {
+        return Err(format!("`{text}` has an empty value"));
+    }
+    Ok((name.to_owned(), values))
+}
+
+fn display_paths(paths: &[PathBuf]) -> String {
+    paths
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 #[cfg(test)]
@@ -98,6 +195,7 @@ mod tests {
     fn args(dir: &Path, strict: bool) -> DetectArgs {
         DetectArgs {
             rules: vec![dir.to_path_buf()],
+            placeholders: Vec::new(),
             events: PathBuf::from("-"),
             output: DetectOutput::Jsonl,
             strict,
@@ -186,5 +284,95 @@ mod tests {
             serde_json::json!({"rule_id": "many-sc", "rule_title": "Many sc", "level": "critical",
                                "group": {"Computer": "a"}, "event_indices": [0, 2]})
         );
+    }
+
+    #[test]
+    fn detection_rule_resources_are_read_from_the_bundled_repository() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/soc/rules");
+        let mut args = args(&root, true);
+        args.rules = vec![root.clone()];
+        // A real Suricata EVE alert of severity 1 from the bundled sample data.
+        let events = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/soc/data/suricata/eve.json"),
+        )
+        .unwrap();
+        let severe = events
+            .lines()
+            .find(|line| {
+                line.contains("\"event_type\":\"alert\"") && line.contains("\"severity\":1")
+            })
+            .expect("the sample holds a severity-1 alert");
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let code = detect(&args, severe.as_bytes(), &mut out, &mut err).unwrap();
+        let err = String::from_utf8(err).unwrap();
+        assert_eq!(code, ExitCode::SUCCESS, "{err}");
+        assert!(err.is_empty(), "every bundled DetectionRule loads: {err}");
+        let out = String::from_utf8(out).unwrap();
+        assert!(
+            out.contains("\"rule_title\":\"Suricata High Severity Alert\""),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn no_loadable_rule_is_a_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("bad.yaml"), BAD).unwrap();
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let code = detect(&args(dir.path(), false), &b"{}"[..], &mut out, &mut err).unwrap();
+        assert_eq!(code, ExitCode::FAILURE);
+        let err = String::from_utf8(err).unwrap();
+        assert!(err.contains("no rule loaded"), "{err}");
+    }
+
+    #[test]
+    fn placeholders_feed_the_expand_modifier() {
+        let dir = tempfile::tempdir().unwrap();
+        let rule = "title: P\nid: p-1\nlevel: low\nlogsource: {product: windows}\n\
+            detection:\n  sel:\n    Computer|expand: '%admin_hosts%'\n  condition: sel\n";
+        std::fs::write(dir.path().join("p.yml"), rule).unwrap();
+        let events = "{\"Computer\": \"dc1\"}\n{\"Computer\": \"ws7\"}\n{\"Computer\": \"dc2\"}";
+
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let code = detect(
+            &args(dir.path(), false),
+            events.as_bytes(),
+            &mut out,
+            &mut err,
+        )
+        .unwrap();
+        assert_eq!(
+            code,
+            ExitCode::FAILURE,
+            "without values the rule is refused"
+        );
+        assert!(String::from_utf8(err).unwrap().contains("admin_hosts"));
+
+        let mut with = args(dir.path(), true);
+        with.placeholders = vec![parse_placeholder("%admin_hosts%=dc1,dc2").unwrap()];
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let code = detect(&with, events.as_bytes(), &mut out, &mut err).unwrap();
+        assert_eq!(code, ExitCode::SUCCESS, "{}", String::from_utf8_lossy(&err));
+        let indices: Vec<u64> = String::from_utf8(out)
+            .unwrap()
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["event_index"]
+                    .as_u64()
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(indices, vec![0, 2]);
+    }
+
+    #[test]
+    fn placeholder_flags_are_checked() {
+        assert_eq!(
+            parse_placeholder("x=a,b").unwrap(),
+            ("x".to_owned(), vec!["a".to_owned(), "b".to_owned()])
+        );
+        assert!(parse_placeholder("novalue").is_err());
+        assert!(parse_placeholder("=a").is_err());
+        assert!(parse_placeholder("x=a,,b").is_err());
     }
 }

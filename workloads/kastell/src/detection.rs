@@ -9,7 +9,19 @@ use kastell_crds::{DetectionRule, Loaded};
 /// its file and the compiler's reason, and the others still load.
 pub fn compile_rules(rules: &[Loaded<DetectionRule>]) -> (RuleSet, Vec<String>) {
     let mut problems = Vec::new();
-    let documents: Vec<RuleDocument> = rules
+    let documents = rule_documents(rules, &mut problems);
+    let (set, errors) = RuleSet::compile(documents);
+    problems.extend(errors.iter().map(ToString::to_string));
+    (set, problems)
+}
+
+/// The rule documents of DetectionRule resources, with their level override, enabled
+/// flag, suppression window and file; a bad suppression window is added to `problems`.
+pub fn rule_documents(
+    rules: &[Loaded<DetectionRule>],
+    problems: &mut Vec<String>,
+) -> Vec<RuleDocument> {
+    rules
         .iter()
         .map(|rule| {
             let spec = &rule.object.spec;
@@ -31,8 +43,5 @@ pub fn compile_rules(rules: &[Loaded<DetectionRule>]) -> (RuleSet, Vec<String>) 
                 .with_suppression(suppression)
                 .with_path(rule.file.display().to_string())
         })
-        .collect();
-    let (set, errors) = RuleSet::compile(documents);
-    problems.extend(errors.iter().map(ToString::to_string));
-    (set, problems)
+        .collect()
 }

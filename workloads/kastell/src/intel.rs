@@ -129,6 +129,9 @@ async fn load_all(args: &[String]) -> anyhow::Result<(IndicatorStore, Vec<FeedLo
 
 /// The feeds one `--feed` argument names.
 fn feed_defs(arg: &str) -> anyhow::Result<Vec<FeedDef>> {
+    if let Some(scheme) = unsupported_scheme(arg) {
+        bail!("{arg}: unsupported URL scheme {scheme}: use https, http (loopback only) or a path");
+    }
     if arg.starts_with("https://") || arg.starts_with("http://") {
         let lower = arg.to_ascii_lowercase();
         let kind = if lower.contains("/taxii2") || lower.contains("/taxii/") {
@@ -207,9 +210,9 @@ fn def(
     url: Option<String>,
     base: &Path,
 ) -> FeedDef {
-    FeedDef {
+    FeedDef::new(
         name,
-        spec: IntelFeedSpec {
+        IntelFeedSpec {
             kind,
             url,
             path,
@@ -222,9 +225,25 @@ fn def(
             misp_filters: None,
             collection: None,
             allowlists: Vec::new(),
+            sightings: None,
         },
-        base_dir: base.to_owned(),
-    }
+        base,
+    )
+}
+
+/// The scheme of an argument that is a URL of a scheme feeds are not read over
+/// (`ftp://…`), which would otherwise be taken for a relative path.
+fn unsupported_scheme(arg: &str) -> Option<&str> {
+    let (scheme, _) = arg.split_once("://")?;
+    let is_scheme = scheme
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic())
+        && scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+    (is_scheme && !matches!(scheme.to_ascii_lowercase().as_str(), "http" | "https"))
+        .then_some(scheme)
 }
 
 fn url_name(url: &str) -> String {
@@ -251,15 +270,16 @@ fn intel_feed_resources(path: &Path) -> anyhow::Result<Vec<FeedDef>> {
     Ok(set
         .feeds
         .into_iter()
-        .map(|feed| FeedDef {
-            name: feed
-                .object
-                .metadata
-                .name
-                .clone()
-                .unwrap_or_else(|| "feed".into()),
-            spec: feed.object.spec.clone(),
-            base_dir: base.to_owned(),
+        .map(|feed| {
+            FeedDef::new(
+                feed.object
+                    .metadata
+                    .name
+                    .clone()
+                    .unwrap_or_else(|| "feed".into()),
+                feed.object.spec.clone(),
+                base,
+            )
         })
         .collect())
 }
@@ -455,5 +475,44 @@ mod tests {
             ("a", FeedKind::Csv)
         );
         assert_eq!(defs[0].base_dir, dir.path());
+    }
+
+    #[test]
+    fn a_url_of_another_scheme_is_refused_by_name() {
+        let error = feed_defs("ftp://feeds.example.eu/list.txt")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            error,
+            "ftp://feeds.example.eu/list.txt: unsupported URL scheme ftp: use https, http \
+             (loopback only) or a path"
+        );
+        assert!(feed_defs("HTTPS://feeds.example.eu/list.txt").is_ok());
+        assert!(feed_defs("dir/list.txt").is_ok());
+    }
+
+    #[tokio::test]
+    async fn random_bytes_as_a_feed_are_refused_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("random.bin");
+        // Bytes of a xorshift generator: reproducible, and as far from text as
+        // /dev/urandom's.
+        let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+        let bytes: Vec<u8> = (0..4096)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state.to_le_bytes()[3]
+            })
+            .collect();
+        std::fs::write(&path, bytes).unwrap();
+        let arg = path.to_str().unwrap().to_owned();
+        let Err(error) = load_all(std::slice::from_ref(&arg)).await else {
+            panic!("random bytes loaded as a feed");
+        };
+        let text = format!("{error:#}");
+        assert!(text.contains("is not a text feed"), "{text}");
+        assert!(text.contains(&arg), "{text}");
     }
 }

@@ -157,7 +157,11 @@ fn main() -> ExitCode {
     match outcome {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            let _ = writeln!(
+                std::io::stderr(),
+                "error: {}",
+                kastell_core::error_chain(e.as_ref())
+            );
             ExitCode::FAILURE
         }
     }
@@ -256,9 +260,15 @@ async fn run_async(args: RunArgs) -> anyhow::Result<ExitCode> {
         .await?
     };
     summary.data_dir = shown_data;
-    if args.once {
-        print_summary(&summary, output);
+    if !args.once {
+        // The summary printed after the replay did not see what the listeners took in
+        // afterwards; this one counts the whole run.
+        let _ = writeln!(
+            std::io::stderr(),
+            "stopped; summary of the whole run (replay and everything served):"
+        );
     }
+    print_summary(&summary, output);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -281,12 +291,17 @@ fn validate(dir: &Path) -> anyhow::Result<ExitCode> {
 }
 
 fn print_summary(summary: &Summary, output: Output) {
-    match output {
-        Output::Table => print!("{}", summary.table()),
-        Output::Json => match serde_json::to_string(summary) {
-            Ok(json) => println!("{json}"),
-            Err(e) => eprintln!("error: printing the summary: {e}"),
-        },
+    let text = match output {
+        Output::Table => Ok(summary.table()),
+        Output::Json => serde_json::to_string(summary).map(|json| json + "\n"),
+    };
+    // Not print!: it panics when standard output is a closed pipe, and a summary that
+    // cannot be shown must not turn a finished run into a crash.
+    let printed = text
+        .map_err(std::io::Error::from)
+        .and_then(|text| std::io::stdout().lock().write_all(text.as_bytes()));
+    if let Err(e) = printed {
+        let _ = writeln!(std::io::stderr(), "error: printing the summary: {e}");
     }
 }
 

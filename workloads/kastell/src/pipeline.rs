@@ -88,6 +88,8 @@ struct Stages {
     >,
     tally_task: JoinHandle<()>,
     counters: Counters,
+    /// The per-feed indicator gauges, set again by the refresher after each round.
+    intel_metrics: kastell_enrich::metrics::IntelMetrics,
 }
 
 /// The counters the stages keep as they go, read for the summary at any time.
@@ -124,10 +126,12 @@ pub async fn run_on(
     let store: Arc<dyn CaseStore> = privacy.clone();
     let bus: Arc<dyn Bus> = Arc::new(InProcessBus::new(BUS_CAPACITY));
     let subs = subscribe_all(bus.as_ref()).await?;
+    let (written_tx, mut written_rx) = tokio::sync::mpsc::unbounded_channel();
     let dead_letters = spawn_dead_letter_log(
         bus.subscribe(Topic::DeadLetters, "run-dead-letters")
             .await?,
         data_dir.join("dead-letters.jsonl"),
+        written_tx,
     );
     let once = matches!(mode, Mode::Once);
     // Enrich and the respond stage's lookups read the set the feed refresher swaps in
@@ -221,6 +225,7 @@ pub async fn run_on(
             let mut summary = replay_summary(&setup, &stages.counters, ingest_problems.clone());
             add_ingest(&mut summary, ingest_reports.clone());
             summary.actions_pending = pending_actions(store.as_ref()).await?;
+            summary.dead_letters = dead_letters_so_far(bus.as_ref(), &mut written_rx).await;
             on_replayed(&summary);
 
             let retention = setup
@@ -242,7 +247,8 @@ pub async fn run_on(
                     bus: Arc::clone(&bus),
                     store: Arc::clone(&store),
                     metrics,
-                    refresher,
+                    refresher: refresher
+                        .map(|refresher| refresher.with_metrics(stages.intel_metrics.clone())),
                     ingest_stats: Arc::clone(&listened),
                 },
                 stop.clone(),
@@ -329,14 +335,36 @@ fn start_stages(
             Arc::clone(indicators),
             Arc::clone(&enrich_stats),
         );
+        // Sightings go back to MISP while serving; a replay (--once) sends none.
+        let sightings = if once {
+            None
+        } else {
+            crate::setup::feed_http(&setup.resources)
+                .ok()
+                .and_then(|http| {
+                    crate::setup::start_sightings(&crate::setup::feed_defs(&setup.resources), &http)
+                })
+        };
         tokio::spawn(async move {
-            kastell_enrich::run_enrich_live(bus.as_ref(), subs.enrich, indicators, &stats).await
+            let report = kastell_enrich::run_enrich_sighted(
+                bus.as_ref(),
+                subs.enrich,
+                indicators,
+                &stats,
+                sightings.as_ref().map(|(sightings, _)| sightings),
+            )
+            .await;
+            if let Some((sightings, sender)) = sightings {
+                drop(sightings);
+                let _ = sender.await;
+            }
+            report
         })
     };
     let cases_stats = metrics.stage().clone();
-    kastell_enrich::metrics::IntelMetrics::register_in(metrics.registry())
-        .context("registering the intel metrics")?
-        .set_from(&setup.indicators);
+    let intel_metrics = kastell_enrich::metrics::IntelMetrics::register_in(metrics.registry())
+        .context("registering the intel metrics")?;
+    intel_metrics.set_from(&setup.indicators);
     let cases = {
         let (bus, store, stats) = (Arc::clone(bus), Arc::clone(store), cases_stats.clone());
         let settings = CaseSettings {
@@ -413,6 +441,7 @@ fn start_stages(
             respond: respond_stats,
             tally,
         },
+        intel_metrics,
     })
 }
 
@@ -663,14 +692,23 @@ fn spawn_alert_tally(mut sub: Box<dyn Subscription>) -> (Arc<Mutex<AlertTally>>,
 }
 
 /// Appends every dead letter to a JSON-lines file, so nothing a stage refused is lost.
+/// Writes every dead letter to `path` (appending) and counts them. An empty message is
+/// not a dead letter but a count request (see [`dead_letters_so_far`]): the count so far
+/// is sent on `written`.
 fn spawn_dead_letter_log(
     mut sub: Box<dyn Subscription>,
     path: PathBuf,
+    written: tokio::sync::mpsc::UnboundedSender<u64>,
 ) -> JoinHandle<anyhow::Result<u64>> {
     tokio::spawn(async move {
         let mut count = 0;
         let mut file: Option<tokio::fs::File> = None;
         while let Some(delivery) = sub.next().await {
+            if delivery.message.payload.is_empty() {
+                let _ = written.send(count);
+                let _ = delivery.ack().await;
+                continue;
+            }
             if file.is_none() {
                 let opened = tokio::fs::OpenOptions::new()
                     .create(true)
@@ -692,6 +730,25 @@ fn spawn_dead_letter_log(
         }
         Ok(count)
     })
+}
+
+/// The dead letters written so far. The in-process bus delivers in publish order, so an
+/// empty message published now reaches the log after every dead letter published before
+/// it, and the log answers with its count then. A log that stopped (it failed) answers
+/// nothing; its error surfaces when the run ends.
+async fn dead_letters_so_far(
+    bus: &dyn Bus,
+    written: &mut tokio::sync::mpsc::UnboundedReceiver<u64>,
+) -> u64 {
+    let request = kastell_core::Message {
+        id: None,
+        key: None,
+        payload: bytes::Bytes::new(),
+    };
+    if bus.publish(Topic::DeadLetters, request).await.is_err() {
+        return 0;
+    }
+    written.recv().await.unwrap_or(0)
 }
 
 async fn pending_actions(store: &dyn CaseStore) -> anyhow::Result<u64> {

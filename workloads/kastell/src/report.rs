@@ -65,13 +65,22 @@ pub enum Format {
 }
 
 fn parse_instant(text: &str, day_offset: i64) -> Result<DateTime<Utc>, String> {
-    if let Ok(day) = NaiveDate::parse_from_str(text, "%Y-%m-%d") {
+    let as_day = NaiveDate::parse_from_str(text, "%Y-%m-%d");
+    if let Ok(day) = as_day {
         let start = day.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc();
         return Ok(start + Duration::days(day_offset));
     }
     DateTime::parse_from_rfc3339(text)
         .map(|t| t.with_timezone(&Utc))
-        .map_err(|e| format!("{text:?} is neither YYYY-MM-DD nor RFC 3339: {e}"))
+        .map_err(|rfc3339| {
+            // A bare day (no `T`) is reported as a day: "2000-02-30 … out of range" says
+            // more than the RFC 3339 parser's "premature end of input".
+            let reason = match as_day {
+                Err(day) if !text.contains(['T', 't', ' ']) => day.to_string(),
+                _ => rfc3339.to_string(),
+            };
+            format!("{text:?} is neither a day YYYY-MM-DD nor an RFC 3339 time: {reason}")
+        })
 }
 
 fn parse_start(text: &str) -> Result<DateTime<Utc>, String> {
@@ -447,5 +456,13 @@ mod tests {
             "2026-12-02T00:00:00+00:00"
         );
         assert!(parse_start("1 Dec").is_err());
+    }
+
+    #[test]
+    fn an_impossible_day_is_reported_as_a_day() {
+        let error = parse_start("2000-02-30").unwrap_err();
+        assert!(error.contains("out of range"), "{error}");
+        let error = parse_start("2000-02-01T25:00:00Z").unwrap_err();
+        assert!(error.contains("out of range"), "{error}");
     }
 }

@@ -273,15 +273,44 @@ pub fn feed_http(
     kastell_enrich::http::Http::new(check, std::time::Duration::from_secs(60))
 }
 
+/// Starts the sender of MISP sightings for the feeds that ask for it (`spec.sightings`);
+/// `None` when none does. A feed whose sightings cannot be sent (not `misp-api`, no
+/// key) is logged and left out: matching goes on without its sightings.
+pub fn start_sightings(
+    defs: &[kastell_enrich::feed::FeedDef],
+    http: &kastell_enrich::http::Http,
+) -> Option<(
+    kastell_enrich::sightings::Sightings,
+    tokio::task::JoinHandle<kastell_enrich::sightings::SightingReport>,
+)> {
+    let mut targets = Vec::new();
+    for def in defs {
+        match kastell_enrich::feed::sighting_target(def) {
+            Ok(Some(target)) => targets.push(target),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(
+                feed = %def.name,
+                reason = %kastell_core::error_chain(&e),
+                "MISP sightings not sent"
+            ),
+        }
+    }
+    (!targets.is_empty()).then(|| {
+        kastell_enrich::sightings::start(targets, http.clone(), kastell_enrich::sightings::CHANNEL)
+    })
+}
+
 /// The IntelFeeds as the enrich crate loads and refreshes them, in resource order.
 pub fn feed_defs(resources: &ResourceSet) -> Vec<kastell_enrich::feed::FeedDef> {
     resources
         .feeds
         .iter()
-        .map(|feed| kastell_enrich::feed::FeedDef {
-            name: feed.object.metadata.name.clone().unwrap_or_default(),
-            spec: feed.object.spec.clone(),
-            base_dir: feed.resolve("."),
+        .map(|feed| {
+            kastell_enrich::feed::FeedDef::new(
+                feed.object.metadata.name.clone().unwrap_or_default(),
+                feed.object.spec.clone(),
+                feed.resolve("."),
+            )
         })
         .collect()
 }

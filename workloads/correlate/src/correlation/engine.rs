@@ -11,7 +11,9 @@ use kastell_core::RuleRef;
 use serde_json::{Map, Value};
 
 use super::rule::{CorrelationRule, CorrelationType, CountCondition};
-use super::window::{Aggregate, CorrelationWindows, Measure, WindowCounters, WindowLimits};
+use super::window::{
+    Aggregate, Closed, CorrelationWindows, Fired, Measure, WindowCounters, WindowLimits,
+};
 use crate::error::ErrorKind;
 use crate::logsource::FieldMapping;
 use crate::matcher::FieldRef;
@@ -53,6 +55,9 @@ pub(crate) struct CompiledCorrelation {
     pub(crate) rule: RuleRef,
     kind: CorrelationType,
     condition: CountCondition,
+    expression: Option<crate::condition::Condition>,
+    /// The referenced rules by slot, as written (for `expression`).
+    names: Vec<String>,
     percentile: Option<f64>,
     timespan_ms: i64,
     slots: usize,
@@ -67,6 +72,9 @@ pub(crate) struct Correlations {
     list: Vec<CompiledCorrelation>,
     by_rule: HashMap<usize, Vec<Input>>,
     by_correlation: Vec<Vec<Input>>,
+    /// Correlations whose condition is judged at window end; event time moves their
+    /// watermark on every event, not only on their own inputs.
+    at_end: Vec<usize>,
 }
 
 /// A correlation that fired.
@@ -280,6 +288,8 @@ impl Correlations {
                 rule: rule_ref.clone(),
                 kind: rule.kind,
                 condition: rule.condition.clone(),
+                expression: rule.expression.clone(),
+                names: rule.rules.clone(),
                 percentile: rule.percentile,
                 timespan_ms: rule.timespan_ms,
                 slots: rule.rules.len(),
@@ -289,6 +299,9 @@ impl Correlations {
         }
         set.by_rule = inputs_by_rule;
         set.by_correlation = inputs_by_correlation;
+        set.at_end = (0..set.list.len())
+            .filter(|&c| set.list[c].aggregate().closes_at_end())
+            .collect();
         for (i, compiled_at) in position.iter().enumerate() {
             if let Some(p) = compiled_at {
                 if let Some(c) = set.list.get_mut(*p) {
@@ -323,6 +336,46 @@ impl Correlations {
         }
     }
 
+    /// Whether any correlation is judged at window end (and so needs every event's time).
+    pub(crate) fn closes_at_window_end(&self) -> bool {
+        !self.at_end.is_empty()
+    }
+
+    /// For every correlation, the group-by fields that every one of its inputs reads from
+    /// the same event paths: two events in one group of that correlation agree on the text
+    /// of each of them. A field fed by another correlation's group, or read through
+    /// different paths by different referenced rules (aliases, field mappings), is left
+    /// out. Correlations without inputs (they never fire) are left out.
+    pub(crate) fn uniform_group_fields(&self) -> Vec<Vec<FieldRef>> {
+        let mut per_correlation: Vec<Vec<&Input>> = vec![Vec::new(); self.list.len()];
+        let fed_by_rules = self.by_rule.values().flatten();
+        let fed_by_correlations = self.by_correlation.iter().flatten();
+        for input in fed_by_rules.chain(fed_by_correlations) {
+            if let Some(inputs) = per_correlation.get_mut(input.correlation) {
+                inputs.push(input);
+            }
+        }
+        per_correlation
+            .into_iter()
+            .zip(&self.list)
+            .filter(|(inputs, _)| !inputs.is_empty())
+            .map(|(inputs, correlation)| {
+                (0..correlation.group_names.len())
+                    .filter_map(|slot| {
+                        let mut fields = inputs.iter().map(|input| match input.group.get(slot) {
+                            Some(Extract::Field(field)) => Some(field),
+                            _ => None,
+                        });
+                        let first = fields.next()??;
+                        fields
+                            .all(|field| field == Some(first))
+                            .then(|| first.clone())
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
     /// Whether any correlation takes matches of detection rule `rule`.
     pub(crate) fn wants(&self, rule: usize) -> bool {
         self.by_rule.contains_key(&rule)
@@ -345,6 +398,62 @@ impl Correlations {
         for input in inputs {
             let source = Source::Event(event);
             self.feed(state, input, &source, time_ms, vec![payload.clone()], out);
+        }
+    }
+
+    /// Moves event time to `time_ms` for the correlations judged at window end and
+    /// pushes those whose windows closed and fired (and what they feed) to `out`.
+    pub(crate) fn advance<'a, P: Clone>(
+        &'a self,
+        state: &mut CorrelationState<P>,
+        time_ms: i64,
+        out: &mut Vec<CorrelationHit<'a, P>>,
+    ) {
+        for &c in &self.at_end {
+            if let Some(window) = state.windows.get_mut(c) {
+                window.advance(time_ms);
+            }
+            self.close_windows(state, c, false, out);
+        }
+    }
+
+    /// Closes every open window judged at its end, as at the end of a finite input;
+    /// correlations fed by one that fires are closed in turn.
+    pub(crate) fn flush<'a, P: Clone>(
+        &'a self,
+        state: &mut CorrelationState<P>,
+        out: &mut Vec<CorrelationHit<'a, P>>,
+    ) {
+        // Each round empties the windows it closes; a chain feeds the next round. The
+        // rounds end because chains have no cycles.
+        loop {
+            let before = out.len();
+            for &c in &self.at_end {
+                self.close_windows(state, c, true, out);
+            }
+            if out.len() == before {
+                break;
+            }
+        }
+    }
+
+    fn close_windows<'a, P: Clone>(
+        &'a self,
+        state: &mut CorrelationState<P>,
+        correlation: usize,
+        flush: bool,
+        out: &mut Vec<CorrelationHit<'a, P>>,
+    ) {
+        let Some(compiled) = self.list.get(correlation) else {
+            return;
+        };
+        let limits = state.limits;
+        let closed: Vec<Closed<P>> = match state.windows.get_mut(correlation) {
+            Some(window) => window.close_due(compiled.aggregate(), limits, flush),
+            None => return,
+        };
+        for (group, fired) in closed {
+            self.emit(state, correlation, group, fired, out);
         }
     }
 
@@ -387,31 +496,41 @@ impl Correlations {
                 None => return,
             },
         };
-        let aggregate = Aggregate {
-            kind: correlation.kind,
-            condition: &correlation.condition,
-            percentile: correlation.percentile,
-            timespan_ms: correlation.timespan_ms,
-            slots: correlation.slots,
-        };
         let limits = state.limits;
         let Some(window) = state.windows.get_mut(input.correlation) else {
             return;
         };
-        let Some(fired) = window.add(
-            aggregate,
+        let fired = window.add(
+            correlation.aggregate(),
             limits,
             group.clone(),
             time_ms,
             input.slot,
             measure,
             payload,
-        ) else {
+        );
+        match fired {
+            Some(fired) => self.emit(state, input.correlation, group, fired, out),
+            None => self.close_windows(state, input.correlation, false, out),
+        }
+    }
+
+    /// A window of `correlation` fired: feeds the correlations that reference it, and
+    /// pushes the hit when the correlation raises alerts.
+    fn emit<'a, P: Clone>(
+        &'a self,
+        state: &mut CorrelationState<P>,
+        correlation_at: usize,
+        group: Vec<String>,
+        fired: Fired<P>,
+        out: &mut Vec<CorrelationHit<'a, P>>,
+    ) {
+        let Some(correlation) = self.list.get(correlation_at) else {
             return;
         };
         let group: BTreeMap<String, String> =
             correlation.group_names.iter().cloned().zip(group).collect();
-        if let Some(next) = self.by_correlation.get(input.correlation) {
+        if let Some(next) = self.by_correlation.get(correlation_at) {
             let source = Source::Group(&group);
             for input in next {
                 self.feed(
@@ -431,6 +550,20 @@ impl Correlations {
                 payload: fired.payload,
                 time_ms: fired.time,
             });
+        }
+    }
+}
+
+impl CompiledCorrelation {
+    fn aggregate(&self) -> Aggregate<'_> {
+        Aggregate {
+            kind: self.kind,
+            condition: &self.condition,
+            expression: self.expression.as_ref(),
+            names: &self.names,
+            percentile: self.percentile,
+            timespan_ms: self.timespan_ms,
+            slots: self.slots,
         }
     }
 }

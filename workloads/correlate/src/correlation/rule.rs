@@ -8,6 +8,7 @@ use std::fmt;
 use kastell_core::Level;
 use serde_yaml::{Mapping, Value};
 
+use crate::condition::Condition;
 use crate::error::ErrorKind;
 
 /// A Sigma correlation rule.
@@ -27,6 +28,11 @@ pub struct CorrelationRule {
     /// The sliding window, in milliseconds of event time.
     pub timespan_ms: i64,
     pub condition: CountCondition,
+    /// `temporal` with a string condition (SEP #198, as pySigma reads it): a boolean
+    /// expression over the referenced rules' names, e.g. `failed and not success`; each
+    /// name is true when that rule fired in the window. `condition` then has no
+    /// comparisons.
+    pub expression: Option<Condition>,
     /// value_* types: the field(s) aggregated; several are one composite value.
     pub fields: Vec<String>,
     /// value_percentile: which percentile (0-100).
@@ -138,6 +144,16 @@ impl CountCondition {
         })
     }
 
+    /// Whether the condition can only be judged once the window is complete: with an upper
+    /// bound or an equality (`lt`, `lte`, `eq`, `neq`), a window that holds now may stop
+    /// holding when another event arrives, so such windows are evaluated when event time
+    /// passes their end. Conditions of only `gt`/`gte` are judged as each input arrives.
+    pub fn closes_at_window_end(&self) -> bool {
+        self.comparisons
+            .iter()
+            .any(|(op, _)| !matches!(op, CompareOp::Gt | CompareOp::Gte))
+    }
+
     /// The smallest count that can satisfy every comparison, when there is an upper
     /// bound on it from `gt`/`gte`/`eq` (used to check a window can ever hold enough).
     pub fn minimum(&self) -> f64 {
@@ -185,8 +201,20 @@ pub(crate) fn read_correlation(map: &Mapping) -> Result<CorrelationRule, ErrorKi
             format!("`{timespan_text}` is not a number followed by s, m, h, d, w, M or y"),
         )
     })?;
-    let (condition, fields, percentile) =
-        read_condition(section.get("condition"), kind, rules.len())?;
+    let (condition, fields, percentile, expression) = match section.get("condition") {
+        Some(Value::String(text)) => (
+            CountCondition {
+                comparisons: Vec::new(),
+            },
+            Vec::new(),
+            None,
+            Some(read_expression(text, kind, &rules)?),
+        ),
+        other => {
+            let (condition, fields, percentile) = read_condition(other, kind, rules.len())?;
+            (condition, fields, percentile, None)
+        }
+    };
     let level = match text(map, "level")? {
         Some(l) => Some(
             l.parse::<Level>()
@@ -215,11 +243,90 @@ pub(crate) fn read_correlation(map: &Mapping) -> Result<CorrelationRule, ErrorKi
         group_by,
         timespan_ms,
         condition,
+        expression,
         fields,
         percentile,
         aliases: read_aliases(section.get("aliases"))?,
         generate,
     })
+}
+
+/// Reads a `temporal` correlation's string condition (SEP #198): the detection-condition
+/// grammar over the referenced rules' names; every name and pattern must name one.
+fn read_expression(
+    text: &str,
+    kind: CorrelationType,
+    rules: &[String],
+) -> Result<Condition, ErrorKind> {
+    if kind != CorrelationType::Temporal {
+        return Err(ErrorKind::invalid(
+            "correlation.condition",
+            format!("a boolean condition (SEP #198) is read for `temporal` only, not `{kind}`"),
+        ));
+    }
+    let expression = crate::condition::parse(text)
+        .map_err(|e| ErrorKind::invalid("correlation.condition", e.to_string()))?;
+    check_names(&expression, rules)?;
+    Ok(expression)
+}
+
+fn check_names(expression: &Condition, rules: &[String]) -> Result<(), ErrorKind> {
+    let unknown = |what: String| {
+        ErrorKind::invalid(
+            "correlation.condition",
+            format!(
+                "{what} names none of the correlated rules ({})",
+                rules.join(", ")
+            ),
+        )
+    };
+    match expression {
+        Condition::Selection(name) if rules.contains(name) => Ok(()),
+        Condition::Selection(name) => Err(unknown(format!("`{name}`"))),
+        Condition::OneOf(target) | Condition::AllOf(target) => {
+            if rules.iter().any(|r| target.matches(r)) {
+                Ok(())
+            } else {
+                Err(unknown(format!("`{target}`")))
+            }
+        }
+        Condition::Not(inner) => check_names(inner, rules),
+        Condition::And(all) | Condition::Or(all) => {
+            all.iter().try_for_each(|c| check_names(c, rules))
+        }
+    }
+}
+
+/// Whether a `temporal` expression holds when `fired(slot)` says which of `rules` fired.
+pub(crate) fn expression_holds(
+    expression: &Condition,
+    rules: &[String],
+    fired: &dyn Fn(usize) -> bool,
+) -> bool {
+    let named = |name: &str| {
+        rules
+            .iter()
+            .enumerate()
+            .any(|(slot, rule)| rule == name && fired(slot))
+    };
+    match expression {
+        Condition::Selection(name) => named(name),
+        Condition::Not(inner) => !expression_holds(inner, rules, fired),
+        Condition::And(all) => all.iter().all(|c| expression_holds(c, rules, fired)),
+        Condition::Or(any) => any.iter().any(|c| expression_holds(c, rules, fired)),
+        Condition::OneOf(target) => rules.iter().any(|r| target.matches(r) && named(r)),
+        Condition::AllOf(target) => rules.iter().filter(|r| target.matches(r)).all(|r| named(r)),
+    }
+}
+
+/// Whether an expression can stop holding when another rule fires (it negates one), so
+/// that it must be judged when the window closes.
+pub(crate) fn expression_negates(expression: &Condition) -> bool {
+    match expression {
+        Condition::Not(_) => true,
+        Condition::And(all) | Condition::Or(all) => all.iter().any(expression_negates),
+        _ => false,
+    }
 }
 
 type ConditionParts = (CountCondition, Vec<String>, Option<f64>);

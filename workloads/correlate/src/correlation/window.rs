@@ -9,7 +9,8 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
-use super::rule::{CorrelationType, CountCondition};
+use super::rule::{expression_holds, expression_negates, CorrelationType, CountCondition};
+use crate::condition::Condition;
 
 /// Limits and the lateness allowance of every correlation window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,9 +57,30 @@ struct Entry<P> {
 pub(crate) struct Aggregate<'a> {
     pub kind: CorrelationType,
     pub condition: &'a CountCondition,
+    /// `temporal` with a boolean condition over the rules (SEP #198), and the rules'
+    /// names by slot.
+    pub expression: Option<&'a Condition>,
+    pub names: &'a [String],
     pub percentile: Option<f64>,
     pub timespan_ms: i64,
     pub slots: usize,
+}
+
+impl Aggregate<'_> {
+    /// Whether windows are judged when they close rather than as inputs arrive.
+    pub(crate) fn closes_at_end(&self) -> bool {
+        self.condition.closes_at_window_end() || self.expression.is_some_and(expression_negates)
+    }
+
+    /// Whether the window satisfies the correlation.
+    fn holds<P>(&self, window: &[&Entry<P>]) -> bool {
+        match self.expression {
+            Some(expression) => expression_holds(expression, self.names, &|slot| {
+                window.iter().any(|e| e.slot == slot)
+            }),
+            None => metric(window, *self).is_some_and(|m| self.condition.holds(m)),
+        }
+    }
 }
 
 /// A window that satisfied its condition: its inputs' payloads, in time order, and the
@@ -82,6 +104,9 @@ pub struct WindowCounters {
 pub(crate) struct CorrelationWindows<P> {
     groups: HashMap<Vec<String>, VecDeque<Entry<P>>>,
     newest: i64,
+    /// For conditions judged at window end: the earliest end of an open window, so
+    /// that [`CorrelationWindows::close_due`] scans the groups only when one is due.
+    next_close: i64,
     pub(crate) counters: WindowCounters,
 }
 
@@ -90,10 +115,14 @@ impl<P> Default for CorrelationWindows<P> {
         CorrelationWindows {
             groups: HashMap::new(),
             newest: i64::MIN,
+            next_close: i64::MAX,
             counters: WindowCounters::default(),
         }
     }
 }
+
+/// A window closed at its end that fired: its group, and what fired.
+pub(crate) type Closed<P> = (Vec<String>, Fired<P>);
 
 impl<P: Clone> CorrelationWindows<P> {
     /// Adds one input and returns the window it completes, if any. A window that fires
@@ -118,11 +147,13 @@ impl<P: Clone> CorrelationWindows<P> {
             .newest
             .saturating_sub(limits.lateness_ms)
             .saturating_sub(aggregate.timespan_ms);
+        let at_end = aggregate.closes_at_end();
         if !self.groups.contains_key(&group) && self.groups.len() >= limits.max_groups {
             self.make_room(horizon);
         }
         let entries = self.groups.entry(group.clone()).or_default();
-        while entries.front().is_some_and(|e| e.time < horizon) {
+        // Windows judged at their end give up their entries in `close_due`.
+        while !at_end && entries.front().is_some_and(|e| e.time < horizon) {
             entries.pop_front();
         }
         // Sorted by time; equal times keep arrival order.
@@ -140,11 +171,67 @@ impl<P: Clone> CorrelationWindows<P> {
             entries.pop_front();
             self.counters.evicted_events += 1;
         }
+        if at_end {
+            let end = entries
+                .front()
+                .map_or(time, |e| e.time)
+                .saturating_add(aggregate.timespan_ms);
+            self.next_close = self.next_close.min(end);
+            return None;
+        }
         let fired = fire(entries, aggregate, time);
         if entries.is_empty() {
             self.groups.remove(&group);
         }
         fired
+    }
+
+    /// Moves the watermark to event time `time` without an input, so windows judged at
+    /// their end close even when their own rules stop matching.
+    pub(crate) fn advance(&mut self, time: i64) {
+        self.newest = self.newest.max(time);
+    }
+
+    /// Closes every window judged at its end whose end the watermark has passed (every
+    /// open window when `flush`, at the end of a finite input), oldest first per group,
+    /// and returns those whose condition held, ordered by end time then group.
+    pub(crate) fn close_due(
+        &mut self,
+        aggregate: Aggregate<'_>,
+        limits: WindowLimits,
+        flush: bool,
+    ) -> Vec<Closed<P>> {
+        let watermark = if flush {
+            i64::MAX
+        } else {
+            self.newest.saturating_sub(limits.lateness_ms)
+        };
+        if self.groups.is_empty() || (!flush && watermark <= self.next_close) {
+            return Vec::new();
+        }
+        let mut closed = Vec::new();
+        let mut next_close = i64::MAX;
+        self.groups.retain(|group, entries| {
+            while let Some(front) = entries.front() {
+                let end = front.time.saturating_add(aggregate.timespan_ms);
+                if !flush && end >= watermark {
+                    next_close = next_close.min(end);
+                    break;
+                }
+                let inside = entries.partition_point(|e| e.time <= end);
+                let window: Vec<Entry<P>> = entries.drain(..inside).collect();
+                let refs: Vec<&Entry<P>> = window.iter().collect();
+                if aggregate.holds(&refs) {
+                    let payload = window.into_iter().flat_map(|e| e.payload).collect();
+                    closed.push((group.clone(), Fired { payload, time: end }));
+                }
+            }
+            !entries.is_empty()
+        });
+        self.next_close = next_close;
+        // The groups' map has no order; alerts should not depend on it.
+        closed.sort_by(|(a, x), (b, y)| x.time.cmp(&y.time).then_with(|| a.cmp(b)));
+        closed
     }
 
     /// Drops groups with nothing inside the horizon; if none, the group whose newest
@@ -195,7 +282,7 @@ fn fire<P: Clone>(
         let end_time = entries[last].time;
         let first = entries.partition_point(|e| e.time < end_time - aggregate.timespan_ms);
         let window: Vec<&Entry<P>> = entries.range(first..=last).collect();
-        if metric(&window, aggregate).is_some_and(|m| aggregate.condition.holds(m)) {
+        if aggregate.holds(&window) {
             let payload = window.iter().flat_map(|e| e.payload.clone()).collect();
             entries.drain(first..=last);
             return Some(Fired {
@@ -291,6 +378,8 @@ mod tests {
         Aggregate {
             kind,
             condition,
+            expression: None,
+            names: &[],
             percentile: None,
             timespan_ms: 10_000,
             slots,

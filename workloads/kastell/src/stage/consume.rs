@@ -18,7 +18,7 @@ use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
 use super::endpoint::{self, render_counters, Health};
-use super::{Stage, StageArgs};
+use super::{partitions, BusKind, Stage, StageArgs};
 use crate::resources;
 use crate::tls::ServerTls;
 
@@ -64,12 +64,19 @@ struct Shared {
     store: Option<Arc<dyn CaseStore>>,
     correlate: Arc<kastell_correlate::CorrelateStats>,
     enrich: Arc<kastell_enrich::EnrichStats>,
+    /// The enrich stage's per-feed indicator gauges, set by its refresher, and the
+    /// registry `/metrics` renders them from.
+    intel: Option<(kastell_enrich::metrics::IntelMetrics, prometheus::Registry)>,
     cases: kastell_cases::Metrics,
     /// Counters of the cases stage's response-outputs loop (on the cases metrics).
     outputs: kastell_cases::OutputStats,
     respond: Arc<kastell_respond::RespondStats>,
     /// Where the respond stage keeps its side-effect journal.
     data: std::path::PathBuf,
+    /// correlate: whether it reads events partitions, and how many events arrived keyed
+    /// by another partition plan than its rules make.
+    partitioned: bool,
+    plan_mismatches: Arc<std::sync::atomic::AtomicU64>,
 }
 
 pub async fn run(
@@ -88,23 +95,31 @@ pub async fn run(
     outputs
         .register(&registry)
         .context("registering the response-outputs metrics")?;
+    let intel = match stage {
+        Stage::Enrich => {
+            let registry = prometheus::Registry::new();
+            let metrics = kastell_enrich::metrics::IntelMetrics::register_in(&registry)
+                .context("registering the intel metrics")?;
+            Some((metrics, registry))
+        }
+        _ => None,
+    };
     let context = Arc::new(Shared {
         stage,
         bus: Arc::clone(&bus),
         store,
         correlate: Arc::default(),
         enrich: Arc::default(),
+        intel,
         cases: kastell_cases::Metrics::register_in(registry, kastell_cases::CasesStats::new())
             .context("registering the cases metrics")?,
         outputs,
         respond: Arc::default(),
         data: args.data.clone(),
+        partitioned: stage == Stage::Correlate && args.bus == BusKind::Nats,
+        plan_mismatches: Arc::default(),
     });
-    let (topic, group) = input(stage);
-    let subscription = bus
-        .subscribe(topic, group)
-        .await
-        .with_context(|| format!("subscribing to {topic} as group {group}"))?;
+    let subscription = subscribe_input(stage, args, bus.as_ref()).await?;
     let shared = Arc::new(Mutex::new(subscription));
 
     let outputs = match stage {
@@ -132,6 +147,32 @@ pub async fn run(
     let _ = endpoint.await;
     tracing::info!(stage = context.stage.as_str(), "stage stopped");
     outcome
+}
+
+/// The stage's input subscription. A correlate replica on NATS reads only its share of
+/// the events partitions, so that each correlation group is seen whole by one replica.
+async fn subscribe_input(
+    stage: Stage,
+    args: &StageArgs,
+    bus: &dyn Bus,
+) -> anyhow::Result<Box<dyn Subscription>> {
+    let (topic, group) = input(stage);
+    if stage == Stage::Correlate && args.bus == BusKind::Nats {
+        let count = super::event_partitions(args);
+        let explicit = args.partitions.as_ref().map(|list| list.0.as_slice());
+        let mine = partitions::assigned(count, explicit, args.replica_index, args.replicas)
+            .map_err(anyhow::Error::msg)
+            .context("choosing this replica's events partitions")?;
+        let indices: Vec<u32> = mine.iter().map(|p| p.index).collect();
+        tracing::info!(partitions = ?indices, count, "reading events partitions");
+        let merged = partitions::Merged::subscribe(bus, topic, group, &mine)
+            .await
+            .with_context(|| format!("subscribing to partitions {indices:?} of {topic}"))?;
+        return Ok(Box::new(merged));
+    }
+    bus.subscribe(topic, group)
+        .await
+        .with_context(|| format!("subscribing to {topic} as group {group}"))
 }
 
 /// The cases stage also applies what respond sends back (case operations and step
@@ -263,6 +304,15 @@ async fn generation(
             let (rules, rule_problems) = crate::detection::compile_rules(&resources.rules);
             log_problems(&rule_problems);
             tracing::info!(rules = rules.len(), "rules compiled");
+            let subscription: Box<dyn Subscription> = if context.partitioned {
+                Box::new(partitions::PlanChecked::new(
+                    subscription,
+                    &rules.partition_plan(),
+                    Arc::clone(&context.plan_mismatches),
+                ))
+            } else {
+                subscription
+            };
             kastell_correlate::run_correlate_on(
                 bus,
                 subscription,
@@ -273,8 +323,12 @@ async fn generation(
         }
         Stage::Enrich => {
             let http = crate::setup::feed_http(resources)?;
-            let mut refresher =
-                kastell_enrich::refresh::Refresher::new(crate::setup::feed_defs(resources), http);
+            let defs = crate::setup::feed_defs(resources);
+            let sightings = crate::setup::start_sightings(&defs, &http);
+            let mut refresher = kastell_enrich::refresh::Refresher::new(defs, http);
+            if let Some((metrics, _)) = &context.intel {
+                refresher = refresher.with_metrics(metrics.clone());
+            }
             refresher.refresh_due().await;
             for feed in refresher.feeds() {
                 if let Some(error) = &feed.status.last_error {
@@ -284,14 +338,24 @@ async fn generation(
             let current = refresher.current();
             let refreshing = refresher.run(pause.cancelled());
             let enriching = async {
-                let enriched =
-                    kastell_enrich::run_enrich_live(bus, subscription, current, &context.enrich)
-                        .await;
+                let enriched = kastell_enrich::run_enrich_sighted(
+                    bus,
+                    subscription,
+                    current,
+                    &context.enrich,
+                    sightings.as_ref().map(|(sightings, _)| sightings),
+                )
+                .await;
                 // A stage that stopped on an error stops its refresher too.
                 pause.cancel();
                 enriched
             };
             let ((), enriched) = tokio::join!(refreshing, enriching);
+            if let Some((sightings, sender)) = sightings {
+                // The sender stops when its last handle goes, after sending what waits.
+                drop(sightings);
+                let _ = sender.await;
+            }
             enriched?;
         }
         Stage::Cases => {
@@ -326,6 +390,10 @@ async fn generation(
             })
             .context("setting up the step runners")?;
             tracing::info!(playbooks = playbooks.len(), "playbooks compiled");
+            // With --store the case store lives elsewhere, and nothing else creates --data.
+            std::fs::create_dir_all(&context.data).with_context(|| {
+                format!("creating the data directory {}", context.data.display())
+            })?;
             let responder = kastell_respond::Responder::new(
                 Arc::clone(&store),
                 Arc::new(playbooks),
@@ -415,10 +483,21 @@ fn render_stage(context: &Shared) -> Result<String, prometheus::Error> {
                     "Messages that were not events.",
                     r.dead_letters,
                 ),
+                (
+                    "kastell_correlate_partition_plan_mismatches_total",
+                    "Events keyed by another partition plan than this replica's rules make.",
+                    context
+                        .plan_mismatches
+                        .load(std::sync::atomic::Ordering::Relaxed),
+                ),
             ])
         }
         Stage::Enrich => {
             let r = context.enrich.snapshot();
+            let gauges = match &context.intel {
+                Some((_, registry)) => endpoint::encode(registry)?,
+                None => String::new(),
+            };
             render_counters(&[
                 (
                     "kastell_enrich_detections_total",
@@ -446,6 +525,7 @@ fn render_stage(context: &Shared) -> Result<String, prometheus::Error> {
                     r.dead_letters,
                 ),
             ])
+            .map(|counters| counters + &gauges)
         }
         Stage::Respond | Stage::Cases | Stage::Ingest => {
             let r = context.respond.snapshot();

@@ -23,7 +23,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::consume::{changed, log_problems};
 use super::endpoint::{self, Health};
-use super::StageArgs;
+use super::partitions::Keyed;
+use super::{BusKind, StageArgs};
 use crate::resources;
 use crate::tls::ServerTls;
 
@@ -56,12 +57,13 @@ pub async fn run(
     let outcome = async {
         loop {
             let generation = CancellationToken::new();
-            let listeners = start(args, &loaded, &bus, &metrics, &stats, &generation).await?;
+            let keyed = keyed_bus(args, &loaded, &bus);
+            let listeners = start(args, &loaded, &keyed, &metrics, &stats, &generation).await?;
             health.set_ready(true);
             // A stop during the replay abandons the rest of it; a restarted process
             // replays the files again, and the message ids drop what was already stored.
             tokio::select! {
-                () = replay(&loaded, bus.as_ref(), &stats, &mut replayed) => {}
+                () = replay(&loaded, keyed.as_ref(), &stats, &mut replayed) => {}
                 () = stop.cancelled() => {}
             }
             let next = loop {
@@ -103,6 +105,28 @@ pub async fn run(
         "ingest stopped"
     );
     outcome
+}
+
+/// The bus with every event keyed by the partition plan of the DetectionRules in the
+/// resource directory, on NATS (the in-process bus has one partition). Rules that do not
+/// compile are left out here as the correlate stage leaves them out, which reports them.
+fn keyed_bus(args: &StageArgs, resources: &ResourceSet, bus: &Arc<dyn Bus>) -> Arc<dyn Bus> {
+    if args.bus != BusKind::Nats {
+        return Arc::clone(bus);
+    }
+    let (rules, _) = crate::detection::compile_rules(&resources.rules);
+    let plan = rules.partition_plan();
+    if plan.spreads() {
+        tracing::info!(fields = ?plan.fields(), correlations = rules.correlation_count(),
+            "events keyed for the correlate partitions");
+    } else {
+        tracing::warn!(
+            correlations = rules.correlation_count(),
+            "the correlation rules share no group-by field; every correlated event goes to \
+             one events partition, so one correlate replica does their work"
+        );
+    }
+    Arc::new(Keyed::new(Arc::clone(bus), plan))
 }
 
 /// Plans and starts the listeners the Sensors declare, until `generation` is cancelled.

@@ -9,6 +9,7 @@
 mod consume;
 mod endpoint;
 mod ingest;
+pub mod partitions;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -96,6 +97,20 @@ pub struct StageArgs {
     /// A file holding a NATS token on its first line.
     #[arg(long, env = "KASTELL_NATS_TOKEN_FILE")]
     pub nats_token_file: Option<PathBuf>,
+    /// Partitions of the events topic on NATS [default: the platform's
+    /// spec.bus.eventPartitions, else 8]. Every stage must use the same number.
+    #[arg(long, env = "KASTELL_EVENT_PARTITIONS")]
+    pub event_partitions: Option<u32>,
+    /// correlate: this replica's index, 0-based (a StatefulSet's pod index).
+    #[arg(long, env = "KASTELL_REPLICA_INDEX", default_value_t = 0)]
+    pub replica_index: u32,
+    /// correlate: how many replicas share the events partitions.
+    #[arg(long, env = "KASTELL_REPLICAS", default_value_t = 1)]
+    pub replicas: u32,
+    /// correlate: the partitions to read, such as `0-3` or `1,5` (instead of
+    /// --replica-index and --replicas).
+    #[arg(long, env = "KASTELL_PARTITIONS", value_parser = partitions::parse_partition_list)]
+    pub partitions: Option<partitions::PartitionList>,
     /// How often the resource directory is checked for a change.
     #[arg(long, env = "KASTELL_RELOAD_INTERVAL", default_value = "5s", value_parser = parse_interval)]
     pub reload_interval: Duration,
@@ -181,6 +196,7 @@ async fn connect_bus(args: &StageArgs) -> anyhow::Result<Arc<dyn Bus>> {
             };
             let mut config = JetStreamConfig::new(url.clone());
             config.namespace = args.nats_namespace.clone();
+            config.event_partitions = event_partitions(args);
             config.security = Security {
                 tls_ca_file: args.nats_ca_file.clone(),
                 tls_client_cert_file: args.nats_cert_file.clone(),
@@ -196,6 +212,19 @@ async fn connect_bus(args: &StageArgs) -> anyhow::Result<Arc<dyn Bus>> {
         }
     };
     Ok(Arc::new(StageBus(bus)))
+}
+
+/// The events topic's partition count: `--event-partitions`, else the platform's, else
+/// the default. A resource directory that cannot be read counts as no platform here; the
+/// stage reports it when it loads its resources.
+fn event_partitions(args: &StageArgs) -> u32 {
+    let loaded = match args.event_partitions {
+        Some(_) => None,
+        None => crate::resources::load(&args.config)
+            .ok()
+            .map(|(set, _)| set),
+    };
+    partitions::event_partitions(args.event_partitions, loaded.as_ref())
 }
 
 /// The NATS URL of the platform in the resource directory (`spec.bus.url`), which is

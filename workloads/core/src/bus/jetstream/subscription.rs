@@ -226,10 +226,30 @@ struct JetStreamAcker(NatsAcker);
 impl Acker for JetStreamAcker {
     /// Waits for the server to confirm, so that "acknowledged" means the server will not
     /// deliver the message to this group again.
+    ///
+    /// A server that restarts (or a connection that drops) loses the acknowledgement or
+    /// its confirmation; it is sent again with a growing pause for up to [`ACK_PATIENCE`],
+    /// long enough for the client to reconnect, so that a brief outage does not stop the
+    /// stage. An acknowledgement that never gets through is an error; the message then
+    /// comes back to the group, as after a crash.
     async fn ack(self: Box<Self>) -> Result<(), BusError> {
-        self.0
-            .double_ack()
-            .await
-            .map_err(|error| BusError::Transport(format!("acknowledging: {error}")))
+        let started = std::time::Instant::now();
+        let mut pause = Duration::from_millis(100);
+        loop {
+            match self.0.double_ack().await {
+                Ok(()) => return Ok(()),
+                Err(error) if started.elapsed() >= ACK_PATIENCE => {
+                    return Err(BusError::Transport(format!("acknowledging: {error}")));
+                }
+                Err(error) => {
+                    tracing::warn!(error = %error, "acknowledgement not confirmed; retrying");
+                }
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(5));
+        }
     }
 }
+
+/// How long an acknowledgement is retried before the stage gives up on it.
+const ACK_PATIENCE: Duration = Duration::from_secs(60);
