@@ -120,7 +120,10 @@ pub enum StorageKind {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PostgresSpec {
-    /// Host name of the PostgreSQL server.
+    /// Host name or IP address of the PostgreSQL server.
+    #[schemars(regex(
+        pattern = r"^([A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*|[0-9A-Fa-f:.]+)$"
+    ))]
     pub host: String,
     /// Port of the PostgreSQL server.
     #[serde(default = "default_postgres_port")]
@@ -131,6 +134,35 @@ pub struct PostgresSpec {
     pub password_secret: SecretKeyRef,
     /// Database user.
     pub user: String,
+    /// How the server's certificate is checked; the connection is always TLS (sqlx with
+    /// rustls, docs/cluster.md says which TLS versions).
+    #[serde(default)]
+    pub ssl_mode: PostgresSslMode,
+    /// Secret whose `ca.crt` key holds the CA certificates (PEM) that signed the server's
+    /// certificate; without it, the Mozilla roots bundled with the stages are trusted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_secret: Option<String>,
+}
+
+/// libpq's `sslmode`, restricted to the modes that verify the server.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum PostgresSslMode {
+    /// The certificate chains to a trusted CA and names `host`.
+    #[default]
+    VerifyFull,
+    /// The certificate chains to a trusted CA; its names are not checked.
+    VerifyCa,
+}
+
+impl PostgresSslMode {
+    /// The `sslmode` value of a connection URL.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PostgresSslMode::VerifyFull => "verify-full",
+            PostgresSslMode::VerifyCa => "verify-ca",
+        }
+    }
 }
 
 fn default_postgres_port() -> u16 {
@@ -150,12 +182,28 @@ pub struct BusSpec {
     /// Secret key holding NATS credentials (a .creds file).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_secret: Option<SecretKeyRef>,
+    /// TLS 1.3 to the NATS server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<BusTls>,
     /// Partitions of the events topic on NATS (default 8): events are keyed by the
     /// correlation rules' shared `group-by` fields, and each correlate replica consumes
     /// its share of the partitions. Every stage must see the same number.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 1024))]
     pub event_partitions: Option<u32>,
+}
+
+/// TLS to the NATS server, from a cert-manager compatible Secret.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BusTls {
+    /// Secret whose `ca.crt` key holds the CA certificates (PEM) that signed the NATS
+    /// server's certificate.
+    pub secret_name: String,
+    /// Also present the Secret's `tls.crt` and `tls.key` as a client certificate, for a
+    /// NATS server that verifies clients.
+    #[serde(default)]
+    pub client_certificate: bool,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
@@ -211,13 +259,16 @@ pub enum Jurisdiction {
     Eea,
 }
 
-/// TLS settings.
+/// TLS of the stages' HTTP endpoints (the case API, /healthz, /readyz, /metrics).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TlsSpec {
-    /// Secret of type kubernetes.io/tls with the serving certificate and key.
+    /// Secret of type kubernetes.io/tls with the serving certificate and key (`tls.crt`,
+    /// `tls.key`) and, for `mutual`, the CA that signs client certificates (`ca.crt`), as
+    /// cert-manager writes it. Rotated files are served without a restart.
     pub secret_name: String,
-    /// Require client certificates between stages.
+    /// Require a client certificate signed by the Secret's `ca.crt` on every path except
+    /// `/healthz` and `/readyz` (which the kubelet's probes reach without one).
     #[serde(default)]
     pub mutual: bool,
 }

@@ -139,6 +139,11 @@ async fn platform_objects_are_created_owned_and_status_is_written() {
         ready["observedGeneration"],
         json!(platform.metadata.generation)
     );
+    let message = ready["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("without spec.tls the cases stage does not start"),
+        "{message}"
+    );
     let residency = wait_condition(&platforms, "soc", "ResidencyCompliant", "Unknown").await;
     assert_eq!(residency["reason"], "NothingPlacedYet");
     operator.abort();
@@ -353,5 +358,159 @@ async fn residency_violations_are_reported_as_conditions() {
         .contains("IntelFeed.outside"));
 
     let _ = nodes.delete(&node_name, &Default::default()).await;
+    operator.abort();
+}
+
+/// A platform in cluster mode: mutual TLS on the stage endpoints, NATS over TLS with
+/// credentials, PostgreSQL with its own CA.
+const WIRED_PLATFORM: &str = r#"
+apiVersion: kastell.eu/v1alpha1
+kind: SecOpsPlatform
+metadata: {name: soc}
+spec:
+  residency: {jurisdiction: EU}
+  tls: {secretName: soc-stages-tls, mutual: true}
+  bus:
+    type: nats
+    url: tls://nats.example.svc:4222
+    credentialsSecret: {name: soc-nats, key: kastell.creds}
+    tls: {secretName: soc-nats-tls, clientCertificate: true}
+  storage:
+    type: postgresql
+    postgresql:
+      host: pg.example.svc
+      database: kastell
+      user: kastell
+      passwordSecret: {name: soc-pg, key: password}
+      caSecret: soc-pg-ca
+"#;
+
+/// A Pod made from a Deployment's pod template, as the ReplicaSet controller would make it
+/// (there is none in the test control plane).
+fn pod_from(deployment: &Deployment, name: &str) -> Pod {
+    let template = deployment.spec.clone().unwrap().template;
+    Pod {
+        metadata: kube::api::ObjectMeta {
+            name: Some(name.into()),
+            labels: template.metadata.and_then(|m| m.labels),
+            ..Default::default()
+        },
+        spec: template.spec,
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wired_stage_pods_pass_the_restricted_pod_security_admission() {
+    let Some(env) = setup("wired_stage_pods_pass_restricted").await else {
+        return;
+    };
+    // The API server's PodSecurity admission then refuses any pod of this namespace that
+    // does not meet the restricted standard.
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(env.client());
+    namespaces
+        .patch(
+            env.namespace(),
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {
+                "pod-security.kubernetes.io/enforce": "restricted",
+                "pod-security.kubernetes.io/enforce-version": "latest",
+            }}})),
+        )
+        .await
+        .expect("labelling the namespace");
+    // NB: the control plane may be shared with test runs of other checkouts, each of which
+    // applies its own CRDs; applied again here, this checkout's schema (with spec.bus.tls
+    // and the PostgreSQL TLS fields) is the one that admits the platform.
+    kastell_kube_harness::install_crds(&env.client())
+        .await
+        .expect("applying this checkout's CRDs");
+    let operator = start_operator(&env);
+    let platforms: Api<SecOpsPlatform> = env.api();
+    let stored = create(&platforms, WIRED_PLATFORM).await;
+    assert!(
+        stored.spec.bus.tls.is_some()
+            && stored.spec.storage.postgresql.unwrap().ca_secret.is_some(),
+        "the API server pruned the new fields: another checkout's older CRD was applied meanwhile"
+    );
+
+    let deployments: Api<Deployment> = env.api();
+    let pods: Api<Pod> = env.api();
+    for stage in ["ingest", "correlate", "enrich", "cases", "respond"] {
+        let name = format!("soc-{stage}");
+        let deployment = eventually(&name, || async {
+            deployments.get(&name).await.map_err(|e| e.to_string())
+        })
+        .await;
+        let container = &deployment
+            .spec
+            .as_ref()
+            .unwrap()
+            .template
+            .spec
+            .as_ref()
+            .unwrap()
+            .containers[0];
+        let env_value = |key: &str| {
+            container
+                .env
+                .iter()
+                .flatten()
+                .find(|e| e.name == key)
+                .and_then(|e| e.value.clone())
+        };
+        assert_eq!(
+            env_value("KASTELL_TLS_CLIENT_CA").as_deref(),
+            Some("/etc/kastell/tls/ca.crt"),
+            "{stage}: the API server kept spec.tls.mutual"
+        );
+        assert_eq!(
+            env_value("KASTELL_NATS_CERT_FILE").as_deref(),
+            Some("/etc/kastell/nats-tls/tls.crt"),
+            "{stage}: the API server kept spec.bus.tls"
+        );
+        let store = env_value("KASTELL_STORE");
+        if stage == "cases" || stage == "respond" {
+            let store = store.unwrap_or_default();
+            assert!(store.contains("sslmode=verify-full"), "{stage}: {store}");
+            assert!(store.contains("sslrootcert="), "{stage}: {store}");
+        } else {
+            assert_eq!(store, None, "{stage}");
+        }
+        let readiness = container.readiness_probe.as_ref().unwrap();
+        assert_eq!(
+            readiness.http_get.as_ref().unwrap().scheme.as_deref(),
+            Some("HTTPS")
+        );
+
+        pods.create(
+            &PostParams::default(),
+            &pod_from(&deployment, &format!("{name}-pod")),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{stage}: the restricted standard refused the pod: {e}"));
+    }
+
+    let ready = wait_condition(&platforms, "soc", "Ready", "True").await;
+    let message = ready["message"].as_str().unwrap_or_default();
+    assert!(!message.contains("does not start"), "{message}");
+    assert!(!message.contains("no case store"), "{message}");
+
+    // The admission is really enforcing: the same pod allowed to escalate is refused.
+    let cases = deployments.get("soc-cases").await.unwrap();
+    let mut escalating = pod_from(&cases, "soc-cases-escalating");
+    escalating.spec.as_mut().unwrap().containers[0]
+        .security_context
+        .as_mut()
+        .unwrap()
+        .allow_privilege_escalation = Some(true);
+    let refused = pods
+        .create(&PostParams::default(), &escalating)
+        .await
+        .expect_err("a pod that may escalate is refused");
+    assert!(
+        refused.to_string().contains("allowPrivilegeEscalation"),
+        "{refused}"
+    );
     operator.abort();
 }

@@ -7,6 +7,7 @@ mod network;
 mod pod;
 mod rbac;
 mod service;
+pub mod wiring;
 
 use std::collections::{BTreeMap, BTreeSet};
 

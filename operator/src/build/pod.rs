@@ -24,7 +24,8 @@ use super::{
 
 /// Where a stage finds its bundle.
 pub const CONFIG_DIR: &str = "/etc/kastell/config";
-/// The cases stage's store.
+/// The stages' `--data` directory: the cases stage's SQLite store, ingest's checkpoints,
+/// respond's journal.
 pub const DATA_DIR: &str = "/var/lib/kastell";
 /// The unprivileged user of the image (see the Dockerfile).
 const RUN_AS_USER: i64 = 65532;
@@ -79,6 +80,14 @@ fn replicas(input: &BuildInput, stage: Stage) -> i32 {
     }
 }
 
+/// Whether the stage gets a writable `--data`. Not respond on SQLite: the cases stage's
+/// store is on a ReadWriteOnce claim it cannot share, and a store of its own would leave
+/// it blind to the approvals made through the case API; failing to open the store says so
+/// in its log instead.
+fn has_data_dir(input: &BuildInput, stage: Stage) -> bool {
+    !(stage == Stage::Respond && input.platform.spec.storage.kind == StorageKind::Sqlite)
+}
+
 fn needs_volume_claim(input: &BuildInput, stage: Stage) -> bool {
     stage == Stage::Cases && input.platform.spec.storage.kind == StorageKind::Sqlite
 }
@@ -100,6 +109,11 @@ fn pod_spec(input: &BuildInput, stage: Stage, uses_volume_claim: bool) -> PodSpe
             ..Volume::default()
         },
     ];
+    volumes.extend(
+        super::wiring::secret_mounts(input, stage)
+            .into_iter()
+            .map(|m| m.volume),
+    );
     if uses_volume_claim {
         volumes.push(Volume {
             name: "data".into(),
@@ -107,6 +121,15 @@ fn pod_spec(input: &BuildInput, stage: Stage, uses_volume_claim: bool) -> PodSpe
                 claim_name: format!("{name}-data"),
                 ..PersistentVolumeClaimVolumeSource::default()
             }),
+            ..Volume::default()
+        });
+    } else if has_data_dir(input, stage) {
+        // The root filesystem is read-only, and ingest (file-tail checkpoints) and respond
+        // (its side-effect journal) write to --data; what is kept there lives as long as
+        // the pod (docs/operator.md, Limitations).
+        volumes.push(Volume {
+            name: "data".into(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
             ..Volume::default()
         });
     }
@@ -122,7 +145,7 @@ fn pod_spec(input: &BuildInput, stage: Stage, uses_volume_claim: bool) -> PodSpe
             ..PodSecurityContext::default()
         }),
         affinity: Some(region_affinity(input)),
-        containers: vec![container(input, stage, uses_volume_claim)],
+        containers: vec![container(input, stage)],
         volumes: Some(volumes),
         ..PodSpec::default()
     }
@@ -156,7 +179,7 @@ pub fn region_affinity(input: &BuildInput) -> Affinity {
     }
 }
 
-fn container(input: &BuildInput, stage: Stage, uses_volume_claim: bool) -> Container {
+fn container(input: &BuildInput, stage: Stage) -> Container {
     let image = input
         .platform
         .spec
@@ -191,13 +214,22 @@ fn container(input: &BuildInput, stage: Stage, uses_volume_claim: bool) -> Conta
             ..VolumeMount::default()
         },
     ];
-    if uses_volume_claim {
+    let secrets = super::wiring::secret_mounts(input, stage);
+    let mut env = super::wiring::plain_env(input, stage);
+    for secret in secrets {
+        mounts.push(secret.mount);
+        env.extend(secret.env);
+    }
+    if has_data_dir(input, stage) {
         mounts.push(VolumeMount {
             name: "data".into(),
             mount_path: DATA_DIR.into(),
             ..VolumeMount::default()
         });
     }
+    // With spec.tls the endpoint, probes included, is HTTPS only; the kubelet does not
+    // verify the certificate and presents none, which the stage allows on the probe paths.
+    let scheme = input.platform.spec.tls.as_ref().map(|_| "HTTPS");
     Container {
         name: stage.as_str().into(),
         image: Some(image),
@@ -214,8 +246,9 @@ fn container(input: &BuildInput, stage: Stage, uses_volume_claim: bool) -> Conta
         ),
         ports: Some(ports),
         resources: Some(resources(input, stage)),
-        liveness_probe: Some(probe("/healthz")),
-        readiness_probe: Some(probe("/readyz")),
+        env: (!env.is_empty()).then_some(env),
+        liveness_probe: Some(probe("/healthz", scheme)),
+        readiness_probe: Some(probe("/readyz", scheme)),
         security_context: Some(SecurityContext {
             run_as_non_root: Some(true),
             read_only_root_filesystem: Some(true),
@@ -251,11 +284,12 @@ fn resources(input: &BuildInput, stage: Stage) -> ResourceRequirements {
     }
 }
 
-fn probe(path: &str) -> Probe {
+fn probe(path: &str, scheme: Option<&str>) -> Probe {
     Probe {
         http_get: Some(HTTPGetAction {
             path: Some(path.into()),
             port: IntOrString::String("http".into()),
+            scheme: scheme.map(String::from),
             ..HTTPGetAction::default()
         }),
         period_seconds: Some(10),

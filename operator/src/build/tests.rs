@@ -289,6 +289,222 @@ fn roles_grant_only_the_stage_configuration() {
     );
 }
 
+/// A platform in cluster mode: mutual TLS between stages, NATS over TLS with a client
+/// certificate and a creds file, PostgreSQL with its own CA.
+pub(crate) const WIRED_PLATFORM: &str = r#"
+apiVersion: kastell.eu/v1alpha1
+kind: SecOpsPlatform
+metadata: {name: soc, namespace: secops, uid: 6d2b9a44-1111-4222-8333-444455556666}
+spec:
+  residency: {jurisdiction: EU}
+  tls: {secretName: soc-stages-tls, mutual: true}
+  bus:
+    type: nats
+    url: tls://nats.secops.svc:4222
+    credentialsSecret: {name: soc-nats, key: kastell.creds}
+    tls: {secretName: soc-nats-tls, clientCertificate: true}
+  storage:
+    type: postgresql
+    postgresql:
+      host: pg.secops.svc
+      database: kastell cases
+      user: kastell
+      passwordSecret: {name: soc-pg, key: password}
+      caSecret: soc-pg-ca
+"#;
+
+fn env_of(container: &k8s_openapi::api::core::v1::Container) -> BTreeMap<String, String> {
+    container
+        .env
+        .iter()
+        .flatten()
+        .map(|e| {
+            assert!(
+                e.value_from.is_none(),
+                "{} is a value, not a secret ref",
+                e.name
+            );
+            (e.name.clone(), e.value.clone().unwrap_or_default())
+        })
+        .collect()
+}
+
+#[test]
+fn stages_get_their_secrets_mounted_read_only_and_named_by_environment() {
+    let objects = build(&platform(WIRED_PLATFORM), &bundles("a"));
+    for d in &objects.deployments {
+        let pod = d.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+        let container = &pod.containers[0];
+        let stage = container.name.as_str();
+        let env = env_of(container);
+        assert_eq!(env["KASTELL_TLS_CERT"], "/etc/kastell/tls/tls.crt");
+        assert_eq!(env["KASTELL_TLS_KEY"], "/etc/kastell/tls/tls.key");
+        assert_eq!(env["KASTELL_TLS_CLIENT_CA"], "/etc/kastell/tls/ca.crt");
+        assert_eq!(env["KASTELL_NATS_URL"], "tls://nats.secops.svc:4222");
+        assert_eq!(env["KASTELL_NATS_CA_FILE"], "/etc/kastell/nats-tls/ca.crt");
+        assert_eq!(
+            env["KASTELL_NATS_CERT_FILE"],
+            "/etc/kastell/nats-tls/tls.crt"
+        );
+        assert_eq!(
+            env["KASTELL_NATS_KEY_FILE"],
+            "/etc/kastell/nats-tls/tls.key"
+        );
+        assert_eq!(
+            env["KASTELL_NATS_CREDS_FILE"],
+            "/etc/kastell/nats-creds/nats.creds"
+        );
+        let holds_store = stage == "cases" || stage == "respond";
+        assert_eq!(env.contains_key("KASTELL_STORE"), holds_store, "{stage}");
+        if holds_store {
+            assert_eq!(
+                env["KASTELL_STORE"],
+                "postgres://kastell@pg.secops.svc:5432/kastell%20cases\
+                 ?sslmode=verify-full&sslrootcert=%2Fetc%2Fkastell%2Fstore-tls%2Fca.crt"
+            );
+            assert_eq!(
+                env["KASTELL_STORE_PASSWORD_FILE"],
+                "/etc/kastell/store-password/password"
+            );
+        }
+
+        let volumes = pod.volumes.as_ref().unwrap();
+        let secret = |name: &str| {
+            volumes
+                .iter()
+                .find(|v| v.name == name)
+                .and_then(|v| v.secret.clone())
+        };
+        let tls = secret("tls").expect("the tls volume");
+        assert_eq!(tls.secret_name.as_deref(), Some("soc-stages-tls"));
+        let keys: Vec<_> = tls.items.unwrap().into_iter().map(|i| i.key).collect();
+        assert_eq!(keys, ["tls.crt", "tls.key", "ca.crt"]);
+        assert_eq!(tls.default_mode, Some(0o440));
+        let creds = secret("nats-creds").unwrap().items.unwrap();
+        assert_eq!(
+            (creds[0].key.as_str(), creds[0].path.as_str()),
+            ("kastell.creds", "nats.creds")
+        );
+        assert_eq!(secret("store-password").is_some(), holds_store, "{stage}");
+        assert_eq!(secret("store-tls").is_some(), holds_store, "{stage}");
+        for mount in container.volume_mounts.as_ref().unwrap() {
+            let is_secret = secret(&mount.name).is_some();
+            if is_secret {
+                assert_eq!(mount.read_only, Some(true), "{stage}: {}", mount.name);
+            }
+        }
+
+        for probe in [&container.liveness_probe, &container.readiness_probe] {
+            let get = probe.as_ref().unwrap().http_get.as_ref().unwrap();
+            assert_eq!(get.scheme.as_deref(), Some("HTTPS"));
+        }
+    }
+    // The SQLite volume claim is not made for a PostgreSQL platform; every stage writes
+    // its --data to an emptyDir instead.
+    assert!(objects.volume_claims.is_empty());
+    for d in &objects.deployments {
+        let pod = d.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+        let data = pod
+            .volumes
+            .iter()
+            .flatten()
+            .find(|v| v.name == "data")
+            .unwrap();
+        assert!(data.empty_dir.is_some());
+        let mount = pod.containers[0]
+            .volume_mounts
+            .iter()
+            .flatten()
+            .find(|m| m.name == "data")
+            .unwrap();
+        assert_eq!(mount.mount_path, "/var/lib/kastell");
+    }
+}
+
+#[test]
+fn without_tls_or_secrets_stages_get_no_extra_environment_and_probe_over_http() {
+    let objects = build(&platform(PLATFORM), &bundles("a"));
+    for d in &objects.deployments {
+        let pod = d.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+        let container = &pod.containers[0];
+        assert_eq!(container.env, None);
+        assert!(pod.volumes.iter().flatten().all(|v| v.secret.is_none()));
+        let get = container
+            .liveness_probe
+            .as_ref()
+            .unwrap()
+            .http_get
+            .as_ref()
+            .unwrap();
+        assert_eq!(get.scheme, None);
+    }
+}
+
+#[test]
+fn the_gaps_that_keep_stages_from_starting_are_named() {
+    let gaps = wiring::cluster_gaps(&platform(PLATFORM));
+    assert_eq!(gaps.len(), 2, "{gaps:?}");
+    assert!(gaps[0].contains("spec.tls"));
+    assert!(gaps[1].contains("postgresql"));
+    assert!(wiring::cluster_gaps(&platform(WIRED_PLATFORM)).is_empty());
+}
+
+#[test]
+fn respond_on_sqlite_gets_no_store_of_its_own() {
+    let objects = build(&platform(PLATFORM), &bundles("a"));
+    let data = |i: usize| {
+        let pod = objects.deployments[i]
+            .spec
+            .as_ref()
+            .unwrap()
+            .template
+            .spec
+            .clone()
+            .unwrap();
+        pod.volumes.unwrap().into_iter().find(|v| v.name == "data")
+    };
+    assert!(data(0).unwrap().empty_dir.is_some(), "ingest");
+    assert!(data(3).unwrap().persistent_volume_claim.is_some(), "cases");
+    assert!(data(4).is_none(), "respond");
+}
+
+#[test]
+fn one_way_tls_mounts_no_client_ca_and_verify_ca_is_passed_on() {
+    let yaml = WIRED_PLATFORM
+        .replace("mutual: true", "mutual: false")
+        .replace("clientCertificate: true", "clientCertificate: false")
+        .replace("      caSecret: soc-pg-ca\n", "      sslMode: verify-ca\n");
+    let objects = build(&platform(&yaml), &bundles("a"));
+    let pod = objects.deployments[3]
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .clone()
+        .unwrap();
+    let env = env_of(&pod.containers[0]);
+    assert!(!env.contains_key("KASTELL_TLS_CLIENT_CA"));
+    assert!(!env.contains_key("KASTELL_NATS_CERT_FILE"));
+    assert_eq!(
+        env["KASTELL_STORE"],
+        "postgres://kastell@pg.secops.svc:5432/kastell%20cases?sslmode=verify-ca"
+    );
+    let volumes = pod.volumes.unwrap();
+    let tls = volumes.iter().find(|v| v.name == "tls").unwrap();
+    let keys: Vec<_> = tls
+        .secret
+        .clone()
+        .unwrap()
+        .items
+        .unwrap()
+        .into_iter()
+        .map(|i| i.key)
+        .collect();
+    assert_eq!(keys, ["tls.crt", "tls.key"]);
+    assert!(volumes.iter().all(|v| v.name != "store-tls"));
+}
+
 /// Every object the operator builds, against the Kubernetes 1.35 OpenAPI schemas.
 #[test]
 fn built_objects_pass_kubernetes_validate_strict() {
@@ -299,7 +515,8 @@ fn built_objects_pass_kubernetes_validate_strict() {
         );
         return;
     };
-    let objects = build(&platform(PLATFORM), &bundles("a"));
+    let plain = build(&platform(PLATFORM), &bundles("a"));
+    let wired = build(&platform(WIRED_PLATFORM), &bundles("a"));
     let dir = tempfile::tempdir().unwrap();
     let mut files = Vec::new();
     let mut write = |kind: &str, value: serde_json::Value| {
@@ -307,9 +524,10 @@ fn built_objects_pass_kubernetes_validate_strict() {
         std::fs::write(&path, serde_yaml::to_string(&value).unwrap()).unwrap();
         files.push(path);
     };
-    for o in &objects.deployments {
+    for o in plain.deployments.iter().chain(&wired.deployments) {
         write("deployment", serde_json::to_value(o).unwrap());
     }
+    let objects = plain;
     for o in &objects.services {
         write("service", serde_json::to_value(o).unwrap());
     }

@@ -137,7 +137,11 @@ async fn reconcile(platform: Arc<SecOpsPlatform>, context: Arc<Context>) -> Resu
     let placement = placement::observe(&context, &platform, &regions).await?;
     let residency = residency_condition(&verdicts, &placement);
 
-    let summary = summary(&verdicts);
+    let mut summary = summary(&verdicts);
+    for gap in build::wiring::cluster_gaps(&platform) {
+        summary.push_str("; ");
+        summary.push_str(gap);
+    }
     write_status(&context, &platform, Ok(&summary), residency).await?;
     context.succeeded(&failure_key(&ObjectRef::from_obj(&*platform)));
     context

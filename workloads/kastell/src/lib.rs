@@ -15,3 +15,4 @@ pub mod shutdown;
 pub mod stage;
 pub mod store_arg;
 pub mod summary;
+pub mod tls;

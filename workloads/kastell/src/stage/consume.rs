@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use super::endpoint::{self, render_counters, Health};
 use super::{partitions, BusKind, Stage, StageArgs};
 use crate::resources;
+use crate::tls::ServerTls;
 
 /// The stage's input topic and consumer group.
 fn input(stage: Stage) -> (Topic, &'static str) {
@@ -82,6 +83,7 @@ pub async fn run(
     stage: Stage,
     args: &StageArgs,
     bus: Arc<dyn Bus>,
+    tls: Option<Arc<ServerTls>>,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
     let store = match stage {
@@ -130,7 +132,7 @@ pub async fn run(
     };
 
     let endpoint_stop = CancellationToken::new();
-    let (endpoint, health) = serve_endpoint(&context, args, endpoint_stop.clone()).await?;
+    let (endpoint, health) = serve_endpoint(&context, args, tls, endpoint_stop.clone()).await?;
     let mut outcome = generations(&context, args, &shared, &stop, health.as_ref()).await;
     if let Some(outputs) = outputs {
         // The generations ended (a stop, or the input closed): the outputs loop stops
@@ -484,13 +486,16 @@ fn store(context: &Shared) -> anyhow::Result<Arc<dyn CaseStore>> {
 }
 
 /// Serves the stage's endpoint: the case API for cases (with its own /healthz, /readyz
-/// and /metrics), the health endpoint otherwise.
+/// and /metrics), the health endpoint otherwise. The case API is served over plain HTTP
+/// only on loopback.
 async fn serve_endpoint(
     context: &Arc<Shared>,
     args: &StageArgs,
+    tls: Option<Arc<ServerTls>>,
     stop: CancellationToken,
 ) -> anyhow::Result<(tokio::task::JoinHandle<()>, Option<Health>)> {
     if context.stage == Stage::Cases {
+        kastell_cases::check_listen_addr(args.listen, tls.is_some())?;
         let state = kastell_cases::ApiState::new(
             store(context)?,
             Arc::clone(&context.bus),
@@ -500,15 +505,14 @@ async fn serve_endpoint(
             Some(oidc) => state.with_oidc(oidc),
             None => state,
         };
-        let listener = crate::pipeline::bind(args.listen).await?;
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("listening on {}", args.listen))?;
         let router = kastell_cases::router(state);
         let task = tokio::spawn(async move {
-            if let Err(e) = kastell_cases::serve(listener, router, async move {
-                stop.cancelled().await;
-            })
-            .await
-            {
-                tracing::error!(reason = %kastell_core::error_chain(&e), "case API stopped");
+            let shutdown = async move { stop.cancelled().await };
+            if let Err(e) = crate::tls::serve_either(listener, router, tls, shutdown).await {
+                tracing::error!(reason = %kastell_core::error_chain(&*e), "case API stopped");
             }
         });
         return Ok((task, None));
@@ -516,7 +520,7 @@ async fn serve_endpoint(
     let counters = Arc::clone(context);
     let render: endpoint::Render = Arc::new(move || render_stage(&counters));
     let health = Health::new(render);
-    let task = endpoint::serve(args.listen, endpoint::router(health.clone()), stop).await?;
+    let task = endpoint::serve(args.listen, endpoint::router(health.clone()), tls, stop).await?;
     Ok((task, Some(health)))
 }
 

@@ -16,6 +16,8 @@ use prometheus::{Encoder, IntCounter, Registry, TextEncoder};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::tls::ServerTls;
+
 /// Renders the stage's metrics in the Prometheus text format.
 pub type Render = Arc<dyn Fn() -> Result<String, prometheus::Error> + Send + Sync>;
 
@@ -81,9 +83,10 @@ async fn metrics(State(health): State<Health>) -> Response {
     }
 }
 
-/// Binds `addr` and serves `router` until `stop` is cancelled. The endpoint is plain
-/// HTTP; off loopback that is logged, as the kubelet's probes need the pod's address and
-/// TLS for this endpoint is not built yet (docs/cluster.md, Limitations).
+/// Binds `addr` and serves `router` until `stop` is cancelled: over HTTPS with `tls`,
+/// else over plain HTTP. Plain HTTP off loopback is logged rather than refused here: these
+/// endpoints carry only health and counters, and a platform without `spec.tls` still
+/// needs its probes answered (docs/cluster.md).
 ///
 /// # Errors
 ///
@@ -91,19 +94,27 @@ async fn metrics(State(health): State<Health>) -> Response {
 pub async fn serve(
     addr: SocketAddr,
     router: Router,
+    tls: Option<Arc<ServerTls>>,
     stop: CancellationToken,
 ) -> anyhow::Result<JoinHandle<()>> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("listening on {addr}"))?;
-    if !addr.ip().to_canonical().is_loopback() {
+    let addr = listener.local_addr().unwrap_or(addr);
+    if tls.is_none() && !addr.ip().to_canonical().is_loopback() {
         tracing::warn!(%addr, "health and metrics endpoint on plain HTTP off loopback");
     }
-    tracing::info!(%addr, "health endpoint listening");
+    tracing::info!(%addr, https = tls.is_some(), "health endpoint listening");
     Ok(tokio::spawn(async move {
-        let served = axum::serve(listener, router)
-            .with_graceful_shutdown(async move { stop.cancelled().await })
-            .await;
+        let shutdown = async move { stop.cancelled().await };
+        let served = match tls {
+            Some(tls) => crate::tls::serve(listener, router, tls, shutdown).await,
+            None => {
+                axum::serve(listener, router)
+                    .with_graceful_shutdown(shutdown)
+                    .await
+            }
+        };
         if let Err(e) = served {
             tracing::error!(reason = %e, "health endpoint stopped");
         }

@@ -26,10 +26,12 @@ use super::endpoint::{self, Health};
 use super::partitions::Keyed;
 use super::{BusKind, StageArgs};
 use crate::resources;
+use crate::tls::ServerTls;
 
 pub async fn run(
     args: &StageArgs,
     bus: Arc<dyn Bus>,
+    tls: Option<Arc<ServerTls>>,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
     let registry = Registry::new();
@@ -41,6 +43,7 @@ pub async fn run(
     let endpoint = endpoint::serve(
         args.listen,
         endpoint::router(health.clone()),
+        tls,
         endpoint_stop.clone(),
     )
     .await?;

@@ -64,9 +64,12 @@ pub struct StageArgs {
     #[arg(long, env = "KASTELL_CONFIG", default_value = "/etc/kastell/config")]
     pub config: PathBuf,
     /// Address of /healthz, /readyz and /metrics (the cases stage serves its API there
-    /// too). Plain HTTP; see docs/cluster.md.
+    /// too). HTTPS with --tls-cert and --tls-key, else plain HTTP, which the cases stage
+    /// serves only on loopback; see docs/cluster.md.
     #[arg(long, env = "KASTELL_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
+    #[command(flatten)]
+    pub tls: crate::tls::TlsArgs,
     /// The bus.
     #[arg(long, env = "KASTELL_BUS", value_enum, default_value_t = BusKind::Nats)]
     pub bus: BusKind,
@@ -119,6 +122,10 @@ pub struct StageArgs {
     /// `postgres://` URL [default: the --data directory].
     #[arg(long, env = "KASTELL_STORE")]
     pub store: Option<String>,
+    /// A file holding the PostgreSQL password on its first line, set into the `--store`
+    /// URL: the password then stays out of the environment and the process arguments.
+    #[arg(long, env = "KASTELL_STORE_PASSWORD_FILE")]
+    pub store_password_file: Option<PathBuf>,
 }
 
 fn parse_interval(text: &str) -> Result<Duration, String> {
@@ -146,15 +153,37 @@ pub async fn run(stage: Stage, args: StageArgs) -> anyhow::Result<()> {
     }
     let span = tracing::info_span!("stage", stage = stage.as_str());
     async move {
+        let tls = server_tls(&args, &stop)?;
         let bus = connect_bus(&args).await?;
-        tracing::info!(bus = ?args.bus, config = %args.config.display(), "stage starting");
+        tracing::info!(
+            bus = ?args.bus,
+            config = %args.config.display(),
+            https = tls.is_some(),
+            "stage starting"
+        );
         match stage {
-            Stage::Ingest => ingest::run(&args, bus, stop).await,
-            _ => consume::run(stage, &args, bus, stop).await,
+            Stage::Ingest => ingest::run(&args, bus, tls, stop).await,
+            _ => consume::run(stage, &args, bus, tls, stop).await,
         }
     }
     .instrument(span)
     .await
+}
+
+/// The endpoint's TLS configuration when `--tls-cert` is given, re-read every
+/// `--reload-interval` until `stop` so a rotated certificate is picked up.
+fn server_tls(
+    args: &StageArgs,
+    stop: &CancellationToken,
+) -> anyhow::Result<Option<Arc<crate::tls::ServerTls>>> {
+    let Some(files) = args.tls.files() else {
+        return Ok(None);
+    };
+    let tls = crate::tls::ServerTls::load(files.clone())
+        .with_context(|| format!("loading the TLS certificate {}", files.cert.display()))?;
+    let tls = Arc::new(tls);
+    tls.spawn_reloader(args.reload_interval, stop.clone());
+    Ok(Some(tls))
 }
 
 async fn connect_bus(args: &StageArgs) -> anyhow::Result<Arc<dyn Bus>> {
@@ -253,11 +282,30 @@ async fn open_store(args: &StageArgs) -> anyhow::Result<Arc<dyn CaseStore>> {
     let url: kastell_core::StoreUrl = target.parse().with_context(|| {
         format!("--store: {target:?} is neither a directory, a SQLite file nor a postgres:// URL")
     })?;
+    let url = match (url, &args.store_password_file) {
+        (kastell_core::StoreUrl::Postgres(raw), Some(file)) => {
+            kastell_core::StoreUrl::Postgres(with_password(&raw, file)?)
+        }
+        (_, Some(_)) => anyhow::bail!("--store-password-file needs a postgres:// --store"),
+        (url, None) => url,
+    };
     // StoreUrl's Display hides a password.
     let store = kastell_core::store::open(&url)
         .await
         .with_context(|| format!("opening the case store {url}"))?;
     Ok(store)
+}
+
+/// `raw` with the password read from the first line of `file`.
+fn with_password(raw: &str, file: &std::path::Path) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("reading the store password file {}", file.display()))?;
+    let password = text.lines().next().unwrap_or_default();
+    // NB: an error here must not quote `raw`, which may hold a password already.
+    let mut url = url::Url::parse(raw).map_err(|e| anyhow::anyhow!("--store: {e}"))?;
+    url.set_password(Some(password))
+        .map_err(|()| anyhow::anyhow!("--store: the URL has no host to log in to"))?;
+    Ok(url.into())
 }
 
 #[cfg(test)]
@@ -277,5 +325,79 @@ mod tests {
         let error = format!("{:#}", open_store(&cli.args).await.err().unwrap());
         assert!(error.contains("opening the case store"), "{error}");
         assert!(!error.contains("pw"), "{error}");
+    }
+
+    #[test]
+    fn the_password_file_goes_into_the_store_url_encoded() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("password");
+        std::fs::write(&file, "p@ss:w/rd\n").unwrap();
+        let url = with_password(
+            "postgres://kastell@db.secops.svc:5432/kastell?sslmode=verify-full",
+            &file,
+        )
+        .unwrap();
+        assert_eq!(
+            url,
+            "postgres://kastell:p%40ss%3Aw%2Frd@db.secops.svc:5432/kastell?sslmode=verify-full"
+        );
+    }
+
+    /// The operator's wiring against a real PostgreSQL (KASTELL_POSTGRES_URL): the URL
+    /// without its password, and the password from a file.
+    #[tokio::test]
+    async fn a_postgres_store_opens_with_the_password_from_a_file() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            args: StageArgs,
+        }
+        let Some(full) = std::env::var("KASTELL_POSTGRES_URL")
+            .ok()
+            .filter(|u| !u.is_empty())
+        else {
+            println!("SKIPPED: KASTELL_POSTGRES_URL not set (tests/services/ensure-postgres)");
+            return;
+        };
+        let mut url = url::Url::parse(&full).unwrap();
+        let password = url
+            .password()
+            .expect("the test URL has a password")
+            .to_owned();
+        // Percent-decoding; `+` is protected from form decoding's reading it as a space.
+        let protected = password.replace('+', "%2B");
+        let password = url::form_urlencoded::parse(format!("p={protected}").as_bytes())
+            .next()
+            .map(|(_, v)| v.into_owned())
+            .unwrap();
+        url.set_password(None).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("password");
+        std::fs::write(&file, format!("{password}\n")).unwrap();
+
+        let without = Cli::parse_from(["t", "--store", url.as_str()]);
+        assert!(
+            open_store(&without.args).await.is_err(),
+            "the server must ask for the password, or this test proves nothing"
+        );
+        let file = file.display().to_string();
+        let with = Cli::parse_from(["t", "--store", url.as_str(), "--store-password-file", &file]);
+        open_store(&with.args).await.expect("the store opens");
+    }
+
+    #[tokio::test]
+    async fn a_password_file_without_a_postgres_store_is_refused() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            args: StageArgs,
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().display().to_string();
+        let cli = Cli::parse_from(["t", "--data", &data, "--store-password-file", "/pw"]);
+        let error = format!("{:#}", open_store(&cli.args).await.err().unwrap());
+        assert!(error.contains("needs a postgres://"), "{error}");
     }
 }
