@@ -629,3 +629,103 @@ fn a_commit_signed_by_git_and_ssh_keygen_verifies() {
         Err(SignatureError::NotAllowed { .. })
     ));
 }
+
+/// Removes `spec.git` from the platform `soc`.
+async fn remove_git(env: &TestEnv) {
+    let platforms: Api<SecOpsPlatform> = env.api();
+    platforms
+        .patch(
+            "soc",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"git": null}})),
+        )
+        .await
+        .expect("removing spec.git");
+}
+
+async fn wait_released(env: &TestEnv) {
+    let platforms: Api<SecOpsPlatform> = env.api();
+    let inventories: Api<ConfigMap> = env.api();
+    eventually("the inventory and status.git gone", || async {
+        let p = platforms.get("soc").await.map_err(|e| e.to_string())?;
+        let inventory = inventories
+            .get_opt("soc-git-inventory")
+            .await
+            .map_err(|e| e.to_string())?;
+        let git = p.status.as_ref().and_then(|s| s.git.clone());
+        if inventory.is_none() && git.is_none() {
+            Ok(())
+        } else {
+            Err(format!(
+                "inventory {}, status.git {git:?}",
+                inventory.is_some()
+            ))
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removing_spec_git_prunes_what_the_sync_applied_unless_told_to_keep_it() {
+    let Some(env) = setup("removing_spec_git_prunes_what_the_sync_applied").await else {
+        return;
+    };
+    let repo = Repo::new();
+    let rule_count = example_soc(&repo, env.namespace());
+    let c1 = repo.commit("the example SOC", None, None);
+    let _operator = start_operator(&env);
+    let rules: Api<DetectionRule> = env.api();
+    let sensors: Api<Sensor> = env.api();
+    create_platform(
+        &env,
+        json!({"url": repo.url(), "branch": "main", "path": "soc", "interval": "5s"}),
+    )
+    .await;
+    wait_revision(&env, c1).await;
+    assert_eq!(names(&rules).await.len(), rule_count);
+    // A rule applied by hand, beside the synced ones, is not the sync's to delete.
+    rules
+        .create(
+            &PostParams::default(),
+            &serde_yaml::from_str(
+                "apiVersion: kastell.eu/v1alpha1\nkind: DetectionRule\n\
+                 metadata: {name: by-hand}\nspec:\n  sigma: |\n    title: by hand\n    \
+                 logsource: {product: linux}\n    detection:\n      sel: {a: b}\n      \
+                 condition: sel\n",
+            )
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+
+    // The default: removing spec.git deletes what the sync applied, and only that.
+    remove_git(&env).await;
+    wait_released(&env).await;
+    assert_eq!(names(&rules).await, ["by-hand"]);
+    assert!(names(&sensors).await.is_empty());
+
+    // pruneOnRemoval: false leaves the resources in place, untracked, with their
+    // provenance.
+    let platforms: Api<SecOpsPlatform> = env.api();
+    platforms
+        .patch(
+            "soc",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"git": {
+                "url": repo.url(), "branch": "main", "path": "soc", "interval": "5s",
+                "pruneOnRemoval": false,
+            }}})),
+        )
+        .await
+        .unwrap();
+    wait_revision(&env, c1).await;
+    remove_git(&env).await;
+    wait_released(&env).await;
+    assert_eq!(names(&rules).await.len(), rule_count + 1);
+    assert_eq!(names(&sensors).await, ["suricata-dmz", "wazuh-manager"]);
+    let rule = rules.get(SSH_RULE).await.unwrap();
+    assert_eq!(
+        rule.annotations()["kastell.eu/source-commit"],
+        c1.to_string()
+    );
+}
