@@ -213,14 +213,14 @@ async fn mirror(
         }
         None => format!("https://{}-cases.{namespace}.svc:8080", target.platform),
     };
-    let Some(key) = read_secret_key(context, &namespace, &target.store.api_key_secret).await?
-    else {
-        return refused("SecretNotFound", missing(&target.store.api_key_secret));
+    let key = match read_secret_key(context, &namespace, &target.store.api_key_secret).await? {
+        Ok(key) => key,
+        Err((reason, message)) => return refused(reason, message),
     };
     let ca = match &target.store.ca_secret {
         Some(reference) => match read_secret_key(context, &namespace, reference).await? {
-            Some(pem) => Some(pem),
-            None => return refused("SecretNotFound", missing(reference)),
+            Ok(pem) => Some(pem),
+            Err((reason, message)) => return refused(reason, message),
         },
         None => None,
     };
@@ -327,31 +327,38 @@ async fn sync(
     Ok(Ok((stored, observables)))
 }
 
-/// One key of a Secret in `namespace`; `None` when the Secret or the key is missing.
+/// One key of a Secret in `namespace`; a missing or forbidden one is a refusal (reason,
+/// message), which the Case's status shows.
 async fn read_secret_key(
     context: &Context,
     namespace: &str,
     reference: &SecretKeyRef,
-) -> Result<Option<Vec<u8>>, Error> {
+) -> Result<Result<Vec<u8>, (&'static str, String)>, Error> {
     let api: Api<Secret> = Api::namespaced(context.client.clone(), namespace);
-    let secret = api
-        .get_opt(&reference.name)
-        .await
-        .map_err(|source| Error::Read {
-            what: format!("Secret {namespace}/{}", reference.name),
-            source,
-        })?;
-    Ok(secret
+    let secret = match api.get_opt(&reference.name).await {
+        Ok(secret) => secret,
+        Err(kube::Error::Api(status)) if status.code == 403 => {
+            let message = crate::gitsync::forbidden_secret(namespace, &reference.name);
+            return Ok(Err(("SecretForbidden", message)));
+        }
+        Err(source) => {
+            return Err(Error::Read {
+                what: format!("Secret {namespace}/{}", reference.name),
+                source,
+            })
+        }
+    };
+    let value = secret
         .and_then(|s| s.data)
         .and_then(|mut data| data.remove(&reference.key))
-        .map(|bytes| bytes.0))
-}
-
-fn missing(reference: &SecretKeyRef) -> String {
-    format!(
-        "Secret {} has no key {} (spec.caseStore of the namespace's SecOpsPlatform)",
-        reference.name, reference.key
-    )
+        .map(|bytes| bytes.0);
+    Ok(value.ok_or_else(|| {
+        let message = format!(
+            "Secret {} has no key {} (spec.caseStore of the namespace's SecOpsPlatform)",
+            reference.name, reference.key
+        );
+        ("SecretNotFound", message)
+    }))
 }
 
 /// The mirror fields of the Case's current status.

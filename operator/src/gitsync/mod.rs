@@ -642,10 +642,15 @@ async fn read_secret(
     name: &str,
 ) -> Result<BTreeMap<String, Vec<u8>>, SyncError> {
     let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
-    let secret = api.get(name).await.map_err(|source| SyncError::Secret {
-        namespace: namespace.to_owned(),
-        name: name.to_owned(),
-        source,
+    let secret = api.get(name).await.map_err(|source| match source {
+        kube::Error::Api(status) if status.code == 403 => {
+            SyncError::Spec(forbidden_secret(namespace, name))
+        }
+        source => SyncError::Secret {
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+            source,
+        },
     })?;
     Ok(secret
         .data
@@ -653,6 +658,14 @@ async fn read_secret(
         .into_iter()
         .map(|(k, v)| (k, v.0))
         .collect())
+}
+
+/// What a platform is told when the operator's RBAC does not reach its Secrets.
+pub fn forbidden_secret(namespace: &str, name: &str) -> String {
+    format!(
+        "reading Secret {namespace}/{name}: forbidden: the operator may only read the Secrets \
+         of the namespaces listed in the chart's secrets.namespaces (docs/operator.md, RBAC)"
+    )
 }
 
 /// One platform's loop: sync, write the status, sleep for the interval or until woken.
