@@ -729,3 +729,139 @@ async fn removing_spec_git_prunes_what_the_sync_applied_unless_told_to_keep_it()
         c1.to_string()
     );
 }
+
+/// Runs gpg in its own home; panics with its output when it fails.
+fn gpg(home: &std::path::Path, args: &[&str]) -> Vec<u8> {
+    let output = std::process::Command::new("gpg")
+        .env("GNUPGHOME", home)
+        .args([
+            "--batch",
+            "--quiet",
+            "--pinentry-mode",
+            "loopback",
+            "--passphrase",
+            "",
+        ])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "gpg {args:?}: {output:?}");
+    output.stdout
+}
+
+/// A new signing key in a fresh GNUPGHOME; returns the home and the key's armored public
+/// key.
+fn gpg_key(dir: &std::path::Path, name: &str, algorithm: &str) -> (PathBuf, String) {
+    let home = dir.join(format!("gnupg-{name}"));
+    std::fs::create_dir_all(&home).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o700)).unwrap();
+    }
+    let uid = format!("{name} <{name}@soc.example.eu>");
+    gpg(
+        &home,
+        &["--quick-gen-key", &uid, algorithm, "sign", "never"],
+    );
+    let public = String::from_utf8(gpg(&home, &["--armor", "--export", &uid])).unwrap();
+    (home, public)
+}
+
+#[test]
+fn a_commit_signed_by_git_and_gpg_verifies_against_its_armored_key() {
+    use kastell_operator::gitsync::fetch::{fetch, Credentials};
+    use kastell_operator::gitsync::verify::{AllowedSigners, SignatureError};
+    use std::process::Command;
+
+    let have = |tool: &str| Command::new(tool).arg("--version").output().is_ok();
+    if !have("git") || !have("gpg") {
+        eprintln!(
+            "SKIPPED: a_commit_signed_by_git_and_gpg_verifies_against_its_armored_key: git or \
+             gpg absent"
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (ada, ada_public) = gpg_key(dir.path(), "ada", "ed25519");
+    let (_rsa_home, rsa_public) = gpg_key(dir.path(), "grace", "rsa3072");
+    let (_mallory, mallory_public) = gpg_key(dir.path(), "mallory", "ed25519");
+
+    let work = dir.path().join("repo");
+    std::fs::create_dir_all(work.join("soc")).unwrap();
+    std::fs::copy(
+        kastell_kube_harness::repo_root().join("examples/soc/sensors.yaml"),
+        work.join("soc/sensors.yaml"),
+    )
+    .unwrap();
+    let git = |args: &[&str]| {
+        let output = Command::new("git")
+            .current_dir(&work)
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GNUPGHOME", &ada)
+            .args(["-c", "user.name=ada", "-c", "user.email=ada@soc.example.eu"])
+            .args(["-c", "user.signingkey=ada@soc.example.eu"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "git {args:?}: {output:?}");
+        String::from_utf8(output.stdout).unwrap()
+    };
+    git(&["init", "-q", "-b", "main"]);
+    git(&["add", "."]);
+    git(&["commit", "-q", "-S", "-m", "signed by gpg"]);
+    let head = git(&["rev-parse", "HEAD"]).trim().to_owned();
+
+    let source: kastell_crds::platform::GitSource = serde_json::from_value(json!({
+        "url": format!("file://{}", work.display()), "branch": "main", "path": "soc",
+    }))
+    .unwrap();
+    let snapshot = fetch(&dir.path().join("cache"), &source, &Credentials::default()).unwrap();
+    assert_eq!(snapshot.commit, head);
+    let signature = snapshot.signature.as_ref();
+    assert!(signature.unwrap().0.contains("BEGIN PGP SIGNATURE"));
+
+    // Among other allowed keys (an SSH key, an RSA OpenPGP key), ada's verifies.
+    let ssh = signing_key(9).public_key().to_openssh().unwrap();
+    let signers =
+        AllowedSigners::parse(&[ssh.clone(), rsa_public.clone(), ada_public.clone()]).unwrap();
+    let fingerprint = signers.verify(&snapshot.commit, signature).unwrap();
+    let listed = String::from_utf8(gpg(&ada, &["--with-colons", "--fingerprint"])).unwrap();
+    assert!(
+        listed.contains(&format!(":{fingerprint}:")),
+        "{fingerprint} not in {listed}"
+    );
+
+    // Only other keys allowed: refused, naming the signer.
+    let others = AllowedSigners::parse(&[rsa_public, mallory_public]).unwrap();
+    assert!(matches!(
+        others.verify(&snapshot.commit, signature),
+        Err(SignatureError::NotAllowed { .. })
+    ));
+    // No OpenPGP key at all: refused as GPG.
+    let ssh_only = AllowedSigners::parse(&[ssh]).unwrap();
+    assert!(matches!(
+        ssh_only.verify(&snapshot.commit, signature),
+        Err(SignatureError::Gpg { .. })
+    ));
+    // The signature over other content: invalid.
+    let (armored, signed) = signature.unwrap().clone();
+    let tampered = String::from_utf8(signed)
+        .unwrap()
+        .replace("signed by gpg", "signed by gpg, honestly");
+    let ada_only = AllowedSigners::parse(&[ada_public]).unwrap();
+    assert!(matches!(
+        ada_only.verify(&snapshot.commit, Some(&(armored, tampered.into_bytes()))),
+        Err(SignatureError::Invalid { .. })
+    ));
+
+    for home in std::fs::read_dir(dir.path()).unwrap().flatten() {
+        if home.file_name().to_string_lossy().starts_with("gnupg-") {
+            let _ = Command::new("gpgconf")
+                .env("GNUPGHOME", home.path())
+                .args(["--kill", "gpg-agent"])
+                .status();
+        }
+    }
+}
