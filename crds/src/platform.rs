@@ -249,10 +249,12 @@ pub struct GitSource {
     /// (`identity`, a private key; `known_hosts`, the server's keys) credentials.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_secret: Option<String>,
-    /// SSH public keys, as `allowed_signers` lines (`principal ssh-ed25519 AAAA...`) or bare
-    /// `ssh-ed25519 AAAA...` keys, one of which must have signed the commit (`git commit -S`
-    /// with `gpg.format=ssh`); a commit that is unsigned or signed by another key is not
-    /// applied. Empty means signatures are not checked. GPG signatures are not supported.
+    /// The keys one of which must have signed the commit: SSH public keys, as
+    /// `allowed_signers` lines (`principal ssh-ed25519 AAAA...`) or bare `ssh-ed25519
+    /// AAAA...` keys (`git commit -S` with `gpg.format=ssh`), and OpenPGP public keys, one
+    /// armored block (`gpg --armor --export`) per entry (`git commit -S` with gpg); a commit
+    /// that is unsigned or signed by another key is not applied. Empty means signatures are
+    /// not checked.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allowed_signers: Vec<String>,
     /// Secret whose `token` key is the shared secret of the push webhook
