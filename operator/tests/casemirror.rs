@@ -391,11 +391,12 @@ async fn a_case_the_store_cannot_take_is_refused_with_the_reason(env: &TestEnv) 
         "stringData": {"key": amber},
     }))
     .unwrap();
+    // Marked RED before the key exists, so no reconcile sees the key with a lower TLP.
+    apply_case(&cases, &PHISHING.replace("tlp: green", "tlp: red")).await;
     secrets
         .create(&PostParams::default(), &secret)
         .await
         .unwrap();
-    apply_case(&cases, &PHISHING.replace("tlp: green", "tlp: red")).await;
     let refused = wait_status(&cases, "phishing-wave", |s| {
         ready(s)["reason"] == "CaseStoreRefused"
     })
