@@ -45,6 +45,24 @@ pub struct CaseSpec {
     /// Free-form tags.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<String>,
+    /// How the case ended; required with `status: closed`, which closes the case in the
+    /// store with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolution: Option<CaseResolution>,
+    /// What was found and done; required with `status: closed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 4096))]
+    pub summary: Option<String>,
+}
+
+/// How a case ended.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum CaseResolution {
+    TruePositive,
+    FalsePositive,
+    Benign,
+    Duplicate,
 }
 
 fn default_tlp() -> Tlp {
@@ -87,4 +105,18 @@ pub struct CaseStatus {
     /// Alerts attached to the case.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alert_count: Option<i64>,
+    /// The case's status in the store (`open`, `in_progress`, `closed`), which analysts
+    /// may have changed since the Case was last mirrored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store_status: Option<String>,
+    /// Observables recorded on the case in the store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observable_count: Option<i64>,
+    /// When the case last changed in the store (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_at: Option<String>,
+    /// The metadata.generation whose spec was last written to the store; a newer
+    /// generation is written again, over analysts' edits of the same fields.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mirrored_generation: Option<i64>,
 }

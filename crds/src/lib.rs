@@ -16,7 +16,7 @@ pub mod reference;
 pub mod rule;
 pub mod sensor;
 
-pub use case::{Case, CaseSpec};
+pub use case::{Case, CaseResolution, CaseSpec, CaseState, CaseStatus, Pap};
 pub use common::{parse_duration, CommonStatus, Severity, SourceRevision, Tlp};
 pub use intel::{FeedKind, IntelFeed, IntelFeedSpec};
 pub use load::{load_dir, Loaded, ResourceSet};

@@ -51,6 +51,10 @@ pub struct SecOpsPlatformSpec {
     /// How alerts are grouped into cases.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cases: Option<CaseGrouping>,
+    /// The case store's API the operator mirrors the namespace's Case resources into;
+    /// without it Cases are not mirrored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub case_store: Option<CaseStoreSpec>,
     /// Response safety: protected assets, kill switch, global rate limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub response: Option<crate::playbook::ResponsePolicy>,
@@ -302,16 +306,27 @@ pub struct GitSource {
     /// (`identity`, a private key; `known_hosts`, the server's keys) credentials.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_secret: Option<String>,
-    /// SSH public keys, as `allowed_signers` lines (`principal ssh-ed25519 AAAA...`) or bare
-    /// `ssh-ed25519 AAAA...` keys, one of which must have signed the commit (`git commit -S`
-    /// with `gpg.format=ssh`); a commit that is unsigned or signed by another key is not
-    /// applied. Empty means signatures are not checked. GPG signatures are not supported.
+    /// The keys one of which must have signed the commit: SSH public keys, as
+    /// `allowed_signers` lines (`principal ssh-ed25519 AAAA...`) or bare `ssh-ed25519
+    /// AAAA...` keys (`git commit -S` with `gpg.format=ssh`), and OpenPGP public keys, one
+    /// armored block (`gpg --armor --export`) per entry (`git commit -S` with gpg); a commit
+    /// that is unsigned or signed by another key is not applied. Empty means signatures are
+    /// not checked.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allowed_signers: Vec<String>,
     /// Secret whose `token` key is the shared secret of the push webhook
     /// (`/hooks/git/{namespace}/{name}` on the operator); without it the webhook is refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook_secret: Option<String>,
+    /// What happens to the resources the sync applied when `spec.git` is removed: `true`
+    /// (the default) deletes them, `false` leaves them in place, no longer tracked. The
+    /// value of the last successful sync counts, since the removed `spec.git` is gone.
+    #[serde(default = "default_prune_on_removal")]
+    pub prune_on_removal: bool,
+}
+
+fn default_prune_on_removal() -> bool {
+    true
 }
 
 fn default_interval() -> String {
@@ -349,6 +364,23 @@ pub struct CaseGrouping {
 
 fn default_grouping_window() -> String {
     "1h".into()
+}
+
+/// How the operator reaches the cases API to mirror Case resources into the store.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CaseStoreSpec {
+    /// Base URL of the cases API; default: the platform's cases stage Service,
+    /// `https://<platform>-cases.<namespace>.svc:8080`. Plain `http://` only to loopback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Secret key holding an API key (`kastell apikey create --role lead --tlp red`): the
+    /// lead role may assign, set TLP/PAP and close, which a Case may declare.
+    pub api_key_secret: SecretKeyRef,
+    /// Secret key holding the PEM CA certificate(s) the API's certificate is checked
+    /// against, in addition to the system's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_secret: Option<SecretKeyRef>,
 }
 
 /// Observed state of a SecOpsPlatform.

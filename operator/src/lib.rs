@@ -1,11 +1,13 @@
 //! Kastell's operator: the controllers that reconcile every Kastell resource into
 //! workloads, the pure builders of the objects they apply, the residency policy (region
 //! catalogue and outbound endpoints), and the offline check of a resource repository
-//! (`kastell validate`), and the built-in git sync. See docs/operator.md.
+//! (`kastell validate`), the built-in git sync, and the mirror of Case resources into
+//! the case store. See docs/operator.md.
 
 pub mod admission;
 pub mod assemble;
 pub mod build;
+pub mod casemirror;
 pub mod conditions;
 pub mod controller;
 pub mod gitsync;

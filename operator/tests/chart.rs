@@ -46,7 +46,8 @@ fn documents(path: &Path) -> Vec<serde_yaml::Value> {
 
 #[test]
 fn the_chart_lints_renders_and_passes_kubernetes_validate() {
-    let values = r#"{"residency": {"regions": ["eu-central-1", "europe-west3"]}}"#;
+    let values = r#"{"residency": {"regions": ["eu-central-1", "europe-west3"]},
+                     "secrets": {"namespaces": ["soc", "soc-lab"]}}"#;
     let Some(out) = render(
         "the_chart_lints_renders_and_passes_kubernetes_validate",
         values,
@@ -105,4 +106,61 @@ fn the_plain_manifests_equal_the_chart_with_default_values() {
             "manifests/operator/{name}.yaml differs from the chart"
         );
     }
+}
+
+/// The rules of the rendered ClusterRole that name Secrets, and the namespaces that get a
+/// Role reading them.
+fn secret_access(out: &Path) -> (usize, Vec<String>) {
+    let rbac = documents(&out.join("kastell_templates_rbac.yaml"));
+    let names_secrets = |rule: &serde_yaml::Value| {
+        rule["resources"]
+            .as_sequence()
+            .is_some_and(|r| r.iter().any(|r| r == "secrets"))
+    };
+    let cluster_rules = rbac
+        .iter()
+        .filter(|d| d["kind"] == "ClusterRole")
+        .flat_map(|d| d["rules"].as_sequence().cloned().unwrap_or_default())
+        .filter(|rule| names_secrets(rule))
+        .count();
+    let namespaces = rbac
+        .iter()
+        .filter(|d| d["kind"] == "Role")
+        .filter(|d| {
+            d["rules"]
+                .as_sequence()
+                .is_some_and(|r| r.iter().any(names_secrets))
+        })
+        .map(|d| d["metadata"]["namespace"].as_str().unwrap().to_owned())
+        .collect();
+    (cluster_rules, namespaces)
+}
+
+#[test]
+fn secrets_are_readable_only_where_the_values_say() {
+    let test = "secrets_are_readable_only_where_the_values_say";
+    let Some(default) = render(test, "{}") else {
+        return;
+    };
+    assert_eq!(secret_access(default.path()), (0, vec![]));
+
+    let listed = render(test, r#"{"secrets": {"namespaces": ["soc", "soc-lab"]}}"#).unwrap();
+    assert_eq!(
+        secret_access(listed.path()),
+        (0, vec!["soc".to_owned(), "soc-lab".to_owned()])
+    );
+    let rbac = documents(&listed.path().join("kastell_templates_rbac.yaml"));
+    let binding = rbac
+        .iter()
+        .find(|d| d["kind"] == "RoleBinding" && d["metadata"]["namespace"] == "soc")
+        .expect("a RoleBinding in soc");
+    assert_eq!(binding["subjects"][0]["name"], "kastell-operator");
+    assert_eq!(binding["subjects"][0]["namespace"], "kastell-system");
+
+    let wide = render(
+        test,
+        r#"{"secrets": {"namespaces": ["soc"], "clusterWide": true}}"#,
+    )
+    .unwrap();
+    assert_eq!(secret_access(wide.path()), (1, vec![]));
 }

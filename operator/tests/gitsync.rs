@@ -629,3 +629,239 @@ fn a_commit_signed_by_git_and_ssh_keygen_verifies() {
         Err(SignatureError::NotAllowed { .. })
     ));
 }
+
+/// Removes `spec.git` from the platform `soc`.
+async fn remove_git(env: &TestEnv) {
+    let platforms: Api<SecOpsPlatform> = env.api();
+    platforms
+        .patch(
+            "soc",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"git": null}})),
+        )
+        .await
+        .expect("removing spec.git");
+}
+
+async fn wait_released(env: &TestEnv) {
+    let platforms: Api<SecOpsPlatform> = env.api();
+    let inventories: Api<ConfigMap> = env.api();
+    eventually("the inventory and status.git gone", || async {
+        let p = platforms.get("soc").await.map_err(|e| e.to_string())?;
+        let inventory = inventories
+            .get_opt("soc-git-inventory")
+            .await
+            .map_err(|e| e.to_string())?;
+        let git = p.status.as_ref().and_then(|s| s.git.clone());
+        if inventory.is_none() && git.is_none() {
+            Ok(())
+        } else {
+            Err(format!(
+                "inventory {}, status.git {git:?}",
+                inventory.is_some()
+            ))
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removing_spec_git_prunes_what_the_sync_applied_unless_told_to_keep_it() {
+    let Some(env) = setup("removing_spec_git_prunes_what_the_sync_applied").await else {
+        return;
+    };
+    let repo = Repo::new();
+    let rule_count = example_soc(&repo, env.namespace());
+    let c1 = repo.commit("the example SOC", None, None);
+    let _operator = start_operator(&env);
+    let rules: Api<DetectionRule> = env.api();
+    let sensors: Api<Sensor> = env.api();
+    create_platform(
+        &env,
+        json!({"url": repo.url(), "branch": "main", "path": "soc", "interval": "5s"}),
+    )
+    .await;
+    wait_revision(&env, c1).await;
+    assert_eq!(names(&rules).await.len(), rule_count);
+    // A rule applied by hand, beside the synced ones, is not the sync's to delete.
+    rules
+        .create(
+            &PostParams::default(),
+            &serde_yaml::from_str(
+                "apiVersion: kastell.eu/v1alpha1\nkind: DetectionRule\n\
+                 metadata: {name: by-hand}\nspec:\n  sigma: |\n    title: by hand\n    \
+                 logsource: {product: linux}\n    detection:\n      sel: {a: b}\n      \
+                 condition: sel\n",
+            )
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+
+    // The default: removing spec.git deletes what the sync applied, and only that.
+    remove_git(&env).await;
+    wait_released(&env).await;
+    assert_eq!(names(&rules).await, ["by-hand"]);
+    assert!(names(&sensors).await.is_empty());
+
+    // pruneOnRemoval: false leaves the resources in place, untracked, with their
+    // provenance.
+    let platforms: Api<SecOpsPlatform> = env.api();
+    platforms
+        .patch(
+            "soc",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"git": {
+                "url": repo.url(), "branch": "main", "path": "soc", "interval": "5s",
+                "pruneOnRemoval": false,
+            }}})),
+        )
+        .await
+        .unwrap();
+    wait_revision(&env, c1).await;
+    remove_git(&env).await;
+    wait_released(&env).await;
+    assert_eq!(names(&rules).await.len(), rule_count + 1);
+    assert_eq!(names(&sensors).await, ["suricata-dmz", "wazuh-manager"]);
+    let rule = rules.get(SSH_RULE).await.unwrap();
+    assert_eq!(
+        rule.annotations()["kastell.eu/source-commit"],
+        c1.to_string()
+    );
+}
+
+/// Runs gpg in its own home; panics with its output when it fails.
+fn gpg(home: &std::path::Path, args: &[&str]) -> Vec<u8> {
+    let output = std::process::Command::new("gpg")
+        .env("GNUPGHOME", home)
+        .args([
+            "--batch",
+            "--quiet",
+            "--pinentry-mode",
+            "loopback",
+            "--passphrase",
+            "",
+        ])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "gpg {args:?}: {output:?}");
+    output.stdout
+}
+
+/// A new signing key in a fresh GNUPGHOME; returns the home and the key's armored public
+/// key.
+fn gpg_key(dir: &std::path::Path, name: &str, algorithm: &str) -> (PathBuf, String) {
+    let home = dir.join(format!("gnupg-{name}"));
+    std::fs::create_dir_all(&home).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o700)).unwrap();
+    }
+    let uid = format!("{name} <{name}@soc.example.eu>");
+    gpg(
+        &home,
+        &["--quick-gen-key", &uid, algorithm, "sign", "never"],
+    );
+    let public = String::from_utf8(gpg(&home, &["--armor", "--export", &uid])).unwrap();
+    (home, public)
+}
+
+#[test]
+fn a_commit_signed_by_git_and_gpg_verifies_against_its_armored_key() {
+    use kastell_operator::gitsync::fetch::{fetch, Credentials};
+    use kastell_operator::gitsync::verify::{AllowedSigners, SignatureError};
+    use std::process::Command;
+
+    let have = |tool: &str| Command::new(tool).arg("--version").output().is_ok();
+    if !have("git") || !have("gpg") {
+        eprintln!(
+            "SKIPPED: a_commit_signed_by_git_and_gpg_verifies_against_its_armored_key: git or \
+             gpg absent"
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (ada, ada_public) = gpg_key(dir.path(), "ada", "ed25519");
+    let (_rsa_home, rsa_public) = gpg_key(dir.path(), "grace", "rsa3072");
+    let (_mallory, mallory_public) = gpg_key(dir.path(), "mallory", "ed25519");
+
+    let work = dir.path().join("repo");
+    std::fs::create_dir_all(work.join("soc")).unwrap();
+    std::fs::copy(
+        kastell_kube_harness::repo_root().join("examples/soc/sensors.yaml"),
+        work.join("soc/sensors.yaml"),
+    )
+    .unwrap();
+    let git = |args: &[&str]| {
+        let output = Command::new("git")
+            .current_dir(&work)
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GNUPGHOME", &ada)
+            .args(["-c", "user.name=ada", "-c", "user.email=ada@soc.example.eu"])
+            .args(["-c", "user.signingkey=ada@soc.example.eu"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "git {args:?}: {output:?}");
+        String::from_utf8(output.stdout).unwrap()
+    };
+    git(&["init", "-q", "-b", "main"]);
+    git(&["add", "."]);
+    git(&["commit", "-q", "-S", "-m", "signed by gpg"]);
+    let head = git(&["rev-parse", "HEAD"]).trim().to_owned();
+
+    let source: kastell_crds::platform::GitSource = serde_json::from_value(json!({
+        "url": format!("file://{}", work.display()), "branch": "main", "path": "soc",
+    }))
+    .unwrap();
+    let snapshot = fetch(&dir.path().join("cache"), &source, &Credentials::default()).unwrap();
+    assert_eq!(snapshot.commit, head);
+    let signature = snapshot.signature.as_ref();
+    assert!(signature.unwrap().0.contains("BEGIN PGP SIGNATURE"));
+
+    // Among other allowed keys (an SSH key, an RSA OpenPGP key), ada's verifies.
+    let ssh = signing_key(9).public_key().to_openssh().unwrap();
+    let signers =
+        AllowedSigners::parse(&[ssh.clone(), rsa_public.clone(), ada_public.clone()]).unwrap();
+    let fingerprint = signers.verify(&snapshot.commit, signature).unwrap();
+    let listed = String::from_utf8(gpg(&ada, &["--with-colons", "--fingerprint"])).unwrap();
+    assert!(
+        listed.contains(&format!(":{fingerprint}:")),
+        "{fingerprint} not in {listed}"
+    );
+
+    // Only other keys allowed: refused, naming the signer.
+    let others = AllowedSigners::parse(&[rsa_public, mallory_public]).unwrap();
+    assert!(matches!(
+        others.verify(&snapshot.commit, signature),
+        Err(SignatureError::NotAllowed { .. })
+    ));
+    // No OpenPGP key at all: refused as GPG.
+    let ssh_only = AllowedSigners::parse(&[ssh]).unwrap();
+    assert!(matches!(
+        ssh_only.verify(&snapshot.commit, signature),
+        Err(SignatureError::Gpg { .. })
+    ));
+    // The signature over other content: invalid.
+    let (armored, signed) = signature.unwrap().clone();
+    let tampered = String::from_utf8(signed)
+        .unwrap()
+        .replace("signed by gpg", "signed by gpg, honestly");
+    let ada_only = AllowedSigners::parse(&[ada_public]).unwrap();
+    assert!(matches!(
+        ada_only.verify(&snapshot.commit, Some(&(armored, tampered.into_bytes()))),
+        Err(SignatureError::Invalid { .. })
+    ));
+
+    for home in std::fs::read_dir(dir.path()).unwrap().flatten() {
+        if home.file_name().to_string_lossy().starts_with("gnupg-") {
+            let _ = Command::new("gpgconf")
+                .env("GNUPGHOME", home.path())
+                .args(["--kill", "gpg-agent"])
+                .status();
+        }
+    }
+}

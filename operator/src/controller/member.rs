@@ -1,5 +1,5 @@
 //! The controllers of DetectionRule, Sensor, IntelFeed and Playbook (one generic
-//! reconcile) and of Case. A member's reconcile: read the namespace's residency policy,
+//! reconcile). A member's reconcile: read the namespace's residency policy,
 //! validate with the stage's own compiler, write the verdict as conditions. Putting the
 //! admitted resources into the stages' bundles is the platform controller's job, which
 //! watches the members too.
@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use k8s_openapi::NamespaceResourceScope;
-use kastell_crds::{Case, SecOpsPlatform};
+use kastell_crds::SecOpsPlatform;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{watcher, Controller};
@@ -182,31 +182,4 @@ where
     context.metrics.failed(&kind, error.label());
     let delay = context.backoff(failure_key(&ObjectRef::from_obj(&*object)));
     Action::requeue(delay)
-}
-
-/// Cases are written by the cases stage and by people; the controller confirms each one
-/// is well-formed (the API server's schema already held it) and reports it Ready.
-pub async fn run_cases(context: Arc<Context>) {
-    Controller::new(
-        Api::<Case>::all(context.client.clone()),
-        watcher::Config::default(),
-    )
-    .shutdown_on_signal()
-    .run(reconcile_case, error_policy::<Case>, context)
-    .for_each(|_| async {})
-    .await;
-}
-
-async fn reconcile_case(case: Arc<Case>, context: Arc<Context>) -> Result<Action, Error> {
-    let started = Instant::now();
-    let observed_already = previous_conditions(&*case)
-        .iter()
-        .any(|c| c.type_ == "Ready" && c.observed_generation == case.meta().generation);
-    if !observed_already {
-        write_status(&context, &*case, Ok("case recorded"), Default::default()).await?;
-    }
-    context
-        .metrics
-        .reconciled("Case", started.elapsed().as_secs_f64());
-    Ok(Action::await_change())
 }

@@ -2,6 +2,7 @@
 //! (read, validate, build, apply, update status), sharing one [`Context`].
 
 mod apply;
+mod case;
 pub mod health;
 pub mod leader;
 mod member;
@@ -127,7 +128,7 @@ pub async fn run(context: Arc<Context>) {
         member::run::<kastell_crds::Sensor>(context.clone()),
         member::run::<kastell_crds::IntelFeed>(context.clone()),
         member::run::<kastell_crds::Playbook>(context.clone()),
-        member::run_cases(context.clone()),
+        case::run(context.clone()),
     );
 }
 

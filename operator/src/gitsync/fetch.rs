@@ -432,6 +432,7 @@ mod tests {
             credentials_secret: None,
             allowed_signers: vec![],
             webhook_secret: None,
+            prune_on_removal: true,
         };
         assert_eq!(
             refspec(&source).0,

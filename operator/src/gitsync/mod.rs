@@ -80,6 +80,15 @@ pub struct Synced {
     pub pruned: Vec<String>,
 }
 
+/// What removing `spec.git` did with the resources the sync had applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Released {
+    /// Deleted (those still labelled as this platform's).
+    Pruned(Vec<String>),
+    /// Left in place, untracked (`pruneOnRemoval: false`).
+    Kept(usize),
+}
+
 /// The per-platform sync loops and what they share.
 pub struct Syncer {
     context: Arc<Context>,
@@ -334,18 +343,91 @@ impl Syncer {
         Ok(pruned)
     }
 
+    /// After `spec.git` is removed: prunes what the last inventory holds, unless the last
+    /// sync recorded `pruneOnRemoval: false`, then deletes the inventory and `status.git`.
+    /// `None` when there is no inventory (nothing was synced, or it is released already).
+    ///
+    /// # Errors
+    ///
+    /// [`SyncError::Api`] naming the object; the inventory stays, so the next attempt
+    /// finishes the job.
+    #[tracing::instrument(skip_all, fields(namespace = platform.namespace(), name = platform.name_any()))]
+    pub async fn release(&self, platform: &SecOpsPlatform) -> Result<Option<Released>, SyncError> {
+        let namespace = platform.namespace().unwrap_or_default();
+        let name = platform.name_any();
+        let Some((inventory, prune)) = self.read_inventory_record(platform).await? else {
+            return Ok(None);
+        };
+        let released = if prune {
+            let pruned = self
+                .prune(&namespace, &name, &inventory, &Inventory::default())
+                .await?;
+            Released::Pruned(pruned)
+        } else {
+            Released::Kept(inventory.keys.len())
+        };
+
+        let (api, config_map) = self.inventory_api(platform);
+        match api.delete(&config_map, &DeleteParams::default()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(status)) if status.code == 404 => {}
+            Err(source) => {
+                return Err(SyncError::Api {
+                    action: "deleting",
+                    what: format!("the inventory ConfigMap {config_map}"),
+                    source,
+                })
+            }
+        }
+        // An apply that names no `git` drops the field this manager owned.
+        let platforms: Api<SecOpsPlatform> = Api::namespaced(self.client(), &namespace);
+        let patch = json!({
+            "apiVersion": SecOpsPlatform::api_version(&()),
+            "kind": "SecOpsPlatform",
+            "status": {},
+        });
+        platforms
+            .patch_status(
+                &name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&patch),
+            )
+            .await
+            .map_err(|source| SyncError::Api {
+                action: "clearing status.git of",
+                what: format!("SecOpsPlatform {namespace}/{name}"),
+                source,
+            })?;
+        tracing::info!(?released, "spec.git removed; git sync released");
+        Ok(Some(released))
+    }
+
     async fn read_inventory(&self, platform: &SecOpsPlatform) -> Result<Inventory, SyncError> {
+        Ok(self
+            .read_inventory_record(platform)
+            .await?
+            .map(|(inventory, _)| inventory)
+            .unwrap_or_default())
+    }
+
+    /// The inventory and its `pruneOnRemoval` (true unless recorded false); `None` when
+    /// the ConfigMap does not exist.
+    async fn read_inventory_record(
+        &self,
+        platform: &SecOpsPlatform,
+    ) -> Result<Option<(Inventory, bool)>, SyncError> {
         let (api, name) = self.inventory_api(platform);
         let found = api.get_opt(&name).await.map_err(|source| SyncError::Api {
             action: "reading",
             what: format!("the inventory ConfigMap {name}"),
             source,
         })?;
-        let text = found
-            .and_then(|cm| cm.data)
-            .and_then(|mut data| data.remove(INVENTORY_KEY))
-            .unwrap_or_default();
-        Ok(Inventory::parse(&text))
+        Ok(found.map(|cm| {
+            let mut data = cm.data.unwrap_or_default();
+            let text = data.remove(INVENTORY_KEY).unwrap_or_default();
+            let prune = data.get(PRUNE_ON_REMOVAL_KEY).map(String::as_str) != Some("false");
+            (Inventory::parse(&text), prune)
+        }))
     }
 
     async fn write_inventory(
@@ -355,6 +437,13 @@ impl Syncer {
     ) -> Result<(), SyncError> {
         let (api, name) = self.inventory_api(platform);
         let owner = platform.controller_owner_ref(&());
+        // Kept beside the inventory because, once `spec.git` is removed, this is the
+        // only place the choice can be read from.
+        let prune_on_removal = platform
+            .spec
+            .git
+            .as_ref()
+            .is_none_or(|git| git.prune_on_removal);
         let config_map = json!({
             "apiVersion": "v1",
             "kind": "ConfigMap",
@@ -363,7 +452,10 @@ impl Syncer {
                 "labels": {LABEL_SYNCED_BY: platform.name_any()},
                 "ownerReferences": owner.into_iter().collect::<Vec<_>>(),
             },
-            "data": {INVENTORY_KEY: inventory.render()},
+            "data": {
+                INVENTORY_KEY: inventory.render(),
+                PRUNE_ON_REMOVAL_KEY: prune_on_removal.to_string(),
+            },
         });
         api.patch(
             &name,
@@ -419,6 +511,33 @@ impl Syncer {
         .map(|_| ())
     }
 
+    async fn record_release(&self, platform: &SecOpsPlatform, released: &Released) {
+        let note = match released {
+            Released::Pruned(pruned) if pruned.is_empty() => {
+                "spec.git removed; nothing left to prune".to_owned()
+            }
+            Released::Pruned(pruned) => format!("spec.git removed; pruned {}", pruned.join(", ")),
+            Released::Kept(n) => format!(
+                "spec.git removed; {n} synced resources left in place (pruneOnRemoval: false)"
+            ),
+        };
+        let event = Event {
+            type_: EventType::Normal,
+            reason: "GitSyncRemoved".into(),
+            note: Some(note.chars().take(1000).collect()),
+            action: "Sync".into(),
+            secondary: None,
+        };
+        if let Err(error) = self
+            .context
+            .recorder
+            .publish(&event, &platform.object_ref(&()))
+            .await
+        {
+            tracing::warn!(%error, "could not publish an event");
+        }
+    }
+
     async fn record_events(
         &self,
         platform: &SecOpsPlatform,
@@ -457,6 +576,7 @@ impl Syncer {
 }
 
 const INVENTORY_KEY: &str = "inventory";
+const PRUNE_ON_REMOVAL_KEY: &str = "pruneOnRemoval";
 
 /// The ConfigMap holding what a platform's sync applied.
 pub fn inventory_name(platform: &str) -> String {
@@ -522,10 +642,15 @@ async fn read_secret(
     name: &str,
 ) -> Result<BTreeMap<String, Vec<u8>>, SyncError> {
     let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
-    let secret = api.get(name).await.map_err(|source| SyncError::Secret {
-        namespace: namespace.to_owned(),
-        name: name.to_owned(),
-        source,
+    let secret = api.get(name).await.map_err(|source| match source {
+        kube::Error::Api(status) if status.code == 403 => {
+            SyncError::Spec(forbidden_secret(namespace, name))
+        }
+        source => SyncError::Secret {
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+            source,
+        },
     })?;
     Ok(secret
         .data
@@ -533,6 +658,14 @@ async fn read_secret(
         .into_iter()
         .map(|(k, v)| (k, v.0))
         .collect())
+}
+
+/// What a platform is told when the operator's RBAC does not reach its Secrets.
+pub fn forbidden_secret(namespace: &str, name: &str) -> String {
+    format!(
+        "reading Secret {namespace}/{name}: forbidden: the operator may only read the Secrets \
+         of the namespaces listed in the chart's secrets.namespaces (docs/operator.md, RBAC)"
+    )
 }
 
 /// One platform's loop: sync, write the status, sleep for the interval or until woken.
@@ -551,8 +684,26 @@ async fn platform_loop(syncer: Arc<Syncer>, key: (String, String), wake: Arc<Not
             }
         };
         let Some(git) = platform.spec.git.clone() else {
-            // Nothing to sync until the spec names a repository.
-            wake.notified().await;
+            match syncer.release(&platform).await {
+                Ok(released) => {
+                    if let Some(released) = released {
+                        syncer.record_release(&platform, &released).await;
+                    }
+                    // Nothing to sync until the spec names a repository again.
+                    wake.notified().await;
+                }
+                Err(error) => {
+                    tracing::warn!(%error, namespace, name, "releasing the git sync");
+                    syncer
+                        .context
+                        .warn(&platform, "GitSyncFailed", &error.to_string())
+                        .await;
+                    tokio::select! {
+                        () = tokio::time::sleep(MIN_INTERVAL) => {}
+                        () = wake.notified() => {}
+                    }
+                }
+            }
             continue;
         };
         let before = platform

@@ -1,11 +1,11 @@
 //! Commit-signature verification against `spec.git.allowedSigners`: SSH signatures (what
 //! `git commit -S` writes with `gpg.format=ssh`), checked with the `ssh-key` crate's
-//! SSHSIG support the way `ssh-keygen -Y verify -n git` does.
-//!
-//! GPG signatures are refused as unsupported: verifying OpenPGP would take
-//! sequoia-openpgp (or gpgme and a gpg binary), a large dependency for a second signature
-//! format; see docs/operator.md, Limitations.
+//! SSHSIG support the way `ssh-keygen -Y verify -n git` does, and OpenPGP signatures (what
+//! `git commit -S` writes with gpg), checked with rPGP (`pgp`, pure Rust, lighter than
+//! sequoia-openpgp and needing neither gpg nor gpgme) against armored public keys.
 
+use pgp::composed::{Deserializable, SignedPublicKey, StandaloneSignature};
+use pgp::types::PublicKeyTrait;
 use ssh_key::{PublicKey, SshSig};
 
 /// The SSHSIG namespace git signs commits and tags under.
@@ -16,7 +16,9 @@ const GIT_NAMESPACE: &str = "git";
 pub enum SignatureError {
     #[error("commit {commit} is not signed, and spec.git.allowedSigners requires a signature")]
     Unsigned { commit: String },
-    #[error("commit {commit} has a GPG signature; only SSH signatures can be verified")]
+    #[error(
+        "commit {commit} has a GPG signature and spec.git.allowedSigners holds no OpenPGP key"
+    )]
     Gpg { commit: String },
     #[error("commit {commit} has a signature that cannot be read: {reason}")]
     Malformed { commit: String, reason: String },
@@ -24,7 +26,7 @@ pub enum SignatureError {
     NotAllowed { commit: String, fingerprint: String },
     #[error("commit {commit}: the signature of {fingerprint} does not match the commit")]
     Invalid { commit: String, fingerprint: String },
-    #[error("spec.git.allowedSigners entry {entry} holds no SSH public key: {reason}")]
+    #[error("spec.git.allowedSigners entry {entry} holds no SSH or OpenPGP public key: {reason}")]
     BadSigner { entry: usize, reason: String },
 }
 
@@ -32,6 +34,7 @@ pub enum SignatureError {
 #[derive(Debug, Clone)]
 pub struct AllowedSigners {
     keys: Vec<PublicKey>,
+    pgp: Vec<SignedPublicKey>,
 }
 
 impl AllowedSigners {
@@ -43,7 +46,15 @@ impl AllowedSigners {
     /// [`SignatureError::BadSigner`] for the first entry holding no key.
     pub fn parse(entries: &[String]) -> Result<Self, SignatureError> {
         let mut keys = Vec::new();
+        let mut pgp = Vec::new();
         for (entry, text) in entries.iter().enumerate() {
+            if text.contains("-----BEGIN PGP PUBLIC KEY BLOCK-----") {
+                pgp.push(
+                    parse_pgp(text)
+                        .map_err(|reason| SignatureError::BadSigner { entry, reason })?,
+                );
+                continue;
+            }
             for line in text.lines().map(str::trim) {
                 if line.is_empty() || line.starts_with('#') {
                     continue;
@@ -54,7 +65,7 @@ impl AllowedSigners {
                 );
             }
         }
-        Ok(AllowedSigners { keys })
+        Ok(AllowedSigners { keys, pgp })
     }
 
     /// Checks that `signature` (the commit's `gpgsig` header) is a valid SSH signature
@@ -74,7 +85,7 @@ impl AllowedSigners {
             return Err(SignatureError::Unsigned { commit });
         };
         if armored.contains("BEGIN PGP SIGNATURE") {
-            return Err(SignatureError::Gpg { commit });
+            return self.verify_pgp(commit, armored, signed);
         }
         let sig = SshSig::from_pem(armored.trim()).map_err(|e| SignatureError::Malformed {
             commit: commit.clone(),
@@ -99,6 +110,89 @@ impl AllowedSigners {
             })?;
         Ok(fingerprint)
     }
+}
+
+impl AllowedSigners {
+    /// An OpenPGP signature: valid by the primary key or a signing subkey of an allowed
+    /// key. Returns the signing key's fingerprint (hex).
+    fn verify_pgp(
+        &self,
+        commit: String,
+        armored: &str,
+        signed: &[u8],
+    ) -> Result<String, SignatureError> {
+        if self.pgp.is_empty() {
+            return Err(SignatureError::Gpg { commit });
+        }
+        let (sig, _) =
+            StandaloneSignature::from_string(armored).map_err(|e| SignatureError::Malformed {
+                commit: commit.clone(),
+                reason: e.to_string(),
+            })?;
+        let issuers: Vec<Vec<u8>> = sig
+            .signature
+            .issuer()
+            .iter()
+            .map(|id| id.as_ref().to_vec())
+            .collect();
+        let issuer_fingerprints: Vec<Vec<u8>> = sig
+            .signature
+            .issuer_fingerprint()
+            .iter()
+            .map(|f| f.as_bytes().to_vec())
+            .collect();
+        let named = |key: &dyn PublicKeyTrait| {
+            issuers.iter().any(|id| id[..] == *key.key_id().as_ref())
+                || issuer_fingerprints
+                    .iter()
+                    .any(|f| f[..] == *key.fingerprint().as_bytes())
+        };
+        let shown = issuer_fingerprints
+            .first()
+            .or(issuers.first())
+            .map(hex::encode_upper)
+            .unwrap_or_else(|| "an unnamed OpenPGP key".into());
+
+        let found = self.pgp.iter().find_map(|key| {
+            if named(&key.primary_key) {
+                return Some(check_pgp(&sig, &key.primary_key, signed));
+            }
+            key.public_subkeys
+                .iter()
+                .find(|sub| named(&sub.key))
+                .map(|sub| check_pgp(&sig, &sub.key, signed))
+        });
+        match found {
+            None => Err(SignatureError::NotAllowed {
+                commit,
+                fingerprint: shown,
+            }),
+            Some((fingerprint, Ok(()))) => Ok(fingerprint),
+            Some((fingerprint, Err(()))) => Err(SignatureError::Invalid {
+                commit,
+                fingerprint,
+            }),
+        }
+    }
+}
+
+/// The key's fingerprint (hex) and whether `sig` is its valid signature of `signed`.
+fn check_pgp<K: PublicKeyTrait>(
+    sig: &StandaloneSignature,
+    key: &K,
+    signed: &[u8],
+) -> (String, Result<(), ()>) {
+    let fingerprint = hex::encode_upper(key.fingerprint().as_bytes());
+    (fingerprint, sig.verify(key, signed).map_err(drop))
+}
+
+/// An armored OpenPGP public key whose self-signatures and subkey bindings hold, so that
+/// a subkey cannot be attached to an allowed key by someone else.
+fn parse_pgp(text: &str) -> Result<SignedPublicKey, String> {
+    let (key, _) = SignedPublicKey::from_string(text.trim()).map_err(|e| e.to_string())?;
+    key.verify()
+        .map_err(|e| format!("the OpenPGP key's self-signatures do not verify: {e}"))?;
+    Ok(key)
 }
 
 /// The public key of one line: from the first field that is a key type on.
