@@ -658,3 +658,56 @@ async fn alerts_are_acknowledged_and_ignored_with_a_reason() {
     .await;
     assert_eq!(bad.status, StatusCode::BAD_REQUEST);
 }
+
+#[tokio::test]
+async fn a_revoked_key_is_refused_at_its_next_request_with_the_reason() {
+    use kastell_core::store::keys::KeyStore;
+    let f = fixture().await;
+    let router = router(f.state.clone());
+    let key = bearer(&api_key(&f.store, "soc-bot", Role::Analyst, Tlp::Amber).await);
+    let first = call(&router, Method::GET, "/api/v1/cases", Some(&key), None).await;
+    assert_eq!(first.status, StatusCode::OK, "{}", first.body);
+
+    // `kastell apikey revoke` runs in another process, with its own handle on the store.
+    let cli = kastell_core::SqliteStore::open_dir(&f._dir.path().join("data"))
+        .await
+        .unwrap();
+    let listed = cli.list_api_keys().await.unwrap();
+    assert!(listed[0].last_used_at.is_some(), "the request was recorded");
+    assert!(serde_json::to_string(&listed)
+        .unwrap()
+        .find("argon2")
+        .is_none());
+    let revoked = cli.revoke_api_key("soc-bot", "cli:admin").await.unwrap();
+    assert!(revoked.revoked_at.is_some());
+
+    let refused = call(&router, Method::GET, "/api/v1/cases", Some(&key), None).await;
+    assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(refused.body["error"], "key_revoked");
+    assert!(refused.body["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("the API key was revoked at "));
+    let thehive = call(&router, Method::GET, "/api/v1/case/1", Some(&key), None).await;
+    assert_eq!(thehive.status, StatusCode::UNAUTHORIZED);
+
+    let last = f
+        .store
+        .audit_entries(0, i64::MAX)
+        .await
+        .unwrap()
+        .pop()
+        .unwrap();
+    assert_eq!(
+        (last.action.as_str(), last.actor.as_str()),
+        ("apikey.revoke", "cli:admin")
+    );
+    assert!(matches!(
+        cli.revoke_api_key("soc-bot", "cli:admin").await,
+        Err(kastell_core::StoreError::Conflict { .. })
+    ));
+    assert!(matches!(
+        cli.revoke_api_key("nobody", "cli:admin").await,
+        Err(kastell_core::StoreError::NotFound { .. })
+    ));
+}

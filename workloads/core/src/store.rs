@@ -16,6 +16,7 @@ use crate::alert::{Alert, Level};
 use crate::audit::{self, AuditEntry, Change, SYSTEM_ACTOR};
 
 mod analyst;
+pub mod keys;
 mod location;
 mod postgres;
 pub mod privacy;
@@ -539,6 +540,20 @@ pub trait CaseStore: Send + Sync {
     /// Stores a new API key; a name already taken is a [`StoreError::Conflict`].
     async fn create_api_key(&self, key: &ApiKeyRecord, by: &str) -> Result<(), StoreError>;
     async fn get_api_key(&self, id: &str) -> Result<Option<ApiKeyRecord>, StoreError>;
+    /// The key with its revocation and last use, for authenticating a request. A store
+    /// that keeps neither (a test wrapper) answers the bare record.
+    async fn get_api_key_status(&self, id: &str) -> Result<Option<keys::ApiKeyStatus>, StoreError> {
+        Ok(self.get_api_key(id).await?.map(|key| keys::ApiKeyStatus {
+            key,
+            revoked_at: None,
+            last_used_at: None,
+        }))
+    }
+    /// Records that a request authenticated with the key at `at` (see
+    /// [`keys::LAST_USED_RESOLUTION`]); a store that does not track use ignores it.
+    async fn mark_api_key_used(&self, _id: &str, _at: DateTime<Utc>) -> Result<(), StoreError> {
+        Ok(())
+    }
 
     /// Acknowledges or ignores an alert as `by`; an alert already in that state is left
     /// as it is and not audited again.
@@ -1655,6 +1670,14 @@ impl CaseStore for SqliteStore {
         analyst::record(&mut tx, id, by, "closed", details).await?;
         commit_audited(tx, case_change(by, "case.close", Some(&before), &after)?).await?;
         Ok(after)
+    }
+
+    async fn get_api_key_status(&self, id: &str) -> Result<Option<keys::ApiKeyStatus>, StoreError> {
+        self.api_key_status_impl(id).await
+    }
+
+    async fn mark_api_key_used(&self, id: &str, at: DateTime<Utc>) -> Result<(), StoreError> {
+        self.mark_api_key_used_impl(id, at).await
     }
 
     async fn get_api_key(&self, id: &str) -> Result<Option<ApiKeyRecord>, StoreError> {

@@ -115,6 +115,7 @@ conformance!(
     figures_and_search_see_what_happened,
     a_subject_is_found_and_erased_in_observables_tasks_and_the_timeline,
     retention_erases_observables_tasks_and_the_timeline_of_closed_cases,
+    api_keys_are_listed_used_and_revoked_once,
 );
 
 fn alert(rule: &str, host: &str, at: &str, level: Level) -> Alert {
@@ -1323,4 +1324,57 @@ async fn retention_erases_observables_tasks_and_the_timeline_of_closed_cases(sto
         .await
         .unwrap();
     assert_eq!(again, Default::default(), "a second run changes nothing");
+}
+
+async fn api_keys_are_listed_used_and_revoked_once(store: Store) {
+    store
+        .create_api_key(&api_key("k1", "soc-bot"), "cli:root")
+        .await
+        .unwrap();
+    store
+        .create_api_key(&api_key("k2", "lead"), "cli:root")
+        .await
+        .unwrap();
+    let now = Utc::now();
+    store.mark_api_key_used("k1", now).await.unwrap();
+    // Within the resolution: not written again.
+    store
+        .mark_api_key_used("k1", now + Duration::seconds(5))
+        .await
+        .unwrap();
+    let status = store.get_api_key_status("k1").await.unwrap().unwrap();
+    assert_eq!(
+        status.last_used_at.map(|t| t.timestamp_micros()),
+        Some(now.timestamp_micros())
+    );
+    assert_eq!(status.revoked_at, None);
+
+    let revoked = store.revoke_api_key("soc-bot", "cli:admin").await.unwrap();
+    assert!(revoked.revoked_at.is_some());
+    let listed = store.list_api_keys().await.unwrap();
+    let names: Vec<(&str, bool)> = listed
+        .iter()
+        .map(|s| (s.key.name.as_str(), s.revoked_at.is_some()))
+        .collect();
+    assert_eq!(names, [("soc-bot", true), ("lead", false)]);
+    assert!(store
+        .get_api_key_status("k1")
+        .await
+        .unwrap()
+        .unwrap()
+        .revoked_at
+        .is_some());
+    assert!(matches!(
+        store.revoke_api_key("soc-bot", "cli:admin").await,
+        Err(StoreError::Conflict { .. })
+    ));
+    assert!(matches!(
+        store.revoke_api_key("nobody", "cli:admin").await,
+        Err(StoreError::NotFound { .. })
+    ));
+    let entries = store.audit_entries(0, i64::MAX).await.unwrap();
+    let last = entries.last().unwrap();
+    assert_eq!(last.action, "apikey.revoke");
+    assert!(last.after.as_ref().unwrap().get("hash").is_none());
+    assert_eq!(audit::verify(&entries), Verdict::Intact { entries: 3 });
 }

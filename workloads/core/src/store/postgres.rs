@@ -39,7 +39,7 @@ const MAX_CONNECTIONS: u32 = 16;
 /// The case store in a PostgreSQL database.
 #[derive(Clone)]
 pub struct PostgresStore {
-    pool: PgPool,
+    pub(super) pool: PgPool,
 }
 
 type Tx = sqlx::Transaction<'static, sqlx::Postgres>;
@@ -693,6 +693,21 @@ impl CaseStore for PostgresStore {
         };
         commit_audited(tx, change).await?;
         Ok(())
+    }
+
+    async fn get_api_key_status(
+        &self,
+        id: &str,
+    ) -> Result<Option<super::keys::ApiKeyStatus>, StoreError> {
+        self.api_key_status_impl(id).await
+    }
+
+    async fn mark_api_key_used(
+        &self,
+        id: &str,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(), StoreError> {
+        self.mark_api_key_used_impl(id, at).await
     }
 
     async fn get_api_key(&self, id: &str) -> Result<Option<ApiKeyRecord>, StoreError> {

@@ -27,8 +27,8 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::{
-    ActionRecord, AlertRecord, ApiKeyRecord, CaseRecord, CaseStore, ObservableRecord,
-    PostgresStore, SqliteStore, StoreError, TaskRecord, TimelineEntry,
+    ActionRecord, AlertRecord, ApiKeyRecord, CaseRecord, ObservableRecord, PostgresStore,
+    SqliteStore, StoreError, TaskRecord, TimelineEntry,
 };
 use crate::audit::{AuditEntry, Change};
 
@@ -90,7 +90,7 @@ impl Erasure {
 
 /// The GDPR procedures of a case store. Each appends its own audit entry.
 #[async_trait]
-pub trait PrivacyStore: CaseStore {
+pub trait PrivacyStore: super::keys::KeyStore {
     /// Everything mentioning `subject` (a user name, e-mail address or other identifier,
     /// matched without regard to case), for a data-subject access request.
     ///
