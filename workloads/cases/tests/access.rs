@@ -711,3 +711,95 @@ async fn a_revoked_key_is_refused_at_its_next_request_with_the_reason() {
         Err(kastell_core::StoreError::NotFound { .. })
     ));
 }
+
+#[tokio::test]
+async fn closing_checks_the_role_before_the_body() {
+    let f = fixture().await;
+    let router = router(f.state.clone());
+    let analyst = bearer(&api_key(&f.store, "analyst-1", Role::Analyst, Tlp::Red).await);
+    let lead = bearer(&api_key(&f.store, "lead-1", Role::Lead, Tlp::Red).await);
+    let close = format!("/api/v1/cases/{}/close", f.cookie_case);
+    let bad = json!({"resolution": "no-such-resolution"});
+    let refused = call(
+        &router,
+        Method::POST,
+        &close,
+        Some(&analyst),
+        Some(bad.clone()),
+    )
+    .await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN, "{}", refused.body);
+    let invalid = call(&router, Method::POST, &close, Some(&lead), Some(bad)).await;
+    assert_eq!(
+        invalid.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        invalid.body
+    );
+    let good = json!({"resolution": "true_positive", "summary": "IcedID contained"});
+    let closed = call(&router, Method::POST, &close, Some(&lead), Some(good)).await;
+    assert_eq!(closed.status, StatusCode::OK, "{}", closed.body);
+}
+
+#[tokio::test]
+async fn nul_characters_are_refused_in_every_body() {
+    let f = fixture().await;
+    let router = router(f.state.clone());
+    let lead = bearer(&api_key(&f.store, "lead-1", Role::Lead, Tlp::Red).await);
+    let case = format!("/api/v1/cases/{}", f.cookie_case);
+    let attempts = [
+        (
+            Method::POST,
+            "/api/v1/cases".to_owned(),
+            json!({"title": "a\u{0}b"}),
+        ),
+        (Method::PATCH, case.clone(), json!({"title": "IcedID\u{0}"})),
+        (
+            Method::POST,
+            format!("{case}/comments"),
+            json!({"text": "\u{0}"}),
+        ),
+        (
+            Method::POST,
+            "/api/v1/case".to_owned(),
+            json!({"title": "x\u{0}", "description": "d"}),
+        ),
+    ];
+    for (method, uri, body) in attempts {
+        let answer = call(&router, method.clone(), &uri, Some(&lead), Some(body)).await;
+        assert_eq!(
+            answer.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{method} {uri}: {}",
+            answer.body
+        );
+        let reason = answer.body.to_string();
+        assert!(reason.contains("NUL"), "{method} {uri}: {reason}");
+    }
+    let title = call(&router, Method::GET, &case, Some(&lead), None).await;
+    assert!(!title.body["title"].as_str().unwrap().contains('\u{0}'));
+    // A backslash followed by "u0000" is text, not NUL.
+    let text = json!({"title": "C:\\u0000 path"});
+    let kept = call(&router, Method::PATCH, &case, Some(&lead), Some(text)).await;
+    assert_eq!(kept.status, StatusCode::OK, "{}", kept.body);
+    assert_eq!(kept.body["title"], "C:\\u0000 path");
+}
+
+#[tokio::test]
+async fn a_huge_path_id_is_not_echoed_back() {
+    let f = fixture().await;
+    let router = router(f.state.clone());
+    let lead = bearer(&api_key(&f.store, "lead-1", Role::Lead, Tlp::Red).await);
+    let huge = "9".repeat(20_000);
+    for uri in [
+        format!("/api/v1/cases/{huge}"),
+        format!("/api/v1/alerts/{huge}"),
+        format!("/api/v1/case/{huge}"),
+        format!("/api/v1/no-such-route/{huge}"),
+    ] {
+        let answer = call(&router, Method::GET, &uri, Some(&lead), None).await;
+        assert!(answer.status.is_client_error(), "{}", answer.status);
+        let body = answer.body.to_string();
+        assert!(body.len() < 512, "{} bytes: {}", body.len(), &body[..200]);
+    }
+}
