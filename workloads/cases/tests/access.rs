@@ -803,3 +803,43 @@ async fn a_huge_path_id_is_not_echoed_back() {
         assert!(body.len() < 512, "{} bytes: {}", body.len(), &body[..200]);
     }
 }
+
+#[tokio::test]
+async fn figures_count_only_what_the_caller_may_read() {
+    let f = fixture().await;
+    let router = router(f.state.clone());
+    let lead = bearer(&api_key(&f.store, "lead-1", Role::Lead, Tlp::Red).await);
+    let analyst = bearer(&api_key(&f.store, "analyst-1", Role::Analyst, Tlp::Amber).await);
+    let case = format!("/api/v1/cases/{}", f.cookie_case);
+    let red = call(
+        &router,
+        Method::PATCH,
+        &case,
+        Some(&lead),
+        Some(json!({"tlp": "red"})),
+    )
+    .await;
+    assert_eq!(red.status, StatusCode::OK, "{}", red.body);
+    for id in [f.cookie_case, f.cert_case] {
+        let close = format!("/api/v1/cases/{id}/close");
+        let body = json!({"resolution": "true_positive", "summary": "done"});
+        let closed = call(&router, Method::POST, &close, Some(&lead), Some(body)).await;
+        assert_eq!(closed.status, StatusCode::OK, "{}", closed.body);
+    }
+    let range = "/api/v1/figures?from=2000-01-01T00:00:00Z&to=2100-01-01T00:00:00Z";
+    let totals = |body: &Value| {
+        let rows = body["by_severity"].as_array().unwrap();
+        let sum = |key: &str| rows.iter().map(|r| r[key].as_i64().unwrap()).sum::<i64>();
+        (sum("alerts"), sum("resolved"))
+    };
+    let all = call(&router, Method::GET, range, Some(&lead), None).await;
+    assert_eq!(all.status, StatusCode::OK, "{}", all.body);
+    assert_eq!(totals(&all.body), (2, 2));
+    let amber = call(&router, Method::GET, range, Some(&analyst), None).await;
+    assert_eq!(amber.status, StatusCode::OK, "{}", amber.body);
+    assert_eq!(
+        totals(&amber.body),
+        (1, 1),
+        "the RED case and its alert are not counted"
+    );
+}

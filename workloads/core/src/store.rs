@@ -16,6 +16,7 @@ use crate::alert::{Alert, Level};
 use crate::audit::{self, AuditEntry, Change, SYSTEM_ACTOR};
 
 mod analyst;
+mod ceiling;
 pub mod keys;
 mod location;
 mod postgres;
@@ -671,6 +672,24 @@ pub trait CaseStore: Send + Sync {
     /// Cases (title, description) and case observables (value) containing `text`,
     /// case-insensitively for ASCII, at most `limit` of each, within `max_tlp`.
     async fn search(&self, text: &str, max_tlp: Tlp, limit: i64) -> Result<SearchHits, StoreError>;
+
+    /// As [`CaseStore::figures`], over the alerts without a case or in a case at most
+    /// `max_tlp`, and the cases at most `max_tlp`: the figures a caller with that ceiling
+    /// may see.
+    ///
+    /// # Errors
+    /// A store that cannot restrict its figures (a wrapper that does not forward this)
+    /// refuses rather than count what the caller may not see.
+    async fn figures_within(
+        &self,
+        _from: DateTime<Utc>,
+        _to: DateTime<Utc>,
+        max_tlp: Tlp,
+    ) -> Result<Vec<SeverityFigures>, StoreError> {
+        Err(StoreError::Conflict {
+            reason: format!("this case store cannot restrict its figures to TLP {max_tlp}"),
+        })
+    }
 }
 
 /// The embedded store: one SQLite file in the data directory.
@@ -1812,6 +1831,15 @@ impl CaseStore for SqliteStore {
 
     async fn search(&self, text: &str, max_tlp: Tlp, limit: i64) -> Result<SearchHits, StoreError> {
         self.search_impl(text, max_tlp, limit).await
+    }
+
+    async fn figures_within(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        max_tlp: Tlp,
+    ) -> Result<Vec<SeverityFigures>, StoreError> {
+        self.figures_within_impl(from, to, max_tlp).await
     }
 }
 

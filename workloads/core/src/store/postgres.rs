@@ -917,6 +917,15 @@ impl CaseStore for PostgresStore {
     async fn search(&self, text: &str, max_tlp: Tlp, limit: i64) -> Result<SearchHits, StoreError> {
         self.search_impl(text, max_tlp, limit).await
     }
+
+    async fn figures_within(
+        &self,
+        from: chrono::DateTime<chrono::Utc>,
+        to: chrono::DateTime<chrono::Utc>,
+        max_tlp: Tlp,
+    ) -> Result<Vec<super::SeverityFigures>, StoreError> {
+        self.figures_within_impl(from, to, max_tlp).await
+    }
 }
 
 #[cfg(test)]
