@@ -696,6 +696,8 @@ pub trait CaseStore: Send + Sync {
 #[derive(Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// One connection that every write transaction takes (see [`SqliteStore::write_tx`]).
+    writer: SqlitePool,
 }
 
 /// The database file's name inside the data directory.
@@ -725,7 +727,7 @@ impl SqliteStore {
             .busy_timeout(std::time::Duration::from_secs(5));
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
-            .connect_with(options)
+            .connect_with(options.clone())
             .await
             .map_err(|source| StoreError::Open {
                 path: path.to_owned(),
@@ -735,7 +737,19 @@ impl SqliteStore {
             .run(&pool)
             .await
             .map_err(StoreError::Migrate)?;
-        Ok(SqliteStore { pool })
+        // SQLite runs one writer at a time. Writers sharing the read pool collide on
+        // `BEGIN IMMEDIATE` and wait in SQLite's busy handler, which sleeps in steps of
+        // up to 100 ms; through one connection of their own they queue in the pool
+        // instead, in order and without sleeping, and readers keep their connections.
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options)
+            .await
+            .map_err(|source| StoreError::Open {
+                path: path.to_owned(),
+                source,
+            })?;
+        Ok(SqliteStore { pool, writer })
     }
 }
 
@@ -1153,7 +1167,7 @@ impl SqliteStore {
     /// transaction could read them before another writer commits (and then fail to
     /// upgrade). PostgreSQL would take `LOCK TABLE audit_log` instead.
     async fn write_tx(&self) -> Result<Tx, StoreError> {
-        self.pool
+        self.writer
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(query_err("begin"))
