@@ -658,3 +658,188 @@ async fn alerts_are_acknowledged_and_ignored_with_a_reason() {
     .await;
     assert_eq!(bad.status, StatusCode::BAD_REQUEST);
 }
+
+#[tokio::test]
+async fn a_revoked_key_is_refused_at_its_next_request_with_the_reason() {
+    use kastell_core::store::keys::KeyStore;
+    let f = fixture().await;
+    let router = router(f.state.clone());
+    let key = bearer(&api_key(&f.store, "soc-bot", Role::Analyst, Tlp::Amber).await);
+    let first = call(&router, Method::GET, "/api/v1/cases", Some(&key), None).await;
+    assert_eq!(first.status, StatusCode::OK, "{}", first.body);
+
+    // `kastell apikey revoke` runs in another process, with its own handle on the store.
+    let cli = kastell_core::SqliteStore::open_dir(&f._dir.path().join("data"))
+        .await
+        .unwrap();
+    let listed = cli.list_api_keys().await.unwrap();
+    assert!(listed[0].last_used_at.is_some(), "the request was recorded");
+    assert!(serde_json::to_string(&listed)
+        .unwrap()
+        .find("argon2")
+        .is_none());
+    let revoked = cli.revoke_api_key("soc-bot", "cli:admin").await.unwrap();
+    assert!(revoked.revoked_at.is_some());
+
+    let refused = call(&router, Method::GET, "/api/v1/cases", Some(&key), None).await;
+    assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(refused.body["error"], "key_revoked");
+    assert!(refused.body["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("the API key was revoked at "));
+    let thehive = call(&router, Method::GET, "/api/v1/case/1", Some(&key), None).await;
+    assert_eq!(thehive.status, StatusCode::UNAUTHORIZED);
+
+    let last = f
+        .store
+        .audit_entries(0, i64::MAX)
+        .await
+        .unwrap()
+        .pop()
+        .unwrap();
+    assert_eq!(
+        (last.action.as_str(), last.actor.as_str()),
+        ("apikey.revoke", "cli:admin")
+    );
+    assert!(matches!(
+        cli.revoke_api_key("soc-bot", "cli:admin").await,
+        Err(kastell_core::StoreError::Conflict { .. })
+    ));
+    assert!(matches!(
+        cli.revoke_api_key("nobody", "cli:admin").await,
+        Err(kastell_core::StoreError::NotFound { .. })
+    ));
+}
+
+#[tokio::test]
+async fn closing_checks_the_role_before_the_body() {
+    let f = fixture().await;
+    let router = router(f.state.clone());
+    let analyst = bearer(&api_key(&f.store, "analyst-1", Role::Analyst, Tlp::Red).await);
+    let lead = bearer(&api_key(&f.store, "lead-1", Role::Lead, Tlp::Red).await);
+    let close = format!("/api/v1/cases/{}/close", f.cookie_case);
+    let bad = json!({"resolution": "no-such-resolution"});
+    let refused = call(
+        &router,
+        Method::POST,
+        &close,
+        Some(&analyst),
+        Some(bad.clone()),
+    )
+    .await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN, "{}", refused.body);
+    let invalid = call(&router, Method::POST, &close, Some(&lead), Some(bad)).await;
+    assert_eq!(
+        invalid.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        invalid.body
+    );
+    let good = json!({"resolution": "true_positive", "summary": "IcedID contained"});
+    let closed = call(&router, Method::POST, &close, Some(&lead), Some(good)).await;
+    assert_eq!(closed.status, StatusCode::OK, "{}", closed.body);
+}
+
+#[tokio::test]
+async fn nul_characters_are_refused_in_every_body() {
+    let f = fixture().await;
+    let router = router(f.state.clone());
+    let lead = bearer(&api_key(&f.store, "lead-1", Role::Lead, Tlp::Red).await);
+    let case = format!("/api/v1/cases/{}", f.cookie_case);
+    let attempts = [
+        (
+            Method::POST,
+            "/api/v1/cases".to_owned(),
+            json!({"title": "a\u{0}b"}),
+        ),
+        (Method::PATCH, case.clone(), json!({"title": "IcedID\u{0}"})),
+        (
+            Method::POST,
+            format!("{case}/comments"),
+            json!({"text": "\u{0}"}),
+        ),
+        (
+            Method::POST,
+            "/api/v1/case".to_owned(),
+            json!({"title": "x\u{0}", "description": "d"}),
+        ),
+    ];
+    for (method, uri, body) in attempts {
+        let answer = call(&router, method.clone(), &uri, Some(&lead), Some(body)).await;
+        assert_eq!(
+            answer.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{method} {uri}: {}",
+            answer.body
+        );
+        let reason = answer.body.to_string();
+        assert!(reason.contains("NUL"), "{method} {uri}: {reason}");
+    }
+    let title = call(&router, Method::GET, &case, Some(&lead), None).await;
+    assert!(!title.body["title"].as_str().unwrap().contains('\u{0}'));
+    // A backslash followed by "u0000" is text, not NUL.
+    let text = json!({"title": "C:\\u0000 path"});
+    let kept = call(&router, Method::PATCH, &case, Some(&lead), Some(text)).await;
+    assert_eq!(kept.status, StatusCode::OK, "{}", kept.body);
+    assert_eq!(kept.body["title"], "C:\\u0000 path");
+}
+
+#[tokio::test]
+async fn a_huge_path_id_is_not_echoed_back() {
+    let f = fixture().await;
+    let router = router(f.state.clone());
+    let lead = bearer(&api_key(&f.store, "lead-1", Role::Lead, Tlp::Red).await);
+    let huge = "9".repeat(20_000);
+    for uri in [
+        format!("/api/v1/cases/{huge}"),
+        format!("/api/v1/alerts/{huge}"),
+        format!("/api/v1/case/{huge}"),
+        format!("/api/v1/no-such-route/{huge}"),
+    ] {
+        let answer = call(&router, Method::GET, &uri, Some(&lead), None).await;
+        assert!(answer.status.is_client_error(), "{}", answer.status);
+        let body = answer.body.to_string();
+        assert!(body.len() < 512, "{} bytes: {}", body.len(), &body[..200]);
+    }
+}
+
+#[tokio::test]
+async fn figures_count_only_what_the_caller_may_read() {
+    let f = fixture().await;
+    let router = router(f.state.clone());
+    let lead = bearer(&api_key(&f.store, "lead-1", Role::Lead, Tlp::Red).await);
+    let analyst = bearer(&api_key(&f.store, "analyst-1", Role::Analyst, Tlp::Amber).await);
+    let case = format!("/api/v1/cases/{}", f.cookie_case);
+    let red = call(
+        &router,
+        Method::PATCH,
+        &case,
+        Some(&lead),
+        Some(json!({"tlp": "red"})),
+    )
+    .await;
+    assert_eq!(red.status, StatusCode::OK, "{}", red.body);
+    for id in [f.cookie_case, f.cert_case] {
+        let close = format!("/api/v1/cases/{id}/close");
+        let body = json!({"resolution": "true_positive", "summary": "done"});
+        let closed = call(&router, Method::POST, &close, Some(&lead), Some(body)).await;
+        assert_eq!(closed.status, StatusCode::OK, "{}", closed.body);
+    }
+    let range = "/api/v1/figures?from=2000-01-01T00:00:00Z&to=2100-01-01T00:00:00Z";
+    let totals = |body: &Value| {
+        let rows = body["by_severity"].as_array().unwrap();
+        let sum = |key: &str| rows.iter().map(|r| r[key].as_i64().unwrap()).sum::<i64>();
+        (sum("alerts"), sum("resolved"))
+    };
+    let all = call(&router, Method::GET, range, Some(&lead), None).await;
+    assert_eq!(all.status, StatusCode::OK, "{}", all.body);
+    assert_eq!(totals(&all.body), (2, 2));
+    let amber = call(&router, Method::GET, range, Some(&analyst), None).await;
+    assert_eq!(amber.status, StatusCode::OK, "{}", amber.body);
+    assert_eq!(
+        totals(&amber.body),
+        (1, 1),
+        "the RED case and its alert are not counted"
+    );
+}

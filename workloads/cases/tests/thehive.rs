@@ -334,3 +334,86 @@ async fn the_query_api_filters_sorts_and_pages_alerts() {
         thehive_error(&answer, StatusCode::UNPROCESSABLE_ENTITY, "BadRequest").contains("listUser")
     );
 }
+
+/// Copies the store's first case until there are `total` cases, straight in SQL: the
+/// scan bound is about row counts, and 10,000 audited API calls would only slow the test.
+async fn fill_cases(dir: &std::path::Path, total: i64) {
+    use sqlx::Connection;
+    let path = dir.join("data").join(kastell_core::store::SQLITE_FILE);
+    let mut db = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+    for sql in [
+        "CREATE TEMP TABLE copy AS SELECT * FROM cases ORDER BY id LIMIT 1".to_owned(),
+        "UPDATE copy SET id = NULL".to_owned(),
+        format!(
+            "WITH RECURSIVE n(i) AS (SELECT (SELECT COUNT(*) FROM cases) UNION ALL \
+             SELECT i + 1 FROM n WHERE i < {total} - 1) \
+             INSERT INTO cases SELECT copy.* FROM copy, n"
+        ),
+    ] {
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .execute(&mut db)
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn the_query_api_pages_in_the_store_and_bounds_what_it_reads() {
+    let api = api().await;
+    let list = |steps: Vec<Value>| {
+        let mut query = vec![json!({"_name": "listCase"})];
+        query.extend(steps);
+        json!({ "query": query })
+    };
+    let (_, all) = call(
+        &api,
+        &api.lead,
+        Method::POST,
+        "/api/v1/query",
+        Some(list(vec![])),
+    )
+    .await;
+    let all = all.as_array().unwrap().clone();
+    assert_eq!(all.len(), 2);
+    let page = list(vec![json!({"_name": "page", "from": 1, "to": 2})]);
+    let (status, second) = call(&api, &api.lead, Method::POST, "/api/v1/query", Some(page)).await;
+    assert_eq!(status, StatusCode::OK, "{second}");
+    assert_eq!(
+        second,
+        json!([all[1].clone()]),
+        "the store's page is the page in memory"
+    );
+
+    let huge = list(vec![json!({"_name": "page", "from": 0, "to": 5000})]);
+    let answer = call(&api, &api.lead, Method::POST, "/api/v1/query", Some(huge)).await;
+    assert!(
+        thehive_error(&answer, StatusCode::UNPROCESSABLE_ENTITY, "BadRequest")
+            .contains("at most 1000")
+    );
+
+    fill_cases(api._dir.path(), 10_002).await;
+    let filtered = list(vec![
+        json!({"_name": "filter", "_eq": {"_field": "status", "_value": "New"}}),
+        json!({"_name": "count"}),
+    ]);
+    let answer = call(
+        &api,
+        &api.lead,
+        Method::POST,
+        "/api/v1/query",
+        Some(filtered),
+    )
+    .await;
+    assert!(
+        thehive_error(&answer, StatusCode::UNPROCESSABLE_ENTITY, "BadRequest")
+            .contains("more than 10000 cases")
+    );
+    let paged = list(vec![
+        json!({"_name": "page", "from": 10_000, "to": 10_010}),
+        json!({"_name": "count"}),
+    ]);
+    let (status, count) = call(&api, &api.lead, Method::POST, "/api/v1/query", Some(paged)).await;
+    assert_eq!((status, count), (StatusCode::OK, json!(2)));
+}

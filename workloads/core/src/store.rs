@@ -16,6 +16,8 @@ use crate::alert::{Alert, Level};
 use crate::audit::{self, AuditEntry, Change, SYSTEM_ACTOR};
 
 mod analyst;
+mod ceiling;
+pub mod keys;
 mod location;
 mod nis2;
 mod outputs;
@@ -571,6 +573,20 @@ pub trait CaseStore: Send + Sync {
     /// Stores a new API key; a name already taken is a [`StoreError::Conflict`].
     async fn create_api_key(&self, key: &ApiKeyRecord, by: &str) -> Result<(), StoreError>;
     async fn get_api_key(&self, id: &str) -> Result<Option<ApiKeyRecord>, StoreError>;
+    /// The key with its revocation and last use, for authenticating a request. A store
+    /// that keeps neither (a test wrapper) answers the bare record.
+    async fn get_api_key_status(&self, id: &str) -> Result<Option<keys::ApiKeyStatus>, StoreError> {
+        Ok(self.get_api_key(id).await?.map(|key| keys::ApiKeyStatus {
+            key,
+            revoked_at: None,
+            last_used_at: None,
+        }))
+    }
+    /// Records that a request authenticated with the key at `at` (see
+    /// [`keys::LAST_USED_RESOLUTION`]); a store that does not track use ignores it.
+    async fn mark_api_key_used(&self, _id: &str, _at: DateTime<Utc>) -> Result<(), StoreError> {
+        Ok(())
+    }
 
     /// Acknowledges or ignores an alert as `by`; an alert already in that state is left
     /// as it is and not audited again.
@@ -713,12 +729,31 @@ pub trait CaseStore: Send + Sync {
         case_id: i64,
         kind: &str,
     ) -> Result<bool, StoreError>;
+    /// As [`CaseStore::figures`], over the alerts without a case or in a case at most
+    /// `max_tlp`, and the cases at most `max_tlp`: the figures a caller with that ceiling
+    /// may see.
+    ///
+    /// # Errors
+    /// A store that cannot restrict its figures (a wrapper that does not forward this)
+    /// refuses rather than count what the caller may not see.
+    async fn figures_within(
+        &self,
+        _from: DateTime<Utc>,
+        _to: DateTime<Utc>,
+        max_tlp: Tlp,
+    ) -> Result<Vec<SeverityFigures>, StoreError> {
+        Err(StoreError::Conflict {
+            reason: format!("this case store cannot restrict its figures to TLP {max_tlp}"),
+        })
+    }
 }
 
 /// The embedded store: one SQLite file in the data directory.
 #[derive(Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// One connection that every write transaction takes (see [`SqliteStore::write_tx`]).
+    writer: SqlitePool,
 }
 
 /// The database file's name inside the data directory.
@@ -748,7 +783,7 @@ impl SqliteStore {
             .busy_timeout(std::time::Duration::from_secs(5));
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
-            .connect_with(options)
+            .connect_with(options.clone())
             .await
             .map_err(|source| StoreError::Open {
                 path: path.to_owned(),
@@ -758,7 +793,19 @@ impl SqliteStore {
             .run(&pool)
             .await
             .map_err(StoreError::Migrate)?;
-        Ok(SqliteStore { pool })
+        // SQLite runs one writer at a time. Writers sharing the read pool collide on
+        // `BEGIN IMMEDIATE` and wait in SQLite's busy handler, which sleeps in steps of
+        // up to 100 ms; through one connection of their own they queue in the pool
+        // instead, in order and without sleeping, and readers keep their connections.
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options)
+            .await
+            .map_err(|source| StoreError::Open {
+                path: path.to_owned(),
+                source,
+            })?;
+        Ok(SqliteStore { pool, writer })
     }
 }
 
@@ -1176,7 +1223,7 @@ impl SqliteStore {
     /// transaction could read them before another writer commits (and then fail to
     /// upgrade). PostgreSQL would take `LOCK TABLE audit_log` instead.
     async fn write_tx(&self) -> Result<Tx, StoreError> {
-        self.pool
+        self.writer
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(query_err("begin"))
@@ -1717,6 +1764,14 @@ impl CaseStore for SqliteStore {
         Ok(after)
     }
 
+    async fn get_api_key_status(&self, id: &str) -> Result<Option<keys::ApiKeyStatus>, StoreError> {
+        self.api_key_status_impl(id).await
+    }
+
+    async fn mark_api_key_used(&self, id: &str, at: DateTime<Utc>) -> Result<(), StoreError> {
+        self.mark_api_key_used_impl(id, at).await
+    }
+
     async fn get_api_key(&self, id: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
         sqlx::query("SELECT * FROM api_keys WHERE id = ?")
             .bind(id)
@@ -1879,6 +1934,15 @@ impl CaseStore for SqliteStore {
         kind: &str,
     ) -> Result<bool, StoreError> {
         self.record_response_output_impl(key, case_id, kind).await
+    }
+
+    async fn figures_within(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        max_tlp: Tlp,
+    ) -> Result<Vec<SeverityFigures>, StoreError> {
+        self.figures_within_impl(from, to, max_tlp).await
     }
 }
 

@@ -117,6 +117,9 @@ conformance!(
     a_case_is_flagged_as_a_significant_incident,
     response_output_keys_are_recorded_once,
     an_expired_action_is_final_and_on_the_timeline,
+    a_subject_is_found_and_erased_in_observables_tasks_and_the_timeline,
+    retention_erases_observables_tasks_and_the_timeline_of_closed_cases,
+    api_keys_are_listed_used_and_revoked_once,
 );
 
 fn alert(rule: &str, host: &str, at: &str, level: Level) -> Alert {
@@ -1259,4 +1262,277 @@ async fn an_expired_action_is_final_and_on_the_timeline(store: Store) {
         .await
         .contains(&"action.decide".to_owned()));
     assert!(matches!(verdict(&store).await, Verdict::Intact { .. }));
+}
+
+fn observable(kind: &str, value: &str) -> NewObservable {
+    NewObservable {
+        kind: kind.into(),
+        value: value.into(),
+        ioc: false,
+        sighted: false,
+        tags: Vec::new(),
+    }
+}
+
+/// The analyst work on the subject's case that names "paco": two spellings of his
+/// address as observables (one observable once erased), an address that is evidence,
+/// a task for him and his comment. Returns the ids of the mail observables, the
+/// address observable and the task.
+async fn subject_work(store: &Store, case: i64) -> ([i64; 2], i64, i64) {
+    let owner = ObservableOwner::Case(case);
+    let lead = "apikey:lead";
+    let (mail, _) = store
+        .add_observable(&owner, &observable("mail", "paco@example.org"), lead)
+        .await
+        .unwrap();
+    let (upper, _) = store
+        .add_observable(&owner, &observable("mail", "Paco@example.org"), lead)
+        .await
+        .unwrap();
+    let (ip, _) = store
+        .add_observable(&owner, &observable("ip", "172.17.1.1"), lead)
+        .await
+        .unwrap();
+    let new = NewTask {
+        title: "Ask Paco whether he mistyped".into(),
+        assignee: Some("paco".into()),
+    };
+    let task = store.create_task(case, &new, lead).await.unwrap();
+    store
+        .add_comment(case, "It was me, sorry - paco@example.org", "apikey:paco")
+        .await
+        .unwrap();
+    ([mail.id, upper.id], ip.id, task.id)
+}
+
+async fn a_subject_is_found_and_erased_in_observables_tasks_and_the_timeline(store: Store) {
+    let (case, _) = subject_case(&store).await;
+    let ([mail, upper], ip, task) = subject_work(&store, case).await;
+
+    let data = store.export_subject("paco", "cli:dpo").await.unwrap();
+    let found: Vec<i64> = data.observables.iter().map(|o| o.id).collect();
+    assert!(found.contains(&mail) && found.contains(&upper) && !found.contains(&ip));
+    assert_eq!(data.tasks.iter().map(|t| t.id).collect::<Vec<_>>(), [task]);
+    let kinds: Vec<&str> = data.timeline.iter().map(|e| e.kind.as_str()).collect();
+    for kind in [
+        "updated",
+        "closed",
+        "observable_added",
+        "task_created",
+        "comment",
+    ] {
+        assert!(kinds.contains(&kind), "{kind} in {kinds:?}");
+    }
+    let export_entry = store
+        .audit_entries(0, i64::MAX)
+        .await
+        .unwrap()
+        .pop()
+        .unwrap();
+    assert_eq!(export_entry.after.as_ref().unwrap()["tasks"], 1);
+
+    let erasure = store.erase_subject("paco", "cli:dpo").await.unwrap();
+    assert!(erasure.observables.contains(&mail) && erasure.observables.contains(&upper));
+    assert_eq!(erasure.tasks, [task]);
+    assert!(!erasure.timeline.is_empty());
+    assert_eq!(
+        store
+            .audit_entries(0, i64::MAX)
+            .await
+            .unwrap()
+            .pop()
+            .unwrap()
+            .after
+            .unwrap()["tasks"],
+        json!([task])
+    );
+    let entries = store.audit_entries(0, i64::MAX).await.unwrap();
+    assert_eq!(
+        audit::verify(&entries),
+        Verdict::Intact {
+            entries: entries.len() as i64
+        }
+    );
+
+    let again = store.export_subject("paco", "cli:dpo").await.unwrap();
+    assert!(again.observables.is_empty(), "{:?}", again.observables);
+    assert!(again.tasks.is_empty() && again.timeline.is_empty());
+    let observables = store
+        .list_observables(&ObservableOwner::Case(case))
+        .await
+        .unwrap();
+    let values: Vec<(&str, &str)> = observables
+        .iter()
+        .map(|o| (o.kind.as_str(), o.value.as_str()))
+        .collect();
+    // Both spellings erase to the same value: one observable is left of the two.
+    assert_eq!(
+        values,
+        [("mail", "[erased]@example.org"), ("ip", "172.17.1.1")]
+    );
+    let task = store.list_tasks(case).await.unwrap().remove(0);
+    assert_eq!(task.title, "Ask [erased] whether he mistyped");
+    assert_eq!(task.assignee.as_deref(), Some(ERASED));
+    let timeline = store.timeline(case, 0, 1000).await.unwrap();
+    let comment = timeline.iter().find(|e| e.kind == "comment").unwrap();
+    assert_eq!(comment.actor, "apikey:[erased]");
+    assert_eq!(
+        comment.details["text"],
+        "It was me, sorry - [erased]@example.org"
+    );
+    let verified = store.audit_entries(0, i64::MAX).await.unwrap();
+    assert_eq!(
+        audit::verify(&verified),
+        Verdict::Intact {
+            entries: verified.len() as i64
+        }
+    );
+}
+
+async fn retention_erases_observables_tasks_and_the_timeline_of_closed_cases(store: Store) {
+    let (closed, _) = subject_case(&store).await;
+    let ([mail, upper], ip, task) = subject_work(&store, closed).await;
+    let other = alert("r9", "db-1", "2024-01-01T10:00:00Z", Level::Low);
+    let open = case_of(&store, &other, "r9|db-1").await;
+    let (kept, _) = store
+        .add_observable(
+            &ObservableOwner::Case(open),
+            &observable("mail", "quentin@example.org"),
+            "apikey:lead",
+        )
+        .await
+        .unwrap();
+    store
+        .add_comment(open, "quentin is on it", "apikey:quentin")
+        .await
+        .unwrap();
+
+    let cutoff = Utc::now() + Duration::seconds(1);
+    let erasure = store
+        .erase_closed_before(cutoff, "system:retention")
+        .await
+        .unwrap();
+    assert!(erasure.observables.contains(&mail) && erasure.observables.contains(&upper));
+    assert!(erasure.observables.contains(&ip), "its creator is erased");
+    assert!(!erasure.observables.contains(&kept.id));
+    assert_eq!(erasure.tasks, [task]);
+
+    let observables = store
+        .list_observables(&ObservableOwner::Case(closed))
+        .await
+        .unwrap();
+    let left: Vec<(&str, &str, &str)> = observables
+        .iter()
+        .map(|o| (o.kind.as_str(), o.value.as_str(), o.created_by.as_str()))
+        .collect();
+    assert_eq!(
+        left,
+        [("mail", ERASED, ERASED), ("ip", "172.17.1.1", ERASED)],
+        "addresses of people go, network evidence stays"
+    );
+    let task = store.list_tasks(closed).await.unwrap().remove(0);
+    assert_eq!(
+        (task.title.as_str(), task.assignee, task.created_by.as_str()),
+        (ERASED, None, ERASED)
+    );
+    let timeline = store.timeline(closed, 0, 1000).await.unwrap();
+    for entry in &timeline {
+        assert!(
+            entry.actor == ERASED || entry.actor.starts_with("system:"),
+            "{entry:?}"
+        );
+        let text = entry.details.to_string().to_lowercase();
+        assert!(!text.contains("paco"), "{entry:?}");
+    }
+    let comment = timeline.iter().find(|e| e.kind == "comment").unwrap();
+    assert_eq!(comment.details["text"], ERASED);
+    let closing = timeline.iter().find(|e| e.kind == "closed").unwrap();
+    assert_eq!(closing.details["resolution"], "benign", "the outcome stays");
+    let still_open = store.timeline(open, 0, 1000).await.unwrap();
+    assert!(still_open.iter().any(|e| e.actor == "apikey:quentin"));
+
+    let entries = store.audit_entries(0, i64::MAX).await.unwrap();
+    for entry in &entries {
+        let about_work = (entry.object_kind == "task" && entry.object_id == task.id.to_string())
+            || (entry.object_kind == "observable"
+                && [mail, upper, ip]
+                    .map(|id| id.to_string())
+                    .contains(&entry.object_id));
+        if about_work {
+            assert!(
+                erasure.audit_states.contains(&entry.seq),
+                "entry {}",
+                entry.seq
+            );
+            assert!(entry.before.is_none() && entry.after.is_none());
+        }
+    }
+    assert_eq!(
+        entries.last().unwrap().after.as_ref().unwrap()["tasks"],
+        json!([task.id])
+    );
+    assert_eq!(
+        audit::verify(&entries),
+        Verdict::Intact {
+            entries: entries.len() as i64
+        }
+    );
+    let again = store
+        .erase_closed_before(cutoff, "system:retention")
+        .await
+        .unwrap();
+    assert_eq!(again, Default::default(), "a second run changes nothing");
+}
+
+async fn api_keys_are_listed_used_and_revoked_once(store: Store) {
+    store
+        .create_api_key(&api_key("k1", "soc-bot"), "cli:root")
+        .await
+        .unwrap();
+    store
+        .create_api_key(&api_key("k2", "lead"), "cli:root")
+        .await
+        .unwrap();
+    let now = Utc::now();
+    store.mark_api_key_used("k1", now).await.unwrap();
+    // Within the resolution: not written again.
+    store
+        .mark_api_key_used("k1", now + Duration::seconds(5))
+        .await
+        .unwrap();
+    let status = store.get_api_key_status("k1").await.unwrap().unwrap();
+    assert_eq!(
+        status.last_used_at.map(|t| t.timestamp_micros()),
+        Some(now.timestamp_micros())
+    );
+    assert_eq!(status.revoked_at, None);
+
+    let revoked = store.revoke_api_key("soc-bot", "cli:admin").await.unwrap();
+    assert!(revoked.revoked_at.is_some());
+    let listed = store.list_api_keys().await.unwrap();
+    let names: Vec<(&str, bool)> = listed
+        .iter()
+        .map(|s| (s.key.name.as_str(), s.revoked_at.is_some()))
+        .collect();
+    assert_eq!(names, [("soc-bot", true), ("lead", false)]);
+    assert!(store
+        .get_api_key_status("k1")
+        .await
+        .unwrap()
+        .unwrap()
+        .revoked_at
+        .is_some());
+    assert!(matches!(
+        store.revoke_api_key("soc-bot", "cli:admin").await,
+        Err(StoreError::Conflict { .. })
+    ));
+    assert!(matches!(
+        store.revoke_api_key("nobody", "cli:admin").await,
+        Err(StoreError::NotFound { .. })
+    ));
+    let entries = store.audit_entries(0, i64::MAX).await.unwrap();
+    let last = entries.last().unwrap();
+    assert_eq!(last.action, "apikey.revoke");
+    assert!(last.after.as_ref().unwrap().get("hash").is_none());
+    assert_eq!(audit::verify(&entries), Verdict::Intact { entries: 3 });
 }

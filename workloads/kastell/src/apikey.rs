@@ -1,12 +1,14 @@
-//! `kastell apikey create`: makes an API key for the case API, stores its argon2 hash in
-//! the platform's case store (the `kastell.sqlite` of the data directory `kastell run`
-//! uses) and prints the key once.
+//! `kastell apikey create|list|revoke`: makes an API key for the case API, stores its
+//! argon2 hash in the platform's case store (the `kastell.sqlite` of the data directory
+//! `kastell run` uses) and prints the key once; lists the keys (never a secret or hash);
+//! revokes a key, which the API refuses from its next request on.
 
 use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use kastell_cases::auth::{apikey, Role};
+use kastell_core::store::keys::ApiKeyStatus;
 use kastell_core::{StoreUrl, Tlp};
 
 use crate::store_arg::StoreArgs;
@@ -28,6 +30,28 @@ pub struct ApiKeyArgs {
 enum ApiKeyCommand {
     /// Make a key and print it once on standard output; only its hash is stored.
     Create(CreateArgs),
+    /// List the keys: name, role, TLP ceiling, created, last used, revoked.
+    List(ListArgs),
+    /// Revoke a key: the API answers it 401 from its next request on. Audited.
+    Revoke(RevokeArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct ListArgs {
+    /// Print JSON (one array of objects) instead of a table.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    store: StoreArgs,
+}
+
+#[derive(clap::Args, Debug)]
+struct RevokeArgs {
+    /// The name the key was made with.
+    #[arg(long)]
+    name: String,
+    #[command(flatten)]
+    store: StoreArgs,
 }
 
 #[derive(clap::Args, Debug)]
@@ -47,8 +71,28 @@ struct CreateArgs {
 }
 
 pub fn run(args: ApiKeyArgs) -> anyhow::Result<ExitCode> {
-    let ApiKeyCommand::Create(create) = args.command;
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    let create = match args.command {
+        ApiKeyCommand::Create(create) => create,
+        ApiKeyCommand::List(list) => {
+            let keys = runtime.block_on(list_keys(&list.store.existing()?))?;
+            if list.json {
+                println!("{}", serde_json::to_string_pretty(&keys)?);
+            } else {
+                print!("{}", key_table(&keys));
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        ApiKeyCommand::Revoke(revoke) => {
+            let url = revoke.store.existing()?;
+            let status = runtime.block_on(revoke_key(&url, &revoke.name))?;
+            eprintln!(
+                "API key {:?} (id {}) revoked in {url}",
+                status.key.name, status.key.id
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
     let url = create.store.url()?;
     let key = runtime.block_on(create_key_in(&url, &create.name, create.role, create.tlp))?;
     eprintln!(
@@ -104,4 +148,106 @@ pub async fn create_key_in(
         .context("storing the key")?;
     tracing::info!(name, role = %role, tlp = %tlp, id = %new.record.id, "api key created");
     Ok(new.key)
+}
+
+/// Every key of the store at `url`, oldest first.
+///
+/// # Errors
+/// When the store cannot be opened or read.
+pub async fn list_keys(url: &StoreUrl) -> anyhow::Result<Vec<ApiKeyStatus>> {
+    let store = kastell_core::store::open(url)
+        .await
+        .with_context(|| format!("opening the case store {url}"))?;
+    store.list_api_keys().await.context("listing the API keys")
+}
+
+/// Revokes the key named `name` in the store at `url`, as the command-line user.
+///
+/// # Errors
+/// When no key has that name, it is revoked already, or the store fails.
+pub async fn revoke_key(url: &StoreUrl, name: &str) -> anyhow::Result<ApiKeyStatus> {
+    let store = kastell_core::store::open(url)
+        .await
+        .with_context(|| format!("opening the case store {url}"))?;
+    store
+        .revoke_api_key(name.trim(), &cli_actor())
+        .await
+        .with_context(|| format!("revoking the API key {:?}", name.trim()))
+}
+
+/// The keys as an aligned text table, times to the second.
+fn key_table(keys: &[ApiKeyStatus]) -> String {
+    let time = |at: Option<chrono::DateTime<chrono::Utc>>| {
+        at.map_or_else(
+            || "-".to_owned(),
+            |at| at.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+        )
+    };
+    let mut rows = vec![[
+        "NAME".to_owned(),
+        "ROLE".to_owned(),
+        "TLP".to_owned(),
+        "CREATED".to_owned(),
+        "LAST USED".to_owned(),
+        "REVOKED".to_owned(),
+    ]];
+    for status in keys {
+        rows.push([
+            status.key.name.clone(),
+            status.key.role.clone(),
+            status.key.tlp.to_string(),
+            time(Some(status.key.created_at)),
+            time(status.last_used_at),
+            time(status.revoked_at),
+        ]);
+    }
+    let widths: Vec<usize> = (0..6)
+        .map(|column| {
+            rows.iter()
+                .map(|row| row[column].chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    for row in rows {
+        let cells: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(cell, width)| format!("{cell:<width$}"))
+            .collect();
+        out.push_str(cells.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kastell_core::store::ApiKeyRecord;
+
+    #[test]
+    fn the_table_shows_every_key_without_its_hash() {
+        let created = "2026-01-02T03:04:05Z".parse().unwrap();
+        let key = |name: &str, revoked: bool| ApiKeyStatus {
+            key: ApiKeyRecord {
+                id: format!("id-{name}"),
+                name: name.into(),
+                role: "analyst".into(),
+                tlp: Tlp::Amber,
+                hash: "$argon2id$secret-hash".into(),
+                created_at: created,
+            },
+            revoked_at: revoked.then_some(created),
+            last_used_at: None,
+        };
+        let table = key_table(&[key("soc-bot", false), key("old", true)]);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 3);
+        assert!(lines[0].starts_with("NAME     ROLE"));
+        assert!(lines[1].starts_with("soc-bot  analyst  amber  2026-01-02T03:04:05Z  -"));
+        assert!(lines[2].ends_with("2026-01-02T03:04:05Z"));
+        assert!(!table.contains("argon2"));
+    }
 }

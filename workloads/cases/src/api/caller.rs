@@ -39,6 +39,9 @@ impl From<AuthError> for ApiError {
                 "store_unavailable",
                 error.to_string(),
             ),
+            AuthError::Revoked { .. } => {
+                ApiError::new(StatusCode::UNAUTHORIZED, "key_revoked", error.to_string())
+            }
             _ => ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "unauthenticated",

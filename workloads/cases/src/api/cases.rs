@@ -182,9 +182,12 @@ async fn close_case(
     caller: Caller,
     State(state): State<ApiState>,
     ApiPath(id): ApiPath<i64>,
-    ApiJson(body): ApiJson<CloseBody>,
+    // Taken as a `Result` so that a caller who may not close cases learns that (403)
+    // before anything about the body (422): the role is checked first.
+    body: Result<ApiJson<CloseBody>, ApiError>,
 ) -> Result<Json<Case>, ApiError> {
     caller.require(Permission::Manage)?;
+    let ApiJson(body) = body?;
     let summary = required_text("summary", &body.summary)?;
     let before = caller.visible(state.store.get_case(id).await?, id)?;
     let case = state

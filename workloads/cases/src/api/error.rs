@@ -51,7 +51,7 @@ impl ApiError {
         Self::new(
             StatusCode::NOT_FOUND,
             "not_found",
-            format!("{kind} {id} not found"),
+            format!("{kind} {} not found", clip(&id.to_string())),
         )
     }
 
@@ -101,14 +101,18 @@ impl From<QueryRejection> for ApiError {
         ApiError::new(
             StatusCode::BAD_REQUEST,
             "invalid_query",
-            rejection.body_text(),
+            clip_message(rejection.body_text()),
         )
     }
 }
 
 impl From<PathRejection> for ApiError {
     fn from(rejection: PathRejection) -> Self {
-        ApiError::new(rejection.status(), "invalid_path", rejection.body_text())
+        ApiError::new(
+            rejection.status(),
+            "invalid_path",
+            clip_message(rejection.body_text()),
+        )
     }
 }
 
@@ -123,7 +127,11 @@ impl From<JsonRejection> for ApiError {
             JsonRejection::MissingJsonContentType(_) => "unsupported_media_type",
             _ => "invalid_body",
         };
-        ApiError::new(rejection.status(), code, rejection.body_text())
+        ApiError::new(
+            rejection.status(),
+            code,
+            clip_message(rejection.body_text()),
+        )
     }
 }
 
@@ -193,9 +201,79 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        let Json(value) = <Json<T> as FromRequest<S>>::from_request(req, state).await?;
+        if !json_content_type(req.headers()) {
+            // axum's own rejection, so the 415 reads the same as before.
+            let Json(value) = <Json<T> as FromRequest<S>>::from_request(req, state).await?;
+            return Ok(ApiJson(value));
+        }
+        let bytes = read_body(req, state).await?;
+        refuse_nul(&bytes)?;
+        let Json(value) = Json::<T>::from_bytes(&bytes)?;
         Ok(ApiJson(value))
     }
+}
+
+async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
+    Bytes::from_request(req, state).await.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            return too_large();
+        }
+        ApiError::new(rejection.status(), "invalid_body", rejection.body_text())
+    })
+}
+
+/// Refuses a JSON body with a NUL character (`\u0000`) in any string. PostgreSQL cannot
+/// store NUL in text at all, and in a title or name it only hides text from people and
+/// tools; refusing it at the door keeps both stores answering alike. JSON cannot carry a
+/// raw NUL byte in a string, so the escape is the only spelling; `\\u0000` (an escaped
+/// backslash, then `u0000`) is plain text and passes.
+fn refuse_nul(body: &[u8]) -> Result<(), ApiError> {
+    const ESCAPE: &[u8] = b"\\u0000";
+    let mut at = 0;
+    while let Some(found) = body[at..]
+        .windows(ESCAPE.len())
+        .position(|window| window == ESCAPE)
+    {
+        let start = at + found;
+        let backslashes_before = body[..start]
+            .iter()
+            .rev()
+            .take_while(|&&b| b == b'\\')
+            .count();
+        if backslashes_before % 2 == 0 {
+            return Err(ApiError::invalid_body(
+                "text must not contain NUL characters (\\u0000)",
+            ));
+        }
+        at = start + 1;
+    }
+    Ok(())
+}
+
+/// The most characters of a client's value (a path id, a route) an error message
+/// repeats: enough to recognise it, never the client's whole input back.
+pub const MAX_ECHO: usize = 64;
+
+/// `text` when short, else its first [`MAX_ECHO`] characters, `…` and its length.
+pub fn clip(text: &str) -> String {
+    let chars = text.chars().count();
+    if chars <= MAX_ECHO {
+        return text.to_owned();
+    }
+    let head: String = text.chars().take(MAX_ECHO).collect();
+    format!("{head}… ({chars} characters)")
+}
+
+/// A message built by axum or serde from the client's input (a path that did not
+/// parse, an unknown field), bounded like [`clip`] but longer, since the input is only
+/// part of it.
+fn clip_message(message: String) -> String {
+    const MAX_MESSAGE: usize = 4 * MAX_ECHO;
+    if message.chars().count() <= MAX_MESSAGE {
+        return message;
+    }
+    let head: String = message.chars().take(MAX_MESSAGE).collect();
+    format!("{head}… (cut)")
 }
 
 impl<T, S> OptionalFromRequest<S> for ApiJson<T>
@@ -208,12 +286,7 @@ where
     async fn from_request(req: Request, state: &S) -> Result<Option<Self>, ApiError> {
         let is_json = json_content_type(req.headers());
         let has_content_type = req.headers().contains_key(header::CONTENT_TYPE);
-        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
-            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                return too_large();
-            }
-            ApiError::new(rejection.status(), "invalid_body", rejection.body_text())
-        })?;
+        let bytes = read_body(req, state).await?;
         if bytes.is_empty() {
             return Ok(None);
         }
@@ -224,6 +297,7 @@ where
                 "a request body must be JSON: send `Content-Type: application/json`",
             ));
         }
+        refuse_nul(&bytes)?;
         let Json(value) = Json::<T>::from_bytes(&bytes)?;
         Ok(Some(ApiJson(value)))
     }
@@ -248,4 +322,28 @@ fn json_content_type(headers: &HeaderMap) -> bool {
             mime == "application/json"
                 || (mime.starts_with("application/") && mime.ends_with("+json"))
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_escaped_nul_is_refused_and_an_escaped_backslash_is_not() {
+        assert!(refuse_nul(br#"{"title": "a\u0000b"}"#).is_err());
+        assert!(refuse_nul(br#"{"title": "a\\\u0000b"}"#).is_err());
+        assert!(refuse_nul(br#"{"title": "a\\u0000b"}"#).is_ok());
+        assert!(refuse_nul(br#"{"title": "a\u0001b"}"#).is_ok());
+    }
+
+    #[test]
+    fn long_values_are_clipped_in_messages() {
+        assert_eq!(clip("12345"), "12345");
+        let long = "9".repeat(20_000);
+        let clipped = clip(&long);
+        assert!(clipped.len() < 100, "{clipped}");
+        assert!(clipped.ends_with("(20000 characters)"));
+        let error = ApiError::not_found("case", &long);
+        assert!(error.message.len() < 120);
+    }
 }

@@ -21,7 +21,8 @@ pub(super) fn routes() -> OpenApiRouter<ApiState> {
 /// The SOC figures per severity over `[from, to)`: mean time to detect (event to alert)
 /// and to acknowledge (alert to its first acknowledgement) over the alerts detected in
 /// the range, mean time to resolve (case creation to closing) over the cases closed in
-/// it. Times in seconds. Counts every alert, whatever the caller's TLP ceiling.
+/// it. Times in seconds. Only what the caller may read is counted: alerts without a
+/// case or in a case within the caller's TLP ceiling, and cases within it.
 #[utoipa::path(
     get,
     path = "/api/v1/figures",
@@ -47,7 +48,10 @@ async fn figures(
             query.to.to_rfc3339()
         )));
     }
-    let by_severity = state.store.figures(query.from, query.to).await?;
+    let by_severity = state
+        .store
+        .figures_within(query.from, query.to, caller.tlp())
+        .await?;
     Ok(Json(Figures {
         from: query.from,
         to: query.to,

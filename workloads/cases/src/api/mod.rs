@@ -248,7 +248,7 @@ async fn no_route(method: Method, uri: axum::http::Uri) -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
         "not_found",
-        format!("no route for {method} {}", uri.path()),
+        format!("no route for {method} {}", error::clip(uri.path())),
     )
 }
 
@@ -256,7 +256,7 @@ async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> ApiError {
     ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
         "method_not_allowed",
-        format!("{} does not accept {method}", uri.path()),
+        format!("{} does not accept {method}", error::clip(uri.path())),
     )
 }
 

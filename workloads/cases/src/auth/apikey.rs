@@ -74,10 +74,16 @@ pub fn generate(name: &str, role: Role, tlp: Tlp) -> Result<NewKey, KeyError> {
 }
 
 /// Checks keys against the store, remembering the good ones for [`CACHE_TTL`].
+///
+/// Each request still reads the key's row (one primary-key lookup): a key revoked by
+/// `kastell apikey revoke`, which may run in another process, is refused at its next
+/// request, and a changed role or TLP ceiling applies at once. Only the argon2 check is
+/// skipped for a key seen within the TTL.
 pub struct ApiKeys {
     store: Arc<dyn CaseStore>,
-    /// By the SHA-256 of the whole key, so the cache holds no key.
-    cache: Mutex<HashMap<[u8; 32], (Principal, Instant)>>,
+    /// By the SHA-256 of the whole key, so the cache holds no key; the value is the key's
+    /// id and when it was checked.
+    cache: Mutex<HashMap<[u8; 32], (String, Instant)>>,
 }
 
 impl ApiKeys {
@@ -91,61 +97,73 @@ impl ApiKeys {
     /// The caller a key stands for.
     ///
     /// # Errors
-    /// [`AuthError::BadKey`] for a malformed, unknown or wrong key.
+    /// [`AuthError::BadKey`] for a malformed, unknown or wrong key,
+    /// [`AuthError::Revoked`] for a revoked one.
     pub async fn verify(&self, key: &str) -> Result<Principal, AuthError> {
-        let fingerprint: [u8; 32] = Sha256::digest(key.as_bytes()).into();
-        if let Some(principal) = self.cached(&fingerprint) {
-            return Ok(principal);
-        }
         let (id, secret) = key
             .strip_prefix(KEY_PREFIX)
             .and_then(|rest| rest.split_once('_'))
             .ok_or(AuthError::BadKey)?;
-        let record = self
+        let status = self
             .store
-            .get_api_key(id)
+            .get_api_key_status(id)
             .await
             .map_err(|e| AuthError::Store(e.to_string()))?
             .ok_or(AuthError::BadKey)?;
-        let hash = record.hash.clone();
-        let secret = secret.to_owned();
-        // argon2 takes tens of milliseconds of CPU: off the async workers.
-        let matches = tokio::task::spawn_blocking(move || {
-            PasswordHash::new(&hash)
-                .map(|parsed| {
-                    Argon2::default()
-                        .verify_password(secret.as_bytes(), &parsed)
-                        .is_ok()
-                })
-                .unwrap_or(false)
-        })
-        .await
-        .unwrap_or(false);
-        if !matches {
-            return Err(AuthError::BadKey);
+        if let Some(at) = status.revoked_at {
+            return Err(AuthError::Revoked { at });
         }
-        let role: Role = record.role.parse().map_err(AuthError::Store)?;
-        let principal = Principal {
-            name: format!("apikey:{}", record.name),
+        let fingerprint: [u8; 32] = Sha256::digest(key.as_bytes()).into();
+        if !self.cached(&fingerprint, id) {
+            let hash = status.key.hash.clone();
+            let secret = secret.to_owned();
+            // argon2 takes tens of milliseconds of CPU: off the async workers.
+            let matches = tokio::task::spawn_blocking(move || {
+                PasswordHash::new(&hash)
+                    .map(|parsed| {
+                        Argon2::default()
+                            .verify_password(secret.as_bytes(), &parsed)
+                            .is_ok()
+                    })
+                    .unwrap_or(false)
+            })
+            .await
+            .unwrap_or(false);
+            if !matches {
+                return Err(AuthError::BadKey);
+            }
+            self.remember(fingerprint, id);
+        }
+        let now = Utc::now();
+        if status.use_is_news(now) {
+            // Losing one use record is better than refusing the request for it.
+            if let Err(error) = self.store.mark_api_key_used(id, now).await {
+                tracing::warn!(key_id = id, %error, "could not record the api key's use");
+            }
+        }
+        let role: Role = status.key.role.parse().map_err(AuthError::Store)?;
+        Ok(Principal {
+            name: format!("apikey:{}", status.key.name),
             role,
-            tlp: record.tlp,
+            tlp: status.key.tlp,
+        })
+    }
+
+    fn cached(&self, fingerprint: &[u8; 32], id: &str) -> bool {
+        let Ok(cache) = self.cache.lock() else {
+            return false;
         };
-        self.remember(fingerprint, principal.clone());
-        Ok(principal)
+        cache
+            .get(fingerprint)
+            .is_some_and(|(cached_id, at)| cached_id == id && at.elapsed() < CACHE_TTL)
     }
 
-    fn cached(&self, fingerprint: &[u8; 32]) -> Option<Principal> {
-        let cache = self.cache.lock().ok()?;
-        let (principal, at) = cache.get(fingerprint)?;
-        (at.elapsed() < CACHE_TTL).then(|| principal.clone())
-    }
-
-    fn remember(&self, fingerprint: [u8; 32], principal: Principal) {
+    fn remember(&self, fingerprint: [u8; 32], id: &str) {
         if let Ok(mut cache) = self.cache.lock() {
             if cache.len() >= CACHE_MAX {
                 cache.clear();
             }
-            cache.insert(fingerprint, (principal, Instant::now()));
+            cache.insert(fingerprint, (id.to_owned(), Instant::now()));
         }
     }
 }

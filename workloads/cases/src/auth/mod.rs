@@ -139,6 +139,8 @@ pub enum AuthError {
     Malformed,
     #[error("the API key is not valid")]
     BadKey,
+    #[error("the API key was revoked at {at}")]
+    Revoked { at: chrono::DateTime<chrono::Utc> },
     #[error("the bearer token is not valid: {0}")]
     BadToken(String),
     #[error("the case store could not check the credentials: {0}")]

@@ -414,6 +414,15 @@ mod failing {
             self.check(None)?;
             self.inner.figures(from, to).await
         }
+        async fn figures_within(
+            &self,
+            from: chrono::DateTime<chrono::Utc>,
+            to: chrono::DateTime<chrono::Utc>,
+            max_tlp: kastell_core::Tlp,
+        ) -> Result<Vec<kastell_core::store::SeverityFigures>, StoreError> {
+            self.check(None)?;
+            self.inner.figures_within(from, to, max_tlp).await
+        }
         async fn search(
             &self,
             text: &str,

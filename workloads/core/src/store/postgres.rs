@@ -41,7 +41,7 @@ const MAX_CONNECTIONS: u32 = 16;
 /// The case store in a PostgreSQL database.
 #[derive(Clone)]
 pub struct PostgresStore {
-    pool: PgPool,
+    pub(super) pool: PgPool,
 }
 
 type Tx = sqlx::Transaction<'static, sqlx::Postgres>;
@@ -700,6 +700,21 @@ impl CaseStore for PostgresStore {
         Ok(())
     }
 
+    async fn get_api_key_status(
+        &self,
+        id: &str,
+    ) -> Result<Option<super::keys::ApiKeyStatus>, StoreError> {
+        self.api_key_status_impl(id).await
+    }
+
+    async fn mark_api_key_used(
+        &self,
+        id: &str,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(), StoreError> {
+        self.mark_api_key_used_impl(id, at).await
+    }
+
     async fn get_api_key(&self, id: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
         sqlx::query("SELECT * FROM api_keys WHERE id = $1")
             .bind(id)
@@ -936,6 +951,15 @@ impl CaseStore for PostgresStore {
         kind: &str,
     ) -> Result<bool, StoreError> {
         self.record_response_output_impl(key, case_id, kind).await
+    }
+
+    async fn figures_within(
+        &self,
+        from: chrono::DateTime<chrono::Utc>,
+        to: chrono::DateTime<chrono::Utc>,
+        max_tlp: Tlp,
+    ) -> Result<Vec<super::SeverityFigures>, StoreError> {
+        self.figures_within_impl(from, to, max_tlp).await
     }
 }
 

@@ -7,7 +7,11 @@
 //! ignore reason, and inside its events every value under a key naming a user, account,
 //! e-mail address or owner, every value shaped like an e-mail address and the raw log
 //! text (`full_log`, `message`, `event.original`…); an action's decider, reason,
-//! parameters and result; the states the audit log keeps of those objects. The audit
+//! parameters and result; an observable's value when its type names a person (e-mail
+//! address, user, account, owner) or it is shaped like an e-mail address, and who added
+//! it; a task's title, assignee and creator; a timeline line's actor and the comment
+//! text, descriptions, assignees and personal values its details repeat; the states the
+//! audit log keeps of those objects. The audit
 //! chain hashes digests of the states, not the states (see [`crate::audit`]), so blanking
 //! a state keeps the chain verifiable. Each procedure is itself appended to the chain,
 //! naming the objects it changed but never the subject, of which it keeps a digest.
@@ -23,8 +27,8 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::{
-    ActionRecord, AlertRecord, ApiKeyRecord, CaseRecord, CaseStore, PostgresStore, SqliteStore,
-    StoreError,
+    ActionRecord, AlertRecord, ApiKeyRecord, CaseRecord, ObservableRecord, PostgresStore,
+    SqliteStore, StoreError, TaskRecord, TimelineEntry,
 };
 use crate::audit::{AuditEntry, Change};
 
@@ -42,6 +46,11 @@ pub struct SubjectData {
     pub cases: Vec<CaseRecord>,
     pub alerts: Vec<AlertRecord>,
     pub actions: Vec<ActionRecord>,
+    /// Observables of cases and alerts whose value or creator names the subject.
+    pub observables: Vec<ObservableRecord>,
+    pub tasks: Vec<TaskRecord>,
+    /// Timeline lines (comments and recorded events) by or about the subject.
+    pub timeline: Vec<TimelineEntry>,
     /// API keys held by the subject (the argon2 hash is never shown).
     pub api_keys: Vec<ApiKeyRecord>,
     /// Audit entries the subject made or whose states mention them.
@@ -55,6 +64,12 @@ pub struct Erasure {
     pub cases: Vec<i64>,
     pub alerts: Vec<String>,
     pub actions: Vec<i64>,
+    /// Observables whose value or creator was erased; one whose erased value equals
+    /// another's of the same owner and type is deleted, being the same observable now.
+    pub observables: Vec<i64>,
+    pub tasks: Vec<i64>,
+    /// Timeline lines whose actor or details were erased.
+    pub timeline: Vec<i64>,
     pub api_keys: Vec<String>,
     pub audit_states: Vec<i64>,
 }
@@ -65,6 +80,9 @@ impl Erasure {
         self.cases.len()
             + self.alerts.len()
             + self.actions.len()
+            + self.observables.len()
+            + self.tasks.len()
+            + self.timeline.len()
             + self.api_keys.len()
             + self.audit_states.len()
     }
@@ -72,7 +90,7 @@ impl Erasure {
 
 /// The GDPR procedures of a case store. Each appends its own audit entry.
 #[async_trait]
-pub trait PrivacyStore: CaseStore {
+pub trait PrivacyStore: super::keys::KeyStore {
     /// Everything mentioning `subject` (a user name, e-mail address or other identifier,
     /// matched without regard to case), for a data-subject access request.
     ///
@@ -380,6 +398,117 @@ fn subject_in_action(subject: &Subject, action: &mut ActionRecord) -> bool {
     changed
 }
 
+/// Whether an actor names a person (`apikey:…`, `oidc:…`, `cli:…`) rather than Kastell
+/// itself (`system:…`) or a playbook (`playbook:…`). Unknown forms count as people, so
+/// that retention errs on the side of erasing.
+fn personal_actor(actor: &str) -> bool {
+    !(actor.starts_with("system:") || actor.starts_with("playbook:") || actor == ERASED)
+}
+
+fn erase_actor(actor: &mut String) -> bool {
+    if personal_actor(actor) {
+        *actor = ERASED.to_owned();
+        true
+    } else {
+        false
+    }
+}
+
+/// Whether an observable of this type names a person: TheHive's `mail`, Kastell's
+/// `email`, and any user, account, login or owner type. A user agent names software.
+fn personal_observable_type(kind: &str) -> bool {
+    let kind = kind.to_ascii_lowercase();
+    personal_key(&kind) && !kind.contains("agent")
+}
+
+/// Retention: the observable without its creator and, when it names a person, its value.
+/// Hashes, addresses, domains and the like stay as evidence.
+fn retain_observable(observable: &mut ObservableRecord) -> bool {
+    let mut changed = erase_actor(&mut observable.created_by);
+    let personal =
+        personal_observable_type(&observable.kind) || looks_like_email(&observable.value);
+    if personal && observable.value != ERASED {
+        observable.value = ERASED.to_owned();
+        changed = true;
+    }
+    changed
+}
+
+/// Retention: the task without its title (free text), assignee and creator.
+fn retain_task(task: &mut TaskRecord) -> bool {
+    let title = task.title != ERASED;
+    task.title = ERASED.to_owned();
+    title | set_none(&mut task.assignee) | erase_actor(&mut task.created_by)
+}
+
+/// Keys of timeline details holding free text or a person: comment text, descriptions,
+/// summaries, reasons, assignees and triagers (in `fields` of an update, too).
+fn timeline_personal_key(key: &str) -> bool {
+    matches!(
+        key,
+        "text" | "description" | "summary" | "reason" | "assignee" | "triaged_by" | "decided_by"
+    ) || personal_key(key)
+        || free_text_key(key)
+}
+
+/// Erases the personal values of a timeline line's details: those under
+/// [`timeline_personal_key`]s, a task's title (`task` lines), an observable's value when
+/// its type names a person (`personal_value`), and e-mail-shaped strings anywhere.
+fn retain_details(details: &mut Value, task: bool, personal_value: bool) -> bool {
+    match details {
+        Value::Object(map) => map.iter_mut().fold(false, |changed, (key, item)| {
+            let personal = timeline_personal_key(key)
+                || (task && key == "title")
+                || (personal_value && key == "value");
+            let erased = if personal {
+                erase_all(item)
+            } else {
+                retain_details(item, task, personal_value)
+            };
+            erased | changed
+        }),
+        Value::Array(items) => items.iter_mut().fold(false, |changed, item| {
+            retain_details(item, task, personal_value) | changed
+        }),
+        Value::String(text) if looks_like_email(text) => {
+            *text = ERASED.to_owned();
+            true
+        }
+        _ => false,
+    }
+}
+
+/// Retention: the timeline line without its actor and the personal values of its
+/// details. The kind, time, ids, severities and resolution stay.
+fn retain_timeline(entry: &mut TimelineEntry) -> bool {
+    let task = entry.kind.starts_with("task_");
+    let personal_value = entry.kind.starts_with("observable_")
+        && entry.details["type"]
+            .as_str()
+            .is_some_and(personal_observable_type);
+    erase_actor(&mut entry.actor) | retain_details(&mut entry.details, task, personal_value)
+}
+
+fn subject_in_observable(subject: &Subject, observable: &mut ObservableRecord) -> bool {
+    let mut changed = subject.erase_string(&mut observable.value);
+    changed |= subject.erase_string(&mut observable.created_by);
+    for tag in &mut observable.tags {
+        changed |= subject.erase_string(tag);
+    }
+    changed
+}
+
+fn subject_in_task(subject: &Subject, task: &mut TaskRecord) -> bool {
+    let mut changed = subject.erase_string(&mut task.title);
+    changed |= subject.erase_opt(&mut task.assignee);
+    changed |= subject.erase_string(&mut task.created_by);
+    changed
+}
+
+fn subject_in_timeline(subject: &Subject, entry: &mut TimelineEntry) -> bool {
+    subject.erase_string(&mut entry.actor) | subject.erase_in(&mut entry.details)
+}
+
 fn mentions<T: Serialize>(subject: &Subject, record: &T) -> Result<bool, StoreError> {
     Ok(subject.in_value(&super::to_state("record", record)?))
 }
@@ -557,6 +686,122 @@ macro_rules! privacy_store {
                 Ok(())
             }
 
+            /// Observables of every owner, or of one case and of that case's alerts.
+            async fn load_observables(
+                tx: &mut TxOf<$store>,
+                case_id: Option<i64>,
+            ) -> Result<Vec<ObservableRecord>, StoreError> {
+                let rows = sqlx::query(
+                    "SELECT * FROM observables WHERE $1 IS NULL OR case_id = $1 \
+                     OR alert_id IN (SELECT id FROM alerts WHERE case_id = $1) ORDER BY id",
+                )
+                .bind(case_id)
+                .fetch_all(&mut **tx)
+                .await
+                .map_err(super::query_err("read observables"))?;
+                rows.iter().map(super::analyst::observable_from_row).collect()
+            }
+
+            async fn load_tasks(
+                tx: &mut TxOf<$store>,
+                case_id: Option<i64>,
+            ) -> Result<Vec<TaskRecord>, StoreError> {
+                let rows = sqlx::query(
+                    "SELECT * FROM tasks WHERE $1 IS NULL OR case_id = $1 ORDER BY id",
+                )
+                .bind(case_id)
+                .fetch_all(&mut **tx)
+                .await
+                .map_err(super::query_err("read tasks"))?;
+                rows.iter().map(super::analyst::task_from_row).collect()
+            }
+
+            async fn load_timeline(
+                tx: &mut TxOf<$store>,
+                case_id: Option<i64>,
+            ) -> Result<Vec<TimelineEntry>, StoreError> {
+                let rows = sqlx::query(
+                    "SELECT * FROM case_timeline WHERE $1 IS NULL OR case_id = $1 ORDER BY id",
+                )
+                .bind(case_id)
+                .fetch_all(&mut **tx)
+                .await
+                .map_err(super::query_err("read the case timeline"))?;
+                rows.iter().map(super::analyst::timeline_from_row).collect()
+            }
+
+            /// Writes an erased observable back. When its owner already has an
+            /// observable of the same type with the erased value, the two are one
+            /// observable now and this row goes (the UNIQUE constraint forbids both).
+            async fn store_observable(
+                tx: &mut TxOf<$store>,
+                observable: &ObservableRecord,
+            ) -> Result<(), StoreError> {
+                let twin = sqlx::query(
+                    "SELECT id FROM observables WHERE type = $1 AND value = $2 AND id <> $3 \
+                     AND (case_id = $4 OR alert_id = $5)",
+                )
+                .bind(&observable.kind)
+                .bind(&observable.value)
+                .bind(observable.id)
+                .bind(observable.case_id)
+                .bind(&observable.alert_id)
+                .fetch_optional(&mut **tx)
+                .await
+                .map_err(super::query_err("find an erased observable's twin"))?;
+                let query = if twin.is_some() {
+                    sqlx::query("DELETE FROM observables WHERE id = $1").bind(observable.id)
+                } else {
+                    let tags = serde_json::to_string(&observable.tags).map_err(|e| {
+                        StoreError::Corrupt {
+                            what: "observable tags",
+                            reason: e.to_string(),
+                        }
+                    })?;
+                    sqlx::query(
+                        "UPDATE observables SET value = $2, created_by = $3, tags = $4 \
+                         WHERE id = $1",
+                    )
+                    .bind(observable.id)
+                    .bind(&observable.value)
+                    .bind(&observable.created_by)
+                    .bind(tags)
+                };
+                query
+                    .execute(&mut **tx)
+                    .await
+                    .map_err(super::query_err("erase observable fields"))?;
+                Ok(())
+            }
+
+            async fn store_task(tx: &mut TxOf<$store>, task: &TaskRecord) -> Result<(), StoreError> {
+                sqlx::query(
+                    "UPDATE tasks SET title = $1, assignee = $2, created_by = $3 WHERE id = $4",
+                )
+                .bind(&task.title)
+                .bind(&task.assignee)
+                .bind(&task.created_by)
+                .bind(task.id)
+                .execute(&mut **tx)
+                .await
+                .map_err(super::query_err("erase task fields"))?;
+                Ok(())
+            }
+
+            async fn store_timeline(
+                tx: &mut TxOf<$store>,
+                entry: &TimelineEntry,
+            ) -> Result<(), StoreError> {
+                sqlx::query("UPDATE case_timeline SET actor = $1, details = $2 WHERE id = $3")
+                    .bind(&entry.actor)
+                    .bind(entry.details.to_string())
+                    .bind(entry.id)
+                    .execute(&mut **tx)
+                    .await
+                    .map_err(super::query_err("erase timeline fields"))?;
+                Ok(())
+            }
+
             async fn blank_states(tx: &mut TxOf<$store>, seq: i64) -> Result<(), StoreError> {
                 sqlx::query("UPDATE audit_log SET before = NULL, after = NULL WHERE seq = $1")
                     .bind(seq)
@@ -581,6 +826,9 @@ macro_rules! privacy_store {
                     cases: Vec::new(),
                     alerts: Vec::new(),
                     actions: Vec::new(),
+                    observables: Vec::new(),
+                    tasks: Vec::new(),
+                    timeline: Vec::new(),
                     api_keys: Vec::new(),
                     audit_entries: Vec::new(),
                 };
@@ -599,6 +847,21 @@ macro_rules! privacy_store {
                         data.actions.push(action);
                     }
                 }
+                for observable in Self::load_observables(&mut tx, None).await? {
+                    if mentions(&matcher, &observable)? {
+                        data.observables.push(observable);
+                    }
+                }
+                for task in Self::load_tasks(&mut tx, None).await? {
+                    if mentions(&matcher, &task)? {
+                        data.tasks.push(task);
+                    }
+                }
+                for entry in Self::load_timeline(&mut tx, None).await? {
+                    if mentions(&matcher, &entry)? {
+                        data.timeline.push(entry);
+                    }
+                }
                 for key in Self::load_api_keys(&mut tx).await? {
                     if matcher.in_text(&key.name) {
                         data.api_keys.push(key);
@@ -613,6 +876,9 @@ macro_rules! privacy_store {
                     "cases": data.cases.len(),
                     "alerts": data.alerts.len(),
                     "actions": data.actions.len(),
+                    "observables": data.observables.len(),
+                    "tasks": data.tasks.len(),
+                    "timeline": data.timeline.len(),
                     "api_keys": data.api_keys.len(),
                     "audit_entries": data.audit_entries.len(),
                 });
@@ -644,6 +910,24 @@ macro_rules! privacy_store {
                     if subject_in_action(&matcher, &mut action) {
                         Self::store_action(&mut tx, &action).await?;
                         erasure.actions.push(action.id);
+                    }
+                }
+                for mut observable in Self::load_observables(&mut tx, None).await? {
+                    if subject_in_observable(&matcher, &mut observable) {
+                        Self::store_observable(&mut tx, &observable).await?;
+                        erasure.observables.push(observable.id);
+                    }
+                }
+                for mut task in Self::load_tasks(&mut tx, None).await? {
+                    if subject_in_task(&matcher, &mut task) {
+                        Self::store_task(&mut tx, &task).await?;
+                        erasure.tasks.push(task.id);
+                    }
+                }
+                for mut entry in Self::load_timeline(&mut tx, None).await? {
+                    if subject_in_timeline(&matcher, &mut entry) {
+                        Self::store_timeline(&mut tx, &entry).await?;
+                        erasure.timeline.push(entry.id);
                     }
                 }
                 for key in Self::load_api_keys(&mut tx).await? {
@@ -716,6 +1000,26 @@ macro_rules! privacy_store {
                             erasure.actions.push(action.id);
                         }
                     }
+                    for mut observable in Self::load_observables(&mut tx, Some(case.id)).await? {
+                        objects.push(("observable", observable.id.to_string()));
+                        if retain_observable(&mut observable) {
+                            Self::store_observable(&mut tx, &observable).await?;
+                            erasure.observables.push(observable.id);
+                        }
+                    }
+                    for mut task in Self::load_tasks(&mut tx, Some(case.id)).await? {
+                        objects.push(("task", task.id.to_string()));
+                        if retain_task(&mut task) {
+                            Self::store_task(&mut tx, &task).await?;
+                            erasure.tasks.push(task.id);
+                        }
+                    }
+                    for mut entry in Self::load_timeline(&mut tx, Some(case.id)).await? {
+                        if retain_timeline(&mut entry) {
+                            Self::store_timeline(&mut tx, &entry).await?;
+                            erasure.timeline.push(entry.id);
+                        }
+                    }
                     for (kind, id) in &objects {
                         for entry in Self::load_audit(&mut tx, Some((kind, id))).await? {
                             if has_state(&entry) {
@@ -741,6 +1045,9 @@ macro_rules! privacy_store {
                     by,
                     cases = erasure.cases.len(),
                     alerts = erasure.alerts.len(),
+                    observables = erasure.observables.len(),
+                    tasks = erasure.tasks.len(),
+                    timeline = erasure.timeline.len(),
                     audit_states = erasure.audit_states.len(),
                     "personal data past retention erased"
                 );

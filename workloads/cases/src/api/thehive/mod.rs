@@ -613,9 +613,11 @@ async fn add_alert_observable(
     Ok((StatusCode::CREATED, Json(added)))
 }
 
-/// TheHive's Query API (`POST /api/v1/query`) for `listCase` and `listAlert`, with
-/// `filter`, `sort`, `page` and `count`. Evaluated over every case or alert visible to
-/// the caller, read from the store.
+/// TheHive's Query API (`POST /api/v1/query`) for `listCase` and `listAlert` (and a
+/// case's observables or tasks, an alert's observables), with `filter`, `sort`, `page`
+/// and `count`, over what is visible to the caller. A `page` before any filter or sort
+/// is run by the store; any other query is evaluated over at most 10,000 cases or
+/// alerts, and answered 422 when more are visible. A page holds at most 1,000 items.
 #[utoipa::path(
     post,
     path = "/api/v1/query",
@@ -625,6 +627,7 @@ async fn add_alert_observable(
         (status = 200, description = "The matching cases or alerts (TheHive's shapes), or their count", body = Object),
         (status = 400, description = "The query is invalid or uses an unsupported operation", body = TheHiveError),
         (status = 401, description = "No valid credentials", body = TheHiveError),
+        (status = 422, description = "A page over 1,000 items, or a query the store cannot page over more than 10,000 visible cases or alerts", body = TheHiveError),
     )
 )]
 async fn run_query(
@@ -633,7 +636,27 @@ async fn run_query(
     ApiJson(body): ApiJson<QueryBody>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require(Permission::Read)?;
-    let query = query::parse(&body.query)?;
+    let mut query = query::parse(&body.query)?;
+    // A leading page over cases or alerts is the store's LIMIT/OFFSET; otherwise one row
+    // past the scan bound tells that the bound was hit. A case's observables and tasks
+    // are read whole (they are one case's) and paged in memory.
+    let listing = matches!(query.source, query::Source::Cases | query::Source::Alerts);
+    let pushed = if listing {
+        query::take_leading_page(&mut query)
+    } else {
+        None
+    };
+    let (offset, limit) = match pushed {
+        Some((offset, limit)) => (Some(offset as i64), limit as i64),
+        None => (None, query::MAX_SCAN as i64 + 1),
+    };
+    let bounded = |read: usize, what: &str| {
+        if read > query::MAX_SCAN {
+            Err(query::too_wide(what))
+        } else {
+            Ok(())
+        }
+    };
     let mut items = Vec::new();
     match &query.source {
         query::Source::CaseObservables(id) => {
@@ -656,18 +679,26 @@ async fn run_query(
         query::Source::Cases => {
             let filter = CaseFilter {
                 max_tlp: Some(caller.tlp()),
+                limit: Some(limit),
+                offset,
                 ..CaseFilter::default()
             };
-            for case in state.store.list_cases(&filter).await? {
+            let cases = state.store.list_cases(&filter).await?;
+            bounded(cases.len(), "cases")?;
+            for case in cases {
                 items.push(case_answer(&state, &case).await?);
             }
         }
         query::Source::Alerts => {
             let filter = AlertFilter {
                 max_tlp: Some(caller.tlp()),
+                limit: Some(limit),
+                offset,
                 ..AlertFilter::default()
             };
-            for record in state.store.list_alerts(&filter).await? {
+            let alerts = state.store.list_alerts(&filter).await?;
+            bounded(alerts.len(), "alerts")?;
+            for record in alerts {
                 let owner = ObservableOwner::Alert(record.id.clone());
                 let count = state.store.list_observables(&owner).await?.len();
                 items.push(model::alert_json(&record, count));

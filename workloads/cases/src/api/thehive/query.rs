@@ -1,6 +1,12 @@
-//! TheHive's Query API over lists already read from the store: the `filter`, `sort`,
-//! `page` and `count` operations, evaluated on the TheHive-shaped JSON of each item so
-//! that every field a client can see can be filtered and sorted on.
+//! TheHive's Query API over lists read from the store: the `filter`, `sort`, `page` and
+//! `count` operations, evaluated on the TheHive-shaped JSON of each item so that every
+//! field a client can see can be filtered and sorted on.
+//!
+//! A `page` that comes first (before any filter or sort) is run by the store as its
+//! LIMIT/OFFSET ([`take_leading_page`]), so paging through cases reads one page. Any
+//! other query is evaluated in memory over at most [`MAX_SCAN`] items, and refused with
+//! a 422 when more are visible, rather than read a whole store into memory. A page may
+//! hold at most [`MAX_PAGE`] items.
 //!
 //! Hand-written because TheHive's filter language exists only in TheHive (Scala); no
 //! crate implements it.
@@ -38,6 +44,12 @@ pub enum Step {
     Sort(Vec<(String, bool)>),
     Page { from: usize, to: usize },
 }
+
+/// The most items one `page` may ask for, as for the Kastell lists.
+pub const MAX_PAGE: usize = crate::api::MAX_LIMIT as usize;
+
+/// The most items a query that the store cannot page is evaluated over.
+pub const MAX_SCAN: usize = 10_000;
 
 fn bad(message: impl Into<String>) -> ApiError {
     ApiError::invalid_body(message)
@@ -113,6 +125,12 @@ pub fn parse(operations: &[Value]) -> Result<Query, ApiError> {
                 let (from, to) = (bound("from")?, bound("to")?);
                 if to < from {
                     return Err(bad("page to must not be below from"));
+                }
+                if to - from > MAX_PAGE {
+                    return Err(bad(format!(
+                        "a page may hold at most {MAX_PAGE} items, not {}",
+                        to - from
+                    )));
                 }
                 steps.push(Step::Page { from, to });
             }
@@ -195,6 +213,28 @@ fn check_filter(filter: &Value) -> Result<(), ApiError> {
         }
     }
     Ok(())
+}
+
+/// Removes a `page` that comes before any filter or sort and returns its `(offset,
+/// limit)` for the store to run: on the store's own order (the one the items would have
+/// in memory) the page selects the same items.
+pub fn take_leading_page(query: &mut Query) -> Option<(usize, usize)> {
+    match query.steps.first() {
+        Some(&Step::Page { from, to }) => {
+            query.steps.remove(0);
+            Some((from, to - from))
+        }
+        _ => None,
+    }
+}
+
+/// The 422 of a query over more than [`MAX_SCAN`] items the store could not page.
+pub fn too_wide(what: &str) -> ApiError {
+    bad(format!(
+        "this query is evaluated in memory and more than {MAX_SCAN} {what} are visible to \
+         you: start it with a page ({{\"_name\": \"page\", \"from\": 0, \"to\": 100}} before \
+         any filter or sort), which the store runs, and filter or sort within pages"
+    ))
 }
 
 /// Runs the steps on `items` (TheHive-shaped objects); the answer is the list, or its
@@ -363,6 +403,30 @@ mod tests {
             .iter()
             .map(|c| c["_id"].as_str().unwrap())
             .collect()
+    }
+
+    #[test]
+    fn a_leading_page_goes_to_the_store_and_pages_are_capped() {
+        let mut query = parse(&[
+            json!({"_name": "listCase"}),
+            json!({"_name": "page", "from": 10, "to": 30}),
+            json!({"_name": "sort", "_fields": [{"title": "asc"}]}),
+        ])
+        .unwrap();
+        assert_eq!(take_leading_page(&mut query), Some((10, 20)));
+        assert_eq!(query.steps.len(), 1, "the sort stays");
+        let mut sorted_first = parse(&[
+            json!({"_name": "listCase"}),
+            json!({"_name": "sort", "_fields": [{"title": "asc"}]}),
+            json!({"_name": "page", "from": 0, "to": 10}),
+        ])
+        .unwrap();
+        assert_eq!(take_leading_page(&mut sorted_first), None);
+        let huge = parse(&[
+            json!({"_name": "listAlert"}),
+            json!({"_name": "page", "from": 0, "to": 1_000_000}),
+        ]);
+        assert!(huge.unwrap_err().message.contains("at most 1000"));
     }
 
     #[test]
