@@ -1,5 +1,6 @@
-//! One ServiceAccount per stage, with a Role granting only what that stage reads: its own
-//! configuration ConfigMap, and for the cases stage the Case resources it mirrors.
+//! One ServiceAccount per stage, with a Role granting only what that stage needs: its own
+//! configuration ConfigMap, for the cases stage the Case resources it mirrors, and for the
+//! respond stage the pods and NetworkPolicies of quarantine-pod.
 
 use k8s_openapi::api::core::v1::ServiceAccount;
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
@@ -30,6 +31,26 @@ pub(super) fn role(input: &BuildInput, stage: Stage) -> Role {
             api_groups: Some(vec![kastell_crds::GROUP.into()]),
             resources: Some(vec!["cases".into(), "cases/status".into()]),
             verbs: ["get", "list", "watch", "create", "patch"]
+                .map(String::from)
+                .to_vec(),
+            ..PolicyRule::default()
+        });
+    }
+    if stage == Stage::Respond {
+        // quarantine-pod labels the pod and applies the namespace's quarantine
+        // NetworkPolicy; its release removes the label and deletes the policy once no pod
+        // of the namespace is quarantined. Granted in the platform's namespace only: a
+        // playbook quarantining elsewhere needs a RoleBinding there (docs/operator.md).
+        rules.push(PolicyRule {
+            api_groups: Some(vec![String::new()]),
+            resources: Some(vec!["pods".into()]),
+            verbs: ["get", "list", "patch"].map(String::from).to_vec(),
+            ..PolicyRule::default()
+        });
+        rules.push(PolicyRule {
+            api_groups: Some(vec!["networking.k8s.io".into()]),
+            resources: Some(vec!["networkpolicies".into()]),
+            verbs: ["get", "create", "patch", "delete"]
                 .map(String::from)
                 .to_vec(),
             ..PolicyRule::default()

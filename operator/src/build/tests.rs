@@ -289,6 +289,103 @@ fn roles_grant_only_the_stage_configuration() {
     );
 }
 
+#[test]
+fn respond_may_quarantine_pods_in_the_platform_namespace_only() {
+    let objects = build(&platform(PLATFORM), &bundles("a"));
+    let respond = objects.roles[4].rules.as_ref().unwrap();
+    let pods = respond
+        .iter()
+        .find(|r| r.resources == Some(vec!["pods".into()]))
+        .expect("a rule on pods");
+    assert_eq!(pods.verbs, ["get", "list", "patch"]);
+    let policies = respond
+        .iter()
+        .find(|r| r.resources == Some(vec!["networkpolicies".into()]))
+        .expect("a rule on networkpolicies");
+    assert_eq!(policies.verbs, ["get", "create", "patch", "delete"]);
+    // No other stage touches pods or policies.
+    for role in &objects.roles[..4] {
+        assert!(role.rules.as_ref().unwrap().iter().all(|r| {
+            r.resources != Some(vec!["pods".into()])
+                && r.resources != Some(vec!["networkpolicies".into()])
+        }));
+    }
+}
+
+#[test]
+fn enrich_mounts_the_secrets_its_feeds_name() {
+    let mut bundles = bundles("a");
+    let mut enrich = Bundle::default();
+    for (name, secret, key) in [
+        ("circl", "misp-keys", "circl"),
+        ("local", "misp-keys", "local"),
+        ("other", "other-misp", "apikey"),
+    ] {
+        enrich.insert(BundleEntry {
+            key: format!("IntelFeed.{name}.yaml"),
+            yaml: format!(
+                "apiVersion: kastell.eu/v1alpha1\nkind: IntelFeed\nmetadata: {{name: {name}, \
+                 namespace: soc}}\nspec:\n  type: misp-api\n  url: https://misp.example.eu\n  \
+                 apiKeySecret: {{name: {secret}, key: {key}}}\n"
+            ),
+        });
+    }
+    bundles.insert(Stage::Enrich, enrich);
+    let objects = build(&platform(PLATFORM), &bundles);
+    let pod = |stage: usize| {
+        objects.deployments[stage]
+            .spec
+            .as_ref()
+            .unwrap()
+            .template
+            .spec
+            .clone()
+            .unwrap()
+    };
+    let enrich = pod(2);
+    let mounts: Vec<(String, bool)> = enrich.containers[0]
+        .volume_mounts
+        .as_ref()
+        .unwrap()
+        .iter()
+        .filter(|m| m.mount_path.starts_with("/etc/kastell/secrets/"))
+        .map(|m| (m.mount_path.clone(), m.read_only == Some(true)))
+        .collect();
+    assert_eq!(
+        mounts,
+        [
+            ("/etc/kastell/secrets/misp-keys".to_owned(), true),
+            ("/etc/kastell/secrets/other-misp".to_owned(), true)
+        ]
+    );
+    let volume = enrich
+        .volumes
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|v| v.secret.as_ref().and_then(|s| s.secret_name.as_deref()) == Some("misp-keys"))
+        .unwrap();
+    let items: Vec<String> = volume
+        .secret
+        .as_ref()
+        .unwrap()
+        .items
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|i| i.key.clone())
+        .collect();
+    assert_eq!(items, ["circl", "local"]);
+    // Other stages never see the feeds' keys.
+    for stage in [0, 1, 3, 4] {
+        assert!(pod(stage)
+            .volumes
+            .unwrap_or_default()
+            .iter()
+            .all(|v| !v.name.starts_with("feed-secret")));
+    }
+}
+
 /// A platform in cluster mode: mutual TLS between stages, NATS over TLS with a client
 /// certificate and a creds file, PostgreSQL with its own CA.
 pub(crate) const WIRED_PLATFORM: &str = r#"

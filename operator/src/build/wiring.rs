@@ -21,6 +21,10 @@ pub const STORE_PASSWORD_DIR: &str = "/etc/kastell/store-password";
 /// Where the CA of the PostgreSQL server is mounted.
 pub const STORE_CA_DIR: &str = "/etc/kastell/store-tls";
 
+/// Where the Secrets named by IntelFeeds (`spec.apiKeySecret`) are mounted, one
+/// directory per Secret: the enrich stage reads `<dir>/<name>/<key>`.
+pub const FEED_SECRETS_DIR: &str = "/etc/kastell/secrets";
+
 /// Owner and group may read, nobody may write: the pod's fsGroup owns the files.
 const SECRET_FILE_MODE: i32 = 0o440;
 
@@ -124,6 +128,9 @@ pub fn secret_mounts(input: &BuildInput, stage: Stage) -> Vec<SecretMount> {
             &[("KASTELL_NATS_CREDS_FILE", "nats.creds")],
         ));
     }
+    if stage == Stage::Enrich {
+        mounts.extend(feed_secret_mounts(input));
+    }
     if let Some(postgres) = postgres_for(input, stage) {
         mounts.push(secret_mount(
             "store-password",
@@ -143,6 +150,45 @@ pub fn secret_mounts(input: &BuildInput, stage: Stage) -> Vec<SecretMount> {
         }
     }
     mounts
+}
+
+/// The Secrets the enrich stage's IntelFeeds name for their API keys, each mounted with
+/// only the keys the feeds name. The feeds are read from the enrich bundle, so a feed
+/// refused by admission mounts nothing.
+fn feed_secret_mounts(input: &BuildInput) -> Vec<SecretMount> {
+    let mut keys: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> =
+        std::collections::BTreeMap::new();
+    let entries = input
+        .bundles
+        .get(&Stage::Enrich)
+        .map(|bundle| bundle.entries.iter())
+        .into_iter()
+        .flatten();
+    for (key, yaml) in entries {
+        if !key.starts_with("IntelFeed.") {
+            continue;
+        }
+        let Ok(feed) = serde_yaml::from_str::<kastell_crds::IntelFeed>(yaml) else {
+            continue;
+        };
+        if let Some(secret) = feed.spec.api_key_secret {
+            keys.entry(secret.name).or_default().insert(secret.key);
+        }
+    }
+    keys.iter()
+        .enumerate()
+        .map(|(at, (secret, keys))| {
+            let items: Vec<(&str, &str)> = keys.iter().map(|k| (k.as_str(), k.as_str())).collect();
+            // Volume names must be DNS labels; Secret names may be longer than one.
+            secret_mount(
+                &format!("feed-secret-{at}"),
+                secret,
+                &format!("{FEED_SECRETS_DIR}/{secret}"),
+                &items,
+                &[],
+            )
+        })
+        .collect()
 }
 
 /// The PostgreSQL settings, for the stages that hold the case store (cases and respond).
