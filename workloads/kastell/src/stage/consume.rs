@@ -71,6 +71,9 @@ struct Shared {
     /// Counters of the cases stage's response-outputs loop (on the cases metrics).
     outputs: kastell_cases::OutputStats,
     respond: Arc<kastell_respond::RespondStats>,
+    /// The respond stage's labelled counters (actions by playbook and outcome, approvals,
+    /// dry runs…), the ones the response dashboard reads, as `kastell run` exports them.
+    respond_registry: Option<prometheus::Registry>,
     /// Where the respond stage keeps its side-effect journal.
     data: std::path::PathBuf,
     /// correlate: whether it reads events partitions, and how many events arrived keyed
@@ -104,6 +107,17 @@ pub async fn run(
         }
         _ => None,
     };
+    let respond = Arc::new(kastell_respond::RespondStats::new());
+    let respond_registry = match stage {
+        Stage::Respond => {
+            let registry = prometheus::Registry::new();
+            respond
+                .register(&registry)
+                .context("registering the respond metrics")?;
+            Some(registry)
+        }
+        _ => None,
+    };
     let context = Arc::new(Shared {
         stage,
         bus: Arc::clone(&bus),
@@ -114,7 +128,8 @@ pub async fn run(
         cases: kastell_cases::Metrics::register_in(registry, kastell_cases::CasesStats::new())
             .context("registering the cases metrics")?,
         outputs,
-        respond: Arc::default(),
+        respond,
+        respond_registry,
         data: args.data.clone(),
         partitioned: stage == Stage::Correlate && args.bus == BusKind::Nats,
         plan_mismatches: Arc::default(),
@@ -586,38 +601,48 @@ fn render_stage(context: &Shared) -> Result<String, prometheus::Error> {
         }
         Stage::Respond | Stage::Cases | Stage::Ingest => {
             let r = context.respond.snapshot();
-            render_counters(&[
-                (
-                    "kastell_respond_case_events_total",
-                    "Case events read.",
-                    r.case_events,
-                ),
-                (
-                    "kastell_respond_playbook_runs_total",
-                    "Playbooks triggered.",
-                    r.playbook_runs,
-                ),
-                (
-                    "kastell_respond_actions_created_total",
-                    "Actions created.",
-                    r.actions_created,
-                ),
-                (
-                    "kastell_respond_actions_executed_total",
-                    "Actions run.",
-                    r.executed,
-                ),
-                (
-                    "kastell_respond_actions_failed_total",
-                    "Actions that failed.",
-                    r.failed,
-                ),
-                (
-                    "kastell_respond_dead_letters_total",
-                    "Messages that were not case events.",
-                    r.dead_letters,
-                ),
-            ])
+            let labelled = match &context.respond_registry {
+                Some(registry) => endpoint::encode(registry)?,
+                None => String::new(),
+            };
+            // kastell_respond_playbook_runs_total is in the registry with its trigger label.
+            let runs = (
+                "kastell_respond_playbook_runs_total",
+                "Playbooks triggered.",
+                r.playbook_runs,
+            );
+            let runs = context.respond_registry.is_none().then_some(runs);
+            let counters: Vec<(&str, &str, u64)> = runs
+                .into_iter()
+                .chain([
+                    (
+                        "kastell_respond_case_events_total",
+                        "Case events read.",
+                        r.case_events,
+                    ),
+                    (
+                        "kastell_respond_actions_created_total",
+                        "Actions created.",
+                        r.actions_created,
+                    ),
+                    (
+                        "kastell_respond_actions_executed_total",
+                        "Actions run.",
+                        r.executed,
+                    ),
+                    (
+                        "kastell_respond_actions_failed_total",
+                        "Actions that failed.",
+                        r.failed,
+                    ),
+                    (
+                        "kastell_respond_dead_letters_total",
+                        "Messages that were not case events.",
+                        r.dead_letters,
+                    ),
+                ])
+                .collect();
+            render_counters(&counters).map(|counters| counters + &labelled)
         }
     }
 }
