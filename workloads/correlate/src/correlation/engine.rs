@@ -64,6 +64,8 @@ pub(crate) struct CompiledCorrelation {
     group_names: Vec<String>,
     /// Raises alerts: not referenced by another correlation, or by one with `generate`.
     pub(crate) emits: bool,
+    /// Judged when a window closes (see `window.rs`), not as inputs arrive.
+    closes_at_end: bool,
 }
 
 /// Every correlation of a rule set, and which inputs each rule match feeds.
@@ -295,12 +297,16 @@ impl Correlations {
                 slots: rule.rules.len(),
                 group_names: rule.group_by.clone(),
                 emits: true,
+                closes_at_end: false,
             });
         }
         set.by_rule = inputs_by_rule;
         set.by_correlation = inputs_by_correlation;
+        for correlation in &mut set.list {
+            correlation.closes_at_end = correlation.aggregate().closes_at_end();
+        }
         set.at_end = (0..set.list.len())
-            .filter(|&c| set.list[c].aggregate().closes_at_end())
+            .filter(|&c| set.list[c].closes_at_end)
             .collect();
         for (i, compiled_at) in position.iter().enumerate() {
             if let Some(p) = compiled_at {
@@ -511,7 +517,10 @@ impl Correlations {
         );
         match fired {
             Some(fired) => self.emit(state, input.correlation, group, fired, out),
-            None => self.close_windows(state, input.correlation, false, out),
+            None if correlation.closes_at_end => {
+                self.close_windows(state, input.correlation, false, out)
+            }
+            None => {}
         }
     }
 
