@@ -245,7 +245,7 @@ impl CasesClient {
     }
 }
 
-fn is_loopback(url: &Url) -> bool {
+pub(crate) fn is_loopback(url: &Url) -> bool {
     match url.host() {
         Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
         Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
@@ -255,19 +255,27 @@ fn is_loopback(url: &Url) -> bool {
 }
 
 fn tls_config(ca_pem: Option<&[u8]>) -> Result<rustls::ClientConfig, ClientError> {
+    tls13_config(ca_pem).map_err(ClientError::Certificate)
+}
+
+/// A TLS 1.3-only client configuration trusting the certificates of `ca_pem` when given,
+/// else the system's CA certificates; shared with the git sync's HTTPS transport.
+///
+/// # Errors
+///
+/// `ca_pem` without a readable PEM certificate.
+pub(crate) fn tls13_config(ca_pem: Option<&[u8]>) -> Result<rustls::ClientConfig, String> {
     let mut roots = rustls::RootCertStore::empty();
     match ca_pem {
         Some(pem) => {
             let certs = CertificateDer::pem_slice_iter(pem)
                 .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| ClientError::Certificate(e.to_string()))?;
+                .map_err(|e| e.to_string())?;
             if certs.is_empty() {
-                return Err(ClientError::Certificate("no PEM certificate found".into()));
+                return Err("no PEM certificate found".into());
             }
             for cert in certs {
-                roots
-                    .add(cert)
-                    .map_err(|e| ClientError::Certificate(e.to_string()))?;
+                roots.add(cert).map_err(|e| e.to_string())?;
             }
         }
         None => {
@@ -281,7 +289,7 @@ fn tls_config(ca_pem: Option<&[u8]>) -> Result<rustls::ClientConfig, ClientError
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     Ok(rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(|e| ClientError::Certificate(e.to_string()))?
+        .map_err(|e| e.to_string())?
         .with_root_certificates(roots)
         .with_no_client_auth())
 }

@@ -10,7 +10,7 @@
 //! This module holds the pure part (what to send for a spec and a stored case) and the
 //! client; the controller in `controller/case.rs` strings them together.
 
-mod client;
+pub(crate) mod client;
 
 pub use client::{CasesClient, ClientError, StoreCase};
 

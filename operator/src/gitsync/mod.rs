@@ -9,6 +9,7 @@
 
 pub mod desired;
 pub mod fetch;
+pub mod http;
 pub mod verify;
 pub mod webhook;
 
@@ -113,7 +114,13 @@ impl Drop for Syncer {
 }
 
 impl Syncer {
+    /// The syncer; registers the HTTPS transport before any loop can fetch (see
+    /// [`http::register`]).
     pub fn new(context: Arc<Context>, cache: PathBuf) -> Arc<Self> {
+        if let Err(error) = http::register() {
+            // Every https fetch reports it again, on the platform's status.
+            tracing::error!(%error, "git https remotes cannot be fetched");
+        }
         Arc::new(Syncer {
             context,
             cache,
