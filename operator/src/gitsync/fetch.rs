@@ -22,7 +22,8 @@ pub enum FetchError {
         #[source]
         source: git2::Error,
     },
-    #[error("fetching {url}: {source}")]
+    // libgit2's message without its "; class=Net (12)" suffix, which tells a reader nothing.
+    #[error("fetching {url}: {}", source.message())]
     Fetch {
         url: String,
         #[source]
@@ -164,7 +165,9 @@ pub fn fetch(
 }
 
 fn is_http(url: &str) -> bool {
-    let scheme = url.split_once("://").map(|(scheme, _)| scheme.to_ascii_lowercase());
+    let scheme = url
+        .split_once("://")
+        .map(|(scheme, _)| scheme.to_ascii_lowercase());
     matches!(scheme.as_deref(), Some("https" | "http"))
 }
 

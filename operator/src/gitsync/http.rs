@@ -134,7 +134,11 @@ fn session(options: &HttpOptions) -> Result<Session, HttpError> {
         .no_proxy()
         .connect_timeout(CONNECT_TIMEOUT)
         .read_timeout(READ_TIMEOUT)
-        .user_agent(concat!("git/2.0 (kastell-operator/", env!("CARGO_PKG_VERSION"), ")"))
+        .user_agent(concat!(
+            "git/2.0 (kastell-operator/",
+            env!("CARGO_PKG_VERSION"),
+            ")"
+        ))
         .build()
         .map_err(|e| HttpError::Client(e.to_string()))?;
     let authorization = match &options.password {
@@ -144,8 +148,9 @@ fn session(options: &HttpOptions) -> Result<Session, HttpError> {
             let user = options.username.as_deref().unwrap_or("git");
             let token =
                 base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
-            let mut value = HeaderValue::from_str(&format!("Basic {token}"))
-                .map_err(|_| HttpError::Client("the credentials are not valid header text".into()))?;
+            let mut value = HeaderValue::from_str(&format!("Basic {token}")).map_err(|_| {
+                HttpError::Client("the credentials are not valid header text".into())
+            })?;
             value.set_sensitive(true);
             Some(value)
         }
@@ -409,7 +414,9 @@ fn tls_reason(host: &str, error: &rustls::Error) -> Option<String> {
 
 /// The rustls error behind a request error. hyper wraps it in an `io::Error`, whose
 /// `source()` skips the wrapped error itself, so each `io::Error` is opened by hand.
-fn find_rustls_error<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+fn find_rustls_error<'a>(
+    error: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a rustls::Error> {
     let mut current: Option<&(dyn std::error::Error + 'static)> = Some(error);
     while let Some(e) = current {
         if let Some(tls) = e.downcast_ref::<rustls::Error>() {
