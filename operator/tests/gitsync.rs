@@ -865,3 +865,205 @@ fn a_commit_signed_by_git_and_gpg_verifies_against_its_armored_key() {
         }
     }
 }
+
+/// Runs gpg with `input` on its standard input (answers to `--command-fd 0`).
+fn gpg_with_input(home: &std::path::Path, args: &[&str], input: &str) -> Vec<u8> {
+    use std::io::Write as _;
+    let mut child = std::process::Command::new("gpg")
+        .env("GNUPGHOME", home)
+        .args(["--batch", "--pinentry-mode", "loopback", "--passphrase", ""])
+        .args(["--command-fd", "0"])
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success(), "gpg {args:?}: {output:?}");
+    output.stdout
+}
+
+fn gpg_home(dir: &std::path::Path, name: &str) -> PathBuf {
+    let home = dir.join(format!("gnupg-{name}"));
+    std::fs::create_dir_all(&home).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o700)).unwrap();
+    }
+    home
+}
+
+/// A detached armored signature of `data` by `uid`, as `git commit -S` makes it
+/// (`gpg -bsau`), made at `time` (gpg's `--faked-system-time`) when given.
+fn gpg_sign(home: &std::path::Path, uid: &str, data: &[u8], time: Option<&str>) -> String {
+    let file = home.join("payload");
+    std::fs::write(&file, data).unwrap();
+    let mut args = Vec::new();
+    if let Some(time) = time {
+        args.extend(["--faked-system-time", time]);
+    }
+    let path = file.to_str().unwrap();
+    args.extend(["-u", uid, "--armor", "--detach-sign", "-o", "-", path]);
+    String::from_utf8(gpg(home, &args)).unwrap()
+}
+
+fn gpg_fingerprint(home: &std::path::Path, uid: &str) -> String {
+    let listed = String::from_utf8(gpg(home, &["--with-colons", "--fingerprint", uid])).unwrap();
+    listed
+        .lines()
+        .find_map(|l| l.strip_prefix("fpr:"))
+        .map(|rest| rest.trim_matches(':').to_owned())
+        .unwrap()
+}
+
+#[test]
+fn commits_signed_by_expired_or_revoked_gpg_keys_are_refused() {
+    use kastell_operator::gitsync::verify::{AllowedSigners, SignatureError};
+
+    if std::process::Command::new("gpg")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("SKIPPED: commits_signed_by_expired_or_revoked_gpg_keys_are_refused: no gpg");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // What git signs: the commit object without its gpgsig header.
+    let payload = b"tree 4b825dc642cb6eb9a060e54bf8d69288fbee4904\n\
+        author Ada <ada@soc.example.eu> 1577858400 +0000\n\
+        committer Ada <ada@soc.example.eu> 1577858400 +0000\n\nrules for 2020\n";
+    let signed = |armored: String| Some((armored, payload.to_vec()));
+    let at = |time: &str| chrono::DateTime::parse_from_rfc3339(time).unwrap().to_utc();
+
+    // A key made on 2020-01-01 for one day, and a signature made within that day: valid
+    // then, refused now.
+    let old = gpg_home(dir.path(), "old");
+    let uid = "old <old@soc.example.eu>";
+    gpg(
+        &old,
+        &[
+            "--faked-system-time",
+            "20200101T000000!",
+            "--quick-gen-key",
+            uid,
+            "ed25519",
+            "sign",
+            "1d",
+        ],
+    );
+    let signature = gpg_sign(&old, uid, payload, Some("20200101T060000!"));
+    let public = String::from_utf8(gpg(&old, &["--armor", "--export", uid])).unwrap();
+    let signers = AllowedSigners::parse(&[public]).unwrap();
+    signers
+        .verify_at(
+            "c1",
+            signed(signature.clone()).as_ref(),
+            at("2020-01-01T12:00:00Z"),
+        )
+        .expect("valid while the key was");
+    let refused = signers.verify("c1", signed(signature.clone()).as_ref());
+    assert!(
+        matches!(&refused, Err(SignatureError::Expired { expired, .. }) if expired == "2020-01-02T00:00:00Z"),
+        "{refused:?}"
+    );
+    assert!(refused.unwrap_err().to_string().contains("expired at"));
+
+    // The key's expiry removed by a newer self-signature (`--quick-set-expire ... never`):
+    // the newest self-signature counts, so the same signature verifies now.
+    let fingerprint = gpg_fingerprint(&old, uid);
+    gpg(&old, &["--quick-set-expire", &fingerprint, "never"]);
+    let extended = String::from_utf8(gpg(&old, &["--armor", "--export", uid])).unwrap();
+    AllowedSigners::parse(&[extended])
+        .unwrap()
+        .verify("c1", signed(signature).as_ref())
+        .expect("no expiry any more");
+
+    // A current key that verifies, then its revocation certificate (the one gpg writes to
+    // openpgp-revocs.d when it makes a key) imported: refused.
+    let (ada, ada_public) = gpg_key(dir.path(), "ada", "ed25519");
+    let signature = gpg_sign(&ada, "ada@soc.example.eu", payload, None);
+    AllowedSigners::parse(&[ada_public])
+        .unwrap()
+        .verify("c2", signed(signature.clone()).as_ref())
+        .expect("ada's key is good");
+    let ada_fingerprint = gpg_fingerprint(&ada, "ada@soc.example.eu");
+    let certificate = std::fs::read_to_string(
+        ada.join("openpgp-revocs.d")
+            .join(format!("{ada_fingerprint}.rev")),
+    )
+    .unwrap()
+    // gpg guards the block with a leading colon against an accidental import.
+    .replace(
+        ":-----BEGIN PGP PUBLIC KEY BLOCK-----",
+        "-----BEGIN PGP PUBLIC KEY BLOCK-----",
+    );
+    std::fs::write(ada.join("revocation.asc"), certificate).unwrap();
+    gpg(
+        &ada,
+        &["--import", ada.join("revocation.asc").to_str().unwrap()],
+    );
+    let revoked =
+        String::from_utf8(gpg(&ada, &["--armor", "--export", "ada@soc.example.eu"])).unwrap();
+    let refused = AllowedSigners::parse(&[revoked])
+        .unwrap()
+        .verify("c2", signed(signature).as_ref());
+    assert!(
+        matches!(&refused, Err(SignatureError::Revoked { reason, .. }) if reason.starts_with("the key is revoked")),
+        "{refused:?}"
+    );
+
+    // A certify-only primary key with a signing subkey that signs, then the subkey revoked
+    // with `gpg --edit-key` (reason 1, superseded): refused, naming the subkey.
+    let sub = gpg_home(dir.path(), "sub");
+    let uid = "grace <grace@soc.example.eu>";
+    gpg(&sub, &["--quick-gen-key", uid, "ed25519", "cert", "never"]);
+    let primary = gpg_fingerprint(&sub, uid);
+    gpg(
+        &sub,
+        &["--quick-add-key", &primary, "ed25519", "sign", "never"],
+    );
+    let signature = gpg_sign(&sub, uid, payload, None);
+    let public = String::from_utf8(gpg(&sub, &["--armor", "--export", uid])).unwrap();
+    let subkey = AllowedSigners::parse(&[public])
+        .unwrap()
+        .verify("c3", signed(signature.clone()).as_ref())
+        .expect("the signing subkey is good");
+    assert_ne!(subkey, primary, "signed by the subkey, not the primary key");
+    gpg_with_input(
+        &sub,
+        &["--edit-key", &primary],
+        "key 1\nrevkey\ny\n1\nrotated to a new key\n\ny\nsave\n",
+    );
+    let public = String::from_utf8(gpg(&sub, &["--armor", "--export", uid])).unwrap();
+    let refused = AllowedSigners::parse(&[public])
+        .unwrap()
+        .verify("c3", signed(signature).as_ref());
+    match &refused {
+        Err(SignatureError::Revoked {
+            fingerprint,
+            reason,
+            ..
+        }) => {
+            assert_eq!(*fingerprint, subkey);
+            assert!(reason.contains("signing subkey"), "{reason}");
+            assert!(reason.contains("rotated to a new key"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+
+    for home in std::fs::read_dir(dir.path()).unwrap().flatten() {
+        let _ = std::process::Command::new("gpgconf")
+            .env("GNUPGHOME", home.path())
+            .args(["--kill", "gpg-agent"])
+            .status();
+    }
+}

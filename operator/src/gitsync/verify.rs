@@ -3,8 +3,17 @@
 //! SSHSIG support the way `ssh-keygen -Y verify -n git` does, and OpenPGP signatures (what
 //! `git commit -S` writes with gpg), checked with rPGP (`pgp`, pure Rust, lighter than
 //! sequoia-openpgp and needing neither gpg nor gpgme) against armored public keys.
+//!
+//! An OpenPGP key must also be in good standing when the sync runs: not revoked (by its own
+//! revocation signature, for the primary key or the signing subkey) and not expired. Expiry
+//! is judged at the time of verification, not at the signature's creation time: that time
+//! is written by the signer, so the holder of an expired key could back-date a new
+//! signature into the key's lifetime. A revocation refuses every signature of the key,
+//! whatever its reason code, for the same reason.
 
-use pgp::composed::{Deserializable, SignedPublicKey, StandaloneSignature};
+use chrono::{DateTime, Utc};
+use pgp::composed::{Deserializable, SignedPublicKey, SignedPublicSubKey, StandaloneSignature};
+use pgp::packet::{Signature, SignatureType};
 use pgp::types::PublicKeyTrait;
 use ssh_key::{PublicKey, SshSig};
 
@@ -26,6 +35,25 @@ pub enum SignatureError {
     NotAllowed { commit: String, fingerprint: String },
     #[error("commit {commit}: the signature of {fingerprint} does not match the commit")]
     Invalid { commit: String, fingerprint: String },
+    #[error(
+        "commit {commit} is signed by {fingerprint}, but {reason}; sign with another key \
+         listed in spec.git.allowedSigners, and remove this one"
+    )]
+    Revoked {
+        commit: String,
+        fingerprint: String,
+        reason: String,
+    },
+    #[error(
+        "commit {commit} is signed by {fingerprint}, whose OpenPGP key expired at {expired}; \
+         sign with a key that is valid, or extend the key's expiry and list the re-exported \
+         public key in spec.git.allowedSigners"
+    )]
+    Expired {
+        commit: String,
+        fingerprint: String,
+        expired: String,
+    },
     #[error("spec.git.allowedSigners entry {entry} holds no SSH or OpenPGP public key: {reason}")]
     BadSigner { entry: usize, reason: String },
 }
@@ -68,24 +96,39 @@ impl AllowedSigners {
         Ok(AllowedSigners { keys, pgp })
     }
 
-    /// Checks that `signature` (the commit's `gpgsig` header) is a valid SSH signature
-    /// of `signed` by one of the allowed keys.
+    /// Checks that `signature` (the commit's `gpgsig` header) is a valid SSH or OpenPGP
+    /// signature of `signed` by one of the allowed keys, an OpenPGP key being neither
+    /// revoked nor expired now.
     ///
     /// # Errors
     ///
-    /// When the commit is unsigned, GPG-signed, signed by another key, or the signature
-    /// does not match.
+    /// When the commit is unsigned, GPG-signed without OpenPGP keys listed, signed by
+    /// another key, by a revoked or expired OpenPGP key, or the signature does not match.
     pub fn verify(
         &self,
         commit: &str,
         signature: Option<&(String, Vec<u8>)>,
+    ) -> Result<String, SignatureError> {
+        self.verify_at(commit, signature, Utc::now())
+    }
+
+    /// [`AllowedSigners::verify`] with OpenPGP key expiry judged at `now`.
+    ///
+    /// # Errors
+    ///
+    /// As [`AllowedSigners::verify`].
+    pub fn verify_at(
+        &self,
+        commit: &str,
+        signature: Option<&(String, Vec<u8>)>,
+        now: DateTime<Utc>,
     ) -> Result<String, SignatureError> {
         let commit = commit.to_owned();
         let Some((armored, signed)) = signature else {
             return Err(SignatureError::Unsigned { commit });
         };
         if armored.contains("BEGIN PGP SIGNATURE") {
-            return self.verify_pgp(commit, armored, signed);
+            return self.verify_pgp(commit, armored, signed, now);
         }
         let sig = SshSig::from_pem(armored.trim()).map_err(|e| SignatureError::Malformed {
             commit: commit.clone(),
@@ -114,12 +157,13 @@ impl AllowedSigners {
 
 impl AllowedSigners {
     /// An OpenPGP signature: valid by the primary key or a signing subkey of an allowed
-    /// key. Returns the signing key's fingerprint (hex).
+    /// key that is in good standing at `now`. Returns the signing key's fingerprint (hex).
     fn verify_pgp(
         &self,
         commit: String,
         armored: &str,
         signed: &[u8],
+        now: DateTime<Utc>,
     ) -> Result<String, SignatureError> {
         if self.pgp.is_empty() {
             return Err(SignatureError::Gpg { commit });
@@ -155,25 +199,133 @@ impl AllowedSigners {
 
         let found = self.pgp.iter().find_map(|key| {
             if named(&key.primary_key) {
-                return Some(check_pgp(&sig, &key.primary_key, signed));
+                return Some((key, None));
             }
             key.public_subkeys
                 .iter()
                 .find(|sub| named(&sub.key))
-                .map(|sub| check_pgp(&sig, &sub.key, signed))
+                .map(|sub| (key, Some(sub)))
         });
-        match found {
-            None => Err(SignatureError::NotAllowed {
+        let Some((key, subkey)) = found else {
+            return Err(SignatureError::NotAllowed {
                 commit,
                 fingerprint: shown,
-            }),
-            Some((fingerprint, Ok(()))) => Ok(fingerprint),
-            Some((fingerprint, Err(()))) => Err(SignatureError::Invalid {
+            });
+        };
+        let (fingerprint, valid) = match subkey {
+            None => check_pgp(&sig, &key.primary_key, signed),
+            Some(sub) => check_pgp(&sig, &sub.key, signed),
+        };
+        if valid.is_err() {
+            return Err(SignatureError::Invalid {
                 commit,
                 fingerprint,
+            });
+        }
+        match standing(key, subkey, now) {
+            Ok(()) => Ok(fingerprint),
+            Err(Standing::Revoked(reason)) => Err(SignatureError::Revoked {
+                commit,
+                fingerprint,
+                reason,
+            }),
+            Err(Standing::Expired(at)) => Err(SignatureError::Expired {
+                commit,
+                fingerprint,
+                expired: at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             }),
         }
     }
+}
+
+/// Why an OpenPGP key may not sign.
+enum Standing {
+    Revoked(String),
+    Expired(DateTime<Utc>),
+}
+
+/// Whether the primary key, and the subkey that signed when it was one, are neither
+/// revoked nor expired at `now`. Every signature looked at here was verified as the
+/// primary key's own when the key was parsed ([`parse_pgp`]).
+fn standing(
+    key: &SignedPublicKey,
+    subkey: Option<&SignedPublicSubKey>,
+    now: DateTime<Utc>,
+) -> Result<(), Standing> {
+    if let Some(revocation) = key.details.revocation_signatures.first() {
+        return Err(Standing::Revoked(revocation_reason("the key", revocation)));
+    }
+    // rPGP's own `expires_at` takes the longest expiry any self-signature ever stated; the
+    // newest self-signature is the one in force (a shortened expiry must count).
+    let certifications = key
+        .details
+        .users
+        .iter()
+        .flat_map(|user| &user.signatures)
+        .filter(|sig| sig.is_certification())
+        .chain(&key.details.direct_signatures);
+    if let Some(at) =
+        newest(certifications).and_then(|sig| expiry(key.primary_key.created_at(), sig))
+    {
+        if at <= now {
+            return Err(Standing::Expired(at));
+        }
+    }
+    let Some(sub) = subkey else {
+        return Ok(());
+    };
+    let of_type = |typ| {
+        sub.signatures
+            .iter()
+            .filter(move |sig| sig.typ() == Some(typ))
+    };
+    if let Some(revocation) = of_type(SignatureType::SubkeyRevocation).next() {
+        return Err(Standing::Revoked(revocation_reason(
+            "the signing subkey",
+            revocation,
+        )));
+    }
+    if let Some(at) = newest(of_type(SignatureType::SubkeyBinding))
+        .and_then(|sig| expiry(sub.key.created_at(), sig))
+    {
+        if at <= now {
+            return Err(Standing::Expired(at));
+        }
+    }
+    Ok(())
+}
+
+fn newest<'a>(signatures: impl Iterator<Item = &'a Signature>) -> Option<&'a Signature> {
+    signatures.max_by_key(|sig| sig.created().copied())
+}
+
+/// When a key created at `created` expires by the self-signature `sig`; `None` when it
+/// does not (no expiry, or an expiry of zero, which OpenPGP defines as none).
+fn expiry(created: &DateTime<Utc>, sig: &Signature) -> Option<DateTime<Utc>> {
+    let after = *sig.key_expiration_time()?;
+    (after > chrono::Duration::zero()).then(|| *created + after)
+}
+
+fn revocation_reason(what: &str, sig: &Signature) -> String {
+    let mut reason = format!("{what} is revoked");
+    if let Some(at) = sig.created() {
+        let at = at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        reason.push_str(&format!(" since {at}"));
+    }
+    let mut why = Vec::new();
+    if let Some(code) = sig.revocation_reason_code() {
+        why.push(format!("{code:?}"));
+    }
+    if let Some(text) = sig.revocation_reason_string() {
+        let text = String::from_utf8_lossy(text).trim().to_owned();
+        if !text.is_empty() {
+            why.push(format!("{text:?}"));
+        }
+    }
+    if !why.is_empty() {
+        reason.push_str(&format!(" ({})", why.join(", ")));
+    }
+    reason
 }
 
 /// The key's fingerprint (hex) and whether `sig` is its valid signature of `signed`.
@@ -188,11 +340,30 @@ fn check_pgp<K: PublicKeyTrait>(
 
 /// An armored OpenPGP public key whose self-signatures and subkey bindings hold, so that
 /// a subkey cannot be attached to an allowed key by someone else.
+///
+/// Certifications by other keys (what `gpg --export` includes after a key signing) are
+/// dropped first: rPGP would check them as self-signatures and refuse the key, and they
+/// play no part here (trust comes from the allowed list alone).
 fn parse_pgp(text: &str) -> Result<SignedPublicKey, String> {
-    let (key, _) = SignedPublicKey::from_string(text.trim()).map_err(|e| e.to_string())?;
+    let (mut key, _) = SignedPublicKey::from_string(text.trim()).map_err(|e| e.to_string())?;
+    let primary = key.primary_key.clone();
+    for user in &mut key.details.users {
+        user.signatures.retain(|sig| issued_by(sig, &primary));
+    }
+    key.details.users.retain(|user| !user.signatures.is_empty());
     key.verify()
         .map_err(|e| format!("the OpenPGP key's self-signatures do not verify: {e}"))?;
     Ok(key)
+}
+
+/// Whether `sig` names `key` as its issuer (by fingerprint or key id); a signature naming
+/// no issuer is kept, so that its verification decides.
+fn issued_by(sig: &Signature, key: &impl PublicKeyTrait) -> bool {
+    let fingerprints = sig.issuer_fingerprint();
+    let ids = sig.issuer();
+    (fingerprints.is_empty() && ids.is_empty())
+        || fingerprints.iter().any(|f| **f == key.fingerprint())
+        || ids.iter().any(|id| **id == key.key_id())
 }
 
 /// The public key of one line: from the first field that is a key type on.
