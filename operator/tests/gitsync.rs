@@ -1060,6 +1060,33 @@ fn commits_signed_by_expired_or_revoked_gpg_keys_are_refused() {
         other => panic!("{other:?}"),
     }
 
+    // A key certified by another key (what a key-signing leaves in `gpg --export`): the
+    // other key's certification is not a self-signature and does not make the key unreadable.
+    let web = gpg_home(dir.path(), "web");
+    let (alice, bob) = ("alice <alice@soc.example.eu>", "bob <bob@soc.example.eu>");
+    gpg(
+        &web,
+        &["--quick-gen-key", alice, "ed25519", "sign", "never"],
+    );
+    gpg(&web, &["--quick-gen-key", bob, "ed25519", "sign", "never"]);
+    let alice_fingerprint = gpg_fingerprint(&web, alice);
+    gpg(
+        &web,
+        &[
+            "-u",
+            "bob@soc.example.eu",
+            "--quick-sign-key",
+            &alice_fingerprint,
+        ],
+    );
+    let certified = String::from_utf8(gpg(&web, &["--armor", "--export", alice])).unwrap();
+    let signature = gpg_sign(&web, "alice@soc.example.eu", payload, None);
+    let verified = AllowedSigners::parse(&[certified])
+        .expect("a key with another key's certification")
+        .verify("c4", signed(signature).as_ref())
+        .unwrap();
+    assert_eq!(verified, alice_fingerprint);
+
     for home in std::fs::read_dir(dir.path()).unwrap().flatten() {
         let _ = std::process::Command::new("gpgconf")
             .env("GNUPGHOME", home.path())
