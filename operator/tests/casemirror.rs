@@ -240,7 +240,8 @@ async fn a_case_in_the_cluster_is_opened_kept_and_closed_in_the_store(env: &Test
     assert_eq!(serde_json::to_value(stored.severity).unwrap(), "high");
     assert_eq!(stored.tlp, Tlp::Green);
     assert_eq!(stored.pap, Tlp::Amber);
-    assert_eq!(stored.tags, ["phishing"]);
+    let key = format!("kastell.eu/case={}/phishing-wave", env.namespace());
+    assert_eq!(stored.tags, ["phishing".to_owned(), key.clone()]);
     assert_eq!(stored.group_key, "manual");
 
     // An analyst works the case in the store: the status reports it, nothing is reverted
@@ -346,6 +347,33 @@ async fn a_case_in_the_cluster_is_opened_kept_and_closed_in_the_store(env: &Test
         .map(|c| c.name_any())
         .collect();
     assert_eq!(names, ["phishing-wave"]);
+
+    // The Case restored from a backup without its status (deleted, then applied again: a
+    // new object, a new UID, no status.caseId) finds its case by the key tag: no second
+    // case, and the spec (open again) written to it.
+    cases
+        .delete("phishing-wave", &Default::default())
+        .await
+        .unwrap();
+    eventually("the Case deleted", || async {
+        match cases.get_opt("phishing-wave").await {
+            Ok(None) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    apply_case(&cases, PHISHING).await;
+    let status = wait_status(&cases, "phishing-wave", |s| {
+        ready(s)["status"] == "True" && s["mirroredGeneration"] == 1
+    })
+    .await;
+    assert_eq!(status["caseId"], id, "{status}");
+    assert_eq!(status["storeStatus"], "open");
+    let all = api.store.list_cases(&CaseFilter::default()).await.unwrap();
+    assert_eq!(all.len(), 2, "{all:?}");
+    let stored = api.store.get_case(id).await.unwrap().unwrap();
+    assert_eq!(serde_json::to_value(stored.severity).unwrap(), "high");
+    assert!(stored.tags.contains(&key), "{:?}", stored.tags);
 }
 
 async fn a_case_the_store_cannot_take_is_refused_with_the_reason(env: &TestEnv) {

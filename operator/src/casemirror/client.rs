@@ -14,6 +14,8 @@ use url::Url;
 
 /// How long one call may take; the reconcile is retried after a failure.
 const TIMEOUT: Duration = Duration::from_secs(15);
+/// Cases per page when searching the list: the API's largest page.
+const LIST_PAGE: usize = 1000;
 
 /// Why a call to the cases API failed.
 #[derive(Debug, thiserror::Error)]
@@ -74,6 +76,9 @@ pub struct StoreCase {
     pub assignee: Option<String>,
     #[serde(default)]
     pub tags: Vec<String>,
+    /// `manual` for a case opened through the API (as the mirror opens them).
+    #[serde(default)]
+    pub group_key: String,
     #[serde(default)]
     pub alert_count: i64,
     pub updated_at: String,
@@ -147,6 +152,35 @@ impl CasesClient {
     /// No answer, a refusal (the API's message), or an answer that is not a case.
     pub async fn create(&self, body: &Value) -> Result<StoreCase, ClientError> {
         self.call(Method::POST, "api/v1/cases", Some(body)).await
+    }
+
+    /// The case opened by hand (`group_key` `manual`, as the mirror opens them) that
+    /// carries `tag`, the oldest when there are several; read page by page from `GET
+    /// /api/v1/cases`, which has no tag filter. Cases above the key's TLP ceiling are not
+    /// listed.
+    ///
+    /// # Errors
+    /// As [`CasesClient::create`].
+    pub async fn find_tagged(&self, tag: &str) -> Result<Option<StoreCase>, ClientError> {
+        #[derive(Deserialize)]
+        struct Page {
+            items: Vec<StoreCase>,
+        }
+        let mut offset = 0usize;
+        loop {
+            let path = format!("api/v1/cases?limit={LIST_PAGE}&offset={offset}");
+            let page: Page = self.call(Method::GET, &path, None).await?;
+            let listed = page.items.len();
+            let found = page
+                .items
+                .into_iter()
+                .filter(|case| case.group_key == "manual" && case.tags.iter().any(|t| t == tag))
+                .min_by_key(|case| case.id);
+            if found.is_some() || listed < LIST_PAGE {
+                return Ok(found);
+            }
+            offset += listed;
+        }
     }
 
     /// `GET /api/v1/cases/{id}`.

@@ -7,6 +7,10 @@
 //! (by the pipeline or by analysts) are never turned into Case resources: git is the
 //! source of truth for what it declares, and only for that.
 //!
+//! A store case carries a key tag naming its Case (`kastell.eu/case=<namespace>/<name>`,
+//! [`key_tag`]): a Case without `status.caseId` (restored from a backup without status,
+//! re-created after a deletion) finds its case by it instead of opening a second one.
+//!
 //! This module holds the pure part (what to send for a spec and a stored case) and the
 //! client; the controller in `controller/case.rs` strings them together.
 
@@ -17,6 +21,24 @@ pub use client::{CasesClient, ClientError, StoreCase};
 use kastell_crds::common::{Severity, Tlp};
 use kastell_crds::{CaseResolution, CaseSpec, CaseState, Pap};
 use serde_json::{json, Map, Value};
+use sha2::Digest as _;
+
+/// The tag's prefix; what follows names the Case.
+pub const KEY_TAG_PREFIX: &str = "kastell.eu/case=";
+/// The cases API's longest tag.
+const MAX_TAG: usize = 128;
+
+/// The tag that ties a store case to the Case `namespace/name`. The namespace and name
+/// rather than the UID: a Case restored from a backup is a new object with a new UID, and
+/// it is the same case. A pair too long for a tag is named by its SHA-256 instead.
+pub fn key_tag(namespace: &str, name: &str) -> String {
+    let tag = format!("{KEY_TAG_PREFIX}{namespace}/{name}");
+    if tag.len() <= MAX_TAG {
+        return tag;
+    }
+    let digest = sha2::Sha256::digest(format!("{namespace}/{name}").as_bytes());
+    format!("{KEY_TAG_PREFIX}sha256:{}", hex::encode(digest))
+}
 
 /// The cases API's name of a severity (its `Level`).
 pub fn severity(severity: Severity) -> &'static str {
@@ -76,9 +98,9 @@ pub fn check(spec: &CaseSpec) -> Result<(), String> {
     Ok(())
 }
 
-/// The body of `POST /api/v1/cases` for a Case. The status is not part of it: a case is
-/// opened `open`, and [`plan`] moves it on.
-pub fn create_body(spec: &CaseSpec) -> Value {
+/// The body of `POST /api/v1/cases` for a Case, tagged with its `key` ([`key_tag`]). The
+/// status is not part of it: a case is opened `open`, and [`plan`] moves it on.
+pub fn create_body(spec: &CaseSpec, key: &str) -> Value {
     let mut body = json!({
         "title": spec.title,
         "severity": severity(spec.severity),
@@ -89,13 +111,18 @@ pub fn create_body(spec: &CaseSpec) -> Value {
     if let Some(description) = &spec.description {
         fields.insert("description".into(), json!(description));
     }
-    if !spec.tags.is_empty() {
-        fields.insert("tags".into(), json!(spec.tags));
-    }
+    fields.insert("tags".into(), json!(with_key(&spec.tags, key)));
     if let Some(assignee) = &spec.assignee {
         fields.insert("assignee".into(), json!(assignee));
     }
     body
+}
+
+/// `tags` followed by `key`, once.
+fn with_key(tags: &[String], key: &str) -> Vec<String> {
+    let mut all: Vec<String> = tags.iter().filter(|t| *t != key).cloned().collect();
+    all.push(key.to_owned());
+    all
 }
 
 /// What to send so that the stored case holds what the spec declares.
@@ -116,8 +143,9 @@ impl Plan {
 
 /// Compares what a spec declares with a stored case. A field the spec leaves out
 /// (`description`, `assignee`, empty `tags`) is not declared and stays as the store has
-/// it; `title`, `severity`, `tlp`, `pap` and `status` are always declared.
-pub fn plan(spec: &CaseSpec, stored: &StoreCase) -> Plan {
+/// it; `title`, `severity`, `tlp`, `pap` and `status` are always declared, and so is the
+/// `key` tag, put back if an analyst removed it.
+pub fn plan(spec: &CaseSpec, stored: &StoreCase, key: &str) -> Plan {
     let mut update = Map::new();
     let mut differs = |field: &str, wanted: Value, current: Value| {
         if wanted != current {
@@ -144,14 +172,16 @@ pub fn plan(spec: &CaseSpec, stored: &StoreCase) -> Plan {
         );
     }
     if !spec.tags.is_empty() {
-        let mut wanted = spec.tags.clone();
+        let mut wanted = with_key(&spec.tags, key);
         wanted.sort();
         wanted.dedup();
         let mut current = stored.tags.clone();
         current.sort();
         if wanted != current {
-            update.insert("tags".into(), json!(spec.tags));
+            update.insert("tags".into(), json!(with_key(&spec.tags, key)));
         }
+    } else if !stored.tags.iter().any(|t| t == key) {
+        update.insert("tags".into(), json!(with_key(&stored.tags, key)));
     }
 
     let mut close = None;
@@ -195,23 +225,28 @@ mod tests {
     }
 
     const PHISHING: &str = "title: Phishing wave against finance\nseverity: high\n";
+    const KEY: &str = "kastell.eu/case=soc/phishing-wave";
 
     #[test]
     fn the_create_body_carries_only_what_the_spec_declares() {
-        let body = create_body(&spec(PHISHING));
+        let body = create_body(&spec(PHISHING), KEY);
         assert_eq!(
             body,
             json!({"title": "Phishing wave against finance", "severity": "high",
-                   "tlp": "amber", "pap": "amber"})
+                   "tlp": "amber", "pap": "amber", "tags": [KEY]})
         );
-        let full = create_body(&spec(
-            "title: t\nseverity: critical\ntlp: white\npap: red\ndescription: d\n\
-             assignee: carol\ntags: [phishing, finance]\n",
-        ));
+        let full = create_body(
+            &spec(
+                "title: t\nseverity: critical\ntlp: white\npap: red\ndescription: d\n\
+                 assignee: carol\ntags: [phishing, finance]\n",
+            ),
+            KEY,
+        );
         assert_eq!(
             full,
             json!({"title": "t", "severity": "critical", "tlp": "clear", "pap": "red",
-                   "description": "d", "assignee": "carol", "tags": ["phishing", "finance"]})
+                   "description": "d", "assignee": "carol",
+                   "tags": ["phishing", "finance", KEY]})
         );
     }
 
@@ -220,7 +255,8 @@ mod tests {
         // An analyst assigned the case and tagged it: the spec declares neither.
         let plan = plan(
             &spec(PHISHING),
-            &stored(json!({"assignee": "dave", "tags": ["lab"], "description": "notes"})),
+            &stored(json!({"assignee": "dave", "tags": ["lab", KEY], "description": "notes"})),
+            KEY,
         );
         assert!(plan.is_empty(), "{plan:?}");
     }
@@ -231,11 +267,15 @@ mod tests {
             "title: Phishing wave against finance\nseverity: critical\nstatus: in-progress\n\
              assignee: carol\ntags: [phishing]\ntlp: green\n",
         );
-        let plan = plan(&spec, &stored(json!({"assignee": "dave", "tags": ["lab"]})));
+        let plan = plan(
+            &spec,
+            &stored(json!({"assignee": "dave", "tags": ["lab", KEY]})),
+            KEY,
+        );
         assert_eq!(
             Value::Object(plan.update),
             json!({"severity": "critical", "status": "in_progress", "assignee": "carol",
-                   "tags": ["phishing"], "tlp": "green"})
+                   "tags": ["phishing", KEY], "tlp": "green"})
         );
         assert_eq!(plan.close, None);
     }
@@ -243,7 +283,20 @@ mod tests {
     #[test]
     fn tags_compare_as_sets() {
         let spec = spec("title: Phishing wave against finance\nseverity: high\ntags: [b, a, a]\n");
-        assert!(plan(&spec, &stored(json!({"tags": ["a", "b"]}))).is_empty());
+        assert!(plan(&spec, &stored(json!({"tags": ["a", KEY, "b"]})), KEY).is_empty());
+    }
+
+    #[test]
+    fn the_key_tag_is_put_back_and_long_names_are_hashed() {
+        // An analyst removed the key tag; the spec declares no tags: only the key returns.
+        let plan = plan(&spec(PHISHING), &stored(json!({"tags": ["lab"]})), KEY);
+        assert_eq!(Value::Object(plan.update), json!({"tags": ["lab", KEY]}));
+
+        assert_eq!(key_tag("soc", "phishing-wave"), KEY);
+        let long = key_tag("soc", &"x".repeat(200));
+        assert!(long.len() <= MAX_TAG, "{long}");
+        assert!(long.starts_with("kastell.eu/case=sha256:"), "{long}");
+        assert_ne!(long, key_tag("soc", &"x".repeat(201)));
     }
 
     #[test]
@@ -253,15 +306,16 @@ mod tests {
              resolution: false-positive\nsummary: a simulation\n",
         );
         assert_eq!(check(&closed), Ok(()));
-        let plan_close = plan(&closed, &stored(json!({})));
+        let plan_close = plan(&closed, &stored(json!({"tags": [KEY]})), KEY);
         assert!(plan_close.update.is_empty());
         assert_eq!(
             plan_close.close,
             Some(json!({"resolution": "false_positive", "summary": "a simulation"}))
         );
-        assert!(plan(&closed, &stored(json!({"status": "closed"}))).is_empty());
+        let closed_case = stored(json!({"status": "closed", "tags": [KEY]}));
+        assert!(plan(&closed, &closed_case, KEY).is_empty());
 
-        let reopened = plan(&spec(PHISHING), &stored(json!({"status": "closed"})));
+        let reopened = plan(&spec(PHISHING), &closed_case, KEY);
         assert_eq!(Value::Object(reopened.update), json!({"status": "open"}));
 
         let unresolved = spec("title: t\nseverity: low\nstatus: closed\n");

@@ -277,18 +277,45 @@ async fn sync(
             Err(error) => return Ok(Err(error)),
         },
         None => {
-            let created = match client.create(&casemirror::create_body(&case.spec)).await {
-                Ok(created) => created,
+            let key = key_tag(case);
+            // A Case without an id may still have its case: its status was lost, or it
+            // was deleted and re-created. The key tag finds it before a second is opened.
+            let found = match client.find_tagged(&key).await {
+                Ok(found) => found,
                 Err(error) => return Ok(Err(error)),
             };
-            tracing::info!(case_id = created.id, "case opened in the store");
+            let note = if found.is_some() {
+                "case found in the store by its key tag"
+            } else {
+                "case opened in the store"
+            };
+            let created = match found {
+                Some(found) => {
+                    tracing::info!(
+                        case_id = found.id,
+                        key,
+                        "case found in the store by its key tag"
+                    );
+                    found
+                }
+                None => match client
+                    .create(&casemirror::create_body(&case.spec, &key))
+                    .await
+                {
+                    Ok(created) => {
+                        tracing::info!(case_id = created.id, "case opened in the store");
+                        created
+                    }
+                    Err(error) => return Ok(Err(error)),
+                },
+            };
             *opened = Some(created.id);
             // Recorded at once: a failure between here and the final status write must
             // not open a second case on the retry.
             let mut fields = carried(case);
             fields.insert("caseId".into(), json!(created.id));
             fields.remove("mirroredGeneration");
-            let observed = reconciling("Mirroring", "case opened in the store");
+            let observed = reconciling("Mirroring", note);
             apply_status(context, case, &observed, fields).await?;
             created
         }
@@ -296,7 +323,7 @@ async fn sync(
 
     let written = status.case_id.is_some() && status.mirrored_generation == generation;
     if !written {
-        let plan = casemirror::plan(&case.spec, &stored);
+        let plan = casemirror::plan(&case.spec, &stored, &key_tag(case));
         if !plan.update.is_empty() {
             let fields: Vec<&String> = plan.update.keys().collect();
             tracing::info!(
@@ -325,6 +352,10 @@ async fn sync(
         Err(error) => return Ok(Err(error)),
     };
     Ok(Ok((stored, observables)))
+}
+
+fn key_tag(case: &Case) -> String {
+    casemirror::key_tag(&case.namespace().unwrap_or_default(), &case.name_any())
 }
 
 /// One key of a Secret in `namespace`; a missing or forbidden one is a refusal (reason,
