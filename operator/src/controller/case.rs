@@ -75,7 +75,8 @@ enum Outcome {
     /// No platform in the namespace names a case store.
     NotMirrored(String),
     Mirrored {
-        stored: StoreCase,
+        // Boxed: the store's case is most of the enum's size.
+        stored: Box<StoreCase>,
         observables: i64,
     },
     /// Cannot progress until the Case, the platform, the Secret or the key changes.
@@ -239,7 +240,7 @@ async fn mirror(
 
     Ok(match sync(context, case, &client, opened).await? {
         Ok((stored, observables)) => Outcome::Mirrored {
-            stored,
+            stored: Box::new(stored),
             observables,
         },
         Err(error) if error.is_not_found() => Outcome::Refused {
