@@ -438,6 +438,126 @@ mod tests {
         ));
     }
 
+    /// OpenPGP keys made with rPGP: a v4 Ed25519 key created on 2020-01-01, the self-
+    /// signatures given (creation offset from now in seconds, expiry after the key's
+    /// creation in days), and a signature of `data` by it.
+    mod openpgp {
+        use chrono::{DateTime, Duration, TimeZone, Utc};
+        use pgp::composed::{
+            ArmorOptions, KeyType, SecretKeyParamsBuilder, SignedPublicKey, SignedSecretKey,
+            StandaloneSignature,
+        };
+        use pgp::crypto::hash::HashAlgorithm;
+        use pgp::packet::{SignatureConfig, SignatureType, Subpacket, SubpacketData};
+        use pgp::types::{KeyDetails, Password, Tag};
+
+        pub fn created() -> DateTime<Utc> {
+            Utc.with_ymd_and_hms(2020, 1, 1, 0, 0, 0).unwrap()
+        }
+
+        pub fn key() -> SignedSecretKey {
+            let mut params = SecretKeyParamsBuilder::default();
+            params
+                .key_type(KeyType::Ed25519Legacy)
+                .can_certify(true)
+                .can_sign(true)
+                .primary_user_id("ada <ada@soc.example.eu>".into())
+                .created_at(created());
+            let secret = params
+                .build()
+                .unwrap()
+                .generate(rand::thread_rng())
+                .unwrap();
+            secret.sign(rand::thread_rng(), &Password::empty()).unwrap()
+        }
+
+        /// A new self-signature on the user id, made `offset` seconds from now, stating an
+        /// expiry `days` after the key's creation.
+        pub fn self_signature(
+            key: &SignedSecretKey,
+            offset: i64,
+            days: i64,
+        ) -> pgp::packet::Signature {
+            let mut config = SignatureConfig::v4(
+                SignatureType::CertPositive,
+                key.primary_key.algorithm(),
+                HashAlgorithm::Sha256,
+            );
+            config.hashed_subpackets = vec![
+                Subpacket::regular(SubpacketData::SignatureCreationTime(
+                    Utc::now() + Duration::seconds(offset),
+                ))
+                .unwrap(),
+                Subpacket::regular(SubpacketData::IssuerFingerprint(key.fingerprint())).unwrap(),
+                Subpacket::regular(SubpacketData::KeyExpirationTime(Duration::days(days))).unwrap(),
+            ];
+            config.unhashed_subpackets =
+                vec![Subpacket::regular(SubpacketData::Issuer(key.key_id())).unwrap()];
+            config
+                .sign_certification(
+                    &key.primary_key,
+                    &key.primary_key.public_key(),
+                    &Password::empty(),
+                    Tag::UserId,
+                    &key.details.users[0].id,
+                )
+                .unwrap()
+        }
+
+        pub fn armored(key: &SignedSecretKey, extra: Vec<pgp::packet::Signature>) -> String {
+            let mut public: SignedPublicKey = key.signed_public_key();
+            public.details.users[0].signatures.extend(extra);
+            public.to_armored_string(ArmorOptions::default()).unwrap()
+        }
+
+        pub fn sign(key: &SignedSecretKey, data: &[u8]) -> String {
+            let mut config = SignatureConfig::v4(
+                SignatureType::Binary,
+                key.primary_key.algorithm(),
+                HashAlgorithm::Sha256,
+            );
+            config.hashed_subpackets = vec![
+                Subpacket::regular(SubpacketData::SignatureCreationTime(Utc::now())).unwrap(),
+                Subpacket::regular(SubpacketData::IssuerFingerprint(key.fingerprint())).unwrap(),
+            ];
+            config.unhashed_subpackets =
+                vec![Subpacket::regular(SubpacketData::Issuer(key.key_id())).unwrap()];
+            let sig = config
+                .sign(&key.primary_key, &Password::empty(), data)
+                .unwrap();
+            StandaloneSignature::new(sig)
+                .to_armored_string(ArmorOptions::default())
+                .unwrap()
+        }
+    }
+
+    #[test]
+    fn the_newest_openpgp_self_signature_states_the_expiry() {
+        let key = openpgp::key();
+        let data = b"tree 4b825dc642cb6eb9a060e54bf8d69288fbee4904\n\nrules\n".to_vec();
+        let signature = Some((openpgp::sign(&key, &data), data));
+
+        // No expiry at all, then an expiry in 2030: valid now.
+        let ten_years = openpgp::self_signature(&key, 1, 3650);
+        let signers =
+            AllowedSigners::parse(&[openpgp::armored(&key, vec![ten_years.clone()])]).unwrap();
+        signers.verify("c1", signature.as_ref()).unwrap();
+
+        // A newer self-signature shortens the expiry to one day after creation: the key
+        // expired on 2020-01-02, although an older self-signature still says 2030.
+        let one_day = openpgp::self_signature(&key, 2, 1);
+        let shortened = openpgp::armored(&key, vec![ten_years, one_day]);
+        let refused = AllowedSigners::parse(&[shortened])
+            .unwrap()
+            .verify("c1", signature.as_ref());
+        match refused {
+            Err(SignatureError::Expired { expired, .. }) => {
+                assert_eq!(expired, "2020-01-02T00:00:00Z");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
     #[test]
     fn a_line_without_a_key_is_an_error() {
         let error =
