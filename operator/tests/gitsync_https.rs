@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::future::Future;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -34,17 +34,15 @@ const PATIENCE: Duration = Duration::from_secs(90);
 const USER: &str = "ada";
 const TOKEN: &str = "glpat-test-token";
 
+/// Whether git and its `git-http-backend` program are installed.
 fn have_git_http_backend() -> bool {
     Command::new("git")
-        .args(["http-backend", "--help"])
+        .arg("--exec-path")
         .output()
-        .is_ok_and(|o| o.status.success() || !o.stderr.is_empty() || !o.stdout.is_empty())
-        && git_exec_path().join("git-http-backend").exists()
-}
-
-fn git_exec_path() -> PathBuf {
-    let out = Command::new("git").arg("--exec-path").output().unwrap();
-    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+        .is_ok_and(|out| {
+            let exec_path = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+            out.status.success() && Path::new(&exec_path).join("git-http-backend").exists()
+        })
 }
 
 /// A CA and a server certificate for 127.0.0.1 and localhost that it signed.
@@ -304,7 +302,10 @@ fn install_provider() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tls13_fetch_reads_the_repository_with_the_secrets_ca_and_credentials() {
     if !have_git_http_backend() {
-        eprintln!("SKIPPED: a_tls13_fetch_reads_the_repository: git http-backend absent");
+        eprintln!(
+            "SKIPPED: a_tls13_fetch_reads_the_repository_with_the_secrets_ca_and_credentials: \
+             git http-backend absent"
+        );
         return;
     }
     install_provider();
@@ -492,7 +493,8 @@ async fn git_status(env: &TestEnv, name: &str) -> kastell_crds::platform::GitSyn
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_operator_syncs_a_repository_served_over_tls13_and_reports_a_tls12_server() {
-    const TEST: &str = "the_operator_syncs_a_repository_served_over_tls13";
+    const TEST: &str =
+        "the_operator_syncs_a_repository_served_over_tls13_and_reports_a_tls12_server";
     if !have_git_http_backend() {
         eprintln!("SKIPPED: {TEST}: git http-backend absent");
         return;
