@@ -134,6 +134,8 @@ fn session(options: &HttpOptions) -> Result<Session, HttpError> {
         .no_proxy()
         .connect_timeout(CONNECT_TIMEOUT)
         .read_timeout(READ_TIMEOUT)
+        // Some forges serve the smart protocol only to user agents that start with `git/`,
+        // as libgit2's and git's own do.
         .user_agent(concat!(
             "git/2.0 (kastell-operator/",
             env!("CARGO_PKG_VERSION"),
