@@ -173,7 +173,7 @@ fn is_http(url: &str) -> bool {
 
 fn fetch_error(url: &str, source: git2::Error) -> FetchError {
     FetchError::Fetch {
-        url: url.to_owned(),
+        url: http::redacted(url),
         source,
     }
 }
@@ -230,7 +230,7 @@ fn refspec(source: &GitSource) -> (String, String) {
 fn resolve(repo: &Repository, source: &GitSource, local_ref: &str) -> Result<Oid, FetchError> {
     let error = |what: String, source_error| FetchError::Resolve {
         what,
-        url: source.url.clone(),
+        url: http::redacted(&source.url),
         source: source_error,
     };
     if let Some(commit) = &source.commit {

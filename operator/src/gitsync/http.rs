@@ -218,6 +218,7 @@ impl SmartSubtransport for Subtransport {
         Ok(Box::new(Exchange {
             session: self.session.clone(),
             method,
+            shown: redacted(&url),
             url,
             content_type,
             request: Vec::new(),
@@ -228,6 +229,20 @@ impl SmartSubtransport for Subtransport {
 
     fn close(&self) -> Result<(), git2::Error> {
         Ok(())
+    }
+}
+
+/// `url` without the password (or token) a user may have written into it, for messages
+/// that end up on the platform's status and in Events.
+pub fn redacted(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        Ok(_) => url.to_owned(),
+        // Not a URL (an scp-like SSH address): nothing to take out.
+        Err(_) => url.to_owned(),
     }
 }
 
@@ -251,6 +266,8 @@ struct Exchange {
     session: Arc<Session>,
     method: reqwest::Method,
     url: String,
+    /// `url` as messages show it, without a password.
+    shown: String,
     /// The Content-Type a smart server answers with; anything else is a dumb server or a
     /// login page.
     content_type: &'static str,
@@ -281,12 +298,12 @@ impl Exchange {
         let response = session
             .runtime
             .block_on(request.send())
-            .map_err(|e| io::Error::other(describe(&self.url, &e)))?;
+            .map_err(|e| io::Error::other(describe(&self.shown, &e)))?;
         let status = response.status();
-        tracing::debug!(url = %self.url, %status, "git http request");
+        tracing::debug!(url = %self.shown, %status, "git http request");
         if !status.is_success() {
             let reason = refusal(status, &response, session.authorization.is_some());
-            return Err(io::Error::other(format!("{}: {reason}", self.url)));
+            return Err(io::Error::other(format!("{}: {reason}", self.shown)));
         }
         let content_type = response
             .headers()
@@ -297,7 +314,7 @@ impl Exchange {
             return Err(io::Error::other(format!(
                 "{}: not a git smart-HTTP answer (Content-Type {content_type:?}, expected \
                  {}); is spec.git.url the repository's URL?",
-                self.url, self.content_type
+                self.shown, self.content_type
             )));
         }
         Ok(response)
@@ -316,7 +333,7 @@ impl Read for Exchange {
             match self.session.runtime.block_on(response.chunk()) {
                 Ok(Some(chunk)) => self.chunk = chunk,
                 Ok(None) => return Ok(0),
-                Err(e) => return Err(io::Error::other(describe(&self.url, &e))),
+                Err(e) => return Err(io::Error::other(describe(&self.shown, &e))),
             }
         }
         let n = buf.len().min(self.chunk.len());
@@ -459,6 +476,18 @@ mod tests {
         assert!(check_scheme("http://localhost/soc.git").is_ok());
         let refused = check_scheme("http://git.example.eu/soc.git").unwrap_err();
         assert!(refused.contains("TLS 1.3"), "{refused}");
+    }
+
+    #[test]
+    fn passwords_stay_out_of_messages() {
+        assert_eq!(
+            redacted("https://ada:glpat-secret@git.example.eu/soc.git"),
+            "https://ada:***@git.example.eu/soc.git"
+        );
+        assert_eq!(
+            redacted("https://git.example.eu/soc.git"),
+            "https://git.example.eu/soc.git"
+        );
     }
 
     #[test]
