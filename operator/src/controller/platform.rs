@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
@@ -55,6 +55,10 @@ pub async fn run(context: Arc<Context>) {
     controller
         .owns(
             Api::<Deployment>::all(client.clone()),
+            watcher::Config::default(),
+        )
+        .owns(
+            Api::<StatefulSet>::all(client.clone()),
             watcher::Config::default(),
         )
         .owns(
@@ -133,6 +137,7 @@ async fn reconcile(platform: Arc<SecOpsPlatform>, context: Arc<Context>) -> Resu
     });
 
     apply_all(&context, &objects).await?;
+    retire_replaced_workloads(&context, &platform, &objects).await?;
 
     let placement = placement::observe(&context, &platform, &regions).await?;
     let residency = residency_condition(&verdicts, &placement);
@@ -162,6 +167,7 @@ impl Members {
     fn admit(&self, policy: &EndpointPolicy) -> Vec<Verdict> {
         let p = Some(policy);
         let mut verdicts: Vec<Verdict> = self.rules.iter().map(|m| m.admit(p)).collect();
+        crate::admission::check_correlations(&self.rules, &mut verdicts);
         verdicts.extend(self.sensors.iter().map(|m| m.admit(p)));
         verdicts.extend(self.feeds.iter().map(|m| m.admit(p)));
         verdicts.extend(self.playbooks.iter().map(|m| m.admit(p)));
@@ -302,10 +308,76 @@ async fn apply_all(context: &Context, objects: &PlatformObjects) -> Result<(), E
     for o in &objects.services {
         apply::object(client, o).await?;
     }
-    for o in &objects.deployments {
-        apply::object(client, o).await?;
+    for workload in &objects.workloads {
+        match workload {
+            build::Workload::Deployment(o) => apply::object(client, o).await?,
+            build::Workload::StatefulSet(o) => apply::object(client, o).await?,
+        }
     }
     Ok(())
+}
+
+/// A stage that changed kind (correlate, and ingest and respond with a persistent
+/// `--data`, became StatefulSets; a stage set to `emptyDir` goes back to a Deployment)
+/// would otherwise run twice: the object of the other kind is deleted, but only when this
+/// platform controls it.
+async fn retire_replaced_workloads(
+    context: &Context,
+    platform: &SecOpsPlatform,
+    objects: &PlatformObjects,
+) -> Result<(), Error> {
+    let namespace = platform.namespace().unwrap_or_default();
+    let uid = platform.uid().unwrap_or_default();
+    for workload in &objects.workloads {
+        let name = workload.name();
+        match workload {
+            build::Workload::Deployment(_) => {
+                retire::<StatefulSet>(context, &namespace, name, &uid).await?
+            }
+            build::Workload::StatefulSet(_) => {
+                retire::<Deployment>(context, &namespace, name, &uid).await?
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn retire<K>(context: &Context, namespace: &str, name: &str, owner: &str) -> Result<(), Error>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let api = Api::<K>::namespaced(context.client.clone(), namespace);
+    let what = || format!("{} {namespace}/{name}", K::kind(&()));
+    let found = api.get_opt(name).await.map_err(|source| Error::Read {
+        what: what(),
+        source,
+    })?;
+    let controlled = found.is_some_and(|o| {
+        o.owner_references()
+            .iter()
+            .any(|r| r.uid == owner && r.controller == Some(true))
+    });
+    if !controlled {
+        return Ok(());
+    }
+    match api.delete(name, &kube::api::DeleteParams::default()).await {
+        Ok(_) => {
+            tracing::info!(
+                kind = K::kind(&()).as_ref(),
+                name,
+                "replaced workload deleted"
+            );
+            Ok(())
+        }
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        Err(source) => Err(Error::Apply {
+            what: format!("deleting the replaced {}", what()),
+            source,
+        }),
+    }
 }
 
 fn summary(verdicts: &[Verdict]) -> String {
