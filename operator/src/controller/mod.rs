@@ -7,6 +7,7 @@ pub mod health;
 pub mod leader;
 mod member;
 pub mod metrics;
+pub mod ownership;
 mod placement;
 mod platform;
 

@@ -11,7 +11,7 @@ use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
-use kastell_crds::{DetectionRule, IntelFeed, Playbook, SecOpsPlatform, Sensor};
+use kastell_crds::{Case, DetectionRule, IntelFeed, Playbook, SecOpsPlatform, Sensor};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{watcher, Controller};
@@ -45,7 +45,8 @@ pub async fn run(context: Arc<Context>) {
             .map(|p| ObjectRef::from_obj(&*p))
             .collect::<Vec<_>>()
     };
-    let (a, b, c, d) = (
+    let (a, b, c, d, e) = (
+        in_namespace.clone(),
         in_namespace.clone(),
         in_namespace.clone(),
         in_namespace.clone(),
@@ -93,6 +94,12 @@ pub async fn run(context: Arc<Context>) {
             watcher::Config::default(),
             move |o| d(o.namespace()),
         )
+        // Only for the ownership of synced Cases: they are in no bundle.
+        .watches(
+            Api::<Case>::all(client.clone()),
+            watcher::Config::default().labels(crate::gitsync::desired::LABEL_SYNCED_BY),
+            move |o| e(o.namespace()),
+        )
         .watches(
             Api::<k8s_openapi::api::core::v1::Pod>::all(client.clone()),
             pods,
@@ -138,6 +145,7 @@ async fn reconcile(platform: Arc<SecOpsPlatform>, context: Arc<Context>) -> Resu
 
     apply_all(&context, &objects).await?;
     retire_replaced_workloads(&context, &platform, &objects).await?;
+    super::ownership::reconcile(&context, &platform).await?;
 
     let placement = placement::observe(&context, &platform, &regions).await?;
     let residency = residency_condition(&verdicts, &placement);
