@@ -58,7 +58,7 @@ pub struct SecOpsPlatformSpec {
     /// Response safety: protected assets, kill switch, global rate limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub response: Option<crate::playbook::ResponsePolicy>,
-    /// The image, replicas and resources of the five stage Deployments the operator runs.
+    /// The image, replicas and resources of the five stage workloads the operator runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workloads: Option<WorkloadsSpec>,
     /// Traffic from outside the platform that its NetworkPolicies let in: analysts' tools
@@ -457,6 +457,10 @@ pub struct SecOpsPlatformStatus {
     /// What the operator's git sync last did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub git: Option<GitSyncStatus>,
+    /// The case store whose case ids the namespace's Cases hold; kept while
+    /// `CaseStoreChanged` is True (docs/operator.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub case_store_url: Option<String>,
 }
 
 /// The state of the operator's git sync of a platform.

@@ -10,6 +10,7 @@ pub mod metrics;
 pub mod ownership;
 mod placement;
 mod platform;
+pub mod store_change;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

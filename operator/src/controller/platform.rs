@@ -20,6 +20,7 @@ use serde_json::json;
 
 use super::member::{error_policy, previous_conditions};
 use super::placement;
+use super::store_change;
 use super::{apply, failure_key, Context, Error};
 use crate::admission::{Member, Verdict};
 use crate::build::{self, BuildInput, Bundle, BundleEntry, PlatformObjects, Stage};
@@ -94,10 +95,11 @@ pub async fn run(context: Arc<Context>) {
             watcher::Config::default(),
             move |o| d(o.namespace()),
         )
-        // Only for the ownership of synced Cases: they are in no bundle.
+        // Cases are in no bundle, but the platform owns the synced ones and reports
+        // whether their case ids belong to the store it names.
         .watches(
             Api::<Case>::all(client.clone()),
-            watcher::Config::default().labels(crate::gitsync::desired::LABEL_SYNCED_BY),
+            watcher::Config::default(),
             move |o| e(o.namespace()),
         )
         .watches(
@@ -155,7 +157,8 @@ async fn reconcile(platform: Arc<SecOpsPlatform>, context: Arc<Context>) -> Resu
         summary.push_str("; ");
         summary.push_str(gap);
     }
-    write_status(&context, &platform, Ok(&summary), residency).await?;
+    let store = case_store_change(&context, &platform).await?;
+    write_status(&context, &platform, Ok(&summary), residency, Some(store)).await?;
     context.succeeded(&failure_key(&ObjectRef::from_obj(&*platform)));
     context
         .metrics
@@ -267,7 +270,14 @@ async fn refuse(
     tracing::info!(message, "platform refused");
     context.warn(platform, "InvalidSpec", message).await;
     let residency = Observed::new(CONDITION_RESIDENCY, false, "InvalidSpec", message);
-    write_status(context, platform, Err(("InvalidSpec", message)), residency).await?;
+    write_status(
+        context,
+        platform,
+        Err(("InvalidSpec", message)),
+        residency,
+        None,
+    )
+    .await?;
     context
         .metrics
         .reconciled(KIND, started.elapsed().as_secs_f64());
@@ -427,11 +437,51 @@ fn residency_condition(verdicts: &[Verdict], placement: &placement::Placement) -
     placement.condition()
 }
 
+/// Whether the namespace's Cases hold ids of another case store than the one named now;
+/// a Warning Event when that starts.
+async fn case_store_change(
+    context: &Context,
+    platform: &SecOpsPlatform,
+) -> Result<(Option<String>, Observed), Error> {
+    let namespace = platform.namespace().unwrap_or_default();
+    let cases: Vec<Case> = list_cases(context, &namespace).await?;
+    let with_ids = cases
+        .iter()
+        .filter(|c| c.status.as_ref().is_some_and(|s| s.case_id.is_some()))
+        .count();
+    let (recorded, condition) = store_change::assess(platform, with_ids);
+    let was = previous_conditions(platform)
+        .iter()
+        .find(|c| c.type_ == store_change::CONDITION_CASE_STORE_CHANGED)
+        .map(|c| c.status.clone());
+    if condition.status == "True" && was.as_deref() != Some("True") {
+        tracing::info!(message = %condition.message, "case store changed");
+        context
+            .warn(platform, &condition.reason, &condition.message)
+            .await;
+    }
+    Ok((recorded, condition))
+}
+
+async fn list_cases(context: &Context, namespace: &str) -> Result<Vec<Case>, Error> {
+    Api::<Case>::namespaced(context.client.clone(), namespace)
+        .list(&Default::default())
+        .await
+        .map(|l| l.items)
+        .map_err(|source| Error::Read {
+            what: format!("the Cases of namespace {namespace}"),
+            source,
+        })
+}
+
+/// `store`: the case store to record and its condition; `None` (a refused platform)
+/// leaves both as they are.
 async fn write_status(
     context: &Context,
     platform: &SecOpsPlatform,
     outcome: Result<&str, (&str, &str)>,
     residency: Observed,
+    store: Option<(Option<String>, Observed)>,
 ) -> Result<(), Error> {
     let generation = platform.meta().generation;
     let mut observed = standard(outcome);
@@ -441,10 +491,25 @@ async fn write_status(
         _ => None,
     };
     observed.push(residency);
-    let status = json!({
-        "conditions": merge(&previous_conditions(platform), &observed, generation),
+    let previous = previous_conditions(platform);
+    let recorded = match store {
+        Some((recorded, condition)) => {
+            observed.push(condition);
+            recorded
+        }
+        // A refused platform: the condition stays as it was (merge keeps it).
+        None => platform
+            .status
+            .as_ref()
+            .and_then(|s| s.case_store_url.clone()),
+    };
+    let mut status = json!({
+        "conditions": merge(&previous, &observed, generation),
         "observedGeneration": generation,
         "residencyCompliant": compliant,
     });
+    if let Some(url) = recorded {
+        status["caseStoreUrl"] = json!(url);
+    }
     apply::status(&context.client, platform, status).await
 }
