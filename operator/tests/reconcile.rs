@@ -726,3 +726,76 @@ async fn a_changed_case_store_is_reported_until_the_case_ids_are_resolved() {
     );
     operator.abort();
 }
+
+/// The residency check covers the claims a StatefulSet makes from its claim template (the
+/// test plane has no StatefulSet controller: the claim is made here as it would make it,
+/// with the template's labels, bound to a volume pinned outside the EU).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_volume_outside_the_allowed_regions_is_reported() {
+    let Some(env) = setup("a_replica_volume_outside_the_allowed_regions").await else {
+        return;
+    };
+    let operator = start_operator(&env);
+    let platforms: Api<SecOpsPlatform> = env.api();
+    create(&platforms, platform_yaml()).await;
+    let sets: Api<StatefulSet> = env.api();
+    let ingest = eventually("the ingest StatefulSet", || async {
+        sets.get("soc-ingest").await.map_err(|e| e.to_string())
+    })
+    .await;
+    let spec = ingest.spec.unwrap();
+    let template = spec.volume_claim_templates.unwrap().remove(0);
+    let mut labels = template.metadata.labels.unwrap_or_default();
+    labels.extend(spec.selector.match_labels.unwrap_or_default());
+
+    let volume_name = format!("{}-us", env.namespace());
+    let volumes: Api<k8s_openapi::api::core::v1::PersistentVolume> = Api::all(env.client());
+    let volume: k8s_openapi::api::core::v1::PersistentVolume = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "PersistentVolume",
+        "metadata": {"name": volume_name},
+        "spec": {
+            "capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
+            "local": {"path": "/mnt/kastell"},
+            "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [{
+                "key": "node-restriction.kubernetes.io/region", "operator": "In",
+                "values": ["us-east-1"]}]}]}},
+        },
+    }))
+    .unwrap();
+    volumes
+        .create(&PostParams::default(), &volume)
+        .await
+        .expect("creating a volume");
+    let claims: Api<k8s_openapi::api::core::v1::PersistentVolumeClaim> = env.api();
+    let claim: k8s_openapi::api::core::v1::PersistentVolumeClaim = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+        "metadata": {"name": "data-soc-ingest-0", "labels": labels},
+        "spec": {"accessModes": ["ReadWriteOnce"], "volumeName": volume_name,
+                 "storageClassName": "",
+                 "resources": {"requests": {"storage": "1Gi"}}},
+    }))
+    .unwrap();
+    claims
+        .create(&PostParams::default(), &claim)
+        .await
+        .expect("creating the replica's claim");
+    // A claim change triggers no reconcile (claims are not watched); a touch of the
+    // platform does.
+    platforms
+        .patch(
+            "soc",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"test/touch": "1"}}})),
+        )
+        .await
+        .unwrap();
+    let outside = wait_condition(&platforms, "soc", "ResidencyCompliant", "False").await;
+    assert_eq!(outside["reason"], "PlacedOutsideAllowedRegions");
+    let message = outside["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains(&volume_name) && message.contains("us-east-1"),
+        "{message}"
+    );
+    volumes.delete(&volume_name, &Default::default()).await.ok();
+    operator.abort();
+}
