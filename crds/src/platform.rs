@@ -58,9 +58,34 @@ pub struct SecOpsPlatformSpec {
     /// Response safety: protected assets, kill switch, global rate limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub response: Option<crate::playbook::ResponsePolicy>,
-    /// The image, replicas and resources of the five stage Deployments the operator runs.
+    /// The image, replicas and resources of the five stage workloads the operator runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workloads: Option<WorkloadsSpec>,
+    /// Traffic from outside the platform that its NetworkPolicies let in: analysts' tools
+    /// to the case API, a Prometheus to `/metrics`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<NetworkSpec>,
+}
+
+/// Who outside the platform's own pods may reach its endpoints. Without it the platform's
+/// NetworkPolicies admit only the platform's pods (and the Sensors' listener ports).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkSpec {
+    /// Peers (as in a NetworkPolicy's `from`: namespace and pod selectors, IP blocks) that
+    /// may reach the cases stage's API on port 8080: the analysts' web page, an ingress
+    /// controller, the operator's case mirroring.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cases_api_from: Vec<k8s_openapi::api::networking::v1::NetworkPolicyPeer>,
+    /// Namespace whose pods may scrape `/metrics` on port 8080 of every stage, e.g.
+    /// `monitoring`. The port also serves `/healthz`, `/readyz` and, on the cases stage, the
+    /// case API, which a NetworkPolicy cannot tell apart from `/metrics`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_namespace: Option<String>,
+    /// The scraping pods inside `metricsNamespace` (e.g. `app.kubernetes.io/name:
+    /// prometheus`); default: every pod of that namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_pod_selector: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector>,
 }
 
 /// How the operator runs the platform's stages in the cluster.
@@ -99,6 +124,36 @@ pub struct StageSettings {
     /// a 512Mi memory limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<k8s_openapi::api::core::v1::ResourceRequirements>,
+    /// Where the ingest and respond stages keep their `--data` (ingest's file-tail
+    /// checkpoints, respond's side-effect journal); default: a persistent volume per
+    /// replica (the stage runs as a StatefulSet). Ignored on the other stages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_volume: Option<DataVolume>,
+}
+
+/// The volume behind a stage's `--data` directory.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DataVolume {
+    /// `persistent` (a PersistentVolumeClaim per replica, kept across pod restarts and
+    /// deleted with the stage) or `emptyDir` (lost with the pod).
+    #[serde(default, rename = "type")]
+    pub kind: DataVolumeKind,
+    /// Size of each claim; default 1Gi.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<k8s_openapi::apimachinery::pkg::api::resource::Quantity>,
+    /// StorageClass of the claims; default: the cluster's default class. Choose one whose
+    /// volumes are in the allowed regions (ResidencyCompliant checks the bound volumes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_class_name: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum DataVolumeKind {
+    #[default]
+    Persistent,
+    EmptyDir,
 }
 
 /// Case-store backend.
@@ -186,6 +241,13 @@ pub struct BusSpec {
     /// Secret key holding NATS credentials (a .creds file).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_secret: Option<SecretKeyRef>,
+    /// Secret key holding `user:password` on its first line, for a NATS server that
+    /// authenticates users by password.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_password_secret: Option<SecretKeyRef>,
+    /// Secret key holding a NATS authentication token on its first line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_secret: Option<SecretKeyRef>,
     /// TLS 1.3 to the NATS server.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<BusTls>,
@@ -395,6 +457,10 @@ pub struct SecOpsPlatformStatus {
     /// What the operator's git sync last did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub git: Option<GitSyncStatus>,
+    /// The case store whose case ids the namespace's Cases hold; kept while
+    /// `CaseStoreChanged` is True (docs/operator.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub case_store_url: Option<String>,
 }
 
 /// The state of the operator's git sync of a platform.

@@ -55,6 +55,17 @@ pub trait Member: kube::Resource<DynamicType = ()> + Serialize + Clone {
     /// Checks the resource against the stage's compiler and the endpoint policy (`None`
     /// when the namespace has no SecOpsPlatform, so there is no policy yet).
     fn admit(&self, policy: Option<&EndpointPolicy>) -> Verdict;
+
+    /// Whether the verdict also depends on the other members of the namespace (a Sigma
+    /// correlation rule compiles only with the rules it names).
+    fn depends_on_namespace(&self) -> bool {
+        false
+    }
+
+    /// The verdict among the namespace's members of the same kind (this one included).
+    fn admit_among(&self, policy: Option<&EndpointPolicy>, _namespace: &[Self]) -> Verdict {
+        self.admit(policy)
+    }
 }
 
 fn bundle_key(kind: &str, name: &str) -> String {
@@ -126,6 +137,12 @@ impl Member for DetectionRule {
     const STAGE: Stage = Stage::Correlate;
 
     fn admit(&self, _policy: Option<&EndpointPolicy>) -> Verdict {
+        if let Some((id, title)) = correlation_identity(&self.spec.sigma) {
+            // Compiled with the rules it names by `check_correlations`.
+            let mut verdict = verdict(self, None);
+            verdict.rule = Some((id, title));
+            return verdict;
+        }
         let document = RuleDocument::new(key_of(self), self.spec.sigma.clone());
         match document.compile() {
             Ok(compiled) => {
@@ -141,6 +158,77 @@ impl Member for DetectionRule {
                     message: format!("spec.sigma: {error}"),
                 }),
             ),
+        }
+    }
+
+    fn depends_on_namespace(&self) -> bool {
+        correlation_identity(&self.spec.sigma).is_some()
+    }
+
+    fn admit_among(&self, policy: Option<&EndpointPolicy>, namespace: &[Self]) -> Verdict {
+        let mut verdicts: Vec<Verdict> = namespace.iter().map(|r| r.admit(policy)).collect();
+        check_correlations(namespace, &mut verdicts);
+        let key = bundle_key(Self::KIND, &self.name_any());
+        verdicts
+            .into_iter()
+            .find(|v| v.key == key)
+            .unwrap_or_else(|| self.admit(policy))
+    }
+}
+
+/// The `id` (else `name`) and `title` of a Sigma correlation rule; `None` for any other
+/// document, including one that is not YAML (the single-rule compiler reports that).
+fn correlation_identity(sigma: &str) -> Option<(String, String)> {
+    let value: serde_yaml::Value = serde_yaml::from_str(sigma).ok()?;
+    value.get("correlation")?;
+    let text = |field: &str| value.get(field).and_then(|v| v.as_str()).map(str::to_owned);
+    Some((
+        text("id").or_else(|| text("name")).unwrap_or_default(),
+        text("title").unwrap_or_default(),
+    ))
+}
+
+/// Compiles the admitted rules of a namespace as one set, as the correlate stage does,
+/// and refuses each correlation rule the set compiler reports (a rule it names that is
+/// missing or refused, a bad group-by or condition). A correlation cannot be compiled
+/// alone: what it means depends on the rules it names.
+pub fn check_correlations(rules: &[DetectionRule], verdicts: &mut [Verdict]) {
+    let correlations: Vec<&DetectionRule> = rules
+        .iter()
+        .filter(|r| correlation_identity(&r.spec.sigma).is_some())
+        .collect();
+    if correlations.is_empty() {
+        return;
+    }
+    let admitted = |rule: &DetectionRule| {
+        let key = bundle_key(DetectionRule::KIND, &rule.name_any());
+        verdicts
+            .iter()
+            .any(|v| v.key == key && v.stage == Stage::Correlate && v.outcome.is_ok())
+    };
+    let documents: Vec<RuleDocument> = rules
+        .iter()
+        .filter(|r| admitted(r))
+        .map(|r| RuleDocument::new(key_of(r), r.spec.sigma.clone()))
+        .collect();
+    let (_, errors) = kastell_correlate::RuleSet::compile(documents);
+    for rule in correlations {
+        let resource = key_of(rule);
+        let Some(error) = errors
+            .iter()
+            .find(|e| e.resource.as_deref() == Some(resource.as_str()))
+        else {
+            continue;
+        };
+        let key = bundle_key(DetectionRule::KIND, &rule.name_any());
+        if let Some(verdict) = verdicts
+            .iter_mut()
+            .find(|v| v.key == key && v.stage == Stage::Correlate)
+        {
+            verdict.outcome = Err(Refused {
+                reason: REASON_COMPILE_FAILED,
+                message: format!("spec.sigma: {error}"),
+            });
         }
     }
 }
@@ -254,6 +342,62 @@ mod tests {
             refused.message
         );
         assert!(refused.message.contains("nothere"), "{}", refused.message);
+    }
+
+    /// The chained example of the Sigma correlation specification
+    /// (tests/fixtures/correlation): its correlations compile with the rules they name,
+    /// and one whose rule is missing is refused naming it, alone or among the namespace.
+    #[test]
+    fn correlations_are_compiled_with_the_rules_they_name() {
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/correlation/failed-logins-then-success.yml"
+        ))
+        .unwrap();
+        let documents: Vec<&str> = text.split("\n---\n").collect();
+        let named = |name: &str, sigma: &str| -> DetectionRule {
+            let mut rule = rule(sigma);
+            rule.metadata.name = Some(name.into());
+            rule
+        };
+        let all: Vec<DetectionRule> = documents
+            .iter()
+            .enumerate()
+            .map(|(i, sigma)| named(&format!("r{i}"), sigma))
+            .collect();
+        let mut verdicts: Vec<Verdict> = all.iter().map(|r| r.admit(None)).collect();
+        check_correlations(&all, &mut verdicts);
+        for verdict in &verdicts {
+            assert!(
+                verdict.outcome.is_ok(),
+                "{}: {:?}",
+                verdict.key,
+                verdict.outcome
+            );
+        }
+        assert_eq!(
+            verdicts[0].rule.as_ref().unwrap().0,
+            "b180ead8-d58f-40b2-ae54-c8940995b9b6"
+        );
+        assert!(all[0].depends_on_namespace());
+        assert!(!all[2].depends_on_namespace());
+
+        // Without `successful_login` (document 3) the ordered correlation cannot compile.
+        let without: Vec<DetectionRule> = all[..3].to_vec();
+        let verdict = without[0].admit_among(None, &without);
+        let refused = verdict.outcome.unwrap_err();
+        assert_eq!(refused.reason, REASON_COMPILE_FAILED);
+        assert!(
+            refused.message.starts_with("spec.sigma: "),
+            "{}",
+            refused.message
+        );
+        assert!(
+            refused.message.contains("successful_login"),
+            "{}",
+            refused.message
+        );
+        assert!(without[1].admit_among(None, &without).outcome.is_ok());
     }
 
     #[test]

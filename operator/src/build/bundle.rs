@@ -11,6 +11,9 @@ use super::{stage_metadata, BuildInput, Stage};
 /// The pod-template annotation holding [`bundle_hash`]: a new value rolls the Deployment.
 pub const CONFIG_HASH_ANNOTATION: &str = "kastell.eu/config-hash";
 
+/// The start of a DetectionRule's key in a bundle, `DetectionRule.<name>.yaml`.
+pub const RULE_KEY_PREFIX: &str = "DetectionRule.";
+
 /// One resource in a bundle, already validated by the stage's own compiler.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BundleEntry {

@@ -11,7 +11,6 @@ pub mod wiring;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
@@ -19,7 +18,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference}
 use kastell_crds::platform::StageSettings;
 use kastell_crds::SecOpsPlatform;
 
-pub use bundle::{bundle_hash, Bundle, BundleEntry, CONFIG_HASH_ANNOTATION};
+pub use bundle::{bundle_hash, Bundle, BundleEntry, CONFIG_HASH_ANNOTATION, RULE_KEY_PREFIX};
+pub use pod::{runs_as_stateful_set, Workload};
 
 /// The five stages of the pipeline, each one Deployment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -94,7 +94,8 @@ pub struct PlatformObjects {
     pub roles: Vec<Role>,
     pub role_bindings: Vec<RoleBinding>,
     pub services: Vec<Service>,
-    pub deployments: Vec<Deployment>,
+    /// One per stage, in [`Stage::ALL`] order: a Deployment or a StatefulSet.
+    pub workloads: Vec<Workload>,
     pub network_policies: Vec<NetworkPolicy>,
     pub volume_claims: Vec<PersistentVolumeClaim>,
 }
@@ -114,9 +115,7 @@ pub fn platform_objects(input: &BuildInput) -> PlatformObjects {
         objects.roles.push(rbac::role(input, stage));
         objects.role_bindings.push(rbac::role_binding(input, stage));
         objects.services.push(service::service(input, stage));
-        objects
-            .deployments
-            .push(pod::deployment(input, stage, bundle));
+        objects.workloads.push(pod::workload(input, stage, bundle));
     }
     objects.volume_claims.extend(pod::cases_volume_claim(input));
     objects.network_policies = network::policies(input);

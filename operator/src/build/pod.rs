@@ -1,20 +1,27 @@
-//! The stage Deployments: pods that meet the "restricted" Pod Security Standard, pinned
-//! by a required node affinity to the allowed regions, rolled when their bundle changes.
+//! The stage workloads: pods that meet the "restricted" Pod Security Standard, pinned by a
+//! required node affinity to the allowed regions, rolled when their bundle changes. A
+//! stage runs as a Deployment, or as a StatefulSet when its replicas need an identity of
+//! their own: correlate (each replica reads its own share of the events partitions) and
+//! ingest and respond with a persistent `--data` (a volume per replica).
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
+use k8s_openapi::api::apps::v1::{
+    Deployment, DeploymentSpec, DeploymentStrategy, StatefulSet,
+    StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec,
+};
 use k8s_openapi::api::core::v1::{
     Affinity, Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
-    HTTPGetAction, NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm,
-    PersistentVolumeClaim, PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource,
-    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile,
-    SecurityContext, Volume, VolumeMount, VolumeResourceRequirements,
+    EnvVar, EnvVarSource, HTTPGetAction, NodeAffinity, NodeSelector, NodeSelectorRequirement,
+    NodeSelectorTerm, ObjectFieldSelector, PersistentVolumeClaim, PersistentVolumeClaimSpec,
+    PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
+    ResourceRequirements, SeccompProfile, SecurityContext, Volume, VolumeMount,
+    VolumeResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use kastell_crds::platform::StorageKind;
+use kastell_crds::platform::{DataVolumeKind, StorageKind};
 
 use super::bundle::{bundle_hash, config_map_name, Bundle, CONFIG_HASH_ANNOTATION};
 use super::{
@@ -30,40 +37,187 @@ pub const DATA_DIR: &str = "/var/lib/kastell";
 /// The unprivileged user of the image (see the Dockerfile).
 const RUN_AS_USER: i64 = 65532;
 
-pub(super) fn deployment(input: &BuildInput, stage: Stage, bundle: &Bundle) -> Deployment {
+/// A stage's workload, of whichever kind the stage runs as.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Workload {
+    Deployment(Deployment),
+    StatefulSet(StatefulSet),
+}
+
+impl Workload {
+    pub fn metadata(&self) -> &ObjectMeta {
+        match self {
+            Workload::Deployment(d) => &d.metadata,
+            Workload::StatefulSet(s) => &s.metadata,
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        self.metadata().name.as_deref().unwrap_or_default()
+    }
+
+    /// `Deployment` or `StatefulSet`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Workload::Deployment(_) => "Deployment",
+            Workload::StatefulSet(_) => "StatefulSet",
+        }
+    }
+
+    pub fn template(&self) -> &PodTemplateSpec {
+        match self {
+            Workload::Deployment(d) => &d.spec.as_ref().expect("built with a spec").template,
+            Workload::StatefulSet(s) => &s.spec.as_ref().expect("built with a spec").template,
+        }
+    }
+
+    pub fn replicas(&self) -> Option<i32> {
+        match self {
+            Workload::Deployment(d) => d.spec.as_ref()?.replicas,
+            Workload::StatefulSet(s) => s.spec.as_ref()?.replicas,
+        }
+    }
+}
+
+/// Which kind of workload a stage runs as.
+pub fn runs_as_stateful_set(input: &BuildInput, stage: Stage) -> bool {
+    stage == Stage::Correlate || persistent_data(input, stage)
+}
+
+/// Whether the stage keeps its `--data` on a volume of its own per replica: ingest and
+/// respond unless the platform asks for an `emptyDir`.
+fn persistent_data(input: &BuildInput, stage: Stage) -> bool {
+    matches!(stage, Stage::Ingest | Stage::Respond)
+        && has_data_dir(input, stage)
+        && data_volume(input, stage).is_none_or(|v| v.kind == DataVolumeKind::Persistent)
+}
+
+fn data_volume<'a>(
+    input: &BuildInput<'a>,
+    stage: Stage,
+) -> Option<&'a kastell_crds::platform::DataVolume> {
+    stage.settings(input.platform)?.data_volume.as_ref()
+}
+
+pub(super) fn workload(input: &BuildInput, stage: Stage, bundle: &Bundle) -> Workload {
     let platform = platform_name(input);
-    let selector = selector_labels(&platform, stage);
-    let mut pod_labels = stage_metadata(input, stage).labels.unwrap_or_default();
-    pod_labels.extend(selector.clone());
+    let selector = LabelSelector {
+        match_labels: Some(selector_labels(&platform, stage)),
+        ..LabelSelector::default()
+    };
+    let stateful = runs_as_stateful_set(input, stage);
     let uses_volume_claim = needs_volume_claim(input, stage);
-    Deployment {
-        metadata: stage_metadata(input, stage),
-        spec: Some(DeploymentSpec {
-            replicas: Some(replicas(input, stage)),
-            selector: LabelSelector {
-                match_labels: Some(selector),
-                ..LabelSelector::default()
-            },
-            // A ReadWriteOnce store cannot be attached to the new pod while the old one
-            // still holds it.
-            strategy: uses_volume_claim.then(|| DeploymentStrategy {
-                type_: Some("Recreate".into()),
-                ..DeploymentStrategy::default()
-            }),
-            template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(pod_labels),
-                    annotations: Some(BTreeMap::from([(
-                        CONFIG_HASH_ANNOTATION.to_owned(),
-                        bundle_hash(bundle),
-                    )])),
-                    ..ObjectMeta::default()
+    let template = pod_template(input, stage, bundle, uses_volume_claim, stateful);
+    if !stateful {
+        return Workload::Deployment(Deployment {
+            metadata: stage_metadata(input, stage),
+            spec: Some(DeploymentSpec {
+                replicas: Some(replicas(input, stage)),
+                selector,
+                // A ReadWriteOnce store cannot be attached to the new pod while the old one
+                // still holds it.
+                strategy: uses_volume_claim.then(|| DeploymentStrategy {
+                    type_: Some("Recreate".into()),
+                    ..DeploymentStrategy::default()
                 }),
-                spec: Some(pod_spec(input, stage, uses_volume_claim)),
-            },
-            ..DeploymentSpec::default()
+                template,
+                ..DeploymentSpec::default()
+            }),
+            ..Deployment::default()
+        });
+    }
+    let claims = persistent_data(input, stage).then(|| vec![data_claim_template(input, stage)]);
+    Workload::StatefulSet(StatefulSet {
+        metadata: stage_metadata(input, stage),
+        spec: Some(StatefulSetSpec {
+            replicas: Some(replicas(input, stage)),
+            selector,
+            service_name: Some(stage_object_name(&platform, stage)),
+            // The replicas do not depend on each other: start and replace them together.
+            pod_management_policy: Some("Parallel".into()),
+            persistent_volume_claim_retention_policy: claims.as_ref().map(|_| {
+                // Deleted with the stage (and so with the platform); kept when scaling
+                // down, so a replica scaled back up finds its journal or checkpoints.
+                StatefulSetPersistentVolumeClaimRetentionPolicy {
+                    when_deleted: Some("Delete".into()),
+                    when_scaled: Some("Retain".into()),
+                }
+            }),
+            volume_claim_templates: claims,
+            template,
+            ..StatefulSetSpec::default()
         }),
-        ..Deployment::default()
+        ..StatefulSet::default()
+    })
+}
+
+fn pod_template(
+    input: &BuildInput,
+    stage: Stage,
+    bundle: &Bundle,
+    uses_volume_claim: bool,
+    stateful: bool,
+) -> PodTemplateSpec {
+    let platform = platform_name(input);
+    let mut pod_labels = stage_metadata(input, stage).labels.unwrap_or_default();
+    pod_labels.extend(selector_labels(&platform, stage));
+    PodTemplateSpec {
+        metadata: Some(ObjectMeta {
+            labels: Some(pod_labels),
+            annotations: Some(BTreeMap::from([(
+                CONFIG_HASH_ANNOTATION.to_owned(),
+                rollout_hash(stage, bundle),
+            )])),
+            ..ObjectMeta::default()
+        }),
+        spec: Some(pod_spec(input, stage, uses_volume_claim, stateful)),
+    }
+}
+
+/// The hash that rolls the stage's pods. Ingest carries the DetectionRules only to key
+/// events by the correlations' group-by fields, and reloads its mounted bundle by itself
+/// when they change; rolling it on every rule edit would restart its listeners and replay
+/// its file Sensors for nothing more.
+fn rollout_hash(stage: Stage, bundle: &Bundle) -> String {
+    if stage != Stage::Ingest {
+        return bundle_hash(bundle);
+    }
+    let without_rules = Bundle {
+        entries: bundle
+            .entries
+            .iter()
+            .filter(|(key, _)| !key.starts_with(super::bundle::RULE_KEY_PREFIX))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+    };
+    bundle_hash(&without_rules)
+}
+
+/// One claim per replica, `data-<stage object>-<index>`, labelled like the platform's other
+/// objects so the residency check finds the volumes bound to it.
+fn data_claim_template(input: &BuildInput, stage: Stage) -> PersistentVolumeClaim {
+    let settings = data_volume(input, stage);
+    let size = settings
+        .and_then(|v| v.size.clone())
+        .unwrap_or_else(|| Quantity("1Gi".into()));
+    let mut metadata = stage_metadata(input, stage);
+    metadata.name = Some("data".into());
+    metadata.namespace = None;
+    // The StatefulSet owns the claims it makes (the retention policy); an owner on the
+    // template would be copied into them and point at the platform instead.
+    metadata.owner_references = None;
+    PersistentVolumeClaim {
+        metadata,
+        spec: Some(PersistentVolumeClaimSpec {
+            access_modes: Some(vec!["ReadWriteOnce".into()]),
+            storage_class_name: settings.and_then(|v| v.storage_class_name.clone()),
+            resources: Some(VolumeResourceRequirements {
+                requests: Some(BTreeMap::from([("storage".to_owned(), size)])),
+                ..VolumeResourceRequirements::default()
+            }),
+            ..PersistentVolumeClaimSpec::default()
+        }),
+        ..PersistentVolumeClaim::default()
     }
 }
 
@@ -92,7 +246,7 @@ fn needs_volume_claim(input: &BuildInput, stage: Stage) -> bool {
     stage == Stage::Cases && input.platform.spec.storage.kind == StorageKind::Sqlite
 }
 
-fn pod_spec(input: &BuildInput, stage: Stage, uses_volume_claim: bool) -> PodSpec {
+fn pod_spec(input: &BuildInput, stage: Stage, uses_volume_claim: bool, stateful: bool) -> PodSpec {
     let name = stage_object_name(&platform_name(input), stage);
     let mut volumes = vec![
         Volume {
@@ -123,10 +277,9 @@ fn pod_spec(input: &BuildInput, stage: Stage, uses_volume_claim: bool) -> PodSpe
             }),
             ..Volume::default()
         });
-    } else if has_data_dir(input, stage) {
-        // The root filesystem is read-only, and ingest (file-tail checkpoints) and respond
-        // (its side-effect journal) write to --data; what is kept there lives as long as
-        // the pod (docs/operator.md, Limitations).
+    } else if has_data_dir(input, stage) && !persistent_data(input, stage) {
+        // The root filesystem is read-only and every stage may write to --data; without a
+        // persistent volume what is kept there lives as long as the pod (docs/operator.md).
         volumes.push(Volume {
             name: "data".into(),
             empty_dir: Some(EmptyDirVolumeSource::default()),
@@ -145,7 +298,7 @@ fn pod_spec(input: &BuildInput, stage: Stage, uses_volume_claim: bool) -> PodSpe
             ..PodSecurityContext::default()
         }),
         affinity: Some(region_affinity(input)),
-        containers: vec![container(input, stage)],
+        containers: vec![container(input, stage, stateful)],
         volumes: Some(volumes),
         ..PodSpec::default()
     }
@@ -179,7 +332,7 @@ pub fn region_affinity(input: &BuildInput) -> Affinity {
     }
 }
 
-fn container(input: &BuildInput, stage: Stage) -> Container {
+fn container(input: &BuildInput, stage: Stage, stateful: bool) -> Container {
     let image = input
         .platform
         .spec
@@ -216,6 +369,9 @@ fn container(input: &BuildInput, stage: Stage) -> Container {
     ];
     let secrets = super::wiring::secret_mounts(input, stage);
     let mut env = super::wiring::plain_env(input, stage);
+    if stage == Stage::Correlate && stateful {
+        env.extend(replica_binding(replicas(input, stage)));
+    }
     for secret in secrets {
         mounts.push(secret.mount);
         env.extend(secret.env);
@@ -264,6 +420,31 @@ fn container(input: &BuildInput, stage: Stage) -> Container {
         volume_mounts: Some(mounts),
         ..Container::default()
     }
+}
+
+/// The correlate replica's share of the events partitions: its StatefulSet index (the
+/// pod-index label, Kubernetes 1.28 and later) of the replica count (docs/cluster.md,
+/// "Binding a replica"). A changed replica count changes the template, so every replica
+/// restarts with its new share.
+fn replica_binding(replicas: i32) -> [EnvVar; 2] {
+    [
+        EnvVar {
+            name: "KASTELL_REPLICA_INDEX".into(),
+            value: None,
+            value_from: Some(EnvVarSource {
+                field_ref: Some(ObjectFieldSelector {
+                    api_version: None,
+                    field_path: "metadata.labels['apps.kubernetes.io/pod-index']".into(),
+                }),
+                ..EnvVarSource::default()
+            }),
+        },
+        EnvVar {
+            name: "KASTELL_REPLICAS".into(),
+            value: Some(replicas.max(1).to_string()),
+            value_from: None,
+        },
+    ]
 }
 
 fn resources(input: &BuildInput, stage: Stage) -> ResourceRequirements {

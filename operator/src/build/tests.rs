@@ -51,6 +51,11 @@ fn bundles(rule_text: &str) -> BTreeMap<Stage, Bundle> {
         key: "Sensor.syslog.yaml".into(),
         yaml: SENSOR.into(),
     });
+    // As assembled: ingest carries the rules correlate runs (crate::assemble).
+    ingest.insert(BundleEntry {
+        key: "DetectionRule.r.yaml".into(),
+        yaml: rule_text.into(),
+    });
     bundles.insert(Stage::Ingest, ingest);
     let mut correlate = Bundle::default();
     correlate.insert(BundleEntry {
@@ -75,7 +80,7 @@ fn build(platform: &SecOpsPlatform, bundles: &BTreeMap<Stage, Bundle>) -> Platfo
 #[test]
 fn five_stages_each_with_its_objects() {
     let objects = build(&platform(PLATFORM), &bundles("a"));
-    assert_eq!(objects.deployments.len(), 5);
+    assert_eq!(objects.workloads.len(), 5);
     assert_eq!(objects.services.len(), 5);
     assert_eq!(objects.service_accounts.len(), 5);
     assert_eq!(objects.roles.len(), 5);
@@ -83,9 +88,9 @@ fn five_stages_each_with_its_objects() {
     assert_eq!(objects.config_maps.len(), 5);
     assert_eq!(objects.volume_claims.len(), 1, "sqlite cases store");
     let names: Vec<_> = objects
-        .deployments
+        .workloads
         .iter()
-        .map(|d| d.metadata.name.clone().unwrap_or_default())
+        .map(|d| d.name().to_owned())
         .collect();
     assert_eq!(
         names,
@@ -97,15 +102,15 @@ fn five_stages_each_with_its_objects() {
             "soc-respond"
         ]
     );
-    for d in &objects.deployments {
-        let owners = d.metadata.owner_references.as_ref().unwrap();
+    for d in &objects.workloads {
+        let owners = d.metadata().owner_references.as_ref().unwrap();
         assert_eq!(owners[0].uid, owner().uid);
-        assert_eq!(d.metadata.namespace.as_deref(), Some("secops"));
+        assert_eq!(d.metadata().namespace.as_deref(), Some("secops"));
     }
     let replicas: Vec<_> = objects
-        .deployments
+        .workloads
         .iter()
-        .map(|d| d.spec.as_ref().unwrap().replicas.unwrap())
+        .map(|d| d.replicas().unwrap())
         .collect();
     assert_eq!(
         replicas,
@@ -117,8 +122,8 @@ fn five_stages_each_with_its_objects() {
 #[test]
 fn pods_meet_the_restricted_standard_and_probe_health() {
     let objects = build(&platform(PLATFORM), &bundles("a"));
-    for d in &objects.deployments {
-        let pod = d.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+    for d in &objects.workloads {
+        let pod = d.template().spec.as_ref().unwrap();
         let psc = pod.security_context.as_ref().unwrap();
         assert_eq!(psc.run_as_non_root, Some(true));
         assert_eq!(
@@ -158,8 +163,8 @@ fn pods_meet_the_restricted_standard_and_probe_health() {
 #[test]
 fn each_container_runs_its_stage_command_on_the_mounted_bundle() {
     let objects = build(&platform(PLATFORM), &bundles("a"));
-    for d in &objects.deployments {
-        let pod = d.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+    for d in &objects.workloads {
+        let pod = d.template().spec.as_ref().unwrap();
         let container = &pod.containers[0];
         let args = container.args.clone().unwrap();
         assert_eq!(
@@ -179,14 +184,7 @@ fn each_container_runs_its_stage_command_on_the_mounted_bundle() {
 #[test]
 fn pods_are_pinned_to_the_allowed_regions_by_an_unforgeable_label() {
     let objects = build(&platform(PLATFORM), &bundles("a"));
-    let pod = objects.deployments[0]
-        .spec
-        .as_ref()
-        .unwrap()
-        .template
-        .spec
-        .clone()
-        .unwrap();
+    let pod = objects.workloads[0].template().spec.clone().unwrap();
     let required = pod
         .affinity
         .unwrap()
@@ -211,11 +209,8 @@ fn a_changed_bundle_changes_only_its_stage_template_hash() {
     let before = build(&p, &bundles("rule one"));
     let after = build(&p, &bundles("rule two"));
     let hash = |o: &PlatformObjects, i: usize| {
-        o.deployments[i]
-            .spec
-            .as_ref()
-            .unwrap()
-            .template
+        o.workloads[i]
+            .template()
             .metadata
             .as_ref()
             .unwrap()
@@ -225,7 +220,16 @@ fn a_changed_bundle_changes_only_its_stage_template_hash() {
             .clone()
     };
     assert_ne!(hash(&before, 1), hash(&after, 1), "correlate rolls");
+    // Ingest gets the new rule through its mounted ConfigMap, which it reloads itself.
     assert_eq!(hash(&before, 0), hash(&after, 0), "ingest does not");
+    assert_eq!(
+        before.config_maps[0].data.as_ref().unwrap()["DetectionRule.r.yaml"],
+        "rule one"
+    );
+    assert_eq!(
+        after.config_maps[0].data.as_ref().unwrap()["DetectionRule.r.yaml"],
+        "rule two"
+    );
     assert_eq!(
         before.config_maps[1].data.as_ref().unwrap()["DetectionRule.r.yaml"],
         "rule one"
@@ -332,16 +336,7 @@ fn enrich_mounts_the_secrets_its_feeds_name() {
     }
     bundles.insert(Stage::Enrich, enrich);
     let objects = build(&platform(PLATFORM), &bundles);
-    let pod = |stage: usize| {
-        objects.deployments[stage]
-            .spec
-            .as_ref()
-            .unwrap()
-            .template
-            .spec
-            .clone()
-            .unwrap()
-    };
+    let pod = |stage: usize| objects.workloads[stage].template().spec.clone().unwrap();
     let enrich = pod(2);
     let mounts: Vec<(String, bool)> = enrich.containers[0]
         .volume_mounts
@@ -399,6 +394,8 @@ spec:
     type: nats
     url: tls://nats.secops.svc:4222
     credentialsSecret: {name: soc-nats, key: kastell.creds}
+    userPasswordSecret: {name: soc-nats-user, key: user-password}
+    tokenSecret: {name: soc-nats-token, key: token}
     tls: {secretName: soc-nats-tls, clientCertificate: true}
   storage:
     type: postgresql
@@ -416,12 +413,19 @@ fn env_of(container: &k8s_openapi::api::core::v1::Container) -> BTreeMap<String,
         .iter()
         .flatten()
         .map(|e| {
-            assert!(
-                e.value_from.is_none(),
-                "{} is a value, not a secret ref",
-                e.name
-            );
-            (e.name.clone(), e.value.clone().unwrap_or_default())
+            // A value, or a field of the pod itself; never a Secret's content.
+            let field = e.value_from.as_ref().map(|from| {
+                assert!(
+                    from.secret_key_ref.is_none(),
+                    "{} refers to a Secret",
+                    e.name
+                );
+                format!("fieldRef:{}", from.field_ref.as_ref().unwrap().field_path)
+            });
+            (
+                e.name.clone(),
+                e.value.clone().or(field).unwrap_or_default(),
+            )
         })
         .collect()
 }
@@ -429,8 +433,8 @@ fn env_of(container: &k8s_openapi::api::core::v1::Container) -> BTreeMap<String,
 #[test]
 fn stages_get_their_secrets_mounted_read_only_and_named_by_environment() {
     let objects = build(&platform(WIRED_PLATFORM), &bundles("a"));
-    for d in &objects.deployments {
-        let pod = d.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+    for d in &objects.workloads {
+        let pod = d.template().spec.as_ref().unwrap();
         let container = &pod.containers[0];
         let stage = container.name.as_str();
         let env = env_of(container);
@@ -450,6 +454,14 @@ fn stages_get_their_secrets_mounted_read_only_and_named_by_environment() {
         assert_eq!(
             env["KASTELL_NATS_CREDS_FILE"],
             "/etc/kastell/nats-creds/nats.creds"
+        );
+        assert_eq!(
+            env["KASTELL_NATS_USER_PASSWORD_FILE"],
+            "/etc/kastell/nats-user-password/user-password"
+        );
+        assert_eq!(
+            env["KASTELL_NATS_TOKEN_FILE"],
+            "/etc/kastell/nats-token/token"
         );
         let holds_store = stage == "cases" || stage == "respond";
         assert_eq!(env.contains_key("KASTELL_STORE"), holds_store, "{stage}");
@@ -482,6 +494,16 @@ fn stages_get_their_secrets_mounted_read_only_and_named_by_environment() {
             (creds[0].key.as_str(), creds[0].path.as_str()),
             ("kastell.creds", "nats.creds")
         );
+        let user = secret("nats-user-password").unwrap();
+        assert_eq!(user.secret_name.as_deref(), Some("soc-nats-user"));
+        let user = user.items.unwrap();
+        assert_eq!(
+            (user[0].key.as_str(), user[0].path.as_str()),
+            ("user-password", "user-password")
+        );
+        let token = secret("nats-token").unwrap();
+        assert_eq!(token.secret_name.as_deref(), Some("soc-nats-token"));
+        assert_eq!(token.items.unwrap()[0].path, "token");
         assert_eq!(secret("store-password").is_some(), holds_store, "{stage}");
         assert_eq!(secret("store-tls").is_some(), holds_store, "{stage}");
         for mount in container.volume_mounts.as_ref().unwrap() {
@@ -496,18 +518,20 @@ fn stages_get_their_secrets_mounted_read_only_and_named_by_environment() {
             assert_eq!(get.scheme.as_deref(), Some("HTTPS"));
         }
     }
-    // The SQLite volume claim is not made for a PostgreSQL platform; every stage writes
-    // its --data to an emptyDir instead.
+    // The SQLite volume claim is not made for a PostgreSQL platform; ingest and respond
+    // write their --data to a claim per replica, the other stages to an emptyDir.
     assert!(objects.volume_claims.is_empty());
-    for d in &objects.deployments {
-        let pod = d.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
-        let data = pod
-            .volumes
-            .iter()
-            .flatten()
-            .find(|v| v.name == "data")
-            .unwrap();
-        assert!(data.empty_dir.is_some());
+    for d in &objects.workloads {
+        let pod = d.template().spec.as_ref().unwrap();
+        let data = pod.volumes.iter().flatten().find(|v| v.name == "data");
+        match d {
+            Workload::StatefulSet(set) if d.name() != "soc-correlate" => {
+                assert!(data.is_none(), "{}", d.name());
+                let claims = set.spec.as_ref().unwrap().volume_claim_templates.clone();
+                assert_eq!(claims.unwrap()[0].metadata.name.as_deref(), Some("data"));
+            }
+            _ => assert!(data.unwrap().empty_dir.is_some(), "{}", d.name()),
+        }
         let mount = pod.containers[0]
             .volume_mounts
             .iter()
@@ -521,10 +545,15 @@ fn stages_get_their_secrets_mounted_read_only_and_named_by_environment() {
 #[test]
 fn without_tls_or_secrets_stages_get_no_extra_environment_and_probe_over_http() {
     let objects = build(&platform(PLATFORM), &bundles("a"));
-    for d in &objects.deployments {
-        let pod = d.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+    for d in &objects.workloads {
+        let pod = d.template().spec.as_ref().unwrap();
         let container = &pod.containers[0];
-        assert_eq!(container.env, None);
+        if d.name() == "soc-correlate" {
+            let names: Vec<String> = env_of(container).into_keys().collect();
+            assert_eq!(names, ["KASTELL_REPLICAS", "KASTELL_REPLICA_INDEX"]);
+        } else {
+            assert_eq!(container.env, None, "{}", d.name());
+        }
         assert!(pod.volumes.iter().flatten().all(|v| v.secret.is_none()));
         let get = container
             .liveness_probe
@@ -550,17 +579,14 @@ fn the_gaps_that_keep_stages_from_starting_are_named() {
 fn respond_on_sqlite_gets_no_store_of_its_own() {
     let objects = build(&platform(PLATFORM), &bundles("a"));
     let data = |i: usize| {
-        let pod = objects.deployments[i]
-            .spec
-            .as_ref()
-            .unwrap()
-            .template
-            .spec
-            .clone()
-            .unwrap();
+        let pod = objects.workloads[i].template().spec.clone().unwrap();
         pod.volumes.unwrap().into_iter().find(|v| v.name == "data")
     };
-    assert!(data(0).unwrap().empty_dir.is_some(), "ingest");
+    assert!(
+        data(0).is_none(),
+        "ingest: its claim template, not a pod volume"
+    );
+    assert!(data(2).unwrap().empty_dir.is_some(), "enrich");
     assert!(data(3).unwrap().persistent_volume_claim.is_some(), "cases");
     assert!(data(4).is_none(), "respond");
 }
@@ -572,14 +598,7 @@ fn one_way_tls_mounts_no_client_ca_and_verify_ca_is_passed_on() {
         .replace("clientCertificate: true", "clientCertificate: false")
         .replace("      caSecret: soc-pg-ca\n", "      sslMode: verify-ca\n");
     let objects = build(&platform(&yaml), &bundles("a"));
-    let pod = objects.deployments[3]
-        .spec
-        .as_ref()
-        .unwrap()
-        .template
-        .spec
-        .clone()
-        .unwrap();
+    let pod = objects.workloads[3].template().spec.clone().unwrap();
     let env = env_of(&pod.containers[0]);
     assert!(!env.contains_key("KASTELL_TLS_CLIENT_CA"));
     assert!(!env.contains_key("KASTELL_NATS_CERT_FILE"));
@@ -614,6 +633,7 @@ fn built_objects_pass_kubernetes_validate_strict() {
     };
     let plain = build(&platform(PLATFORM), &bundles("a"));
     let wired = build(&platform(WIRED_PLATFORM), &bundles("a"));
+    let reachable = build(&platform(REACHABLE_PLATFORM), &bundles("a"));
     let dir = tempfile::tempdir().unwrap();
     let mut files = Vec::new();
     let mut write = |kind: &str, value: serde_json::Value| {
@@ -621,8 +641,17 @@ fn built_objects_pass_kubernetes_validate_strict() {
         std::fs::write(&path, serde_yaml::to_string(&value).unwrap()).unwrap();
         files.push(path);
     };
-    for o in plain.deployments.iter().chain(&wired.deployments) {
-        write("deployment", serde_json::to_value(o).unwrap());
+    for o in plain
+        .workloads
+        .iter()
+        .chain(&wired.workloads)
+        .chain(&reachable.workloads)
+    {
+        let value = match o {
+            Workload::Deployment(d) => serde_json::to_value(d),
+            Workload::StatefulSet(s) => serde_json::to_value(s),
+        };
+        write(&o.kind().to_ascii_lowercase(), value.unwrap());
     }
     let objects = plain;
     for o in &objects.services {
@@ -640,7 +669,11 @@ fn built_objects_pass_kubernetes_validate_strict() {
     for o in &objects.config_maps {
         write("cm", serde_json::to_value(o).unwrap());
     }
-    for o in &objects.network_policies {
+    for o in objects
+        .network_policies
+        .iter()
+        .chain(&reachable.network_policies)
+    {
         write("np", serde_json::to_value(o).unwrap());
     }
     for o in &objects.volume_claims {
@@ -674,4 +707,285 @@ pub(crate) fn validator() -> Option<String> {
         .ok()
         .filter(|o| o.status.success())
         .map(|_| "kubernetes-validate".into())
+}
+
+fn stateful_set(objects: &PlatformObjects, name: &str) -> k8s_openapi::api::apps::v1::StatefulSet {
+    match objects.workloads.iter().find(|w| w.name() == name) {
+        Some(Workload::StatefulSet(set)) => set.clone(),
+        other => panic!("{name} is not a StatefulSet: {other:?}"),
+    }
+}
+
+#[test]
+fn correlate_replicas_each_read_their_own_share_of_the_partitions() {
+    let objects = build(&platform(PLATFORM), &bundles("a"));
+    let set = stateful_set(&objects, "soc-correlate");
+    let spec = set.spec.as_ref().unwrap();
+    assert_eq!(spec.replicas, Some(3));
+    assert_eq!(spec.service_name.as_deref(), Some("soc-correlate"));
+    assert_eq!(spec.pod_management_policy.as_deref(), Some("Parallel"));
+    assert!(
+        spec.volume_claim_templates.is_none(),
+        "correlate keeps nothing"
+    );
+    let env = env_of(&spec.template.spec.as_ref().unwrap().containers[0]);
+    assert_eq!(env["KASTELL_REPLICAS"], "3");
+    assert_eq!(
+        env["KASTELL_REPLICA_INDEX"],
+        "fieldRef:metadata.labels['apps.kubernetes.io/pod-index']"
+    );
+    // Another replica count is another template: every replica restarts with its share.
+    let one = build(
+        &platform(&PLATFORM.replace("correlate: {replicas: 3}", "correlate: {replicas: 1}")),
+        &bundles("a"),
+    );
+    let set = stateful_set(&one, "soc-correlate");
+    let env = env_of(&set.spec.unwrap().template.spec.unwrap().containers[0]);
+    assert_eq!(env["KASTELL_REPLICAS"], "1");
+}
+
+#[test]
+fn ingest_and_respond_keep_their_data_on_a_claim_per_replica_unless_asked_not_to() {
+    let objects = build(&platform(WIRED_PLATFORM), &bundles("a"));
+    for name in ["soc-ingest", "soc-respond"] {
+        let set = stateful_set(&objects, name);
+        let spec = set.spec.unwrap();
+        let claim = &spec.volume_claim_templates.as_ref().unwrap()[0];
+        assert_eq!(claim.metadata.name.as_deref(), Some("data"));
+        assert!(claim.metadata.owner_references.is_none(), "{name}");
+        // The residency check finds the bound volumes by these labels.
+        let labels = claim.metadata.labels.as_ref().unwrap();
+        assert_eq!(labels["app.kubernetes.io/instance"], "soc");
+        let claim_spec = claim.spec.as_ref().unwrap();
+        assert_eq!(
+            claim_spec.access_modes.as_deref(),
+            Some(&["ReadWriteOnce".to_owned()][..])
+        );
+        let size = &claim_spec
+            .resources
+            .as_ref()
+            .unwrap()
+            .requests
+            .as_ref()
+            .unwrap()["storage"];
+        assert_eq!(size.0, "1Gi");
+        let retention = spec.persistent_volume_claim_retention_policy.unwrap();
+        assert_eq!(retention.when_deleted.as_deref(), Some("Delete"));
+        assert_eq!(retention.when_scaled.as_deref(), Some("Retain"));
+    }
+
+    let yaml = WIRED_PLATFORM.replace(
+        "  residency: {jurisdiction: EU}\n",
+        "  residency: {jurisdiction: EU}\n  workloads:\n    ingest:\n      dataVolume: \
+         {type: emptyDir}\n    respond:\n      replicas: 2\n      dataVolume: {size: 5Gi, \
+         storageClassName: eu-ssd}\n",
+    );
+    let objects = build(&platform(&yaml), &bundles("a"));
+    let ingest = &objects.workloads[0];
+    assert_eq!(ingest.kind(), "Deployment");
+    let pod = ingest.template().spec.as_ref().unwrap();
+    let data = pod.volumes.iter().flatten().find(|v| v.name == "data");
+    assert!(data.unwrap().empty_dir.is_some());
+    let respond = stateful_set(&objects, "soc-respond").spec.unwrap();
+    assert_eq!(respond.replicas, Some(2));
+    let claim = respond.volume_claim_templates.unwrap()[0]
+        .spec
+        .clone()
+        .unwrap();
+    assert_eq!(claim.storage_class_name.as_deref(), Some("eu-ssd"));
+    assert_eq!(
+        claim.resources.unwrap().requests.unwrap()["storage"].0,
+        "5Gi"
+    );
+    // Enrich and cases stay Deployments whatever is asked.
+    assert_eq!(objects.workloads[2].kind(), "Deployment");
+    assert_eq!(objects.workloads[3].kind(), "Deployment");
+}
+
+/// A platform whose NATS and PostgreSQL are outside its pods, with analysts and a
+/// Prometheus let in.
+const REACHABLE_PLATFORM: &str = r#"
+apiVersion: kastell.eu/v1alpha1
+kind: SecOpsPlatform
+metadata: {name: soc, namespace: secops, uid: 6d2b9a44-1111-4222-8333-444455556666}
+spec:
+  residency:
+    jurisdiction: EU
+    allowedNetworks: [10.20.0.0/16]
+  bus:
+    type: nats
+    url: "tls://10.20.1.5:4443, nats://nats.messaging.svc.cluster.local, nats://nats.soc.example.eu:4222"
+  storage:
+    type: postgresql
+    postgresql:
+      host: 192.0.2.10
+      port: 6432
+      database: kastell
+      user: kastell
+      passwordSecret: {name: soc-pg, key: password}
+  network:
+    casesApiFrom:
+      - namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: ingress-nginx}}
+    metricsNamespace: monitoring
+    metricsPodSelector: {matchLabels: {app.kubernetes.io/name: prometheus}}
+"#;
+
+fn policy<'a>(
+    objects: &'a PlatformObjects,
+    name: &str,
+) -> &'a k8s_openapi::api::networking::v1::NetworkPolicySpec {
+    objects
+        .network_policies
+        .iter()
+        .find(|p| p.metadata.name.as_deref() == Some(name))
+        .and_then(|p| p.spec.as_ref())
+        .unwrap_or_else(|| panic!("no NetworkPolicy {name}"))
+}
+
+fn ports(
+    rule_ports: &Option<Vec<k8s_openapi::api::networking::v1::NetworkPolicyPort>>,
+) -> Vec<i32> {
+    rule_ports
+        .iter()
+        .flatten()
+        .map(|p| match p.port {
+            Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(n)) => n,
+            _ => panic!("a numbered port"),
+        })
+        .collect()
+}
+
+#[test]
+fn the_bus_and_the_store_are_reachable_and_chosen_peers_let_in() {
+    let objects = build(&platform(REACHABLE_PLATFORM), &bundles("a"));
+    let names: Vec<_> = objects
+        .network_policies
+        .iter()
+        .map(|n| n.metadata.name.clone().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "soc-pipeline",
+            "soc-sensors",
+            "soc-allowed-egress",
+            "soc-bus-egress",
+            "soc-store-egress",
+            "soc-cases-api",
+            "soc-metrics"
+        ]
+    );
+
+    // NATS: every stage; an address by itself, a Service by any pod of the cluster, a
+    // name outside the cluster by the allowed networks; each on its own port.
+    let bus = policy(&objects, "soc-bus-egress");
+    let components = bus
+        .pod_selector
+        .as_ref()
+        .unwrap()
+        .match_expressions
+        .as_ref()
+        .unwrap()[0]
+        .values
+        .clone()
+        .unwrap();
+    assert_eq!(components.len(), 5);
+    let rules = bus.egress.as_ref().unwrap();
+    assert_eq!(rules.len(), 3);
+    assert_eq!(ports(&rules[0].ports), [4443]);
+    assert_eq!(
+        rules[0].to.as_ref().unwrap()[0]
+            .ip_block
+            .as_ref()
+            .unwrap()
+            .cidr,
+        "10.20.1.5/32"
+    );
+    assert_eq!(ports(&rules[1].ports), [4222]);
+    let service = &rules[1].to.as_ref().unwrap()[0];
+    assert_eq!(service.namespace_selector, Some(Default::default()));
+    assert_eq!(ports(&rules[2].ports), [4222]);
+    assert_eq!(
+        rules[2].to.as_ref().unwrap()[0]
+            .ip_block
+            .as_ref()
+            .unwrap()
+            .cidr,
+        "10.20.0.0/16"
+    );
+
+    // PostgreSQL: the stages holding the case store only.
+    let store = policy(&objects, "soc-store-egress");
+    let components = store
+        .pod_selector
+        .as_ref()
+        .unwrap()
+        .match_expressions
+        .as_ref()
+        .unwrap()[0]
+        .values
+        .clone()
+        .unwrap();
+    assert_eq!(components, ["cases", "respond"]);
+    let rule = &store.egress.as_ref().unwrap()[0];
+    assert_eq!(ports(&rule.ports), [6432]);
+    assert_eq!(
+        rule.to.as_ref().unwrap()[0].ip_block.as_ref().unwrap().cidr,
+        "192.0.2.10/32"
+    );
+
+    let api = policy(&objects, "soc-cases-api");
+    let components = api
+        .pod_selector
+        .as_ref()
+        .unwrap()
+        .match_expressions
+        .as_ref()
+        .unwrap()[0]
+        .values
+        .clone()
+        .unwrap();
+    assert_eq!(components, ["cases"]);
+    let rule = &api.ingress.as_ref().unwrap()[0];
+    assert_eq!(ports(&rule.ports), [8080]);
+    let from = &rule.from.as_ref().unwrap()[0];
+    assert_eq!(
+        from.namespace_selector
+            .as_ref()
+            .unwrap()
+            .match_labels
+            .as_ref()
+            .unwrap()["kubernetes.io/metadata.name"],
+        "ingress-nginx"
+    );
+
+    let metrics = policy(&objects, "soc-metrics");
+    let rule = &metrics.ingress.as_ref().unwrap()[0];
+    assert_eq!(ports(&rule.ports), [8080]);
+    let from = &rule.from.as_ref().unwrap()[0];
+    assert_eq!(
+        from.namespace_selector
+            .as_ref()
+            .unwrap()
+            .match_labels
+            .as_ref()
+            .unwrap()["kubernetes.io/metadata.name"],
+        "monitoring"
+    );
+    assert_eq!(
+        from.pod_selector
+            .as_ref()
+            .unwrap()
+            .match_labels
+            .as_ref()
+            .unwrap()["app.kubernetes.io/name"],
+        "prometheus"
+    );
+
+    // A name outside the cluster with no allowed network: its port, to any address.
+    let open = REACHABLE_PLATFORM.replace("    allowedNetworks: [10.20.0.0/16]\n", "");
+    let objects = build(&platform(&open), &bundles("a"));
+    let rules = policy(&objects, "soc-bus-egress").egress.clone().unwrap();
+    assert_eq!(rules[2].to, None);
+    assert_eq!(ports(&rules[2].ports), [4222]);
 }

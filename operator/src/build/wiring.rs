@@ -16,6 +16,10 @@ pub const TLS_DIR: &str = "/etc/kastell/tls";
 pub const NATS_TLS_DIR: &str = "/etc/kastell/nats-tls";
 /// Where the NATS `.creds` file is mounted.
 pub const NATS_CREDS_DIR: &str = "/etc/kastell/nats-creds";
+/// Where the NATS `user:password` file is mounted.
+pub const NATS_USER_PASSWORD_DIR: &str = "/etc/kastell/nats-user-password";
+/// Where the NATS token file is mounted.
+pub const NATS_TOKEN_DIR: &str = "/etc/kastell/nats-token";
 /// Where the PostgreSQL password is mounted.
 pub const STORE_PASSWORD_DIR: &str = "/etc/kastell/store-password";
 /// Where the CA of the PostgreSQL server is mounted.
@@ -126,6 +130,24 @@ pub fn secret_mounts(input: &BuildInput, stage: Stage) -> Vec<SecretMount> {
             NATS_CREDS_DIR,
             &[(&creds.key, "nats.creds")],
             &[("KASTELL_NATS_CREDS_FILE", "nats.creds")],
+        ));
+    }
+    if let Some(user) = &spec.bus.user_password_secret {
+        mounts.push(secret_mount(
+            "nats-user-password",
+            &user.name,
+            NATS_USER_PASSWORD_DIR,
+            &[(&user.key, "user-password")],
+            &[("KASTELL_NATS_USER_PASSWORD_FILE", "user-password")],
+        ));
+    }
+    if let Some(token) = &spec.bus.token_secret {
+        mounts.push(secret_mount(
+            "nats-token",
+            &token.name,
+            NATS_TOKEN_DIR,
+            &[(&token.key, "token")],
+            &[("KASTELL_NATS_TOKEN_FILE", "token")],
         ));
     }
     if stage == Stage::Enrich {

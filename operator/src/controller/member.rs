@@ -73,7 +73,12 @@ where
     let started = Instant::now();
     let policy = read_policy(&context, &object.namespace().unwrap_or_default()).await?;
 
-    let verdict = object.admit(policy.as_ref());
+    let verdict = if object.depends_on_namespace() {
+        let namespace = read_namespace_members::<K>(&context, &object).await?;
+        object.admit_among(policy.as_ref(), &namespace)
+    } else {
+        object.admit(policy.as_ref())
+    };
 
     let outcome = match &verdict.outcome {
         Ok(_) => Ok(admitted_message(K::KIND, policy.is_some())),
@@ -106,6 +111,26 @@ where
         .metrics
         .reconciled(K::KIND, started.elapsed().as_secs_f64());
     Ok(Action::requeue(RECHECK))
+}
+
+/// The members of the object's kind in its namespace; the object itself as it was
+/// handed to the reconcile, should the list not hold it yet.
+async fn read_namespace_members<K>(context: &Context, object: &K) -> Result<Vec<K>, Error>
+where
+    K: Member + Resource<Scope = NamespaceResourceScope> + DeserializeOwned + Debug,
+{
+    let namespace = object.namespace().unwrap_or_default();
+    let mut members = Api::<K>::namespaced(context.client.clone(), &namespace)
+        .list(&Default::default())
+        .await
+        .map_err(|source| Error::Read {
+            what: format!("the {}s of namespace {namespace}", K::KIND),
+            source,
+        })?
+        .items;
+    members.retain(|m| m.name_any() != object.name_any());
+    members.push(object.clone());
+    Ok(members)
 }
 
 fn admitted_message(kind: &str, has_policy: bool) -> String {

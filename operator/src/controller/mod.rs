@@ -7,8 +7,10 @@ pub mod health;
 pub mod leader;
 mod member;
 pub mod metrics;
+pub mod ownership;
 mod placement;
 mod platform;
+pub mod store_change;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -7,11 +7,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
-use kastell_crds::{DetectionRule, IntelFeed, Playbook, SecOpsPlatform, Sensor};
+use kastell_crds::{Case, DetectionRule, IntelFeed, Playbook, SecOpsPlatform, Sensor};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{watcher, Controller};
@@ -20,6 +20,7 @@ use serde_json::json;
 
 use super::member::{error_policy, previous_conditions};
 use super::placement;
+use super::store_change;
 use super::{apply, failure_key, Context, Error};
 use crate::admission::{Member, Verdict};
 use crate::build::{self, BuildInput, Bundle, BundleEntry, PlatformObjects, Stage};
@@ -45,7 +46,8 @@ pub async fn run(context: Arc<Context>) {
             .map(|p| ObjectRef::from_obj(&*p))
             .collect::<Vec<_>>()
     };
-    let (a, b, c, d) = (
+    let (a, b, c, d, e) = (
+        in_namespace.clone(),
         in_namespace.clone(),
         in_namespace.clone(),
         in_namespace.clone(),
@@ -55,6 +57,10 @@ pub async fn run(context: Arc<Context>) {
     controller
         .owns(
             Api::<Deployment>::all(client.clone()),
+            watcher::Config::default(),
+        )
+        .owns(
+            Api::<StatefulSet>::all(client.clone()),
             watcher::Config::default(),
         )
         .owns(
@@ -88,6 +94,13 @@ pub async fn run(context: Arc<Context>) {
             Api::<Playbook>::all(client.clone()),
             watcher::Config::default(),
             move |o| d(o.namespace()),
+        )
+        // Cases are in no bundle, but the platform owns the synced ones and reports
+        // whether their case ids belong to the store it names.
+        .watches(
+            Api::<Case>::all(client.clone()),
+            watcher::Config::default(),
+            move |o| e(o.namespace()),
         )
         .watches(
             Api::<k8s_openapi::api::core::v1::Pod>::all(client.clone()),
@@ -133,6 +146,8 @@ async fn reconcile(platform: Arc<SecOpsPlatform>, context: Arc<Context>) -> Resu
     });
 
     apply_all(&context, &objects).await?;
+    retire_replaced_workloads(&context, &platform, &objects).await?;
+    super::ownership::reconcile(&context, &platform).await?;
 
     let placement = placement::observe(&context, &platform, &regions).await?;
     let residency = residency_condition(&verdicts, &placement);
@@ -142,7 +157,8 @@ async fn reconcile(platform: Arc<SecOpsPlatform>, context: Arc<Context>) -> Resu
         summary.push_str("; ");
         summary.push_str(gap);
     }
-    write_status(&context, &platform, Ok(&summary), residency).await?;
+    let store = case_store_change(&context, &platform).await?;
+    write_status(&context, &platform, Ok(&summary), residency, Some(store)).await?;
     context.succeeded(&failure_key(&ObjectRef::from_obj(&*platform)));
     context
         .metrics
@@ -162,6 +178,7 @@ impl Members {
     fn admit(&self, policy: &EndpointPolicy) -> Vec<Verdict> {
         let p = Some(policy);
         let mut verdicts: Vec<Verdict> = self.rules.iter().map(|m| m.admit(p)).collect();
+        crate::admission::check_correlations(&self.rules, &mut verdicts);
         verdicts.extend(self.sensors.iter().map(|m| m.admit(p)));
         verdicts.extend(self.feeds.iter().map(|m| m.admit(p)));
         verdicts.extend(self.playbooks.iter().map(|m| m.admit(p)));
@@ -253,7 +270,14 @@ async fn refuse(
     tracing::info!(message, "platform refused");
     context.warn(platform, "InvalidSpec", message).await;
     let residency = Observed::new(CONDITION_RESIDENCY, false, "InvalidSpec", message);
-    write_status(context, platform, Err(("InvalidSpec", message)), residency).await?;
+    write_status(
+        context,
+        platform,
+        Err(("InvalidSpec", message)),
+        residency,
+        None,
+    )
+    .await?;
     context
         .metrics
         .reconciled(KIND, started.elapsed().as_secs_f64());
@@ -302,10 +326,76 @@ async fn apply_all(context: &Context, objects: &PlatformObjects) -> Result<(), E
     for o in &objects.services {
         apply::object(client, o).await?;
     }
-    for o in &objects.deployments {
-        apply::object(client, o).await?;
+    for workload in &objects.workloads {
+        match workload {
+            build::Workload::Deployment(o) => apply::object(client, o).await?,
+            build::Workload::StatefulSet(o) => apply::object(client, o).await?,
+        }
     }
     Ok(())
+}
+
+/// A stage that changed kind (correlate, and ingest and respond with a persistent
+/// `--data`, became StatefulSets; a stage set to `emptyDir` goes back to a Deployment)
+/// would otherwise run twice: the object of the other kind is deleted, but only when this
+/// platform controls it.
+async fn retire_replaced_workloads(
+    context: &Context,
+    platform: &SecOpsPlatform,
+    objects: &PlatformObjects,
+) -> Result<(), Error> {
+    let namespace = platform.namespace().unwrap_or_default();
+    let uid = platform.uid().unwrap_or_default();
+    for workload in &objects.workloads {
+        let name = workload.name();
+        match workload {
+            build::Workload::Deployment(_) => {
+                retire::<StatefulSet>(context, &namespace, name, &uid).await?
+            }
+            build::Workload::StatefulSet(_) => {
+                retire::<Deployment>(context, &namespace, name, &uid).await?
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn retire<K>(context: &Context, namespace: &str, name: &str, owner: &str) -> Result<(), Error>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let api = Api::<K>::namespaced(context.client.clone(), namespace);
+    let what = || format!("{} {namespace}/{name}", K::kind(&()));
+    let found = api.get_opt(name).await.map_err(|source| Error::Read {
+        what: what(),
+        source,
+    })?;
+    let controlled = found.is_some_and(|o| {
+        o.owner_references()
+            .iter()
+            .any(|r| r.uid == owner && r.controller == Some(true))
+    });
+    if !controlled {
+        return Ok(());
+    }
+    match api.delete(name, &kube::api::DeleteParams::default()).await {
+        Ok(_) => {
+            tracing::info!(
+                kind = K::kind(&()).as_ref(),
+                name,
+                "replaced workload deleted"
+            );
+            Ok(())
+        }
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        Err(source) => Err(Error::Apply {
+            what: format!("deleting the replaced {}", what()),
+            source,
+        }),
+    }
 }
 
 fn summary(verdicts: &[Verdict]) -> String {
@@ -347,11 +437,51 @@ fn residency_condition(verdicts: &[Verdict], placement: &placement::Placement) -
     placement.condition()
 }
 
+/// Whether the namespace's Cases hold ids of another case store than the one named now;
+/// a Warning Event when that starts.
+async fn case_store_change(
+    context: &Context,
+    platform: &SecOpsPlatform,
+) -> Result<(Option<String>, Observed), Error> {
+    let namespace = platform.namespace().unwrap_or_default();
+    let cases: Vec<Case> = list_cases(context, &namespace).await?;
+    let with_ids = cases
+        .iter()
+        .filter(|c| c.status.as_ref().is_some_and(|s| s.case_id.is_some()))
+        .count();
+    let (recorded, condition) = store_change::assess(platform, with_ids);
+    let was = previous_conditions(platform)
+        .iter()
+        .find(|c| c.type_ == store_change::CONDITION_CASE_STORE_CHANGED)
+        .map(|c| c.status.clone());
+    if condition.status == "True" && was.as_deref() != Some("True") {
+        tracing::info!(message = %condition.message, "case store changed");
+        context
+            .warn(platform, &condition.reason, &condition.message)
+            .await;
+    }
+    Ok((recorded, condition))
+}
+
+async fn list_cases(context: &Context, namespace: &str) -> Result<Vec<Case>, Error> {
+    Api::<Case>::namespaced(context.client.clone(), namespace)
+        .list(&Default::default())
+        .await
+        .map(|l| l.items)
+        .map_err(|source| Error::Read {
+            what: format!("the Cases of namespace {namespace}"),
+            source,
+        })
+}
+
+/// `store`: the case store to record and its condition; `None` (a refused platform)
+/// leaves both as they are.
 async fn write_status(
     context: &Context,
     platform: &SecOpsPlatform,
     outcome: Result<&str, (&str, &str)>,
     residency: Observed,
+    store: Option<(Option<String>, Observed)>,
 ) -> Result<(), Error> {
     let generation = platform.meta().generation;
     let mut observed = standard(outcome);
@@ -361,10 +491,25 @@ async fn write_status(
         _ => None,
     };
     observed.push(residency);
-    let status = json!({
-        "conditions": merge(&previous_conditions(platform), &observed, generation),
+    let previous = previous_conditions(platform);
+    let recorded = match store {
+        Some((recorded, condition)) => {
+            observed.push(condition);
+            recorded
+        }
+        // A refused platform: the condition stays as it was (merge keeps it).
+        None => platform
+            .status
+            .as_ref()
+            .and_then(|s| s.case_store_url.clone()),
+    };
+    let mut status = json!({
+        "conditions": merge(&previous, &observed, generation),
         "observedGeneration": generation,
         "residencyCompliant": compliant,
     });
+    if let Some(url) = recorded {
+        status["caseStoreUrl"] = json!(url);
+    }
     apply::status(&context.client, platform, status).await
 }
