@@ -516,7 +516,25 @@ impl RuleSet {
             .iter()
             .map(|r| rule_requirement(&r.detector, &r.routes))
             .collect();
-        self.index = match RuleIndex::build(&requirements) {
+        // One slot per distinct path any rule reads: the index walk fills the slots once
+        // per event, and every candidate's checks read them instead of looking fields up.
+        let mut slot_of: HashMap<String, u32> = HashMap::new();
+        let mut slot_paths: Vec<String> = Vec::new();
+        for rule in &mut self.rules {
+            rule.detector.field_refs_mut(&mut |field| {
+                field.slots = field
+                    .paths
+                    .iter()
+                    .map(|path| {
+                        *slot_of.entry(path.clone()).or_insert_with(|| {
+                            slot_paths.push(path.clone());
+                            (slot_paths.len() - 1) as u32
+                        })
+                    })
+                    .collect();
+            });
+        }
+        self.index = match RuleIndex::build(&requirements, &slot_paths) {
             Ok(index) => index,
             Err(error) => {
                 // Only more needles on one path than aho-corasick can hold gets here;
@@ -599,10 +617,10 @@ impl RuleSet {
     /// The rules the index leaves as candidates whose detection the event satisfies, in
     /// the order added.
     fn matching_raw(&self, event: &Map<String, Value>) -> Vec<usize> {
-        self.index.with_candidates(event, |candidates| {
+        self.index.with_candidates(event, |candidates, slots| {
             candidates
                 .iter()
-                .filter(|&i| self.rules[i].detector.matches(event))
+                .filter(|&i| self.rules[i].detector.matches_in(event, Some(slots)))
                 .collect()
         })
     }
@@ -712,12 +730,12 @@ impl RuleSet {
     /// cannot match it. A measure of the index, for benchmarks.
     pub fn raw_candidates(&self, event: &Map<String, Value>) -> usize {
         self.index
-            .with_candidates(event, |candidates| candidates.iter().count())
+            .with_candidates(event, |candidates, _| candidates.iter().count())
     }
 
     /// The rules the index leaves to evaluate in full on the flat event, in order.
     pub fn raw_candidate_rules(&self, event: &Map<String, Value>) -> Vec<&RuleRef> {
-        self.index.with_candidates(event, |candidates| {
+        self.index.with_candidates(event, |candidates, _| {
             candidates.iter().map(|i| &self.rules[i].rule).collect()
         })
     }
@@ -779,13 +797,13 @@ impl RuleSet {
         if routed.peek().is_none() {
             return Vec::new();
         }
-        self.index.with_candidates(fields, |candidates| {
+        self.index.with_candidates(fields, |candidates, slots| {
             routed
                 .filter(|&i| {
                     let rule = &self.rules[i];
                     candidates.contains(i)
                         && rule.accepts(dataset, fields)
-                        && rule.detector.matches(fields)
+                        && rule.detector.matches_in(fields, Some(slots))
                 })
                 .collect()
         })
