@@ -96,11 +96,13 @@ fn detect(
             display_paths(&args.rules)
         )?;
     }
-    let stats = kastell_correlate::detect_to_jsonl(&rules, input, out)?;
+    // Input that is not JSON is reported on stderr by line and skipped.
+    let stats = kastell_correlate::detect_to_jsonl(&rules, input, out, err)?;
     tracing::info!(
         rules = rules.len(),
         skipped = problems.len(),
         events = stats.events,
+        bad_events = stats.skipped,
         matches = stats.matches,
         "detect finished"
     );
@@ -238,6 +240,37 @@ mod tests {
         assert_eq!(lines[0]["rule_title"], "T");
         let err = String::from_utf8(err).unwrap();
         assert!(err.contains("nosuchmodifier"), "{err}");
+    }
+
+    #[test]
+    fn a_line_that_is_not_json_is_reported_and_the_run_goes_on() {
+        let dir = rules_dir();
+        let events =
+            "{\"Image\": \"C:\\\\sc.exe\"}\n{\"Image\": broken\n{\"Image\": \"b\\\\sc.exe\"}\n";
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let code = detect(
+            &args(dir.path(), false),
+            events.as_bytes(),
+            &mut out,
+            &mut err,
+        )
+        .unwrap();
+        assert_eq!(code, ExitCode::SUCCESS);
+        let indices: Vec<u64> = String::from_utf8(out)
+            .unwrap()
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["event_index"]
+                    .as_u64()
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(indices, [0, 2]);
+        let err = String::from_utf8(err).unwrap();
+        assert!(
+            err.contains("event skipped: line 2 (event 1): expected value"),
+            "{err}"
+        );
     }
 
     #[test]
