@@ -616,7 +616,7 @@ impl RuleSet {
 
     /// The rules the index leaves as candidates whose detection the event satisfies, in
     /// the order added.
-    fn matching_raw(&self, event: &Map<String, Value>) -> Vec<usize> {
+    fn matching_raw(&self, event: &Map<String, Value>) -> Matched {
         self.index.with_candidates(event, |candidates, slots| {
             candidates
                 .iter()
@@ -790,12 +790,12 @@ impl RuleSet {
         specific.iter().chain(general).copied()
     }
 
-    fn matching(&self, event: &Event) -> Vec<usize> {
+    fn matching(&self, event: &Event) -> Matched {
         let fields = event.as_map();
         let dataset = event.dataset();
         let mut routed = self.routed(event).peekable();
         if routed.peek().is_none() {
-            return Vec::new();
+            return Matched::new();
         }
         self.index.with_candidates(fields, |candidates, slots| {
             routed
@@ -824,6 +824,9 @@ impl RuleSet {
             .map(|i| &self.rules[i].rule)
     }
 }
+
+/// The positions of the rules an event matches: a few at most, so they stay inline.
+type Matched = smallvec::SmallVec<[usize; 8]>;
 
 fn resource_of(rule: &RuleRef) -> String {
     rule.source
