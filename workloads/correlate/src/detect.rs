@@ -131,8 +131,7 @@ pub fn load_rules(paths: &[PathBuf]) -> Result<(RuleSet, Vec<RuleError>), Detect
             path: file.clone(),
             source,
         })?;
-        let name = file.display().to_string();
-        documents.push(RuleDocument::new(name.clone(), text).with_path(name));
+        documents.push(RuleDocument::sigma_file(file.display().to_string(), text));
     }
     Ok(RuleSet::compile_raw(documents))
 }

@@ -35,6 +35,9 @@ pub struct RuleDocument {
     pub enabled: bool,
     /// `spec.suppressionWindow`: repeats of an alert within it are dropped.
     pub suppression: Option<std::time::Duration>,
+    /// The document is a Sigma rule file read as it is (`resource` is its path), not a
+    /// DetectionRule resource: errors name it as a file.
+    pub file: bool,
 }
 
 impl RuleDocument {
@@ -48,6 +51,16 @@ impl RuleDocument {
             level: None,
             enabled: true,
             suppression: None,
+            file: false,
+        }
+    }
+
+    /// A Sigma rule file as it is (not a resource), named by its path.
+    pub fn sigma_file(path: impl Into<String>, sigma: impl Into<String>) -> Self {
+        let path = path.into();
+        RuleDocument {
+            file: true,
+            ..RuleDocument::new(path.clone(), sigma).with_path(path)
         }
     }
 
@@ -106,6 +119,7 @@ impl RuleDocument {
 
     fn named(&self, mut e: RuleError) -> RuleError {
         e.resource = Some(self.resource.as_str().into());
+        e.file = self.file;
         e
     }
 
@@ -119,6 +133,7 @@ impl RuleDocument {
         let fail = |kind: ErrorKind| {
             self.named(RuleError {
                 resource: None,
+                file: false,
                 rule_id: rule.reference().map(Into::into),
                 title: Some(rule.title.as_str().into()),
                 kind,
@@ -182,6 +197,7 @@ impl RuleDocument {
             detector,
             enabled: self.enabled,
             emits: true,
+            file: self.file,
         })
     }
 
@@ -283,6 +299,8 @@ pub struct CompiledRule {
     enabled: bool,
     /// Raises its own alerts: false when only correlations use it (no `generate`).
     emits: bool,
+    /// Read from a bare Sigma file rather than a DetectionRule (for error messages).
+    file: bool,
 }
 
 impl CompiledRule {
@@ -437,7 +455,12 @@ impl RuleSet {
         let mut taken: HashMap<String, String> = self
             .rules
             .iter()
-            .map(|r| (r.rule.id.clone(), resource_of(&r.rule)))
+            .map(|r| {
+                (
+                    r.rule.id.clone(),
+                    origin_label(&resource_of(&r.rule), r.file),
+                )
+            })
             .collect();
         let mut accepted = Vec::new();
         let mut origin = Vec::new();
@@ -454,12 +477,15 @@ impl RuleSet {
                     &rule,
                     ErrorKind::DuplicateId {
                         id: rule_ref.id.clone(),
-                        other: format!("DetectionRule {other}"),
+                        other: other.clone(),
                     },
                 ));
                 continue;
             }
-            taken.insert(rule_ref.id.clone(), document.resource.clone());
+            taken.insert(
+                rule_ref.id.clone(),
+                origin_label(&document.resource, document.file),
+            );
             origin.push((at, rule.clone()));
             accepted.push((rule, rule_ref));
         }
@@ -494,16 +520,17 @@ impl RuleSet {
             if let Some(other) = seen.get(&rule.rule.id) {
                 errors.push(RuleError {
                     resource: Some(resource.into()),
+                    file: rule.file,
                     rule_id: Some(rule.rule.id.as_str().into()),
                     title: Some(rule.rule.title.as_str().into()),
                     kind: ErrorKind::DuplicateId {
                         id: rule.rule.id.clone(),
-                        other: format!("DetectionRule {other}"),
+                        other: other.clone(),
                     },
                 });
                 continue;
             }
-            seen.insert(rule.rule.id.clone(), resource);
+            seen.insert(rule.rule.id.clone(), origin_label(&resource, rule.file));
             set.add(rule);
         }
         set.build_index();
@@ -828,6 +855,15 @@ impl RuleSet {
 /// The positions of the rules an event matches: a few at most, so they stay inline.
 type Matched = smallvec::SmallVec<[usize; 8]>;
 
+/// How messages name where a rule came from: a DetectionRule resource, or a bare file.
+fn origin_label(resource: &str, file: bool) -> String {
+    if file {
+        format!("file {resource}")
+    } else {
+        format!("DetectionRule {resource}")
+    }
+}
+
 fn resource_of(rule: &RuleRef) -> String {
     rule.source
         .as_ref()
@@ -842,6 +878,7 @@ fn correlation_error(
 ) -> RuleError {
     RuleError {
         resource: Some(document.resource.as_str().into()),
+        file: document.file,
         rule_id: rule.reference().map(Into::into),
         title: Some(rule.title.as_str().into()),
         kind,

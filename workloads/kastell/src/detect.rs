@@ -127,8 +127,7 @@ fn rule_documents(paths: &[PathBuf]) -> anyhow::Result<(Vec<RuleDocument>, Vec<S
                 &mut problems,
             ));
         } else {
-            let name = file.display().to_string();
-            documents.push(RuleDocument::new(name.clone(), text).with_path(name));
+            documents.push(RuleDocument::sigma_file(file.display().to_string(), text));
         }
     }
     Ok((documents, problems))
@@ -211,6 +210,7 @@ mod tests {
         std::fs::write(dir.path().join("sub/good.yml"), GOOD).unwrap();
         std::fs::write(dir.path().join("bad.yaml"), BAD).unwrap();
         std::fs::write(dir.path().join("notes.txt"), "not a rule").unwrap();
+        std::fs::write(dir.path().join("empty.yml"), "# nothing yet\n").unwrap();
         dir
     }
 
@@ -240,6 +240,17 @@ mod tests {
         assert_eq!(lines[0]["rule_title"], "T");
         let err = String::from_utf8(err).unwrap();
         assert!(err.contains("nosuchmodifier"), "{err}");
+        // Bare Sigma files are named as files, not as DetectionRules.
+        assert!(!err.contains("DetectionRule"), "{err}");
+        let bad = dir.path().join("bad.yaml").display().to_string();
+        assert!(err.contains(&format!("(file {bad}): ")), "{err}");
+        let empty = dir.path().join("empty.yml").display().to_string();
+        assert!(
+            err.contains(&format!(
+                "rule skipped: rule (file {empty}): no rule: the text is empty"
+            )),
+            "{err}"
+        );
     }
 
     #[test]
