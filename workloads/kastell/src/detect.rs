@@ -285,6 +285,33 @@ mod tests {
     }
 
     #[test]
+    fn a_detection_rule_without_a_spec_is_skipped_with_file_name_and_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("empty-spec.yaml");
+        std::fs::write(
+            &file,
+            "apiVersion: kastell.eu/v1alpha1\nkind: DetectionRule\n\
+             metadata: {name: empty-spec, namespace: soc}\nspec: {}\n",
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("good.yml"), GOOD).unwrap();
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let code = detect(&args(dir.path(), false), &b"{}"[..], &mut out, &mut err).unwrap();
+        assert_eq!(code, ExitCode::SUCCESS);
+        let err = String::from_utf8(err).unwrap();
+        let line = err
+            .lines()
+            .find(|l| l.starts_with("rule skipped: "))
+            .unwrap_or_else(|| panic!("no skipped rule reported: {err}"));
+        assert!(line.contains(&file.display().to_string()), "{line}");
+        assert!(line.contains("DetectionRule empty-spec"), "{line}");
+        assert!(
+            line.contains("sigma"),
+            "the reason names the missing field: {line}"
+        );
+    }
+
+    #[test]
     fn strict_fails_on_a_bad_rule() {
         let dir = rules_dir();
         let (mut out, mut err) = (Vec::new(), Vec::new());
