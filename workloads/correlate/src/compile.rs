@@ -418,10 +418,7 @@ fn compile_field_match(m: &FieldMatch, fields: &Routing) -> Result<Check, ErrorK
             field: name.clone(),
         });
     }
-    let field = FieldRef {
-        paths: resolved.paths,
-        any: resolved.any,
-    };
+    let field = FieldRef::new(resolved.paths, resolved.any);
 
     let test = if plan.fieldref {
         fieldref_test(m, &plan, fields)?
@@ -475,10 +472,7 @@ fn fieldref_test(m: &FieldMatch, plan: &Plan, fields: &Routing) -> Result<FieldT
         .map(|value| match value {
             SigmaValue::String(name) if !name.raw().is_empty() => {
                 let resolved = fields.fields.resolve(name.raw());
-                Ok(FieldRef {
-                    paths: resolved.paths,
-                    any: resolved.any,
-                })
+                Ok(FieldRef::new(resolved.paths, resolved.any))
             }
             _ => Err(ErrorKind::invalid(
                 &m.path,

@@ -3,7 +3,7 @@
 //! flattened to Sigma field names, and one JSON line written per match.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -21,11 +21,8 @@ pub enum DetectError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("event {index}: {source}")]
-    Event {
-        index: usize,
-        source: serde_json::Error,
-    },
+    #[error("reading events: {0}")]
+    Input(std::io::Error),
     #[error("writing matches: {0}")]
     Write(#[from] std::io::Error),
 }
@@ -134,8 +131,7 @@ pub fn load_rules(paths: &[PathBuf]) -> Result<(RuleSet, Vec<RuleError>), Detect
             path: file.clone(),
             source,
         })?;
-        let name = file.display().to_string();
-        documents.push(RuleDocument::new(name.clone(), text).with_path(name));
+        documents.push(RuleDocument::sigma_file(file.display().to_string(), text));
     }
     Ok(RuleSet::compile_raw(documents))
 }
@@ -197,33 +193,85 @@ fn flatten_into(flat: &mut Map<String, Value>, fields: Map<String, Value>) {
 /// Totals of one run.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct DetectStats {
+    /// Events read, skipped ones included.
     pub events: usize,
     pub matches: usize,
+    /// Input that is not JSON, skipped (see [`SkippedEvent`]).
+    pub skipped: usize,
+}
+
+/// Input that is not a JSON value, skipped: where it is and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SkippedEvent {
+    /// The event index it takes, so the indexes of the events after it still count the
+    /// input's lines (JSON lines) or objects.
+    pub index: usize,
+    /// 1-based line of the input where the error is.
+    pub line: usize,
+    /// serde_json's reason.
+    pub reason: String,
+}
+
+impl std::fmt::Display for SkippedEvent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "event skipped: line {} (event {}): {}",
+            self.line, self.index, self.reason
+        )
+    }
 }
 
 /// Evaluates every event of `input` (JSON objects, one per line or concatenated) against
 /// the set in raw mode, calling `on_match` for each match in input order: the detection
 /// rules an event matches, then the correlations it completes. Correlation windows run on
-/// the events' own time ([`event_time_ms`]).
+/// the events' own time ([`event_time_ms`]). Input that is not JSON is skipped and
+/// counted; see [`detect_events_reporting`] to hear about each.
 ///
 /// # Errors
 ///
-/// [`DetectError::Event`] at the first event that is not JSON: a stream of concatenated
-/// objects cannot be resynchronised after a syntax error, so the run stops there, with the
-/// matches of the events before it already delivered.
+/// The input cannot be read, or `on_match` fails.
 pub fn detect_events(
     rules: &RuleSet,
     input: impl Read,
+    on_match: impl FnMut(DetectMatch) -> Result<(), DetectError>,
+) -> Result<DetectStats, DetectError> {
+    detect_events_reporting(rules, input, on_match, |_| Ok(()))
+}
+
+/// [`detect_events`], calling `on_skip` for each piece of input that is not JSON. After a
+/// syntax error the reading resumes at the next line, so one bad line of JSON lines costs
+/// only itself; a broken object spread over several lines is skipped line by line.
+///
+/// # Errors
+///
+/// The input cannot be read, or `on_match` or `on_skip` fails.
+pub fn detect_events_reporting(
+    rules: &RuleSet,
+    input: impl Read,
     mut on_match: impl FnMut(DetectMatch) -> Result<(), DetectError>,
+    mut on_skip: impl FnMut(SkippedEvent) -> Result<(), DetectError>,
 ) -> Result<DetectStats, DetectError> {
     let mut stats = DetectStats::default();
     let mut state = rules.correlation_state::<usize>();
     // An event without a readable time is taken to happen with the one before it.
     let mut time_ms = 0;
-    let stream = serde_json::Deserializer::from_reader(input).into_iter::<Value>();
-    for (index, event) in stream.enumerate() {
-        let event = event.map_err(|source| DetectError::Event { index, source })?;
+    let mut values = JsonValues::new(input);
+    while let Some(read) = values.next_value()? {
+        let index = stats.events;
         stats.events += 1;
+        let event = match read {
+            Ok(event) => event,
+            Err((line, reason)) => {
+                stats.skipped += 1;
+                on_skip(SkippedEvent {
+                    index,
+                    line,
+                    reason,
+                })?;
+                continue;
+            }
+        };
         let flat = flatten_event(event);
         time_ms = event_time_ms(&flat).unwrap_or(time_ms);
         let evaluation = rules.evaluate_raw_with(&mut state, &flat, time_ms, &|| index);
@@ -251,6 +299,89 @@ pub fn detect_events(
     Ok(stats)
 }
 
+/// The JSON values of a stream, one per line or concatenated (objects may span lines),
+/// with syntax errors reported by line and skipped to the next line. Reads line by line, so
+/// a stream (stdin) is evaluated as it arrives.
+struct JsonValues<R> {
+    reader: BufReader<R>,
+    /// Input read but not yet parsed: whole lines, from line `first_line`.
+    pending: Vec<u8>,
+    first_line: usize,
+    /// Lines read so far.
+    lines: usize,
+    done: bool,
+}
+
+/// A value, or the line and reason of input that is not one.
+type ValueRead = Result<Value, (usize, String)>;
+
+impl<R: Read> JsonValues<R> {
+    fn new(input: R) -> Self {
+        JsonValues {
+            reader: BufReader::new(input),
+            pending: Vec::new(),
+            first_line: 1,
+            lines: 0,
+            done: false,
+        }
+    }
+
+    fn next_value(&mut self) -> Result<Option<ValueRead>, DetectError> {
+        loop {
+            let mut stream = serde_json::Deserializer::from_slice(&self.pending).into_iter();
+            let parsed: Option<Result<Value, serde_json::Error>> = stream.next();
+            let offset = stream.byte_offset();
+            match parsed {
+                Some(Ok(value)) => {
+                    self.consume(offset);
+                    return Ok(Some(Ok(value)));
+                }
+                // Only whitespace is pending.
+                None if self.done => return Ok(None),
+                None => {
+                    self.consume(self.pending.len());
+                }
+                Some(Err(e)) if e.is_eof() && !self.done => {}
+                Some(Err(e)) => {
+                    let line = self.first_line + e.line().saturating_sub(1);
+                    let reason = e.to_string();
+                    // Drop through the end of the line the error is on.
+                    let end = self
+                        .pending
+                        .split_inclusive(|b| *b == b'\n')
+                        .take(e.line().max(1))
+                        .map(<[u8]>::len)
+                        .sum();
+                    self.consume(end);
+                    return Ok(Some(Err((line, reason))));
+                }
+            }
+            if self.done {
+                return Ok(None);
+            }
+            let read = self
+                .reader
+                .read_until(b'\n', &mut self.pending)
+                .map_err(DetectError::Input)?;
+            if read == 0 {
+                self.done = true;
+            } else {
+                self.lines += 1;
+            }
+        }
+    }
+
+    /// Drops the first `bytes` of the pending input, keeping the line count of what stays.
+    fn consume(&mut self, bytes: usize) {
+        let bytes = bytes.min(self.pending.len());
+        self.first_line += self.pending[..bytes]
+            .iter()
+            .filter(|b| **b == b'\n')
+            .count();
+        self.pending.drain(..bytes);
+    }
+}
+
 fn correlation_match(hit: CorrelationHit<'_, usize>) -> DetectMatch {
     DetectMatch {
         rule_id: hit.rule.id.clone(),
@@ -262,7 +393,8 @@ fn correlation_match(hit: CorrelationHit<'_, usize>) -> DetectMatch {
     }
 }
 
-/// [`detect_events`] writing each match as one JSON line to `out`.
+/// [`detect_events`] writing each match as one JSON line to `out`, and each skipped piece
+/// of input as one line to `skipped` (`event skipped: line N (event I): reason`).
 ///
 /// # Errors
 ///
@@ -271,12 +403,21 @@ pub fn detect_to_jsonl(
     rules: &RuleSet,
     input: impl Read,
     out: &mut impl Write,
+    skipped: &mut impl Write,
 ) -> Result<DetectStats, DetectError> {
-    detect_events(rules, input, |m| {
-        let line = serde_json::to_string(&m).map_err(std::io::Error::other)?;
-        writeln!(out, "{line}")?;
-        Ok(())
-    })
+    detect_events_reporting(
+        rules,
+        input,
+        |m| {
+            let line = serde_json::to_string(&m).map_err(std::io::Error::other)?;
+            writeln!(out, "{line}")?;
+            Ok(())
+        },
+        |skip| {
+            writeln!(skipped, "{skip}")?;
+            Ok(())
+        },
+    )
 }
 
 #[cfg(test)]
@@ -325,12 +466,13 @@ detection:
             r#"{"Event": {"EventData": {"Image": "C:\\sc.exe", "CommandLine": "sc stop x"}}}"#
         );
         let mut out = Vec::new();
-        let stats = detect_to_jsonl(&set(), input.as_bytes(), &mut out).unwrap();
+        let stats = detect_to_jsonl(&set(), input.as_bytes(), &mut out, &mut Vec::new()).unwrap();
         assert_eq!(
             stats,
             DetectStats {
                 events: 4,
-                matches: 2
+                matches: 2,
+                skipped: 0
             }
         );
         let lines: Vec<Value> = String::from_utf8(out)
@@ -348,16 +490,38 @@ detection:
     }
 
     #[test]
-    fn bad_json_stops_with_the_event_index() {
-        let input = r#"{"Image": "C:\\sc.exe", "CommandLine": "sc stop x"} {nope"#;
-        let mut seen = 0;
-        let err = detect_events(&set(), input.as_bytes(), |_| {
-            seen += 1;
-            Ok(())
-        })
-        .unwrap_err();
-        assert!(matches!(err, DetectError::Event { index: 1, .. }), "{err}");
-        assert_eq!(seen, 1);
+    fn input_that_is_not_json_is_reported_by_line_and_skipped() {
+        let hit = r#"{"Image": "C:\\sc.exe", "CommandLine": "sc stop x"}"#;
+        let input = format!(
+            "{hit}\nnot json at all\n{hit}\n{{\"Image\": \n  \"C:\\\\sc.exe\",\n  \
+             \"CommandLine\": \"sc stop x\"}}\n{{\"Image\": oops}}\n{hit}\n{{\"cut"
+        );
+        let (mut matched, mut skipped) = (Vec::new(), Vec::new());
+        let stats = detect_events_reporting(
+            &set(),
+            input.as_bytes(),
+            |m| {
+                matched.push(m.event_index.unwrap());
+                Ok(())
+            },
+            |s| {
+                skipped.push((s.index, s.line));
+                Ok(())
+            },
+        )
+        .unwrap();
+        // The multi-line object (lines 4-6) is event 3; each bad line keeps its index.
+        assert_eq!(matched, [0, 2, 3, 5]);
+        assert_eq!(skipped, [(1, 2), (4, 7), (6, 9)]);
+        assert_eq!(stats.skipped, 3);
+        assert_eq!(stats.events, 7);
+        let mut err = Vec::new();
+        detect_to_jsonl(&set(), "nope\n".as_bytes(), &mut Vec::new(), &mut err).unwrap();
+        let err = String::from_utf8(err).unwrap();
+        assert!(
+            err.starts_with("event skipped: line 1 (event 0): expected"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -15,6 +15,8 @@ pub enum ErrorKind {
     MultipleDocuments(usize),
     #[error("a rule must be a YAML mapping")]
     NotAMapping,
+    #[error("no rule: the text is empty or holds only YAML comments and empty documents")]
+    Empty,
     #[error("missing required field `{0}`")]
     Missing(&'static str),
     #[error("`{path}`: {reason}")]
@@ -61,6 +63,7 @@ impl ErrorKind {
             ErrorKind::Yaml(_) => "invalid YAML".to_owned(),
             ErrorKind::MultipleDocuments(_) => "multi-document YAML".to_owned(),
             ErrorKind::NotAMapping => "not a mapping".to_owned(),
+            ErrorKind::Empty => "empty".to_owned(),
             ErrorKind::Missing(field) => format!("missing `{field}`"),
             ErrorKind::Invalid { reason, .. } => format!("invalid: {reason}"),
             ErrorKind::UnknownModifier { modifier, .. } => format!("unknown modifier `{modifier}`"),
@@ -100,6 +103,9 @@ pub struct RuleError {
     pub rule_id: Option<Box<str>>,
     /// The rule's `title`, when known.
     pub title: Option<Box<str>>,
+    /// `resource` is a Sigma rule file read as it is (`kastell detect`), not a
+    /// DetectionRule resource.
+    pub file: bool,
     pub kind: ErrorKind,
 }
 
@@ -109,6 +115,7 @@ impl RuleError {
             resource: None,
             rule_id: None,
             title: None,
+            file: false,
             kind,
         }
     }
@@ -122,8 +129,10 @@ impl fmt::Display for RuleError {
             (None, Some(title)) => write!(f, " {title:?}")?,
             (None, None) => {}
         }
-        if let Some(resource) = &self.resource {
-            write!(f, " (DetectionRule {resource})")?;
+        match (&self.resource, self.file) {
+            (Some(file), true) => write!(f, " (file {file})")?,
+            (Some(resource), false) => write!(f, " (DetectionRule {resource})")?,
+            (None, _) => {}
         }
         write!(f, ": {}", self.kind)
     }
@@ -149,6 +158,8 @@ mod tests {
             "rule abc (DetectionRule soc/rule-a): `detection.selection.CommandLine|windash`: \
              modifier `windash` is not supported yet"
         );
+        e.file = true;
+        assert!(e.to_string().starts_with("rule abc (file soc/rule-a): "));
         e.rule_id = None;
         e.title = Some("T".into());
         e.resource = None;

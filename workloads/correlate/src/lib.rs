@@ -39,8 +39,8 @@ pub use correlation::{
     WindowLimits,
 };
 pub use detect::{
-    detect_events, detect_to_jsonl, event_time_ms, flatten_event, load_rules, rule_files,
-    DetectError, DetectMatch, DetectStats,
+    detect_events, detect_events_reporting, detect_to_jsonl, event_time_ms, flatten_event,
+    load_rules, rule_files, DetectError, DetectMatch, DetectStats, SkippedEvent,
 };
 pub use error::{ErrorKind, RuleError};
 pub use expand::Placeholders;

@@ -25,9 +25,70 @@ pub(crate) struct Detector {
 }
 
 impl Detector {
+    /// Evaluates the detection, every field looked up on the event itself.
     pub(crate) fn matches(&self, event: &Map<String, Value>) -> bool {
-        self.condition.eval(&self.selections, event)
-            && self.filters.iter().all(|f| f.matches(event))
+        self.matches_in(event, None)
+    }
+
+    /// Evaluates the detection, reading fields from the event's slot table where it has
+    /// them (see [`Slots`]); the result is the same as [`Detector::matches`].
+    pub(crate) fn matches_in(&self, event: &Map<String, Value>, slots: Option<&Slots>) -> bool {
+        self.condition.eval(&self.selections, event, slots)
+            && self.filters.iter().all(|f| f.matches_in(event, slots))
+    }
+
+    /// Every field reference of the detection and its filters, for slot assignment.
+    pub(crate) fn field_refs_mut(&mut self, f: &mut dyn FnMut(&mut FieldRef)) {
+        for selection in &mut self.selections {
+            for check in selection.any_of.iter_mut().flatten() {
+                if let Check::Field(check) = check {
+                    f(&mut check.field);
+                    check.test.field_refs_mut(f);
+                }
+            }
+        }
+        for filter in &mut self.filters {
+            filter.field_refs_mut(f);
+        }
+    }
+}
+
+/// Where the rule set's index walk found each field of one event, by slot number (a
+/// number per distinct event path any rule reads, given when the set is built). Reading a
+/// field through its slot replaces a lookup by name (a hash of the key in the event's
+/// map) for every check of every candidate rule with one array access.
+///
+/// A slot says what a lookup of its path would find: nothing, or the one node at the path.
+/// Where the walk met the path more than once (objects inside a list, or a flat dotted key
+/// beside nested objects spelling the same path) it holds `MANY`, and the field is looked
+/// up by name as before, so the result never differs from [`lookup`]'s.
+pub(crate) struct Slots<'a> {
+    pub(crate) generation: u32,
+    /// Per slot: the generation (event) it was last written in, and the node's position
+    /// in `nodes` or [`Slots::MANY`].
+    pub(crate) at: &'a [(u32, u32)],
+    pub(crate) nodes: &'a [&'a Value],
+}
+
+enum SlotRead<'a> {
+    Absent,
+    One(&'a Value),
+    /// Not known from the walk: look the path up.
+    Unknown,
+}
+
+impl<'a> Slots<'a> {
+    pub(crate) const MANY: u32 = u32::MAX;
+
+    fn read(&self, slot: u32) -> SlotRead<'a> {
+        match self.at.get(slot as usize) {
+            Some(&(generation, _)) if generation != self.generation => SlotRead::Absent,
+            Some(&(_, Self::MANY)) | None => SlotRead::Unknown,
+            Some(&(_, node)) => self
+                .nodes
+                .get(node as usize)
+                .map_or(SlotRead::Unknown, |n| SlotRead::One(n)),
+        }
     }
 }
 
@@ -41,12 +102,17 @@ pub(crate) enum Expr {
 }
 
 impl Expr {
-    fn eval(&self, selections: &[SelectionMatcher], event: &Map<String, Value>) -> bool {
+    fn eval(
+        &self,
+        selections: &[SelectionMatcher],
+        event: &Map<String, Value>,
+        slots: Option<&Slots>,
+    ) -> bool {
         match self {
-            Expr::Selection(i) => selections[*i].matches(event),
-            Expr::Not(inner) => !inner.eval(selections, event),
-            Expr::And(all) => all.iter().all(|e| e.eval(selections, event)),
-            Expr::Or(any) => any.iter().any(|e| e.eval(selections, event)),
+            Expr::Selection(i) => selections[*i].matches(event, slots),
+            Expr::Not(inner) => !inner.eval(selections, event, slots),
+            Expr::And(all) => all.iter().all(|e| e.eval(selections, event, slots)),
+            Expr::Or(any) => any.iter().any(|e| e.eval(selections, event, slots)),
         }
     }
 }
@@ -59,10 +125,10 @@ pub(crate) struct SelectionMatcher {
 }
 
 impl SelectionMatcher {
-    fn matches(&self, event: &Map<String, Value>) -> bool {
+    fn matches(&self, event: &Map<String, Value>, slots: Option<&Slots>) -> bool {
         self.any_of
             .iter()
-            .any(|checks| checks.iter().all(|c| c.matches(event)))
+            .any(|checks| checks.iter().all(|c| c.matches(event, slots)))
     }
 }
 
@@ -74,9 +140,9 @@ pub(crate) enum Check {
 }
 
 impl Check {
-    fn matches(&self, event: &Map<String, Value>) -> bool {
+    fn matches(&self, event: &Map<String, Value>, slots: Option<&Slots>) -> bool {
         match self {
-            Check::Field(check) => check.matches(event),
+            Check::Field(check) => check.holds(&check.test, event, slots),
             Check::Keywords(test) => {
                 test.matches_with(|predicate| any_leaf_in_map(event, predicate))
             }
@@ -92,37 +158,34 @@ pub(crate) struct FieldCheck {
 }
 
 impl FieldCheck {
-    fn matches(&self, event: &Map<String, Value>) -> bool {
-        self.holds(&self.test, event)
-    }
-
-    fn holds(&self, test: &FieldTest, event: &Map<String, Value>) -> bool {
+    fn holds(&self, test: &FieldTest, event: &Map<String, Value>, slots: Option<&Slots>) -> bool {
         match test {
-            FieldTest::Exists(want) => self.field.present(event) == *want,
+            FieldTest::Exists(want) => self.field.present(event, slots) == *want,
             // Missing, JSON null and an empty list all mean "no value".
-            FieldTest::Null => !self.field.any_value(event, &mut |v| !v.is_null()),
+            FieldTest::Null => !self.field.any_value_in(event, slots, &mut |v| !v.is_null()),
             FieldTest::Values(test) => {
-                test.matches_with(|predicate| self.field.any_value(event, predicate))
+                test.matches_with(|predicate| self.field.any_value_in(event, slots, predicate))
             }
             // `neq`: the field has a value, and the test does not hold.
             FieldTest::Not(inner) => {
-                self.field.any_value(event, &mut |v| !v.is_null()) && !self.holds(inner, event)
+                self.field.any_value_in(event, slots, &mut |v| !v.is_null())
+                    && !self.holds(inner, event, slots)
             }
             FieldTest::FieldRef {
                 others,
                 position,
                 cased,
             } => others.iter().any(|other| {
-                self.field.any_value(event, &mut |mine| {
+                self.field.any_value_in(event, slots, &mut |mine| {
                     with_text(mine, |mine| {
-                        other.any_value(event, &mut |theirs| {
+                        other.any_value_in(event, slots, &mut |theirs| {
                             with_text(theirs, |theirs| position.holds(mine, theirs, *cased))
                         })
                     })
                 })
             }),
             FieldTest::TimePart(part, test) => test.matches_with(|predicate| {
-                self.field.any_value(event, &mut |v| {
+                self.field.any_value_in(event, slots, &mut |v| {
                     part.of(v).is_some_and(|n| predicate(&Value::from(n)))
                 })
             }),
@@ -214,6 +277,17 @@ pub(crate) enum FieldTest {
 }
 
 impl FieldTest {
+    fn field_refs_mut(&mut self, f: &mut dyn FnMut(&mut FieldRef)) {
+        match self {
+            FieldTest::Not(inner) => inner.field_refs_mut(f),
+            FieldTest::FieldRef { others, .. } => others.iter_mut().for_each(f),
+            FieldTest::Exists(_)
+            | FieldTest::Null
+            | FieldTest::Values(_)
+            | FieldTest::TimePart(..) => {}
+        }
+    }
+
     /// Whether the test fails whenever the field has no value.
     pub(crate) fn needs_value(&self) -> bool {
         match self {
@@ -258,15 +332,50 @@ impl ValueTest {
 pub(crate) struct FieldRef {
     pub(crate) paths: Vec<String>,
     pub(crate) any: bool,
+    /// The slot of each path in its rule set's slot table; empty outside a set.
+    pub(crate) slots: Vec<u32>,
 }
 
 impl FieldRef {
-    fn present(&self, event: &Map<String, Value>) -> bool {
-        self.paths.iter().any(|path| {
+    pub(crate) fn new(paths: Vec<String>, any: bool) -> FieldRef {
+        FieldRef {
+            paths,
+            any,
+            slots: Vec::new(),
+        }
+    }
+
+    fn present(&self, event: &Map<String, Value>, slots: Option<&Slots>) -> bool {
+        self.paths.iter().enumerate().any(|(i, path)| {
             let mut visit = Visit::default();
-            lookup(event, path, &mut |_| true, &mut visit);
+            self.visit_path(i, path, event, slots, &mut |_| true, &mut visit);
             visit.found
         })
+    }
+
+    /// Visits the values at the `i`th path: from its slot when the walk knows it, else
+    /// by looking the path up.
+    fn visit_path(
+        &self,
+        i: usize,
+        path: &str,
+        event: &Map<String, Value>,
+        slots: Option<&Slots>,
+        predicate: &mut dyn FnMut(&Value) -> bool,
+        visit: &mut Visit,
+    ) {
+        let read = match (slots, self.slots.get(i)) {
+            (Some(table), Some(&slot)) => table.read(slot),
+            _ => SlotRead::Unknown,
+        };
+        match read {
+            SlotRead::Absent => {}
+            SlotRead::One(node) => {
+                visit.found = true;
+                leaves(node, predicate, visit);
+            }
+            SlotRead::Unknown => lookup(event, path, predicate, visit),
+        }
     }
 
     /// The text of the field's first scalar value (for group-by keys).
@@ -303,9 +412,18 @@ impl FieldRef {
         event: &Map<String, Value>,
         predicate: &mut dyn FnMut(&Value) -> bool,
     ) -> bool {
-        for path in &self.paths {
+        self.any_value_in(event, None, predicate)
+    }
+
+    fn any_value_in(
+        &self,
+        event: &Map<String, Value>,
+        slots: Option<&Slots>,
+        predicate: &mut dyn FnMut(&Value) -> bool,
+    ) -> bool {
+        for (i, path) in self.paths.iter().enumerate() {
             let mut visit = Visit::default();
-            lookup(event, path, predicate, &mut visit);
+            self.visit_path(i, path, event, slots, predicate, &mut visit);
             if visit.stopped || (visit.found && !self.any) {
                 return visit.stopped;
             }
@@ -609,10 +727,7 @@ mod tests {
 
     fn values_at(event: &Map<String, Value>, path: &str) -> Vec<Value> {
         let mut seen = Vec::new();
-        let field = FieldRef {
-            paths: vec![path.to_owned()],
-            any: false,
-        };
+        let field = FieldRef::new(vec![path.to_owned()], false);
         field.any_value(event, &mut |v| {
             seen.push(v.clone());
             false
@@ -641,10 +756,7 @@ mod tests {
     #[test]
     fn the_first_present_path_wins() {
         let event = map(json!({"a": "one", "b": "two"}));
-        let mut field = FieldRef {
-            paths: vec!["missing".into(), "a".into(), "b".into()],
-            any: false,
-        };
+        let mut field = FieldRef::new(vec!["missing".into(), "a".into(), "b".into()], false);
         assert!(field.any_value(&event, &mut |v| v == "one"));
         assert!(!field.any_value(&event, &mut |v| v == "two"));
         field.any = true;

@@ -30,7 +30,7 @@ use serde_json::{Map, Value};
 
 use crate::logsource::{Route, WazuhFilter};
 use crate::matcher::{
-    numeric, with_text, Check, Detector, Expr, FieldCheck, FieldTest, SelectionMatcher,
+    numeric, with_text, Check, Detector, Expr, FieldCheck, FieldTest, SelectionMatcher, Slots,
     TextMatcher, ValueMatcher, ValueTest,
 };
 
@@ -408,6 +408,8 @@ struct FieldIndex {
     numbers: HashMap<u64, u32>,
     /// All substring needles of the path and, by pattern id, their postings.
     substrings: Option<(AhoCorasick, Vec<u32>)>,
+    /// The path's slot, when some rule reads the field (see [`Slots`]).
+    slot: Option<u32>,
 }
 
 impl FieldIndex {
@@ -417,7 +419,7 @@ impl FieldIndex {
 }
 
 /// How a rule set's index divides its rules.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IndexStats {
     /// Rules evaluated only on events that satisfy their necessary condition.
     pub indexed: usize,
@@ -429,6 +431,10 @@ pub struct IndexStats {
     pub paths: usize,
     /// Substring needles over all paths' automata.
     pub needles: usize,
+    /// Substring needles of the keyword automaton, scanned over every scalar of an event.
+    pub keyword_needles: usize,
+    /// The path with the most substring needles, and how many.
+    pub largest: Option<(String, usize)>,
 }
 
 /// The compiled prefilter of a rule set.
@@ -448,10 +454,13 @@ pub(crate) struct RuleIndex {
     always: Vec<u64>,
     /// Rules with a requirement, and all rules.
     filtered: usize,
+    /// Number of slots (distinct paths the rules read).
+    slots: usize,
 }
 
 impl RuleIndex {
-    /// Builds the index of rules given by their requirements, in rule order.
+    /// Builds the index of rules given by their requirements, in rule order, and the
+    /// slot table of `slot_paths` (slot `i` is the field at `slot_paths[i]`).
     ///
     /// # Errors
     ///
@@ -459,12 +468,18 @@ impl RuleIndex {
     /// supports); the caller then evaluates every rule.
     pub(crate) fn build(
         requirements: &[Requirement],
+        slot_paths: &[String],
     ) -> Result<RuleIndex, aho_corasick::BuildError> {
         let mut index = RuleIndex {
             full: vec![0; requirements.len()],
             always: vec![0; requirements.len().div_ceil(64)],
+            slots: slot_paths.len(),
             ..RuleIndex::default()
         };
+        for (slot, path) in slot_paths.iter().enumerate() {
+            index.fields.entry(path.as_str().into()).or_default().slot = Some(slot as u32);
+            index.add_parents(path);
+        }
         let mut posting_of: StdHashMap<&Atom, u32> = StdHashMap::new();
         let mut needles: StdHashMap<&str, Vec<(&[u8], u32)>> = StdHashMap::new();
         for (rule, requirement) in requirements.iter().enumerate() {
@@ -507,11 +522,7 @@ impl RuleIndex {
                     needles.entry(path).or_default().push((bytes, posting))
                 }
             }
-            let mut from = 0;
-            while let Some(dot) = path[from..].find('.') {
-                index.parents.insert(path[..from + dot].into(), ());
-                from += dot + 1;
-            }
+            index.add_parents(path);
         }
         // Keyword atoms get their own index, consulted on every scalar.
         index.keywords = index.fields.remove(KEYWORDS);
@@ -535,6 +546,15 @@ impl RuleIndex {
             }
         }
         Ok(index)
+    }
+
+    /// Lets the walk enter every object a path lies under.
+    fn add_parents(&mut self, path: &str) {
+        let mut from = 0;
+        while let Some(dot) = path[from..].find('.') {
+            self.parents.insert(path[..from + dot].into(), ());
+            from += dot + 1;
+        }
     }
 
     /// An index that makes every rule a candidate.
@@ -564,21 +584,32 @@ impl RuleIndex {
                 .filter_map(|f| f.substrings.as_ref())
                 .map(|(_, postings)| postings.len())
                 .sum(),
+            keyword_needles: self
+                .keywords
+                .as_ref()
+                .and_then(|k| k.substrings.as_ref())
+                .map_or(0, |(_, postings)| postings.len()),
+            largest: self
+                .fields
+                .iter()
+                .filter_map(|(path, f)| Some((path.to_string(), f.substrings.as_ref()?.1.len())))
+                .max_by_key(|(_, n)| *n),
         }
     }
 
-    /// Runs `f` with the rules that can match the event. Allocation-free once the
-    /// thread's scratch space has grown to the set's size.
+    /// Runs `f` with the rules that can match the event and the event's slot table.
+    /// Allocation-free once the thread's scratch space has grown to the set's size.
     pub(crate) fn with_candidates<R>(
         &self,
         event: &Map<String, Value>,
-        f: impl FnOnce(&Candidates<'_>) -> R,
+        f: impl FnOnce(&Candidates<'_>, &Slots<'_>) -> R,
     ) -> R {
         SCRATCH.with(|scratch| {
             let mut scratch = scratch.borrow_mut();
             let scratch = &mut *scratch;
             scratch.prepare(self);
-            self.walk_map(event, scratch);
+            let mut nodes = recycle(std::mem::take(&mut scratch.nodes));
+            self.walk_map(event, scratch, &mut nodes);
             let mut bits = std::mem::take(&mut scratch.candidates);
             bits.clear();
             bits.extend_from_slice(&self.always);
@@ -590,27 +621,55 @@ impl RuleIndex {
                 scratch.masks[rule] = 0;
             }
             scratch.touched.clear();
-            let result = f(&Candidates { bits: &bits });
+            let slots = Slots {
+                generation: scratch.generation,
+                at: &scratch.slot_at,
+                nodes: &nodes,
+            };
+            let result = f(&Candidates { bits: &bits }, &slots);
             scratch.candidates = bits;
+            scratch.nodes = recycle(nodes);
             result
         })
     }
 
-    fn walk_map(&self, map: &Map<String, Value>, scratch: &mut Scratch) {
+    fn walk_map<'e>(
+        &self,
+        map: &'e Map<String, Value>,
+        scratch: &mut Scratch,
+        nodes: &mut Vec<&'e Value>,
+    ) {
         for (key, value) in map {
             let at = scratch.path.len();
             if at > 0 {
                 scratch.path.push('.');
             }
             scratch.path.push_str(key);
-            self.visit(value, scratch);
+            let field = self.fields.get(scratch.path.as_str());
+            if let Some(slot) = field.and_then(|f| f.slot) {
+                let entry = &mut scratch.slot_at[slot as usize];
+                if entry.0 == scratch.generation {
+                    // Met again: the lookup by name decides (see `Slots`).
+                    entry.1 = Slots::MANY;
+                } else {
+                    *entry = (scratch.generation, nodes.len() as u32);
+                    nodes.push(value);
+                }
+            }
+            self.visit(value, field, scratch, nodes);
             scratch.path.truncate(at);
         }
     }
 
-    /// Marks what the node at `scratch.path` makes true, then its children.
-    fn visit(&self, value: &Value, scratch: &mut Scratch) {
-        let field = self.fields.get(scratch.path.as_str());
+    /// Marks what the node at `scratch.path` (indexed as `field`) makes true, then its
+    /// children.
+    fn visit<'e>(
+        &self,
+        value: &'e Value,
+        field: Option<&FieldIndex>,
+        scratch: &mut Scratch,
+        nodes: &mut Vec<&'e Value>,
+    ) {
         if let Some(posting) = field.and_then(|f| f.present) {
             self.mark(posting, scratch);
         }
@@ -618,12 +677,12 @@ impl RuleIndex {
             // List elements are read at the list's own path.
             Value::Array(items) => {
                 for item in items {
-                    self.visit(item, scratch);
+                    self.visit(item, field, scratch, nodes);
                 }
             }
             Value::Object(map) => {
                 if self.keywords.is_some() || self.parents.contains_key(scratch.path.as_str()) {
-                    self.walk_map(map, scratch);
+                    self.walk_map(map, scratch, nodes);
                 }
             }
             Value::Null => {}
@@ -728,6 +787,21 @@ struct Scratch {
     masks: Vec<u8>,
     touched: Vec<u32>,
     candidates: Vec<u64>,
+    /// Per slot: generation written and node position (see [`Slots`]).
+    slot_at: Vec<(u32, u32)>,
+    /// The nodes the slots point at, emptied between events (see [`recycle`]).
+    nodes: Vec<&'static Value>,
+}
+
+/// The same vector, emptied, for nodes of another lifetime: the allocation is kept (the
+/// standard library collects in place when the element layout is the same), so the slot
+/// table's node list is not allocated again for every event.
+fn recycle<'a, 'b>(mut nodes: Vec<&'a Value>) -> Vec<&'b Value> {
+    nodes.clear();
+    nodes
+        .into_iter()
+        .map(|_| -> &'b Value { unreachable!("the vector is empty") })
+        .collect()
 }
 
 impl Scratch {
@@ -738,10 +812,14 @@ impl Scratch {
         if self.masks.len() < index.full.len() {
             self.masks.resize(index.full.len(), 0);
         }
+        if self.slot_at.len() < index.slots {
+            self.slot_at.resize(index.slots, (0, 0));
+        }
         self.generation = self.generation.wrapping_add(1);
         // After a wrap, old generations could be taken for this event's.
         if self.generation == 0 {
             self.seen.iter_mut().for_each(|s| *s = 0);
+            self.slot_at.iter_mut().for_each(|s| *s = (0, 0));
             self.generation = 1;
         }
         self.path.clear();

@@ -157,7 +157,7 @@ pub fn parse_documents(text: &str) -> Vec<Result<SigmaDocument, RuleError>> {
         documents.push(read_document(&value));
     }
     if documents.is_empty() {
-        documents.push(Err(RuleError::new(ErrorKind::NotAMapping)));
+        documents.push(Err(RuleError::new(ErrorKind::Empty)));
     }
     documents
 }
@@ -168,6 +168,7 @@ fn read_document(value: &Value) -> Result<SigmaDocument, RuleError> {
     };
     let with_names = |kind: ErrorKind| RuleError {
         resource: None,
+        file: false,
         rule_id: optional_string(map, "id")
             .or_else(|| optional_string(map, "name"))
             .map(String::into_boxed_str),
@@ -232,6 +233,7 @@ pub fn parse_rule(text: &str) -> Result<SigmaRule, RuleError> {
         .map(String::into_boxed_str);
     let with_names = |kind: ErrorKind| RuleError {
         resource: None,
+        file: false,
         rule_id: id.clone(),
         title: title.clone(),
         kind,

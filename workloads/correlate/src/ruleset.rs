@@ -35,6 +35,9 @@ pub struct RuleDocument {
     pub enabled: bool,
     /// `spec.suppressionWindow`: repeats of an alert within it are dropped.
     pub suppression: Option<std::time::Duration>,
+    /// The document is a Sigma rule file read as it is (`resource` is its path), not a
+    /// DetectionRule resource: errors name it as a file.
+    pub file: bool,
 }
 
 impl RuleDocument {
@@ -48,6 +51,16 @@ impl RuleDocument {
             level: None,
             enabled: true,
             suppression: None,
+            file: false,
+        }
+    }
+
+    /// A Sigma rule file as it is (not a resource), named by its path.
+    pub fn sigma_file(path: impl Into<String>, sigma: impl Into<String>) -> Self {
+        let path = path.into();
+        RuleDocument {
+            file: true,
+            ..RuleDocument::new(path.clone(), sigma).with_path(path)
         }
     }
 
@@ -106,6 +119,7 @@ impl RuleDocument {
 
     fn named(&self, mut e: RuleError) -> RuleError {
         e.resource = Some(self.resource.as_str().into());
+        e.file = self.file;
         e
     }
 
@@ -119,6 +133,7 @@ impl RuleDocument {
         let fail = |kind: ErrorKind| {
             self.named(RuleError {
                 resource: None,
+                file: false,
                 rule_id: rule.reference().map(Into::into),
                 title: Some(rule.title.as_str().into()),
                 kind,
@@ -182,6 +197,7 @@ impl RuleDocument {
             detector,
             enabled: self.enabled,
             emits: true,
+            file: self.file,
         })
     }
 
@@ -283,6 +299,8 @@ pub struct CompiledRule {
     enabled: bool,
     /// Raises its own alerts: false when only correlations use it (no `generate`).
     emits: bool,
+    /// Read from a bare Sigma file rather than a DetectionRule (for error messages).
+    file: bool,
 }
 
 impl CompiledRule {
@@ -437,7 +455,12 @@ impl RuleSet {
         let mut taken: HashMap<String, String> = self
             .rules
             .iter()
-            .map(|r| (r.rule.id.clone(), resource_of(&r.rule)))
+            .map(|r| {
+                (
+                    r.rule.id.clone(),
+                    origin_label(&resource_of(&r.rule), r.file),
+                )
+            })
             .collect();
         let mut accepted = Vec::new();
         let mut origin = Vec::new();
@@ -454,12 +477,15 @@ impl RuleSet {
                     &rule,
                     ErrorKind::DuplicateId {
                         id: rule_ref.id.clone(),
-                        other: format!("DetectionRule {other}"),
+                        other: other.clone(),
                     },
                 ));
                 continue;
             }
-            taken.insert(rule_ref.id.clone(), document.resource.clone());
+            taken.insert(
+                rule_ref.id.clone(),
+                origin_label(&document.resource, document.file),
+            );
             origin.push((at, rule.clone()));
             accepted.push((rule, rule_ref));
         }
@@ -494,16 +520,17 @@ impl RuleSet {
             if let Some(other) = seen.get(&rule.rule.id) {
                 errors.push(RuleError {
                     resource: Some(resource.into()),
+                    file: rule.file,
                     rule_id: Some(rule.rule.id.as_str().into()),
                     title: Some(rule.rule.title.as_str().into()),
                     kind: ErrorKind::DuplicateId {
                         id: rule.rule.id.clone(),
-                        other: format!("DetectionRule {other}"),
+                        other: other.clone(),
                     },
                 });
                 continue;
             }
-            seen.insert(rule.rule.id.clone(), resource);
+            seen.insert(rule.rule.id.clone(), origin_label(&resource, rule.file));
             set.add(rule);
         }
         set.build_index();
@@ -516,7 +543,25 @@ impl RuleSet {
             .iter()
             .map(|r| rule_requirement(&r.detector, &r.routes))
             .collect();
-        self.index = match RuleIndex::build(&requirements) {
+        // One slot per distinct path any rule reads: the index walk fills the slots once
+        // per event, and every candidate's checks read them instead of looking fields up.
+        let mut slot_of: HashMap<String, u32> = HashMap::new();
+        let mut slot_paths: Vec<String> = Vec::new();
+        for rule in &mut self.rules {
+            rule.detector.field_refs_mut(&mut |field| {
+                field.slots = field
+                    .paths
+                    .iter()
+                    .map(|path| {
+                        *slot_of.entry(path.clone()).or_insert_with(|| {
+                            slot_paths.push(path.clone());
+                            (slot_paths.len() - 1) as u32
+                        })
+                    })
+                    .collect();
+            });
+        }
+        self.index = match RuleIndex::build(&requirements, &slot_paths) {
             Ok(index) => index,
             Err(error) => {
                 // Only more needles on one path than aho-corasick can hold gets here;
@@ -598,11 +643,11 @@ impl RuleSet {
 
     /// The rules the index leaves as candidates whose detection the event satisfies, in
     /// the order added.
-    fn matching_raw(&self, event: &Map<String, Value>) -> Vec<usize> {
-        self.index.with_candidates(event, |candidates| {
+    fn matching_raw(&self, event: &Map<String, Value>) -> Matched {
+        self.index.with_candidates(event, |candidates, slots| {
             candidates
                 .iter()
-                .filter(|&i| self.rules[i].detector.matches(event))
+                .filter(|&i| self.rules[i].detector.matches_in(event, Some(slots)))
                 .collect()
         })
     }
@@ -712,12 +757,12 @@ impl RuleSet {
     /// cannot match it. A measure of the index, for benchmarks.
     pub fn raw_candidates(&self, event: &Map<String, Value>) -> usize {
         self.index
-            .with_candidates(event, |candidates| candidates.iter().count())
+            .with_candidates(event, |candidates, _| candidates.iter().count())
     }
 
     /// The rules the index leaves to evaluate in full on the flat event, in order.
     pub fn raw_candidate_rules(&self, event: &Map<String, Value>) -> Vec<&RuleRef> {
-        self.index.with_candidates(event, |candidates| {
+        self.index.with_candidates(event, |candidates, _| {
             candidates.iter().map(|i| &self.rules[i].rule).collect()
         })
     }
@@ -772,20 +817,20 @@ impl RuleSet {
         specific.iter().chain(general).copied()
     }
 
-    fn matching(&self, event: &Event) -> Vec<usize> {
+    fn matching(&self, event: &Event) -> Matched {
         let fields = event.as_map();
         let dataset = event.dataset();
         let mut routed = self.routed(event).peekable();
         if routed.peek().is_none() {
-            return Vec::new();
+            return Matched::new();
         }
-        self.index.with_candidates(fields, |candidates| {
+        self.index.with_candidates(fields, |candidates, slots| {
             routed
                 .filter(|&i| {
                     let rule = &self.rules[i];
                     candidates.contains(i)
                         && rule.accepts(dataset, fields)
-                        && rule.detector.matches(fields)
+                        && rule.detector.matches_in(fields, Some(slots))
                 })
                 .collect()
         })
@@ -807,6 +852,18 @@ impl RuleSet {
     }
 }
 
+/// The positions of the rules an event matches: a few at most, so they stay inline.
+type Matched = smallvec::SmallVec<[usize; 8]>;
+
+/// How messages name where a rule came from: a DetectionRule resource, or a bare file.
+fn origin_label(resource: &str, file: bool) -> String {
+    if file {
+        format!("file {resource}")
+    } else {
+        format!("DetectionRule {resource}")
+    }
+}
+
 fn resource_of(rule: &RuleRef) -> String {
     rule.source
         .as_ref()
@@ -821,6 +878,7 @@ fn correlation_error(
 ) -> RuleError {
     RuleError {
         resource: Some(document.resource.as_str().into()),
+        file: document.file,
         rule_id: rule.reference().map(Into::into),
         title: Some(rule.title.as_str().into()),
         kind,

@@ -135,3 +135,35 @@ fn a_hex_string_value_stays_a_string() {
     assert!(!hits(&s, json!({"SubjectLogonId": 999})));
     assert!(!hits(&s, json!({"SubjectLogonId": "999"})));
 }
+
+/// `lt`/`lte`/`gt`/`gte` take any number, odd ones included (zero, negative, a float, a
+/// numeric string); anything else is a compile error that names the rule and the value.
+#[test]
+fn comparisons_take_any_number_and_refuse_other_values() {
+    let zero = set("  sel:\n    Count|lt: 0\n  condition: sel\n");
+    assert!(hits(&zero, json!({"Count": -1})));
+    assert!(!hits(&zero, json!({"Count": 0})));
+    let odd = set("  sel:\n    Count|gte: -2.5\n  condition: sel\n");
+    assert!(hits(&odd, json!({"Count": "-2.5"})) && !hits(&odd, json!({"Count": -3})));
+    let text = set("  sel:\n    Count|lte: '10'\n  condition: sel\n");
+    assert!(hits(&text, json!({"Count": 10})) && !hits(&text, json!({"Count": 11})));
+
+    for (modifier, value) in [
+        ("lt", "abc"),
+        ("gt", "'1O'"),
+        ("gte", "true"),
+        ("lte", "[3, 'ten']"),
+    ] {
+        let detection = format!("  sel:\n    Count|{modifier}: {value}\n  condition: sel\n");
+        let error = compile_with(&detection, Placeholders::new())
+            .map(|_| ())
+            .expect_err(&detection);
+        let message = error.to_string();
+        assert_eq!(error.rule_id.as_deref(), Some("t-1"), "{message}");
+        assert!(
+            message.starts_with("rule t-1 (DetectionRule test/t): `detection.sel.Count|"),
+            "{message}"
+        );
+        assert!(message.contains(&format!("`{modifier}`")), "{message}");
+    }
+}

@@ -96,11 +96,13 @@ fn detect(
             display_paths(&args.rules)
         )?;
     }
-    let stats = kastell_correlate::detect_to_jsonl(&rules, input, out)?;
+    // Input that is not JSON is reported on stderr by line and skipped.
+    let stats = kastell_correlate::detect_to_jsonl(&rules, input, out, err)?;
     tracing::info!(
         rules = rules.len(),
         skipped = problems.len(),
         events = stats.events,
+        bad_events = stats.skipped,
         matches = stats.matches,
         "detect finished"
     );
@@ -125,8 +127,7 @@ fn rule_documents(paths: &[PathBuf]) -> anyhow::Result<(Vec<RuleDocument>, Vec<S
                 &mut problems,
             ));
         } else {
-            let name = file.display().to_string();
-            documents.push(RuleDocument::new(name.clone(), text).with_path(name));
+            documents.push(RuleDocument::sigma_file(file.display().to_string(), text));
         }
     }
     Ok((documents, problems))
@@ -209,6 +210,7 @@ mod tests {
         std::fs::write(dir.path().join("sub/good.yml"), GOOD).unwrap();
         std::fs::write(dir.path().join("bad.yaml"), BAD).unwrap();
         std::fs::write(dir.path().join("notes.txt"), "not a rule").unwrap();
+        std::fs::write(dir.path().join("empty.yml"), "# nothing yet\n").unwrap();
         dir
     }
 
@@ -238,6 +240,75 @@ mod tests {
         assert_eq!(lines[0]["rule_title"], "T");
         let err = String::from_utf8(err).unwrap();
         assert!(err.contains("nosuchmodifier"), "{err}");
+        // Bare Sigma files are named as files, not as DetectionRules.
+        assert!(!err.contains("DetectionRule"), "{err}");
+        let bad = dir.path().join("bad.yaml").display().to_string();
+        assert!(err.contains(&format!("(file {bad}): ")), "{err}");
+        let empty = dir.path().join("empty.yml").display().to_string();
+        assert!(
+            err.contains(&format!(
+                "rule skipped: rule (file {empty}): no rule: the text is empty"
+            )),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_line_that_is_not_json_is_reported_and_the_run_goes_on() {
+        let dir = rules_dir();
+        let events =
+            "{\"Image\": \"C:\\\\sc.exe\"}\n{\"Image\": broken\n{\"Image\": \"b\\\\sc.exe\"}\n";
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let code = detect(
+            &args(dir.path(), false),
+            events.as_bytes(),
+            &mut out,
+            &mut err,
+        )
+        .unwrap();
+        assert_eq!(code, ExitCode::SUCCESS);
+        let indices: Vec<u64> = String::from_utf8(out)
+            .unwrap()
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["event_index"]
+                    .as_u64()
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(indices, [0, 2]);
+        let err = String::from_utf8(err).unwrap();
+        assert!(
+            err.contains("event skipped: line 2 (event 1): expected value"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_detection_rule_without_a_spec_is_skipped_with_file_name_and_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("empty-spec.yaml");
+        std::fs::write(
+            &file,
+            "apiVersion: kastell.eu/v1alpha1\nkind: DetectionRule\n\
+             metadata: {name: empty-spec, namespace: soc}\nspec: {}\n",
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("good.yml"), GOOD).unwrap();
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let code = detect(&args(dir.path(), false), &b"{}"[..], &mut out, &mut err).unwrap();
+        assert_eq!(code, ExitCode::SUCCESS);
+        let err = String::from_utf8(err).unwrap();
+        let line = err
+            .lines()
+            .find(|l| l.starts_with("rule skipped: "))
+            .unwrap_or_else(|| panic!("no skipped rule reported: {err}"));
+        assert!(line.contains(&file.display().to_string()), "{line}");
+        assert!(line.contains("DetectionRule empty-spec"), "{line}");
+        assert!(
+            line.contains("sigma"),
+            "the reason names the missing field: {line}"
+        );
     }
 
     #[test]

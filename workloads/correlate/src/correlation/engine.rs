@@ -654,10 +654,7 @@ fn build_input(
     let extract = |field: String| match detection {
         Some(d) => {
             let resolved = d.fields.resolve(&field);
-            Extract::Field(FieldRef {
-                paths: resolved.paths,
-                any: resolved.any,
-            })
+            Extract::Field(FieldRef::new(resolved.paths, resolved.any))
         }
         None => Extract::Group(field),
     };
