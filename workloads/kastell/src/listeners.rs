@@ -205,7 +205,7 @@ pub async fn start_counted(
     shutdown: CancellationToken,
 ) -> anyhow::Result<Vec<JoinHandle<()>>> {
     // Sensors on one address share one server, and so its TLS setting.
-    type HttpServer = (Option<(PathBuf, PathBuf)>, Vec<Arc<Inlet>>);
+    type HttpServer = (Option<(PathBuf, PathBuf, Option<PathBuf>)>, Vec<Arc<Inlet>>);
     let mut http_servers: BTreeMap<SocketAddr, HttpServer> = BTreeMap::new();
     let mut tasks = Vec::new();
     for plan in plans {
