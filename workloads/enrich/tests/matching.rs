@@ -220,7 +220,10 @@ fn every_recipient_of_a_message_is_looked_up() {
         seen,
         [
             ("email.to.address".to_owned(), "bob@example.net".to_owned()),
-            ("email.cc.address".to_owned(), "carol@example.net".to_owned()),
+            (
+                "email.cc.address".to_owned(),
+                "carol@example.net".to_owned()
+            ),
         ]
     );
 }

@@ -489,12 +489,19 @@ async fn raw_exchange(addr: SocketAddr, request: &[u8]) -> Vec<(u16, Value)> {
         );
         let length: usize = head
             .lines()
-            .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length: ").map(|v| v.trim().parse().unwrap()))
+            .find_map(|l| {
+                l.to_ascii_lowercase()
+                    .strip_prefix("content-length: ")
+                    .map(|v| v.trim().parse().unwrap())
+            })
             .unwrap();
         let body: Value = serde_json::from_str(&after[..length]).unwrap();
         if status >= 400 {
             assert_eq!(body["status"], status, "{body}");
-            assert!(!body["error"]["reason"].as_str().unwrap().is_empty(), "{body}");
+            assert!(
+                !body["error"]["reason"].as_str().unwrap().is_empty(),
+                "{body}"
+            );
         }
         answers.push((status, body));
         rest = &after[length..];
@@ -536,9 +543,14 @@ async fn what_hyper_would_refuse_bare_is_refused_with_a_json_body() {
     let answers = raw_exchange(addr, big.as_bytes()).await;
     assert_eq!(statuses(&answers), [431]);
     assert_eq!(answers[0].1["error"]["type"], "headers_too_large");
-    let many: String = (0..=http_conn::MAX_HEADERS).map(|i| format!("x-{i}: 1\r\n")).collect();
+    let many: String = (0..=http_conn::MAX_HEADERS)
+        .map(|i| format!("x-{i}: 1\r\n"))
+        .collect();
     let request = format!("GET / HTTP/1.1\r\nhost: x\r\n{many}\r\n");
-    assert_eq!(statuses(&raw_exchange(addr, request.as_bytes()).await), [431]);
+    assert_eq!(
+        statuses(&raw_exchange(addr, request.as_bytes()).await),
+        [431]
+    );
 
     // The same limits on a kept-alive connection's later requests, which hyper parses.
     let fine = "GET / HTTP/1.1\r\nhost: x\r\n\r\n";
@@ -691,7 +703,11 @@ async fn post_with_identity(
     let mut answer = Vec::new();
     let _ = tls.read_to_end(&mut answer).await;
     let answer = String::from_utf8_lossy(&answer).into_owned();
-    answer.lines().next().map(str::to_owned).filter(|l| !l.is_empty())
+    answer
+        .lines()
+        .next()
+        .map(str::to_owned)
+        .filter(|l| !l.is_empty())
 }
 
 #[tokio::test]
@@ -715,9 +731,15 @@ async fn https_with_a_client_ca_takes_only_clients_with_a_certificate_from_it() 
     let good = eve_lines("\"event_type\":\"dns\"", 3);
 
     let anonymous = post_with_identity(port, &pki, None, &good[0]).await;
-    assert_eq!(anonymous, None, "a client without a certificate must be refused");
+    assert_eq!(
+        anonymous, None,
+        "a client without a certificate must be refused"
+    );
     let stranger = post_with_identity(port, &pki, Some(&pki.stranger_client), &good[1]).await;
-    assert_eq!(stranger, None, "a certificate from another CA must be refused");
+    assert_eq!(
+        stranger, None,
+        "a certificate from another CA must be refused"
+    );
     let trusted = post_with_identity(port, &pki, Some(&pki.trusted_client), &good[2]).await;
     assert_eq!(trusted.as_deref(), Some("HTTP/1.1 200 OK"));
 

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use kastell_core::{Bus, Topic};
 use kastell_ingest::transport::syslog_framing::Framing;
 use kastell_ingest::transport::syslog_tcp::serve_tcp;
-use kastell_ingest::transport::syslog_tls::{server_acceptor, serve_tls, tls_acceptor};
+use kastell_ingest::transport::syslog_tls::{serve_tls, server_acceptor, tls_acceptor};
 use kastell_ingest::transport::syslog_udp::serve_udp;
 use listeners::{
     messages, mutual_client_config, mutual_pki, wait_for_records, MutualPki, Pipeline, SENSOR,

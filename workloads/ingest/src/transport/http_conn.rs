@@ -200,7 +200,9 @@ where
     let service = hyper::service::service_fn(move |mut request: hyper::Request<_>| {
         request.extensions_mut().insert(ConnectInfo(peer));
         let router = router.clone();
-        async move { Ok::<Response, Infallible>(router.oneshot(request).await.unwrap_or_else(|e| match e {})) }
+        async move {
+            Ok::<Response, Infallible>(router.oneshot(request).await.unwrap_or_else(|e| match e {}))
+        }
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
@@ -289,10 +291,22 @@ mod tests {
     #[test]
     fn heads_are_checked_as_they_arrive() {
         assert_eq!(check_head(b"POST /_bulk HTTP/1.1\r\nhost: x\r\n"), None);
-        assert_eq!(check_head(b"POST /_bulk HTTP/1.1\r\nhost: x\r\n\r\n"), Some(Head::Fine));
-        assert_eq!(refused_status(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03"), Some(400));
-        assert_eq!(refused_status(b"<34>Oct 11 22:14:15 mymachine su: x\n"), Some(400));
-        assert_eq!(refused_status(b"GET / HTTP/1.1\r\nbad header\r\n\r\n"), Some(400));
+        assert_eq!(
+            check_head(b"POST /_bulk HTTP/1.1\r\nhost: x\r\n\r\n"),
+            Some(Head::Fine)
+        );
+        assert_eq!(
+            refused_status(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03"),
+            Some(400)
+        );
+        assert_eq!(
+            refused_status(b"<34>Oct 11 22:14:15 mymachine su: x\n"),
+            Some(400)
+        );
+        assert_eq!(
+            refused_status(b"GET / HTTP/1.1\r\nbad header\r\n\r\n"),
+            Some(400)
+        );
     }
 
     #[test]

@@ -137,12 +137,10 @@ fn client_verifier(
     }
     let mut roots = rustls::RootCertStore::empty();
     for ca in cas {
-        roots
-            .add(ca)
-            .map_err(|source| TlsSetupError::BadClientCa {
-                path: path.to_owned(),
-                source,
-            })?;
+        roots.add(ca).map_err(|source| TlsSetupError::BadClientCa {
+            path: path.to_owned(),
+            source,
+        })?;
     }
     WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
         .build()
