@@ -184,7 +184,12 @@ where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let mut buffer = Vec::with_capacity(4 * 1024);
-    match read_first_head(&mut io, &mut buffer).await {
+    // A client still silent when the listener stops has sent nothing to finish.
+    let head = tokio::select! {
+        head = read_first_head(&mut io, &mut buffer) => head,
+        () = stop.cancelled() => Head::Gone,
+    };
+    match head {
         Head::Fine => {}
         Head::Gone => return,
         Head::Refused(status, kind, reason) => {
