@@ -155,6 +155,12 @@ pub struct TransportTls {
     pub cert_file: String,
     /// The private key (PKCS#8, PKCS#1 or SEC1).
     pub key_file: String,
+    /// A bundle of CA certificates (PEM), relative to the resource's directory when not
+    /// absolute. When set, the listener requires mutual TLS: every client must present a
+    /// certificate issued by one of these CAs, and one without, or with another CA's, is
+    /// refused during the handshake.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_ca_file: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]

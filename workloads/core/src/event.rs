@@ -83,7 +83,14 @@ const HASH_FIELDS: &[(&str, ObservableKind)] = &[
     ("process.hash.sha256", ObservableKind::Sha256),
 ];
 const IP_FIELDS: &[&str] = &["source.ip", "destination.ip", "client.ip", "server.ip"];
-const EMAIL_FIELDS: &[&str] = &["email.from.address", "email.to.address", "user.email"];
+/// ECS declares the `email.*.address` fields arrays (a message has several recipients);
+/// every string in them counts, as does a single string.
+const EMAIL_FIELDS: &[&str] = &[
+    "email.from.address",
+    "email.to.address",
+    "email.cc.address",
+    "user.email",
+];
 
 impl Event {
     pub fn new() -> Self {
@@ -264,11 +271,20 @@ impl Event {
             push(hash.kind, hash.value, hash.field);
         }
         for field in EMAIL_FIELDS {
-            if let Some(value) = self.get_str(field) {
+            for value in self.strings_in(field) {
                 push(ObservableKind::Email, value, field);
             }
         }
         out
+    }
+
+    /// The string at `path`, or each string of the array there.
+    fn strings_in(&self, path: &str) -> Vec<&str> {
+        match self.get(path) {
+            Some(Value::String(value)) => vec![value.as_str()],
+            Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).collect(),
+            _ => Vec::new(),
+        }
     }
 
     fn ip_at(&self, path: &str) -> Option<IpAddr> {
@@ -363,6 +379,34 @@ mod tests {
             e.timestamp().unwrap().to_rfc3339(),
             "2023-10-31T23:46:35.638604+00:00"
         );
+    }
+
+    #[test]
+    fn every_address_of_an_email_array_is_an_observable() {
+        let e = event(json!({
+            "email": {
+                "from": {"address": ["alice@example.org"]},
+                "to": {"address": ["bob@example.org", "carol@example.net", "bob@example.org"]},
+                "cc": {"address": ["dave@example.com", 7]},
+            },
+            "user": {"email": "alice@example.org"},
+        }));
+        let emails: Vec<_> = e
+            .observables()
+            .into_iter()
+            .map(|o| (o.kind, o.value, o.field))
+            .collect();
+        let expected = [
+            ("alice@example.org", "email.from.address"),
+            ("bob@example.org", "email.to.address"),
+            ("carol@example.net", "email.to.address"),
+            ("dave@example.com", "email.cc.address"),
+        ];
+        let expected: Vec<_> = expected
+            .iter()
+            .map(|(v, f)| (ObservableKind::Email, (*v).to_owned(), (*f).to_owned()))
+            .collect();
+        assert_eq!(emails, expected);
     }
 
     #[test]

@@ -193,3 +193,37 @@ fn the_whole_sample_matches_only_the_demo_event() {
     }
     assert_eq!((with_matches, total), (175, 236));
 }
+
+#[test]
+fn every_recipient_of_a_message_is_looked_up() {
+    // A Suricata SMTP record (the ingest crate's fixture): two `rcpt_to`, one `cc`,
+    // which ingest writes as the arrays `email.to.address` and `email.cc.address`.
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../ingest/tests/fixtures/suricata/derived-ssh-smtp.jsonl");
+    let text = std::fs::read_to_string(path).unwrap();
+    let event = text
+        .lines()
+        .filter(|l| l.contains("\"event_type\":\"smtp\""))
+        .find_map(suricata::ecs_event)
+        .unwrap();
+    let (store, _) = kastell_enrich::list::load_plain_list(
+        "phishing-recipients",
+        "bob@example.net\ncarol@example.net\n",
+        Some(ObservableKind::Email),
+    );
+    let seen: Vec<_> = store
+        .match_event(&event)
+        .into_iter()
+        .map(|m| (m.field, m.observable))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("email.to.address".to_owned(), "bob@example.net".to_owned()),
+            (
+                "email.cc.address".to_owned(),
+                "carol@example.net".to_owned()
+            ),
+        ]
+    );
+}

@@ -147,7 +147,7 @@ pub fn decode_reader<R: BufRead>(
                 break;
             }
             read_any = true;
-            let newline = available.iter().position(|b| *b == b'\n');
+            let newline = memchr::memchr(b'\n', available);
             let chunk = &available[..newline.unwrap_or(available.len())];
             let room = max.saturating_sub(buf.len());
             buf.extend_from_slice(&chunk[..chunk.len().min(room)]);

@@ -41,18 +41,11 @@ impl EcsBuilder {
     /// Writes a value at a dotted path, replacing whatever was there.
     pub(crate) fn put(&mut self, path: &str, value: impl Into<Value>) {
         let value = value.into();
-        let (top, rest) = match path.split_once('.') {
+        let (top, rest) = match split_dot(path) {
             Some((top, rest)) => (top, Some(rest)),
             None => (path, None),
         };
-        let index = match self.groups.iter().position(|(name, _)| name == top) {
-            Some(index) => index,
-            None => {
-                self.groups.push((top.to_owned(), Value::Null));
-                self.groups.len() - 1
-            }
-        };
-        let slot = &mut self.groups[index].1;
+        let slot = self.group(top);
         let Some(rest) = rest else {
             *slot = value;
             return;
@@ -64,22 +57,36 @@ impl EcsBuilder {
             return;
         };
         let mut map = map;
-        let mut parts = rest.split('.');
-        let mut key = parts.next().unwrap_or(rest);
-        for next in parts {
-            if !map.get(key).is_some_and(Value::is_object) {
+        let mut key = rest;
+        while let Some((part, next)) = split_dot(key) {
+            // Not `entry`: it would allocate the key even when the object exists.
+            if !matches!(map.get(part), Some(Value::Object(_))) {
                 map.insert(
-                    key.to_owned(),
+                    part.to_owned(),
                     Value::Object(Map::with_capacity(NESTED_CAPACITY)),
                 );
             }
-            let Some(Value::Object(inner)) = map.get_mut(key) else {
+            let Some(Value::Object(inner)) = map.get_mut(part) else {
                 return;
             };
             map = inner;
             key = next;
         }
         map.insert(key.to_owned(), value);
+    }
+
+    /// The value of the top-level field `name`, created as null when absent.
+    fn group(&mut self, name: &str) -> &mut Value {
+        // Groups are few (about fifteen) and written in bursts, so the last one written
+        // is tried first.
+        let index = match self.groups.iter().rposition(|(group, _)| group == name) {
+            Some(index) => index,
+            None => {
+                self.groups.push((name.to_owned(), Value::Null));
+                self.groups.len() - 1
+            }
+        };
+        &mut self.groups[index].1
     }
 
     pub(crate) fn put_str(&mut self, path: &str, value: &str) {
@@ -140,15 +147,23 @@ impl EcsBuilder {
                 related_map.insert(key.to_owned(), Value::Array(values));
             }
         }
-        let mut root = Map::with_capacity(self.groups.len() + 1);
-        for (name, value) in self.groups {
-            root.insert(name, value);
-        }
+        let mut groups = self.groups;
         if !related_map.is_empty() {
-            root.insert("related".to_owned(), Value::Object(related_map));
+            groups.push(("related".to_owned(), Value::Object(related_map)));
         }
+        // Built in one pass (sorted, then the nodes filled in order) rather than by one
+        // search and insert per group; a name written twice keeps its last value, as
+        // `insert` would.
+        let root: Map<String, Value> = groups.into_iter().collect();
         Event::from_value(Value::Object(root)).unwrap_or_default()
     }
+}
+
+/// Splits at the first dot. A byte search: dotted paths are short ASCII, where `str`'s
+/// generic pattern search costs more than the scan.
+fn split_dot(path: &str) -> Option<(&str, &str)> {
+    let dot = path.bytes().position(|b| b == b'.')?;
+    Some((&path[..dot], &path[dot + 1..]))
 }
 
 fn push_unique(values: &mut Vec<String>, value: &str) {
@@ -291,7 +306,10 @@ impl<'a> Fields<'a> {
     pub(crate) fn ip(&self, key: &str) -> Result<Option<String>, ParseError> {
         match self.text(key)? {
             None => Ok(None),
-            Some(raw) => canonical_ip(&self.label(key), raw).map(Some),
+            // The field's label is only built for the error: most records have none.
+            Some(raw) => try_canonical_ip(raw)
+                .map(Some)
+                .ok_or_else(|| ParseError::invalid_ip(&self.label(key), raw)),
         }
     }
 
@@ -319,7 +337,9 @@ impl<'a> Fields<'a> {
     pub(crate) fn timestamp(&self, key: &str) -> Result<Option<String>, ParseError> {
         match self.str(key)? {
             None => Ok(None),
-            Some(raw) => utc_timestamp(&self.label(key), raw).map(Some),
+            Some(raw) => parse_utc(raw.as_bytes())
+                .map(|t| Some(t.to_rfc3339_opts(SecondsFormat::AutoSi, true)))
+                .ok_or_else(|| ParseError::invalid_timestamp(&self.label(key), raw)),
         }
     }
 }
@@ -369,12 +389,17 @@ pub(crate) fn map_endpoints(
 }
 
 pub(crate) fn canonical_ip(field: &str, raw: &str) -> Result<String, ParseError> {
+    try_canonical_ip(raw).ok_or_else(|| ParseError::invalid_ip(field, raw))
+}
+
+/// [`canonical_ip`] for callers that name the field only when it fails.
+pub(crate) fn try_canonical_ip(raw: &str) -> Option<String> {
     match raw.parse::<IpAddr>() {
         // std accepts IPv4 only in dotted-decimal without leading zeros, which is already
         // the canonical spelling; re-printing it would cost more than the parse.
-        Ok(IpAddr::V4(_)) => Ok(raw.to_owned()),
-        Ok(ip @ IpAddr::V6(_)) => Ok(ip.to_string()),
-        Err(_) => Err(ParseError::invalid_ip(field, raw)),
+        Ok(IpAddr::V4(_)) => Some(raw.to_owned()),
+        Ok(ip @ IpAddr::V6(_)) => Some(ip.to_string()),
+        Err(_) => None,
     }
 }
 
@@ -413,12 +438,15 @@ pub(crate) fn zoned_timestamp(
 }
 
 /// Certificate validity times, which Suricata prints in UTC without an offset.
-pub(crate) fn naive_utc_timestamp(field: &str, raw: &str) -> Result<String, ParseError> {
+pub(crate) fn naive_utc_timestamp(
+    field: impl FnOnce() -> String,
+    raw: &str,
+) -> Result<String, ParseError> {
     match parse_local(raw.as_bytes()) {
         Some((local, end)) if end == raw.len() => {
             Ok(local.and_utc().to_rfc3339_opts(SecondsFormat::AutoSi, true))
         }
-        _ => Err(ParseError::invalid_timestamp(field, raw)),
+        _ => Err(ParseError::invalid_timestamp(&field(), raw)),
     }
 }
 

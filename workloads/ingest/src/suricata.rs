@@ -11,7 +11,8 @@ use serde_json::{Map, Value};
 use kastell_core::Event;
 
 use crate::ecs::{
-    base_name, canonical_ip, map_endpoints, naive_utc_timestamp, EcsBuilder, EndpointFields, Fields,
+    base_name, map_endpoints, naive_utc_timestamp, try_canonical_ip, EcsBuilder, EndpointFields,
+    Fields,
 };
 use crate::error::ParseError;
 use crate::format::ParseContext;
@@ -279,7 +280,9 @@ fn map_dns(dns: Fields<'_>, out: &mut EcsBuilder) -> Result<(), ParseError> {
     } else if let Some(grouped) = dns.object("grouped", "dns.grouped")? {
         for rtype in ["A", "AAAA"] {
             for raw in grouped.strings(rtype)? {
-                resolved.push(canonical_ip(&grouped.label(rtype), raw)?);
+                let ip = try_canonical_ip(raw)
+                    .ok_or_else(|| ParseError::invalid_ip(&grouped.label(rtype), raw))?;
+                resolved.push(ip);
             }
         }
     }
@@ -310,7 +313,8 @@ fn map_dns_answer(answer: Fields<'_>, resolved: &mut Vec<String>) -> Result<Valu
     }
     if let Some(data) = answer.str("rdata")? {
         if matches!(rtype, Some("A" | "AAAA")) {
-            let ip = canonical_ip(&answer.label("rdata"), data)?;
+            let ip = try_canonical_ip(data)
+                .ok_or_else(|| ParseError::invalid_ip(&answer.label("rdata"), data))?;
             mapped.insert("data".to_owned(), ip.clone().into());
             resolved.push(ip);
         } else {
@@ -444,11 +448,11 @@ fn map_tls(tls: Fields<'_>, out: &mut EcsBuilder) -> Result<(), ParseError> {
         out.put("tls.server.x509.serial_number", plain_hex(serial));
     }
     if let Some(raw) = tls.str("notbefore")? {
-        let time = naive_utc_timestamp(&tls.label("notbefore"), raw)?;
+        let time = naive_utc_timestamp(|| tls.label("notbefore"), raw)?;
         out.put("tls.server.not_before", time);
     }
     if let Some(raw) = tls.str("notafter")? {
-        let time = naive_utc_timestamp(&tls.label("notafter"), raw)?;
+        let time = naive_utc_timestamp(|| tls.label("notafter"), raw)?;
         out.put("tls.server.not_after", time);
     }
     if let Some(resumed) = tls.bool("session_resumed")? {

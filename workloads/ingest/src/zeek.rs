@@ -372,14 +372,18 @@ fn map_conn(zeek: Fields<'_>, out: &mut EcsBuilder) -> Result<(), ParseError> {
 }
 
 fn put_pair(out: &mut EcsBuilder, what: &str, to_server: Option<u64>, to_client: Option<u64>) {
+    let (source, destination, network) = match what {
+        "bytes" => ("source.bytes", "destination.bytes", "network.bytes"),
+        _ => ("source.packets", "destination.packets", "network.packets"),
+    };
     if let Some(n) = to_server {
-        out.put(&format!("source.{what}"), n);
+        out.put(source, n);
     }
     if let Some(n) = to_client {
-        out.put(&format!("destination.{what}"), n);
+        out.put(destination, n);
     }
     if let (Some(a), Some(b)) = (to_server, to_client) {
-        out.put(&format!("network.{what}"), a.saturating_add(b));
+        out.put(network, a.saturating_add(b));
     }
 }
 
@@ -704,12 +708,15 @@ fn seconds_to_nanos(seconds: f64) -> u64 {
 /// event is. A name that would land on a value already there (a log with both `a` and
 /// `a.b`) stays flat rather than overwrite it.
 fn nest(record: Map<String, Value>) -> Map<String, Value> {
-    let mut root = Map::with_capacity(record.len());
-    for (key, value) in record {
-        if !key.contains('.') {
-            root.insert(key, value);
-            continue;
-        }
+    // The plain names are built into the map in one pass, then the dotted ones inserted
+    // in their order. Same result as inserting all in key order: a plain `a` sorts
+    // before every `a.…`, so it is there first either way, and the dotted names keep
+    // their order among themselves.
+    let (plain, dotted): (Vec<_>, Vec<_>) = record
+        .into_iter()
+        .partition(|(key, _)| !key.as_bytes().contains(&b'.'));
+    let mut root: Map<String, Value> = plain.into_iter().collect();
+    for (key, value) in dotted {
         if let Err(value) = insert_nested(&mut root, &key, value) {
             root.insert(key, value);
         }

@@ -10,8 +10,11 @@ use std::sync::Arc;
 
 use kastell_core::{Bus, Topic};
 use kastell_ingest::transport::http::{self, HttpIngest};
+use kastell_ingest::transport::http_conn;
 use kastell_ingest::transport::Inlet;
-use listeners::{eve_lines, fixture, Pipeline, SENSOR};
+use listeners::{
+    eve_lines, fixture, mutual_client_config, mutual_pki, MutualPki, Pipeline, SENSOR,
+};
 use serde_json::Value;
 use tokio::sync::oneshot;
 
@@ -463,6 +466,112 @@ async fn every_refusal_has_a_json_body_with_a_reason() {
     assert!(events.is_empty() && letters.is_empty());
 }
 
+/// Sends `request` as raw bytes and reads until the server closes the connection; each
+/// answer as its status and its body read as JSON.
+async fn raw_exchange(addr: SocketAddr, request: &[u8]) -> Vec<(u16, Value)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    // The server may answer and stop reading before the whole request is sent.
+    let _ = stream.write_all(request).await;
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer).await;
+    let text = String::from_utf8(answer).unwrap();
+    let mut answers = Vec::new();
+    let mut rest = text.as_str();
+    while let Some(start) = rest.find("HTTP/1.1 ") {
+        let response = &rest[start..];
+        let status = response[9..12].parse().unwrap();
+        let (head, after) = response.split_once("\r\n\r\n").unwrap();
+        assert!(
+            head.to_ascii_lowercase()
+                .contains("content-type: application/json"),
+            "{head}"
+        );
+        let length: usize = head
+            .lines()
+            .find_map(|l| {
+                l.to_ascii_lowercase()
+                    .strip_prefix("content-length: ")
+                    .map(|v| v.trim().parse().unwrap())
+            })
+            .unwrap();
+        let body: Value = serde_json::from_str(&after[..length]).unwrap();
+        if status >= 400 {
+            assert_eq!(body["status"], status, "{body}");
+            assert!(
+                !body["error"]["reason"].as_str().unwrap().is_empty(),
+                "{body}"
+            );
+        }
+        answers.push((status, body));
+        rest = &after[length..];
+    }
+    answers
+}
+
+fn statuses(answers: &[(u16, Value)]) -> Vec<u16> {
+    answers.iter().map(|(status, _)| *status).collect()
+}
+
+#[tokio::test]
+async fn what_hyper_would_refuse_bare_is_refused_with_a_json_body() {
+    let (pipeline, _inlet, server) = one_sensor(64).await;
+    let addr = server.addr;
+
+    // Not HTTP at all: the start of a TLS ClientHello, a syslog line.
+    let answers = raw_exchange(addr, b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03junk").await;
+    assert_eq!(statuses(&answers), [400]);
+    assert_eq!(answers[0].1["error"]["type"], "bad_request");
+    let syslog = b"<34>Oct 11 22:14:15 mymachine su: 'su root' failed for lonvick\n";
+    assert_eq!(statuses(&raw_exchange(addr, syslog).await), [400]);
+
+    // A malformed header field.
+    let answers = raw_exchange(addr, b"GET / HTTP/1.1\r\nhost: x\r\nno colon here\r\n\r\n").await;
+    assert_eq!(statuses(&answers), [400]);
+
+    // A request target over hyper's own 64 KiB limit.
+    let long = format!("GET /{} HTTP/1.1\r\nhost: x\r\n\r\n", "a".repeat(70 * 1024));
+    let answers = raw_exchange(addr, long.as_bytes()).await;
+    assert_eq!(statuses(&answers), [414]);
+    assert_eq!(answers[0].1["error"]["type"], "uri_too_long");
+
+    // A head over the listener's limit, and more header fields than it allows.
+    let big = format!(
+        "GET / HTTP/1.1\r\nhost: x\r\nx-big: {}\r\n\r\n",
+        "a".repeat(http_conn::MAX_HEAD_BYTES)
+    );
+    let answers = raw_exchange(addr, big.as_bytes()).await;
+    assert_eq!(statuses(&answers), [431]);
+    assert_eq!(answers[0].1["error"]["type"], "headers_too_large");
+    let many: String = (0..=http_conn::MAX_HEADERS)
+        .map(|i| format!("x-{i}: 1\r\n"))
+        .collect();
+    let request = format!("GET / HTTP/1.1\r\nhost: x\r\n{many}\r\n");
+    assert_eq!(
+        statuses(&raw_exchange(addr, request.as_bytes()).await),
+        [431]
+    );
+
+    // The same limits on a kept-alive connection's later requests, which hyper parses.
+    let fine = "GET / HTTP/1.1\r\nhost: x\r\n\r\n";
+    let request = format!("{fine}GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n{many}\r\n");
+    let answers = raw_exchange(addr, request.as_bytes()).await;
+    assert_eq!(statuses(&answers), [200, 431]);
+    let big_close = big.replacen("host: x\r\n", "host: x\r\nconnection: close\r\n", 1);
+    let answers = raw_exchange(addr, format!("{fine}{big_close}").as_bytes()).await;
+    assert_eq!(statuses(&answers), [200, 431]);
+    let long_close = format!(
+        "GET /{} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+        "a".repeat(http::MAX_URI_BYTES + 1)
+    );
+    let answers = raw_exchange(addr, format!("{fine}{long_close}").as_bytes()).await;
+    assert_eq!(statuses(&answers), [200, 414]);
+
+    server.stop().await;
+    let (events, letters) = pipeline.drain().await;
+    assert!(events.is_empty() && letters.is_empty());
+}
+
 /// A throwaway CA and a server certificate for localhost and 127.0.0.1 it signed, as PEM
 /// files, and the CA as PEM for the client.
 struct Pki {
@@ -559,6 +668,98 @@ async fn https_takes_json_lines_over_tls_1_3_only() {
     assert!(plain.is_err() || !plain.unwrap().status().is_success());
 
     drop(stalled);
+    let _ = stop.send(());
+    task.await.unwrap().unwrap();
+    assert_eq!(inlet.metrics().records(), 2);
+    let (events, letters) = pipeline.drain().await;
+    assert_eq!(events.len(), 2);
+    assert!(letters.is_empty());
+}
+
+/// POSTs `body` to the ingest endpoint over TLS 1.3 as a client presenting `identity`;
+/// the status line of the answer, or `None` when the server ended the connection
+/// without one.
+async fn post_with_identity(
+    port: u16,
+    pki: &MutualPki,
+    identity: Option<&(String, String)>,
+    body: &str,
+) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let connector = tokio_rustls::TlsConnector::from(mutual_client_config(pki, identity));
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut tls = connector.connect(name, tcp).await.ok()?;
+    let request = format!(
+        "POST /api/v1/ingest/{SENSOR} HTTP/1.1\r\nhost: localhost\r\ncontent-length: {}\r\n\
+         connection: close\r\n\r\n{body}",
+        body.len()
+    );
+    // Refused clients learn it here or on the read, as TLS 1.3 checks their certificate
+    // after their side of the handshake is done.
+    tls.write_all(request.as_bytes()).await.ok()?;
+    let mut answer = Vec::new();
+    let _ = tls.read_to_end(&mut answer).await;
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    answer
+        .lines()
+        .next()
+        .map(str::to_owned)
+        .filter(|l| !l.is_empty())
+}
+
+#[tokio::test]
+async fn https_with_a_client_ca_takes_only_clients_with_a_certificate_from_it() {
+    let pki = mutual_pki();
+    let pipeline = Pipeline::new(64).await;
+    let inlet = pipeline.suricata_inlet(SENSOR, 64);
+    let acceptor = kastell_ingest::transport::syslog_tls::server_acceptor(
+        &pki.server_cert,
+        &pki.server_key,
+        Some(&pki.client_ca),
+    )
+    .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let router = http::router(HttpIngest::new([Arc::clone(&inlet)]));
+    let task = tokio::spawn(http::serve_tls(listener, acceptor, router, async {
+        let _ = stopped.await;
+    }));
+    let good = eve_lines("\"event_type\":\"dns\"", 3);
+
+    let anonymous = post_with_identity(port, &pki, None, &good[0]).await;
+    assert_eq!(
+        anonymous, None,
+        "a client without a certificate must be refused"
+    );
+    let stranger = post_with_identity(port, &pki, Some(&pki.stranger_client), &good[1]).await;
+    assert_eq!(
+        stranger, None,
+        "a certificate from another CA must be refused"
+    );
+    let trusted = post_with_identity(port, &pki, Some(&pki.trusted_client), &good[2]).await;
+    assert_eq!(trusted.as_deref(), Some("HTTP/1.1 200 OK"));
+
+    // reqwest, as a shipper would use it, with the same identity.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let (cert, key) = &pki.trusted_client;
+    let identity = reqwest::Identity::from_pem(format!("{cert}{key}").as_bytes()).unwrap();
+    let ca = reqwest::Certificate::from_pem(pki.ca_pem.as_bytes()).unwrap();
+    let answer = reqwest::Client::builder()
+        .tls_certs_only([ca])
+        .identity(identity)
+        .build()
+        .unwrap()
+        .post(format!("https://localhost:{port}/api/v1/ingest/{SENSOR}"))
+        .body(good[0].clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+
     let _ = stop.send(());
     task.await.unwrap().unwrap();
     assert_eq!(inlet.metrics().records(), 2);

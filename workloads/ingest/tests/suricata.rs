@@ -414,10 +414,17 @@ fn smtp_records_map_the_envelope_and_the_headers() {
         Some(&json!([{ "file": { "name": "invoice.zip" } }]))
     );
     let observables: Vec<String> = e.observables().into_iter().map(|o| o.value).collect();
-    assert!(
-        observables.iter().any(|v| v == "billing@example.org"),
-        "{observables:?}"
-    );
+    for address in [
+        "billing@example.org",
+        "ann@example.net",
+        "bob@example.net",
+        "carol@example.net",
+    ] {
+        assert!(
+            observables.iter().any(|v| v == address),
+            "{address}: {observables:?}"
+        );
+    }
 }
 
 #[test]

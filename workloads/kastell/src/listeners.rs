@@ -34,8 +34,9 @@ pub struct ListenerPlan {
 pub enum ListenerKind {
     Http {
         addr: SocketAddr,
-        /// HTTPS with this certificate chain and key (PEM), when the Sensor sets `tls`.
-        tls: Option<(PathBuf, PathBuf)>,
+        /// HTTPS with this certificate chain and key (PEM), when the Sensor sets `tls`,
+        /// and the client CA bundle that makes it mutual TLS.
+        tls: Option<(PathBuf, PathBuf, Option<PathBuf>)>,
     },
     SyslogUdp {
         addr: SocketAddr,
@@ -49,6 +50,8 @@ pub enum ListenerKind {
         framing: Framing,
         cert: PathBuf,
         key: PathBuf,
+        /// Mutual TLS: the CA bundle client certificates must chain to.
+        client_ca: Option<PathBuf>,
     },
     Tail {
         path: PathBuf,
@@ -130,6 +133,7 @@ fn plan_one(sensor: &Loaded<Sensor>, data_dir: &Path) -> anyhow::Result<Option<L
                 tls: Some((
                     sensor.resolve(&tls.cert_file),
                     sensor.resolve(&tls.key_file),
+                    tls.client_ca_file.as_deref().map(|ca| sensor.resolve(ca)),
                 )),
             },
             None => ListenerKind::Http {
@@ -154,6 +158,7 @@ fn plan_one(sensor: &Loaded<Sensor>, data_dir: &Path) -> anyhow::Result<Option<L
                 framing,
                 cert: sensor.resolve(&tls.cert_file),
                 key: sensor.resolve(&tls.key_file),
+                client_ca: tls.client_ca_file.as_deref().map(|ca| sensor.resolve(ca)),
             }
         }
     };
@@ -200,7 +205,7 @@ pub async fn start_counted(
     shutdown: CancellationToken,
 ) -> anyhow::Result<Vec<JoinHandle<()>>> {
     // Sensors on one address share one server, and so its TLS setting.
-    type HttpServer = (Option<(PathBuf, PathBuf)>, Vec<Arc<Inlet>>);
+    type HttpServer = (Option<(PathBuf, PathBuf, Option<PathBuf>)>, Vec<Arc<Inlet>>);
     let mut http_servers: BTreeMap<SocketAddr, HttpServer> = BTreeMap::new();
     let mut tasks = Vec::new();
     for plan in plans {
@@ -249,8 +254,9 @@ pub async fn start_counted(
                 framing,
                 cert,
                 key,
+                client_ca,
             } => {
-                let acceptor = syslog_tls::tls_acceptor(cert, key)
+                let acceptor = syslog_tls::server_acceptor(cert, key, client_ca.as_deref())
                     .with_context(|| format!("sensor {sensor}: loading its TLS certificate"))?;
                 let listener = bind_tcp(&sensor, *addr).await?;
                 let framing = *framing;
@@ -277,8 +283,8 @@ pub async fn start_counted(
         let token = shutdown.clone();
         let label = sensors.join(",");
         let acceptor = match &tls {
-            Some((cert, key)) => Some(
-                syslog_tls::tls_acceptor(cert, key)
+            Some((cert, key, client_ca)) => Some(
+                syslog_tls::server_acceptor(cert, key, client_ca.as_deref())
                     .with_context(|| format!("sensor {label}: loading its TLS certificate"))?,
             ),
             None => None,

@@ -114,13 +114,16 @@ pub fn router(ingest: HttpIngest) -> Router {
         .layer(DefaultBodyLimit::max(limit))
         .layer(axum::middleware::map_response(json_errors))
         .layer(axum::middleware::from_fn(limit_uri))
+        .layer(axum::middleware::from_fn(
+            crate::transport::http_conn::limit_head,
+        ))
         .layer(axum::middleware::map_response(elastic_product_header))
         .with_state(ingest)
 }
 
 /// The body every refusal of this listener carries, shaped as Elasticsearch writes its
 /// errors so shippers log the reason.
-fn error_response(status: StatusCode, kind: &str, reason: String) -> Response {
+pub(crate) fn error_response(status: StatusCode, kind: &str, reason: String) -> Response {
     let body = json!({"error": {"type": kind, "reason": reason}, "status": status.as_u16()});
     (status, Json(body)).into_response()
 }
@@ -197,7 +200,8 @@ async fn json_errors(response: Response) -> Response {
 }
 
 /// Serves the router on `listener` until `shutdown` resolves, with each request's peer
-/// address known to the handlers.
+/// address known to the handlers, and hyper's refusals answered in JSON where it can be
+/// done (see [`crate::transport::http_conn`]).
 ///
 /// # Errors
 ///
@@ -207,12 +211,7 @@ pub async fn serve(
     router: Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
+    crate::transport::http_conn::serve_listener(listener, router, shutdown).await
 }
 
 /// Handshakes in progress at once on an HTTPS listener; further connections wait in
@@ -233,16 +232,7 @@ pub async fn serve_tls(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let listener = TlsListener::new(listener, acceptor)?;
-    // NB: axum gives the peer address to `ConnectInfo<SocketAddr>` only for its own
-    // listeners and for `tap_io` over any listener whose address is a `SocketAddr`; the
-    // empty tap is that bridge.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |_| {});
-    axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
+    crate::transport::http_conn::serve_listener(listener, router, shutdown).await
 }
 
 /// A listener that hands axum connections whose TLS handshake is done. Handshakes run in

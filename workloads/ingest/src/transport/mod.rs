@@ -5,6 +5,7 @@
 
 pub mod bulk;
 pub mod http;
+pub mod http_conn;
 pub mod inlet;
 pub mod metrics;
 pub mod raw_syslog;

@@ -2,6 +2,10 @@
 //! and key read from PEM files; after the handshake a connection is read exactly as a
 //! TCP one (octet counting, which RFC 5425 mandates, or lines from senders that send
 //! them anyway).
+//!
+//! The acceptor built here also serves the HTTPS listener. With a client CA bundle it
+//! asks every client for a certificate and accepts only those that chain to one of the
+//! bundle's CAs (mutual TLS, RFC 5425 section 5.1's certificate-based authentication).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -9,6 +13,7 @@ use std::time::Duration;
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
@@ -41,15 +46,52 @@ pub enum TlsSetupError {
     },
     #[error("building the TLS 1.3 server configuration")]
     Config(#[source] rustls::Error),
+    #[error("reading the client CA bundle {path}")]
+    ClientCa {
+        path: PathBuf,
+        #[source]
+        source: rustls::pki_types::pem::Error,
+    },
+    #[error("the client CA bundle {0} holds no certificate")]
+    NoClientCa(PathBuf),
+    #[error("the client CA bundle {path} holds a certificate that is not a usable CA")]
+    BadClientCa {
+        path: PathBuf,
+        #[source]
+        source: rustls::Error,
+    },
+    #[error("building the client certificate verifier for {path}")]
+    ClientVerifier {
+        path: PathBuf,
+        #[source]
+        source: rustls::server::VerifierBuilderError,
+    },
 }
 
 /// A TLS 1.3-only acceptor for the chain in `cert_path` (leaf first) and the key in
-/// `key_path`, both PEM.
+/// `key_path`, both PEM, that asks clients for no certificate.
 ///
 /// # Errors
 ///
 /// When a file cannot be read, holds nothing usable, or the key does not fit.
 pub fn tls_acceptor(cert_path: &Path, key_path: &Path) -> Result<TlsAcceptor, TlsSetupError> {
+    server_acceptor(cert_path, key_path, None)
+}
+
+/// A TLS 1.3-only acceptor as [`tls_acceptor`] builds it, that with `client_ca` (a PEM
+/// bundle of one or more CA certificates) requires every client to present a certificate
+/// chaining to one of them; a client without one, or with one from another CA, fails the
+/// handshake.
+///
+/// # Errors
+///
+/// As [`tls_acceptor`], and when the bundle cannot be read, holds no certificate or a
+/// certificate that cannot serve as a trust anchor.
+pub fn server_acceptor(
+    cert_path: &Path,
+    key_path: &Path,
+    client_ca: Option<&Path>,
+) -> Result<TlsAcceptor, TlsSetupError> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert_path)
         .and_then(Iterator::collect)
         .map_err(|source| TlsSetupError::Certificates {
@@ -64,13 +106,48 @@ pub fn tls_acceptor(cert_path: &Path, key_path: &Path) -> Result<TlsAcceptor, Tl
         source,
     })?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ServerConfig::builder_with_provider(provider)
+    let builder = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
         .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(TlsSetupError::Config)?
-        .with_no_client_auth()
+        .map_err(TlsSetupError::Config)?;
+    let builder = match client_ca {
+        None => builder.with_no_client_auth(),
+        Some(path) => builder.with_client_cert_verifier(client_verifier(path, provider)?),
+    };
+    let config = builder
         .with_single_cert(certs, key)
         .map_err(TlsSetupError::Config)?;
     Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// Verifies client certificates against the CAs of the bundle at `path`, with rustls's
+/// WebPKI verifier (signature, validity period, client-auth key usage); anonymous
+/// clients are refused.
+fn client_verifier(
+    path: &Path,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, TlsSetupError> {
+    let cas: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+        .and_then(Iterator::collect)
+        .map_err(|source| TlsSetupError::ClientCa {
+            path: path.to_owned(),
+            source,
+        })?;
+    if cas.is_empty() {
+        return Err(TlsSetupError::NoClientCa(path.to_owned()));
+    }
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in cas {
+        roots.add(ca).map_err(|source| TlsSetupError::BadClientCa {
+            path: path.to_owned(),
+            source,
+        })?;
+    }
+    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+        .build()
+        .map_err(|source| TlsSetupError::ClientVerifier {
+            path: path.to_owned(),
+            source,
+        })
 }
 
 /// Accepts TLS connections until `shutdown` is cancelled, then waits for each

@@ -116,3 +116,91 @@ pub fn messages(events: &[Event]) -> Vec<&str> {
         .map(|e| e.get_str("message").unwrap())
         .collect()
 }
+
+/// Throwaway certificates for mutual TLS: a CA that signs the server's certificate and a
+/// client's, and a second, unrelated CA with a client of its own.
+pub struct MutualPki {
+    _dir: tempfile::TempDir,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+    /// The bundle a Sensor's `clientCaFile` names: the first CA only.
+    pub client_ca: PathBuf,
+    pub ca: rustls::pki_types::CertificateDer<'static>,
+    pub ca_pem: String,
+    /// A client certificate (and key, PEM) the first CA issued.
+    pub trusted_client: (String, String),
+    /// A client certificate (and key, PEM) the other CA issued.
+    pub stranger_client: (String, String),
+}
+
+fn new_ca(name: &str) -> (rcgen::Certificate, rcgen::KeyPair) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, name);
+    (params.self_signed(&key).unwrap(), key)
+}
+
+fn client_cert(name: &str, ca: &rcgen::Certificate, ca_key: &rcgen::KeyPair) -> (String, String) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec![name.to_owned()]).unwrap();
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let cert = params.signed_by(&key, ca, ca_key).unwrap();
+    (cert.pem(), key.serialize_pem())
+}
+
+pub fn mutual_pki() -> MutualPki {
+    let (ca, ca_key) = new_ca("kastell test sensors CA");
+    let (other, other_key) = new_ca("some other CA");
+    let key = rcgen::KeyPair::generate().unwrap();
+    let params =
+        rcgen::CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+            .unwrap();
+    let server = params.signed_by(&key, &ca, &ca_key).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let server_cert = dir.path().join("tls.crt");
+    let server_key = dir.path().join("tls.key");
+    let client_ca = dir.path().join("client-ca.crt");
+    std::fs::write(&server_cert, server.pem()).unwrap();
+    std::fs::write(&server_key, key.serialize_pem()).unwrap();
+    std::fs::write(&client_ca, ca.pem()).unwrap();
+    MutualPki {
+        server_cert,
+        server_key,
+        client_ca,
+        ca: ca.der().clone(),
+        ca_pem: ca.pem(),
+        trusted_client: client_cert("sensor-a.example.org", &ca, &ca_key),
+        stranger_client: client_cert("sensor-b.example.org", &other, &other_key),
+        _dir: dir,
+    }
+}
+
+/// A TLS 1.3 client trusting the test CA, presenting `identity` (certificate and key,
+/// PEM) when given.
+pub fn mutual_client_config(
+    pki: &MutualPki,
+    identity: Option<&(String, String)>,
+) -> Arc<rustls::ClientConfig> {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(pki.ca.clone()).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(roots);
+    let config = match identity {
+        None => builder.with_no_client_auth(),
+        Some((cert, key)) => {
+            let chain = rustls::pki_types::CertificateDer::pem_slice_iter(cert.as_bytes())
+                .collect::<Result<Vec<_>, _>>()
+                .unwrap();
+            let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap();
+            builder.with_client_auth_cert(chain, key).unwrap()
+        }
+    };
+    Arc::new(config)
+}

@@ -1,0 +1,339 @@
+//! Serving the HTTP listener's connections with hyper, so that refusals hyper makes
+//! before any handler runs still carry the listener's JSON error body.
+//!
+//! hyper answers a request it cannot parse (bytes that are not HTTP, a malformed header,
+//! a request target over its fixed 64 KiB limit, a head over its buffer) with a status
+//! and an empty body, and offers no hook to change that answer. Two measures keep those
+//! cases rare:
+//!
+//! - The head of each connection's first request is read and checked here, with
+//!   `httparse` (hyper's own parser) and this listener's limits, before hyper sees the
+//!   connection; a head that fails is answered with a JSON error and the connection is
+//!   closed. That first request is where non-HTTP bytes arrive (a TLS client on a plain
+//!   port, a syslog sender pointed at the wrong port).
+//! - hyper's own header limits are set above the listener's ([`HYPER_MAX_HEADERS`],
+//!   [`HYPER_MAX_BUF_BYTES`]), so heads of later keep-alive requests that break only the
+//!   listener's limits reach [`limit_head`] and get JSON too.
+//!
+//! What stays hyper's empty answer: a later request on a kept-alive connection that is
+//! malformed, whose request target is over 64 KiB or whose head is over
+//! [`HYPER_MAX_BUF_BYTES`] (see docs/ingest-transports.md).
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::extract::ConnectInfo;
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::Router;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower::ServiceExt;
+
+use crate::transport::http::{error_response, MAX_URI_BYTES};
+
+/// The most header fields a request may carry: hyper's own default.
+pub const MAX_HEADERS: usize = 100;
+
+/// The longest request head (request line and header fields) answered: nginx's
+/// `large_client_header_buffers` allows 4 × 8 KiB lines, this allows a little more.
+pub const MAX_HEAD_BYTES: usize = 64 * 1024;
+
+/// hyper's limits, above the listener's so that [`limit_head`] sees what is in between.
+const HYPER_MAX_HEADERS: usize = 4 * MAX_HEADERS;
+const HYPER_MAX_BUF_BYTES: usize = 1024 * 1024;
+
+/// A client that has not sent its first request head by then is dropped, so idle
+/// connections cannot pile up before hyper takes them over.
+pub const FIRST_HEAD_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How much of a refused request is read and dropped before the connection is closed,
+/// and for how long at most.
+const LINGER_BYTES: usize = 1024 * 1024;
+const LINGER_TIME: Duration = Duration::from_secs(2);
+
+/// How a connection's first request head fared.
+#[derive(Debug, PartialEq, Eq)]
+enum Head {
+    /// Complete and within the limits: hand the connection to hyper.
+    Fine,
+    /// Refused with this status, error type and reason.
+    Refused(StatusCode, &'static str, String),
+    /// The peer closed or stalled before sending a whole head: nothing to answer.
+    Gone,
+}
+
+/// Checks the head at the start of `buffer`, which holds all that was read so far.
+/// `None` means more bytes are needed.
+fn check_head(buffer: &[u8]) -> Option<Head> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut request = httparse::Request::new(&mut headers);
+    let parsed = match request.parse(buffer) {
+        Ok(status) => status,
+        Err(httparse::Error::TooManyHeaders) => {
+            return Some(Head::Refused(
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "headers_too_large",
+                format!("the request has more than {MAX_HEADERS} header fields"),
+            ))
+        }
+        Err(e) => {
+            return Some(Head::Refused(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!("the request is not valid HTTP/1.1: {e}"),
+            ))
+        }
+    };
+    let target_len = request.path.map(str::len).or_else(|| {
+        // The request line is not complete yet: its target so far is what follows the
+        // first space.
+        let start = buffer.iter().position(|b| *b == b' ')?;
+        (!buffer.contains(&b'\n')).then(|| buffer.len() - start - 1)
+    });
+    if let Some(length) = target_len.filter(|l| *l > MAX_URI_BYTES) {
+        return Some(Head::Refused(
+            StatusCode::URI_TOO_LONG,
+            "uri_too_long",
+            format!(
+                "the request target is over the {MAX_URI_BYTES}-byte limit ({length} bytes \
+                 read)"
+            ),
+        ));
+    }
+    match parsed {
+        httparse::Status::Complete(length) if length > MAX_HEAD_BYTES => Some(head_too_large()),
+        httparse::Status::Complete(_) => Some(Head::Fine),
+        httparse::Status::Partial if buffer.len() > MAX_HEAD_BYTES => Some(head_too_large()),
+        httparse::Status::Partial => None,
+    }
+}
+
+fn head_too_large() -> Head {
+    Head::Refused(
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+        "headers_too_large",
+        format!("the request head is over the {MAX_HEAD_BYTES}-byte limit"),
+    )
+}
+
+/// Reads from `io` into `buffer` until the first request head is complete, refused, or
+/// the peer goes away.
+async fn read_first_head<IO: AsyncRead + Unpin>(io: &mut IO, buffer: &mut Vec<u8>) -> Head {
+    let reading = async {
+        let mut chunk = [0u8; 8 * 1024];
+        loop {
+            match io.read(&mut chunk).await {
+                Ok(0) | Err(_) => return Head::Gone,
+                Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+            }
+            if let Some(head) = check_head(buffer) {
+                return head;
+            }
+        }
+    };
+    tokio::time::timeout(FIRST_HEAD_TIMEOUT, reading)
+        .await
+        .unwrap_or(Head::Gone)
+}
+
+/// Writes a JSON refusal as a whole HTTP/1.1 response and closes the connection.
+async fn refuse<IO: AsyncRead + AsyncWrite + Unpin>(
+    io: &mut IO,
+    status: StatusCode,
+    kind: &str,
+    reason: String,
+) {
+    let response = error_response(status, kind, reason);
+    let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap_or_default();
+    let head = format!(
+        "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\
+         x-elastic-product: Elasticsearch\r\nconnection: close\r\n\r\n",
+        status.as_str(),
+        status.canonical_reason().unwrap_or(""),
+        body.len()
+    );
+    let _ = io.write_all(head.as_bytes()).await;
+    let _ = io.write_all(&body).await;
+    let _ = io.shutdown().await;
+    // Closing with the rest of the request unread would make the kernel reset the
+    // connection, and a reset can overtake the answer on its way to the client; so what
+    // the client is still sending is read and dropped first, within bounds.
+    let draining = async {
+        let mut sink = [0u8; 8 * 1024];
+        let mut left = LINGER_BYTES;
+        while left > 0 {
+            match io.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => left = left.saturating_sub(n),
+            }
+        }
+    };
+    let _ = tokio::time::timeout(LINGER_TIME, draining).await;
+}
+
+/// Serves one connection: its first head checked here, then hyper with the router, the
+/// peer's address known to the handlers as `ConnectInfo`.
+async fn serve_connection<IO>(mut io: IO, peer: SocketAddr, router: Router, stop: CancellationToken)
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut buffer = Vec::with_capacity(4 * 1024);
+    // A client still silent when the listener stops has sent nothing to finish.
+    let head = tokio::select! {
+        head = read_first_head(&mut io, &mut buffer) => head,
+        () = stop.cancelled() => Head::Gone,
+    };
+    match head {
+        Head::Fine => {}
+        Head::Gone => return,
+        Head::Refused(status, kind, reason) => {
+            tracing::info!(peer = %peer, status = status.as_u16(), reason = %reason, "http request refused before routing");
+            refuse(&mut io, status, kind, reason).await;
+            return;
+        }
+    }
+    // What was read is put back in front of the stream for hyper to read again.
+    let (read, write) = tokio::io::split(io);
+    let io = tokio::io::join(std::io::Cursor::new(buffer).chain(read), write);
+
+    let service = hyper::service::service_fn(move |mut request: hyper::Request<_>| {
+        request.extensions_mut().insert(ConnectInfo(peer));
+        let router = router.clone();
+        async move {
+            Ok::<Response, Infallible>(router.oneshot(request).await.unwrap_or_else(|e| match e {}))
+        }
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .max_headers(HYPER_MAX_HEADERS)
+        .max_buf_size(HYPER_MAX_BUF_BYTES);
+    let connection = builder.serve_connection(TokioIo::new(io), service);
+    tokio::pin!(connection);
+    let ended = tokio::select! {
+        ended = connection.as_mut() => ended,
+        () = stop.cancelled() => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(e) = ended {
+        tracing::debug!(peer = %peer, reason = %e, "http connection ended with an error");
+    }
+}
+
+/// Accepts connections from `listener` until `shutdown` resolves, serving each with
+/// [`serve_connection`], then lets the requests in flight finish.
+pub(crate) async fn serve_listener<L>(
+    mut listener: L,
+    router: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()>
+where
+    L: axum::serve::Listener<Addr = SocketAddr>,
+{
+    let stop = CancellationToken::new();
+    let connections = TaskTracker::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (io, peer) = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = &mut shutdown => break,
+        };
+        connections.spawn(serve_connection(io, peer, router.clone(), stop.clone()));
+    }
+    stop.cancel();
+    connections.close();
+    connections.wait().await;
+    Ok(())
+}
+
+/// The listener's own limits on every request's head, for the requests hyper parsed
+/// itself (those after the first on a connection): JSON refusals instead of hyper's.
+pub(crate) async fn limit_head(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let headers = request.headers();
+    if headers.len() > MAX_HEADERS {
+        return error_response(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "headers_too_large",
+            format!("the request has more than {MAX_HEADERS} header fields"),
+        );
+    }
+    // Each field as `name: value\r\n`, as it was sent.
+    let size: usize = headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
+    if size > MAX_HEAD_BYTES {
+        return error_response(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "headers_too_large",
+            format!("the request head is over the {MAX_HEAD_BYTES}-byte limit"),
+        );
+    }
+    next.run(request).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused_status(bytes: &[u8]) -> Option<u16> {
+        match check_head(bytes) {
+            Some(Head::Refused(status, _, _)) => Some(status.as_u16()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn heads_are_checked_as_they_arrive() {
+        assert_eq!(check_head(b"POST /_bulk HTTP/1.1\r\nhost: x\r\n"), None);
+        assert_eq!(
+            check_head(b"POST /_bulk HTTP/1.1\r\nhost: x\r\n\r\n"),
+            Some(Head::Fine)
+        );
+        assert_eq!(
+            refused_status(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03"),
+            Some(400)
+        );
+        assert_eq!(
+            refused_status(b"<34>Oct 11 22:14:15 mymachine su: x\n"),
+            Some(400)
+        );
+        assert_eq!(
+            refused_status(b"GET / HTTP/1.1\r\nbad header\r\n\r\n"),
+            Some(400)
+        );
+    }
+
+    #[test]
+    fn a_long_target_is_refused_before_its_line_ends() {
+        let mut head = b"GET /".to_vec();
+        head.extend(std::iter::repeat_n(b'a', MAX_URI_BYTES + 1));
+        assert_eq!(refused_status(&head), Some(414));
+        let mut head = b"GET /".to_vec();
+        head.extend(std::iter::repeat_n(b'a', MAX_URI_BYTES - 10));
+        assert_eq!(check_head(&head), None);
+    }
+
+    #[test]
+    fn too_many_or_too_large_headers_are_431() {
+        let mut head = b"GET / HTTP/1.1\r\n".to_vec();
+        for i in 0..=MAX_HEADERS {
+            head.extend(format!("x-{i}: 1\r\n").bytes());
+        }
+        head.extend(b"\r\n");
+        assert_eq!(refused_status(&head), Some(431));
+        let mut head = b"GET / HTTP/1.1\r\nx-big: ".to_vec();
+        head.extend(std::iter::repeat_n(b'a', MAX_HEAD_BYTES));
+        assert_eq!(refused_status(&head), Some(431));
+    }
+}
