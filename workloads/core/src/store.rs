@@ -17,6 +17,7 @@ use crate::audit::{self, AuditEntry, Change, SYSTEM_ACTOR};
 
 mod analyst;
 mod ceiling;
+pub mod dead_letters;
 pub mod keys;
 mod location;
 mod nis2;
@@ -208,6 +209,58 @@ pub struct AlertRecord {
     pub triaged_by: Option<String>,
     pub triaged_at: Option<DateTime<Utc>>,
     pub alert: Alert,
+}
+
+/// An alert row as stored: its triage columns and the alert's JSON body unparsed, for an
+/// answer that copies the body's events out as they are instead of building them into
+/// JSON trees and serialising them again (a case's alerts are most of a case read).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredAlert {
+    pub id: String,
+    pub case_id: Option<i64>,
+    pub status: String,
+    pub status_reason: Option<String>,
+    pub triaged_by: Option<String>,
+    pub triaged_at: Option<DateTime<Utc>>,
+    /// The [`Alert`] as JSON.
+    pub body: String,
+}
+
+impl StoredAlert {
+    /// The record with its alert serialised.
+    ///
+    /// # Errors
+    /// [`StoreError::Corrupt`] when the alert cannot be serialised.
+    pub fn from_record(record: AlertRecord) -> Result<Self, StoreError> {
+        Ok(StoredAlert {
+            body: serde_json::to_string(&record.alert).map_err(|e| StoreError::Corrupt {
+                what: "alert",
+                reason: e.to_string(),
+            })?,
+            id: record.id,
+            case_id: record.case_id,
+            status: record.status,
+            status_reason: record.status_reason,
+            triaged_by: record.triaged_by,
+            triaged_at: record.triaged_at,
+        })
+    }
+
+    /// The record with its body parsed.
+    ///
+    /// # Errors
+    /// [`StoreError::Corrupt`] when the body is not an alert.
+    pub fn parse(self) -> Result<AlertRecord, StoreError> {
+        Ok(AlertRecord {
+            alert: parse_json("alert", &self.body)?,
+            id: self.id,
+            case_id: self.case_id,
+            status: self.status,
+            status_reason: self.status_reason,
+            triaged_by: self.triaged_by,
+            triaged_at: self.triaged_at,
+        })
+    }
 }
 
 /// A case: alerts of one rule on one host within the grouping window.
@@ -530,6 +583,18 @@ pub trait CaseStore: Send + Sync {
     async fn insert_alert(&self, alert: &Alert) -> Result<bool, StoreError>;
     async fn get_alert(&self, id: &str) -> Result<Option<AlertRecord>, StoreError>;
     async fn list_alerts(&self, filter: &AlertFilter) -> Result<Vec<AlertRecord>, StoreError>;
+    /// As [`CaseStore::list_alerts`], with each body left as stored. The SQL stores read
+    /// the bodies as they are; this default serialises the records of `list_alerts`.
+    async fn list_stored_alerts(
+        &self,
+        filter: &AlertFilter,
+    ) -> Result<Vec<StoredAlert>, StoreError> {
+        self.list_alerts(filter)
+            .await?
+            .into_iter()
+            .map(StoredAlert::from_record)
+            .collect()
+    }
 
     /// The open case of this grouping key whose last alert is not older than `since`.
     async fn find_open_case(
@@ -856,9 +921,23 @@ where
     for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
     for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
 {
-    let body: String = row.get("body");
+    stored_alert_from_row(row)?.parse()
+}
+
+fn parse_all(stored: Vec<StoredAlert>) -> Result<Vec<AlertRecord>, StoreError> {
+    stored.into_iter().map(StoredAlert::parse).collect()
+}
+
+fn stored_alert_from_row<R>(row: &R) -> Result<StoredAlert, StoreError>
+where
+    R: Row,
+    for<'c> &'c str: sqlx::ColumnIndex<R>,
+    for<'r> &'r str: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
     let triaged_at: Option<String> = row.get("triaged_at");
-    Ok(AlertRecord {
+    Ok(StoredAlert {
         id: row.get("id"),
         case_id: row.get("case_id"),
         status: row.get("status"),
@@ -867,7 +946,7 @@ where
         triaged_at: triaged_at
             .map(|t| parse_ts("alert triaged_at", &t))
             .transpose()?,
-        alert: parse_json("alert", &body)?,
+        body: row.get("body"),
     })
 }
 
@@ -1286,6 +1365,13 @@ impl CaseStore for SqliteStore {
     }
 
     async fn list_alerts(&self, filter: &AlertFilter) -> Result<Vec<AlertRecord>, StoreError> {
+        parse_all(self.list_stored_alerts(filter).await?)
+    }
+
+    async fn list_stored_alerts(
+        &self,
+        filter: &AlertFilter,
+    ) -> Result<Vec<StoredAlert>, StoreError> {
         let mut sql =
             sqlx::QueryBuilder::new("SELECT id, case_id, status, status_reason, triaged_by, triaged_at, body FROM alerts WHERE 1 = 1");
         if let Some(level) = filter.level {
@@ -1321,7 +1407,7 @@ impl CaseStore for SqliteStore {
             .fetch_all(&self.pool)
             .await
             .map_err(query_err("list alerts"))?;
-        rows.iter().map(alert_from_row).collect()
+        rows.iter().map(stored_alert_from_row).collect()
     }
 
     async fn find_open_case(

@@ -17,7 +17,7 @@ use super::{
     ActionRecord, ActionStatus, AlertFilter, AlertRecord, AlertTriage, ApiKeyRecord, CaseDraft,
     CaseFilter, CaseRecord, CaseStatus, CaseStore, CaseUpdate, Decision, NewAction, NewCase,
     NewObservable, NewTask, ObservableOwner, ObservableRecord, Resolution, SearchHits,
-    SeverityFigures, StoreError, TaskRecord, TaskUpdate, TimelineEntry, Tlp,
+    SeverityFigures, StoreError, StoredAlert, TaskRecord, TaskUpdate, TimelineEntry, Tlp,
 };
 use crate::alert::Alert;
 use crate::audit::{self, AuditEntry, Change, SYSTEM_ACTOR};
@@ -299,6 +299,13 @@ impl CaseStore for PostgresStore {
     }
 
     async fn list_alerts(&self, filter: &AlertFilter) -> Result<Vec<AlertRecord>, StoreError> {
+        super::parse_all(self.list_stored_alerts(filter).await?)
+    }
+
+    async fn list_stored_alerts(
+        &self,
+        filter: &AlertFilter,
+    ) -> Result<Vec<StoredAlert>, StoreError> {
         let mut sql = sqlx::QueryBuilder::new(
             "SELECT id, case_id, status, status_reason, triaged_by, triaged_at, body \
              FROM alerts WHERE 1 = 1",
@@ -336,7 +343,7 @@ impl CaseStore for PostgresStore {
             .fetch_all(&self.pool)
             .await
             .map_err(query_err("list alerts"))?;
-        rows.iter().map(alert_from_row).collect()
+        rows.iter().map(super::stored_alert_from_row).collect()
     }
 
     async fn find_open_case(
