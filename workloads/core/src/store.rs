@@ -18,6 +18,7 @@ use crate::audit::{self, AuditEntry, Change, SYSTEM_ACTOR};
 mod analyst;
 mod ceiling;
 pub mod dead_letters;
+mod group_commit;
 pub mod keys;
 mod location;
 mod nis2;
@@ -67,6 +68,8 @@ pub enum StoreError {
     NotPending { id: i64, status: ActionStatus },
     #[error("{reason}")]
     Conflict { reason: String },
+    #[error("the alert writer could not store the alert: {reason}")]
+    Writer { reason: String },
 }
 
 fn query_err(what: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
@@ -819,6 +822,8 @@ pub struct SqliteStore {
     pool: SqlitePool,
     /// One connection that every write transaction takes (see [`SqliteStore::write_tx`]).
     writer: SqlitePool,
+    /// New alerts waiting to be stored together ([`group_commit`]).
+    alerts: std::sync::Arc<group_commit::AlertQueue>,
 }
 
 /// The database file's name inside the data directory.
@@ -846,8 +851,11 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
             .busy_timeout(std::time::Duration::from_secs(5));
+        // sqlx pings a connection on every acquire by default: for SQLite a round trip to
+        // the connection's worker thread per query, for a file that cannot hang up.
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
+            .test_before_acquire(false)
             .connect_with(options.clone())
             .await
             .map_err(|source| StoreError::Open {
@@ -864,13 +872,18 @@ impl SqliteStore {
         // instead, in order and without sleeping, and readers keep their connections.
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
+            .test_before_acquire(false)
             .connect_with(options)
             .await
             .map_err(|source| StoreError::Open {
                 path: path.to_owned(),
                 source,
             })?;
-        Ok(SqliteStore { pool, writer })
+        Ok(SqliteStore {
+            pool,
+            writer,
+            alerts: Default::default(),
+        })
     }
 }
 
@@ -1312,45 +1325,9 @@ impl SqliteStore {
 #[async_trait]
 impl CaseStore for SqliteStore {
     async fn insert_alert(&self, alert: &Alert) -> Result<bool, StoreError> {
-        let body = serde_json::to_string(alert).map_err(|e| StoreError::Corrupt {
-            what: "alert",
-            reason: e.to_string(),
-        })?;
-        let mut tx = self.write_tx().await?;
-        let done = sqlx::query(
-            "INSERT INTO alerts (id, rule_id, rule_title, level, level_rank, host, sensor, \
-             timestamp, detected_at, intel_count, body) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
-        )
-        .bind(&alert.id)
-        .bind(&alert.rule.id)
-        .bind(&alert.rule.title)
-        .bind(alert.rule.level.as_str())
-        .bind(level_rank(alert.rule.level))
-        .bind(&alert.host)
-        .bind(&alert.sensor)
-        .bind(ts(alert.timestamp))
-        .bind(ts(alert.detected_at))
-        .bind(alert.intel.len() as i64)
-        .bind(body)
-        .execute(&mut *tx)
-        .await
-        .map_err(query_err("insert alert"))?;
-        let inserted = done.rows_affected() == 1;
-        if inserted {
-            let change = Change {
-                actor: SYSTEM_ACTOR.to_owned(),
-                action: "alert.create",
-                object_kind: "alert",
-                object_id: alert.id.clone(),
-                before: None,
-                after: Some(alert_state(alert)),
-            };
-            append_audit(&mut tx, change).await?;
-            analyst::index_alert_observables(&mut tx, alert).await?;
-        }
-        tx.commit().await.map_err(query_err("commit"))?;
-        Ok(inserted)
+        // Stored with the alerts that arrive at the same moment, in one transaction.
+        let pending = group_commit::PendingAlert::new(alert)?;
+        self.alerts.insert(&self.writer, pending).await
     }
 
     async fn get_alert(&self, id: &str) -> Result<Option<AlertRecord>, StoreError> {
