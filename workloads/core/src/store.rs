@@ -1158,27 +1158,7 @@ async fn append_audit(tx: &mut Tx, change: Change) -> Result<(), StoreError> {
         None => (1, audit::GENESIS.to_owned()),
     };
     let entry = chain_entry(seq, prev_hash, change);
-    sqlx::query(
-        "INSERT INTO audit_log (seq, at, actor, action, object_kind, object_id, before, \
-         after, before_digest, after_digest, prev_hash, hash) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(entry.seq)
-    .bind(&entry.at)
-    .bind(&entry.actor)
-    .bind(&entry.action)
-    .bind(&entry.object_kind)
-    .bind(&entry.object_id)
-    .bind(entry.before.as_ref().map(audit::canonical_json))
-    .bind(entry.after.as_ref().map(audit::canonical_json))
-    .bind(&entry.before_digest)
-    .bind(&entry.after_digest)
-    .bind(&entry.prev_hash)
-    .bind(&entry.hash)
-    .execute(&mut **tx)
-    .await
-    .map_err(query_err("append to the audit log"))?;
-    Ok(())
+    group_commit::insert_entries(tx, std::slice::from_ref(&entry)).await
 }
 
 async fn fetch_case(tx: &mut Tx, id: i64) -> Result<CaseRecord, StoreError> {

@@ -14,9 +14,9 @@ use anyhow::Context;
 use kastell_core::store::dead_letters::{DeadLetterLog, Expiry};
 use kastell_core::store::privacy::{Erasure, Subject, SubjectData};
 use kastell_core::{PrivacyStore, StoreUrl};
+use kastell_crds::{parse_duration, ResourceSet};
 use serde::Serialize;
 use serde_json::Value;
-use kastell_crds::{parse_duration, ResourceSet};
 
 use crate::apikey::cli_actor;
 use crate::store_arg::StoreArgs;
@@ -133,7 +133,9 @@ pub fn run(args: GdprArgs) -> anyhow::Result<ExitCode> {
                 .await
                 .context("exporting the subject's data")?;
             let dead_letters = match log {
-                Some(log) => Some(export_dead_letters(store.as_ref(), log, &subject.subject, &actor).await?),
+                Some(log) => {
+                    Some(export_dead_letters(store.as_ref(), log, &subject.subject, &actor).await?)
+                }
                 None => None,
             };
             let export = Export {
@@ -150,7 +152,9 @@ pub fn run(args: GdprArgs) -> anyhow::Result<ExitCode> {
                 .await
                 .context("erasing the subject")?;
             let dead_letters = match log {
-                Some(log) => Some(erase_dead_letters(store.as_ref(), log, &subject.subject, &actor).await?),
+                Some(log) => {
+                    Some(erase_dead_letters(store.as_ref(), log, &subject.subject, &actor).await?)
+                }
                 None => None,
             };
             let changes = Changes {

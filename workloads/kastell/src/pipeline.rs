@@ -228,12 +228,10 @@ pub async fn run_on(
             summary.dead_letters = dead_letters_so_far(bus.as_ref(), &mut written_rx).await;
             on_replayed(&summary);
 
-            let retention = setup
-                .personal_data_retention
-                .map(|period| {
-                    let log = DeadLetterLog::in_dir(data_dir);
-                    crate::gdpr::spawn_retention(Arc::clone(&privacy), log, period)
-                });
+            let retention = setup.personal_data_retention.map(|period| {
+                let log = DeadLetterLog::in_dir(data_dir);
+                crate::gdpr::spawn_retention(Arc::clone(&privacy), log, period)
+            });
             let stop = CancellationToken::new();
             let asked = {
                 let stop = stop.clone();

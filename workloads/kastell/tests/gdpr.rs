@@ -93,7 +93,10 @@ async fn export_and_erase_cover_the_dead_letters_and_are_audited() {
     let (_dir, data) = run_with_dead_letters();
     let data_arg = data.to_str().unwrap();
     let before = letters(&data);
-    assert!(before.iter().all(|l| l["logged_at"].is_string()), "{before:?}");
+    assert!(
+        before.iter().all(|l| l["logged_at"].is_string()),
+        "{before:?}"
+    );
     let mentioning = before
         .iter()
         .filter(|l| l.to_string().to_lowercase().contains("paco"))
@@ -101,28 +104,53 @@ async fn export_and_erase_cover_the_dead_letters_and_are_audited() {
     assert!(mentioning >= 1, "{before:?}");
 
     let export = json(&kastell(&[
-        "gdpr", "export", "--data", data_arg, "--subject", "PACO",
+        "gdpr",
+        "export",
+        "--data",
+        data_arg,
+        "--subject",
+        "PACO",
     ]));
     let exported = export["dead_letters"].as_array().unwrap();
     assert_eq!(exported.len(), mentioning);
-    assert!(exported[0]["raw"].as_str().unwrap().contains("Invalid user paco"));
+    assert!(exported[0]["raw"]
+        .as_str()
+        .unwrap()
+        .contains("Invalid user paco"));
     assert!(export["alerts"].as_array().is_some_and(|a| !a.is_empty()));
 
     let erase = json(&kastell(&[
-        "gdpr", "erase", "--data", data_arg, "--subject", "paco",
+        "gdpr",
+        "erase",
+        "--data",
+        data_arg,
+        "--subject",
+        "paco",
     ]));
     assert_eq!(erase["dead_letters"]["scrubbed"], mentioning);
     assert_eq!(erase["dead_letters"]["lines"], before.len());
     let after = letters(&data);
-    assert_eq!(after.len(), before.len(), "letters are scrubbed, not removed");
+    assert_eq!(
+        after.len(),
+        before.len(),
+        "letters are scrubbed, not removed"
+    );
     assert!(after
         .iter()
         .all(|l| !l.to_string().to_lowercase().contains("paco")));
-    assert!(after[0]["raw"].as_str().unwrap().contains("Invalid user [erased]"));
+    assert!(after[0]["raw"]
+        .as_str()
+        .unwrap()
+        .contains("Invalid user [erased]"));
     assert_eq!(after[0]["line"], before[0]["line"]);
 
     let again = json(&kastell(&[
-        "gdpr", "export", "--data", data_arg, "--subject", "paco",
+        "gdpr",
+        "export",
+        "--data",
+        data_arg,
+        "--subject",
+        "paco",
     ]));
     assert_eq!(again["dead_letters"], serde_json::json!([]));
     let actions = audit_actions(&data).await;
@@ -132,7 +160,10 @@ async fn export_and_erase_cover_the_dead_letters_and_are_audited() {
         "gdpr.erase",
         "gdpr.dead_letters.erase",
     ] {
-        assert!(actions.iter().any(|a| a == action), "{action} in {actions:?}");
+        assert!(
+            actions.iter().any(|a| a == action),
+            "{action} in {actions:?}"
+        );
     }
     verify(&data);
 }
@@ -144,7 +175,12 @@ async fn retention_drops_the_dead_letters_logged_before_the_cutoff() {
     let count = letters(&data).len();
 
     let kept = json(&kastell(&[
-        "gdpr", "retention", "--data", data_arg, "--period", "30d",
+        "gdpr",
+        "retention",
+        "--data",
+        data_arg,
+        "--period",
+        "30d",
     ]));
     assert_eq!(kept["dead_letters"]["dropped"], 0);
     assert_eq!(kept["dead_letters"]["kept"], count);
@@ -152,7 +188,12 @@ async fn retention_drops_the_dead_letters_logged_before_the_cutoff() {
     let entries = audit_actions(&data).await.len();
 
     let dropped = json(&kastell(&[
-        "gdpr", "retention", "--data", data_arg, "--period", "0s",
+        "gdpr",
+        "retention",
+        "--data",
+        data_arg,
+        "--period",
+        "0s",
     ]));
     assert_eq!(dropped["dead_letters"]["dropped"], count);
     assert_eq!(dropped["dead_letters"]["kept"], 0);
@@ -160,7 +201,11 @@ async fn retention_drops_the_dead_letters_logged_before_the_cutoff() {
     let actions = audit_actions(&data).await;
     // The store's own retention may add its entry first, if the run closed a case.
     let new = &actions[entries..];
-    assert_eq!(new.last().unwrap(), "gdpr.dead_letters.retention", "{new:?}");
+    assert_eq!(
+        new.last().unwrap(),
+        "gdpr.dead_letters.retention",
+        "{new:?}"
+    );
     assert!(new.iter().all(|a| a.starts_with("gdpr.")), "{new:?}");
     verify(&data);
 }

@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
 use chrono::Utc;
+use hmac::{Hmac, Mac};
 use kastell_core::store::ApiKeyRecord;
 use kastell_core::{CaseStore, Tlp};
-use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 use super::{AuthError, Principal, Role};

@@ -210,10 +210,12 @@ impl DeadLetterLog {
         let subject = Subject::new(subject)?;
         let _lock = self.lock()?;
         let (mut lines, _) = self.read()?;
-        let scrubbed = lines
-            .iter_mut()
-            .filter_map(|line| subject.erase_in(line).then_some(()))
-            .count();
+        let mut scrubbed = 0;
+        for line in &mut lines {
+            if subject.erase_in(line) {
+                scrubbed += 1;
+            }
+        }
         if scrubbed > 0 {
             self.replace(&lines)?;
         }
@@ -285,26 +287,25 @@ impl DeadLetterWriter {
         let line = stamped(payload, now);
         let _lock = self.log.lock()?;
         let current = fs::metadata(&self.log.path).map(|m| m.ino()).ok();
-        let reopen = match (&self.file, current) {
-            (Some((_, held)), Some(current)) => *held != current,
-            _ => true,
-        };
-        if reopen {
-            let file = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&self.log.path)
-                .map_err(self.log.io("opening"))?;
-            let ino = file.metadata().map_err(self.log.io("reading"))?.ino();
-            self.file = Some((file, ino));
-        }
-        let Some((file, _)) = self.file.as_mut() else {
-            unreachable!("the log was opened above");
+        let (mut file, ino) = match (self.file.take(), current) {
+            (Some((file, held)), Some(current)) if held == current => (file, held),
+            // Never opened, or replaced (or removed) since: open what the path names now.
+            _ => {
+                let file = OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&self.log.path)
+                    .map_err(self.log.io("opening"))?;
+                let ino = file.metadata().map_err(self.log.io("reading"))?.ino();
+                (file, ino)
+            }
         };
         let mut bytes = line;
         bytes.push(b'\n');
         // One write per line: an append of one buffer is not interleaved with another's.
-        file.write_all(&bytes).map_err(self.log.io("appending to"))
+        let written = file.write_all(&bytes).map_err(self.log.io("appending to"));
+        self.file = Some((file, ino));
+        written
     }
 }
 
@@ -326,7 +327,9 @@ mod tests {
     use super::*;
 
     fn at(text: &str) -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339(text).unwrap().with_timezone(&Utc)
+        DateTime::parse_from_rfc3339(text)
+            .unwrap()
+            .with_timezone(&Utc)
     }
 
     #[test]
@@ -335,9 +338,14 @@ mod tests {
         let log = DeadLetterLog::in_dir(dir.path());
         let mut writer = log.writer();
         writer
-            .append(br#"{"stage":"ingest","raw":"a"}"#, at("2026-01-01T00:00:00Z"))
+            .append(
+                br#"{"stage":"ingest","raw":"a"}"#,
+                at("2026-01-01T00:00:00Z"),
+            )
             .unwrap();
-        writer.append(b"not json", at("2026-01-02T00:00:00Z")).unwrap();
+        writer
+            .append(b"not json", at("2026-01-02T00:00:00Z"))
+            .unwrap();
         let text = fs::read_to_string(log.path()).unwrap();
         assert_eq!(
             text,
@@ -346,7 +354,10 @@ mod tests {
         );
         let expiry = log.expire(at("2026-01-01T12:00:00Z")).unwrap();
         // The undated line is younger than the file's change time (now), so it stays.
-        assert_eq!((expiry.dropped, expiry.kept, expiry.undated_kept), (1, 1, 1));
+        assert_eq!(
+            (expiry.dropped, expiry.kept, expiry.undated_kept),
+            (1, 1, 1)
+        );
         writer
             .append(br#"{"stage":"cases"}"#, at("2026-01-03T00:00:00Z"))
             .unwrap();

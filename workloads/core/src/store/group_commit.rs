@@ -136,7 +136,9 @@ impl AlertQueue {
                     }
                 }
                 Err(error) if alerts.len() == 1 => {
-                    let _ = replies.into_iter().next().map(|r| r.send(Err(error)));
+                    if let Some(reply) = replies.into_iter().next() {
+                        let _ = reply.send(Err(error));
+                    }
                 }
                 Err(error) => {
                     tracing::warn!(alerts = alerts.len(), error = %error, "alert batch failed, storing its alerts one by one");
@@ -244,11 +246,19 @@ async fn append_audit_entries(
         prev_hash = entry.hash.clone();
         entries.push(entry);
     }
+    insert_entries(tx, &entries).await
+}
+
+/// Inserts chained audit entries in one statement.
+pub(super) async fn insert_entries(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    entries: &[audit::AuditEntry],
+) -> Result<(), StoreError> {
     let mut sql = sqlx::QueryBuilder::new(
         "INSERT INTO audit_log (seq, at, actor, action, object_kind, object_id, before, \
          after, before_digest, after_digest, prev_hash, hash) ",
     );
-    sql.push_values(&entries, |mut row, entry| {
+    sql.push_values(entries, |mut row, entry| {
         row.push_bind(entry.seq)
             .push_bind(&entry.at)
             .push_bind(&entry.actor)
