@@ -11,9 +11,10 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::{header, Method, Request, StatusCode};
 use axum::Router;
+use kastell_cases::api::model;
 use kastell_cases::auth::Role;
 use kastell_cases::{router, ApiState, CaseSettings, Grouper, Metrics};
-use kastell_core::store::{CaseRecord, NewAction};
+use kastell_core::store::{AlertFilter, CaseRecord, NewAction};
 use kastell_core::Tlp;
 use kastell_core::{Alert, Bus, CaseEvent, CaseStore, InProcessBus, Subscription, Topic};
 use serde_json::{json, Value};
@@ -423,6 +424,14 @@ async fn cases_list_and_read_with_their_alerts_and_actions() {
     let detail = get(&api.router, &format!("/api/v1/cases/{demo_case}")).await;
     assert_eq!(detail.body["alerts"].as_array().unwrap().len(), 4);
     assert!(detail.body["actions"].as_array().unwrap().is_empty());
+    // The case read copies each stored event out as it is; it answers what the alert read,
+    // which builds the whole alert, answers.
+    for alert in detail.body["alerts"].as_array().unwrap() {
+        let id = alert["id"].as_str().unwrap();
+        let one = get(&api.router, &format!("/api/v1/alerts/{id}")).await;
+        assert_eq!(one.status, StatusCode::OK);
+        assert_eq!(&one.body, alert);
+    }
 
     let missing = get(&api.router, "/api/v1/cases/999").await;
     assert_eq!(
@@ -1037,5 +1046,20 @@ async fn an_analyst_raising_severity_or_closing_tells_the_respond_stage() {
             assert_eq!(resolution, "false_positive");
         }
         other => panic!("expected case_closed, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_stored_alert_answers_byte_for_byte_as_the_built_one() {
+    let api = api().await;
+    let filter = AlertFilter::default();
+    let built = api.store.list_alerts(&filter).await.unwrap();
+    let stored = api.store.list_stored_alerts(&filter).await.unwrap();
+    assert_eq!(built.len(), api.alerts.len());
+    assert_eq!(stored.len(), built.len());
+    for (record, stored) in built.into_iter().zip(stored) {
+        let expected = serde_json::to_string(&model::Alert::from(record)).unwrap();
+        let answer = model::AlertAnswer::try_from(stored).unwrap();
+        assert_eq!(serde_json::to_string(&answer).unwrap(), expected);
     }
 }

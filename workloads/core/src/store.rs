@@ -17,6 +17,8 @@ use crate::audit::{self, AuditEntry, Change, SYSTEM_ACTOR};
 
 mod analyst;
 mod ceiling;
+pub mod dead_letters;
+mod group_commit;
 pub mod keys;
 mod location;
 mod nis2;
@@ -66,6 +68,8 @@ pub enum StoreError {
     NotPending { id: i64, status: ActionStatus },
     #[error("{reason}")]
     Conflict { reason: String },
+    #[error("the alert writer could not store the alert: {reason}")]
+    Writer { reason: String },
 }
 
 fn query_err(what: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
@@ -208,6 +212,58 @@ pub struct AlertRecord {
     pub triaged_by: Option<String>,
     pub triaged_at: Option<DateTime<Utc>>,
     pub alert: Alert,
+}
+
+/// An alert row as stored: its triage columns and the alert's JSON body unparsed, for an
+/// answer that copies the body's events out as they are instead of building them into
+/// JSON trees and serialising them again (a case's alerts are most of a case read).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredAlert {
+    pub id: String,
+    pub case_id: Option<i64>,
+    pub status: String,
+    pub status_reason: Option<String>,
+    pub triaged_by: Option<String>,
+    pub triaged_at: Option<DateTime<Utc>>,
+    /// The [`Alert`] as JSON.
+    pub body: String,
+}
+
+impl StoredAlert {
+    /// The record with its alert serialised.
+    ///
+    /// # Errors
+    /// [`StoreError::Corrupt`] when the alert cannot be serialised.
+    pub fn from_record(record: AlertRecord) -> Result<Self, StoreError> {
+        Ok(StoredAlert {
+            body: serde_json::to_string(&record.alert).map_err(|e| StoreError::Corrupt {
+                what: "alert",
+                reason: e.to_string(),
+            })?,
+            id: record.id,
+            case_id: record.case_id,
+            status: record.status,
+            status_reason: record.status_reason,
+            triaged_by: record.triaged_by,
+            triaged_at: record.triaged_at,
+        })
+    }
+
+    /// The record with its body parsed.
+    ///
+    /// # Errors
+    /// [`StoreError::Corrupt`] when the body is not an alert.
+    pub fn parse(self) -> Result<AlertRecord, StoreError> {
+        Ok(AlertRecord {
+            alert: parse_json("alert", &self.body)?,
+            id: self.id,
+            case_id: self.case_id,
+            status: self.status,
+            status_reason: self.status_reason,
+            triaged_by: self.triaged_by,
+            triaged_at: self.triaged_at,
+        })
+    }
 }
 
 /// A case: alerts of one rule on one host within the grouping window.
@@ -530,6 +586,18 @@ pub trait CaseStore: Send + Sync {
     async fn insert_alert(&self, alert: &Alert) -> Result<bool, StoreError>;
     async fn get_alert(&self, id: &str) -> Result<Option<AlertRecord>, StoreError>;
     async fn list_alerts(&self, filter: &AlertFilter) -> Result<Vec<AlertRecord>, StoreError>;
+    /// As [`CaseStore::list_alerts`], with each body left as stored. The SQL stores read
+    /// the bodies as they are; this default serialises the records of `list_alerts`.
+    async fn list_stored_alerts(
+        &self,
+        filter: &AlertFilter,
+    ) -> Result<Vec<StoredAlert>, StoreError> {
+        self.list_alerts(filter)
+            .await?
+            .into_iter()
+            .map(StoredAlert::from_record)
+            .collect()
+    }
 
     /// The open case of this grouping key whose last alert is not older than `since`.
     async fn find_open_case(
@@ -754,6 +822,8 @@ pub struct SqliteStore {
     pool: SqlitePool,
     /// One connection that every write transaction takes (see [`SqliteStore::write_tx`]).
     writer: SqlitePool,
+    /// New alerts waiting to be stored together ([`group_commit`]).
+    alerts: std::sync::Arc<group_commit::AlertQueue>,
 }
 
 /// The database file's name inside the data directory.
@@ -781,8 +851,11 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
             .busy_timeout(std::time::Duration::from_secs(5));
+        // sqlx pings a connection on every acquire by default: for SQLite a round trip to
+        // the connection's worker thread per query, for a file that cannot hang up.
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
+            .test_before_acquire(false)
             .connect_with(options.clone())
             .await
             .map_err(|source| StoreError::Open {
@@ -799,13 +872,18 @@ impl SqliteStore {
         // instead, in order and without sleeping, and readers keep their connections.
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
+            .test_before_acquire(false)
             .connect_with(options)
             .await
             .map_err(|source| StoreError::Open {
                 path: path.to_owned(),
                 source,
             })?;
-        Ok(SqliteStore { pool, writer })
+        Ok(SqliteStore {
+            pool,
+            writer,
+            alerts: Default::default(),
+        })
     }
 }
 
@@ -856,9 +934,23 @@ where
     for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
     for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
 {
-    let body: String = row.get("body");
+    stored_alert_from_row(row)?.parse()
+}
+
+fn parse_all(stored: Vec<StoredAlert>) -> Result<Vec<AlertRecord>, StoreError> {
+    stored.into_iter().map(StoredAlert::parse).collect()
+}
+
+fn stored_alert_from_row<R>(row: &R) -> Result<StoredAlert, StoreError>
+where
+    R: Row,
+    for<'c> &'c str: sqlx::ColumnIndex<R>,
+    for<'r> &'r str: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
     let triaged_at: Option<String> = row.get("triaged_at");
-    Ok(AlertRecord {
+    Ok(StoredAlert {
         id: row.get("id"),
         case_id: row.get("case_id"),
         status: row.get("status"),
@@ -867,7 +959,7 @@ where
         triaged_at: triaged_at
             .map(|t| parse_ts("alert triaged_at", &t))
             .transpose()?,
-        alert: parse_json("alert", &body)?,
+        body: row.get("body"),
     })
 }
 
@@ -1066,27 +1158,7 @@ async fn append_audit(tx: &mut Tx, change: Change) -> Result<(), StoreError> {
         None => (1, audit::GENESIS.to_owned()),
     };
     let entry = chain_entry(seq, prev_hash, change);
-    sqlx::query(
-        "INSERT INTO audit_log (seq, at, actor, action, object_kind, object_id, before, \
-         after, before_digest, after_digest, prev_hash, hash) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(entry.seq)
-    .bind(&entry.at)
-    .bind(&entry.actor)
-    .bind(&entry.action)
-    .bind(&entry.object_kind)
-    .bind(&entry.object_id)
-    .bind(entry.before.as_ref().map(audit::canonical_json))
-    .bind(entry.after.as_ref().map(audit::canonical_json))
-    .bind(&entry.before_digest)
-    .bind(&entry.after_digest)
-    .bind(&entry.prev_hash)
-    .bind(&entry.hash)
-    .execute(&mut **tx)
-    .await
-    .map_err(query_err("append to the audit log"))?;
-    Ok(())
+    group_commit::insert_entries(tx, std::slice::from_ref(&entry)).await
 }
 
 async fn fetch_case(tx: &mut Tx, id: i64) -> Result<CaseRecord, StoreError> {
@@ -1233,45 +1305,9 @@ impl SqliteStore {
 #[async_trait]
 impl CaseStore for SqliteStore {
     async fn insert_alert(&self, alert: &Alert) -> Result<bool, StoreError> {
-        let body = serde_json::to_string(alert).map_err(|e| StoreError::Corrupt {
-            what: "alert",
-            reason: e.to_string(),
-        })?;
-        let mut tx = self.write_tx().await?;
-        let done = sqlx::query(
-            "INSERT INTO alerts (id, rule_id, rule_title, level, level_rank, host, sensor, \
-             timestamp, detected_at, intel_count, body) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
-        )
-        .bind(&alert.id)
-        .bind(&alert.rule.id)
-        .bind(&alert.rule.title)
-        .bind(alert.rule.level.as_str())
-        .bind(level_rank(alert.rule.level))
-        .bind(&alert.host)
-        .bind(&alert.sensor)
-        .bind(ts(alert.timestamp))
-        .bind(ts(alert.detected_at))
-        .bind(alert.intel.len() as i64)
-        .bind(body)
-        .execute(&mut *tx)
-        .await
-        .map_err(query_err("insert alert"))?;
-        let inserted = done.rows_affected() == 1;
-        if inserted {
-            let change = Change {
-                actor: SYSTEM_ACTOR.to_owned(),
-                action: "alert.create",
-                object_kind: "alert",
-                object_id: alert.id.clone(),
-                before: None,
-                after: Some(alert_state(alert)),
-            };
-            append_audit(&mut tx, change).await?;
-            analyst::index_alert_observables(&mut tx, alert).await?;
-        }
-        tx.commit().await.map_err(query_err("commit"))?;
-        Ok(inserted)
+        // Stored with the alerts that arrive at the same moment, in one transaction.
+        let pending = group_commit::PendingAlert::new(alert)?;
+        self.alerts.insert(&self.writer, pending).await
     }
 
     async fn get_alert(&self, id: &str) -> Result<Option<AlertRecord>, StoreError> {
@@ -1286,6 +1322,13 @@ impl CaseStore for SqliteStore {
     }
 
     async fn list_alerts(&self, filter: &AlertFilter) -> Result<Vec<AlertRecord>, StoreError> {
+        parse_all(self.list_stored_alerts(filter).await?)
+    }
+
+    async fn list_stored_alerts(
+        &self,
+        filter: &AlertFilter,
+    ) -> Result<Vec<StoredAlert>, StoreError> {
         let mut sql =
             sqlx::QueryBuilder::new("SELECT id, case_id, status, status_reason, triaged_by, triaged_at, body FROM alerts WHERE 1 = 1");
         if let Some(level) = filter.level {
@@ -1321,7 +1364,7 @@ impl CaseStore for SqliteStore {
             .fetch_all(&self.pool)
             .await
             .map_err(query_err("list alerts"))?;
-        rows.iter().map(alert_from_row).collect()
+        rows.iter().map(stored_alert_from_row).collect()
     }
 
     async fn find_open_case(

@@ -1,17 +1,22 @@
 //! `kastell gdpr`: data-subject requests against the case store (`export` prints
 //! everything held about a subject, `erase` erases it) and the platform's retention of
 //! personal data (`retention` erases the personal fields of cases closed longer than
-//! `spec.retention.personalData`, which `kastell run` also does every hour). Each run is
-//! an audit entry; the procedures themselves are in [`kastell_core::store::privacy`].
+//! `spec.retention.personalData`, which `kastell run` also does every hour). Each covers
+//! the dead-letter log beside the store too, whose raw records may name the subject. Each
+//! run is an audit entry; the procedures themselves are in
+//! [`kastell_core::store::privacy`] and [`kastell_core::store::dead_letters`].
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
-use kastell_core::store::privacy::Erasure;
-use kastell_core::PrivacyStore;
+use kastell_core::store::dead_letters::{DeadLetterLog, Expiry};
+use kastell_core::store::privacy::{Erasure, Subject, SubjectData};
+use kastell_core::{PrivacyStore, StoreUrl};
 use kastell_crds::{parse_duration, ResourceSet};
+use serde::Serialize;
+use serde_json::Value;
 
 use crate::apikey::cli_actor;
 use crate::store_arg::StoreArgs;
@@ -50,6 +55,55 @@ struct SubjectArgs {
     subject: String,
     #[command(flatten)]
     store: StoreArgs,
+    #[command(flatten)]
+    dead_letters: DeadLetterArgs,
+}
+
+#[derive(clap::Args, Debug)]
+struct DeadLetterArgs {
+    /// The dead-letter log of `kastell run` to include [default: `dead-letters.jsonl` in
+    /// the SQLite store's data directory; a PostgreSQL store needs it named, as the log
+    /// stays in `kastell run --data`]
+    #[arg(long = "dead-letters", value_name = "FILE")]
+    path: Option<PathBuf>,
+}
+
+impl DeadLetterArgs {
+    /// The log to include, or `None` (said on stderr) when there is none to find.
+    fn log(&self, store: &StoreArgs) -> anyhow::Result<Option<DeadLetterLog>> {
+        if let Some(path) = &self.path {
+            return Ok(Some(DeadLetterLog::at(path.clone())));
+        }
+        let log = match store.url()? {
+            StoreUrl::SqliteDir(dir) => Some(DeadLetterLog::in_dir(&dir)),
+            StoreUrl::SqliteFile(file) => file.parent().map(DeadLetterLog::in_dir),
+            StoreUrl::Postgres(_) => None,
+        };
+        if log.is_none() {
+            eprintln!(
+                "note: the dead-letter log was not included: name it with --dead-letters \
+                 DIR/dead-letters.jsonl (DIR as given to `kastell run --data`)"
+            );
+        }
+        Ok(log)
+    }
+}
+
+/// `kastell gdpr export`'s answer: the store's data and the dead letters (`null` when no
+/// log was included).
+#[derive(Serialize)]
+struct Export {
+    #[serde(flatten)]
+    store: SubjectData,
+    dead_letters: Option<Vec<Value>>,
+}
+
+/// What `erase` and `retention` changed, in the store and in the dead-letter log.
+#[derive(Debug, Serialize)]
+pub struct Changes<T> {
+    #[serde(flatten)]
+    pub store: Erasure,
+    pub dead_letters: Option<T>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -63,6 +117,8 @@ struct RetentionArgs {
     config: Option<PathBuf>,
     #[command(flatten)]
     store: StoreArgs,
+    #[command(flatten)]
+    dead_letters: DeadLetterArgs,
 }
 
 pub fn run(args: GdprArgs) -> anyhow::Result<ExitCode> {
@@ -71,19 +127,41 @@ pub fn run(args: GdprArgs) -> anyhow::Result<ExitCode> {
     let json = match args.command {
         GdprCommand::Export(subject) => runtime.block_on(async {
             let store = open(&subject.store).await?;
+            let log = subject.dead_letters.log(&subject.store)?;
             let data = store
                 .export_subject(&subject.subject, &actor)
                 .await
                 .context("exporting the subject's data")?;
-            serde_json::to_string_pretty(&data).context("printing the export")
+            let dead_letters = match log {
+                Some(log) => {
+                    Some(export_dead_letters(store.as_ref(), log, &subject.subject, &actor).await?)
+                }
+                None => None,
+            };
+            let export = Export {
+                store: data,
+                dead_letters,
+            };
+            serde_json::to_string_pretty(&export).context("printing the export")
         })?,
         GdprCommand::Erase(subject) => runtime.block_on(async {
             let store = open(&subject.store).await?;
+            let log = subject.dead_letters.log(&subject.store)?;
             let erasure = store
                 .erase_subject(&subject.subject, &actor)
                 .await
                 .context("erasing the subject")?;
-            serde_json::to_string_pretty(&erasure).context("printing the erasure")
+            let dead_letters = match log {
+                Some(log) => {
+                    Some(erase_dead_letters(store.as_ref(), log, &subject.subject, &actor).await?)
+                }
+                None => None,
+            };
+            let changes = Changes {
+                store: erasure,
+                dead_letters,
+            };
+            serde_json::to_string_pretty(&changes).context("printing the erasure")
         })?,
         GdprCommand::Retention(retention) => {
             let period = match (&retention.period, &retention.config) {
@@ -98,8 +176,9 @@ pub fn run(args: GdprArgs) -> anyhow::Result<ExitCode> {
             };
             runtime.block_on(async {
                 let store = open(&retention.store).await?;
-                let erasure = apply_retention(store.as_ref(), period, &actor).await?;
-                serde_json::to_string_pretty(&erasure).context("printing the erasure")
+                let log = retention.dead_letters.log(&retention.store)?;
+                let changes = apply_retention(store.as_ref(), log, period, &actor).await?;
+                serde_json::to_string_pretty(&changes).context("printing the erasure")
             })?
         }
     };
@@ -119,20 +198,104 @@ fn parse_period(text: &str) -> anyhow::Result<chrono::Duration> {
     chrono::Duration::from_std(period).context("retention period too long")
 }
 
-/// Erases the personal fields of cases closed more than `period` ago.
+/// The dead letters that mention `subject`; the export is audited.
+async fn export_dead_letters(
+    store: &dyn PrivacyStore,
+    log: DeadLetterLog,
+    subject: &str,
+    by: &str,
+) -> anyhow::Result<Vec<Value>> {
+    let digest = Subject::new(subject)?.digest();
+    let file = log.path().display().to_string();
+    let subject = subject.to_owned();
+    let letters = tokio::task::spawn_blocking(move || log.export(&subject))
+        .await
+        .context("reading the dead-letter log")?
+        .context("reading the dead-letter log")?;
+    let found = serde_json::json!({ "file": file, "letters": letters.len() });
+    store
+        .record_procedure(by, "gdpr.dead_letters.export", "subject", digest, found)
+        .await
+        .context("auditing the export of the dead letters")?;
+    Ok(letters)
+}
+
+/// Scrubs `subject` from the dead letters; audited, with how many lines changed.
+async fn erase_dead_letters(
+    store: &dyn PrivacyStore,
+    log: DeadLetterLog,
+    subject: &str,
+    by: &str,
+) -> anyhow::Result<kastell_core::store::dead_letters::Scrub> {
+    let digest = Subject::new(subject)?.digest();
+    let subject = subject.to_owned();
+    let scrub = tokio::task::spawn_blocking(move || log.erase(&subject))
+        .await
+        .context("scrubbing the dead-letter log")?
+        .context("scrubbing the dead-letter log")?;
+    let state = serde_json::to_value(&scrub).context("auditing the scrub")?;
+    store
+        .record_procedure(by, "gdpr.dead_letters.erase", "subject", digest, state)
+        .await
+        .context("auditing the scrub of the dead letters")?;
+    tracing::info!(file = %scrub.file, scrubbed = scrub.scrubbed, by, "subject scrubbed from dead letters");
+    Ok(scrub)
+}
+
+/// Erases the personal fields of cases closed more than `period` ago, and drops the
+/// dead letters logged before then from `log`.
 ///
 /// # Errors
-/// When the store cannot be read or written.
+/// When the store or the log cannot be read or written.
 pub async fn apply_retention(
     store: &dyn PrivacyStore,
+    log: Option<DeadLetterLog>,
     period: chrono::Duration,
     by: &str,
-) -> anyhow::Result<Erasure> {
+) -> anyhow::Result<Changes<Expiry>> {
     let cutoff = chrono::Utc::now() - period;
-    store
+    let erasure = store
         .erase_closed_before(cutoff, by)
         .await
-        .context("erasing personal data past its retention period")
+        .context("erasing personal data past its retention period")?;
+    let dead_letters = match log {
+        Some(log) => Some(expire_dead_letters(store, log, cutoff, by).await?),
+        None => None,
+    };
+    Ok(Changes {
+        store: erasure,
+        dead_letters,
+    })
+}
+
+/// Drops the dead letters logged before `cutoff`; audited when one was dropped, so a
+/// run that changes nothing appends nothing, as the store's retention.
+async fn expire_dead_letters(
+    store: &dyn PrivacyStore,
+    log: DeadLetterLog,
+    cutoff: chrono::DateTime<chrono::Utc>,
+    by: &str,
+) -> anyhow::Result<Expiry> {
+    let expiry = tokio::task::spawn_blocking(move || log.expire(cutoff))
+        .await
+        .context("expiring dead letters")?
+        .context("expiring dead letters")?;
+    if expiry.dropped > 0 {
+        let mut state = serde_json::to_value(&expiry).context("auditing the expiry")?;
+        state["logged_before"] = Value::String(cutoff.to_rfc3339());
+        store
+            .record_procedure(
+                by,
+                "gdpr.dead_letters.retention",
+                "dead_letters",
+                expiry.file.clone(),
+                state,
+            )
+            .await
+            .context("auditing the expiry of dead letters")?;
+        tracing::info!(file = %expiry.file, dropped = expiry.dropped, kept = expiry.kept, "dead letters past retention dropped");
+    }
+    Ok(expiry)
 }
 
 /// The SecOpsPlatform's `spec.retention.personalData` from a resource directory.
@@ -178,16 +341,19 @@ pub fn personal_data_retention(
 /// as the returned task is not aborted. A failed run is logged and retried next time.
 pub fn spawn_retention(
     store: Arc<dyn PrivacyStore>,
+    dead_letters: DeadLetterLog,
     period: chrono::Duration,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut ticks = tokio::time::interval(RETENTION_INTERVAL);
         loop {
             ticks.tick().await;
-            match apply_retention(store.as_ref(), period, RETENTION_ACTOR).await {
-                Ok(erasure) => tracing::info!(
+            let log = Some(dead_letters.clone());
+            match apply_retention(store.as_ref(), log, period, RETENTION_ACTOR).await {
+                Ok(changes) => tracing::info!(
                     period_hours = period.num_hours(),
-                    changed = erasure.total(),
+                    changed = changes.store.total(),
+                    dead_letters_dropped = changes.dead_letters.map_or(0, |e| e.dropped),
                     "retention applied"
                 ),
                 Err(e) => tracing::warn!(error = format!("{e:#}"), "retention run failed"),

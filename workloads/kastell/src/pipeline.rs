@@ -5,13 +5,14 @@
 //! stops the listeners, drains the bus through every stage and exits.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
 use arc_swap::ArcSwap;
 use kastell_cases::{ApiState, CaseSettings, CasesStats, Metrics};
+use kastell_core::store::dead_letters::DeadLetterLog;
 use kastell_core::store::{ActionFilter, ActionStatus};
 use kastell_core::{Alert, Bus, CaseStore, InProcessBus, StoreUrl, Subscription, Topic};
 use kastell_correlate::CorrelateStats;
@@ -20,7 +21,6 @@ use kastell_enrich::{EnrichStats, IndicatorStore};
 use kastell_ingest::transport::IngestMetrics;
 use kastell_ingest::{IngestReport, IngestStats, Ingestor, Source};
 use kastell_respond::{RespondStats, RunnerSettings, Runners};
-use tokio::io::AsyncWriteExt;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -130,7 +130,7 @@ pub async fn run_on(
     let dead_letters = spawn_dead_letter_log(
         bus.subscribe(Topic::DeadLetters, "run-dead-letters")
             .await?,
-        data_dir.join("dead-letters.jsonl"),
+        DeadLetterLog::in_dir(data_dir),
         written_tx,
     );
     let once = matches!(mode, Mode::Once);
@@ -228,9 +228,10 @@ pub async fn run_on(
             summary.dead_letters = dead_letters_so_far(bus.as_ref(), &mut written_rx).await;
             on_replayed(&summary);
 
-            let retention = setup
-                .personal_data_retention
-                .map(|period| crate::gdpr::spawn_retention(Arc::clone(&privacy), period));
+            let retention = setup.personal_data_retention.map(|period| {
+                let log = DeadLetterLog::in_dir(data_dir);
+                crate::gdpr::spawn_retention(Arc::clone(&privacy), log, period)
+            });
             let stop = CancellationToken::new();
             let asked = {
                 let stop = stop.clone();
@@ -696,38 +697,36 @@ fn spawn_alert_tally(mut sub: Box<dyn Subscription>) -> (Arc<Mutex<AlertTally>>,
 /// Writes every dead letter to `path` (appending) and counts them. An empty message is
 /// not a dead letter but a count request (see [`dead_letters_so_far`]): the count so far
 /// is sent on `written`.
+/// Writes each dead letter to the log, stamped with when it was logged (which the
+/// retention period reads), through the log's writer, which shares a lock with the GDPR
+/// procedures that rewrite the log (`kastell gdpr`, possibly in another process).
 fn spawn_dead_letter_log(
     mut sub: Box<dyn Subscription>,
-    path: PathBuf,
+    log: DeadLetterLog,
     written: tokio::sync::mpsc::UnboundedSender<u64>,
 ) -> JoinHandle<anyhow::Result<u64>> {
     tokio::spawn(async move {
         let mut count = 0;
-        let mut file: Option<tokio::fs::File> = None;
+        let mut writer = Some(log.writer());
         while let Some(delivery) = sub.next().await {
             if delivery.message.payload.is_empty() {
                 let _ = written.send(count);
                 let _ = delivery.ack().await;
                 continue;
             }
-            if file.is_none() {
-                let opened = tokio::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(&path)
-                    .await
-                    .with_context(|| format!("opening {}", path.display()))?;
-                file = Some(opened);
-            }
-            if let Some(file) = file.as_mut() {
-                file.write_all(&delivery.message.payload).await?;
-                file.write_all(b"\n").await?;
-            }
+            let payload = delivery.message.payload.clone();
+            let mut taken = writer.take().context("the dead-letter writer was lost")?;
+            // The writer locks and writes a file: off the async workers.
+            let (back, appended) = tokio::task::spawn_blocking(move || {
+                let appended = taken.append(&payload, chrono::Utc::now());
+                (taken, appended)
+            })
+            .await
+            .context("the dead-letter writer panicked")?;
+            writer = Some(back);
+            appended.context("writing the dead-letter log")?;
             count += 1;
             let _ = delivery.ack().await;
-        }
-        if let Some(mut file) = file {
-            file.flush().await?;
         }
         Ok(count)
     })

@@ -10,7 +10,9 @@ use utoipa_axum::routes;
 use super::alerts::required_text;
 use super::caller::Caller;
 use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody};
-use super::model::{Case, CaseDetail, CaseQuery, CaseUpdateBody, CloseBody, Page};
+use super::model::{
+    AlertAnswer, Case, CaseDetail, CaseDetailAnswer, CaseQuery, CaseUpdateBody, CloseBody, Page,
+};
 use super::{page, ApiState, MAX_LIMIT, MAX_TEXT};
 use crate::auth::Permission;
 
@@ -78,7 +80,7 @@ async fn get_case(
     caller: Caller,
     State(state): State<ApiState>,
     ApiPath(id): ApiPath<i64>,
-) -> Result<Json<CaseDetail>, ApiError> {
+) -> Result<Json<CaseDetailAnswer>, ApiError> {
     caller.require(Permission::Read)?;
     let alerts = AlertFilter {
         case_id: Some(id),
@@ -93,13 +95,17 @@ async fn get_case(
     // lists are empty and cheap.
     let (case, alerts, actions) = tokio::try_join!(
         state.store.get_case(id),
-        state.store.list_alerts(&alerts),
+        state.store.list_stored_alerts(&alerts),
         state.store.list_actions(&actions),
     )?;
     let case = caller.visible(case, id)?;
-    Ok(Json(CaseDetail {
+    let alerts = alerts
+        .into_iter()
+        .map(AlertAnswer::try_from)
+        .collect::<Result<_, _>>()?;
+    Ok(Json(CaseDetailAnswer {
         case: case.into(),
-        alerts: alerts.into_iter().map(Into::into).collect(),
+        alerts,
         actions: actions.into_iter().map(Into::into).collect(),
     }))
 }

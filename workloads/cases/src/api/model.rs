@@ -296,10 +296,41 @@ pub struct Alert {
     pub intel: Vec<IntelMatch>,
 }
 
+impl From<kastell_core::RuleRef> for Rule {
+    fn from(rule: kastell_core::RuleRef) -> Self {
+        Rule {
+            id: rule.id,
+            title: rule.title,
+            level: rule.level.into(),
+            tags: rule.tags,
+            author: rule.author,
+            source: rule.source.map(|s| RuleSource {
+                resource: s.resource,
+                path: s.path,
+                commit: s.commit,
+            }),
+        }
+    }
+}
+
+impl From<kastell_core::IntelMatch> for IntelMatch {
+    fn from(m: kastell_core::IntelMatch) -> Self {
+        IntelMatch {
+            observable: m.observable,
+            kind: m.kind.as_str().to_owned(),
+            field: m.field,
+            feed: m.feed,
+            indicator: m.indicator,
+            reference: m.reference,
+            context: m.context,
+            tags: m.tags,
+        }
+    }
+}
+
 impl From<AlertRecord> for Alert {
     fn from(record: AlertRecord) -> Self {
         let alert = record.alert;
-        let rule = alert.rule;
         Alert {
             id: record.id,
             case_id: record.case_id,
@@ -307,40 +338,98 @@ impl From<AlertRecord> for Alert {
             status_reason: record.status_reason,
             triaged_by: record.triaged_by,
             triaged_at: record.triaged_at,
-            rule: Rule {
-                id: rule.id,
-                title: rule.title,
-                level: rule.level.into(),
-                tags: rule.tags,
-                author: rule.author,
-                source: rule.source.map(|s| RuleSource {
-                    resource: s.resource,
-                    path: s.path,
-                    commit: s.commit,
-                }),
-            },
+            rule: alert.rule.into(),
             timestamp: alert.timestamp,
             detected_at: alert.detected_at,
             sensor: alert.sensor,
             host: alert.host,
             events: alert.events.into_iter().map(|e| e.into_value()).collect(),
             group: alert.group,
-            intel: alert
-                .intel
-                .into_iter()
-                .map(|m| IntelMatch {
-                    observable: m.observable,
-                    kind: m.kind.as_str().to_owned(),
-                    field: m.field,
-                    feed: m.feed,
-                    indicator: m.indicator,
-                    reference: m.reference,
-                    context: m.context,
-                    tags: m.tags,
-                })
-                .collect(),
+            intel: alert.intel.into_iter().map(Into::into).collect(),
         }
     }
+}
+
+/// An [`Alert`] as answered in a [`CaseDetail`], its events copied from the stored body
+/// as they are: a case's events are most of its answer, and parsing them into JSON trees
+/// only to serialise them again took most of a case read's time. Serialises exactly as
+/// [`Alert`] does (a test compares the two), so the OpenAPI schema is `Alert`'s.
+#[derive(Debug, Serialize)]
+pub struct AlertAnswer {
+    id: String,
+    case_id: Option<i64>,
+    status: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status_reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    triaged_by: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    triaged_at: Option<DateTime<Utc>>,
+    rule: Rule,
+    timestamp: DateTime<Utc>,
+    detected_at: DateTime<Utc>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sensor: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    host: Option<String>,
+    events: Vec<Box<serde_json::value::RawValue>>,
+    group: BTreeMap<String, String>,
+    intel: Vec<IntelMatch>,
+}
+
+/// The stored body of an alert with its events left unparsed.
+#[derive(Deserialize)]
+struct LazyAlertBody {
+    rule: kastell_core::RuleRef,
+    timestamp: DateTime<Utc>,
+    detected_at: DateTime<Utc>,
+    #[serde(default)]
+    sensor: Option<String>,
+    #[serde(default)]
+    host: Option<String>,
+    events: Vec<Box<serde_json::value::RawValue>>,
+    #[serde(default)]
+    group: BTreeMap<String, String>,
+    #[serde(default)]
+    intel: Vec<kastell_core::IntelMatch>,
+}
+
+impl TryFrom<store::StoredAlert> for AlertAnswer {
+    type Error = store::StoreError;
+
+    fn try_from(stored: store::StoredAlert) -> Result<Self, Self::Error> {
+        let body: LazyAlertBody =
+            serde_json::from_str(&stored.body).map_err(|e| store::StoreError::Corrupt {
+                what: "alert",
+                reason: e.to_string(),
+            })?;
+        Ok(AlertAnswer {
+            id: stored.id,
+            case_id: stored.case_id,
+            status: stored.status,
+            status_reason: stored.status_reason,
+            triaged_by: stored.triaged_by,
+            triaged_at: stored.triaged_at,
+            rule: body.rule.into(),
+            timestamp: body.timestamp,
+            detected_at: body.detected_at,
+            sensor: body.sensor,
+            host: body.host,
+            events: body.events,
+            group: body.group,
+            intel: body.intel.into_iter().map(Into::into).collect(),
+        })
+    }
+}
+
+/// The answer of `GET /api/v1/cases/{id}`: a [`CaseDetail`] built from the stored
+/// alert bodies (see [`AlertAnswer`]).
+#[derive(Debug, Serialize)]
+pub struct CaseDetailAnswer {
+    #[serde(flatten)]
+    pub case: Case,
+    pub alerts: Vec<AlertAnswer>,
+    pub actions: Vec<Action>,
 }
 
 /// A case: the alerts of one rule on one host within the grouping window.

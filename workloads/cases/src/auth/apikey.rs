@@ -8,9 +8,10 @@ use std::time::{Duration, Instant};
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
 use chrono::Utc;
+use hmac::{Hmac, Mac};
 use kastell_core::store::ApiKeyRecord;
 use kastell_core::{CaseStore, Tlp};
-use sha2::{Digest, Sha256};
+use sha2::Sha256;
 
 use super::{AuthError, Principal, Role};
 
@@ -81,17 +82,33 @@ pub fn generate(name: &str, role: Role, tlp: Tlp) -> Result<NewKey, KeyError> {
 /// skipped for a key seen within the TTL.
 pub struct ApiKeys {
     store: Arc<dyn CaseStore>,
-    /// By the SHA-256 of the whole key, so the cache holds no key; the value is the key's
-    /// id and when it was checked.
+    /// By the HMAC-SHA-256 of the whole key under [`ApiKeys::cache_key`], so the cache
+    /// holds no key, and what it holds cannot be checked against a guessed key outside
+    /// this process; the value is the key's id and when it was checked.
     cache: Mutex<HashMap<[u8; 32], (String, Instant)>>,
+    /// Random, made when the process starts and never stored.
+    cache_key: [u8; 32],
 }
 
 impl ApiKeys {
     pub fn new(store: Arc<dyn CaseStore>) -> Self {
+        let mut cache_key = [0u8; 32];
+        if let Err(error) = getrandom::fill(&mut cache_key) {
+            // A zero key still caches correctly; it only loses the keying.
+            tracing::warn!(%error, "no random key for the api key cache");
+        }
         ApiKeys {
             store,
             cache: Mutex::new(HashMap::new()),
+            cache_key,
         }
+    }
+
+    fn fingerprint(&self, key: &str) -> [u8; 32] {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.cache_key)
+            .expect("HMAC takes a key of any length");
+        mac.update(key.as_bytes());
+        mac.finalize().into_bytes().into()
     }
 
     /// The caller a key stands for.
@@ -113,7 +130,7 @@ impl ApiKeys {
         if let Some(at) = status.revoked_at {
             return Err(AuthError::Revoked { at });
         }
-        let fingerprint: [u8; 32] = Sha256::digest(key.as_bytes()).into();
+        let fingerprint = self.fingerprint(key);
         if !self.cached(&fingerprint, id) {
             let hash = status.key.hash.clone();
             let secret = secret.to_owned();

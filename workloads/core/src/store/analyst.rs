@@ -96,37 +96,6 @@ pub(super) fn alert_observables(alert: &Alert) -> BTreeMap<(String, String), boo
     found
 }
 
-/// Stores the observables of a new alert's events, and its intel matches as IOCs, so
-/// alerts can be found by observable value.
-pub(super) async fn index_alert_observables(tx: &mut Tx, alert: &Alert) -> Result<(), StoreError> {
-    let found = alert_observables(alert);
-    if found.is_empty() {
-        return Ok(());
-    }
-    let now = ts(alert.detected_at);
-    let mut sql = sqlx::QueryBuilder::new(
-        "INSERT INTO observables (alert_id, type, value, ioc, sighted, tags, created_by, \
-         created_at, updated_at) ",
-    );
-    sql.push_values(found, |mut row, ((kind, value), ioc)| {
-        row.push_bind(&alert.id)
-            .push_bind(kind)
-            .push_bind(value)
-            .push_bind(i64::from(ioc))
-            .push_bind(0_i64)
-            .push_bind("[]")
-            .push_bind(crate::audit::SYSTEM_ACTOR)
-            .push_bind(now.clone())
-            .push_bind(now.clone());
-    });
-    sql.push(" ON CONFLICT DO NOTHING");
-    sql.build()
-        .execute(&mut **tx)
-        .await
-        .map_err(query_err("index alert observables"))?;
-    Ok(())
-}
-
 /// Copies an alert's observables into a case; one the case has already keeps its tags
 /// and gains the alert's flags.
 pub(super) async fn copy_alert_observables(

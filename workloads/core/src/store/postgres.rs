@@ -17,7 +17,7 @@ use super::{
     ActionRecord, ActionStatus, AlertFilter, AlertRecord, AlertTriage, ApiKeyRecord, CaseDraft,
     CaseFilter, CaseRecord, CaseStatus, CaseStore, CaseUpdate, Decision, NewAction, NewCase,
     NewObservable, NewTask, ObservableOwner, ObservableRecord, Resolution, SearchHits,
-    SeverityFigures, StoreError, TaskRecord, TaskUpdate, TimelineEntry, Tlp,
+    SeverityFigures, StoreError, StoredAlert, TaskRecord, TaskUpdate, TimelineEntry, Tlp,
 };
 use crate::alert::Alert;
 use crate::audit::{self, AuditEntry, Change, SYSTEM_ACTOR};
@@ -35,8 +35,33 @@ mod outputs;
 /// The value is arbitrary but fixed: `"kastell"` in ASCII.
 const WRITE_LOCK: i64 = 0x006B_6173_7465_6C6C;
 
+/// Begins a transaction and takes [`WRITE_LOCK`], written out in decimal as a simple
+/// query takes no parameters (checked against the constant when compiling).
+const BEGIN_LOCKED: &str = "BEGIN; SELECT pg_advisory_xact_lock(30224971009977452)";
+
+const _: () = assert!(lock_key_in(BEGIN_LOCKED, WRITE_LOCK));
+
+/// Whether the number between the parentheses of `sql` is `key`.
+const fn lock_key_in(sql: &str, key: i64) -> bool {
+    let bytes = sql.as_bytes();
+    let mut at = 0;
+    while at < bytes.len() && bytes[at] != b'(' {
+        at += 1;
+    }
+    at += 1;
+    let mut number: i64 = 0;
+    while at < bytes.len() && bytes[at] != b')' {
+        number = number * 10 + (bytes[at] - b'0') as i64;
+        at += 1;
+    }
+    number == key
+}
+
 /// Connections per store; the cases stage's API handlers and pipeline share them.
 const MAX_CONNECTIONS: u32 = 16;
+
+/// A pooled connection idle longer than this is pinged before it is used again.
+const IDLE_BEFORE_PING: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The case store in a PostgreSQL database.
 #[derive(Clone)]
@@ -77,6 +102,18 @@ impl PostgresStore {
         );
         let pool = PgPoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
+            // sqlx pings every connection it hands out by default: one more round trip
+            // per query. Only a connection idle for a while is checked, as one in steady
+            // use fails its next query anyway if the server went away.
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for > IDLE_BEFORE_PING {
+                        sqlx::Connection::ping(conn).await?;
+                    }
+                    Ok(true)
+                })
+            })
             .connect_with(options)
             .await
             .map_err(|source| StoreError::Connect {
@@ -97,15 +134,17 @@ impl PostgresStore {
         &self.pool
     }
 
-    /// A transaction that holds [`WRITE_LOCK`] until it ends.
+    /// A transaction that holds [`WRITE_LOCK`] until it ends, begun and locked in one
+    /// round trip (one simple query of two statements) rather than two: every write
+    /// holds the lock for its round trips, so each one fewer is more writes a second.
+    /// sqlx reads only the query's end of this statement: were the lock to fail (a
+    /// statement timeout), the transaction is aborted and the write's next statement
+    /// fails, so nothing is written without the lock.
     pub(super) async fn write_tx(&self) -> Result<Tx, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(query_err("begin"))?;
-        sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(WRITE_LOCK)
-            .execute(&mut *tx)
+        self.pool
+            .begin_with(BEGIN_LOCKED)
             .await
-            .map_err(query_err("take the write lock"))?;
-        Ok(tx)
+            .map_err(query_err("begin and take the write lock"))
     }
 }
 
@@ -134,8 +173,19 @@ pub(super) async fn append_audit(tx: &mut Tx, change: Change) -> Result<AuditEnt
         .fetch_optional(&mut **tx)
         .await
         .map_err(query_err("read the audit chain's head"))?;
-    let (seq, prev_hash) = match last {
-        Some(row) => (row.get::<i64, _>("seq") + 1, row.get::<String, _>("hash")),
+    let head = last.map(|row| (row.get::<i64, _>("seq"), row.get::<String, _>("hash")));
+    append_after(tx, head, change).await
+}
+
+/// Appends `change` after the chain's `head` (its last seq and hash; `None` for an empty
+/// chain), read by the caller under [`WRITE_LOCK`] in this transaction.
+async fn append_after(
+    tx: &mut Tx,
+    head: Option<(i64, String)>,
+    change: Change,
+) -> Result<AuditEntry, StoreError> {
+    let (seq, prev_hash) = match head {
+        Some((seq, hash)) => (seq + 1, hash),
         None => (1, audit::GENESIS.to_owned()),
     };
     let entry = super::chain_entry(seq, prev_hash, change);
@@ -248,10 +298,15 @@ impl CaseStore for PostgresStore {
             reason: e.to_string(),
         })?;
         let mut tx = self.write_tx().await?;
+        // The insert and the read of the audit chain's head in one round trip.
         let done = sqlx::query(
-            "INSERT INTO alerts (id, rule_id, rule_title, level, level_rank, host, sensor, \
-             timestamp, detected_at, intel_count, body) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (id) DO NOTHING",
+            "WITH stored AS (INSERT INTO alerts (id, rule_id, rule_title, level, level_rank, \
+             host, sensor, timestamp, detected_at, intel_count, body) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (id) DO NOTHING \
+             RETURNING id) \
+             SELECT (SELECT count(*) FROM stored) AS inserted, head.seq, head.hash \
+             FROM (SELECT 1) AS one LEFT JOIN \
+             (SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1) AS head ON true",
         )
         .bind(&alert.id)
         .bind(&alert.rule.id)
@@ -264,10 +319,10 @@ impl CaseStore for PostgresStore {
         .bind(ts(alert.detected_at))
         .bind(alert.intel.len() as i64)
         .bind(body)
-        .execute(&mut *tx)
+        .fetch_one(&mut *tx)
         .await
         .map_err(query_err("insert alert"))?;
-        let inserted = done.rows_affected() == 1;
+        let inserted = done.get::<i64, _>("inserted") == 1;
         if inserted {
             let change = Change {
                 actor: SYSTEM_ACTOR.to_owned(),
@@ -277,7 +332,10 @@ impl CaseStore for PostgresStore {
                 before: None,
                 after: Some(alert_state(alert)),
             };
-            append_audit(&mut tx, change).await?;
+            let head = done
+                .get::<Option<i64>, _>("seq")
+                .zip(done.get::<Option<String>, _>("hash"));
+            append_after(&mut tx, head, change).await?;
             analyst::index_alert_observables(&mut tx, alert).await?;
         }
         tx.commit().await.map_err(query_err("commit"))?;
@@ -299,6 +357,13 @@ impl CaseStore for PostgresStore {
     }
 
     async fn list_alerts(&self, filter: &AlertFilter) -> Result<Vec<AlertRecord>, StoreError> {
+        super::parse_all(self.list_stored_alerts(filter).await?)
+    }
+
+    async fn list_stored_alerts(
+        &self,
+        filter: &AlertFilter,
+    ) -> Result<Vec<StoredAlert>, StoreError> {
         let mut sql = sqlx::QueryBuilder::new(
             "SELECT id, case_id, status, status_reason, triaged_by, triaged_at, body \
              FROM alerts WHERE 1 = 1",
@@ -336,7 +401,7 @@ impl CaseStore for PostgresStore {
             .fetch_all(&self.pool)
             .await
             .map_err(query_err("list alerts"))?;
-        rows.iter().map(alert_from_row).collect()
+        rows.iter().map(super::stored_alert_from_row).collect()
     }
 
     async fn find_open_case(

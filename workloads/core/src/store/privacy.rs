@@ -114,15 +114,28 @@ pub trait PrivacyStore: super::keys::KeyStore {
         cutoff: DateTime<Utc>,
         by: &str,
     ) -> Result<Erasure, StoreError>;
+
+    /// Appends the audit entry of a procedure run on data kept outside the store (the
+    /// dead-letter log, [`super::dead_letters`]): `action` on `object_kind`
+    /// `object_id`, with what it did as the entry's after-state.
+    async fn record_procedure(
+        &self,
+        by: &str,
+        action: &'static str,
+        object_kind: &'static str,
+        object_id: String,
+        after: Value,
+    ) -> Result<(), StoreError>;
 }
 
-/// A subject to look for, lower-cased once.
-struct Subject {
+/// A subject to look for, lower-cased once: where the store and the dead-letter log
+/// ([`super::dead_letters`]) find a data subject and how they erase it.
+pub struct Subject {
     lower: String,
 }
 
 impl Subject {
-    fn new(subject: &str) -> Result<Self, StoreError> {
+    pub fn new(subject: &str) -> Result<Self, StoreError> {
         let subject = subject.trim();
         if subject.chars().count() < MIN_SUBJECT_CHARS {
             return Err(StoreError::Conflict {
@@ -137,18 +150,18 @@ impl Subject {
         })
     }
 
-    fn in_text(&self, text: &str) -> bool {
+    pub fn in_text(&self, text: &str) -> bool {
         text.to_lowercase().contains(&self.lower)
     }
 
     /// The digest the audit log names the subject by: proof of which request was served
     /// to whoever knows the subject, without keeping the subject itself.
-    fn digest(&self) -> String {
+    pub fn digest(&self) -> String {
         hex::encode(Sha256::digest(self.lower.as_bytes()))
     }
 
     /// `text` with each mention replaced; `None` when there is none.
-    fn erased(&self, text: &str) -> Option<String> {
+    pub fn erased(&self, text: &str) -> Option<String> {
         let lower = text.to_lowercase();
         // Lower-casing can change byte lengths outside ASCII; positions found in the
         // lower-cased copy only map back when it kept them.
@@ -173,7 +186,7 @@ impl Subject {
     }
 
     /// Erases mentions in every string of `value`; whether anything changed.
-    fn erase_in(&self, value: &mut Value) -> bool {
+    pub fn erase_in(&self, value: &mut Value) -> bool {
         match value {
             Value::String(text) => match self.erased(text) {
                 Some(erased) => {
@@ -192,7 +205,7 @@ impl Subject {
         }
     }
 
-    fn in_value(&self, value: &Value) -> bool {
+    pub fn in_value(&self, value: &Value) -> bool {
         match value {
             Value::String(text) => self.in_text(text),
             Value::Array(items) => items.iter().any(|item| self.in_value(item)),
@@ -1052,6 +1065,20 @@ macro_rules! privacy_store {
                     "personal data past retention erased"
                 );
                 Ok(erasure)
+            }
+
+            async fn record_procedure(
+                &self,
+                by: &str,
+                action: &'static str,
+                object_kind: &'static str,
+                object_id: String,
+                after: Value,
+            ) -> Result<(), StoreError> {
+                let mut tx = self.write_tx().await?;
+                let change = procedure_change(by, action, object_kind, object_id, after);
+                $append(&mut tx, change).await?;
+                tx.commit().await.map_err(super::query_err("commit"))
             }
         }
     };

@@ -216,12 +216,28 @@ async fn create_alert(
             .await?;
     }
     tracing::info!(alert_id = %alert.id, created, source = %input.source, by = %caller.name(), "thehive alert received");
-    let status = if created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
+    if !created {
+        return Ok((StatusCode::OK, Json(alert_answer(&state, &alert.id).await?)));
+    }
+    // Just stored, so the record is known without reading it back: untriaged, in no
+    // case. Only the observable count is read (event values and the body's observables,
+    // merged).
+    let id = alert.id.clone();
+    let record = kastell_core::store::AlertRecord {
+        id: id.clone(),
+        case_id: None,
+        status: "new".to_owned(),
+        status_reason: None,
+        triaged_by: None,
+        triaged_at: None,
+        alert,
     };
-    Ok((status, Json(alert_answer(&state, &alert.id).await?)))
+    let count = state
+        .store
+        .list_observables(&ObservableOwner::Alert(id))
+        .await?
+        .len();
+    Ok((StatusCode::CREATED, Json(model::alert_json(&record, count))))
 }
 
 /// The Kastell alert a TheHive alert becomes: the triple's id, its title as the rule,
