@@ -125,6 +125,18 @@ impl Pipeline {
         self.children.insert(name.to_owned(), (child, port));
     }
 
+    /// Polls the stage's log until a line contains `text`.
+    fn wait_for_log(&mut self, stage: &str, text: &str) {
+        for _ in 0..6000 {
+            if self.log(stage).contains(text) {
+                return;
+            }
+            self.assert_running();
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("{stage} never logged {text:?}; its log:\n{}", self.log(stage));
+    }
+
     fn log(&self, stage: &str) -> String {
         std::fs::read_to_string(self.dir.path().join(format!("{stage}.log"))).unwrap_or_default()
     }
@@ -529,29 +541,51 @@ impl Stored {
     }
 }
 
+/// When the correlate replicas start, relative to ingest.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Start {
+    /// Before ingest: each event is read soon after it is published.
+    Live,
+    /// After ingest has published every event: each replica finds a backlog on all its
+    /// partitions and reads them side by side, so one partition runs ahead of another in
+    /// event time (as after a restart or a scale-up). Correlation state that depended on
+    /// the interleaving of partitions (one lateness watermark across all groups) lost
+    /// correlations here.
+    Backlog,
+}
+
 /// Runs the pipeline with `replicas` correlate replicas on `config` until cases stored
 /// `alerts`, and returns what it stored.
-fn with_replicas(nats: &str, config: &Path, replicas: u32, alerts: u64) -> Stored {
+fn with_replicas(nats: &str, config: &Path, replicas: u32, alerts: u64, when: Start) -> Stored {
     let mut pipeline = Pipeline::new(nats.to_owned(), &format!("replicas{replicas}"));
     pipeline.config = config.to_owned();
     let names: Vec<String> = (0..replicas).map(|r| format!("correlate-{r}")).collect();
-    for (r, name) in names.iter().enumerate() {
-        let flags = [
-            "--replica-index".to_owned(),
-            r.to_string(),
-            "--replicas".to_owned(),
-            replicas.to_string(),
-        ];
-        pipeline.start_as(name, "correlate", &flags);
+    let start_replicas = |pipeline: &mut Pipeline| {
+        for (r, name) in names.iter().enumerate() {
+            let flags = [
+                "--replica-index".to_owned(),
+                r.to_string(),
+                "--replicas".to_owned(),
+                replicas.to_string(),
+            ];
+            pipeline.start_as(name, "correlate", &flags);
+        }
+        for name in &names {
+            pipeline.wait_for(name, EVENTS, 0);
+        }
+    };
+    if when == Start::Live {
+        start_replicas(&mut pipeline);
     }
     pipeline.start("enrich");
     pipeline.start("cases");
     pipeline.wait_for("cases", STORED, 0);
-    for name in &names {
-        pipeline.wait_for(name, EVENTS, 0);
-    }
     pipeline.wait_for("enrich", "kastell_enrich_detections_total", 0);
     pipeline.start("ingest");
+    if when == Start::Backlog {
+        pipeline.wait_for_log("ingest", "replay done");
+        start_replicas(&mut pipeline);
+    }
 
     // Not wait_for: when an alert is missing, the comparison with the single-process run
     // below names it, which a timeout here would not.
@@ -564,6 +598,7 @@ fn with_replicas(nats: &str, config: &Path, replicas: u32, alerts: u64) -> Store
         .map(|name| pipeline.metric(name, EVENTS).unwrap())
         .collect();
     eprintln!("{replicas} correlate replicas evaluated {evaluated:?} events");
+
     // Every replica had a share of the work: the partitions spread the events, all keyed
     // by the plan the replicas' own rules make.
     assert!(evaluated.iter().all(|n| *n > 0), "{evaluated:?}");
@@ -571,6 +606,14 @@ fn with_replicas(nats: &str, config: &Path, replicas: u32, alerts: u64) -> Store
         assert_eq!(pipeline.metric(name, MISMATCHES), Some(0), "{name}");
     }
     pipeline.stop();
+    // What each replica's windows dropped (late inputs, evictions), for a failure below.
+    for name in &names {
+        let log = pipeline.log(name);
+        let state = log.lines().filter(|l| l.contains("correlation state at stop"));
+        for line in state {
+            eprintln!("{name}: {line}");
+        }
+    }
     read_store(&pipeline.dir.path().join("cases").display().to_string())
 }
 
@@ -583,8 +626,8 @@ fn three_correlate_replicas_store_exactly_the_alerts_of_one() {
     let summary = single_process_in(config.path(), data.path());
     let alerts = summary["alerts"].as_u64().unwrap();
 
-    let one = with_replicas(&nats, config.path(), 1, alerts);
-    let three = with_replicas(&nats, config.path(), 3, alerts);
+    let one = with_replicas(&nats, config.path(), 1, alerts, Start::Backlog);
+    let three = with_replicas(&nats, config.path(), 3, alerts, Start::Live);
 
     let correlated = |s: &Stored| {
         s.alerts
