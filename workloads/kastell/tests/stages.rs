@@ -134,7 +134,10 @@ impl Pipeline {
             self.assert_running();
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!("{stage} never logged {text:?}; its log:\n{}", self.log(stage));
+        panic!(
+            "{stage} never logged {text:?}; its log:\n{}",
+            self.log(stage)
+        );
     }
 
     fn log(&self, stage: &str) -> String {
@@ -609,7 +612,9 @@ fn with_replicas(nats: &str, config: &Path, replicas: u32, alerts: u64, when: St
     // What each replica's windows dropped (late inputs, evictions), for a failure below.
     for name in &names {
         let log = pipeline.log(name);
-        let state = log.lines().filter(|l| l.contains("correlation state at stop"));
+        let state = log
+            .lines()
+            .filter(|l| l.contains("correlation state at stop"));
         for line in state {
             eprintln!("{name}: {line}");
         }
@@ -800,12 +805,15 @@ fn a_nats_server_killed_mid_stream_and_restarted_loses_and_duplicates_nothing() 
     pipeline.wait_for("respond", ACTIONS, 0);
     pipeline.start("ingest");
 
-    // Killed as soon as the first alert is stored: events, detections and alerts are in
-    // flight on every edge. The stages keep running; their publishes wait and retry, and
-    // their subscriptions reopen once the server is back on the same store.
-    let seen = pipeline.wait_for("cases", STORED, 1);
+    // Killed as soon as correlate evaluated its first event: ingest is then in the middle
+    // of its pipelined replay (publishes sent, their acknowledgements pending), and events
+    // and detections are in flight on the next edges. The stages keep running; their
+    // publishes wait and retry, and their subscriptions reopen once the server is back on
+    // the same store.
+    let seen = pipeline.wait_for("correlate", EVENTS, 1);
     nats.kill9();
-    eprintln!("nats-server killed after {seen} stored alerts");
+    let replayed = pipeline.log("ingest").contains("replay done");
+    eprintln!("nats-server killed after {seen} evaluated events (ingest done: {replayed})");
     std::thread::sleep(Duration::from_millis(500));
     nats.restart();
 

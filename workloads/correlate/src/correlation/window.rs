@@ -168,8 +168,7 @@ impl<P: Clone> CorrelationWindows<P> {
         payload: Vec<P>,
     ) -> Option<Fired<P>> {
         if let Some(known) = self.groups.get(&group) {
-            if known.newest != i64::MIN && time < known.newest.saturating_sub(limits.lateness_ms)
-            {
+            if known.newest != i64::MIN && time < known.newest.saturating_sub(limits.lateness_ms) {
                 self.counters.late += 1;
                 return None;
             }
