@@ -789,6 +789,7 @@ fn a_nats_server_killed_mid_stream_and_restarted_loses_and_duplicates_nothing() 
     let alerts = summary["alerts"].as_u64().unwrap();
     let actions = summary["actions_pending"].as_u64().unwrap()
         + summary["actions_executed"].as_u64().unwrap();
+    let cases = summary["cases_opened"].as_u64().unwrap();
     let reference = read_store(&reference_dir.path().display().to_string());
 
     let mut nats = PrivateNats::start();
@@ -821,7 +822,22 @@ fn a_nats_server_killed_mid_stream_and_restarted_loses_and_duplicates_nothing() 
     pipeline.settle();
     pipeline.wait_for("respond", ACTIONS, actions);
     assert_eq!(pipeline.metric("cases", STORED), Some(alerts));
-    assert_eq!(pipeline.metric("respond", ACTIONS), Some(actions));
+    // The example's playbook acts on every high-level case opened. Events whose publish
+    // was retried after the restart reach the stages out of order, and case grouping
+    // depends on order (docs/cluster.md, "Case grouping under redelivery"): a split
+    // group opens one case more, and respond acts on it. So the actions equal the single
+    // process's exactly when the cases do; otherwise there are more, never fewer.
+    let opened = pipeline.metric("cases", OPENED).unwrap();
+    let created = pipeline.metric("respond", ACTIONS).unwrap();
+    eprintln!("cases opened: {opened} (single process: {cases}); actions: {created} ({actions})");
+    if opened == cases {
+        assert_eq!(created, actions);
+    } else {
+        assert!(
+            created >= actions,
+            "{created} actions, single process {actions}"
+        );
+    }
     pipeline.stop();
 
     let stored = read_store(&store);
