@@ -20,8 +20,10 @@ use tokio::sync::mpsc;
 
 pub mod jetstream;
 pub mod partition;
+pub mod pipeline;
 
 pub use partition::{Partition, PartitionKey};
+pub use pipeline::{PendingPublish, Pipelined};
 
 /// The pipeline's edges.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -176,6 +178,18 @@ pub trait Subscription: Send {
 pub trait Bus: Send + Sync {
     /// Sends a message to every consumer group of the topic, waiting while one is full.
     async fn publish(&self, topic: Topic, message: Message) -> Result<(), BusError>;
+
+    /// Sends a message and returns what resolves once it is stored, so that a publisher
+    /// can keep several in flight ([`Pipelined`]). A bus without acknowledgements to wait
+    /// for publishes in full here.
+    async fn start_publish(
+        &self,
+        topic: Topic,
+        message: Message,
+    ) -> Result<PendingPublish, BusError> {
+        self.publish(topic, message).await?;
+        Ok(PendingPublish::stored())
+    }
 
     /// Joins a consumer group of the topic.
     async fn subscribe(&self, topic: Topic, group: &str)

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kastell_core::bus::jetstream::{DeliveryPolicy, JetStreamBus, JetStreamConfig};
-use kastell_core::bus::{Partition, Subscription};
+use kastell_core::bus::{Partition, Pipelined, Subscription};
 use kastell_core::{Bus, BusError, DeadLetter, Delivery, Message, Topic};
 use tokio::sync::Notify;
 
@@ -378,17 +378,40 @@ async fn a_killed_and_restarted_server_loses_no_acknowledged_message() {
 
     let port = server.port;
     server.kill();
-    let server = PrivateServer::start(store.path(), port, &[]);
+    let mut server = PrivateServer::start(store.path(), port, &[]);
 
     // Published after the restart, through the same (reconnected) client.
     for i in 10..12 {
         publish_text(&bus, Topic::Alerts, &format!("a{i}"), &format!("a{i}")).await;
     }
 
+    // A pipelined batch (as ingest publishes) with the server killed in its middle: up to
+    // 32 publishes are sent and not yet acknowledged when it dies, and more are sent while
+    // it is away. The flush returns only once every one of them is stored; those the dead
+    // server had stored after all are repeats its message ids drop.
+    let pipelined = Pipelined::new(&bus, 32);
+    for i in 0..200 {
+        let message = Message::json(&format!("b{i}"))
+            .unwrap()
+            .with_id(format!("b{i}"));
+        pipelined.publish(Topic::Alerts, message).await.unwrap();
+        if i == 99 {
+            server.kill();
+            server = PrivateServer::start(store.path(), port, &[]);
+        }
+    }
+    tokio::time::timeout(PATIENCE, pipelined.flush())
+        .await
+        .expect("the batch is stored once the server is back")
+        .unwrap();
+
     // Nothing stored is lost. An acknowledgement the killed server had not yet written
     // may come back as a redelivery (at-least-once), so duplicates are allowed only among
     // the messages consumed before the kill.
-    let all: BTreeSet<String> = (0..12).map(|i| format!("a{i}")).collect();
+    let all: BTreeSet<String> = (0..12)
+        .map(|i| format!("a{i}"))
+        .chain((0..200).map(|i| format!("b{i}")))
+        .collect();
     let mut missing: BTreeSet<String> = all.difference(&consumed).cloned().collect();
     while !missing.is_empty() {
         let delivery = next(&mut sub).await;

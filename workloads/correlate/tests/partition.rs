@@ -191,3 +191,49 @@ fn replicas_on_their_partitions_raise_exactly_the_correlations_of_one_process() 
         assert_eq!(merged, whole, "{count} partitions");
     }
 }
+
+/// One process reading several partitions sees them interleaved in whatever order the bus
+/// delivers (a backlog on one partition is read ahead of another), while each partition
+/// keeps its own order. The correlations must not depend on that interleaving: here every
+/// partition is read to its end before the next, the worst case, 20 minutes of event time
+/// ahead of the others against a lateness allowance of one minute.
+#[test]
+fn partitions_read_one_after_another_raise_exactly_the_correlations_in_order() {
+    let rules = [
+        base("failed", 4625),
+        base("ok", 4624),
+        correlation(
+            "burst",
+            "  type: event_count\n  rules: [failed]\n  group-by: [User, Computer]\n  \
+             timespan: 1m\n  condition: {gte: 3}\n",
+        ),
+        correlation(
+            "then-ok",
+            "  type: temporal_ordered\n  rules: [failed, ok]\n  group-by: [User]\n  \
+             timespan: 2m\n",
+        ),
+    ]
+    .join("---\n");
+    let set = compile(&rules);
+    let plan = set.partition_plan();
+    let events = logons();
+    let all: Vec<(usize, &Value)> = events.iter().enumerate().collect();
+    let whole = correlation_matches(&set, &all);
+
+    for count in [2, 8] {
+        let mut one_after_another: Vec<(usize, &Value)> = Vec::new();
+        for index in 0..count {
+            let partition = Partition { index, count };
+            one_after_another.extend(all.iter().copied().filter(|(i, e)| {
+                let key = plan.key(&event((*e).clone()));
+                let key = key.unwrap_or_else(|| format!("event-{i}"));
+                Partition::of_key(&key, count) == partition
+            }));
+        }
+        assert_eq!(
+            correlation_matches(&compile(&rules), &one_after_another),
+            whole,
+            "{count} partitions read one after another"
+        );
+    }
+}

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream::{self, context::PublishErrorKind, stream};
 use async_trait::async_trait;
 
-use super::{error_chain, Bus, BusError, Message, Partition, Subscription, Topic};
+use super::{error_chain, Bus, BusError, Message, Partition, PendingPublish, Subscription, Topic};
 pub use config::{
     DeliveryPolicy, Discard, JetStreamConfig, Retention, Security, StreamLimits, PIPELINE_GROUPS,
 };
@@ -234,41 +234,90 @@ impl JetStreamBus {
         .await?;
         Ok(Box::new(subscription))
     }
+}
 
-    /// Publishes once.
-    async fn try_publish(&self, subject: &str, message: &Message) -> Result<Attempt, BusError> {
-        let mut publish =
-            jetstream::message::PublishMessage::build().payload(message.payload.clone());
-        if let Some(id) = &message.id {
-            publish = publish.message_id(id);
-        }
-        if let Some(key) = &message.key {
-            publish = publish.header(KEY_HEADER, key.as_str());
-        }
-        let result = match self.context.send_publish(subject.to_owned(), publish).await {
-            Ok(ack) => ack.await,
-            Err(error) => Err(error),
-        };
-        let error = match result {
-            Ok(ack) => {
-                if ack.duplicate {
-                    tracing::debug!(subject, id = ?message.id, "duplicate dropped by the stream");
-                }
-                return Ok(Attempt::Stored);
+fn publish_message(message: &Message) -> jetstream::message::PublishMessage {
+    let mut publish = jetstream::message::PublishMessage::build().payload(message.payload.clone());
+    if let Some(id) = &message.id {
+        publish = publish.message_id(id);
+    }
+    if let Some(key) = &message.key {
+        publish = publish.header(KEY_HEADER, key.as_str());
+    }
+    publish
+}
+
+/// Publishes once.
+async fn try_publish(
+    context: &jetstream::Context,
+    subject: &str,
+    message: &Message,
+) -> Result<Attempt, BusError> {
+    let result = match context
+        .send_publish(subject.to_owned(), publish_message(message))
+        .await
+    {
+        Ok(ack) => ack.await,
+        Err(error) => Err(error),
+    };
+    judge(subject, message, result)
+}
+
+/// What a publish's outcome means: stored, worth retrying, or failed for good.
+fn judge(
+    subject: &str,
+    message: &Message,
+    result: Result<jetstream::publish::PublishAck, jetstream::context::PublishError>,
+) -> Result<Attempt, BusError> {
+    let error = match result {
+        Ok(ack) => {
+            if ack.duplicate {
+                tracing::debug!(subject, id = ?message.id, "duplicate dropped by the stream");
             }
-            Err(error) => error,
-        };
-        let text = error_chain(&error);
-        let attempt = match error.kind() {
-            PublishErrorKind::Other if is_stream_full(&text) => Attempt::Full,
-            PublishErrorKind::TimedOut
-            | PublishErrorKind::BrokenPipe
-            | PublishErrorKind::StreamNotFound
-            | PublishErrorKind::MaxAckPending => Attempt::Unreachable(text.clone()),
-            _ => return Err(BusError::Transport(text)),
-        };
-        tracing::warn!(subject, error = %text, "publish refused; retrying");
-        Ok(attempt)
+            return Ok(Attempt::Stored);
+        }
+        Err(error) => error,
+    };
+    let text = error_chain(&error);
+    let attempt = match error.kind() {
+        PublishErrorKind::Other if is_stream_full(&text) => Attempt::Full,
+        PublishErrorKind::TimedOut
+        | PublishErrorKind::BrokenPipe
+        | PublishErrorKind::StreamNotFound
+        | PublishErrorKind::MaxAckPending => Attempt::Unreachable(text.clone()),
+        _ => return Err(BusError::Transport(text)),
+    };
+    tracing::warn!(subject, error = %text, "publish refused; retrying");
+    Ok(attempt)
+}
+
+/// Publishes until the stream stores the message: while the stream is full or the server
+/// unreachable it retries with a growing pause (back-pressure: the caller stays blocked,
+/// and so does whatever feeds it), for at most `patience`.
+async fn publish_until_stored(
+    context: &jetstream::Context,
+    patience: Duration,
+    topic: Topic,
+    subject: &str,
+    message: &Message,
+) -> Result<(), BusError> {
+    let started = Instant::now();
+    let mut pause = Duration::from_millis(50);
+    loop {
+        let attempt = try_publish(context, subject, message).await?;
+        let waited = started.elapsed();
+        match attempt {
+            Attempt::Stored => return Ok(()),
+            Attempt::Full if waited >= patience => {
+                return Err(BusError::Full { topic, waited });
+            }
+            Attempt::Unreachable(error) if waited >= patience => {
+                return Err(BusError::Transport(error));
+            }
+            Attempt::Full | Attempt::Unreachable(_) => {}
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(5));
     }
 }
 
@@ -300,24 +349,51 @@ impl Bus for JetStreamBus {
     /// stays blocked, and so does whatever feeds it), for at most `publish_patience`.
     async fn publish(&self, topic: Topic, message: Message) -> Result<(), BusError> {
         let subject = self.publish_subject(topic, &message);
-        let started = Instant::now();
-        let mut pause = Duration::from_millis(50);
-        loop {
-            let attempt = self.try_publish(&subject, &message).await?;
-            let waited = started.elapsed();
-            match attempt {
-                Attempt::Stored => return Ok(()),
-                Attempt::Full if waited >= self.config.publish_patience => {
-                    return Err(BusError::Full { topic, waited });
+        publish_until_stored(
+            &self.context,
+            self.config.publish_patience,
+            topic,
+            &subject,
+            &message,
+        )
+        .await
+    }
+
+    /// Sends the message and returns the wait for its acknowledgement. An acknowledgement
+    /// that does not come as "stored" (timeout, full stream, server restarting) turns
+    /// into the retrying publish of [`Bus::publish`]; the message id makes a repeat of a
+    /// message that was stored after all a duplicate the stream drops.
+    async fn start_publish(
+        &self,
+        topic: Topic,
+        message: Message,
+    ) -> Result<PendingPublish, BusError> {
+        let subject = self.publish_subject(topic, &message);
+        let context = self.context.clone();
+        let patience = self.config.publish_patience;
+        let sent = context
+            .send_publish(subject.clone(), publish_message(&message))
+            .await;
+        // NB: a task of its own, not a future polled when the publisher gets to it: the
+        // acknowledgement's timeout starts at its first poll, so publishes lost with a
+        // dying server would otherwise time out (5 s) one after another, not together.
+        let waiting = tokio::spawn(async move {
+            let first = match sent {
+                Ok(ack) => judge(&subject, &message, ack.await)?,
+                Err(error) => judge(&subject, &message, Err(error))?,
+            };
+            match first {
+                Attempt::Stored => Ok(()),
+                Attempt::Full | Attempt::Unreachable(_) => {
+                    publish_until_stored(&context, patience, topic, &subject, &message).await
                 }
-                Attempt::Unreachable(error) if waited >= self.config.publish_patience => {
-                    return Err(BusError::Transport(error));
-                }
-                Attempt::Full | Attempt::Unreachable(_) => {}
             }
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_secs(5));
-        }
+        });
+        Ok(PendingPublish::new(async move {
+            waiting
+                .await
+                .map_err(|e| BusError::Transport(format!("waiting for a publish: {e}")))?
+        }))
     }
 
     /// Joins the group's durable consumer of the whole topic (all partitions).

@@ -1,11 +1,19 @@
 //! One correlation's state: a sliding window of event time per group-by key, with the
 //! eviction policy that bounds its memory (documented in `docs/detection.md`).
 //!
-//! Entries are kept sorted by event time. An event older than the newest event time seen
-//! minus the lateness allowance is dropped as late. Entries older than that watermark
-//! minus the timespan can never be part of a future window and are evicted. A group holds
-//! at most `max_events_per_group` entries (the oldest go first) and a correlation at most
-//! `max_groups` groups (the group updated longest ago goes first).
+//! Entries are kept sorted by event time. An event older than the newest event time its
+//! group has seen minus the lateness allowance is dropped as late. Entries older than that
+//! watermark minus the timespan can never be part of a future window and are evicted. A
+//! group holds at most `max_events_per_group` entries (the oldest go first) and a
+//! correlation at most `max_groups` groups (the group updated longest ago goes first).
+//!
+//! NB: lateness and expiry are judged per group, not against the newest time of the whole
+//! correlation. A group's inputs arrive in the same order however the events topic is
+//! partitioned (one group is always in one partition, and a partition keeps its order),
+//! but how partitions interleave on a replica depends on timing: with one correlation-wide
+//! watermark, a partition read ahead made the inputs of another look late, and
+//! correlations were lost or raised depending on the interleaving (docs/cluster.md).
+//! Only closing windows judged at their end still follows the correlation-wide time.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
@@ -99,10 +107,31 @@ pub struct WindowCounters {
     pub evicted_groups: u64,
 }
 
+/// One group's window and watermark.
+#[derive(Debug)]
+struct Group<P> {
+    entries: VecDeque<Entry<P>>,
+    /// The newest event time of the group's inputs, from which lateness and expiry are
+    /// measured. Kept when the entries are gone (after a firing), so that a straggler
+    /// from before the firing is still late.
+    newest: i64,
+}
+
+impl<P> Default for Group<P> {
+    fn default() -> Self {
+        Group {
+            entries: VecDeque::new(),
+            newest: i64::MIN,
+        }
+    }
+}
+
 /// The state of one correlation: its groups' windows.
 #[derive(Debug)]
 pub(crate) struct CorrelationWindows<P> {
-    groups: HashMap<Vec<String>, VecDeque<Entry<P>>>,
+    groups: HashMap<Vec<String>, Group<P>>,
+    /// The newest event time of any input or event: the watermark that closes windows
+    /// judged at their end, and the horizon of the group limit's sweep.
     newest: i64,
     /// For conditions judged at window end: the earliest end of an open window, so
     /// that [`CorrelationWindows::close_due`] scans the groups only when one is due.
@@ -138,20 +167,28 @@ impl<P: Clone> CorrelationWindows<P> {
         measure: Measure,
         payload: Vec<P>,
     ) -> Option<Fired<P>> {
-        if self.newest != i64::MIN && time < self.newest.saturating_sub(limits.lateness_ms) {
-            self.counters.late += 1;
-            return None;
+        if let Some(known) = self.groups.get(&group) {
+            if known.newest != i64::MIN && time < known.newest.saturating_sub(limits.lateness_ms) {
+                self.counters.late += 1;
+                return None;
+            }
+        } else if self.groups.len() >= limits.max_groups {
+            let horizon = self
+                .newest
+                .max(time)
+                .saturating_sub(limits.lateness_ms)
+                .saturating_sub(aggregate.timespan_ms);
+            self.make_room(horizon);
         }
         self.newest = self.newest.max(time);
-        let horizon = self
+        let at_end = aggregate.closes_at_end();
+        let state = self.groups.entry(group.clone()).or_default();
+        state.newest = state.newest.max(time);
+        let horizon = state
             .newest
             .saturating_sub(limits.lateness_ms)
             .saturating_sub(aggregate.timespan_ms);
-        let at_end = aggregate.closes_at_end();
-        if !self.groups.contains_key(&group) && self.groups.len() >= limits.max_groups {
-            self.make_room(horizon);
-        }
-        let entries = self.groups.entry(group.clone()).or_default();
+        let entries = &mut state.entries;
         // Windows judged at their end give up their entries in `close_due`.
         while !at_end && entries.front().is_some_and(|e| e.time < horizon) {
             entries.pop_front();
@@ -179,11 +216,8 @@ impl<P: Clone> CorrelationWindows<P> {
             self.next_close = self.next_close.min(end);
             return None;
         }
-        let fired = fire(entries, aggregate, time);
-        if entries.is_empty() {
-            self.groups.remove(&group);
-        }
-        fired
+        // A group left empty keeps its watermark until the group limit sweeps it.
+        fire(entries, aggregate, time)
     }
 
     /// Moves the watermark to event time `time` without an input, so windows judged at
@@ -211,7 +245,8 @@ impl<P: Clone> CorrelationWindows<P> {
         }
         let mut closed = Vec::new();
         let mut next_close = i64::MAX;
-        self.groups.retain(|group, entries| {
+        self.groups.retain(|group, state| {
+            let entries = &mut state.entries;
             while let Some(front) = entries.front() {
                 let end = front.time.saturating_add(aggregate.timespan_ms);
                 if !flush && end >= watermark {
@@ -239,12 +274,12 @@ impl<P: Clone> CorrelationWindows<P> {
     fn make_room(&mut self, horizon: i64) {
         let before = self.groups.len();
         self.groups
-            .retain(|_, entries| entries.back().is_some_and(|e| e.time >= horizon));
+            .retain(|_, group| group.entries.back().is_some_and(|e| e.time >= horizon));
         if self.groups.len() == before {
             let stalest = self
                 .groups
                 .iter()
-                .min_by_key(|(_, entries)| entries.back().map_or(i64::MIN, |e| e.time))
+                .min_by_key(|(_, group)| group.entries.back().map_or(i64::MIN, |e| e.time))
                 .map(|(key, _)| key.clone());
             if let Some(key) = stalest {
                 self.groups.remove(&key);
@@ -409,6 +444,36 @@ mod tests {
             .unwrap();
         assert_eq!(fired.payload, [3, 1]);
         assert_eq!(fired.time, 100_000);
+    }
+
+    #[test]
+    fn lateness_is_measured_within_the_group() {
+        let condition = gte(2.0);
+        let agg = aggregate(CorrelationType::EventCount, &condition, 1);
+        let limits = WindowLimits {
+            lateness_ms: 1_000,
+            ..WindowLimits::default()
+        };
+        let mut w = CorrelationWindows::default();
+        let (a, b) = (vec!["a".to_owned()], vec!["b".to_owned()]);
+        // Group b (another partition, read ahead) is far ahead in event time.
+        assert!(w
+            .add(agg, limits, b.clone(), 500_000, 0, Measure::None, vec![0])
+            .is_none());
+        // Group a's inputs are in order among themselves: neither is late, and they fire.
+        assert!(w
+            .add(agg, limits, a.clone(), 100_000, 0, Measure::None, vec![1])
+            .is_none());
+        let fired = w
+            .add(agg, limits, a.clone(), 105_000, 0, Measure::None, vec![2])
+            .unwrap();
+        assert_eq!(fired.payload, [1, 2]);
+        assert_eq!(w.counters.late, 0);
+        // A straggler of group a from before its firing is still late for a.
+        assert!(w
+            .add(agg, limits, a, 103_000, 0, Measure::None, vec![3])
+            .is_none());
+        assert_eq!(w.counters.late, 1);
     }
 
     #[test]

@@ -19,9 +19,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use bytes::Bytes;
+use kastell_core::bus::Pipelined;
+use kastell_core::Topic;
 use serde_json::{json, Value};
 
 use crate::ingestor::IngestError;
+use crate::source::PUBLISH_WINDOW;
 use crate::transport::bulk::{split_bulk, BulkBody, BulkItem};
 use crate::transport::inlet::{Admission, Delivered, Frame, Inlet, TransportReject};
 
@@ -425,9 +428,16 @@ async fn ingest_lines(
 
     let origin = ingest.origin(peer);
     let (mut published, mut rejected, mut rejections) = (0u64, 0u64, Vec::new());
+    // The body's events in flight together; answered only after the flush below.
+    let pipelined = Pipelined::new(inlet.bus(), PUBLISH_WINDOW);
+    let last_line = lines.last().map_or(0, |(number, _)| *number);
     for (number, line) in lines {
         let frame = Frame::new(&origin, number, line).from_peer(peer);
-        match inlet.ingest(frame).await.map_err(Refusal::BusClosed)? {
+        match inlet
+            .ingest_on(frame, &pipelined)
+            .await
+            .map_err(Refusal::BusClosed)?
+        {
             Delivered::Published => published += 1,
             Delivered::Rejected { kind, reason } => {
                 rejected += 1;
@@ -437,6 +447,14 @@ async fn ingest_lines(
             }
         }
     }
+    pipelined.flush().await.map_err(|source| {
+        Refusal::BusClosed(IngestError::Publish {
+            path: origin.clone(),
+            line: last_line,
+            topic: Topic::Events,
+            source,
+        })
+    })?;
     let answer = json!({
         "sensor": sensor,
         "records": published + rejected,

@@ -180,6 +180,11 @@ impl Inlet {
         }
     }
 
+    /// The bus this inlet publishes on.
+    pub fn bus(&self) -> &dyn Bus {
+        self.bus.as_ref()
+    }
+
     pub fn sensor(&self) -> &str {
         self.decoder.sensor()
     }
@@ -235,10 +240,24 @@ impl Inlet {
     ///
     /// [`IngestError::Publish`] when the bus refuses a message (it is closed).
     pub async fn ingest(&self, frame: Frame<'_>) -> Result<Delivered, IngestError> {
+        self.ingest_on(frame, self.bus.as_ref()).await
+    }
+
+    /// [`Inlet::ingest`] with the event published on `bus` (a [`kastell_core::bus::Pipelined`]
+    /// view of [`Inlet::bus`], which the caller flushes before it answers for the record).
+    ///
+    /// # Errors
+    ///
+    /// [`IngestError::Publish`] when the bus refuses a message (it is closed).
+    pub async fn ingest_on(
+        &self,
+        frame: Frame<'_>,
+        bus: &dyn Bus,
+    ) -> Result<Delivered, IngestError> {
         self.metrics.records.inc();
         self.metrics.bytes.inc_by(frame.len as u64);
         let delivered = match &self.decoder {
-            Decoder::Format(ingestor) => self.ingest_format(ingestor, &frame).await?,
+            Decoder::Format(ingestor) => self.ingest_format(ingestor, &frame, bus).await?,
             Decoder::RawSyslog(ctx) => self.ingest_raw_syslog(ctx, &frame).await?,
         };
         match &delivered {
@@ -252,6 +271,7 @@ impl Inlet {
         &self,
         ingestor: &Ingestor,
         frame: &Frame<'_>,
+        bus: &dyn Bus,
     ) -> Result<Delivered, IngestError> {
         let record = RecordRef {
             origin: frame.origin,
@@ -268,9 +288,7 @@ impl Inlet {
         self.metrics
             .parse_seconds
             .observe(started.elapsed().as_secs_f64());
-        let outcome = ingestor
-            .deliver(record, parsed, self.bus.as_ref(), &self.stats)
-            .await?;
+        let outcome = ingestor.deliver(record, parsed, bus, &self.stats).await?;
         Ok(match outcome {
             Outcome::Published => Delivered::Published,
             Outcome::Rejected(rejection) => Delivered::Rejected {

@@ -253,6 +253,14 @@ impl Bus for StageBus {
         self.0.publish(topic, message).await
     }
 
+    async fn start_publish(
+        &self,
+        topic: Topic,
+        message: Message,
+    ) -> Result<kastell_core::bus::PendingPublish, BusError> {
+        self.0.start_publish(topic, message).await
+    }
+
     async fn subscribe(
         &self,
         topic: Topic,

@@ -7,7 +7,7 @@ use std::ops::RangeInclusive;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use kastell_core::bus::Partition;
+use kastell_core::bus::{Partition, PendingPublish};
 use kastell_core::{Bus, BusError, Delivery, Event, Message, Subscription, Topic};
 use kastell_correlate::PartitionPlan;
 use kastell_crds::ResourceSet;
@@ -242,17 +242,32 @@ impl Subscription for PlanChecked {
     }
 }
 
-#[async_trait]
-impl Bus for Keyed {
-    async fn publish(&self, topic: Topic, message: Message) -> Result<(), BusError> {
-        let message = match (topic, &message.key) {
+impl Keyed {
+    fn keyed(&self, topic: Topic, message: Message) -> Message {
+        match (topic, &message.key) {
             (Topic::Events, None) => match self.key(&message) {
                 Some(key) => message.with_key(key),
                 None => message,
             },
             _ => message,
-        };
+        }
+    }
+}
+
+#[async_trait]
+impl Bus for Keyed {
+    async fn publish(&self, topic: Topic, message: Message) -> Result<(), BusError> {
+        let message = self.keyed(topic, message);
         self.inner.publish(topic, message).await
+    }
+
+    async fn start_publish(
+        &self,
+        topic: Topic,
+        message: Message,
+    ) -> Result<PendingPublish, BusError> {
+        let message = self.keyed(topic, message);
+        self.inner.start_publish(topic, message).await
     }
 
     async fn subscribe(
