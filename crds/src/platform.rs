@@ -291,7 +291,8 @@ pub struct Residency {
     /// the jurisdiction's catalogue.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub regions: Vec<String>,
-    /// Host names outbound connections may go to (feeds, webhooks, git remotes).
+    /// Host names outbound connections may go to (feeds, webhooks, git remotes, mail
+    /// servers, and NATS and PostgreSQL servers outside the cluster).
     /// A leading `*.` allows every subdomain.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allowed_hosts: Vec<String>,

@@ -3,7 +3,7 @@
 //! server, so every object can be checked in unit tests and by `kubernetes-validate`.
 
 mod bundle;
-mod network;
+pub mod network;
 mod pod;
 mod rbac;
 mod service;

@@ -155,9 +155,14 @@ pub struct Endpoint {
 /// the port defaults to 4222. A URL that does not parse is left out here: the stages
 /// report it when they cannot connect.
 pub fn bus_endpoints(input: &BuildInput) -> Vec<Endpoint> {
-    let Some(urls) = &input.platform.spec.bus.url else {
-        return Vec::new();
-    };
+    match &input.platform.spec.bus.url {
+        Some(urls) => bus_url_endpoints(urls),
+        None => Vec::new(),
+    }
+}
+
+/// See [`bus_endpoints`]; shared with the platform's residency check of the bus.
+pub fn bus_url_endpoints(urls: &str) -> Vec<Endpoint> {
     let mut endpoints: Vec<Endpoint> = urls
         .split(',')
         .map(str::trim)
@@ -185,7 +190,7 @@ pub fn bus_endpoints(input: &BuildInput) -> Vec<Endpoint> {
 /// Whether a host name is a Service of the cluster (`nats`, `nats.soc.svc`,
 /// `nats.soc.svc.cluster.local`): its traffic goes to pods, which a policy matches by
 /// selector rather than address.
-fn in_cluster(host: &str) -> bool {
+pub fn in_cluster(host: &str) -> bool {
     !host.contains('.') || host.ends_with(".svc") || host.contains(".svc.")
 }
 

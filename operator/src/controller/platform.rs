@@ -258,7 +258,47 @@ fn validate(platform: &SecOpsPlatform) -> Result<(EndpointPolicy, BTreeSet<Strin
     if let Some(git) = &platform.spec.git {
         crate::gitsync::check_url(&policy, &git.url)?;
     }
+    check_bus_and_store(&policy, platform)?;
     Ok((policy, regions))
+}
+
+/// The NATS servers and the PostgreSQL server are outbound endpoints like a feed URL: one
+/// outside the allowed hosts and networks would carry every event and case out of the
+/// allowed regions. A Service of the cluster is allowed, since the cluster's own nodes are
+/// what the residency evidence checks.
+fn check_bus_and_store(policy: &EndpointPolicy, platform: &SecOpsPlatform) -> Result<(), String> {
+    let spec = &platform.spec;
+    let bus = spec
+        .bus
+        .url
+        .as_deref()
+        .map(build::network::bus_url_endpoints);
+    for endpoint in bus.unwrap_or_default() {
+        check_host(policy, "spec.bus.url", &endpoint.host, endpoint.port)?;
+    }
+    if let Some(postgres) = &spec.storage.postgresql {
+        check_host(
+            policy,
+            "spec.storage.postgresql.host",
+            &postgres.host,
+            postgres.port,
+        )?;
+    }
+    Ok(())
+}
+
+fn check_host(policy: &EndpointPolicy, field: &str, host: &str, port: u16) -> Result<(), String> {
+    if host.parse::<std::net::IpAddr>().is_err() && build::network::in_cluster(host) {
+        return Ok(());
+    }
+    let literal = if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host.to_owned()
+    };
+    policy
+        .check(&format!("tcp://{literal}:{port}"))
+        .map_err(|refusal| format!("{field}: {refusal}"))
 }
 
 async fn refuse(
@@ -512,4 +552,45 @@ async fn write_status(
         status["caseStoreUrl"] = json!(url);
     }
     apply::status(&context.client, platform, status).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn platform(extra: &str) -> SecOpsPlatform {
+        let yaml = format!(
+            "apiVersion: kastell.eu/v1alpha1\nkind: SecOpsPlatform\nmetadata: {{name: soc, namespace: secops}}\nspec:\n  residency:\n    jurisdiction: EU\n    allowedHosts: [nats.cert.example.eu]\n    allowedNetworks: [10.20.0.0/16]\n{extra}"
+        );
+        serde_yaml::from_str(&yaml).expect("test platform parses")
+    }
+
+    #[test]
+    fn bus_and_store_hosts_are_held_to_the_residency_policy() {
+        let allowed = [
+            "  bus: {type: nats, url: 'tls://nats.soc.svc:4222,nats-1:4222'}\n",
+            "  bus: {type: nats, url: 'tls://nats.cert.example.eu:4222'}\n",
+            "  bus: {type: nats, url: '10.20.3.4:4222'}\n",
+            "  storage: {type: postgresql, postgresql: {host: pg.soc.svc.cluster.local, database: kastell, user: kastell, passwordSecret: {name: pg, key: password}}}\n",
+            "  storage: {type: postgresql, postgresql: {host: 10.20.0.9, database: kastell, user: kastell, passwordSecret: {name: pg, key: password}}}\n",
+        ];
+        for extra in allowed {
+            let platform = platform(extra);
+            assert!(
+                validate(&platform).is_ok(),
+                "refused: {extra}: {:?}",
+                validate(&platform).err()
+            );
+        }
+        let refused = [
+            ("  bus: {type: nats, url: 'tls://nats.soc.svc:4222,tls://nats.example.com:4222'}\n", "spec.bus.url"),
+            ("  bus: {type: nats, url: '192.0.2.7:4222'}\n", "spec.bus.url"),
+            ("  storage: {type: postgresql, postgresql: {host: db.example.com, database: kastell, user: kastell, passwordSecret: {name: pg, key: password}}}\n", "spec.storage.postgresql.host"),
+            ("  storage: {type: postgresql, postgresql: {host: '2001:db8::5', database: kastell, user: kastell, passwordSecret: {name: pg, key: password}}}\n", "spec.storage.postgresql.host"),
+        ];
+        for (extra, field) in refused {
+            let message = validate(&platform(extra)).expect_err(extra);
+            assert!(message.starts_with(field), "{extra}: {message}");
+        }
+    }
 }
