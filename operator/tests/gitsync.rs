@@ -5,10 +5,8 @@
 //! commit refused when signatures are required, and the push webhook over real HTTP on
 //! 127.0.0.1.
 
-use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use git2::{Oid, Repository, Signature};
 use hmac::{Hmac, Mac};
@@ -16,7 +14,6 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::api::events::v1::Event;
 use kastell_crds::{DetectionRule, SecOpsPlatform, Sensor};
 use kastell_kube_harness::{setup, TestEnv};
-use kastell_operator::controller::{self, Context, Metrics};
 use kastell_operator::gitsync::{self, Syncer};
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
@@ -25,65 +22,11 @@ use sha2::Sha256;
 use ssh_key::private::{Ed25519Keypair, PrivateKey};
 use ssh_key::{HashAlg, LineEnding};
 
-/// How long a test waits for the sync before it reports what it saw instead.
-const PATIENCE: Duration = Duration::from_secs(90);
+mod support;
+use support::{eventually, start_operator};
 
 const AUTHOR: &str = "Ada Lovelace";
 const EMAIL: &str = "ada@soc.example.eu";
-
-/// The operator's controllers and the git sync, watching only the test's namespace so
-/// that tests running side by side do not sync each other's platforms.
-struct Operator {
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-    syncer: Arc<Syncer>,
-    _cache: tempfile::TempDir,
-}
-
-impl Drop for Operator {
-    fn drop(&mut self) {
-        for task in &self.tasks {
-            task.abort();
-        }
-    }
-}
-
-fn start_operator(env: &TestEnv) -> Operator {
-    let metrics = Arc::new(Metrics::new().expect("metrics register"));
-    let context = Arc::new(Context::new(
-        env.client(),
-        metrics,
-        "ghcr.io/kastell-eu/kastell:test".into(),
-        "gitsync-test".into(),
-    ));
-    let cache = tempfile::tempdir().unwrap();
-    let syncer = Syncer::new(context.clone(), cache.path().to_owned());
-    let namespace = Some(env.namespace().to_owned());
-    Operator {
-        tasks: vec![
-            tokio::spawn(gitsync::run(syncer.clone(), namespace)),
-            tokio::spawn(controller::run(context)),
-        ],
-        syncer,
-        _cache: cache,
-    }
-}
-
-async fn eventually<T, F, Fut>(what: &str, mut probe: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, String>>,
-{
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    loop {
-        match probe().await {
-            Ok(value) => return value,
-            Err(seen) if tokio::time::Instant::now() > deadline => {
-                panic!("{what}: not reached; last seen: {seen}")
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
-        }
-    }
-}
 
 /// A repository the test commits to, with a work tree.
 struct Repo {
@@ -266,7 +209,7 @@ async fn a_repository_is_applied_pruned_force_pushed_and_drift_corrected() {
     let repo = Repo::new();
     let rule_count = example_soc(&repo, env.namespace());
     let c1 = repo.commit("the example SOC", None, None);
-    let _operator = start_operator(&env);
+    let _operator = start_operator(&env, "gitsync-test");
     create_platform(
         &env,
         json!({"url": repo.url(), "branch": "main", "path": "soc", "interval": "5s"}),
@@ -386,7 +329,7 @@ async fn unsigned_and_foreign_signed_commits_are_refused_when_signatures_are_req
     let repo = Repo::new();
     example_soc(&repo, env.namespace());
     let c1 = repo.commit("signed", None, Some(&ours));
-    let _operator = start_operator(&env);
+    let _operator = start_operator(&env, "gitsync-test");
     let signer = format!("{EMAIL} {}", ours.public_key().to_openssh().unwrap());
     create_platform(
         &env,
@@ -469,7 +412,7 @@ async fn an_authenticated_push_webhook_syncs_at_once() {
     let repo = Repo::new();
     example_soc(&repo, env.namespace());
     let c1 = repo.commit("first", None, None);
-    let operator = start_operator(&env);
+    let operator = start_operator(&env, "gitsync-test");
     let (base, server) = serve_webhook(operator.syncer.clone()).await;
     // An hour: only the webhook can bring the second commit in within the test.
     create_platform(
@@ -673,7 +616,7 @@ async fn removing_spec_git_prunes_what_the_sync_applied_unless_told_to_keep_it()
     let repo = Repo::new();
     let rule_count = example_soc(&repo, env.namespace());
     let c1 = repo.commit("the example SOC", None, None);
-    let _operator = start_operator(&env);
+    let _operator = start_operator(&env, "gitsync-test");
     let rules: Api<DetectionRule> = env.api();
     let sensors: Api<Sensor> = env.api();
     create_platform(

@@ -9,11 +9,9 @@
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
-use std::future::Future;
 use std::path::Path;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use base64::Engine as _;
 use bytes::Bytes;
@@ -23,14 +21,14 @@ use hyper::{Request, Response};
 use k8s_openapi::api::core::v1::Secret;
 use kastell_crds::{DetectionRule, SecOpsPlatform};
 use kastell_kube_harness::{setup, TestEnv};
-use kastell_operator::controller::{self, Context, Metrics};
 use kastell_operator::gitsync::fetch::{fetch, Credentials, FetchError, Snapshot};
-use kastell_operator::gitsync::{self, Syncer};
 use kube::api::PostParams;
 use kube::Api;
 use serde_json::json;
 
-const PATIENCE: Duration = Duration::from_secs(90);
+mod support;
+use support::{eventually, start_operator};
+
 const USER: &str = "ada";
 const TOKEN: &str = "glpat-test-token";
 
@@ -430,56 +428,6 @@ async fn a_certificate_signed_by_another_ca_is_refused() {
     assert!(error.contains("not signed by a trusted CA"), "{error}");
 }
 
-struct Operator {
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-    _cache: tempfile::TempDir,
-}
-
-impl Drop for Operator {
-    fn drop(&mut self) {
-        for task in &self.tasks {
-            task.abort();
-        }
-    }
-}
-
-fn start_operator(env: &TestEnv) -> Operator {
-    let metrics = Arc::new(Metrics::new().expect("metrics register"));
-    let context = Arc::new(Context::new(
-        env.client(),
-        metrics,
-        "ghcr.io/kastell-eu/kastell:test".into(),
-        "gitsync-https-test".into(),
-    ));
-    let cache = tempfile::tempdir().unwrap();
-    let syncer = Syncer::new(context.clone(), cache.path().to_owned());
-    let namespace = Some(env.namespace().to_owned());
-    Operator {
-        tasks: vec![
-            tokio::spawn(gitsync::run(syncer, namespace)),
-            tokio::spawn(controller::run(context)),
-        ],
-        _cache: cache,
-    }
-}
-
-async fn eventually<T, F, Fut>(what: &str, mut probe: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, String>>,
-{
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    loop {
-        match probe().await {
-            Ok(value) => return value,
-            Err(seen) if tokio::time::Instant::now() > deadline => {
-                panic!("{what}: not reached; last seen: {seen}")
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
-        }
-    }
-}
-
 async fn git_status(env: &TestEnv, name: &str) -> kastell_crds::platform::GitSyncStatus {
     let platforms: Api<SecOpsPlatform> = env.api();
     platforms
@@ -546,8 +494,8 @@ async fn the_operator_syncs_a_repository_served_over_tls13_and_reports_a_tls12_s
             .await
             .unwrap();
     }
-    let _legacy_operator = start_operator(&legacy_env);
-    let _operator = start_operator(&env);
+    let _legacy_operator = start_operator(&legacy_env, "gitsync-https-test");
+    let _operator = start_operator(&env, "gitsync-https-test");
 
     let git = eventually("status.git.revision of soc", || async {
         let git = git_status(&env, "soc").await;

@@ -9,9 +9,6 @@
 //! then deletes the dependents; the test does not wait for that, as the local plane would
 //! never do it.
 
-use std::future::Future;
-use std::sync::Arc;
-use std::time::Duration;
 
 use git2::{Repository, Signature};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
@@ -20,62 +17,12 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kastell_crds::{Case, DetectionRule, SecOpsPlatform};
 use kastell_kube_harness::{setup, TestEnv};
-use kastell_operator::controller::{self, Context, Metrics};
-use kastell_operator::gitsync::{self, Syncer};
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 
-const PATIENCE: Duration = Duration::from_secs(90);
-
-struct Operator {
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-    _cache: tempfile::TempDir,
-}
-
-impl Drop for Operator {
-    fn drop(&mut self) {
-        for task in &self.tasks {
-            task.abort();
-        }
-    }
-}
-
-fn start_operator(env: &TestEnv) -> Operator {
-    let metrics = Arc::new(Metrics::new().expect("metrics register"));
-    let context = Arc::new(Context::new(
-        env.client(),
-        metrics,
-        "ghcr.io/kastell-eu/kastell:test".into(),
-        "ownership-test".into(),
-    ));
-    let cache = tempfile::tempdir().unwrap();
-    let syncer = Syncer::new(context.clone(), cache.path().to_owned());
-    Operator {
-        tasks: vec![
-            tokio::spawn(gitsync::run(syncer, Some(env.namespace().to_owned()))),
-            tokio::spawn(controller::run(context)),
-        ],
-        _cache: cache,
-    }
-}
-
-async fn eventually<T, F, Fut>(what: &str, mut probe: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, String>>,
-{
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    loop {
-        match probe().await {
-            Ok(value) => return value,
-            Err(seen) if tokio::time::Instant::now() > deadline => {
-                panic!("{what}: not reached; last seen: {seen}")
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
-        }
-    }
-}
+mod support;
+use support::{eventually, start_operator};
 
 /// A repository holding the example SOC's SigmaHQ rules (examples/soc/rules) and one Case,
 /// committed on `main`.
@@ -155,7 +102,7 @@ async fn deleting_a_platform_leaves_nothing_it_synced_or_built_unowned() {
     };
     let (repo, rules) = repository(env.namespace());
     assert!(rules.len() > 10, "the example SOC's rules: {rules:?}");
-    let _operator = start_operator(&env);
+    let _operator = start_operator(&env, "ownership-test");
 
     // A rule made by hand in the same namespace: the platform must not take it along.
     let rules_api: Api<DetectionRule> = env.api();
@@ -278,7 +225,7 @@ async fn resources_kept_on_removal_are_not_deleted_with_the_platform() {
         return;
     };
     let (repo, rules) = repository(env.namespace());
-    let _operator = start_operator(&env);
+    let _operator = start_operator(&env, "ownership-test");
     let platforms: Api<SecOpsPlatform> = env.api();
     let platform: SecOpsPlatform = serde_json::from_value(json!({
         "apiVersion": "kastell.eu/v1alpha1", "kind": "SecOpsPlatform",
