@@ -9,7 +9,6 @@
 //! then deletes the dependents; the test does not wait for that, as the local plane would
 //! never do it.
 
-
 use git2::{Repository, Signature};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};

@@ -117,7 +117,11 @@ macro_rules! text_enum {
             fn from_str(s: &str) -> Result<Self, String> {
                 match s {
                     $($text => Ok($ty::$variant),)+
-                    other => Err(format!("unknown {} {other:?}", stringify!($ty))),
+                    other => Err(format!(
+                        "unknown {} {other:?}; one of: {}",
+                        stringify!($ty),
+                        [$($text),+].join(", ")
+                    )),
                 }
             }
         }
@@ -1995,6 +1999,16 @@ mod tests {
     use crate::alert::RuleRef;
     use crate::event::Event;
     use serde_json::json;
+
+    #[test]
+    fn an_unknown_level_names_the_accepted_ones() {
+        let error = "PURPLE".parse::<Tlp>().unwrap_err();
+        assert_eq!(
+            error,
+            "unknown Tlp \"PURPLE\"; one of: clear, green, amber, amber+strict, red"
+        );
+        assert_eq!("amber+strict".parse::<Tlp>(), Ok(Tlp::AmberStrict));
+    }
 
     fn alert(rule: &str, host: &str, at: &str, level: Level) -> Alert {
         let event = Event::from_value(json!({"@timestamp": at, "host": {"name": host}})).unwrap();

@@ -106,12 +106,35 @@ pub fn run(args: ApiKeyArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Who the audit log names for a change made from the command line.
+/// Who the audit log names for a change made from the command line: the login name from
+/// the environment, else the account of the process's user id (containers and cron jobs
+/// often run without `$USER`), else that user id itself, so an entry always names someone.
 pub fn cli_actor() -> String {
     let user = std::env::var("USER")
         .or_else(|_| std::env::var("USERNAME"))
-        .unwrap_or_else(|_| "unknown".to_owned());
-    format!("cli:{user}")
+        .ok()
+        .filter(|name| !name.trim().is_empty())
+        .or_else(account_of_process);
+    format!("cli:{}", user.unwrap_or_else(|| "unknown".to_owned()))
+}
+
+/// The owner of /proc/self is the process's user id; reading it there and its name from
+/// /etc/passwd needs no `unsafe` call into libc. Accounts known only to NSS (LDAP, SSSD)
+/// are not in /etc/passwd and are named `uid:<n>`.
+fn account_of_process() -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let uid = std::fs::metadata("/proc/self").ok()?.uid();
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    Some(account_named(&passwd, uid).unwrap_or_else(|| format!("uid:{uid}")))
+}
+
+fn account_named(passwd: &str, uid: u32) -> Option<String> {
+    passwd.lines().find_map(|line| {
+        let mut fields = line.split(':');
+        let name = fields.next()?;
+        let id: u32 = fields.nth(1)?.parse().ok()?;
+        (id == uid && !name.is_empty()).then(|| name.to_owned())
+    })
 }
 
 /// Makes and stores a key in the case store of `data`; returns the key.
@@ -226,6 +249,22 @@ fn key_table(keys: &[ApiKeyStatus]) -> String {
 mod tests {
     use super::*;
     use kastell_core::store::ApiKeyRecord;
+
+    #[test]
+    fn an_account_is_named_by_its_uid_in_passwd() {
+        let passwd = "root:x:0:0:root:/root:/bin/bash\n\
+                      broken-line\n\
+                      soc:x:1000:1000:SOC analyst:/home/soc:/bin/sh\n";
+        assert_eq!(account_named(passwd, 1000).as_deref(), Some("soc"));
+        assert_eq!(account_named(passwd, 0).as_deref(), Some("root"));
+        assert_eq!(account_named(passwd, 4242), None);
+    }
+
+    #[test]
+    fn the_process_account_is_found_without_the_environment() {
+        let account = account_of_process().expect("/proc/self exists on Linux");
+        assert!(!account.is_empty() && account != "unknown", "{account}");
+    }
 
     #[test]
     fn the_table_shows_every_key_without_its_hash() {
