@@ -283,17 +283,57 @@ impl Member for Playbook {
             reason: REASON_COMPILE_FAILED,
             message: p.reason,
         });
-        for step in &self.spec.steps {
+        for (field, url) in playbook_endpoints(&self.spec) {
             if refused.is_some() {
                 break;
             }
-            if let Some(webhook) = &step.webhook {
-                let field = format!("spec.steps[{}].webhook.url", step.name);
-                refused = check_endpoint(policy, &field, &webhook.url).err();
-            }
+            refused = check_endpoint(policy, &field, &url).err();
         }
         verdict(self, refused)
     }
+}
+
+/// Every place a playbook's steps connect to, as (field, URL): webhooks, chat
+/// notifications, the SMTP server (as `smtp://host:port`), HTTP calls and their release
+/// requests, Wazuh managers and Cortex. Shared with `kastell validate`, so a pull request
+/// is refused for the same endpoints as the operator refuses.
+pub fn playbook_endpoints(spec: &kastell_crds::playbook::PlaybookSpec) -> Vec<(String, String)> {
+    let mut endpoints = Vec::new();
+    for step in &spec.steps {
+        let field = |path: &str| format!("spec.steps[{}].{path}", step.name);
+        if let Some(webhook) = &step.webhook {
+            endpoints.push((field("webhook.url"), webhook.url.clone()));
+        }
+        if let Some(notify) = &step.notify {
+            if let Some(url) = &notify.url {
+                endpoints.push((field("notify.url"), url.clone()));
+            }
+            if let Some(smtp) = &notify.smtp {
+                let host = if smtp.host.contains(':') {
+                    format!("[{}]", smtp.host)
+                } else {
+                    smtp.host.clone()
+                };
+                endpoints.push((
+                    field("notify.smtp.host"),
+                    format!("smtp://{host}:{}", smtp.port),
+                ));
+            }
+        }
+        if let Some(http) = &step.http {
+            endpoints.push((field("http.url"), http.url.clone()));
+            if let Some(release) = &http.release {
+                endpoints.push((field("http.release.url"), release.url.clone()));
+            }
+        }
+        if let Some(wazuh) = &step.wazuh {
+            endpoints.push((field("wazuh.url"), wazuh.url.clone()));
+        }
+        if let Some(cortex) = step.enrich.as_ref().and_then(|e| e.cortex.as_ref()) {
+            endpoints.push((field("enrich.cortex.url"), cortex.url.clone()));
+        }
+    }
+    endpoints
 }
 
 #[cfg(test)]
@@ -427,5 +467,56 @@ mod tests {
             .admit(None)
             .outcome
             .is_ok());
+    }
+
+    #[test]
+    fn every_outbound_endpoint_of_a_playbook_is_held_to_the_policy() {
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../examples/playbooks/contain-brute-force.yaml"
+        ))
+        .unwrap();
+        let playbook: Playbook = serde_yaml::from_str(&text).unwrap();
+        let fields: Vec<String> = playbook_endpoints(&playbook.spec)
+            .into_iter()
+            .map(|(field, _)| field)
+            .collect();
+        for path in [
+            "notify.url",
+            "notify.smtp.host",
+            "http.url",
+            "wazuh.url",
+            "enrich.cortex.url",
+        ] {
+            assert!(
+                fields.iter().any(|f| f.ends_with(path)),
+                "{path} not in {fields:?}"
+            );
+        }
+        let soc = |hosts: &[&str]| {
+            let residency = Residency {
+                allowed_hosts: hosts.iter().map(|h| (*h).to_owned()).collect(),
+                ..Residency::default()
+            };
+            EndpointPolicy::from_residency(&residency).0
+        };
+        assert!(playbook
+            .admit(Some(&soc(&["*.soc.example.eu"])))
+            .outcome
+            .is_ok());
+        let without_mail = soc(&[
+            "cortex.soc.example.eu",
+            "mattermost.soc.example.eu",
+            "wazuh-manager.soc.example.eu",
+            "awx.soc.example.eu",
+        ]);
+        let refused = playbook.admit(Some(&without_mail)).outcome.unwrap_err();
+        assert!(refused.is_residency());
+        assert!(
+            refused.message.contains("notify.smtp.host")
+                && refused.message.contains("smtp.soc.example.eu"),
+            "{}",
+            refused.message
+        );
     }
 }

@@ -218,6 +218,11 @@ fn check_residency(report: &mut Report, resources: &ResourceSet) {
                 );
             }
         }
+        if let Err(message) =
+            crate::controller::platform::check_bus_and_store(&policy, &platform.object)
+        {
+            report.problem(&platform.file, object("SecOpsPlatform", platform), message);
+        }
         policies.insert(namespace, (policy, platform));
     }
     let policy_of = |namespace: &Option<String>| {
@@ -243,15 +248,13 @@ fn check_residency(report: &mut Report, resources: &ResourceSet) {
         let Some(policy) = policy_of(&playbook.object.metadata.namespace) else {
             continue;
         };
-        for step in &playbook.object.spec.steps {
-            if let Some(webhook) = &step.webhook {
-                if let Err(refusal) = policy.check(&webhook.url) {
-                    report.problem(
-                        &playbook.file,
-                        object("Playbook", playbook),
-                        format!("spec.steps[{}].webhook.url: {refusal}", step.name),
-                    );
-                }
+        for (field, url) in crate::admission::playbook_endpoints(&playbook.object.spec) {
+            if let Err(refusal) = policy.check(&url) {
+                report.problem(
+                    &playbook.file,
+                    object("Playbook", playbook),
+                    format!("{field}: {refusal}"),
+                );
             }
         }
     }

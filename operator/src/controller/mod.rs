@@ -9,7 +9,7 @@ mod member;
 pub mod metrics;
 pub mod ownership;
 mod placement;
-mod platform;
+pub(crate) mod platform;
 pub mod store_change;
 
 use std::collections::HashMap;

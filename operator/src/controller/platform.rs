@@ -266,7 +266,10 @@ fn validate(platform: &SecOpsPlatform) -> Result<(EndpointPolicy, BTreeSet<Strin
 /// outside the allowed hosts and networks would carry every event and case out of the
 /// allowed regions. A Service of the cluster is allowed, since the cluster's own nodes are
 /// what the residency evidence checks.
-fn check_bus_and_store(policy: &EndpointPolicy, platform: &SecOpsPlatform) -> Result<(), String> {
+pub(crate) fn check_bus_and_store(
+    policy: &EndpointPolicy,
+    platform: &SecOpsPlatform,
+) -> Result<(), String> {
     let spec = &platform.spec;
     let bus = spec
         .bus
