@@ -70,7 +70,15 @@ impl EndpointPolicy {
             .host_str()
             .filter(|h| !h.is_empty())
             .ok_or(Refusal::NoHost)?;
-        let host = host.trim_start_matches('[').trim_end_matches(']');
+        self.check_host(host.trim_start_matches('[').trim_end_matches(']'))
+    }
+
+    /// Checks a bare host name or address (an IPv6 address without brackets), for
+    /// endpoints configured as host and port rather than as a URL.
+    pub fn check_host(&self, host: &str) -> Result<(), Refusal> {
+        if host.is_empty() {
+            return Err(Refusal::NoHost);
+        }
         if let Ok(ip) = host.parse::<IpAddr>() {
             if ip.to_canonical().is_loopback() || self.networks.iter().any(|n| n.contains(&ip)) {
                 return Ok(());

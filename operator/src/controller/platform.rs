@@ -277,30 +277,20 @@ pub(crate) fn check_bus_and_store(
         .as_deref()
         .map(build::network::bus_url_endpoints);
     for endpoint in bus.unwrap_or_default() {
-        check_host(policy, "spec.bus.url", &endpoint.host, endpoint.port)?;
+        check_host(policy, "spec.bus.url", &endpoint.host)?;
     }
     if let Some(postgres) = &spec.storage.postgresql {
-        check_host(
-            policy,
-            "spec.storage.postgresql.host",
-            &postgres.host,
-            postgres.port,
-        )?;
+        check_host(policy, "spec.storage.postgresql.host", &postgres.host)?;
     }
     Ok(())
 }
 
-fn check_host(policy: &EndpointPolicy, field: &str, host: &str, port: u16) -> Result<(), String> {
+fn check_host(policy: &EndpointPolicy, field: &str, host: &str) -> Result<(), String> {
     if host.parse::<std::net::IpAddr>().is_err() && build::network::in_cluster(host) {
         return Ok(());
     }
-    let literal = if host.contains(':') {
-        format!("[{host}]")
-    } else {
-        host.to_owned()
-    };
     policy
-        .check(&format!("tcp://{literal}:{port}"))
+        .check_host(host)
         .map_err(|refusal| format!("{field}: {refusal}"))
 }
 
