@@ -161,6 +161,16 @@ pub struct TransportTls {
     /// refused during the handshake.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_ca_file: Option<String>,
+    /// For a Sensor run by the operator: the Secret, in the Sensor's namespace, that holds
+    /// these files. `certFile`, `keyFile` and `clientCaFile` then name keys of the Secret
+    /// (for example `tls.crt`, `tls.key`, `ca.crt`, as cert-manager writes them), which
+    /// are mounted read-only into the ingest pods; the resource itself holds no secret and
+    /// can be committed to git. Required under the operator; `kastell run` ignores it and
+    /// reads the files relative to the resource's directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    #[schemars(regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"))]
+    pub secret_name: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]

@@ -250,8 +250,93 @@ impl Member for Sensor {
             ))),
             (_, Some(_), _) => None,
         };
-        verdict(self, refused)
+        match refused.or_else(|| check_sensor_tls(transport).err()) {
+            Some(refused) => verdict(self, Some(refused)),
+            None => verdict(&with_mounted_tls(self), None),
+        }
     }
+}
+
+/// The TLS settings a Sensor's listener uses: an `http` or `syslog-tls` transport's. The
+/// ingest stage reads no other transport's `tls`, so nothing is mounted for it.
+pub fn listener_tls(
+    transport: &kastell_crds::sensor::Transport,
+) -> Option<&kastell_crds::sensor::TransportTls> {
+    match transport.kind {
+        TransportKind::Http | TransportKind::SyslogTls => transport.tls.as_ref(),
+        _ => None,
+    }
+}
+
+/// Under the operator the ingest pods hold no file but those mounted into them, so a
+/// listener's certificate, key and client CA must come from a Secret the Sensor names,
+/// each file field naming one of its keys.
+fn check_sensor_tls(transport: &kastell_crds::sensor::Transport) -> Result<(), Refused> {
+    if transport.kind == TransportKind::SyslogTls && transport.tls.is_none() {
+        return Err(invalid(
+            "spec.transport.tls is required for the syslog-tls transport: name the Secret \
+             holding the certificate and key in spec.transport.tls.secretName and its keys \
+             in certFile and keyFile"
+                .into(),
+        ));
+    }
+    let Some(tls) = listener_tls(transport) else {
+        return Ok(());
+    };
+    let Some(secret) = &tls.secret_name else {
+        return Err(invalid(
+            "spec.transport.tls.secretName is required under the operator: the ingest pods \
+             have no files but those mounted from a Secret; put the certificate, the key \
+             (and the client CA) in a Secret of this namespace, name it in \
+             spec.transport.tls.secretName and name its keys in certFile, keyFile (and \
+             clientCaFile), for example tls.crt, tls.key and ca.crt"
+                .into(),
+        ));
+    };
+    let files = [("certFile", Some(&tls.cert_file)), ("keyFile", Some(&tls.key_file))]
+        .into_iter()
+        .chain([("clientCaFile", tls.client_ca_file.as_ref())]);
+    for (field, file) in files {
+        let Some(file) = file else { continue };
+        if !is_secret_key(file) {
+            return Err(invalid(format!(
+                "spec.transport.tls.{field}: {file:?} is not a key of a Secret: with \
+                 secretName each file field names a key of the Secret {secret} (letters, \
+                 digits, '-', '_' and '.'), such as tls.crt"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// A valid key of a Secret's data (the API server's rule), which is also a plain file
+/// name, so it cannot point outside the Secret's directory.
+fn is_secret_key(key: &str) -> bool {
+    !key.is_empty()
+        && key.len() <= 253
+        && key != "."
+        && key != ".."
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// The Sensor as the ingest stage gets it under the operator: its listener's file fields
+/// made paths into the mounted Secret (`crate::build::wiring::SENSOR_TLS_DIR`), so the
+/// stage opens the mounted files without knowing it runs in a cluster.
+fn with_mounted_tls(sensor: &Sensor) -> Sensor {
+    let mut sensor = sensor.clone();
+    let uses_tls = listener_tls(&sensor.spec.transport).is_some();
+    if let Some(tls) = sensor.spec.transport.tls.as_mut().filter(|_| uses_tls) {
+        if let Some(secret) = tls.secret_name.clone() {
+            let dir = crate::build::wiring::SENSOR_TLS_DIR;
+            let mounted = |key: &str| format!("{dir}/{secret}/{key}");
+            tls.cert_file = mounted(&tls.cert_file);
+            tls.key_file = mounted(&tls.key_file);
+            tls.client_ca_file = tls.client_ca_file.as_deref().map(mounted);
+        }
+    }
+    sensor
 }
 
 impl Member for IntelFeed {
@@ -438,6 +523,96 @@ mod tests {
             refused.message
         );
         assert!(without[1].admit_among(None, &without).outcome.is_ok());
+    }
+
+    fn sensor(transport: &str) -> Sensor {
+        serde_yaml::from_str(&format!(
+            "apiVersion: kastell.eu/v1alpha1\nkind: Sensor\n\
+             metadata: {{name: edge, namespace: secops}}\n\
+             spec: {{format: syslog, transport: {transport}}}\n"
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_listener_certificate_must_come_from_a_secret_named_by_the_sensor() {
+        for kind in ["http", "syslog-tls"] {
+            let refused = sensor(&format!(
+                "{{type: {kind}, port: 6514, tls: {{certFile: tls/ingest.crt, keyFile: \
+                 tls/ingest.key}}}}"
+            ))
+            .admit(None)
+            .outcome
+            .unwrap_err();
+            assert_eq!(refused.reason, REASON_INVALID_SPEC, "{kind}");
+            assert!(
+                refused
+                    .message
+                    .starts_with("spec.transport.tls.secretName is required under the operator"),
+                "{kind}: {}",
+                refused.message
+            );
+        }
+        let refused = sensor("{type: syslog-tls, port: 6514}")
+            .admit(None)
+            .outcome
+            .unwrap_err();
+        assert!(
+            refused.message.starts_with("spec.transport.tls is required"),
+            "{}",
+            refused.message
+        );
+        // A path is not a key: it could not be mounted, nor could `..` stay in the Secret.
+        for (field, tls) in [
+            (
+                "keyFile",
+                "{secretName: edge-tls, certFile: tls.crt, keyFile: tls/ingest.key}",
+            ),
+            (
+                "clientCaFile",
+                "{secretName: edge-tls, certFile: tls.crt, keyFile: tls.key, clientCaFile: ..}",
+            ),
+        ] {
+            let refused = sensor(&format!("{{type: http, port: 8443, tls: {tls}}}"))
+                .admit(None)
+                .outcome
+                .unwrap_err();
+            assert!(
+                refused
+                    .message
+                    .starts_with(&format!("spec.transport.tls.{field}: ")),
+                "{}",
+                refused.message
+            );
+            assert!(refused.message.contains("edge-tls"), "{}", refused.message);
+        }
+        // Transports whose listener has no TLS are admitted as before.
+        for transport in [
+            "{type: http, port: 8080}",
+            "{type: syslog-tcp, port: 601, tls: {certFile: a.crt, keyFile: a.key}}",
+        ] {
+            assert!(sensor(transport).admit(None).outcome.is_ok(), "{transport}");
+        }
+    }
+
+    #[test]
+    fn the_bundle_names_the_mounted_secret_files() {
+        let sensor = sensor(
+            "{type: syslog-tls, port: 6514, tls: {secretName: edge-tls, certFile: tls.crt, \
+             keyFile: tls.key, clientCaFile: ca.crt}}",
+        );
+        let entry = sensor.admit(None).outcome.expect("admitted");
+        assert_eq!(entry.key, "Sensor.edge.yaml");
+        let bundled: Sensor = serde_yaml::from_str(&entry.yaml).unwrap();
+        let tls = bundled.spec.transport.tls.unwrap();
+        assert_eq!(tls.cert_file, "/etc/kastell/sensor-tls/edge-tls/tls.crt");
+        assert_eq!(tls.key_file, "/etc/kastell/sensor-tls/edge-tls/tls.key");
+        assert_eq!(
+            tls.client_ca_file.as_deref(),
+            Some("/etc/kastell/sensor-tls/edge-tls/ca.crt")
+        );
+        // The resource itself is left as written (its status is written against it).
+        assert_eq!(sensor.spec.transport.tls.unwrap().cert_file, "tls.crt");
     }
 
     #[test]

@@ -209,18 +209,7 @@ fn check_residency(report: &mut Report, resources: &ResourceSet) {
             );
             continue;
         }
-        if let Some(git) = &platform.object.spec.git {
-            if let Err(refusal) = policy.check(&git.url) {
-                report.problem(
-                    &platform.file,
-                    object("SecOpsPlatform", platform),
-                    format!("spec.git.url: {refusal}"),
-                );
-            }
-        }
-        if let Err(message) =
-            crate::controller::platform::check_bus_and_store(&policy, &platform.object)
-        {
+        for message in crate::controller::platform::endpoint_problems(&policy, &platform.object) {
             report.problem(&platform.file, object("SecOpsPlatform", platform), message);
         }
         policies.insert(namespace, (policy, platform));
@@ -255,6 +244,52 @@ fn check_residency(report: &mut Report, resources: &ResourceSet) {
                     object("Playbook", playbook),
                     format!("{field}: {refusal}"),
                 );
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `kastell validate` and the platform controller judge a platform's git remote by the
+    /// same check: a `file://` remote (no network) and an allowed host pass both, a host
+    /// outside the policy fails both with the same message.
+    #[test]
+    fn validate_and_the_controller_agree_on_the_git_remote() {
+        for (url, allowed) in [
+            ("file:///srv/git/soc.git", true),
+            ("https://git.soc.example.eu/soc/resources.git", true),
+            ("ssh://git@git.soc.example.eu/soc/resources.git", true),
+            ("https://github.com/example/soc-resources.git", false),
+            ("https://203.0.113.7/soc.git", false),
+        ] {
+            let yaml = format!(
+                "apiVersion: kastell.eu/v1alpha1\nkind: SecOpsPlatform\n\
+                 metadata: {{name: soc, namespace: secops}}\n\
+                 spec:\n  residency:\n    jurisdiction: EU\n    \
+                 allowedHosts: [git.soc.example.eu]\n  git:\n    url: {url}\n"
+            );
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::write(dir.path().join("platform.yaml"), &yaml).unwrap();
+            let report = validate_dir(dir.path()).unwrap();
+            let validate_says: Vec<&str> = report
+                .problems
+                .iter()
+                .map(|p| p.message.as_str())
+                .collect();
+
+            let platform: kastell_crds::SecOpsPlatform = serde_yaml::from_str(&yaml).unwrap();
+            let controller_says = crate::controller::platform::validate(&platform).err();
+
+            assert_eq!(controller_says.is_none(), allowed, "{url}: {controller_says:?}");
+            match controller_says {
+                None => assert!(validate_says.is_empty(), "{url}: {validate_says:?}"),
+                Some(message) => {
+                    assert!(message.starts_with("spec.git.url: "), "{message}");
+                    assert_eq!(validate_says, [message.as_str()], "{url}");
+                }
             }
         }
     }

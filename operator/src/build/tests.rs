@@ -1,7 +1,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use k8s_openapi::api::core::v1::{HTTPGetAction, PodSpec, Probe, SecretVolumeSource, Volume};
+use k8s_openapi::api::networking::v1::{NetworkPolicyPeer, NetworkPolicySpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, OwnerReference};
 use kastell_crds::SecOpsPlatform;
 
 use super::*;
@@ -77,6 +79,54 @@ fn build(platform: &SecOpsPlatform, bundles: &BTreeMap<Stage, Bundle>) -> Platfo
     })
 }
 
+/// The pod template's spec of a workload.
+fn pod_spec(workload: &Workload) -> &PodSpec {
+    workload.template().spec.as_ref().expect("a pod spec")
+}
+
+/// A pod's volume by name.
+fn volume<'a>(pod: &'a PodSpec, name: &str) -> Option<&'a Volume> {
+    pod.volumes.iter().flatten().find(|v| v.name == name)
+}
+
+/// A pod's Secret volume by name.
+fn secret_volume(pod: &PodSpec, name: &str) -> Option<SecretVolumeSource> {
+    volume(pod, name).and_then(|v| v.secret.clone())
+}
+
+/// The keys a Secret volume mounts, in order.
+fn secret_keys(secret: &SecretVolumeSource) -> Vec<String> {
+    secret.items.iter().flatten().map(|i| i.key.clone()).collect()
+}
+
+/// A probe's HTTP GET.
+fn http_get(probe: &Option<Probe>) -> &HTTPGetAction {
+    probe
+        .as_ref()
+        .and_then(|p| p.http_get.as_ref())
+        .expect("an HTTP probe")
+}
+
+/// The components a NetworkPolicy selects (`app.kubernetes.io/component In [...]`).
+fn components(policy: &NetworkPolicySpec) -> Vec<String> {
+    let expressions = policy.pod_selector.as_ref().and_then(|s| s.match_expressions.as_ref());
+    expressions.expect("a component selector")[0]
+        .values
+        .clone()
+        .unwrap_or_default()
+}
+
+/// The CIDR of a peer's ipBlock.
+fn cidr(peer: &NetworkPolicyPeer) -> &str {
+    &peer.ip_block.as_ref().expect("an ipBlock").cidr
+}
+
+/// The value a selector requires of a label.
+fn label<'a>(selector: &'a Option<LabelSelector>, key: &str) -> &'a str {
+    let labels = selector.as_ref().and_then(|s| s.match_labels.as_ref());
+    &labels.expect("match labels")[key]
+}
+
 #[test]
 fn five_stages_each_with_its_objects() {
     let objects = build(&platform(PLATFORM), &bundles("a"));
@@ -123,7 +173,7 @@ fn five_stages_each_with_its_objects() {
 fn pods_meet_the_restricted_standard_and_probe_health() {
     let objects = build(&platform(PLATFORM), &bundles("a"));
     for d in &objects.workloads {
-        let pod = d.template().spec.as_ref().unwrap();
+        let pod = pod_spec(d);
         let psc = pod.security_context.as_ref().unwrap();
         assert_eq!(psc.run_as_non_root, Some(true));
         assert_eq!(
@@ -138,22 +188,8 @@ fn pods_meet_the_restricted_standard_and_probe_health() {
                 sc.capabilities.as_ref().unwrap().drop,
                 Some(vec!["ALL".into()])
             );
-            let live = c
-                .liveness_probe
-                .as_ref()
-                .unwrap()
-                .http_get
-                .as_ref()
-                .unwrap();
-            let ready = c
-                .readiness_probe
-                .as_ref()
-                .unwrap()
-                .http_get
-                .as_ref()
-                .unwrap();
-            assert_eq!(live.path.as_deref(), Some("/healthz"));
-            assert_eq!(ready.path.as_deref(), Some("/readyz"));
+            assert_eq!(http_get(&c.liveness_probe).path.as_deref(), Some("/healthz"));
+            assert_eq!(http_get(&c.readiness_probe).path.as_deref(), Some("/readyz"));
             assert!(c.resources.as_ref().unwrap().requests.is_some());
             assert_eq!(c.image.as_deref(), Some("ghcr.io/kastell-eu/kastell:0.1.0"));
         }
@@ -164,8 +200,7 @@ fn pods_meet_the_restricted_standard_and_probe_health() {
 fn each_container_runs_its_stage_command_on_the_mounted_bundle() {
     let objects = build(&platform(PLATFORM), &bundles("a"));
     for d in &objects.workloads {
-        let pod = d.template().spec.as_ref().unwrap();
-        let container = &pod.containers[0];
+        let container = &pod_spec(d).containers[0];
         let args = container.args.clone().unwrap();
         assert_eq!(
             args,
@@ -184,7 +219,7 @@ fn each_container_runs_its_stage_command_on_the_mounted_bundle() {
 #[test]
 fn pods_are_pinned_to_the_allowed_regions_by_an_unforgeable_label() {
     let objects = build(&platform(PLATFORM), &bundles("a"));
-    let pod = objects.workloads[0].template().spec.clone().unwrap();
+    let pod = pod_spec(&objects.workloads[0]).clone();
     let required = pod
         .affinity
         .unwrap()
@@ -253,7 +288,7 @@ fn network_policies_allow_pipeline_sensors_and_allowed_networks_only() {
         .as_ref()
         .unwrap();
     let peers = egress[0].to.as_ref().unwrap();
-    assert_eq!(peers[0].ip_block.as_ref().unwrap().cidr, "10.20.0.0/16");
+    assert_eq!(cidr(&peers[0]), "10.20.0.0/16");
     let sensors = objects.network_policies[1]
         .spec
         .as_ref()
@@ -336,7 +371,7 @@ fn enrich_mounts_the_secrets_its_feeds_name() {
     }
     bundles.insert(Stage::Enrich, enrich);
     let objects = build(&platform(PLATFORM), &bundles);
-    let pod = |stage: usize| objects.workloads[stage].template().spec.clone().unwrap();
+    let pod = |stage: usize| pod_spec(&objects.workloads[stage]).clone();
     let enrich = pod(2);
     let mounts: Vec<(String, bool)> = enrich.containers[0]
         .volume_mounts
@@ -360,17 +395,7 @@ fn enrich_mounts_the_secrets_its_feeds_name() {
         .iter()
         .find(|v| v.secret.as_ref().and_then(|s| s.secret_name.as_deref()) == Some("misp-keys"))
         .unwrap();
-    let items: Vec<String> = volume
-        .secret
-        .as_ref()
-        .unwrap()
-        .items
-        .as_ref()
-        .unwrap()
-        .iter()
-        .map(|i| i.key.clone())
-        .collect();
-    assert_eq!(items, ["circl", "local"]);
+    assert_eq!(secret_keys(volume.secret.as_ref().unwrap()), ["circl", "local"]);
     // Other stages never see the feeds' keys.
     for stage in [0, 1, 3, 4] {
         assert!(pod(stage)
@@ -379,6 +404,89 @@ fn enrich_mounts_the_secrets_its_feeds_name() {
             .iter()
             .all(|v| !v.name.starts_with("feed-secret")));
     }
+}
+
+/// Bundles whose ingest stage also runs two TLS listeners that share one Secret (an HTTPS
+/// endpoint and a mutual-TLS syslog receiver), each Sensor's entry as admission makes it.
+fn tls_sensor_bundles() -> BTreeMap<Stage, Bundle> {
+    use crate::admission::Member;
+    let mut bundles = bundles("a");
+    let ingest = bundles.get_mut(&Stage::Ingest).unwrap();
+    for (name, transport) in [
+        (
+            "https",
+            "{type: http, port: 8443, bindAddress: 0.0.0.0, tls: {secretName: edge-tls, \
+             certFile: tls.crt, keyFile: tls.key}}",
+        ),
+        (
+            "syslog-tls",
+            "{type: syslog-tls, port: 6514, bindAddress: 0.0.0.0, tls: {secretName: edge-tls, \
+             certFile: tls.crt, keyFile: tls.key, clientCaFile: ca.crt}}",
+        ),
+    ] {
+        let sensor: kastell_crds::Sensor = serde_yaml::from_str(&format!(
+            "apiVersion: kastell.eu/v1alpha1\nkind: Sensor\n\
+             metadata: {{name: {name}, namespace: secops}}\n\
+             spec: {{format: syslog, transport: {transport}}}\n"
+        ))
+        .unwrap();
+        ingest.insert(sensor.admit(None).outcome.expect("admitted"));
+    }
+    bundles
+}
+
+#[test]
+fn ingest_mounts_the_secret_its_tls_sensors_name_where_their_files_point() {
+    let objects = build(&platform(PLATFORM), &tls_sensor_bundles());
+    let ingest = pod_spec(&objects.workloads[0]);
+    let secret = secret_volume(ingest, "sensor-tls-0").expect("the Sensors' Secret");
+    assert_eq!(secret.secret_name.as_deref(), Some("edge-tls"));
+    assert_eq!(secret_keys(&secret), ["ca.crt", "tls.crt", "tls.key"]);
+    assert_eq!(secret.default_mode, Some(0o440));
+    assert_eq!(secret.optional, Some(false));
+    assert!(volume(ingest, "sensor-tls-1").is_none(), "one volume per Secret");
+    let mount = ingest.containers[0]
+        .volume_mounts
+        .iter()
+        .flatten()
+        .find(|m| m.name == "sensor-tls-0")
+        .unwrap();
+    assert_eq!(mount.mount_path, "/etc/kastell/sensor-tls/edge-tls");
+    assert_eq!(mount.read_only, Some(true));
+    for d in &objects.workloads[1..] {
+        assert!(volume(pod_spec(d), "sensor-tls-0").is_none(), "{}", d.name());
+    }
+
+    // The ingest stage reads the mounted bundle as a directory: each file it would open
+    // is a key of the mounted Secret.
+    let dir = tempfile::tempdir().unwrap();
+    let sensors = objects.config_maps[0].data.as_ref().unwrap();
+    for (key, yaml) in sensors.iter().filter(|(k, _)| k.starts_with("Sensor.")) {
+        std::fs::write(dir.path().join(key), yaml).unwrap();
+    }
+    let (resources, errors) = kastell_crds::load_dir(dir.path()).unwrap();
+    assert!(errors.is_empty(), "{errors:?}");
+    let mut opened = BTreeSet::new();
+    let listeners: Vec<_> = resources
+        .sensors
+        .iter()
+        .filter_map(|s| Some((s, s.object.spec.transport.tls.as_ref()?)))
+        .collect();
+    assert_eq!(listeners.len(), 2);
+    for (sensor, tls) in listeners {
+        let files = [Some(&tls.cert_file), Some(&tls.key_file), tls.client_ca_file.as_ref()];
+        for file in files.into_iter().flatten() {
+            let path = sensor.resolve(file);
+            let key = path.strip_prefix(&mount.mount_path).unwrap();
+            opened.insert(key.to_str().unwrap().to_owned());
+        }
+    }
+    let keys: BTreeSet<String> = secret_keys(&secret).into_iter().collect();
+    assert_eq!(opened, keys);
+
+    // A Sensor refused by admission is not in the bundle and mounts nothing.
+    let objects = build(&platform(PLATFORM), &bundles("a"));
+    assert!(volume(pod_spec(&objects.workloads[0]), "sensor-tls-0").is_none());
 }
 
 /// A platform in cluster mode: mutual TLS between stages, NATS over TLS with a client
@@ -434,7 +542,7 @@ fn env_of(container: &k8s_openapi::api::core::v1::Container) -> BTreeMap<String,
 fn stages_get_their_secrets_mounted_read_only_and_named_by_environment() {
     let objects = build(&platform(WIRED_PLATFORM), &bundles("a"));
     for d in &objects.workloads {
-        let pod = d.template().spec.as_ref().unwrap();
+        let pod = pod_spec(d);
         let container = &pod.containers[0];
         let stage = container.name.as_str();
         let env = env_of(container);
@@ -477,17 +585,10 @@ fn stages_get_their_secrets_mounted_read_only_and_named_by_environment() {
             );
         }
 
-        let volumes = pod.volumes.as_ref().unwrap();
-        let secret = |name: &str| {
-            volumes
-                .iter()
-                .find(|v| v.name == name)
-                .and_then(|v| v.secret.clone())
-        };
+        let secret = |name: &str| secret_volume(pod, name);
         let tls = secret("tls").expect("the tls volume");
         assert_eq!(tls.secret_name.as_deref(), Some("soc-stages-tls"));
-        let keys: Vec<_> = tls.items.unwrap().into_iter().map(|i| i.key).collect();
-        assert_eq!(keys, ["tls.crt", "tls.key", "ca.crt"]);
+        assert_eq!(secret_keys(&tls), ["tls.crt", "tls.key", "ca.crt"]);
         assert_eq!(tls.default_mode, Some(0o440));
         let creds = secret("nats-creds").unwrap().items.unwrap();
         assert_eq!(
@@ -514,16 +615,15 @@ fn stages_get_their_secrets_mounted_read_only_and_named_by_environment() {
         }
 
         for probe in [&container.liveness_probe, &container.readiness_probe] {
-            let get = probe.as_ref().unwrap().http_get.as_ref().unwrap();
-            assert_eq!(get.scheme.as_deref(), Some("HTTPS"));
+            assert_eq!(http_get(probe).scheme.as_deref(), Some("HTTPS"));
         }
     }
     // The SQLite volume claim is not made for a PostgreSQL platform; ingest and respond
     // write their --data to a claim per replica, the other stages to an emptyDir.
     assert!(objects.volume_claims.is_empty());
     for d in &objects.workloads {
-        let pod = d.template().spec.as_ref().unwrap();
-        let data = pod.volumes.iter().flatten().find(|v| v.name == "data");
+        let pod = pod_spec(d);
+        let data = volume(pod, "data");
         match d {
             Workload::StatefulSet(set) if d.name() != "soc-correlate" => {
                 assert!(data.is_none(), "{}", d.name());
@@ -546,7 +646,7 @@ fn stages_get_their_secrets_mounted_read_only_and_named_by_environment() {
 fn without_tls_or_secrets_stages_get_no_extra_environment_and_probe_over_http() {
     let objects = build(&platform(PLATFORM), &bundles("a"));
     for d in &objects.workloads {
-        let pod = d.template().spec.as_ref().unwrap();
+        let pod = pod_spec(d);
         let container = &pod.containers[0];
         if d.name() == "soc-correlate" {
             let names: Vec<String> = env_of(container).into_keys().collect();
@@ -555,14 +655,7 @@ fn without_tls_or_secrets_stages_get_no_extra_environment_and_probe_over_http() 
             assert_eq!(container.env, None, "{}", d.name());
         }
         assert!(pod.volumes.iter().flatten().all(|v| v.secret.is_none()));
-        let get = container
-            .liveness_probe
-            .as_ref()
-            .unwrap()
-            .http_get
-            .as_ref()
-            .unwrap();
-        assert_eq!(get.scheme, None);
+        assert_eq!(http_get(&container.liveness_probe).scheme, None);
     }
 }
 
@@ -578,10 +671,7 @@ fn the_gaps_that_keep_stages_from_starting_are_named() {
 #[test]
 fn respond_on_sqlite_gets_no_store_of_its_own() {
     let objects = build(&platform(PLATFORM), &bundles("a"));
-    let data = |i: usize| {
-        let pod = objects.workloads[i].template().spec.clone().unwrap();
-        pod.volumes.unwrap().into_iter().find(|v| v.name == "data")
-    };
+    let data = |i: usize| volume(pod_spec(&objects.workloads[i]), "data").cloned();
     assert!(
         data(0).is_none(),
         "ingest: its claim template, not a pod volume"
@@ -598,7 +688,7 @@ fn one_way_tls_mounts_no_client_ca_and_verify_ca_is_passed_on() {
         .replace("clientCertificate: true", "clientCertificate: false")
         .replace("      caSecret: soc-pg-ca\n", "      sslMode: verify-ca\n");
     let objects = build(&platform(&yaml), &bundles("a"));
-    let pod = objects.workloads[3].template().spec.clone().unwrap();
+    let pod = pod_spec(&objects.workloads[3]);
     let env = env_of(&pod.containers[0]);
     assert!(!env.contains_key("KASTELL_TLS_CLIENT_CA"));
     assert!(!env.contains_key("KASTELL_NATS_CERT_FILE"));
@@ -606,19 +696,9 @@ fn one_way_tls_mounts_no_client_ca_and_verify_ca_is_passed_on() {
         env["KASTELL_STORE"],
         "postgres://kastell@pg.secops.svc:5432/kastell%20cases?sslmode=verify-ca"
     );
-    let volumes = pod.volumes.unwrap();
-    let tls = volumes.iter().find(|v| v.name == "tls").unwrap();
-    let keys: Vec<_> = tls
-        .secret
-        .clone()
-        .unwrap()
-        .items
-        .unwrap()
-        .into_iter()
-        .map(|i| i.key)
-        .collect();
-    assert_eq!(keys, ["tls.crt", "tls.key"]);
-    assert!(volumes.iter().all(|v| v.name != "store-tls"));
+    let tls = secret_volume(pod, "tls").unwrap();
+    assert_eq!(secret_keys(&tls), ["tls.crt", "tls.key"]);
+    assert!(volume(pod, "store-tls").is_none());
 }
 
 /// Every object the operator builds, against the Kubernetes 1.35 OpenAPI schemas.
@@ -632,7 +712,7 @@ fn built_objects_pass_kubernetes_validate_strict() {
         return;
     };
     let plain = build(&platform(PLATFORM), &bundles("a"));
-    let wired = build(&platform(WIRED_PLATFORM), &bundles("a"));
+    let wired = build(&platform(WIRED_PLATFORM), &tls_sensor_bundles());
     let reachable = build(&platform(REACHABLE_PLATFORM), &bundles("a"));
     let dir = tempfile::tempdir().unwrap();
     let mut files = Vec::new();
@@ -783,8 +863,7 @@ fn ingest_and_respond_keep_their_data_on_a_claim_per_replica_unless_asked_not_to
     let objects = build(&platform(&yaml), &bundles("a"));
     let ingest = &objects.workloads[0];
     assert_eq!(ingest.kind(), "Deployment");
-    let pod = ingest.template().spec.as_ref().unwrap();
-    let data = pod.volumes.iter().flatten().find(|v| v.name == "data");
+    let data = volume(pod_spec(ingest), "data");
     assert!(data.unwrap().empty_dir.is_some());
     let respond = stateful_set(&objects, "soc-respond").spec.unwrap();
     assert_eq!(respond.replicas, Some(2));
@@ -879,83 +958,31 @@ fn the_bus_and_the_store_are_reachable_and_chosen_peers_let_in() {
     // NATS: every stage; an address by itself, a Service by any pod of the cluster, a
     // name outside the cluster by the allowed networks; each on its own port.
     let bus = policy(&objects, "soc-bus-egress");
-    let components = bus
-        .pod_selector
-        .as_ref()
-        .unwrap()
-        .match_expressions
-        .as_ref()
-        .unwrap()[0]
-        .values
-        .clone()
-        .unwrap();
-    assert_eq!(components.len(), 5);
+    assert_eq!(components(bus).len(), 5);
     let rules = bus.egress.as_ref().unwrap();
+    let first_peer = |at: usize| &rules[at].to.as_ref().unwrap()[0];
     assert_eq!(rules.len(), 3);
     assert_eq!(ports(&rules[0].ports), [4443]);
-    assert_eq!(
-        rules[0].to.as_ref().unwrap()[0]
-            .ip_block
-            .as_ref()
-            .unwrap()
-            .cidr,
-        "10.20.1.5/32"
-    );
+    assert_eq!(cidr(first_peer(0)), "10.20.1.5/32");
     assert_eq!(ports(&rules[1].ports), [4222]);
-    let service = &rules[1].to.as_ref().unwrap()[0];
-    assert_eq!(service.namespace_selector, Some(Default::default()));
+    assert_eq!(first_peer(1).namespace_selector, Some(Default::default()));
     assert_eq!(ports(&rules[2].ports), [4222]);
-    assert_eq!(
-        rules[2].to.as_ref().unwrap()[0]
-            .ip_block
-            .as_ref()
-            .unwrap()
-            .cidr,
-        "10.20.0.0/16"
-    );
+    assert_eq!(cidr(first_peer(2)), "10.20.0.0/16");
 
     // PostgreSQL: the stages holding the case store only.
     let store = policy(&objects, "soc-store-egress");
-    let components = store
-        .pod_selector
-        .as_ref()
-        .unwrap()
-        .match_expressions
-        .as_ref()
-        .unwrap()[0]
-        .values
-        .clone()
-        .unwrap();
-    assert_eq!(components, ["cases", "respond"]);
+    assert_eq!(components(store), ["cases", "respond"]);
     let rule = &store.egress.as_ref().unwrap()[0];
     assert_eq!(ports(&rule.ports), [6432]);
-    assert_eq!(
-        rule.to.as_ref().unwrap()[0].ip_block.as_ref().unwrap().cidr,
-        "192.0.2.10/32"
-    );
+    assert_eq!(cidr(&rule.to.as_ref().unwrap()[0]), "192.0.2.10/32");
 
     let api = policy(&objects, "soc-cases-api");
-    let components = api
-        .pod_selector
-        .as_ref()
-        .unwrap()
-        .match_expressions
-        .as_ref()
-        .unwrap()[0]
-        .values
-        .clone()
-        .unwrap();
-    assert_eq!(components, ["cases"]);
+    assert_eq!(components(api), ["cases"]);
     let rule = &api.ingress.as_ref().unwrap()[0];
     assert_eq!(ports(&rule.ports), [8080]);
     let from = &rule.from.as_ref().unwrap()[0];
     assert_eq!(
-        from.namespace_selector
-            .as_ref()
-            .unwrap()
-            .match_labels
-            .as_ref()
-            .unwrap()["kubernetes.io/metadata.name"],
+        label(&from.namespace_selector, "kubernetes.io/metadata.name"),
         "ingress-nginx"
     );
 
@@ -964,21 +991,11 @@ fn the_bus_and_the_store_are_reachable_and_chosen_peers_let_in() {
     assert_eq!(ports(&rule.ports), [8080]);
     let from = &rule.from.as_ref().unwrap()[0];
     assert_eq!(
-        from.namespace_selector
-            .as_ref()
-            .unwrap()
-            .match_labels
-            .as_ref()
-            .unwrap()["kubernetes.io/metadata.name"],
+        label(&from.namespace_selector, "kubernetes.io/metadata.name"),
         "monitoring"
     );
     assert_eq!(
-        from.pod_selector
-            .as_ref()
-            .unwrap()
-            .match_labels
-            .as_ref()
-            .unwrap()["app.kubernetes.io/name"],
+        label(&from.pod_selector, "app.kubernetes.io/name"),
         "prometheus"
     );
 

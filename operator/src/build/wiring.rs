@@ -29,6 +29,11 @@ pub const STORE_CA_DIR: &str = "/etc/kastell/store-tls";
 /// directory per Secret: the enrich stage reads `<dir>/<name>/<key>`.
 pub const FEED_SECRETS_DIR: &str = "/etc/kastell/secrets";
 
+/// Where the Secrets named by Sensors for their listeners' TLS files
+/// (`spec.transport.tls.secretName`) are mounted, one directory per Secret: admission
+/// rewrites the Sensor's file fields in the ingest bundle to `<dir>/<name>/<key>`.
+pub const SENSOR_TLS_DIR: &str = "/etc/kastell/sensor-tls";
+
 /// Owner and group may read, nobody may write: the pod's fsGroup owns the files.
 const SECRET_FILE_MODE: i32 = 0o440;
 
@@ -153,6 +158,9 @@ pub fn secret_mounts(input: &BuildInput, stage: Stage) -> Vec<SecretMount> {
     if stage == Stage::Enrich {
         mounts.extend(feed_secret_mounts(input));
     }
+    if stage == Stage::Ingest {
+        mounts.extend(sensor_secret_mounts(input));
+    }
     if let Some(postgres) = postgres_for(input, stage) {
         mounts.push(secret_mount(
             "store-password",
@@ -178,18 +186,8 @@ pub fn secret_mounts(input: &BuildInput, stage: Stage) -> Vec<SecretMount> {
 /// only the keys the feeds name. The feeds are read from the enrich bundle, so a feed
 /// refused by admission mounts nothing.
 fn feed_secret_mounts(input: &BuildInput) -> Vec<SecretMount> {
-    let mut keys: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> =
-        std::collections::BTreeMap::new();
-    let entries = input
-        .bundles
-        .get(&Stage::Enrich)
-        .map(|bundle| bundle.entries.iter())
-        .into_iter()
-        .flatten();
-    for (key, yaml) in entries {
-        if !key.starts_with("IntelFeed.") {
-            continue;
-        }
+    let mut keys = SecretKeys::new();
+    for (_, yaml) in bundle_entries(input, Stage::Enrich, "IntelFeed.") {
         let Ok(feed) = serde_yaml::from_str::<kastell_crds::IntelFeed>(yaml) else {
             continue;
         };
@@ -197,15 +195,71 @@ fn feed_secret_mounts(input: &BuildInput) -> Vec<SecretMount> {
             keys.entry(secret.name).or_default().insert(secret.key);
         }
     }
+    secret_dirs("feed-secret", FEED_SECRETS_DIR, &keys)
+}
+
+/// The Secrets the ingest stage's Sensors name for their listeners' certificate, key and
+/// client CA, each mounted with only the keys the Sensors name. Read from the ingest
+/// bundle, where admission already made the file fields paths under [`SENSOR_TLS_DIR`]:
+/// the key is what follows the Secret's directory, so the mount and the path the stage
+/// opens cannot disagree.
+fn sensor_secret_mounts(input: &BuildInput) -> Vec<SecretMount> {
+    let mut keys = SecretKeys::new();
+    for (_, yaml) in bundle_entries(input, Stage::Ingest, "Sensor.") {
+        let Ok(sensor) = serde_yaml::from_str::<kastell_crds::Sensor>(yaml) else {
+            continue;
+        };
+        let Some(tls) = crate::admission::listener_tls(&sensor.spec.transport) else {
+            continue;
+        };
+        let Some(secret) = &tls.secret_name else {
+            continue;
+        };
+        let dir = format!("{SENSOR_TLS_DIR}/{secret}/");
+        let files = [Some(&tls.cert_file), Some(&tls.key_file)]
+            .into_iter()
+            .chain([tls.client_ca_file.as_ref()])
+            .flatten();
+        for file in files {
+            if let Some(key) = file.strip_prefix(&dir) {
+                keys.entry(secret.clone())
+                    .or_default()
+                    .insert(key.to_owned());
+            }
+        }
+    }
+    secret_dirs("sensor-tls", SENSOR_TLS_DIR, &keys)
+}
+
+/// Secret name to the keys read from it.
+type SecretKeys = std::collections::BTreeMap<String, std::collections::BTreeSet<String>>;
+
+/// A stage's bundle entries whose key starts with `prefix` (one kind of resource).
+fn bundle_entries<'a>(
+    input: &'a BuildInput,
+    stage: Stage,
+    prefix: &'a str,
+) -> impl Iterator<Item = (&'a String, &'a String)> {
+    input
+        .bundles
+        .get(&stage)
+        .map(|bundle| bundle.entries.iter())
+        .into_iter()
+        .flatten()
+        .filter(move |(key, _)| key.starts_with(prefix))
+}
+
+/// One mount per Secret at `<dir>/<secret>`, its keys under their own names.
+fn secret_dirs(volume: &str, dir: &str, keys: &SecretKeys) -> Vec<SecretMount> {
     keys.iter()
         .enumerate()
         .map(|(at, (secret, keys))| {
             let items: Vec<(&str, &str)> = keys.iter().map(|k| (k.as_str(), k.as_str())).collect();
             // Volume names must be DNS labels; Secret names may be longer than one.
             secret_mount(
-                &format!("feed-secret-{at}"),
+                &format!("{volume}-{at}"),
                 secret,
-                &format!("{FEED_SECRETS_DIR}/{secret}"),
+                &format!("{dir}/{secret}"),
                 &items,
                 &[],
             )

@@ -7,18 +7,16 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use kastell_crds::common::SecretKeyRef;
 use kastell_crds::platform::CaseStoreSpec;
 use kastell_crds::{Case, SecOpsPlatform};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::{watcher, Controller};
 use kube::{Api, Resource, ResourceExt};
 use serde_json::{json, Map, Value};
 
-use super::member::{error_policy, previous_conditions};
+use super::member::{previous_conditions, run_watching_platforms};
 use super::{apply, failure_key, Context, Error};
 use crate::casemirror::{self, CasesClient, ClientError, StoreCase};
 use crate::conditions::{
@@ -44,30 +42,8 @@ const MIRROR_FIELDS: [&str; 6] = [
 ];
 
 pub async fn run(context: Arc<Context>) {
-    let controller = Controller::new(
-        Api::<Case>::all(context.client.clone()),
-        watcher::Config::default(),
-    );
-    let cases = controller.store();
     // Adding or changing `spec.caseStore` must reach the namespace's Cases at once.
-    controller
-        .watches(
-            Api::<SecOpsPlatform>::all(context.client.clone()),
-            watcher::Config::default(),
-            move |platform| {
-                let namespace = platform.namespace();
-                cases
-                    .state()
-                    .into_iter()
-                    .filter(|c| c.namespace() == namespace)
-                    .map(|c| ObjectRef::from_obj(&*c))
-                    .collect::<Vec<_>>()
-            },
-        )
-        .shutdown_on_signal()
-        .run(reconcile, error_policy::<Case>, context)
-        .for_each(|_| async {})
-        .await;
+    run_watching_platforms::<Case, _, _>(context, reconcile).await;
 }
 
 /// What one reconcile concluded.

@@ -8,7 +8,7 @@ use std::fmt::Debug;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
+use futures::{StreamExt, TryFuture};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use k8s_openapi::NamespaceResourceScope;
 use kastell_crds::SecOpsPlatform;
@@ -38,29 +38,46 @@ where
         + Sync
         + 'static,
 {
+    // A platform's residency policy decides the members' verdicts.
+    run_watching_platforms(context, reconcile::<K>).await;
+}
+
+/// Runs the controller of a kind whose objects depend on their namespace's SecOpsPlatform
+/// (its residency policy, its case store): a change of a platform re-checks every object
+/// of its namespace at once, instead of at the object's next periodic look.
+pub(super) async fn run_watching_platforms<K, F, Fut>(context: Arc<Context>, reconcile: F)
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + Debug
+        + Send
+        + Sync
+        + 'static,
+    F: FnMut(Arc<K>, Arc<Context>) -> Fut,
+    Fut: TryFuture<Ok = Action, Error = Error> + Send + 'static,
+{
     let controller = Controller::new(
         Api::<K>::all(context.client.clone()),
         watcher::Config::default(),
     );
-    let members = controller.store();
-    // A platform's residency policy decides the members' verdicts: re-check them all
-    // when it changes.
+    let objects = controller.store();
     controller
         .watches(
             Api::<SecOpsPlatform>::all(context.client.clone()),
             watcher::Config::default(),
             move |platform| {
                 let namespace = platform.namespace();
-                members
+                objects
                     .state()
                     .into_iter()
-                    .filter(|m| m.namespace() == namespace)
-                    .map(|m| ObjectRef::from_obj(&*m))
+                    .filter(|o| o.namespace() == namespace)
+                    .map(|o| ObjectRef::from_obj(&*o))
                     .collect::<Vec<_>>()
             },
         )
         .shutdown_on_signal()
-        .run(reconcile::<K>, error_policy::<K>, context)
+        .run(reconcile, error_policy::<K>, context)
         .for_each(|_| async {})
         .await;
 }

@@ -241,7 +241,9 @@ async fn read_live_bundles(
 
 /// The platform's own problems: a policy that names no region, networks that are not
 /// CIDRs, a git remote outside the allowed hosts.
-fn validate(platform: &SecOpsPlatform) -> Result<(EndpointPolicy, BTreeSet<String>), String> {
+pub(crate) fn validate(
+    platform: &SecOpsPlatform,
+) -> Result<(EndpointPolicy, BTreeSet<String>), String> {
     let residency = &platform.spec.residency;
     let regions = crate::regions::allowed_regions(residency);
     if regions.is_empty() {
@@ -255,34 +257,46 @@ fn validate(platform: &SecOpsPlatform) -> Result<(EndpointPolicy, BTreeSet<Strin
     if let Some(error) = errors.first() {
         return Err(format!("spec.residency: {error}"));
     }
-    if let Some(git) = &platform.spec.git {
-        crate::gitsync::check_url(&policy, &git.url)?;
+    if let Some(problem) = endpoint_problems(&policy, platform).into_iter().next() {
+        return Err(problem);
     }
-    check_bus_and_store(&policy, platform)?;
     Ok((policy, regions))
 }
 
-/// The NATS servers and the PostgreSQL server are outbound endpoints like a feed URL: one
-/// outside the allowed hosts and networks would carry every event and case out of the
-/// allowed regions. A Service of the cluster is allowed, since the cluster's own nodes are
-/// what the residency evidence checks.
-pub(crate) fn check_bus_and_store(
-    policy: &EndpointPolicy,
-    platform: &SecOpsPlatform,
-) -> Result<(), String> {
+/// The platform's own outbound endpoints held to its residency policy, one message per
+/// refused endpoint, in the order git remote, NATS servers, PostgreSQL host. The one check
+/// the controller and `kastell validate` both make, so a pull request is refused for
+/// exactly the endpoints the operator refuses.
+///
+/// The git remote goes through [`crate::gitsync::check_url`] (a `file://` remote reaches no
+/// network and is allowed). The NATS servers and the PostgreSQL server are outbound
+/// endpoints like a feed URL: one outside the allowed hosts and networks would carry every
+/// event and case out of the allowed regions. A Service of the cluster is allowed, since
+/// the cluster's own nodes are what the residency evidence checks.
+pub(crate) fn endpoint_problems(policy: &EndpointPolicy, platform: &SecOpsPlatform) -> Vec<String> {
     let spec = &platform.spec;
+    let git = spec
+        .git
+        .as_ref()
+        .map(|git| crate::gitsync::check_url(policy, &git.url));
     let bus = spec
         .bus
         .url
         .as_deref()
-        .map(build::network::bus_url_endpoints);
-    for endpoint in bus.unwrap_or_default() {
-        check_host(policy, "spec.bus.url", &endpoint.host)?;
-    }
-    if let Some(postgres) = &spec.storage.postgresql {
-        check_host(policy, "spec.storage.postgresql.host", &postgres.host)?;
-    }
-    Ok(())
+        .map(build::network::bus_url_endpoints)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|endpoint| check_host(policy, "spec.bus.url", &endpoint.host));
+    let store = spec
+        .storage
+        .postgresql
+        .as_ref()
+        .map(|postgres| check_host(policy, "spec.storage.postgresql.host", &postgres.host));
+    git.into_iter()
+        .chain(bus)
+        .chain(store)
+        .filter_map(Result::err)
+        .collect()
 }
 
 fn check_host(policy: &EndpointPolicy, field: &str, host: &str) -> Result<(), String> {
