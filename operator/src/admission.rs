@@ -293,20 +293,36 @@ fn check_sensor_tls(transport: &kastell_crds::sensor::Transport) -> Result<(), R
                 .into(),
         ));
     };
-    let files = [("certFile", Some(&tls.cert_file)), ("keyFile", Some(&tls.key_file))]
-        .into_iter()
-        .chain([("clientCaFile", tls.client_ca_file.as_ref())]);
-    for (field, file) in files {
-        let Some(file) = file else { continue };
-        if !is_secret_key(file) {
-            return Err(invalid(format!(
-                "spec.transport.tls.{field}: {file:?} is not a key of a Secret: with \
-                 secretName each file field names a key of the Secret {secret} (letters, \
-                 digits, '-', '_' and '.'), such as tls.crt"
-            )));
-        }
+    match secret_key_problem(tls, secret) {
+        Some(message) => Err(invalid(message)),
+        None => Ok(()),
     }
-    Ok(())
+}
+
+/// A listener's TLS file fields as (field, value): `certFile`, `keyFile` and, when set,
+/// `clientCaFile`.
+pub fn tls_files(tls: &kastell_crds::sensor::TransportTls) -> Vec<(&'static str, &str)> {
+    let mut files = vec![("certFile", tls.cert_file.as_str()), ("keyFile", tls.key_file.as_str())];
+    if let Some(ca) = &tls.client_ca_file {
+        files.push(("clientCaFile", ca.as_str()));
+    }
+    files
+}
+
+/// With `secretName` each file field names a key of the Secret: the first that cannot be
+/// one, as a message naming the field. Shared with `kastell validate`.
+pub fn secret_key_problem(
+    tls: &kastell_crds::sensor::TransportTls,
+    secret: &str,
+) -> Option<String> {
+    let (field, file) = tls_files(tls)
+        .into_iter()
+        .find(|(_, file)| !is_secret_key(file))?;
+    Some(format!(
+        "spec.transport.tls.{field}: {file:?} is not a key of a Secret: with secretName each \
+         file field names a key of the Secret {secret} (letters, digits, '-', '_' and '.'), \
+         such as tls.crt"
+    ))
 }
 
 /// A valid key of a Secret's data (the API server's rule), which is also a plain file

@@ -159,6 +159,9 @@ fn check_files(report: &mut Report, resources: &ResourceSet) {
             }
         }
     }
+    for sensor in &resources.sensors {
+        check_sensor_tls(report, sensor);
+    }
     for feed in &resources.feeds {
         match (&feed.object.spec.path, &feed.object.spec.url) {
             (Some(path), _) if !feed.resolve(path).exists() => report.problem(
@@ -172,6 +175,31 @@ fn check_files(report: &mut Report, resources: &ResourceSet) {
                 "spec.url or spec.path is required",
             ),
             _ => {}
+        }
+    }
+}
+
+/// A listener's certificate, key and client CA: keys of the Secret it names (the
+/// operator's rule, see [`crate::admission`]), else files beside the resource, as
+/// `kastell run` reads them. A Sensor without `secretName` is not refused here: the same
+/// repository may be run by `kastell run`, and the operator says so on the Sensor.
+fn check_sensor_tls(report: &mut Report, sensor: &Loaded<kastell_crds::Sensor>) {
+    let Some(tls) = crate::admission::listener_tls(&sensor.object.spec.transport) else {
+        return;
+    };
+    if let Some(secret) = &tls.secret_name {
+        if let Some(message) = crate::admission::secret_key_problem(tls, secret) {
+            report.problem(&sensor.file, object("Sensor", sensor), message);
+        }
+        return;
+    }
+    for (field, file) in crate::admission::tls_files(tls) {
+        if !sensor.resolve(file).is_file() {
+            report.problem(
+                &sensor.file,
+                object("Sensor", sensor),
+                format!("spec.transport.tls.{field}: {file} does not exist"),
+            );
         }
     }
 }

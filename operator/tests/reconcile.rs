@@ -10,7 +10,7 @@ use std::time::Duration;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::PodTemplateSpec;
 use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod};
-use kastell_crds::{DetectionRule, IntelFeed, SecOpsPlatform};
+use kastell_crds::{DetectionRule, IntelFeed, SecOpsPlatform, Sensor};
 use kastell_kube_harness::{setup, TestEnv};
 use kastell_operator::controller::{self, Context, Metrics};
 use kube::api::{Patch, PatchParams, PostParams};
@@ -797,5 +797,156 @@ async fn a_replica_volume_outside_the_allowed_regions_is_reported() {
         "{message}"
     );
     volumes.delete(&volume_name, &Default::default()).await.ok();
+    operator.abort();
+}
+
+/// An HTTPS Sensor whose certificate, key and client CA come from a Secret, and a
+/// syslog-TLS Sensor that names files but no Secret.
+const TLS_SENSORS: [&str; 2] = [
+    r#"
+apiVersion: kastell.eu/v1alpha1
+kind: Sensor
+metadata: {name: edge}
+spec:
+  format: json-lines
+  transport:
+    type: http
+    port: 8443
+    bindAddress: 0.0.0.0
+    tls: {secretName: edge-tls, certFile: tls.crt, keyFile: tls.key, clientCaFile: ca.crt}
+"#,
+    r#"
+apiVersion: kastell.eu/v1alpha1
+kind: Sensor
+metadata: {name: no-secret}
+spec:
+  format: syslog
+  transport:
+    type: syslog-tls
+    port: 6514
+    bindAddress: 0.0.0.0
+    tls: {certFile: tls/ingest.crt, keyFile: tls/ingest.key}
+"#,
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sensor_tls_files_reach_the_ingest_pods_from_the_named_secret() {
+    let Some(env) = setup("sensor_tls_secret").await else {
+        return;
+    };
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(env.client());
+    namespaces
+        .patch(
+            env.namespace(),
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {
+                "pod-security.kubernetes.io/enforce": "restricted",
+                "pod-security.kubernetes.io/enforce-version": "latest",
+            }}})),
+        )
+        .await
+        .expect("labelling the namespace");
+    // NB: as in the wired test, this checkout's CRDs must be the ones in effect, or
+    // `secretName` would be pruned from the Sensor.
+    let sensors: Api<Sensor> = env.api();
+    let edge: Sensor = serde_yaml::from_str(TLS_SENSORS[0]).unwrap();
+    eventually("this checkout's Sensor schema in effect", || async {
+        kastell_kube_harness::install_crds(&env.client())
+            .await
+            .map_err(|e| e.to_string())?;
+        let stored = sensors
+            .create(
+                &PostParams {
+                    dry_run: true,
+                    ..PostParams::default()
+                },
+                &edge,
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        let tls = stored.spec.transport.tls.unwrap();
+        (tls.secret_name.is_some() && tls.client_ca_file.is_some())
+            .then_some(())
+            .ok_or_else(|| "fields pruned: an older CRD is in effect".to_owned())
+    })
+    .await;
+    let operator = start_operator(&env);
+    create(&env.api::<SecOpsPlatform>(), platform_yaml()).await;
+    for sensor in TLS_SENSORS {
+        create(&sensors, sensor).await;
+    }
+
+    let refused = wait_condition(&sensors, "no-secret", "Ready", "False").await;
+    assert_eq!(refused["reason"], "InvalidSpec");
+    let message = refused["message"].as_str().unwrap_or_default();
+    assert!(
+        message.starts_with("spec.transport.tls.secretName is required under the operator"),
+        "{message}"
+    );
+    wait_condition(&sensors, "edge", "Ready", "True").await;
+
+    // The ingest bundle names the mounted files; the refused Sensor is not in it.
+    let config_maps: Api<ConfigMap> = env.api();
+    let bundle = eventually("the edge Sensor in the ingest bundle", || async {
+        let data = config_maps
+            .get("soc-ingest-config")
+            .await
+            .map_err(|e| e.to_string())?
+            .data
+            .unwrap_or_default();
+        match data.get("Sensor.edge.yaml") {
+            Some(_) => Ok(data),
+            None => Err(format!("{:?}", data.keys().collect::<Vec<_>>())),
+        }
+    })
+    .await;
+    let bundled: Sensor = serde_yaml::from_str(&bundle["Sensor.edge.yaml"]).unwrap();
+    let tls = bundled.spec.transport.tls.unwrap();
+    assert_eq!(tls.cert_file, "/etc/kastell/sensor-tls/edge-tls/tls.crt");
+    assert_eq!(tls.key_file, "/etc/kastell/sensor-tls/edge-tls/tls.key");
+    assert_eq!(
+        tls.client_ca_file.as_deref(),
+        Some("/etc/kastell/sensor-tls/edge-tls/ca.crt")
+    );
+    assert!(!bundle.contains_key("Sensor.no-secret.yaml"));
+
+    // The ingest workload mounts exactly those keys, read-only, where the files point.
+    let workload = eventually("the Secret mounted into ingest", || async {
+        let (_, _, workload) = stage_workload(&env, "soc-ingest").await?;
+        let spec = workload.0.spec.as_ref().unwrap();
+        let mounted = spec.volumes.iter().flatten().any(|v| v.name == "sensor-tls-0");
+        mounted
+            .then_some(workload.clone())
+            .ok_or_else(|| "no sensor-tls volume yet".to_owned())
+    })
+    .await;
+    let spec = workload.0.spec.as_ref().unwrap();
+    let volume = spec
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == "sensor-tls-0")
+        .and_then(|v| v.secret.clone())
+        .unwrap();
+    assert_eq!(volume.secret_name.as_deref(), Some("edge-tls"));
+    let keys: Vec<String> = volume.items.unwrap().into_iter().map(|i| i.key).collect();
+    assert_eq!(keys, ["ca.crt", "tls.crt", "tls.key"]);
+    let mount = spec.containers[0]
+        .volume_mounts
+        .iter()
+        .flatten()
+        .find(|m| m.name == "sensor-tls-0")
+        .unwrap();
+    assert_eq!(mount.mount_path, "/etc/kastell/sensor-tls/edge-tls");
+    assert_eq!(mount.read_only, Some(true));
+
+    // A pod made from the template is admitted under the restricted standard.
+    env.api::<Pod>()
+        .create(
+            &PostParams::default(),
+            &pod_from("soc-ingest", &workload, "soc-ingest-pod"),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("the restricted standard refused the ingest pod: {e}"));
     operator.abort();
 }

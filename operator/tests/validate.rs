@@ -107,3 +107,47 @@ fn a_directory_without_resources_is_a_problem() {
     assert_eq!(report.problems.len(), 1);
     assert!(report.problems[0].message.contains("no Kastell resources"));
 }
+
+#[test]
+fn sensor_tls_files_are_secret_keys_with_a_secret_and_files_without() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "platform.yaml", PLATFORM);
+    let sensor = |name: &str, tls: &str| {
+        format!(
+            "apiVersion: kastell.eu/v1alpha1\nkind: Sensor\nmetadata: {{name: {name}, namespace: soc}}\n\
+             spec: {{format: syslog, transport: {{type: syslog-tls, port: 6514, tls: {tls}}}}}\n"
+        )
+    };
+    write(
+        dir.path(),
+        "keys.yaml",
+        &sensor(
+            "keys",
+            "{secretName: edge-tls, certFile: tls.crt, keyFile: tls.key, clientCaFile: ca.crt}",
+        ),
+    );
+    write(
+        dir.path(),
+        "path.yaml",
+        &sensor("path", "{secretName: edge-tls, certFile: certs/tls.crt, keyFile: tls.key}"),
+    );
+    write(
+        dir.path(),
+        "files.yaml",
+        &sensor("files", "{certFile: here.crt, keyFile: missing.key}"),
+    );
+    write(dir.path(), "here.crt", "");
+
+    let report = validate_dir(dir.path()).unwrap();
+    let lines: Vec<String> = report.problems.iter().map(ToString::to_string).collect();
+    assert_eq!(lines.len(), 2, "{lines:#?}");
+    let has = |needle: &str| lines.iter().any(|l| l.contains(needle));
+    assert!(
+        has("Sensor soc/files: spec.transport.tls.keyFile: missing.key does not exist"),
+        "{lines:#?}"
+    );
+    assert!(
+        has("Sensor soc/path: spec.transport.tls.certFile: \"certs/tls.crt\" is not a key of a Secret"),
+        "{lines:#?}"
+    );
+}

@@ -216,11 +216,7 @@ fn sensor_secret_mounts(input: &BuildInput) -> Vec<SecretMount> {
             continue;
         };
         let dir = format!("{SENSOR_TLS_DIR}/{secret}/");
-        let files = [Some(&tls.cert_file), Some(&tls.key_file)]
-            .into_iter()
-            .chain([tls.client_ca_file.as_ref()])
-            .flatten();
-        for file in files {
+        for (_, file) in crate::admission::tls_files(tls) {
             if let Some(key) = file.strip_prefix(&dir) {
                 keys.entry(secret.clone())
                     .or_default()

@@ -314,6 +314,13 @@ async fn harness(set: Arc<PlaybookSet>) -> Harness {
     harness_with(set, ResponsePolicy::default(), settings).await
 }
 
+/// The stage with the default policy and a playbook whose steps (`  steps:` and on) reach
+/// the API servers, started first on 127.0.0.1: `steps` gets their base URL.
+async fn harness_on_apis(steps: impl FnOnce(&str) -> String) -> (Harness, Apis) {
+    let (base, apis) = start_apis().await;
+    (harness(playbook(&steps(&base))).await, apis)
+}
+
 impl Harness {
     async fn open_case(&self, alert: &Alert) -> CaseEvent {
         self.store.insert_alert(alert).await.unwrap();
@@ -356,8 +363,66 @@ impl Harness {
             .unwrap()
     }
 
+    /// The step's action, which must have succeeded.
+    async fn succeeded(&self, step: &str) -> ActionRecord {
+        let action = self.action(step).await;
+        assert_eq!(
+            action.status,
+            ActionStatus::Succeeded,
+            "{step}: {:?}",
+            action.result
+        );
+        action
+    }
+
     fn outputs(&self) -> Vec<RespondOutput> {
         self.outbox.messages()
+    }
+
+    /// The disposition of every step result published, in order.
+    fn dispositions(&self) -> Vec<String> {
+        self.outputs()
+            .into_iter()
+            .filter_map(|o| match o {
+                RespondOutput::StepResult(r) => r.disposition,
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Records and approves the release of `action` as `POST /api/v1/actions/{id}/release`
+    /// and an approval do; the approval event tells the stage to run it. Returns the
+    /// release's id and that event.
+    async fn approve_release(&self, action: &ActionRecord, release: Value) -> (i64, CaseEvent) {
+        let release = kastell_core::store::NewAction {
+            case_id: action.case_id,
+            alert_id: format!("release:{}", action.id),
+            playbook: action.playbook.clone(),
+            step: action.step.clone(),
+            step_type: action.step_type.clone(),
+            approval_required: true,
+            params: json!({
+                "release_of": action.id,
+                "release": release,
+                "config": action.params["config"],
+                "timeout_seconds": action.params["timeout_seconds"],
+                "dry_run": false,
+                "retries": 0,
+            }),
+        };
+        let (release, _) = self.store.create_action(&release).await.unwrap();
+        self.store
+            .decide_action(
+                release.id,
+                &kastell_core::store::Decision::Approve,
+                "apikey:lead",
+            )
+            .await
+            .unwrap();
+        let approved = CaseEvent::ActionApproved {
+            action_id: release.id,
+        };
+        (release.id, approved)
     }
 }
 
@@ -388,9 +453,9 @@ async fn assert_no_secret_leaks(h: &Harness) {
 
 #[tokio::test]
 async fn wazuh_active_response_authenticates_then_blocks_the_source_on_the_agent() {
-    let (base, apis) = start_apis().await;
-    let h = harness(playbook(&format!(
-        r#"  steps:
+    let (h, apis) = harness_on_apis(|base| {
+        format!(
+            r#"  steps:
     - name: block-source
       type: wazuh-active-response
       wazuh:
@@ -400,17 +465,12 @@ async fn wazuh_active_response_authenticates_then_blocks_the_source_on_the_agent
         srcip: "{{{{ alert.events.0.source.ip }}}}"
         usernameSecret: WAZUH_USER
         passwordSecret: WAZUH_PASSWORD"#
-    )))
+        )
+    })
     .await;
     h.run(&wazuh_alert()).await;
 
-    let action = h.action("block-source").await;
-    assert_eq!(
-        action.status,
-        ActionStatus::Succeeded,
-        "{:?}",
-        action.result
-    );
+    let action = h.succeeded("block-source").await;
     let requests = apis.requests();
     assert_eq!(
         requests
@@ -449,36 +509,9 @@ async fn wazuh_active_response_authenticates_then_blocks_the_source_on_the_agent
 
     // The release, recorded and approved as `POST /api/v1/actions/{id}/release` does:
     // the same command on the same agent and address, with the release's arguments.
-    let release = kastell_core::store::NewAction {
-        case_id: action.case_id,
-        alert_id: format!("release:{}", action.id),
-        playbook: action.playbook.clone(),
-        step: action.step.clone(),
-        step_type: action.step_type.clone(),
-        approval_required: true,
-        params: json!({
-            "release_of": action.id,
-            "release": result["release"],
-            "config": action.params["config"],
-            "timeout_seconds": action.params["timeout_seconds"],
-            "dry_run": false,
-            "retries": 0,
-        }),
-    };
-    let (release, _) = h.store.create_action(&release).await.unwrap();
-    h.store
-        .decide_action(
-            release.id,
-            &kastell_core::store::Decision::Approve,
-            "apikey:lead",
-        )
-        .await
-        .unwrap();
-    let approved = CaseEvent::ActionApproved {
-        action_id: release.id,
-    };
+    let (release, approved) = h.approve_release(&action, result["release"].clone()).await;
     h.responder.handle(&approved, &h.stats).await.unwrap();
-    let released = h.store.get_action(release.id).await.unwrap().unwrap();
+    let released = h.store.get_action(release).await.unwrap().unwrap();
     assert_eq!(
         released.status,
         ActionStatus::Succeeded,
@@ -550,22 +583,14 @@ async fn protected_assets_are_refused_and_recorded_without_any_request() {
     }
     assert!(apis.requests().is_empty(), "{:?}", apis.requests());
     assert_eq!(h.stats.snapshot().refused, 3);
-    let dispositions: Vec<_> = h
-        .outputs()
-        .into_iter()
-        .filter_map(|o| match o {
-            RespondOutput::StepResult(r) => r.disposition,
-            _ => None,
-        })
-        .collect();
-    assert_eq!(dispositions, ["protected-asset"; 3]);
+    assert_eq!(h.dispositions(), ["protected-asset"; 3]);
 }
 
 #[tokio::test]
 async fn awx_job_template_is_launched_with_extra_vars_and_waited_for() {
-    let (base, apis) = start_apis().await;
-    let h = harness(playbook(&format!(
-        r#"  steps:
+    let (h, apis) = harness_on_apis(|base| {
+        format!(
+            r#"  steps:
     - name: reset-credentials
       type: http
       timeoutSeconds: 30
@@ -579,17 +604,12 @@ async fn awx_job_template_is_launched_with_extra_vars_and_waited_for() {
             target_host: "{{{{ alert.host }}}}"
             user: "{{{{ alert.events.0.user.name }}}}"
             case: "{{{{ case.id }}}}""#
-    )))
+        )
+    })
     .await;
     h.run(&wazuh_alert()).await;
 
-    let action = h.action("reset-credentials").await;
-    assert_eq!(
-        action.status,
-        ActionStatus::Succeeded,
-        "{:?}",
-        action.result
-    );
+    let action = h.succeeded("reset-credentials").await;
     let launches = apis.to("/api/v2/job_templates/2/launch/");
     assert_eq!(launches.len(), 1);
     assert_eq!(
@@ -608,10 +628,9 @@ async fn awx_job_template_is_launched_with_extra_vars_and_waited_for() {
 
 #[tokio::test]
 async fn a_step_failing_after_its_side_effect_is_retried_without_repeating_it() {
-    let (base, apis) = start_apis().await;
-    *apis.flaky_awx.lock().unwrap() = true;
-    let h = harness(playbook(&format!(
-        r#"  steps:
+    let (h, apis) = harness_on_apis(|base| {
+        format!(
+            r#"  steps:
     - name: contain-host
       type: http
       retries: 2
@@ -620,17 +639,13 @@ async fn a_step_failing_after_its_side_effect_is_retried_without_repeating_it() 
       http:
         url: {base}
         awx: {{jobTemplate: 2, tokenSecret: AWX_TOKEN, pollSeconds: 1}}"#
-    )))
+        )
+    })
     .await;
+    *apis.flaky_awx.lock().unwrap() = true;
     h.run(&wazuh_alert()).await;
 
-    let action = h.action("contain-host").await;
-    assert_eq!(
-        action.status,
-        ActionStatus::Succeeded,
-        "{:?}",
-        action.result
-    );
+    let action = h.succeeded("contain-host").await;
     // The first attempt launched the job and failed on its first poll (502); the
     // retry resumed polling the same job instead of launching a second one.
     assert_eq!(apis.to("/api/v2/job_templates/").len(), 1);
@@ -652,9 +667,9 @@ async fn a_step_failing_after_its_side_effect_is_retried_without_repeating_it() 
 
 #[tokio::test]
 async fn stackstorm_webhook_carries_its_api_key_from_a_secret_and_never_records_it() {
-    let (base, apis) = start_apis().await;
-    let h = harness(playbook(&format!(
-        r#"  steps:
+    let (h, apis) = harness_on_apis(|base| {
+        format!(
+            r#"  steps:
     - name: st2-block
       type: http
       http:
@@ -662,17 +677,12 @@ async fn stackstorm_webhook_carries_its_api_key_from_a_secret_and_never_records_
         secretHeaders: {{St2-Api-Key: ST2_API_KEY}}
         headers: {{X-Kastell-Case: "{{{{ case.id }}}}"}}
         body: {{ip: "{{{{ alert.events.0.source.ip }}}}", rule: "{{{{ alert.rule.id }}}}"}}"#
-    )))
+        )
+    })
     .await;
     h.run(&wazuh_alert()).await;
 
-    let action = h.action("st2-block").await;
-    assert_eq!(
-        action.status,
-        ActionStatus::Succeeded,
-        "{:?}",
-        action.result
-    );
+    let action = h.succeeded("st2-block").await;
     let hooks = apis.to("/api/v1/webhooks/kastell_block");
     assert_eq!(
         hooks[0].body,
@@ -689,9 +699,9 @@ async fn stackstorm_webhook_carries_its_api_key_from_a_secret_and_never_records_
 
 #[tokio::test]
 async fn an_http_block_is_released_with_its_declared_undo_request_once() {
-    let (base, apis) = start_apis().await;
-    let h = harness(playbook(&format!(
-        r#"  steps:
+    let (h, apis) = harness_on_apis(|base| {
+        format!(
+            r#"  steps:
     - name: st2-block
       type: http
       http:
@@ -702,16 +712,11 @@ async fn an_http_block_is_released_with_its_declared_undo_request_once() {
           url: {base}/api/v1/webhooks/kastell_unblock
           secretHeaders: {{St2-Api-Key: ST2_API_KEY}}
           body: {{ip: "{{{{ alert.events.0.source.ip }}}}", case: "{{{{ case.id }}}}"}}"#
-    )))
+        )
+    })
     .await;
     h.run(&wazuh_alert()).await;
-    let action = h.action("st2-block").await;
-    assert_eq!(
-        action.status,
-        ActionStatus::Succeeded,
-        "{:?}",
-        action.result
-    );
+    let action = h.succeeded("st2-block").await;
     let recorded = result(&action)["release"].clone();
     assert_eq!(
         (recorded["type"].as_str(), recorded["method"].as_str()),
@@ -720,38 +725,10 @@ async fn an_http_block_is_released_with_its_declared_undo_request_once() {
     assert_eq!(recorded["body"], json!({"ip": "172.17.1.1", "case": "1"}));
     assert!(apis.to("/api/v1/webhooks/kastell_unblock").is_empty());
 
-    // Recorded and approved as `POST /api/v1/actions/{id}/release` does.
-    let release = kastell_core::store::NewAction {
-        case_id: action.case_id,
-        alert_id: format!("release:{}", action.id),
-        playbook: action.playbook.clone(),
-        step: action.step.clone(),
-        step_type: action.step_type.clone(),
-        approval_required: true,
-        params: json!({
-            "release_of": action.id,
-            "release": recorded,
-            "config": action.params["config"],
-            "timeout_seconds": action.params["timeout_seconds"],
-            "dry_run": false,
-            "retries": 0,
-        }),
-    };
-    let (release, _) = h.store.create_action(&release).await.unwrap();
-    h.store
-        .decide_action(
-            release.id,
-            &kastell_core::store::Decision::Approve,
-            "apikey:lead",
-        )
-        .await
-        .unwrap();
-    let approved = CaseEvent::ActionApproved {
-        action_id: release.id,
-    };
+    let (release, approved) = h.approve_release(&action, recorded).await;
     h.responder.handle(&approved, &h.stats).await.unwrap();
     h.responder.handle(&approved, &h.stats).await.unwrap();
-    let released = h.store.get_action(release.id).await.unwrap().unwrap();
+    let released = h.store.get_action(release).await.unwrap().unwrap();
     assert_eq!(
         released.status,
         ActionStatus::Succeeded,
@@ -861,13 +838,7 @@ async fn email_goes_over_smtp_with_starttls_and_authentication() {
     .await;
     h.run(&wazuh_alert()).await;
 
-    let action = h.action("mail-soc").await;
-    assert_eq!(
-        action.status,
-        ActionStatus::Succeeded,
-        "{:?}",
-        action.result
-    );
+    let action = h.succeeded("mail-soc").await;
     let sessions = sink.sessions();
     assert_eq!(sessions.len(), 1, "{sessions:?}");
     let session = &sessions[0];
@@ -897,26 +868,21 @@ async fn email_goes_over_smtp_with_starttls_and_authentication() {
 
 #[tokio::test]
 async fn cortex_analyzer_report_taxonomies_are_attached_to_the_case() {
-    let (base, apis) = start_apis().await;
-    let h = harness(playbook(&format!(
-        r#"  steps:
+    let (h, apis) = harness_on_apis(|base| {
+        format!(
+            r#"  steps:
     - name: abuseipdb
       type: enrich
       timeoutSeconds: 30
       enrich:
         observables: [{{type: ip, value: "{{{{ alert.events.0.source.ip }}}}"}}]
         cortex: {{url: "{base}", analyzer: AbuseIPDB_1_0, apiKeySecret: CORTEX_KEY, pollSeconds: 1}}"#
-    )))
+        )
+    })
     .await;
     h.run(&wazuh_alert()).await;
 
-    let action = h.action("abuseipdb").await;
-    assert_eq!(
-        action.status,
-        ActionStatus::Succeeded,
-        "{:?}",
-        action.result
-    );
+    let action = h.succeeded("abuseipdb").await;
     let runs = apis.to("/api/analyzer/AbuseIPDB_1_0/run");
     assert_eq!(runs[0].body["data"], "172.17.1.1");
     assert_eq!(runs[0].body["dataType"], "ip");
@@ -1088,13 +1054,5 @@ async fn the_kill_switch_and_dry_run_record_what_would_have_happened() {
     );
     assert_eq!(isolate["would"]["pod"], "localhost.localdomain");
     assert_eq!(isolate["release"]["type"], "quarantine-pod-release");
-    let dispositions: Vec<_> = h
-        .outputs()
-        .into_iter()
-        .filter_map(|o| match o {
-            RespondOutput::StepResult(r) => r.disposition,
-            _ => None,
-        })
-        .collect();
-    assert_eq!(dispositions, ["kill-switch", "kill-switch"]);
+    assert_eq!(h.dispositions(), ["kill-switch", "kill-switch"]);
 }
