@@ -478,13 +478,9 @@ fn pod_from(
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn wired_stage_pods_pass_the_restricted_pod_security_admission() {
-    let Some(env) = setup("wired_stage_pods_pass_restricted").await else {
-        return;
-    };
-    // The API server's PodSecurity admission then refuses any pod of this namespace that
-    // does not meet the restricted standard.
+/// Labels the test's namespace so that the API server's PodSecurity admission refuses any
+/// pod of it that does not meet the restricted standard.
+async fn enforce_restricted(env: &TestEnv) {
     let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(env.client());
     namespaces
         .patch(
@@ -497,44 +493,65 @@ async fn wired_stage_pods_pass_the_restricted_pod_security_admission() {
         )
         .await
         .expect("labelling the namespace");
-    // NB: the control plane may be shared with test runs of other checkouts, each of which
-    // applies its own CRDs; applied again here (below, until it is in effect), this
-    // checkout's schema is the one that admits the platform.
+}
+
+/// Installs this checkout's CRDs until a dry-run create of `object` keeps the fields
+/// `current` looks for. NB: the control plane may be shared with test runs of other
+/// checkouts, each of which applies its own CRDs, and an updated CRD's schema takes effect
+/// in the API server a moment after the update: until then a create would have the
+/// newest fields pruned.
+async fn until_schema_keeps<K>(env: &TestEnv, object: &K, current: impl Fn(K) -> bool)
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + serde::Serialize
+        + std::fmt::Debug,
+{
+    let api: Api<K> = env.api();
+    let kind = K::kind(&()).to_string();
+    eventually(&format!("this checkout's {kind} schema in effect"), || async {
+        kastell_kube_harness::install_crds(&env.client())
+            .await
+            .map_err(|e| e.to_string())?;
+        let dry_run = PostParams {
+            dry_run: true,
+            ..PostParams::default()
+        };
+        let stored = api
+            .create(&dry_run, object)
+            .await
+            .map_err(|e| e.to_string())?;
+        current(stored)
+            .then_some(())
+            .ok_or_else(|| "fields pruned: an older CRD is in effect".to_owned())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wired_stage_pods_pass_the_restricted_pod_security_admission() {
+    let Some(env) = setup("wired_stage_pods_pass_restricted").await else {
+        return;
+    };
+    // The API server's PodSecurity admission then refuses any pod of this namespace that
+    // does not meet the restricted standard.
+    enforce_restricted(&env).await;
+    // This checkout's schema is the one that admits the platform.
     let platforms: Api<SecOpsPlatform> = env.api();
-    // An updated CRD's schema takes effect in the API server a moment after the update:
-    // until a dry run keeps the newest fields, a create would have them pruned.
     let wired: SecOpsPlatform = serde_yaml::from_str(WIRED_PLATFORM).unwrap();
-    eventually(
-        "this checkout's SecOpsPlatform schema in effect",
-        || async {
-            kastell_kube_harness::install_crds(&env.client())
-                .await
-                .map_err(|e| e.to_string())?;
-            let stored = platforms
-                .create(
-                    &PostParams {
-                        dry_run: true,
-                        ..PostParams::default()
-                    },
-                    &wired,
-                )
-                .await
-                .map_err(|e| e.to_string())?;
-            let bus = &stored.spec.bus;
-            let current = bus.tls.is_some()
-                && bus.user_password_secret.is_some()
-                && bus.token_secret.is_some()
-                && stored.spec.network.is_some()
-                && stored
-                    .spec
-                    .storage
-                    .postgresql
-                    .is_some_and(|p| p.ca_secret.is_some());
-            current
-                .then_some(())
-                .ok_or_else(|| "fields pruned: an older CRD is in effect".to_owned())
-        },
-    )
+    until_schema_keeps(&env, &wired, |stored: SecOpsPlatform| {
+        let bus = &stored.spec.bus;
+        bus.tls.is_some()
+            && bus.user_password_secret.is_some()
+            && bus.token_secret.is_some()
+            && stored.spec.network.is_some()
+            && stored
+                .spec
+                .storage
+                .postgresql
+                .is_some_and(|p| p.ca_secret.is_some())
+    })
     .await;
     let operator = start_operator(&env);
     create(&platforms, WIRED_PLATFORM).await;
@@ -834,40 +851,13 @@ async fn sensor_tls_files_reach_the_ingest_pods_from_the_named_secret() {
     let Some(env) = setup("sensor_tls_secret").await else {
         return;
     };
-    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(env.client());
-    namespaces
-        .patch(
-            env.namespace(),
-            &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"labels": {
-                "pod-security.kubernetes.io/enforce": "restricted",
-                "pod-security.kubernetes.io/enforce-version": "latest",
-            }}})),
-        )
-        .await
-        .expect("labelling the namespace");
-    // NB: as in the wired test, this checkout's CRDs must be the ones in effect, or
-    // `secretName` would be pruned from the Sensor.
+    enforce_restricted(&env).await;
+    // Without this checkout's CRD, `secretName` would be pruned from the Sensor.
     let sensors: Api<Sensor> = env.api();
     let edge: Sensor = serde_yaml::from_str(TLS_SENSORS[0]).unwrap();
-    eventually("this checkout's Sensor schema in effect", || async {
-        kastell_kube_harness::install_crds(&env.client())
-            .await
-            .map_err(|e| e.to_string())?;
-        let stored = sensors
-            .create(
-                &PostParams {
-                    dry_run: true,
-                    ..PostParams::default()
-                },
-                &edge,
-            )
-            .await
-            .map_err(|e| e.to_string())?;
+    until_schema_keeps(&env, &edge, |stored: Sensor| {
         let tls = stored.spec.transport.tls.unwrap();
-        (tls.secret_name.is_some() && tls.client_ca_file.is_some())
-            .then_some(())
-            .ok_or_else(|| "fields pruned: an older CRD is in effect".to_owned())
+        tls.secret_name.is_some() && tls.client_ca_file.is_some()
     })
     .await;
     let operator = start_operator(&env);
@@ -902,11 +892,10 @@ async fn sensor_tls_files_reach_the_ingest_pods_from_the_named_secret() {
     .await;
     let bundled: Sensor = serde_yaml::from_str(&bundle["Sensor.edge.yaml"]).unwrap();
     let tls = bundled.spec.transport.tls.unwrap();
-    assert_eq!(tls.cert_file, "/etc/kastell/sensor-tls/edge-tls/tls.crt");
-    assert_eq!(tls.key_file, "/etc/kastell/sensor-tls/edge-tls/tls.key");
+    let dir = "/etc/kastell/sensor-tls/edge-tls";
     assert_eq!(
-        tls.client_ca_file.as_deref(),
-        Some("/etc/kastell/sensor-tls/edge-tls/ca.crt")
+        [tls.cert_file, tls.key_file, tls.client_ca_file.unwrap()],
+        [format!("{dir}/tls.crt"), format!("{dir}/tls.key"), format!("{dir}/ca.crt")]
     );
     assert!(!bundle.contains_key("Sensor.no-secret.yaml"));
 
@@ -931,14 +920,14 @@ async fn sensor_tls_files_reach_the_ingest_pods_from_the_named_secret() {
     assert_eq!(volume.secret_name.as_deref(), Some("edge-tls"));
     let keys: Vec<String> = volume.items.unwrap().into_iter().map(|i| i.key).collect();
     assert_eq!(keys, ["ca.crt", "tls.crt", "tls.key"]);
-    let mount = spec.containers[0]
-        .volume_mounts
-        .iter()
-        .flatten()
-        .find(|m| m.name == "sensor-tls-0")
-        .unwrap();
-    assert_eq!(mount.mount_path, "/etc/kastell/sensor-tls/edge-tls");
-    assert_eq!(mount.read_only, Some(true));
+    let expected = k8s_openapi::api::core::v1::VolumeMount {
+        name: "sensor-tls-0".into(),
+        mount_path: dir.into(),
+        read_only: Some(true),
+        ..Default::default()
+    };
+    let mounts = spec.containers[0].volume_mounts.clone().unwrap_or_default();
+    assert!(mounts.contains(&expected), "{mounts:?}");
 
     // A pod made from the template is admitted under the restricted standard.
     env.api::<Pod>()

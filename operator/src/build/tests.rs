@@ -1,7 +1,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
 
-use k8s_openapi::api::core::v1::{HTTPGetAction, PodSpec, Probe, SecretVolumeSource, Volume};
+use k8s_openapi::api::core::v1::{
+    HTTPGetAction, PodSpec, Probe, SecretVolumeSource, Volume, VolumeMount,
+};
 use k8s_openapi::api::networking::v1::{NetworkPolicyPeer, NetworkPolicySpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, OwnerReference};
 use kastell_crds::SecOpsPlatform;
@@ -87,6 +89,14 @@ fn pod_spec(workload: &Workload) -> &PodSpec {
 /// A pod's volume by name.
 fn volume<'a>(pod: &'a PodSpec, name: &str) -> Option<&'a Volume> {
     pod.volumes.iter().flatten().find(|v| v.name == name)
+}
+
+/// The mount of a volume in a pod's container.
+fn mount<'a>(pod: &'a PodSpec, volume: &str) -> &'a VolumeMount {
+    let mut mounts = pod.containers[0].volume_mounts.iter().flatten();
+    mounts
+        .find(|m| m.name == volume)
+        .unwrap_or_else(|| panic!("no mount of {volume}"))
 }
 
 /// A pod's Secret volume by name.
@@ -445,12 +455,7 @@ fn ingest_mounts_the_secret_its_tls_sensors_name_where_their_files_point() {
     assert_eq!(secret.default_mode, Some(0o440));
     assert_eq!(secret.optional, Some(false));
     assert!(volume(ingest, "sensor-tls-1").is_none(), "one volume per Secret");
-    let mount = ingest.containers[0]
-        .volume_mounts
-        .iter()
-        .flatten()
-        .find(|m| m.name == "sensor-tls-0")
-        .unwrap();
+    let mount = mount(ingest, "sensor-tls-0");
     assert_eq!(mount.mount_path, "/etc/kastell/sensor-tls/edge-tls");
     assert_eq!(mount.read_only, Some(true));
     for d in &objects.workloads[1..] {
@@ -632,13 +637,7 @@ fn stages_get_their_secrets_mounted_read_only_and_named_by_environment() {
             }
             _ => assert!(data.unwrap().empty_dir.is_some(), "{}", d.name()),
         }
-        let mount = pod.containers[0]
-            .volume_mounts
-            .iter()
-            .flatten()
-            .find(|m| m.name == "data")
-            .unwrap();
-        assert_eq!(mount.mount_path, "/var/lib/kastell");
+        assert_eq!(mount(pod, "data").mount_path, "/var/lib/kastell");
     }
 }
 
