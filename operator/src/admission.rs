@@ -302,7 +302,10 @@ fn check_sensor_tls(transport: &kastell_crds::sensor::Transport) -> Result<(), R
 /// A listener's TLS file fields as (field, value): `certFile`, `keyFile` and, when set,
 /// `clientCaFile`.
 pub fn tls_files(tls: &kastell_crds::sensor::TransportTls) -> Vec<(&'static str, &str)> {
-    let mut files = vec![("certFile", tls.cert_file.as_str()), ("keyFile", tls.key_file.as_str())];
+    let mut files = vec![
+        ("certFile", tls.cert_file.as_str()),
+        ("keyFile", tls.key_file.as_str()),
+    ];
     if let Some(ca) = &tls.client_ca_file {
         files.push(("clientCaFile", ca.as_str()));
     }
@@ -574,7 +577,9 @@ mod tests {
             .outcome
             .unwrap_err();
         assert!(
-            refused.message.starts_with("spec.transport.tls is required"),
+            refused
+                .message
+                .starts_with("spec.transport.tls is required"),
             "{}",
             refused.message
         );

@@ -302,16 +302,17 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             std::fs::write(dir.path().join("platform.yaml"), &yaml).unwrap();
             let report = validate_dir(dir.path()).unwrap();
-            let validate_says: Vec<&str> = report
-                .problems
-                .iter()
-                .map(|p| p.message.as_str())
-                .collect();
+            let validate_says: Vec<&str> =
+                report.problems.iter().map(|p| p.message.as_str()).collect();
 
             let platform: kastell_crds::SecOpsPlatform = serde_yaml::from_str(&yaml).unwrap();
             let controller_says = crate::controller::platform::validate(&platform).err();
 
-            assert_eq!(controller_says.is_none(), allowed, "{url}: {controller_says:?}");
+            assert_eq!(
+                controller_says.is_none(),
+                allowed,
+                "{url}: {controller_says:?}"
+            );
             match controller_says {
                 None => assert!(validate_says.is_empty(), "{url}: {validate_says:?}"),
                 Some(message) => {

@@ -510,22 +510,25 @@ where
 {
     let api: Api<K> = env.api();
     let kind = K::kind(&()).to_string();
-    eventually(&format!("this checkout's {kind} schema in effect"), || async {
-        kastell_kube_harness::install_crds(&env.client())
-            .await
-            .map_err(|e| e.to_string())?;
-        let dry_run = PostParams {
-            dry_run: true,
-            ..PostParams::default()
-        };
-        let stored = api
-            .create(&dry_run, object)
-            .await
-            .map_err(|e| e.to_string())?;
-        current(stored)
-            .then_some(())
-            .ok_or_else(|| "fields pruned: an older CRD is in effect".to_owned())
-    })
+    eventually(
+        &format!("this checkout's {kind} schema in effect"),
+        || async {
+            kastell_kube_harness::install_crds(&env.client())
+                .await
+                .map_err(|e| e.to_string())?;
+            let dry_run = PostParams {
+                dry_run: true,
+                ..PostParams::default()
+            };
+            let stored = api
+                .create(&dry_run, object)
+                .await
+                .map_err(|e| e.to_string())?;
+            current(stored)
+                .then_some(())
+                .ok_or_else(|| "fields pruned: an older CRD is in effect".to_owned())
+        },
+    )
     .await;
 }
 
@@ -895,7 +898,11 @@ async fn sensor_tls_files_reach_the_ingest_pods_from_the_named_secret() {
     let dir = "/etc/kastell/sensor-tls/edge-tls";
     assert_eq!(
         [tls.cert_file, tls.key_file, tls.client_ca_file.unwrap()],
-        [format!("{dir}/tls.crt"), format!("{dir}/tls.key"), format!("{dir}/ca.crt")]
+        [
+            format!("{dir}/tls.crt"),
+            format!("{dir}/tls.key"),
+            format!("{dir}/ca.crt")
+        ]
     );
     assert!(!bundle.contains_key("Sensor.no-secret.yaml"));
 
@@ -903,7 +910,11 @@ async fn sensor_tls_files_reach_the_ingest_pods_from_the_named_secret() {
     let workload = eventually("the Secret mounted into ingest", || async {
         let (_, _, workload) = stage_workload(&env, "soc-ingest").await?;
         let spec = workload.0.spec.as_ref().unwrap();
-        let mounted = spec.volumes.iter().flatten().any(|v| v.name == "sensor-tls-0");
+        let mounted = spec
+            .volumes
+            .iter()
+            .flatten()
+            .any(|v| v.name == "sensor-tls-0");
         mounted
             .then_some(workload.clone())
             .ok_or_else(|| "no sensor-tls volume yet".to_owned())

@@ -129,7 +129,10 @@ fn sensor_tls_files_are_secret_keys_with_a_secret_and_files_without() {
     write(
         dir.path(),
         "path.yaml",
-        &sensor("path", "{secretName: edge-tls, certFile: certs/tls.crt, keyFile: tls.key}"),
+        &sensor(
+            "path",
+            "{secretName: edge-tls, certFile: certs/tls.crt, keyFile: tls.key}",
+        ),
     );
     write(
         dir.path(),

@@ -106,7 +106,12 @@ fn secret_volume(pod: &PodSpec, name: &str) -> Option<SecretVolumeSource> {
 
 /// The keys a Secret volume mounts, in order.
 fn secret_keys(secret: &SecretVolumeSource) -> Vec<String> {
-    secret.items.iter().flatten().map(|i| i.key.clone()).collect()
+    secret
+        .items
+        .iter()
+        .flatten()
+        .map(|i| i.key.clone())
+        .collect()
 }
 
 /// A probe's HTTP GET.
@@ -119,7 +124,10 @@ fn http_get(probe: &Option<Probe>) -> &HTTPGetAction {
 
 /// The components a NetworkPolicy selects (`app.kubernetes.io/component In [...]`).
 fn components(policy: &NetworkPolicySpec) -> Vec<String> {
-    let expressions = policy.pod_selector.as_ref().and_then(|s| s.match_expressions.as_ref());
+    let expressions = policy
+        .pod_selector
+        .as_ref()
+        .and_then(|s| s.match_expressions.as_ref());
     expressions.expect("a component selector")[0]
         .values
         .clone()
@@ -198,8 +206,14 @@ fn pods_meet_the_restricted_standard_and_probe_health() {
                 sc.capabilities.as_ref().unwrap().drop,
                 Some(vec!["ALL".into()])
             );
-            assert_eq!(http_get(&c.liveness_probe).path.as_deref(), Some("/healthz"));
-            assert_eq!(http_get(&c.readiness_probe).path.as_deref(), Some("/readyz"));
+            assert_eq!(
+                http_get(&c.liveness_probe).path.as_deref(),
+                Some("/healthz")
+            );
+            assert_eq!(
+                http_get(&c.readiness_probe).path.as_deref(),
+                Some("/readyz")
+            );
             assert!(c.resources.as_ref().unwrap().requests.is_some());
             assert_eq!(c.image.as_deref(), Some("ghcr.io/kastell-eu/kastell:0.1.0"));
         }
@@ -405,7 +419,10 @@ fn enrich_mounts_the_secrets_its_feeds_name() {
         .iter()
         .find(|v| v.secret.as_ref().and_then(|s| s.secret_name.as_deref()) == Some("misp-keys"))
         .unwrap();
-    assert_eq!(secret_keys(volume.secret.as_ref().unwrap()), ["circl", "local"]);
+    assert_eq!(
+        secret_keys(volume.secret.as_ref().unwrap()),
+        ["circl", "local"]
+    );
     // Other stages never see the feeds' keys.
     for stage in [0, 1, 3, 4] {
         assert!(pod(stage)
@@ -454,12 +471,19 @@ fn ingest_mounts_the_secret_its_tls_sensors_name_where_their_files_point() {
     assert_eq!(secret_keys(&secret), ["ca.crt", "tls.crt", "tls.key"]);
     assert_eq!(secret.default_mode, Some(0o440));
     assert_eq!(secret.optional, Some(false));
-    assert!(volume(ingest, "sensor-tls-1").is_none(), "one volume per Secret");
+    assert!(
+        volume(ingest, "sensor-tls-1").is_none(),
+        "one volume per Secret"
+    );
     let mount = mount(ingest, "sensor-tls-0");
     assert_eq!(mount.mount_path, "/etc/kastell/sensor-tls/edge-tls");
     assert_eq!(mount.read_only, Some(true));
     for d in &objects.workloads[1..] {
-        assert!(volume(pod_spec(d), "sensor-tls-0").is_none(), "{}", d.name());
+        assert!(
+            volume(pod_spec(d), "sensor-tls-0").is_none(),
+            "{}",
+            d.name()
+        );
     }
 
     // The ingest stage reads the mounted bundle as a directory: each file it would open
@@ -479,7 +503,11 @@ fn ingest_mounts_the_secret_its_tls_sensors_name_where_their_files_point() {
         .collect();
     assert_eq!(listeners.len(), 2);
     for (sensor, tls) in listeners {
-        let files = [Some(&tls.cert_file), Some(&tls.key_file), tls.client_ca_file.as_ref()];
+        let files = [
+            Some(&tls.cert_file),
+            Some(&tls.key_file),
+            tls.client_ca_file.as_ref(),
+        ];
         for file in files.into_iter().flatten() {
             let path = sensor.resolve(file);
             let key = path.strip_prefix(&mount.mount_path).unwrap();
