@@ -553,35 +553,32 @@ mod tests {
         .unwrap()
     }
 
+    /// The refusal of a Sensor with this transport, whose message must start with `start`.
+    fn refused_sensor(transport: &str, start: &str) -> Refused {
+        let refused = sensor(transport).admit(None).outcome.unwrap_err();
+        assert_eq!(refused.reason, REASON_INVALID_SPEC, "{transport}");
+        assert!(
+            refused.message.starts_with(start),
+            "{transport}: {}",
+            refused.message
+        );
+        refused
+    }
+
     #[test]
     fn a_listener_certificate_must_come_from_a_secret_named_by_the_sensor() {
         for kind in ["http", "syslog-tls"] {
-            let refused = sensor(&format!(
-                "{{type: {kind}, port: 6514, tls: {{certFile: tls/ingest.crt, keyFile: \
-                 tls/ingest.key}}}}"
-            ))
-            .admit(None)
-            .outcome
-            .unwrap_err();
-            assert_eq!(refused.reason, REASON_INVALID_SPEC, "{kind}");
-            assert!(
-                refused
-                    .message
-                    .starts_with("spec.transport.tls.secretName is required under the operator"),
-                "{kind}: {}",
-                refused.message
+            refused_sensor(
+                &format!(
+                    "{{type: {kind}, port: 6514, tls: {{certFile: tls/ingest.crt, keyFile: \
+                     tls/ingest.key}}}}"
+                ),
+                "spec.transport.tls.secretName is required under the operator",
             );
         }
-        let refused = sensor("{type: syslog-tls, port: 6514}")
-            .admit(None)
-            .outcome
-            .unwrap_err();
-        assert!(
-            refused
-                .message
-                .starts_with("spec.transport.tls is required"),
-            "{}",
-            refused.message
+        refused_sensor(
+            "{type: syslog-tls, port: 6514}",
+            "spec.transport.tls is required",
         );
         // A path is not a key: it could not be mounted, nor could `..` stay in the Secret.
         for (field, tls) in [
@@ -594,16 +591,9 @@ mod tests {
                 "{secretName: edge-tls, certFile: tls.crt, keyFile: tls.key, clientCaFile: ..}",
             ),
         ] {
-            let refused = sensor(&format!("{{type: http, port: 8443, tls: {tls}}}"))
-                .admit(None)
-                .outcome
-                .unwrap_err();
-            assert!(
-                refused
-                    .message
-                    .starts_with(&format!("spec.transport.tls.{field}: ")),
-                "{}",
-                refused.message
+            let refused = refused_sensor(
+                &format!("{{type: http, port: 8443, tls: {tls}}}"),
+                &format!("spec.transport.tls.{field}: "),
             );
             assert!(refused.message.contains("edge-tls"), "{}", refused.message);
         }

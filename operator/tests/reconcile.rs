@@ -478,9 +478,11 @@ fn pod_from(
     }
 }
 
-/// Labels the test's namespace so that the API server's PodSecurity admission refuses any
-/// pod of it that does not meet the restricted standard.
-async fn enforce_restricted(env: &TestEnv) {
+/// The test's environment (`None` after a SKIPPED line without an API server), its
+/// namespace labelled so that the API server's PodSecurity admission refuses any pod of it
+/// that does not meet the restricted standard.
+async fn restricted_env(test: &str) -> Option<TestEnv> {
+    let env = setup(test).await?;
     let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(env.client());
     namespaces
         .patch(
@@ -493,6 +495,7 @@ async fn enforce_restricted(env: &TestEnv) {
         )
         .await
         .expect("labelling the namespace");
+    Some(env)
 }
 
 /// Installs this checkout's CRDs until a dry-run create of `object` keeps the fields
@@ -534,12 +537,9 @@ where
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wired_stage_pods_pass_the_restricted_pod_security_admission() {
-    let Some(env) = setup("wired_stage_pods_pass_restricted").await else {
+    let Some(env) = restricted_env("wired_stage_pods_pass_restricted").await else {
         return;
     };
-    // The API server's PodSecurity admission then refuses any pod of this namespace that
-    // does not meet the restricted standard.
-    enforce_restricted(&env).await;
     // This checkout's schema is the one that admits the platform.
     let platforms: Api<SecOpsPlatform> = env.api();
     let wired: SecOpsPlatform = serde_yaml::from_str(WIRED_PLATFORM).unwrap();
@@ -851,10 +851,9 @@ spec:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sensor_tls_files_reach_the_ingest_pods_from_the_named_secret() {
-    let Some(env) = setup("sensor_tls_secret").await else {
+    let Some(env) = restricted_env("sensor_tls_secret").await else {
         return;
     };
-    enforce_restricted(&env).await;
     // Without this checkout's CRD, `secretName` would be pruned from the Sensor.
     let sensors: Api<Sensor> = env.api();
     let edge: Sensor = serde_yaml::from_str(TLS_SENSORS[0]).unwrap();
