@@ -882,7 +882,7 @@ async fn cortex_analyzer_report_taxonomies_are_attached_to_the_case() {
     .await;
     h.run(&wazuh_alert()).await;
 
-    let action = h.succeeded("abuseipdb").await;
+    h.succeeded("abuseipdb").await;
     let runs = apis.to("/api/analyzer/AbuseIPDB_1_0/run");
     assert_eq!(runs[0].body["data"], "172.17.1.1");
     assert_eq!(runs[0].body["dataType"], "ip");
