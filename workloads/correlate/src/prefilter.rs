@@ -319,18 +319,61 @@ fn deciding_literals(matcher: &ValueMatcher) -> Option<Vec<Literal>> {
 
 /// The detection items of a rule set (see [`Decided`]): for each, the atoms of which one
 /// is true exactly when the item holds.
+///
+/// Only items whose atoms the index holds anyway, as atoms of some rule's clauses, are
+/// decided, and every decidable item of the rules tried on every event: the walk then
+/// looks up and scans next to nothing more for them (a prefix or suffix needle shares the
+/// clause's automaton pattern and only checks where the occurrence lies). Deciding every
+/// decidable item of every rule was measured slower: its needles (filters' lists above
+/// all) cost a scan and marks on every event carrying the field, while a rule's own
+/// matchers run only on the few events where the rule is a candidate
+/// (`docs/performance.md`, 5 December 2026).
 #[derive(Debug, Default)]
 pub(crate) struct Items {
     atoms: Vec<(Atom, u32)>,
     count: u32,
+    /// The atoms of all rules' clauses, which the walk reads anyway.
+    indexed: std::collections::HashSet<Atom>,
+    /// Whether the rule being given items is evaluated on every event.
+    every_event: bool,
 }
 
 impl Items {
+    /// Items over the atoms of the rules' clauses.
+    pub(crate) fn over(requirements: &[Requirement]) -> Items {
+        Items {
+            indexed: requirements.iter().flatten().flatten().cloned().collect(),
+            ..Items::default()
+        }
+    }
+
+    /// Whether the walk reads the atom without being given anything new: the clause atom
+    /// itself, or the substring a prefix or suffix atom shares a pattern with.
+    fn free(&self, atom: &Atom) -> bool {
+        // A rule without a requirement runs on every event: its items cost the walk no
+        // more than its own matchers would.
+        if self.every_event {
+            return true;
+        }
+        match atom {
+            Atom::Prefix(path, bytes) | Atom::Suffix(path, bytes) => self
+                .indexed
+                .contains(&Atom::Substring(path.clone(), bytes.clone())),
+            other => self.indexed.contains(other),
+        }
+    }
+
     /// Gives the checks of the detection (and its filters) that the walk can decide their
     /// items. A field check qualifies when its field has one path, or every path is a
     /// spelling of it (`any`): with a first-present-path field a hit on a later path
     /// would not say what the check reads.
-    pub(crate) fn decide(&mut self, detector: &mut Detector) {
+    pub(crate) fn decide_rule(&mut self, detector: &mut Detector, every_event: bool) {
+        self.every_event = every_event;
+        self.decide(detector);
+        self.every_event = false;
+    }
+
+    fn decide(&mut self, detector: &mut Detector) {
         for check in detector
             .selections
             .iter_mut()
@@ -366,12 +409,17 @@ impl Items {
             .collect::<Option<Vec<_>>>()?;
         let first = self.count;
         let count = if values.all { literals.len() as u32 } else { 1 };
+        let mut atoms = Vec::new();
         for (i, literals) in literals.iter().enumerate() {
             let item = if values.all { first + i as u32 } else { first };
             for path in paths {
-                self.atoms.extend(literals.iter().map(|l| (l.at(path), item)));
+                atoms.extend(literals.iter().map(|l| (l.at(path), item)));
             }
         }
+        if !atoms.iter().all(|(atom, _)| self.free(atom)) {
+            return None;
+        }
+        self.atoms.extend(atoms);
         self.count += count;
         Some(Decided { first, count })
     }

@@ -562,9 +562,9 @@ impl RuleSet {
             });
         }
         // The checks the walk can answer read its bits instead of their matchers.
-        let mut items = Items::default();
-        for rule in &mut self.rules {
-            items.decide(&mut rule.detector);
+        let mut items = Items::over(&requirements);
+        for (rule, requirement) in self.rules.iter_mut().zip(&requirements) {
+            items.decide_rule(&mut rule.detector, requirement.is_empty());
         }
         self.index = match RuleIndex::build(&requirements, &slot_paths, &items) {
             Ok(index) => index,
