@@ -605,6 +605,12 @@ struct Posting {
     items: Vec<u32>,
 }
 
+/// Per automaton pattern, the postings it marks and where its occurrence must lie.
+type PatternHits = Box<[(u32, Anchor)]>;
+
+/// A path's substring needles before the automaton is built: bytes, posting, anchor.
+type Needle<'a> = (&'a [u8], u32, Anchor);
+
 /// Where in the text a needle's occurrence must lie for its posting to be marked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Anchor {
@@ -624,7 +630,7 @@ struct FieldIndex {
     numbers: HashMap<u64, u32>,
     /// All substring needles of the path and, by pattern id, their postings and where the
     /// occurrence must lie (one needle may be a substring, prefix and suffix atom).
-    substrings: Option<(AhoCorasick, Vec<Box<[(u32, Anchor)]>>)>,
+    substrings: Option<(AhoCorasick, Vec<PatternHits>)>,
     /// The path's slot, when some rule reads the field (see [`Slots`]).
     slot: Option<u32>,
 }
@@ -704,7 +710,7 @@ impl RuleIndex {
             index.add_parents(path);
         }
         let mut posting_of: StdHashMap<&Atom, u32> = StdHashMap::new();
-        let mut needles: StdHashMap<&str, Vec<(&[u8], u32, Anchor)>> = StdHashMap::new();
+        let mut needles: StdHashMap<&str, Vec<Needle>> = StdHashMap::new();
         for (rule, requirement) in requirements.iter().enumerate() {
             if requirement.is_empty() {
                 index.always[rule / 64] |= 1 << (rule % 64);

@@ -576,7 +576,8 @@ impl RuleSet {
                 // NB: without the walk neither slots nor items are filled in.
                 for rule in &mut self.rules {
                     Items::undecide(&mut rule.detector);
-                    rule.detector.field_refs_mut(&mut |field| field.slots.clear());
+                    rule.detector
+                        .field_refs_mut(&mut |field| field.slots.clear());
                 }
                 RuleIndex::everything(self.rules.len())
             }

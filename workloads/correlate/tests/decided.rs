@@ -75,12 +75,15 @@ fn exact_prefix_suffix_and_contains_are_decided_case_insensitively() {
         "    ParentImage|contains: ['\\explorer', '\\services']\n",
         "  condition: sel\n",
     );
-    let indexed = [r"Image|endswith: '\whoami.exe'", r"CommandLine|startswith: 'cmd /c'", r"User: 'NT AUTHORITY\SYSTEM'", r"ParentImage|contains: ['\explorer', '\services']"];
+    let indexed = [
+        r"Image|endswith: '\whoami.exe'",
+        r"CommandLine|startswith: 'cmd /c'",
+        r"User: 'NT AUTHORITY\SYSTEM'",
+        r"ParentImage|contains: ['\explorer', '\services']",
+    ];
     assert_eq!(decided(detection, &indexed), 4);
     let s = set(detection, &indexed);
-    let event = |image: &str, command: &str, user: &str, parent: &str| {
-        json!({"Image": image, "CommandLine": command, "User": user, "ParentImage": parent})
-    };
+    let event = |image: &str, command: &str, user: &str, parent: &str| json!({"Image": image, "CommandLine": command, "User": user, "ParentImage": parent});
     expect(
         &s,
         &[
@@ -169,8 +172,16 @@ fn cased_values_stay_with_their_rule_and_keep_their_case() {
         "    Image|cased|endswith: '\\PsExec.exe'\n",
         "  condition: sel\n",
     );
-    let indexed = [r"CommandLine|cased|contains: 'Invoke-Mimikatz'", r"User|cased: 'SYSTEM'", r"Image|cased|endswith: '\PsExec.exe'"];
-    assert_eq!(decided(detection, &indexed), 0, "cased tests are not decided by the folded walk");
+    let indexed = [
+        r"CommandLine|cased|contains: 'Invoke-Mimikatz'",
+        r"User|cased: 'SYSTEM'",
+        r"Image|cased|endswith: '\PsExec.exe'",
+    ];
+    assert_eq!(
+        decided(detection, &indexed),
+        0,
+        "cased tests are not decided by the folded walk"
+    );
     let s = set(detection, &indexed);
     expect(
         &s,
@@ -202,7 +213,12 @@ fn all_lists_need_every_value_and_plain_lists_any() {
         "  any:\n    Image|endswith: ['\\powershell.exe', '\\pwsh.exe']\n",
         "  condition: all and any\n",
     );
-    let indexed = [r"CommandLine|contains: ' -enc '", r"CommandLine|contains: 'bypass'", r"CommandLine|contains: 'hidden'", r"Image|endswith: ['\powershell.exe', '\pwsh.exe']"];
+    let indexed = [
+        r"CommandLine|contains: ' -enc '",
+        r"CommandLine|contains: 'bypass'",
+        r"CommandLine|contains: 'hidden'",
+        r"Image|endswith: ['\powershell.exe', '\pwsh.exe']",
+    ];
     // Three items for the `all` list, one for the plain list.
     assert_eq!(decided(detection, &indexed), 4);
     let s = set(detection, &indexed);
@@ -234,9 +250,7 @@ fn wildcards_in_the_middle_mix_with_decided_items() {
     // Only the plain suffix is decided; the wildcard values run as regexes.
     assert_eq!(decided(detection, &indexed), 1);
     let s = set(detection, &indexed);
-    let event = |command: &str, parent: &str| {
-        json!({"CommandLine": command, "Image": "C:\\Windows\\System32\\NET.exe", "ParentImage": parent})
-    };
+    let event = |command: &str, parent: &str| json!({"CommandLine": command, "Image": "C:\\Windows\\System32\\NET.exe", "ParentImage": parent});
     expect(
         &s,
         &[
@@ -266,7 +280,10 @@ fn windash_spellings_outside_ascii_keep_the_list_with_its_rule() {
         "  psexec:\n    Image|endswith: '\\psexec.exe'\n",
         "  condition: sel and psexec\n",
     );
-    let indexed = [r"CommandLine|windash|contains: ' -s '", r"Image|endswith: '\psexec.exe'"];
+    let indexed = [
+        r"CommandLine|windash|contains: ' -s '",
+        r"Image|endswith: '\psexec.exe'",
+    ];
     // The dashes outside ASCII make their spellings regexes (Unicode case folding), so
     // the list stays with its rule; the suffix is decided.
     assert_eq!(decided(detection, &indexed), 1);
@@ -274,12 +291,30 @@ fn windash_spellings_outside_ascii_keep_the_list_with_its_rule() {
     expect(
         &s,
         &[
-            (json!({"Image": "C:\\PsExec.exe", "CommandLine": "psexec.exe -s cmd"}), true),
-            (json!({"Image": "C:\\PsExec.exe", "CommandLine": "psexec.exe /s cmd"}), true),
-            (json!({"Image": "C:\\PsExec.exe", "CommandLine": "psexec.exe \u{2013}s cmd"}), true),
-            (json!({"Image": "C:\\PsExec.exe", "CommandLine": "psexec.exe \u{2014}S cmd"}), true),
-            (json!({"Image": "C:\\PsExec.exe", "CommandLine": "psexec.exe s cmd"}), false),
-            (json!({"Image": "C:\\cmd.exe", "CommandLine": "psexec.exe -s cmd"}), false),
+            (
+                json!({"Image": "C:\\PsExec.exe", "CommandLine": "psexec.exe -s cmd"}),
+                true,
+            ),
+            (
+                json!({"Image": "C:\\PsExec.exe", "CommandLine": "psexec.exe /s cmd"}),
+                true,
+            ),
+            (
+                json!({"Image": "C:\\PsExec.exe", "CommandLine": "psexec.exe \u{2013}s cmd"}),
+                true,
+            ),
+            (
+                json!({"Image": "C:\\PsExec.exe", "CommandLine": "psexec.exe \u{2014}S cmd"}),
+                true,
+            ),
+            (
+                json!({"Image": "C:\\PsExec.exe", "CommandLine": "psexec.exe s cmd"}),
+                false,
+            ),
+            (
+                json!({"Image": "C:\\cmd.exe", "CommandLine": "psexec.exe -s cmd"}),
+                false,
+            ),
         ],
     );
 }
@@ -291,7 +326,10 @@ fn base64offset_values_are_cased_and_stay_with_their_rule() {
         "  other:\n    Image|endswith: '\\powershell.exe'\n",
         "  condition: sel and other\n",
     );
-    let indexed = [r"CommandLine|base64offset|contains: 'Invoke-Expression'", r"Image|endswith: '\powershell.exe'"];
+    let indexed = [
+        r"CommandLine|base64offset|contains: 'Invoke-Expression'",
+        r"Image|endswith: '\powershell.exe'",
+    ];
     // The suffix is decided; base64 text is case-sensitive, so its needles are not.
     assert_eq!(decided(detection, &indexed), 1);
     let s = set(detection, &indexed);
@@ -353,7 +391,11 @@ fn empty_values_null_and_missing_fields() {
         "  condition: blank and nothing\n",
     );
     let indexed = [r"OriginalFileName: ''"];
-    assert_eq!(decided(detection, &indexed), 1, "the empty value is decided, `null` is not");
+    assert_eq!(
+        decided(detection, &indexed),
+        1,
+        "the empty value is decided, `null` is not"
+    );
     let s = set(detection, &indexed);
     expect(
         &s,
@@ -378,7 +420,11 @@ fn array_valued_fields_are_matched_element_by_element() {
         "  filter:\n    Users: 'guest'\n",
         "  condition: sel and not filter\n",
     );
-    let indexed = [r"Tags|contains: 'attack.t1059'", r"Hashes: 'SHA256=ABC'", r"Users: 'guest'"];
+    let indexed = [
+        r"Tags|contains: 'attack.t1059'",
+        r"Hashes: 'SHA256=ABC'",
+        r"Users: 'guest'",
+    ];
     assert_eq!(decided(detection, &indexed), 3);
     let s = set(detection, &indexed);
     expect(
@@ -416,12 +462,30 @@ fn numbers_and_booleans_compare_by_value() {
     expect(
         &s,
         &[
-            (json!({"EventID": 4688, "Elevated": true, "Ratio": 0.5}), true),
-            (json!({"EventID": "4688", "Elevated": "TRUE", "Ratio": "0.50"}), true),
-            (json!({"EventID": 4688.0, "Elevated": "true", "Ratio": 0.5}), true),
-            (json!({"EventID": "1e0", "Elevated": true, "Ratio": 0.5}), true),
-            (json!({"EventID": 46880, "Elevated": true, "Ratio": 0.5}), false),
-            (json!({"EventID": 4688, "Elevated": "yes", "Ratio": 0.5}), false),
+            (
+                json!({"EventID": 4688, "Elevated": true, "Ratio": 0.5}),
+                true,
+            ),
+            (
+                json!({"EventID": "4688", "Elevated": "TRUE", "Ratio": "0.50"}),
+                true,
+            ),
+            (
+                json!({"EventID": 4688.0, "Elevated": "true", "Ratio": 0.5}),
+                true,
+            ),
+            (
+                json!({"EventID": "1e0", "Elevated": true, "Ratio": 0.5}),
+                true,
+            ),
+            (
+                json!({"EventID": 46880, "Elevated": true, "Ratio": 0.5}),
+                false,
+            ),
+            (
+                json!({"EventID": 4688, "Elevated": "yes", "Ratio": 0.5}),
+                false,
+            ),
             (json!({"EventID": 4688, "Elevated": 1, "Ratio": 0.5}), false),
         ],
     );
@@ -476,8 +540,14 @@ fn keywords_are_decided_over_every_scalar() {
     expect(
         &s,
         &[
-            (json!({"CommandLine": "x.exe SEKURLSA::logonpasswords"}), true),
-            (json!({"Nested": {"Deep": ["a", {"b": "Mimikatz.exe"}]}}), true),
+            (
+                json!({"CommandLine": "x.exe SEKURLSA::logonpasswords"}),
+                true,
+            ),
+            (
+                json!({"Nested": {"Deep": ["a", {"b": "Mimikatz.exe"}]}}),
+                true,
+            ),
             (json!({"Count": 5, "Name": "mimi katz"}), false),
             (
                 json!({"Image": "C:\\Defender.exe", "CommandLine": "scan mimikatz"}),
