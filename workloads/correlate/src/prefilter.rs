@@ -143,6 +143,13 @@ fn all_of(operands: impl IntoIterator<Item = Requirement>) -> Requirement {
 /// The necessary condition of a rule: its detection's and its routes'.
 pub(crate) fn rule_requirement(detector: &Detector, routes: &[Route]) -> Requirement {
     let mut requirement = all_of([detection_requirement(detector), routes_requirement(routes)]);
+    // Keyword needles are scanned over every scalar of every event, field needles only
+    // over their field: a rule that can be indexed by its fields leaves the keyword
+    // automaton out.
+    let keyword = |clause: &Clause| clause.iter().any(|atom| atom.path() == KEYWORDS);
+    if requirement.iter().any(|clause| !keyword(clause)) {
+        requirement.retain(|clause| !keyword(clause));
+    }
     // A weak clause (a field's presence, a one- or two-byte needle) next to a stronger one
     // costs marks or scanned matches on most events while hardly narrowing the candidates.
     if let Some(best) = requirement.first().map(clause_strength) {
