@@ -19,6 +19,10 @@
 //! they are evaluated in full. Skipping a rule is therefore only ever a proof that it
 //! cannot match: `tests/prefilter.rs` checks the candidates' results against trying every
 //! rule, over the real corpora.
+//!
+//! The same atoms also decide detection items ([`Items`]): a check whose values the walk
+//! can answer exactly on the folded text gets item bits that its atoms set, and the
+//! candidates read those bits instead of running the check's matchers.
 
 use std::cell::RefCell;
 use std::collections::HashMap as StdHashMap;
