@@ -105,7 +105,8 @@ fn bench(c: &mut Criterion) {
     let candidates: usize = events.iter().map(|e| rules.raw_candidates(e)).sum();
     println!(
         "index: {} rules indexed, {} tried on every event, {} atoms on {} paths ({} needles); \
-         {:.1} candidate rules per event; {} keyword needles; largest path {:?}",
+         {:.1} candidate rules per event; {} keyword needles; largest path {:?}; \
+         {} detection items decided by the walk",
         stats.indexed,
         stats.always,
         stats.atoms,
@@ -114,6 +115,7 @@ fn bench(c: &mut Criterion) {
         candidates as f64 / events.len() as f64,
         stats.keyword_needles,
         stats.largest,
+        stats.decided_items,
     );
     if std::env::var_os("KASTELL_BENCH_CANDIDATES").is_some() {
         // Which rules are tried most often: where the index is weakest.

@@ -409,7 +409,7 @@ fn compile_field_match(m: &FieldMatch, fields: &Routing) -> Result<Check, ErrorK
                 "`neq`, `fieldref` and the time-part modifiers need a field",
             ));
         }
-        return Ok(Check::Keywords(value_test(m, &plan, true)?));
+        return Ok(Check::Keywords(value_test(m, &plan, true)?, None));
     };
     let resolved = fields.fields.resolve(name);
     if fields.strict && !resolved.mapped {
@@ -448,7 +448,11 @@ fn compile_field_match(m: &FieldMatch, fields: &Routing) -> Result<Check, ErrorK
     } else {
         test
     };
-    Ok(Check::Field(FieldCheck { field, test }))
+    Ok(Check::Field(FieldCheck {
+        field,
+        test,
+        decided: None,
+    }))
 }
 
 fn time_part(modifier: Modifier) -> TimePart {
@@ -550,6 +554,7 @@ fn value_test(m: &FieldMatch, plan: &Plan, keywords: bool) -> Result<ValueTest, 
                 matchers.push(ValueMatcher::Text(TextMatcher::Contains {
                     automaton,
                     needles,
+                    cased: plan.cased,
                 }));
             }
             Compiled::Substring(needle) => substrings.push(needle),
@@ -561,6 +566,7 @@ fn value_test(m: &FieldMatch, plan: &Plan, keywords: bool) -> Result<ValueTest, 
         matchers.push(ValueMatcher::Text(TextMatcher::Contains {
             automaton,
             needles: substrings,
+            cased: plan.cased,
         }));
     }
     Ok(ValueTest {

@@ -68,6 +68,8 @@ pub(crate) struct Slots<'a> {
     /// in `nodes` or [`Slots::MANY`].
     pub(crate) at: &'a [(u32, u32)],
     pub(crate) nodes: &'a [&'a Value],
+    /// The detection items the walk decided (see [`Decided`]), one bit per item.
+    pub(crate) items: &'a [u64],
 }
 
 enum SlotRead<'a> {
@@ -79,6 +81,31 @@ enum SlotRead<'a> {
 
 impl<'a> Slots<'a> {
     pub(crate) const MANY: u32 = u32::MAX;
+
+    fn item(&self, item: u32) -> bool {
+        self.items
+            .get(item as usize / 64)
+            .is_some_and(|word| word & (1 << (item % 64)) != 0)
+    }
+
+    /// The walk's answer for a decided item list: every item set (`all`) or the one.
+    fn decided(&self, decided: Decided) -> bool {
+        (decided.first..decided.first + decided.count).all(|item| self.item(item))
+    }
+
+    /// Whether the walk's bits answer a check on `field` for this event: not when it met
+    /// one of the field's paths more than once, where a lookup by name reads only one of
+    /// the nodes (see [`Slots`]).
+    fn decides(&self, field: &FieldRef) -> bool {
+        !field.slots.is_empty()
+            && field.slots.iter().all(|&slot| {
+                self.at
+                    .get(slot as usize)
+                    .is_some_and(|&(generation, node)| {
+                        generation != self.generation || node != Self::MANY
+                    })
+            })
+    }
 
     fn read(&self, slot: u32) -> SlotRead<'a> {
         match self.at.get(slot as usize) {
@@ -136,18 +163,38 @@ impl SelectionMatcher {
 #[derive(Debug, Clone)]
 pub(crate) enum Check {
     Field(FieldCheck),
-    Keywords(ValueTest),
+    /// Values searched in every scalar of the event, and the items deciding them.
+    Keywords(ValueTest, Option<Decided>),
 }
 
 impl Check {
     fn matches(&self, event: &Map<String, Value>, slots: Option<&Slots>) -> bool {
         match self {
-            Check::Field(check) => check.holds(&check.test, event, slots),
-            Check::Keywords(test) => {
-                test.matches_with(|predicate| any_leaf_in_map(event, predicate))
-            }
+            Check::Field(check) => match (check.decided, slots) {
+                (Some(decided), Some(slots)) if slots.decides(&check.field) => {
+                    slots.decided(decided)
+                }
+                _ => check.holds(&check.test, event, slots),
+            },
+            Check::Keywords(test, decided) => match (decided, slots) {
+                // NB: the walk reads every scalar when there are keyword items, as the
+                // search below does, so its bits always answer.
+                (Some(decided), Some(slots)) => slots.decided(*decided),
+                _ => test.matches_with(|predicate| any_leaf_in_map(event, predicate)),
+            },
         }
     }
+}
+
+/// Detection items (a value list of one check, or each value of an `|all` list) whose
+/// answer the rule set's index walk computes for every event, one bit each: the check is
+/// then read from the bits instead of running its matchers (see `prefilter`). Items
+/// `first .. first + count` belong to the check; with `|all` each must be set, else the
+/// list is one item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Decided {
+    pub(crate) first: u32,
+    pub(crate) count: u32,
 }
 
 /// A field and what its value must be.
@@ -155,6 +202,8 @@ impl Check {
 pub(crate) struct FieldCheck {
     pub(crate) field: FieldRef,
     pub(crate) test: FieldTest,
+    /// Set by the rule set when its index decides the test (only `Values` tests).
+    pub(crate) decided: Option<Decided>,
 }
 
 impl FieldCheck {
@@ -670,6 +719,7 @@ pub(crate) enum TextMatcher {
     Contains {
         automaton: AhoCorasick,
         needles: Vec<String>,
+        cased: bool,
     },
     /// `literals`: byte strings of which a matching text holds at least one, when the
     /// pattern has such a set (see `prefilter::regex_literals`).

@@ -19,6 +19,10 @@
 //! they are evaluated in full. Skipping a rule is therefore only ever a proof that it
 //! cannot match: `tests/prefilter.rs` checks the candidates' results against trying every
 //! rule, over the real corpora.
+//!
+//! The same atoms also decide detection items ([`Items`]): a check whose values the walk
+//! can answer exactly on the folded text gets item bits that its atoms set, and the
+//! candidates read those bits instead of running the check's matchers.
 
 use std::cell::RefCell;
 use std::collections::HashMap as StdHashMap;
@@ -30,8 +34,8 @@ use serde_json::{Map, Value};
 
 use crate::logsource::{Route, WazuhFilter};
 use crate::matcher::{
-    numeric, with_text, Check, Detector, Expr, FieldCheck, FieldTest, SelectionMatcher, Slots,
-    TextMatcher, ValueMatcher, ValueTest,
+    numeric, with_text, Check, Decided, Detector, Expr, FieldCheck, FieldTest, Number,
+    SelectionMatcher, Slots, TextMatcher, ValueMatcher, ValueTest,
 };
 
 /// At most this many clauses are kept per rule (and per `or` branch while deriving).
@@ -58,6 +62,10 @@ pub(crate) enum Atom {
     Number(String, u64),
     /// A scalar at the path, as text and ASCII-lower-cased, contains the bytes.
     Substring(String, Vec<u8>),
+    /// A scalar at the path, as text and ASCII-lower-cased, starts with the bytes.
+    Prefix(String, Vec<u8>),
+    /// A scalar at the path, as text and ASCII-lower-cased, ends with the bytes.
+    Suffix(String, Vec<u8>),
 }
 
 impl Atom {
@@ -68,7 +76,20 @@ impl Atom {
             Atom::Present(_) => 1,
             Atom::Number(..) => 6,
             Atom::Exact(_, bytes) => 8 + bytes.len().min(8),
-            Atom::Substring(_, bytes) => bytes.len().min(12),
+            Atom::Substring(_, bytes) | Atom::Prefix(_, bytes) | Atom::Suffix(_, bytes) => {
+                bytes.len().min(12)
+            }
+        }
+    }
+
+    fn path(&self) -> &str {
+        match self {
+            Atom::Present(p)
+            | Atom::Exact(p, _)
+            | Atom::Number(p, _)
+            | Atom::Substring(p, _)
+            | Atom::Prefix(p, _)
+            | Atom::Suffix(p, _) => p,
         }
     }
 }
@@ -126,6 +147,13 @@ fn all_of(operands: impl IntoIterator<Item = Requirement>) -> Requirement {
 /// The necessary condition of a rule: its detection's and its routes'.
 pub(crate) fn rule_requirement(detector: &Detector, routes: &[Route]) -> Requirement {
     let mut requirement = all_of([detection_requirement(detector), routes_requirement(routes)]);
+    // Keyword needles are scanned over every scalar of every event, field needles only
+    // over their field: a rule that can be indexed by its fields leaves the keyword
+    // automaton out.
+    let keyword = |clause: &Clause| clause.iter().any(|atom| atom.path() == KEYWORDS);
+    if requirement.iter().any(|clause| !keyword(clause)) {
+        requirement.retain(|clause| !keyword(clause));
+    }
     // A weak clause (a field's presence, a one- or two-byte needle) next to a stronger one
     // costs marks or scanned matches on most events while hardly narrowing the candidates.
     if let Some(best) = requirement.first().map(clause_strength) {
@@ -175,8 +203,8 @@ const KEYWORDS: &str = "\u{0}keywords";
 
 fn check_requirement(check: &Check) -> Requirement {
     let (field, test) = match check {
-        Check::Field(FieldCheck { field, test }) => (field, test),
-        Check::Keywords(values) => {
+        Check::Field(FieldCheck { field, test, .. }) => (field, test),
+        Check::Keywords(values, _) => {
             return values_requirement(&[KEYWORDS.to_owned()], values).unwrap_or_default()
         }
     };
@@ -232,6 +260,8 @@ enum Literal {
     Exact(Vec<u8>),
     Number(u64),
     Substring(Vec<u8>),
+    Prefix(Vec<u8>),
+    Suffix(Vec<u8>),
 }
 
 impl Literal {
@@ -241,6 +271,188 @@ impl Literal {
             Literal::Exact(bytes) => Atom::Exact(path, bytes.clone()),
             Literal::Number(key) => Atom::Number(path, *key),
             Literal::Substring(bytes) => Atom::Substring(path, bytes.clone()),
+            Literal::Prefix(bytes) => Atom::Prefix(path, bytes.clone()),
+            Literal::Suffix(bytes) => Atom::Suffix(path, bytes.clone()),
+        }
+    }
+}
+
+/// Integers at most this large (in magnitude) are exact in an `f64`, so comparing them
+/// through [`number_key`] gives what the matcher's integer comparison gives.
+const EXACT_INTEGER: i128 = 1 << 53;
+
+/// Literals of which a scalar has one exactly when it satisfies the matcher, on the walk's
+/// ASCII-lower-cased text (or its number), or `None` when the walk cannot decide it.
+///
+/// Only case-insensitive text tests qualify: their needles are ASCII (the compile step
+/// turns others into regexes), and comparing ASCII-lower-cased bytes is what
+/// `eq_ignore_ascii_case` and an ASCII-case-insensitive automaton do. `|cased` tests
+/// (base64 and UTF-16 ones included), regexes, `*`, networks and comparisons stay with
+/// their rule.
+fn deciding_literals(matcher: &ValueMatcher) -> Option<Vec<Literal>> {
+    match matcher {
+        ValueMatcher::Text(TextMatcher::Exact {
+            needle,
+            cased: false,
+        }) => Some(vec![Literal::Exact(fold(needle.as_bytes()))]),
+        ValueMatcher::Text(TextMatcher::Prefix {
+            needle,
+            cased: false,
+        }) => Some(vec![Literal::Prefix(fold(needle.as_bytes()))]),
+        ValueMatcher::Text(TextMatcher::Suffix {
+            needle,
+            cased: false,
+        }) => Some(vec![Literal::Suffix(fold(needle.as_bytes()))]),
+        ValueMatcher::Text(TextMatcher::Contains {
+            needles,
+            cased: false,
+            ..
+        }) if needles.iter().all(|n| !n.is_empty()) => Some(
+            needles
+                .iter()
+                .map(|n| Literal::Substring(fold(n.as_bytes())))
+                .collect(),
+        ),
+        ValueMatcher::Number(Number::Integer(i)) if i.abs() < EXACT_INTEGER => {
+            Some(vec![Literal::Number(number_key(*i as f64))])
+        }
+        ValueMatcher::Number(Number::Float(f)) if f.is_finite() => {
+            Some(vec![Literal::Number(number_key(*f))])
+        }
+        ValueMatcher::Bool(b) => Some(vec![Literal::Exact(if *b {
+            b"true".to_vec()
+        } else {
+            b"false".to_vec()
+        })]),
+        _ => None,
+    }
+}
+
+/// The detection items of a rule set (see [`Decided`]): for each, the atoms of which one
+/// is true exactly when the item holds.
+///
+/// Only items whose atoms the index holds anyway, as atoms of some rule's clauses, are
+/// decided, and every decidable item of the rules tried on every event: the walk then
+/// looks up and scans next to nothing more for them (a prefix or suffix needle shares the
+/// clause's automaton pattern and only checks where the occurrence lies). Deciding every
+/// decidable item of every rule was measured slower: its needles (filters' lists above
+/// all) cost a scan and marks on every event carrying the field, while a rule's own
+/// matchers run only on the few events where the rule is a candidate
+/// (`docs/performance.md`, 5 December 2026).
+#[derive(Debug, Default)]
+pub(crate) struct Items {
+    atoms: Vec<(Atom, u32)>,
+    count: u32,
+    /// The atoms of all rules' clauses, which the walk reads anyway.
+    indexed: std::collections::HashSet<Atom>,
+    /// Whether the rule being given items is evaluated on every event.
+    every_event: bool,
+}
+
+impl Items {
+    /// Items over the atoms of the rules' clauses.
+    pub(crate) fn over(requirements: &[Requirement]) -> Items {
+        Items {
+            indexed: requirements.iter().flatten().flatten().cloned().collect(),
+            ..Items::default()
+        }
+    }
+
+    /// Whether the walk reads the atom without being given anything new: the clause atom
+    /// itself, or the substring a prefix or suffix atom shares a pattern with.
+    fn free(&self, atom: &Atom) -> bool {
+        // A rule without a requirement runs on every event: its items cost the walk no
+        // more than its own matchers would.
+        if self.every_event {
+            return true;
+        }
+        match atom {
+            Atom::Prefix(path, bytes) | Atom::Suffix(path, bytes) => self
+                .indexed
+                .contains(&Atom::Substring(path.clone(), bytes.clone())),
+            other => self.indexed.contains(other),
+        }
+    }
+
+    /// Gives the checks of the detection (and its filters) that the walk can decide their
+    /// items. A field check qualifies when its field has one path, or every path is a
+    /// spelling of it (`any`): with a first-present-path field a hit on a later path
+    /// would not say what the check reads.
+    pub(crate) fn decide_rule(&mut self, detector: &mut Detector, every_event: bool) {
+        self.every_event = every_event;
+        self.decide(detector);
+        self.every_event = false;
+    }
+
+    fn decide(&mut self, detector: &mut Detector) {
+        for check in detector
+            .selections
+            .iter_mut()
+            .flat_map(|s| s.any_of.iter_mut().flatten())
+        {
+            match check {
+                Check::Field(check) => {
+                    let FieldTest::Values(values) = &check.test else {
+                        continue;
+                    };
+                    if check.field.paths.len() == 1 || check.field.any {
+                        check.decided = self.add(&check.field.paths, values);
+                    }
+                }
+                Check::Keywords(values, decided) => {
+                    *decided = self.add(&[KEYWORDS.to_owned()], values);
+                }
+            }
+        }
+        for filter in &mut detector.filters {
+            self.decide(filter);
+        }
+    }
+
+    fn add(&mut self, paths: &[String], values: &ValueTest) -> Option<Decided> {
+        if values.matchers.is_empty() {
+            return None;
+        }
+        let literals = values
+            .matchers
+            .iter()
+            .map(deciding_literals)
+            .collect::<Option<Vec<_>>>()?;
+        let first = self.count;
+        let count = if values.all { literals.len() as u32 } else { 1 };
+        let mut atoms = Vec::new();
+        for (i, literals) in literals.iter().enumerate() {
+            let item = if values.all { first + i as u32 } else { first };
+            for path in paths {
+                atoms.extend(literals.iter().map(|l| (l.at(path), item)));
+            }
+        }
+        if !atoms.iter().all(|(atom, _)| self.free(atom)) {
+            return None;
+        }
+        self.atoms.extend(atoms);
+        self.count += count;
+        Some(Decided { first, count })
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.count as usize
+    }
+
+    /// Takes back what [`Items::decide`] gave, for a set whose index was not built.
+    pub(crate) fn undecide(detector: &mut Detector) {
+        for check in detector
+            .selections
+            .iter_mut()
+            .flat_map(|s| s.any_of.iter_mut().flatten())
+        {
+            match check {
+                Check::Field(check) => check.decided = None,
+                Check::Keywords(_, decided) => *decided = None,
+            }
+        }
+        for filter in &mut detector.filters {
+            Items::undecide(filter);
         }
     }
 }
@@ -397,6 +609,27 @@ struct Mark {
     bit: u8,
 }
 
+/// What one atom being true sets: rules' clauses and detection items.
+#[derive(Debug, Default)]
+struct Posting {
+    marks: Vec<Mark>,
+    items: Vec<u32>,
+}
+
+/// Per automaton pattern, the postings it marks and where its occurrence must lie.
+type PatternHits = Box<[(u32, Anchor)]>;
+
+/// A path's substring needles before the automaton is built: bytes, posting, anchor.
+type Needle<'a> = (&'a [u8], u32, Anchor);
+
+/// Where in the text a needle's occurrence must lie for its posting to be marked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Anchor {
+    Anywhere,
+    Start,
+    End,
+}
+
 /// Everything indexed under one event path.
 #[derive(Debug, Default)]
 struct FieldIndex {
@@ -406,8 +639,9 @@ struct FieldIndex {
     exact: HashMap<Box<[u8]>, u32>,
     /// [`number_key`] → postings of the number atoms.
     numbers: HashMap<u64, u32>,
-    /// All substring needles of the path and, by pattern id, their postings.
-    substrings: Option<(AhoCorasick, Vec<u32>)>,
+    /// All substring needles of the path and, by pattern id, their postings and where the
+    /// occurrence must lie (one needle may be a substring, prefix and suffix atom).
+    substrings: Option<(AhoCorasick, Vec<PatternHits>)>,
     /// The path's slot, when some rule reads the field (see [`Slots`]).
     slot: Option<u32>,
 }
@@ -435,6 +669,8 @@ pub struct IndexStats {
     pub keyword_needles: usize,
     /// The path with the most substring needles, and how many.
     pub largest: Option<(String, usize)>,
+    /// Detection items the walk decides, so candidates read a bit instead of matching.
+    pub decided_items: usize,
 }
 
 /// The compiled prefilter of a rule set.
@@ -445,8 +681,10 @@ pub(crate) struct RuleIndex {
     parents: HashMap<Box<str>, ()>,
     /// The keyword atoms, read on every scalar of the event.
     keywords: Option<FieldIndex>,
-    /// Posting lists: the clauses each atom marks.
-    postings: Vec<Vec<Mark>>,
+    /// Posting lists: the clauses and items each atom marks.
+    postings: Vec<Posting>,
+    /// Number of detection items.
+    items: usize,
     /// Per rule, the marks that make it a candidate (all its clauses); 0 for the rules
     /// tried on every event.
     full: Vec<u8>,
@@ -469,11 +707,13 @@ impl RuleIndex {
     pub(crate) fn build(
         requirements: &[Requirement],
         slot_paths: &[String],
+        items: &Items,
     ) -> Result<RuleIndex, aho_corasick::BuildError> {
         let mut index = RuleIndex {
             full: vec![0; requirements.len()],
             always: vec![0; requirements.len().div_ceil(64)],
             slots: slot_paths.len(),
+            items: items.len(),
             ..RuleIndex::default()
         };
         for (slot, path) in slot_paths.iter().enumerate() {
@@ -481,7 +721,7 @@ impl RuleIndex {
             index.add_parents(path);
         }
         let mut posting_of: StdHashMap<&Atom, u32> = StdHashMap::new();
-        let mut needles: StdHashMap<&str, Vec<(&[u8], u32)>> = StdHashMap::new();
+        let mut needles: StdHashMap<&str, Vec<Needle>> = StdHashMap::new();
         for (rule, requirement) in requirements.iter().enumerate() {
             if requirement.is_empty() {
                 index.always[rule / 64] |= 1 << (rule % 64);
@@ -492,23 +732,25 @@ impl RuleIndex {
             for (bit, clause) in requirement.iter().enumerate() {
                 for atom in clause {
                     let posting = *posting_of.entry(atom).or_insert_with(|| {
-                        index.postings.push(Vec::new());
+                        index.postings.push(Posting::default());
                         (index.postings.len() - 1) as u32
                     });
-                    index.postings[posting as usize].push(Mark {
+                    index.postings[posting as usize].marks.push(Mark {
                         rule: rule as u32,
                         bit: 1 << bit,
                     });
                 }
             }
         }
+        for (atom, item) in &items.atoms {
+            let posting = *posting_of.entry(atom).or_insert_with(|| {
+                index.postings.push(Posting::default());
+                (index.postings.len() - 1) as u32
+            });
+            index.postings[posting as usize].items.push(*item);
+        }
         for (atom, &posting) in &posting_of {
-            let path = match atom {
-                Atom::Present(p)
-                | Atom::Exact(p, _)
-                | Atom::Number(p, _)
-                | Atom::Substring(p, _) => p.as_str(),
-            };
+            let path = atom.path();
             let field = index.fields.entry(path.into()).or_default();
             match atom {
                 Atom::Present(_) => field.present = Some(posting),
@@ -519,7 +761,22 @@ impl RuleIndex {
                     field.numbers.insert(*key, posting);
                 }
                 Atom::Substring(_, bytes) => {
-                    needles.entry(path).or_default().push((bytes, posting))
+                    needles
+                        .entry(path)
+                        .or_default()
+                        .push((bytes, posting, Anchor::Anywhere))
+                }
+                Atom::Prefix(_, bytes) => {
+                    needles
+                        .entry(path)
+                        .or_default()
+                        .push((bytes, posting, Anchor::Start))
+                }
+                Atom::Suffix(_, bytes) => {
+                    needles
+                        .entry(path)
+                        .or_default()
+                        .push((bytes, posting, Anchor::End))
                 }
             }
             index.add_parents(path);
@@ -529,13 +786,25 @@ impl RuleIndex {
         for (path, mut list) in needles {
             // A stable pattern order keeps the built automaton the same from run to run.
             list.sort();
+            // One pattern per distinct needle, however many atoms read it.
+            let mut patterns: Vec<&[u8]> = Vec::new();
+            let mut hits: Vec<Vec<(u32, Anchor)>> = Vec::new();
+            for (bytes, posting, anchor) in list {
+                if patterns.last() != Some(&bytes) {
+                    patterns.push(bytes);
+                    hits.push(Vec::new());
+                }
+                if let Some(last) = hits.last_mut() {
+                    last.push((posting, anchor));
+                }
+            }
             let automaton = AhoCorasickBuilder::new()
                 .match_kind(MatchKind::Standard)
                 // A DFA scans fastest but grows with the needles; past a few thousand it
                 // costs more memory and build time than it saves.
-                .kind((list.len() <= DFA_NEEDLES).then_some(AhoCorasickKind::DFA))
-                .build(list.iter().map(|(bytes, _)| bytes))?;
-            let postings = list.iter().map(|(_, posting)| *posting).collect();
+                .kind((patterns.len() <= DFA_NEEDLES).then_some(AhoCorasickKind::DFA))
+                .build(&patterns)?;
+            let postings = hits.into_iter().map(Vec::into_boxed_slice).collect();
             let field = if path == KEYWORDS {
                 index.keywords.as_mut()
             } else {
@@ -594,6 +863,7 @@ impl RuleIndex {
                 .iter()
                 .filter_map(|(path, f)| Some((path.to_string(), f.substrings.as_ref()?.1.len())))
                 .max_by_key(|(_, n)| *n),
+            decided_items: self.items,
         }
     }
 
@@ -625,8 +895,13 @@ impl RuleIndex {
                 generation: scratch.generation,
                 at: &scratch.slot_at,
                 nodes: &nodes,
+                items: &scratch.items,
             };
             let result = f(&Candidates { bits: &bits }, &slots);
+            for &word in &scratch.items_touched {
+                scratch.items[word as usize] = 0;
+            }
+            scratch.items_touched.clear();
             scratch.candidates = bits;
             scratch.nodes = recycle(nodes);
             result
@@ -722,7 +997,16 @@ impl RuleIndex {
                 }
                 if let Some((automaton, postings)) = &index.substrings {
                     for found in automaton.find_overlapping_iter(folded.as_slice()) {
-                        self.mark(postings[found.pattern().as_usize()], scratch);
+                        for &(posting, anchor) in postings[found.pattern().as_usize()].iter() {
+                            let placed = match anchor {
+                                Anchor::Anywhere => true,
+                                Anchor::Start => found.start() == 0,
+                                Anchor::End => found.end() == folded.len(),
+                            };
+                            if placed {
+                                self.mark(posting, scratch);
+                            }
+                        }
                     }
                 }
             }
@@ -737,12 +1021,20 @@ impl RuleIndex {
             return;
         }
         *seen = scratch.generation;
-        for mark in &self.postings[posting as usize] {
+        let posting = &self.postings[posting as usize];
+        for mark in &posting.marks {
             let mask = &mut scratch.masks[mark.rule as usize];
             if *mask == 0 {
                 scratch.touched.push(mark.rule);
             }
             *mask |= mark.bit;
+        }
+        for &item in &posting.items {
+            let word = &mut scratch.items[item as usize / 64];
+            if *word == 0 {
+                scratch.items_touched.push(item / 64);
+            }
+            *word |= 1 << (item % 64);
         }
     }
 }
@@ -791,6 +1083,10 @@ struct Scratch {
     slot_at: Vec<(u32, u32)>,
     /// The nodes the slots point at, emptied between events (see [`recycle`]).
     nodes: Vec<&'static Value>,
+    /// The decided items of this event, one bit each; emptied through `items_touched`
+    /// (the words set) so clearing costs what the event set, not the set's size.
+    items: Vec<u64>,
+    items_touched: Vec<u32>,
 }
 
 /// The same vector, emptied, for nodes of another lifetime: the allocation is kept (the
@@ -814,6 +1110,9 @@ impl Scratch {
         }
         if self.slot_at.len() < index.slots {
             self.slot_at.resize(index.slots, (0, 0));
+        }
+        if self.items.len() < index.items.div_ceil(64) {
+            self.items.resize(index.items.div_ceil(64), 0);
         }
         self.generation = self.generation.wrapping_add(1);
         // After a wrap, old generations could be taken for this event's.

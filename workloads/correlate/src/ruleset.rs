@@ -14,7 +14,7 @@ use crate::error::{ErrorKind, RuleError};
 use crate::expand::{expand_placeholders, Placeholders};
 use crate::logsource::{self, FieldMapping, Route, SURICATA_DATASET, WAZUH_DATASET};
 use crate::matcher::Detector;
-use crate::prefilter::{rule_requirement, IndexStats, RuleIndex};
+use crate::prefilter::{rule_requirement, IndexStats, Items, RuleIndex};
 use crate::rule::{parse_documents, parse_rule, FilterRule, SigmaDocument, SigmaRule};
 
 /// What a DetectionRule resource says about its rule, without depending on the resource
@@ -561,13 +561,24 @@ impl RuleSet {
                     .collect();
             });
         }
-        self.index = match RuleIndex::build(&requirements, &slot_paths) {
+        // The checks the walk can answer read its bits instead of their matchers.
+        let mut items = Items::over(&requirements);
+        for (rule, requirement) in self.rules.iter_mut().zip(&requirements) {
+            items.decide_rule(&mut rule.detector, requirement.is_empty());
+        }
+        self.index = match RuleIndex::build(&requirements, &slot_paths, &items) {
             Ok(index) => index,
             Err(error) => {
                 // Only more needles on one path than aho-corasick can hold gets here;
                 // trying every rule is slower but still right.
                 tracing::warn!(rules = self.rules.len(), %error,
                     "rule index not built, every rule is tried on every event");
+                // NB: without the walk neither slots nor items are filled in.
+                for rule in &mut self.rules {
+                    Items::undecide(&mut rule.detector);
+                    rule.detector
+                        .field_refs_mut(&mut |field| field.slots.clear());
+                }
                 RuleIndex::everything(self.rules.len())
             }
         };
@@ -577,6 +588,7 @@ impl RuleSet {
             indexed = stats.indexed,
             atoms = stats.atoms,
             paths = stats.paths,
+            decided_items = stats.decided_items,
             "rule index built"
         );
     }
