@@ -11,7 +11,7 @@ use kastell_core::Event;
 use serde_json::Value;
 
 use crate::error::ParseError;
-use crate::json::{write_doc, write_members, write_str, Doc, Members};
+use crate::json::{key_order, write_doc, write_members, write_str, Doc, Members};
 
 /// A value of an event under construction.
 ///
@@ -155,7 +155,7 @@ impl<'t> Node<'t> {
     pub(crate) fn sort(&mut self) {
         if let Node::Object(members) = self {
             // Keys are unique, so an unstable sort gives the one order.
-            members.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            members.sort_unstable_by(|a, b| key_order(&a.0, &b.0));
             for (_, member) in members {
                 member.sort();
             }
@@ -212,13 +212,33 @@ pub(crate) fn write_node(out: &mut Vec<u8>, node: &Node<'_>) {
                 if i > 0 {
                     out.push(b',');
                 }
-                write_str(out, key);
+                write_key(out, key);
                 out.push(b':');
                 write_node(out, value);
             }
             out.push(b'}');
         }
     }
+}
+
+/// An ECS key: a borrowed one is a segment of a constant path ([`EcsBuilder::put`]) or a
+/// key of the source record, neither of which holds a character JSON escapes (serde_json
+/// lends a key only when it has no escape); a key built at run time is owned and escaped.
+fn write_key(out: &mut Vec<u8>, key: &Cow<'_, str>) {
+    match key {
+        Cow::Borrowed(key) => {
+            out.push(b'"');
+            out.extend_from_slice(key.as_bytes());
+            out.push(b'"');
+        }
+        Cow::Owned(key) => write_str(out, key),
+    }
+}
+
+/// Key equality with the first byte compared inline: keys are short and mostly differ
+/// there, where a call to `memcmp` costs more than the comparison.
+fn same_key(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.as_bytes().first() == b.as_bytes().first() && a == b
 }
 
 /// A value found while walking an event under construction.
@@ -277,7 +297,10 @@ impl<'t> EcsBuilder<'t> {
     }
 
     /// Writes a value at a dotted path, replacing whatever was there.
-    pub(crate) fn put(&mut self, path: &'t str, value: impl Into<Node<'t>>) {
+    ///
+    /// The path is a constant of the mapping, which is why the event's keys are written
+    /// without an escape scan; a path built at run time goes through [`Self::put_dyn`].
+    pub(crate) fn put(&mut self, path: &'static str, value: impl Into<Node<'t>>) {
         self.put_at(DotSplit(Some(path)).map(Cow::Borrowed), value.into());
     }
 
@@ -295,7 +318,7 @@ impl<'t> EcsBuilder<'t> {
         while let Some(segment) = segments.next() {
             // Groups and objects are small and written in bursts, so the last member
             // written is tried first.
-            let index = match members.iter().rposition(|(key, _)| *key == segment) {
+            let index = match members.iter().rposition(|(key, _)| same_key(key, &segment)) {
                 Some(index) => index,
                 None => {
                     members.push((segment, Node::Json(Value::Null)));
@@ -311,13 +334,13 @@ impl<'t> EcsBuilder<'t> {
         }
     }
 
-    pub(crate) fn put_str(&mut self, path: &'t str, value: &'t str) {
+    pub(crate) fn put_str(&mut self, path: &'static str, value: &'t str) {
         self.put(path, value);
     }
 
     /// Writes `value` unless the path already holds one: for fields several source
     /// fields can fill, where the first (most specific) wins.
-    pub(crate) fn put_str_if_absent(&mut self, path: &'t str, value: &str) {
+    pub(crate) fn put_str_if_absent(&mut self, path: &'static str, value: &str) {
         if !self.has(path) {
             self.put(path, value.to_owned());
         }
@@ -342,7 +365,7 @@ impl<'t> EcsBuilder<'t> {
         !value.is_null()
     }
 
-    pub(crate) fn put_strings(&mut self, path: &'t str, values: &[&'t str]) {
+    pub(crate) fn put_strings(&mut self, path: &'static str, values: &[&'t str]) {
         let values = values.iter().map(|v| Cow::Borrowed(*v)).collect();
         self.put(path, Node::Strings(values));
     }
@@ -430,7 +453,9 @@ impl EventJson {
         self.0
     }
 
-    /// The event these bytes encode, for callers that need to read it.
+    /// The event these bytes encode, for callers that need to read it: what a stage
+    /// decoding the message gets. serde_json reads a float back to within one unit in the
+    /// last place, so a float may differ in that bit from the `Event` the parser builds.
     ///
     /// # Errors
     ///
@@ -910,8 +935,7 @@ mod tests {
         }
     }
 
-    #[test]
-    fn the_builder_nests_paths_and_keeps_related_unique() {
+    fn built() -> EcsBuilder<'static> {
         let mut b = EcsBuilder::new();
         b.put("source.ip", "10.0.0.1");
         b.put("source.port", 53);
@@ -919,16 +943,38 @@ mod tests {
         b.related_ip("10.0.0.1");
         b.related_ip("10.0.0.1");
         b.related_host("");
-        let event = b.finish().into_value();
+        b.put_dyn("a\"b.c", "x\ny");
+        b.put("event.kind", "alert");
+        b.put("event", json!({"kind": "event", "z": 1}));
+        b.put("event.dataset", "d");
+        b
+    }
+
+    #[test]
+    fn the_builder_nests_paths_and_keeps_related_unique() {
+        let event = built().finish::<Event>().into_value();
         assert_eq!(
             event,
-            json!({"source": {"ip": "10.0.0.1", "port": 53}, "related": {"ip": ["10.0.0.1"]}})
+            json!({
+                "source": {"ip": "10.0.0.1", "port": 53},
+                "related": {"ip": ["10.0.0.1"]},
+                "a\"b": {"c": "x\ny"},
+                "event": {"kind": "event", "z": 1, "dataset": "d"},
+            })
         );
     }
 
     #[test]
+    fn the_builder_writes_the_bytes_of_its_event() {
+        let event = built().finish::<Event>();
+        let bytes = built().finish::<EventJson>();
+        assert_eq!(bytes.as_bytes(), serde_json::to_vec(&event).unwrap());
+        assert_eq!(bytes.to_event().unwrap(), event);
+    }
+
+    #[test]
     fn readers_name_the_source_field_on_wrong_types() {
-        let record = json!({"http": {"status": "200"}});
+        let record = crate::json::doc_from_str(r#"{"http": {"status": "200"}}"#).unwrap();
         let http = Fields::new(record.as_object().unwrap(), "")
             .object("http", "http")
             .unwrap()
