@@ -6,8 +6,8 @@ use std::io::BufRead;
 
 use kastell_core::Event;
 
-use crate::error::ParseError;
 use crate::ecs::{EventJson, Output};
+use crate::error::ParseError;
 use crate::format::{parse_record, zeek_line, Format, ParseContext};
 use crate::{greenbone, ossec, zeek};
 

@@ -224,6 +224,8 @@ pub(crate) fn write_node(out: &mut Vec<u8>, node: &Node<'_>) {
 /// An ECS key: a borrowed one is a segment of a constant path ([`EcsBuilder::put`]) or a
 /// key of the source record, neither of which holds a character JSON escapes (serde_json
 /// lends a key only when it has no escape); a key built at run time is owned and escaped.
+// A `&Cow`, not a `&str`: whether it borrows is what decides the escaping.
+#[allow(clippy::ptr_arg)]
 fn write_key(out: &mut Vec<u8>, key: &Cow<'_, str>) {
     match key {
         Cow::Borrowed(key) => {

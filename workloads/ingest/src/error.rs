@@ -3,9 +3,9 @@
 
 use std::fmt;
 
+use crate::json::Doc;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use crate::json::Doc;
 
 /// Values quoted in error messages are cut to this many characters, so a garbage field
 /// cannot make a reason as long as the line it came from.
@@ -63,11 +63,7 @@ impl ParseError {
         }
     }
 
-    pub(crate) fn wrong_type(
-        field: &str,
-        expected: &'static str,
-        found: &impl JsonType,
-    ) -> Self {
+    pub(crate) fn wrong_type(field: &str, expected: &'static str, found: &impl JsonType) -> Self {
         ParseError::WrongType {
             field: field.to_owned(),
             expected,

@@ -13,7 +13,6 @@ use quick_xml::events::{BytesStart, Event as XmlEvent};
 use quick_xml::Reader;
 use serde_json::{Map, Value};
 
-
 use crate::decoder::Decoded;
 use crate::ecs::{canonical_ip, utc_timestamp, EcsBuilder, Output};
 use crate::error::ParseError;
@@ -97,10 +96,7 @@ fn line_of(bytes: &[u8], offset: usize) -> u64 {
 }
 
 /// One line holding one `<result>` element (or a whole report with exactly one).
-pub(crate) fn single_result<O: Output>(
-    line: &[u8],
-    ctx: &ParseContext,
-) -> Result<O, ParseError> {
+pub(crate) fn single_result<O: Output>(line: &[u8], ctx: &ParseContext) -> Result<O, ParseError> {
     let mut found = findings(line).map_err(|(_, e)| e)?;
     match found.len() {
         1 => found.remove(0).1.normalise(ctx),

@@ -220,6 +220,8 @@ fn write_number(out: &mut Vec<u8>, n: &Number) {
 }
 
 /// A string of a document: borrowed ones need no escaping (see [`write_doc`]).
+// A `&Cow`, not a `&str`: whether it borrows is what decides the escaping.
+#[allow(clippy::ptr_arg)]
 fn write_cow(out: &mut Vec<u8>, s: &Cow<'_, str>) {
     match s {
         Cow::Borrowed(s) => {
@@ -272,7 +274,12 @@ pub(crate) fn write_str(out: &mut Vec<u8>, s: &str) {
         out.push(b'\\');
         out.push(short);
         if short == b'u' {
-            out.extend_from_slice(&[b'0', b'0', HEX[usize::from(b >> 4)], HEX[usize::from(b & 0xf)]]);
+            out.extend_from_slice(&[
+                b'0',
+                b'0',
+                HEX[usize::from(b >> 4)],
+                HEX[usize::from(b & 0xf)],
+            ]);
         }
         i += 1;
         start = i;
@@ -288,7 +295,9 @@ fn needs_escape(word: u64) -> bool {
     const HIGHS: u64 = 0x8080_8080_8080_8080;
     let has_zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGHS != 0;
     let below_space = word.wrapping_sub(ONES * 0x20) & !word & HIGHS != 0;
-    below_space || has_zero(word ^ (ONES * u64::from(b'"'))) || has_zero(word ^ (ONES * u64::from(b'\\')))
+    below_space
+        || has_zero(word ^ (ONES * u64::from(b'"')))
+        || has_zero(word ^ (ONES * u64::from(b'\\')))
 }
 
 /// Parses one JSON text into a [`Doc`] borrowing from it.
@@ -440,7 +449,14 @@ mod tests {
     fn strings_are_escaped_as_serde_json_escapes_them() {
         let all: String = (0u8..0x80).map(char::from).chain("é€😀".chars()).collect();
         let long = "C:\\Windows\\System32 \"quoted\"\tand more than eight bytes\u{1}é".repeat(3);
-        for s in [all.as_str(), "", "plain", "a\"b\\c/d", "\u{7f}\u{1f}", long.as_str()] {
+        for s in [
+            all.as_str(),
+            "",
+            "plain",
+            "a\"b\\c/d",
+            "\u{7f}\u{1f}",
+            long.as_str(),
+        ] {
             let mut written = Vec::new();
             write_str(&mut written, s);
             assert_eq!(written, serde_json::to_vec(s).unwrap(), "{s:?}");
@@ -474,7 +490,9 @@ mod tests {
 
     #[test]
     fn keys_are_ordered_as_str_orders_them() {
-        let keys = ["", "a", "A", "ab", "b", "é", "a.b", "a_b", "ba", "\u{7f}", "zz", "z"];
+        let keys = [
+            "", "a", "A", "ab", "b", "é", "a.b", "a_b", "ba", "\u{7f}", "zz", "z",
+        ];
         for a in keys {
             for b in keys {
                 assert_eq!(key_order(a, b), a.cmp(b), "{a:?} {b:?}");
@@ -488,7 +506,14 @@ mod tests {
         let members = doc.as_object().unwrap();
         assert_eq!(members.get("a"), Some(&Doc::Number(2.into())));
         assert!(members.get("d").is_none());
-        assert!(members.get("c").unwrap().as_object().unwrap().get("d").unwrap().is_null());
+        assert!(members
+            .get("c")
+            .unwrap()
+            .as_object()
+            .unwrap()
+            .get("d")
+            .unwrap()
+            .is_null());
     }
 
     #[test]
@@ -500,5 +525,4 @@ mod tests {
         }
     }
     use super::*;
-
 }

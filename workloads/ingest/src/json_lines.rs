@@ -3,9 +3,9 @@
 //! ECS is the Sensor's `fieldMapping`; only `message` is taken over as it is.
 
 use crate::ecs::{zoned_timestamp, EcsBuilder, Output};
-use crate::json::{Doc, Members};
 use crate::error::ParseError;
 use crate::format::ParseContext;
+use crate::json::{Doc, Members};
 use crate::zeek::epoch_to_rfc3339;
 
 pub(crate) const DATASET: &str = "json";

@@ -44,13 +44,11 @@ pub use error::{ParseError, RejectReason};
 pub use file::{detect_file_format, ingest_file, FileSource};
 pub use format::{
     detect_format, detect_stream_format, parse_line, parse_line_json, Format, FormatError,
-    ParseContext,
-    ParseOptions, DEFAULT_MAX_DOCUMENT_BYTES, DEFAULT_MAX_LINE_BYTES,
+    ParseContext, ParseOptions, DEFAULT_MAX_DOCUMENT_BYTES, DEFAULT_MAX_LINE_BYTES,
 };
 pub use ingestor::{
     DeadLetter, IngestError, Ingestor, Outcome, Payload, RecordRef, Rejection,
-    DEAD_LETTER_RAW_BYTES,
-    DEFAULT_MAX_REJECTIONS_KEPT,
+    DEAD_LETTER_RAW_BYTES, DEFAULT_MAX_REJECTIONS_KEPT,
 };
 pub use source::{ingest_lines, IngestReport, Source};
 pub use stats::{IngestStats, StatsSnapshot};

@@ -14,9 +14,9 @@ use crate::ecs::{
     base_name, map_endpoints, naive_utc_timestamp, try_canonical_ip, EcsBuilder, EndpointFields,
     Fields, Output,
 };
-use crate::json::{Doc, Members};
 use crate::error::ParseError;
 use crate::format::ParseContext;
+use crate::json::{Doc, Members};
 
 pub(crate) const DATASET: &str = "suricata.eve";
 
@@ -37,7 +37,11 @@ pub(crate) fn normalise<O: Output>(
     Ok(out.finish())
 }
 
-fn map_record<'t>(eve: Fields<'t>, ctx: &'t ParseContext, out: &mut EcsBuilder<'t>) -> Result<(), ParseError> {
+fn map_record<'t>(
+    eve: Fields<'t>,
+    ctx: &'t ParseContext,
+    out: &mut EcsBuilder<'t>,
+) -> Result<(), ParseError> {
     let timestamp = eve
         .timestamp("timestamp")?
         .ok_or(ParseError::MissingField { field: "timestamp" })?;

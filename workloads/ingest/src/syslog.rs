@@ -13,7 +13,6 @@
 use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, Utc};
 use serde_json::{Map, Value};
 
-
 use crate::cef;
 use crate::ecs::{utc_timestamp, EcsBuilder, Output};
 use crate::error::ParseError;

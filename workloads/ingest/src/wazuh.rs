@@ -7,11 +7,10 @@
 
 use std::borrow::Cow;
 
-
 use crate::ecs::{base_name, canonical_ip, EcsBuilder, Fields, Output};
-use crate::json::Members;
 use crate::error::ParseError;
 use crate::format::ParseContext;
+use crate::json::Members;
 
 pub(crate) const DATASET: &str = "wazuh.alerts";
 

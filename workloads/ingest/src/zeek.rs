@@ -15,9 +15,9 @@ use crate::ecs::{
     canonical_ip, map_endpoints, utc_timestamp, EcsBuilder, EndpointFields, Fields, Node, Output,
 };
 use crate::error::JsonType;
-use crate::json::{Doc, Members};
 use crate::error::ParseError;
 use crate::format::ParseContext;
+use crate::json::{Doc, Members};
 
 pub(crate) const DATASET_PREFIX: &str = "zeek";
 
@@ -375,7 +375,12 @@ fn map_conn<'t>(zeek: Fields<'t>, out: &mut EcsBuilder<'t>) -> Result<(), ParseE
     Ok(())
 }
 
-fn put_pair<'t>(out: &mut EcsBuilder<'t>, what: &str, to_server: Option<u64>, to_client: Option<u64>) {
+fn put_pair<'t>(
+    out: &mut EcsBuilder<'t>,
+    what: &str,
+    to_server: Option<u64>,
+    to_client: Option<u64>,
+) {
     let (source, destination, network) = match what {
         "bytes" => ("source.bytes", "destination.bytes", "network.bytes"),
         _ => ("source.packets", "destination.packets", "network.packets"),

@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 
 use common::{corpora, fixture, SENSOR};
 use kastell_ingest::{
-    decode_reader, decode_reader_json, parse_line, parse_line_json, Decoder, Format,
-    ParseContext, ParseOptions,
+    decode_reader, decode_reader_json, parse_line, parse_line_json, Decoder, Format, ParseContext,
+    ParseOptions,
 };
 
 fn contexts() -> Vec<ParseContext> {
@@ -140,9 +140,18 @@ fn every_format_publishes_the_bytes_of_its_event() {
     let json_lines = "{\"timestamp\":1700000000123,\"message\":\"hello\",\"n\":{\"x\":1.5}}\n";
     let zeek_escaped = b"{\"_path\":\"http\",\"ts\":1.5,\"uri\":\"/\xff\\\\x41\"}\n";
     for ctx in contexts() {
-        assert_eq!(compare(Format::Ossec, ossec.as_bytes(), "alerts.log", &ctx), 1);
-        assert_eq!(compare(Format::Syslog, syslog.as_bytes(), "syslog", &ctx), 2);
-        assert_eq!(compare(Format::JsonLines, json_lines.as_bytes(), "j", &ctx), 1);
+        assert_eq!(
+            compare(Format::Ossec, ossec.as_bytes(), "alerts.log", &ctx),
+            1
+        );
+        assert_eq!(
+            compare(Format::Syslog, syslog.as_bytes(), "syslog", &ctx),
+            2
+        );
+        assert_eq!(
+            compare(Format::JsonLines, json_lines.as_bytes(), "j", &ctx),
+            1
+        );
         assert_eq!(compare(Format::Zeek, zeek_escaped, "http.log", &ctx), 1);
     }
     let line = br#"{"timestamp":"2023-11-01T00:46:35.638604+0100","event_type":"dns","src_ip":"fe80:0000:0000:0000:d5e6:502a:54ce:e387","dns":{"type":"answer","rrname":"a\u00e9","answers":[{"rrtype":"AAAA","rdata":"2001:0db8::0001"}]}}"#;
