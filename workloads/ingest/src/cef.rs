@@ -148,14 +148,14 @@ fn unescape_value(value: &str) -> String {
 
 impl Cef {
     /// Writes the ECS fields CEF fills, and the record itself under `cef`.
-    pub(crate) fn map(self, out: &mut EcsBuilder) -> Result<(), ParseError> {
+    pub(crate) fn map<'t>(self, out: &mut EcsBuilder<'t>) -> Result<(), ParseError> {
         out.put("event.module", "cef");
         out.put("event.dataset", "cef");
-        out.put_str("observer.vendor", &self.vendor);
-        out.put_str("observer.product", &self.product);
-        out.put_str("observer.version", &self.device_version);
-        out.put_str("event.code", &self.signature_id);
-        out.put_str("message", &self.name);
+        out.put("observer.vendor", self.vendor.clone());
+        out.put("observer.product", self.product.clone());
+        out.put("observer.version", self.device_version.clone());
+        out.put("event.code", self.signature_id.clone());
+        out.put("message", self.name.clone());
         if let Some(severity) = numeric_severity(&self.severity) {
             out.put("event.severity", severity);
         }
@@ -193,7 +193,7 @@ fn numeric_severity(severity: &str) -> Option<u64> {
     }
 }
 
-fn map_extension(key: &str, value: &str, out: &mut EcsBuilder) -> Result<(), ParseError> {
+fn map_extension<'t>(key: &str, value: &str, out: &mut EcsBuilder<'t>) -> Result<(), ParseError> {
     if value.is_empty() {
         return Ok(());
     }
@@ -218,7 +218,7 @@ fn map_extension(key: &str, value: &str, out: &mut EcsBuilder) -> Result<(), Par
             } else {
                 "destination"
             };
-            out.put(&format!("{side}.port"), port);
+            out.put_dyn(&format!("{side}.port"), port);
         }
         "suser" | "duser" => {
             out.related_user(value);
@@ -227,7 +227,7 @@ fn map_extension(key: &str, value: &str, out: &mut EcsBuilder) -> Result<(), Par
             } else {
                 "destination"
             };
-            out.put_str(&format!("{side}.user.name"), value);
+            out.put_dyn(&format!("{side}.user.name"), value.to_owned());
         }
         "shost" | "dhost" => {
             out.related_host(value);
@@ -236,24 +236,24 @@ fn map_extension(key: &str, value: &str, out: &mut EcsBuilder) -> Result<(), Par
             } else {
                 "destination"
             };
-            out.put_str(&format!("{side}.domain"), value);
+            out.put_dyn(&format!("{side}.domain"), value.to_owned());
         }
-        "smac" => out.put_str("source.mac", value),
-        "dmac" => out.put_str("destination.mac", value),
+        "smac" => out.put("source.mac", value.to_owned()),
+        "dmac" => out.put("destination.mac", value.to_owned()),
         "proto" => out.put("network.transport", value.to_ascii_lowercase()),
-        "act" => out.put_str("event.action", value),
-        "outcome" => out.put_str("event.outcome", &value.to_ascii_lowercase()),
-        "request" => out.put_str("url.original", value),
-        "requestMethod" => out.put_str("http.request.method", value),
-        "requestClientApplication" => out.put_str("user_agent.original", value),
-        "fname" => out.put_str("file.name", value),
-        "filePath" => out.put_str("file.path", value),
+        "act" => out.put("event.action", value.to_owned()),
+        "outcome" => out.put("event.outcome", value.to_ascii_lowercase()),
+        "request" => out.put("url.original", value.to_owned()),
+        "requestMethod" => out.put("http.request.method", value.to_owned()),
+        "requestClientApplication" => out.put("user_agent.original", value.to_owned()),
+        "fname" => out.put("file.name", value.to_owned()),
+        "filePath" => out.put("file.path", value.to_owned()),
         "fsize" => {
             if let Ok(size) = value.parse::<u64>() {
                 out.put("file.size", size);
             }
         }
-        "msg" => out.put_str("event.reason", value),
+        "msg" => out.put("event.reason", value.to_owned()),
         "rt" | "end" | "start" => {
             if let Some(time) = cef_time(value) {
                 let target = match key {

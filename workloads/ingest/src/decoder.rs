@@ -6,15 +6,18 @@ use std::io::BufRead;
 
 use kastell_core::Event;
 
+use crate::ecs::{EventJson, Output};
 use crate::error::ParseError;
-use crate::format::{parse_line, zeek_line, Format, ParseContext};
+use crate::format::{parse_record, zeek_line, Format, ParseContext};
 use crate::{greenbone, ossec, zeek};
 
-/// What one record became, and the (1-based) line it started on.
+/// What one record became, and the (1-based) line it started on: an [`Event`], or with
+/// [`Decoder::push_json`] and [`decode_reader_json`] the JSON bytes the ingest stage
+/// publishes.
 #[derive(Debug)]
-pub struct Decoded {
+pub struct Decoded<O = Event> {
     pub line: u64,
-    pub result: Result<Event, ParseError>,
+    pub result: Result<O, ParseError>,
 }
 
 /// Turns the lines of one stream (a file, a connection) into events.
@@ -58,6 +61,27 @@ impl Decoder {
     /// Feeds one line (without its terminator). `len` is the line's real length when
     /// only its first `bytes` were kept because it was over the limit.
     pub fn push(&mut self, number: u64, bytes: &[u8], len: usize, out: &mut Vec<Decoded>) {
+        self.push_as(number, bytes, len, out);
+    }
+
+    /// [`Self::push`] into the JSON bytes the ingest stage publishes.
+    pub fn push_json(
+        &mut self,
+        number: u64,
+        bytes: &[u8],
+        len: usize,
+        out: &mut Vec<Decoded<EventJson>>,
+    ) {
+        self.push_as(number, bytes, len, out);
+    }
+
+    fn push_as<O: Output>(
+        &mut self,
+        number: u64,
+        bytes: &[u8],
+        len: usize,
+        out: &mut Vec<Decoded<O>>,
+    ) {
         let max = self.ctx.options.max_line_bytes;
         let blank = len == bytes.len() && bytes.iter().all(u8::is_ascii_whitespace);
         match self.format {
@@ -84,12 +108,12 @@ impl Decoder {
             }
             format => out.push(Decoded {
                 line: number,
-                result: parse_line(format, bytes, &self.ctx),
+                result: parse_record(format, bytes, &self.ctx),
             }),
         }
     }
 
-    fn zeek_json(&self, json: &[u8]) -> Result<Event, ParseError> {
+    fn zeek_json<O: Output>(&self, json: &[u8]) -> Result<O, ParseError> {
         let record = zeek::json_record(json)?;
         let original = self
             .ctx
@@ -107,6 +131,15 @@ impl Decoder {
     /// Ends the stream: the record still open (an alerts.log block, a Greenbone
     /// document) is parsed now.
     pub fn finish(&mut self, out: &mut Vec<Decoded>) {
+        self.finish_as(out);
+    }
+
+    /// [`Self::finish`] into the JSON bytes the ingest stage publishes.
+    pub fn finish_json(&mut self, out: &mut Vec<Decoded<EventJson>>) {
+        self.finish_as(out);
+    }
+
+    fn finish_as<O: Output>(&mut self, out: &mut Vec<Decoded<O>>) {
         match self.format {
             Format::Ossec => self.ossec_block.flush(&self.ctx, out),
             Format::Greenbone => self.document.finish(&self.ctx, out),
@@ -115,7 +148,7 @@ impl Decoder {
     }
 }
 
-fn too_long(line: u64, len: usize, max: usize) -> Decoded {
+fn too_long<O>(line: u64, len: usize, max: usize) -> Decoded<O> {
     Decoded {
         line,
         result: Err(ParseError::TooLong { len, max }),
@@ -129,9 +162,31 @@ fn too_long(line: u64, len: usize, max: usize) -> Decoded {
 ///
 /// Only when reading fails; bad records are [`Decoded`] rejections.
 pub fn decode_reader<R: BufRead>(
+    reader: R,
+    decoder: &mut Decoder,
+    each: impl FnMut(Decoded),
+) -> std::io::Result<()> {
+    decode_reader_as(reader, decoder, each)
+}
+
+/// [`decode_reader`] into the JSON bytes the ingest stage publishes, one [`EventJson`]
+/// per event: what `kastell parse` prints.
+///
+/// # Errors
+///
+/// Only when reading fails; bad records are [`Decoded`] rejections.
+pub fn decode_reader_json<R: BufRead>(
+    reader: R,
+    decoder: &mut Decoder,
+    each: impl FnMut(Decoded<EventJson>),
+) -> std::io::Result<()> {
+    decode_reader_as(reader, decoder, each)
+}
+
+fn decode_reader_as<R: BufRead, O: Output>(
     mut reader: R,
     decoder: &mut Decoder,
-    mut each: impl FnMut(Decoded),
+    mut each: impl FnMut(Decoded<O>),
 ) -> std::io::Result<()> {
     let max = decoder.ctx.options.max_line_bytes;
     let mut buf = Vec::new();
@@ -166,10 +221,10 @@ pub fn decode_reader<R: BufRead>(
             len -= 1;
         }
         number += 1;
-        decoder.push(number, &buf, len, &mut out);
+        decoder.push_as(number, &buf, len, &mut out);
         out.drain(..).for_each(&mut each);
     }
-    decoder.finish(&mut out);
+    decoder.finish_as(&mut out);
     out.drain(..).for_each(&mut each);
     Ok(())
 }

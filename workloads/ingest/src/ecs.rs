@@ -1,119 +1,375 @@
 //! What every parser shares when it builds an ECS event: a writer that puts values at
-//! dotted paths, the `related.*` collector, and the checked readers for the values ECS
-//! has opinions about (timestamps, IP addresses, ports).
+//! dotted paths and writes the event as JSON bytes or an [`Event`], the `related.*`
+//! collector, and the checked readers for the values ECS has opinions about (timestamps,
+//! IP addresses, ports).
 
 use std::borrow::Cow;
 use std::net::IpAddr;
 
 use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, SecondsFormat, Utc};
 use kastell_core::Event;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::error::ParseError;
+use crate::json::{key_order, write_doc, write_members, write_str, Doc, Members};
+
+/// A value of an event under construction.
+///
+/// ECS values are mostly constants, strings of the source record and numbers, so a node
+/// borrows what it can; whatever a mapping builds as a `serde_json::Value` is kept as one.
+pub(crate) enum Node<'t> {
+    Str(Cow<'t, str>),
+    Strings(Vec<Cow<'t, str>>),
+    Json(Value),
+    /// A subtree of the source record, written out as it was read.
+    Doc(&'t Doc<'t>),
+    /// The source record itself (or one of its objects).
+    Members(&'t Members<'t>),
+    /// An ECS object: members in the order written, each key once; sorted when written.
+    Object(Vec<(Cow<'t, str>, Node<'t>)>),
+}
+
+impl<'t> From<&'t str> for Node<'t> {
+    fn from(value: &'t str) -> Self {
+        Node::Str(Cow::Borrowed(value))
+    }
+}
+
+impl<'t> From<String> for Node<'t> {
+    fn from(value: String) -> Self {
+        Node::Str(Cow::Owned(value))
+    }
+}
+
+impl<'t> From<Cow<'t, str>> for Node<'t> {
+    fn from(value: Cow<'t, str>) -> Self {
+        Node::Str(value)
+    }
+}
+
+impl<'t> From<Value> for Node<'t> {
+    fn from(value: Value) -> Self {
+        Node::Json(value)
+    }
+}
+
+impl<'t> From<&'t Doc<'t>> for Node<'t> {
+    fn from(value: &'t Doc<'t>) -> Self {
+        Node::Doc(value)
+    }
+}
+
+impl<'t> From<&'t Members<'t>> for Node<'t> {
+    fn from(value: &'t Members<'t>) -> Self {
+        Node::Members(value)
+    }
+}
+
+impl<'t> From<Vec<Cow<'t, str>>> for Node<'t> {
+    fn from(values: Vec<Cow<'t, str>>) -> Self {
+        Node::Strings(values)
+    }
+}
+
+impl<'t> From<Vec<String>> for Node<'t> {
+    fn from(values: Vec<String>) -> Self {
+        Node::Strings(values.into_iter().map(Cow::Owned).collect())
+    }
+}
+
+macro_rules! node_from_scalar {
+    ($($t:ty),*) => {$(
+        impl<'t> From<$t> for Node<'t> {
+            fn from(value: $t) -> Self {
+                Node::Json(Value::from(value))
+            }
+        }
+    )*};
+}
+
+node_from_scalar!(u64, u32, u16, u8, i64, i32, f64, bool);
+
+impl<'t> Node<'t> {
+    pub(crate) fn is_object(&self) -> bool {
+        matches!(
+            self,
+            Node::Object(_)
+                | Node::Json(Value::Object(_))
+                | Node::Doc(Doc::Object(_))
+                | Node::Members(_)
+        )
+    }
+
+    fn is_null(&self) -> bool {
+        match self {
+            Node::Json(value) => value.is_null(),
+            Node::Doc(doc) => doc.is_null(),
+            _ => false,
+        }
+    }
+
+    /// The member `key` of an object node.
+    fn member(&self, key: &str) -> Option<NodeRef<'_, 't>> {
+        match self {
+            Node::Object(members) => members
+                .iter()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| NodeRef::Node(v)),
+            Node::Json(Value::Object(map)) => map.get(key).map(NodeRef::Value),
+            Node::Doc(Doc::Object(members)) => members.get(key).map(NodeRef::Doc),
+            Node::Members(members) => members.get(key).map(NodeRef::Doc),
+            _ => None,
+        }
+    }
+
+    /// Makes the node an ECS object, keeping the members of an object it already is (a
+    /// `serde_json` or source object written whole, then written into) and replacing any
+    /// other value, because the path wins.
+    pub(crate) fn make_object(&mut self) -> &mut Vec<(Cow<'t, str>, Node<'t>)> {
+        if matches!(self, Node::Object(_)) {
+            let Node::Object(members) = self else {
+                unreachable!("just matched");
+            };
+            return members;
+        }
+        let members = match std::mem::replace(self, Node::Object(Vec::new())) {
+            Node::Object(members) => members,
+            Node::Json(Value::Object(map)) => map
+                .into_iter()
+                .map(|(k, v)| (Cow::Owned(k), Node::Json(v)))
+                .collect(),
+            Node::Doc(Doc::Object(members)) | Node::Members(members) => members
+                .iter()
+                .map(|(k, v)| (Cow::Borrowed(k), Node::Doc(v)))
+                .collect(),
+            _ => Vec::with_capacity(NESTED_CAPACITY),
+        };
+        *self = Node::Object(members);
+        match self {
+            Node::Object(members) => members,
+            _ => unreachable!("the node was just made an object"),
+        }
+    }
+
+    /// Sorts every ECS object by key, the order `serde_json::Map` writes.
+    pub(crate) fn sort(&mut self) {
+        if let Node::Object(members) = self {
+            // Keys are unique, so an unstable sort gives the one order.
+            members.sort_unstable_by(|a, b| key_order(&a.0, &b.0));
+            for (_, member) in members {
+                member.sort();
+            }
+        }
+    }
+
+    fn to_value(&self) -> Value {
+        match self {
+            Node::Str(s) => Value::String(s.as_ref().to_owned()),
+            Node::Strings(items) => Value::Array(
+                items
+                    .iter()
+                    .map(|s| Value::String(s.as_ref().to_owned()))
+                    .collect(),
+            ),
+            Node::Json(value) => value.clone(),
+            Node::Doc(doc) => doc.to_value(),
+            Node::Members(members) => Value::Object(members.to_map()),
+            Node::Object(members) => Value::Object(
+                members
+                    .iter()
+                    .map(|(k, v)| (k.as_ref().to_owned(), v.to_value()))
+                    .collect(),
+            ),
+        }
+    }
+}
+
+/// Writes a node as serde_json writes the `Value` it stands for (see
+/// [`crate::json::write_doc`]).
+pub(crate) fn write_node(out: &mut Vec<u8>, node: &Node<'_>) {
+    match node {
+        Node::Str(s) => write_str(out, s),
+        Node::Strings(items) => {
+            out.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_str(out, item);
+            }
+            out.push(b']');
+        }
+        Node::Json(value) => {
+            if let Err(e) = serde_json::to_writer(&mut *out, value) {
+                unreachable!("writing a value to a vector cannot fail: {e}");
+            }
+        }
+        Node::Doc(doc) => write_doc(out, doc),
+        Node::Members(members) => write_members(out, members),
+        Node::Object(members) => {
+            out.push(b'{');
+            for (i, (key, value)) in members.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_key(out, key);
+                out.push(b':');
+                write_node(out, value);
+            }
+            out.push(b'}');
+        }
+    }
+}
+
+/// An ECS key: a borrowed one is a segment of a constant path ([`EcsBuilder::put`]) or a
+/// key of the source record, neither of which holds a character JSON escapes (serde_json
+/// lends a key only when it has no escape); a key built at run time is owned and escaped.
+// A `&Cow`, not a `&str`: whether it borrows is what decides the escaping.
+#[allow(clippy::ptr_arg)]
+fn write_key(out: &mut Vec<u8>, key: &Cow<'_, str>) {
+    match key {
+        Cow::Borrowed(key) => {
+            out.push(b'"');
+            out.extend_from_slice(key.as_bytes());
+            out.push(b'"');
+        }
+        Cow::Owned(key) => write_str(out, key),
+    }
+}
+
+/// Key equality with the first byte compared inline: keys are short and mostly differ
+/// there, where a call to `memcmp` costs more than the comparison.
+fn same_key(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.as_bytes().first() == b.as_bytes().first() && a == b
+}
+
+/// A value found while walking an event under construction.
+enum NodeRef<'n, 't> {
+    Node(&'n Node<'t>),
+    Value(&'n Value),
+    Doc(&'n Doc<'t>),
+}
+
+impl<'n, 't> NodeRef<'n, 't> {
+    fn member(&self, key: &str) -> Option<NodeRef<'n, 't>> {
+        match self {
+            NodeRef::Node(node) => node.member(key),
+            NodeRef::Value(value) => value.as_object()?.get(key).map(NodeRef::Value),
+            NodeRef::Doc(doc) => doc.as_object()?.get(key).map(NodeRef::Doc),
+        }
+    }
+
+    fn is_null(&self) -> bool {
+        match self {
+            NodeRef::Node(node) => node.is_null(),
+            NodeRef::Value(value) => value.is_null(),
+            NodeRef::Doc(doc) => doc.is_null(),
+        }
+    }
+}
 
 /// Room for the handful of fields an ECS object usually gets, so building one does not
-/// regrow its table field by field.
+/// regrow its vector field by field.
 const NESTED_CAPACITY: usize = 6;
 
-/// An ECS event under construction.
+/// An ECS event under construction, borrowing from the source record `'t`.
 ///
-/// Values are collected per top-level field (`source`, `event`, …) and the event's root
-/// map is built once in [`EcsBuilder::finish`]: with serde_json's order-preserving maps
-/// every map operation hashes its key, so walking from the root on each write would
-/// roughly double the hashing.
-#[derive(Default)]
-pub(crate) struct EcsBuilder {
-    groups: Vec<(String, Value)>,
+/// Values are collected per top-level field (`source`, `event`, …) as nodes whose keys
+/// are the (mostly constant) path segments; [`EcsBuilder::finish`] sorts them and hands
+/// the result to the caller's [`Output`]: the JSON bytes that go on the bus, written
+/// straight from the nodes, or an [`Event`] where a caller needs one. One mapping serves
+/// both, and the bytes are those `serde_json::to_vec(&event)` writes.
+pub(crate) struct EcsBuilder<'t> {
+    groups: Vec<(Cow<'t, str>, Node<'t>)>,
     related_ip: Vec<String>,
     related_hosts: Vec<String>,
     related_user: Vec<String>,
     related_hash: Vec<String>,
 }
 
-impl EcsBuilder {
+impl<'t> EcsBuilder<'t> {
     pub(crate) fn new() -> Self {
         EcsBuilder {
             groups: Vec::with_capacity(24),
-            ..Self::default()
+            related_ip: Vec::new(),
+            related_hosts: Vec::new(),
+            related_user: Vec::new(),
+            related_hash: Vec::new(),
         }
     }
 
     /// Writes a value at a dotted path, replacing whatever was there.
-    pub(crate) fn put(&mut self, path: &str, value: impl Into<Value>) {
-        let value = value.into();
-        let (top, rest) = match split_dot(path) {
-            Some((top, rest)) => (top, Some(rest)),
-            None => (path, None),
-        };
-        let slot = self.group(top);
-        let Some(rest) = rest else {
-            *slot = value;
-            return;
-        };
-        if !slot.is_object() {
-            *slot = Value::Object(Map::with_capacity(NESTED_CAPACITY));
-        }
-        let Value::Object(map) = slot else {
-            return;
-        };
-        let mut map = map;
-        let mut key = rest;
-        while let Some((part, next)) = split_dot(key) {
-            // Not `entry`: it would allocate the key even when the object exists.
-            if !matches!(map.get(part), Some(Value::Object(_))) {
-                map.insert(
-                    part.to_owned(),
-                    Value::Object(Map::with_capacity(NESTED_CAPACITY)),
-                );
-            }
-            let Some(Value::Object(inner)) = map.get_mut(part) else {
-                return;
+    ///
+    /// The path is a constant of the mapping, which is why the event's keys are written
+    /// without an escape scan; a path built at run time goes through [`Self::put_dyn`].
+    pub(crate) fn put(&mut self, path: &'static str, value: impl Into<Node<'t>>) {
+        self.put_at(DotSplit(Some(path)).map(Cow::Borrowed), value.into());
+    }
+
+    /// [`Self::put`] for a path built at run time (Zeek's `zeek.<log>`).
+    pub(crate) fn put_dyn(&mut self, path: &str, value: impl Into<Node<'t>>) {
+        self.put_at(
+            DotSplit(Some(path)).map(|segment| Cow::Owned(segment.to_owned())),
+            value.into(),
+        );
+    }
+
+    fn put_at(&mut self, segments: impl Iterator<Item = Cow<'t, str>>, value: Node<'t>) {
+        let mut segments = segments.peekable();
+        let mut members = &mut self.groups;
+        while let Some(segment) = segments.next() {
+            // Groups and objects are small and written in bursts, so the last member
+            // written is tried first.
+            let index = match members.iter().rposition(|(key, _)| same_key(key, &segment)) {
+                Some(index) => index,
+                None => {
+                    members.push((segment, Node::Json(Value::Null)));
+                    members.len() - 1
+                }
             };
-            map = inner;
-            key = next;
-        }
-        map.insert(key.to_owned(), value);
-    }
-
-    /// The value of the top-level field `name`, created as null when absent.
-    fn group(&mut self, name: &str) -> &mut Value {
-        // Groups are few (about fifteen) and written in bursts, so the last one written
-        // is tried first.
-        let index = match self.groups.iter().rposition(|(group, _)| group == name) {
-            Some(index) => index,
-            None => {
-                self.groups.push((name.to_owned(), Value::Null));
-                self.groups.len() - 1
+            let slot = &mut members[index].1;
+            if segments.peek().is_none() {
+                *slot = value;
+                return;
             }
-        };
-        &mut self.groups[index].1
+            members = slot.make_object();
+        }
     }
 
-    pub(crate) fn put_str(&mut self, path: &str, value: &str) {
-        self.put(path, Value::String(value.to_owned()));
+    pub(crate) fn put_str(&mut self, path: &'static str, value: &'t str) {
+        self.put(path, value);
     }
 
     /// Writes `value` unless the path already holds one: for fields several source
     /// fields can fill, where the first (most specific) wins.
-    pub(crate) fn put_str_if_absent(&mut self, path: &str, value: &str) {
-        if self.get(path).is_none() {
-            self.put_str(path, value);
+    pub(crate) fn put_str_if_absent(&mut self, path: &'static str, value: &str) {
+        if !self.has(path) {
+            self.put(path, value.to_owned());
         }
     }
 
-    pub(crate) fn get(&self, path: &str) -> Option<&Value> {
-        let mut parts = path.split('.');
-        let top = parts.next()?;
-        let mut value = &self.groups.iter().find(|(name, _)| name == top)?.1;
+    /// Whether the path holds a value other than null.
+    pub(crate) fn has(&self, path: &str) -> bool {
+        let mut parts = DotSplit(Some(path));
+        let Some(top) = parts.next() else {
+            return false;
+        };
+        let Some((_, node)) = self.groups.iter().find(|(name, _)| name == top) else {
+            return false;
+        };
+        let mut value = NodeRef::Node(node);
         for part in parts {
-            value = value.as_object()?.get(part)?;
+            match value.member(part) {
+                Some(inner) => value = inner,
+                None => return false,
+            }
         }
-        (!value.is_null()).then_some(value)
+        !value.is_null()
     }
 
-    pub(crate) fn put_strings(&mut self, path: &str, values: &[&str]) {
-        let values = values.iter().map(|v| Value::String((*v).to_owned()));
-        self.put(path, Value::Array(values.collect()));
+    pub(crate) fn put_strings(&mut self, path: &'static str, values: &[&'t str]) {
+        let values = values.iter().map(|v| Cow::Borrowed(*v)).collect();
+        self.put(path, Node::Strings(values));
     }
 
     pub(crate) fn related_ip(&mut self, ip: &str) {
@@ -132,38 +388,115 @@ impl EcsBuilder {
         push_unique(&mut self.related_hash, hash);
     }
 
-    /// Adds `related.*` and hands over the event.
-    pub(crate) fn finish(mut self) -> Event {
+    /// Adds `related.*` and hands the event to the caller's output.
+    pub(crate) fn finish<O: Output>(mut self) -> O {
         let related = [
             ("ip", std::mem::take(&mut self.related_ip)),
             ("hosts", std::mem::take(&mut self.related_hosts)),
             ("user", std::mem::take(&mut self.related_user)),
             ("hash", std::mem::take(&mut self.related_hash)),
         ];
-        let mut related_map = Map::new();
-        for (key, values) in related {
-            if !values.is_empty() {
-                let values = values.into_iter().map(Value::String).collect();
-                related_map.insert(key.to_owned(), Value::Array(values));
+        let related: Vec<(Cow<'t, str>, Node<'t>)> = related
+            .into_iter()
+            .filter(|(_, values)| !values.is_empty())
+            .map(|(key, values)| {
+                let values = values.into_iter().map(Cow::Owned).collect();
+                (Cow::Borrowed(key), Node::Strings(values))
+            })
+            .collect();
+        let mut root = Node::Object(self.groups);
+        if !related.is_empty() {
+            // As `Map` would: `related` written by the mapping is replaced whole.
+            if let Node::Object(groups) = &mut root {
+                groups.retain(|(name, _)| name != "related");
+                groups.push((Cow::Borrowed("related"), Node::Object(related)));
             }
         }
-        let mut groups = self.groups;
-        if !related_map.is_empty() {
-            groups.push(("related".to_owned(), Value::Object(related_map)));
-        }
-        // Built in one pass (sorted, then the nodes filled in order) rather than by one
-        // search and insert per group; a name written twice keeps its last value, as
-        // `insert` would.
-        let root: Map<String, Value> = groups.into_iter().collect();
-        Event::from_value(Value::Object(root)).unwrap_or_default()
+        root.sort();
+        O::from_built(Built { root })
     }
 }
 
-/// Splits at the first dot. A byte search: dotted paths are short ASCII, where `str`'s
-/// generic pattern search costs more than the scan.
-fn split_dot(path: &str) -> Option<(&str, &str)> {
-    let dot = path.bytes().position(|b| b == b'.')?;
-    Some((&path[..dot], &path[dot + 1..]))
+/// A finished event, sorted, not yet written anywhere.
+pub struct Built<'t> {
+    root: Node<'t>,
+}
+
+/// What a parser's result is made into: the bytes that go on the bus, or an [`Event`].
+pub trait Output: Sized + private::Sealed {
+    #[doc(hidden)]
+    fn from_built(built: Built<'_>) -> Self;
+}
+
+mod private {
+    pub trait Sealed {}
+    impl Sealed for kastell_core::Event {}
+    impl Sealed for super::EventJson {}
+}
+
+impl Output for Event {
+    fn from_built(built: Built<'_>) -> Self {
+        Event::from_value(built.root.to_value()).unwrap_or_default()
+    }
+}
+
+/// A normalised event as the JSON bytes published on the bus: exactly what
+/// `serde_json::to_vec(&event)` writes for the same [`Event`] (keys sorted, serde_json's
+/// number and string formatting), without building the event's maps first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventJson(Vec<u8>);
+
+impl EventJson {
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.0
+    }
+
+    /// The event these bytes encode, for callers that need to read it: what a stage
+    /// decoding the message gets. serde_json reads a float back to within one unit in the
+    /// last place, so a float may differ in that bit from the `Event` the parser builds.
+    ///
+    /// # Errors
+    ///
+    /// None in practice: the bytes are serde_json's output of an object.
+    pub fn to_event(&self) -> serde_json::Result<Event> {
+        serde_json::from_slice(&self.0)
+    }
+}
+
+impl Output for EventJson {
+    fn from_built(built: Built<'_>) -> Self {
+        // Room for most events (a Suricata record and its ECS fields, 1 – 2 kB) without
+        // regrowing from serde_json's default of 128 bytes.
+        let mut bytes = Vec::with_capacity(2048);
+        write_node(&mut bytes, &built.root);
+        EventJson(bytes)
+    }
+}
+
+/// Splits a dotted path at its dots by a byte scan: paths are short ASCII, where
+/// `str::split`'s generic pattern search costs more than the scan.
+struct DotSplit<'p>(Option<&'p str>);
+
+impl<'p> Iterator for DotSplit<'p> {
+    type Item = &'p str;
+
+    fn next(&mut self) -> Option<&'p str> {
+        let rest = self.0?;
+        match rest.bytes().position(|b| b == b'.') {
+            Some(dot) => {
+                self.0 = Some(&rest[dot + 1..]);
+                Some(&rest[..dot])
+            }
+            None => {
+                self.0 = None;
+                Some(rest)
+            }
+        }
+    }
 }
 
 fn push_unique(values: &mut Vec<String>, value: &str) {
@@ -176,12 +509,12 @@ fn push_unique(values: &mut Vec<String>, value: &str) {
 /// in errors. A member of the wrong type is an error; a missing or null one is `None`.
 #[derive(Clone, Copy)]
 pub(crate) struct Fields<'a> {
-    map: &'a Map<String, Value>,
+    map: &'a Members<'a>,
     prefix: &'a str,
 }
 
 impl<'a> Fields<'a> {
-    pub(crate) fn new(map: &'a Map<String, Value>, prefix: &'a str) -> Self {
+    pub(crate) fn new(map: &'a Members<'a>, prefix: &'a str) -> Self {
         Fields { map, prefix }
     }
 
@@ -194,14 +527,14 @@ impl<'a> Fields<'a> {
     }
 
     /// The member unless it is missing or null.
-    pub(crate) fn present_value(&self, key: &str) -> Option<&'a Value> {
+    pub(crate) fn present_value(&self, key: &str) -> Option<&'a Doc<'a>> {
         self.map.get(key).filter(|v| !v.is_null())
     }
 
     pub(crate) fn str(&self, key: &str) -> Result<Option<&'a str>, ParseError> {
         match self.present_value(key) {
             None => Ok(None),
-            Some(Value::String(s)) => Ok(Some(s)),
+            Some(Doc::String(s)) => Ok(Some(s)),
             Some(other) => Err(ParseError::wrong_type(&self.label(key), "a string", other)),
         }
     }
@@ -217,8 +550,8 @@ impl<'a> Fields<'a> {
     /// type the agent sent, so `eventID` is `"4624"` from one and `4624` from another).
     pub(crate) fn scalar(&self, key: &str) -> Result<Option<Cow<'a, str>>, ParseError> {
         match self.present_value(key) {
-            Some(Value::Number(n)) => Ok(Some(Cow::Owned(n.to_string()))),
-            Some(Value::String(_)) => Ok(self.text(key)?.map(Cow::Borrowed)),
+            Some(Doc::Number(n)) => Ok(Some(Cow::Owned(n.to_string()))),
+            Some(Doc::String(_)) => Ok(self.text(key)?.map(Cow::Borrowed)),
             None => Ok(None),
             Some(other) => Err(ParseError::wrong_type(
                 &self.label(key),
@@ -231,7 +564,7 @@ impl<'a> Fields<'a> {
     pub(crate) fn u64(&self, key: &str) -> Result<Option<u64>, ParseError> {
         match self.present_value(key) {
             None => Ok(None),
-            Some(Value::Number(n)) => match n.as_u64() {
+            Some(Doc::Number(n)) => match n.as_u64() {
                 Some(n) => Ok(Some(n)),
                 None => Err(ParseError::invalid_value(
                     &self.label(key),
@@ -247,7 +580,7 @@ impl<'a> Fields<'a> {
     /// Wazuh writes every decoded value.
     pub(crate) fn u64_or_text(&self, key: &str) -> Result<Option<u64>, ParseError> {
         match self.present_value(key) {
-            Some(Value::String(_)) => match self.text(key)? {
+            Some(Doc::String(_)) => match self.text(key)? {
                 None => Ok(None),
                 Some(s) => s.parse().map(Some).map_err(|_| {
                     ParseError::invalid_value(&self.label(key), s, "is not a non-negative integer")
@@ -260,7 +593,7 @@ impl<'a> Fields<'a> {
     pub(crate) fn bool(&self, key: &str) -> Result<Option<bool>, ParseError> {
         match self.present_value(key) {
             None => Ok(None),
-            Some(Value::Bool(b)) => Ok(Some(*b)),
+            Some(Doc::Bool(b)) => Ok(Some(*b)),
             Some(other) => Err(ParseError::wrong_type(&self.label(key), "a boolean", other)),
         }
     }
@@ -274,15 +607,15 @@ impl<'a> Fields<'a> {
     ) -> Result<Option<Fields<'a>>, ParseError> {
         match self.present_value(key) {
             None => Ok(None),
-            Some(Value::Object(map)) => Ok(Some(Fields { map, prefix })),
+            Some(Doc::Object(map)) => Ok(Some(Fields { map, prefix })),
             Some(other) => Err(ParseError::wrong_type(&self.label(key), "an object", other)),
         }
     }
 
-    pub(crate) fn array(&self, key: &str) -> Result<Option<&'a [Value]>, ParseError> {
+    pub(crate) fn array(&self, key: &str) -> Result<Option<&'a [Doc<'a>]>, ParseError> {
         match self.present_value(key) {
             None => Ok(None),
-            Some(Value::Array(items)) => Ok(Some(items)),
+            Some(Doc::Array(items)) => Ok(Some(items)),
             Some(other) => Err(ParseError::wrong_type(&self.label(key), "an array", other)),
         }
     }
@@ -303,7 +636,7 @@ impl<'a> Fields<'a> {
 
     /// An IP address, re-printed in canonical form so that `2001:0db8::0001` and
     /// `2001:db8::1` compare equal downstream.
-    pub(crate) fn ip(&self, key: &str) -> Result<Option<String>, ParseError> {
+    pub(crate) fn ip(&self, key: &str) -> Result<Option<Cow<'a, str>>, ParseError> {
         match self.text(key)? {
             None => Ok(None),
             // The field's label is only built for the error: most records have none.
@@ -355,10 +688,10 @@ pub(crate) struct EndpointFields {
 
 /// Maps a connection's addresses, ports and transport to ECS `source.*`,
 /// `destination.*`, `network.type`, `network.transport` and `related.ip`.
-pub(crate) fn map_endpoints(
-    fields: Fields<'_>,
+pub(crate) fn map_endpoints<'t>(
+    fields: Fields<'t>,
     names: &EndpointFields,
-    out: &mut EcsBuilder,
+    out: &mut EcsBuilder<'t>,
 ) -> Result<(), ParseError> {
     let source = fields.ip(names.source_ip)?;
     let destination = fields.ip(names.destination_ip)?;
@@ -389,16 +722,18 @@ pub(crate) fn map_endpoints(
 }
 
 pub(crate) fn canonical_ip(field: &str, raw: &str) -> Result<String, ParseError> {
-    try_canonical_ip(raw).ok_or_else(|| ParseError::invalid_ip(field, raw))
+    try_canonical_ip(raw)
+        .map(Cow::into_owned)
+        .ok_or_else(|| ParseError::invalid_ip(field, raw))
 }
 
 /// [`canonical_ip`] for callers that name the field only when it fails.
-pub(crate) fn try_canonical_ip(raw: &str) -> Option<String> {
+pub(crate) fn try_canonical_ip(raw: &str) -> Option<Cow<'_, str>> {
     match raw.parse::<IpAddr>() {
         // std accepts IPv4 only in dotted-decimal without leading zeros, which is already
         // the canonical spelling; re-printing it would cost more than the parse.
-        Ok(IpAddr::V4(_)) => Some(raw.to_owned()),
-        Ok(ip @ IpAddr::V6(_)) => Some(ip.to_string()),
+        Ok(IpAddr::V4(_)) => Some(Cow::Borrowed(raw)),
+        Ok(ip @ IpAddr::V6(_)) => Some(Cow::Owned(ip.to_string())),
         Err(_) => None,
     }
 }
@@ -602,8 +937,7 @@ mod tests {
         }
     }
 
-    #[test]
-    fn the_builder_nests_paths_and_keeps_related_unique() {
+    fn built() -> EcsBuilder<'static> {
         let mut b = EcsBuilder::new();
         b.put("source.ip", "10.0.0.1");
         b.put("source.port", 53);
@@ -611,16 +945,38 @@ mod tests {
         b.related_ip("10.0.0.1");
         b.related_ip("10.0.0.1");
         b.related_host("");
-        let event = b.finish().into_value();
+        b.put_dyn("a\"b.c", "x\ny");
+        b.put("event.kind", "alert");
+        b.put("event", json!({"kind": "event", "z": 1}));
+        b.put("event.dataset", "d");
+        b
+    }
+
+    #[test]
+    fn the_builder_nests_paths_and_keeps_related_unique() {
+        let event = built().finish::<Event>().into_value();
         assert_eq!(
             event,
-            json!({"source": {"ip": "10.0.0.1", "port": 53}, "related": {"ip": ["10.0.0.1"]}})
+            json!({
+                "source": {"ip": "10.0.0.1", "port": 53},
+                "related": {"ip": ["10.0.0.1"]},
+                "a\"b": {"c": "x\ny"},
+                "event": {"kind": "event", "z": 1, "dataset": "d"},
+            })
         );
     }
 
     #[test]
+    fn the_builder_writes_the_bytes_of_its_event() {
+        let event = built().finish::<Event>();
+        let bytes = built().finish::<EventJson>();
+        assert_eq!(bytes.as_bytes(), serde_json::to_vec(&event).unwrap());
+        assert_eq!(bytes.to_event().unwrap(), event);
+    }
+
+    #[test]
     fn readers_name_the_source_field_on_wrong_types() {
-        let record = json!({"http": {"status": "200"}});
+        let record = crate::json::doc_from_str(r#"{"http": {"status": "200"}}"#).unwrap();
         let http = Fields::new(record.as_object().unwrap(), "")
             .object("http", "http")
             .unwrap()

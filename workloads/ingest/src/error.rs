@@ -3,6 +3,7 @@
 
 use std::fmt;
 
+use crate::json::Doc;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -62,11 +63,11 @@ impl ParseError {
         }
     }
 
-    pub(crate) fn wrong_type(field: &str, expected: &'static str, found: &Value) -> Self {
+    pub(crate) fn wrong_type(field: &str, expected: &'static str, found: &impl JsonType) -> Self {
         ParseError::WrongType {
             field: field.to_owned(),
             expected,
-            found: json_type_name(found),
+            found: found.json_type_name(),
         }
     }
 
@@ -143,6 +144,30 @@ impl RejectReason {
 impl fmt::Display for RejectReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// A JSON value of either representation, named by its type in error messages.
+pub(crate) trait JsonType {
+    fn json_type_name(&self) -> &'static str;
+}
+
+impl JsonType for Value {
+    fn json_type_name(&self) -> &'static str {
+        json_type_name(self)
+    }
+}
+
+impl JsonType for crate::json::Doc<'_> {
+    fn json_type_name(&self) -> &'static str {
+        match self {
+            Doc::Null => "null",
+            Doc::Bool(_) => "a boolean",
+            Doc::Number(_) => "a number",
+            Doc::String(_) => "a string",
+            Doc::Array(_) => "an array",
+            Doc::Object(_) => "an object",
+        }
     }
 }
 

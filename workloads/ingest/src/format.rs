@@ -8,7 +8,9 @@ use kastell_core::Event;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 
-use crate::error::{json_type_name, ParseError};
+use crate::ecs::{EventJson, Output};
+use crate::error::{JsonType, ParseError};
+use crate::json::{Doc, Members};
 use crate::zone::LocalZone;
 use crate::{greenbone, json_lines, ossec, suricata, syslog, wazuh, zeek};
 
@@ -88,6 +90,16 @@ impl Format {
     /// A [`ParseError`] saying why the record is not a valid event in this format.
     pub fn parse(self, line: &[u8], ctx: &ParseContext) -> Result<Event, ParseError> {
         parse_line(self, line, ctx)
+    }
+
+    /// [`Self::parse`] into the JSON bytes the ingest stage publishes (see
+    /// [`parse_line_json`]).
+    ///
+    /// # Errors
+    ///
+    /// A [`ParseError`] saying why the record is not a valid event in this format.
+    pub fn parse_json(self, line: &[u8], ctx: &ParseContext) -> Result<EventJson, ParseError> {
+        parse_record(self, line, ctx)
     }
 }
 
@@ -191,6 +203,29 @@ impl ParseContext {
 ///
 /// A [`ParseError`] saying why the record is not a valid event in this format.
 pub fn parse_line(format: Format, line: &[u8], ctx: &ParseContext) -> Result<Event, ParseError> {
+    parse_record(format, line, ctx)
+}
+
+/// [`parse_line`] into the JSON bytes the ingest stage publishes: the same bytes as
+/// `serde_json::to_vec` of [`parse_line`]'s event, without building the event.
+///
+/// # Errors
+///
+/// A [`ParseError`] saying why the record is not a valid event in this format.
+pub fn parse_line_json(
+    format: Format,
+    line: &[u8],
+    ctx: &ParseContext,
+) -> Result<EventJson, ParseError> {
+    parse_record(format, line, ctx)
+}
+
+/// [`parse_line`] into either output.
+pub(crate) fn parse_record<O: Output>(
+    format: Format,
+    line: &[u8],
+    ctx: &ParseContext,
+) -> Result<O, ParseError> {
     let max = ctx.options.max_line_bytes;
     if line.len() > max {
         return Err(ParseError::TooLong {
@@ -213,10 +248,10 @@ pub fn parse_line(format: Format, line: &[u8], ctx: &ParseContext) -> Result<Eve
         });
     }
     let normalise = match format {
-        Format::SuricataEve => suricata::normalise,
-        Format::WazuhAlerts => wazuh::normalise,
-        Format::Ossec => ossec::normalise_json,
-        Format::JsonLines => json_lines::normalise,
+        Format::SuricataEve => suricata::normalise::<O>,
+        Format::WazuhAlerts => wazuh::normalise::<O>,
+        Format::Ossec => ossec::normalise_json::<O>,
+        Format::JsonLines => json_lines::normalise::<O>,
         Format::Zeek => return zeek_line(line, None, ctx),
         Format::Greenbone => return greenbone::single_result(line, ctx),
         Format::Syslog => return syslog::parse(text, ctx),
@@ -225,17 +260,17 @@ pub fn parse_line(format: Format, line: &[u8], ctx: &ParseContext) -> Result<Eve
 }
 
 /// One Zeek JSON line, or a TSV row when the stream's header is known.
-pub(crate) fn zeek_line(
+pub(crate) fn zeek_line<O: Output>(
     line: &[u8],
     header: Option<&mut zeek::TsvHeader>,
     ctx: &ParseContext,
-) -> Result<Event, ParseError> {
+) -> Result<O, ParseError> {
     let original = || ctx.options.keep_original.then(|| zeek::lossy_escaped(line));
     match header {
         Some(header) => match header.classify(line) {
             zeek::Line::Meta => Err(ParseError::MissingField { field: "data row" }),
             zeek::Line::Row(row) => {
-                let record = header.row(row)?;
+                let record = Members::from_map(header.row(row)?);
                 zeek::normalise(record, header.path(), original().as_deref(), ctx)
             }
             zeek::Line::Json(json) => {
@@ -250,11 +285,11 @@ pub(crate) fn zeek_line(
     }
 }
 
-pub(crate) fn json_object(text: &str) -> Result<serde_json::Map<String, Value>, ParseError> {
-    match crate::json::from_str(text) {
-        Ok(Value::Object(record)) => Ok(record),
+pub(crate) fn json_object(text: &str) -> Result<Members<'_>, ParseError> {
+    match crate::json::doc_from_str(text) {
+        Ok(Doc::Object(record)) => Ok(record),
         Ok(other) => Err(ParseError::NotAnObject {
-            found: json_type_name(&other),
+            found: other.json_type_name(),
         }),
         Err(e) => Err(ParseError::InvalidJson(e.to_string())),
     }
@@ -322,7 +357,7 @@ pub fn detect_stream_format(line: &[u8]) -> Option<Format> {
     if text.is_empty() {
         return None;
     }
-    syslog::parse(text, &ParseContext::new("detect"))
+    syslog::parse::<Event>(text, &ParseContext::new("detect"))
         .ok()
         .map(|_| Format::Syslog)
 }

@@ -13,10 +13,8 @@ use quick_xml::events::{BytesStart, Event as XmlEvent};
 use quick_xml::Reader;
 use serde_json::{Map, Value};
 
-use kastell_core::Event;
-
 use crate::decoder::Decoded;
-use crate::ecs::{canonical_ip, utc_timestamp, EcsBuilder};
+use crate::ecs::{canonical_ip, utc_timestamp, EcsBuilder, Output};
 use crate::error::ParseError;
 use crate::format::ParseContext;
 
@@ -59,7 +57,7 @@ impl Document {
         }
     }
 
-    pub(crate) fn finish(&mut self, ctx: &ParseContext, out: &mut Vec<Decoded>) {
+    pub(crate) fn finish<O: Output>(&mut self, ctx: &ParseContext, out: &mut Vec<Decoded<O>>) {
         let document = std::mem::replace(self, Document::new(self.max));
         if document.first_line == 0 || document.bytes.iter().all(u8::is_ascii_whitespace) {
             if document.len > document.max {
@@ -98,7 +96,7 @@ fn line_of(bytes: &[u8], offset: usize) -> u64 {
 }
 
 /// One line holding one `<result>` element (or a whole report with exactly one).
-pub(crate) fn single_result(line: &[u8], ctx: &ParseContext) -> Result<Event, ParseError> {
+pub(crate) fn single_result<O: Output>(line: &[u8], ctx: &ParseContext) -> Result<O, ParseError> {
     let mut found = findings(line).map_err(|(_, e)| e)?;
     match found.len() {
         1 => found.remove(0).1.normalise(ctx),
@@ -359,7 +357,7 @@ impl Finding {
         cves
     }
 
-    fn normalise(self, ctx: &ParseContext) -> Result<Event, ParseError> {
+    fn normalise<O: Output>(&self, ctx: &ParseContext) -> Result<O, ParseError> {
         let mut out = EcsBuilder::new();
         let time = ["creation_time", "modification_time"]
             .into_iter()
@@ -386,16 +384,16 @@ impl Finding {
         self.map_host(&mut out)?;
         self.map_port(&mut out)?;
         self.map_nvt(&mut out)?;
-        out.put("greenbone", Value::Object(self.into_record()));
+        out.put("greenbone", Value::Object(self.to_record()));
         Ok(out.finish())
     }
 
-    fn map_host(&self, out: &mut EcsBuilder) -> Result<(), ParseError> {
+    fn map_host<'t>(&'t self, out: &mut EcsBuilder<'t>) -> Result<(), ParseError> {
         if let Some(host) = self.text("host") {
             match canonical_ip("host", host) {
                 Ok(ip) => {
                     out.related_ip(&ip);
-                    out.put("host.ip", Value::Array(vec![Value::String(ip)]));
+                    out.put("host.ip", vec![ip]);
                 }
                 Err(_) => {
                     out.related_host(host);
@@ -412,7 +410,7 @@ impl Finding {
     }
 
     /// `22/tcp`, `general/tcp`, `general/icmp`, `package`.
-    fn map_port(&self, out: &mut EcsBuilder) -> Result<(), ParseError> {
+    fn map_port<'t>(&'t self, out: &mut EcsBuilder<'t>) -> Result<(), ParseError> {
         let Some(port) = self.text("port") else {
             return Ok(());
         };
@@ -427,7 +425,7 @@ impl Finding {
         Ok(())
     }
 
-    fn map_nvt(&self, out: &mut EcsBuilder) -> Result<(), ParseError> {
+    fn map_nvt<'t>(&'t self, out: &mut EcsBuilder<'t>) -> Result<(), ParseError> {
         if let Some(oid) = &self.nvt_oid {
             out.put_str("rule.id", oid);
             out.put_str("vulnerability.scanner.id", oid);
@@ -469,7 +467,7 @@ impl Finding {
 
     /// The result as a JSON tree: every text by its path, the attributes, the report
     /// context, and the NVT tags split into their `name=value` pairs.
-    fn into_record(self) -> Map<String, Value> {
+    fn to_record(&self) -> Map<String, Value> {
         let mut root = Map::new();
         for (path, text) in &self.texts {
             insert_path(&mut root, path, Value::String(text.clone()));
@@ -484,23 +482,23 @@ impl Finding {
             insert_path(&mut root, "nvt/tags", Value::Object(parsed));
         }
         let cves = self.cves();
-        if let Some(id) = self.id {
-            root.insert("id".to_owned(), id.into());
+        if let Some(id) = &self.id {
+            root.insert("id".to_owned(), id.as_str().into());
         }
-        if let Some(oid) = self.nvt_oid {
-            insert_path(&mut root, "nvt/oid", oid.into());
+        if let Some(oid) = &self.nvt_oid {
+            insert_path(&mut root, "nvt/oid", oid.as_str().into());
         }
-        if let Some(kind) = self.solution_type {
-            insert_path(&mut root, "nvt/solution_type", kind.into());
+        if let Some(kind) = &self.solution_type {
+            insert_path(&mut root, "nvt/solution_type", kind.as_str().into());
         }
         if !self.refs.is_empty() {
             let refs = self
                 .refs
-                .into_iter()
+                .iter()
                 .map(|(kind, id)| {
                     let mut r = Map::new();
-                    r.insert("type".to_owned(), kind.into());
-                    r.insert("id".to_owned(), id.into());
+                    r.insert("type".to_owned(), kind.as_str().into());
+                    r.insert("id".to_owned(), id.as_str().into());
                     Value::Object(r)
                 })
                 .collect();
@@ -514,14 +512,14 @@ impl Finding {
             );
         }
         let report = [
-            ("id", self.report.report_id),
-            ("task", self.report.task),
-            ("scan_start", self.report.scan_start),
-            ("scan_end", self.report.scan_end),
+            ("id", &self.report.report_id),
+            ("task", &self.report.task),
+            ("scan_start", &self.report.scan_start),
+            ("scan_end", &self.report.scan_end),
         ];
         let report: Map<String, Value> = report
             .into_iter()
-            .filter_map(|(k, v)| v.map(|v| (k.to_owned(), Value::String(v))))
+            .filter_map(|(k, v)| v.as_ref().map(|v| (k.to_owned(), Value::String(v.clone()))))
             .collect();
         if !report.is_empty() {
             root.insert("report".to_owned(), Value::Object(report));

@@ -3,6 +3,8 @@
 //! transport (files now, network listeners later) hands its records to an [`Ingestor`].
 
 use kastell_core::{Bus, BusError, Event, Message, Topic};
+
+use crate::ecs::EventJson;
 use serde::{Deserialize, Serialize};
 
 use crate::error::RejectReason;
@@ -82,6 +84,31 @@ pub struct DeadLetter {
     /// The record's full length in bytes.
     pub raw_bytes: usize,
     pub raw_truncated: bool,
+}
+
+/// What an event is published as: an [`Event`] is serialised, an [`EventJson`] already
+/// is the message's payload.
+pub trait Payload {
+    /// # Errors
+    ///
+    /// [`BusError::Encode`] when the event cannot be written as JSON.
+    fn into_message(self) -> Result<Message, BusError>;
+}
+
+impl Payload for Event {
+    fn into_message(self) -> Result<Message, BusError> {
+        Message::json(&self)
+    }
+}
+
+impl Payload for EventJson {
+    fn into_message(self) -> Result<Message, BusError> {
+        Ok(Message {
+            id: None,
+            key: None,
+            payload: bytes::Bytes::from(self.into_bytes()),
+        })
+    }
 }
 
 /// What stops a source: the input cannot be read, or the bus refuses a message. Bad
@@ -164,7 +191,7 @@ impl Ingestor {
         bus: &dyn Bus,
         stats: &IngestStats,
     ) -> Result<Outcome, IngestError> {
-        let parsed = self.parse(&record);
+        let parsed = self.parse_json(&record);
         self.deliver(record, parsed, bus, stats).await
     }
 
@@ -185,6 +212,23 @@ impl Ingestor {
         self.format.parse(record.bytes, &self.ctx)
     }
 
+    /// [`Self::parse`] into the JSON bytes that go on the bus, without building an
+    /// [`Event`]: what a transport uses unless it changes the event before publishing.
+    ///
+    /// # Errors
+    ///
+    /// A [`ParseError`] saying why the record is not a valid event.
+    pub fn parse_json(&self, record: &RecordRef<'_>) -> Result<EventJson, ParseError> {
+        let max = self.ctx.options.max_line_bytes;
+        if record.len > max {
+            return Err(ParseError::TooLong {
+                len: record.len,
+                max,
+            });
+        }
+        self.format.parse_json(record.bytes, &self.ctx)
+    }
+
     /// Publishes what [`Self::parse`] or a [`crate::Decoder`] made of a record: the event on
     /// [`Topic::Events`] (message id `<sensor>:<origin>:<line>`), or the rejection counted,
     /// logged and dead-lettered.
@@ -192,10 +236,10 @@ impl Ingestor {
     /// # Errors
     ///
     /// [`IngestError::Publish`] when the bus refuses the event or the dead letter.
-    pub async fn deliver(
+    pub async fn deliver<P: Payload>(
         &self,
         record: RecordRef<'_>,
-        parsed: Result<Event, ParseError>,
+        parsed: Result<P, ParseError>,
         bus: &dyn Bus,
         stats: &IngestStats,
     ) -> Result<Outcome, IngestError> {
@@ -204,7 +248,7 @@ impl Ingestor {
 
         match parsed {
             Ok(event) => {
-                let message = Message::json(&event).map(|m| m.with_id(id));
+                let message = event.into_message().map(|m| m.with_id(id));
                 Self::publish(bus, Topic::Events, message, &record).await?;
                 stats.record_published();
                 Ok(Outcome::Published)

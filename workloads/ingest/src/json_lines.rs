@@ -2,13 +2,10 @@
 //! (`timestampField`, a dotted path), kept whole under `json`. The rest of the mapping to
 //! ECS is the Sensor's `fieldMapping`; only `message` is taken over as it is.
 
-use serde_json::{Map, Value};
-
-use kastell_core::Event;
-
-use crate::ecs::{zoned_timestamp, EcsBuilder};
+use crate::ecs::{zoned_timestamp, EcsBuilder, Output};
 use crate::error::ParseError;
 use crate::format::ParseContext;
+use crate::json::{Doc, Members};
 use crate::zeek::epoch_to_rfc3339;
 
 pub(crate) const DATASET: &str = "json";
@@ -20,11 +17,11 @@ const DEFAULT_TIMESTAMP_FIELDS: [&str; 3] = ["@timestamp", "timestamp", "time"];
 /// milliseconds is 1973.
 const EPOCH_MILLIS_ABOVE: f64 = 1e11;
 
-pub(crate) fn normalise(
-    record: Map<String, Value>,
+pub(crate) fn normalise<O: Output>(
+    record: Members<'_>,
     original: Option<&str>,
     ctx: &ParseContext,
-) -> Result<Event, ParseError> {
+) -> Result<O, ParseError> {
     let mut out = EcsBuilder::new();
     let (field, value) = match &ctx.options.timestamp_field {
         Some(field) => (field.as_str(), lookup(&record, field)),
@@ -41,18 +38,18 @@ pub(crate) fn normalise(
     out.put("event.module", "json");
     out.put("event.dataset", DATASET);
     out.put_str("observer.name", &ctx.sensor);
-    if let Some(Value::String(message)) = record.get("message") {
+    if let Some(Doc::String(message)) = record.get("message") {
         out.put_str("message", message);
     }
     if let Some(original) = original {
         out.put_str("event.original", original);
     }
-    out.put("json", Value::Object(record));
+    out.put("json", &record);
     Ok(out.finish())
 }
 
 /// A dotted path through nested objects, or a key that itself holds dots.
-fn lookup<'a>(record: &'a Map<String, Value>, path: &str) -> Option<&'a Value> {
+fn lookup<'a>(record: &'a Members<'a>, path: &str) -> Option<&'a Doc<'a>> {
     if let Some(value) = record.get(path) {
         return Some(value).filter(|v| !v.is_null());
     }
@@ -64,10 +61,10 @@ fn lookup<'a>(record: &'a Map<String, Value>, path: &str) -> Option<&'a Value> {
     Some(value).filter(|v| !v.is_null())
 }
 
-fn time(field: &str, value: &Value, ctx: &ParseContext) -> Result<String, ParseError> {
+fn time(field: &str, value: &Doc<'_>, ctx: &ParseContext) -> Result<String, ParseError> {
     match value {
-        Value::String(s) => zoned_timestamp(field, s, ctx.options.timezone),
-        Value::Number(n) => n
+        Doc::String(s) => zoned_timestamp(field, s, ctx.options.timezone),
+        Doc::Number(n) => n
             .as_f64()
             .map(|t| {
                 if t.abs() > EPOCH_MILLIS_ABOVE {

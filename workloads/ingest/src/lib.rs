@@ -38,16 +38,17 @@ mod wazuh;
 mod zeek;
 mod zone;
 
-pub use decoder::{decode_reader, Decoded, Decoder};
+pub use decoder::{decode_reader, decode_reader_json, Decoded, Decoder};
+pub use ecs::{EventJson, Output};
 pub use error::{ParseError, RejectReason};
 pub use file::{detect_file_format, ingest_file, FileSource};
 pub use format::{
-    detect_format, detect_stream_format, parse_line, Format, FormatError, ParseContext,
-    ParseOptions, DEFAULT_MAX_DOCUMENT_BYTES, DEFAULT_MAX_LINE_BYTES,
+    detect_format, detect_stream_format, parse_line, parse_line_json, Format, FormatError,
+    ParseContext, ParseOptions, DEFAULT_MAX_DOCUMENT_BYTES, DEFAULT_MAX_LINE_BYTES,
 };
 pub use ingestor::{
-    DeadLetter, IngestError, Ingestor, Outcome, RecordRef, Rejection, DEAD_LETTER_RAW_BYTES,
-    DEFAULT_MAX_REJECTIONS_KEPT,
+    DeadLetter, IngestError, Ingestor, Outcome, Payload, RecordRef, Rejection,
+    DEAD_LETTER_RAW_BYTES, DEFAULT_MAX_REJECTIONS_KEPT,
 };
 pub use source::{ingest_lines, IngestReport, Source};
 pub use stats::{IngestStats, StatsSnapshot};

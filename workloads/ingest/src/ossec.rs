@@ -7,12 +7,11 @@
 use chrono::NaiveDateTime;
 use serde_json::{Map, Value};
 
-use kastell_core::Event;
-
 use crate::decoder::Decoded;
-use crate::ecs::{base_name, EcsBuilder, Fields};
+use crate::ecs::{base_name, EcsBuilder, Fields, Output};
 use crate::error::ParseError;
-use crate::format::{parse_line, Format, ParseContext};
+use crate::format::{parse_record, Format, ParseContext};
+use crate::json::{Doc, Members};
 use crate::zeek::epoch_to_rfc3339;
 
 pub(crate) const DATASET: &str = "ossec.alerts";
@@ -33,12 +32,12 @@ pub(crate) struct Block {
 impl Block {
     /// Takes one line of an OSSEC stream. A JSON line is an alert of its own; an
     /// `** Alert` line opens a block and a blank line closes it.
-    pub(crate) fn push(
+    pub(crate) fn push<O: Output>(
         &mut self,
         number: u64,
         line: &[u8],
         ctx: &ParseContext,
-        out: &mut Vec<Decoded>,
+        out: &mut Vec<Decoded<O>>,
     ) {
         let trimmed = line.trim_ascii();
         if trimmed.is_empty() {
@@ -54,7 +53,7 @@ impl Block {
             };
         } else if !self.open {
             let result = if trimmed.first() == Some(&b'{') {
-                parse_line(Format::Ossec, line, ctx)
+                parse_record(Format::Ossec, line, ctx)
             } else {
                 Err(ParseError::MissingField {
                     field: "the ** Alert header of an alerts.log block",
@@ -78,7 +77,7 @@ impl Block {
     }
 
     /// Parses the open block, if any.
-    pub(crate) fn flush(&mut self, ctx: &ParseContext, out: &mut Vec<Decoded>) {
+    pub(crate) fn flush<O: Output>(&mut self, ctx: &ParseContext, out: &mut Vec<Decoded<O>>) {
         if !self.open {
             return;
         }
@@ -99,7 +98,7 @@ impl Block {
 }
 
 /// One alerts.log block as the record `alerts.json` would hold.
-fn parse_block(lines: &[String], ctx: &ParseContext) -> Result<Event, ParseError> {
+fn parse_block<O: Output>(lines: &[String], ctx: &ParseContext) -> Result<O, ParseError> {
     let mut record = Map::new();
     let mut rest = lines.iter().map(String::as_str);
     let header = rest.next().unwrap_or_default();
@@ -142,7 +141,7 @@ fn parse_block(lines: &[String], ctx: &ParseContext) -> Result<Event, ParseError
         record.insert("full_log".to_owned(), log.join("\n").into());
     }
     let original = ctx.options.keep_original.then(|| lines.join("\n"));
-    normalise_json(record, original.as_deref(), ctx)
+    normalise_json(Members::from_map(record), original.as_deref(), ctx)
 }
 
 /// `** Alert 1565277360.1234: mail  - syslog,sshd,authentication_failed,`
@@ -221,24 +220,24 @@ fn read_rule(line: &str, rule: &mut Map<String, Value>) -> Result<(), ParseError
 }
 
 /// Maps one `alerts.json` record (or a block read as one).
-pub(crate) fn normalise_json(
-    record: Map<String, Value>,
+pub(crate) fn normalise_json<O: Output>(
+    record: Members<'_>,
     original: Option<&str>,
     ctx: &ParseContext,
-) -> Result<Event, ParseError> {
+) -> Result<O, ParseError> {
     let mut out = EcsBuilder::new();
     map_alert(Fields::new(&record, ""), ctx, &mut out)?;
     if let Some(original) = original {
         out.put_str("event.original", original);
     }
-    out.put("ossec", Value::Object(record));
+    out.put("ossec", &record);
     Ok(out.finish())
 }
 
-fn map_alert(
-    alert: Fields<'_>,
-    ctx: &ParseContext,
-    out: &mut EcsBuilder,
+fn map_alert<'t>(
+    alert: Fields<'t>,
+    ctx: &'t ParseContext,
+    out: &mut EcsBuilder<'t>,
 ) -> Result<(), ParseError> {
     out.put("@timestamp", alert_time(alert)?);
     out.put("event.kind", "alert");
@@ -265,7 +264,7 @@ fn map_alert(
         out.put_str("rule.description", comment);
     }
     let groups = match rule.present_value("groups") {
-        Some(Value::Array(_)) => rule.strings("groups")?,
+        Some(Doc::Array(_)) => rule.strings("groups")?,
         _ => rule
             .text("group")?
             .map(|g| {
@@ -292,7 +291,9 @@ fn alert_time(alert: Fields<'_>) -> Result<String, ParseError> {
         return value
             .as_f64()
             .and_then(|ms| epoch_to_rfc3339(ms / 1000.0))
-            .ok_or_else(|| ParseError::invalid_timestamp("TimeStamp", &value.to_string()));
+            .ok_or_else(|| {
+                ParseError::invalid_timestamp("TimeStamp", &value.to_value().to_string())
+            });
     }
     if let Some(timestamp) = alert.timestamp("timestamp")? {
         return Ok(timestamp);
@@ -307,7 +308,7 @@ fn alert_time(alert: Fields<'_>) -> Result<String, ParseError> {
         .ok_or_else(|| ParseError::invalid_timestamp("id", id))
 }
 
-fn map_data(alert: Fields<'_>, out: &mut EcsBuilder) -> Result<(), ParseError> {
+fn map_data<'t>(alert: Fields<'t>, out: &mut EcsBuilder<'t>) -> Result<(), ParseError> {
     if let Some(log) = alert.str("full_log")? {
         out.put_str("message", log);
     }
@@ -320,23 +321,23 @@ fn map_data(alert: Fields<'_>, out: &mut EcsBuilder) -> Result<(), ParseError> {
     }
     if let Some(ip) = alert.ip("agent_ip")? {
         out.related_ip(&ip);
-        out.put("host.ip", Value::Array(vec![Value::String(ip)]));
+        out.put("host.ip", vec![ip]);
     }
     for (key, side) in [("srcip", "source"), ("dstip", "destination")] {
         if let Some(ip) = alert.ip(key)? {
             out.related_ip(&ip);
-            out.put(&format!("{side}.ip"), ip);
+            out.put_dyn(&format!("{side}.ip"), ip);
         }
     }
     for (key, side) in [("srcport", "source"), ("dstport", "destination")] {
         if let Some(port) = alert.port_or_text(key)? {
-            out.put(&format!("{side}.port"), port);
+            out.put_dyn(&format!("{side}.port"), port);
         }
     }
     for (key, side) in [("srcuser", "source"), ("dstuser", "destination")] {
         if let Some(user) = alert.text(key)? {
             out.related_user(user);
-            out.put_str(&format!("{side}.user.name"), user);
+            out.put_dyn(&format!("{side}.user.name"), user);
             out.put_str_if_absent("user.name", user);
         }
     }
@@ -358,7 +359,7 @@ fn map_data(alert: Fields<'_>, out: &mut EcsBuilder) -> Result<(), ParseError> {
     Ok(())
 }
 
-fn map_syscheck(file: Fields<'_>, out: &mut EcsBuilder) -> Result<(), ParseError> {
+fn map_syscheck<'t>(file: Fields<'t>, out: &mut EcsBuilder<'t>) -> Result<(), ParseError> {
     out.put_strings("event.category", &["file"]);
     out.put_strings("event.type", &["change"]);
     if let Some(path) = file.text("path")? {
@@ -370,7 +371,7 @@ fn map_syscheck(file: Fields<'_>, out: &mut EcsBuilder) -> Result<(), ParseError
     for (key, algorithm) in [("md5_after", "md5"), ("sha1_after", "sha1")] {
         if let Some(hash) = file.text(key)? {
             out.related_hash(hash);
-            out.put_str(&format!("file.hash.{algorithm}"), hash);
+            out.put_dyn(&format!("file.hash.{algorithm}"), hash);
         }
     }
     Ok(())

@@ -95,7 +95,7 @@ pub async fn ingest_lines<R: AsyncRead + Unpin + Send>(
         if line.is_blank() {
             report.blank_lines += 1;
         }
-        decoder.push(line.number, line.bytes, line.len, &mut decoded);
+        decoder.push_json(line.number, line.bytes, line.len, &mut decoded);
         for record in decoded.drain(..) {
             // A record that ends on this line is dead-lettered with it; one closed by a
             // later line (an alerts.log block, a report) only with its line number.
@@ -113,7 +113,7 @@ pub async fn ingest_lines<R: AsyncRead + Unpin + Send>(
             deliver(ingestor, at, record.result, bus, stats, &mut report).await?;
         }
     }
-    decoder.finish(&mut decoded);
+    decoder.finish_json(&mut decoded);
     for record in decoded.drain(..) {
         let at = RecordRef::new(origin, record.line, b"");
         deliver(ingestor, at, record.result, bus, stats, &mut report).await?;
@@ -141,7 +141,7 @@ pub async fn ingest_lines<R: AsyncRead + Unpin + Send>(
 async fn deliver(
     ingestor: &Ingestor,
     record: RecordRef<'_>,
-    parsed: Result<kastell_core::Event, crate::ParseError>,
+    parsed: Result<crate::EventJson, crate::ParseError>,
     bus: &dyn Bus,
     stats: &IngestStats,
     report: &mut IngestReport,

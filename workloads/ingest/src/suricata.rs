@@ -6,37 +6,42 @@
 //! `krb5`) adds its own, whichever `event_type` carries it, because alerts and fileinfo
 //! records embed the app-layer object of their transaction.
 
-use serde_json::{Map, Value};
+use std::borrow::Cow;
 
-use kastell_core::Event;
+use serde_json::{Map, Value};
 
 use crate::ecs::{
     base_name, map_endpoints, naive_utc_timestamp, try_canonical_ip, EcsBuilder, EndpointFields,
-    Fields,
+    Fields, Output,
 };
 use crate::error::ParseError;
 use crate::format::ParseContext;
+use crate::json::{Doc, Members};
 
 pub(crate) const DATASET: &str = "suricata.eve";
 
 /// Maps one EVE record. `original` is the raw line when the caller keeps it.
-pub(crate) fn normalise(
-    record: Map<String, Value>,
+pub(crate) fn normalise<O: Output>(
+    record: Members<'_>,
     original: Option<&str>,
     ctx: &ParseContext,
-) -> Result<Event, ParseError> {
+) -> Result<O, ParseError> {
     let mut out = EcsBuilder::new();
     map_record(Fields::new(&record, ""), ctx, &mut out)?;
     if let Some(original) = original {
         out.put_str("event.original", original);
     }
-    // Moved, not cloned: the namespace holds the record exactly as Suricata wrote it,
+    // Borrowed, not copied: the namespace holds the record exactly as Suricata wrote it,
     // including `flow_id` as the u64 it is.
-    out.put("suricata.eve", Value::Object(record));
+    out.put("suricata.eve", &record);
     Ok(out.finish())
 }
 
-fn map_record(eve: Fields<'_>, ctx: &ParseContext, out: &mut EcsBuilder) -> Result<(), ParseError> {
+fn map_record<'t>(
+    eve: Fields<'t>,
+    ctx: &'t ParseContext,
+    out: &mut EcsBuilder<'t>,
+) -> Result<(), ParseError> {
     let timestamp = eve
         .timestamp("timestamp")?
         .ok_or(ParseError::MissingField { field: "timestamp" })?;
@@ -114,7 +119,7 @@ fn classify(
     }
 }
 
-fn map_event(event_type: &str, out: &mut EcsBuilder) {
+fn map_event<'t>(event_type: &str, out: &mut EcsBuilder<'t>) {
     let (kind, category, types) = classify(event_type);
     out.put("event.kind", kind);
     if !category.is_empty() {
@@ -127,10 +132,10 @@ fn map_event(event_type: &str, out: &mut EcsBuilder) {
     out.put("event.module", "suricata");
 }
 
-fn map_observer(
-    eve: Fields<'_>,
-    ctx: &ParseContext,
-    out: &mut EcsBuilder,
+fn map_observer<'t>(
+    eve: Fields<'t>,
+    ctx: &'t ParseContext,
+    out: &mut EcsBuilder<'t>,
 ) -> Result<(), ParseError> {
     out.put_str("observer.name", &ctx.sensor);
     out.put("observer.product", "Suricata");
@@ -142,7 +147,7 @@ fn map_observer(
     Ok(())
 }
 
-fn map_network(eve: Fields<'_>, out: &mut EcsBuilder) -> Result<(), ParseError> {
+fn map_network<'t>(eve: Fields<'t>, out: &mut EcsBuilder<'t>) -> Result<(), ParseError> {
     map_endpoints(
         eve,
         &EndpointFields {
@@ -167,10 +172,10 @@ fn map_network(eve: Fields<'_>, out: &mut EcsBuilder) -> Result<(), ParseError> 
     Ok(())
 }
 
-fn map_flow(
-    flow: Fields<'_>,
+fn map_flow<'t>(
+    flow: Fields<'t>,
     is_flow_record: bool,
-    out: &mut EcsBuilder,
+    out: &mut EcsBuilder<'t>,
 ) -> Result<(), ParseError> {
     let bytes_out = flow.u64("bytes_toserver")?;
     let bytes_in = flow.u64("bytes_toclient")?;
@@ -206,7 +211,7 @@ fn map_flow(
     Ok(())
 }
 
-fn map_alert(alert: Fields<'_>, out: &mut EcsBuilder) -> Result<(), ParseError> {
+fn map_alert<'t>(alert: Fields<'t>, out: &mut EcsBuilder<'t>) -> Result<(), ParseError> {
     if let Some(id) = alert.u64("signature_id")? {
         out.put("rule.id", id.to_string());
     }
@@ -235,7 +240,7 @@ fn map_alert(alert: Fields<'_>, out: &mut EcsBuilder) -> Result<(), ParseError> 
 /// DNS in all three shapes Suricata writes: v2 records (`rrname`/`rrtype` at the top, one
 /// record per query or answer), v3 records and alerts (`queries`/`answers` arrays), and
 /// v2 inside alerts (`query` array and an `answer` object).
-fn map_dns(dns: Fields<'_>, out: &mut EcsBuilder) -> Result<(), ParseError> {
+fn map_dns<'t>(dns: Fields<'t>, out: &mut EcsBuilder<'t>) -> Result<(), ParseError> {
     match dns.str("type")? {
         Some("query" | "request") => out.put("dns.type", "query"),
         Some("answer" | "response") => out.put("dns.type", "answer"),
@@ -299,7 +304,10 @@ fn map_dns(dns: Fields<'_>, out: &mut EcsBuilder) -> Result<(), ParseError> {
     Ok(())
 }
 
-fn map_dns_answer(answer: Fields<'_>, resolved: &mut Vec<String>) -> Result<Value, ParseError> {
+fn map_dns_answer<'t>(
+    answer: Fields<'t>,
+    resolved: &mut Vec<Cow<'t, str>>,
+) -> Result<Value, ParseError> {
     let mut mapped = Map::new();
     let rtype = answer.str("rrtype")?;
     if let Some(name) = answer.str("rrname")? {
@@ -315,7 +323,7 @@ fn map_dns_answer(answer: Fields<'_>, resolved: &mut Vec<String>) -> Result<Valu
         if matches!(rtype, Some("A" | "AAAA")) {
             let ip = try_canonical_ip(data)
                 .ok_or_else(|| ParseError::invalid_ip(&answer.label("rdata"), data))?;
-            mapped.insert("data".to_owned(), ip.clone().into());
+            mapped.insert("data".to_owned(), ip.as_ref().into());
             resolved.push(ip);
         } else {
             mapped.insert("data".to_owned(), data.into());
@@ -335,14 +343,14 @@ fn first_object<'a>(
     }
 }
 
-fn as_object<'a>(item: &'a Value, prefix: &'a str) -> Result<Fields<'a>, ParseError> {
+fn as_object<'a>(item: &'a Doc<'a>, prefix: &'a str) -> Result<Fields<'a>, ParseError> {
     match item {
-        Value::Object(map) => Ok(Fields::new(map, prefix)),
+        Doc::Object(map) => Ok(Fields::new(map, prefix)),
         other => Err(ParseError::wrong_type(prefix, "objects", other)),
     }
 }
 
-fn map_http(http: Fields<'_>, out: &mut EcsBuilder) -> Result<(), ParseError> {
+fn map_http<'t>(http: Fields<'t>, out: &mut EcsBuilder<'t>) -> Result<(), ParseError> {
     let host = http.str("hostname")?;
     if let Some(host) = host {
         out.related_host(host);
@@ -410,7 +418,7 @@ fn path_and_query(url: &str) -> (&str, Option<&str>) {
     }
 }
 
-fn map_tls(tls: Fields<'_>, out: &mut EcsBuilder) -> Result<(), ParseError> {
+fn map_tls<'t>(tls: Fields<'t>, out: &mut EcsBuilder<'t>) -> Result<(), ParseError> {
     if let Some(sni) = tls.str("sni")? {
         out.related_host(sni);
         out.put_str("tls.client.server_name", sni);
@@ -480,7 +488,7 @@ fn plain_hex(raw: &str) -> String {
         .collect()
 }
 
-fn map_fileinfo(fileinfo: Fields<'_>, out: &mut EcsBuilder) -> Result<(), ParseError> {
+fn map_fileinfo<'t>(fileinfo: Fields<'t>, out: &mut EcsBuilder<'t>) -> Result<(), ParseError> {
     if let Some(filename) = fileinfo.str("filename")? {
         if let Some(name) = base_name(filename) {
             out.put_str("file.name", name);
@@ -495,13 +503,13 @@ fn map_fileinfo(fileinfo: Fields<'_>, out: &mut EcsBuilder) -> Result<(), ParseE
     for algorithm in ["md5", "sha1", "sha256"] {
         if let Some(hash) = fileinfo.str(algorithm)? {
             out.related_hash(hash);
-            out.put_str(&format!("file.hash.{algorithm}"), hash);
+            out.put_dyn(&format!("file.hash.{algorithm}"), hash);
         }
     }
     Ok(())
 }
 
-fn map_smb(smb: Fields<'_>, out: &mut EcsBuilder) -> Result<(), ParseError> {
+fn map_smb<'t>(smb: Fields<'t>, out: &mut EcsBuilder<'t>) -> Result<(), ParseError> {
     if let Some(ntlmssp) = smb.object("ntlmssp", "smb.ntlmssp")? {
         if let Some(user) = ntlmssp.text("user")? {
             out.related_user(user);
@@ -514,7 +522,7 @@ fn map_smb(smb: Fields<'_>, out: &mut EcsBuilder) -> Result<(), ParseError> {
     Ok(())
 }
 
-fn map_krb5(krb5: Fields<'_>, out: &mut EcsBuilder) -> Result<(), ParseError> {
+fn map_krb5<'t>(krb5: Fields<'t>, out: &mut EcsBuilder<'t>) -> Result<(), ParseError> {
     if let Some(user) = named(krb5.str("cname")?) {
         out.related_user(user);
         out.put_str_if_absent("user.name", user);
@@ -527,7 +535,7 @@ fn map_krb5(krb5: Fields<'_>, out: &mut EcsBuilder) -> Result<(), ParseError> {
 
 /// ECS has no SSH fields; what it can hold is the HASSH fingerprints, hashes an analyst
 /// pivots on like JA3. Versions and software banners stay under `suricata.eve.ssh`.
-fn map_ssh(ssh: Fields<'_>, out: &mut EcsBuilder) -> Result<(), ParseError> {
+fn map_ssh<'t>(ssh: Fields<'t>, out: &mut EcsBuilder<'t>) -> Result<(), ParseError> {
     let sides = [
         ("client", "ssh.client", "ssh.client.hassh"),
         ("server", "ssh.server", "ssh.server.hassh"),
@@ -547,7 +555,7 @@ fn map_ssh(ssh: Fields<'_>, out: &mut EcsBuilder) -> Result<(), ParseError> {
 
 /// The SMTP envelope: the HELO name is what the client calls itself, the envelope
 /// addresses are where the message really goes (headers can say anything).
-fn map_smtp(smtp: Fields<'_>, out: &mut EcsBuilder) -> Result<(), ParseError> {
+fn map_smtp<'t>(smtp: Fields<'t>, out: &mut EcsBuilder<'t>) -> Result<(), ParseError> {
     if let Some(helo) = smtp.text("helo")? {
         out.related_host(helo);
         out.put_str_if_absent("source.domain", helo);
@@ -568,7 +576,7 @@ fn map_smtp(smtp: Fields<'_>, out: &mut EcsBuilder) -> Result<(), ParseError> {
 
 /// The message headers Suricata's email logger adds to SMTP records. The envelope, when
 /// present, wins for the addresses.
-fn map_email(email: Fields<'_>, out: &mut EcsBuilder) -> Result<(), ParseError> {
+fn map_email<'t>(email: Fields<'t>, out: &mut EcsBuilder<'t>) -> Result<(), ParseError> {
     if let Some(from) = email.str("from")?.and_then(mail_address) {
         out.put_str_if_absent("email.from.address", from);
     }
@@ -578,7 +586,7 @@ fn map_email(email: Fields<'_>, out: &mut EcsBuilder) -> Result<(), ParseError> 
             .into_iter()
             .filter_map(mail_address)
             .collect();
-        if !addresses.is_empty() && out.get(path).is_none() {
+        if !addresses.is_empty() && !out.has(path) {
             out.put_strings(path, &addresses);
         }
     }

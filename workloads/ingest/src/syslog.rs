@@ -13,10 +13,8 @@
 use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, Utc};
 use serde_json::{Map, Value};
 
-use kastell_core::Event;
-
 use crate::cef;
-use crate::ecs::{utc_timestamp, EcsBuilder};
+use crate::ecs::{utc_timestamp, EcsBuilder, Output};
 use crate::error::ParseError;
 use crate::format::ParseContext;
 
@@ -61,16 +59,16 @@ const SEVERITIES: [&str; 8] = [
 ];
 
 /// Parses one syslog line.
-pub(crate) fn parse(line: &str, ctx: &ParseContext) -> Result<Event, ParseError> {
+pub(crate) fn parse<O: Output>(line: &str, ctx: &ParseContext) -> Result<O, ParseError> {
     parse_at(line, ctx, Utc::now())
 }
 
 /// As [`parse`], with "now" given, which RFC 3164's missing year is guessed from.
-pub(crate) fn parse_at(
+pub(crate) fn parse_at<O: Output>(
     line: &str,
     ctx: &ParseContext,
     now: DateTime<Utc>,
-) -> Result<Event, ParseError> {
+) -> Result<O, ParseError> {
     let mut out = EcsBuilder::new();
     out.put("event.kind", "event");
     out.put("event.module", "syslog");
@@ -126,7 +124,7 @@ fn read_priority(line: &str) -> Result<(Option<u8>, &str), ParseError> {
 }
 
 /// `TIMESTAMP HOSTNAME APP-NAME PROCID MSGID STRUCTURED-DATA [MSG]`, `-` for nil.
-fn rfc5424<'a>(rest: &'a str, out: &mut EcsBuilder) -> Result<&'a str, ParseError> {
+fn rfc5424<'t>(rest: &'t str, out: &mut EcsBuilder<'t>) -> Result<&'t str, ParseError> {
     out.put("log.syslog.version", "1");
     let mut parts = rest.splitn(6, ' ');
     let mut next =
@@ -165,7 +163,7 @@ fn rfc5424<'a>(rest: &'a str, out: &mut EcsBuilder) -> Result<&'a str, ParseErro
     Ok(message)
 }
 
-fn put_procid(procid: &str, out: &mut EcsBuilder) {
+fn put_procid<'t>(procid: &'t str, out: &mut EcsBuilder<'t>) {
     out.put_str("log.syslog.procid", procid);
     if let Ok(pid) = procid.parse::<u64>() {
         out.put("process.pid", pid);
@@ -238,12 +236,12 @@ fn quoted_value(text: &str) -> Option<(String, &str)> {
 
 /// `Mmm dd hh:mm:ss HOSTNAME TAG[PID]: MSG`; also accepts an RFC 3339 time in place of
 /// the BSD one (rsyslog's file format) and a missing hostname.
-fn rfc3164<'a>(
-    rest: &'a str,
-    ctx: &ParseContext,
+fn rfc3164<'t>(
+    rest: &'t str,
+    ctx: &'t ParseContext,
     now: DateTime<Utc>,
-    out: &mut EcsBuilder,
-) -> Result<&'a str, ParseError> {
+    out: &mut EcsBuilder<'t>,
+) -> Result<&'t str, ParseError> {
     let (time, rest) = match rest.split_once(' ') {
         Some((first, after)) if first.len() >= 19 && first.as_bytes().get(4) == Some(&b'-') => {
             (utc_timestamp("log.syslog.timestamp", first)?, after)

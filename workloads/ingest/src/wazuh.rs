@@ -7,13 +7,10 @@
 
 use std::borrow::Cow;
 
-use serde_json::{Map, Value};
-
-use kastell_core::Event;
-
-use crate::ecs::{base_name, canonical_ip, EcsBuilder, Fields};
+use crate::ecs::{base_name, canonical_ip, EcsBuilder, Fields, Output};
 use crate::error::ParseError;
 use crate::format::ParseContext;
+use crate::json::Members;
 
 pub(crate) const DATASET: &str = "wazuh.alerts";
 
@@ -26,17 +23,17 @@ const AUTH_FAILURE_GROUPS: [&str; 3] = [
 const AUTH_SUCCESS_GROUPS: [&str; 1] = ["authentication_success"];
 
 /// Maps one alert. `original` is the raw line when the caller keeps it.
-pub(crate) fn normalise(
-    record: Map<String, Value>,
+pub(crate) fn normalise<O: Output>(
+    record: Members<'_>,
     original: Option<&str>,
     ctx: &ParseContext,
-) -> Result<Event, ParseError> {
+) -> Result<O, ParseError> {
     let mut out = EcsBuilder::new();
     map_alert(Fields::new(&record, ""), ctx, &mut out)?;
     if let Some(original) = original {
         out.put_str("event.original", original);
     }
-    out.put("wazuh", Value::Object(record));
+    out.put("wazuh", &record);
     Ok(out.finish())
 }
 
@@ -65,7 +62,7 @@ impl Classification {
         }
     }
 
-    fn write(self, out: &mut EcsBuilder) {
+    fn write<'t>(self, out: &mut EcsBuilder<'t>) {
         out.put_strings("event.category", &self.categories);
         out.put_strings("event.type", &self.types);
         if let Some(outcome) = self.outcome {
@@ -74,10 +71,10 @@ impl Classification {
     }
 }
 
-fn map_alert(
-    alert: Fields<'_>,
-    ctx: &ParseContext,
-    out: &mut EcsBuilder,
+fn map_alert<'t>(
+    alert: Fields<'t>,
+    ctx: &'t ParseContext,
+    out: &mut EcsBuilder<'t>,
 ) -> Result<(), ParseError> {
     let timestamp = alert
         .timestamp("timestamp")?
@@ -92,7 +89,7 @@ fn map_alert(
     out.put("event.dataset", DATASET);
     out.put("event.module", "wazuh");
     if let Some(id) = alert.scalar("id")? {
-        out.put_str("event.id", &id);
+        out.put("event.id", id);
     }
     let mut class = Classification::new();
     map_rule(rule, &mut class, out)?;
@@ -113,17 +110,17 @@ fn map_alert(
     Ok(())
 }
 
-fn map_rule(
-    rule: Fields<'_>,
+fn map_rule<'t>(
+    rule: Fields<'t>,
     class: &mut Classification,
-    out: &mut EcsBuilder,
+    out: &mut EcsBuilder<'t>,
 ) -> Result<(), ParseError> {
     // Wazuh's 0 (ignored) to 15 (severe), kept as is.
     if let Some(level) = rule.u64_or_text("level")? {
         out.put("event.severity", level);
     }
     if let Some(id) = rule.scalar("id")? {
-        out.put_str("rule.id", &id);
+        out.put("rule.id", id);
     }
     // Wazuh rules have no separate name: the description is what analysts call them.
     if let Some(description) = rule.str("description")? {
@@ -156,10 +153,10 @@ fn map_rule(
     Ok(())
 }
 
-fn map_agent(
-    alert: Fields<'_>,
-    ctx: &ParseContext,
-    out: &mut EcsBuilder,
+fn map_agent<'t>(
+    alert: Fields<'t>,
+    ctx: &'t ParseContext,
+    out: &mut EcsBuilder<'t>,
 ) -> Result<(), ParseError> {
     out.put_str("observer.name", &ctx.sensor);
     out.put("observer.product", "Wazuh");
@@ -174,7 +171,7 @@ fn map_agent(
     };
     out.put("agent.type", "wazuh");
     if let Some(id) = agent.scalar("id")? {
-        out.put_str("agent.id", &id);
+        out.put("agent.id", id);
     }
     if let Some(name) = agent.text("name")? {
         out.put_str("agent.name", name);
@@ -184,15 +181,15 @@ fn map_agent(
     // ECS has no agent.ip: the agent's address is its host's.
     if let Some(ip) = agent.ip("ip")? {
         out.related_ip(&ip);
-        out.put("host.ip", Value::Array(vec![Value::String(ip)]));
+        out.put("host.ip", vec![ip]);
     }
     Ok(())
 }
 
-fn map_data(
-    data: Fields<'_>,
+fn map_data<'t>(
+    data: Fields<'t>,
     class: &mut Classification,
-    out: &mut EcsBuilder,
+    out: &mut EcsBuilder<'t>,
 ) -> Result<(), ParseError> {
     if let Some(ip) = data.ip("srcip")? {
         out.related_ip(&ip);
@@ -234,10 +231,10 @@ fn map_data(
 /// EventChannel records as the Wazuh agent forwards them: `system` is the event header,
 /// `eventdata` its named fields, camel-cased and with backslashes and quotes escaped once
 /// more than in the event itself.
-fn map_windows(
-    win: Fields<'_>,
+fn map_windows<'t>(
+    win: Fields<'t>,
     class: &mut Classification,
-    out: &mut EcsBuilder,
+    out: &mut EcsBuilder<'t>,
 ) -> Result<(), ParseError> {
     let mut event_id: Option<Cow<'_, str>> = None;
     let mut sysmon = false;
@@ -245,7 +242,7 @@ fn map_windows(
     if let Some(system) = win.object("system", "data.win.system")? {
         event_id = system.scalar("eventID")?;
         if let Some(id) = &event_id {
-            out.put_str("event.code", id);
+            out.put("event.code", id.clone());
         }
         if let Some(provider) = system.text("providerName")? {
             sysmon = provider == "Microsoft-Windows-Sysmon";
@@ -283,10 +280,10 @@ fn map_windows(
     let read = |key: &str| read_unescaped(data, key);
 
     if let Some(image) = read("image")? {
-        if let Some(name) = base_name(&image) {
-            out.put_str("process.name", name);
+        if let Some(name) = base_name_of(&image) {
+            out.put("process.name", name);
         }
-        out.put("process.executable", image.into_owned());
+        out.put("process.executable", image);
     }
     if let Some(command_line) = read("commandLine")? {
         out.put("process.command_line", command_line.into_owned());
@@ -304,10 +301,10 @@ fn map_windows(
         out.put("process.pe.original_file_name", original.into_owned());
     }
     if let Some(image) = read("parentImage")? {
-        if let Some(name) = base_name(&image) {
-            out.put_str("process.parent.name", name);
+        if let Some(name) = base_name_of(&image) {
+            out.put("process.parent.name", name);
         }
-        out.put("process.parent.executable", image.into_owned());
+        out.put("process.parent.executable", image);
     }
     if let Some(command_line) = read("parentCommandLine")? {
         out.put("process.parent.command_line", command_line.into_owned());
@@ -346,10 +343,10 @@ fn map_windows(
         out.put_str_if_absent("user.domain", &domain);
     }
     if let Some(path) = read("targetFilename")? {
-        if let Some(name) = base_name(&path) {
-            out.put_str("file.name", name);
+        if let Some(name) = base_name_of(&path) {
+            out.put("file.name", name);
         }
-        out.put("file.path", path.into_owned());
+        out.put("file.path", path);
     }
     map_windows_endpoint(data, "sourceIp", "sourcePort", "source", out)?;
     map_windows_endpoint(data, "ipAddress", "ipPort", "source", out)?;
@@ -392,34 +389,34 @@ fn windows_pid(data: Fields<'_>, key: &str) -> Result<Option<u64>, ParseError> {
 
 /// An address and port pair of the event data, written unless the alert's decoded
 /// `data.srcip`/`data.dstip` already filled that side.
-fn map_windows_endpoint(
-    data: Fields<'_>,
+fn map_windows_endpoint<'t>(
+    data: Fields<'t>,
     ip_key: &str,
     port_key: &str,
     side: &str,
-    out: &mut EcsBuilder,
+    out: &mut EcsBuilder<'t>,
 ) -> Result<(), ParseError> {
     let ip_path = format!("{side}.ip");
     let Some(ip) = data.ip(ip_key)? else {
         return Ok(());
     };
     out.related_ip(&ip);
-    if out.get(&ip_path).is_some() {
+    if out.has(&ip_path) {
         return Ok(());
     }
-    out.put(&ip_path, ip);
+    out.put_dyn(&ip_path, ip);
     if let Some(port) = data.port_or_text(port_key)? {
-        out.put(&format!("{side}.port"), port);
+        out.put_dyn(&format!("{side}.port"), port);
     }
     Ok(())
 }
 
 /// `SHA1=…,MD5=…,SHA256=…,IMPHASH=…` into `<target>.hash.*` and `<target>.pe.imphash`.
-fn map_sysmon_hashes(
+fn map_sysmon_hashes<'t>(
     field: &str,
     hashes: &str,
     target: &str,
-    out: &mut EcsBuilder,
+    out: &mut EcsBuilder<'t>,
 ) -> Result<(), ParseError> {
     for pair in hashes.split(',').filter(|p| !p.is_empty()) {
         let Some((algorithm, value)) = pair.split_once('=') else {
@@ -441,7 +438,7 @@ fn map_sysmon_hashes(
         // Sysmon prints upper case; intel feeds and ECS examples use lower case.
         let value = value.to_ascii_lowercase();
         out.related_hash(&value);
-        out.put(&path, value);
+        out.put_dyn(&path, value);
     }
     Ok(())
 }
@@ -468,7 +465,7 @@ fn unescape(raw: &str) -> Cow<'_, str> {
 
 /// Alerts written by the MISP integration carry the matched indicator; it is an
 /// observable of the alert, so it goes to `related.*`.
-fn map_misp(misp: Fields<'_>, out: &mut EcsBuilder) -> Result<(), ParseError> {
+fn map_misp<'t>(misp: Fields<'t>, out: &mut EcsBuilder<'t>) -> Result<(), ParseError> {
     let (Some(kind), Some(value)) = (misp.text("type")?, misp.text("value")?) else {
         return Ok(());
     };
@@ -486,10 +483,10 @@ fn map_misp(misp: Fields<'_>, out: &mut EcsBuilder) -> Result<(), ParseError> {
     Ok(())
 }
 
-fn map_syscheck(
-    syscheck: Fields<'_>,
+fn map_syscheck<'t>(
+    syscheck: Fields<'t>,
     class: &mut Classification,
-    out: &mut EcsBuilder,
+    out: &mut EcsBuilder<'t>,
 ) -> Result<(), ParseError> {
     let registry = syscheck
         .text("path")?
@@ -533,7 +530,7 @@ fn map_syscheck(
     ] {
         if let Some(hash) = syscheck.text(key)? {
             out.related_hash(hash);
-            out.put_str(&format!("file.hash.{algorithm}"), hash);
+            out.put_dyn(&format!("file.hash.{algorithm}"), hash);
         }
     }
     for (key, field) in [
@@ -550,6 +547,14 @@ fn map_syscheck(
         out.put("file.inode", inode.to_string());
     }
     Ok(())
+}
+
+/// [`base_name`] of a value that may borrow from the record: borrowed too, then.
+fn base_name_of<'t>(path: &Cow<'t, str>) -> Option<Cow<'t, str>> {
+    match path {
+        Cow::Borrowed(path) => base_name(path).map(Cow::Borrowed),
+        Cow::Owned(path) => base_name(path).map(|name| Cow::Owned(name.to_owned())),
+    }
 }
 
 #[cfg(test)]

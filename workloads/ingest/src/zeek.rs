@@ -7,13 +7,17 @@
 //! TSV rows need their file's header, so they are read through a [`TsvHeader`] that a
 //! [`crate::Decoder`] keeps per stream; JSON lines stand alone.
 
+use std::borrow::Cow;
+
 use serde_json::{Map, Number, Value};
 
-use kastell_core::Event;
-
-use crate::ecs::{canonical_ip, map_endpoints, utc_timestamp, EcsBuilder, EndpointFields, Fields};
+use crate::ecs::{
+    canonical_ip, map_endpoints, utc_timestamp, EcsBuilder, EndpointFields, Fields, Node, Output,
+};
+use crate::error::JsonType;
 use crate::error::ParseError;
 use crate::format::ParseContext;
+use crate::json::{Doc, Members};
 
 pub(crate) const DATASET_PREFIX: &str = "zeek";
 
@@ -197,19 +201,21 @@ fn scalar(name: &str, kind: &str, raw: &[u8]) -> Result<Value, ParseError> {
 /// Parses one Zeek JSON line. Raw invalid UTF-8 inside a string (a writer that did not
 /// escape, a file cut mid-character) is escaped as `\xNN`, the form Zeek itself uses for
 /// such bytes, instead of costing the whole record.
-pub(crate) fn json_record(line: &[u8]) -> Result<Map<String, Value>, ParseError> {
-    let escaped;
-    let text = match std::str::from_utf8(line) {
-        Ok(text) => text,
+pub(crate) fn json_record(line: &[u8]) -> Result<Members<'_>, ParseError> {
+    match std::str::from_utf8(line) {
+        Ok(text) => object(crate::json::doc_from_str(text)),
         Err(_) => {
-            escaped = escape_invalid_utf8_in_json(line);
-            escaped.as_str()
+            let escaped = escape_invalid_utf8_in_json(line);
+            object(crate::json::doc_from_str(&escaped).map(Doc::into_owned))
         }
-    };
-    match crate::json::from_str(text) {
-        Ok(Value::Object(record)) => Ok(record),
+    }
+}
+
+fn object(doc: serde_json::Result<Doc<'_>>) -> Result<Members<'_>, ParseError> {
+    match doc {
+        Ok(Doc::Object(record)) => Ok(record),
         Ok(other) => Err(ParseError::NotAnObject {
-            found: crate::error::json_type_name(&other),
+            found: other.json_type_name(),
         }),
         Err(e) => Err(ParseError::InvalidJson(e.to_string())),
     }
@@ -217,18 +223,16 @@ pub(crate) fn json_record(line: &[u8]) -> Result<Map<String, Value>, ParseError>
 
 /// Maps one flat Zeek record (keys as Zeek names them, `id.orig_h`). `path_hint` is the
 /// TSV header's `#path` or what the stream's origin says; `_path` in the record wins.
-pub(crate) fn normalise(
-    mut record: Map<String, Value>,
+pub(crate) fn normalise<O: Output>(
+    mut record: Members<'_>,
     path_hint: Option<&str>,
     original: Option<&str>,
     ctx: &ParseContext,
-) -> Result<Event, ParseError> {
+) -> Result<O, ParseError> {
     let path = match record.remove("_path") {
-        Some(Value::String(path)) => path,
+        Some(Doc::String(path)) => path,
         Some(other) => return Err(ParseError::wrong_type("_path", "a string", &other)),
-        None => path_hint
-            .map(str::to_owned)
-            .unwrap_or_else(|| guess_path(&record).to_owned()),
+        None => Cow::Borrowed(path_hint.unwrap_or_else(|| guess_path(&record))),
     };
     let path = sanitise_path(&path);
     let mut out = EcsBuilder::new();
@@ -249,7 +253,7 @@ pub(crate) fn normalise(
     if let Some(original) = original {
         out.put_str("event.original", original);
     }
-    out.put(&format!("zeek.{path}"), Value::Object(nest(record)));
+    out.put_dyn(&format!("zeek.{path}"), nest(&record));
     Ok(out.finish())
 }
 
@@ -275,7 +279,7 @@ fn sanitise_path(path: &str) -> String {
 
 /// A log's path from the fields only it has, for JSON logs written without `_path` and
 /// read without a file name that tells.
-fn guess_path(record: &Map<String, Value>) -> &'static str {
+fn guess_path(record: &Members<'_>) -> &'static str {
     let has = |key: &str| record.contains_key(key);
     if has("conn_state") || has("orig_ip_bytes") {
         "conn"
@@ -310,11 +314,11 @@ pub(crate) fn path_from_file_name(origin: &str) -> Option<String> {
     (looks_like_path && name.contains(".log")).then(|| stem.to_owned())
 }
 
-fn map_common(
-    zeek: Fields<'_>,
+fn map_common<'t>(
+    zeek: Fields<'t>,
     path: &str,
-    ctx: &ParseContext,
-    out: &mut EcsBuilder,
+    ctx: &'t ParseContext,
+    out: &mut EcsBuilder<'t>,
 ) -> Result<(), ParseError> {
     let ts = zeek
         .present_value("ts")
@@ -322,7 +326,7 @@ fn map_common(
     out.put("@timestamp", zeek_time("ts", ts)?);
     out.put("event.kind", "event");
     out.put("event.module", "zeek");
-    out.put("event.dataset", format!("{DATASET_PREFIX}.{path}").as_str());
+    out.put("event.dataset", format!("{DATASET_PREFIX}.{path}"));
     out.put_str("observer.name", &ctx.sensor);
     out.put("observer.product", "Zeek");
     out.put("observer.vendor", "Zeek");
@@ -347,7 +351,7 @@ fn map_common(
     Ok(())
 }
 
-fn map_conn(zeek: Fields<'_>, out: &mut EcsBuilder) -> Result<(), ParseError> {
+fn map_conn<'t>(zeek: Fields<'t>, out: &mut EcsBuilder<'t>) -> Result<(), ParseError> {
     out.put_strings("event.category", &["network"]);
     out.put_strings("event.type", &["connection", "end"]);
     if let Some(service) = zeek.str("service")? {
@@ -371,7 +375,12 @@ fn map_conn(zeek: Fields<'_>, out: &mut EcsBuilder) -> Result<(), ParseError> {
     Ok(())
 }
 
-fn put_pair(out: &mut EcsBuilder, what: &str, to_server: Option<u64>, to_client: Option<u64>) {
+fn put_pair<'t>(
+    out: &mut EcsBuilder<'t>,
+    what: &str,
+    to_server: Option<u64>,
+    to_client: Option<u64>,
+) {
     let (source, destination, network) = match what {
         "bytes" => ("source.bytes", "destination.bytes", "network.bytes"),
         _ => ("source.packets", "destination.packets", "network.packets"),
@@ -387,7 +396,7 @@ fn put_pair(out: &mut EcsBuilder, what: &str, to_server: Option<u64>, to_client:
     }
 }
 
-fn map_dns(zeek: Fields<'_>, out: &mut EcsBuilder) -> Result<(), ParseError> {
+fn map_dns<'t>(zeek: Fields<'t>, out: &mut EcsBuilder<'t>) -> Result<(), ParseError> {
     out.put_strings("event.category", &["network"]);
     out.put_strings("event.type", &["protocol", "info"]);
     out.put("network.protocol", "dns");
@@ -439,7 +448,7 @@ fn map_dns(zeek: Fields<'_>, out: &mut EcsBuilder) -> Result<(), ParseError> {
     Ok(())
 }
 
-fn map_http(zeek: Fields<'_>, out: &mut EcsBuilder) -> Result<(), ParseError> {
+fn map_http<'t>(zeek: Fields<'t>, out: &mut EcsBuilder<'t>) -> Result<(), ParseError> {
     out.put_strings("event.category", &["network", "web"]);
     out.put_strings("event.type", &["connection", "protocol"]);
     out.put("network.protocol", "http");
@@ -483,7 +492,7 @@ fn map_http(zeek: Fields<'_>, out: &mut EcsBuilder) -> Result<(), ParseError> {
     Ok(())
 }
 
-fn map_ssl(zeek: Fields<'_>, out: &mut EcsBuilder) -> Result<(), ParseError> {
+fn map_ssl<'t>(zeek: Fields<'t>, out: &mut EcsBuilder<'t>) -> Result<(), ParseError> {
     out.put_strings("event.category", &["network"]);
     out.put_strings("event.type", &["connection", "protocol"]);
     out.put("network.protocol", "tls");
@@ -536,7 +545,7 @@ fn map_ssl(zeek: Fields<'_>, out: &mut EcsBuilder) -> Result<(), ParseError> {
     Ok(())
 }
 
-fn map_files(zeek: Fields<'_>, out: &mut EcsBuilder) -> Result<(), ParseError> {
+fn map_files<'t>(zeek: Fields<'t>, out: &mut EcsBuilder<'t>) -> Result<(), ParseError> {
     out.put_strings("event.category", &["file"]);
     out.put_strings("event.type", &["info"]);
     if let Some(fuid) = zeek.str("fuid")? {
@@ -554,7 +563,7 @@ fn map_files(zeek: Fields<'_>, out: &mut EcsBuilder) -> Result<(), ParseError> {
     for algorithm in ["md5", "sha1", "sha256"] {
         if let Some(hash) = zeek.str(algorithm)? {
             out.related_hash(hash);
-            out.put_str(&format!("file.hash.{algorithm}"), hash);
+            out.put_dyn(&format!("file.hash.{algorithm}"), hash);
         }
     }
     // Zeek before 5.0 named the endpoints of a transfer in sets rather than `id.*`.
@@ -570,7 +579,7 @@ fn map_files(zeek: Fields<'_>, out: &mut EcsBuilder) -> Result<(), ParseError> {
     Ok(())
 }
 
-fn map_notice(zeek: Fields<'_>, out: &mut EcsBuilder) -> Result<(), ParseError> {
+fn map_notice<'t>(zeek: Fields<'t>, out: &mut EcsBuilder<'t>) -> Result<(), ParseError> {
     out.put("event.kind", "alert");
     out.put_strings("event.category", &["network", "intrusion_detection"]);
     out.put_strings("event.type", &["info"]);
@@ -589,14 +598,14 @@ fn map_notice(zeek: Fields<'_>, out: &mut EcsBuilder) -> Result<(), ParseError> 
         out.put_str_if_absent("destination.ip", &ip);
     }
     if let Some(port) = zeek.port("p")? {
-        if out.get("destination.port").is_none() {
+        if !out.has("destination.port") {
             out.put("destination.port", port);
         }
     }
     Ok(())
 }
 
-fn map_weird(zeek: Fields<'_>, out: &mut EcsBuilder) -> Result<(), ParseError> {
+fn map_weird<'t>(zeek: Fields<'t>, out: &mut EcsBuilder<'t>) -> Result<(), ParseError> {
     out.put("event.kind", "alert");
     out.put_strings("event.category", &["network"]);
     out.put_strings("event.type", &["info"]);
@@ -606,7 +615,7 @@ fn map_weird(zeek: Fields<'_>, out: &mut EcsBuilder) -> Result<(), ParseError> {
     Ok(())
 }
 
-fn map_x509(zeek: Fields<'_>, out: &mut EcsBuilder) -> Result<(), ParseError> {
+fn map_x509<'t>(zeek: Fields<'t>, out: &mut EcsBuilder<'t>) -> Result<(), ParseError> {
     out.put_strings("event.category", &["network"]);
     out.put_strings("event.type", &["info"]);
     let strings = [
@@ -650,7 +659,7 @@ fn map_x509(zeek: Fields<'_>, out: &mut EcsBuilder) -> Result<(), ParseError> {
     Ok(())
 }
 
-fn map_ssh(zeek: Fields<'_>, out: &mut EcsBuilder) -> Result<(), ParseError> {
+fn map_ssh<'t>(zeek: Fields<'t>, out: &mut EcsBuilder<'t>) -> Result<(), ParseError> {
     out.put_strings("event.category", &["network"]);
     out.put_strings("event.type", &["connection", "protocol"]);
     out.put("network.protocol", "ssh");
@@ -670,13 +679,13 @@ fn map_ssh(zeek: Fields<'_>, out: &mut EcsBuilder) -> Result<(), ParseError> {
 
 /// A Zeek `time`: epoch seconds (the default in both writers) or an ISO 8601 string
 /// (`LogAscii::json_timestamps=JSON::TS_ISO8601`).
-fn zeek_time(field: &str, value: &Value) -> Result<String, ParseError> {
+fn zeek_time(field: &str, value: &Doc<'_>) -> Result<String, ParseError> {
     match value {
-        Value::Number(n) => n
+        Doc::Number(n) => n
             .as_f64()
             .and_then(epoch_to_rfc3339)
             .ok_or_else(|| ParseError::invalid_timestamp(field, &n.to_string())),
-        Value::String(s) => utc_timestamp(field, s),
+        Doc::String(s) => utc_timestamp(field, s),
         other => Err(ParseError::wrong_type(field, "a time", other)),
     }
 }
@@ -707,43 +716,58 @@ fn seconds_to_nanos(seconds: f64) -> u64 {
 /// The flat record nested by its dotted names, `id.orig_h` under `id`, as the rest of the
 /// event is. A name that would land on a value already there (a log with both `a` and
 /// `a.b`) stays flat rather than overwrite it.
-fn nest(record: Map<String, Value>) -> Map<String, Value> {
-    // The plain names are built into the map in one pass, then the dotted ones inserted
-    // in their order. Same result as inserting all in key order: a plain `a` sorts
-    // before every `a.…`, so it is there first either way, and the dotted names keep
-    // their order among themselves.
-    let (plain, dotted): (Vec<_>, Vec<_>) = record
-        .into_iter()
-        .partition(|(key, _)| !key.as_bytes().contains(&b'.'));
-    let mut root: Map<String, Value> = plain.into_iter().collect();
-    for (key, value) in dotted {
-        if let Err(value) = insert_nested(&mut root, &key, value) {
-            root.insert(key, value);
+///
+/// The result borrows the record's values: it is written out, never built as a map.
+fn nest<'t>(record: &'t Members<'t>) -> Node<'t> {
+    // The plain names are taken in one pass, then the dotted ones inserted in their
+    // order. Same result as inserting all in key order: a plain `a` sorts before every
+    // `a.…`, so it is there first either way, and the dotted names keep their order
+    // among themselves.
+    let mut root: Vec<(Cow<'t, str>, Node<'t>)> = Vec::new();
+    let mut dotted = Vec::new();
+    for (key, value) in record.iter() {
+        if key.as_bytes().contains(&b'.') {
+            dotted.push((key, value));
+        } else {
+            root.push((Cow::Borrowed(key), Node::Doc(value)));
         }
     }
-    root
+    for (key, value) in dotted {
+        if !insert_nested(&mut root, key, value) {
+            root.push((Cow::Borrowed(key), Node::Doc(value)));
+        }
+    }
+    Node::Object(root)
 }
 
-fn insert_nested(root: &mut Map<String, Value>, key: &str, value: Value) -> Result<(), Value> {
-    let mut map = root;
+/// Puts `value` at the dotted `key`, unless a value is already there or on the way.
+fn insert_nested<'t>(
+    root: &mut Vec<(Cow<'t, str>, Node<'t>)>,
+    key: &'t str,
+    value: &'t Doc<'t>,
+) -> bool {
+    let mut members = root;
     let mut parts = key.split('.').peekable();
     while let Some(part) = parts.next() {
+        let index = members.iter().position(|(k, _)| k == part);
         if parts.peek().is_none() {
-            if map.contains_key(part) {
-                return Err(value);
+            if index.is_some() {
+                return false;
             }
-            map.insert(part.to_owned(), value);
-            return Ok(());
+            members.push((Cow::Borrowed(part), Node::Doc(value)));
+            return true;
         }
-        let slot = map
-            .entry(part.to_owned())
-            .or_insert_with(|| Value::Object(Map::new()));
-        match slot {
-            Value::Object(inner) => map = inner,
-            _ => return Err(value),
+        let index = index.unwrap_or_else(|| {
+            members.push((Cow::Borrowed(part), Node::Object(Vec::new())));
+            members.len() - 1
+        });
+        let slot = &mut members[index].1;
+        if !slot.is_object() {
+            return false;
         }
+        members = slot.make_object();
     }
-    Err(value)
+    false
 }
 
 impl<'a> Fields<'a> {
@@ -751,7 +775,7 @@ impl<'a> Fields<'a> {
     fn seconds(&self, key: &str) -> Result<Option<f64>, ParseError> {
         match self.present_value(key) {
             None => Ok(None),
-            Some(Value::Number(n)) => Ok(n.as_f64()),
+            Some(Doc::Number(n)) => Ok(n.as_f64()),
             Some(other) => Err(ParseError::wrong_type(&self.label(key), "a number", other)),
         }
     }
@@ -928,9 +952,27 @@ mod tests {
         flat.insert("id.orig_h".into(), "10.0.0.1".into());
         flat.insert("a".into(), 1.into());
         flat.insert("a.b".into(), 2.into());
-        let nested = Value::Object(nest(flat));
+        flat.insert("c".into(), serde_json::json!({"d": 3}));
+        flat.insert("c.e".into(), 4.into());
+        flat.insert("c.d.f".into(), 5.into());
+        let flat = Members::from_map(flat);
+        let written = |node: &Node<'_>| {
+            let mut out = Vec::new();
+            crate::ecs::write_node(&mut out, node);
+            String::from_utf8(out).unwrap()
+        };
+        let nested: Value = serde_json::from_str(&written(&nest(&flat))).unwrap();
         assert_eq!(nested["id"]["orig_h"], "10.0.0.1");
         assert_eq!(nested["a"], 1);
         assert_eq!(nested["a.b"], 2);
+        assert_eq!(nested["c"], serde_json::json!({"d": 3, "e": 4}));
+        assert_eq!(nested["c.d.f"], 5);
+        // Written in key order, as the event's maps are.
+        let mut node = nest(&flat);
+        node.sort();
+        assert_eq!(
+            written(&node),
+            r#"{"a":1,"a.b":2,"c":{"d":3,"e":4},"c.d.f":5,"id":{"orig_h":"10.0.0.1"}}"#
+        );
     }
 }

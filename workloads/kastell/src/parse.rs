@@ -9,7 +9,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use kastell_ingest::{
-    decode_reader, parse_timezone, Decoder, Format, LocalZone, ParseContext, ParseOptions,
+    decode_reader_json, parse_timezone, Decoder, Format, LocalZone, ParseContext, ParseOptions,
 };
 
 /// Arguments of `kastell parse`.
@@ -69,15 +69,16 @@ pub fn run(args: ParseArgs) -> anyhow::Result<ExitCode> {
     let mut stderr = io::stderr().lock();
     let mut written: io::Result<()> = Ok(());
     let (mut events, mut rejects) = (0u64, 0u64);
-    decode_reader(input, &mut decoder, |decoded| {
+    decode_reader_json(input, &mut decoder, |decoded| {
         if written.is_err() {
             return;
         }
         written = match decoded.result {
             Ok(event) => {
                 events += 1;
-                serde_json::to_writer(&mut stdout, &event)
-                    .map_err(io::Error::other)
+                // The bytes the ingest stage would publish for the event.
+                stdout
+                    .write_all(event.as_bytes())
                     .and_then(|()| stdout.write_all(b"\n"))
             }
             Err(error) => {

@@ -280,15 +280,25 @@ impl Inlet {
             len: frame.len,
         };
         let started = Instant::now();
-        let parsed = ingestor.parse(&record);
-        let parsed = match (ingestor.format(), frame.peer) {
-            (Format::Syslog, Some(peer)) => parsed.map(|event| with_sender(event, peer)),
-            _ => parsed,
+        let outcome = match (ingestor.format(), frame.peer) {
+            // The sender's address is added to the event, so this one is built whole.
+            (Format::Syslog, Some(peer)) => {
+                let parsed = ingestor
+                    .parse(&record)
+                    .map(|event| with_sender(event, peer));
+                self.metrics
+                    .parse_seconds
+                    .observe(started.elapsed().as_secs_f64());
+                ingestor.deliver(record, parsed, bus, &self.stats).await?
+            }
+            _ => {
+                let parsed = ingestor.parse_json(&record);
+                self.metrics
+                    .parse_seconds
+                    .observe(started.elapsed().as_secs_f64());
+                ingestor.deliver(record, parsed, bus, &self.stats).await?
+            }
         };
-        self.metrics
-            .parse_seconds
-            .observe(started.elapsed().as_secs_f64());
-        let outcome = ingestor.deliver(record, parsed, bus, &self.stats).await?;
         Ok(match outcome {
             Outcome::Published => Delivered::Published,
             Outcome::Rejected(rejection) => Delivered::Rejected {
