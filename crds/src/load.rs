@@ -80,6 +80,9 @@ pub enum LoadError {
         #[source]
         source: std::io::Error,
     },
+    /// One file that cannot be read or is not UTF-8 text; the other files still load.
+    #[error("{path}: cannot be read: {reason}")]
+    Unreadable { path: PathBuf, reason: String },
     #[error("{path} document {document}: not valid YAML: {reason}")]
     Yaml {
         path: PathBuf,
@@ -115,13 +118,39 @@ pub fn load_dir(dir: &Path) -> Result<(ResourceSet, Vec<LoadError>), LoadError> 
     let mut set = ResourceSet::default();
     let mut errors = Vec::new();
     for file in files {
-        let text = std::fs::read_to_string(&file).map_err(|source| LoadError::Read {
-            path: file.clone(),
-            source,
-        })?;
-        load_text(&file, &text, &mut set, &mut errors);
+        match std::fs::read_to_string(&file) {
+            Ok(text) => load_text(&file, &text, &mut set, &mut errors),
+            Err(e) => errors.push(LoadError::Unreadable {
+                path: file,
+                reason: e.to_string(),
+            }),
+        }
     }
     Ok((set, errors))
+}
+
+impl LoadError {
+    /// The file (or, for [`LoadError::Read`], the directory) the error is about.
+    pub fn path(&self) -> &Path {
+        match self {
+            Self::Read { path, .. }
+            | Self::Unreadable { path, .. }
+            | Self::Yaml { path, .. }
+            | Self::NotAnObject { path, .. }
+            | Self::Invalid { path, .. }
+            | Self::UnknownKind { path, .. } => path,
+        }
+    }
+
+    /// The message without the leading path, for reports that name the file already.
+    pub fn detail(&self) -> String {
+        let full = self.to_string();
+        let path = self.path().display().to_string();
+        match full.strip_prefix(&path) {
+            Some(rest) => rest.trim_start_matches([':', ' ']).to_owned(),
+            None => full,
+        }
+    }
 }
 
 /// Adds the resources of one file's text to `set`.
@@ -332,5 +361,23 @@ mod tests {
         assert!(errors[1]
             .to_string()
             .contains("apiVersion kastell.eu/v2 is not served"));
+    }
+
+    #[test]
+    fn a_file_that_is_not_text_is_one_error_and_the_others_still_load() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.yaml"), b"\xff\xfe\x00binary").unwrap();
+        std::fs::write(
+            dir.path().join("b.yaml"),
+            "apiVersion: kastell.eu/v1alpha1\nkind: Sensor\nmetadata: {name: ids, namespace: soc}\n\
+             spec: {format: suricata-eve, transport: {type: file, path: eve.json}}\n",
+        )
+        .unwrap();
+        let (set, errors) = load_dir(dir.path()).unwrap();
+        assert_eq!(set.sensors.len(), 1);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].path(), dir.path().join("a.yaml"));
+        assert!(errors[0].detail().starts_with("cannot be read: "), "{}", errors[0].detail());
+        assert!(!errors[0].detail().contains("a.yaml"), "{}", errors[0].detail());
     }
 }

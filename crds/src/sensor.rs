@@ -134,6 +134,48 @@ pub struct Transport {
     pub checkpoint_dir: Option<String>,
 }
 
+/// Why a listener Sensor cannot listen where it says.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ListenAddressError {
+    #[error("a listener needs spec.transport.port")]
+    NoPort,
+    #[error("spec.transport.bindAddress {0:?} is not an IP address")]
+    NotAnIp(String),
+    #[error(
+        "a plain (non-TLS) listener may only bind to loopback, not {0}; use syslog-tls, or http with tls"
+    )]
+    PlainOffLoopback(std::net::SocketAddr),
+}
+
+impl Transport {
+    /// Where a listener transport listens: `bindAddress` (default `127.0.0.1`) and
+    /// `port`. A listener without TLS is held to loopback, because what it receives
+    /// travels in clear and anyone who reaches the port can write events. `None` for
+    /// `file`, which does not listen.
+    pub fn listen_address(&self) -> Option<Result<std::net::SocketAddr, ListenAddressError>> {
+        let plain = match self.kind {
+            TransportKind::File => return None,
+            TransportKind::Http => self.tls.is_none(),
+            TransportKind::SyslogTcp | TransportKind::SyslogUdp => true,
+            TransportKind::SyslogTls => false,
+        };
+        Some(self.socket_address(plain))
+    }
+
+    fn socket_address(&self, plain: bool) -> Result<std::net::SocketAddr, ListenAddressError> {
+        let port = self.port.ok_or(ListenAddressError::NoPort)?;
+        let text = self.bind_address.as_deref().unwrap_or("127.0.0.1");
+        let ip: std::net::IpAddr = text
+            .parse()
+            .map_err(|_| ListenAddressError::NotAnIp(text.to_owned()))?;
+        let addr = std::net::SocketAddr::new(ip, port);
+        if plain && !ip.to_canonical().is_loopback() {
+            return Err(ListenAddressError::PlainOffLoopback(addr));
+        }
+        Ok(addr)
+    }
+}
+
 /// How a syslog stream delimits messages (RFC 6587).
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "kebab-case")]

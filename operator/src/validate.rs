@@ -68,9 +68,9 @@ pub fn validate_dir(dir: &Path) -> Result<Report, kastell_crds::load::LoadError>
     count(&mut report, &resources);
     for error in load_errors {
         report.problems.push(Problem {
-            file: error_file(&error).unwrap_or_else(|| dir.to_owned()),
+            file: error.path().to_owned(),
             object: None,
-            message: error.to_string(),
+            message: error.detail(),
         });
     }
     if resources.is_empty() && report.problems.is_empty() {
@@ -99,17 +99,6 @@ fn count(report: &mut Report, r: &ResourceSet) {
         ("Case", r.cases.len()),
     ] {
         report.resources.insert(kind, n);
-    }
-}
-
-fn error_file(error: &kastell_crds::load::LoadError) -> Option<PathBuf> {
-    use kastell_crds::load::LoadError as E;
-    match error {
-        E::Read { path, .. }
-        | E::Yaml { path, .. }
-        | E::NotAnObject { path, .. }
-        | E::Invalid { path, .. }
-        | E::UnknownKind { path, .. } => Some(path.clone()),
     }
 }
 
@@ -161,6 +150,9 @@ fn check_files(report: &mut Report, resources: &ResourceSet) {
     }
     for sensor in &resources.sensors {
         check_sensor_tls(report, sensor);
+        if let Some(Err(e)) = sensor.object.spec.transport.listen_address() {
+            report.problem(&sensor.file, object("Sensor", sensor), e.to_string());
+        }
     }
     for feed in &resources.feeds {
         match (&feed.object.spec.path, &feed.object.spec.url) {

@@ -281,6 +281,42 @@ async fn bulk_items_fail_one_by_one_and_are_routed_by_index() {
     );
 }
 
+/// On `POST /_bulk` to a listener of several sensors, an unreadable action line names no
+/// sensor: it is a 400 saying what is wrong with it, not "no such sensor", and the
+/// readable items around it still go through.
+#[tokio::test]
+async fn an_unreadable_action_on_a_shared_listener_is_400_not_404() {
+    let pipeline = Pipeline::new(64).await;
+    let ids = pipeline.suricata_inlet("ids", 64);
+    let other = pipeline.suricata_inlet("other-ids", 64);
+    let server = Server::start(HttpIngest::new([Arc::clone(&ids), Arc::clone(&other)])).await;
+    let good = eve_lines("\"event_type\":\"dns\"", 1);
+    let body = format!(
+        "\u{0}\u{0}\u{0}\n{{\"event_type\":\"dns\"}}\n{{\"create\":{{\"_index\":\"ids\"}}}}\n{}\n",
+        good[0]
+    );
+    let answer: Value = client()
+        .post(server.url("/_bulk"))
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let items = answer["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2, "{answer}");
+    let first = items[0].as_object().unwrap().values().next().unwrap();
+    assert_eq!(first["status"], 400, "{answer}");
+    assert_eq!(first["error"]["type"], "illegal_argument_exception", "{answer}");
+    let second = items[1].as_object().unwrap().values().next().unwrap();
+    assert_eq!(second["status"], 201, "{answer}");
+    assert_eq!(ids.metrics().records(), 1);
+    server.stop().await;
+    let (events, _) = pipeline.drain().await;
+    assert_eq!(events.len(), 1);
+}
+
 #[tokio::test]
 async fn shippers_start_up_probes_are_answered() {
     let (_pipeline, _inlet, server) = one_sensor(8).await;

@@ -94,7 +94,16 @@ pub fn run(args: ApiKeyArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let url = create.store.url()?;
+    // Making a key before the first `kastell run` is allowed (provisioning), but a
+    // mistyped --data would otherwise give a key that no server knows, silently.
+    let new_store = !url.exists();
     let key = runtime.block_on(create_key_in(&url, &create.name, create.role, create.tlp))?;
+    if new_store {
+        eprintln!(
+            "note: there was no case store in {url}; a new one was made there, and the key \
+             works only for a server started on it (`kastell run --data DIR` with the same DIR)"
+        );
+    }
     eprintln!(
         "API key {:?} ({}, TLP up to {}) stored in {}; it is shown once, keep it now:",
         create.name.trim(),

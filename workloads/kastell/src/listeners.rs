@@ -90,23 +90,11 @@ fn plan_one(sensor: &Loaded<Sensor>, data_dir: &Path) -> anyhow::Result<Option<L
         SyslogFraming::Newline => Framing::NewLine,
         SyslogFraming::OctetCounting => Framing::OctetCounting,
     };
+    // The rule on where a listener may bind is the one `kastell validate` applies.
     let addr = || -> anyhow::Result<SocketAddr> {
-        let port = transport
-            .port
-            .context("a listener needs spec.transport.port")?;
-        let ip: IpAddr = transport
-            .bind_address
-            .as_deref()
-            .unwrap_or("127.0.0.1")
-            .parse()
-            .context("spec.transport.bindAddress is not an IP address")?;
-        Ok(SocketAddr::new(ip, port))
-    };
-    let plain = |addr: SocketAddr| -> anyhow::Result<SocketAddr> {
-        anyhow::ensure!(
-            addr.ip().to_canonical().is_loopback(),
-            "a plain (non-TLS) listener may only bind to loopback, not {addr}; use syslog-tls, or http with tls"
-        );
+        let addr = transport
+            .listen_address()
+            .context("a file Sensor does not listen")??;
         Ok(addr)
     };
     let kind = match transport.kind {
@@ -137,15 +125,15 @@ fn plan_one(sensor: &Loaded<Sensor>, data_dir: &Path) -> anyhow::Result<Option<L
                 )),
             },
             None => ListenerKind::Http {
-                addr: plain(addr()?)?,
+                addr: addr()?,
                 tls: None,
             },
         },
         TransportKind::SyslogUdp => ListenerKind::SyslogUdp {
-            addr: plain(addr()?)?,
+            addr: addr()?,
         },
         TransportKind::SyslogTcp => ListenerKind::SyslogTcp {
-            addr: plain(addr()?)?,
+            addr: addr()?,
             framing,
         },
         TransportKind::SyslogTls => {

@@ -44,6 +44,31 @@ async fn tamper(data: &Path, sql: &'static str) {
     sqlx::query(sql).execute(&mut db).await.unwrap();
 }
 
+/// A key made where there is no store yet (provisioning before the first run, or a
+/// mistyped --data) is made, and the command says that it made a new store.
+#[test]
+fn apikey_create_says_when_it_made_a_new_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("not-yet");
+    let output = kastell(&[
+        "apikey",
+        "create",
+        "--data",
+        data.to_str().unwrap(),
+        "--name",
+        "first",
+        "--role",
+        "lead",
+    ]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert!(
+        text(&output.stderr).contains("there was no case store in"),
+        "{}",
+        text(&output.stderr)
+    );
+    assert!(data.join("kastell.sqlite").is_file());
+}
+
 #[test]
 fn apikey_create_prints_a_key_once_and_stores_only_its_hash() {
     let (_dir, data) = filled_store();
@@ -61,6 +86,11 @@ fn apikey_create_prints_a_key_once_and_stores_only_its_hash() {
     let key = text(&output.stdout).trim().to_owned();
     assert!(key.starts_with("kst_"), "{key}");
     assert!(text(&output.stderr).contains("shown once"));
+    assert!(
+        !text(&output.stderr).contains("no case store"),
+        "{}",
+        text(&output.stderr)
+    );
 
     let again = kastell(&[&args[..], &["--role", "analyst"]].concat());
     assert!(!again.status.success());

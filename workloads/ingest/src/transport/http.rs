@@ -521,6 +521,13 @@ async fn run_bulk(
             .unwrap_or_else(|| format!("{origin}:{}", seq + 1));
         let frame = |bytes| Frame::new(&origin, item.line, bytes).from_peer(peer);
         let outcome = match (&item.body, inlet) {
+            // An action line that cannot be read names no index the client meant, so
+            // "no such sensor" would mislead; without a sensor there is no dead-letter
+            // stream to record it under, and the 400 is the whole answer.
+            (BulkBody::Malformed { reason, .. }, None) => {
+                tracing::info!(peer = %peer, line = item.line, reason = %reason, "bulk action line refused; no sensor to dead-letter it under");
+                ItemOutcome::error(400, "illegal_argument_exception", reason.clone())
+            }
             (_, None) => ItemOutcome::error(
                 404,
                 "index_not_found_exception",
