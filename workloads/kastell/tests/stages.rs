@@ -618,7 +618,10 @@ impl Stored {
                 case.id
             );
         }
-        assert_eq!(self.cases_holding_alerts(), reference.cases_holding_alerts());
+        assert_eq!(
+            self.cases_holding_alerts(),
+            reference.cases_holding_alerts()
+        );
     }
 
     /// The actions as the playbook steps each case ran, with the case named by the
@@ -630,7 +633,11 @@ impl Stored {
                 .entry(action.case_id)
                 .or_default()
                 .insert((action.playbook.clone(), action.step.clone()));
-            assert!(fresh, "case {} ran {}/{} twice", action.case_id, action.playbook, action.step);
+            assert!(
+                fresh,
+                "case {} ran {}/{} twice",
+                action.case_id, action.playbook, action.step
+            );
         }
         steps
     }
