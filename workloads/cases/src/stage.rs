@@ -332,9 +332,20 @@ impl Grouper {
         let before = survivor.severity;
         let mut merged = Vec::new();
         for other in near.iter().filter(|case| case.id != survivor.id) {
-            self.store
+            match self
+                .store
                 .merge_cases(survivor.id, other.id, SYSTEM_ACTOR)
-                .await?;
+                .await
+            {
+                Ok(_) => {}
+                // Closed by an analyst since it was found: it is no longer open to merge,
+                // and the alert still joins the survivor.
+                Err(StoreError::Conflict { reason }) => {
+                    tracing::info!(case_id = other.id, reason = %reason, "case not merged");
+                    continue;
+                }
+                Err(error) => return Err(error),
+            }
             tracing::info!(
                 case_id = survivor.id,
                 merged_case_id = other.id,
