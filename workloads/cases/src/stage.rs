@@ -8,11 +8,14 @@
 //! grouping window of each other. Time is event time (`alert.timestamp`), not arrival
 //! time, so a replay of old data groups the way the live data would have. The window is
 //! a gap, not a fixed bucket: an alert within the window of a case's span joins the case
-//! and widens the span, so a steady trickle keeps one case growing.
+//! and widens the span, so a steady trickle keeps one case growing. An alert that links
+//! two open cases (it arrived after both, out of order) merges them, so the cases do not
+//! depend on the order alerts arrive in ([`Grouper`]).
 
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
+use kastell_core::audit::SYSTEM_ACTOR;
 use kastell_core::response::{CaseAction, CaseOperation, RespondOutput, StepResult};
 use kastell_core::store::{
     CaseRecord, CaseUpdate, NewCase, NewObservable, NewTask, ObservableOwner, Resolution,
@@ -60,6 +63,7 @@ pub struct CasesStats {
     duplicates: IntCounter,
     cases_opened: IntCounter,
     alerts_attached: IntCounter,
+    cases_merged: IntCounter,
     rejected: IntCounter,
     errors: IntCounter,
     dead_letters: IntCounter,
@@ -95,6 +99,11 @@ impl CasesStats {
             alerts_attached: counter(
                 "kastell_cases_alerts_attached_total",
                 "Alerts added to a case that was already open.",
+            ),
+            cases_merged: counter(
+                "kastell_cases_merged_total",
+                "Open cases merged into another when a later alert linked them, and closed \
+                 as duplicates.",
             ),
             rejected: counter(
                 "kastell_cases_rejected_messages_total",
@@ -144,13 +153,14 @@ impl CasesStats {
         Ok(())
     }
 
-    fn all(&self) -> [&IntCounter; 8] {
+    fn all(&self) -> [&IntCounter; 9] {
         [
             &self.received,
             &self.stored,
             &self.duplicates,
             &self.cases_opened,
             &self.alerts_attached,
+            &self.cases_merged,
             &self.rejected,
             &self.errors,
             &self.dead_letters,
@@ -179,6 +189,7 @@ impl CasesStats {
             duplicates: self.duplicates.get(),
             cases_opened: self.cases_opened.get(),
             alerts_attached: self.alerts_attached.get(),
+            cases_merged: self.cases_merged.get(),
             rejected: self.rejected.get(),
             errors: self.errors.get(),
             dead_letters: self.dead_letters.get(),
@@ -205,6 +216,10 @@ pub struct CasesReport {
     pub cases_opened: u64,
     /// Alerts that joined an open case.
     pub alerts_attached: u64,
+    /// Open cases merged into another (closed as duplicates) because an alert linked
+    /// them: the cases that hold alerts are `cases_opened - cases_merged`.
+    #[serde(default)]
+    pub cases_merged: u64,
     /// Messages that were not an alert.
     pub rejected: u64,
     /// Alerts the case store failed to store or group.
@@ -243,15 +258,25 @@ pub enum Filed {
     /// The alert opened this case.
     Opened(CaseRecord),
     /// The alert joined this open case; `raised_from` is the case's severity before,
-    /// when the alert raised it.
+    /// when the alert (or a case merged into it) raised it; `merged` are the open cases
+    /// the alert linked to this one, merged into it and closed as duplicates.
     Attached {
         case: CaseRecord,
         raised_from: Option<Level>,
+        merged: Vec<i64>,
     },
 }
 
 /// Stores alerts and groups them into cases: the stage's per-alert work, usable without
 /// a bus.
+///
+/// A case holds the alerts of one rule on one host that form a chain in event time: each
+/// at most the window after the one before. Alerts may arrive in any order (a redelivery
+/// after a crash comes late), so an alert can link two cases opened before it, each for
+/// one end of the chain; it then joins the case with the earliest first alert, and the
+/// others are merged into that one ([`CaseStore::merge_cases`]). Open cases of one key
+/// are thus always more than a window apart, and the alerts end in the same cases, with
+/// the same span, severity and observables, whatever the order they came in.
 pub struct Grouper {
     store: Arc<dyn CaseStore>,
     window: Duration,
@@ -266,13 +291,16 @@ impl Grouper {
     }
 
     /// Stores the alert and puts it in a case: the open case of its rule and host whose
-    /// span it is within the window of, else a new one.
+    /// span it is within the window of, else a new one. When it is within the window of
+    /// several, they are merged first (see [`Grouper`]).
     ///
     /// Repeating an alert changes nothing, with one exception: an alert stored by an
     /// earlier delivery that failed before grouping it is grouped now.
     ///
     /// # Errors
     /// When the case store fails; what was written before the failure stays written.
+    /// Merges come before the alert joins, so a redelivery after a failure finds the
+    /// alert without a case and completes the rest.
     pub async fn file(&self, alert: &Alert) -> Result<Filed, StoreError> {
         if !self.store.insert_alert(alert).await? {
             let stored = self.store.get_alert(&alert.id).await?;
@@ -283,23 +311,64 @@ impl Grouper {
         }
 
         let key = group_key(alert);
-        let since = earlier(alert.timestamp, self.window);
-        if let Some(case) = self.store.find_open_case(&key, since).await? {
-            if within_span(&case, alert.timestamp, self.window) {
-                let before = case.severity;
-                let case = self.store.attach_alert(case.id, alert).await?;
-                let raised_from = (case.severity > before).then_some(before);
-                return Ok(Filed::Attached { case, raised_from });
-            }
-        }
-        let new = NewCase {
-            title: case_title(alert),
-            group_key: key,
-            rule_id: alert.rule.id.clone(),
-            host: alert.host.clone(),
+        let near = self
+            .store
+            .open_cases_near(
+                &key,
+                earlier(alert.timestamp, self.window),
+                later(alert.timestamp, self.window),
+            )
+            .await?;
+        let Some(survivor) = survivor(&near) else {
+            let new = NewCase {
+                title: case_title(alert),
+                group_key: key,
+                rule_id: alert.rule.id.clone(),
+                host: alert.host.clone(),
+            };
+            return Ok(Filed::Opened(self.store.open_case(&new, alert).await?));
         };
-        Ok(Filed::Opened(self.store.open_case(&new, alert).await?))
+
+        let before = survivor.severity;
+        let mut merged = Vec::new();
+        for other in near.iter().filter(|case| case.id != survivor.id) {
+            match self
+                .store
+                .merge_cases(survivor.id, other.id, SYSTEM_ACTOR)
+                .await
+            {
+                Ok(_) => {}
+                // Closed by an analyst since it was found: it is no longer open to merge,
+                // and the alert still joins the survivor.
+                Err(StoreError::Conflict { reason }) => {
+                    tracing::info!(case_id = other.id, reason = %reason, "case not merged");
+                    continue;
+                }
+                Err(error) => return Err(error),
+            }
+            tracing::info!(
+                case_id = survivor.id,
+                merged_case_id = other.id,
+                alert_id = %alert.id,
+                group_key = %key,
+                "alert linked two cases, merged"
+            );
+            merged.push(other.id);
+        }
+        let case = self.store.attach_alert(survivor.id, alert).await?;
+        let raised_from = (case.severity > before).then_some(before);
+        Ok(Filed::Attached {
+            case,
+            raised_from,
+            merged,
+        })
     }
+}
+
+/// The case that the others an alert links are merged into: the one with the earliest
+/// first alert (the id breaks a tie), which depends on the alerts, not on their order.
+fn survivor(near: &[CaseRecord]) -> Option<&CaseRecord> {
+    near.iter().min_by_key(|case| (case.first_seen, case.id))
 }
 
 /// The grouping key of an alert: its rule id and host, `rule|host`, with [`NO_HOST`] for
@@ -330,11 +399,9 @@ fn earlier(time: DateTime<Utc>, window: Duration) -> DateTime<Utc> {
         .unwrap_or(DateTime::<Utc>::MIN_UTC)
 }
 
-/// The store finds a case whose last alert is at most a window before this one; an
-/// alert that arrives out of order can also be far before the case's first alert,
-/// which only joins when it is at most a window before that first alert.
-fn within_span(case: &CaseRecord, time: DateTime<Utc>, window: Duration) -> bool {
-    time >= earlier(case.first_seen, window)
+fn later(time: DateTime<Utc>, window: Duration) -> DateTime<Utc> {
+    time.checked_add_signed(window)
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
 
 /// Runs the stage until the alerts topic is closed and drained.
@@ -485,9 +552,14 @@ async fn announce(
                 alert: Box::new(alert),
             }
         }
-        Filed::Attached { case, raised_from } => {
+        Filed::Attached {
+            case,
+            raised_from,
+            merged,
+        } => {
             stats.count_alert(&alert);
             stats.alerts_attached.inc();
+            stats.cases_merged.inc_by(merged.len() as u64);
             tracing::debug!(
                 case_id = case.id,
                 alert_id = %alert.id,
@@ -967,20 +1039,27 @@ mod tests {
     }
 
     #[test]
-    fn an_alert_joins_within_a_window_of_the_span_on_either_side() {
-        let c = case("2022-10-31T16:00:00Z", "2022-10-31T17:00:00Z");
-        let window = Duration::hours(1);
-        let at = |s: &str| s.parse::<DateTime<Utc>>().unwrap();
-        assert!(within_span(&c, at("2022-10-31T16:30:00Z"), window));
-        assert!(within_span(&c, at("2022-10-31T15:00:00Z"), window));
-        assert!(!within_span(&c, at("2022-10-31T14:59:59Z"), window));
+    fn the_survivor_is_the_case_with_the_earliest_first_alert() {
+        let mut early = case("2022-10-31T16:00:00Z", "2022-10-31T17:00:00Z");
+        early.id = 7;
+        let mut late = case("2022-10-31T18:00:00Z", "2022-10-31T18:30:00Z");
+        late.id = 3;
+        let mut tie = early.clone();
+        tie.id = 9;
+        assert_eq!(survivor(&[late.clone(), early.clone()]).unwrap().id, 7);
+        assert_eq!(survivor(&[tie, late, early]).unwrap().id, 7);
+        assert!(survivor(&[]).is_none());
     }
 
     #[test]
-    fn the_window_start_does_not_overflow_at_the_edge_of_time() {
+    fn the_window_does_not_overflow_at_the_edges_of_time() {
         assert_eq!(
             earlier(DateTime::<Utc>::MIN_UTC, Duration::hours(1)),
             DateTime::<Utc>::MIN_UTC
+        );
+        assert_eq!(
+            later(DateTime::<Utc>::MAX_UTC, Duration::hours(1)),
+            DateTime::<Utc>::MAX_UTC
         );
     }
 
@@ -1039,6 +1118,6 @@ mod tests {
         assert!(stats.register(&registry).is_err(), "names are unique");
         stats.cases_opened.inc();
         assert_eq!(stats.snapshot().cases_opened, 1);
-        assert_eq!(registry.gather().len(), 8);
+        assert_eq!(registry.gather().len(), 9);
     }
 }

@@ -23,7 +23,7 @@ pub mod partition;
 pub mod pipeline;
 
 pub use partition::{Partition, PartitionKey};
-pub use pipeline::{PendingPublish, Pipelined};
+pub use pipeline::{AckAfterStored, AckAfterStoredError, PendingPublish, Pipelined};
 
 /// The pipeline's edges.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -21,6 +21,7 @@ pub mod dead_letters;
 mod group_commit;
 pub mod keys;
 mod location;
+mod merge;
 mod nis2;
 mod outputs;
 mod postgres;
@@ -415,6 +416,8 @@ pub struct TaskUpdate {
 /// | `alert_attached` | `alert_id` (grouped by the stage) |
 /// | `alert_merged` | `alert_id`, `from_case` (when it moved from another case) |
 /// | `alert_moved_out` | `alert_id`, `to_case` |
+/// | `case_merged` | `from_case`, `alert_ids` (the alerts that came with it) |
+/// | `merged_into` | `to_case`, `alert_ids` (the alerts that left with the merge) |
 /// | `observable_added`, `observable_updated` | `observable_id`, `type`, `value` |
 /// | `task_created` | `task_id`, `title` |
 /// | `task_updated` | `task_id`, `fields` as for `updated` |
@@ -612,6 +615,28 @@ pub trait CaseStore: Send + Sync {
     async fn open_case(&self, new: &NewCase, first: &Alert) -> Result<CaseRecord, StoreError>;
     /// Adds a stored alert to a case, widening its time span and raising its severity.
     async fn attach_alert(&self, case_id: i64, alert: &Alert) -> Result<CaseRecord, StoreError>;
+    /// The open cases of this grouping key whose span reaches into `[from, to]` (last
+    /// alert not before `from`, first alert not after `to`), earliest first alert first,
+    /// then by id.
+    async fn open_cases_near(
+        &self,
+        group_key: &str,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<CaseRecord>, StoreError>;
+    /// Merges the open case `from` into the open case `into` of the same grouping key, as
+    /// `by`, in one transaction: `from`'s alerts and tasks move to `into`, its observables
+    /// are added to `into`'s (a `(type, value)` `into` has already keeps its tags and
+    /// gains the flags), and `into` takes the union of both: the wider span, the higher
+    /// severity, the stricter TLP and PAP, the tags of both. `from` stays as a record,
+    /// closed as a `duplicate` with no alerts, its summary naming `into`; its timeline and
+    /// actions stay with it. Both timelines say so (`case_merged`, `merged_into`), and the
+    /// change is audited as `case.merge`. Returns `into` as it is after.
+    ///
+    /// # Errors
+    /// [`StoreError::Conflict`] when the two are one case, either is closed, or their
+    /// grouping keys differ; [`StoreError::NotFound`] when either does not exist.
+    async fn merge_cases(&self, into: i64, from: i64, by: &str) -> Result<CaseRecord, StoreError>;
     async fn get_case(&self, id: i64) -> Result<Option<CaseRecord>, StoreError>;
     async fn list_cases(&self, filter: &CaseFilter) -> Result<Vec<CaseRecord>, StoreError>;
 
@@ -1461,6 +1486,19 @@ impl CaseStore for SqliteStore {
         change.after = Some(serde_json::json!({"case": change.after, "alert_id": alert.id}));
         commit_audited(tx, change).await?;
         Ok(after)
+    }
+
+    async fn open_cases_near(
+        &self,
+        group_key: &str,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<CaseRecord>, StoreError> {
+        self.open_cases_near_impl(group_key, from, to).await
+    }
+
+    async fn merge_cases(&self, into: i64, from: i64, by: &str) -> Result<CaseRecord, StoreError> {
+        self.merge_cases_impl(into, from, by).await
     }
 
     async fn get_case(&self, id: i64) -> Result<Option<CaseRecord>, StoreError> {

@@ -120,6 +120,7 @@ conformance!(
     a_subject_is_found_and_erased_in_observables_tasks_and_the_timeline,
     retention_erases_observables_tasks_and_the_timeline_of_closed_cases,
     api_keys_are_listed_used_and_revoked_once,
+    open_cases_merge_into_one_with_the_union_of_their_fields,
 );
 
 fn alert(rule: &str, host: &str, at: &str, level: Level) -> Alert {
@@ -1535,4 +1536,101 @@ async fn api_keys_are_listed_used_and_revoked_once(store: Store) {
     assert_eq!(last.action, "apikey.revoke");
     assert!(last.after.as_ref().unwrap().get("hash").is_none());
     assert_eq!(audit::verify(&entries), Verdict::Intact { entries: 3 });
+}
+
+/// Two cases of one grouping key, as the cases stage opens them when the alert between
+/// them arrives last: merging moves the alerts and tasks, unites the fields, copies the
+/// observables, closes the other case as a duplicate and audits it as one change.
+async fn open_cases_merge_into_one_with_the_union_of_their_fields(store: Store) {
+    let key = "r|h";
+    let mut early = alert("r", "h", "2022-10-31T15:00:00Z", Level::Low);
+    early.host = Some("h".into());
+    let mut late = network_alert("r", "2022-10-31T17:00:00Z");
+    late.host = Some("h".into());
+    let a = case_of(&store, &early, key).await;
+    let b = case_of(&store, &late, key).await;
+    let other = case_of(
+        &store,
+        &alert("r", "g", "2022-10-31T16:00:00Z", Level::Low),
+        "r|g",
+    )
+    .await;
+    let task = NewTask {
+        title: "look at h".into(),
+        assignee: None,
+    };
+    store.create_task(b, &task, "alice").await.unwrap();
+    let marked = CaseUpdate {
+        tags: Some(vec!["c2".into()]),
+        tlp: Some(Tlp::Red),
+        ..Default::default()
+    };
+    store.update_case(b, &marked, "alice").await.unwrap();
+
+    let t = |s: &str| s.parse().unwrap();
+    let near = store
+        .open_cases_near(key, t("2022-10-31T15:30:00Z"), t("2022-10-31T16:30:00Z"))
+        .await
+        .unwrap();
+    assert!(near.is_empty(), "neither case reaches 15:30 – 16:30");
+    let near = store
+        .open_cases_near(key, t("2022-10-31T15:00:00Z"), t("2022-10-31T17:00:00Z"))
+        .await
+        .unwrap();
+    assert_eq!(near.iter().map(|c| c.id).collect::<Vec<_>>(), [a, b]);
+
+    let merged = store.merge_cases(a, b, audit::SYSTEM_ACTOR).await.unwrap();
+    assert_eq!(merged.id, a);
+    assert_eq!(merged.alert_count, 2);
+    assert_eq!(merged.severity, Level::High);
+    assert_eq!(merged.first_seen, early.timestamp);
+    assert_eq!(merged.last_seen, late.timestamp);
+    assert_eq!(merged.tlp, Tlp::Red);
+    assert_eq!(merged.tags, ["c2"]);
+    assert_eq!(store.list_tasks(a).await.unwrap().len(), 1);
+    let moved = store.get_alert(&late.id).await.unwrap().unwrap();
+    assert_eq!(moved.case_id, Some(a));
+    assert_eq!(moved.status, "new", "grouping is not triage");
+    let values: Vec<String> = store
+        .list_observables(&ObservableOwner::Case(a))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| o.value)
+        .collect();
+    for value in ["172.16.0.153", "67.205.184.237", "vgiragdoffy.com"] {
+        assert!(values.iter().any(|v| v == value), "{value} in {values:?}");
+    }
+
+    let gone = store.get_case(b).await.unwrap().unwrap();
+    assert_eq!(gone.status, CaseStatus::Closed);
+    assert_eq!(gone.resolution, Some(Resolution::Duplicate));
+    assert_eq!(gone.alert_count, 0);
+    assert!(gone.summary.unwrap().contains(&format!("case {a}")));
+    let into = store.timeline(a, 0, 100).await.unwrap();
+    let last = into.last().unwrap();
+    assert_eq!(last.kind, "case_merged");
+    assert_eq!(last.details["from_case"], json!(b));
+    assert_eq!(last.details["alert_ids"], json!([late.id]));
+    assert_eq!(
+        timeline_kinds(&store, b).await.last().unwrap(),
+        "merged_into"
+    );
+    let entries = store.audit_entries(0, i64::MAX).await.unwrap();
+    let merge = entries.iter().find(|e| e.action == "case.merge").unwrap();
+    assert_eq!(merge.object_id, b.to_string());
+    assert!(matches!(verdict(&store).await, Verdict::Intact { .. }));
+
+    // A merged (closed) case, a case of another key and the case itself are refused.
+    for (into, from) in [(a, b), (a, a), (a, other)] {
+        let refused = store.merge_cases(into, from, audit::SYSTEM_ACTOR).await;
+        assert!(
+            matches!(refused, Err(StoreError::Conflict { .. })),
+            "{into} <- {from}: {refused:?}"
+        );
+    }
+    assert!(matches!(
+        store.merge_cases(a, 999_999, audit::SYSTEM_ACTOR).await,
+        Err(StoreError::NotFound { .. })
+    ));
 }

@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
 use kastell_core::alert::{alert_host, alert_id};
+use kastell_core::bus::{AckAfterStored, AckAfterStoredError};
 use kastell_core::{
     error_chain, Alert, Bus, BusError, Detection, Event, Level, Message, Subscription, Topic,
 };
@@ -256,6 +257,7 @@ async fn correlate_loop(
     stats: &CorrelateStats,
 ) -> Result<(), CorrelateError> {
     let mut state = rules.correlation_state();
+    let mut acks = AckAfterStored::new(PUBLISH_WINDOW);
     while let Some(delivery) = subscription.next().await {
         let event: Event = match delivery.message.decode() {
             Ok(event) => event,
@@ -284,14 +286,18 @@ async fn correlate_loop(
         if let Some(id) = &delivery.message.id {
             message = message.with_id(id.clone());
         }
-        bus.publish(Topic::Detections, message)
+        let pending = bus
+            .start_publish(Topic::Detections, message)
             .await
             .map_err(|source| CorrelateError::Publish {
                 topic: Topic::Detections,
                 source,
             })?;
-        delivery.ack().await.map_err(CorrelateError::Ack)?;
+        acks.push(vec![pending], delivery)
+            .await
+            .map_err(acked_error)?;
     }
+    acks.finish().await.map_err(acked_error)?;
     let counters = state.counters();
     tracing::info!(
         suppressed = state.suppressed(),
@@ -301,6 +307,21 @@ async fn correlate_loop(
         "correlation state at stop"
     );
     Ok(())
+}
+
+/// Events whose detections may be in flight at once. Each detection is one publish
+/// round trip; waiting for each before reading the next event held the stage to one
+/// event per round trip (docs/cluster.md, "Pipelined publishing").
+pub const PUBLISH_WINDOW: usize = 256;
+
+fn acked_error(error: AckAfterStoredError) -> CorrelateError {
+    match error {
+        AckAfterStoredError::Publish(source) => CorrelateError::Publish {
+            topic: Topic::Detections,
+            source,
+        },
+        AckAfterStoredError::Ack(source) => CorrelateError::Ack(source),
+    }
 }
 
 async fn dead_letter(

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use chrono::{DateTime, Utc};
+use kastell_core::bus::{AckAfterStored, AckAfterStoredError};
 use kastell_core::{
     error_chain, Alert, Bus, BusError, Detection, Event, Level, Message, RuleRef, Subscription,
     Topic,
@@ -360,6 +361,7 @@ async fn enrich_loop(
     stats: &EnrichStats,
     sightings: Option<&Sightings>,
 ) -> Result<(), EnrichError> {
+    let mut acks = AckAfterStored::new(PUBLISH_WINDOW);
     while let Some(delivery) = subscription.next().await {
         let detection: Detection = match delivery.message.decode() {
             Ok(detection) => detection,
@@ -378,6 +380,7 @@ async fn enrich_loop(
             hits.iter().for_each(|hit| sightings.offer(hit));
         }
 
+        let mut pending = Vec::with_capacity(enriched.alerts.len());
         for alert in &enriched.alerts {
             let message = Message::json(alert)
                 .map_err(|source| EnrichError::Publish {
@@ -385,12 +388,14 @@ async fn enrich_loop(
                     source,
                 })?
                 .with_id(alert.id.clone());
-            bus.publish(Topic::Alerts, message)
+            let publish = bus
+                .start_publish(Topic::Alerts, message)
                 .await
                 .map_err(|source| EnrichError::Publish {
                     topic: Topic::Alerts,
                     source,
                 })?;
+            pending.push(publish);
         }
         if enriched.intel_matches > 0 {
             tracing::debug!(
@@ -408,9 +413,23 @@ async fn enrich_loop(
         EnrichStats::add(&stats.intel_matches, enriched.intel_matches);
         EnrichStats::add(&stats.intel_alerts, enriched.intel_alerts);
         EnrichStats::add(&stats.alerts_forwarded, enriched.alerts.len());
-        delivery.ack().await.map_err(EnrichError::Ack)?;
+        acks.push(pending, delivery).await.map_err(acked_error)?;
     }
-    Ok(())
+    acks.finish().await.map_err(acked_error)
+}
+
+/// Detections whose alerts may be in flight at once (see `PUBLISH_WINDOW` of the
+/// correlate stage, and docs/cluster.md, "Pipelined publishing").
+pub const PUBLISH_WINDOW: usize = 256;
+
+fn acked_error(error: AckAfterStoredError) -> EnrichError {
+    match error {
+        AckAfterStoredError::Publish(source) => EnrichError::Publish {
+            topic: Topic::Alerts,
+            source,
+        },
+        AckAfterStoredError::Ack(source) => EnrichError::Ack(source),
+    }
 }
 
 async fn dead_letter(bus: &dyn Bus, message: &Message, reason: String) -> Result<(), EnrichError> {

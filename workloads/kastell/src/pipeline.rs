@@ -499,6 +499,7 @@ fn replay_summary(setup: &Setup, counters: &Counters, problems: Vec<String>) -> 
     summary.intel_matches = enrich.intel_matches;
     summary.intel_alerts = enrich.intel_alerts;
     summary.cases_opened = cases.cases_opened;
+    summary.cases_merged = cases.cases_merged;
     summary.alerts_attached_to_cases = cases.alerts_attached;
     summary.actions_executed = counters.respond.snapshot().executed;
     summary

@@ -43,6 +43,9 @@ pub struct Summary {
     /// Alerts raised for intel matches on events no rule matched.
     pub intel_alerts: u64,
     pub cases_opened: u64,
+    /// Cases opened and later merged into another when an alert linked them (closed as
+    /// duplicates): the cases holding alerts are `cases_opened - cases_merged`.
+    pub cases_merged: u64,
     pub alerts_attached_to_cases: u64,
     /// Response actions waiting for a person's approval.
     pub actions_pending: u64,
@@ -164,6 +167,9 @@ impl Summary {
         let _ = writeln!(out, "intel matches      {:>7}", self.intel_matches);
         let _ = writeln!(out, "  intel-only alerts{:>7}", self.intel_alerts);
         let _ = writeln!(out, "cases opened       {:>7}", self.cases_opened);
+        if self.cases_merged > 0 {
+            let _ = writeln!(out, "  merged into one  {:>7}", self.cases_merged);
+        }
         let _ = writeln!(out, "actions pending    {:>7}", self.actions_pending);
         let _ = writeln!(out, "actions executed   {:>7}", self.actions_executed);
         let _ = writeln!(out, "dead letters       {:>7}", self.dead_letters);

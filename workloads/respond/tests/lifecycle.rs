@@ -1215,6 +1215,17 @@ impl CaseStore for CrashingStore {
     async fn attach_alert(&self, id: i64, a: &Alert) -> Result<CaseRecord, StoreError> {
         self.inner.attach_alert(id, a).await
     }
+    async fn open_cases_near(
+        &self,
+        k: &str,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<CaseRecord>, StoreError> {
+        self.inner.open_cases_near(k, from, to).await
+    }
+    async fn merge_cases(&self, into: i64, from: i64, by: &str) -> Result<CaseRecord, StoreError> {
+        self.inner.merge_cases(into, from, by).await
+    }
     async fn get_case(&self, id: i64) -> Result<Option<CaseRecord>, StoreError> {
         self.inner.get_case(id).await
     }

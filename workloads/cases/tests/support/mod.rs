@@ -253,6 +253,24 @@ mod failing {
             self.check(Some(alert))?;
             self.inner.attach_alert(id, alert).await
         }
+        async fn open_cases_near(
+            &self,
+            key: &str,
+            from: DateTime<Utc>,
+            to: DateTime<Utc>,
+        ) -> Result<Vec<CaseRecord>, StoreError> {
+            self.check(None)?;
+            self.inner.open_cases_near(key, from, to).await
+        }
+        async fn merge_cases(
+            &self,
+            into: i64,
+            from: i64,
+            by: &str,
+        ) -> Result<CaseRecord, StoreError> {
+            self.check(None)?;
+            self.inner.merge_cases(into, from, by).await
+        }
         async fn get_case(&self, id: i64) -> Result<Option<CaseRecord>, StoreError> {
             self.check(None)?;
             self.inner.get_case(id).await

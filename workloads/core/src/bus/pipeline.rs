@@ -139,3 +139,201 @@ impl Bus for Pipelined<'_> {
         self.inner.close(topic).await;
     }
 }
+
+/// Why [`AckAfterStored`] stopped: a forwarded message the bus gave up on, or an input
+/// it could not acknowledge. Either way the inputs after it stay unacknowledged and are
+/// delivered again.
+#[derive(Debug, thiserror::Error)]
+pub enum AckAfterStoredError {
+    #[error("forwarding a message")]
+    Publish(#[source] BusError),
+    #[error("acknowledging an input")]
+    Ack(#[source] BusError),
+}
+
+/// Acknowledges each input of a consuming stage once everything it forwarded is stored,
+/// without making the stage wait for that: the stage sends its output with
+/// [`Bus::start_publish`], hands the pending publishes and the input's delivery here, and
+/// reads the next input while up to `window` inputs wait for their publishes. A task of
+/// its own awaits them in order and acknowledges each input right after its publishes are
+/// stored, so an idle stage acknowledges at once rather than when the window fills.
+///
+/// "Acknowledged only after it is forwarded" holds: an input is acknowledged after its
+/// own publishes are stored, never before; [`AckAfterStored::finish`] returns once every
+/// input handed in is acknowledged (or the first failure).
+pub struct AckAfterStored {
+    sender: Option<tokio::sync::mpsc::Sender<(Vec<PendingPublish>, super::Delivery)>>,
+    task: Option<tokio::task::JoinHandle<Result<(), AckAfterStoredError>>>,
+}
+
+impl AckAfterStored {
+    pub fn new(window: usize) -> Self {
+        let (sender, mut receiver) =
+            tokio::sync::mpsc::channel::<(Vec<PendingPublish>, super::Delivery)>(window.max(1));
+        let task = tokio::spawn(async move {
+            while let Some((pending, delivery)) = receiver.recv().await {
+                for publish in pending {
+                    publish
+                        .stored_or_failed()
+                        .await
+                        .map_err(AckAfterStoredError::Publish)?;
+                }
+                delivery.ack().await.map_err(AckAfterStoredError::Ack)?;
+            }
+            Ok(())
+        });
+        AckAfterStored {
+            sender: Some(sender),
+            task: Some(task),
+        }
+    }
+
+    /// Hands in an input and the publishes it caused; waits while `window` inputs are
+    /// still waiting for theirs.
+    ///
+    /// # Errors
+    /// When an earlier input failed: its reason. Nothing more can be handed in then.
+    pub async fn push(
+        &mut self,
+        pending: Vec<PendingPublish>,
+        delivery: super::Delivery,
+    ) -> Result<(), AckAfterStoredError> {
+        if let Some(sender) = &self.sender {
+            if sender.send((pending, delivery)).await.is_ok() {
+                return Ok(());
+            }
+        }
+        // The task ended early, on its first failure: report that.
+        self.wait()
+            .await
+            .and(Err(AckAfterStoredError::Ack(BusError::Transport(
+                "inputs handed in after the acknowledging task ended".into(),
+            ))))
+    }
+
+    /// Waits until every input handed in is acknowledged.
+    ///
+    /// # Errors
+    /// The first publish or acknowledgement that failed.
+    pub async fn finish(mut self) -> Result<(), AckAfterStoredError> {
+        self.wait().await
+    }
+
+    async fn wait(&mut self) -> Result<(), AckAfterStoredError> {
+        drop(self.sender.take());
+        let Some(task) = self.task.take() else {
+            return Ok(());
+        };
+        match task.await {
+            Ok(result) => result,
+            Err(join) => Err(AckAfterStoredError::Ack(BusError::Transport(format!(
+                "the acknowledging task failed: {join}"
+            )))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+    use crate::bus::{Acker, Delivery};
+
+    type Log = Arc<Mutex<Vec<String>>>;
+
+    struct Recorded(Log, usize);
+
+    #[async_trait]
+    impl Acker for Recorded {
+        async fn ack(self: Box<Self>) -> Result<(), BusError> {
+            self.0.lock().unwrap().push(format!("ack {}", self.1));
+            Ok(())
+        }
+    }
+
+    fn delivery(log: &Log, n: usize) -> Delivery {
+        let message = Message::json(&n).unwrap();
+        Delivery::new(message, Some(Box::new(Recorded(Arc::clone(log), n))))
+    }
+
+    /// A publish that is stored (or refused) when the test says so, and logs it.
+    fn publish(
+        log: &Log,
+        n: usize,
+        ok: bool,
+    ) -> (PendingPublish, tokio::sync::oneshot::Sender<()>) {
+        let (stored, wait) = tokio::sync::oneshot::channel();
+        let log = Arc::clone(log);
+        let pending = PendingPublish::new(async move {
+            wait.await.ok();
+            log.lock().unwrap().push(format!("stored {n}"));
+            if ok {
+                Ok(())
+            } else {
+                Err(BusError::Transport("refused".into()))
+            }
+        });
+        (pending, stored)
+    }
+
+    #[tokio::test]
+    async fn an_input_is_acknowledged_after_its_publishes_are_stored() {
+        let log: Log = Arc::default();
+        let mut acks = AckAfterStored::new(4);
+        let mut gates = Vec::new();
+        for n in 0..3 {
+            let (a, gate_a) = publish(&log, 10 * n, true);
+            let (b, gate_b) = publish(&log, 10 * n + 1, true);
+            acks.push(vec![a, b], delivery(&log, n)).await.unwrap();
+            gates.push(gate_b);
+            gates.push(gate_a);
+        }
+        // Stored in another order than sent: each input waits for both of its own.
+        for gate in gates.into_iter().rev() {
+            gate.send(()).unwrap();
+        }
+        acks.finish().await.unwrap();
+        let log = log.lock().unwrap().clone();
+        for n in 0..3 {
+            let at = |entry: String| log.iter().position(|e| *e == entry).unwrap();
+            assert!(
+                at(format!("ack {n}")) > at(format!("stored {}", 10 * n)),
+                "{log:?}"
+            );
+            assert!(
+                at(format!("ack {n}")) > at(format!("stored {}", 10 * n + 1)),
+                "{log:?}"
+            );
+        }
+        assert_eq!(log.iter().filter(|e| e.starts_with("ack")).count(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_refused_publish_leaves_its_input_and_the_later_ones_unacknowledged() {
+        let log: Log = Arc::default();
+        let mut acks = AckAfterStored::new(8);
+        let mut gates = Vec::new();
+        for (n, ok) in [(0, true), (1, false), (2, true)] {
+            let (pending, gate) = publish(&log, n, ok);
+            acks.push(vec![pending], delivery(&log, n)).await.unwrap();
+            gates.push(gate);
+        }
+        for gate in gates {
+            gate.send(()).unwrap_or(());
+        }
+        let error = acks.finish().await.unwrap_err();
+        assert!(
+            matches!(error, AckAfterStoredError::Publish(BusError::Transport(_))),
+            "{error:?}"
+        );
+        let acked: Vec<String> = log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|e| e.starts_with("ack"))
+            .cloned()
+            .collect();
+        assert_eq!(acked, ["ack 0"]);
+    }
+}

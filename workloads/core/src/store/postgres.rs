@@ -23,6 +23,7 @@ use crate::alert::Alert;
 use crate::audit::{self, AuditEntry, Change, SYSTEM_ACTOR};
 
 mod analyst;
+mod merge;
 mod nis2;
 mod outputs;
 
@@ -493,6 +494,19 @@ impl CaseStore for PostgresStore {
         change.after = Some(serde_json::json!({"case": change.after, "alert_id": alert.id}));
         commit_audited(tx, change).await?;
         Ok(after)
+    }
+
+    async fn open_cases_near(
+        &self,
+        group_key: &str,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<CaseRecord>, StoreError> {
+        self.open_cases_near_impl(group_key, from, to).await
+    }
+
+    async fn merge_cases(&self, into: i64, from: i64, by: &str) -> Result<CaseRecord, StoreError> {
+        self.merge_cases_impl(into, from, by).await
     }
 
     async fn get_case(&self, id: i64) -> Result<Option<CaseRecord>, StoreError> {
