@@ -377,7 +377,15 @@ mod tests {
         assert_eq!(set.sensors.len(), 1);
         assert_eq!(errors.len(), 1, "{errors:?}");
         assert_eq!(errors[0].path(), dir.path().join("a.yaml"));
-        assert!(errors[0].detail().starts_with("cannot be read: "), "{}", errors[0].detail());
-        assert!(!errors[0].detail().contains("a.yaml"), "{}", errors[0].detail());
+        assert!(
+            errors[0].detail().starts_with("cannot be read: "),
+            "{}",
+            errors[0].detail()
+        );
+        assert!(
+            !errors[0].detail().contains("a.yaml"),
+            "{}",
+            errors[0].detail()
+        );
     }
 }

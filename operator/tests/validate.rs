@@ -166,19 +166,48 @@ fn listeners_that_cannot_listen_where_they_say_are_problems() {
              spec: {{format: json-lines, transport: {transport}}}\n"
         )
     };
-    write(dir.path(), "open.yaml", &sensor("open", "{type: http, port: 19300, bindAddress: 0.0.0.0}"));
-    write(dir.path(), "udp.yaml", &sensor("udp", "{type: syslog-udp, port: 5514, bindAddress: '::'}"));
-    write(dir.path(), "noport.yaml", &sensor("noport", "{type: syslog-tcp}"));
-    write(dir.path(), "badip.yaml", &sensor("badip", "{type: http, port: 19301, bindAddress: example}"));
-    write(dir.path(), "local.yaml", &sensor("local", "{type: http, port: 19302}"));
+    write(
+        dir.path(),
+        "open.yaml",
+        &sensor("open", "{type: http, port: 19300, bindAddress: 0.0.0.0}"),
+    );
+    write(
+        dir.path(),
+        "udp.yaml",
+        &sensor("udp", "{type: syslog-udp, port: 5514, bindAddress: '::'}"),
+    );
+    write(
+        dir.path(),
+        "noport.yaml",
+        &sensor("noport", "{type: syslog-tcp}"),
+    );
+    write(
+        dir.path(),
+        "badip.yaml",
+        &sensor("badip", "{type: http, port: 19301, bindAddress: example}"),
+    );
+    write(
+        dir.path(),
+        "local.yaml",
+        &sensor("local", "{type: http, port: 19302}"),
+    );
 
     let report = validate_dir(dir.path()).unwrap();
     let lines: Vec<String> = report.problems.iter().map(ToString::to_string).collect();
     let has = |needle: &str| lines.iter().any(|l| l.contains(needle));
     assert!(has("Sensor soc/open: a plain (non-TLS) listener may only bind to loopback, not 0.0.0.0:19300"), "{lines:#?}");
-    assert!(has("Sensor soc/udp: a plain (non-TLS) listener may only bind to loopback"), "{lines:#?}");
-    assert!(has("Sensor soc/noport: a listener needs spec.transport.port"), "{lines:#?}");
-    assert!(has("Sensor soc/badip: spec.transport.bindAddress \"example\" is not an IP address"), "{lines:#?}");
+    assert!(
+        has("Sensor soc/udp: a plain (non-TLS) listener may only bind to loopback"),
+        "{lines:#?}"
+    );
+    assert!(
+        has("Sensor soc/noport: a listener needs spec.transport.port"),
+        "{lines:#?}"
+    );
+    assert!(
+        has("Sensor soc/badip: spec.transport.bindAddress \"example\" is not an IP address"),
+        "{lines:#?}"
+    );
     assert_eq!(lines.len(), 4, "{lines:#?}");
 }
 
@@ -198,7 +227,18 @@ fn a_binary_file_does_not_stop_the_check() {
     let report = validate_dir(dir.path()).unwrap();
     let lines: Vec<String> = report.problems.iter().map(ToString::to_string).collect();
     assert_eq!(lines.len(), 2, "{lines:#?}");
-    assert!(lines.iter().any(|l| l.contains("x.yaml: cannot be read: ")), "{lines:#?}");
-    assert!(lines.iter().any(|l| l.contains("missing.json does not exist")), "{lines:#?}");
-    assert!(lines.iter().all(|l| l.matches(".yaml").count() == 1), "{lines:#?}");
+    assert!(
+        lines.iter().any(|l| l.contains("x.yaml: cannot be read: ")),
+        "{lines:#?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("missing.json does not exist")),
+        "{lines:#?}"
+    );
+    assert!(
+        lines.iter().all(|l| l.matches(".yaml").count() == 1),
+        "{lines:#?}"
+    );
 }

@@ -308,7 +308,10 @@ async fn an_unreadable_action_on_a_shared_listener_is_400_not_404() {
     assert_eq!(items.len(), 2, "{answer}");
     let first = items[0].as_object().unwrap().values().next().unwrap();
     assert_eq!(first["status"], 400, "{answer}");
-    assert_eq!(first["error"]["type"], "illegal_argument_exception", "{answer}");
+    assert_eq!(
+        first["error"]["type"], "illegal_argument_exception",
+        "{answer}"
+    );
     let second = items[1].as_object().unwrap().values().next().unwrap();
     assert_eq!(second["status"], 201, "{answer}");
     assert_eq!(ids.metrics().records(), 1);

@@ -3,7 +3,7 @@
 //! listeners are refused off loopback (DESIGN.md: TLS everywhere except loopback).
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -129,9 +129,7 @@ fn plan_one(sensor: &Loaded<Sensor>, data_dir: &Path) -> anyhow::Result<Option<L
                 tls: None,
             },
         },
-        TransportKind::SyslogUdp => ListenerKind::SyslogUdp {
-            addr: addr()?,
-        },
+        TransportKind::SyslogUdp => ListenerKind::SyslogUdp { addr: addr()? },
         TransportKind::SyslogTcp => ListenerKind::SyslogTcp {
             addr: addr()?,
             framing,
