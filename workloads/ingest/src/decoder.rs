@@ -20,6 +20,8 @@ pub struct Decoded<O = Event> {
     pub result: Result<O, ParseError>,
 }
 
+const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
+
 /// Turns the lines of one stream (a file, a connection) into events.
 pub struct Decoder {
     format: Format,
@@ -82,6 +84,12 @@ impl Decoder {
         len: usize,
         out: &mut Vec<Decoded<O>>,
     ) {
+        // Windows tools often start a UTF-8 file with a byte-order mark; it is not part of
+        // the first record.
+        let (bytes, len) = match bytes.strip_prefix(UTF8_BOM) {
+            Some(rest) if number == 1 => (rest, len - UTF8_BOM.len()),
+            _ => (bytes, len),
+        };
         let max = self.ctx.options.max_line_bytes;
         let blank = len == bytes.len() && bytes.iter().all(u8::is_ascii_whitespace);
         match self.format {

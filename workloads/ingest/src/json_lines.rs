@@ -31,7 +31,10 @@ pub(crate) fn normalise<O: Output>(
             .unwrap_or(("@timestamp", None)),
     };
     let value = value.ok_or(ParseError::MissingField {
-        field: "the Sensor's timestampField",
+        field: match ctx.options.timestamp_field {
+            Some(_) => "the Sensor's timestampField",
+            None => "@timestamp, timestamp or time (the Sensor names no timestampField)",
+        },
     })?;
     out.put("@timestamp", time(field, value, ctx)?);
     out.put("event.kind", "event");

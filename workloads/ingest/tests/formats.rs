@@ -714,6 +714,13 @@ fn json_lines_golden_with_the_sensor_timestamp_field() {
 
     let missing = parse_line(Format::JsonLines, br#"{"t":1}"#, &ctx).unwrap_err();
     assert_eq!(missing.reason(), RejectReason::MissingField);
+    assert!(missing.to_string().contains("timestampField"), "{missing}");
+    // Without a field named, the reason lists the fields that were looked for.
+    let missing = parse_line(Format::JsonLines, br#"{"t":1}"#, &self::ctx()).unwrap_err();
+    assert!(
+        missing.to_string().contains("@timestamp, timestamp or time"),
+        "{missing}"
+    );
 
     // Without a field named, @timestamp, timestamp and time are tried; epoch numbers in
     // seconds or milliseconds are read.
@@ -886,4 +893,21 @@ fn the_decoder_names_its_format() {
     assert_eq!(decoder.format(), Format::Zeek);
     assert!(!Format::Zeek.is_line_per_record());
     assert!(Path::new(&fixture("zeek")).is_dir());
+}
+
+/// A UTF-8 byte-order mark at the start of a stream is not part of its first record; one
+/// anywhere else is data and stays.
+#[test]
+fn a_byte_order_mark_at_the_start_is_skipped() {
+    let input = b"\xEF\xBB\xBF{\"timestamp\":\"2024-05-01T10:00:00Z\",\"n\":1}\n\
+                  {\"timestamp\":\"2024-05-01T10:00:01Z\",\"n\":2}\n";
+    let events = events(Format::JsonLines, input, "export.json");
+    assert_eq!(events.len(), 2);
+    let later = decode(
+        Format::JsonLines,
+        b"{\"timestamp\":\"2024-05-01T10:00:00Z\"}\n\xEF\xBB\xBF{\"timestamp\":\"2024-05-01T10:00:01Z\"}\n",
+        "export.json",
+    );
+    assert!(later[0].result.is_ok());
+    assert!(later[1].result.is_err());
 }
