@@ -25,6 +25,7 @@ mod nis2;
 mod outputs;
 mod postgres;
 pub mod privacy;
+mod readers;
 pub use location::{open, StoreUrl};
 pub use postgres::PostgresStore;
 pub use privacy::PrivacyStore;
@@ -70,6 +71,25 @@ pub enum StoreError {
     Conflict { reason: String },
     #[error("the alert writer could not store the alert: {reason}")]
     Writer { reason: String },
+    /// A read through the synchronous SQLite connections ([`readers`]).
+    #[error("case-store read {what}")]
+    Read {
+        what: &'static str,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("a case-store read stopped before answering: {reason}")]
+    ReadTask { reason: String },
+}
+
+// rusqlite's row iterators need it; the decoders name the column themselves.
+impl From<rusqlite::Error> for StoreError {
+    fn from(source: rusqlite::Error) -> Self {
+        StoreError::Read {
+            what: "row",
+            source,
+        }
+    }
 }
 
 fn query_err(what: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
@@ -268,6 +288,17 @@ impl StoredAlert {
             triaged_at: self.triaged_at,
         })
     }
+}
+
+/// A case with its earliest alerts (bodies as stored) and all its response actions: what
+/// `GET /api/v1/cases/{id}` answers, read in one go ([`CaseStore::case_detail`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CaseDetailRecord {
+    pub case: CaseRecord,
+    /// Ordered by event time, then id.
+    pub alerts: Vec<StoredAlert>,
+    /// Ordered by id.
+    pub actions: Vec<ActionRecord>,
 }
 
 /// A case: alerts of one rule on one host within the grouping window.
@@ -613,6 +644,34 @@ pub trait CaseStore: Send + Sync {
     /// Adds a stored alert to a case, widening its time span and raising its severity.
     async fn attach_alert(&self, case_id: i64, alert: &Alert) -> Result<CaseRecord, StoreError>;
     async fn get_case(&self, id: i64) -> Result<Option<CaseRecord>, StoreError>;
+    /// The case with its first `alert_limit` alerts (by event time, then id) and all its
+    /// actions; `None` without the case. This default makes the three reads at once; a
+    /// store that can read them together (one snapshot, one round trip) does.
+    async fn case_detail(
+        &self,
+        id: i64,
+        alert_limit: i64,
+    ) -> Result<Option<CaseDetailRecord>, StoreError> {
+        let alerts = AlertFilter {
+            case_id: Some(id),
+            limit: Some(alert_limit),
+            ..AlertFilter::default()
+        };
+        let actions = ActionFilter {
+            case_id: Some(id),
+            ..ActionFilter::default()
+        };
+        let (case, alerts, actions) = futures::try_join!(
+            self.get_case(id),
+            self.list_stored_alerts(&alerts),
+            self.list_actions(&actions),
+        )?;
+        Ok(case.map(|case| CaseDetailRecord {
+            case,
+            alerts,
+            actions,
+        }))
+    }
     async fn list_cases(&self, filter: &CaseFilter) -> Result<Vec<CaseRecord>, StoreError>;
 
     /// Records an action; returns the existing one (and `false`) on a repeat.
@@ -828,6 +887,8 @@ pub struct SqliteStore {
     writer: SqlitePool,
     /// New alerts waiting to be stored together ([`group_commit`]).
     alerts: std::sync::Arc<group_commit::AlertQueue>,
+    /// Synchronous connections for the reads on the request path ([`readers`]).
+    readers: std::sync::Arc<readers::Readers>,
 }
 
 /// The database file's name inside the data directory.
@@ -887,6 +948,7 @@ impl SqliteStore {
             pool,
             writer,
             alerts: Default::default(),
+            readers: readers::Readers::new(path),
         })
     }
 }
@@ -1464,14 +1526,17 @@ impl CaseStore for SqliteStore {
     }
 
     async fn get_case(&self, id: i64) -> Result<Option<CaseRecord>, StoreError> {
-        sqlx::query("SELECT * FROM cases WHERE id = ?")
-            .bind(id)
-            .fetch_optional(&self.pool)
+        self.readers.read(move |conn| readers::case(conn, id)).await
+    }
+
+    async fn case_detail(
+        &self,
+        id: i64,
+        alert_limit: i64,
+    ) -> Result<Option<CaseDetailRecord>, StoreError> {
+        self.readers
+            .read(move |conn| readers::case_detail(conn, id, alert_limit))
             .await
-            .map_err(query_err("get case"))?
-            .as_ref()
-            .map(case_from_row)
-            .transpose()
     }
 
     async fn list_cases(&self, filter: &CaseFilter) -> Result<Vec<CaseRecord>, StoreError> {
@@ -1812,7 +1877,10 @@ impl CaseStore for SqliteStore {
     }
 
     async fn get_api_key_status(&self, id: &str) -> Result<Option<keys::ApiKeyStatus>, StoreError> {
-        self.api_key_status_impl(id).await
+        let id = id.to_owned();
+        self.readers
+            .read(move |conn| readers::api_key_status(conn, &id))
+            .await
     }
 
     async fn mark_api_key_used(&self, id: &str, at: DateTime<Utc>) -> Result<(), StoreError> {
@@ -1897,7 +1965,16 @@ impl CaseStore for SqliteStore {
         &self,
         owner: &ObservableOwner,
     ) -> Result<Vec<ObservableRecord>, StoreError> {
-        self.list_observables_impl(owner).await
+        match owner {
+            // TheHive's create-alert answers with the count of the alert's observables.
+            ObservableOwner::Alert(id) => {
+                let id = id.clone();
+                self.readers
+                    .read(move |conn| readers::alert_observables(conn, &id))
+                    .await
+            }
+            ObservableOwner::Case(_) => self.list_observables_impl(owner).await,
+        }
     }
 
     async fn create_task(

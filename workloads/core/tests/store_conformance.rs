@@ -120,6 +120,7 @@ conformance!(
     a_subject_is_found_and_erased_in_observables_tasks_and_the_timeline,
     retention_erases_observables_tasks_and_the_timeline_of_closed_cases,
     api_keys_are_listed_used_and_revoked_once,
+    a_case_detail_is_the_case_its_alerts_and_its_actions,
 );
 
 fn alert(rule: &str, host: &str, at: &str, level: Level) -> Alert {
@@ -1535,4 +1536,103 @@ async fn api_keys_are_listed_used_and_revoked_once(store: Store) {
     assert_eq!(last.action, "apikey.revoke");
     assert!(last.after.as_ref().unwrap().get("hash").is_none());
     assert_eq!(audit::verify(&entries), Verdict::Intact { entries: 3 });
+}
+
+/// `case_detail` (one read on SQLite, three on PostgreSQL) answers what the three reads it
+/// replaces answer: the case, its alerts by event time then id (cut at the limit) and its
+/// actions by id, with triage and update fields filled in.
+async fn a_case_detail_is_the_case_its_alerts_and_its_actions(store: Store) {
+    let first = alert("r1", "web-1", "2024-01-01T10:00:00Z", Level::Low);
+    let late = alert("r1", "web-1", "2024-01-01T12:00:00Z", Level::High);
+    let middle = alert("r1", "web-1", "2024-01-01T11:00:00Z", Level::Medium);
+    let other = alert("r2", "web-2", "2024-01-01T11:30:00Z", Level::Low);
+    let case = case_of(&store, &first, "r1|web-1").await;
+    for alert in [&late, &middle] {
+        store.insert_alert(alert).await.unwrap();
+        store.attach_alert(case, alert).await.unwrap();
+    }
+    case_of(&store, &other, "r2|web-2").await;
+    store
+        .triage_alert(
+            &middle.id,
+            &AlertTriage::Ignore {
+                reason: "scanner".into(),
+            },
+            "apikey:ana",
+        )
+        .await
+        .unwrap();
+    let update = CaseUpdate {
+        assignee: Some(Some("ana".into())),
+        tags: Some(vec!["phishing".into(), "t1566".into()]),
+        tlp: Some(Tlp::Red),
+        ..Default::default()
+    };
+    store
+        .update_case(case, &update, "apikey:lead")
+        .await
+        .unwrap();
+    let mut actions = Vec::new();
+    for (step, alert) in [("notify", &late), ("block", &first)] {
+        let new = NewAction {
+            case_id: case,
+            alert_id: alert.id.clone(),
+            playbook: "soc/pb".into(),
+            step: step.into(),
+            step_type: "webhook".into(),
+            approval_required: step == "block",
+            params: json!({"url": "http://127.0.0.1:1/", "step": step}),
+        };
+        actions.push(store.create_action(&new).await.unwrap().0);
+    }
+    let rejected = store
+        .decide_action(
+            actions[1].id,
+            &Decision::Reject {
+                reason: "not on a Friday".into(),
+            },
+            "apikey:lead",
+        )
+        .await
+        .unwrap();
+    actions[1] = rejected;
+
+    let detail = store.case_detail(case, 1000).await.unwrap().unwrap();
+    assert_eq!(
+        Some(&detail.case),
+        store.get_case(case).await.unwrap().as_ref()
+    );
+    assert_eq!(detail.case.tlp, Tlp::Red);
+    assert_eq!(detail.case.assignee.as_deref(), Some("ana"));
+    assert_eq!(detail.case.alert_count, 3);
+    let ids: Vec<&str> = detail.alerts.iter().map(|a| a.id.as_str()).collect();
+    assert_eq!(ids, [&first.id, &middle.id, &late.id], "by event time");
+    let listed = store
+        .list_stored_alerts(&AlertFilter {
+            case_id: Some(case),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(detail.alerts, listed);
+    let ignored = detail.alerts[1].clone().parse().unwrap();
+    assert_eq!(ignored.status, "ignored");
+    assert_eq!(ignored.status_reason.as_deref(), Some("scanner"));
+    assert!(ignored.triaged_at.is_some());
+    assert_eq!(ignored.alert, middle);
+    assert_eq!(detail.actions, actions);
+    assert_eq!(
+        detail.actions,
+        store
+            .list_actions(&ActionFilter {
+                case_id: Some(case),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+    );
+
+    let cut = store.case_detail(case, 2).await.unwrap().unwrap();
+    assert_eq!(cut.alerts, detail.alerts[..2]);
+    assert!(store.case_detail(case + 100, 1000).await.unwrap().is_none());
 }

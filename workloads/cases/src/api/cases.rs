@@ -3,7 +3,7 @@
 use axum::extract::State;
 use axum::Json;
 use kastell_core::error_chain;
-use kastell_core::store::{ActionFilter, AlertFilter, CaseFilter, CaseStatus, CaseUpdate};
+use kastell_core::store::{CaseFilter, CaseStatus, CaseUpdate};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -82,22 +82,11 @@ async fn get_case(
     ApiPath(id): ApiPath<i64>,
 ) -> Result<Json<CaseDetailAnswer>, ApiError> {
     caller.require(Permission::Read)?;
-    let alerts = AlertFilter {
-        case_id: Some(id),
-        limit: Some(MAX_LIMIT.into()),
-        ..AlertFilter::default()
+    let detail = state.store.case_detail(id, MAX_LIMIT.into()).await?;
+    let (case, alerts, actions) = match detail {
+        Some(detail) => (Some(detail.case), detail.alerts, detail.actions),
+        None => (None, Vec::new(), Vec::new()),
     };
-    let actions = ActionFilter {
-        case_id: Some(id),
-        ..ActionFilter::default()
-    };
-    // The three reads run on separate store connections; for an unknown id the two
-    // lists are empty and cheap.
-    let (case, alerts, actions) = tokio::try_join!(
-        state.store.get_case(id),
-        state.store.list_stored_alerts(&alerts),
-        state.store.list_actions(&actions),
-    )?;
     let case = caller.visible(case, id)?;
     let alerts = alerts
         .into_iter()
