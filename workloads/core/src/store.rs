@@ -71,9 +71,10 @@ pub enum StoreError {
     Conflict { reason: String },
     #[error("the alert writer could not store the alert: {reason}")]
     Writer { reason: String },
-    /// A read through the synchronous SQLite connections ([`readers`]).
-    #[error("case-store read {what}")]
-    Read {
+    /// A statement on one of the synchronous SQLite connections (the readers and the
+    /// alert batch connection).
+    #[error("case-store statement {what}")]
+    Sqlite {
         what: &'static str,
         #[source]
         source: rusqlite::Error,
@@ -85,7 +86,7 @@ pub enum StoreError {
 // rusqlite's row iterators need it; the decoders name the column themselves.
 impl From<rusqlite::Error> for StoreError {
     fn from(source: rusqlite::Error) -> Self {
-        StoreError::Read {
+        StoreError::Sqlite {
             what: "row",
             source,
         }
@@ -947,7 +948,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             pool,
             writer,
-            alerts: Default::default(),
+            alerts: std::sync::Arc::new(group_commit::AlertQueue::new(path)),
             readers: readers::Readers::new(path),
         })
     }
@@ -1224,7 +1225,27 @@ async fn append_audit(tx: &mut Tx, change: Change) -> Result<(), StoreError> {
         None => (1, audit::GENESIS.to_owned()),
     };
     let entry = chain_entry(seq, prev_hash, change);
-    group_commit::insert_entries(tx, std::slice::from_ref(&entry)).await
+    sqlx::query(
+        "INSERT INTO audit_log (seq, at, actor, action, object_kind, object_id, before, \
+         after, before_digest, after_digest, prev_hash, hash) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(entry.seq)
+    .bind(&entry.at)
+    .bind(&entry.actor)
+    .bind(&entry.action)
+    .bind(&entry.object_kind)
+    .bind(&entry.object_id)
+    .bind(entry.before.as_ref().map(audit::canonical_json))
+    .bind(entry.after.as_ref().map(audit::canonical_json))
+    .bind(&entry.before_digest)
+    .bind(&entry.after_digest)
+    .bind(&entry.prev_hash)
+    .bind(&entry.hash)
+    .execute(&mut **tx)
+    .await
+    .map_err(query_err("append to the audit log"))?;
+    Ok(())
 }
 
 async fn fetch_case(tx: &mut Tx, id: i64) -> Result<CaseRecord, StoreError> {

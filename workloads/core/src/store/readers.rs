@@ -48,7 +48,7 @@ pub(super) struct Readers {
 }
 
 fn read_err(what: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
-    move |source| StoreError::Read { what, source }
+    move |source| StoreError::Sqlite { what, source }
 }
 
 impl Readers {
