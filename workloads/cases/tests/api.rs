@@ -433,7 +433,11 @@ async fn cases_list_and_read_with_their_alerts_and_actions() {
         assert_eq!(&one.body, alert);
     }
     // `events=false` answers the same case and alerts, each with its events left out.
-    let light = get(&api.router, &format!("/api/v1/cases/{demo_case}?events=false")).await;
+    let light = get(
+        &api.router,
+        &format!("/api/v1/cases/{demo_case}?events=false"),
+    )
+    .await;
     assert_eq!(light.status, StatusCode::OK, "{}", light.text);
     let mut expected = detail.body.clone();
     for alert in expected["alerts"].as_array_mut().unwrap() {
@@ -442,9 +446,17 @@ async fn cases_list_and_read_with_their_alerts_and_actions() {
     }
     assert_eq!(light.body, expected);
     assert!(light.text.len() < detail.text.len());
-    let full = get(&api.router, &format!("/api/v1/cases/{demo_case}?events=true")).await;
+    let full = get(
+        &api.router,
+        &format!("/api/v1/cases/{demo_case}?events=true"),
+    )
+    .await;
     assert_eq!(full.body, detail.body);
-    let bad = get(&api.router, &format!("/api/v1/cases/{demo_case}?events=some")).await;
+    let bad = get(
+        &api.router,
+        &format!("/api/v1/cases/{demo_case}?events=some"),
+    )
+    .await;
     error(&bad, StatusCode::BAD_REQUEST, "invalid_query");
     let unknown = get(&api.router, &format!("/api/v1/cases/{demo_case}?limit=1")).await;
     error(&unknown, StatusCode::BAD_REQUEST, "invalid_query");

@@ -887,7 +887,7 @@ pub struct SqliteStore {
     /// One connection that every write transaction takes (see [`SqliteStore::write_tx`]).
     writer: SqlitePool,
     /// New alerts waiting to be stored together ([`group_commit`]).
-    alerts: std::sync::Arc<group_commit::AlertQueue>,
+    alerts: std::sync::Arc<group_commit::AlertQueue<group_commit::SqliteBatches>>,
     /// Synchronous connections for the reads on the request path ([`readers`]).
     readers: std::sync::Arc<readers::Readers>,
 }
@@ -947,8 +947,10 @@ impl SqliteStore {
             })?;
         Ok(SqliteStore {
             pool,
+            alerts: std::sync::Arc::new(group_commit::AlertQueue::new(
+                group_commit::SqliteBatches::new(writer.clone(), path),
+            )),
             writer,
-            alerts: std::sync::Arc::new(group_commit::AlertQueue::new(path)),
             readers: readers::Readers::new(path),
         })
     }
@@ -1394,7 +1396,7 @@ impl CaseStore for SqliteStore {
     async fn insert_alert(&self, alert: &Alert) -> Result<bool, StoreError> {
         // Stored with the alerts that arrive at the same moment, in one transaction.
         let pending = group_commit::PendingAlert::new(alert)?;
-        self.alerts.insert(&self.writer, pending).await
+        self.alerts.insert(pending).await
     }
 
     async fn get_alert(&self, id: &str) -> Result<Option<AlertRecord>, StoreError> {

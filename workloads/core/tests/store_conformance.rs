@@ -121,6 +121,7 @@ conformance!(
     retention_erases_observables_tasks_and_the_timeline_of_closed_cases,
     api_keys_are_listed_used_and_revoked_once,
     a_case_detail_is_the_case_its_alerts_and_its_actions,
+    concurrent_alerts_are_stored_once_each_with_one_entry,
 );
 
 fn alert(rule: &str, host: &str, at: &str, level: Level) -> Alert {
@@ -1635,4 +1636,57 @@ async fn a_case_detail_is_the_case_its_alerts_and_its_actions(store: Store) {
     let cut = store.case_detail(case, 2).await.unwrap().unwrap();
     assert_eq!(cut.alerts, detail.alerts[..2]);
     assert!(store.case_detail(case + 100, 1000).await.unwrap().is_none());
+}
+
+/// Alerts arriving together share a batch (both stores group-commit them): each id is new
+/// exactly once however many callers send it at the same moment, every new alert gets
+/// its own `alert.create` entry and its observables, and the chain stays one line.
+async fn concurrent_alerts_are_stored_once_each_with_one_entry(store: Store) {
+    let alerts: Vec<Alert> = (0..24)
+        .map(|n| {
+            let mut a = alert(
+                &format!("r{}", n % 3),
+                "h",
+                &format!("2024-01-01T12:00:{n:02}Z"),
+                Level::Medium,
+            );
+            a.events[0].set("source.ip", json!(format!("192.0.2.{n}")));
+            a
+        })
+        .collect();
+    // Each alert sent by three callers at once.
+    let sends = alerts.iter().cycle().take(alerts.len() * 3).map(|a| {
+        let store = Arc::clone(&store);
+        let a = a.clone();
+        tokio::spawn(async move { (a.id.clone(), store.insert_alert(&a).await.unwrap()) })
+    });
+    let mut new = std::collections::BTreeMap::<String, usize>::new();
+    for send in sends.collect::<Vec<_>>() {
+        let (id, created) = send.await.unwrap();
+        *new.entry(id).or_default() += usize::from(created);
+    }
+    assert_eq!(new.len(), alerts.len());
+    assert!(new.values().all(|count| *count == 1), "{new:?}");
+    assert_eq!(
+        verdict(&store).await,
+        Verdict::Intact {
+            entries: alerts.len() as i64
+        }
+    );
+    let creates = actions_logged(&store).await;
+    assert!(creates.iter().all(|action| action == "alert.create"));
+    for a in &alerts {
+        let stored = store.get_alert(&a.id).await.unwrap().unwrap();
+        assert_eq!(&stored.alert, a);
+        let observables = store
+            .list_observables(&ObservableOwner::Alert(a.id.clone()))
+            .await
+            .unwrap();
+        assert!(
+            observables
+                .iter()
+                .any(|o| Some(o.value.as_str()) == a.events[0].get_str("source.ip")),
+            "{observables:?}"
+        );
+    }
 }

@@ -28,6 +28,7 @@ use std::sync::{Arc, Mutex};
 
 use std::path::{Path, PathBuf};
 
+use async_trait::async_trait;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 use serde_json::Value;
 use sqlx::SqlitePool;
@@ -36,6 +37,7 @@ use tokio::sync::oneshot;
 use super::{alert_state, analyst, level_rank, ts, StoreError};
 use crate::alert::Alert;
 use crate::audit::{self, Change, SYSTEM_ACTOR};
+use crate::error_chain;
 
 /// The most alerts one transaction stores: a batch of this size already amortises the
 /// per-transaction cost (the commit, the hand-off to the blocking pool) almost entirely,
@@ -45,19 +47,19 @@ const MAX_BATCH: usize = 128;
 /// An alert ready to store: its columns, body, audit state and observables, computed by
 /// the caller so the writer does nothing but SQL.
 pub(super) struct PendingAlert {
-    id: String,
-    rule_id: String,
-    rule_title: String,
-    level: &'static str,
-    level_rank: i64,
-    host: Option<String>,
-    sensor: Option<String>,
-    timestamp: String,
-    detected_at: String,
-    intel_count: i64,
-    body: String,
-    audit_after: Value,
-    observables: BTreeMap<(String, String), bool>,
+    pub(super) id: String,
+    pub(super) rule_id: String,
+    pub(super) rule_title: String,
+    pub(super) level: &'static str,
+    pub(super) level_rank: i64,
+    pub(super) host: Option<String>,
+    pub(super) sensor: Option<String>,
+    pub(super) timestamp: String,
+    pub(super) detected_at: String,
+    pub(super) intel_count: i64,
+    pub(super) body: String,
+    pub(super) audit_after: Value,
+    pub(super) observables: BTreeMap<(String, String), bool>,
 }
 
 impl PendingAlert {
@@ -86,35 +88,35 @@ impl PendingAlert {
 
 type Reply = oneshot::Sender<Result<bool, StoreError>>;
 
+/// How a store writes one batch: in one transaction, appending one audit entry per new
+/// alert, and alert by alert when the batch fails (so one bad alert fails only its own
+/// request).
+#[async_trait]
+pub(super) trait BatchWriter: Send + Sync + 'static {
+    /// For each alert, whether it was new, or why it could not be stored.
+    async fn store(&self, alerts: Vec<PendingAlert>) -> Vec<Result<bool, StoreError>>;
+}
+
 /// Alerts waiting for the writer.
-pub(super) struct AlertQueue {
+pub(super) struct AlertQueue<W> {
     pending: Mutex<Vec<(PendingAlert, Reply)>>,
     /// Whether a drain task is running; it empties the queue before it stops.
     draining: AtomicBool,
-    /// The store's file, for the batch connection.
-    path: PathBuf,
-    /// The rusqlite connection batches are written through, opened at the first batch;
-    /// out of its slot while a batch runs.
-    connection: Mutex<Option<Connection>>,
+    writer: W,
 }
 
-impl AlertQueue {
-    pub(super) fn new(path: &Path) -> Self {
+impl<W: BatchWriter> AlertQueue<W> {
+    pub(super) fn new(writer: W) -> Self {
         AlertQueue {
             pending: Mutex::default(),
             draining: AtomicBool::new(false),
-            path: path.to_owned(),
-            connection: Mutex::new(None),
+            writer,
         }
     }
 
     /// Stores `alert` in the next batch; whether it was new (`false` for an id stored
     /// before, or earlier in the same batch).
-    pub(super) async fn insert(
-        self: &Arc<Self>,
-        writer: &SqlitePool,
-        alert: PendingAlert,
-    ) -> Result<bool, StoreError> {
+    pub(super) async fn insert(self: &Arc<Self>, alert: PendingAlert) -> Result<bool, StoreError> {
         let (reply, answer) = oneshot::channel();
         self.pending
             .lock()
@@ -124,8 +126,7 @@ impl AlertQueue {
             .push((alert, reply));
         if !self.draining.swap(true, Ordering::AcqRel) {
             let queue = Arc::clone(self);
-            let writer = writer.clone();
-            tokio::spawn(async move { queue.drain_all(&writer).await });
+            tokio::spawn(async move { queue.drain_all().await });
         }
         answer.await.map_err(|_| StoreError::Writer {
             reason: "the batch holding the alert stopped before answering".to_owned(),
@@ -135,9 +136,9 @@ impl AlertQueue {
     /// Drains until the queue is empty and no alert can be left behind: an alert queued
     /// after the last look saw `draining` set and started no drain of its own, so the
     /// queue is looked at again after the flag is cleared.
-    async fn drain_all(&self, writer: &SqlitePool) {
+    async fn drain_all(&self) {
         loop {
-            self.drain(writer).await;
+            self.drain().await;
             self.draining.store(false, Ordering::Release);
             if self.is_empty() || self.draining.swap(true, Ordering::AcqRel) {
                 return;
@@ -151,39 +152,77 @@ impl AlertQueue {
             .map_or(true, |pending| pending.is_empty())
     }
 
-    /// Takes the writer, then every queued alert, and stores them.
-    async fn drain(&self, writer: &SqlitePool) {
-        // Held, not used: every other write transaction goes through this one sqlx
-        // connection, so holding it keeps them out while the batch connection writes.
-        let _write_lock = match writer.acquire().await {
-            Ok(conn) => conn,
-            Err(source) => {
-                tracing::warn!(error = %source, "alert batch could not take the writer");
-                for (_, reply) in self.take(usize::MAX) {
-                    let _ = reply.send(Err(StoreError::Writer {
-                        reason: source.to_string(),
-                    }));
-                }
-                return;
-            }
-        };
+    /// Stores batches until the queue is empty.
+    async fn drain(&self) {
         loop {
             let batch = self.take(MAX_BATCH);
             if batch.is_empty() {
                 return;
             }
             let (alerts, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
-            let results = self.store_blocking(alerts).await;
+            let results = self.writer.store(alerts).await;
             for (reply, result) in replies.into_iter().zip(results) {
                 let _ = reply.send(result);
             }
         }
     }
 
-    /// Stores a batch on the batch connection, on the blocking pool: one hand-off for the
-    /// whole transaction.
-    async fn store_blocking(&self, alerts: Vec<PendingAlert>) -> Vec<Result<bool, StoreError>> {
+    fn take(&self, most: usize) -> Vec<(PendingAlert, Reply)> {
+        match self.pending.lock() {
+            Ok(mut pending) => {
+                let count = pending.len().min(most);
+                pending.drain(..count).collect()
+            }
+            Err(_) => Vec::new(),
+        }
+    }
+}
+
+/// The same error for each of `count` alerts.
+fn fail_all(count: usize, reason: &str) -> Vec<Result<bool, StoreError>> {
+    (0..count)
+        .map(|_| {
+            Err(StoreError::Writer {
+                reason: reason.to_owned(),
+            })
+        })
+        .collect()
+}
+
+/// SQLite's batches: written through a rusqlite connection of their own on the blocking
+/// pool, while holding sqlx's writer connection.
+pub(super) struct SqliteBatches {
+    /// Held, not used, while a batch writes: every other write transaction goes through
+    /// this one sqlx connection, so holding it keeps them out.
+    writer: SqlitePool,
+    /// The store's file, for the batch connection.
+    path: PathBuf,
+    /// The rusqlite connection batches are written through, opened at the first batch;
+    /// out of its slot while a batch runs.
+    connection: Mutex<Option<Connection>>,
+}
+
+impl SqliteBatches {
+    pub(super) fn new(writer: SqlitePool, path: &Path) -> Self {
+        SqliteBatches {
+            writer,
+            path: path.to_owned(),
+            connection: Mutex::new(None),
+        }
+    }
+}
+
+#[async_trait]
+impl BatchWriter for SqliteBatches {
+    async fn store(&self, alerts: Vec<PendingAlert>) -> Vec<Result<bool, StoreError>> {
         let count = alerts.len();
+        let _write_lock = match self.writer.acquire().await {
+            Ok(conn) => conn,
+            Err(source) => {
+                tracing::warn!(error = %source, "alert batch could not take the writer");
+                return fail_all(count, &source.to_string());
+            }
+        };
         let conn = self.connection.lock().ok().and_then(|mut conn| conn.take());
         let path = self.path.clone();
         let stored = tokio::task::spawn_blocking(move || {
@@ -191,16 +230,7 @@ impl AlertQueue {
                 Some(conn) => conn,
                 None => match open_batch_connection(&path) {
                     Ok(conn) => conn,
-                    Err(error) => {
-                        let reason = error.to_string();
-                        let mut results = vec![Err(error)];
-                        results.extend((1..count).map(|_| {
-                            Err(StoreError::Writer {
-                                reason: reason.clone(),
-                            })
-                        }));
-                        return (None, results);
-                    }
+                    Err(error) => return (None, fail_all(count, &error_chain(&error))),
                 },
             };
             let results = store_each(&mut conn, &alerts);
@@ -214,23 +244,7 @@ impl AlertQueue {
                 }
                 results
             }
-            Err(error) => (0..count)
-                .map(|_| {
-                    Err(StoreError::Writer {
-                        reason: format!("the alert batch stopped: {error}"),
-                    })
-                })
-                .collect(),
-        }
-    }
-
-    fn take(&self, most: usize) -> Vec<(PendingAlert, Reply)> {
-        match self.pending.lock() {
-            Ok(mut pending) => {
-                let count = pending.len().min(most);
-                pending.drain(..count).collect()
-            }
-            Err(_) => Vec::new(),
+            Err(error) => fail_all(count, &format!("the alert batch stopped: {error}")),
         }
     }
 }
