@@ -432,6 +432,34 @@ async fn cases_list_and_read_with_their_alerts_and_actions() {
         assert_eq!(one.status, StatusCode::OK);
         assert_eq!(&one.body, alert);
     }
+    // `events=false` answers the same case and alerts, each with its events left out.
+    let light = get(
+        &api.router,
+        &format!("/api/v1/cases/{demo_case}?events=false"),
+    )
+    .await;
+    assert_eq!(light.status, StatusCode::OK, "{}", light.text);
+    let mut expected = detail.body.clone();
+    for alert in expected["alerts"].as_array_mut().unwrap() {
+        assert!(!alert["events"].as_array().unwrap().is_empty());
+        alert["events"] = json!([]);
+    }
+    assert_eq!(light.body, expected);
+    assert!(light.text.len() < detail.text.len());
+    let full = get(
+        &api.router,
+        &format!("/api/v1/cases/{demo_case}?events=true"),
+    )
+    .await;
+    assert_eq!(full.body, detail.body);
+    let bad = get(
+        &api.router,
+        &format!("/api/v1/cases/{demo_case}?events=some"),
+    )
+    .await;
+    error(&bad, StatusCode::BAD_REQUEST, "invalid_query");
+    let unknown = get(&api.router, &format!("/api/v1/cases/{demo_case}?limit=1")).await;
+    error(&unknown, StatusCode::BAD_REQUEST, "invalid_query");
 
     let missing = get(&api.router, "/api/v1/cases/999").await;
     assert_eq!(

@@ -26,6 +26,7 @@ mod nis2;
 mod outputs;
 mod postgres;
 pub mod privacy;
+mod readers;
 pub use location::{open, StoreUrl};
 pub use postgres::PostgresStore;
 pub use privacy::PrivacyStore;
@@ -71,6 +72,26 @@ pub enum StoreError {
     Conflict { reason: String },
     #[error("the alert writer could not store the alert: {reason}")]
     Writer { reason: String },
+    /// A statement on one of the synchronous SQLite connections (the readers and the
+    /// alert batch connection).
+    #[error("case-store statement {what}")]
+    Sqlite {
+        what: &'static str,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("a case-store read stopped before answering: {reason}")]
+    ReadTask { reason: String },
+}
+
+// rusqlite's row iterators need it; the decoders name the column themselves.
+impl From<rusqlite::Error> for StoreError {
+    fn from(source: rusqlite::Error) -> Self {
+        StoreError::Sqlite {
+            what: "row",
+            source,
+        }
+    }
 }
 
 fn query_err(what: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
@@ -269,6 +290,17 @@ impl StoredAlert {
             triaged_at: self.triaged_at,
         })
     }
+}
+
+/// A case with its earliest alerts (bodies as stored) and all its response actions: what
+/// `GET /api/v1/cases/{id}` answers, read in one go ([`CaseStore::case_detail`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CaseDetailRecord {
+    pub case: CaseRecord,
+    /// Ordered by event time, then id.
+    pub alerts: Vec<StoredAlert>,
+    /// Ordered by id.
+    pub actions: Vec<ActionRecord>,
 }
 
 /// A case: alerts of one rule on one host within the grouping window.
@@ -638,6 +670,34 @@ pub trait CaseStore: Send + Sync {
     /// grouping keys differ; [`StoreError::NotFound`] when either does not exist.
     async fn merge_cases(&self, into: i64, from: i64, by: &str) -> Result<CaseRecord, StoreError>;
     async fn get_case(&self, id: i64) -> Result<Option<CaseRecord>, StoreError>;
+    /// The case with its first `alert_limit` alerts (by event time, then id) and all its
+    /// actions; `None` without the case. This default makes the three reads at once; a
+    /// store that can read them together (one snapshot, one round trip) does.
+    async fn case_detail(
+        &self,
+        id: i64,
+        alert_limit: i64,
+    ) -> Result<Option<CaseDetailRecord>, StoreError> {
+        let alerts = AlertFilter {
+            case_id: Some(id),
+            limit: Some(alert_limit),
+            ..AlertFilter::default()
+        };
+        let actions = ActionFilter {
+            case_id: Some(id),
+            ..ActionFilter::default()
+        };
+        let (case, alerts, actions) = futures::try_join!(
+            self.get_case(id),
+            self.list_stored_alerts(&alerts),
+            self.list_actions(&actions),
+        )?;
+        Ok(case.map(|case| CaseDetailRecord {
+            case,
+            alerts,
+            actions,
+        }))
+    }
     async fn list_cases(&self, filter: &CaseFilter) -> Result<Vec<CaseRecord>, StoreError>;
 
     /// Records an action; returns the existing one (and `false`) on a repeat.
@@ -852,7 +912,9 @@ pub struct SqliteStore {
     /// One connection that every write transaction takes (see [`SqliteStore::write_tx`]).
     writer: SqlitePool,
     /// New alerts waiting to be stored together ([`group_commit`]).
-    alerts: std::sync::Arc<group_commit::AlertQueue>,
+    alerts: std::sync::Arc<group_commit::AlertQueue<group_commit::SqliteBatches>>,
+    /// Synchronous connections for the reads on the request path ([`readers`]).
+    readers: std::sync::Arc<readers::Readers>,
 }
 
 /// The database file's name inside the data directory.
@@ -910,8 +972,11 @@ impl SqliteStore {
             })?;
         Ok(SqliteStore {
             pool,
+            alerts: std::sync::Arc::new(group_commit::AlertQueue::new(
+                group_commit::SqliteBatches::new(writer.clone(), path),
+            )),
             writer,
-            alerts: Default::default(),
+            readers: readers::Readers::new(path),
         })
     }
 }
@@ -1187,7 +1252,27 @@ async fn append_audit(tx: &mut Tx, change: Change) -> Result<(), StoreError> {
         None => (1, audit::GENESIS.to_owned()),
     };
     let entry = chain_entry(seq, prev_hash, change);
-    group_commit::insert_entries(tx, std::slice::from_ref(&entry)).await
+    sqlx::query(
+        "INSERT INTO audit_log (seq, at, actor, action, object_kind, object_id, before, \
+         after, before_digest, after_digest, prev_hash, hash) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(entry.seq)
+    .bind(&entry.at)
+    .bind(&entry.actor)
+    .bind(&entry.action)
+    .bind(&entry.object_kind)
+    .bind(&entry.object_id)
+    .bind(entry.before.as_ref().map(audit::canonical_json))
+    .bind(entry.after.as_ref().map(audit::canonical_json))
+    .bind(&entry.before_digest)
+    .bind(&entry.after_digest)
+    .bind(&entry.prev_hash)
+    .bind(&entry.hash)
+    .execute(&mut **tx)
+    .await
+    .map_err(query_err("append to the audit log"))?;
+    Ok(())
 }
 
 async fn fetch_case(tx: &mut Tx, id: i64) -> Result<CaseRecord, StoreError> {
@@ -1336,7 +1421,7 @@ impl CaseStore for SqliteStore {
     async fn insert_alert(&self, alert: &Alert) -> Result<bool, StoreError> {
         // Stored with the alerts that arrive at the same moment, in one transaction.
         let pending = group_commit::PendingAlert::new(alert)?;
-        self.alerts.insert(&self.writer, pending).await
+        self.alerts.insert(pending).await
     }
 
     async fn get_alert(&self, id: &str) -> Result<Option<AlertRecord>, StoreError> {
@@ -1502,14 +1587,17 @@ impl CaseStore for SqliteStore {
     }
 
     async fn get_case(&self, id: i64) -> Result<Option<CaseRecord>, StoreError> {
-        sqlx::query("SELECT * FROM cases WHERE id = ?")
-            .bind(id)
-            .fetch_optional(&self.pool)
+        self.readers.read(move |conn| readers::case(conn, id)).await
+    }
+
+    async fn case_detail(
+        &self,
+        id: i64,
+        alert_limit: i64,
+    ) -> Result<Option<CaseDetailRecord>, StoreError> {
+        self.readers
+            .read(move |conn| readers::case_detail(conn, id, alert_limit))
             .await
-            .map_err(query_err("get case"))?
-            .as_ref()
-            .map(case_from_row)
-            .transpose()
     }
 
     async fn list_cases(&self, filter: &CaseFilter) -> Result<Vec<CaseRecord>, StoreError> {
@@ -1850,7 +1938,10 @@ impl CaseStore for SqliteStore {
     }
 
     async fn get_api_key_status(&self, id: &str) -> Result<Option<keys::ApiKeyStatus>, StoreError> {
-        self.api_key_status_impl(id).await
+        let id = id.to_owned();
+        self.readers
+            .read(move |conn| readers::api_key_status(conn, &id))
+            .await
     }
 
     async fn mark_api_key_used(&self, id: &str, at: DateTime<Utc>) -> Result<(), StoreError> {
@@ -1935,7 +2026,16 @@ impl CaseStore for SqliteStore {
         &self,
         owner: &ObservableOwner,
     ) -> Result<Vec<ObservableRecord>, StoreError> {
-        self.list_observables_impl(owner).await
+        match owner {
+            // TheHive's create-alert answers with the count of the alert's observables.
+            ObservableOwner::Alert(id) => {
+                let id = id.clone();
+                self.readers
+                    .read(move |conn| readers::alert_observables(conn, &id))
+                    .await
+            }
+            ObservableOwner::Case(_) => self.list_observables_impl(owner).await,
+        }
     }
 
     async fn create_task(

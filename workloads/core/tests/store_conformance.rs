@@ -121,6 +121,8 @@ conformance!(
     retention_erases_observables_tasks_and_the_timeline_of_closed_cases,
     api_keys_are_listed_used_and_revoked_once,
     open_cases_merge_into_one_with_the_union_of_their_fields,
+    a_case_detail_is_the_case_its_alerts_and_its_actions,
+    concurrent_alerts_are_stored_once_each_with_one_entry,
 );
 
 fn alert(rule: &str, host: &str, at: &str, level: Level) -> Alert {
@@ -1633,4 +1635,156 @@ async fn open_cases_merge_into_one_with_the_union_of_their_fields(store: Store) 
         store.merge_cases(a, 999_999, audit::SYSTEM_ACTOR).await,
         Err(StoreError::NotFound { .. })
     ));
+}
+
+/// `case_detail` (one read on SQLite, three on PostgreSQL) answers what the three reads it
+/// replaces answer: the case, its alerts by event time then id (cut at the limit) and its
+/// actions by id, with triage and update fields filled in.
+async fn a_case_detail_is_the_case_its_alerts_and_its_actions(store: Store) {
+    let first = alert("r1", "web-1", "2024-01-01T10:00:00Z", Level::Low);
+    let late = alert("r1", "web-1", "2024-01-01T12:00:00Z", Level::High);
+    let middle = alert("r1", "web-1", "2024-01-01T11:00:00Z", Level::Medium);
+    let other = alert("r2", "web-2", "2024-01-01T11:30:00Z", Level::Low);
+    let case = case_of(&store, &first, "r1|web-1").await;
+    for alert in [&late, &middle] {
+        store.insert_alert(alert).await.unwrap();
+        store.attach_alert(case, alert).await.unwrap();
+    }
+    case_of(&store, &other, "r2|web-2").await;
+    store
+        .triage_alert(
+            &middle.id,
+            &AlertTriage::Ignore {
+                reason: "scanner".into(),
+            },
+            "apikey:ana",
+        )
+        .await
+        .unwrap();
+    let update = CaseUpdate {
+        assignee: Some(Some("ana".into())),
+        tags: Some(vec!["phishing".into(), "t1566".into()]),
+        tlp: Some(Tlp::Red),
+        ..Default::default()
+    };
+    store
+        .update_case(case, &update, "apikey:lead")
+        .await
+        .unwrap();
+    let mut actions = Vec::new();
+    for (step, alert) in [("notify", &late), ("block", &first)] {
+        let new = NewAction {
+            case_id: case,
+            alert_id: alert.id.clone(),
+            playbook: "soc/pb".into(),
+            step: step.into(),
+            step_type: "webhook".into(),
+            approval_required: step == "block",
+            params: json!({"url": "http://127.0.0.1:1/", "step": step}),
+        };
+        actions.push(store.create_action(&new).await.unwrap().0);
+    }
+    let rejected = store
+        .decide_action(
+            actions[1].id,
+            &Decision::Reject {
+                reason: "not on a Friday".into(),
+            },
+            "apikey:lead",
+        )
+        .await
+        .unwrap();
+    actions[1] = rejected;
+
+    let detail = store.case_detail(case, 1000).await.unwrap().unwrap();
+    assert_eq!(
+        Some(&detail.case),
+        store.get_case(case).await.unwrap().as_ref()
+    );
+    assert_eq!(detail.case.tlp, Tlp::Red);
+    assert_eq!(detail.case.assignee.as_deref(), Some("ana"));
+    assert_eq!(detail.case.alert_count, 3);
+    let ids: Vec<&str> = detail.alerts.iter().map(|a| a.id.as_str()).collect();
+    assert_eq!(ids, [&first.id, &middle.id, &late.id], "by event time");
+    let listed = store
+        .list_stored_alerts(&AlertFilter {
+            case_id: Some(case),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(detail.alerts, listed);
+    let ignored = detail.alerts[1].clone().parse().unwrap();
+    assert_eq!(ignored.status, "ignored");
+    assert_eq!(ignored.status_reason.as_deref(), Some("scanner"));
+    assert!(ignored.triaged_at.is_some());
+    assert_eq!(ignored.alert, middle);
+    assert_eq!(detail.actions, actions);
+    assert_eq!(
+        detail.actions,
+        store
+            .list_actions(&ActionFilter {
+                case_id: Some(case),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+    );
+
+    let cut = store.case_detail(case, 2).await.unwrap().unwrap();
+    assert_eq!(cut.alerts, detail.alerts[..2]);
+    assert!(store.case_detail(case + 100, 1000).await.unwrap().is_none());
+}
+
+/// Alerts arriving together share a batch (both stores group-commit them): each id is new
+/// exactly once however many callers send it at the same moment, every new alert gets
+/// its own `alert.create` entry and its observables, and the chain stays one line.
+async fn concurrent_alerts_are_stored_once_each_with_one_entry(store: Store) {
+    let alerts: Vec<Alert> = (0..24)
+        .map(|n| {
+            let mut a = alert(
+                &format!("r{}", n % 3),
+                "h",
+                &format!("2024-01-01T12:00:{n:02}Z"),
+                Level::Medium,
+            );
+            a.events[0].set("source.ip", json!(format!("192.0.2.{n}")));
+            a
+        })
+        .collect();
+    // Each alert sent by three callers at once.
+    let sends = alerts.iter().cycle().take(alerts.len() * 3).map(|a| {
+        let store = Arc::clone(&store);
+        let a = a.clone();
+        tokio::spawn(async move { (a.id.clone(), store.insert_alert(&a).await.unwrap()) })
+    });
+    let mut new = std::collections::BTreeMap::<String, usize>::new();
+    for send in sends.collect::<Vec<_>>() {
+        let (id, created) = send.await.unwrap();
+        *new.entry(id).or_default() += usize::from(created);
+    }
+    assert_eq!(new.len(), alerts.len());
+    assert!(new.values().all(|count| *count == 1), "{new:?}");
+    assert_eq!(
+        verdict(&store).await,
+        Verdict::Intact {
+            entries: alerts.len() as i64
+        }
+    );
+    let creates = actions_logged(&store).await;
+    assert!(creates.iter().all(|action| action == "alert.create"));
+    for a in &alerts {
+        let stored = store.get_alert(&a.id).await.unwrap().unwrap();
+        assert_eq!(&stored.alert, a);
+        let observables = store
+            .list_observables(&ObservableOwner::Alert(a.id.clone()))
+            .await
+            .unwrap();
+        assert!(
+            observables
+                .iter()
+                .any(|o| Some(o.value.as_str()) == a.events[0].get_str("source.ip")),
+            "{observables:?}"
+        );
+    }
 }

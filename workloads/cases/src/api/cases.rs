@@ -3,7 +3,7 @@
 use axum::extract::State;
 use axum::Json;
 use kastell_core::error_chain;
-use kastell_core::store::{ActionFilter, AlertFilter, CaseFilter, CaseStatus, CaseUpdate};
+use kastell_core::store::{CaseFilter, CaseStatus, CaseUpdate};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -11,7 +11,8 @@ use super::alerts::required_text;
 use super::caller::Caller;
 use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody};
 use super::model::{
-    AlertAnswer, Case, CaseDetail, CaseDetailAnswer, CaseQuery, CaseUpdateBody, CloseBody, Page,
+    AlertAnswer, Case, CaseDetail, CaseDetailAnswer, CaseDetailQuery, CaseQuery, CaseUpdateBody,
+    CloseBody, Page,
 };
 use super::{page, ApiState, MAX_LIMIT, MAX_TEXT};
 use crate::auth::Permission;
@@ -62,12 +63,12 @@ async fn list_cases(
 }
 
 /// Get a case with its earliest 1000 alerts and all its response actions; a case above
-/// the caller's TLP ceiling is not found.
+/// the caller's TLP ceiling is not found. `events=false` leaves the alerts' events out.
 #[utoipa::path(
     get,
     path = "/api/v1/cases/{id}",
     tag = "cases",
-    params(("id" = i64, Path, description = "The case id")),
+    params(("id" = i64, Path, description = "The case id"), CaseDetailQuery),
     responses(
         (status = 200, description = "The case", body = CaseDetail),
         (status = 400, description = "The id is not a number", body = ErrorBody),
@@ -80,28 +81,18 @@ async fn get_case(
     caller: Caller,
     State(state): State<ApiState>,
     ApiPath(id): ApiPath<i64>,
+    ApiQuery(query): ApiQuery<CaseDetailQuery>,
 ) -> Result<Json<CaseDetailAnswer>, ApiError> {
     caller.require(Permission::Read)?;
-    let alerts = AlertFilter {
-        case_id: Some(id),
-        limit: Some(MAX_LIMIT.into()),
-        ..AlertFilter::default()
+    let detail = state.store.case_detail(id, MAX_LIMIT.into()).await?;
+    let (case, alerts, actions) = match detail {
+        Some(detail) => (Some(detail.case), detail.alerts, detail.actions),
+        None => (None, Vec::new(), Vec::new()),
     };
-    let actions = ActionFilter {
-        case_id: Some(id),
-        ..ActionFilter::default()
-    };
-    // The three reads run on separate store connections; for an unknown id the two
-    // lists are empty and cheap.
-    let (case, alerts, actions) = tokio::try_join!(
-        state.store.get_case(id),
-        state.store.list_stored_alerts(&alerts),
-        state.store.list_actions(&actions),
-    )?;
     let case = caller.visible(case, id)?;
     let alerts = alerts
         .into_iter()
-        .map(AlertAnswer::try_from)
+        .map(|alert| AlertAnswer::from_stored(alert, query.events.unwrap_or(true)))
         .collect::<Result<_, _>>()?;
     Ok(Json(CaseDetailAnswer {
         case: case.into(),

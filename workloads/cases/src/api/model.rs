@@ -377,9 +377,10 @@ pub struct AlertAnswer {
     intel: Vec<IntelMatch>,
 }
 
-/// The stored body of an alert with its events left unparsed.
+/// The stored body of an alert with its events left unparsed (`E` is
+/// `Vec<Box<RawValue>>`), or skipped (`IgnoredAny`).
 #[derive(Deserialize)]
-struct LazyAlertBody {
+struct LazyAlertBody<E> {
     rule: kastell_core::RuleRef,
     timestamp: DateTime<Utc>,
     detected_at: DateTime<Utc>,
@@ -387,23 +388,49 @@ struct LazyAlertBody {
     sensor: Option<String>,
     #[serde(default)]
     host: Option<String>,
-    events: Vec<Box<serde_json::value::RawValue>>,
+    events: E,
     #[serde(default)]
     group: BTreeMap<String, String>,
     #[serde(default)]
     intel: Vec<kastell_core::IntelMatch>,
 }
 
-impl TryFrom<store::StoredAlert> for AlertAnswer {
-    type Error = store::StoreError;
+fn lazy_body<E: serde::de::DeserializeOwned>(
+    stored: &store::StoredAlert,
+) -> Result<LazyAlertBody<E>, store::StoreError> {
+    serde_json::from_str(&stored.body).map_err(|e| store::StoreError::Corrupt {
+        what: "alert",
+        reason: e.to_string(),
+    })
+}
 
-    fn try_from(stored: store::StoredAlert) -> Result<Self, Self::Error> {
-        let body: LazyAlertBody =
-            serde_json::from_str(&stored.body).map_err(|e| store::StoreError::Corrupt {
-                what: "alert",
-                reason: e.to_string(),
-            })?;
-        Ok(AlertAnswer {
+impl AlertAnswer {
+    /// The alert as answered, with its events, or with `events` empty when `with_events`
+    /// is false (`GET /api/v1/cases/{id}?events=false`).
+    ///
+    /// # Errors
+    /// [`store::StoreError::Corrupt`] when the stored body is not an alert.
+    pub fn from_stored(
+        stored: store::StoredAlert,
+        with_events: bool,
+    ) -> Result<Self, store::StoreError> {
+        if with_events {
+            let mut body: LazyAlertBody<Vec<Box<serde_json::value::RawValue>>> =
+                lazy_body(&stored)?;
+            let events = std::mem::take(&mut body.events);
+            Ok(AlertAnswer::assemble(stored, body, events))
+        } else {
+            let body: LazyAlertBody<serde::de::IgnoredAny> = lazy_body(&stored)?;
+            Ok(AlertAnswer::assemble(stored, body, Vec::new()))
+        }
+    }
+
+    fn assemble<E>(
+        stored: store::StoredAlert,
+        body: LazyAlertBody<E>,
+        events: Vec<Box<serde_json::value::RawValue>>,
+    ) -> Self {
+        AlertAnswer {
             id: stored.id,
             case_id: stored.case_id,
             status: stored.status,
@@ -415,10 +442,18 @@ impl TryFrom<store::StoredAlert> for AlertAnswer {
             detected_at: body.detected_at,
             sensor: body.sensor,
             host: body.host,
-            events: body.events,
+            events,
             group: body.group,
             intel: body.intel.into_iter().map(Into::into).collect(),
-        })
+        }
+    }
+}
+
+impl TryFrom<store::StoredAlert> for AlertAnswer {
+    type Error = store::StoreError;
+
+    fn try_from(stored: store::StoredAlert) -> Result<Self, Self::Error> {
+        AlertAnswer::from_stored(stored, true)
     }
 }
 
@@ -597,6 +632,18 @@ pub struct CaseQuery {
     pub limit: Option<u32>,
     /// Items to skip (default 0).
     pub offset: Option<u32>,
+}
+
+/// Options of `GET /api/v1/cases/{id}`.
+#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct CaseDetailQuery {
+    /// Whether each alert carries its events (default `true`). With `false` every
+    /// alert's `events` is empty, which makes the answer a fraction of the size for a
+    /// client that lists the alerts (the web page shows no event on a case); an alert's
+    /// events are then read with `GET /api/v1/alerts/{id}`.
+    pub events: Option<bool>,
 }
 
 /// Filters of `GET /api/v1/actions`.

@@ -70,24 +70,27 @@ where
     })
 }
 
+impl PostgresStore {
+    /// The key with id `id` and its status, for each authentication. (SQLite reads it
+    /// through its synchronous readers, `super::readers`.)
+    pub(super) async fn api_key_status_impl(
+        &self,
+        id: &str,
+    ) -> Result<Option<ApiKeyStatus>, StoreError> {
+        sqlx::query("SELECT * FROM api_keys WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(super::query_err("get api key"))?
+            .as_ref()
+            .map(status_from_row)
+            .transpose()
+    }
+}
+
 macro_rules! key_store {
     ($store:ty, $append:path) => {
         impl $store {
-            /// The key with id `id` and its status, for each authentication.
-            pub(super) async fn api_key_status_impl(
-                &self,
-                id: &str,
-            ) -> Result<Option<ApiKeyStatus>, StoreError> {
-                sqlx::query("SELECT * FROM api_keys WHERE id = $1")
-                    .bind(id)
-                    .fetch_optional(&self.pool)
-                    .await
-                    .map_err(super::query_err("get api key"))?
-                    .as_ref()
-                    .map(status_from_row)
-                    .transpose()
-            }
-
             /// Records a use of the key; a use within [`LAST_USED_RESOLUTION`] of the
             /// recorded one changes nothing. Usage is not a change to audit.
             pub(super) async fn mark_api_key_used_impl(

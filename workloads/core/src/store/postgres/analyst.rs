@@ -7,8 +7,8 @@ use serde_json::{json, Value};
 use sqlx::Row;
 
 use super::super::analyst::{
-    alert_observables, changed_fields, contains_pattern, enrich, figures_from_rows,
-    observable_from_row, observable_state, tags_json, task_from_row, timeline_from_row,
+    changed_fields, contains_pattern, enrich, figures_from_rows, observable_from_row,
+    observable_state, tags_json, task_from_row, timeline_from_row,
 };
 use super::super::{
     case_change, parse_json, query_err, to_state, ts, AlertRecord, CaseDraft, CaseRecord,
@@ -49,37 +49,6 @@ pub(super) async fn record(
         kind: kind.to_owned(),
         details,
     })
-}
-
-/// Stores the observables of a new alert's events, and its intel matches as IOCs, so
-/// alerts can be found by observable value.
-pub(super) async fn index_alert_observables(tx: &mut Tx, alert: &Alert) -> Result<(), StoreError> {
-    let found = alert_observables(alert);
-    if found.is_empty() {
-        return Ok(());
-    }
-    let now = ts(alert.detected_at);
-    let mut sql = sqlx::QueryBuilder::new(
-        "INSERT INTO observables (alert_id, type, value, ioc, sighted, tags, created_by, \
-         created_at, updated_at) ",
-    );
-    sql.push_values(found, |mut row, ((kind, value), ioc)| {
-        row.push_bind(&alert.id)
-            .push_bind(kind)
-            .push_bind(value)
-            .push_bind(i64::from(ioc))
-            .push_bind(0_i64)
-            .push_bind("[]")
-            .push_bind(crate::audit::SYSTEM_ACTOR)
-            .push_bind(now.clone())
-            .push_bind(now.clone());
-    });
-    sql.push(" ON CONFLICT DO NOTHING");
-    sql.build()
-        .execute(&mut **tx)
-        .await
-        .map_err(query_err("index alert observables"))?;
-    Ok(())
 }
 
 /// Copies an alert's observables into a case; one the case has already keeps its tags
