@@ -718,7 +718,9 @@ fn json_lines_golden_with_the_sensor_timestamp_field() {
     // Without a field named, the reason lists the fields that were looked for.
     let missing = parse_line(Format::JsonLines, br#"{"t":1}"#, &self::ctx()).unwrap_err();
     assert!(
-        missing.to_string().contains("@timestamp, timestamp or time"),
+        missing
+            .to_string()
+            .contains("@timestamp, timestamp or time"),
         "{missing}"
     );
 
