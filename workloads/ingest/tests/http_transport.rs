@@ -43,6 +43,19 @@ impl Server {
         let _ = self.stop.send(());
         self.task.await.unwrap().unwrap();
     }
+
+    /// Posts a `_bulk` body to `path` and reads the JSON answer.
+    async fn bulk(&self, path: &str, body: String) -> Value {
+        client()
+            .post(self.url(path))
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
 }
 
 fn client() -> reqwest::Client {
@@ -233,15 +246,7 @@ async fn bulk_items_fail_one_by_one_and_are_routed_by_index() {
          {{\"create\":{{}}}}\n{}\n",
         good[0], good[1], good[1]
     );
-    let answer: Value = client()
-        .post(server.url("/other-ids/_bulk"))
-        .body(body)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let answer = server.bulk("/other-ids/_bulk", body).await;
     assert_eq!(answer["errors"], true);
     let statuses: Vec<(String, u64)> = answer["items"]
         .as_array()
@@ -295,15 +300,7 @@ async fn an_unreadable_action_on_a_shared_listener_is_400_not_404() {
         "\u{0}\u{0}\u{0}\n{{\"event_type\":\"dns\"}}\n{{\"create\":{{\"_index\":\"ids\"}}}}\n{}\n",
         good[0]
     );
-    let answer: Value = client()
-        .post(server.url("/_bulk"))
-        .body(body)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let answer = server.bulk("/_bulk", body).await;
     let items = answer["items"].as_array().unwrap();
     assert_eq!(items.len(), 2, "{answer}");
     let first = items[0].as_object().unwrap().values().next().unwrap();
