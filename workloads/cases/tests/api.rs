@@ -590,6 +590,22 @@ async fn bad_approvals_are_refused_before_deciding() {
         StatusCode::UNPROCESSABLE_ENTITY,
         "invalid_body",
     );
+    // serde would read an array positionally into the body's fields.
+    for (body, kind) in [
+        ("[]", "an array"),
+        (r#"["x"]"#, "an array"),
+        ("\"x\"", "a string"),
+    ] {
+        let message = error(
+            &post_json(&api.router, &uri, body).await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_body",
+        );
+        assert_eq!(
+            message,
+            format!("the body must be a JSON object, not {kind}")
+        );
+    }
     let form = [("content-type", "application/x-www-form-urlencoded")];
     error(
         &call(&api.router, Method::POST, &uri, &form, Some("comment=x")).await,

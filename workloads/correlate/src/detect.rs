@@ -312,6 +312,8 @@ struct JsonValues<R> {
     done: bool,
 }
 
+const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
+
 /// A value, or the line and reason of input that is not one.
 type ValueRead = Result<Value, (usize, String)>;
 
@@ -366,6 +368,10 @@ impl<R: Read> JsonValues<R> {
             if read == 0 {
                 self.done = true;
             } else {
+                // Windows tools start UTF-8 files with a byte-order mark; it is not JSON.
+                if self.lines == 0 && self.pending.starts_with(UTF8_BOM) {
+                    self.pending.drain(..UTF8_BOM.len());
+                }
                 self.lines += 1;
             }
         }
@@ -487,6 +493,21 @@ detection:
             json!("11111111-2222-3333-4444-555555555555")
         );
         assert_eq!(lines[0]["level"], json!("low"));
+    }
+
+    #[test]
+    fn a_byte_order_mark_at_the_start_is_not_an_event() {
+        let input = "\u{feff}{\"Image\": \"C:\\\\sc.exe\", \"CommandLine\": \"sc stop x\"}\n";
+        let mut out = Vec::new();
+        let stats = detect_to_jsonl(&set(), input.as_bytes(), &mut out, &mut Vec::new()).unwrap();
+        assert_eq!(
+            stats,
+            DetectStats {
+                events: 1,
+                matches: 1,
+                skipped: 0
+            }
+        );
     }
 
     #[test]

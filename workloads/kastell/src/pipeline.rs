@@ -226,13 +226,17 @@ pub async fn run_on(
             add_ingest(&mut summary, ingest_reports.clone());
             summary.actions_pending = pending_actions(store.as_ref()).await?;
             summary.dead_letters = dead_letters_so_far(bus.as_ref(), &mut written_rx).await;
+            let stop = CancellationToken::new();
+            // Bound before the announcement, so a port already in use fails the run
+            // before it says the case API is up.
+            let listeners =
+                start_listeners(&setup, data_dir, Arc::clone(&bus), &listened, &stop).await?;
             on_replayed(&summary);
 
             let retention = setup.personal_data_retention.map(|period| {
                 let log = DeadLetterLog::in_dir(data_dir);
                 crate::gdpr::spawn_retention(Arc::clone(&privacy), log, period)
             });
-            let stop = CancellationToken::new();
             let asked = {
                 let stop = stop.clone();
                 tokio::spawn(async move {
@@ -242,7 +246,6 @@ pub async fn run_on(
             };
             let served = serve(
                 &setup,
-                data_dir,
                 Served {
                     listener,
                     bus: Arc::clone(&bus),
@@ -250,7 +253,7 @@ pub async fn run_on(
                     metrics,
                     refresher: refresher
                         .map(|refresher| refresher.with_metrics(stages.intel_metrics.clone())),
-                    ingest_stats: Arc::clone(&listened),
+                    listeners,
                 },
                 stop.clone(),
             )
@@ -549,18 +552,18 @@ struct Served {
     metrics: Metrics,
     /// Refreshes the feeds into the set enrich reads.
     refresher: Option<Refresher>,
-    /// Counts what the listeners take in.
-    ingest_stats: Arc<IngestStats>,
+    /// The Sensors' listeners, already bound and serving.
+    listeners: Vec<tokio::task::JoinHandle<()>>,
 }
 
-/// Starts the Sensors' listeners and the feed refresher, serves the case API until `stop`
-/// is cancelled, then waits for the listeners to answer what they accepted.
-async fn serve(
+/// Binds and starts the Sensors' listeners; they run until `stop` is cancelled.
+async fn start_listeners(
     setup: &Setup,
     data_dir: &Path,
-    served: Served,
-    stop: CancellationToken,
-) -> anyhow::Result<()> {
+    bus: Arc<dyn Bus>,
+    stats: &Arc<IngestStats>,
+    stop: &CancellationToken,
+) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
     let mut problems = Vec::new();
     let plans = crate::listeners::plan(&setup.resources, data_dir, &mut problems);
     for problem in &problems {
@@ -568,16 +571,21 @@ async fn serve(
     }
     let listeners = crate::listeners::start_counted(
         &plans,
-        Arc::clone(&served.bus),
+        bus,
         &IngestMetrics::unregistered(),
-        Arc::clone(&served.ingest_stats),
+        Arc::clone(stats),
         stop.clone(),
     )
     .await?;
     for plan in &plans {
         tracing::info!(sensor = %plan.sensor, kind = ?plan.kind, "sensor listening");
     }
+    Ok(listeners)
+}
 
+/// Starts the feed refresher, serves the case API until `stop` is cancelled, then waits
+/// for the listeners to answer what they accepted.
+async fn serve(setup: &Setup, served: Served, stop: CancellationToken) -> anyhow::Result<()> {
     let refresher = served.refresher.map(|refresher| {
         let token = stop.clone();
         let runtime = tokio::runtime::Handle::current();
@@ -603,7 +611,7 @@ async fn serve(
     )
     .await;
     stop.cancel();
-    for listener in listeners {
+    for listener in served.listeners {
         if let Err(e) = listener.await {
             tracing::error!(reason = %e, "an ingest listener panicked");
         }

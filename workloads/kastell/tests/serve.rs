@@ -82,6 +82,24 @@ impl Drop for Running {
     }
 }
 
+/// The bundled example with one more Sensor, `suricata-http`, listening for HTTP on
+/// 127.0.0.1:`port`.
+fn example_with_http_sensor(port: u16) -> tempfile::TempDir {
+    let config = tempfile::tempdir().unwrap();
+    copy_dir(&repo_root().join("examples/soc"), config.path());
+    std::fs::write(
+        config.path().join("http-sensor.yaml"),
+        format!(
+            "apiVersion: kastell.eu/v1alpha1\nkind: Sensor\n\
+             metadata: {{name: suricata-http, namespace: soc}}\n\
+             spec:\n  format: suricata-eve\n  transport:\n    type: http\n\
+             \x20   port: {port}\n    bindAddress: 127.0.0.1\n"
+        ),
+    )
+    .unwrap();
+    config
+}
+
 fn sigterm(child: &Child) {
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
@@ -93,19 +111,8 @@ fn sigterm(child: &Child) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_posted_to_a_listening_sensor_become_alerts_and_sigterm_drains_and_exits() {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let config = tempfile::tempdir().unwrap();
-    copy_dir(&repo_root().join("examples/soc"), config.path());
     let ingest_port = free_port();
-    std::fs::write(
-        config.path().join("http-sensor.yaml"),
-        format!(
-            "apiVersion: kastell.eu/v1alpha1\nkind: Sensor\n\
-             metadata: {{name: suricata-http, namespace: soc}}\n\
-             spec:\n  format: suricata-eve\n  transport:\n    type: http\n\
-             \x20   port: {ingest_port}\n    bindAddress: 127.0.0.1\n"
-        ),
-    )
-    .unwrap();
+    let config = example_with_http_sensor(ingest_port);
     let data = tempfile::tempdir().unwrap();
     let key = Command::new(env!("CARGO_BIN_EXE_kastell"))
         .args([
@@ -134,8 +141,9 @@ async fn events_posted_to_a_listening_sensor_become_alerts_and_sigterm_drains_an
     let lines = stderr_lines(&mut child);
     let mut running = Running(Some(child));
     let mut seen = Vec::new();
-    wait_for_line(&lines, "case API on", &mut seen);
+    // The listeners are bound before the case API is announced.
     wait_for_line(&lines, "sensor listening", &mut seen);
+    wait_for_line(&lines, "case API on", &mut seen);
 
     // Real Suricata EVE records the bundled replay does not hold: three severity-1 alerts
     // (tests/fixtures/corpora/suricata/xhpx, see its SOURCE.txt).
@@ -216,4 +224,30 @@ async fn events_posted_to_a_listening_sensor_become_alerts_and_sigterm_drains_an
         "the stages were drained: {log}"
     );
     assert!(log.contains("cases stopped"), "{log}");
+}
+
+#[test]
+fn a_sensor_port_in_use_fails_the_run_before_the_case_api_is_announced() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let config = example_with_http_sensor(port);
+    let data = tempfile::tempdir().unwrap();
+    let api = format!("127.0.0.1:{}", free_port());
+    let run = Command::new(env!("CARGO_BIN_EXE_kastell"))
+        .args(["run", "--listen", &api, "--config"])
+        .arg(config.path())
+        .arg("--data")
+        .arg(data.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(!run.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "sensor suricata-http: listening on tcp 127.0.0.1:{port}"
+        )),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("case API on"), "{stderr}");
+    drop(taken);
 }

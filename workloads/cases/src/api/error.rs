@@ -208,6 +208,7 @@ where
         }
         let bytes = read_body(req, state).await?;
         refuse_nul(&bytes)?;
+        refuse_non_object(&bytes)?;
         let Json(value) = Json::<T>::from_bytes(&bytes)?;
         Ok(ApiJson(value))
     }
@@ -248,6 +249,31 @@ fn refuse_nul(body: &[u8]) -> Result<(), ApiError> {
         at = start + 1;
     }
     Ok(())
+}
+
+/// Refuses a well-formed JSON body that is not an object. Every request body here is an
+/// object; serde would otherwise read an array positionally into the struct's fields
+/// (and name the Rust type in its complaint). A body that is not JSON at all passes on,
+/// so the parser reports where it breaks.
+fn refuse_non_object(body: &[u8]) -> Result<(), ApiError> {
+    let first = body.iter().find(|b| !b.is_ascii_whitespace());
+    if first == Some(&b'{') {
+        return Ok(());
+    }
+    let Ok(value) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return Ok(());
+    };
+    let kind = match value {
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Null => "null",
+        serde_json::Value::Object(_) => return Ok(()),
+    };
+    Err(ApiError::invalid_body(format!(
+        "the body must be a JSON object, not {kind}"
+    )))
 }
 
 /// The most characters of a client's value (a path id, a route) an error message
@@ -298,6 +324,7 @@ where
             ));
         }
         refuse_nul(&bytes)?;
+        refuse_non_object(&bytes)?;
         let Json(value) = Json::<T>::from_bytes(&bytes)?;
         Ok(Some(ApiJson(value)))
     }
