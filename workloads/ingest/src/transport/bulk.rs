@@ -186,4 +186,17 @@ mod tests {
         }
         assert_eq!(items[1].body, BulkBody::Source(b"{\"b\":2}"));
     }
+
+    #[test]
+    fn an_action_with_two_keys_is_malformed_not_the_last_one() {
+        let body = b"{\"create\":{\"_index\":\"a\"},\"index\":{}}\n{\"a\":1}\n";
+        let items = split_bulk(body);
+        assert_eq!(items.len(), 1);
+        match &items[0].body {
+            BulkBody::Malformed { reason, .. } => {
+                assert_eq!(reason, "bulk action line must have exactly one key");
+            }
+            other => panic!("expected a malformed item, got {other:?}"),
+        }
+    }
 }
