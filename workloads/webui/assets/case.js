@@ -9,7 +9,7 @@ const OPEN_STATUSES = ["open", "in_progress"];
 
 export async function caseView({ args, go, refresh }) {
   const id = args[0];
-  const detail = await api.get(`/api/v1/cases/${id}`);
+  const detail = await api.get(`/api/v1/cases/${id}?events=false`);
   const base = `/api/v1/cases/${id}`;
   const [significant, observables, tasks, timeline] = await Promise.all([
     optional("GET", "/api/v1/cases/{id}/significant-incident", `${base}/significant-incident`),
