@@ -962,3 +962,103 @@ fn a_nats_server_killed_mid_stream_and_restarted_loses_and_duplicates_nothing() 
     assert_eq!(created, expected);
     assert_eq!(stored.actions.len() as u64, expected);
 }
+
+/// A plain HTTP/1.1 POST on loopback: the status code and the body.
+fn http_post(port: u16, path: &str, body: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        stream,
+        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-ndjson\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    let status = answer
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP answer: {answer}"));
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map_or(String::new(), |(_, body)| body.to_owned());
+    (status, body)
+}
+
+/// The `published` count of the ingest stage's `replay done` log line.
+fn replayed(log: &str) -> u64 {
+    log.lines()
+        .find(|line| line.contains("replay done"))
+        .and_then(|line| line.split("published=").nth(1))
+        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no replay done line with published=:\n{log}"))
+}
+
+#[test]
+fn http_ingest_over_jetstream_answers_after_publishing_every_record() {
+    let Some(nats) = nats_url() else { return };
+    let _shared = shared_server();
+    let config = tempfile::tempdir().unwrap();
+    copy_dir(&repo_root().join("examples/soc"), config.path());
+    let port = free_port();
+    std::fs::write(
+        config.path().join("http-sensor.yaml"),
+        format!(
+            "apiVersion: kastell.eu/v1alpha1\nkind: Sensor\n\
+             metadata: {{name: suricata-http, namespace: soc}}\n\
+             spec:\n  format: suricata-eve\n  transport:\n    type: http\n\
+             \x20   port: {port}\n    bindAddress: 127.0.0.1\n"
+        ),
+    )
+    .unwrap();
+    let mut pipeline = Pipeline::new(nats, "httpingest");
+    pipeline.config = config.path().to_owned();
+    pipeline.start("correlate");
+    pipeline.wait_for("correlate", "kastell_correlate_events_total", 0);
+    pipeline.start("ingest");
+    pipeline.wait_for_log("ingest", "replay done");
+    let replayed = replayed(&pipeline.log("ingest"));
+
+    // Real EVE records, 30 through `_bulk` and the same 30 as lines: each request gets
+    // its own message ids, so none is dropped as a duplicate of the other.
+    let sample = std::fs::read_to_string(
+        repo_root().join("workloads/ingest/tests/fixtures/suricata/tr0llope-eve-mixed.sample.json"),
+    )
+    .unwrap();
+    let records: Vec<&str> = sample
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .take(30)
+        .collect();
+    assert_eq!(records.len(), 30);
+    let bulk: String = records
+        .iter()
+        .map(|record| format!("{{\"create\":{{}}}}\n{record}\n"))
+        .collect();
+    let (status, answer) = http_post(port, "/suricata-http/_bulk", &bulk);
+    assert_eq!(status, 200, "{answer}");
+    let answer: serde_json::Value = serde_json::from_str(&answer).unwrap();
+    assert_eq!(answer["errors"], false, "{answer}");
+    assert_eq!(answer["items"].as_array().unwrap().len(), 30);
+    let (status, answer) = http_post(
+        port,
+        "/api/v1/ingest/suricata-http",
+        &(records.join("\n") + "\n"),
+    );
+    assert_eq!(status, 200, "{answer}");
+    let answer: serde_json::Value = serde_json::from_str(&answer).unwrap();
+    assert_eq!(answer["published"], 30, "{answer}");
+
+    let total = replayed + 60;
+    pipeline.wait_for("correlate", "kastell_correlate_events_total", total);
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        pipeline.metric("correlate", "kastell_correlate_events_total"),
+        Some(total),
+        "every record once"
+    );
+    pipeline.stop();
+}

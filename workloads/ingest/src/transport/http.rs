@@ -19,7 +19,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use bytes::Bytes;
-use kastell_core::bus::Pipelined;
+use kastell_core::bus::{Bus, Pipelined};
 use kastell_core::Topic;
 use serde_json::{json, Value};
 
@@ -507,9 +507,19 @@ async fn run_bulk(
     let _admissions = admit_all(&routed)?;
 
     let origin = ingest.origin(peer);
+    // Each Sensor's events in flight together, as for the lines endpoint; the answer is
+    // written only after every one is flushed.
+    let mut pipelines: BTreeMap<&str, Pipelined<'_>> = BTreeMap::new();
+    for inlet in routed.iter().filter_map(|(_, inlet)| inlet.as_ref()) {
+        pipelines
+            .entry(inlet.sensor())
+            .or_insert_with(|| Pipelined::new(inlet.bus(), PUBLISH_WINDOW));
+    }
     let mut answers = Vec::with_capacity(routed.len());
     let mut errors = false;
+    let mut last_line = 0;
     for (seq, (item, inlet)) in routed.iter().enumerate() {
+        last_line = item.line;
         let index = item
             .index
             .clone()
@@ -534,8 +544,12 @@ async fn run_bulk(
                 format!("no sensor is named {index:?} and this listener serves more than one"),
             ),
             (BulkBody::Source(source), Some(inlet)) => {
+                let bus: &dyn Bus = match pipelines.get(inlet.sensor()) {
+                    Some(pipelined) => pipelined,
+                    None => inlet.bus(),
+                };
                 match inlet
-                    .ingest(frame(source))
+                    .ingest_on(frame(source), bus)
                     .await
                     .map_err(Refusal::BusClosed)?
                 {
@@ -572,6 +586,16 @@ async fn run_bulk(
         };
         errors |= !matches!(outcome, ItemOutcome::Created);
         answers.push(outcome.into_json(item.op, &index, &id, seq));
+    }
+    for pipelined in pipelines.values() {
+        pipelined.flush().await.map_err(|source| {
+            Refusal::BusClosed(IngestError::Publish {
+                path: origin.clone(),
+                line: last_line,
+                topic: Topic::Events,
+                source,
+            })
+        })?;
     }
     let answer = json!({
         "took": started.elapsed().as_millis() as u64,
