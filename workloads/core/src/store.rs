@@ -56,6 +56,12 @@ pub enum StoreError {
     Url { url: String, reason: String },
     #[error("applying the case-store migrations")]
     Migrate(#[source] sqlx::migrate::MigrateError),
+    #[error("locking {path} to open the case store")]
+    OpenLock {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("case-store query {what}")]
     Query {
         what: &'static str,
@@ -931,6 +937,7 @@ impl SqliteStore {
     }
 
     pub async fn open_file(path: &Path) -> Result<Self, StoreError> {
+        let _opening = OpenLock::acquire(path).await?;
         let options = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
@@ -978,6 +985,42 @@ impl SqliteStore {
             writer,
             readers: readers::Readers::new(path),
         })
+    }
+}
+
+/// An exclusive lock on `<database>.open-lock`, held while a store opens its database.
+/// Processes that share one store (the cases and respond stages) start together; on a new
+/// file, both switched it to WAL at once (one failed with "database is locked": the busy
+/// timeout does not cover that switch) and both applied the migrations (sqlx takes no
+/// lock around SQLite migrations, as it does for PostgreSQL; one failed with "duplicate
+/// column name"). The lock is advisory (flock on Linux) and released when the file is
+/// closed, also by a process that dies holding it.
+struct OpenLock {
+    /// Held, not read: closing it releases the lock.
+    _file: std::fs::File,
+}
+
+impl OpenLock {
+    async fn acquire(database: &Path) -> Result<Self, StoreError> {
+        let mut name = database.as_os_str().to_owned();
+        name.push(".open-lock");
+        let path = PathBuf::from(name);
+        let lock_error = |source| StoreError::OpenLock {
+            path: path.clone(),
+            source,
+        };
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(lock_error)?;
+        // Waiting for the lock blocks the thread, so off the async workers.
+        let file = tokio::task::spawn_blocking(move || file.lock().map(|()| file))
+            .await
+            .map_err(|e| lock_error(std::io::Error::other(e)))?
+            .map_err(lock_error)?;
+        Ok(OpenLock { _file: file })
     }
 }
 

@@ -3,16 +3,14 @@
 //! through the case API, and exits cleanly on SIGTERM after draining the stages.
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
 use serde_json::Value;
 
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+mod support;
+use support::{example_with_http_sensor, repo_root};
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -20,19 +18,6 @@ fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.path().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
 }
 
 /// Reads the child's standard error on a thread, line by line, so the test can wait for a
@@ -80,24 +65,6 @@ impl Drop for Running {
             let _ = child.wait();
         }
     }
-}
-
-/// The bundled example with one more Sensor, `suricata-http`, listening for HTTP on
-/// 127.0.0.1:`port`.
-fn example_with_http_sensor(port: u16) -> tempfile::TempDir {
-    let config = tempfile::tempdir().unwrap();
-    copy_dir(&repo_root().join("examples/soc"), config.path());
-    std::fs::write(
-        config.path().join("http-sensor.yaml"),
-        format!(
-            "apiVersion: kastell.eu/v1alpha1\nkind: Sensor\n\
-             metadata: {{name: suricata-http, namespace: soc}}\n\
-             spec:\n  format: suricata-eve\n  transport:\n    type: http\n\
-             \x20   port: {port}\n    bindAddress: 127.0.0.1\n"
-        ),
-    )
-    .unwrap();
-    config
 }
 
 fn sigterm(child: &Child) {

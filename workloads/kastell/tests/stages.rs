@@ -11,9 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+mod support;
+use support::{copy_dir, example_with_http_sensor, repo_root};
 
 fn nats_url() -> Option<String> {
     match std::env::var("KASTELL_NATS_URL") {
@@ -456,19 +455,6 @@ spec:
               gte: 3
           generate: true
 "#;
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
-}
 
 /// The bundled example plus [`CORRELATIONS`].
 fn example_with_correlations() -> tempfile::TempDir {
@@ -1001,19 +987,8 @@ fn replayed(log: &str) -> u64 {
 fn http_ingest_over_jetstream_answers_after_publishing_every_record() {
     let Some(nats) = nats_url() else { return };
     let _shared = shared_server();
-    let config = tempfile::tempdir().unwrap();
-    copy_dir(&repo_root().join("examples/soc"), config.path());
     let port = free_port();
-    std::fs::write(
-        config.path().join("http-sensor.yaml"),
-        format!(
-            "apiVersion: kastell.eu/v1alpha1\nkind: Sensor\n\
-             metadata: {{name: suricata-http, namespace: soc}}\n\
-             spec:\n  format: suricata-eve\n  transport:\n    type: http\n\
-             \x20   port: {port}\n    bindAddress: 127.0.0.1\n"
-        ),
-    )
-    .unwrap();
+    let config = example_with_http_sensor(port);
     let mut pipeline = Pipeline::new(nats, "httpingest");
     pipeline.config = config.path().to_owned();
     pipeline.start("correlate");

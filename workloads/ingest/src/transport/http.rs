@@ -447,14 +447,7 @@ async fn ingest_lines(
             }
         }
     }
-    pipelined.flush().await.map_err(|source| {
-        Refusal::BusClosed(IngestError::Publish {
-            path: origin.clone(),
-            line: last_line,
-            topic: Topic::Events,
-            source,
-        })
-    })?;
+    flush(&pipelined, &origin, last_line).await?;
     let answer = json!({
         "sensor": sensor,
         "records": published + rejected,
@@ -588,14 +581,7 @@ async fn run_bulk(
         answers.push(outcome.into_json(item.op, &index, &id, seq));
     }
     for pipelined in pipelines.values() {
-        pipelined.flush().await.map_err(|source| {
-            Refusal::BusClosed(IngestError::Publish {
-                path: origin.clone(),
-                line: last_line,
-                topic: Topic::Events,
-                source,
-            })
-        })?;
+        flush(pipelined, &origin, last_line).await?;
     }
     let answer = json!({
         "took": started.elapsed().as_millis() as u64,
@@ -603,6 +589,19 @@ async fn run_bulk(
         "items": answers,
     });
     Ok((StatusCode::OK, Json(answer)).into_response())
+}
+
+/// Waits until a request's events are stored; the bus giving up on one refuses the
+/// whole request (503), since the client cannot tell which were kept.
+async fn flush(pipelined: &Pipelined<'_>, origin: &str, last_line: u64) -> Result<(), Refusal> {
+    pipelined.flush().await.map_err(|source| {
+        Refusal::BusClosed(IngestError::Publish {
+            path: origin.to_owned(),
+            line: last_line,
+            topic: Topic::Events,
+            source,
+        })
+    })
 }
 
 /// Admits each sensor's share of a bulk request, or none of them.
