@@ -36,7 +36,7 @@ use tokio::sync::oneshot;
 
 use super::{alert_state, analyst, level_rank, ts, StoreError};
 use crate::alert::Alert;
-use crate::audit::{self, Change, SYSTEM_ACTOR};
+use crate::audit::{self, AuditEntry, Change, SYSTEM_ACTOR};
 use crate::error_chain;
 
 /// The most alerts one transaction stores: a batch of this size already amortises the
@@ -334,6 +334,35 @@ fn store_batch(conn: &mut Connection, alerts: &[PendingAlert]) -> Result<Vec<boo
     Ok(inserted)
 }
 
+/// One `alert.create` entry per alert, chained in order after `head` (the chain's last
+/// sequence number and hash; `None` for an empty log). Both stores' batch writers append
+/// these.
+pub(super) fn alert_entries(
+    head: Option<(i64, String)>,
+    alerts: &[&PendingAlert],
+) -> Vec<AuditEntry> {
+    let (mut seq, mut prev_hash) = match head {
+        Some((seq, hash)) => (seq + 1, hash),
+        None => (1, audit::GENESIS.to_owned()),
+    };
+    let mut entries = Vec::with_capacity(alerts.len());
+    for alert in alerts {
+        let change = Change {
+            actor: SYSTEM_ACTOR.to_owned(),
+            action: "alert.create",
+            object_kind: "alert",
+            object_id: alert.id.clone(),
+            before: None,
+            after: Some(alert.audit_after.clone()),
+        };
+        let entry = super::chain_entry(seq, prev_hash, change);
+        seq += 1;
+        prev_hash = entry.hash.clone();
+        entries.push(entry);
+    }
+    entries
+}
+
 /// Appends one `alert.create` entry per alert, chained after the head in order.
 fn append_audit_entries(tx: &Connection, alerts: &[&PendingAlert]) -> Result<(), StoreError> {
     let err = |what| move |source| StoreError::Sqlite { what, source };
@@ -345,10 +374,6 @@ fn append_audit_entries(tx: &Connection, alerts: &[&PendingAlert]) -> Result<(),
                 .optional()
         })
         .map_err(err("read the audit chain's head"))?;
-    let (mut seq, mut prev_hash) = match head {
-        Some((seq, hash)) => (seq + 1, hash),
-        None => (1, audit::GENESIS.to_owned()),
-    };
     let mut append = tx
         .prepare_cached(
             "INSERT INTO audit_log (seq, at, actor, action, object_kind, object_id, before, \
@@ -356,16 +381,7 @@ fn append_audit_entries(tx: &Connection, alerts: &[&PendingAlert]) -> Result<(),
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
         )
         .map_err(err("append to the audit log"))?;
-    for alert in alerts {
-        let change = Change {
-            actor: SYSTEM_ACTOR.to_owned(),
-            action: "alert.create",
-            object_kind: "alert",
-            object_id: alert.id.clone(),
-            before: None,
-            after: Some(alert.audit_after.clone()),
-        };
-        let entry = super::chain_entry(seq, prev_hash, change);
+    for entry in alert_entries(head, alerts) {
         append
             .execute(params![
                 entry.seq,
@@ -382,8 +398,6 @@ fn append_audit_entries(tx: &Connection, alerts: &[&PendingAlert]) -> Result<(),
                 entry.hash,
             ])
             .map_err(err("append to the audit log"))?;
-        seq += 1;
-        prev_hash = entry.hash;
     }
     Ok(())
 }

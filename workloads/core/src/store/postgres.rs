@@ -290,25 +290,7 @@ async fn append_alert_entries(
     head: Option<(i64, String)>,
     alerts: &[&PendingAlert],
 ) -> Result<(), StoreError> {
-    let (mut seq, mut prev_hash) = match head {
-        Some((seq, hash)) => (seq + 1, hash),
-        None => (1, audit::GENESIS.to_owned()),
-    };
-    let mut entries = Vec::with_capacity(alerts.len());
-    for alert in alerts {
-        let change = Change {
-            actor: SYSTEM_ACTOR.to_owned(),
-            action: "alert.create",
-            object_kind: "alert",
-            object_id: alert.id.clone(),
-            before: None,
-            after: Some(alert.audit_after.clone()),
-        };
-        let entry = super::chain_entry(seq, prev_hash, change);
-        seq += 1;
-        prev_hash = entry.hash.clone();
-        entries.push(entry);
-    }
+    let entries = group_commit::alert_entries(head, alerts);
     let mut sql = sqlx::QueryBuilder::new(
         "INSERT INTO audit_log (seq, at, actor, action, object_kind, object_id, before, \
          after, before_digest, after_digest, prev_hash, hash) ",
