@@ -7,7 +7,6 @@
 use std::cmp::Ordering;
 use std::net::IpAddr;
 
-use aho_corasick::{AhoCorasick, AhoCorasickBuilder};
 use ipnet::IpNet;
 use regex::RegexBuilder;
 
@@ -15,8 +14,8 @@ use crate::condition::{Condition, Target};
 use crate::error::ErrorKind;
 use crate::logsource::Routing;
 use crate::matcher::{
-    Check, Detector, Expr, FieldCheck, FieldRef, FieldTest, Number, Position, SelectionMatcher,
-    TextMatcher, TimePart, ValueMatcher, ValueTest,
+    Check, Detector, Expr, FieldCheck, FieldRef, FieldTest, LazyAutomaton, Number, Position,
+    SelectionMatcher, TextMatcher, TimePart, ValueMatcher, ValueTest,
 };
 use crate::modifier::Modifier;
 use crate::prefilter::{regex_literals, RegexFlags};
@@ -549,11 +548,9 @@ fn value_test(m: &FieldMatch, plan: &Plan, keywords: bool) -> Result<ValueTest, 
             Compiled::Ready(matcher) => matchers.push(matcher),
             // ANDed needles must each be found, so each keeps its own automaton.
             Compiled::Substring(needle) if plan.all => {
-                let needles = vec![needle];
-                let automaton = automaton(&needles, plan.cased, &at)?;
                 matchers.push(ValueMatcher::Text(TextMatcher::Contains {
-                    automaton,
-                    needles,
+                    automaton: LazyAutomaton::default(),
+                    needles: vec![needle],
                     cased: plan.cased,
                 }));
             }
@@ -562,9 +559,8 @@ fn value_test(m: &FieldMatch, plan: &Plan, keywords: bool) -> Result<ValueTest, 
     }
     // An ORed list of substrings is one automaton: one pass over the text for all.
     if !substrings.is_empty() {
-        let automaton = automaton(&substrings, plan.cased, &|| m.path.clone())?;
         matchers.push(ValueMatcher::Text(TextMatcher::Contains {
-            automaton,
+            automaton: LazyAutomaton::default(),
             needles: substrings,
             cased: plan.cased,
         }));
@@ -746,17 +742,6 @@ fn parse_network(raw: &str) -> Option<IpNet> {
     raw.parse::<IpNet>()
         .ok()
         .or_else(|| raw.parse::<IpAddr>().ok().map(IpNet::from))
-}
-
-fn automaton(
-    needles: &[String],
-    cased: bool,
-    at: &dyn Fn() -> String,
-) -> Result<AhoCorasick, ErrorKind> {
-    AhoCorasickBuilder::new()
-        .ascii_case_insensitive(!cased)
-        .build(needles)
-        .map_err(|e| ErrorKind::invalid(at(), format!("cannot build a substring matcher: {e}")))
 }
 
 #[cfg(test)]

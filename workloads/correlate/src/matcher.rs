@@ -10,6 +10,8 @@ use std::cmp::Ordering;
 use std::fmt::Write as _;
 use std::net::IpAddr;
 
+use std::sync::{Arc, OnceLock};
+
 use aho_corasick::AhoCorasick;
 use ipnet::IpNet;
 use regex::Regex;
@@ -717,7 +719,7 @@ pub(crate) enum TextMatcher {
     /// Any of the needles occurs (one automaton for a whole value list). The needles are
     /// kept for the rule set's prefilter.
     Contains {
-        automaton: AhoCorasick,
+        automaton: LazyAutomaton,
         needles: Vec<String>,
         cased: bool,
     },
@@ -749,10 +751,52 @@ impl TextMatcher {
                 text.len() >= needle.len()
                     && same(&text[text.len() - needle.len()..], needle, *cased)
             }
-            TextMatcher::Contains { automaton, .. } => automaton.is_match(text),
+            TextMatcher::Contains {
+                automaton,
+                needles,
+                cased,
+            } => automaton.is_match(text, needles, *cased),
             TextMatcher::Regex { regex, .. } => regex.is_match(text),
         }
     }
+}
+
+/// The Aho-Corasick automaton of a value list's needles, built the first time the list
+/// is searched, and shared by the matcher's clones.
+///
+/// Lazily because most lists are never searched: the rule set's index decides their
+/// items from its own per-field automata (`prefilter`), and building one automaton per
+/// list of all SigmaHQ rules up front took over a third of the rule set's compile time.
+/// Should the build fail (aho-corasick refuses only automata past its size limits, far
+/// beyond a rule's value list), the needles are searched one by one: slower, same answer.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct LazyAutomaton(Arc<OnceLock<Option<AhoCorasick>>>);
+
+impl LazyAutomaton {
+    fn is_match(&self, text: &str, needles: &[String], cased: bool) -> bool {
+        let automaton = self.0.get_or_init(|| {
+            aho_corasick::AhoCorasickBuilder::new()
+                .ascii_case_insensitive(!cased)
+                .build(needles)
+                .inspect_err(|e| {
+                    tracing::warn!(needles = needles.len(), reason = %e, "substring automaton not built; searching needle by needle");
+                })
+                .ok()
+        });
+        match automaton {
+            Some(automaton) => automaton.is_match(text),
+            None => needles
+                .iter()
+                .any(|needle| contains(text.as_bytes(), needle.as_bytes(), cased)),
+        }
+    }
+}
+
+fn contains(text: &[u8], needle: &[u8], cased: bool) -> bool {
+    needle.is_empty()
+        || text
+            .windows(needle.len())
+            .any(|window| same(window, needle, cased))
 }
 
 fn same(a: &[u8], b: &[u8], cased: bool) -> bool {
@@ -783,6 +827,48 @@ mod tests {
             false
         });
         seen
+    }
+
+    #[test]
+    fn substring_lists_match_with_the_automaton_built_on_first_use_and_without_it() {
+        let needles = vec!["\\Temp\\".to_owned(), "mimikatz".to_owned(), "".to_owned()];
+        let texts = [
+            "C:\\Users\\x\\AppData\\Local\\TEMP\\a.exe",
+            "MimiKatz.exe",
+            "",
+            "notepad.exe",
+        ];
+        for cased in [false, true] {
+            let matcher = TextMatcher::Contains {
+                automaton: LazyAutomaton::default(),
+                needles: needles[..2].to_vec(),
+                cased,
+            };
+            let copy = matcher.clone();
+            let built = |m: &TextMatcher| match m {
+                TextMatcher::Contains { automaton, .. } => automaton.0.get().is_some(),
+                _ => unreachable!("a substring list"),
+            };
+            assert!(!built(&copy), "built before the first search");
+            for text in texts {
+                let by_hand = needles[..2]
+                    .iter()
+                    .any(|n| contains(text.as_bytes(), n.as_bytes(), cased));
+                assert_eq!(matcher.matches(text), by_hand, "{text:?} cased={cased}");
+                assert_eq!(copy.matches(text), by_hand, "{text:?} cased={cased}");
+            }
+            assert!(built(&copy), "the clone shares the automaton");
+        }
+        assert!(contains(b"abc", b"", false));
+        assert!(contains(b"xABCy", b"abc", false));
+        assert!(!contains(b"xABCy", b"abc", true));
+        assert!(!contains(b"ab", b"abc", false));
+        let all = TextMatcher::Contains {
+            automaton: LazyAutomaton::default(),
+            needles,
+            cased: false,
+        };
+        assert!(all.matches("anything"), "an empty needle is in every text");
     }
 
     #[test]

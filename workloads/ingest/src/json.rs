@@ -501,6 +501,32 @@ mod tests {
     }
 
     #[test]
+    fn every_member_is_found_and_no_other_key() {
+        let text = r#"{"src_ip":1,"src_port":2,"s":3,"":4,"dest_ip":5,"dest":6,"é":7,"zz":8,"z":9,"src":10}"#;
+        let doc = doc_from_str(text).unwrap();
+        let members = doc.as_object().unwrap();
+        let value: Value = serde_json::from_str(text).unwrap();
+        for key in value.as_object().unwrap().keys() {
+            assert_eq!(
+                members.get(key).map(Doc::to_value).as_ref(),
+                value.get(key),
+                "{key:?}"
+            );
+        }
+        for absent in ["src_", "src_ipx", "a", "zzz", "d", "é2", "\u{7f}", "Z"] {
+            assert!(members.get(absent).is_none(), "{absent:?}");
+        }
+        let empty = doc_from_str("{}").unwrap();
+        assert!(empty.as_object().unwrap().get("").is_none());
+        assert!(doc_from_str(r#"{"a":1}"#)
+            .unwrap()
+            .as_object()
+            .unwrap()
+            .get("")
+            .is_none());
+    }
+
+    #[test]
     fn members_are_found_by_key() {
         let doc = doc_from_str(r#"{"b":1,"a":2,"c":{"d":null}}"#).unwrap();
         let members = doc.as_object().unwrap();
