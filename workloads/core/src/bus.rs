@@ -23,7 +23,9 @@ pub mod partition;
 pub mod pipeline;
 
 pub use partition::{Partition, PartitionKey};
-pub use pipeline::{AckAfterStored, AckAfterStoredError, PendingPublish, Pipelined};
+pub use pipeline::{
+    AckAfterStored, AckAfterStoredError, PendingPublish, Pipelined, StoredInBackground,
+};
 
 /// The pipeline's edges.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -1037,3 +1037,97 @@ fn http_ingest_over_jetstream_answers_after_publishing_every_record() {
     );
     pipeline.stop();
 }
+
+/// `count` syslog messages made of the real syslog lines of the bundled Wazuh alerts
+/// (their `full_log`), repeated as needed: each message is told apart by its position on
+/// the connection, not by its text.
+fn syslog_lines(count: usize) -> Vec<String> {
+    let alerts =
+        std::fs::read_to_string(repo_root().join("examples/soc/data/wazuh/alerts.json")).unwrap();
+    let real: Vec<String> = alerts
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter_map(|alert| alert["full_log"].as_str().map(str::to_owned))
+        .filter(|log| log.len() > 16 && log.as_bytes()[3] == b' ' && !log.contains('\n'))
+        .collect();
+    assert!(!real.is_empty(), "the example holds syslog lines");
+    real.iter().cycle().take(count).cloned().collect()
+}
+
+#[test]
+fn syslog_tcp_and_followed_file_over_jetstream_publish_every_record_once() {
+    use std::io::Write as _;
+
+    let Some(nats) = nats_url() else { return };
+    let _shared = shared_server();
+    let (syslog_port, config) = (free_port(), example_with_correlations());
+    let tailed = config.path().join("followed-eve.json");
+    std::fs::write(&tailed, "").unwrap();
+    std::fs::write(
+        config.path().join("streaming-sensors.yaml"),
+        format!(
+            "apiVersion: kastell.eu/v1alpha1\nkind: Sensor\n\
+             metadata: {{name: syslog-tcp, namespace: soc}}\n\
+             spec:\n  format: syslog\n  transport:\n    type: syslog-tcp\n\
+             \x20   port: {syslog_port}\n    bindAddress: 127.0.0.1\n---\n\
+             apiVersion: kastell.eu/v1alpha1\nkind: Sensor\n\
+             metadata: {{name: suricata-followed, namespace: soc}}\n\
+             spec:\n  format: suricata-eve\n  transport:\n    type: file\n\
+             \x20   path: {}\n    follow: true\n    checkpointDir: {}\n",
+            tailed.display(),
+            config.path().display()
+        ),
+    )
+    .unwrap();
+    let mut pipeline = Pipeline::new(nats, "streaming");
+    pipeline.config = config.path().to_owned();
+    pipeline.start("correlate");
+    pipeline.wait_for("correlate", "kastell_correlate_events_total", 0);
+    pipeline.start("ingest");
+    pipeline.wait_for_log("ingest", "replay done");
+    let replayed = replayed(&pipeline.log("ingest"));
+
+    // 40 messages on one connection, newline-framed: published without waiting for
+    // each to be stored, all stored when the connection ends.
+    let lines = syslog_lines(40);
+    let mut connection = std::net::TcpStream::connect(("127.0.0.1", syslog_port)).unwrap();
+    for line in &lines {
+        writeln!(connection, "{line}").unwrap();
+    }
+    drop(connection);
+    // 30 real EVE records appended to the followed file in three writes.
+    let sample = std::fs::read_to_string(
+        repo_root().join("workloads/ingest/tests/fixtures/suricata/tr0llope-eve-mixed.sample.json"),
+    )
+    .unwrap();
+    let records: Vec<&str> = sample
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .take(30)
+        .collect();
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&tailed)
+        .unwrap();
+    for chunk in records.chunks(10) {
+        file.write_all((chunk.join("\n") + "\n").as_bytes())
+            .unwrap();
+        file.flush().unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+    }
+
+    let total = replayed + 40 + 30;
+    pipeline.wait_for("correlate", "kastell_correlate_events_total", total);
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        pipeline.metric("correlate", "kastell_correlate_events_total"),
+        Some(total),
+        "every record once"
+    );
+    let checkpoint: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(config.path().join("suricata-followed.checkpoint.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(checkpoint["line"], 30, "{checkpoint}");
+    pipeline.stop();
+}

@@ -233,6 +233,122 @@ impl AckAfterStored {
     }
 }
 
+/// Publishing for a stream that answers for no message in particular (a syslog
+/// connection, a UDP socket): each message is sent without waiting, and a task of its own
+/// awaits the messages' storing in the order they were sent, so that a refused publish is
+/// retried at once rather than when the stream next pauses. At most `window` messages are
+/// in flight; a full window makes [`Bus::publish`] wait, which is what slows the stream's
+/// reader (and, over TCP, the sender).
+///
+/// The first message the bus gives up on ends the task; the next [`Bus::publish`] and
+/// [`StoredInBackground::finish`] return its error.
+pub struct StoredInBackground<'a> {
+    inner: &'a dyn Bus,
+    sender: tokio::sync::mpsc::Sender<PendingPublish>,
+    task: Mutex<Option<tokio::task::JoinHandle<Result<(), BusError>>>>,
+}
+
+impl<'a> StoredInBackground<'a> {
+    pub fn new(inner: &'a dyn Bus, window: usize) -> Self {
+        let (sender, mut receiver) = tokio::sync::mpsc::channel::<PendingPublish>(window.max(1));
+        let task = tokio::spawn(async move {
+            while let Some(pending) = receiver.recv().await {
+                pending.stored_or_failed().await?;
+            }
+            Ok(())
+        });
+        StoredInBackground {
+            inner,
+            sender,
+            task: Mutex::new(Some(task)),
+        }
+    }
+
+    /// Waits until every message sent so far is stored.
+    ///
+    /// # Errors
+    ///
+    /// The first message the bus gave up on.
+    pub async fn finish(self) -> Result<(), BusError> {
+        let StoredInBackground { sender, task, .. } = self;
+        drop(sender);
+        let task = task
+            .into_inner()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match task {
+            Some(task) => joined(task).await,
+            None => Ok(()),
+        }
+    }
+
+    /// The task's reason for ending early.
+    async fn failure(&self) -> BusError {
+        let task = self
+            .task
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        let ended = match task {
+            Some(task) => joined(task).await,
+            None => Ok(()),
+        };
+        ended.err().unwrap_or_else(|| {
+            BusError::Transport("an earlier message of this stream was not stored".into())
+        })
+    }
+}
+
+async fn joined(task: tokio::task::JoinHandle<Result<(), BusError>>) -> Result<(), BusError> {
+    task.await.unwrap_or_else(|join| {
+        Err(BusError::Transport(format!(
+            "the task awaiting the stream's publishes failed: {join}"
+        )))
+    })
+}
+
+#[async_trait]
+impl Bus for StoredInBackground<'_> {
+    /// Sends the message; waits only while `window` messages are not yet stored.
+    async fn publish(&self, topic: Topic, message: Message) -> Result<(), BusError> {
+        let pending = self.inner.start_publish(topic, message).await?;
+        match self.sender.send(pending).await {
+            Ok(()) => Ok(()),
+            Err(_) => Err(self.failure().await),
+        }
+    }
+
+    async fn start_publish(
+        &self,
+        topic: Topic,
+        message: Message,
+    ) -> Result<PendingPublish, BusError> {
+        self.inner.start_publish(topic, message).await
+    }
+
+    async fn subscribe(
+        &self,
+        topic: Topic,
+        group: &str,
+    ) -> Result<Box<dyn Subscription>, BusError> {
+        self.inner.subscribe(topic, group).await
+    }
+
+    async fn subscribe_partition(
+        &self,
+        topic: Topic,
+        group: &str,
+        partition: Partition,
+    ) -> Result<Box<dyn Subscription>, BusError> {
+        self.inner
+            .subscribe_partition(topic, group, partition)
+            .await
+    }
+
+    async fn close(&self, topic: Topic) {
+        self.inner.close(topic).await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::{Arc, Mutex};
@@ -335,5 +451,95 @@ mod tests {
             .cloned()
             .collect();
         assert_eq!(acked, ["ack 0"]);
+    }
+
+    /// A bus whose publishes are the test's gated ones, handed out in order.
+    struct Gated(Mutex<std::collections::VecDeque<PendingPublish>>);
+
+    #[async_trait]
+    impl Bus for Gated {
+        async fn publish(&self, _: Topic, _: Message) -> Result<(), BusError> {
+            Err(BusError::Transport("this bus only starts publishes".into()))
+        }
+
+        async fn start_publish(&self, _: Topic, _: Message) -> Result<PendingPublish, BusError> {
+            let next = self.0.lock().unwrap().pop_front();
+            next.ok_or_else(|| BusError::Transport("no publish left".into()))
+        }
+
+        async fn subscribe(&self, _: Topic, _: &str) -> Result<Box<dyn Subscription>, BusError> {
+            Err(BusError::Transport("not subscribable".into()))
+        }
+
+        async fn close(&self, _: Topic) {}
+    }
+
+    fn gated(log: &Log, outcomes: &[bool]) -> (Gated, Vec<tokio::sync::oneshot::Sender<()>>) {
+        let (pending, gates) = outcomes
+            .iter()
+            .enumerate()
+            .map(|(n, ok)| publish(log, n, *ok))
+            .unzip::<_, _, std::collections::VecDeque<_>, Vec<_>>();
+        (Gated(Mutex::new(pending)), gates)
+    }
+
+    fn message() -> Message {
+        Message::json(&"event").unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_stream_waits_only_when_its_window_is_full_and_finish_waits_for_all() {
+        let log: Log = Arc::default();
+        let (bus, mut gates) = gated(&log, &[true; 4]);
+        let stream = StoredInBackground::new(&bus, 2);
+        // The task holds the first message while the channel holds two more.
+        for _ in 0..3 {
+            stream.publish(Topic::Events, message()).await.unwrap();
+        }
+        {
+            let fourth = stream.publish(Topic::Events, message());
+            tokio::pin!(fourth);
+            let waited =
+                tokio::time::timeout(std::time::Duration::from_millis(100), fourth.as_mut()).await;
+            assert!(waited.is_err(), "a fourth message must wait for the first");
+            gates.remove(0).send(()).unwrap();
+            fourth.await.unwrap();
+        }
+        for gate in gates {
+            gate.send(()).unwrap();
+        }
+        stream.finish().await.unwrap();
+        assert_eq!(
+            *log.lock().unwrap(),
+            ["stored 0", "stored 1", "stored 2", "stored 3"]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_refused_message_ends_the_stream_with_its_reason() {
+        let log: Log = Arc::default();
+        let mut outcomes = [true; 64];
+        outcomes[1] = false;
+        let (bus, gates) = gated(&log, &outcomes);
+        let stream = StoredInBackground::new(&bus, 8);
+        for _ in 0..3 {
+            stream.publish(Topic::Events, message()).await.unwrap();
+        }
+        for gate in gates {
+            gate.send(()).unwrap_or(());
+        }
+        // Once the task has met the refusal, publishing more reports it.
+        let mut refused = None;
+        for _ in 0..50 {
+            if let Err(e) = stream.publish(Topic::Events, message()).await {
+                refused = Some(e);
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        let refused = refused.expect("the refusal is reported");
+        assert!(refused.to_string().contains("refused"), "{refused}");
+        let log = log.lock().unwrap().clone();
+        assert_eq!(log[..2], ["stored 0", "stored 1"]);
     }
 }

@@ -258,7 +258,7 @@ impl Inlet {
         self.metrics.bytes.inc_by(frame.len as u64);
         let delivered = match &self.decoder {
             Decoder::Format(ingestor) => self.ingest_format(ingestor, &frame, bus).await?,
-            Decoder::RawSyslog(ctx) => self.ingest_raw_syslog(ctx, &frame).await?,
+            Decoder::RawSyslog(ctx) => self.ingest_raw_syslog(ctx, &frame, bus).await?,
         };
         match &delivered {
             Delivered::Published => self.metrics.last_event.set(unix_now()),
@@ -312,6 +312,7 @@ impl Inlet {
         &self,
         ctx: &ParseContext,
         frame: &Frame<'_>,
+        bus: &dyn Bus,
     ) -> Result<Delivered, IngestError> {
         self.stats.record_in();
         let started = Instant::now();
@@ -329,7 +330,7 @@ impl Inlet {
         match parsed {
             Ok(event) => {
                 let message = Message::json(&event).map(|m| m.with_id(self.message_id(frame)));
-                self.publish(Topic::Events, message, frame).await?;
+                self.publish(bus, Topic::Events, message, frame).await?;
                 self.stats.record_published();
                 Ok(Delivered::Published)
             }
@@ -386,7 +387,8 @@ impl Inlet {
             raw_truncated: kept < frame.len,
         };
         let message = Message::json(&letter).map(|m| m.with_id(self.message_id(frame)));
-        self.publish(Topic::DeadLetters, message, frame).await?;
+        self.publish(self.bus.as_ref(), Topic::DeadLetters, message, frame)
+            .await?;
         Ok(Delivered::Rejected {
             kind: kind.to_owned(),
             reason,
@@ -399,12 +401,13 @@ impl Inlet {
 
     async fn publish(
         &self,
+        bus: &dyn Bus,
         topic: Topic,
         message: Result<Message, BusError>,
         frame: &Frame<'_>,
     ) -> Result<(), IngestError> {
         let sent = match message {
-            Ok(message) => self.bus.publish(topic, message).await,
+            Ok(message) => bus.publish(topic, message).await,
             Err(e) => Err(e),
         };
         sent.map_err(|source| IngestError::Publish {

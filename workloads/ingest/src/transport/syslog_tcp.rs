@@ -1,11 +1,14 @@
 //! Syslog over TCP (RFC 6587): one task per connection, framed by
 //! [`SyslogFramer`], each message admitted to the Sensor's inlet before the next is read,
-//! so a full bus stops the reads and TCP's window slows the sender. The TLS listener
-//! (`syslog_tls`) reuses [`read_stream`] after its handshake.
+//! so a full bus stops the reads and TCP's window slows the sender. A connection's
+//! messages are published without waiting for each to be stored ([`StoredInBackground`],
+//! at most [`PUBLISH_WINDOW`] in flight), as syslog acknowledges nothing per message. The
+//! TLS listener (`syslog_tls`) reuses [`read_stream`] after its handshake.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use kastell_core::bus::{Bus, StoredInBackground};
 use tokio::io::AsyncRead;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -14,6 +17,11 @@ use tokio_util::task::TaskTracker;
 use crate::ingestor::IngestError;
 use crate::transport::inlet::{Frame, Inlet, TransportReject};
 use crate::transport::syslog_framing::{Framing, SyslogFrame, SyslogFramer};
+
+/// Messages of one connection or socket sent to the bus and not yet stored: enough to
+/// keep a durable bus's round trips out of the reading, few enough that a stopped bus
+/// stops the reader at once.
+pub(crate) const PUBLISH_WINDOW: usize = 256;
 
 /// Accepts connections until `shutdown` is cancelled, then waits for each connection to
 /// finish the message it is on.
@@ -69,6 +77,7 @@ pub(crate) async fn read_stream<S: AsyncRead + Unpin>(
     shutdown: &CancellationToken,
 ) {
     let mut framer = SyslogFramer::new(stream, framing, inlet.max_record_bytes());
+    let published = StoredInBackground::new(inlet.bus(), PUBLISH_WINDOW);
     let mut seq = 0u64;
     loop {
         let frame = tokio::select! {
@@ -84,7 +93,7 @@ pub(crate) async fn read_stream<S: AsyncRead + Unpin>(
             }
         };
         seq += 1;
-        if let Err(e) = deliver(inlet, frame, origin, seq, peer).await {
+        if let Err(e) = deliver(inlet, &published, frame, origin, seq, peer).await {
             tracing::warn!(
                 sensor = inlet.sensor(),
                 peer = %peer,
@@ -94,11 +103,20 @@ pub(crate) async fn read_stream<S: AsyncRead + Unpin>(
             break;
         }
     }
+    if let Err(e) = published.finish().await {
+        tracing::warn!(
+            sensor = inlet.sensor(),
+            peer = %peer,
+            reason = %kastell_core::error_chain(&e),
+            "syslog connection: the bus gave up on a message"
+        );
+    }
     tracing::debug!(sensor = inlet.sensor(), peer = %peer, messages = seq, "syslog connection ended");
 }
 
 async fn deliver(
     inlet: &Inlet,
+    bus: &dyn Bus,
     frame: SyslogFrame<'_>,
     origin: &str,
     seq: u64,
@@ -112,7 +130,7 @@ async fn deliver(
         SyslogFrame::Message { bytes, len } => {
             let mut frame = Frame::new(origin, seq, bytes).from_peer(peer);
             frame.len = len;
-            inlet.ingest(frame).await?;
+            inlet.ingest_on(frame, bus).await?;
         }
         SyslogFrame::InvalidCount { bytes, reason } => {
             let frame = Frame::new(origin, seq, bytes).from_peer(peer);

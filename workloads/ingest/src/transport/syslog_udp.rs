@@ -5,10 +5,12 @@
 
 use std::sync::Arc;
 
+use kastell_core::bus::StoredInBackground;
 use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 
 use crate::transport::inlet::{Frame, Inlet};
+use crate::transport::syslog_tcp::PUBLISH_WINDOW;
 
 /// The largest UDP payload; a datagram is read whole or not at all.
 const MAX_DATAGRAM: usize = 65_535;
@@ -29,10 +31,35 @@ pub async fn serve_udp(
     };
     tracing::info!(sensor = inlet.sensor(), origin = %origin, "syslog udp listening");
     let mut buf = vec![0u8; MAX_DATAGRAM];
+    // Datagrams are published without waiting for each to be stored: the kernel drops
+    // what arrives while the listener waits, so the listener waits only for a full window.
+    let published = StoredInBackground::new(inlet.bus(), PUBLISH_WINDOW);
+    let received = receive(&socket, &inlet, &origin, &mut buf, &published, &shutdown).await;
+    let stored = published
+        .finish()
+        .await
+        .map_err(|source| crate::IngestError::Publish {
+            path: origin.clone(),
+            line: 0,
+            topic: kastell_core::bus::Topic::Events,
+            source,
+        });
+    received.and(stored)
+}
+
+/// Reads datagrams into the inlet until shutdown or the bus refuses one.
+async fn receive(
+    socket: &UdpSocket,
+    inlet: &Inlet,
+    origin: &str,
+    buf: &mut [u8],
+    published: &StoredInBackground<'_>,
+    shutdown: &CancellationToken,
+) -> Result<(), crate::IngestError> {
     let mut seq = 0u64;
     loop {
         let (len, peer) = tokio::select! {
-            received = socket.recv_from(&mut buf) => match received {
+            received = socket.recv_from(buf) => match received {
                 Ok(pair) => pair,
                 Err(e) => {
                     // ICMP errors of earlier sends and the like: the socket stays usable.
@@ -45,13 +72,12 @@ pub async fn serve_udp(
         seq += 1;
         let message = trim_message(&buf[..len]);
         let max = inlet.max_record_bytes();
-        let mut frame =
-            Frame::new(&origin, seq, &message[..message.len().min(max)]).from_peer(peer);
+        let mut frame = Frame::new(origin, seq, &message[..message.len().min(max)]).from_peer(peer);
         frame.len = message.len();
         let Some(_admission) = inlet.admit(1).await else {
             return Ok(());
         };
-        inlet.ingest(frame).await?;
+        inlet.ingest_on(frame, published).await?;
     }
 }
 

@@ -12,6 +12,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use kastell_core::bus::{Bus, Pipelined, Topic};
 use serde::{Deserialize, Serialize};
 use tokio::fs::File;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
@@ -24,6 +25,9 @@ use crate::transport::inlet::{Frame, Inlet, TransportReject};
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(250);
 
 const READ_CHUNK: usize = 64 * 1024;
+
+/// Lines of one chunk sent to the bus and not yet stored.
+const PUBLISH_WINDOW: usize = 256;
 
 /// What happens to a last line still without its newline when the tail stops.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -214,7 +218,19 @@ impl Tail<'_> {
             if n == 0 {
                 return Ok(false);
             }
-            let stopped = self.take_lines(&chunk[..n], at).await?;
+            // The chunk's lines are published without waiting for each to be stored, and
+            // all of them are stored before the checkpoint moves past them.
+            let inlet = self.inlet;
+            let pipelined = Pipelined::new(inlet.bus(), PUBLISH_WINDOW);
+            let taken = self.take_lines(&chunk[..n], at, &pipelined).await;
+            let stored = pipelined.flush().await;
+            let stopped = taken?;
+            stored.map_err(|source| IngestError::Publish {
+                path: self.origin.clone(),
+                line: at.checkpoint.line,
+                topic: Topic::Events,
+                source,
+            })?;
             self.save(&at.checkpoint).await?;
             if stopped {
                 return Ok(true);
@@ -224,7 +240,12 @@ impl Tail<'_> {
 
     /// Splits a chunk into lines and hands over the complete ones; `true` when it
     /// stopped early for shutdown (the file is then re-positioned after the last line).
-    async fn take_lines(&mut self, chunk: &[u8], at: &mut Position) -> Result<bool, TailError> {
+    async fn take_lines(
+        &mut self,
+        chunk: &[u8],
+        at: &mut Position,
+        bus: &dyn Bus,
+    ) -> Result<bool, TailError> {
         let max = self.inlet.max_record_bytes();
         let mut rest = chunk;
         while let Some(newline) = rest.iter().position(|b| *b == b'\n') {
@@ -236,7 +257,7 @@ impl Tail<'_> {
             let line_bytes = self.pending.len as u64 + 1;
             let pending = std::mem::take(&mut self.pending);
             at.checkpoint.line += 1;
-            self.hand_over(&pending, at.checkpoint.line).await?;
+            self.hand_over(&pending, at.checkpoint.line, bus).await?;
             at.checkpoint.offset += line_bytes;
             rest = &rest[newline + 1..];
         }
@@ -255,7 +276,7 @@ impl Tail<'_> {
         Ok(())
     }
 
-    async fn hand_over(&self, line: &Pending, number: u64) -> Result<(), TailError> {
+    async fn hand_over(&self, line: &Pending, number: u64, bus: &dyn Bus) -> Result<(), TailError> {
         let mut bytes = line.bytes.as_slice();
         let mut len = line.len;
         if len == bytes.len() && bytes.last() == Some(&b'\r') {
@@ -270,7 +291,7 @@ impl Tail<'_> {
         let Some(_admission) = self.inlet.admit(1).await else {
             return Ok(());
         };
-        self.inlet.ingest(frame).await?;
+        self.inlet.ingest_on(frame, bus).await?;
         Ok(())
     }
 
@@ -307,7 +328,8 @@ impl Tail<'_> {
         }
         let pending = std::mem::take(&mut self.pending);
         at.checkpoint.line += 1;
-        self.hand_over(&pending, at.checkpoint.line).await?;
+        self.hand_over(&pending, at.checkpoint.line, self.inlet.bus())
+            .await?;
         at.checkpoint.offset += pending.len as u64;
         Ok(())
     }
