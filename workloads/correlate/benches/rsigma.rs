@@ -16,6 +16,11 @@ use kastell_correlate::{flatten_event, rule_files, RuleDocument, RuleSet};
 use rsigma_eval::{Engine, JsonEvent};
 use serde_json::Value;
 
+/// The allocator of the `kastell` binary (whose `detect` these figures stand for); both
+/// engines of the comparison run on it.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const TARGET_RATIO: f64 = 10.0;
 
 /// Rule files rsigma loads between two progress lines.

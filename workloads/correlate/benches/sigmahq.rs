@@ -15,6 +15,11 @@ use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throug
 use kastell_correlate::{flatten_event, rule_files, RuleDocument, RuleSet};
 use serde_json::{Map, Value};
 
+/// The allocator of the `kastell` binary (whose `detect` these figures stand for); both
+/// engines of the comparison run on it.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const TARGET_EVENTS_PER_SECOND: f64 = 300_000.0;
 
 fn corpora() -> PathBuf {
@@ -161,11 +166,16 @@ fn bench(c: &mut Criterion) {
         })
     });
     group.finish();
-    let rate = events.len() as f64 / best;
-    println!(
-        "all rules: {rate:.0} events/s on one core (best iteration), target {TARGET_EVENTS_PER_SECOND:.0}: {:.1} %",
-        100.0 * rate / TARGET_EVENTS_PER_SECOND
-    );
+    if best == f64::MAX {
+        // A criterion filter that names another benchmark skipped the timed passes.
+        println!("all rules, by the wall clock: not measured (criterion's passes filtered out)");
+    } else {
+        let rate = events.len() as f64 / best;
+        println!(
+            "all rules: {rate:.0} events/s on one core (best iteration), target {TARGET_EVENTS_PER_SECOND:.0}: {:.1} %",
+            100.0 * rate / TARGET_EVENTS_PER_SECOND
+        );
+    }
     // The same passes timed by the thread's CPU time, so a loaded machine does not count
     // other processes' share of the core against the engine.
     let mut best_cpu = f64::MAX;

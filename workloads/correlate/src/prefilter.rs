@@ -800,6 +800,10 @@ impl RuleIndex {
             }
             let automaton = AhoCorasickBuilder::new()
                 .match_kind(MatchKind::Standard)
+                // Needles are folded (ASCII lower case), so matching them without regard
+                // to ASCII case on the text as it is finds what they would find in the
+                // folded text, at the same places, without folding a copy first.
+                .ascii_case_insensitive(true)
                 // A DFA scans fastest but grows with the needles; past a few thousand it
                 // costs more memory and build time than it saves.
                 .kind((patterns.len() <= DFA_NEEDLES).then_some(AhoCorasickKind::DFA))
@@ -990,21 +994,26 @@ impl RuleIndex {
         with_text(value, |text| {
             let mut folded = std::mem::take(&mut scratch.folded);
             folded.clear();
-            // Copied, then lowered in place: a loop the compiler vectorises, where mapping
-            // byte by byte into the vector is not.
-            folded.extend_from_slice(text.as_bytes());
-            folded.make_ascii_lowercase();
             for index in indexes.iter().flatten() {
-                if let Some(posting) = index.exact.get(folded.as_slice()) {
-                    self.mark(*posting, scratch);
+                // Only the equality lookup needs the folded text; the automata ignore
+                // ASCII case themselves.
+                if !index.exact.is_empty() {
+                    if folded.is_empty() {
+                        // Copied, then lowered in place: a loop the compiler vectorises.
+                        folded.extend_from_slice(text.as_bytes());
+                        folded.make_ascii_lowercase();
+                    }
+                    if let Some(posting) = index.exact.get(folded.as_slice()) {
+                        self.mark(*posting, scratch);
+                    }
                 }
                 if let Some((automaton, postings)) = &index.substrings {
-                    for found in automaton.find_overlapping_iter(folded.as_slice()) {
+                    for found in automaton.find_overlapping_iter(text.as_bytes()) {
                         for &(posting, anchor) in postings[found.pattern().as_usize()].iter() {
                             let placed = match anchor {
                                 Anchor::Anywhere => true,
                                 Anchor::Start => found.start() == 0,
-                                Anchor::End => found.end() == folded.len(),
+                                Anchor::End => found.end() == text.len(),
                             };
                             if placed {
                                 self.mark(posting, scratch);
