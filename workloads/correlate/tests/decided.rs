@@ -577,3 +577,43 @@ fn a_rule_tried_on_every_event_has_all_its_items_decided() {
         ],
     );
 }
+
+#[test]
+fn a_suffix_is_found_only_at_the_end_of_the_text() {
+    // SigmaHQ's b6e2a2e3 (a trailing space), beside a rule that makes ' ' a substring
+    // needle of the same path.
+    let detection = "  selection1:\n    CommandLine|endswith: ' '\n  selection2:\n    Image|endswith: ' '\n  condition: 1 of selection*\n";
+    // The companions make ' ' a substring needle of both paths (so the item is decided)
+    // and put longer suffix needles that end in ' ' beside it: the automaton's state for
+    // "exe.erolpxei " (reversed) also holds " ", which must not count there.
+    let indexed = [
+        "CommandLine|contains: ' '",
+        "Image|contains: ' '",
+        "Image|endswith: ' iexplore.exe'",
+        "CommandLine|endswith: ' /c'",
+    ];
+    assert_eq!(decided(detection, &indexed), 2);
+    let set = set(detection, &indexed);
+    expect(
+        &set,
+        &[
+            (
+                json!({"CommandLine": "\"C:\\Program Files (x86)\\Internet Explorer\\iexplore.exe\"", "Image": "C:\\Program Files (x86)\\Internet Explorer\\iexplore.exe"}),
+                false,
+            ),
+            (
+                json!({"CommandLine": "cmd /c", "Image": "C:\\Users\\x\\my iexplore.exe"}),
+                false,
+            ),
+            (
+                json!({"CommandLine": "cmd.exe /c ", "Image": "C:\\x.exe"}),
+                true,
+            ),
+            (
+                json!({"CommandLine": "x", "Image": "C:\\Program Files\\x.exe "}),
+                true,
+            ),
+            (json!({"CommandLine": " x"}), false),
+        ],
+    );
+}
