@@ -999,16 +999,7 @@ fn http_ingest_over_jetstream_answers_after_publishing_every_record() {
 
     // Real EVE records, 30 through `_bulk` and the same 30 as lines: each request gets
     // its own message ids, so none is dropped as a duplicate of the other.
-    let sample = std::fs::read_to_string(
-        repo_root().join("workloads/ingest/tests/fixtures/suricata/tr0llope-eve-mixed.sample.json"),
-    )
-    .unwrap();
-    let records: Vec<&str> = sample
-        .lines()
-        .filter(|l| l.starts_with('{'))
-        .take(30)
-        .collect();
-    assert_eq!(records.len(), 30);
+    let records = eve_records(30);
     let bulk: String = records
         .iter()
         .map(|record| format!("{{\"create\":{{}}}}\n{record}\n"))
@@ -1036,6 +1027,22 @@ fn http_ingest_over_jetstream_answers_after_publishing_every_record() {
         "every record once"
     );
     pipeline.stop();
+}
+
+/// The first `count` records of the real Suricata EVE sample the ingest tests use.
+fn eve_records(count: usize) -> Vec<String> {
+    let sample = std::fs::read_to_string(
+        repo_root().join("workloads/ingest/tests/fixtures/suricata/tr0llope-eve-mixed.sample.json"),
+    )
+    .unwrap();
+    let records: Vec<String> = sample
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .take(count)
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(records.len(), count, "the sample holds {count} records");
+    records
 }
 
 /// `count` syslog messages made of the real syslog lines of the bundled Wazuh alerts
@@ -1096,15 +1103,7 @@ fn syslog_tcp_and_followed_file_over_jetstream_publish_every_record_once() {
     }
     drop(connection);
     // 30 real EVE records appended to the followed file in three writes.
-    let sample = std::fs::read_to_string(
-        repo_root().join("workloads/ingest/tests/fixtures/suricata/tr0llope-eve-mixed.sample.json"),
-    )
-    .unwrap();
-    let records: Vec<&str> = sample
-        .lines()
-        .filter(|l| l.starts_with('{'))
-        .take(30)
-        .collect();
+    let records = eve_records(30);
     let mut file = std::fs::OpenOptions::new()
         .append(true)
         .open(&tailed)
