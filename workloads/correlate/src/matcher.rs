@@ -9,7 +9,6 @@
 use std::cmp::Ordering;
 use std::fmt::Write as _;
 use std::net::IpAddr;
-
 use std::sync::{Arc, OnceLock};
 
 use aho_corasick::AhoCorasick;

@@ -138,6 +138,19 @@ pub enum IngestError {
     },
 }
 
+impl IngestError {
+    /// Events sent pipelined from `origin` that the bus gave up on while they were
+    /// awaited (`line`: the last one sent).
+    pub(crate) fn events_not_stored(origin: &str, line: u64, source: BusError) -> Self {
+        IngestError::Publish {
+            path: origin.to_owned(),
+            line,
+            topic: Topic::Events,
+            source,
+        }
+    }
+}
+
 impl Ingestor {
     pub fn new(format: Format, sensor: impl Into<String>) -> Self {
         Ingestor {

@@ -4,7 +4,7 @@
 
 use async_trait::async_trait;
 use kastell_core::bus::Pipelined;
-use kastell_core::{Bus, Topic};
+use kastell_core::Bus;
 use serde::Serialize;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 
@@ -121,12 +121,7 @@ pub async fn ingest_lines<R: AsyncRead + Unpin + Send>(
     pipelined
         .flush()
         .await
-        .map_err(|source| IngestError::Publish {
-            path: origin.to_owned(),
-            line: report.lines,
-            topic: Topic::Events,
-            source,
-        })?;
+        .map_err(|source| IngestError::events_not_stored(origin, report.lines, source))?;
     tracing::info!(
         path = origin,
         sensor = ingestor.sensor(),

@@ -983,19 +983,38 @@ fn replayed(log: &str) -> u64 {
         .unwrap_or_else(|| panic!("no replay done line with published=:\n{log}"))
 }
 
+/// Starts correlate, then ingest on `config`, and waits for ingest's replay of the
+/// Sensors' files; returns the pipeline and how many records the replay published.
+fn correlate_and_ingest(nats: String, test: &str, config: &Path) -> (Pipeline, u64) {
+    let mut pipeline = Pipeline::new(nats, test);
+    pipeline.config = config.to_owned();
+    pipeline.start("correlate");
+    pipeline.wait_for("correlate", "kastell_correlate_events_total", 0);
+    pipeline.start("ingest");
+    pipeline.wait_for_log("ingest", "replay done");
+    let replayed = replayed(&pipeline.log("ingest"));
+    (pipeline, replayed)
+}
+
+/// Waits until correlate has read `total` events, then checks, a second later, that it
+/// read no more: every record once.
+fn correlate_counts_exactly(pipeline: &mut Pipeline, total: u64) {
+    pipeline.wait_for("correlate", "kastell_correlate_events_total", total);
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        pipeline.metric("correlate", "kastell_correlate_events_total"),
+        Some(total),
+        "every record once"
+    );
+}
+
 #[test]
 fn http_ingest_over_jetstream_answers_after_publishing_every_record() {
     let Some(nats) = nats_url() else { return };
     let _shared = shared_server();
     let port = free_port();
     let config = example_with_http_sensor(port);
-    let mut pipeline = Pipeline::new(nats, "httpingest");
-    pipeline.config = config.path().to_owned();
-    pipeline.start("correlate");
-    pipeline.wait_for("correlate", "kastell_correlate_events_total", 0);
-    pipeline.start("ingest");
-    pipeline.wait_for_log("ingest", "replay done");
-    let replayed = replayed(&pipeline.log("ingest"));
+    let (mut pipeline, replayed) = correlate_and_ingest(nats, "httpingest", config.path());
 
     // Real EVE records, 30 through `_bulk` and the same 30 as lines: each request gets
     // its own message ids, so none is dropped as a duplicate of the other.
@@ -1018,14 +1037,7 @@ fn http_ingest_over_jetstream_answers_after_publishing_every_record() {
     let answer: serde_json::Value = serde_json::from_str(&answer).unwrap();
     assert_eq!(answer["published"], 30, "{answer}");
 
-    let total = replayed + 60;
-    pipeline.wait_for("correlate", "kastell_correlate_events_total", total);
-    std::thread::sleep(Duration::from_secs(1));
-    assert_eq!(
-        pipeline.metric("correlate", "kastell_correlate_events_total"),
-        Some(total),
-        "every record once"
-    );
+    correlate_counts_exactly(&mut pipeline, replayed + 60);
     pipeline.stop();
 }
 
@@ -1086,13 +1098,7 @@ fn syslog_tcp_and_followed_file_over_jetstream_publish_every_record_once() {
         ),
     )
     .unwrap();
-    let mut pipeline = Pipeline::new(nats, "streaming");
-    pipeline.config = config.path().to_owned();
-    pipeline.start("correlate");
-    pipeline.wait_for("correlate", "kastell_correlate_events_total", 0);
-    pipeline.start("ingest");
-    pipeline.wait_for_log("ingest", "replay done");
-    let replayed = replayed(&pipeline.log("ingest"));
+    let (mut pipeline, replayed) = correlate_and_ingest(nats, "streaming", config.path());
 
     // 40 messages on one connection, newline-framed: published without waiting for
     // each to be stored, all stored when the connection ends.
@@ -1115,14 +1121,7 @@ fn syslog_tcp_and_followed_file_over_jetstream_publish_every_record_once() {
         std::thread::sleep(Duration::from_millis(300));
     }
 
-    let total = replayed + 40 + 30;
-    pipeline.wait_for("correlate", "kastell_correlate_events_total", total);
-    std::thread::sleep(Duration::from_secs(1));
-    assert_eq!(
-        pipeline.metric("correlate", "kastell_correlate_events_total"),
-        Some(total),
-        "every record once"
-    );
+    correlate_counts_exactly(&mut pipeline, replayed + 40 + 30);
     let checkpoint: serde_json::Value = serde_json::from_slice(
         &std::fs::read(config.path().join("suricata-followed.checkpoint.json")).unwrap(),
     )

@@ -20,7 +20,6 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use bytes::Bytes;
 use kastell_core::bus::{Bus, Pipelined};
-use kastell_core::Topic;
 use serde_json::{json, Value};
 
 use crate::ingestor::IngestError;
@@ -595,12 +594,7 @@ async fn run_bulk(
 /// whole request (503), since the client cannot tell which were kept.
 async fn flush(pipelined: &Pipelined<'_>, origin: &str, last_line: u64) -> Result<(), Refusal> {
     pipelined.flush().await.map_err(|source| {
-        Refusal::BusClosed(IngestError::Publish {
-            path: origin.to_owned(),
-            line: last_line,
-            topic: Topic::Events,
-            source,
-        })
+        Refusal::BusClosed(IngestError::events_not_stored(origin, last_line, source))
     })
 }
 

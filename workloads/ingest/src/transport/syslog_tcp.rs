@@ -15,13 +15,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::ingestor::IngestError;
+use crate::source::PUBLISH_WINDOW;
 use crate::transport::inlet::{Frame, Inlet, TransportReject};
 use crate::transport::syslog_framing::{Framing, SyslogFrame, SyslogFramer};
-
-/// Messages of one connection or socket sent to the bus and not yet stored: enough to
-/// keep a durable bus's round trips out of the reading, few enough that a stopped bus
-/// stops the reader at once.
-pub(crate) const PUBLISH_WINDOW: usize = 256;
 
 /// Accepts connections until `shutdown` is cancelled, then waits for each connection to
 /// finish the message it is on.

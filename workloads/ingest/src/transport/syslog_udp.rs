@@ -9,8 +9,8 @@ use kastell_core::bus::StoredInBackground;
 use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 
+use crate::source::PUBLISH_WINDOW;
 use crate::transport::inlet::{Frame, Inlet};
-use crate::transport::syslog_tcp::PUBLISH_WINDOW;
 
 /// The largest UDP payload; a datagram is read whole or not at all.
 const MAX_DATAGRAM: usize = 65_535;
@@ -38,12 +38,7 @@ pub async fn serve_udp(
     let stored = published
         .finish()
         .await
-        .map_err(|source| crate::IngestError::Publish {
-            path: origin.clone(),
-            line: 0,
-            topic: kastell_core::bus::Topic::Events,
-            source,
-        });
+        .map_err(|source| crate::IngestError::events_not_stored(&origin, 0, source));
     received.and(stored)
 }
 

@@ -12,22 +12,20 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use kastell_core::bus::{Bus, Pipelined, Topic};
+use kastell_core::bus::{Bus, Pipelined};
 use serde::{Deserialize, Serialize};
 use tokio::fs::File;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio_util::sync::CancellationToken;
 
 use crate::ingestor::IngestError;
+use crate::source::PUBLISH_WINDOW;
 use crate::transport::inlet::{Frame, Inlet, TransportReject};
 
 /// How often the tail looks for new data, rotation and truncation once at the end.
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(250);
 
 const READ_CHUNK: usize = 64 * 1024;
-
-/// Lines of one chunk sent to the bus and not yet stored.
-const PUBLISH_WINDOW: usize = 256;
 
 /// What happens to a last line still without its newline when the tail stops.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -225,11 +223,8 @@ impl Tail<'_> {
             let taken = self.take_lines(&chunk[..n], at, &pipelined).await;
             let stored = pipelined.flush().await;
             let stopped = taken?;
-            stored.map_err(|source| IngestError::Publish {
-                path: self.origin.clone(),
-                line: at.checkpoint.line,
-                topic: Topic::Events,
-                source,
+            stored.map_err(|source| {
+                IngestError::events_not_stored(&self.origin, at.checkpoint.line, source)
             })?;
             self.save(&at.checkpoint).await?;
             if stopped {
