@@ -355,6 +355,75 @@ async fn a_full_stream_holds_its_producers_back_until_the_consumers_catch_up() {
     delete_streams(&url, &bus).await;
 }
 
+/// The stage processes of a platform start together and each declares every stream: all
+/// must connect, and none may send the server an update for a stream another is still
+/// creating (nats-server 2.9 has crashed on one). A private server, so that a crash fails
+/// this test and not the rest of the suite.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn buses_starting_together_declare_the_streams_without_crashing_the_server() {
+    let Some(_) = nats_url() else { return };
+    let store = tempfile::tempdir().unwrap();
+    let mut server = PrivateServer::start(store.path(), free_port(), &[]);
+    for round in 0..5 {
+        let test = format!("together{round}");
+        let starts = (0..6).map(|_| {
+            let config = config(&server.url(), &test);
+            tokio::spawn(async move { JetStreamBus::connect(config).await })
+        });
+        let mut buses = Vec::new();
+        for start in starts {
+            let bus = tokio::time::timeout(PATIENCE, start)
+                .await
+                .expect("connected within the patience")
+                .unwrap();
+            buses.push(bus.unwrap_or_else(|error| panic!("round {round}: {error:#}")));
+        }
+        assert!(server.is_running(), "nats-server died in round {round}");
+        let mut sub = buses[0].subscribe(Topic::Alerts, "cases").await.unwrap();
+        publish_text(&buses[5], Topic::Alerts, "together", &format!("r{round}")).await;
+        let delivery = next(&mut sub).await;
+        assert_eq!(text(&delivery), "together");
+        delivery.ack().await.unwrap();
+    }
+}
+
+async fn stream_info(
+    context: &async_nats::jetstream::Context,
+    stream: &str,
+) -> async_nats::jetstream::stream::Info {
+    let found = context.get_stream(stream).await.expect("the stream exists");
+    found.cached_info().clone()
+}
+
+#[tokio::test]
+async fn a_changed_limit_updates_the_existing_stream_and_an_unchanged_one_leaves_it() {
+    let Some(url) = nats_url() else { return };
+    let mut first = config(&url, "limits");
+    first.limits.max_age = Duration::from_secs(3600);
+    let bus = JetStreamBus::connect(first.clone()).await.unwrap();
+    let stream = bus.stream_name(Topic::Events);
+    let context = async_nats::jetstream::new(async_nats::connect(&url).await.unwrap());
+    let created = stream_info(&context, &stream).await;
+    assert_eq!(created.config.max_age, Duration::from_secs(3600));
+
+    // The same configuration again: the stream is left as it was.
+    JetStreamBus::connect(first.clone()).await.unwrap();
+    let again = stream_info(&context, &stream).await;
+    assert_eq!(again.config.max_age, Duration::from_secs(3600));
+    assert_eq!(again.created, created.created);
+
+    let mut second = first;
+    second.limits.max_age = Duration::from_secs(7200);
+    let bus = JetStreamBus::connect(second).await.unwrap();
+    let updated = stream_info(&context, &stream).await;
+    assert_eq!(updated.config.max_age, Duration::from_secs(7200));
+    assert_eq!(
+        updated.created, created.created,
+        "updated in place, not re-created"
+    );
+    delete_streams(&url, &bus).await;
+}
+
 #[tokio::test]
 async fn a_killed_and_restarted_server_loses_no_acknowledged_message() {
     let Some(_) = nats_url() else { return };

@@ -17,7 +17,11 @@ mod subscription;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream::{self, context::PublishErrorKind, stream};
+use async_nats::jetstream::{
+    self,
+    context::{CreateStreamError, CreateStreamErrorKind, PublishErrorKind},
+    stream,
+};
 use async_trait::async_trait;
 
 use super::{error_chain, Bus, BusError, Message, Partition, PendingPublish, Subscription, Topic};
@@ -166,13 +170,53 @@ impl JetStreamBus {
             num_replicas: limits.replicas.max(1),
             ..Default::default()
         };
-        self.context
-            .create_or_update_stream(config)
+        self.declare_stream(config)
             .await
             .map_err(|source| JetStreamError::Stream {
                 stream: name,
                 source,
-            })?;
+            })
+    }
+
+    /// Creates the stream when it is missing and updates it only when a field Kastell sets
+    /// differs. The stage processes of one platform start together and each declares every
+    /// stream; nats-server 2.9 (Debian's) can crash on an update that races the same
+    /// stream's creation, which `create_or_update_stream` sends on every start. Reading
+    /// first means concurrent starts of an unchanged platform send no updates at all.
+    async fn declare_stream(&self, config: stream::Config) -> Result<(), CreateStreamError> {
+        let existing = match self.context.get_stream(&config.name).await {
+            Ok(found) => Some(found.cached_info().config.clone()),
+            Err(error) if is_stream_missing(&error) => None,
+            Err(error) => {
+                return Err(CreateStreamError::with_source(
+                    CreateStreamErrorKind::Response,
+                    error,
+                ))
+            }
+        };
+        let existing = match existing {
+            Some(existing) => existing,
+            None => match self.context.create_stream(config.clone()).await {
+                Ok(_) => return Ok(()),
+                // Another process created it between our read and our create.
+                Err(error) if is_name_taken(&error) => self
+                    .context
+                    .get_stream(&config.name)
+                    .await
+                    .map_err(|error| {
+                        CreateStreamError::with_source(CreateStreamErrorKind::Response, error)
+                    })?
+                    .cached_info()
+                    .config
+                    .clone(),
+                Err(error) => return Err(error),
+            },
+        };
+        if !stream_settings_differ(&existing, &config) {
+            return Ok(());
+        }
+        tracing::info!(stream = %config.name, "updating the stream to the configured limits");
+        self.context.update_stream(&config).await?;
         Ok(())
     }
 
@@ -234,6 +278,43 @@ impl JetStreamBus {
         .await?;
         Ok(Box::new(subscription))
     }
+}
+
+fn is_stream_missing(error: &jetstream::context::GetStreamError) -> bool {
+    matches!(
+        error.kind(),
+        jetstream::context::GetStreamErrorKind::JetStream(ref inner)
+            if inner.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND
+    )
+}
+
+fn is_name_taken(error: &CreateStreamError) -> bool {
+    matches!(
+        error.kind(),
+        CreateStreamErrorKind::JetStream(ref inner)
+            if inner.error_code() == jetstream::ErrorCode::STREAM_NAME_EXIST
+    )
+}
+
+/// Whether the fields Kastell sets differ between a stream on the server and the wanted
+/// configuration; the server fills in the rest with its defaults, which are not compared.
+fn stream_settings_differ(existing: &stream::Config, wanted: &stream::Config) -> bool {
+    let mut existing_subjects = existing.subjects.clone();
+    let mut wanted_subjects = wanted.subjects.clone();
+    existing_subjects.sort();
+    wanted_subjects.sort();
+    // A zero duplicate window asks for the server's default, which it reports back.
+    let duplicate_window_differs =
+        !wanted.duplicate_window.is_zero() && existing.duplicate_window != wanted.duplicate_window;
+    existing_subjects != wanted_subjects
+        || existing.retention != wanted.retention
+        || existing.storage != wanted.storage
+        || existing.max_age != wanted.max_age
+        || existing.max_bytes != wanted.max_bytes
+        || existing.max_messages != wanted.max_messages
+        || existing.discard != wanted.discard
+        || existing.num_replicas != wanted.num_replicas
+        || duplicate_window_differs
 }
 
 fn publish_message(message: &Message) -> jetstream::message::PublishMessage {

@@ -42,6 +42,14 @@ impl PrivateServer {
         format!("nats://127.0.0.1:{}", self.port)
     }
 
+    /// Whether the server process is still alive (it has not crashed).
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .try_wait()
+            .expect("the server's status")
+            .is_none()
+    }
+
     /// SIGKILL: no chance to flush anything.
     pub fn kill(&mut self) {
         self.child.kill().unwrap();
