@@ -765,6 +765,13 @@ impl RuleSet {
         self.index.stats()
     }
 
+    /// Empties the calling thread's memo of scanned values (`docs/detection.md`, "Scan
+    /// memo"), so that a benchmark's next pass over the same events reads them as new
+    /// instead of remembering every value from the pass before.
+    pub fn forget_scanned_values(&self) {
+        crate::prefilter::forget_scanned_values();
+    }
+
     /// How many rules the index leaves to evaluate in full on the flat event; the others
     /// cannot match it. A measure of the index, for benchmarks.
     pub fn raw_candidates(&self, event: &Map<String, Value>) -> usize {

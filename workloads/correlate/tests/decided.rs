@@ -617,3 +617,29 @@ fn a_suffix_is_found_only_at_the_end_of_the_text() {
         ],
     );
 }
+
+/// The walk remembers, per thread, what a value at a path made true. Two rule sets used
+/// in turn on one thread (a reload, or several sets) must each answer with their own
+/// atoms, and a value met again, or at another path, must answer as the first time.
+#[test]
+fn a_remembered_value_answers_only_for_its_own_rule_set_and_path() {
+    let first = compile(vec![document(
+        "t-1",
+        &one("CommandLine|contains: 'vssadmin delete'"),
+    )]);
+    let second = compile(vec![document(
+        "t-1",
+        &one("CommandLine|contains: 'wevtutil cl'"),
+    )]);
+    let vss = object(json!({"CommandLine": "vssadmin delete shadows /all"}));
+    let wevtutil = object(json!({"CommandLine": "wevtutil cl Security"}));
+    let elsewhere = object(json!({"ParentCommandLine": "vssadmin delete shadows /all"}));
+    let matches = |set: &RuleSet, event: &Map<String, Value>| set.evaluate_raw(event).count();
+    for _ in 0..3 {
+        assert_eq!(matches(&first, &vss), 1);
+        assert_eq!(matches(&second, &vss), 0);
+        assert_eq!(matches(&first, &wevtutil), 0);
+        assert_eq!(matches(&second, &wevtutil), 1);
+        assert_eq!(matches(&first, &elsewhere), 0);
+    }
+}
