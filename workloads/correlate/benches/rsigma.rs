@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throughput};
+use kastell_bench_clock::thread_cpu;
 use kastell_correlate::{flatten_event, rule_files, RuleDocument, RuleSet};
 use rsigma_eval::{Engine, JsonEvent};
 use serde_json::Value;
@@ -30,14 +31,6 @@ fn corpora() -> PathBuf {
     std::env::var_os("KASTELL_CORPORA")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/corpora"))
-}
-
-/// CPU time this thread has run (Linux scheduler statistics): on a shared machine the wall
-/// clock also counts other processes' share of the core.
-fn thread_cpu() -> Option<Duration> {
-    let stat = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
-    let nanos = stat.split_whitespace().next()?.parse().ok()?;
-    Some(Duration::from_nanos(nanos))
 }
 
 /// The best of `passes` passes of `pass`, in thread CPU seconds (wall seconds when the

@@ -18,6 +18,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use kastell_bench_clock::{process_cpu, rss_kib, thread_cpu};
 use kastell_core::Observable;
 use kastell_enrich::list::load_plain_list;
 use kastell_enrich::{load_misp_feed_dir, IndicatorStore};
@@ -73,49 +74,23 @@ fn generated_feed() -> String {
     text
 }
 
-/// Time this thread has spent on a CPU, from the scheduler's own accounting: on a shared
-/// machine the wall clock also counts the time other processes held the core.
-fn thread_cpu_seconds() -> Option<f64> {
-    let stat = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
-    let nanos: u64 = stat.split_whitespace().next()?.parse().ok()?;
-    Some(nanos as f64 / 1e9)
-}
-
-/// CPU time of the whole process (all threads, those already ended included): user and
-/// system time of /proc/self/stat, in the kernel's USER_HZ ticks (100 per second on
-/// Linux). A large list loads on several threads, so one thread's time undercounts it.
-fn process_cpu_seconds() -> Option<f64> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-    Some(ticks as f64 / 100.0)
-}
-
 /// CPU seconds since `since`, or the wall-clock seconds when the scheduler's figures
 /// are unreadable.
 fn cpu_since(since: Option<f64>, wall: f64) -> f64 {
-    match (since, thread_cpu_seconds()) {
+    match (since, thread_cpu().map(|t| t.as_secs_f64())) {
         (Some(before), Some(after)) => after - before,
         _ => wall,
     }
 }
 
-fn rss_kib() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-}
-
 fn million(c: &mut Criterion) {
     let text = generated_feed();
     let before = rss_kib();
-    let cpu = process_cpu_seconds();
+    let cpu = process_cpu().map(|t| t.as_secs_f64());
     let started = Instant::now();
     let (generated, report) = load_plain_list("generated", &text, None);
     let load = started.elapsed();
-    let load_cpu = match (cpu, process_cpu_seconds()) {
+    let load_cpu = match (cpu, process_cpu().map(|t| t.as_secs_f64())) {
         (Some(before), Some(after)) => after - before,
         _ => load.as_secs_f64(),
     };
@@ -139,7 +114,7 @@ fn million(c: &mut Criterion) {
         .count();
 
     let rounds = 100;
-    let cpu = thread_cpu_seconds();
+    let cpu = thread_cpu().map(|t| t.as_secs_f64());
     let started = Instant::now();
     for _ in 0..rounds {
         for observable in &observables {

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput};
+use kastell_bench_clock::thread_cpu;
 use kastell_ingest::{decode_reader_json, Decoder, Format, ParseContext, ParseOptions};
 
 /// The allocator of the `kastell` binary, so that the figures are the binary's.
@@ -250,14 +251,6 @@ fn criterion_benches(c: &mut Criterion, inputs: &[Input]) {
     group.finish();
 }
 
-/// Time this thread has spent on a CPU, from the scheduler's own accounting: on a shared
-/// machine the wall clock also counts the time other processes held the core.
-fn thread_cpu_time() -> Option<Duration> {
-    let stat = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
-    let nanos = stat.split_whitespace().next()?.parse().ok()?;
-    Some(Duration::from_nanos(nanos))
-}
-
 /// Plain figures to quote: whole passes over each input for about two seconds, as
 /// events/s by the wall clock and by the thread's CPU time. `KASTELL_BENCH_ONLY` (input
 /// names, comma-separated) limits the summary to some inputs.
@@ -271,7 +264,7 @@ fn summary(inputs: &[Input]) {
         {
             continue;
         }
-        let cpu_before = thread_cpu_time();
+        let cpu_before = thread_cpu();
         let started = Instant::now();
         let mut passes = 0u64;
         while started.elapsed() < Duration::from_secs(2) {
@@ -279,7 +272,7 @@ fn summary(inputs: &[Input]) {
             passes += 1;
         }
         let seconds = started.elapsed().as_secs_f64();
-        let cpu_seconds = match (cpu_before, thread_cpu_time()) {
+        let cpu_seconds = match (cpu_before, thread_cpu()) {
             (Some(before), Some(after)) => (after - before).as_secs_f64(),
             _ => seconds,
         };
