@@ -2,6 +2,7 @@
 //! given format, and the guess at a format from a sample line.
 
 use std::fmt;
+use std::net::SocketAddr;
 use std::str::FromStr;
 
 use kastell_core::Event;
@@ -226,6 +227,18 @@ pub(crate) fn parse_record<O: Output>(
     line: &[u8],
     ctx: &ParseContext,
 ) -> Result<O, ParseError> {
+    parse_record_from(format, line, ctx, None)
+}
+
+/// [`parse_record`] of a record received from `sender`, a socket peer: syslog events keep
+/// it (`log.source.address`, and `source.*` when the message names no source); the other
+/// formats carry their sources in the record.
+pub(crate) fn parse_record_from<O: Output>(
+    format: Format,
+    line: &[u8],
+    ctx: &ParseContext,
+    sender: Option<SocketAddr>,
+) -> Result<O, ParseError> {
     let max = ctx.options.max_line_bytes;
     if line.len() > max {
         return Err(ParseError::TooLong {
@@ -254,7 +267,7 @@ pub(crate) fn parse_record<O: Output>(
         Format::JsonLines => json_lines::normalise::<O>,
         Format::Zeek => return zeek_line(line, None, ctx),
         Format::Greenbone => return greenbone::single_result(line, ctx),
-        Format::Syslog => return syslog::parse(text, ctx),
+        Format::Syslog => return syslog::parse(text, ctx, sender),
     };
     normalise(json_object(text)?, original, ctx)
 }
@@ -357,7 +370,7 @@ pub fn detect_stream_format(line: &[u8]) -> Option<Format> {
     if text.is_empty() {
         return None;
     }
-    syslog::parse::<Event>(text, &ParseContext::new("detect"))
+    syslog::parse::<Event>(text, &ParseContext::new("detect"), None)
         .ok()
         .map(|_| Format::Syslog)
 }

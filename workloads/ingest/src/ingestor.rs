@@ -2,13 +2,15 @@
 //! event, or counted, logged and dead-lettered with the reason it was refused. Every
 //! transport (files now, network listeners later) hands its records to an [`Ingestor`].
 
+use std::net::SocketAddr;
+
 use kastell_core::{Bus, BusError, Event, Message, Topic};
 
 use crate::ecs::EventJson;
 use serde::{Deserialize, Serialize};
 
 use crate::error::RejectReason;
-use crate::format::{Format, ParseContext, ParseOptions};
+use crate::format::{parse_record_from, Format, ParseContext, ParseOptions};
 use crate::stats::IngestStats;
 use crate::ParseError;
 
@@ -232,6 +234,20 @@ impl Ingestor {
     ///
     /// A [`ParseError`] saying why the record is not a valid event.
     pub fn parse_json(&self, record: &RecordRef<'_>) -> Result<EventJson, ParseError> {
+        self.parse_json_from(record, None)
+    }
+
+    /// [`Self::parse_json`] of a record a socket peer sent: syslog events keep the
+    /// sender's address (see docs/ingest-transports.md, "The sender's address").
+    ///
+    /// # Errors
+    ///
+    /// A [`ParseError`] saying why the record is not a valid event.
+    pub fn parse_json_from(
+        &self,
+        record: &RecordRef<'_>,
+        sender: Option<SocketAddr>,
+    ) -> Result<EventJson, ParseError> {
         let max = self.ctx.options.max_line_bytes;
         if record.len > max {
             return Err(ParseError::TooLong {
@@ -239,7 +255,7 @@ impl Ingestor {
                 max,
             });
         }
-        self.format.parse_json(record.bytes, &self.ctx)
+        parse_record_from(self.format, record.bytes, &self.ctx, sender)
     }
 
     /// Publishes what [`Self::parse`] or a [`crate::Decoder`] made of a record: the event on

@@ -91,13 +91,27 @@ impl<'a> Members<'a> {
     }
 }
 
-/// The order of `str` (and of `serde_json::Map`'s keys), with the first byte compared
-/// inline: keys are short and mostly differ there, where a call to `memcmp` costs more
-/// than the comparison.
+/// The order of `str` (and of `serde_json::Map`'s keys), with the first eight bytes
+/// compared inline as one big-endian word: keys are short and mostly differ there, where a
+/// call to `memcmp` costs more than the comparison. Zero padding keeps the order (a key
+/// that is a prefix of the other sorts first); only keys whose padded words are equal,
+/// which includes a key ending in NUL bytes against its prefix, are compared in full.
 pub(crate) fn key_order(a: &str, b: &str) -> Ordering {
-    match (a.as_bytes().first(), b.as_bytes().first()) {
-        (Some(x), Some(y)) if x != y => x.cmp(y),
-        _ => a.cmp(b),
+    match head_word(a.as_bytes()).cmp(&head_word(b.as_bytes())) {
+        Ordering::Equal => a.cmp(b),
+        unequal => unequal,
+    }
+}
+
+/// The first eight bytes as a big-endian word, zero-padded when shorter.
+fn head_word(bytes: &[u8]) -> u64 {
+    match bytes.first_chunk::<8>() {
+        Some(head) => u64::from_be_bytes(*head),
+        None => {
+            let mut head = [0u8; 8];
+            head[..bytes.len()].copy_from_slice(bytes);
+            u64::from_be_bytes(head)
+        }
     }
 }
 
@@ -491,7 +505,32 @@ mod tests {
     #[test]
     fn keys_are_ordered_as_str_orders_them() {
         let keys = [
-            "", "a", "A", "ab", "b", "é", "a.b", "a_b", "ba", "\u{7f}", "zz", "z",
+            "",
+            "a",
+            "A",
+            "ab",
+            "b",
+            "é",
+            "a.b",
+            "a_b",
+            "ba",
+            "\u{7f}",
+            "zz",
+            "z",
+            "\0",
+            "a\0",
+            "ab\0",
+            "ab\0\0",
+            "abcdefgh",
+            "abcdefg",
+            "abcdefgh\0",
+            "abcdefghi",
+            "abcdefgi",
+            "bytes_toclient",
+            "bytes_toserver",
+            "pkts_toserver",
+            "dest_ip",
+            "dest_port",
         ];
         for a in keys {
             for b in keys {

@@ -10,6 +10,8 @@
 //! one RFC each with chrono-tz and a clock built in; both formats share one priority and
 //! header reader here and need only a few dozen lines each.
 
+use std::net::SocketAddr;
+
 use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, Utc};
 use serde_json::{Map, Value};
 
@@ -58,9 +60,14 @@ const SEVERITIES: [&str; 8] = [
     "debug",
 ];
 
-/// Parses one syslog line.
-pub(crate) fn parse<O: Output>(line: &str, ctx: &ParseContext) -> Result<O, ParseError> {
-    parse_at(line, ctx, Utc::now())
+/// Parses one syslog line; `sender` is the socket peer it came from, when it came over
+/// the network (see [`put_sender`]).
+pub(crate) fn parse<O: Output>(
+    line: &str,
+    ctx: &ParseContext,
+    sender: Option<SocketAddr>,
+) -> Result<O, ParseError> {
+    parse_at(line, ctx, Utc::now(), sender)
 }
 
 /// As [`parse`], with "now" given, which RFC 3164's missing year is guessed from.
@@ -68,6 +75,7 @@ pub(crate) fn parse_at<O: Output>(
     line: &str,
     ctx: &ParseContext,
     now: DateTime<Utc>,
+    sender: Option<SocketAddr>,
 ) -> Result<O, ParseError> {
     let mut out = EcsBuilder::new();
     out.put("event.kind", "event");
@@ -102,7 +110,29 @@ pub(crate) fn parse_at<O: Output>(
     if ctx.options.keep_original {
         out.put_str("event.original", line);
     }
+    if let Some(sender) = sender {
+        put_sender(&mut out, sender);
+    }
     Ok(out.finish())
+}
+
+/// Keeps the address a message came from, which the message itself does not carry (its
+/// HOSTNAME is whatever the sender calls itself): `log.source.address` always, as
+/// Filebeat's syslog input writes it, and `source.*` when the message named no source of
+/// its own (a CEF `src=` does), so that a message from an unknown host is still traceable.
+fn put_sender(out: &mut EcsBuilder<'_>, sender: SocketAddr) {
+    let ip = sender.ip().to_canonical();
+    out.put(
+        "log.source.address",
+        SocketAddr::new(ip, sender.port()).to_string(),
+    );
+    if !out.has("source.ip") && !out.has("source.address") {
+        let text = ip.to_string();
+        out.related_ip(&text);
+        out.put("source.address", text.clone());
+        out.put("source.ip", text);
+        out.put("source.port", u64::from(sender.port()));
+    }
 }
 
 /// `<PRI>` as a number 0-191, and what follows it.
@@ -365,5 +395,68 @@ mod tests {
         assert!(read_priority("<1x>x").is_err());
         assert_eq!(read_priority("<34>x").unwrap(), (Some(34), "x"));
         assert_eq!(read_priority("no pri").unwrap(), (None, "no pri"));
+    }
+
+    #[test]
+    fn the_sender_is_kept_unless_the_message_names_its_own_source() {
+        use crate::ecs::EventJson;
+        use kastell_core::Event;
+
+        let ctx = ParseContext::new("s");
+        let now = at("2026-12-05T12:00:00Z");
+        let bsd = "<34>Oct 11 22:14:15 mymachine su: 'su root' failed for lonvick on /dev/pts/8";
+        let cef = "<134>Oct 11 22:14:15 fw CEF:0|Vendor|FW|1.0|100|Blocked|5|src=10.0.0.1 dst=10.0.0.2 spt=4444";
+        let cases = [
+            (bsd, "192.0.2.7:5140", Some("192.0.2.7"), "192.0.2.7:5140"),
+            // An IPv4 sender seen on a dual-stack socket is written as IPv4.
+            (
+                bsd,
+                "[::ffff:192.0.2.7]:514",
+                Some("192.0.2.7"),
+                "192.0.2.7:514",
+            ),
+            (
+                bsd,
+                "[2001:db8::7]:514",
+                Some("2001:db8::7"),
+                "[2001:db8::7]:514",
+            ),
+            (cef, "192.0.2.7:5140", None, "192.0.2.7:5140"),
+        ];
+        for (line, peer, source, address) in cases {
+            let peer: SocketAddr = peer.parse().unwrap();
+            let event: Event = parse_at(line, &ctx, now, Some(peer)).unwrap();
+            let json: EventJson = parse_at(line, &ctx, now, Some(peer)).unwrap();
+            assert_eq!(
+                json.as_bytes(),
+                serde_json::to_vec(&event).unwrap(),
+                "{line} from {peer}"
+            );
+            assert_eq!(event.get_str("log.source.address"), Some(address));
+            let related: Vec<&str> = event
+                .get("related.ip")
+                .and_then(Value::as_array)
+                .map(|ips| ips.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            match source {
+                Some(ip) => {
+                    assert_eq!(event.get_str("source.ip"), Some(ip));
+                    assert_eq!(event.get_str("source.address"), Some(ip));
+                    assert_eq!(
+                        event.get("source.port").and_then(Value::as_u64),
+                        Some(u64::from(peer.port()))
+                    );
+                    assert_eq!(related, [ip]);
+                }
+                None => {
+                    // CEF's own source stays; the sender is only in log.source.address.
+                    assert_eq!(event.get_str("source.ip"), Some("10.0.0.1"));
+                    assert_eq!(event.get("source.port").and_then(Value::as_u64), Some(4444));
+                    assert!(!related.contains(&"192.0.2.7"), "{related:?}");
+                }
+            }
+            let unsent: Event = parse_at(line, &ctx, now, None).unwrap();
+            assert!(unsent.get("log.source.address").is_none());
+        }
     }
 }

@@ -8,13 +8,12 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use chrono::Utc;
-use kastell_core::{Bus, BusError, Event, Message, Topic};
+use kastell_core::{Bus, BusError, Message, Topic};
 use prometheus::IntGauge;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::format::{Format, ParseContext};
+use crate::format::ParseContext;
 use crate::ingestor::{IngestError, Ingestor, Outcome, RecordRef, DEAD_LETTER_RAW_BYTES};
 use crate::stats::IngestStats;
 use crate::transport::metrics::SensorMetrics;
@@ -280,25 +279,11 @@ impl Inlet {
             len: frame.len,
         };
         let started = Instant::now();
-        let outcome = match (ingestor.format(), frame.peer) {
-            // The sender's address is added to the event, so this one is built whole.
-            (Format::Syslog, Some(peer)) => {
-                let parsed = ingestor
-                    .parse(&record)
-                    .map(|event| with_sender(event, peer));
-                self.metrics
-                    .parse_seconds
-                    .observe(started.elapsed().as_secs_f64());
-                ingestor.deliver(record, parsed, bus, &self.stats).await?
-            }
-            _ => {
-                let parsed = ingestor.parse_json(&record);
-                self.metrics
-                    .parse_seconds
-                    .observe(started.elapsed().as_secs_f64());
-                ingestor.deliver(record, parsed, bus, &self.stats).await?
-            }
-        };
+        let parsed = ingestor.parse_json_from(&record, frame.peer);
+        self.metrics
+            .parse_seconds
+            .observe(started.elapsed().as_secs_f64());
+        let outcome = ingestor.deliver(record, parsed, bus, &self.stats).await?;
         Ok(match outcome {
             Outcome::Published => Delivered::Published,
             Outcome::Rejected(rejection) => Delivered::Rejected {
@@ -424,31 +409,4 @@ fn unix_now() -> f64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
         .unwrap_or(0.0)
-}
-
-/// Keeps the address a syslog message came from, which the message itself does not carry
-/// (its HOSTNAME is whatever the sender calls itself): `log.source.address` always, as
-/// Filebeat's syslog input writes it, and `source.*` when the message named no source of
-/// its own (a CEF `src=` does), so that a message from an unknown host is still traceable.
-fn with_sender(mut event: Event, peer: SocketAddr) -> Event {
-    let ip = peer.ip().to_canonical();
-    let text = ip.to_string();
-    event.set(
-        "log.source.address",
-        Value::from(SocketAddr::new(ip, peer.port()).to_string()),
-    );
-    if event.get("source.ip").is_none() && event.get("source.address").is_none() {
-        event.set("source.address", Value::from(text.clone()));
-        event.set("source.ip", Value::from(text.clone()));
-        event.set("source.port", Value::from(peer.port()));
-        let mut related: Vec<Value> = match event.get("related.ip") {
-            Some(Value::Array(items)) => items.clone(),
-            _ => Vec::new(),
-        };
-        if !related.iter().any(|v| v.as_str() == Some(text.as_str())) {
-            related.push(Value::from(text));
-        }
-        event.set("related.ip", Value::Array(related));
-    }
-    event
 }
