@@ -2,7 +2,7 @@
 //! (JSON lines or concatenated objects, as the SigmaHQ regression data ships them)
 //! flattened to Sigma field names, and one JSON line written per match.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 
@@ -82,17 +82,41 @@ fn parse_time(text: &str) -> Option<i64> {
 }
 
 /// The rule files under `paths`: a file as given, a directory searched recursively for
-/// `*.yml` and `*.yaml`, sorted so the rule order is stable.
+/// `*.yml` and `*.yaml`, sorted so the rule order is stable. Symbolic links are followed,
+/// but each directory and each file is read once, by the first path that reaches it: a
+/// link back up the tree (a loop) or a second link to the same place adds nothing.
 ///
 /// # Errors
 ///
 /// [`DetectError::Read`] when a path or directory cannot be read.
 pub fn rule_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, DetectError> {
-    fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), DetectError> {
+    let mut walk = RuleWalk::default();
+    for path in paths {
+        if path.is_dir() {
+            walk.directory(path)?;
+        } else {
+            walk.file(path);
+        }
+    }
+    Ok(walk.files)
+}
+
+/// The files found so far, and the real paths of what was read, to read each once.
+#[derive(Default)]
+struct RuleWalk {
+    files: Vec<PathBuf>,
+    seen: HashSet<PathBuf>,
+}
+
+impl RuleWalk {
+    fn directory(&mut self, dir: &Path) -> Result<(), DetectError> {
         let read = |source| DetectError::Read {
             path: dir.to_path_buf(),
             source,
         };
+        if !self.seen.insert(dir.canonicalize().map_err(read)?) {
+            return Ok(());
+        }
         let mut found = Vec::new();
         for entry in std::fs::read_dir(dir).map_err(read)? {
             found.push(entry.map_err(read)?.path());
@@ -100,22 +124,22 @@ pub fn rule_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, DetectError> {
         found.sort();
         for path in found {
             if path.is_dir() {
-                walk(&path, out)?;
+                self.directory(&path)?;
             } else if path.extension().is_some_and(|e| e == "yml" || e == "yaml") {
-                out.push(path);
+                self.file(&path);
             }
         }
         Ok(())
     }
-    let mut out = Vec::new();
-    for path in paths {
-        if path.is_dir() {
-            walk(path, &mut out)?;
-        } else {
-            out.push(path.clone());
+
+    fn file(&mut self, path: &Path) {
+        // A path that cannot be resolved (missing, a dangling link) is kept: reading it
+        // reports the error with the path the user gave.
+        let real = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
+        if self.seen.insert(real) {
+            self.files.push(path.to_path_buf());
         }
     }
-    Ok(out)
 }
 
 /// Reads and compiles the rule files in raw mode. Rules that fail to compile are returned
@@ -344,19 +368,7 @@ impl<R: Read> JsonValues<R> {
                     self.consume(self.pending.len());
                 }
                 Some(Err(e)) if e.is_eof() && !self.done => {}
-                Some(Err(e)) => {
-                    let line = self.first_line + e.line().saturating_sub(1);
-                    let reason = e.to_string();
-                    // Drop through the end of the line the error is on.
-                    let end = self
-                        .pending
-                        .split_inclusive(|b| *b == b'\n')
-                        .take(e.line().max(1))
-                        .map(<[u8]>::len)
-                        .sum();
-                    self.consume(end);
-                    return Ok(Some(Err((line, reason))));
-                }
+                Some(Err(e)) => return Ok(Some(Err(self.skip_broken(&e)))),
             }
             if self.done {
                 return Ok(None);
@@ -377,6 +389,37 @@ impl<R: Read> JsonValues<R> {
         }
     }
 
+    /// Drops the input of a value that is not JSON and says where and why. When the value
+    /// began on an earlier line than the error (a truncated line read on into the next
+    /// one), only the line it began on is dropped, with that line's own error: the next
+    /// line is read afresh, so a good line after a cut one is not lost.
+    fn skip_broken(&mut self, error: &serde_json::Error) -> (usize, String) {
+        let lines = || self.pending.split_inclusive(|b| *b == b'\n');
+        let start = lines()
+            .position(|line| !line.iter().all(u8::is_ascii_whitespace))
+            .map_or(1, |i| i + 1);
+        let own_error = || {
+            let line = lines().nth(start - 1).unwrap_or_default();
+            // Without its line end, so a string cut short ends at the end of the input.
+            let line = line.strip_suffix(b"\n").unwrap_or(line);
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            serde_json::from_slice::<Value>(line).err()
+        };
+        let own = if error.line() > start {
+            own_error()
+        } else {
+            None
+        };
+        let (through, reason) = match own {
+            Some(own) => (start, at_column(&own)),
+            None => (error.line().max(1), at_column(error)),
+        };
+        let line = self.first_line + through - 1;
+        let end = lines().take(through).map(<[u8]>::len).sum();
+        self.consume(end);
+        (line, reason)
+    }
+
     /// Drops the first `bytes` of the pending input, keeping the line count of what stays.
     fn consume(&mut self, bytes: usize) {
         let bytes = bytes.min(self.pending.len());
@@ -386,6 +429,16 @@ impl<R: Read> JsonValues<R> {
             .count();
         self.pending.drain(..bytes);
     }
+}
+
+/// serde_json's message with the column only: the line it names counts from wherever the
+/// parse began, and the skip report gives the input's own line number.
+fn at_column(error: &serde_json::Error) -> String {
+    let message = error.to_string();
+    let without = message
+        .rsplit_once(" at line ")
+        .map_or(message.as_str(), |(text, _)| text);
+    format!("{without} at column {}", error.column())
 }
 
 fn correlation_match(hit: CorrelationHit<'_, usize>) -> DetectMatch {
@@ -442,6 +495,47 @@ detection:
     CommandLine|contains: ' stop '
   condition: selection
 "#;
+
+    /// A directory of this test's own under the system's temporary directory, removed
+    /// when dropped.
+    struct Scratch(PathBuf);
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn linked_directories_are_read_once_and_loops_end() {
+        use std::os::unix::fs::symlink;
+        let root = Scratch(std::env::temp_dir().join(format!(
+            "kastell-rule-walk-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        )));
+        let dir = &root.0;
+        std::fs::create_dir_all(dir.join("sub")).unwrap();
+        std::fs::write(dir.join("a.yml"), RULE).unwrap();
+        std::fs::write(dir.join("sub/b.yaml"), RULE).unwrap();
+        // A loop back up, two links to the top (exponentially many paths when followed
+        // blindly), a link to a file already found, and a dangling link.
+        symlink("..", dir.join("sub/up")).unwrap();
+        symlink(".", dir.join("x")).unwrap();
+        symlink(".", dir.join("y")).unwrap();
+        symlink("a.yml", dir.join("z.yml")).unwrap();
+        symlink("missing.yml", dir.join("gone.yml")).unwrap();
+        let files = rule_files(&[dir.clone(), dir.join("a.yml")]).unwrap();
+        assert_eq!(
+            files,
+            [
+                dir.join("a.yml"),
+                dir.join("gone.yml"),
+                dir.join("sub/b.yaml")
+            ]
+        );
+    }
 
     fn set() -> RuleSet {
         let (set, errors) = RuleSet::compile_raw([RuleDocument::new("t", RULE)]);
@@ -508,6 +602,38 @@ detection:
                 skipped: 0
             }
         );
+    }
+
+    #[test]
+    fn a_cut_line_costs_only_itself_and_is_reported_on_its_own_line() {
+        let hit = r#"{"Image": "C:\\sc.exe", "CommandLine": "sc stop x"}"#;
+        for cut in [20, 30, hit.len() - 1] {
+            let input = format!("{hit}\n{}\n{hit}\n\n{hit}\n", &hit[..cut]);
+            let (mut matched, mut skipped) = (Vec::new(), Vec::new());
+            let stats = detect_events_reporting(
+                &set(),
+                input.as_bytes(),
+                |m| {
+                    matched.push(m.event_index.unwrap());
+                    Ok(())
+                },
+                |s| {
+                    skipped.push((s.index, s.line, s.reason));
+                    Ok(())
+                },
+            )
+            .unwrap();
+            assert_eq!(matched, [0, 2, 3], "cut at {cut}");
+            assert_eq!(stats.events, 4, "cut at {cut}");
+            assert_eq!(skipped.len(), 1, "cut at {cut}: {skipped:?}");
+            let (index, line, reason) = &skipped[0];
+            assert_eq!((*index, *line), (1, 2), "cut at {cut}");
+            assert!(
+                reason.starts_with("EOF while parsing")
+                    && reason.ends_with(&format!("at column {cut}")),
+                "cut at {cut}: {reason}"
+            );
+        }
     }
 
     #[test]

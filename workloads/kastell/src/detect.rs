@@ -135,16 +135,22 @@ fn rule_documents(paths: &[PathBuf]) -> anyhow::Result<(Vec<RuleDocument>, Vec<S
 
 /// Whether a YAML file holds Kubernetes-style resources (any document with both
 /// `apiVersion` and `kind` at the top) rather than Sigma rules, which have neither.
+///
+/// Stops at the first document that is not valid YAML: serde_yaml's reader repeats a
+/// syntax error for ever rather than ending, and the Sigma reader reports the error.
 fn holds_resources(text: &str) -> bool {
-    serde_yaml::Deserializer::from_str(text).any(|document| {
-        serde::Deserialize::deserialize(document)
-            .ok()
-            .and_then(|value: serde_yaml::Value| {
-                let map = value.as_mapping()?;
-                Some(map.contains_key("apiVersion") && map.contains_key("kind"))
-            })
-            .unwrap_or(false)
-    })
+    for document in serde_yaml::Deserializer::from_str(text) {
+        let Ok(value) = <serde_yaml::Value as serde::Deserialize>::deserialize(document) else {
+            return false;
+        };
+        if value
+            .as_mapping()
+            .is_some_and(|map| map.contains_key("apiVersion") && map.contains_key("kind"))
+        {
+            return true;
+        }
+    }
+    false
 }
 
 fn placeholders(given: &[(String, Vec<String>)]) -> Placeholders {
@@ -251,6 +257,41 @@ mod tests {
             )),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_rule_file_that_is_not_yaml_is_skipped_with_its_reason() {
+        let dir = rules_dir();
+        for (name, text) in [
+            ("unclosed.yml", "key: [unclosed\n"),
+            ("braces.yml", "{{{{"),
+            ("second.yml", "title: ok\n---\nkey: [unclosed\n"),
+        ] {
+            std::fs::write(dir.path().join(name), text).unwrap();
+        }
+        // serde_yaml's reader repeats a syntax error for ever: a regression hangs, so the
+        // run is given a deadline instead of blocking the suite.
+        let path = dir.path().to_path_buf();
+        let (done, finished) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for strict in [false, true] {
+                let (mut out, mut err) = (Vec::new(), Vec::new());
+                let code = detect(&args(&path, strict), &b""[..], &mut out, &mut err).unwrap();
+                let _ = done.send((code, String::from_utf8(err).unwrap()));
+            }
+        });
+        let deadline = std::time::Duration::from_secs(60);
+        let (lenient, err) = finished.recv_timeout(deadline).expect("detect returned");
+        assert_eq!(lenient, ExitCode::SUCCESS);
+        for name in ["unclosed.yml", "braces.yml", "second.yml"] {
+            let file = dir.path().join(name).display().to_string();
+            assert!(
+                err.contains(&format!("rule skipped: rule (file {file})")),
+                "{name}: {err}"
+            );
+        }
+        let (strict, _) = finished.recv_timeout(deadline).expect("detect returned");
+        assert_eq!(strict, ExitCode::from(1));
     }
 
     #[test]
