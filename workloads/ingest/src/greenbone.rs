@@ -153,6 +153,7 @@ fn findings(bytes: &[u8]) -> Result<Vec<(usize, Finding)>, (usize, ParseError)> 
     let mut report = ReportContext::default();
     let mut current: Option<(usize, usize, Finding)> = None;
     let mut found = Vec::new();
+    let mut elements = 0usize;
     loop {
         let at = usize::try_from(reader.buffer_position()).unwrap_or(usize::MAX);
         let event = reader.read_event().map_err(|e| {
@@ -165,6 +166,10 @@ fn findings(bytes: &[u8]) -> Result<Vec<(usize, Finding)>, (usize, ParseError)> 
                 },
             )
         })?;
+        if let XmlEvent::Start(element) | XmlEvent::Empty(element) = &event {
+            elements += 1;
+            check_attributes(element).map_err(|e| (at, e))?;
+        }
         match event {
             XmlEvent::Start(start) => {
                 if stack.len() >= MAX_DEPTH {
@@ -207,17 +212,19 @@ fn findings(bytes: &[u8]) -> Result<Vec<(usize, Finding)>, (usize, ParseError)> 
                 }
             }
             XmlEvent::Text(t) => {
-                if let Some(frame) = stack.last_mut() {
-                    frame
-                        .text
-                        .push_str(&t.decode().map_err(|e| (at, xml_error(e)))?);
+                let text = t.decode().map_err(|e| (at, xml_error(e)))?;
+                match stack.last_mut() {
+                    Some(frame) => frame.text.push_str(&text),
+                    // Outside every element only white space may stand.
+                    None if text.trim().is_empty() => {}
+                    None => return Err((at, outside_elements(&text))),
                 }
             }
             XmlEvent::CData(t) => {
-                if let Some(frame) = stack.last_mut() {
-                    frame
-                        .text
-                        .push_str(&t.decode().map_err(|e| (at, xml_error(e)))?);
+                let text = t.decode().map_err(|e| (at, xml_error(e)))?;
+                match stack.last_mut() {
+                    Some(frame) => frame.text.push_str(&text),
+                    None => return Err((at, outside_elements(&text))),
                 }
             }
             XmlEvent::GeneralRef(r) => {
@@ -230,8 +237,9 @@ fn findings(bytes: &[u8]) -> Result<Vec<(usize, Finding)>, (usize, ParseError)> 
                             .unwrap_or_else(|| format!("&{name};"))
                     }
                 };
-                if let Some(frame) = stack.last_mut() {
-                    frame.text.push_str(&resolved);
+                match stack.last_mut() {
+                    Some(frame) => frame.text.push_str(&resolved),
+                    None => return Err((at, outside_elements(&resolved))),
                 }
             }
             XmlEvent::End(_) => {
@@ -275,7 +283,56 @@ fn findings(bytes: &[u8]) -> Result<Vec<(usize, Finding)>, (usize, ParseError)> 
             },
         ));
     }
+    if elements == 0 {
+        return Err((
+            0,
+            ParseError::invalid_value(
+                "greenbone report",
+                &text.chars().take(40).collect::<String>(),
+                "holds no XML element: not a GMP report",
+            ),
+        ));
+    }
     Ok(found)
+}
+
+/// quick-xml reads an element's attributes only when asked, and checks their quoting but
+/// not their names, so `<result <<id="x">` would read as an attribute named `<<id`: names
+/// are checked here (ASCII rules of XML's `Name`; any non-ASCII character is let through).
+fn check_attributes(element: &BytesStart<'_>) -> Result<(), ParseError> {
+    let not_well_formed = |value: String| ParseError::InvalidValue {
+        field: "greenbone report".to_owned(),
+        value,
+        problem: "is not well-formed XML",
+    };
+    for attribute in element.attributes() {
+        let attribute = attribute.map_err(|e| not_well_formed(e.to_string()))?;
+        let name = attribute.key.as_ref();
+        if !is_xml_name(name) {
+            return Err(not_well_formed(format!(
+                "attribute name {:?}",
+                String::from_utf8_lossy(name)
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn is_xml_name(name: &[u8]) -> bool {
+    let starts = |b: u8| b.is_ascii_alphabetic() || b == b'_' || b == b':' || !b.is_ascii();
+    let continues = |b: u8| starts(b) || b.is_ascii_digit() || b == b'-' || b == b'.';
+    match name.split_first() {
+        Some((&first, rest)) => starts(first) && rest.iter().all(|&b| continues(b)),
+        None => false,
+    }
+}
+
+fn outside_elements(text: &str) -> ParseError {
+    ParseError::invalid_value(
+        "greenbone report",
+        &text.trim().chars().take(40).collect::<String>(),
+        "is text outside the report's elements: not well-formed XML",
+    )
 }
 
 fn xml_error(e: impl std::fmt::Display) -> ParseError {

@@ -882,6 +882,54 @@ fn greenbone_results_carry_the_line_they_start_on_and_broken_xml_is_rejected() {
 }
 
 #[test]
+fn input_that_is_not_a_well_formed_report_is_rejected_not_dropped() {
+    let bytes = std::fs::read(fixture("greenbone/gmp-report.xml")).unwrap();
+    let report = String::from_utf8(bytes).unwrap();
+    let bad_attribute = report.replacen("<result id=", "<result <<id=", 1);
+    let json = b"{\"not\": \"xml\"}\n".repeat(1000);
+    let cases: [(&str, &[u8], &str); 6] = [
+        ("plain text", b"hello\n", "outside the report's elements"),
+        ("JSON", &json, "outside the report's elements"),
+        (
+            "a declaration alone",
+            b"<?xml version=\"1.0\"?>\n<!-- no report -->\n",
+            "holds no XML element",
+        ),
+        (
+            "a malformed attribute",
+            bad_attribute.as_bytes(),
+            "not well-formed XML",
+        ),
+        (
+            "text after the root",
+            b"<report id=\"r\"></report>\ntrailing words\n",
+            "outside the report's elements",
+        ),
+        (
+            "text before the root",
+            b"words <report id=\"r\"></report>\n",
+            "outside the report's elements",
+        ),
+    ];
+    for (what, input, problem) in cases {
+        let decoded = decode(Format::Greenbone, input, "report.xml");
+        assert_eq!(decoded.len(), 1, "{what}: one reject");
+        let error = decoded[0].result.as_ref().unwrap_err();
+        assert_eq!(error.reason(), RejectReason::InvalidValue, "{what}");
+        assert!(error.to_string().contains(problem), "{what}: {error}");
+    }
+    // White space alone is no report and no reject: an empty stream.
+    assert!(decode(Format::Greenbone, b"\n  \n", "report.xml").is_empty());
+    // A report without results is a scan that found nothing: no event, no reject.
+    assert!(decode(
+        Format::Greenbone,
+        b"<report id=\"r\"><results/></report>\n",
+        "r.xml"
+    )
+    .is_empty());
+}
+
+#[test]
 fn one_greenbone_result_per_line_parses_alone() {
     let line = br#"<result id="r1"><creation_time>2024-01-01T00:00:00Z</creation_time><host>::1</host><port>80/tcp</port><nvt oid="1.2.3"><name>X</name></nvt><severity>5.0</severity></result>"#;
     let e = parse_line(Format::Greenbone, line, &ctx()).unwrap();
