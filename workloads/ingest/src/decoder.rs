@@ -106,6 +106,7 @@ impl Decoder {
             Format::Zeek => {
                 let parsed = match self.zeek_header.classify(bytes) {
                     zeek::Line::Meta => return,
+                    zeek::Line::BadHeader(error) => Err(error),
                     zeek::Line::Row(_) => zeek_line(bytes, Some(&mut self.zeek_header), &self.ctx),
                     zeek::Line::Json(json) => self.zeek_json(json),
                 };

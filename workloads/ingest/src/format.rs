@@ -282,6 +282,7 @@ pub(crate) fn zeek_line<O: Output>(
     match header {
         Some(header) => match header.classify(line) {
             zeek::Line::Meta => Err(ParseError::MissingField { field: "data row" }),
+            zeek::Line::BadHeader(error) => Err(error),
             zeek::Line::Row(row) => {
                 let record = Members::from_map(header.row(row)?);
                 zeek::normalise(record, header.path(), original().as_deref(), ctx)

@@ -55,6 +55,9 @@ impl Default for TsvHeader {
 pub(crate) enum Line<'a> {
     /// A header, footer or comment line: no event.
     Meta,
+    /// A header line that cannot be used, and why (reported as the line's reject); what
+    /// it declared is not taken in.
+    BadHeader(ParseError),
     Row(&'a [u8]),
     Json(&'a [u8]),
 }
@@ -71,11 +74,21 @@ impl TsvHeader {
             return Line::Row(line);
         }
         if let Some(value) = line.strip_prefix(b"#separator ") {
+            // A separator that cannot be read leaves the default (a tab, what Zeek writes),
+            // so the rows can still be read if that is what they use.
+            let separator = strict_unescape(value).filter(|s| !s.is_empty());
             *self = TsvHeader {
-                separator: unescape_bytes(value),
+                separator: separator.clone().unwrap_or_else(|| b"\t".to_vec()),
                 ..TsvHeader::default()
             };
-            return Line::Meta;
+            return match separator {
+                Some(_) => Line::Meta,
+                None => Line::BadHeader(ParseError::invalid_value(
+                    "#separator",
+                    &lossy_escaped(value),
+                    "is not a separator (plain bytes or \\xNN escapes): a tab is used",
+                )),
+            };
         }
         let Some(rest) = line.get(1..) else {
             return Line::Meta;
@@ -89,12 +102,42 @@ impl TsvHeader {
             b"empty_field" => self.empty_field = value.to_vec(),
             b"unset_field" => self.unset_field = value.to_vec(),
             b"path" => self.path = Some(lossy_escaped(value)),
-            b"fields" => self.fields = self.split_names(value),
-            b"types" => self.types = self.split_names(value),
+            b"fields" => {
+                let names = self.split_names(value);
+                if let Some(problem) = names_problem(&names) {
+                    self.fields = Vec::new();
+                    return Line::BadHeader(problem);
+                }
+                self.fields = names;
+                return self.check_types();
+            }
+            b"types" => {
+                self.types = self.split_names(value);
+                return self.check_types();
+            }
             // `#open`, `#close` and comments such as btest's banner carry no schema.
             _ => {}
         }
         Line::Meta
+    }
+
+    /// `#types` and `#fields` must name as many columns. When they do not, the header line
+    /// is reported; the types still apply column by column (a column without one is read
+    /// as a string, extra types are unused), so the rows are read as far as they can be.
+    fn check_types<'a>(&self) -> Line<'a> {
+        if self.fields.is_empty() || self.types.is_empty() || self.fields.len() == self.types.len()
+        {
+            return Line::Meta;
+        }
+        Line::BadHeader(ParseError::invalid_value(
+            "#types",
+            &format!(
+                "{} types for {} #fields",
+                self.types.len(),
+                self.fields.len()
+            ),
+            "do not match the columns: a column without a type is read as a string",
+        ))
     }
 
     fn split_names(&self, value: &[u8]) -> Vec<String> {
@@ -812,6 +855,42 @@ fn split<'a>(value: &'a [u8], separator: &'a [u8]) -> impl Iterator<Item = &'a [
             }
         }
     })
+}
+
+/// Why a `#fields` list cannot name a record's members: an empty name, or one twice.
+fn names_problem(names: &[String]) -> Option<ParseError> {
+    if let Some(at) = names.iter().position(String::is_empty) {
+        return Some(ParseError::invalid_value(
+            "#fields",
+            &format!("column {}", at + 1),
+            "has no name",
+        ));
+    }
+    let mut seen = std::collections::HashSet::new();
+    let twice = names.iter().find(|name| !seen.insert(name.as_str()))?;
+    Some(ParseError::invalid_value(
+        "#fields",
+        twice,
+        "is declared twice",
+    ))
+}
+
+/// [`unescape_bytes`] that refuses a backslash not starting a `\xNN` escape.
+fn strict_unescape(value: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(value.len());
+    let mut i = 0;
+    while i < value.len() {
+        if let Some(byte) = hex_escape_at(value, i) {
+            out.push(byte);
+            i += 4;
+        } else if value[i] == b'\\' {
+            return None;
+        } else {
+            out.push(value[i]);
+            i += 1;
+        }
+    }
+    Some(out)
 }
 
 /// Decodes the `\xNN` escapes of a header value (`#separator \x09`).

@@ -241,6 +241,48 @@ fn zeek_tsv_honours_the_declared_separators_and_placeholders() {
 }
 
 #[test]
+fn broken_zeek_header_lines_are_rejected_on_their_own_line() {
+    let reason = |d: &Decoded| d.result.as_ref().unwrap_err().to_string();
+    // A separator that cannot be read: reported, and the default tab reads the rows.
+    let log = "#separator \\xZZ\n#fields\tts\tuid\n#types\ttime\tstring\n1700000000.0\tC1\n";
+    let decoded = decode(Format::Zeek, log.as_bytes(), "-");
+    assert_eq!(rejects(&decoded), [(1, RejectReason::InvalidValue)]);
+    assert!(
+        reason(&decoded[0]).contains("#separator"),
+        "{}",
+        reason(&decoded[0])
+    );
+    assert!(decoded[1].result.is_ok());
+
+    // Fewer types than fields: reported on the #types line; the untyped column is a string.
+    let log = "#fields\tts\tuid\n#types\ttime\n1700000000.0\tC1\n";
+    let decoded = decode(Format::Zeek, log.as_bytes(), "-");
+    assert_eq!(rejects(&decoded), [(2, RejectReason::InvalidValue)]);
+    assert!(reason(&decoded[0]).contains("1 types for 2 #fields"));
+    let event = decoded[1].result.as_ref().unwrap();
+    assert_eq!(event.get_str("zeek.unknown.uid"), Some("C1"), "{event:?}");
+
+    // No names, an empty name, a name twice: the header line is the reject, and the rows
+    // after it have no usable header.
+    for (fields, problem) in [
+        ("#fields", "has no name"),
+        ("#fields\tts\t\tuid", "has no name"),
+        ("#fields\tts\tuid\tts", "\"ts\" is declared twice"),
+    ] {
+        let log = format!("{fields}\n1700000000.0\tC1\n");
+        let decoded = decode(Format::Zeek, log.as_bytes(), "-");
+        assert_eq!(decoded.len(), 2, "{fields}");
+        assert_eq!(decoded[0].line, 1);
+        assert!(
+            reason(&decoded[0]).contains(problem),
+            "{fields}: {}",
+            reason(&decoded[0])
+        );
+        assert!(reason(&decoded[1]).contains("#fields header"), "{fields}");
+    }
+}
+
+#[test]
 fn zeek_tsv_rows_without_a_header_or_with_the_wrong_width_are_rejected() {
     let decoded = decode(Format::Zeek, b"1700000000.0\tC1\n", "-");
     assert_eq!(rejects(&decoded), [(1, RejectReason::MissingField)]);
