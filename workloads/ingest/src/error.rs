@@ -25,6 +25,9 @@ pub enum ParseError {
     NotAnObject { found: &'static str },
     #[error("missing {field}")]
     MissingField { field: &'static str },
+    /// The record lacks the timestamp field the Sensor names (`timestampField`).
+    #[error("missing the Sensor's timestampField {field:?}")]
+    MissingTimestampField { field: String },
     #[error("field {field}: expected {expected}, found {found}")]
     WrongType {
         field: String,
@@ -53,7 +56,9 @@ impl ParseError {
             ParseError::InvalidUtf8 { .. } => RejectReason::InvalidUtf8,
             ParseError::InvalidJson(_) => RejectReason::InvalidJson,
             ParseError::NotAnObject { .. } => RejectReason::NotAnObject,
-            ParseError::MissingField { .. } => RejectReason::MissingField,
+            ParseError::MissingField { .. } | ParseError::MissingTimestampField { .. } => {
+                RejectReason::MissingField
+            }
             ParseError::WrongType { .. } => RejectReason::WrongType,
             ParseError::InvalidTimestamp { .. } => RejectReason::InvalidTimestamp,
             ParseError::InvalidIp { .. } => RejectReason::InvalidIp,

@@ -44,10 +44,13 @@ impl Document {
     }
 
     pub(crate) fn push(&mut self, number: u64, line: &[u8], len: usize) {
+        // The line end between two lines counts; the last line's, which the stream may
+        // not have, does not.
+        let separator = usize::from(self.first_line != 0);
         if self.first_line == 0 {
             self.first_line = number;
         }
-        self.len = self.len.saturating_add(len + 1);
+        self.len = self.len.saturating_add(separator + len);
         if self.len <= self.max {
             self.bytes.extend_from_slice(line);
             self.bytes.push(b'\n');

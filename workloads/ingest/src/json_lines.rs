@@ -30,10 +30,12 @@ pub(crate) fn normalise<O: Output>(
             .find_map(|f| lookup(&record, f).map(|v| (*f, Some(v))))
             .unwrap_or(("@timestamp", None)),
     };
-    let value = value.ok_or(ParseError::MissingField {
-        field: match ctx.options.timestamp_field {
-            Some(_) => "the Sensor's timestampField",
-            None => "@timestamp, timestamp or time (the Sensor names no timestampField)",
+    let value = value.ok_or_else(|| match &ctx.options.timestamp_field {
+        Some(field) => ParseError::MissingTimestampField {
+            field: field.clone(),
+        },
+        None => ParseError::MissingField {
+            field: "@timestamp, timestamp or time (the Sensor names no timestampField)",
         },
     })?;
     out.put("@timestamp", time(field, value, ctx)?);

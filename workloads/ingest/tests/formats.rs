@@ -756,7 +756,10 @@ fn json_lines_golden_with_the_sensor_timestamp_field() {
 
     let missing = parse_line(Format::JsonLines, br#"{"t":1}"#, &ctx).unwrap_err();
     assert_eq!(missing.reason(), RejectReason::MissingField);
-    assert!(missing.to_string().contains("timestampField"), "{missing}");
+    assert_eq!(
+        missing.to_string(),
+        "missing the Sensor's timestampField \"meta.seen\""
+    );
     // Without a field named, the reason lists the fields that were looked for.
     let missing = parse_line(Format::JsonLines, br#"{"t":1}"#, &self::ctx()).unwrap_err();
     assert!(
@@ -921,6 +924,28 @@ fn greenbone_results_carry_the_line_they_start_on_and_broken_xml_is_rejected() {
         decoded[0].result,
         Err(ParseError::TooLong { max: 1000, .. })
     ));
+
+    // The limit counts the document without its last line end, which a stream may lack.
+    assert_eq!(bytes.last(), Some(&b'\n'));
+    let exact = bytes.len() - 1;
+    for (input, max, fits) in [
+        (&bytes[..], exact, true),
+        (&bytes[..exact], exact, true),
+        (&bytes[..exact], exact - 1, false),
+    ] {
+        let options = ParseOptions {
+            max_document_bytes: max,
+            ..ParseOptions::default()
+        };
+        let decoded = decode_with(Format::Greenbone, input, "-", ctx().with_options(options));
+        match decoded[0].result {
+            Err(ParseError::TooLong { len, .. }) => {
+                assert!(!fits, "refused at max {max}");
+                assert_eq!(len, exact);
+            }
+            _ => assert!(fits, "accepted at max {max}"),
+        }
+    }
 }
 
 #[test]

@@ -22,7 +22,7 @@ pub struct DetectArgs {
     #[arg(long, num_args = 1.., required = true)]
     rules: Vec<PathBuf>,
     /// Values of a placeholder that rules' `expand` modifier names, as
-    /// `NAME=VALUE[,VALUE...]` (NAME without the `%`s); repeat the flag per placeholder.
+    /// `NAME=VALUE[,VALUE...]` (NAME with or without its `%`s); repeat the flag per placeholder.
     #[arg(long = "placeholder", value_name = "NAME=VALUES", value_parser = parse_placeholder)]
     placeholders: Vec<(String, Vec<String>)>,
     /// JSON events: one object per line, or concatenated objects; `-` is stdin.
