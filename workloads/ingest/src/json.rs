@@ -91,27 +91,15 @@ impl<'a> Members<'a> {
     }
 }
 
-/// The order of `str` (and of `serde_json::Map`'s keys), with the first eight bytes
-/// compared inline as one big-endian word: keys are short and mostly differ there, where a
-/// call to `memcmp` costs more than the comparison. Zero padding keeps the order (a key
-/// that is a prefix of the other sorts first); only keys whose padded words are equal,
-/// which includes a key ending in NUL bytes against its prefix, are compared in full.
+/// The order of `str` (and of `serde_json::Map`'s keys), with the first byte compared
+/// inline: keys are short and mostly differ there, where a call to `memcmp` costs more
+/// than the comparison. (Comparing the first eight bytes as one word was tried and was
+/// 15 – 20 % slower over Suricata's records: most keys are shorter than eight bytes, and
+/// copying them into a word costs two variable-length copies per comparison.)
 pub(crate) fn key_order(a: &str, b: &str) -> Ordering {
-    match head_word(a.as_bytes()).cmp(&head_word(b.as_bytes())) {
-        Ordering::Equal => a.cmp(b),
-        unequal => unequal,
-    }
-}
-
-/// The first eight bytes as a big-endian word, zero-padded when shorter.
-fn head_word(bytes: &[u8]) -> u64 {
-    match bytes.first_chunk::<8>() {
-        Some(head) => u64::from_be_bytes(*head),
-        None => {
-            let mut head = [0u8; 8];
-            head[..bytes.len()].copy_from_slice(bytes);
-            u64::from_be_bytes(head)
-        }
+    match (a.as_bytes().first(), b.as_bytes().first()) {
+        (Some(x), Some(y)) if x != y => x.cmp(y),
+        _ => a.cmp(b),
     }
 }
 
