@@ -604,29 +604,39 @@ detection:
         );
     }
 
+    /// The indexes of the events that matched, what was skipped, and the counts.
+    fn run(input: &str) -> (Vec<usize>, Vec<SkippedEvent>, DetectStats) {
+        let (mut matched, mut skipped) = (Vec::new(), Vec::new());
+        let stats = detect_events_reporting(
+            &set(),
+            input.as_bytes(),
+            |m| {
+                matched.push(m.event_index.unwrap());
+                Ok(())
+            },
+            |s| {
+                skipped.push(s);
+                Ok(())
+            },
+        )
+        .unwrap();
+        (matched, skipped, stats)
+    }
+
     #[test]
     fn a_cut_line_costs_only_itself_and_is_reported_on_its_own_line() {
         let hit = r#"{"Image": "C:\\sc.exe", "CommandLine": "sc stop x"}"#;
         for cut in [20, 30, hit.len() - 1] {
             let input = format!("{hit}\n{}\n{hit}\n\n{hit}\n", &hit[..cut]);
-            let (mut matched, mut skipped) = (Vec::new(), Vec::new());
-            let stats = detect_events_reporting(
-                &set(),
-                input.as_bytes(),
-                |m| {
-                    matched.push(m.event_index.unwrap());
-                    Ok(())
-                },
-                |s| {
-                    skipped.push((s.index, s.line, s.reason));
-                    Ok(())
-                },
-            )
-            .unwrap();
+            let (matched, skipped, stats) = run(&input);
             assert_eq!(matched, [0, 2, 3], "cut at {cut}");
             assert_eq!(stats.events, 4, "cut at {cut}");
             assert_eq!(skipped.len(), 1, "cut at {cut}: {skipped:?}");
-            let (index, line, reason) = &skipped[0];
+            let SkippedEvent {
+                index,
+                line,
+                reason,
+            } = &skipped[0];
             assert_eq!((*index, *line), (1, 2), "cut at {cut}");
             assert!(
                 reason.starts_with("EOF while parsing")
@@ -643,20 +653,8 @@ detection:
             "{hit}\nnot json at all\n{hit}\n{{\"Image\": \n  \"C:\\\\sc.exe\",\n  \
              \"CommandLine\": \"sc stop x\"}}\n{{\"Image\": oops}}\n{hit}\n{{\"cut"
         );
-        let (mut matched, mut skipped) = (Vec::new(), Vec::new());
-        let stats = detect_events_reporting(
-            &set(),
-            input.as_bytes(),
-            |m| {
-                matched.push(m.event_index.unwrap());
-                Ok(())
-            },
-            |s| {
-                skipped.push((s.index, s.line));
-                Ok(())
-            },
-        )
-        .unwrap();
+        let (matched, skipped, stats) = run(&input);
+        let skipped: Vec<(usize, usize)> = skipped.iter().map(|s| (s.index, s.line)).collect();
         // The multi-line object (lines 4-6) is event 3; each bad line keeps its index.
         assert_eq!(matched, [0, 2, 3, 5]);
         assert_eq!(skipped, [(1, 2), (4, 7), (6, 9)]);

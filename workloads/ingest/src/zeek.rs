@@ -877,20 +877,12 @@ fn names_problem(names: &[String]) -> Option<ParseError> {
 
 /// [`unescape_bytes`] that refuses a backslash not starting a `\xNN` escape.
 fn strict_unescape(value: &[u8]) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(value.len());
-    let mut i = 0;
-    while i < value.len() {
-        if let Some(byte) = hex_escape_at(value, i) {
-            out.push(byte);
-            i += 4;
-        } else if value[i] == b'\\' {
-            return None;
-        } else {
-            out.push(value[i]);
-            i += 1;
-        }
+    let mut from = 0;
+    while let Some(at) = memchr::memchr(b'\\', &value[from..]) {
+        hex_escape_at(value, from + at)?;
+        from += at + 4;
     }
-    Some(out)
+    Some(unescape_bytes(value))
 }
 
 /// Decodes the `\xNN` escapes of a header value (`#separator \x09`).
