@@ -410,9 +410,13 @@ impl<R: Read> JsonValues<R> {
         } else {
             None
         };
+        let line_at = |n: usize| lines().nth(n - 1).unwrap_or_default();
         let (through, reason) = match own {
-            Some(own) => (start, at_column(&own)),
-            None => (error.line().max(1), at_column(error)),
+            Some(own) => (start, reason_for(&own, line_at(start))),
+            None => {
+                let through = error.line().max(1);
+                (through, reason_for(error, line_at(through)))
+            }
         };
         let line = self.first_line + through - 1;
         let end = lines().take(through).map(<[u8]>::len).sum();
@@ -428,6 +432,17 @@ impl<R: Read> JsonValues<R> {
             .filter(|b| **b == b'\n')
             .count();
         self.pending.drain(..bytes);
+    }
+}
+
+/// Why `line` (where `error` is) is not JSON: invalid UTF-8 named as such (serde_json
+/// calls it an invalid code point), else serde_json's message.
+fn reason_for(error: &serde_json::Error, line: &[u8]) -> String {
+    match std::str::from_utf8(line) {
+        Err(bad) if bad.valid_up_to() < error.column() => {
+            format!("invalid UTF-8 at column {}", bad.valid_up_to() + 1)
+        }
+        _ => at_column(error),
     }
 }
 
@@ -605,11 +620,11 @@ detection:
     }
 
     /// The indexes of the events that matched, what was skipped, and the counts.
-    fn run(input: &str) -> (Vec<usize>, Vec<SkippedEvent>, DetectStats) {
+    fn run(input: &[u8]) -> (Vec<usize>, Vec<SkippedEvent>, DetectStats) {
         let (mut matched, mut skipped) = (Vec::new(), Vec::new());
         let stats = detect_events_reporting(
             &set(),
-            input.as_bytes(),
+            input,
             |m| {
                 matched.push(m.event_index.unwrap());
                 Ok(())
@@ -628,7 +643,7 @@ detection:
         let hit = r#"{"Image": "C:\\sc.exe", "CommandLine": "sc stop x"}"#;
         for cut in [20, 30, hit.len() - 1] {
             let input = format!("{hit}\n{}\n{hit}\n\n{hit}\n", &hit[..cut]);
-            let (matched, skipped, stats) = run(&input);
+            let (matched, skipped, stats) = run(input.as_bytes());
             assert_eq!(matched, [0, 2, 3], "cut at {cut}");
             assert_eq!(stats.events, 4, "cut at {cut}");
             assert_eq!(skipped.len(), 1, "cut at {cut}: {skipped:?}");
@@ -647,13 +662,28 @@ detection:
     }
 
     #[test]
+    fn invalid_utf8_is_named_as_such() {
+        let hit = r#"{"Image": "C:\\sc.exe", "CommandLine": "sc stop x"}"#;
+        let mut input = format!("{hit}\n").into_bytes();
+        input.extend_from_slice(b"{\"Image\": \"a\xff\xfeb\"}\n");
+        input.extend_from_slice(format!("{hit}\n").as_bytes());
+        let (matched, skipped, _) = run(&input);
+        let skipped: Vec<String> = skipped.iter().map(ToString::to_string).collect();
+        assert_eq!(matched, [0, 2]);
+        assert_eq!(
+            skipped,
+            ["event skipped: line 2 (event 1): invalid UTF-8 at column 13"]
+        );
+    }
+
+    #[test]
     fn input_that_is_not_json_is_reported_by_line_and_skipped() {
         let hit = r#"{"Image": "C:\\sc.exe", "CommandLine": "sc stop x"}"#;
         let input = format!(
             "{hit}\nnot json at all\n{hit}\n{{\"Image\": \n  \"C:\\\\sc.exe\",\n  \
              \"CommandLine\": \"sc stop x\"}}\n{{\"Image\": oops}}\n{hit}\n{{\"cut"
         );
-        let (matched, skipped, stats) = run(&input);
+        let (matched, skipped, stats) = run(input.as_bytes());
         let skipped: Vec<(usize, usize)> = skipped.iter().map(|s| (s.index, s.line)).collect();
         // The multi-line object (lines 4-6) is event 3; each bad line keeps its index.
         assert_eq!(matched, [0, 2, 3, 5]);
