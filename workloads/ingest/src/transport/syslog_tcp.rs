@@ -7,10 +7,11 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use kastell_core::bus::{Bus, StoredInBackground};
 use tokio::io::AsyncRead;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -36,11 +37,7 @@ pub async fn serve_tcp(
     tracing::info!(sensor = inlet.sensor(), listen = %local, "syslog tcp listening");
     loop {
         let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(e) if is_transient(&e) => continue,
-                Err(e) => return Err(e),
-            },
+            accepted = accept_next(&listener, inlet.sensor()) => accepted?,
             () = shutdown.cancelled() => break,
         };
         let (inlet, shutdown) = (Arc::clone(&inlet), shutdown.clone());
@@ -52,6 +49,51 @@ pub async fn serve_tcp(
     connections.close();
     connections.wait().await;
     Ok(())
+}
+
+/// How long the listener waits before accepting again when the process is out of file
+/// handles or memory.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// The next connection. Errors of one connection are skipped; running out of file handles
+/// or memory (a flood of connections) is waited out, since closing connections frees
+/// them: a flood must not end the listener for good.
+///
+/// # Errors
+///
+/// Any other accept error, which the socket will not recover from.
+pub(crate) async fn accept_next(
+    listener: &TcpListener,
+    sensor: &str,
+) -> std::io::Result<(TcpStream, SocketAddr)> {
+    let mut exhausted = false;
+    loop {
+        match listener.accept().await {
+            Ok(pair) => {
+                if exhausted {
+                    tracing::info!(sensor, "accepting connections again");
+                }
+                return Ok(pair);
+            }
+            Err(e) if is_transient(&e) => {}
+            Err(e) if is_exhaustion(&e) => {
+                if !exhausted {
+                    tracing::warn!(sensor, reason = %e, retry_ms = ACCEPT_BACKOFF.as_millis(), "accept failed: out of resources, retrying until connections close");
+                    exhausted = true;
+                }
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Out of file handles (process or system), socket buffers or memory.
+pub(crate) fn is_exhaustion(error: &std::io::Error) -> bool {
+    matches!(
+        error.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
 }
 
 /// Errors of one connection that must not stop the listener.

@@ -21,7 +21,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::transport::inlet::Inlet;
 use crate::transport::syslog_framing::Framing;
-use crate::transport::syslog_tcp::{is_transient, read_stream};
+use crate::transport::syslog_tcp::{accept_next, read_stream};
 
 /// A client that has not finished its handshake by then is dropped, so idle
 /// connections cannot pile up.
@@ -168,11 +168,7 @@ pub async fn serve_tls(
     tracing::info!(sensor = inlet.sensor(), listen = %local, "syslog tls listening");
     loop {
         let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(e) if is_transient(&e) => continue,
-                Err(e) => return Err(e),
-            },
+            accepted = accept_next(&listener, inlet.sensor()) => accepted?,
             () = shutdown.cancelled() => break,
         };
         let (inlet, shutdown, acceptor) = (Arc::clone(&inlet), shutdown.clone(), acceptor.clone());
