@@ -803,3 +803,53 @@ async fn https_with_a_client_ca_takes_only_clients_with_a_certificate_from_it() 
     assert_eq!(events.len(), 2);
     assert!(letters.is_empty());
 }
+
+#[tokio::test]
+async fn a_declared_length_over_the_limit_is_refused_before_any_body_arrives() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (pipeline, _inlet, server) = one_sensor(64).await;
+    let mut stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    // The head alone, the body never sent: the answer must not wait for it.
+    let head = format!(
+        "POST /api/v1/ingest/{SENSOR} HTTP/1.1\r\nhost: x\r\ncontent-length: 99999999999999\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = vec![0u8; 4096];
+    let read = tokio::time::timeout(std::time::Duration::from_secs(30), stream.read(&mut answer))
+        .await
+        .expect("answered without the body")
+        .unwrap();
+    let text = String::from_utf8_lossy(&answer[..read]);
+    assert!(text.starts_with("HTTP/1.1 413 "), "{text}");
+    assert!(
+        text.contains("declares a body of 99999999999999 bytes"),
+        "{text}"
+    );
+    drop(stream);
+    server.stop().await;
+    let (events, letters) = pipeline.drain().await;
+    assert!(events.is_empty() && letters.is_empty());
+}
+
+#[tokio::test]
+async fn a_client_that_never_finishes_its_body_does_not_hold_up_shutdown() {
+    use tokio::io::AsyncWriteExt;
+    let (pipeline, _inlet, server) = one_sensor(64).await;
+    let mut stalled = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let head =
+        format!("POST /api/v1/ingest/{SENSOR} HTTP/1.1\r\nhost: x\r\ncontent-length: 10\r\n\r\n{{");
+    stalled.write_all(head.as_bytes()).await.unwrap();
+    // Let the request reach its handler, which now waits for the other nine bytes.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    // The listener gives the request its grace, then closes the connection and stops;
+    // the deadline here only turns a regression (waiting on the client) into a failure.
+    tokio::time::timeout(
+        http_conn::SHUTDOWN_GRACE + std::time::Duration::from_secs(60),
+        server.stop(),
+    )
+    .await
+    .expect("the listener stopped although a client never finished its body");
+    drop(stalled);
+    let (events, _) = pipeline.drain().await;
+    assert!(events.is_empty());
+}

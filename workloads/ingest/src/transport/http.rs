@@ -114,6 +114,9 @@ pub fn router(ingest: HttpIngest) -> Router {
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn(move |request, next| {
+            limit_declared_length(limit, request, next)
+        }))
         .layer(axum::middleware::map_response(json_errors))
         .layer(axum::middleware::from_fn(limit_uri))
         .layer(axum::middleware::from_fn(
@@ -157,6 +160,29 @@ async fn limit_uri(request: axum::extract::Request, next: axum::middleware::Next
             StatusCode::URI_TOO_LONG,
             "uri_too_long",
             format!("the request target is {length} bytes, over the {MAX_URI_BYTES}-byte limit"),
+        );
+    }
+    next.run(request).await
+}
+
+/// Refuses at once a request whose `Content-Length` is over the body limit: reading the
+/// body first would keep the connection busy for nothing, and for ever when the client
+/// never sends it.
+async fn limit_declared_length(
+    limit: usize,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if let Some(length) = declared.filter(|&n| n > limit as u64) {
+        return error_response(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("the request declares a body of {length} bytes, over the {limit}-byte limit"),
         );
     }
     next.run(request).await

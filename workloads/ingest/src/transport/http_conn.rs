@@ -50,6 +50,11 @@ const HYPER_MAX_BUF_BYTES: usize = 1024 * 1024;
 /// connections cannot pile up before hyper takes them over.
 pub const FIRST_HEAD_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long a stopping listener lets a request in flight finish. A client still sending
+/// its body then (slowly, or not at all) is cut off: its request was not answered, so a
+/// shipper sends it again, and the stage's shutdown does not wait on it.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
 /// How much of a refused request is read and dropped before the connection is closed,
 /// and for how long at most.
 const LINGER_BYTES: usize = 1024 * 1024;
@@ -219,7 +224,13 @@ where
         ended = connection.as_mut() => ended,
         () = stop.cancelled() => {
             connection.as_mut().graceful_shutdown();
-            connection.await
+            match tokio::time::timeout(SHUTDOWN_GRACE, connection).await {
+                Ok(ended) => ended,
+                Err(_) => {
+                    tracing::info!(peer = %peer, grace_s = SHUTDOWN_GRACE.as_secs(), "http connection closed at shutdown with a request unfinished");
+                    return;
+                }
+            }
         }
     };
     if let Err(e) = ended {
