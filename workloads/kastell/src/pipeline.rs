@@ -229,8 +229,16 @@ pub async fn run_on(
             let stop = CancellationToken::new();
             // Bound before the announcement, so a port already in use fails the run
             // before it says the case API is up.
-            let listeners =
-                start_listeners(&setup, data_dir, Arc::clone(&bus), &listened, &stop).await?;
+            let ingest_metrics = IngestMetrics::register_in(metrics.registry())
+                .context("registering the ingest metrics")?;
+            let listeners = start_listeners(
+                &setup,
+                data_dir,
+                Arc::clone(&bus),
+                (&listened, &ingest_metrics),
+                &stop,
+            )
+            .await?;
             on_replayed(&summary);
 
             let retention = setup.personal_data_retention.map(|period| {
@@ -557,26 +565,24 @@ struct Served {
 }
 
 /// Binds and starts the Sensors' listeners; they run until `stop` is cancelled.
+/// `counted` is where the listeners count: the totals of the run's summary and the
+/// per-sensor metrics served on `/metrics`.
 async fn start_listeners(
     setup: &Setup,
     data_dir: &Path,
     bus: Arc<dyn Bus>,
-    stats: &Arc<IngestStats>,
+    counted: (&Arc<IngestStats>, &IngestMetrics),
     stop: &CancellationToken,
 ) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
+    let (stats, metrics) = counted;
     let mut problems = Vec::new();
     let plans = crate::listeners::plan(&setup.resources, data_dir, &mut problems);
     for problem in &problems {
         tracing::warn!(problem = %problem, "sensor not listening");
     }
-    let listeners = crate::listeners::start_counted(
-        &plans,
-        bus,
-        &IngestMetrics::unregistered(),
-        Arc::clone(stats),
-        stop.clone(),
-    )
-    .await?;
+    let listeners =
+        crate::listeners::start_counted(&plans, bus, metrics, Arc::clone(stats), stop.clone())
+            .await?;
     for plan in &plans {
         tracing::info!(sensor = %plan.sensor, kind = ?plan.kind, "sensor listening");
     }

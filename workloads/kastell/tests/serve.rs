@@ -122,6 +122,7 @@ async fn events_posted_to_a_listening_sensor_become_alerts_and_sigterm_drains_an
         .filter(|l| l.contains("\"event_type\":\"alert\""))
         .count();
     assert_eq!(posted_alerts, 3);
+    let posted_lines = eve.lines().filter(|l| !l.trim().is_empty()).count() as u64;
     let client = reqwest::Client::new();
     let answer = client
         .post(format!(
@@ -169,6 +170,16 @@ async fn events_posted_to_a_listening_sensor_become_alerts_and_sigterm_drains_an
         alerts.iter().all(|a| a["sensor"] == "suricata-http"),
         "{alerts:?}"
     );
+    // The listener's per-sensor counters are served with the API's metrics.
+    let metrics = client
+        .get(format!("http://{api}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(eve_lines_posted(&metrics), posted_lines, "{metrics}");
 
     let mut child = running.0.take().unwrap();
     sigterm(&child);
@@ -217,4 +228,16 @@ fn a_sensor_port_in_use_fails_the_run_before_the_case_api_is_announced() {
     );
     assert!(!stderr.contains("case API on"), "{stderr}");
     drop(taken);
+}
+
+/// The `kastell_ingest_records_total` of the `suricata-http` Sensor in a metrics text.
+fn eve_lines_posted(metrics: &str) -> u64 {
+    metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("kastell_ingest_records_total{") && l.contains("sensor=\"suricata-http\"")
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .map_or(0, |v| v as u64)
 }
