@@ -243,7 +243,8 @@ async fn bulk_items_fail_one_by_one_and_are_routed_by_index() {
          {{\"delete\":{{\"_index\":\"ids\",\"_id\":\"a\"}}}}\n\
          {{\"creat\":{{}}}}\n{{\"event_type\":\"dns\"}}\n\
          {{\"create\":{{\"_index\":\"nowhere\"}}}}\n{}\n\
-         {{\"create\":{{}}}}\n{}\n",
+         {{\"create\":{{}}}}\n{}\n\
+         {{\"create\":{{}}}}\n",
         good[0], good[1], good[1]
     );
     let answer = server.bulk("/other-ids/_bulk", body).await;
@@ -264,6 +265,8 @@ async fn bulk_items_fail_one_by_one_and_are_routed_by_index() {
         ("index", 400),
         ("create", 404),
         ("create", 201),
+        // The body ends after this action: its source line is missing.
+        ("create", 400),
     ];
     let expected: Vec<(String, u64)> = expected
         .iter()
@@ -272,18 +275,20 @@ async fn bulk_items_fail_one_by_one_and_are_routed_by_index() {
     assert_eq!(statuses, expected);
     assert_eq!(answer["items"][0]["index"]["_id"], "a");
     assert_eq!(ids.metrics().records(), 1);
-    assert_eq!(other.metrics().records(), 3);
+    assert_eq!(other.metrics().records(), 4);
     assert_eq!(other.metrics().rejects("invalid_json"), 1);
-    assert_eq!(other.metrics().rejects("invalid_bulk_action"), 1);
+    assert_eq!(other.metrics().rejects("invalid_bulk_action"), 2);
     server.stop().await;
     let (events, letters) = pipeline.drain().await;
     assert_eq!(events.len(), 2);
-    assert_eq!(letters.len(), 2);
+    assert_eq!(letters.len(), 3);
     assert_eq!(letters[1]["kind"], "invalid_bulk_action");
     assert_eq!(
         letters[1]["raw"],
         "{\"creat\":{}}\n{\"event_type\":\"dns\"}"
     );
+    assert_eq!(letters[2]["kind"], "invalid_bulk_action");
+    assert_eq!(letters[2]["raw"], "{\"create\":{}}");
 }
 
 /// On `POST /_bulk` to a listener of several sensors, an unreadable action line names no

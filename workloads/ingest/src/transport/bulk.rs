@@ -23,8 +23,9 @@ pub struct BulkItem<'a> {
 pub enum BulkBody<'a> {
     /// A document to ingest (`create` and `index`), as sent.
     Source(&'a [u8]),
-    /// `create`/`index` whose source line is missing at the end of the body.
-    MissingSource,
+    /// `create`/`index` whose source line is missing at the end of the body: the action
+    /// line, for the dead letter.
+    MissingSource { action: &'a [u8] },
     /// `update` and `delete`: Kastell's event stream is append-only.
     Unsupported,
     /// An action line that is not an action: the line, and the one after it, which a
@@ -44,7 +45,7 @@ pub fn split_bulk(body: &[u8]) -> Vec<BulkItem<'_>> {
                 let body = match op {
                     "create" | "index" => match lines.next() {
                         Some((_, source)) => BulkBody::Source(source),
-                        None => BulkBody::MissingSource,
+                        None => BulkBody::MissingSource { action },
                     },
                     "update" => {
                         lines.next();
@@ -167,7 +168,12 @@ mod tests {
             vec![
                 ("delete", BulkBody::Unsupported),
                 ("update", BulkBody::Unsupported),
-                ("create", BulkBody::MissingSource),
+                (
+                    "create",
+                    BulkBody::MissingSource {
+                        action: b"{\"create\":{}}"
+                    }
+                ),
             ]
         );
     }

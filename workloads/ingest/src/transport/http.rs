@@ -588,11 +588,18 @@ async fn run_bulk(
                     .map_err(Refusal::BusClosed)?;
                 ItemOutcome::error(400, "illegal_argument_exception", reason.clone())
             }
-            (BulkBody::MissingSource, Some(_)) => ItemOutcome::error(
-                400,
-                "illegal_argument_exception",
-                "the action has no source line".to_owned(),
-            ),
+            (BulkBody::MissingSource { action }, Some(inlet)) => {
+                let reason = "the action has no source line: the body ends after it".to_owned();
+                inlet
+                    .reject(
+                        frame(action),
+                        TransportReject::InvalidBulkAction,
+                        reason.clone(),
+                    )
+                    .await
+                    .map_err(Refusal::BusClosed)?;
+                ItemOutcome::error(400, "illegal_argument_exception", reason)
+            }
             (BulkBody::Unsupported, Some(_)) => ItemOutcome::error(
                 400,
                 "action_request_validation_exception",
