@@ -4,14 +4,12 @@
 
 mod listeners;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use kastell_ingest::transport::syslog_framing::Framing;
-use kastell_ingest::transport::syslog_tcp::serve_tcp;
-use listeners::{messages, wait_for_records, Pipeline};
+use listeners::{messages, start_syslog_tcp, wait_for_records, Pipeline};
 use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 /// Lowers the soft limit on open files to `open` + `spare`, returning the old limits.
@@ -36,15 +34,8 @@ fn limit_open_files(spare: u64) -> libc::rlimit {
 async fn running_out_of_file_handles_pauses_the_listener_instead_of_ending_it() {
     let pipeline = Pipeline::new(64).await;
     let inlet = pipeline.syslog_inlet(16);
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
     let shutdown = CancellationToken::new();
-    let server = tokio::spawn(serve_tcp(
-        listener,
-        Arc::clone(&inlet),
-        Framing::Auto,
-        shutdown.clone(),
-    ));
+    let (addr, server) = start_syslog_tcp(&inlet, Framing::Auto, &shutdown).await;
 
     let old = limit_open_files(40);
     // Connect until the process has no file handle left; the listener meets the same

@@ -10,11 +10,11 @@ use std::sync::Arc;
 
 use kastell_core::{Bus, Topic};
 use kastell_ingest::transport::syslog_framing::Framing;
-use kastell_ingest::transport::syslog_tcp::serve_tcp;
 use kastell_ingest::transport::syslog_tls::{serve_tls, server_acceptor, tls_acceptor};
 use kastell_ingest::transport::syslog_udp::serve_udp;
 use listeners::{
-    messages, mutual_client_config, mutual_pki, wait_for_records, MutualPki, Pipeline, SENSOR,
+    messages, mutual_client_config, mutual_pki, start_syslog_tcp, wait_for_records, MutualPki,
+    Pipeline, SENSOR,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
@@ -71,15 +71,8 @@ async fn udp_datagrams_become_events_with_their_sender() {
 async fn tcp_takes_newline_and_octet_counted_frames_on_one_connection() {
     let pipeline = Pipeline::new(64).await;
     let inlet = pipeline.syslog_inlet(64);
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
     let shutdown = CancellationToken::new();
-    let server = tokio::spawn(serve_tcp(
-        listener,
-        Arc::clone(&inlet),
-        Framing::Auto,
-        shutdown.clone(),
-    ));
+    let (addr, server) = start_syslog_tcp(&inlet, Framing::Auto, &shutdown).await;
 
     let mut stream = TcpStream::connect(addr).await.unwrap();
     let multi_line = "<13>1 - host app - - - first line\nsecond line";
@@ -116,15 +109,8 @@ async fn a_full_bus_stops_tcp_reads_and_every_message_arrives_in_order() {
     // One message fits on the bus, one in the inlet's queue.
     let mut pipeline = Pipeline::new(1).await;
     let inlet = pipeline.syslog_inlet(1);
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
     let shutdown = CancellationToken::new();
-    let server = tokio::spawn(serve_tcp(
-        listener,
-        Arc::clone(&inlet),
-        Framing::OctetCounting,
-        shutdown.clone(),
-    ));
+    let (addr, server) = start_syslog_tcp(&inlet, Framing::OctetCounting, &shutdown).await;
 
     let total = 200;
     let sender = tokio::spawn(async move {
@@ -393,14 +379,7 @@ async fn parsed_syslog_keeps_the_senders_address_on_every_transport() {
     wait_for_records(&udp_inlet, 2).await;
 
     let tcp_inlet = pipeline.parsed_syslog_inlet(64);
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let tcp_addr = listener.local_addr().unwrap();
-    let tcp = tokio::spawn(serve_tcp(
-        listener,
-        Arc::clone(&tcp_inlet),
-        Framing::Auto,
-        shutdown.clone(),
-    ));
+    let (tcp_addr, tcp) = start_syslog_tcp(&tcp_inlet, Framing::Auto, &shutdown).await;
     let mut stream = TcpStream::connect(tcp_addr).await.unwrap();
     let tcp_from = stream.local_addr().unwrap();
     stream

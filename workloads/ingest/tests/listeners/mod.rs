@@ -3,13 +3,18 @@
 
 #![allow(dead_code)]
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use kastell_core::{Bus, Event, InProcessBus, Subscription, Topic};
+use kastell_ingest::transport::syslog_framing::Framing;
+use kastell_ingest::transport::syslog_tcp::serve_tcp;
 use kastell_ingest::transport::{Decoder, IngestMetrics, Inlet};
 use kastell_ingest::{Format, IngestStats, Ingestor, ParseContext};
 use serde_json::Value;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 pub const SENSOR: &str = "edge-ids";
 
@@ -203,4 +208,21 @@ pub fn mutual_client_config(
         }
     };
     Arc::new(config)
+}
+
+/// A syslog TCP listener for `inlet` on a free port of 127.0.0.1, until `shutdown`.
+pub async fn start_syslog_tcp(
+    inlet: &Arc<Inlet>,
+    framing: Framing,
+    shutdown: &CancellationToken,
+) -> (SocketAddr, JoinHandle<std::io::Result<()>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(serve_tcp(
+        listener,
+        Arc::clone(inlet),
+        framing,
+        shutdown.clone(),
+    ));
+    (addr, server)
 }
