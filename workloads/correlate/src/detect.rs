@@ -398,20 +398,15 @@ impl<R: Read> JsonValues<R> {
         let start = lines()
             .position(|line| !line.iter().all(u8::is_ascii_whitespace))
             .map_or(1, |i| i + 1);
-        let own_error = || {
-            let line = lines().nth(start - 1).unwrap_or_default();
+        let line_at = |n: usize| lines().nth(n - 1).unwrap_or_default();
+        let own = (error.line() > start).then(|| {
             // Without its line end, so a string cut short ends at the end of the input.
+            let line = line_at(start);
             let line = line.strip_suffix(b"\n").unwrap_or(line);
             let line = line.strip_suffix(b"\r").unwrap_or(line);
             serde_json::from_slice::<Value>(line).err()
-        };
-        let own = if error.line() > start {
-            own_error()
-        } else {
-            None
-        };
-        let line_at = |n: usize| lines().nth(n - 1).unwrap_or_default();
-        let (through, reason) = match own {
+        });
+        let (through, reason) = match own.flatten() {
             Some(own) => (start, reason_for(&own, line_at(start))),
             None => {
                 let through = error.line().max(1);

@@ -1016,8 +1016,10 @@ impl RuleIndex {
             .map_or(ScanMemo::KEYWORDS_ONLY, |f| f.memo_id);
         with_text(value, |text| {
             let mut memo = std::mem::take(&mut scratch.memo);
-            let key = ScanMemo::key(memo_field, text.as_bytes());
-            if let Some(postings) = memo.get(key, memo_field, text.as_bytes()) {
+            // A text too long to be remembered is not hashed either: it is scanned.
+            let key = (text.len() <= ScanMemo::TEXT_MAX)
+                .then(|| ScanMemo::key(memo_field, text.as_bytes()));
+            if let Some(postings) = key.and_then(|key| memo.get(key, memo_field, text.as_bytes())) {
                 for &posting in postings {
                     self.mark(posting, scratch);
                 }
@@ -1028,7 +1030,9 @@ impl RuleIndex {
                 for &posting in &found {
                     self.mark(posting, scratch);
                 }
-                memo.insert(key, memo_field, text.as_bytes(), &found);
+                if let Some(key) = key {
+                    memo.insert(key, memo_field, text.as_bytes(), &found);
+                }
                 scratch.found = found;
             }
             scratch.memo = memo;

@@ -159,16 +159,9 @@ fn findings(bytes: &[u8]) -> Result<Vec<(usize, Finding)>, (usize, ParseError)> 
     let mut elements = 0usize;
     loop {
         let at = usize::try_from(reader.buffer_position()).unwrap_or(usize::MAX);
-        let event = reader.read_event().map_err(|e| {
-            (
-                at,
-                ParseError::InvalidValue {
-                    field: "greenbone report".to_owned(),
-                    value: e.to_string(),
-                    problem: "is not well-formed XML",
-                },
-            )
-        })?;
+        let event = reader
+            .read_event()
+            .map_err(|e| (at, not_well_formed(e.to_string())))?;
         if let XmlEvent::Start(element) | XmlEvent::Empty(element) = &event {
             elements += 1;
             check_attributes(element).map_err(|e| (at, e))?;
@@ -303,11 +296,6 @@ fn findings(bytes: &[u8]) -> Result<Vec<(usize, Finding)>, (usize, ParseError)> 
 /// not their names, so `<result <<id="x">` would read as an attribute named `<<id`: names
 /// are checked here (ASCII rules of XML's `Name`; any non-ASCII character is let through).
 fn check_attributes(element: &BytesStart<'_>) -> Result<(), ParseError> {
-    let not_well_formed = |value: String| ParseError::InvalidValue {
-        field: "greenbone report".to_owned(),
-        value,
-        problem: "is not well-formed XML",
-    };
     for attribute in element.attributes() {
         let attribute = attribute.map_err(|e| not_well_formed(e.to_string()))?;
         let name = attribute.key.as_ref();
@@ -319,6 +307,15 @@ fn check_attributes(element: &BytesStart<'_>) -> Result<(), ParseError> {
         }
     }
     Ok(())
+}
+
+/// What quick-xml (or [`check_attributes`]) found wrong, as the report's reject.
+fn not_well_formed(value: String) -> ParseError {
+    ParseError::InvalidValue {
+        field: "greenbone report".to_owned(),
+        value,
+        problem: "is not well-formed XML",
+    }
 }
 
 fn is_xml_name(name: &[u8]) -> bool {

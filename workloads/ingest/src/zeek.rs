@@ -77,18 +77,19 @@ impl TsvHeader {
             // A separator that cannot be read leaves the default (a tab, what Zeek writes),
             // so the rows can still be read if that is what they use.
             let separator = strict_unescape(value).filter(|s| !s.is_empty());
+            let readable = separator.is_some();
             *self = TsvHeader {
-                separator: separator.clone().unwrap_or_else(|| b"\t".to_vec()),
+                separator: separator.unwrap_or_else(|| b"\t".to_vec()),
                 ..TsvHeader::default()
             };
-            return match separator {
-                Some(_) => Line::Meta,
-                None => Line::BadHeader(ParseError::invalid_value(
-                    "#separator",
-                    &lossy_escaped(value),
-                    "is not a separator (plain bytes or \\xNN escapes): a tab is used",
-                )),
-            };
+            if readable {
+                return Line::Meta;
+            }
+            return Line::BadHeader(ParseError::invalid_value(
+                "#separator",
+                &lossy_escaped(value),
+                "is not a separator (plain bytes or \\xNN escapes): a tab is used",
+            ));
         }
         let Some(rest) = line.get(1..) else {
             return Line::Meta;

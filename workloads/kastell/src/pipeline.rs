@@ -235,7 +235,8 @@ pub async fn run_on(
                 &setup,
                 data_dir,
                 Arc::clone(&bus),
-                (&listened, &ingest_metrics),
+                &listened,
+                &ingest_metrics,
                 &stop,
             )
             .await?;
@@ -565,16 +566,16 @@ struct Served {
 }
 
 /// Binds and starts the Sensors' listeners; they run until `stop` is cancelled.
-/// `counted` is where the listeners count: the totals of the run's summary and the
-/// per-sensor metrics served on `/metrics`.
+/// The listeners count into `stats` (the run's summary) and `metrics` (the per-sensor
+/// metrics served on `/metrics`).
 async fn start_listeners(
     setup: &Setup,
     data_dir: &Path,
     bus: Arc<dyn Bus>,
-    counted: (&Arc<IngestStats>, &IngestMetrics),
+    stats: &Arc<IngestStats>,
+    metrics: &IngestMetrics,
     stop: &CancellationToken,
 ) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
-    let (stats, metrics) = counted;
     let mut problems = Vec::new();
     let plans = crate::listeners::plan(&setup.resources, data_dir, &mut problems);
     for problem in &problems {

@@ -89,7 +89,7 @@ pub(crate) async fn accept_next(
 }
 
 /// Out of file handles (process or system), socket buffers or memory.
-pub(crate) fn is_exhaustion(error: &std::io::Error) -> bool {
+fn is_exhaustion(error: &std::io::Error) -> bool {
     matches!(
         error.raw_os_error(),
         Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
