@@ -132,6 +132,14 @@ pub struct Transport {
     /// resource's directory when not absolute (default: the data directory).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checkpoint_dir: Option<String>,
+    /// For `http`, `syslog-tcp` and `syslog-tls`: the most connections the listener
+    /// holds open at once (default 4096). Past it, a new connection is refused at once
+    /// (HTTP answers 503 with `Retry-After`) and counted in
+    /// `kastell_ingest_connections_refused_total`. Sensors sharing an HTTP address share
+    /// one cap, the largest any of them sets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1000000))]
+    pub max_connections: Option<u32>,
 }
 
 /// Why a listener Sensor cannot listen where it says.

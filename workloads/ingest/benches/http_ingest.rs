@@ -73,9 +73,14 @@ fn start_server() -> std::net::SocketAddr {
                 .expect("bind");
             tx.send(listener.local_addr().expect("addr")).expect("send");
             let router = http::router(HttpIngest::new([inlet]));
-            http::serve(listener, router, std::future::pending())
-                .await
-                .expect("serve");
+            http::serve(
+                listener,
+                router,
+                kastell_ingest::transport::Connections::unmetered("bench"),
+                std::future::pending(),
+            )
+            .await
+            .expect("serve");
         });
     });
     rx.recv().expect("server address")

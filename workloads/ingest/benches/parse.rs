@@ -251,11 +251,17 @@ fn criterion_benches(c: &mut Criterion, inputs: &[Input]) {
     group.finish();
 }
 
-/// Plain figures to quote: whole passes over each input for about two seconds, as
-/// events/s by the wall clock and by the thread's CPU time. `KASTELL_BENCH_ONLY` (input
-/// names, comma-separated) limits the summary to some inputs.
+/// Plain figures to quote: whole passes over each input for about two seconds
+/// (`KASTELL_BENCH_SECONDS` to change it), as events/s by the wall clock and by the
+/// thread's CPU time, and the rate of the fastest pass (by CPU time), which the host's
+/// other tenants can slow but not speed up, so two builds compare best by it.
+/// `KASTELL_BENCH_ONLY` (input names, comma-separated) limits the summary to some inputs.
 fn summary(inputs: &[Input]) {
     let only = std::env::var("KASTELL_BENCH_ONLY").ok();
+    let duration = std::env::var("KASTELL_BENCH_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .map_or(Duration::from_secs(2), Duration::from_secs_f64);
     println!("\nparse + normalise, one thread (wall clock; per CPU-second of the thread):");
     for input in inputs {
         if only
@@ -267,8 +273,13 @@ fn summary(inputs: &[Input]) {
         let cpu_before = thread_cpu();
         let started = Instant::now();
         let mut passes = 0u64;
-        while started.elapsed() < Duration::from_secs(2) {
+        let mut best_pass = f64::INFINITY;
+        while started.elapsed() < duration {
+            let pass_before = thread_cpu();
             decode(input.format, &input.bytes, &input.options);
+            if let (Some(before), Some(after)) = (pass_before, thread_cpu()) {
+                best_pass = best_pass.min((after - before).as_secs_f64());
+            }
             passes += 1;
         }
         let seconds = started.elapsed().as_secs_f64();
@@ -279,14 +290,15 @@ fn summary(inputs: &[Input]) {
         let rate = (passes * input.events) as f64 / seconds;
         let cpu_rate = (passes * input.events) as f64 / cpu_seconds;
         let megabytes = (passes as f64 * input.bytes.len() as f64) / seconds / 1e6;
+        let best_rate = input.events as f64 / best_pass;
         let verdict = match (input.targeted, rate >= TARGET_EVENTS_PER_SECOND) {
             (false, _) => String::new(),
             (true, true) => format!(" (meets the {TARGET_EVENTS_PER_SECOND:.0} events/s target)"),
             (true, false) => format!(" (misses the {TARGET_EVENTS_PER_SECOND:.0} events/s target)"),
         };
         println!(
-            "  {:<17} {:>10.0} events/s {:>7.1} MB/s; {:>10.0} events per CPU-second; over {} events{verdict}",
-            input.name, rate, megabytes, cpu_rate, input.events
+            "  {:<17} {:>10.0} events/s {:>7.1} MB/s; {:>10.0} events per CPU-second, best pass {:>10.0}; over {} events{verdict}",
+            input.name, rate, megabytes, cpu_rate, best_rate, input.events
         );
     }
 }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use kastell_core::{Bus, Topic};
 use kastell_ingest::transport::http::{self, HttpIngest};
 use kastell_ingest::transport::http_conn;
-use kastell_ingest::transport::Inlet;
+use kastell_ingest::transport::{Connections, Inlet};
 use listeners::{
     eve_lines, fixture, mutual_client_config, mutual_pki, MutualPki, Pipeline, SENSOR,
 };
@@ -26,10 +26,15 @@ struct Server {
 
 impl Server {
     async fn start(ingest: HttpIngest) -> Self {
+        Self::start_with(ingest, Connections::unmetered("test")).await
+    }
+
+    async fn start_with(ingest: HttpIngest, connections: Connections) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(http::serve(listener, http::router(ingest), async {
+        let router = http::router(ingest);
+        let task = tokio::spawn(http::serve(listener, router, connections, async {
             let _ = stopped.await;
         }));
         Server { addr, stop, task }
@@ -665,9 +670,16 @@ async fn https_takes_json_lines_over_tls_1_3_only() {
     let port = listener.local_addr().unwrap().port();
     let (stop, stopped) = oneshot::channel::<()>();
     let router = http::router(HttpIngest::new([Arc::clone(&inlet)]));
-    let task = tokio::spawn(http::serve_tls(listener, acceptor, router, async {
-        let _ = stopped.await;
-    }));
+    let connections = Connections::unmetered("test");
+    let task = tokio::spawn(http::serve_tls(
+        listener,
+        acceptor,
+        router,
+        connections,
+        async {
+            let _ = stopped.await;
+        },
+    ));
     let url = format!("https://localhost:{port}/api/v1/ingest/{SENSOR}");
     let good = eve_lines("\"event_type\":\"dns\"", 2);
 
@@ -766,9 +778,16 @@ async fn https_with_a_client_ca_takes_only_clients_with_a_certificate_from_it() 
     let port = listener.local_addr().unwrap().port();
     let (stop, stopped) = oneshot::channel::<()>();
     let router = http::router(HttpIngest::new([Arc::clone(&inlet)]));
-    let task = tokio::spawn(http::serve_tls(listener, acceptor, router, async {
-        let _ = stopped.await;
-    }));
+    let connections = Connections::unmetered("test");
+    let task = tokio::spawn(http::serve_tls(
+        listener,
+        acceptor,
+        router,
+        connections,
+        async {
+            let _ = stopped.await;
+        },
+    ));
     let good = eve_lines("\"event_type\":\"dns\"", 3);
 
     let anonymous = post_with_identity(port, &pki, None, &good[0]).await;
@@ -857,4 +876,135 @@ async fn a_client_that_never_finishes_its_body_does_not_hold_up_shutdown() {
     drop(stalled);
     let (events, _) = pipeline.drain().await;
     assert!(events.is_empty());
+}
+
+/// Reads one answer (or the close) from `stream`, within a deadline that only turns a
+/// server waiting for ever into a failure.
+async fn read_answer(stream: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut answer = Vec::new();
+    let reading = stream.read_to_end(&mut answer);
+    tokio::time::timeout(std::time::Duration::from_secs(60), reading)
+        .await
+        .expect("the server neither answered nor closed")
+        .ok();
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[tokio::test]
+async fn connections_past_the_cap_are_answered_503_and_the_open_ones_carry_on() {
+    use tokio::io::AsyncWriteExt;
+    let pipeline = Pipeline::new(64).await;
+    let inlet = pipeline.suricata_inlet(SENSOR, 64);
+    let metrics = kastell_ingest::transport::IngestMetrics::unregistered();
+    let connections = Connections::new(2, "http:test", &metrics);
+    let server =
+        Server::start_with(HttpIngest::new([Arc::clone(&inlet)]), connections.clone()).await;
+    // Two idle connections take the two slots.
+    let first = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let _second = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    while connections.open() < 2 {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+
+    let mut third = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let _ = third.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n").await;
+    let answer = read_answer(&mut third).await;
+    assert!(answer.starts_with("HTTP/1.1 503 "), "{answer}");
+    assert!(answer.contains("retry-after: 5\r\n"), "{answer}");
+    assert!(answer.contains("too_many_connections"), "{answer}");
+    assert!(answer.contains("cap of 2 open connections"), "{answer}");
+    assert_eq!(connections.refused(), 1);
+
+    // A slot freed is a connection served again.
+    drop(first);
+    let mut served = None;
+    for _ in 0..600 {
+        let answer = client().get(server.url("/")).send().await.unwrap();
+        if answer.status() == 200 {
+            served = Some(answer);
+            break;
+        }
+        assert_eq!(answer.status(), 503);
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(served.is_some(), "no connection served after one closed");
+    server.stop().await;
+    assert_eq!(connections.open(), 0);
+    drop(pipeline);
+}
+
+#[tokio::test]
+async fn an_idle_kept_alive_connection_is_closed_after_the_idle_timeout() {
+    use tokio::io::AsyncWriteExt;
+    let pipeline = Pipeline::new(64).await;
+    let inlet = pipeline.suricata_inlet(SENSOR, 64);
+    let connections =
+        Connections::unmetered("http:test").with_idle_timeout(std::time::Duration::from_secs(1));
+    let server =
+        Server::start_with(HttpIngest::new([Arc::clone(&inlet)]), connections.clone()).await;
+    let mut stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let body = eve_lines("\"event_type\":\"dns\"", 1).join("\n");
+    let request = format!(
+        "POST /api/v1/ingest/{SENSOR} HTTP/1.1\r\nhost: x\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    // The answer, then (the client sending nothing more) the close.
+    let answer = read_answer(&mut stream).await;
+    assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
+    assert_eq!(answer.matches("HTTP/1.1 ").count(), 1, "{answer}");
+    // The slot is given back as the connection's task ends, just after the close.
+    for _ in 0..600 {
+        if connections.open() == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(connections.open(), 0);
+    server.stop().await;
+    let (events, _) = pipeline.drain().await;
+    assert_eq!(events.len(), 1);
+}
+
+#[tokio::test]
+async fn a_body_that_stalls_is_answered_408_and_nothing_of_it_is_published() {
+    use tokio::io::AsyncWriteExt;
+    let pipeline = Pipeline::new(64).await;
+    let inlet = pipeline.suricata_inlet(SENSOR, 64);
+    let ingest = HttpIngest::new([Arc::clone(&inlet)])
+        .with_body_stall_timeout(std::time::Duration::from_secs(1));
+    let server = Server::start(ingest).await;
+    let mut stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let line = eve_lines("\"event_type\":\"dns\"", 1).join("\n");
+    let head = format!(
+        "POST /api/v1/ingest/{SENSOR} HTTP/1.1\r\nhost: x\r\ncontent-length: {}\r\n\r\n",
+        line.len() + 100
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(line.as_bytes()).await.unwrap();
+    let answer = read_answer(&mut stream).await;
+    assert!(answer.starts_with("HTTP/1.1 408 "), "{answer}");
+    assert!(answer.contains("\"type\":\"body_stalled\""), "{answer}");
+    assert!(
+        answer.contains("no byte of the request body for 1 s"),
+        "{answer}"
+    );
+    // A body that keeps coming, even slowly, is read whole.
+    let mut slow = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let head = format!(
+        "POST /api/v1/ingest/{SENSOR} HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-length: {}\r\n\r\n",
+        line.len()
+    );
+    slow.write_all(head.as_bytes()).await.unwrap();
+    let (start, end) = line.split_at(line.len() / 2);
+    slow.write_all(start.as_bytes()).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    slow.write_all(end.as_bytes()).await.unwrap();
+    let answer = read_answer(&mut slow).await;
+    assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
+    server.stop().await;
+    let (events, letters) = pipeline.drain().await;
+    assert_eq!(events.len(), 1, "only the slow but whole body's event");
+    assert!(letters.is_empty());
 }

@@ -13,8 +13,8 @@ use kastell_ingest::transport::syslog_framing::Framing;
 use kastell_ingest::transport::syslog_tls::{serve_tls, server_acceptor, tls_acceptor};
 use kastell_ingest::transport::syslog_udp::serve_udp;
 use listeners::{
-    messages, mutual_client_config, mutual_pki, start_syslog_tcp, wait_for_records, MutualPki,
-    Pipeline, SENSOR,
+    messages, mutual_client_config, mutual_pki, start_syslog_tcp, start_syslog_tcp_with,
+    wait_for_records, MutualPki, Pipeline, SENSOR,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
@@ -102,6 +102,52 @@ async fn tcp_takes_newline_and_octet_counted_frames_on_one_connection() {
     assert_eq!(kinds, vec!["invalid_frame", "truncated_frame"]);
     assert_eq!(letters[0]["raw"], "12x oops");
     assert_eq!(letters[1]["raw"], "<13>cut short");
+}
+
+#[tokio::test]
+async fn tcp_connections_past_the_cap_are_closed_and_the_open_one_carries_on() {
+    use tokio::io::AsyncReadExt;
+    let pipeline = Pipeline::new(64).await;
+    let inlet = pipeline.syslog_inlet(64);
+    let shutdown = CancellationToken::new();
+    let metrics = kastell_ingest::transport::IngestMetrics::unregistered();
+    let connections = kastell_ingest::transport::Connections::new(1, "syslog-tcp:test", &metrics);
+    let (addr, server) =
+        start_syslog_tcp_with(&inlet, Framing::Auto, connections.clone(), &shutdown).await;
+
+    let mut open = TcpStream::connect(addr).await.unwrap();
+    open.write_all(format!("{RFC5424_SU}\n").as_bytes())
+        .await
+        .unwrap();
+    wait_for_records(&inlet, 1).await;
+
+    // No room: the connection is closed without a byte read from it.
+    let mut refused = TcpStream::connect(addr).await.unwrap();
+    let _ = refused
+        .write_all(format!("{RFC3164_SU}\n").as_bytes())
+        .await;
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        refused.read_to_end(&mut rest),
+    )
+    .await
+    .expect("the connection over the cap was not closed");
+    assert!(closed.is_err() || rest.is_empty(), "{closed:?} {rest:?}");
+    assert_eq!(connections.refused(), 1);
+
+    // The connection that has its slot keeps flowing.
+    open.write_all(format!("{RFC5424_SD}\n").as_bytes())
+        .await
+        .unwrap();
+    open.shutdown().await.unwrap();
+    wait_for_records(&inlet, 2).await;
+    shutdown.cancel();
+    server.await.unwrap().unwrap();
+    assert_eq!(connections.open(), 0);
+    let (events, letters) = pipeline.drain().await;
+    assert_eq!(messages(&events), vec![RFC5424_SU, RFC5424_SD]);
+    assert!(letters.is_empty());
 }
 
 #[tokio::test]
@@ -216,6 +262,7 @@ async fn start_tls(
         acceptor,
         Arc::clone(&inlet),
         Framing::Auto,
+        kastell_ingest::transport::Connections::unmetered("test"),
         shutdown.clone(),
     ));
     (addr, inlet, shutdown, server)
@@ -303,6 +350,7 @@ async fn mutual_tls_takes_only_clients_with_a_certificate_from_the_sensors_ca() 
         acceptor,
         Arc::clone(&inlet),
         Framing::Auto,
+        kastell_ingest::transport::Connections::unmetered("test"),
         shutdown.clone(),
     ));
 
@@ -399,6 +447,7 @@ async fn parsed_syslog_keeps_the_senders_address_on_every_transport() {
         acceptor,
         Arc::clone(&tls_inlet),
         Framing::Auto,
+        kastell_ingest::transport::Connections::unmetered("test"),
         shutdown.clone(),
     ));
     let connector =

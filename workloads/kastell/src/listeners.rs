@@ -15,7 +15,8 @@ use kastell_ingest::transport::http::{self, HttpIngest};
 use kastell_ingest::transport::syslog_framing::Framing;
 use kastell_ingest::transport::tail::{tail_file, TailConfig};
 use kastell_ingest::transport::{
-    syslog_tcp, syslog_tls, syslog_udp, Decoder, IngestMetrics, Inlet, DEFAULT_QUEUE_RECORDS,
+    syslog_tcp, syslog_tls, syslog_udp, Connections, Decoder, IngestMetrics, Inlet,
+    DEFAULT_MAX_CONNECTIONS, DEFAULT_QUEUE_RECORDS,
 };
 use kastell_ingest::{Format, IngestStats, Ingestor};
 use tokio::task::JoinHandle;
@@ -27,6 +28,8 @@ pub struct ListenerPlan {
     pub sensor: String,
     pub format: String,
     pub kind: ListenerKind,
+    /// The Sensor's `maxConnections`, for the listeners that hold connections.
+    pub max_connections: Option<usize>,
 }
 
 /// What to listen on.
@@ -154,6 +157,7 @@ fn plan_one(sensor: &Loaded<Sensor>, data_dir: &Path) -> anyhow::Result<Option<L
         sensor: name,
         format,
         kind,
+        max_connections: transport.max_connections.map(|n| n as usize),
     }))
 }
 
@@ -190,8 +194,12 @@ pub async fn start_counted(
     stats: Arc<IngestStats>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<Vec<JoinHandle<()>>> {
-    // Sensors on one address share one server, and so its TLS setting.
-    type HttpServer = (Option<(PathBuf, PathBuf, Option<PathBuf>)>, Vec<Arc<Inlet>>);
+    // Sensors on one address share one server, and so its TLS setting and its cap.
+    type HttpServer = (
+        Option<(PathBuf, PathBuf, Option<PathBuf>)>,
+        Vec<Arc<Inlet>>,
+        Option<usize>,
+    );
     let mut http_servers: BTreeMap<SocketAddr, HttpServer> = BTreeMap::new();
     let mut tasks = Vec::new();
     for plan in plans {
@@ -204,11 +212,19 @@ pub async fn start_counted(
         ));
         let token = shutdown.clone();
         let sensor = plan.sensor.clone();
+        let connections = |transport: &str, addr: &SocketAddr| {
+            Connections::new(
+                plan.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS),
+                &format!("{transport}:{addr}"),
+                metrics,
+            )
+        };
         let task = match &plan.kind {
             ListenerKind::Http { addr, tls } => {
-                let (server_tls, inlets) = http_servers
+                let (server_tls, inlets, cap) = http_servers
                     .entry(*addr)
-                    .or_insert_with(|| (tls.clone(), Vec::new()));
+                    .or_insert_with(|| (tls.clone(), Vec::new(), None));
+                *cap = (*cap).max(plan.max_connections);
                 anyhow::ensure!(
                     server_tls == tls,
                     "sensor {sensor}: shares http {addr} with {} but not its tls setting",
@@ -228,10 +244,11 @@ pub async fn start_counted(
             ListenerKind::SyslogTcp { addr, framing } => {
                 let listener = bind_tcp(&sensor, *addr).await?;
                 let framing = *framing;
+                let connections = connections("syslog-tcp", addr);
                 tokio::spawn(async move {
                     log_end(
                         &sensor,
-                        syslog_tcp::serve_tcp(listener, inlet, framing, token).await,
+                        syslog_tcp::serve_tcp(listener, inlet, framing, connections, token).await,
                     )
                 })
             }
@@ -246,10 +263,19 @@ pub async fn start_counted(
                     .with_context(|| format!("sensor {sensor}: loading its TLS certificate"))?;
                 let listener = bind_tcp(&sensor, *addr).await?;
                 let framing = *framing;
+                let connections = connections("syslog-tls", addr);
                 tokio::spawn(async move {
                     log_end(
                         &sensor,
-                        syslog_tls::serve_tls(listener, acceptor, inlet, framing, token).await,
+                        syslog_tls::serve_tls(
+                            listener,
+                            acceptor,
+                            inlet,
+                            framing,
+                            connections,
+                            token,
+                        )
+                        .await,
                     )
                 })
             }
@@ -262,7 +288,7 @@ pub async fn start_counted(
         };
         tasks.push(task);
     }
-    for (addr, (tls, inlets)) in http_servers {
+    for (addr, (tls, inlets, cap)) in http_servers {
         let sensors: Vec<String> = inlets.iter().map(|i| i.sensor().to_owned()).collect();
         let listener = bind_tcp(&sensors.join(","), addr).await?;
         let router = http::router(HttpIngest::new(inlets));
@@ -275,11 +301,19 @@ pub async fn start_counted(
             ),
             None => None,
         };
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let connections = Connections::new(
+            cap.unwrap_or(DEFAULT_MAX_CONNECTIONS),
+            &format!("{scheme}:{addr}"),
+            metrics,
+        );
         tasks.push(tokio::spawn(async move {
             let stopped = async move { token.cancelled().await };
             let ended = match acceptor {
-                Some(acceptor) => http::serve_tls(listener, acceptor, router, stopped).await,
-                None => http::serve(listener, router, stopped).await,
+                Some(acceptor) => {
+                    http::serve_tls(listener, acceptor, router, connections, stopped).await
+                }
+                None => http::serve(listener, router, connections, stopped).await,
             };
             log_end(&label, ended);
         }));

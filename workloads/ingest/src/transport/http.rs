@@ -11,7 +11,7 @@ use std::io::Read;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -24,7 +24,9 @@ use serde_json::{json, Value};
 
 use crate::ingestor::IngestError;
 use crate::source::PUBLISH_WINDOW;
+use crate::transport::body_stall::limit_body_stall;
 use crate::transport::bulk::{split_bulk, BulkBody, BulkItem};
+use crate::transport::connections::{Connections, DEFAULT_BODY_STALL_TIMEOUT};
 use crate::transport::inlet::{Admission, Delivered, Frame, Inlet, TransportReject};
 
 /// The default bound on a request body, compressed and after decompression: above
@@ -55,6 +57,7 @@ const MAX_REASON_BYTES: usize = 1024;
 pub struct HttpIngest {
     inlets: Arc<BTreeMap<String, Arc<Inlet>>>,
     max_body_bytes: usize,
+    body_stall_timeout: Duration,
     es_version: String,
     requests: Arc<AtomicU64>,
 }
@@ -68,6 +71,7 @@ impl HttpIngest {
         HttpIngest {
             inlets: Arc::new(inlets),
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            body_stall_timeout: DEFAULT_BODY_STALL_TIMEOUT,
             es_version: DEFAULT_ES_VERSION.to_owned(),
             requests: Arc::new(AtomicU64::new(0)),
         }
@@ -75,6 +79,14 @@ impl HttpIngest {
 
     pub fn with_max_body_bytes(mut self, max: usize) -> Self {
         self.max_body_bytes = max;
+        self
+    }
+
+    /// How long a request body may go without a byte before the request is answered 408
+    /// (see [`DEFAULT_BODY_STALL_TIMEOUT`]).
+    #[must_use]
+    pub fn with_body_stall_timeout(mut self, timeout: Duration) -> Self {
+        self.body_stall_timeout = timeout;
         self
     }
 
@@ -103,6 +115,7 @@ impl HttpIngest {
 /// The listener's routes.
 pub fn router(ingest: HttpIngest) -> Router {
     let limit = ingest.max_body_bytes;
+    let stall = ingest.body_stall_timeout;
     Router::new()
         .route("/", get(root).head(root_head))
         .route("/api/v1/ingest/{sensor}", post(ingest_lines))
@@ -113,6 +126,9 @@ pub fn router(ingest: HttpIngest) -> Router {
         .route("/_cluster/health", get(cluster_health))
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn(move |request, next| {
+            limit_body_stall(stall, request, next)
+        }))
         .layer(DefaultBodyLimit::max(limit))
         .layer(axum::middleware::from_fn(move |request, next| {
             limit_declared_length(limit, request, next)
@@ -229,7 +245,9 @@ async fn json_errors(response: Response) -> Response {
 
 /// Serves the router on `listener` until `shutdown` resolves, with each request's peer
 /// address known to the handlers, and hyper's refusals answered in JSON where it can be
-/// done (see [`crate::transport::http_conn`]).
+/// done (see [`crate::transport::http_conn`]). At most `connections.max()` connections
+/// are served at once (later ones are answered 503), and a connection idle for
+/// `connections.idle_timeout()` between requests is closed.
 ///
 /// # Errors
 ///
@@ -237,9 +255,10 @@ async fn json_errors(response: Response) -> Response {
 pub async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,
+    connections: Connections,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    crate::transport::http_conn::serve_listener(listener, router, shutdown).await
+    crate::transport::http_conn::serve_listener(listener, router, connections, shutdown).await
 }
 
 /// Handshakes in progress at once on an HTTPS listener; further connections wait in
@@ -257,10 +276,11 @@ pub async fn serve_tls(
     listener: tokio::net::TcpListener,
     acceptor: tokio_rustls::TlsAcceptor,
     router: Router,
+    connections: Connections,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let listener = TlsListener::new(listener, acceptor)?;
-    crate::transport::http_conn::serve_listener(listener, router, shutdown).await
+    crate::transport::http_conn::serve_listener(listener, router, connections, shutdown).await
 }
 
 /// A listener that hands axum connections whose TLS handshake is done. Handshakes run in

@@ -33,6 +33,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
+use crate::transport::connections::Connections;
 use crate::transport::http::{error_response, MAX_URI_BYTES};
 
 /// The most header fields a request may carry: hyper's own default.
@@ -54,6 +55,10 @@ pub const FIRST_HEAD_TIMEOUT: Duration = Duration::from_secs(30);
 /// its body then (slowly, or not at all) is cut off: its request was not answered, so a
 /// shipper sends it again, and the stage's shutdown does not wait on it.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// What a client refused because the listener is at its connection cap is told to wait:
+/// long enough for idle connections to time out or shippers to close theirs.
+const RETRY_AFTER_FULL: Duration = Duration::from_secs(5);
 
 /// How much of a refused request is read and dropped before the connection is closed,
 /// and for how long at most.
@@ -156,9 +161,14 @@ async fn refuse<IO: AsyncRead + AsyncWrite + Unpin>(
     let body = axum::body::to_bytes(response.into_body(), usize::MAX)
         .await
         .unwrap_or_default();
+    let retry_after = if status == StatusCode::SERVICE_UNAVAILABLE {
+        format!("retry-after: {}\r\n", RETRY_AFTER_FULL.as_secs())
+    } else {
+        String::new()
+    };
     let head = format!(
         "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\
-         x-elastic-product: Elasticsearch\r\nconnection: close\r\n\r\n",
+         x-elastic-product: Elasticsearch\r\n{retry_after}connection: close\r\n\r\n",
         status.as_str(),
         status.canonical_reason().unwrap_or(""),
         body.len()
@@ -184,8 +194,13 @@ async fn refuse<IO: AsyncRead + AsyncWrite + Unpin>(
 
 /// Serves one connection: its first head checked here, then hyper with the router, the
 /// peer's address known to the handlers as `ConnectInfo`.
-async fn serve_connection<IO>(mut io: IO, peer: SocketAddr, router: Router, stop: CancellationToken)
-where
+async fn serve_connection<IO>(
+    mut io: IO,
+    peer: SocketAddr,
+    router: Router,
+    idle_timeout: Duration,
+    stop: CancellationToken,
+) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let mut buffer = Vec::with_capacity(4 * 1024);
@@ -215,9 +230,14 @@ where
         }
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
+    // hyper starts this timer whenever it waits for a request head, from the end of the
+    // previous response on: it is the kept-alive connection's idle timeout, and it bounds
+    // a head sent slowly.
     builder
         .max_headers(HYPER_MAX_HEADERS)
-        .max_buf_size(HYPER_MAX_BUF_BYTES);
+        .max_buf_size(HYPER_MAX_BUF_BYTES)
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(idle_timeout);
     let connection = builder.serve_connection(TokioIo::new(io), service);
     tokio::pin!(connection);
     let ended = tokio::select! {
@@ -233,34 +253,77 @@ where
             }
         }
     };
-    if let Err(e) = ended {
-        tracing::debug!(peer = %peer, reason = %e, "http connection ended with an error");
+    match ended {
+        Err(e) if e.is_timeout() => {
+            tracing::debug!(peer = %peer, idle_s = idle_timeout.as_secs(), "http connection closed: idle or slow request head");
+        }
+        Err(e) => tracing::debug!(peer = %peer, reason = %e, "http connection ended with an error"),
+        Ok(()) => {}
     }
 }
 
+/// Answers a connection the listener has no room for, in its own task and within
+/// [`LINGER_TIME`] more than the answer takes, so a flood of them cannot hold the
+/// accept loop.
+fn refuse_over_cap<IO>(mut io: IO, connections: &Connections)
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let reason = format!(
+        "the listener is at its cap of {} open connections; retry in {} s",
+        connections.max(),
+        RETRY_AFTER_FULL.as_secs()
+    );
+    tokio::spawn(async move {
+        let answering = refuse(
+            &mut io,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too_many_connections",
+            reason,
+        );
+        let _ = tokio::time::timeout(LINGER_TIME * 2, answering).await;
+    });
+}
+
 /// Accepts connections from `listener` until `shutdown` resolves, serving each with
-/// [`serve_connection`], then lets the requests in flight finish.
+/// [`serve_connection`] while `connections` has room and refusing it otherwise, then lets
+/// the requests in flight finish.
 pub(crate) async fn serve_listener<L>(
     mut listener: L,
     router: Router,
+    connections: Connections,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()>
 where
     L: axum::serve::Listener<Addr = SocketAddr>,
 {
     let stop = CancellationToken::new();
-    let connections = TaskTracker::new();
+    let tasks = TaskTracker::new();
     tokio::pin!(shutdown);
     loop {
         let (io, peer) = tokio::select! {
             accepted = listener.accept() => accepted,
             () = &mut shutdown => break,
         };
-        connections.spawn(serve_connection(io, peer, router.clone(), stop.clone()));
+        let Some(slot) = connections.admit(peer) else {
+            refuse_over_cap(io, &connections);
+            continue;
+        };
+        let serving = serve_connection(
+            io,
+            peer,
+            router.clone(),
+            connections.idle_timeout(),
+            stop.clone(),
+        );
+        tasks.spawn(async move {
+            serving.await;
+            drop(slot);
+        });
     }
     stop.cancel();
-    connections.close();
-    connections.wait().await;
+    tasks.close();
+    tasks.wait().await;
     Ok(())
 }
 

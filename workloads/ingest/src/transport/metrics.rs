@@ -16,6 +16,8 @@ pub struct IngestMetrics {
     parse_seconds: HistogramVec,
     queue_depth: IntGaugeVec,
     last_event: GaugeVec,
+    connections_open: IntGaugeVec,
+    connections_refused: IntCounterVec,
 }
 
 /// One sensor's handles on [`IngestMetrics`], resolved once so the hot path does no
@@ -92,12 +94,28 @@ impl IngestMetrics {
             ),
             &["sensor"],
         )?;
+        let connections_open = IntGaugeVec::new(
+            Opts::new(
+                "kastell_ingest_connections_open",
+                "Connections a listener holds open, by listener (transport and address).",
+            ),
+            &["listener"],
+        )?;
+        let connections_refused = IntCounterVec::new(
+            Opts::new(
+                "kastell_ingest_connections_refused_total",
+                "Connections a listener refused because it was at its connection cap.",
+            ),
+            &["listener"],
+        )?;
         registry.register(Box::new(records.clone()))?;
         registry.register(Box::new(bytes.clone()))?;
         registry.register(Box::new(rejects.clone()))?;
         registry.register(Box::new(parse_seconds.clone()))?;
         registry.register(Box::new(queue_depth.clone()))?;
         registry.register(Box::new(last_event.clone()))?;
+        registry.register(Box::new(connections_open.clone()))?;
+        registry.register(Box::new(connections_refused.clone()))?;
         Ok(IngestMetrics {
             records,
             bytes,
@@ -105,6 +123,8 @@ impl IngestMetrics {
             parse_seconds,
             queue_depth,
             last_event,
+            connections_open,
+            connections_refused,
         })
     }
 
@@ -124,6 +144,16 @@ impl IngestMetrics {
             queue_depth: self.queue_depth.with_label_values(&[sensor]),
             last_event: self.last_event.with_label_values(&[sensor]),
         }
+    }
+}
+
+impl IngestMetrics {
+    /// One listener's open-connection gauge and refused-connection counter.
+    pub(crate) fn listener(&self, listener: &str) -> (IntGauge, IntCounter) {
+        (
+            self.connections_open.with_label_values(&[listener]),
+            self.connections_refused.with_label_values(&[listener]),
+        )
     }
 }
 
@@ -177,6 +207,9 @@ mod tests {
         sensor.parse_seconds.observe(0.000_002);
         sensor.queue_depth.set(3);
         sensor.last_event.set(1.7e9);
+        let (open, refused) = metrics.listener("syslog-tcp:0.0.0.0:6514");
+        open.set(2);
+        refused.inc();
         let mut text = Vec::new();
         TextEncoder::new()
             .encode(&registry.gather(), &mut text)
@@ -189,6 +222,8 @@ mod tests {
             "kastell_ingest_parse_duration_seconds_count{sensor=\"edge-ids\"} 1",
             "kastell_ingest_queue_depth{sensor=\"edge-ids\"} 3",
             "kastell_ingest_last_event_timestamp_seconds{sensor=\"edge-ids\"} 1700000000",
+            "kastell_ingest_connections_open{listener=\"syslog-tcp:0.0.0.0:6514\"} 2",
+            "kastell_ingest_connections_refused_total{listener=\"syslog-tcp:0.0.0.0:6514\"} 1",
         ] {
             assert!(text.contains(line), "{line} missing from\n{text}");
         }

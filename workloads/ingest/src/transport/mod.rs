@@ -3,7 +3,9 @@
 //! framed records to a Sensor's [`Inlet`], which parses, publishes, dead-letters and
 //! counts them in the per-sensor [`IngestMetrics`].
 
+mod body_stall;
 pub mod bulk;
+pub mod connections;
 pub mod http;
 pub mod http_conn;
 pub mod inlet;
@@ -15,6 +17,9 @@ pub mod syslog_tls;
 pub mod syslog_udp;
 pub mod tail;
 
+pub use connections::{
+    Connections, DEFAULT_BODY_STALL_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
+};
 pub use inlet::{
     Admission, Decoder, Delivered, Frame, Inlet, TransportReject, DEFAULT_QUEUE_RECORDS,
 };

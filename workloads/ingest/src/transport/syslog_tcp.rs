@@ -17,11 +17,13 @@ use tokio_util::task::TaskTracker;
 
 use crate::ingestor::IngestError;
 use crate::source::PUBLISH_WINDOW;
+use crate::transport::connections::Connections;
 use crate::transport::inlet::{Frame, Inlet, TransportReject};
 use crate::transport::syslog_framing::{Framing, SyslogFrame, SyslogFramer};
 
 /// Accepts connections until `shutdown` is cancelled, then waits for each connection to
-/// finish the message it is on.
+/// finish the message it is on. Past the cap of `connections`, a new connection is
+/// closed at once.
 ///
 /// # Errors
 ///
@@ -30,24 +32,29 @@ pub async fn serve_tcp(
     listener: TcpListener,
     inlet: Arc<Inlet>,
     framing: Framing,
+    connections: Connections,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let connections = TaskTracker::new();
+    let tasks = TaskTracker::new();
     let local = listener.local_addr()?;
-    tracing::info!(sensor = inlet.sensor(), listen = %local, "syslog tcp listening");
+    tracing::info!(sensor = inlet.sensor(), listen = %local, max_connections = connections.max(), "syslog tcp listening");
     loop {
         let (stream, peer) = tokio::select! {
             accepted = accept_next(&listener, inlet.sensor()) => accepted?,
             () = shutdown.cancelled() => break,
         };
+        let Some(slot) = connections.admit(peer) else {
+            continue;
+        };
         let (inlet, shutdown) = (Arc::clone(&inlet), shutdown.clone());
-        connections.spawn(async move {
+        tasks.spawn(async move {
             let origin = format!("syslog-tcp:{peer}");
             read_stream(stream, peer, &origin, &inlet, framing, &shutdown).await;
+            drop(slot);
         });
     }
-    connections.close();
-    connections.wait().await;
+    tasks.close();
+    tasks.wait().await;
     Ok(())
 }
 

@@ -19,6 +19,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::transport::connections::Connections;
 use crate::transport::inlet::Inlet;
 use crate::transport::syslog_framing::Framing;
 use crate::transport::syslog_tcp::{accept_next, read_stream};
@@ -151,7 +152,8 @@ fn client_verifier(
 }
 
 /// Accepts TLS connections until `shutdown` is cancelled, then waits for each
-/// connection to finish the message it is on.
+/// connection to finish the message it is on. Past the cap of `connections`, a new
+/// connection is closed at once, before its handshake.
 ///
 /// # Errors
 ///
@@ -161,18 +163,24 @@ pub async fn serve_tls(
     acceptor: TlsAcceptor,
     inlet: Arc<Inlet>,
     framing: Framing,
+    connections: Connections,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let connections = TaskTracker::new();
+    let tasks = TaskTracker::new();
     let local = listener.local_addr()?;
-    tracing::info!(sensor = inlet.sensor(), listen = %local, "syslog tls listening");
+    tracing::info!(sensor = inlet.sensor(), listen = %local, max_connections = connections.max(), "syslog tls listening");
     loop {
         let (stream, peer) = tokio::select! {
             accepted = accept_next(&listener, inlet.sensor()) => accepted?,
             () = shutdown.cancelled() => break,
         };
+        // Handshakes count too: they are where a flood of idle connections would sit.
+        let Some(slot) = connections.admit(peer) else {
+            continue;
+        };
         let (inlet, shutdown, acceptor) = (Arc::clone(&inlet), shutdown.clone(), acceptor.clone());
-        connections.spawn(async move {
+        tasks.spawn(async move {
+            let _slot = slot;
             let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                 Ok(Ok(stream)) => stream,
                 Ok(Err(e)) => {
@@ -188,7 +196,7 @@ pub async fn serve_tls(
             read_stream(stream, peer, &origin, &inlet, framing, &shutdown).await;
         });
     }
-    connections.close();
-    connections.wait().await;
+    tasks.close();
+    tasks.wait().await;
     Ok(())
 }

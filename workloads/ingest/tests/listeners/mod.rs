@@ -216,12 +216,24 @@ pub async fn start_syslog_tcp(
     framing: Framing,
     shutdown: &CancellationToken,
 ) -> (SocketAddr, JoinHandle<std::io::Result<()>>) {
+    let connections = kastell_ingest::transport::Connections::unmetered("test");
+    start_syslog_tcp_with(inlet, framing, connections, shutdown).await
+}
+
+/// [`start_syslog_tcp`] with a connection cap of the test's.
+pub async fn start_syslog_tcp_with(
+    inlet: &Arc<Inlet>,
+    framing: Framing,
+    connections: kastell_ingest::transport::Connections,
+    shutdown: &CancellationToken,
+) -> (SocketAddr, JoinHandle<std::io::Result<()>>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let server = tokio::spawn(serve_tcp(
         listener,
         Arc::clone(inlet),
         framing,
+        connections,
         shutdown.clone(),
     ));
     (addr, server)
