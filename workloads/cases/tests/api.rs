@@ -612,6 +612,27 @@ async fn bad_approvals_are_refused_before_deciding() {
         StatusCode::UNSUPPORTED_MEDIA_TYPE,
         "unsupported_media_type",
     );
+    // A compressed body is named as such, not reported as malformed JSON.
+    let gzipped = [
+        ("content-type", "application/json"),
+        ("content-encoding", "gzip"),
+    ];
+    let message = error(
+        &call(
+            &api.router,
+            Method::POST,
+            &uri,
+            &gzipped,
+            Some("\u{1f}\u{8b}x"),
+        )
+        .await,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+    );
+    assert_eq!(
+        message,
+        "the API reads request bodies uncompressed; send no Content-Encoding (got \"gzip\")"
+    );
     error(
         &post_json(&api.router, "/api/v1/actions/424242/approve", "{}").await,
         StatusCode::NOT_FOUND,

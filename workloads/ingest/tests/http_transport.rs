@@ -191,6 +191,33 @@ async fn gzip_bombs_bad_gzip_and_unknown_sensors_are_refused_whole() {
         .unwrap();
     assert_eq!(answer.status(), 415);
 
+    // Two codings applied in turn, as one list or as two fields, are refused whole
+    // rather than read as gzip alone.
+    for fields in [&["gzip, br"][..], &["gzip", "br"][..]] {
+        let mut request = client.post(&url).body(gzip(b"{}"));
+        for field in fields {
+            request = request.header("content-encoding", *field);
+        }
+        let answer = request.send().await.unwrap();
+        assert_eq!(answer.status(), 415, "{fields:?}");
+        let body: Value = answer.json().await.unwrap();
+        assert_eq!(
+            body["error"]["reason"],
+            "content encodings \"gzip, br\" applied in turn are not supported; send one gzip \
+             layer or none",
+            "{fields:?}"
+        );
+    }
+    // `identity` adds nothing.
+    let answer = client
+        .post(&url)
+        .header("content-encoding", "identity, gzip")
+        .body(gzip(b"\n"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+
     let answer = client
         .post(server.url("/api/v1/ingest/nobody"))
         .body("{}")

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use kastell_core::{Bus, Topic};
 use kastell_ingest::transport::syslog_framing::Framing;
+use kastell_ingest::transport::syslog_tcp;
 use kastell_ingest::transport::syslog_tls::{serve_tls, server_acceptor, tls_acceptor};
 use kastell_ingest::transport::syslog_udp::serve_udp;
 use listeners::{
@@ -148,6 +149,60 @@ async fn tcp_connections_past_the_cap_are_closed_and_the_open_one_carries_on() {
     let (events, letters) = pipeline.drain().await;
     assert_eq!(messages(&events), vec![RFC5424_SU, RFC5424_SD]);
     assert!(letters.is_empty());
+}
+
+#[tokio::test]
+async fn at_shutdown_a_message_in_progress_may_finish_and_a_cut_one_is_dead_lettered() {
+    let pipeline = Pipeline::new(64).await;
+    let inlet = pipeline.syslog_inlet(64);
+    let shutdown = CancellationToken::new();
+    let (addr, server) = start_syslog_tcp(&inlet, Framing::Auto, &shutdown).await;
+
+    // One connection finishes its message during the grace, one never does, one is idle.
+    let mut finishing = TcpStream::connect(addr).await.unwrap();
+    let mut cut = TcpStream::connect(addr).await.unwrap();
+    let idle = TcpStream::connect(addr).await.unwrap();
+    let (head, tail) = RFC5424_SU.split_at(20);
+    finishing.write_all(head.as_bytes()).await.unwrap();
+    cut.write_all(&octet_counted(RFC5424_SD).as_bytes()[..30])
+        .await
+        .unwrap();
+    // Both partial messages have reached their framers before the stop.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    shutdown.cancel();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    finishing
+        .write_all(format!("{tail}\n").as_bytes())
+        .await
+        .unwrap();
+    // The listener ends once the grace is over, whatever the clients do.
+    tokio::time::timeout(
+        syslog_tcp::SHUTDOWN_GRACE + std::time::Duration::from_secs(60),
+        server,
+    )
+    .await
+    .expect("the listener did not stop")
+    .unwrap()
+    .unwrap();
+    drop((finishing, cut, idle));
+
+    let (events, letters) = pipeline.drain().await;
+    assert_eq!(messages(&events), vec![RFC5424_SU]);
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert_eq!(letters[0]["kind"], "truncated_frame");
+    let sent = octet_counted(RFC5424_SD);
+    let (count, body) = sent.split_once(' ').unwrap();
+    let held = &sent[count.len() + 1..30];
+    assert!(body.starts_with(held));
+    assert_eq!(letters[0]["raw"], held);
+    assert!(
+        letters[0]["reason"].as_str().unwrap().contains(&format!(
+            "the listener stopped {} bytes into a message",
+            held.len()
+        )),
+        "{}",
+        letters[0]
+    );
 }
 
 #[tokio::test]

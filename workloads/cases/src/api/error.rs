@@ -201,6 +201,7 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        refuse_encoded(req.headers())?;
         if !json_content_type(req.headers()) {
             // axum's own rejection, so the 415 reads the same as before.
             let Json(value) = <Json<T> as FromRequest<S>>::from_request(req, state).await?;
@@ -212,6 +213,29 @@ where
         let Json(value) = Json::<T>::from_bytes(&bytes)?;
         Ok(ApiJson(value))
     }
+}
+
+/// Refuses a body sent with a `Content-Encoding` (gzip and the like): the API reads
+/// bodies as they are, and would otherwise report compressed JSON as malformed JSON.
+fn refuse_encoded(headers: &axum::http::HeaderMap) -> Result<(), ApiError> {
+    let codings: Vec<&str> = headers
+        .get_all(header::CONTENT_ENCODING)
+        .iter()
+        .flat_map(|value| value.to_str().unwrap_or("?").split(','))
+        .map(str::trim)
+        .filter(|c| !c.is_empty() && !c.eq_ignore_ascii_case("identity"))
+        .collect();
+    if codings.is_empty() {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+        format!(
+            "the API reads request bodies uncompressed; send no Content-Encoding (got {:?})",
+            codings.join(", ")
+        ),
+    ))
 }
 
 async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
@@ -310,6 +334,7 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Option<Self>, ApiError> {
+        refuse_encoded(req.headers())?;
         let is_json = json_content_type(req.headers());
         let has_content_type = req.headers().contains_key(header::CONTENT_TYPE);
         let bytes = read_body(req, state).await?;

@@ -414,15 +414,30 @@ impl IntoResponse for Refusal {
 
 /// The body as sent, gunzipped when `Content-Encoding` says so, never above `max` bytes.
 fn decode_body(headers: &HeaderMap, body: Bytes, max: usize) -> Result<Bytes, Refusal> {
-    let encoding = headers
-        .get(header::CONTENT_ENCODING)
-        .map(|v| v.to_str().unwrap_or("?").trim().to_ascii_lowercase());
-    match encoding.as_deref() {
-        None | Some("identity") | Some("") => Ok(body),
-        Some("gzip") | Some("x-gzip") => gunzip(&body, max),
-        Some(other) => Err(Refusal::Body(
+    // Every `Content-Encoding` field, each a list: the codings applied, in order.
+    let mut codings = Vec::new();
+    for value in headers.get_all(header::CONTENT_ENCODING) {
+        let text = value.to_str().unwrap_or("?");
+        codings.extend(
+            text.split(',')
+                .map(|c| c.trim().to_ascii_lowercase())
+                .filter(|c| !c.is_empty() && c != "identity"),
+        );
+    }
+    match codings.as_slice() {
+        [] => Ok(body),
+        [one] if one == "gzip" || one == "x-gzip" => gunzip(&body, max),
+        [other] => Err(Refusal::Body(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             format!("content encoding {other:?} is not supported; send gzip or none"),
+        )),
+        several => Err(Refusal::Body(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!(
+                "content encodings {:?} applied in turn are not supported; send one gzip \
+                 layer or none",
+                several.join(", ")
+            ),
         )),
     }
 }

@@ -3,6 +3,9 @@
 //! crate frames syslog streams with a size bound and both methods, so this is
 //! hand-written; it keeps at most the size limit of any message in memory.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 
 /// How a stream's messages are delimited.
@@ -38,6 +41,9 @@ pub struct SyslogFramer<R> {
     framing: Framing,
     max: usize,
     buf: Vec<u8>,
+    /// Whether the first byte of a message has been seen and the message is not yet
+    /// returned: shared, so that a caller can tell while [`Self::next`] is pending.
+    begun: Arc<AtomicBool>,
 }
 
 impl<R: AsyncRead + Unpin> SyslogFramer<R> {
@@ -47,7 +53,24 @@ impl<R: AsyncRead + Unpin> SyslogFramer<R> {
             framing,
             max,
             buf: Vec::new(),
+            begun: Arc::new(AtomicBool::new(false)),
         }
+    }
+
+    /// A flag that is set while [`Self::next`] is inside a message (its first byte seen,
+    /// the message not yet returned), readable while `next` is pending: a `next` that is
+    /// pending with the flag clear holds nothing of the stream, so dropping it loses
+    /// nothing.
+    pub fn begun(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.begun)
+    }
+
+    /// What is held of a message whose [`Self::next`] was dropped inside it: the bytes
+    /// kept so far (at most the size limit); `None` when no message was begun.
+    pub fn unfinished(&mut self) -> Option<&[u8]> {
+        self.begun
+            .swap(false, Ordering::Relaxed)
+            .then_some(self.buf.as_slice())
     }
 
     /// The next message, or `None` at the end of the stream.
@@ -57,9 +80,12 @@ impl<R: AsyncRead + Unpin> SyslogFramer<R> {
     /// When reading the stream fails.
     pub async fn next(&mut self) -> std::io::Result<Option<SyslogFrame<'_>>> {
         self.buf.clear();
+        self.begun.store(false, Ordering::Relaxed);
         let Some(first) = self.skip_blank().await? else {
             return Ok(None);
         };
+        // Cleared again by the next call, or by `unfinished`.
+        self.begun.store(true, Ordering::Relaxed);
         let counted = match self.framing {
             Framing::Auto => first.is_ascii_digit(),
             Framing::NewLine => false,
@@ -153,7 +179,14 @@ impl<R: AsyncRead + Unpin> SyslogFramer<R> {
                 self.buf.clear();
                 return Ok(count);
             }
-            if !byte.is_ascii_digit() || self.buf.len() >= MAX_LENGTH_DIGITS {
+            if byte.is_ascii_digit() && self.buf.len() >= MAX_LENGTH_DIGITS {
+                return Ok(Err(format!(
+                    "octet count {:?}… has more than {MAX_LENGTH_DIGITS} digits, over any \
+                     message size limit",
+                    String::from_utf8_lossy(&self.buf)
+                )));
+            }
+            if !byte.is_ascii_digit() {
                 return Ok(Err(format!(
                     "octet count {:?} is not digits followed by a space",
                     String::from_utf8_lossy(&self.buf)
@@ -232,6 +265,25 @@ mod tests {
     async fn newline_framing_never_reads_a_count() {
         let got = frames(b"12 not a count\n", Framing::NewLine, 100).await;
         assert_eq!(got, vec![msg("12 not a count")]);
+    }
+
+    #[tokio::test]
+    async fn a_count_too_long_is_named_as_such_and_a_bad_one_as_not_digits() {
+        let reason = |input: &'static [u8]| async move {
+            let mut framer = SyslogFramer::new(input, Framing::OctetCounting, 100);
+            match framer.next().await.unwrap() {
+                Some(SyslogFrame::InvalidCount { reason, .. }) => reason,
+                other => panic!("{other:?}"),
+            }
+        };
+        assert_eq!(
+            reason(b"99999999999 x").await,
+            "octet count \"9999999999\"… has more than 10 digits, over any message size limit"
+        );
+        assert_eq!(
+            reason(b"12x3 abc").await,
+            "octet count \"12\" is not digits followed by a space"
+        );
     }
 
     #[tokio::test]

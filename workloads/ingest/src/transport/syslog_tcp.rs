@@ -6,12 +6,14 @@
 //! TLS listener (`syslog_tls`) reuses [`read_stream`] after its handshake.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use kastell_core::bus::{Bus, StoredInBackground};
 use tokio::io::AsyncRead;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -112,7 +114,57 @@ pub(crate) fn is_transient(error: &std::io::Error) -> bool {
     )
 }
 
-/// Reads one connection's messages to its end (or to shutdown) into the inlet.
+/// How long a connection that is inside a message when the listener stops may take to
+/// finish it (as the HTTP listener's grace); what it has not sent by then is
+/// dead-lettered as `truncated_frame`.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// What [`next_frame`] found.
+enum Next<'a> {
+    Frame(std::io::Result<Option<SyslogFrame<'a>>>),
+    /// The listener stopped with no message begun: nothing of the stream is held.
+    Stop,
+    /// The listener stopped inside a message that did not end within the grace.
+    Cut,
+}
+
+/// The connection's next frame. Once `shutdown` is cancelled (and `stop_by` set), only a
+/// message already begun is waited for, and only until `stop_by`.
+async fn next_frame<'f, S: AsyncRead + Unpin>(
+    framer: &'f mut SyslogFramer<S>,
+    begun: &AtomicBool,
+    shutdown: &CancellationToken,
+    stop_by: &mut Option<Instant>,
+) -> Next<'f> {
+    let next = framer.next();
+    tokio::pin!(next);
+    if stop_by.is_none() {
+        tokio::select! {
+            biased;
+            frame = &mut next => return Next::Frame(frame),
+            () = shutdown.cancelled() => *stop_by = Some(Instant::now() + SHUTDOWN_GRACE),
+        }
+    } else {
+        // Polled once, so that it takes in what is already buffered.
+        tokio::select! {
+            biased;
+            frame = &mut next => return Next::Frame(frame),
+            () = std::future::ready(()) => {}
+        }
+    }
+    if !begun.load(Ordering::Relaxed) {
+        return Next::Stop;
+    }
+    let deadline = stop_by.unwrap_or_else(Instant::now);
+    tokio::select! {
+        frame = &mut next => Next::Frame(frame),
+        () = tokio::time::sleep_until(deadline) => Next::Cut,
+    }
+}
+
+/// Reads one connection's messages to its end (or to shutdown) into the inlet. At
+/// shutdown a message in progress gets [`SHUTDOWN_GRACE`] to arrive whole; one that does
+/// not is dead-lettered with what was received of it, so nothing read is lost.
 pub(crate) async fn read_stream<S: AsyncRead + Unpin>(
     stream: S,
     peer: SocketAddr,
@@ -122,18 +174,34 @@ pub(crate) async fn read_stream<S: AsyncRead + Unpin>(
     shutdown: &CancellationToken,
 ) {
     let mut framer = SyslogFramer::new(stream, framing, inlet.max_record_bytes());
+    let begun = framer.begun();
     let published = StoredInBackground::new(inlet.bus(), PUBLISH_WINDOW);
     let mut seq = 0u64;
+    let mut stop_by = None;
     loop {
-        let frame = tokio::select! {
-            frame = framer.next() => frame,
-            () = shutdown.cancelled() => break,
-        };
-        let frame = match frame {
-            Ok(Some(frame)) => frame,
-            Ok(None) => break,
-            Err(e) => {
+        let frame = match next_frame(&mut framer, &begun, shutdown, &mut stop_by).await {
+            Next::Frame(Ok(Some(frame))) => frame,
+            Next::Frame(Ok(None)) | Next::Stop => break,
+            Next::Frame(Err(e)) => {
                 tracing::info!(sensor = inlet.sensor(), peer = %peer, reason = %e, "syslog connection failed");
+                break;
+            }
+            Next::Cut => {
+                let held = framer.unfinished().unwrap_or_default();
+                seq += 1;
+                let frame = Frame::new(origin, seq, held).from_peer(peer);
+                let reason = format!(
+                    "the listener stopped {} bytes into a message, which did not end within \
+                     {} s",
+                    held.len(),
+                    SHUTDOWN_GRACE.as_secs()
+                );
+                if let Err(e) = inlet
+                    .reject(frame, TransportReject::TruncatedFrame, reason)
+                    .await
+                {
+                    tracing::warn!(sensor = inlet.sensor(), peer = %peer, reason = %kastell_core::error_chain(&e), "syslog connection: the bus refused a cut message");
+                }
                 break;
             }
         };
