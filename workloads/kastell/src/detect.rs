@@ -13,6 +13,7 @@ use anyhow::Context;
 use clap::ValueEnum;
 use kastell_correlate::{CompileOptions, Mode, Placeholders, RuleDocument, RuleSet};
 use kastell_crds::ResourceSet;
+use kastell_ingest::{decode_reader_json, Decoder, Format, ParseContext};
 
 /// Arguments of `kastell detect`.
 #[derive(clap::Args, Debug)]
@@ -28,6 +29,13 @@ pub struct DetectArgs {
     /// JSON events: one object per line, or concatenated objects; `-` is stdin.
     #[arg(long, default_value = "-")]
     events: PathBuf,
+    /// Read the events as this sensor format (suricata-eve, zeek, wazuh-alerts, ossec,
+    /// syslog, json-lines, greenbone) and normalise them to ECS first, as `kastell parse
+    /// --format` does, so that rules written for ECS fields match raw sensor records.
+    /// Event indices then count the normalised events, as `kastell parse` prints them;
+    /// records that do not parse are listed on stderr.
+    #[arg(long)]
+    format: Option<Format>,
     /// How to print matches.
     #[arg(long, value_enum, default_value_t = DetectOutput::Jsonl)]
     output: DetectOutput,
@@ -50,8 +58,8 @@ pub enum DetectOutput {
 ///
 /// A rule path or the events cannot be read, an event is not JSON, or stdout fails.
 pub fn run(args: DetectArgs) -> anyhow::Result<ExitCode> {
-    let input: Box<dyn Read> = if args.events.as_os_str() == "-" {
-        Box::new(io::stdin().lock())
+    let input: Box<dyn Read + Send> = if args.events.as_os_str() == "-" {
+        Box::new(io::stdin())
     } else {
         let file = File::open(&args.events)
             .with_context(|| format!("opening {}", args.events.display()))?;
@@ -67,7 +75,7 @@ pub fn run(args: DetectArgs) -> anyhow::Result<ExitCode> {
 /// The command over any input and outputs, so tests drive exactly what `run` does.
 fn detect(
     args: &DetectArgs,
-    input: impl Read,
+    input: impl Read + Send,
     out: &mut impl Write,
     err: &mut impl Write,
 ) -> anyhow::Result<ExitCode> {
@@ -96,8 +104,12 @@ fn detect(
             display_paths(&args.rules)
         )?;
     }
-    // Input that is not JSON is reported on stderr by line and skipped.
-    let stats = kastell_correlate::detect_to_jsonl(&rules, input, out, err)?;
+    // Input that is not JSON (or, with --format, not that format) is reported on stderr
+    // and skipped.
+    let stats = match args.format {
+        None => kastell_correlate::detect_to_jsonl(&rules, input, out, err)?,
+        Some(format) => detect_normalised(&rules, format, input, out, err)?,
+    };
     tracing::info!(
         rules = rules.len(),
         skipped = problems.len(),
@@ -107,6 +119,95 @@ fn detect(
         "detect finished"
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// What the normalising thread of [`detect_normalised`] hands over.
+enum Normalised {
+    /// An event's JSON, as the ingest stage publishes it.
+    Event(Vec<u8>),
+    /// A record that did not parse: its line and reason.
+    Reject(String),
+}
+
+/// `detect_to_jsonl` over `input` read as `format` and normalised, streamed: a thread
+/// decodes while the rules evaluate, at most [`NORMALISED_IN_FLIGHT`] events apart.
+fn detect_normalised(
+    rules: &RuleSet,
+    format: Format,
+    input: impl Read + Send,
+    out: &mut impl Write,
+    err: &mut impl Write,
+) -> anyhow::Result<kastell_correlate::DetectStats> {
+    let (send, receive) = std::sync::mpsc::sync_channel(NORMALISED_IN_FLIGHT);
+    std::thread::scope(|scope| {
+        let decoding = scope.spawn(move || {
+            let mut decoder = Decoder::new(format, ParseContext::new("detect"));
+            decode_reader_json(BufReader::new(input), &mut decoder, |decoded| {
+                let item = match decoded.result {
+                    Ok(event) => Normalised::Event(event.as_bytes().to_vec()),
+                    Err(error) => Normalised::Reject(format!(
+                        "line {}: {}: {error}",
+                        decoded.line,
+                        error.reason()
+                    )),
+                };
+                // A closed channel means detection stopped; what is left is not wanted.
+                let _ = send.send(item);
+            })
+        });
+        let mut events = NormalisedReader {
+            receive,
+            current: Vec::new(),
+            at: 0,
+            rejects: Vec::new(),
+        };
+        let stats = kastell_correlate::detect_to_jsonl(rules, &mut events, &mut *out, &mut *err);
+        let NormalisedReader {
+            receive, rejects, ..
+        } = events;
+        drop(receive);
+        let read = decoding
+            .join()
+            .map_err(|_| anyhow::anyhow!("the normalising thread panicked"))?;
+        for reject in &rejects {
+            writeln!(err, "record skipped: {reject}")?;
+        }
+        read.context("reading the events")?;
+        Ok(stats?)
+    })
+}
+
+/// Normalised events in flight between the decoding thread and the rules.
+const NORMALISED_IN_FLIGHT: usize = 256;
+
+/// The normalised events as JSON lines, read from the decoding thread; rejects are kept
+/// aside for stderr.
+struct NormalisedReader {
+    receive: std::sync::mpsc::Receiver<Normalised>,
+    current: Vec<u8>,
+    at: usize,
+    rejects: Vec<String>,
+}
+
+impl Read for NormalisedReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.at == self.current.len() {
+            match self.receive.recv() {
+                Ok(Normalised::Event(mut line)) => {
+                    line.push(b'\n');
+                    self.current = line;
+                    self.at = 0;
+                }
+                Ok(Normalised::Reject(reason)) => self.rejects.push(reason),
+                // The decoder finished.
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len() - self.at);
+        buf[..n].copy_from_slice(&self.current[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
 }
 
 /// The rule documents in the files under `paths`: every DetectionRule of a resource file,
@@ -205,6 +306,7 @@ mod tests {
             rules: vec![dir.to_path_buf()],
             placeholders: Vec::new(),
             events: PathBuf::from("-"),
+            format: None,
             output: DetectOutput::Jsonl,
             strict,
         }
@@ -424,6 +526,51 @@ mod tests {
         assert!(
             out.contains("\"rule_title\":\"Suricata High Severity Alert\""),
             "{out}"
+        );
+    }
+
+    #[test]
+    fn with_a_format_raw_sensor_records_are_normalised_before_the_rules_see_them() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/soc");
+        let mut alerts = std::fs::read_to_string(root.join("data/wazuh/alerts.json")).unwrap();
+        alerts.push_str("{\"not\": an alert}\n");
+        let run = |format: Option<Format>, input: &[u8]| {
+            let mut args = args(&root.join("rules"), true);
+            args.format = format;
+            let (mut out, mut err) = (Vec::new(), Vec::new());
+            let code = detect(&args, input, &mut out, &mut err).unwrap();
+            assert_eq!(code, ExitCode::SUCCESS);
+            (
+                String::from_utf8(out).unwrap(),
+                String::from_utf8(err).unwrap(),
+            )
+        };
+        // The bundled rules read ECS paths (`wazuh.rule.groups`): raw alerts match none.
+        let (raw, _) = run(None, alerts.as_bytes());
+        assert!(!raw.contains("Wazuh"), "{raw}");
+
+        let (normalised, err) = run(Some(Format::WazuhAlerts), alerts.as_bytes());
+        // Exactly what `kastell parse --format wazuh-alerts | kastell detect` prints.
+        let mut parsed = Vec::new();
+        let mut decoder = Decoder::new(Format::WazuhAlerts, ParseContext::new("detect"));
+        decode_reader_json(alerts.as_bytes(), &mut decoder, |decoded| {
+            if let Ok(event) = decoded.result {
+                parsed.extend_from_slice(event.as_bytes());
+                parsed.push(b'\n');
+            }
+        })
+        .unwrap();
+        let (piped, _) = run(None, &parsed);
+        assert_eq!(normalised, piped);
+        assert_eq!(normalised.lines().count(), 3, "{normalised}");
+        assert!(
+            normalised.contains("\"rule_title\":\"SSH Brute Force Reported by Wazuh\""),
+            "{normalised}"
+        );
+        let last = alerts.lines().count();
+        assert!(
+            err.contains(&format!("record skipped: line {last}: invalid_json: ")),
+            "{err}"
         );
     }
 
