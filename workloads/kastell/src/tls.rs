@@ -22,6 +22,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::serve::IncomingStream;
 use axum::Router;
+use kastell_cases::api::guard::Guarded;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
@@ -310,8 +311,8 @@ pub struct Peer {
     pub client_verified: bool,
 }
 
-impl Connected<IncomingStream<'_, TlsListener>> for Peer {
-    fn connect_info(stream: IncomingStream<'_, TlsListener>) -> Self {
+impl Connected<IncomingStream<'_, Guarded<TlsListener>>> for Peer {
+    fn connect_info(stream: IncomingStream<'_, Guarded<TlsListener>>) -> Self {
         *stream.remote_addr()
     }
 }
@@ -432,7 +433,8 @@ async fn require_client_cert(
 }
 
 /// Serves `router` over HTTPS on `listener` until `shutdown` completes, then lets the
-/// requests in flight finish.
+/// requests in flight finish; connections are capped and closed when idle
+/// ([`kastell_cases::api::guard`]).
 ///
 /// # Errors
 ///
@@ -451,7 +453,7 @@ where
     } else {
         router
     };
-    let listener = TlsListener::new(listener, tls)?;
+    let listener = Guarded::new(TlsListener::new(listener, tls)?);
     axum::serve(
         listener,
         router.into_make_service_with_connect_info::<Peer>(),
@@ -484,7 +486,7 @@ where
         None => {
             kastell_cases::check_listen_addr(addr, false)?;
             tracing::info!(%addr, "http endpoint listening (loopback)");
-            axum::serve(listener, router)
+            axum::serve(Guarded::new(listener), router)
                 .with_graceful_shutdown(shutdown)
                 .await?;
         }

@@ -16,6 +16,7 @@ pub mod caller;
 mod cases;
 mod checks;
 pub mod error;
+pub mod guard;
 mod insight;
 pub mod model;
 mod nis2;
@@ -308,7 +309,8 @@ pub enum ServeError {
 }
 
 /// Serves the router over plain HTTP on a loopback listener until `shutdown` completes,
-/// then finishes the requests in flight.
+/// then finishes the requests in flight; connections are capped and closed when idle
+/// ([`guard`]).
 ///
 /// # Errors
 /// When the listener is not on loopback (TLS serving is not built yet), or the server
@@ -320,7 +322,7 @@ where
     let addr = listener.local_addr().map_err(ServeError::LocalAddr)?;
     check_listen_addr(addr, false)?;
     tracing::info!(%addr, "cases api listening");
-    axum::serve(listener, router)
+    axum::serve(guard::Guarded::new(listener), router)
         .with_graceful_shutdown(shutdown)
         .await
         .map_err(ServeError::Io)?;

@@ -110,7 +110,7 @@ pub async fn serve(
         let served = match tls {
             Some(tls) => crate::tls::serve(listener, router, tls, shutdown).await,
             None => {
-                axum::serve(listener, router)
+                axum::serve(kastell_cases::api::guard::Guarded::new(listener), router)
                     .with_graceful_shutdown(shutdown)
                     .await
             }
