@@ -40,6 +40,25 @@ impl Server {
         Server { addr, stop, task }
     }
 
+    /// The listener over HTTPS with `acceptor`.
+    async fn start_tls(ingest: HttpIngest, acceptor: tokio_rustls::TlsAcceptor) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let router = http::router(ingest);
+        let connections = Connections::unmetered("test");
+        let task = tokio::spawn(http::serve_tls(
+            listener,
+            acceptor,
+            router,
+            connections,
+            async {
+                let _ = stopped.await;
+            },
+        ));
+        Server { addr, stop, task }
+    }
+
     fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
@@ -693,20 +712,8 @@ async fn https_takes_json_lines_over_tls_1_3_only() {
     let inlet = pipeline.suricata_inlet(SENSOR, 64);
     let acceptor =
         kastell_ingest::transport::syslog_tls::tls_acceptor(&pki.cert, &pki.key).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let router = http::router(HttpIngest::new([Arc::clone(&inlet)]));
-    let connections = Connections::unmetered("test");
-    let task = tokio::spawn(http::serve_tls(
-        listener,
-        acceptor,
-        router,
-        connections,
-        async {
-            let _ = stopped.await;
-        },
-    ));
+    let server = Server::start_tls(HttpIngest::new([Arc::clone(&inlet)]), acceptor).await;
+    let port = server.addr.port();
     let url = format!("https://localhost:{port}/api/v1/ingest/{SENSOR}");
     let good = eve_lines("\"event_type\":\"dns\"", 2);
 
@@ -748,8 +755,7 @@ async fn https_takes_json_lines_over_tls_1_3_only() {
     assert!(plain.is_err() || !plain.unwrap().status().is_success());
 
     drop(stalled);
-    let _ = stop.send(());
-    task.await.unwrap().unwrap();
+    server.stop().await;
     assert_eq!(inlet.metrics().records(), 2);
     let (events, letters) = pipeline.drain().await;
     assert_eq!(events.len(), 2);
@@ -801,20 +807,8 @@ async fn https_with_a_client_ca_takes_only_clients_with_a_certificate_from_it() 
         Some(&pki.client_ca),
     )
     .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let router = http::router(HttpIngest::new([Arc::clone(&inlet)]));
-    let connections = Connections::unmetered("test");
-    let task = tokio::spawn(http::serve_tls(
-        listener,
-        acceptor,
-        router,
-        connections,
-        async {
-            let _ = stopped.await;
-        },
-    ));
+    let server = Server::start_tls(HttpIngest::new([Arc::clone(&inlet)]), acceptor).await;
+    let port = server.addr.port();
     let good = eve_lines("\"event_type\":\"dns\"", 3);
 
     let anonymous = post_with_identity(port, &pki, None, &good[0]).await;
@@ -847,8 +841,7 @@ async fn https_with_a_client_ca_takes_only_clients_with_a_certificate_from_it() 
         .unwrap();
     assert_eq!(answer.status(), 200);
 
-    let _ = stop.send(());
-    task.await.unwrap().unwrap();
+    server.stop().await;
     assert_eq!(inlet.metrics().records(), 2);
     let (events, letters) = pipeline.drain().await;
     assert_eq!(events.len(), 2);
