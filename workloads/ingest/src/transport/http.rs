@@ -28,6 +28,7 @@ use crate::transport::body_stall::limit_body_stall;
 use crate::transport::bulk::{split_bulk, BulkBody, BulkItem};
 use crate::transport::connections::{Connections, DEFAULT_BODY_STALL_TIMEOUT};
 use crate::transport::inlet::{Admission, Delivered, Frame, Inlet, TransportReject};
+use crate::transport::syslog_tcp::accept_next;
 
 /// The default bound on a request body, compressed and after decompression: above
 /// Filebeat's and Logstash's default batch sizes, small enough to hold in memory.
@@ -307,13 +308,12 @@ impl TlsListener {
                 let Ok(permit) = Arc::clone(&pending).acquire_owned().await else {
                     return;
                 };
-                let (tcp, peer) = match listener.accept().await {
+                // Running out of file handles is waited out there, as for syslog.
+                let (tcp, peer) = match accept_next(&listener, "https").await {
                     Ok(accepted) => accepted,
                     Err(e) => {
-                        tracing::warn!(reason = %e, "https accept failed");
-                        // Out of file descriptors and the like: give the system a moment.
-                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                        continue;
+                        tracing::error!(listen = %local, reason = %e, "https listener stopped accepting");
+                        return;
                     }
                 };
                 let acceptor = acceptor.clone();
