@@ -355,7 +355,13 @@ async fn accept_loop(
     tls: Arc<ServerTls>,
     sender: mpsc::Sender<(TlsStream<TcpStream>, Peer)>,
 ) {
+    let pending = Arc::new(tokio::sync::Semaphore::new(MAX_PENDING_HANDSHAKES));
     loop {
+        // A flood of connections that never finish their handshake waits in the kernel's
+        // backlog instead of taking a task and a file handle each.
+        let Ok(permit) = Arc::clone(&pending).acquire_owned().await else {
+            return;
+        };
         let (stream, addr) = match listener.accept().await {
             Ok(pair) => pair,
             Err(e) => {
@@ -389,10 +395,14 @@ async fn accept_loop(
                 addr,
                 client_verified,
             };
+            drop(permit);
             let _ = sender.send((stream, peer)).await;
         });
     }
 }
+
+/// Handshakes in progress at once on an HTTPS endpoint.
+const MAX_PENDING_HANDSHAKES: usize = 256;
 
 impl axum::serve::Listener for TlsListener {
     type Io = TlsStream<TcpStream>;
