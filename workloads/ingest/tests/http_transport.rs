@@ -621,6 +621,16 @@ async fn what_hyper_would_refuse_bare_is_refused_with_a_json_body() {
     let answers = raw_exchange(addr, b"GET / HTTP/1.1\r\nhost: x\r\nno colon here\r\n\r\n").await;
     assert_eq!(statuses(&answers), [400]);
 
+    // A Content-Length that is not a length.
+    let negative =
+        format!("POST /api/v1/ingest/{SENSOR} HTTP/1.1\r\nhost: x\r\ncontent-length: -1\r\n\r\n");
+    let answers = raw_exchange(addr, negative.as_bytes()).await;
+    assert_eq!(statuses(&answers), [400]);
+    assert_eq!(
+        answers[0].1["error"]["reason"],
+        "Content-Length \"-1\" is not a number of bytes"
+    );
+
     // A request target over hyper's own 64 KiB limit.
     let long = format!("GET /{} HTTP/1.1\r\nhost: x\r\n\r\n", "a".repeat(70 * 1024));
     let answers = raw_exchange(addr, long.as_bytes()).await;

@@ -94,10 +94,22 @@ fn check_head(buffer: &[u8]) -> Option<Head> {
             return Some(Head::Refused(
                 StatusCode::BAD_REQUEST,
                 "bad_request",
-                format!("the request is not valid HTTP/1.1: {e}"),
+                format!(
+                    "the request is not valid HTTP/1.1: {e}{}",
+                    what_it_looks_like(buffer)
+                ),
             ))
         }
     };
+    if let httparse::Status::Complete(_) = parsed {
+        if let Some(problem) = content_length_problem(request.headers) {
+            return Some(Head::Refused(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                problem,
+            ));
+        }
+    }
     let target_len = request.path.map(str::len).or_else(|| {
         // The request line is not complete yet: its target so far is what follows the
         // first space.
@@ -120,6 +132,49 @@ fn check_head(buffer: &[u8]) -> Option<Head> {
         httparse::Status::Partial if buffer.len() > MAX_HEAD_BYTES => Some(head_too_large()),
         httparse::Status::Partial => None,
     }
+}
+
+/// What bytes that are not HTTP seem to be, for the reason: the usual mistakes are a TLS
+/// client on the plain port and a byte-order mark written before the request.
+fn what_it_looks_like(buffer: &[u8]) -> &'static str {
+    match buffer {
+        [0x16, 0x03, ..] => " (the bytes look like a TLS handshake: this port serves plain HTTP)",
+        [0xef, 0xbb, 0xbf, ..] => " (the request starts with a UTF-8 byte-order mark)",
+        _ => "",
+    }
+}
+
+/// Why the `Content-Length` fields of a head are unusable, if they are: a value that is
+/// not a decimal number, or several fields that disagree (RFC 9112 section 6.3). hyper
+/// answers these with a bare 400.
+fn content_length_problem(headers: &[httparse::Header<'_>]) -> Option<String> {
+    let mut seen: Option<u64> = None;
+    for header in headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("content-length"))
+    {
+        for value in header.value.split(|b| *b == b',') {
+            let text = String::from_utf8_lossy(value);
+            let text = text.trim();
+            let Some(length) = text
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+                .then(|| text.parse::<u64>().ok())
+                .flatten()
+            else {
+                return Some(format!("Content-Length {text:?} is not a number of bytes"));
+            };
+            match seen {
+                Some(earlier) if earlier != length => {
+                    return Some(format!(
+                        "the request declares two Content-Lengths, {earlier} and {length}"
+                    ))
+                }
+                _ => seen = Some(length),
+            }
+        }
+    }
+    None
 }
 
 fn head_too_large() -> Head {
@@ -386,6 +441,51 @@ mod tests {
             refused_status(b"GET / HTTP/1.1\r\nbad header\r\n\r\n"),
             Some(400)
         );
+    }
+
+    fn refused_reason(bytes: &[u8]) -> String {
+        match check_head(bytes) {
+            Some(Head::Refused(_, _, reason)) => reason,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn common_mistakes_are_named_in_the_reason() {
+        assert!(refused_reason(b"\x16\x03\x01\x02\x00\x01")
+            .ends_with("(the bytes look like a TLS handshake: this port serves plain HTTP)"));
+        assert!(refused_reason(b"\xef\xbb\xbfPOST / HTTP/1.1\r\n\r\n")
+            .ends_with("(the request starts with a UTF-8 byte-order mark)"));
+        for (head, reason) in [
+            (
+                "content-length: -1",
+                "Content-Length \"-1\" is not a number of bytes",
+            ),
+            (
+                "content-length: 1e3",
+                "Content-Length \"1e3\" is not a number of bytes",
+            ),
+            (
+                "content-length: 3\r\ncontent-length: 4",
+                "the request declares two Content-Lengths, 3 and 4",
+            ),
+            (
+                "content-length: 3, 4",
+                "the request declares two Content-Lengths, 3 and 4",
+            ),
+        ] {
+            let request = format!("POST / HTTP/1.1\r\nhost: x\r\n{head}\r\n\r\n");
+            assert_eq!(refused_status(request.as_bytes()), Some(400), "{head}");
+            assert_eq!(refused_reason(request.as_bytes()), reason, "{head}");
+        }
+        for fine in [
+            "content-length: 3",
+            "content-length: 3, 3",
+            "Content-Length:  0 ",
+        ] {
+            let request = format!("POST / HTTP/1.1\r\nhost: x\r\n{fine}\r\n\r\n");
+            assert_eq!(check_head(request.as_bytes()), Some(Head::Fine), "{fine}");
+        }
     }
 
     #[test]
