@@ -134,9 +134,10 @@ pub struct Transport {
     pub checkpoint_dir: Option<String>,
     /// For `http`, `syslog-tcp` and `syslog-tls`: the most connections the listener
     /// holds open at once (default 4096). Past it, a new connection is refused at once
-    /// (HTTP answers 503 with `Retry-After`) and counted in
+    /// (plain HTTP answers 503 with `Retry-After`; HTTPS and syslog close it before the
+    /// TLS handshake, which counts under the cap) and counted in
     /// `kastell_ingest_connections_refused_total`. Sensors sharing an HTTP address share
-    /// one cap, the largest any of them sets.
+    /// one cap: the largest of theirs, counting 4096 for a Sensor that sets none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 1000000))]
     pub max_connections: Option<u32>,
@@ -147,6 +148,8 @@ pub struct Transport {
 pub enum ListenAddressError {
     #[error("a listener needs spec.transport.port")]
     NoPort,
+    #[error("spec.transport.port must be between 1 and 65535, not 0")]
+    PortZero,
     #[error("spec.transport.bindAddress {0:?} is not an IP address")]
     NotAnIp(String),
     #[error(
@@ -155,7 +158,22 @@ pub enum ListenAddressError {
     PlainOffLoopback(std::net::SocketAddr),
 }
 
+/// The most `spec.transport.maxConnections` may say; the schema's bound, checked again
+/// where resources are read without a Kubernetes API server (`kastell run`, `validate`).
+pub const MAX_CONNECTIONS_LIMIT: u32 = 1_000_000;
+
 impl Transport {
+    /// `maxConnections` when it is within the schema's range (1 to
+    /// [`MAX_CONNECTIONS_LIMIT`]); the problem otherwise.
+    pub fn max_connections(&self) -> Result<Option<u32>, String> {
+        match self.max_connections {
+            Some(n) if n == 0 || n > MAX_CONNECTIONS_LIMIT => Err(format!(
+                "spec.transport.maxConnections must be between 1 and {MAX_CONNECTIONS_LIMIT}, not {n}"
+            )),
+            other => Ok(other),
+        }
+    }
+
     /// Where a listener transport listens: `bindAddress` (default `127.0.0.1`) and
     /// `port`. A listener without TLS is held to loopback, because what it receives
     /// travels in clear and anyone who reaches the port can write events. `None` for
@@ -172,6 +190,9 @@ impl Transport {
 
     fn socket_address(&self, plain: bool) -> Result<std::net::SocketAddr, ListenAddressError> {
         let port = self.port.ok_or(ListenAddressError::NoPort)?;
+        if port == 0 {
+            return Err(ListenAddressError::PortZero);
+        }
         let text = self.bind_address.as_deref().unwrap_or("127.0.0.1");
         let ip: std::net::IpAddr = text
             .parse()

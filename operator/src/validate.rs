@@ -153,6 +153,9 @@ fn check_files(report: &mut Report, resources: &ResourceSet) {
         if let Some(Err(e)) = sensor.object.spec.transport.listen_address() {
             report.problem(&sensor.file, object("Sensor", sensor), e.to_string());
         }
+        if let Err(e) = sensor.object.spec.transport.max_connections() {
+            report.problem(&sensor.file, object("Sensor", sensor), e);
+        }
     }
     for feed in &resources.feeds {
         match (&feed.object.spec.path, &feed.object.spec.url) {

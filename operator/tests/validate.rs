@@ -191,6 +191,16 @@ fn listeners_that_cannot_listen_where_they_say_are_problems() {
         "local.yaml",
         &sensor("local", "{type: http, port: 19302}"),
     );
+    write(
+        dir.path(),
+        "portzero.yaml",
+        &sensor("portzero", "{type: syslog-tcp, port: 0}"),
+    );
+    write(
+        dir.path(),
+        "nocap.yaml",
+        &sensor("nocap", "{type: http, port: 19303, maxConnections: 0}"),
+    );
 
     let report = validate_dir(dir.path()).unwrap();
     let lines: Vec<String> = report.problems.iter().map(ToString::to_string).collect();
@@ -208,7 +218,15 @@ fn listeners_that_cannot_listen_where_they_say_are_problems() {
         has("Sensor soc/badip: spec.transport.bindAddress \"example\" is not an IP address"),
         "{lines:#?}"
     );
-    assert_eq!(lines.len(), 4, "{lines:#?}");
+    assert!(
+        has("Sensor soc/portzero: spec.transport.port must be between 1 and 65535, not 0"),
+        "{lines:#?}"
+    );
+    assert!(
+        has("Sensor soc/nocap: spec.transport.maxConnections must be between 1 and 1000000, not 0"),
+        "{lines:#?}"
+    );
+    assert_eq!(lines.len(), 6, "{lines:#?}");
 }
 
 /// A file that is not text is one problem; the rest of the repository is still checked,

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use serde::Serialize;
 
 use crate::error::RejectReason;
+use crate::transport::TransportReject;
 
 /// Lock-free counters; one instance per ingest stage, shared by reference.
 #[derive(Debug, Default)]
@@ -15,6 +16,9 @@ pub struct IngestStats {
     events_in: AtomicU64,
     events_published: AtomicU64,
     rejected: [AtomicU64; RejectReason::ALL.len()],
+    /// Records a transport refused before any parser saw them (a cut frame, a bad
+    /// `_bulk` action line, …).
+    transport_rejected: [AtomicU64; TransportReject::ALL.len()],
 }
 
 /// A point-in-time copy of [`IngestStats`].
@@ -45,16 +49,29 @@ impl IngestStats {
         self.rejected[reason.index()].load(Ordering::Relaxed)
     }
 
+    pub fn transport_rejected(&self, reason: TransportReject) -> u64 {
+        self.transport_rejected[reason.index()].load(Ordering::Relaxed)
+    }
+
+    /// Records rejected by a parser or by a transport.
     pub fn events_rejected(&self) -> u64 {
-        RejectReason::ALL.iter().map(|r| self.rejected(*r)).sum()
+        let parsed: u64 = RejectReason::ALL.iter().map(|r| self.rejected(*r)).sum();
+        let framed: u64 = TransportReject::ALL
+            .iter()
+            .map(|r| self.transport_rejected(*r))
+            .sum();
+        parsed + framed
     }
 
     pub fn snapshot(&self) -> StatsSnapshot {
-        let rejected_by_reason: BTreeMap<_, _> = RejectReason::ALL
+        let parsed = RejectReason::ALL
             .iter()
-            .map(|r| (r.as_str(), self.rejected(*r)))
-            .filter(|(_, n)| *n > 0)
-            .collect();
+            .map(|r| (r.as_str(), self.rejected(*r)));
+        let framed = TransportReject::ALL
+            .iter()
+            .map(|r| (r.as_str(), self.transport_rejected(*r)));
+        let rejected_by_reason: BTreeMap<_, _> =
+            parsed.chain(framed).filter(|(_, n)| *n > 0).collect();
         StatsSnapshot {
             events_in: self.events_in(),
             events_published: self.events_published(),
@@ -74,6 +91,10 @@ impl IngestStats {
     pub(crate) fn record_rejected(&self, reason: RejectReason) {
         self.rejected[reason.index()].fetch_add(1, Ordering::Relaxed);
     }
+
+    pub(crate) fn record_transport_rejected(&self, reason: TransportReject) {
+        self.transport_rejected[reason.index()].fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 #[cfg(test)]
@@ -89,14 +110,15 @@ mod tests {
         stats.record_published();
         stats.record_rejected(RejectReason::InvalidJson);
         stats.record_rejected(RejectReason::InvalidJson);
+        stats.record_transport_rejected(TransportReject::TruncatedFrame);
         let snap = stats.snapshot();
         assert_eq!(snap.events_in, 3);
         assert_eq!(snap.events_published, 1);
-        assert_eq!(snap.events_rejected, 2);
+        assert_eq!(snap.events_rejected, 3);
         assert_eq!(
             snap.rejected_by_reason,
-            BTreeMap::from([("invalid_json", 2)])
+            BTreeMap::from([("invalid_json", 2), ("truncated_frame", 1)])
         );
-        assert_eq!(stats.events_rejected(), 2);
+        assert_eq!(stats.events_rejected(), 3);
     }
 }

@@ -42,11 +42,18 @@ impl Server {
 
     /// The listener over HTTPS with `acceptor`.
     async fn start_tls(ingest: HttpIngest, acceptor: tokio_rustls::TlsAcceptor) -> Self {
+        Self::start_tls_with(ingest, acceptor, Connections::unmetered("test")).await
+    }
+
+    async fn start_tls_with(
+        ingest: HttpIngest,
+        acceptor: tokio_rustls::TlsAcceptor,
+        connections: Connections,
+    ) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
         let router = http::router(ingest);
-        let connections = Connections::unmetered("test");
         let task = tokio::spawn(http::serve_tls(
             listener,
             acceptor,
@@ -1037,4 +1044,86 @@ async fn a_body_that_stalls_is_answered_408_and_nothing_of_it_is_published() {
     let (events, letters) = pipeline.drain().await;
     assert_eq!(events.len(), 1, "only the slow but whole body's event");
     assert!(letters.is_empty());
+}
+
+#[tokio::test]
+async fn a_client_that_never_reads_its_answers_loses_its_connection() {
+    use tokio::io::AsyncWriteExt;
+    let pipeline = Pipeline::new(64).await;
+    let inlet = pipeline.suricata_inlet(SENSOR, 64);
+    let connections = Connections::unmetered("http:test")
+        .with_write_stall_timeout(std::time::Duration::from_secs(1));
+    let server =
+        Server::start_with(HttpIngest::new([Arc::clone(&inlet)]), connections.clone()).await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket.connect(server.addr).await.unwrap();
+    let (_read_half, mut write_half) = stream.into_split();
+    // Requests enough for answers to fill both sockets' buffers, never read.
+    let writing = tokio::spawn(async move {
+        let requests = b"GET / HTTP/1.1\r\nhost: x\r\n\r\n".repeat(1000);
+        for _ in 0..1000 {
+            if write_half.write_all(&requests).await.is_err() {
+                return;
+            }
+        }
+    });
+    while connections.open() == 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let mut closed = false;
+    for _ in 0..1200 {
+        if connections.open() == 0 {
+            closed = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(
+        closed,
+        "the connection of a client that reads nothing was kept"
+    );
+    writing.abort();
+    server.stop().await;
+    drop(pipeline);
+}
+
+#[tokio::test]
+async fn https_handshakes_take_their_place_under_the_cap() {
+    let pki = throwaway_pki();
+    let pipeline = Pipeline::new(64).await;
+    let inlet = pipeline.suricata_inlet(SENSOR, 64);
+    let acceptor =
+        kastell_ingest::transport::syslog_tls::tls_acceptor(&pki.cert, &pki.key).unwrap();
+    let metrics = kastell_ingest::transport::IngestMetrics::unregistered();
+    let connections = Connections::new(2, "https:test", &metrics);
+    let server = Server::start_tls_with(
+        HttpIngest::new([Arc::clone(&inlet)]),
+        acceptor,
+        connections.clone(),
+    )
+    .await;
+    let url = format!("https://localhost:{}/", server.addr.port());
+    // A client silent in its handshake holds one of the two places, and only one.
+    let silent = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    while connections.open() < 1 {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let client = https_client(&pki, None);
+    let answer = client.get(&url).send().await.unwrap();
+    assert_eq!(answer.status(), 200);
+    drop((answer, client));
+    while connections.open() > 1 {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    // With both places taken, the next connection is closed before its handshake.
+    let second = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    while connections.open() < 2 {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(https_client(&pki, None).get(&url).send().await.is_err());
+    assert_eq!(connections.refused(), 1);
+    drop((silent, second));
+    server.stop().await;
+    drop(pipeline);
 }

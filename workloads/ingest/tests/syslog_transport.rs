@@ -89,6 +89,13 @@ async fn tcp_takes_newline_and_octet_counted_frames_on_one_connection() {
     wait_for_records(&inlet, 6).await;
     shutdown.cancel();
     server.await.unwrap().unwrap();
+    // The transport's rejections count in the stage's totals like the parsers'.
+    let stats = pipeline.stats.snapshot();
+    assert_eq!(stats.events_in, 6);
+    assert_eq!(stats.events_published, 4);
+    assert_eq!(stats.events_rejected, 2);
+    assert_eq!(stats.rejected_by_reason["invalid_frame"], 1);
+    assert_eq!(stats.rejected_by_reason["truncated_frame"], 1);
 
     let (events, letters) = pipeline.drain().await;
     let messages = messages(&events);

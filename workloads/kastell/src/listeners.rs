@@ -157,7 +157,10 @@ fn plan_one(sensor: &Loaded<Sensor>, data_dir: &Path) -> anyhow::Result<Option<L
         sensor: name,
         format,
         kind,
-        max_connections: transport.max_connections.map(|n| n as usize),
+        max_connections: transport
+            .max_connections()
+            .map_err(anyhow::Error::msg)?
+            .map(|n| n as usize),
     }))
 }
 
@@ -224,7 +227,9 @@ pub async fn start_counted(
                 let (server_tls, inlets, cap) = http_servers
                     .entry(*addr)
                     .or_insert_with(|| (tls.clone(), Vec::new(), None));
-                *cap = (*cap).max(plan.max_connections);
+                // Each Sensor's own cap, the default where it sets none; the largest wins.
+                let own = plan.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS);
+                *cap = Some(cap.map_or(own, |cap| cap.max(own)));
                 anyhow::ensure!(
                     server_tls == tls,
                     "sensor {sensor}: shares http {addr} with {} but not its tls setting",

@@ -43,6 +43,7 @@ pub struct Connections {
     refusing: Arc<AtomicBool>,
     listener: Arc<str>,
     idle_timeout: Duration,
+    write_stall_timeout: Duration,
 }
 
 impl Connections {
@@ -58,6 +59,7 @@ impl Connections {
             refusing: Arc::new(AtomicBool::new(false)),
             listener: listener.into(),
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            write_stall_timeout: crate::transport::write_stall::WRITE_STALL_TIMEOUT,
         }
     }
 
@@ -76,6 +78,18 @@ impl Connections {
     pub fn with_idle_timeout(mut self, timeout: Duration) -> Self {
         self.idle_timeout = timeout;
         self
+    }
+
+    /// How long an HTTP answer may wait for its client to read it (see
+    /// [`crate::transport::WRITE_STALL_TIMEOUT`]); syslog listeners write nothing.
+    #[must_use]
+    pub fn with_write_stall_timeout(mut self, timeout: Duration) -> Self {
+        self.write_stall_timeout = timeout;
+        self
+    }
+
+    pub fn write_stall_timeout(&self) -> Duration {
+        self.write_stall_timeout
     }
 
     pub fn max(&self) -> usize {

@@ -26,7 +26,8 @@ use crate::ingestor::IngestError;
 use crate::source::PUBLISH_WINDOW;
 use crate::transport::body_stall::limit_body_stall;
 use crate::transport::bulk::{split_bulk, BulkBody, BulkItem};
-use crate::transport::connections::{Connections, DEFAULT_BODY_STALL_TIMEOUT};
+use crate::transport::connections::{Connections, Slot, DEFAULT_BODY_STALL_TIMEOUT};
+use crate::transport::http_conn::Incoming;
 use crate::transport::inlet::{Admission, Delivered, Frame, Inlet, TransportReject};
 use crate::transport::syslog_tcp::accept_next;
 
@@ -262,13 +263,12 @@ pub async fn serve(
     crate::transport::http_conn::serve_listener(listener, router, connections, shutdown).await
 }
 
-/// Handshakes in progress at once on an HTTPS listener; further connections wait in
-/// the kernel's backlog.
-const MAX_PENDING_HANDSHAKES: usize = 256;
-
 /// Serves the router over HTTPS (TLS 1.3 only, see
 /// [`crate::transport::syslog_tls::tls_acceptor`]) on `listener` until `shutdown`
 /// resolves, with each request's peer address known to the handlers as in [`serve`].
+/// A connection takes its place under the cap of `connections` before its handshake, so
+/// handshakes in progress are bounded by the same cap; past it a connection is closed
+/// before its handshake (an answer would need one).
 ///
 /// # Errors
 ///
@@ -280,16 +280,15 @@ pub async fn serve_tls(
     connections: Connections,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let listener = TlsListener::new(listener, acceptor)?;
+    let listener = TlsListener::new(listener, acceptor, connections.clone())?;
     crate::transport::http_conn::serve_listener(listener, router, connections, shutdown).await
 }
 
-/// A listener that hands axum connections whose TLS handshake is done. Handshakes run in
-/// their own tasks, bounded in number and time, so a client that stalls in its handshake
-/// holds up no one else.
+/// A listener that hands over connections whose TLS handshake is done, each with its
+/// place under the cap. Handshakes run in their own tasks, each within the handshake
+/// timeout, so a client that stalls in its handshake holds up no one else.
 struct TlsListener {
-    ready: tokio::sync::mpsc::Receiver<(TlsStream, SocketAddr)>,
-    local: SocketAddr,
+    ready: tokio::sync::mpsc::Receiver<(TlsStream, SocketAddr, Slot)>,
     accepting: tokio::task::JoinHandle<()>,
 }
 
@@ -299,15 +298,13 @@ impl TlsListener {
     fn new(
         listener: tokio::net::TcpListener,
         acceptor: tokio_rustls::TlsAcceptor,
+        connections: Connections,
     ) -> std::io::Result<Self> {
         let local = listener.local_addr()?;
-        let (done, ready) = tokio::sync::mpsc::channel(MAX_PENDING_HANDSHAKES);
-        let pending = Arc::new(tokio::sync::Semaphore::new(MAX_PENDING_HANDSHAKES));
+        // Finished handshakes wait here only until the serving loop takes them.
+        let (done, ready) = tokio::sync::mpsc::channel(64);
         let accepting = tokio::spawn(async move {
             loop {
-                let Ok(permit) = Arc::clone(&pending).acquire_owned().await else {
-                    return;
-                };
                 // Running out of file handles is waited out there, as for syslog.
                 let (tcp, peer) = match accept_next(&listener, "https").await {
                     Ok(accepted) => accepted,
@@ -315,6 +312,9 @@ impl TlsListener {
                         tracing::error!(listen = %local, reason = %e, "https listener stopped accepting");
                         return;
                     }
+                };
+                let Some(slot) = connections.admit(peer) else {
+                    continue;
                 };
                 let acceptor = acceptor.clone();
                 let done = done.clone();
@@ -325,22 +325,17 @@ impl TlsListener {
                     );
                     match handshake.await {
                         Ok(Ok(stream)) => {
-                            let _ = done.send((stream, peer)).await;
+                            let _ = done.send((stream, peer, slot)).await;
                         }
                         Ok(Err(e)) => {
                             tracing::info!(peer = %peer, reason = %e, "https handshake failed");
                         }
                         Err(_) => tracing::info!(peer = %peer, "https handshake timed out"),
                     }
-                    drop(permit);
                 });
             }
         });
-        Ok(TlsListener {
-            ready,
-            local,
-            accepting,
-        })
+        Ok(TlsListener { ready, accepting })
     }
 }
 
@@ -350,20 +345,16 @@ impl Drop for TlsListener {
     }
 }
 
-impl axum::serve::Listener for TlsListener {
+impl Incoming for TlsListener {
     type Io = TlsStream;
-    type Addr = SocketAddr;
 
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+    async fn accept(&mut self) -> (Self::Io, SocketAddr, Option<Slot>) {
         match self.ready.recv().await {
-            Some(ready) => ready,
-            // The accepting task only ends when the listener is dropped.
+            Some((stream, peer, slot)) => (stream, peer, Some(slot)),
+            // The accepting task only ends when the listener is dropped or its socket
+            // fails for good, which it has logged.
             None => std::future::pending().await,
         }
-    }
-
-    fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        Ok(self.local)
     }
 }
 

@@ -33,8 +33,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
-use crate::transport::connections::Connections;
+use crate::transport::connections::{Connections, Slot};
 use crate::transport::http::{error_response, MAX_URI_BYTES};
+use crate::transport::syslog_tcp::accept_next;
+use crate::transport::write_stall::WriteStall;
 
 /// The most header fields a request may carry: hyper's own default.
 pub const MAX_HEADERS: usize = 100;
@@ -102,12 +104,8 @@ fn check_head(buffer: &[u8]) -> Option<Head> {
         }
     };
     if let httparse::Status::Complete(_) = parsed {
-        if let Some(problem) = content_length_problem(request.headers) {
-            return Some(Head::Refused(
-                StatusCode::BAD_REQUEST,
-                "bad_request",
-                problem,
-            ));
+        if let Some(refused) = framing_problem(request.headers) {
+            return Some(refused);
         }
     }
     let target_len = request.path.map(str::len).or_else(|| {
@@ -141,6 +139,50 @@ fn what_it_looks_like(buffer: &[u8]) -> &'static str {
         [0x16, 0x03, ..] => " (the bytes look like a TLS handshake: this port serves plain HTTP)",
         [0xef, 0xbb, 0xbf, ..] => " (the request starts with a UTF-8 byte-order mark)",
         _ => "",
+    }
+}
+
+/// The refusal of a head whose body framing hyper would refuse with a bare status: a
+/// `Transfer-Encoding` that does not end in `chunked`, an unusable `Content-Length`, or
+/// one beyond any body limit (hyper answers that 431).
+fn framing_problem(headers: &[httparse::Header<'_>]) -> Option<Head> {
+    let bad = |reason: String| {
+        Some(Head::Refused(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            reason,
+        ))
+    };
+    for header in headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("transfer-encoding"))
+    {
+        let value = String::from_utf8_lossy(header.value);
+        let last = value.rsplit(',').next().unwrap_or("").trim();
+        if !last.eq_ignore_ascii_case("chunked") {
+            return bad(format!(
+                "Transfer-Encoding {:?} does not end in chunked",
+                value.trim()
+            ));
+        }
+    }
+    if let Some(problem) = content_length_problem(headers) {
+        return bad(problem);
+    }
+    // Every Content-Length agrees by now; the first says it.
+    let declared = headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+        .and_then(|h| std::str::from_utf8(h.value).ok())
+        .and_then(|v| v.split(',').next())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    match declared {
+        Some(length) if length > i64::MAX as u64 => Some(Head::Refused(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("the request declares a body of {length} bytes, over any body limit"),
+        )),
+        _ => None,
     }
 }
 
@@ -250,14 +292,16 @@ async fn refuse<IO: AsyncRead + AsyncWrite + Unpin>(
 /// Serves one connection: its first head checked here, then hyper with the router, the
 /// peer's address known to the handlers as `ConnectInfo`.
 async fn serve_connection<IO>(
-    mut io: IO,
+    io: IO,
     peer: SocketAddr,
     router: Router,
-    idle_timeout: Duration,
+    limits: (Duration, Duration),
     stop: CancellationToken,
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let (idle_timeout, write_stall_timeout) = limits;
+    let mut io = WriteStall::new(io, write_stall_timeout);
     let mut buffer = Vec::with_capacity(4 * 1024);
     // A client still silent when the listener stops has sent nothing to finish.
     let head = tokio::select! {
@@ -340,37 +384,58 @@ where
     });
 }
 
+/// Where a listener's connections come from: a plain TCP listener, or one that hands
+/// over connections after their TLS handshake, having taken their place under the cap
+/// itself (`Some` slot) before it.
+pub(crate) trait Incoming: Send {
+    type Io: AsyncRead + AsyncWrite + Unpin + Send + 'static;
+
+    fn accept(
+        &mut self,
+    ) -> impl std::future::Future<Output = (Self::Io, SocketAddr, Option<Slot>)> + Send;
+}
+
+impl Incoming for tokio::net::TcpListener {
+    type Io = tokio::net::TcpStream;
+
+    async fn accept(&mut self) -> (Self::Io, SocketAddr, Option<Slot>) {
+        // Running out of file handles is waited out there, as for syslog.
+        match accept_next(self, "http").await {
+            Ok((stream, peer)) => (stream, peer, None),
+            Err(e) => {
+                tracing::error!(reason = %e, "http listener stopped accepting");
+                std::future::pending().await
+            }
+        }
+    }
+}
+
 /// Accepts connections from `listener` until `shutdown` resolves, serving each with
 /// [`serve_connection`] while `connections` has room and refusing it otherwise, then lets
 /// the requests in flight finish.
-pub(crate) async fn serve_listener<L>(
+pub(crate) async fn serve_listener<L: Incoming>(
     mut listener: L,
     router: Router,
     connections: Connections,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()>
-where
-    L: axum::serve::Listener<Addr = SocketAddr>,
-{
+) -> std::io::Result<()> {
     let stop = CancellationToken::new();
     let tasks = TaskTracker::new();
     tokio::pin!(shutdown);
     loop {
-        let (io, peer) = tokio::select! {
+        let (io, peer, slot) = tokio::select! {
             accepted = listener.accept() => accepted,
             () = &mut shutdown => break,
         };
-        let Some(slot) = connections.admit(peer) else {
+        let Some(slot) = slot.or_else(|| connections.admit(peer)) else {
             refuse_over_cap(io, &connections);
             continue;
         };
-        let serving = serve_connection(
-            io,
-            peer,
-            router.clone(),
+        let limits = (
             connections.idle_timeout(),
-            stop.clone(),
+            connections.write_stall_timeout(),
         );
+        let serving = serve_connection(io, peer, router.clone(), limits, stop.clone());
         tasks.spawn(async move {
             serving.await;
             drop(slot);
@@ -478,6 +543,15 @@ mod tests {
             assert_eq!(refused_status(request.as_bytes()), Some(400), "{head}");
             assert_eq!(refused_reason(request.as_bytes()), reason, "{head}");
         }
+        let huge = "POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 18446744073709551615\r\n\r\n";
+        assert_eq!(refused_status(huge.as_bytes()), Some(413));
+        let gzip_only = "POST / HTTP/1.1\r\nhost: x\r\ntransfer-encoding: gzip\r\n\r\n";
+        assert_eq!(
+            refused_reason(gzip_only.as_bytes()),
+            "Transfer-Encoding \"gzip\" does not end in chunked"
+        );
+        let chunked = "POST / HTTP/1.1\r\nhost: x\r\ntransfer-encoding: gzip, chunked\r\n\r\n";
+        assert_eq!(check_head(chunked.as_bytes()), Some(Head::Fine));
         for fine in [
             "content-length: 3",
             "content-length: 3, 3",

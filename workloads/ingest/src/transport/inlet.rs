@@ -109,6 +109,17 @@ pub enum TransportReject {
 }
 
 impl TransportReject {
+    pub const ALL: [TransportReject; 4] = [
+        TransportReject::PartialLine,
+        TransportReject::InvalidBulkAction,
+        TransportReject::InvalidFrame,
+        TransportReject::TruncatedFrame,
+    ];
+
+    pub(crate) fn index(self) -> usize {
+        self as usize
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             TransportReject::PartialLine => "partial_line",
@@ -341,6 +352,8 @@ impl Inlet {
         self.metrics.records.inc();
         self.metrics.bytes.inc_by(frame.len as u64);
         self.metrics.reject(why.as_str());
+        self.stats.record_in();
+        self.stats.record_transport_rejected(why);
         self.dead_letter(&frame, why.as_str(), reason).await
     }
 
