@@ -893,6 +893,26 @@ async fn a_declared_length_over_the_limit_is_refused_before_any_body_arrives() {
 }
 
 #[tokio::test]
+async fn an_unknown_sensor_is_refused_before_its_body_arrives() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (pipeline, _inlet, server) = one_sensor(64).await;
+    let mut stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let head = "POST /api/v1/ingest/nobody HTTP/1.1\r\nhost: x\r\ncontent-length: 1000\r\n\r\n";
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = vec![0u8; 4096];
+    let read = tokio::time::timeout(std::time::Duration::from_secs(30), stream.read(&mut answer))
+        .await
+        .expect("answered without the body")
+        .unwrap();
+    let text = String::from_utf8_lossy(&answer[..read]);
+    assert!(text.starts_with("HTTP/1.1 404 "), "{text}");
+    assert!(text.contains("unknown_sensor"), "{text}");
+    drop(stream);
+    server.stop().await;
+    drop(pipeline);
+}
+
+#[tokio::test]
 async fn a_client_that_never_finishes_its_body_does_not_hold_up_shutdown() {
     use tokio::io::AsyncWriteExt;
     let (pipeline, _inlet, server) = one_sensor(64).await;

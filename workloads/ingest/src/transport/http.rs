@@ -120,7 +120,13 @@ pub fn router(ingest: HttpIngest) -> Router {
     let stall = ingest.body_stall_timeout;
     Router::new()
         .route("/", get(root).head(root_head))
-        .route("/api/v1/ingest/{sensor}", post(ingest_lines))
+        .route(
+            "/api/v1/ingest/{sensor}",
+            post(ingest_lines).route_layer(axum::middleware::from_fn_with_state(
+                ingest.clone(),
+                known_sensor,
+            )),
+        )
         .route("/_bulk", post(bulk).put(bulk))
         .route("/{index}/_bulk", post(bulk_into).put(bulk_into))
         .route("/_license", get(license))
@@ -453,6 +459,21 @@ fn gunzip(body: &[u8], max: usize) -> Result<Bytes, Refusal> {
         ));
     }
     Ok(Bytes::from(out))
+}
+
+/// Refuses a request for a sensor this listener does not serve before its body is read:
+/// a shipper pointed at the wrong name learns it at once, not after its upload.
+async fn known_sensor(
+    State(ingest): State<HttpIngest>,
+    Path(sensor): Path<String>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if ingest.inlets.contains_key(&sensor) {
+        next.run(request).await
+    } else {
+        Refusal::UnknownSensor(sensor).into_response()
+    }
 }
 
 /// `POST /api/v1/ingest/{sensor}`: newline-delimited records for one sensor.

@@ -31,8 +31,13 @@ pub enum SyslogFrame<'a> {
     Message { bytes: &'a [u8], len: usize },
     /// An octet count that was not `DIGITS SP`; the rest of that line is skipped.
     InvalidCount { bytes: &'a [u8], reason: String },
-    /// The stream ended inside an octet-counted message.
-    Truncated { bytes: &'a [u8], expected: usize },
+    /// The stream ended inside an octet-counted message, `received` bytes into it (of
+    /// which `bytes` holds the first `max`).
+    Truncated {
+        bytes: &'a [u8],
+        received: usize,
+        expected: usize,
+    },
 }
 
 /// Reads messages from a stream, keeping at most `max` bytes of any one.
@@ -41,6 +46,8 @@ pub struct SyslogFramer<R> {
     framing: Framing,
     max: usize,
     buf: Vec<u8>,
+    /// Bytes of the current message read so far, kept or not.
+    received: usize,
     /// Whether the first byte of a message has been seen and the message is not yet
     /// returned: shared, so that a caller can tell while [`Self::next`] is pending.
     begun: Arc<AtomicBool>,
@@ -53,6 +60,7 @@ impl<R: AsyncRead + Unpin> SyslogFramer<R> {
             framing,
             max,
             buf: Vec::new(),
+            received: 0,
             begun: Arc::new(AtomicBool::new(false)),
         }
     }
@@ -66,11 +74,12 @@ impl<R: AsyncRead + Unpin> SyslogFramer<R> {
     }
 
     /// What is held of a message whose [`Self::next`] was dropped inside it: the bytes
-    /// kept so far (at most the size limit); `None` when no message was begun.
-    pub fn unfinished(&mut self) -> Option<&[u8]> {
+    /// kept so far (at most the size limit) and how many were received; `None` when no
+    /// message was begun.
+    pub fn unfinished(&mut self) -> Option<(&[u8], usize)> {
         self.begun
             .swap(false, Ordering::Relaxed)
-            .then_some(self.buf.as_slice())
+            .then_some((self.buf.as_slice(), self.received))
     }
 
     /// The next message, or `None` at the end of the stream.
@@ -80,6 +89,7 @@ impl<R: AsyncRead + Unpin> SyslogFramer<R> {
     /// When reading the stream fails.
     pub async fn next(&mut self) -> std::io::Result<Option<SyslogFrame<'_>>> {
         self.buf.clear();
+        self.received = 0;
         self.begun.store(false, Ordering::Relaxed);
         let Some(first) = self.skip_blank().await? else {
             return Ok(None);
@@ -101,6 +111,7 @@ impl<R: AsyncRead + Unpin> SyslogFramer<R> {
                 if got < expected {
                     return Ok(Some(SyslogFrame::Truncated {
                         bytes: &self.buf,
+                        received: got,
                         expected,
                     }));
                 }
@@ -157,6 +168,7 @@ impl<R: AsyncRead + Unpin> SyslogFramer<R> {
             let room = self.max.saturating_sub(self.buf.len());
             self.buf.extend_from_slice(&chunk[..chunk.len().min(room)]);
             len = len.saturating_add(chunk.len());
+            self.received = len;
             let consumed = chunk.len() + usize::from(newline.is_some());
             self.reader.consume(consumed);
             if newline.is_some() {
@@ -179,6 +191,15 @@ impl<R: AsyncRead + Unpin> SyslogFramer<R> {
                 self.buf.clear();
                 return Ok(count);
             }
+            // RFC 6587's MSG-LEN is NONZERO-DIGIT *DIGIT: a count of 0 frames nothing, and
+            // a leading zero is not a length a sender writes.
+            if byte == b'0' && self.buf.is_empty() {
+                self.buf.push(byte);
+                self.reader.consume(1);
+                return Ok(Err(
+                    "octet count starts with 0; a count is a non-zero number (RFC 6587)".to_owned(),
+                ));
+            }
             if byte.is_ascii_digit() && self.buf.len() >= MAX_LENGTH_DIGITS {
                 return Ok(Err(format!(
                     "octet count {:?}… has more than {MAX_LENGTH_DIGITS} digits, over any \
@@ -193,6 +214,7 @@ impl<R: AsyncRead + Unpin> SyslogFramer<R> {
                 )));
             }
             self.buf.push(byte);
+            self.received = self.buf.len();
             self.reader.consume(1);
         }
     }
@@ -210,6 +232,7 @@ impl<R: AsyncRead + Unpin> SyslogFramer<R> {
             self.buf.extend_from_slice(&available[..take.min(room)]);
             self.reader.consume(take);
             read += take;
+            self.received = read;
         }
         Ok(read)
     }
@@ -237,9 +260,9 @@ mod tests {
                 SyslogFrame::InvalidCount { bytes, .. } => {
                     Got::Bad(String::from_utf8_lossy(bytes).into_owned())
                 }
-                SyslogFrame::Truncated { bytes, expected } => {
-                    Got::Cut(String::from_utf8_lossy(bytes).into_owned(), expected)
-                }
+                SyslogFrame::Truncated {
+                    bytes, expected, ..
+                } => Got::Cut(String::from_utf8_lossy(bytes).into_owned(), expected),
             });
         }
         out
@@ -284,6 +307,29 @@ mod tests {
             reason(b"12x3 abc").await,
             "octet count \"12\" is not digits followed by a space"
         );
+        for zero in [&b"0 x"[..], b"00000000041 <13>a message"] {
+            let zero: &'static [u8] = zero;
+            assert_eq!(
+                reason(zero).await,
+                "octet count starts with 0; a count is a non-zero number (RFC 6587)"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_cut_message_reports_what_was_received_not_only_what_was_kept() {
+        let mut framer = SyslogFramer::new(&b"10 abcdefg"[..], Framing::OctetCounting, 4);
+        match framer.next().await.unwrap() {
+            Some(SyslogFrame::Truncated {
+                bytes,
+                received,
+                expected,
+            }) => {
+                assert_eq!(bytes, b"abcd");
+                assert_eq!((received, expected), (7, 10));
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[tokio::test]

@@ -187,13 +187,13 @@ pub(crate) async fn read_stream<S: AsyncRead + Unpin>(
                 break;
             }
             Next::Cut => {
-                let held = framer.unfinished().unwrap_or_default();
+                let (held, received) = framer.unfinished().unwrap_or_default();
                 seq += 1;
-                let frame = Frame::new(origin, seq, held).from_peer(peer);
+                let mut frame = Frame::new(origin, seq, held).from_peer(peer);
+                frame.len = received;
                 let reason = format!(
-                    "the listener stopped {} bytes into a message, which did not end within \
-                     {} s",
-                    held.len(),
+                    "the listener stopped {received} bytes into a message, which did not end \
+                     within {} s",
                     SHUTDOWN_GRACE.as_secs()
                 );
                 if let Err(e) = inlet
@@ -251,12 +251,15 @@ async fn deliver(
                 .reject(frame, TransportReject::InvalidFrame, reason)
                 .await?;
         }
-        SyslogFrame::Truncated { bytes, expected } => {
-            let frame = Frame::new(origin, seq, bytes).from_peer(peer);
-            let reason = format!(
-                "the connection closed {} bytes into a {expected}-byte message",
-                bytes.len()
-            );
+        SyslogFrame::Truncated {
+            bytes,
+            received,
+            expected,
+        } => {
+            let mut frame = Frame::new(origin, seq, bytes).from_peer(peer);
+            frame.len = received;
+            let reason =
+                format!("the connection closed {received} bytes into a {expected}-byte message");
             inlet
                 .reject(frame, TransportReject::TruncatedFrame, reason)
                 .await?;

@@ -181,7 +181,13 @@ pub async fn serve_tls(
         let (inlet, shutdown, acceptor) = (Arc::clone(&inlet), shutdown.clone(), acceptor.clone());
         tasks.spawn(async move {
             let _slot = slot;
-            let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+            // A handshake still going when the listener stops has nothing of a message.
+            let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream));
+            let handshake = tokio::select! {
+                done = handshake => done,
+                () = shutdown.cancelled() => return,
+            };
+            let stream = match handshake {
                 Ok(Ok(stream)) => stream,
                 Ok(Err(e)) => {
                     tracing::info!(sensor = inlet.sensor(), peer = %peer, reason = %e, "tls handshake failed");
