@@ -462,6 +462,80 @@ fn correlation_match(hit: CorrelationHit<'_, usize>) -> DetectMatch {
     }
 }
 
+/// Detection over normalised events, routed by their source as the correlate stage routes
+/// them (rules compiled in [`crate::Mode::Routed`]): for `kastell detect --format`, where
+/// the events are a sensor's records as Kastell normalises them. Events are numbered in
+/// the order given; an event's time is its `@timestamp`, else the time of the one before.
+pub struct RoutedDetector<'r> {
+    rules: &'r RuleSet,
+    state: crate::CorrelationState<usize>,
+    time_ms: i64,
+    stats: DetectStats,
+}
+
+impl<'r> RoutedDetector<'r> {
+    pub fn new(rules: &'r RuleSet) -> Self {
+        RoutedDetector {
+            rules,
+            state: rules.correlation_state(),
+            time_ms: 0,
+            stats: DetectStats::default(),
+        }
+    }
+
+    /// Evaluates the next event, handing each match to `on_match`.
+    ///
+    /// # Errors
+    ///
+    /// What `on_match` returns.
+    pub fn event(
+        &mut self,
+        event: &kastell_core::Event,
+        mut on_match: impl FnMut(DetectMatch) -> Result<(), DetectError>,
+    ) -> Result<(), DetectError> {
+        let index = self.stats.events;
+        self.stats.events += 1;
+        if let Some(time) = event.timestamp() {
+            self.time_ms = time.timestamp_millis();
+        }
+        let evaluation = self
+            .rules
+            .evaluate_with(&mut self.state, event, self.time_ms, &|| index);
+        for rule in evaluation.rules {
+            self.stats.matches += 1;
+            on_match(DetectMatch {
+                rule_id: rule.id.clone(),
+                rule_title: rule.title.clone(),
+                level: rule.level.to_string(),
+                event_index: Some(index),
+                group: None,
+                event_indices: None,
+            })?;
+        }
+        for hit in evaluation.correlations {
+            self.stats.matches += 1;
+            on_match(correlation_match(hit))?;
+        }
+        Ok(())
+    }
+
+    /// Closes the correlation windows judged at their end (the input is over).
+    ///
+    /// # Errors
+    ///
+    /// What `on_match` returns.
+    pub fn finish(
+        mut self,
+        mut on_match: impl FnMut(DetectMatch) -> Result<(), DetectError>,
+    ) -> Result<DetectStats, DetectError> {
+        for hit in self.rules.flush_correlations(&mut self.state) {
+            self.stats.matches += 1;
+            on_match(correlation_match(hit))?;
+        }
+        Ok(self.stats)
+    }
+}
+
 /// [`detect_events`] writing each match as one JSON line to `out`, and each skipped piece
 /// of input as one line to `skipped` (`event skipped: line N (event I): reason`).
 ///

@@ -11,9 +11,12 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::ValueEnum;
-use kastell_correlate::{CompileOptions, Mode, Placeholders, RuleDocument, RuleSet};
+use kastell_correlate::{
+    CompileOptions, DetectError, DetectMatch, DetectStats, Mode, Placeholders, RoutedDetector,
+    RuleDocument, RuleSet,
+};
 use kastell_crds::ResourceSet;
-use kastell_ingest::{decode_reader_json, Decoder, Format, ParseContext};
+use kastell_ingest::{decode_reader, Decoder, Format, ParseContext};
 
 /// Arguments of `kastell detect`.
 #[derive(clap::Args, Debug)]
@@ -30,10 +33,10 @@ pub struct DetectArgs {
     #[arg(long, default_value = "-")]
     events: PathBuf,
     /// Read the events as this sensor format (suricata-eve, zeek, wazuh-alerts, ossec,
-    /// syslog, json-lines, greenbone) and normalise them to ECS first, as `kastell parse
-    /// --format` does, so that rules written for ECS fields match raw sensor records.
-    /// Event indices then count the normalised events, as `kastell parse` prints them;
-    /// records that do not parse are listed on stderr.
+    /// syslog, json-lines, greenbone), normalised to ECS as `kastell parse --format` does,
+    /// and evaluate the rules as `kastell run` does: routed by each event's source, with
+    /// the field mappings of docs/detection.md. Event indices then count the normalised
+    /// events; records that do not parse are listed on stderr.
     #[arg(long)]
     format: Option<Format>,
     /// How to print matches.
@@ -58,8 +61,8 @@ pub enum DetectOutput {
 ///
 /// A rule path or the events cannot be read, an event is not JSON, or stdout fails.
 pub fn run(args: DetectArgs) -> anyhow::Result<ExitCode> {
-    let input: Box<dyn Read + Send> = if args.events.as_os_str() == "-" {
-        Box::new(io::stdin())
+    let input: Box<dyn Read> = if args.events.as_os_str() == "-" {
+        Box::new(io::stdin().lock())
     } else {
         let file = File::open(&args.events)
             .with_context(|| format!("opening {}", args.events.display()))?;
@@ -75,14 +78,21 @@ pub fn run(args: DetectArgs) -> anyhow::Result<ExitCode> {
 /// The command over any input and outputs, so tests drive exactly what `run` does.
 fn detect(
     args: &DetectArgs,
-    input: impl Read + Send,
+    input: impl Read,
     out: &mut impl Write,
     err: &mut impl Write,
 ) -> anyhow::Result<ExitCode> {
     let DetectOutput::Jsonl = args.output;
     let (documents, mut problems) = rule_documents(&args.rules)?;
+    // With --format the events are Kastell's own, so the rules are routed by source and
+    // their fields mapped as the correlate stage does; without it, raw mode.
+    let mode = if args.format.is_some() {
+        Mode::Routed
+    } else {
+        Mode::Raw
+    };
     let options = CompileOptions {
-        mode: Mode::Raw,
+        mode,
         placeholders: placeholders(&args.placeholders),
         ..CompileOptions::default()
     };
@@ -121,93 +131,47 @@ fn detect(
     Ok(ExitCode::SUCCESS)
 }
 
-/// What the normalising thread of [`detect_normalised`] hands over.
-enum Normalised {
-    /// An event's JSON, as the ingest stage publishes it.
-    Event(Vec<u8>),
-    /// A record that did not parse: its line and reason.
-    Reject(String),
-}
-
-/// `detect_to_jsonl` over `input` read as `format` and normalised, streamed: a thread
-/// decodes while the rules evaluate, at most [`NORMALISED_IN_FLIGHT`] events apart.
+/// Detection over `input` read as `format` and normalised as the ingest stage does, each
+/// event routed to the rules of its source as the correlate stage routes it (`rules` are
+/// compiled in routed mode). Rejected records are listed on `err` as they come.
 fn detect_normalised(
     rules: &RuleSet,
     format: Format,
-    input: impl Read + Send,
+    input: impl Read,
     out: &mut impl Write,
     err: &mut impl Write,
-) -> anyhow::Result<kastell_correlate::DetectStats> {
-    let (send, receive) = std::sync::mpsc::sync_channel(NORMALISED_IN_FLIGHT);
-    std::thread::scope(|scope| {
-        let decoding = scope.spawn(move || {
-            let mut decoder = Decoder::new(format, ParseContext::new("detect"));
-            decode_reader_json(BufReader::new(input), &mut decoder, |decoded| {
-                let item = match decoded.result {
-                    Ok(event) => Normalised::Event(event.as_bytes().to_vec()),
-                    Err(error) => Normalised::Reject(format!(
-                        "line {}: {}: {error}",
-                        decoded.line,
-                        error.reason()
-                    )),
-                };
-                // A closed channel means detection stopped; what is left is not wanted.
-                let _ = send.send(item);
-            })
-        });
-        let mut events = NormalisedReader {
-            receive,
-            current: Vec::new(),
-            at: 0,
-            rejects: Vec::new(),
+) -> anyhow::Result<DetectStats> {
+    let mut detector = RoutedDetector::new(rules);
+    let mut decoder = Decoder::new(format, ParseContext::new("detect"));
+    let mut failed: Option<DetectError> = None;
+    decode_reader(BufReader::new(input), &mut decoder, |decoded| {
+        if failed.is_some() {
+            return;
+        }
+        let done = match decoded.result {
+            Ok(event) => detector.event(&event, |found| write_match(out, &found)),
+            Err(error) => writeln!(
+                err,
+                "record skipped: line {}: {}: {error}",
+                decoded.line,
+                error.reason()
+            )
+            .map_err(DetectError::from),
         };
-        let stats = kastell_correlate::detect_to_jsonl(rules, &mut events, &mut *out, &mut *err);
-        let NormalisedReader {
-            receive, rejects, ..
-        } = events;
-        drop(receive);
-        let read = decoding
-            .join()
-            .map_err(|_| anyhow::anyhow!("the normalising thread panicked"))?;
-        for reject in &rejects {
-            writeln!(err, "record skipped: {reject}")?;
-        }
-        read.context("reading the events")?;
-        Ok(stats?)
+        failed = done.err();
     })
-}
-
-/// Normalised events in flight between the decoding thread and the rules.
-const NORMALISED_IN_FLIGHT: usize = 256;
-
-/// The normalised events as JSON lines, read from the decoding thread; rejects are kept
-/// aside for stderr.
-struct NormalisedReader {
-    receive: std::sync::mpsc::Receiver<Normalised>,
-    current: Vec<u8>,
-    at: usize,
-    rejects: Vec<String>,
-}
-
-impl Read for NormalisedReader {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        while self.at == self.current.len() {
-            match self.receive.recv() {
-                Ok(Normalised::Event(mut line)) => {
-                    line.push(b'\n');
-                    self.current = line;
-                    self.at = 0;
-                }
-                Ok(Normalised::Reject(reason)) => self.rejects.push(reason),
-                // The decoder finished.
-                Err(_) => return Ok(0),
-            }
-        }
-        let n = buf.len().min(self.current.len() - self.at);
-        buf[..n].copy_from_slice(&self.current[self.at..self.at + n]);
-        self.at += n;
-        Ok(n)
+    .context("reading the events")?;
+    if let Some(e) = failed {
+        return Err(e.into());
     }
+    Ok(detector.finish(|found| write_match(out, &found))?)
+}
+
+/// One match as the JSON line `kastell detect` prints.
+fn write_match(out: &mut impl Write, found: &DetectMatch) -> Result<(), DetectError> {
+    let line = serde_json::to_string(found).map_err(io::Error::other)?;
+    writeln!(out, "{line}")?;
+    Ok(())
 }
 
 /// The rule documents in the files under `paths`: every DetectionRule of a resource file,
@@ -530,48 +494,63 @@ mod tests {
     }
 
     #[test]
-    fn with_a_format_raw_sensor_records_are_normalised_before_the_rules_see_them() {
+    fn with_a_format_raw_sensor_records_are_normalised_and_routed_as_kastell_run_does() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/soc");
-        let mut alerts = std::fs::read_to_string(root.join("data/wazuh/alerts.json")).unwrap();
-        alerts.push_str("{\"not\": an alert}\n");
         let run = |format: Option<Format>, input: &[u8]| {
             let mut args = args(&root.join("rules"), true);
             args.format = format;
             let (mut out, mut err) = (Vec::new(), Vec::new());
             let code = detect(&args, input, &mut out, &mut err).unwrap();
             assert_eq!(code, ExitCode::SUCCESS);
-            (
-                String::from_utf8(out).unwrap(),
-                String::from_utf8(err).unwrap(),
-            )
+            let titles: Vec<String> = String::from_utf8(out)
+                .unwrap()
+                .lines()
+                .map(|l| {
+                    let found: serde_json::Value = serde_json::from_str(l).unwrap();
+                    found["rule_title"].as_str().unwrap().to_owned()
+                })
+                .collect();
+            (titles, String::from_utf8(err).unwrap())
         };
-        // The bundled rules read ECS paths (`wazuh.rule.groups`): raw alerts match none.
-        let (raw, _) = run(None, alerts.as_bytes());
-        assert!(!raw.contains("Wazuh"), "{raw}");
+        let count = |titles: &[String], title: &str| titles.iter().filter(|t| *t == title).count();
 
+        // The bundled Wazuh rules read ECS paths (`wazuh.rule.groups`): raw alerts match
+        // none of them; normalised, three.
+        let mut alerts = std::fs::read_to_string(root.join("data/wazuh/alerts.json")).unwrap();
+        alerts.push_str("{\"not\": an alert}\n");
+        let (raw, _) = run(None, alerts.as_bytes());
+        assert!(!raw.iter().any(|t| t.contains("Wazuh")), "{raw:?}");
         let (normalised, err) = run(Some(Format::WazuhAlerts), alerts.as_bytes());
-        // Exactly what `kastell parse --format wazuh-alerts | kastell detect` prints.
-        let mut parsed = Vec::new();
-        let mut decoder = Decoder::new(Format::WazuhAlerts, ParseContext::new("detect"));
-        decode_reader_json(alerts.as_bytes(), &mut decoder, |decoded| {
-            if let Ok(event) = decoded.result {
-                parsed.extend_from_slice(event.as_bytes());
-                parsed.push(b'\n');
-            }
-        })
-        .unwrap();
-        let (piped, _) = run(None, &parsed);
-        assert_eq!(normalised, piped);
-        assert_eq!(normalised.lines().count(), 3, "{normalised}");
-        assert!(
-            normalised.contains("\"rule_title\":\"SSH Brute Force Reported by Wazuh\""),
-            "{normalised}"
-        );
+        assert_eq!(normalised.len(), 3, "{normalised:?}");
+        assert_eq!(count(&normalised, "SSH Brute Force Reported by Wazuh"), 1);
         let last = alerts.lines().count();
         assert!(
             err.contains(&format!("record skipped: line {last}: invalid_json: ")),
             "{err}"
         );
+
+        // The bundled Suricata rules name EVE's own fields (`alert.severity`), which the
+        // source's field mapping finds under `suricata.eve`: the alerts `kastell run`
+        // raises from the same data (README's "alerts by rule").
+        let eve = std::fs::read(root.join("data/suricata/eve.json")).unwrap();
+        let (found, err) = run(Some(Format::SuricataEve), &eve);
+        assert!(err.is_empty(), "{err}");
+        assert_eq!(
+            count(&found, "Suricata Low Severity Alert"),
+            30,
+            "{found:?}"
+        );
+        assert_eq!(
+            count(&found, "Suricata High Severity Alert"),
+            4,
+            "{found:?}"
+        );
+        assert_eq!(
+            count(&found, "Denied SMB Access to an Administrative Share"),
+            6,
+            "{found:?}"
+        );
+        assert_eq!(found.len(), 40, "{found:?}");
     }
 
     #[test]
