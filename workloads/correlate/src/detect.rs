@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 
 use crate::correlation::CorrelationHit;
 use crate::error::RuleError;
-use crate::ruleset::{RuleDocument, RuleSet};
+use crate::ruleset::{Evaluation, RuleDocument, RuleSet};
 
 /// What `kastell detect` can fail on.
 #[derive(Debug, thiserror::Error)]
@@ -299,21 +299,7 @@ pub fn detect_events_reporting(
         let flat = flatten_event(event);
         time_ms = event_time_ms(&flat).unwrap_or(time_ms);
         let evaluation = rules.evaluate_raw_with(&mut state, &flat, time_ms, &|| index);
-        for rule in evaluation.rules {
-            stats.matches += 1;
-            on_match(DetectMatch {
-                rule_id: rule.id.clone(),
-                rule_title: rule.title.clone(),
-                level: rule.level.to_string(),
-                event_index: Some(index),
-                group: None,
-                event_indices: None,
-            })?;
-        }
-        for hit in evaluation.correlations {
-            stats.matches += 1;
-            on_match(correlation_match(hit))?;
-        }
+        report(evaluation, index, &mut stats, &mut on_match)?;
     }
     // The input is over: windows judged at their end close with what they hold.
     for hit in rules.flush_correlations(&mut state) {
@@ -451,6 +437,31 @@ fn at_column(error: &serde_json::Error) -> String {
     format!("{without} at column {}", error.column())
 }
 
+/// Hands the matches of the event numbered `index` to `on_match`, counting them.
+fn report(
+    evaluation: Evaluation<'_, usize>,
+    index: usize,
+    stats: &mut DetectStats,
+    on_match: &mut impl FnMut(DetectMatch) -> Result<(), DetectError>,
+) -> Result<(), DetectError> {
+    for rule in evaluation.rules {
+        stats.matches += 1;
+        on_match(DetectMatch {
+            rule_id: rule.id.clone(),
+            rule_title: rule.title.clone(),
+            level: rule.level.to_string(),
+            event_index: Some(index),
+            group: None,
+            event_indices: None,
+        })?;
+    }
+    for hit in evaluation.correlations {
+        stats.matches += 1;
+        on_match(correlation_match(hit))?;
+    }
+    Ok(())
+}
+
 fn correlation_match(hit: CorrelationHit<'_, usize>) -> DetectMatch {
     DetectMatch {
         rule_id: hit.rule.id.clone(),
@@ -501,22 +512,7 @@ impl<'r> RoutedDetector<'r> {
         let evaluation = self
             .rules
             .evaluate_with(&mut self.state, event, self.time_ms, &|| index);
-        for rule in evaluation.rules {
-            self.stats.matches += 1;
-            on_match(DetectMatch {
-                rule_id: rule.id.clone(),
-                rule_title: rule.title.clone(),
-                level: rule.level.to_string(),
-                event_index: Some(index),
-                group: None,
-                event_indices: None,
-            })?;
-        }
-        for hit in evaluation.correlations {
-            self.stats.matches += 1;
-            on_match(correlation_match(hit))?;
-        }
-        Ok(())
+        report(evaluation, index, &mut self.stats, &mut on_match)
     }
 
     /// Closes the correlation windows judged at their end (the input is over).

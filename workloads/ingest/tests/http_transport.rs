@@ -865,22 +865,29 @@ async fn https_with_a_client_ca_takes_only_clients_with_a_certificate_from_it() 
     assert!(letters.is_empty());
 }
 
-#[tokio::test]
-async fn a_declared_length_over_the_limit_is_refused_before_any_body_arrives() {
+/// Sends a request head without its body and reads the first answer, within a deadline
+/// that turns waiting for the body into a failure.
+async fn answer_to_head_alone(addr: SocketAddr, head: &str) -> (tokio::net::TcpStream, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let (pipeline, _inlet, server) = one_sensor(64).await;
-    let mut stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
-    // The head alone, the body never sent: the answer must not wait for it.
-    let head = format!(
-        "POST /api/v1/ingest/{SENSOR} HTTP/1.1\r\nhost: x\r\ncontent-length: 99999999999999\r\n\r\n"
-    );
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     stream.write_all(head.as_bytes()).await.unwrap();
     let mut answer = vec![0u8; 4096];
     let read = tokio::time::timeout(std::time::Duration::from_secs(30), stream.read(&mut answer))
         .await
         .expect("answered without the body")
         .unwrap();
-    let text = String::from_utf8_lossy(&answer[..read]);
+    let text = String::from_utf8_lossy(&answer[..read]).into_owned();
+    (stream, text)
+}
+
+#[tokio::test]
+async fn a_declared_length_over_the_limit_is_refused_before_any_body_arrives() {
+    let (pipeline, _inlet, server) = one_sensor(64).await;
+    // The head alone, the body never sent: the answer must not wait for it.
+    let head = format!(
+        "POST /api/v1/ingest/{SENSOR} HTTP/1.1\r\nhost: x\r\ncontent-length: 99999999999999\r\n\r\n"
+    );
+    let (stream, text) = answer_to_head_alone(server.addr, &head).await;
     assert!(text.starts_with("HTTP/1.1 413 "), "{text}");
     assert!(
         text.contains("declares a body of 99999999999999 bytes"),
@@ -894,17 +901,9 @@ async fn a_declared_length_over_the_limit_is_refused_before_any_body_arrives() {
 
 #[tokio::test]
 async fn an_unknown_sensor_is_refused_before_its_body_arrives() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let (pipeline, _inlet, server) = one_sensor(64).await;
-    let mut stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
     let head = "POST /api/v1/ingest/nobody HTTP/1.1\r\nhost: x\r\ncontent-length: 1000\r\n\r\n";
-    stream.write_all(head.as_bytes()).await.unwrap();
-    let mut answer = vec![0u8; 4096];
-    let read = tokio::time::timeout(std::time::Duration::from_secs(30), stream.read(&mut answer))
-        .await
-        .expect("answered without the body")
-        .unwrap();
-    let text = String::from_utf8_lossy(&answer[..read]);
+    let (stream, text) = answer_to_head_alone(server.addr, head).await;
     assert!(text.starts_with("HTTP/1.1 404 "), "{text}");
     assert!(text.contains("unknown_sensor"), "{text}");
     drop(stream);
