@@ -280,10 +280,17 @@ fn validate(dir: &Path) -> anyhow::Result<ExitCode> {
     for problem in &report.problems {
         println!("{problem}");
     }
+    let counted = |n: usize, what: &str| {
+        if n == 1 {
+            format!("1 {what}")
+        } else {
+            format!("{n} {what}s")
+        }
+    };
     println!(
-        "{} resources, {} problems",
-        report.resource_count(),
-        report.problems.len()
+        "{}, {}",
+        counted(report.resource_count(), "resource"),
+        counted(report.problems.len(), "problem")
     );
     Ok(if report.problems.is_empty() {
         ExitCode::SUCCESS

@@ -171,7 +171,7 @@ fn validate_accepts_the_bundled_example_and_reports_a_broken_repository() {
         text.contains("rule.yaml") && text.contains("missing field `sigma`"),
         "{text}"
     );
-    assert!(text.contains("1 problems"), "{text}");
+    assert!(text.contains("1 problem\n"), "{text}");
 }
 
 #[test]
