@@ -7,6 +7,7 @@ pub mod audit;
 pub mod bus;
 pub mod event;
 pub mod response;
+pub mod stall;
 pub mod store;
 
 pub use alert::{

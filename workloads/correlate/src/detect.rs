@@ -532,6 +532,17 @@ impl<'r> RoutedDetector<'r> {
     }
 }
 
+/// One match as the JSON line `kastell detect` prints.
+///
+/// # Errors
+///
+/// [`DetectError::Write`].
+pub fn write_match(out: &mut impl Write, found: &DetectMatch) -> Result<(), DetectError> {
+    let line = serde_json::to_string(found).map_err(std::io::Error::other)?;
+    writeln!(out, "{line}")?;
+    Ok(())
+}
+
 /// [`detect_events`] writing each match as one JSON line to `out`, and each skipped piece
 /// of input as one line to `skipped` (`event skipped: line N (event I): reason`).
 ///
@@ -547,11 +558,7 @@ pub fn detect_to_jsonl(
     detect_events_reporting(
         rules,
         input,
-        |m| {
-            let line = serde_json::to_string(&m).map_err(std::io::Error::other)?;
-            writeln!(out, "{line}")?;
-            Ok(())
-        },
+        |m| write_match(out, &m),
         |skip| {
             writeln!(skipped, "{skip}")?;
             Ok(())

@@ -40,7 +40,8 @@ pub use correlation::{
 };
 pub use detect::{
     detect_events, detect_events_reporting, detect_to_jsonl, event_time_ms, flatten_event,
-    load_rules, rule_files, DetectError, DetectMatch, DetectStats, RoutedDetector, SkippedEvent,
+    load_rules, rule_files, write_match, DetectError, DetectMatch, DetectStats, RoutedDetector,
+    SkippedEvent,
 };
 pub use error::{ErrorKind, RuleError};
 pub use expand::Placeholders;

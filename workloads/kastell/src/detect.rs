@@ -12,7 +12,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::ValueEnum;
 use kastell_correlate::{
-    CompileOptions, DetectError, DetectMatch, DetectStats, Mode, Placeholders, RoutedDetector,
+    write_match, CompileOptions, DetectError, DetectStats, Mode, Placeholders, RoutedDetector,
     RuleDocument, RuleSet,
 };
 use kastell_crds::ResourceSet;
@@ -165,13 +165,6 @@ fn detect_normalised(
         return Err(e.into());
     }
     Ok(detector.finish(|found| write_match(out, &found))?)
-}
-
-/// One match as the JSON line `kastell detect` prints.
-fn write_match(out: &mut impl Write, found: &DetectMatch) -> Result<(), DetectError> {
-    let line = serde_json::to_string(found).map_err(io::Error::other)?;
-    writeln!(out, "{line}")?;
-    Ok(())
 }
 
 /// The rule documents in the files under `paths`: every DetectionRule of a resource file,

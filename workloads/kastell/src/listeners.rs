@@ -201,10 +201,14 @@ pub async fn start_counted(
     type HttpServer = (
         Option<(PathBuf, PathBuf, Option<PathBuf>)>,
         Vec<Arc<Inlet>>,
-        Option<usize>,
+        usize,
     );
     let mut http_servers: BTreeMap<SocketAddr, HttpServer> = BTreeMap::new();
     let mut tasks = Vec::new();
+    // Labelled by transport and address, as the metrics show them.
+    let connections = |transport: &str, addr: &SocketAddr, max: usize| {
+        Connections::new(max, &format!("{transport}:{addr}"), metrics)
+    };
     for plan in plans {
         let inlet = Arc::new(Inlet::new(
             decoder(&plan.sensor, &plan.format)?,
@@ -215,21 +219,14 @@ pub async fn start_counted(
         ));
         let token = shutdown.clone();
         let sensor = plan.sensor.clone();
-        let connections = |transport: &str, addr: &SocketAddr| {
-            Connections::new(
-                plan.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS),
-                &format!("{transport}:{addr}"),
-                metrics,
-            )
-        };
+        let max_connections = plan.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS);
         let task = match &plan.kind {
             ListenerKind::Http { addr, tls } => {
                 let (server_tls, inlets, cap) = http_servers
                     .entry(*addr)
-                    .or_insert_with(|| (tls.clone(), Vec::new(), None));
+                    .or_insert_with(|| (tls.clone(), Vec::new(), 0));
                 // Each Sensor's own cap, the default where it sets none; the largest wins.
-                let own = plan.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS);
-                *cap = Some(cap.map_or(own, |cap| cap.max(own)));
+                *cap = (*cap).max(max_connections);
                 anyhow::ensure!(
                     server_tls == tls,
                     "sensor {sensor}: shares http {addr} with {} but not its tls setting",
@@ -249,7 +246,7 @@ pub async fn start_counted(
             ListenerKind::SyslogTcp { addr, framing } => {
                 let listener = bind_tcp(&sensor, *addr).await?;
                 let framing = *framing;
-                let connections = connections("syslog-tcp", addr);
+                let connections = connections("syslog-tcp", addr, max_connections);
                 tokio::spawn(async move {
                     log_end(
                         &sensor,
@@ -268,7 +265,7 @@ pub async fn start_counted(
                     .with_context(|| format!("sensor {sensor}: loading its TLS certificate"))?;
                 let listener = bind_tcp(&sensor, *addr).await?;
                 let framing = *framing;
-                let connections = connections("syslog-tls", addr);
+                let connections = connections("syslog-tls", addr, max_connections);
                 tokio::spawn(async move {
                     log_end(
                         &sensor,
@@ -307,11 +304,7 @@ pub async fn start_counted(
             None => None,
         };
         let scheme = if tls.is_some() { "https" } else { "http" };
-        let connections = Connections::new(
-            cap.unwrap_or(DEFAULT_MAX_CONNECTIONS),
-            &format!("{scheme}:{addr}"),
-            metrics,
-        );
+        let connections = connections(scheme, &addr, cap);
         tasks.push(tokio::spawn(async move {
             let stopped = async move { token.cancelled().await };
             let ended = match acceptor {

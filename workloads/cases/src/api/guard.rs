@@ -11,17 +11,13 @@
 //! has no streaming answers, so a connection with no byte moving for that long is
 //! abandoned, not busy.
 
-use std::future::Future;
 use std::io;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::serve::Listener;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use kastell_core::stall::{StallTimeout, Watch};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tokio::time::{Instant, Sleep};
 
 /// Connections an API listener serves at once.
 pub const MAX_API_CONNECTIONS: usize = 1024;
@@ -57,7 +53,9 @@ impl<L> Guarded<L> {
 }
 
 impl<L: Listener> Listener for Guarded<L> {
-    type Io = IdleTimeout<L::Io>;
+    /// The connection, failing once no byte has moved either way for the timeout, and
+    /// holding its place under the cap until dropped.
+    type Io = StallTimeout<L::Io, OwnedSemaphorePermit>;
     type Addr = L::Addr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
@@ -82,118 +80,12 @@ impl<L: Listener> Listener for Guarded<L> {
             }
         };
         let (io, addr) = self.inner.accept().await;
-        (IdleTimeout::new(io, self.idle, permit), addr)
+        let io = StallTimeout::new(io, self.idle, Watch::ReadsAndWrites).holding(permit);
+        (io, addr)
     }
 
     fn local_addr(&self) -> io::Result<Self::Addr> {
         self.inner.local_addr()
-    }
-}
-
-/// A connection that fails its pending read or write once no byte has moved for the
-/// timeout, holding its slot under the cap until dropped.
-pub struct IdleTimeout<IO> {
-    inner: IO,
-    idle: Duration,
-    deadline: Pin<Box<Sleep>>,
-    _slot: OwnedSemaphorePermit,
-}
-
-impl<IO> IdleTimeout<IO> {
-    fn new(inner: IO, idle: Duration, slot: OwnedSemaphorePermit) -> Self {
-        IdleTimeout {
-            inner,
-            idle,
-            deadline: Box::pin(tokio::time::sleep(idle)),
-            _slot: slot,
-        }
-    }
-
-    fn moved(&mut self) {
-        let next = Instant::now() + self.idle;
-        self.deadline.as_mut().reset(next);
-    }
-
-    /// What a write of the inner IO makes of the deadline.
-    fn after_write(
-        &mut self,
-        written: Poll<io::Result<usize>>,
-        cx: &mut Context<'_>,
-    ) -> Poll<io::Result<usize>> {
-        match written {
-            Poll::Ready(result) => {
-                if matches!(result, Ok(n) if n > 0) {
-                    self.moved();
-                }
-                Poll::Ready(result)
-            }
-            Poll::Pending => self.expired(cx).map(Err),
-        }
-    }
-
-    /// Called when the inner IO is pending: an error once the deadline has passed.
-    fn expired(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
-        match self.deadline.as_mut().poll(cx) {
-            Poll::Ready(()) => Poll::Ready(io::Error::new(
-                io::ErrorKind::TimedOut,
-                format!("no byte moved for {} s", self.idle.as_secs()),
-            )),
-            Poll::Pending => Poll::Pending,
-        }
-    }
-}
-
-impl<IO: AsyncRead + Unpin> AsyncRead for IdleTimeout<IO> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        match Pin::new(&mut self.inner).poll_read(cx, buf) {
-            Poll::Ready(result) => {
-                if buf.filled().len() > before {
-                    self.moved();
-                }
-                Poll::Ready(result)
-            }
-            Poll::Pending => self.expired(cx).map(Err),
-        }
-    }
-}
-
-impl<IO: AsyncWrite + Unpin> AsyncWrite for IdleTimeout<IO> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        data: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let written = Pin::new(&mut self.inner).poll_write(cx, data);
-        self.after_write(written, cx)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match Pin::new(&mut self.inner).poll_flush(cx) {
-            Poll::Pending => self.expired(cx).map(Err),
-            ready => ready,
-        }
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        let written = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        self.after_write(written, cx)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
     }
 }
 

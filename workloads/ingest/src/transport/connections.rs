@@ -33,6 +33,18 @@ pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// and the connection closed (nginx's `client_body_timeout` is 60 s).
 pub const DEFAULT_BODY_STALL_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// How long an HTTP answer may wait for its client to read it before the connection is
+/// closed: without it, a client that sends requests and never reads the answers keeps
+/// its connection, and its place under the cap, for ever (hyper's timers only watch the
+/// reading side).
+pub const WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long a stopping listener lets a connection finish what it is in the middle of (an
+/// HTTP request, a syslog message). A client still sending then is cut off (an HTTP
+/// request unanswered, which a shipper sends again; a syslog message dead-lettered with
+/// what arrived), so the stage's shutdown does not wait on it.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
 /// A listener's connection cap and the metrics that show it.
 #[derive(Clone)]
 pub struct Connections {
@@ -59,7 +71,7 @@ impl Connections {
             refusing: Arc::new(AtomicBool::new(false)),
             listener: listener.into(),
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
-            write_stall_timeout: crate::transport::write_stall::WRITE_STALL_TIMEOUT,
+            write_stall_timeout: WRITE_STALL_TIMEOUT,
         }
     }
 
@@ -81,7 +93,7 @@ impl Connections {
     }
 
     /// How long an HTTP answer may wait for its client to read it (see
-    /// [`crate::transport::WRITE_STALL_TIMEOUT`]); syslog listeners write nothing.
+    /// [`WRITE_STALL_TIMEOUT`]); syslog listeners write nothing.
     #[must_use]
     pub fn with_write_stall_timeout(mut self, timeout: Duration) -> Self {
         self.write_stall_timeout = timeout;

@@ -28,6 +28,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use axum::Router;
 use hyper_util::rt::TokioIo;
+use kastell_core::stall::{StallTimeout, Watch};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -36,7 +37,6 @@ use tower::ServiceExt;
 use crate::transport::connections::{Connections, Slot};
 use crate::transport::http::{error_response, MAX_URI_BYTES};
 use crate::transport::syslog_tcp::accept_next;
-use crate::transport::write_stall::WriteStall;
 
 /// The most header fields a request may carry: hyper's own default.
 pub const MAX_HEADERS: usize = 100;
@@ -53,10 +53,9 @@ const HYPER_MAX_BUF_BYTES: usize = 1024 * 1024;
 /// connections cannot pile up before hyper takes them over.
 pub const FIRST_HEAD_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// How long a stopping listener lets a request in flight finish. A client still sending
-/// its body then (slowly, or not at all) is cut off: its request was not answered, so a
-/// shipper sends it again, and the stage's shutdown does not wait on it.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// How long a stopping listener lets a request in flight finish (the listeners' common
+/// grace).
+pub use crate::transport::connections::SHUTDOWN_GRACE;
 
 /// What a client refused because the listener is at its connection cap is told to wait:
 /// long enough for idle connections to time out or shippers to close theirs.
@@ -166,30 +165,21 @@ fn framing_problem(headers: &[httparse::Header<'_>]) -> Option<Head> {
             ));
         }
     }
-    if let Some(problem) = content_length_problem(headers) {
-        return bad(problem);
-    }
-    // Every Content-Length agrees by now; the first says it.
-    let declared = headers
-        .iter()
-        .find(|h| h.name.eq_ignore_ascii_case("content-length"))
-        .and_then(|h| std::str::from_utf8(h.value).ok())
-        .and_then(|v| v.split(',').next())
-        .and_then(|v| v.trim().parse::<u64>().ok());
-    match declared {
-        Some(length) if length > i64::MAX as u64 => Some(Head::Refused(
+    match declared_length(headers) {
+        Err(problem) => bad(problem),
+        Ok(Some(length)) if length > i64::MAX as u64 => Some(Head::Refused(
             StatusCode::PAYLOAD_TOO_LARGE,
             "body_too_large",
             format!("the request declares a body of {length} bytes, over any body limit"),
         )),
-        _ => None,
+        Ok(_) => None,
     }
 }
 
-/// Why the `Content-Length` fields of a head are unusable, if they are: a value that is
-/// not a decimal number, or several fields that disagree (RFC 9112 section 6.3). hyper
-/// answers these with a bare 400.
-fn content_length_problem(headers: &[httparse::Header<'_>]) -> Option<String> {
+/// The body length the `Content-Length` fields declare (`None` without one), or why they
+/// are unusable: a value that is not a decimal number, or several that disagree (RFC 9112
+/// section 6.3). hyper answers these with a bare 400.
+fn declared_length(headers: &[httparse::Header<'_>]) -> Result<Option<u64>, String> {
     let mut seen: Option<u64> = None;
     for header in headers
         .iter()
@@ -204,11 +194,11 @@ fn content_length_problem(headers: &[httparse::Header<'_>]) -> Option<String> {
                 .then(|| text.parse::<u64>().ok())
                 .flatten()
             else {
-                return Some(format!("Content-Length {text:?} is not a number of bytes"));
+                return Err(format!("Content-Length {text:?} is not a number of bytes"));
             };
             match seen {
                 Some(earlier) if earlier != length => {
-                    return Some(format!(
+                    return Err(format!(
                         "the request declares two Content-Lengths, {earlier} and {length}"
                     ))
                 }
@@ -216,7 +206,7 @@ fn content_length_problem(headers: &[httparse::Header<'_>]) -> Option<String> {
             }
         }
     }
-    None
+    Ok(seen)
 }
 
 fn head_too_large() -> Head {
@@ -295,13 +285,14 @@ async fn serve_connection<IO>(
     io: IO,
     peer: SocketAddr,
     router: Router,
-    limits: (Duration, Duration),
+    idle_timeout: Duration,
+    write_stall_timeout: Duration,
     stop: CancellationToken,
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let (idle_timeout, write_stall_timeout) = limits;
-    let mut io = WriteStall::new(io, write_stall_timeout);
+    // Reads are bounded by hyper's header timer and the body stall timeout.
+    let mut io = StallTimeout::new(io, write_stall_timeout, Watch::Writes);
     let mut buffer = Vec::with_capacity(4 * 1024);
     // A client still silent when the listener stops has sent nothing to finish.
     let head = tokio::select! {
@@ -431,11 +422,14 @@ pub(crate) async fn serve_listener<L: Incoming>(
             refuse_over_cap(io, &connections);
             continue;
         };
-        let limits = (
+        let serving = serve_connection(
+            io,
+            peer,
+            router.clone(),
             connections.idle_timeout(),
             connections.write_stall_timeout(),
+            stop.clone(),
         );
-        let serving = serve_connection(io, peer, router.clone(), limits, stop.clone());
         tasks.spawn(async move {
             serving.await;
             drop(slot);

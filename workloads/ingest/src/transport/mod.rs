@@ -16,14 +16,13 @@ pub mod syslog_tcp;
 pub mod syslog_tls;
 pub mod syslog_udp;
 pub mod tail;
-mod write_stall;
 
 pub use connections::{
     Connections, DEFAULT_BODY_STALL_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
+    SHUTDOWN_GRACE, WRITE_STALL_TIMEOUT,
 };
 pub use inlet::{
     Admission, Decoder, Delivered, Frame, Inlet, TransportReject, DEFAULT_QUEUE_RECORDS,
 };
 pub use metrics::{IngestMetrics, SensorMetrics};
 pub use raw_syslog::raw_syslog_event;
-pub use write_stall::WRITE_STALL_TIMEOUT;

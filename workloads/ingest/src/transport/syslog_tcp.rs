@@ -115,9 +115,9 @@ pub(crate) fn is_transient(error: &std::io::Error) -> bool {
 }
 
 /// How long a connection that is inside a message when the listener stops may take to
-/// finish it (as the HTTP listener's grace); what it has not sent by then is
+/// finish it (the listeners' common grace); what it has not sent by then is
 /// dead-lettered as `truncated_frame`.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+pub use crate::transport::connections::SHUTDOWN_GRACE;
 
 /// What [`next_frame`] found.
 enum Next<'a> {
