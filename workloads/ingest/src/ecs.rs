@@ -20,11 +20,18 @@ use crate::json::{key_order, write_doc, write_members, write_str, Doc, Members};
 pub(crate) enum Node<'t> {
     Str(Cow<'t, str>),
     Strings(Vec<Cow<'t, str>>),
+    /// A non-negative integer (ports, byte and packet counts), written without going
+    /// through `serde_json::Value`'s serializer.
+    U64(u64),
     Json(Value),
     /// A subtree of the source record, written out as it was read.
     Doc(&'t Doc<'t>),
     /// The source record itself (or one of its objects).
     Members(&'t Members<'t>),
+    /// A JSON object as the text it was received as, already checked by serde_json
+    /// ([`crate::json::selected_from_str`]), written as it is: member order, escapes
+    /// and number spellings stay the sensor's. [`EcsBuilder::has`] does not look inside.
+    Raw(&'t str),
     /// An ECS object: members in the order written, each key once; sorted when written.
     Object(Vec<(Cow<'t, str>, Node<'t>)>),
 }
@@ -87,7 +94,19 @@ macro_rules! node_from_scalar {
     )*};
 }
 
-node_from_scalar!(u64, u32, u16, u8, i64, i32, f64, bool);
+node_from_scalar!(i64, i32, f64, bool);
+
+macro_rules! node_from_unsigned {
+    ($($t:ty),*) => {$(
+        impl<'t> From<$t> for Node<'t> {
+            fn from(value: $t) -> Self {
+                Node::U64(u64::from(value))
+            }
+        }
+    )*};
+}
+
+node_from_unsigned!(u64, u32, u16, u8);
 
 impl<'t> Node<'t> {
     pub(crate) fn is_object(&self) -> bool {
@@ -97,6 +116,7 @@ impl<'t> Node<'t> {
                 | Node::Json(Value::Object(_))
                 | Node::Doc(Doc::Object(_))
                 | Node::Members(_)
+                | Node::Raw(_)
         )
     }
 
@@ -142,6 +162,13 @@ impl<'t> Node<'t> {
                 .iter()
                 .map(|(k, v)| (Cow::Borrowed(k), Node::Doc(v)))
                 .collect(),
+            Node::Raw(text) => match raw_value(text) {
+                Value::Object(map) => map
+                    .into_iter()
+                    .map(|(k, v)| (Cow::Owned(k), Node::Json(v)))
+                    .collect(),
+                _ => Vec::with_capacity(NESTED_CAPACITY),
+            },
             _ => Vec::with_capacity(NESTED_CAPACITY),
         };
         *self = Node::Object(members);
@@ -171,9 +198,11 @@ impl<'t> Node<'t> {
                     .map(|s| Value::String(s.as_ref().to_owned()))
                     .collect(),
             ),
+            Node::U64(n) => Value::from(*n),
             Node::Json(value) => value.clone(),
             Node::Doc(doc) => doc.to_value(),
             Node::Members(members) => Value::Object(members.to_map()),
+            Node::Raw(text) => raw_value(text),
             Node::Object(members) => Value::Object(
                 members
                     .iter()
@@ -182,6 +211,13 @@ impl<'t> Node<'t> {
             ),
         }
     }
+}
+
+/// The value of a [`Node::Raw`] text. It was read by the same serde_json reader before
+/// it became a node, so it reads again; were it ever not to, the event says so in place
+/// of the record rather than failing the record after it was accepted.
+fn raw_value(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_else(|e| Value::String(format!("unreadable record: {e}")))
 }
 
 /// Writes a node as serde_json writes the `Value` it stands for (see
@@ -199,6 +235,7 @@ pub(crate) fn write_node(out: &mut Vec<u8>, node: &Node<'_>) {
             }
             out.push(b']');
         }
+        Node::U64(n) => out.extend_from_slice(itoa::Buffer::new().format(*n).as_bytes()),
         Node::Json(value) => {
             if let Err(e) = serde_json::to_writer(&mut *out, value) {
                 unreachable!("writing a value to a vector cannot fail: {e}");
@@ -206,6 +243,7 @@ pub(crate) fn write_node(out: &mut Vec<u8>, node: &Node<'_>) {
         }
         Node::Doc(doc) => write_doc(out, doc),
         Node::Members(members) => write_members(out, members),
+        Node::Raw(text) => out.extend_from_slice(text.as_bytes()),
         Node::Object(members) => {
             out.push(b'{');
             for (i, (key, value)) in members.iter().enumerate() {
@@ -303,36 +341,54 @@ impl<'t> EcsBuilder<'t> {
     /// The path is a constant of the mapping, which is why the event's keys are written
     /// without an escape scan; a path built at run time goes through [`Self::put_dyn`].
     pub(crate) fn put(&mut self, path: &'static str, value: impl Into<Node<'t>>) {
-        self.put_at(DotSplit(Some(path)).map(Cow::Borrowed), value.into());
+        self.put_at(path, Cow::Borrowed, value.into());
     }
 
     /// [`Self::put`] for a path built at run time (Zeek's `zeek.<log>`).
     pub(crate) fn put_dyn(&mut self, path: &str, value: impl Into<Node<'t>>) {
-        self.put_at(
-            DotSplit(Some(path)).map(|segment| Cow::Owned(segment.to_owned())),
-            value.into(),
-        );
+        self.put_at(path, |segment| Cow::Owned(segment.to_owned()), value.into());
     }
 
-    fn put_at(&mut self, segments: impl Iterator<Item = Cow<'t, str>>, value: Node<'t>) {
-        let mut segments = segments.peekable();
+    /// Walks `path` segment by segment, creating the objects it names, and sets its last
+    /// segment to `value`. A new member is pushed with its final node at once: a
+    /// placeholder replaced afterwards cost as much as the search (every event makes
+    /// about thirty of these writes).
+    fn put_at<'p>(
+        &mut self,
+        path: &'p str,
+        key: impl Fn(&'p str) -> Cow<'t, str>,
+        value: Node<'t>,
+    ) {
         let mut members = &mut self.groups;
-        while let Some(segment) = segments.next() {
+        let mut rest = path;
+        loop {
+            // A byte scan: paths are a few bytes, too short for `memchr`'s vector set-up.
+            let (segment, tail) = match rest.bytes().position(|b| b == b'.') {
+                Some(dot) => (&rest[..dot], Some(&rest[dot + 1..])),
+                None => (rest, None),
+            };
             // Groups and objects are small and written in bursts, so the last member
             // written is tried first.
-            let index = match members.iter().rposition(|(key, _)| same_key(key, &segment)) {
+            let found = members.iter().rposition(|(k, _)| same_key(k, segment));
+            let Some(tail) = tail else {
+                match found {
+                    Some(index) => members[index].1 = value,
+                    None => members.push((key(segment), value)),
+                }
+                return;
+            };
+            let index = match found {
                 Some(index) => index,
                 None => {
-                    members.push((segment, Node::Json(Value::Null)));
+                    members.push((
+                        key(segment),
+                        Node::Object(Vec::with_capacity(NESTED_CAPACITY)),
+                    ));
                     members.len() - 1
                 }
             };
-            let slot = &mut members[index].1;
-            if segments.peek().is_none() {
-                *slot = value;
-                return;
-            }
-            members = slot.make_object();
+            members = members[index].1.make_object();
+            rest = tail;
         }
     }
 
@@ -733,9 +789,114 @@ pub(crate) fn try_canonical_ip(raw: &str) -> Option<Cow<'_, str>> {
         // std accepts IPv4 only in dotted-decimal without leading zeros, which is already
         // the canonical spelling; re-printing it would cost more than the parse.
         Ok(IpAddr::V4(_)) => Some(Cow::Borrowed(raw)),
-        Ok(ip @ IpAddr::V6(_)) => Some(Cow::Owned(ip.to_string())),
+        Ok(IpAddr::V6(ip)) => {
+            let mut canonical = Ipv6Text::default();
+            canonical.write(ip);
+            let canonical = canonical.as_str();
+            Some(if canonical == raw {
+                Cow::Borrowed(raw)
+            } else {
+                Cow::Owned(canonical.to_owned())
+            })
+        }
         Err(_) => None,
     }
+}
+
+/// An IPv6 address spelled as `Ipv6Addr`'s `Display` spells it (RFC 5952: lowercase hex
+/// without leading zeros, the longest run of two or more zero groups, the first of equal
+/// runs, written `::`; IPv4-mapped addresses as `::ffff:a.b.c.d`), on the stack. Written
+/// here because `to_string` goes through the formatting machinery, which took most of the
+/// time of reading an IPv6 address, and allocates even when the address is already in
+/// that form, as most sensors write it.
+struct Ipv6Text {
+    bytes: [u8; 48],
+    len: usize,
+}
+
+impl Default for Ipv6Text {
+    fn default() -> Self {
+        Ipv6Text {
+            bytes: [0; 48],
+            len: 0,
+        }
+    }
+}
+
+impl Ipv6Text {
+    fn write(&mut self, ip: std::net::Ipv6Addr) {
+        if let Some(v4) = ip.to_ipv4_mapped() {
+            self.push(b"::ffff:");
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    self.push(b".");
+                }
+                self.push(itoa::Buffer::new().format(octet).as_bytes());
+            }
+            return;
+        }
+        let segments = ip.segments();
+        let (zeros_start, zeros_len) = longest_zero_run(&segments);
+        if zeros_len > 1 {
+            self.groups(&segments[..zeros_start]);
+            self.push(b"::");
+            self.groups(&segments[zeros_start + zeros_len..]);
+        } else {
+            self.groups(&segments);
+        }
+    }
+
+    fn groups(&mut self, segments: &[u16]) {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        for (i, &segment) in segments.iter().enumerate() {
+            if i > 0 {
+                self.push(b":");
+            }
+            let digits = [
+                HEX[usize::from(segment >> 12)],
+                HEX[usize::from((segment >> 8) & 0xf)],
+                HEX[usize::from((segment >> 4) & 0xf)],
+                HEX[usize::from(segment & 0xf)],
+            ];
+            let significant = match segment {
+                0..=0xf => 1,
+                0x10..=0xff => 2,
+                0x100..=0xfff => 3,
+                _ => 4,
+            };
+            self.push(&digits[4 - significant..]);
+        }
+    }
+
+    fn push(&mut self, text: &[u8]) {
+        self.bytes[self.len..self.len + text.len()].copy_from_slice(text);
+        self.len += text.len();
+    }
+
+    fn as_str(&self) -> &str {
+        // Only ASCII digits, hex letters, dots and colons were pushed.
+        std::str::from_utf8(&self.bytes[..self.len]).unwrap_or_default()
+    }
+}
+
+/// Start and length of the longest run of zero groups, the first of equal runs.
+fn longest_zero_run(segments: &[u16; 8]) -> (usize, usize) {
+    let (mut best_start, mut best_len) = (0, 0);
+    let (mut start, mut len) = (0, 0);
+    for (i, &segment) in segments.iter().enumerate() {
+        if segment == 0 {
+            if len == 0 {
+                start = i;
+            }
+            len += 1;
+            if len > best_len {
+                (best_start, best_len) = (start, len);
+            }
+        } else {
+            len = 0;
+        }
+    }
+    (best_start, best_len)
 }
 
 /// Reads `2023-11-01T00:46:35.638604+0100` (Suricata, Wazuh: offset without a colon) and
@@ -907,6 +1068,57 @@ mod tests {
             "",
         ] {
             assert!(utc_timestamp("t", bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn ipv6_is_spelled_as_std_spells_it() {
+        // Segments drawn mostly from zero and small values, so every shape of zero run,
+        // tie and IPv4-mapped address comes up.
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let pick = [
+            0u16, 0, 0, 1, 0xf, 0x10, 0xff, 0x100, 0xfff, 0x1000, 0xffff, 0xdb8,
+        ];
+        let mut addresses: Vec<std::net::Ipv6Addr> = (0..20_000)
+            .map(|_| {
+                let mut segments = [0u16; 8];
+                for s in &mut segments {
+                    let r = next();
+                    *s = if r % 5 == 0 {
+                        (r >> 16) as u16
+                    } else {
+                        pick[(r >> 8) as usize % pick.len()]
+                    };
+                }
+                if next() % 7 == 0 {
+                    segments[..5].fill(0);
+                    segments[5] = 0xffff;
+                }
+                std::net::Ipv6Addr::from(segments)
+            })
+            .collect();
+        addresses.extend(
+            [
+                "::",
+                "::1",
+                "1::",
+                "::ffff:0.0.0.0",
+                "::ffff:1.2.3.4",
+                "::1.2.3.4",
+                "1:0:1:0:1:0:1:0",
+            ]
+            .map(|a| a.parse::<std::net::Ipv6Addr>().unwrap()),
+        );
+        for ip in addresses {
+            let mut ours = Ipv6Text::default();
+            ours.write(ip);
+            assert_eq!(ours.as_str(), ip.to_string(), "{:?}", ip.segments());
         }
     }
 

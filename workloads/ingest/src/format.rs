@@ -261,7 +261,7 @@ pub(crate) fn parse_record_from<O: Output>(
         });
     }
     let normalise = match format {
-        Format::SuricataEve => suricata::normalise::<O>,
+        Format::SuricataEve => return suricata::normalise(text, original, ctx),
         Format::WazuhAlerts => wazuh::normalise::<O>,
         Format::Ossec => ossec::normalise_json::<O>,
         Format::JsonLines => json_lines::normalise::<O>,

@@ -243,8 +243,16 @@ fn write_cow(out: &mut Vec<u8>, s: &Cow<'_, str>) {
 /// byte-by-byte scan.
 pub(crate) fn write_str(out: &mut Vec<u8>, s: &str) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    out.push(b'"');
     let bytes = s.as_bytes();
+    out.reserve(bytes.len() + 2);
+    out.push(b'"');
+    // Most values (addresses, names, times) need no escape: checked a word at a time,
+    // the tail as the last eight bytes again, then copied in one go.
+    if !needs_any_escape(bytes) {
+        out.extend_from_slice(bytes);
+        out.push(b'"');
+        return;
+    }
     let mut start = 0;
     let mut i = 0;
     while i < bytes.len() {
@@ -292,6 +300,21 @@ pub(crate) fn write_str(out: &mut Vec<u8>, s: &str) {
 
 /// Whether any of eight bytes is below 0x20, `"` or `\`: the classic "has a byte less
 /// than n" and "has a zero byte" word tricks, exact for the question asked.
+fn needs_any_escape(bytes: &[u8]) -> bool {
+    if bytes.len() < 8 {
+        return bytes.iter().any(|&b| b < 0x20 || b == b'"' || b == b'\\');
+    }
+    let word = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().expect("eight bytes"));
+    let mut at = 0;
+    while at + 8 <= bytes.len() {
+        if needs_escape(word(at)) {
+            return true;
+        }
+        at += 8;
+    }
+    at < bytes.len() && needs_escape(word(bytes.len() - 8))
+}
+
 fn needs_escape(word: u64) -> bool {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGHS: u64 = 0x8080_8080_8080_8080;
@@ -308,6 +331,139 @@ pub(crate) fn doc_from_str(text: &str) -> serde_json::Result<Doc<'_>> {
     let doc = DocSeed.deserialize(&mut deserializer)?;
     deserializer.end()?;
     Ok(doc)
+}
+
+/// Reads a JSON value like [`doc_from_str`], except that of a top-level object only the
+/// members `wanted` names are built; every other member is read and checked exactly as
+/// serde_json checks it when it reads a `Value` (same errors, same nesting limit, numbers
+/// in range, escapes valid) and then forgotten. For the formats that keep their record as
+/// the text it arrived as: building the members nobody reads was a third of their cost.
+pub(crate) fn selected_from_str(
+    text: &str,
+    wanted: fn(&str) -> bool,
+) -> serde_json::Result<Doc<'_>> {
+    let mut deserializer = serde_json::Deserializer::from_str(text);
+    let doc = deserializer.deserialize_any(SelectVisitor { wanted })?;
+    deserializer.end()?;
+    Ok(doc)
+}
+
+struct SelectVisitor {
+    wanted: fn(&str) -> bool,
+}
+
+impl<'de> Visitor<'de> for SelectVisitor {
+    type Value = Doc<'de>;
+
+    fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str("any valid JSON value")
+    }
+
+    fn visit_bool<E: serde::de::Error>(self, value: bool) -> Result<Doc<'de>, E> {
+        DocVisitor.visit_bool(value)
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, value: i64) -> Result<Doc<'de>, E> {
+        DocVisitor.visit_i64(value)
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, value: u64) -> Result<Doc<'de>, E> {
+        DocVisitor.visit_u64(value)
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, value: f64) -> Result<Doc<'de>, E> {
+        DocVisitor.visit_f64(value)
+    }
+
+    fn visit_borrowed_str<E: serde::de::Error>(self, value: &'de str) -> Result<Doc<'de>, E> {
+        DocVisitor.visit_borrowed_str(value)
+    }
+
+    fn visit_str<E: serde::de::Error>(self, value: &str) -> Result<Doc<'de>, E> {
+        DocVisitor.visit_str(value)
+    }
+
+    fn visit_unit<E: serde::de::Error>(self) -> Result<Doc<'de>, E> {
+        DocVisitor.visit_unit()
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Doc<'de>, A::Error> {
+        DocVisitor.visit_seq(seq)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Doc<'de>, A::Error> {
+        let mut members = Vec::with_capacity(16);
+        while let Some(key) = map.next_key_seed(KeySeed)? {
+            if (self.wanted)(&key) {
+                let value = map.next_value_seed(DocSeed)?;
+                members.push((key, value));
+            } else {
+                map.next_value_seed(CheckSeed)?;
+            }
+        }
+        Ok(Doc::Object(Members::from_unsorted(members)))
+    }
+}
+
+/// Reads a value as serde_json reads one into a `Value`, building nothing.
+#[derive(Clone, Copy)]
+struct CheckSeed;
+
+impl<'de> DeserializeSeed<'de> for CheckSeed {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        // `deserialize_any`, not `deserialize_ignored_any`: serde_json skips an ignored
+        // value with lighter checks (numbers out of range pass), and what is accepted
+        // here is published, so it must read back as the `Value` every stage decodes.
+        deserializer.deserialize_any(CheckVisitor)
+    }
+}
+
+struct CheckVisitor;
+
+impl<'de> Visitor<'de> for CheckVisitor {
+    type Value = ();
+
+    fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str("any valid JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while seq.next_element_seed(CheckSeed)?.is_some() {}
+        Ok(())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while map.next_key_seed(KeySeed)?.is_some() {
+            map.next_value_seed(CheckSeed)?;
+        }
+        Ok(())
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -445,6 +601,33 @@ mod tests {
             assert_eq!(Doc::from_value(theirs.clone()).to_value(), theirs, "{text}");
             assert_eq!(ours.clone().into_owned(), ours, "{text}");
         }
+    }
+
+    /// A member left out of the document is still read as serde_json reads a `Value`:
+    /// what is accepted is published as it is, and every stage must read it back.
+    #[test]
+    fn unselected_members_are_checked_as_a_value_would_be() {
+        let none = |_: &str| false;
+        for text in [
+            r#"{"a":1e400}"#,
+            r#"{"a":"\ud800"}"#,
+            "{\"a\":\"tab\there\"}",
+            r#"{"a":[1,2,}"#,
+            r#"{"a":{"b":01}}"#,
+            r#"{"a":1} trailing"#,
+            &format!("{{\"a\":{}{}}}", "[".repeat(200), "]".repeat(200)),
+        ] {
+            let value = serde_json::from_str::<Value>(text).unwrap_err().to_string();
+            let selected = selected_from_str(text, none).unwrap_err().to_string();
+            assert_eq!(selected, value, "{text}");
+        }
+        let text = r#"{"keep":{"x":[1,"\u00e9"]},"drop":{"y":1.5e3,"z":[null,true]},"keep":2}"#;
+        let doc = selected_from_str(text, |k| k == "keep").unwrap();
+        assert_eq!(doc.to_value(), serde_json::json!({"keep": 2}));
+        assert_eq!(
+            selected_from_str("[1]", none).unwrap().to_value(),
+            serde_json::json!([1])
+        );
     }
 
     #[test]

@@ -12,29 +12,73 @@ use serde_json::{Map, Value};
 
 use crate::ecs::{
     base_name, map_endpoints, naive_utc_timestamp, try_canonical_ip, EcsBuilder, EndpointFields,
-    Fields, Output,
+    Fields, Node, Output,
 };
-use crate::error::ParseError;
+use crate::error::{JsonType, ParseError};
 use crate::format::ParseContext;
-use crate::json::{Doc, Members};
+use crate::json::{self, Doc};
 
 pub(crate) const DATASET: &str = "suricata.eve";
 
-/// Maps one EVE record. `original` is the raw line when the caller keeps it.
+/// Maps one EVE line. `original` is the raw line when the caller keeps it.
+///
+/// The record is kept under `suricata.eve` as the text Suricata wrote (surrounding
+/// whitespace trimmed), not rebuilt: only the members the mapping reads
+/// ([`is_mapped`]) are built into a document, the others are checked and skipped.
 pub(crate) fn normalise<O: Output>(
-    record: Members<'_>,
+    text: &str,
     original: Option<&str>,
     ctx: &ParseContext,
 ) -> Result<O, ParseError> {
+    let record = match json::selected_from_str(text, is_mapped) {
+        Ok(Doc::Object(record)) => record,
+        Ok(other) => {
+            return Err(ParseError::NotAnObject {
+                found: other.json_type_name(),
+            })
+        }
+        Err(e) => return Err(ParseError::InvalidJson(e.to_string())),
+    };
     let mut out = EcsBuilder::new();
     map_record(Fields::new(&record, ""), ctx, &mut out)?;
     if let Some(original) = original {
         out.put_str("event.original", original);
     }
-    // Borrowed, not copied: the namespace holds the record exactly as Suricata wrote it,
-    // including `flow_id` as the u64 it is.
-    out.put("suricata.eve", &record);
+    out.put(
+        "suricata.eve",
+        Node::Raw(text.trim_matches([' ', '\t', '\n', '\r'])),
+    );
     Ok(out.finish())
+}
+
+/// The top-level members of an EVE record that [`map_record`] reads. A member the mapping
+/// starts reading must be added here, or it reads as absent;
+/// `selection_keeps_what_the_mapping_reads` checks this over the corpora.
+pub(crate) fn is_mapped(key: &str) -> bool {
+    matches!(
+        key,
+        "timestamp"
+            | "event_type"
+            | "in_iface"
+            | "src_ip"
+            | "dest_ip"
+            | "src_port"
+            | "dest_port"
+            | "proto"
+            | "app_proto"
+            | "community_id"
+            | "flow"
+            | "alert"
+            | "dns"
+            | "http"
+            | "tls"
+            | "fileinfo"
+            | "smb"
+            | "krb5"
+            | "ssh"
+            | "smtp"
+            | "email"
+    )
 }
 
 fn map_record<'t>(
@@ -630,6 +674,8 @@ fn named(value: Option<&str>) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ecs::EventJson;
+    use crate::json::Members;
 
     #[test]
     fn url_paths_and_queries_split_in_both_forms() {
@@ -649,6 +695,66 @@ mod tests {
         assert_eq!(mail_address(" bare@example.org "), Some("bare@example.org"));
         assert_eq!(mail_address("<>"), None);
         assert_eq!(mail_address(""), None);
+    }
+
+    /// What [`map_record`] makes of a record's members, as JSON (or its error).
+    fn mapped(record: &Members<'_>) -> String {
+        let ctx = ParseContext::new("s");
+        let mut out = EcsBuilder::new();
+        match map_record(Fields::new(record, ""), &ctx, &mut out) {
+            Ok(()) => String::from_utf8(out.finish::<EventJson>().into_bytes()).unwrap(),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    /// Every record of the fixtures and the corpora maps the same from the members
+    /// [`is_mapped`] selects as from the whole record: a member the mapping reads and
+    /// the selection drops would read as absent and change the event.
+    #[test]
+    fn selection_keeps_what_the_mapping_reads() {
+        let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut dirs = vec![manifest.join("tests/fixtures/suricata")];
+        let corpora = manifest.join("../../../shared/corpora/suricata");
+        if corpora.is_dir() {
+            dirs.push(corpora);
+        } else {
+            println!("SKIPPED the corpora: {} is absent", corpora.display());
+        }
+        let mut records = 0;
+        let mut files = Vec::new();
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    dirs.push(path);
+                } else if path
+                    .extension()
+                    .is_some_and(|e| e == "json" || e == "jsonl")
+                    && !path.ends_with("eve-schema.json")
+                {
+                    files.push(path);
+                }
+            }
+        }
+        for path in files {
+            let text = std::fs::read_to_string(&path).unwrap();
+            for line in text.lines() {
+                let (Ok(Doc::Object(whole)), Ok(Doc::Object(selected))) = (
+                    json::doc_from_str(line),
+                    json::selected_from_str(line, is_mapped),
+                ) else {
+                    continue;
+                };
+                assert_eq!(
+                    mapped(&whole),
+                    mapped(&selected),
+                    "{}: {line}",
+                    path.display()
+                );
+                records += 1;
+            }
+        }
+        assert!(records > 1000, "{records} records compared");
     }
 
     #[test]
