@@ -279,10 +279,7 @@ fn cef_time(value: &str) -> Option<String> {
     formats.iter().find_map(|f| {
         chrono::NaiveDateTime::parse_from_str(value, f)
             .ok()
-            .map(|t| {
-                t.and_utc()
-                    .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
-            })
+            .map(|t| crate::ecs::rfc3339_utc(&t.and_utc()))
     })
 }
 

@@ -351,7 +351,7 @@ fn bsd_time(stamp: &str, ctx: &ParseContext, now: DateTime<Utc>) -> Option<Strin
         .filter_map(|year| NaiveDate::from_ymd_opt(year, month, day))
         .filter_map(|date| zone.to_utc(NaiveDateTime::new(date, time)));
     let best = candidates.min_by_key(|t| (*t - now).num_seconds().abs())?;
-    Some(best.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
+    Some(crate::ecs::rfc3339_utc(&best))
 }
 
 #[cfg(test)]

@@ -745,7 +745,7 @@ pub(crate) fn epoch_to_rfc3339(seconds: f64) -> Option<String> {
         return None;
     }
     let time = chrono::DateTime::from_timestamp_micros(micros as i64)?;
-    Some(time.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
+    Some(crate::ecs::rfc3339_utc(&time))
 }
 
 fn seconds_to_nanos(seconds: f64) -> u64 {
