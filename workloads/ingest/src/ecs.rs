@@ -664,9 +664,27 @@ impl<'a> Fields<'a> {
     ) -> Result<Option<Fields<'a>>, ParseError> {
         match self.present_value(key) {
             None => Ok(None),
-            Some(Doc::Object(map)) => Ok(Some(Fields { map, prefix })),
-            Some(other) => Err(ParseError::wrong_type(&self.label(key), "an object", other)),
+            Some(value) => self.object_value(key, value, prefix),
         }
+    }
+
+    /// [`Self::object`] of the member `key` already found (null is absent).
+    pub(crate) fn object_value(
+        &self,
+        key: &str,
+        value: &'a Doc<'a>,
+        prefix: &'a str,
+    ) -> Result<Option<Fields<'a>>, ParseError> {
+        match value {
+            Doc::Null => Ok(None),
+            Doc::Object(map) => Ok(Some(Fields { map, prefix })),
+            other => Err(ParseError::wrong_type(&self.label(key), "an object", other)),
+        }
+    }
+
+    /// Every member, in key order.
+    pub(crate) fn members(&self) -> impl Iterator<Item = (&'a str, &'a Doc<'a>)> {
+        self.map.iter()
     }
 
     pub(crate) fn array(&self, key: &str) -> Result<Option<&'a [Doc<'a>]>, ParseError> {

@@ -98,40 +98,62 @@ fn map_record<'t>(
     map_observer(eve, ctx, out)?;
     map_network(eve, out)?;
 
-    if let Some(flow) = eve.object("flow", "flow")? {
-        map_flow(flow, event_type == "flow", out)?;
+    // One walk over the record finds the app-layer objects it carries (usually one or
+    // two of the eleven); they are then mapped, and checked, in a fixed order.
+    let mut layers: [Option<&Doc<'t>>; APP_LAYERS.len()] = [None; APP_LAYERS.len()];
+    for (key, value) in eve.members() {
+        if let Some(slot) = app_layer(key) {
+            layers[slot] = Some(value);
+        }
     }
-    if let Some(alert) = eve.object("alert", "alert")? {
-        map_alert(alert, out)?;
-    }
-    if let Some(dns) = eve.object("dns", "dns")? {
-        map_dns(dns, out)?;
-    }
-    if let Some(http) = eve.object("http", "http")? {
-        map_http(http, out)?;
-    }
-    if let Some(tls) = eve.object("tls", "tls")? {
-        map_tls(tls, out)?;
-    }
-    if let Some(fileinfo) = eve.object("fileinfo", "fileinfo")? {
-        map_fileinfo(fileinfo, out)?;
-    }
-    if let Some(smb) = eve.object("smb", "smb")? {
-        map_smb(smb, out)?;
-    }
-    if let Some(krb5) = eve.object("krb5", "krb5")? {
-        map_krb5(krb5, out)?;
-    }
-    if let Some(ssh) = eve.object("ssh", "ssh")? {
-        map_ssh(ssh, out)?;
-    }
-    if let Some(smtp) = eve.object("smtp", "smtp")? {
-        map_smtp(smtp, out)?;
-    }
-    if let Some(email) = eve.object("email", "email")? {
-        map_email(email, out)?;
+    for (slot, value) in layers.into_iter().enumerate() {
+        let Some(value) = value else {
+            continue;
+        };
+        let name = APP_LAYERS[slot];
+        let Some(object) = eve.object_value(name, value, name)? else {
+            continue;
+        };
+        match slot {
+            0 => map_flow(object, event_type == "flow", out)?,
+            1 => map_alert(object, out)?,
+            2 => map_dns(object, out)?,
+            3 => map_http(object, out)?,
+            4 => map_tls(object, out)?,
+            5 => map_fileinfo(object, out)?,
+            6 => map_smb(object, out)?,
+            7 => map_krb5(object, out)?,
+            8 => map_ssh(object, out)?,
+            9 => map_smtp(object, out)?,
+            _ => map_email(object, out)?,
+        }
     }
     Ok(())
+}
+
+/// The app-layer objects of an EVE record, in the order they are mapped: alerts and
+/// fileinfo records embed the objects of their transaction, and where two write the same
+/// ECS field the later one wins.
+const APP_LAYERS: [&str; 11] = [
+    "flow", "alert", "dns", "http", "tls", "fileinfo", "smb", "krb5", "ssh", "smtp", "email",
+];
+
+/// The place of `key` in [`APP_LAYERS`].
+fn app_layer(key: &str) -> Option<usize> {
+    Some(match key {
+        "flow" => 0,
+        "alert" => 1,
+        "dns" => 2,
+        "http" => 3,
+        "tls" => 4,
+        "fileinfo" => 5,
+        "smb" => 6,
+        "krb5" => 7,
+        "ssh" => 8,
+        "smtp" => 9,
+        "email" => 10,
+        _ => return None,
+    })
 }
 
 /// `event.kind`, `event.category` and `event.type` by EVE `event_type`.
@@ -675,6 +697,15 @@ fn named(value: Option<&str>) -> Option<&str> {
 mod tests {
     use super::*;
     use crate::ecs::EventJson;
+
+    #[test]
+    fn app_layers_are_found_in_their_slots() {
+        for (slot, name) in APP_LAYERS.iter().enumerate() {
+            assert_eq!(app_layer(name), Some(slot));
+            assert!(is_mapped(name), "{name}");
+        }
+        assert_eq!(app_layer("flow_id"), None);
+    }
     use crate::json::Members;
 
     #[test]
