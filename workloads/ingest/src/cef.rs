@@ -201,7 +201,7 @@ fn map_extension<'t>(key: &str, value: &str, out: &mut EcsBuilder<'t>) -> Result
     match key {
         "src" | "dst" | "c6a2" | "c6a3" => {
             let ip = canonical_ip(&field(key), value)?;
-            out.related_ip(&ip);
+            out.related_ip(ip.clone());
             let side = if matches!(key, "src" | "c6a2") {
                 "source.ip"
             } else {
@@ -221,7 +221,7 @@ fn map_extension<'t>(key: &str, value: &str, out: &mut EcsBuilder<'t>) -> Result
             out.put_dyn(&format!("{side}.port"), port);
         }
         "suser" | "duser" => {
-            out.related_user(value);
+            out.related_user(value.to_owned());
             let side = if key == "suser" {
                 "source"
             } else {
@@ -230,7 +230,7 @@ fn map_extension<'t>(key: &str, value: &str, out: &mut EcsBuilder<'t>) -> Result
             out.put_dyn(&format!("{side}.user.name"), value.to_owned());
         }
         "shost" | "dhost" => {
-            out.related_host(value);
+            out.related_host(value.to_owned());
             let side = if key == "shost" {
                 "source"
             } else {

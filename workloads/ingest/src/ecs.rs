@@ -320,10 +320,11 @@ const NESTED_CAPACITY: usize = 6;
 /// both, and the bytes are those `serde_json::to_vec(&event)` writes.
 pub(crate) struct EcsBuilder<'t> {
     groups: Vec<(Cow<'t, str>, Node<'t>)>,
-    related_ip: Vec<String>,
-    related_hosts: Vec<String>,
-    related_user: Vec<String>,
-    related_hash: Vec<String>,
+    // Borrowed from the record where the value is one of its strings: most are.
+    related_ip: Vec<Cow<'t, str>>,
+    related_hosts: Vec<Cow<'t, str>>,
+    related_user: Vec<Cow<'t, str>>,
+    related_hash: Vec<Cow<'t, str>>,
 }
 
 impl<'t> EcsBuilder<'t> {
@@ -429,20 +430,20 @@ impl<'t> EcsBuilder<'t> {
         self.put(path, Node::Strings(values));
     }
 
-    pub(crate) fn related_ip(&mut self, ip: &str) {
-        push_unique(&mut self.related_ip, ip);
+    pub(crate) fn related_ip(&mut self, ip: impl Into<Cow<'t, str>>) {
+        push_unique(&mut self.related_ip, ip.into());
     }
 
-    pub(crate) fn related_host(&mut self, host: &str) {
-        push_unique(&mut self.related_hosts, host);
+    pub(crate) fn related_host(&mut self, host: impl Into<Cow<'t, str>>) {
+        push_unique(&mut self.related_hosts, host.into());
     }
 
-    pub(crate) fn related_user(&mut self, user: &str) {
-        push_unique(&mut self.related_user, user);
+    pub(crate) fn related_user(&mut self, user: impl Into<Cow<'t, str>>) {
+        push_unique(&mut self.related_user, user.into());
     }
 
-    pub(crate) fn related_hash(&mut self, hash: &str) {
-        push_unique(&mut self.related_hash, hash);
+    pub(crate) fn related_hash(&mut self, hash: impl Into<Cow<'t, str>>) {
+        push_unique(&mut self.related_hash, hash.into());
     }
 
     /// Adds `related.*` and hands the event to the caller's output.
@@ -456,10 +457,7 @@ impl<'t> EcsBuilder<'t> {
         let related: Vec<(Cow<'t, str>, Node<'t>)> = related
             .into_iter()
             .filter(|(_, values)| !values.is_empty())
-            .map(|(key, values)| {
-                let values = values.into_iter().map(Cow::Owned).collect();
-                (Cow::Borrowed(key), Node::Strings(values))
-            })
+            .map(|(key, values)| (Cow::Borrowed(key), Node::Strings(values)))
             .collect();
         let mut root = Node::Object(self.groups);
         if !related.is_empty() {
@@ -556,9 +554,9 @@ impl<'p> Iterator for DotSplit<'p> {
     }
 }
 
-fn push_unique(values: &mut Vec<String>, value: &str) {
-    if !value.is_empty() && !values.iter().any(|v| v == value) {
-        values.push(value.to_owned());
+fn push_unique<'t>(values: &mut Vec<Cow<'t, str>>, value: Cow<'t, str>) {
+    if !value.is_empty() && !values.contains(&value) {
+        values.push(value);
     }
 }
 
@@ -777,11 +775,11 @@ pub(crate) fn map_endpoints<'t>(
         );
     }
     if let Some(ip) = source {
-        out.related_ip(&ip);
+        out.related_ip(ip.clone());
         out.put("source.ip", ip);
     }
     if let Some(ip) = destination {
-        out.related_ip(&ip);
+        out.related_ip(ip.clone());
         out.put("destination.ip", ip);
     }
     if let Some(port) = fields.port(names.source_port)? {
@@ -791,9 +789,22 @@ pub(crate) fn map_endpoints<'t>(
         out.put("destination.port", port);
     }
     if let Some(proto) = fields.str(names.transport)? {
-        out.put("network.transport", proto.to_ascii_lowercase());
+        out.put("network.transport", ascii_lowercase(proto));
     }
     Ok(())
+}
+
+/// `text` in ASCII lower case, borrowed when it already is, and the names sensors
+/// write in upper case (Suricata's `proto`) without allocating: one of these per event.
+pub(crate) fn ascii_lowercase(text: &str) -> Cow<'_, str> {
+    match text {
+        "TCP" => Cow::Borrowed("tcp"),
+        "UDP" => Cow::Borrowed("udp"),
+        "ICMP" => Cow::Borrowed("icmp"),
+        "IPv6-ICMP" => Cow::Borrowed("ipv6-icmp"),
+        _ if text.bytes().any(|b| b.is_ascii_uppercase()) => Cow::Owned(text.to_ascii_lowercase()),
+        _ => Cow::Borrowed(text),
+    }
 }
 
 pub(crate) fn canonical_ip(field: &str, raw: &str) -> Result<String, ParseError> {
@@ -1222,6 +1233,23 @@ mod tests {
             ours.write(ip);
             assert_eq!(ours.as_str(), ip.to_string(), "{:?}", ip.segments());
         }
+    }
+
+    #[test]
+    fn lower_case_borrows_what_it_can() {
+        for text in [
+            "TCP",
+            "UDP",
+            "ICMP",
+            "IPv6-ICMP",
+            "tcp",
+            "Mixed-Case",
+            "",
+            "ÄB",
+        ] {
+            assert_eq!(ascii_lowercase(text), text.to_ascii_lowercase(), "{text}");
+        }
+        assert!(matches!(ascii_lowercase("tcp"), Cow::Borrowed(_)));
     }
 
     #[test]

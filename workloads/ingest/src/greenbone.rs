@@ -449,7 +449,7 @@ impl Finding {
         if let Some(host) = self.text("host") {
             match canonical_ip("host", host) {
                 Ok(ip) => {
-                    out.related_ip(&ip);
+                    out.related_ip(ip.clone());
                     out.put("host.ip", vec![ip]);
                 }
                 Err(_) => {

@@ -320,12 +320,12 @@ fn map_data<'t>(alert: Fields<'t>, out: &mut EcsBuilder<'t>) -> Result<(), Parse
         out.put_str("host.name", host);
     }
     if let Some(ip) = alert.ip("agent_ip")? {
-        out.related_ip(&ip);
+        out.related_ip(ip.clone());
         out.put("host.ip", vec![ip]);
     }
     for (key, side) in [("srcip", "source"), ("dstip", "destination")] {
         if let Some(ip) = alert.ip(key)? {
-            out.related_ip(&ip);
+            out.related_ip(ip.clone());
             out.put_dyn(&format!("{side}.ip"), ip);
         }
     }

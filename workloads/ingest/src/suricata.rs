@@ -11,8 +11,8 @@ use std::borrow::Cow;
 use serde_json::{Map, Value};
 
 use crate::ecs::{
-    base_name, map_endpoints, naive_utc_timestamp, try_canonical_ip, EcsBuilder, EndpointFields,
-    Fields, Node, Output,
+    ascii_lowercase, base_name, map_endpoints, naive_utc_timestamp, try_canonical_ip, EcsBuilder,
+    EndpointFields, Fields, Node, Output,
 };
 use crate::error::{JsonType, ParseError};
 use crate::format::ParseContext;
@@ -230,7 +230,7 @@ fn map_network<'t>(eve: Fields<'t>, out: &mut EcsBuilder<'t>) -> Result<(), Pars
         .str("app_proto")?
         .filter(|p| !matches!(*p, "failed" | "unknown"))
     {
-        out.put("network.protocol", app.to_ascii_lowercase());
+        out.put("network.protocol", ascii_lowercase(app));
     }
     if let Some(id) = eve.str("community_id")? {
         out.put_str("network.community_id", id);
@@ -359,7 +359,7 @@ fn map_dns<'t>(dns: Fields<'t>, out: &mut EcsBuilder<'t>) -> Result<(), ParseErr
     }
     if !resolved.is_empty() {
         for ip in &resolved {
-            out.related_ip(ip);
+            out.related_ip(ip.to_owned());
         }
         out.put("dns.resolved_ip", resolved);
     }
@@ -515,7 +515,7 @@ fn map_tls<'t>(tls: Fields<'t>, out: &mut EcsBuilder<'t>) -> Result<(), ParseErr
     // ECS wants certificate digests and serials as upper-case hex without separators.
     if let Some(fingerprint) = tls.str("fingerprint")? {
         let sha1 = plain_hex(fingerprint);
-        out.related_hash(&sha1);
+        out.related_hash(sha1.clone());
         out.put("tls.server.hash.sha1", sha1);
     }
     if let Some(serial) = tls.str("serial")? {

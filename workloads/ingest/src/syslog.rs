@@ -128,7 +128,7 @@ fn put_sender(out: &mut EcsBuilder<'_>, sender: SocketAddr) {
     );
     if !out.has("source.ip") && !out.has("source.address") {
         let text = ip.to_string();
-        out.related_ip(&text);
+        out.related_ip(text.clone());
         out.put("source.address", text.clone());
         out.put("source.ip", text);
         out.put("source.port", u64::from(sender.port()));

@@ -180,7 +180,7 @@ fn map_agent<'t>(
     }
     // ECS has no agent.ip: the agent's address is its host's.
     if let Some(ip) = agent.ip("ip")? {
-        out.related_ip(&ip);
+        out.related_ip(ip.clone());
         out.put("host.ip", vec![ip]);
     }
     Ok(())
@@ -192,14 +192,14 @@ fn map_data<'t>(
     out: &mut EcsBuilder<'t>,
 ) -> Result<(), ParseError> {
     if let Some(ip) = data.ip("srcip")? {
-        out.related_ip(&ip);
+        out.related_ip(ip.clone());
         out.put("source.ip", ip);
     }
     if let Some(port) = data.port_or_text("srcport")? {
         out.put("source.port", port);
     }
     if let Some(ip) = data.ip("dstip")? {
-        out.related_ip(&ip);
+        out.related_ip(ip.clone());
         out.put("destination.ip", ip);
     }
     if let Some(port) = data.port_or_text("dstport")? {
@@ -329,14 +329,14 @@ fn map_windows<'t>(
             Some((domain, name)) => (Some(domain), name),
             None => (None, account.as_ref()),
         };
-        out.related_user(name);
+        out.related_user(name.to_owned());
         out.put_str_if_absent("user.name", name);
         if let Some(domain) = domain {
             out.put_str_if_absent("user.domain", domain);
         }
     }
     if let Some(name) = read("targetUserName")? {
-        out.related_user(&name);
+        out.related_user(name.clone());
         out.put_str_if_absent("user.name", &name);
     }
     if let Some(domain) = read("targetDomainName")? {
@@ -352,14 +352,14 @@ fn map_windows<'t>(
     map_windows_endpoint(data, "ipAddress", "ipPort", "source", out)?;
     map_windows_endpoint(data, "destinationIp", "destinationPort", "destination", out)?;
     if let Some(host) = read("destinationHostname")? {
-        out.related_host(&host);
+        out.related_host(host.clone());
         out.put_str_if_absent("destination.domain", &host);
     }
     if let Some(protocol) = data.text("protocol")? {
         out.put("network.transport", protocol.to_ascii_lowercase());
     }
     if let Some(query) = read("queryName")? {
-        out.related_host(&query);
+        out.related_host(query.clone());
         out.put("dns.question.name", query.into_owned());
     }
     Ok(())
@@ -400,7 +400,7 @@ fn map_windows_endpoint<'t>(
     let Some(ip) = data.ip(ip_key)? else {
         return Ok(());
     };
-    out.related_ip(&ip);
+    out.related_ip(ip.clone());
     if out.has(&ip_path) {
         return Ok(());
     }
@@ -437,7 +437,7 @@ fn map_sysmon_hashes<'t>(
         };
         // Sysmon prints upper case; intel feeds and ECS examples use lower case.
         let value = value.to_ascii_lowercase();
-        out.related_hash(&value);
+        out.related_hash(value.clone());
         out.put_dyn(&path, value);
     }
     Ok(())
@@ -473,7 +473,7 @@ fn map_misp<'t>(misp: Fields<'t>, out: &mut EcsBuilder<'t>) -> Result<(), ParseE
         "ip-src" | "ip-dst" => {
             // MISP address attributes may be networks, which are not addresses.
             if let Ok(ip) = canonical_ip(&misp.label("value"), value) {
-                out.related_ip(&ip);
+                out.related_ip(ip.clone());
             }
         }
         "domain" | "hostname" => out.related_host(value),

@@ -401,7 +401,7 @@ fn map_conn<'t>(zeek: Fields<'t>, out: &mut EcsBuilder<'t>) -> Result<(), ParseE
     if let Some(service) = zeek.str("service")? {
         // Zeek lists every analyser that confirmed, `ssl,http`; ECS wants one protocol.
         if let Some(first) = service.split(',').next().filter(|s| !s.is_empty()) {
-            out.put("network.protocol", first.to_ascii_lowercase());
+            out.put("network.protocol", crate::ecs::ascii_lowercase(first));
         }
     }
     if let Some(duration) = zeek.seconds("duration")? {
@@ -480,7 +480,7 @@ fn map_dns<'t>(zeek: Fields<'t>, out: &mut EcsBuilder<'t>) -> Result<(), ParseEr
             item.insert("data".to_owned(), answer.into());
             mapped.push(Value::Object(item));
             if let Ok(ip) = canonical_ip("answers", answer) {
-                out.related_ip(&ip);
+                out.related_ip(ip.clone());
                 resolved.push(ip);
             }
         }
@@ -614,7 +614,7 @@ fn map_files<'t>(zeek: Fields<'t>, out: &mut EcsBuilder<'t>) -> Result<(), Parse
     for (key, ecs) in [("tx_hosts", "source.ip"), ("rx_hosts", "destination.ip")] {
         for (i, raw) in zeek.strings(key)?.into_iter().enumerate() {
             let ip = canonical_ip(&zeek.label(key), raw)?;
-            out.related_ip(&ip);
+            out.related_ip(ip.clone());
             if i == 0 {
                 out.put_str_if_absent(ecs, &ip);
             }
@@ -634,11 +634,11 @@ fn map_notice<'t>(zeek: Fields<'t>, out: &mut EcsBuilder<'t>) -> Result<(), Pars
         out.put_str("message", msg);
     }
     if let Some(ip) = zeek.ip("src")? {
-        out.related_ip(&ip);
+        out.related_ip(ip.clone());
         out.put_str_if_absent("source.ip", &ip);
     }
     if let Some(ip) = zeek.ip("dst")? {
-        out.related_ip(&ip);
+        out.related_ip(ip.clone());
         out.put_str_if_absent("destination.ip", &ip);
     }
     if let Some(port) = zeek.port("p")? {
@@ -691,7 +691,7 @@ fn map_x509<'t>(zeek: Fields<'t>, out: &mut EcsBuilder<'t>) -> Result<(), ParseE
     }
     let names = zeek.strings("san.dns")?;
     for name in &names {
-        out.related_host(name);
+        out.related_host(name.to_owned());
     }
     if !names.is_empty() {
         out.put_strings("x509.alternative_names", &names);
