@@ -359,7 +359,7 @@ fn map_dns<'t>(dns: Fields<'t>, out: &mut EcsBuilder<'t>) -> Result<(), ParseErr
     }
     if !resolved.is_empty() {
         for ip in &resolved {
-            out.related_ip(ip.to_owned());
+            out.related_ip(ip.clone());
         }
         out.put("dns.resolved_ip", resolved);
     }
