@@ -818,22 +818,117 @@ pub(crate) fn try_canonical_ip(raw: &str) -> Option<Cow<'_, str>> {
     if is_canonical_ipv4(raw) {
         return Some(Cow::Borrowed(raw));
     }
+    if let Some((segments, canonical)) = plain_ipv6(raw) {
+        if canonical {
+            return Some(Cow::Borrowed(raw));
+        }
+        return Some(ipv6_text(std::net::Ipv6Addr::from(segments), raw));
+    }
     match raw.parse::<IpAddr>() {
         // std accepts IPv4 only in dotted-decimal without leading zeros, which is already
         // the canonical spelling; re-printing it would cost more than the parse.
         Ok(IpAddr::V4(_)) => Some(Cow::Borrowed(raw)),
-        Ok(IpAddr::V6(ip)) => {
-            let mut canonical = Ipv6Text::default();
-            canonical.write(ip);
-            let canonical = canonical.as_str();
-            Some(if canonical == raw {
-                Cow::Borrowed(raw)
-            } else {
-                Cow::Owned(canonical.to_owned())
-            })
-        }
+        Ok(IpAddr::V6(ip)) => Some(ipv6_text(ip, raw)),
         Err(_) => None,
     }
+}
+
+/// `ip` spelled canonically: `raw` itself when it already is.
+fn ipv6_text(ip: std::net::Ipv6Addr, raw: &str) -> Cow<'_, str> {
+    let mut canonical = Ipv6Text::default();
+    canonical.write(ip);
+    let canonical = canonical.as_str();
+    if canonical == raw {
+        Cow::Borrowed(raw)
+    } else {
+        Cow::Owned(canonical.to_owned())
+    }
+}
+
+/// An IPv6 address written in lower-case hex groups and colons only (at most one `::`),
+/// the way sensors write them: its groups, and whether the text is already the canonical
+/// spelling. `None` for anything else (upper case, an embedded IPv4 address, a malformed
+/// text), which std's parser then judges. std's parser and formatter take about 1,000
+/// instructions an address, and network logs carry several per event.
+fn plain_ipv6(raw: &str) -> Option<([u16; 8], bool)> {
+    /// Reads `part`'s colon-separated groups into `into`: how many, and whether one was
+    /// written with a leading zero.
+    fn groups(part: &[u8], into: &mut [u16]) -> Option<(usize, bool)> {
+        if part.is_empty() {
+            return Some((0, false));
+        }
+        let (mut count, mut digits, mut value, mut padded) = (0, 0, 0u16, false);
+        for (i, &b) in part.iter().enumerate() {
+            let digit = match b {
+                b'0'..=b'9' => b - b'0',
+                b'a'..=b'f' => b - b'a' + 10,
+                b':' => {
+                    if digits == 0 || count == into.len() {
+                        return None;
+                    }
+                    into[count] = value;
+                    (count, digits, value) = (count + 1, 0, 0);
+                    continue;
+                }
+                _ => return None,
+            };
+            if digits == 4 {
+                return None;
+            }
+            padded |= digits == 0 && digit == 0 && part.get(i + 1).is_some_and(|n| *n != b':');
+            value = value << 4 | u16::from(digit);
+            digits += 1;
+        }
+        if digits == 0 || count == into.len() {
+            return None;
+        }
+        into[count] = value;
+        Some((count + 1, padded))
+    }
+    let bytes = raw.as_bytes();
+    if bytes.len() < 2 || bytes.len() > 39 {
+        return None;
+    }
+    let mut segments = [0u16; 8];
+    let double = bytes.windows(2).position(|w| w == b"::");
+    let (written_start, written_len, padded) = match double {
+        None => {
+            let (count, padded) = groups(bytes, &mut segments)?;
+            if count != 8 {
+                return None;
+            }
+            (0, 0, padded)
+        }
+        Some(at) => {
+            let mut head = [0u16; 7];
+            let mut tail = [0u16; 7];
+            let (head_len, head_padded) = groups(&bytes[..at], &mut head)?;
+            let (tail_len, tail_padded) = groups(&bytes[at + 2..], &mut tail)?;
+            if head_len + tail_len > 7 {
+                return None;
+            }
+            segments[..head_len].copy_from_slice(&head[..head_len]);
+            segments[8 - tail_len..].copy_from_slice(&tail[..tail_len]);
+            (
+                head_len,
+                8 - head_len - tail_len,
+                head_padded || tail_padded,
+            )
+        }
+    };
+    // Canonical: no leading zeros, the longest run of two or more zero groups (the first
+    // of equal runs) and only it written `::`, and not an IPv4-mapped address (spelled
+    // with its IPv4 part).
+    let (zeros_start, zeros_len) = longest_zero_run(&segments);
+    let compressed_right = if zeros_len > 1 {
+        written_len == zeros_len && written_start == zeros_start
+    } else {
+        written_len == 0
+    };
+    let mapped = std::net::Ipv6Addr::from(segments)
+        .to_ipv4_mapped()
+        .is_some();
+    Some((segments, compressed_right && !padded && !mapped))
 }
 
 /// Whether `raw` is four decimal octets without leading zeros, the only IPv4 spelling
@@ -1250,6 +1345,70 @@ mod tests {
             assert_eq!(ascii_lowercase(text), text.to_ascii_lowercase(), "{text}");
         }
         assert!(matches!(ascii_lowercase("tcp"), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn plain_ipv6_agrees_with_std() {
+        let mut state = 0x8a5c_d789_635d_2dff_u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let alphabet = b"0123456789abcdef::::0000";
+        let mut texts: Vec<String> = (0..100_000)
+            .map(|_| {
+                let len = (next() % 40) as usize;
+                (0..len)
+                    .map(|_| char::from(alphabet[(next() % alphabet.len() as u64) as usize]))
+                    .collect()
+            })
+            .collect();
+        // Valid addresses too, spelled canonically and in full with leading zeros.
+        for _ in 0..20_000 {
+            let segments: [u16; 8] =
+                std::array::from_fn(|_| if next() % 3 == 0 { 0 } else { next() as u16 });
+            let ip = std::net::Ipv6Addr::from(segments);
+            texts.push(ip.to_string());
+            texts.push(segments.map(|s| format!("{s:04x}")).join(":"));
+        }
+        texts.extend(
+            [
+                "::",
+                "::1",
+                "1::",
+                "fe80::d5e6:502a:54ce:e387",
+                "1:2:3:4:5:6:7::",
+                "::2:3:4:5:6:7:8",
+                "1:2:3:4:5:6:7:8",
+                "1:2:3:4:5:6:7:8:9",
+                "1::2::3",
+                ":::",
+                "1:::2",
+                ":1:2:3:4:5:6:7",
+                "00000::1",
+                "::ffff:c0a8:1",
+                "2001:0db8:0000:0000:0000:0000:0000:0001",
+            ]
+            .map(String::from),
+        );
+        for text in texts {
+            let std = text
+                .parse::<std::net::Ipv6Addr>()
+                .ok()
+                .map(|ip| ip.segments());
+            match plain_ipv6(&text) {
+                Some((segments, canonical)) => {
+                    assert_eq!(Some(segments), std, "{text}");
+                    let spelled = std::net::Ipv6Addr::from(segments).to_string();
+                    assert_eq!(canonical, spelled == text, "{text}");
+                }
+                // Refused here, left to std: only texts std refuses too, or that hold
+                // something other than lower-case hex groups.
+                None => assert!(std.is_none() || text.contains('.'), "{text}"),
+            }
+        }
     }
 
     #[test]
