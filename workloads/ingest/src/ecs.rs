@@ -11,7 +11,7 @@ use kastell_core::Event;
 use serde_json::Value;
 
 use crate::error::ParseError;
-use crate::json::{key_order, write_doc, write_members, write_str, Doc, Members};
+use crate::json::{key_order, same_key, write_doc, write_members, write_str, Doc, Members};
 
 /// A value of an event under construction.
 ///
@@ -274,12 +274,6 @@ fn write_key(out: &mut Vec<u8>, key: &Cow<'_, str>) {
         }
         Cow::Owned(key) => write_str(out, key),
     }
-}
-
-/// Key equality with the first byte compared inline: keys are short and mostly differ
-/// there, where a call to `memcmp` costs more than the comparison.
-fn same_key(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.as_bytes().first() == b.as_bytes().first() && a == b
 }
 
 /// A value found while walking an event under construction.

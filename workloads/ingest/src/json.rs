@@ -32,41 +32,57 @@ pub(crate) enum Doc<'a> {
     Object(Members<'a>),
 }
 
-/// An object's members, sorted by key, each key once (the last value written kept, as
-/// `Map::insert` keeps it).
+/// An object's members: sorted by key, each key once (the last value written kept, as
+/// `Map::insert` keeps it); or, for a record only looked into and never written out
+/// ([`selected_from_str`]), as they were written, sorting being then a cost for nothing.
+/// Either way a key's value is the last one written.
 #[derive(Debug, Clone, PartialEq, Default)]
-pub(crate) struct Members<'a>(Vec<(Cow<'a, str>, Doc<'a>)>);
+pub(crate) struct Members<'a> {
+    members: Vec<(Cow<'a, str>, Doc<'a>)>,
+    sorted: bool,
+}
 
 impl<'a> Members<'a> {
     /// Sorts and de-duplicates members in the order they were written.
     pub(crate) fn from_unsorted(mut members: Vec<(Cow<'a, str>, Doc<'a>)>) -> Self {
         // Stable: of a key written twice, the later member sorts after the earlier one.
         members.sort_by(|a, b| key_order(&a.0, &b.0));
-        members.dedup_by(|later, kept| {
-            if later.0 == kept.0 {
-                std::mem::swap(later, kept);
-                true
-            } else {
-                false
-            }
-        });
-        Members(members)
+        dedup_keeping_last(&mut members);
+        Members {
+            members,
+            sorted: true,
+        }
+    }
+
+    /// Members as they were written, for a record only looked into.
+    fn in_written_order(members: Vec<(Cow<'a, str>, Doc<'a>)>) -> Self {
+        Members {
+            members,
+            sorted: false,
+        }
     }
 
     /// An owned map's members, already sorted and unique.
     pub(crate) fn from_map(map: Map<String, Value>) -> Members<'static> {
-        Members(
-            map.into_iter()
+        Members {
+            members: map
+                .into_iter()
                 .map(|(k, v)| (Cow::Owned(k), Doc::from_value(v)))
                 .collect(),
-        )
+            sorted: true,
+        }
     }
 
     pub(crate) fn get(&self, key: &str) -> Option<&Doc<'a>> {
-        self.0
-            .binary_search_by(|(k, _)| key_order(k, key))
-            .ok()
-            .map(|i| &self.0[i].1)
+        let index = if self.sorted {
+            self.members
+                .binary_search_by(|(k, _)| key_order(k, key))
+                .ok()
+        } else {
+            // From the end: of a key written twice, the last value counts.
+            self.members.iter().rposition(|(k, _)| same_key(k, key))
+        };
+        index.map(|i| &self.members[i].1)
     }
 
     pub(crate) fn contains_key(&self, key: &str) -> bool {
@@ -74,21 +90,61 @@ impl<'a> Members<'a> {
     }
 
     pub(crate) fn remove(&mut self, key: &str) -> Option<Doc<'a>> {
-        let i = self.0.binary_search_by(|(k, _)| key_order(k, key)).ok()?;
-        Some(self.0.remove(i).1)
+        if self.sorted {
+            let i = self
+                .members
+                .binary_search_by(|(k, _)| key_order(k, key))
+                .ok()?;
+            return Some(self.members.remove(i).1);
+        }
+        let i = self.members.iter().rposition(|(k, _)| same_key(k, key))?;
+        let value = self.members.remove(i).1;
+        self.members.retain(|(k, _)| k != key);
+        Some(value)
     }
 
+    /// The members in key order, or, for a record kept in written order, as written (a
+    /// key written twice then comes twice, the later one last).
     pub(crate) fn iter(&self) -> impl Iterator<Item = (&str, &Doc<'a>)> {
-        self.0.iter().map(|(k, v)| (k.as_ref(), v))
+        self.members.iter().map(|(k, v)| (k.as_ref(), v))
     }
 
     pub(crate) fn to_map(&self) -> Map<String, Value> {
-        // Already sorted: `BTreeMap`'s `FromIterator` fills its nodes in one pass.
-        self.0
+        // Sorted members fill `BTreeMap`'s nodes in one pass; written ones are inserted
+        // in order, so the last of a key written twice wins.
+        self.members
             .iter()
             .map(|(k, v)| (k.as_ref().to_owned(), v.to_value()))
             .collect()
     }
+
+    /// The members in key order, each key once, however they are kept.
+    fn in_key_order(&self) -> Cow<'_, [(Cow<'a, str>, Doc<'a>)]> {
+        if self.sorted {
+            return Cow::Borrowed(&self.members);
+        }
+        let mut members = self.members.clone();
+        members.sort_by(|a, b| key_order(&a.0, &b.0));
+        dedup_keeping_last(&mut members);
+        Cow::Owned(members)
+    }
+}
+
+/// Of members sorted stably by key, keeps the last of each key.
+fn dedup_keeping_last(members: &mut Vec<(Cow<'_, str>, Doc<'_>)>) {
+    members.dedup_by(|later, kept| {
+        if later.0 == kept.0 {
+            std::mem::swap(later, kept);
+            true
+        } else {
+            false
+        }
+    });
+}
+
+/// Key equality with the first byte compared inline (see [`key_order`]).
+pub(crate) fn same_key(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.as_bytes().first() == b.as_bytes().first() && a == b
 }
 
 /// The order of `str` (and of `serde_json::Map`'s keys), with the first byte compared
@@ -163,12 +219,13 @@ impl<'a> Doc<'a> {
             Doc::Number(n) => Doc::Number(n),
             Doc::String(s) => Doc::String(Cow::Owned(s.into_owned())),
             Doc::Array(items) => Doc::Array(items.into_iter().map(Doc::into_owned).collect()),
-            Doc::Object(Members(members)) => Doc::Object(Members(
-                members
+            Doc::Object(Members { members, sorted }) => Doc::Object(Members {
+                members: members
                     .into_iter()
                     .map(|(k, v)| (Cow::Owned(k.into_owned()), v.into_owned()))
                     .collect(),
-            )),
+                sorted,
+            }),
         }
     }
 }
@@ -203,7 +260,7 @@ pub(crate) fn write_doc(out: &mut Vec<u8>, doc: &Doc<'_>) {
 
 pub(crate) fn write_members(out: &mut Vec<u8>, members: &Members<'_>) {
     out.push(b'{');
-    for (i, (key, value)) in members.0.iter().enumerate() {
+    for (i, (key, value)) in members.in_key_order().iter().enumerate() {
         if i > 0 {
             out.push(b',');
         }
@@ -328,7 +385,7 @@ fn needs_escape(word: u64) -> bool {
 /// Parses one JSON text into a [`Doc`] borrowing from it.
 pub(crate) fn doc_from_str(text: &str) -> serde_json::Result<Doc<'_>> {
     let mut deserializer = serde_json::Deserializer::from_str(text);
-    let doc = DocSeed.deserialize(&mut deserializer)?;
+    let doc = DocSeed::<true>.deserialize(&mut deserializer)?;
     deserializer.end()?;
     Ok(doc)
 }
@@ -360,48 +417,48 @@ impl<'de> Visitor<'de> for SelectVisitor {
     }
 
     fn visit_bool<E: serde::de::Error>(self, value: bool) -> Result<Doc<'de>, E> {
-        DocVisitor.visit_bool(value)
+        DocVisitor::<false>.visit_bool(value)
     }
 
     fn visit_i64<E: serde::de::Error>(self, value: i64) -> Result<Doc<'de>, E> {
-        DocVisitor.visit_i64(value)
+        DocVisitor::<false>.visit_i64(value)
     }
 
     fn visit_u64<E: serde::de::Error>(self, value: u64) -> Result<Doc<'de>, E> {
-        DocVisitor.visit_u64(value)
+        DocVisitor::<false>.visit_u64(value)
     }
 
     fn visit_f64<E: serde::de::Error>(self, value: f64) -> Result<Doc<'de>, E> {
-        DocVisitor.visit_f64(value)
+        DocVisitor::<false>.visit_f64(value)
     }
 
     fn visit_borrowed_str<E: serde::de::Error>(self, value: &'de str) -> Result<Doc<'de>, E> {
-        DocVisitor.visit_borrowed_str(value)
+        DocVisitor::<false>.visit_borrowed_str(value)
     }
 
     fn visit_str<E: serde::de::Error>(self, value: &str) -> Result<Doc<'de>, E> {
-        DocVisitor.visit_str(value)
+        DocVisitor::<false>.visit_str(value)
     }
 
     fn visit_unit<E: serde::de::Error>(self) -> Result<Doc<'de>, E> {
-        DocVisitor.visit_unit()
+        DocVisitor::<false>.visit_unit()
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Doc<'de>, A::Error> {
-        DocVisitor.visit_seq(seq)
+        DocVisitor::<false>.visit_seq(seq)
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Doc<'de>, A::Error> {
         let mut members = Vec::with_capacity(16);
         while let Some(key) = map.next_key_seed(KeySeed)? {
             if (self.wanted)(&key) {
-                let value = map.next_value_seed(DocSeed)?;
+                let value = map.next_value_seed(DocSeed::<false>)?;
                 members.push((key, value));
             } else {
                 map.next_value_seed(CheckSeed)?;
             }
         }
-        Ok(Doc::Object(Members::from_unsorted(members)))
+        Ok(Doc::Object(Members::in_written_order(members)))
     }
 }
 
@@ -466,20 +523,22 @@ impl<'de> Visitor<'de> for CheckVisitor {
     }
 }
 
+/// Reads a [`Doc`]; `SORTED`: its objects sorted by key, or kept as written (see
+/// [`Members`]).
 #[derive(Clone, Copy)]
-struct DocSeed;
+struct DocSeed<const SORTED: bool>;
 
-impl<'de> DeserializeSeed<'de> for DocSeed {
+impl<'de, const SORTED: bool> DeserializeSeed<'de> for DocSeed<SORTED> {
     type Value = Doc<'de>;
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Doc<'de>, D::Error> {
-        deserializer.deserialize_any(DocVisitor)
+        deserializer.deserialize_any(DocVisitor::<SORTED>)
     }
 }
 
-struct DocVisitor;
+struct DocVisitor<const SORTED: bool>;
 
-impl<'de> Visitor<'de> for DocVisitor {
+impl<'de, const SORTED: bool> Visitor<'de> for DocVisitor<SORTED> {
     type Value = Doc<'de>;
 
     fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -519,7 +578,7 @@ impl<'de> Visitor<'de> for DocVisitor {
     }
 
     fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<Doc<'de>, D::Error> {
-        DocSeed.deserialize(deserializer)
+        DocSeed::<SORTED>.deserialize(deserializer)
     }
 
     fn visit_unit<E>(self) -> Result<Doc<'de>, E> {
@@ -528,7 +587,7 @@ impl<'de> Visitor<'de> for DocVisitor {
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Doc<'de>, A::Error> {
         let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0));
-        while let Some(item) = seq.next_element_seed(DocSeed)? {
+        while let Some(item) = seq.next_element_seed(DocSeed::<SORTED>)? {
             items.push(item);
         }
         Ok(Doc::Array(items))
@@ -537,10 +596,14 @@ impl<'de> Visitor<'de> for DocVisitor {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Doc<'de>, A::Error> {
         let mut members = Vec::with_capacity(map.size_hint().unwrap_or(8));
         while let Some(key) = map.next_key_seed(KeySeed)? {
-            let value = map.next_value_seed(DocSeed)?;
+            let value = map.next_value_seed(DocSeed::<SORTED>)?;
             members.push((key, value));
         }
-        Ok(Doc::Object(Members::from_unsorted(members)))
+        Ok(Doc::Object(if SORTED {
+            Members::from_unsorted(members)
+        } else {
+            Members::in_written_order(members)
+        }))
     }
 }
 
@@ -624,6 +687,25 @@ mod tests {
         let text = r#"{"keep":{"x":[1,"\u00e9"]},"drop":{"y":1.5e3,"z":[null,true]},"keep":2}"#;
         let doc = selected_from_str(text, |k| k == "keep").unwrap();
         assert_eq!(doc.to_value(), serde_json::json!({"keep": 2}));
+        // Kept as written, read as a map: the last of a key written twice counts, and
+        // written out it is in key order, each key once.
+        let text = r#"{"b":{"y":1,"x":[{"q":1,"p":2}],"y":3},"a":0,"b":{"z":1,"y":2,"z":4}}"#;
+        let doc = selected_from_str(text, |_| true).unwrap();
+        let Doc::Object(members) = &doc else {
+            panic!("an object");
+        };
+        let Some(Doc::Object(b)) = members.get("b") else {
+            panic!("b is an object");
+        };
+        assert_eq!(b.get("z").and_then(Doc::as_f64), Some(4.0));
+        let mut written = Vec::new();
+        write_doc(&mut written, &doc);
+        let value: Value = serde_json::from_str(text).unwrap();
+        assert_eq!(doc.to_value(), value);
+        assert_eq!(written, serde_json::to_vec(&value).unwrap());
+        let mut removed = b.clone();
+        assert_eq!(removed.remove("z").and_then(|d| d.as_f64()), Some(4.0));
+        assert!(!removed.contains_key("z"));
         assert_eq!(
             selected_from_str("[1]", none).unwrap().to_value(),
             serde_json::json!([1])
