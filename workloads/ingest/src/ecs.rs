@@ -28,6 +28,9 @@ pub(crate) enum Node<'t> {
     Doc(&'t Doc<'t>),
     /// The source record itself (or one of its objects).
     Members(&'t Members<'t>),
+    /// A flat record (sorted) whose dotted names are written nested, `id.orig_h` under
+    /// `id`, as the rest of the event is: Zeek's logs. See [`nest`].
+    Dotted(&'t Members<'t>),
     /// A JSON object as the text it was received as, already checked by serde_json
     /// ([`crate::json::selected_from_str`]), written as it is: member order, escapes
     /// and number spellings stay the sensor's. [`EcsBuilder::has`] does not look inside.
@@ -116,6 +119,7 @@ impl<'t> Node<'t> {
                 | Node::Json(Value::Object(_))
                 | Node::Doc(Doc::Object(_))
                 | Node::Members(_)
+                | Node::Dotted(_)
                 | Node::Raw(_)
         )
     }
@@ -158,10 +162,17 @@ impl<'t> Node<'t> {
                 .into_iter()
                 .map(|(k, v)| (Cow::Owned(k), Node::Json(v)))
                 .collect(),
+            // Each key as the `Cow` it was read as: whether it borrows decides whether it
+            // is escaped when written.
             Node::Doc(Doc::Object(members)) | Node::Members(members) => members
-                .iter()
-                .map(|(k, v)| (Cow::Borrowed(k), Node::Doc(v)))
+                .key_ordered()
+                .into_iter()
+                .map(|(k, v)| (k.clone(), Node::Doc(v)))
                 .collect(),
+            Node::Dotted(record) => match nest(record) {
+                Node::Object(members) => members,
+                _ => Vec::with_capacity(NESTED_CAPACITY),
+            },
             Node::Raw(text) => match raw_value(text) {
                 Value::Object(map) => map
                     .into_iter()
@@ -204,6 +215,7 @@ impl<'t> Node<'t> {
             Node::Doc(doc) => doc.to_value(),
             Node::Members(members) => Value::Object(members.to_map()),
             Node::Raw(text) => raw_value(text),
+            Node::Dotted(record) => nest(record).to_value(),
             Node::Object(members) => Value::Object(
                 members
                     .iter()
@@ -245,6 +257,7 @@ pub(crate) fn write_node(out: &mut Vec<u8>, node: &Node<'_>) {
         Node::Doc(doc) => write_doc(out, doc),
         Node::Members(members) => write_members(out, members),
         Node::Raw(text) => out.extend_from_slice(text.as_bytes()),
+        Node::Dotted(record) => write_dotted(out, record),
         Node::Object(members) => {
             out.push(b'{');
             for (i, (key, value)) in members.iter().enumerate() {
@@ -257,6 +270,150 @@ pub(crate) fn write_node(out: &mut Vec<u8>, node: &Node<'_>) {
             }
             out.push(b'}');
         }
+    }
+}
+
+/// The flat record nested by its dotted names, `id.orig_h` under `id`. A name that would
+/// land on a value already there (a log with both `a` and `a.b`) stays flat rather than
+/// overwrite it. The result borrows the record's values; its objects are not sorted.
+pub(crate) fn nest<'t>(record: &'t Members<'t>) -> Node<'t> {
+    // The plain names are taken in one pass, then the dotted ones inserted in their
+    // order. Same result as inserting all in key order: a plain `a` sorts before every
+    // `a.…`, so it is there first either way, and the dotted names keep their order
+    // among themselves.
+    let mut root: Vec<(Cow<'t, str>, Node<'t>)> = Vec::new();
+    let mut dotted = Vec::new();
+    for (key, value) in record.key_ordered() {
+        if key.as_bytes().contains(&b'.') {
+            dotted.push((key.clone(), value));
+        } else {
+            root.push((key.clone(), Node::Doc(value)));
+        }
+    }
+    for (key, value) in dotted {
+        if !insert_nested(&mut root, &key, value) {
+            root.push((key, Node::Doc(value)));
+        }
+    }
+    Node::Object(root)
+}
+
+/// Puts `value` at the dotted `key`, unless a value is already there or on the way. The
+/// parts of a borrowed key borrow (they hold no escape either); those of an owned one are
+/// owned, so they are escaped when written.
+fn insert_nested<'t>(
+    root: &mut Vec<(Cow<'t, str>, Node<'t>)>,
+    key: &Cow<'t, str>,
+    value: &'t Doc<'t>,
+) -> bool {
+    let parts: Vec<Cow<'t, str>> = match key {
+        Cow::Borrowed(key) => key.split('.').map(Cow::Borrowed).collect(),
+        Cow::Owned(key) => key.split('.').map(|p| Cow::Owned(p.to_owned())).collect(),
+    };
+    let mut members = root;
+    let last = parts.len() - 1;
+    for (i, part) in parts.into_iter().enumerate() {
+        let index = members.iter().position(|(k, _)| *k == part);
+        if i == last {
+            if index.is_some() {
+                return false;
+            }
+            members.push((part, Node::Doc(value)));
+            return true;
+        }
+        let index = index.unwrap_or_else(|| {
+            members.push((part, Node::Object(Vec::new())));
+            members.len() - 1
+        });
+        let slot = &mut members[index].1;
+        if !slot.is_object() {
+            return false;
+        }
+        members = slot.make_object();
+    }
+    false
+}
+
+/// Writes [`Node::Dotted`]: straight from the record when its names, read in key order,
+/// already come in the nested order (each dotted name has one dot, the names of a group
+/// come together and no plain name or other group sorts between a group's name and its
+/// members, which is how Zeek's logs are); otherwise through [`nest`].
+fn write_dotted(out: &mut Vec<u8>, record: &Members<'_>) {
+    let members = record.in_key_order();
+    if !streams_nested(&members) {
+        let mut nested = nest(record);
+        nested.sort();
+        write_node(out, &nested);
+        return;
+    }
+    out.push(b'{');
+    let mut open: Option<&str> = None;
+    for (i, (key, value)) in members.iter().enumerate() {
+        let split = key.split_once('.');
+        let group = split.map(|(group, _)| group);
+        if open.is_some() && open != group {
+            out.push(b'}');
+        }
+        if i > 0 && (open.is_none() || open != group) {
+            out.push(b',');
+        }
+        match split {
+            Some((group, name)) => {
+                if open == Some(group) {
+                    out.push(b',');
+                } else {
+                    write_key_part(out, group, key);
+                    out.extend_from_slice(b":{");
+                }
+                write_key_part(out, name, key);
+            }
+            None => write_key_part(out, key, key),
+        }
+        out.push(b':');
+        write_doc(out, value);
+        open = group;
+    }
+    if open.is_some() {
+        out.push(b'}');
+    }
+    out.push(b'}');
+}
+
+/// Whether [`write_dotted`] can write these (sorted) members as they come.
+fn streams_nested(members: &[(Cow<'_, str>, Doc<'_>)]) -> bool {
+    let mut previous: Option<(&str, bool)> = None;
+    for (key, _) in members {
+        let (name, dotted) = match key.split_once('.') {
+            Some((group, rest)) => {
+                if group.is_empty() || rest.is_empty() || rest.contains('.') {
+                    return false;
+                }
+                (group, true)
+            }
+            None => (key.as_ref(), false),
+        };
+        if let Some((last, last_dotted)) = previous {
+            let same_group = dotted && last_dotted && last == name;
+            if !same_group && key_order(last, name) != std::cmp::Ordering::Less {
+                return false;
+            }
+        }
+        previous = Some((name, dotted));
+    }
+    true
+}
+
+/// A part of a record's key, escaped unless the key borrows (see [`write_key`]).
+// A `&Cow`, not a `&str`: whether it borrows is what decides the escaping.
+#[allow(clippy::ptr_arg)]
+fn write_key_part(out: &mut Vec<u8>, part: &str, key: &Cow<'_, str>) {
+    match key {
+        Cow::Borrowed(_) => {
+            out.push(b'"');
+            out.extend_from_slice(part.as_bytes());
+            out.push(b'"');
+        }
+        Cow::Owned(_) => write_str(out, part),
     }
 }
 

@@ -47,7 +47,7 @@ impl<'a> Members<'a> {
     pub(crate) fn from_unsorted(mut members: Vec<(Cow<'a, str>, Doc<'a>)>) -> Self {
         // Stable: of a key written twice, the later member sorts after the earlier one.
         members.sort_by(|a, b| key_order(&a.0, &b.0));
-        dedup_keeping_last(&mut members);
+        dedup_keeping_last(&mut members, |(k, _)| k);
         Members {
             members,
             sorted: true,
@@ -118,22 +118,36 @@ impl<'a> Members<'a> {
             .collect()
     }
 
-    /// The members in key order, each key once, however they are kept.
-    fn in_key_order(&self) -> Cow<'_, [(Cow<'a, str>, Doc<'a>)]> {
+    /// [`Self::in_key_order`] as references into the members.
+    pub(crate) fn key_ordered(&self) -> Vec<(&Cow<'a, str>, &Doc<'a>)> {
+        let mut members: Vec<_> = self.members.iter().map(|(k, v)| (k, v)).collect();
+        if !self.sorted {
+            // Stable, so the last of a key written twice stays last and is kept.
+            members.sort_by(|a, b| key_order(a.0, b.0));
+            dedup_keeping_last(&mut members, |(k, _)| k);
+        }
+        members
+    }
+
+    /// The members in key order, each key once, however they are kept. A key is the
+    /// `Cow` it was read as: borrowed only when it holds no escape (see [`write_doc`]).
+    pub(crate) fn in_key_order(&self) -> Cow<'_, [(Cow<'a, str>, Doc<'a>)]> {
         if self.sorted {
             return Cow::Borrowed(&self.members);
         }
-        let mut members = self.members.clone();
-        members.sort_by(|a, b| key_order(&a.0, &b.0));
-        dedup_keeping_last(&mut members);
-        Cow::Owned(members)
+        Cow::Owned(
+            self.key_ordered()
+                .into_iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        )
     }
 }
 
 /// Of members sorted stably by key, keeps the last of each key.
-fn dedup_keeping_last(members: &mut Vec<(Cow<'_, str>, Doc<'_>)>) {
+fn dedup_keeping_last<T>(members: &mut Vec<T>, key: impl Fn(&T) -> &str) {
     members.dedup_by(|later, kept| {
-        if later.0 == kept.0 {
+        if key(later) == key(kept) {
             std::mem::swap(later, kept);
             true
         } else {

@@ -297,7 +297,7 @@ pub(crate) fn normalise<O: Output>(
     if let Some(original) = original {
         out.put_str("event.original", original);
     }
-    out.put_dyn(&format!("zeek.{path}"), nest(&record));
+    out.put_dyn(&format!("zeek.{path}"), Node::Dotted(&record));
     Ok(out.finish())
 }
 
@@ -757,63 +757,6 @@ fn seconds_to_nanos(seconds: f64) -> u64 {
     }
 }
 
-/// The flat record nested by its dotted names, `id.orig_h` under `id`, as the rest of the
-/// event is. A name that would land on a value already there (a log with both `a` and
-/// `a.b`) stays flat rather than overwrite it.
-///
-/// The result borrows the record's values: it is written out, never built as a map.
-fn nest<'t>(record: &'t Members<'t>) -> Node<'t> {
-    // The plain names are taken in one pass, then the dotted ones inserted in their
-    // order. Same result as inserting all in key order: a plain `a` sorts before every
-    // `a.…`, so it is there first either way, and the dotted names keep their order
-    // among themselves.
-    let mut root: Vec<(Cow<'t, str>, Node<'t>)> = Vec::new();
-    let mut dotted = Vec::new();
-    for (key, value) in record.iter() {
-        if key.as_bytes().contains(&b'.') {
-            dotted.push((key, value));
-        } else {
-            root.push((Cow::Borrowed(key), Node::Doc(value)));
-        }
-    }
-    for (key, value) in dotted {
-        if !insert_nested(&mut root, key, value) {
-            root.push((Cow::Borrowed(key), Node::Doc(value)));
-        }
-    }
-    Node::Object(root)
-}
-
-/// Puts `value` at the dotted `key`, unless a value is already there or on the way.
-fn insert_nested<'t>(
-    root: &mut Vec<(Cow<'t, str>, Node<'t>)>,
-    key: &'t str,
-    value: &'t Doc<'t>,
-) -> bool {
-    let mut members = root;
-    let mut parts = key.split('.').peekable();
-    while let Some(part) = parts.next() {
-        let index = members.iter().position(|(k, _)| k == part);
-        if parts.peek().is_none() {
-            if index.is_some() {
-                return false;
-            }
-            members.push((Cow::Borrowed(part), Node::Doc(value)));
-            return true;
-        }
-        let index = index.unwrap_or_else(|| {
-            members.push((Cow::Borrowed(part), Node::Object(Vec::new())));
-            members.len() - 1
-        });
-        let slot = &mut members[index].1;
-        if !slot.is_object() {
-            return false;
-        }
-        members = slot.make_object();
-    }
-    false
-}
-
 impl<'a> Fields<'a> {
     /// A Zeek interval: seconds as a JSON number.
     fn seconds(&self, key: &str) -> Result<Option<f64>, ParseError> {
@@ -1020,6 +963,7 @@ mod tests {
 
     #[test]
     fn nesting_never_overwrites() {
+        use crate::ecs::nest;
         let mut flat = Map::new();
         flat.insert("id.orig_h".into(), "10.0.0.1".into());
         flat.insert("a".into(), 1.into());
@@ -1034,6 +978,10 @@ mod tests {
             String::from_utf8(out).unwrap()
         };
         let nested: Value = serde_json::from_str(&written(&nest(&flat))).unwrap();
+        assert_eq!(
+            serde_json::from_str::<Value>(&written(&Node::Dotted(&flat))).unwrap(),
+            nested
+        );
         assert_eq!(nested["id"]["orig_h"], "10.0.0.1");
         assert_eq!(nested["a"], 1);
         assert_eq!(nested["a.b"], 2);

@@ -166,6 +166,10 @@ fn every_format_publishes_the_bytes_of_its_event() {
             1
         );
         assert_eq!(compare(Format::Zeek, zeek_escaped, "http.log", &ctx), 1);
+        // Names with escapes, nested by their dots or not (they were once written
+        // without their escapes, which made the event unreadable).
+        let names = br#"{"_path":"conn","uid":"C1","a\"b.c\u0001":1,"x\ty":2,"ts":1.5,"k.\"q":1,"k.r":2,"k":null}"#;
+        assert_eq!(compare(Format::Zeek, names, "conn.log", &ctx), 1);
     }
     let line = br#"{"timestamp":"2023-11-01T00:46:35.638604+0100","event_type":"dns","src_ip":"fe80:0000:0000:0000:d5e6:502a:54ce:e387","dns":{"type":"answer","rrname":"a\u00e9","answers":[{"rrtype":"AAAA","rdata":"2001:0db8::0001"}]}}"#;
     let ctx = ParseContext::new(SENSOR);
