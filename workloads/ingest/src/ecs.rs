@@ -301,6 +301,8 @@ pub(crate) fn nest<'t>(record: &'t Members<'t>) -> Node<'t> {
 /// Puts `value` at the dotted `key`, unless a value is already there or on the way. The
 /// parts of a borrowed key borrow (they hold no escape either); those of an owned one are
 /// owned, so they are escaped when written.
+// A `&Cow`, not a `&str`: whether it borrows is what decides the escaping.
+#[allow(clippy::ptr_arg)]
 fn insert_nested<'t>(
     root: &mut Vec<(Cow<'t, str>, Node<'t>)>,
     key: &Cow<'t, str>,
