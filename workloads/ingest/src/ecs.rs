@@ -336,13 +336,19 @@ fn insert_nested<'t>(
     false
 }
 
-/// Writes [`Node::Dotted`]: straight from the record when its names, read in key order,
-/// already come in the nested order (each dotted name has one dot, the names of a group
-/// come together and no plain name or other group sorts between a group's name and its
-/// members, which is how Zeek's logs are); otherwise through [`nest`].
+/// Writes [`Node::Dotted`] straight from the record when its names already come as the
+/// nested record's do: each dotted name has one dot and the names of a group come
+/// together, and, for a record kept in key order, no plain name or other group sorts
+/// between a group's name and its members; for one kept in the order written (Zeek's,
+/// published as it is), no name is written twice. Otherwise through [`nest`].
 fn write_dotted(out: &mut Vec<u8>, record: &Members<'_>) {
-    let members = record.in_key_order();
-    if !streams_nested(&members) {
+    let (members, sorted) = record.as_kept();
+    let streams = if sorted {
+        streams_nested(members)
+    } else {
+        streams_as_written(members)
+    };
+    if !streams {
         let mut nested = nest(record);
         nested.sort();
         write_node(out, &nested);
@@ -379,6 +385,39 @@ fn write_dotted(out: &mut Vec<u8>, record: &Members<'_>) {
         out.push(b'}');
     }
     out.push(b'}');
+}
+
+/// Whether [`write_dotted`] can write these members, in the order written, as they come:
+/// the groups come together and no name (plain, group, or member of a group) twice.
+fn streams_as_written(members: &[(Cow<'_, str>, Doc<'_>)]) -> bool {
+    // (name, whether a group, where its members start)
+    let mut blocks: Vec<(&str, bool, usize)> = Vec::with_capacity(members.len());
+    for (i, (key, _)) in members.iter().enumerate() {
+        let (name, dotted) = match key.split_once('.') {
+            Some((group, rest)) => {
+                if group.is_empty() || rest.is_empty() || rest.contains('.') {
+                    return false;
+                }
+                (group, true)
+            }
+            None => (key.as_ref(), false),
+        };
+        match blocks.last() {
+            Some(&(last, true, start)) if dotted && same_key(last, name) => {
+                // Another member of the open group: its name must be new in the group.
+                if members[start..i].iter().any(|(k, _)| same_key(k, key)) {
+                    return false;
+                }
+            }
+            _ => {
+                if blocks.iter().any(|(seen, _, _)| same_key(seen, name)) {
+                    return false;
+                }
+                blocks.push((name, dotted, i));
+            }
+        }
+    }
+    true
 }
 
 /// Whether [`write_dotted`] can write these (sorted) members as they come.

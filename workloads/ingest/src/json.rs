@@ -33,9 +33,9 @@ pub(crate) enum Doc<'a> {
 }
 
 /// An object's members: sorted by key, each key once (the last value written kept, as
-/// `Map::insert` keeps it); or, for a record only looked into and never written out
-/// ([`selected_from_str`]), as they were written, sorting being then a cost for nothing.
-/// Either way a key's value is the last one written.
+/// `Map::insert` keeps it); or, for a record only looked into ([`selected_from_str`]) or
+/// written out in its own order ([`doc_in_written_order`]), as they were written, sorting
+/// being then a cost for nothing. Either way a key's value is the last one written.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub(crate) struct Members<'a> {
     members: Vec<(Cow<'a, str>, Doc<'a>)>,
@@ -116,6 +116,12 @@ impl<'a> Members<'a> {
             .iter()
             .map(|(k, v)| (k.as_ref().to_owned(), v.to_value()))
             .collect()
+    }
+
+    /// The members as kept, and whether that is key order (else the order written,
+    /// which may hold a key twice).
+    pub(crate) fn as_kept(&self) -> (&[(Cow<'a, str>, Doc<'a>)], bool) {
+        (&self.members, self.sorted)
     }
 
     /// [`Self::in_key_order`] as references into the members.
@@ -400,6 +406,15 @@ fn needs_escape(word: u64) -> bool {
 pub(crate) fn doc_from_str(text: &str) -> serde_json::Result<Doc<'_>> {
     let mut deserializer = serde_json::Deserializer::from_str(text);
     let doc = DocSeed::<true>.deserialize(&mut deserializer)?;
+    deserializer.end()?;
+    Ok(doc)
+}
+
+/// [`doc_from_str`] with objects kept in the order written (see [`Members`]): for a
+/// record looked into and written out in that order.
+pub(crate) fn doc_in_written_order(text: &str) -> serde_json::Result<Doc<'_>> {
+    let mut deserializer = serde_json::Deserializer::from_str(text);
+    let doc = DocSeed::<false>.deserialize(&mut deserializer)?;
     deserializer.end()?;
     Ok(doc)
 }

@@ -247,10 +247,11 @@ fn scalar(name: &str, kind: &str, raw: &[u8]) -> Result<Value, ParseError> {
 /// such bytes, instead of costing the whole record.
 pub(crate) fn json_record(line: &[u8]) -> Result<Members<'_>, ParseError> {
     match std::str::from_utf8(line) {
-        Ok(text) => object(crate::json::doc_from_str(text)),
+        // Kept in Zeek's order, which is the order the record is published in.
+        Ok(text) => object(crate::json::doc_in_written_order(text)),
         Err(_) => {
             let escaped = escape_invalid_utf8_in_json(line);
-            object(crate::json::doc_from_str(&escaped).map(Doc::into_owned))
+            object(crate::json::doc_in_written_order(&escaped).map(Doc::into_owned))
         }
     }
 }
