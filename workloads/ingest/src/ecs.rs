@@ -343,39 +343,42 @@ fn insert_nested<'t>(
 /// published as it is), no name is written twice. Otherwise through [`nest`].
 fn write_dotted(out: &mut Vec<u8>, record: &Members<'_>) {
     let (members, sorted) = record.as_kept();
-    let streams = if sorted {
-        streams_nested(members)
+    let streamed = if sorted {
+        streams_nested(members) && {
+            write_grouped(out, members);
+            true
+        }
     } else {
-        streams_as_written(members)
+        write_as_written(out, members)
     };
-    if !streams {
+    if !streamed {
         let mut nested = nest(record);
         nested.sort();
         write_node(out, &nested);
-        return;
     }
+}
+
+/// Writes members whose groups come together (checked by the caller), in their order.
+fn write_grouped(out: &mut Vec<u8>, members: &[(Cow<'_, str>, Doc<'_>)]) {
     out.push(b'{');
     let mut open: Option<&str> = None;
     for (i, (key, value)) in members.iter().enumerate() {
-        let split = key.split_once('.');
-        let group = split.map(|(group, _)| group);
+        let (name, rest) = split_name(key);
+        let group = rest.map(|_| name);
         if open.is_some() && open != group {
             out.push(b'}');
         }
-        if i > 0 && (open.is_none() || open != group) {
+        if i > 0 {
             out.push(b',');
         }
-        match split {
-            Some((group, name)) => {
-                if open == Some(group) {
-                    out.push(b',');
-                } else {
-                    write_key_part(out, group, key);
-                    out.extend_from_slice(b":{");
-                }
+        if let Some(rest) = rest {
+            if open != group {
                 write_key_part(out, name, key);
+                out.extend_from_slice(b":{");
             }
-            None => write_key_part(out, key, key),
+            write_key_part(out, rest, key);
+        } else {
+            write_key_part(out, name, key);
         }
         out.push(b':');
         write_doc(out, value);
@@ -387,37 +390,78 @@ fn write_dotted(out: &mut Vec<u8>, record: &Members<'_>) {
     out.push(b'}');
 }
 
-/// Whether [`write_dotted`] can write these members, in the order written, as they come:
-/// the groups come together and no name (plain, group, or member of a group) twice.
-fn streams_as_written(members: &[(Cow<'_, str>, Doc<'_>)]) -> bool {
-    // (name, whether a group, where its members start)
-    let mut blocks: Vec<(&str, bool, usize)> = Vec::with_capacity(members.len());
-    for (i, (key, _)) in members.iter().enumerate() {
-        let (name, dotted) = match key.split_once('.') {
-            Some((group, rest)) => {
-                if group.is_empty() || rest.is_empty() || rest.contains('.') {
+/// Writes members kept in the order written, checking as it goes that they can be written
+/// so: each dotted name has one dot, a group's names come together, and no name (plain,
+/// group, or within a group) comes twice. `false`, with nothing written, when they cannot.
+fn write_as_written(out: &mut Vec<u8>, members: &[(Cow<'_, str>, Doc<'_>)]) -> bool {
+    let start = out.len();
+    // Names of the blocks written so far (a plain member, or a group), with a 64-bit
+    // filter so that a new name is compared with them only on a filter hit.
+    let mut blocks: Vec<&str> = Vec::with_capacity(members.len());
+    let mut filter = 0u64;
+    let mut open: Option<(&str, usize)> = None;
+    out.push(b'{');
+    for (i, (key, value)) in members.iter().enumerate() {
+        let (name, rest) = split_name(key);
+        if rest.is_some_and(|rest| name.is_empty() || rest.is_empty() || rest.contains('.')) {
+            out.truncate(start);
+            return false;
+        }
+        match (open, rest) {
+            (Some((group, from)), Some(rest)) if same_key(group, name) => {
+                if members[from..i].iter().any(|(k, _)| same_key(k, key)) {
+                    out.truncate(start);
                     return false;
                 }
-                (group, true)
-            }
-            None => (key.as_ref(), false),
-        };
-        match blocks.last() {
-            Some(&(last, true, start)) if dotted && same_key(last, name) => {
-                // Another member of the open group: its name must be new in the group.
-                if members[start..i].iter().any(|(k, _)| same_key(k, key)) {
-                    return false;
-                }
+                out.push(b',');
+                write_key_part(out, rest, key);
             }
             _ => {
-                if blocks.iter().any(|(seen, _, _)| same_key(seen, name)) {
+                let bit = 1u64 << (name_hash(name) & 63);
+                if filter & bit != 0 && blocks.iter().any(|seen| same_key(seen, name)) {
+                    out.truncate(start);
                     return false;
                 }
-                blocks.push((name, dotted, i));
+                filter |= bit;
+                blocks.push(name);
+                if open.is_some() {
+                    out.push(b'}');
+                }
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_key_part(out, name, key);
+                open = rest.map(|_| (name, i));
+                if let Some(rest) = rest {
+                    out.extend_from_slice(b":{");
+                    write_key_part(out, rest, key);
+                }
             }
         }
+        out.push(b':');
+        write_doc(out, value);
     }
+    if open.is_some() {
+        out.push(b'}');
+    }
+    out.push(b'}');
     true
+}
+
+/// A name's part before its first dot, and the rest after it.
+fn split_name(key: &str) -> (&str, Option<&str>) {
+    match key.bytes().position(|b| b == b'.') {
+        Some(dot) => (&key[..dot], Some(&key[dot + 1..])),
+        None => (key, None),
+    }
+}
+
+/// A cheap hash of a name for [`write_as_written`]'s filter.
+fn name_hash(name: &str) -> usize {
+    let bytes = name.as_bytes();
+    let first = bytes.first().copied().unwrap_or(0);
+    let last = bytes.last().copied().unwrap_or(0);
+    bytes.len() * 31 + usize::from(first) * 7 + usize::from(last)
 }
 
 /// Whether [`write_dotted`] can write these (sorted) members as they come.
@@ -1519,6 +1563,43 @@ mod tests {
             let mut ours = Ipv6Text::default();
             ours.write(ip);
             assert_eq!(ours.as_str(), ip.to_string(), "{:?}", ip.segments());
+        }
+    }
+
+    /// A flat record written nested, streamed or not, reads as the nested record built
+    /// by `nest` (last value of a name written twice, a name landing on a value staying
+    /// flat), whatever the order and shape of its names.
+    #[test]
+    fn dotted_records_are_written_as_nest_builds_them() {
+        let texts = [
+            r#"{"ts":1.5,"uid":"C1","id.orig_h":"10.0.0.1","id.orig_p":1,"id.resp_h":"::1","proto":"tcp"}"#,
+            r#"{"a":1,"a":2,"b.c":3,"b.c":4}"#,
+            r#"{"id.a":1,"x":2,"id.b":3}"#,
+            r#"{"a":1,"a.b":2}"#,
+            r#"{"a.b":2,"a":1}"#,
+            r#"{"c.d.e":3,"c.d":{"z":1,"y":2},"c":null}"#,
+            r#"{"k.\"q":1,"k.r":2,"\u0001.x":3,".a":4,"b.":5}"#,
+            r#"{"n":{"z":1,"a":{"y":2,"b":3}},"m.o":[{"q":1,"p":2}]}"#,
+        ];
+        for text in texts {
+            for doc in [
+                crate::json::doc_in_written_order(text).unwrap(),
+                crate::json::doc_from_str(text).unwrap(),
+            ] {
+                let Doc::Object(members) = &doc else {
+                    panic!("an object: {text}");
+                };
+                let node = Node::Dotted(members);
+                let mut written = Vec::new();
+                write_node(&mut written, &node);
+                let read: Value = serde_json::from_slice(&written).unwrap_or_else(|e| {
+                    panic!("{text}: {e}: {}", String::from_utf8_lossy(&written))
+                });
+                assert_eq!(read, node.to_value(), "{text}");
+                let mut nested = nest(members);
+                nested.sort();
+                assert_eq!(read, nested.to_value(), "{text}");
+            }
         }
     }
 
