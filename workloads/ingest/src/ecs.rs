@@ -630,6 +630,24 @@ impl<'t> EcsBuilder<'t> {
         }
     }
 
+    /// Writes `value` at `group.key`, `key` being built at run time (Zeek's log name):
+    /// [`Self::put_dyn`] without building the path.
+    pub(crate) fn put_under(&mut self, group: &'static str, key: String, value: Node<'t>) {
+        let index = match self.groups.iter().rposition(|(k, _)| same_key(k, group)) {
+            Some(index) => index,
+            None => {
+                let object = Node::Object(Vec::with_capacity(NESTED_CAPACITY));
+                self.groups.push((Cow::Borrowed(group), object));
+                self.groups.len() - 1
+            }
+        };
+        let members = self.groups[index].1.make_object();
+        match members.iter().rposition(|(k, _)| same_key(k, &key)) {
+            Some(index) => members[index].1 = value,
+            None => members.push((Cow::Owned(key), value)),
+        }
+    }
+
     pub(crate) fn put_str(&mut self, path: &'static str, value: &'t str) {
         self.put(path, value);
     }

@@ -279,7 +279,7 @@ pub(crate) fn normalise<O: Output>(
         Some(other) => return Err(ParseError::wrong_type("_path", "a string", &other)),
         None => Cow::Borrowed(path_hint.unwrap_or_else(|| guess_path(&record))),
     };
-    let path = sanitise_path(&path);
+    let path = sanitise_path(&path).into_owned();
     let mut out = EcsBuilder::new();
     let zeek = Fields::new(&record, "");
     map_common(zeek, &path, ctx, &mut out)?;
@@ -298,12 +298,16 @@ pub(crate) fn normalise<O: Output>(
     if let Some(original) = original {
         out.put_str("event.original", original);
     }
-    out.put_dyn(&format!("zeek.{path}"), Node::Dotted(&record));
+    out.put_under("zeek", path, Node::Dotted(&record));
     Ok(out.finish())
 }
 
 /// A path fit to be one key of `zeek.<path>` and an `event.dataset` suffix.
-fn sanitise_path(path: &str) -> String {
+fn sanitise_path(path: &str) -> Cow<'_, str> {
+    let clean = |b: u8| b.is_ascii_alphanumeric() || b == b'_' || b == b'-';
+    if !path.is_empty() && path.len() <= 64 && path.bytes().all(clean) {
+        return Cow::Borrowed(path);
+    }
     let clean: String = path
         .chars()
         .map(|c| {
@@ -316,9 +320,9 @@ fn sanitise_path(path: &str) -> String {
         .take(64)
         .collect();
     if clean.is_empty() {
-        "unknown".to_owned()
+        Cow::Borrowed("unknown")
     } else {
-        clean
+        Cow::Owned(clean)
     }
 }
 
@@ -371,7 +375,7 @@ fn map_common<'t>(
     out.put("@timestamp", zeek_time("ts", ts)?);
     out.put("event.kind", "event");
     out.put("event.module", "zeek");
-    out.put("event.dataset", format!("{DATASET_PREFIX}.{path}"));
+    out.put("event.dataset", dataset(path));
     out.put_str("observer.name", &ctx.sensor);
     out.put("observer.product", "Zeek");
     out.put("observer.vendor", "Zeek");
@@ -394,6 +398,22 @@ fn map_common<'t>(
         out.put_str("network.community_id", id);
     }
     Ok(())
+}
+
+/// `zeek.<path>`, without building it for the logs Kastell maps.
+fn dataset(path: &str) -> Cow<'static, str> {
+    Cow::Borrowed(match path {
+        "conn" => "zeek.conn",
+        "dns" => "zeek.dns",
+        "http" => "zeek.http",
+        "ssl" => "zeek.ssl",
+        "files" => "zeek.files",
+        "notice" => "zeek.notice",
+        "weird" => "zeek.weird",
+        "x509" => "zeek.x509",
+        "ssh" => "zeek.ssh",
+        _ => return Cow::Owned(format!("{DATASET_PREFIX}.{path}")),
+    })
 }
 
 fn map_conn<'t>(zeek: Fields<'t>, out: &mut EcsBuilder<'t>) -> Result<(), ParseError> {
