@@ -11,7 +11,9 @@ use kastell_core::Event;
 use serde_json::Value;
 
 use crate::error::ParseError;
-use crate::json::{key_order, same_key, write_doc, write_members, write_str, Doc, Members};
+use crate::json::{
+    key_order, same_key, write_cow, write_doc, write_members, write_str, write_text, Doc, Members,
+};
 
 /// A value of an event under construction.
 ///
@@ -20,6 +22,8 @@ use crate::json::{key_order, same_key, write_doc, write_members, write_str, Doc,
 pub(crate) enum Node<'t> {
     Str(Cow<'t, str>),
     Strings(Vec<Cow<'t, str>>),
+    /// A list of the mapping's constants.
+    Constants(&'static [&'static str]),
     /// A non-negative integer (ports, byte and packet counts), written without going
     /// through `serde_json::Value`'s serializer.
     U64(u64),
@@ -87,29 +91,18 @@ impl<'t> From<Vec<String>> for Node<'t> {
     }
 }
 
-macro_rules! node_from_scalar {
-    ($($t:ty),*) => {$(
+macro_rules! node_from {
+    ($make:expr => $($t:ty),*) => {$(
         impl<'t> From<$t> for Node<'t> {
             fn from(value: $t) -> Self {
-                Node::Json(Value::from(value))
+                $make(value)
             }
         }
     )*};
 }
 
-node_from_scalar!(i64, i32, f64, bool);
-
-macro_rules! node_from_unsigned {
-    ($($t:ty),*) => {$(
-        impl<'t> From<$t> for Node<'t> {
-            fn from(value: $t) -> Self {
-                Node::U64(u64::from(value))
-            }
-        }
-    )*};
-}
-
-node_from_unsigned!(u64, u32, u16, u8);
+node_from!(|v| Node::Json(Value::from(v)) => i64, i32, f64, bool);
+node_from!(|v| Node::U64(u64::from(v)) => u64, u32, u16, u8);
 
 impl<'t> Node<'t> {
     pub(crate) fn is_object(&self) -> bool {
@@ -210,6 +203,12 @@ impl<'t> Node<'t> {
                     .map(|s| Value::String(s.as_ref().to_owned()))
                     .collect(),
             ),
+            Node::Constants(items) => Value::Array(
+                items
+                    .iter()
+                    .map(|s| Value::String((*s).to_owned()))
+                    .collect(),
+            ),
             Node::U64(n) => Value::from(*n),
             Node::Json(value) => value.clone(),
             Node::Doc(doc) => doc.to_value(),
@@ -238,16 +237,8 @@ fn raw_value(text: &str) -> Value {
 pub(crate) fn write_node(out: &mut Vec<u8>, node: &Node<'_>) {
     match node {
         Node::Str(s) => write_str(out, s),
-        Node::Strings(items) => {
-            out.push(b'[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_str(out, item);
-            }
-            out.push(b']');
-        }
+        Node::Strings(items) => write_strings(out, items.iter().map(AsRef::as_ref)),
+        Node::Constants(items) => write_strings(out, items.iter().copied()),
         Node::U64(n) => out.extend_from_slice(itoa::Buffer::new().format(*n).as_bytes()),
         Node::Json(value) => {
             if let Err(e) = serde_json::to_writer(&mut *out, value) {
@@ -264,13 +255,27 @@ pub(crate) fn write_node(out: &mut Vec<u8>, node: &Node<'_>) {
                 if i > 0 {
                     out.push(b',');
                 }
-                write_key(out, key);
+                // A borrowed key is a segment of a constant path ([`EcsBuilder::put`]) or
+                // a key of the source record, neither of which holds a character JSON
+                // escapes; a key built at run time is owned and escaped.
+                write_cow(out, key);
                 out.push(b':');
                 write_node(out, value);
             }
             out.push(b'}');
         }
     }
+}
+
+fn write_strings<'s>(out: &mut Vec<u8>, items: impl Iterator<Item = &'s str>) {
+    out.push(b'[');
+    for (i, item) in items.enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_str(out, item);
+    }
+    out.push(b']');
 }
 
 /// The flat record nested by its dotted names, `id.orig_h` under `id`. A name that would
@@ -488,34 +493,11 @@ fn streams_nested(members: &[(Cow<'_, str>, Doc<'_>)]) -> bool {
     true
 }
 
-/// A part of a record's key, escaped unless the key borrows (see [`write_key`]).
+/// A part of a record's key, escaped unless the key borrows (see [`write_cow`]).
 // A `&Cow`, not a `&str`: whether it borrows is what decides the escaping.
 #[allow(clippy::ptr_arg)]
 fn write_key_part(out: &mut Vec<u8>, part: &str, key: &Cow<'_, str>) {
-    match key {
-        Cow::Borrowed(_) => {
-            out.push(b'"');
-            out.extend_from_slice(part.as_bytes());
-            out.push(b'"');
-        }
-        Cow::Owned(_) => write_str(out, part),
-    }
-}
-
-/// An ECS key: a borrowed one is a segment of a constant path ([`EcsBuilder::put`]) or a
-/// key of the source record, neither of which holds a character JSON escapes (serde_json
-/// lends a key only when it has no escape); a key built at run time is owned and escaped.
-// A `&Cow`, not a `&str`: whether it borrows is what decides the escaping.
-#[allow(clippy::ptr_arg)]
-fn write_key(out: &mut Vec<u8>, key: &Cow<'_, str>) {
-    match key {
-        Cow::Borrowed(key) => {
-            out.push(b'"');
-            out.extend_from_slice(key.as_bytes());
-            out.push(b'"');
-        }
-        Cow::Owned(key) => write_str(out, key),
-    }
+    write_text(out, part, matches!(key, Cow::Borrowed(_)));
 }
 
 /// A value found while walking an event under construction.
@@ -677,6 +659,11 @@ impl<'t> EcsBuilder<'t> {
             }
         }
         !value.is_null()
+    }
+
+    /// A list of constants (`event.category`'s `["network"]`), kept as the slice it is.
+    pub(crate) fn put_constants(&mut self, path: &'static str, values: &'static [&'static str]) {
+        self.put(path, Node::Constants(values));
     }
 
     pub(crate) fn put_strings(&mut self, path: &'static str, values: &[&'t str]) {
@@ -1059,6 +1046,12 @@ pub(crate) fn ascii_lowercase(text: &str) -> Cow<'_, str> {
         _ if text.bytes().any(|b| b.is_ascii_uppercase()) => Cow::Owned(text.to_ascii_lowercase()),
         _ => Cow::Borrowed(text),
     }
+}
+
+/// A number as the text ECS keeps some identifiers in (`dns.id`, `rule.id`), by itoa
+/// rather than `to_string`'s formatting machinery.
+pub(crate) fn decimal(n: u64) -> String {
+    itoa::Buffer::new().format(n).to_owned()
 }
 
 pub(crate) fn canonical_ip(field: &str, raw: &str) -> Result<String, ParseError> {
@@ -1494,6 +1487,34 @@ pub(crate) fn base_name(path: &str) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A small deterministic generator (xorshift64) for the tests that compare with std
+    /// and chrono over many values.
+    fn xorshift(mut state: u64) -> impl FnMut() -> u64 {
+        move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        }
+    }
+
+    /// `count` strings of up to `max_len - 1` characters drawn from `alphabet`.
+    fn random_texts(
+        next: &mut impl FnMut() -> u64,
+        alphabet: &[u8],
+        count: usize,
+        max_len: u64,
+    ) -> Vec<String> {
+        (0..count)
+            .map(|_| {
+                let len = (next() % max_len) as usize;
+                (0..len)
+                    .map(|_| char::from(alphabet[(next() % alphabet.len() as u64) as usize]))
+                    .collect()
+            })
+            .collect()
+    }
     use serde_json::json;
 
     #[test]
@@ -1537,13 +1558,7 @@ mod tests {
     fn ipv6_is_spelled_as_std_spells_it() {
         // Segments drawn mostly from zero and small values, so every shape of zero run,
         // tie and IPv4-mapped address comes up.
-        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut next = xorshift(0x9e37_79b9_7f4a_7c15_u64);
         let pick = [
             0u16, 0, 0, 1, 0xf, 0x10, 0xff, 0x100, 0xfff, 0x1000, 0xffff, 0xdb8,
         ];
@@ -1640,22 +1655,9 @@ mod tests {
 
     #[test]
     fn plain_ipv6_agrees_with_std() {
-        let mut state = 0x8a5c_d789_635d_2dff_u64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut next = xorshift(0x8a5c_d789_635d_2dff_u64);
         let alphabet = b"0123456789abcdef::::0000";
-        let mut texts: Vec<String> = (0..100_000)
-            .map(|_| {
-                let len = (next() % 40) as usize;
-                (0..len)
-                    .map(|_| char::from(alphabet[(next() % alphabet.len() as u64) as usize]))
-                    .collect()
-            })
-            .collect();
+        let mut texts = random_texts(&mut next, alphabet, 100_000, 40);
         // Valid addresses too, spelled canonically and in full with leading zeros.
         for _ in 0..20_000 {
             let segments: [u16; 8] =
@@ -1704,22 +1706,9 @@ mod tests {
 
     #[test]
     fn ipv4_fast_path_agrees_with_std() {
-        let mut state = 0x2545_f491_4f6c_dd1d_u64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut next = xorshift(0x2545_f491_4f6c_dd1d_u64);
         let alphabet = b"0123456789.00255.1";
-        let mut texts: Vec<String> = (0..50_000)
-            .map(|_| {
-                let len = (next() % 18) as usize;
-                (0..len)
-                    .map(|_| char::from(alphabet[(next() % alphabet.len() as u64) as usize]))
-                    .collect()
-            })
-            .collect();
+        let mut texts = random_texts(&mut next, alphabet, 50_000, 18);
         texts.extend(
             [
                 "0.0.0.0",
@@ -1742,13 +1731,7 @@ mod tests {
 
     #[test]
     fn times_are_written_as_chrono_writes_them() {
-        let mut state = 0x1234_5678_9abc_def1_u64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut next = xorshift(0x1234_5678_9abc_def1_u64);
         let nanos = [
             0,
             1,

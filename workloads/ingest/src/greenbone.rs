@@ -426,8 +426,8 @@ impl Finding {
             })?;
         out.put("@timestamp", utc_timestamp(time.0, &time.1)?);
         out.put("event.kind", "state");
-        out.put_strings("event.category", &["vulnerability"]);
-        out.put_strings("event.type", &["info"]);
+        out.put_constants("event.category", &["vulnerability"]);
+        out.put_constants("event.type", &["info"]);
         out.put("event.module", "greenbone");
         out.put("event.dataset", DATASET);
         out.put_str("observer.name", &ctx.sensor);

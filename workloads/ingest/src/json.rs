@@ -301,14 +301,20 @@ fn write_number(out: &mut Vec<u8>, n: &Number) {
 /// A string of a document: borrowed ones need no escaping (see [`write_doc`]).
 // A `&Cow`, not a `&str`: whether it borrows is what decides the escaping.
 #[allow(clippy::ptr_arg)]
-fn write_cow(out: &mut Vec<u8>, s: &Cow<'_, str>) {
-    match s {
-        Cow::Borrowed(s) => {
-            out.push(b'"');
-            out.extend_from_slice(s.as_bytes());
-            out.push(b'"');
-        }
-        Cow::Owned(s) => write_str(out, s),
+#[inline]
+pub(crate) fn write_cow(out: &mut Vec<u8>, s: &Cow<'_, str>) {
+    write_text(out, s, matches!(s, Cow::Borrowed(_)));
+}
+
+/// A JSON string: copied as it is when known to need no escape, else escaped.
+#[inline]
+pub(crate) fn write_text(out: &mut Vec<u8>, text: &str, escape_free: bool) {
+    if escape_free {
+        out.push(b'"');
+        out.extend_from_slice(text.as_bytes());
+        out.push(b'"');
+    } else {
+        write_str(out, text);
     }
 }
 

@@ -360,8 +360,8 @@ fn map_data<'t>(alert: Fields<'t>, out: &mut EcsBuilder<'t>) -> Result<(), Parse
 }
 
 fn map_syscheck<'t>(file: Fields<'t>, out: &mut EcsBuilder<'t>) -> Result<(), ParseError> {
-    out.put_strings("event.category", &["file"]);
-    out.put_strings("event.type", &["change"]);
+    out.put_constants("event.category", &["file"]);
+    out.put_constants("event.type", &["change"]);
     if let Some(path) = file.text("path")? {
         if let Some(name) = base_name(path) {
             out.put_str("file.name", name);

@@ -189,10 +189,10 @@ fn map_event<'t>(event_type: &str, out: &mut EcsBuilder<'t>) {
     let (kind, category, types) = classify(event_type);
     out.put("event.kind", kind);
     if !category.is_empty() {
-        out.put_strings("event.category", category);
+        out.put_constants("event.category", category);
     }
     if !types.is_empty() {
-        out.put_strings("event.type", types);
+        out.put_constants("event.type", types);
     }
     out.put("event.dataset", DATASET);
     out.put("event.module", "suricata");
@@ -279,7 +279,7 @@ fn map_flow<'t>(
 
 fn map_alert<'t>(alert: Fields<'t>, out: &mut EcsBuilder<'t>) -> Result<(), ParseError> {
     if let Some(id) = alert.u64("signature_id")? {
-        out.put("rule.id", id.to_string());
+        out.put("rule.id", crate::ecs::decimal(id));
     }
     if let Some(name) = alert.str("signature")? {
         out.put_str("rule.name", name);
@@ -288,7 +288,7 @@ fn map_alert<'t>(alert: Fields<'t>, out: &mut EcsBuilder<'t>) -> Result<(), Pars
         out.put_str("rule.category", category);
     }
     if let Some(rev) = alert.u64("rev")? {
-        out.put("rule.version", rev.to_string());
+        out.put("rule.version", crate::ecs::decimal(rev));
     }
     // Suricata's 1 (high) to 4 (low), kept as is, as Elastic's module does.
     if let Some(severity) = alert.u64("severity")? {
@@ -313,7 +313,7 @@ fn map_dns<'t>(dns: Fields<'t>, out: &mut EcsBuilder<'t>) -> Result<(), ParseErr
         _ => {}
     }
     if let Some(id) = dns.u64("id")? {
-        out.put("dns.id", id.to_string());
+        out.put("dns.id", crate::ecs::decimal(id));
     }
     if let Some(rcode) = dns.str("rcode")? {
         out.put_str("dns.response_code", rcode);

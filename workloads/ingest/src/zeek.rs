@@ -417,8 +417,8 @@ fn dataset(path: &str) -> Cow<'static, str> {
 }
 
 fn map_conn<'t>(zeek: Fields<'t>, out: &mut EcsBuilder<'t>) -> Result<(), ParseError> {
-    out.put_strings("event.category", &["network"]);
-    out.put_strings("event.type", &["connection", "end"]);
+    out.put_constants("event.category", &["network"]);
+    out.put_constants("event.type", &["connection", "end"]);
     if let Some(service) = zeek.str("service")? {
         // Zeek lists every analyser that confirmed, `ssl,http`; ECS wants one protocol.
         if let Some(first) = service.split(',').next().filter(|s| !s.is_empty()) {
@@ -462,11 +462,11 @@ fn put_pair<'t>(
 }
 
 fn map_dns<'t>(zeek: Fields<'t>, out: &mut EcsBuilder<'t>) -> Result<(), ParseError> {
-    out.put_strings("event.category", &["network"]);
-    out.put_strings("event.type", &["protocol", "info"]);
+    out.put_constants("event.category", &["network"]);
+    out.put_constants("event.type", &["protocol", "info"]);
     out.put("network.protocol", "dns");
     if let Some(id) = zeek.u64("trans_id")? {
-        out.put("dns.id", id.to_string());
+        out.put("dns.id", crate::ecs::decimal(id));
     }
     if let Some(name) = zeek.str("query")? {
         out.related_host(name);
@@ -514,8 +514,8 @@ fn map_dns<'t>(zeek: Fields<'t>, out: &mut EcsBuilder<'t>) -> Result<(), ParseEr
 }
 
 fn map_http<'t>(zeek: Fields<'t>, out: &mut EcsBuilder<'t>) -> Result<(), ParseError> {
-    out.put_strings("event.category", &["network", "web"]);
-    out.put_strings("event.type", &["connection", "protocol"]);
+    out.put_constants("event.category", &["network", "web"]);
+    out.put_constants("event.type", &["connection", "protocol"]);
     out.put("network.protocol", "http");
     if let Some(method) = zeek.str("method")? {
         out.put_str("http.request.method", method);
@@ -558,8 +558,8 @@ fn map_http<'t>(zeek: Fields<'t>, out: &mut EcsBuilder<'t>) -> Result<(), ParseE
 }
 
 fn map_ssl<'t>(zeek: Fields<'t>, out: &mut EcsBuilder<'t>) -> Result<(), ParseError> {
-    out.put_strings("event.category", &["network"]);
-    out.put_strings("event.type", &["connection", "protocol"]);
+    out.put_constants("event.category", &["network"]);
+    out.put_constants("event.type", &["connection", "protocol"]);
     out.put("network.protocol", "tls");
     if let Some(version) = zeek.str("version")? {
         // `TLSv12`, `TLSv13`, `SSLv3`, `DTLSv12`: protocol name, then major and minor.
@@ -611,8 +611,8 @@ fn map_ssl<'t>(zeek: Fields<'t>, out: &mut EcsBuilder<'t>) -> Result<(), ParseEr
 }
 
 fn map_files<'t>(zeek: Fields<'t>, out: &mut EcsBuilder<'t>) -> Result<(), ParseError> {
-    out.put_strings("event.category", &["file"]);
-    out.put_strings("event.type", &["info"]);
+    out.put_constants("event.category", &["file"]);
+    out.put_constants("event.type", &["info"]);
     if let Some(fuid) = zeek.str("fuid")? {
         out.put_str("file.uid", fuid);
     }
@@ -646,8 +646,8 @@ fn map_files<'t>(zeek: Fields<'t>, out: &mut EcsBuilder<'t>) -> Result<(), Parse
 
 fn map_notice<'t>(zeek: Fields<'t>, out: &mut EcsBuilder<'t>) -> Result<(), ParseError> {
     out.put("event.kind", "alert");
-    out.put_strings("event.category", &["network", "intrusion_detection"]);
-    out.put_strings("event.type", &["info"]);
+    out.put_constants("event.category", &["network", "intrusion_detection"]);
+    out.put_constants("event.type", &["info"]);
     if let Some(note) = zeek.str("note")? {
         out.put_str("rule.name", note);
     }
@@ -672,8 +672,8 @@ fn map_notice<'t>(zeek: Fields<'t>, out: &mut EcsBuilder<'t>) -> Result<(), Pars
 
 fn map_weird<'t>(zeek: Fields<'t>, out: &mut EcsBuilder<'t>) -> Result<(), ParseError> {
     out.put("event.kind", "alert");
-    out.put_strings("event.category", &["network"]);
-    out.put_strings("event.type", &["info"]);
+    out.put_constants("event.category", &["network"]);
+    out.put_constants("event.type", &["info"]);
     if let Some(name) = zeek.str("name")? {
         out.put_str("rule.name", name);
     }
@@ -681,8 +681,8 @@ fn map_weird<'t>(zeek: Fields<'t>, out: &mut EcsBuilder<'t>) -> Result<(), Parse
 }
 
 fn map_x509<'t>(zeek: Fields<'t>, out: &mut EcsBuilder<'t>) -> Result<(), ParseError> {
-    out.put_strings("event.category", &["network"]);
-    out.put_strings("event.type", &["info"]);
+    out.put_constants("event.category", &["network"]);
+    out.put_constants("event.type", &["info"]);
     let strings = [
         ("certificate.serial", "x509.serial_number"),
         ("certificate.subject", "x509.subject.distinguished_name"),
@@ -725,8 +725,8 @@ fn map_x509<'t>(zeek: Fields<'t>, out: &mut EcsBuilder<'t>) -> Result<(), ParseE
 }
 
 fn map_ssh<'t>(zeek: Fields<'t>, out: &mut EcsBuilder<'t>) -> Result<(), ParseError> {
-    out.put_strings("event.category", &["network"]);
-    out.put_strings("event.type", &["connection", "protocol"]);
+    out.put_constants("event.category", &["network"]);
+    out.put_constants("event.type", &["connection", "protocol"]);
     out.put("network.protocol", "ssh");
     match zeek.bool("auth_success")? {
         Some(true) => out.put("event.outcome", "success"),
