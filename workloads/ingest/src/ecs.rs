@@ -94,6 +94,8 @@ impl<'t> From<Vec<String>> for Node<'t> {
 macro_rules! node_from {
     ($make:expr => $($t:ty),*) => {$(
         impl<'t> From<$t> for Node<'t> {
+            // `u64::from` is the identity for `u64` itself.
+            #[allow(clippy::useless_conversion)]
             fn from(value: $t) -> Self {
                 $make(value)
             }
@@ -1567,13 +1569,13 @@ mod tests {
                 let mut segments = [0u16; 8];
                 for s in &mut segments {
                     let r = next();
-                    *s = if r % 5 == 0 {
+                    *s = if r.is_multiple_of(5) {
                         (r >> 16) as u16
                     } else {
                         pick[(r >> 8) as usize % pick.len()]
                     };
                 }
-                if next() % 7 == 0 {
+                if next().is_multiple_of(7) {
                     segments[..5].fill(0);
                     segments[5] = 0xffff;
                 }
@@ -1660,8 +1662,13 @@ mod tests {
         let mut texts = random_texts(&mut next, alphabet, 100_000, 40);
         // Valid addresses too, spelled canonically and in full with leading zeros.
         for _ in 0..20_000 {
-            let segments: [u16; 8] =
-                std::array::from_fn(|_| if next() % 3 == 0 { 0 } else { next() as u16 });
+            let segments: [u16; 8] = std::array::from_fn(|_| {
+                if next().is_multiple_of(3) {
+                    0
+                } else {
+                    next() as u16
+                }
+            });
             let ip = std::net::Ipv6Addr::from(segments);
             texts.push(ip.to_string());
             texts.push(segments.map(|s| format!("{s:04x}")).join(":"));
