@@ -260,6 +260,12 @@ pub(crate) fn parse_record_from<O: Output>(
             field: "the ** Alert header of an alerts.log block",
         });
     }
+    if matches!(
+        format,
+        Format::SuricataEve | Format::WazuhAlerts | Format::Ossec | Format::JsonLines
+    ) {
+        crate::json::check_depth(text.as_bytes())?;
+    }
     let normalise = match format {
         Format::SuricataEve => return suricata::normalise(text, original, ctx),
         Format::WazuhAlerts => wazuh::normalise::<O>,

@@ -19,6 +19,8 @@ use std::cmp::Ordering;
 use std::fmt;
 
 use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+
+use crate::error::ParseError;
 use serde_json::{Map, Number, Value};
 
 /// A JSON value borrowed from the text it was read from; see the module's comment.
@@ -416,6 +418,56 @@ pub(crate) fn doc_from_str(text: &str) -> serde_json::Result<Doc<'_>> {
     Ok(doc)
 }
 
+/// How deep a record may nest. serde_json reads no JSON nested more than 128 levels, and
+/// the event puts the record a few levels down (`suricata.eve`, `zeek.<path>.<group>`,
+/// `wazuh`, `json`): a record nested deeper than this would be published, and no stage
+/// could read the event back.
+pub(crate) const MAX_RECORD_DEPTH: usize = 120;
+
+/// Refuses a JSON text nested more than [`MAX_RECORD_DEPTH`] levels deep.
+pub(crate) fn check_depth(text: &[u8]) -> Result<(), ParseError> {
+    if nested_deeper_than(text, MAX_RECORD_DEPTH) {
+        return Err(ParseError::InvalidJson(format!(
+            "nested more than {MAX_RECORD_DEPTH} levels deep, too deep for the event to be read back"
+        )));
+    }
+    Ok(())
+}
+
+/// Whether `text` opens more than `max` arrays or objects inside one another. Counting
+/// the brackets first (a vectorised scan) settles almost every record: one with no more
+/// than `max` of them cannot nest deeper.
+fn nested_deeper_than(text: &[u8], max: usize) -> bool {
+    if memchr::memchr2_iter(b'{', b'[', text).count() <= max {
+        return false;
+    }
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for &b in text {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                if depth > max {
+                    return true;
+                }
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
+}
+
 /// [`doc_from_str`] with objects kept in the order written (see [`Members`]): for a
 /// record looked into and written out in that order.
 pub(crate) fn doc_in_written_order(text: &str) -> serde_json::Result<Doc<'_>> {
@@ -745,6 +797,19 @@ mod tests {
             selected_from_str("[1]", none).unwrap().to_value(),
             serde_json::json!([1])
         );
+    }
+
+    #[test]
+    fn records_too_deep_for_the_event_are_refused() {
+        let nested = |depth: usize| format!("{}1{}", "[".repeat(depth), "]".repeat(depth));
+        assert!(check_depth(nested(MAX_RECORD_DEPTH).as_bytes()).is_ok());
+        assert!(check_depth(nested(MAX_RECORD_DEPTH + 1).as_bytes()).is_err());
+        // Brackets inside strings, escaped quotes included, do not count.
+        let in_strings = format!(r#"{{"a":"{}\"{}"}}"#, "[".repeat(200), "{".repeat(200));
+        assert!(check_depth(in_strings.as_bytes()).is_ok());
+        // Siblings are not nesting.
+        let wide = format!("[{}]", vec!["[]"; 500].join(","));
+        assert!(check_depth(wide.as_bytes()).is_ok());
     }
 
     #[test]

@@ -246,6 +246,7 @@ fn scalar(name: &str, kind: &str, raw: &[u8]) -> Result<Value, ParseError> {
 /// escape, a file cut mid-character) is escaped as `\xNN`, the form Zeek itself uses for
 /// such bytes, instead of costing the whole record.
 pub(crate) fn json_record(line: &[u8]) -> Result<Members<'_>, ParseError> {
+    crate::json::check_depth(line)?;
     match std::str::from_utf8(line) {
         // Kept in Zeek's order, which is the order the record is published in.
         Ok(text) => object(crate::json::doc_in_written_order(text)),

@@ -209,3 +209,43 @@ fn every_format_publishes_the_bytes_of_its_event() {
     );
     assert!(text.contains(&kept), "{text}");
 }
+
+/// A record nested as deep as ingest accepts is published as an event every stage can read
+/// back (serde_json reads no more than 128 levels); one nested deeper is refused, with the
+/// reason, instead of being published unreadable.
+#[test]
+fn deep_records_are_refused_before_they_make_unreadable_events() {
+    let ctx = ParseContext::new(SENSOR);
+    let nested = |depth: usize| {
+        let inner = format!("{}1{}", "[".repeat(depth - 1), "]".repeat(depth - 1));
+        [
+            (
+                Format::SuricataEve,
+                format!(
+                    r#"{{"timestamp":"2023-11-01T00:46:35.638604+0100","event_type":"dns","x":{inner}}}"#
+                ),
+            ),
+            (
+                Format::Zeek,
+                format!(r#"{{"_path":"weird","ts":1.5,"x.y":{inner}}}"#),
+            ),
+            (
+                Format::JsonLines,
+                format!(r#"{{"timestamp":"2023-11-01T00:46:35Z","x":{inner}}}"#),
+            ),
+        ]
+    };
+    for (format, line) in nested(120) {
+        let bytes = parse_line_json(format, line.as_bytes(), &ctx)
+            .unwrap_or_else(|e| panic!("{format}: {e}"));
+        serde_json::from_slice::<serde_json::Value>(bytes.as_bytes())
+            .unwrap_or_else(|e| panic!("{format}: the event does not read back: {e}"));
+    }
+    for (format, line) in nested(121) {
+        let error = parse_line_json(format, line.as_bytes(), &ctx).unwrap_err();
+        assert!(
+            error.to_string().contains("nested more than 120 levels"),
+            "{format}: {error}"
+        );
+    }
+}
