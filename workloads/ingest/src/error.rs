@@ -21,6 +21,10 @@ pub enum ParseError {
     InvalidUtf8 { offset: usize },
     #[error("not JSON: {0}")]
     InvalidJson(String),
+    /// JSON nested deeper than the event can hold and still be read back (counted as
+    /// `invalid_json`, which is what the stages reading it would find).
+    #[error("JSON nested more than {max} levels deep, too deep for the event to be read back")]
+    TooDeep { max: usize },
     #[error("JSON value is {found}, not an object")]
     NotAnObject { found: &'static str },
     #[error("missing {field}")]
@@ -54,7 +58,7 @@ impl ParseError {
         match self {
             ParseError::TooLong { .. } => RejectReason::TooLong,
             ParseError::InvalidUtf8 { .. } => RejectReason::InvalidUtf8,
-            ParseError::InvalidJson(_) => RejectReason::InvalidJson,
+            ParseError::InvalidJson(_) | ParseError::TooDeep { .. } => RejectReason::InvalidJson,
             ParseError::NotAnObject { .. } => RejectReason::NotAnObject,
             ParseError::MissingField { .. } | ParseError::MissingTimestampField { .. } => {
                 RejectReason::MissingField

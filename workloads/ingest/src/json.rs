@@ -427,9 +427,9 @@ pub(crate) const MAX_RECORD_DEPTH: usize = 120;
 /// Refuses a JSON text nested more than [`MAX_RECORD_DEPTH`] levels deep.
 pub(crate) fn check_depth(text: &[u8]) -> Result<(), ParseError> {
     if nested_deeper_than(text, MAX_RECORD_DEPTH) {
-        return Err(ParseError::InvalidJson(format!(
-            "nested more than {MAX_RECORD_DEPTH} levels deep, too deep for the event to be read back"
-        )));
+        return Err(ParseError::TooDeep {
+            max: MAX_RECORD_DEPTH,
+        });
     }
     Ok(())
 }
