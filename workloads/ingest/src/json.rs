@@ -2,17 +2,18 @@
 //! whole in the event.
 //!
 //! A [`Doc`] borrows its keys and strings from the line (owning only those with
-//! escapes), and holds each object's members in a vector sorted by key. Sorted because
-//! `serde_json::Map` is a `BTreeMap`: an event's JSON lists members in key order, so
-//! writing a kept record must too, and members are then found by binary search. The
-//! record is written out as it is read, without building and freeing a tree of owned
-//! keys and B-tree nodes per event, which took half the time of Suricata's ingest.
+//! escapes). Each object's members are held in a vector, either sorted by key (found by
+//! binary search, and written in key order, as `serde_json::Map` writes: Wazuh, JSON
+//! lines, Zeek TSV) or in the order written (found by a scan from the end, so the last of
+//! a key written twice counts: Suricata's members the mapping reads, Zeek JSON, whose
+//! records are published in their sensor's order). No tree of owned keys and B-tree
+//! nodes is built and freed per event, which took half the time of Suricata's ingest.
 //!
 //! Hand-written rather than `serde_json::Value` or `&RawValue`: a `Value` owns every key
-//! and string in B-tree nodes, and a `RawValue` keeps the member order and whitespace of
-//! the line, which the event's JSON (serde_json's, keys sorted) does not. The document
-//! equals the `Value` serde_json would read (numbers read by serde_json, for a key
-//! written twice the last value kept) and serialises to the same bytes.
+//! and string in B-tree nodes, and a `RawValue` is read with lighter checks than a
+//! `Value` (numbers out of range pass), so what it accepts might not read back. The
+//! document equals the `Value` serde_json would read (numbers read by serde_json, for a
+//! key written twice the last value kept) and, written, reads back as it.
 
 use std::borrow::Cow;
 use std::cmp::Ordering;
