@@ -350,14 +350,9 @@ fn insert_nested<'t>(
 /// published as it is), no name is written twice. Otherwise through [`nest`].
 fn write_dotted(out: &mut Vec<u8>, record: &Members<'_>) {
     let (members, sorted) = record.as_kept();
-    let streamed = if sorted {
-        streams_nested(members) && {
-            write_grouped(out, members);
-            true
-        }
-    } else {
-        write_as_written(out, members)
-    };
+    // A sorted record comes in the nested order when `streams_nested` says so; then its
+    // names are unique and its groups together, and it is written as it comes.
+    let streamed = (!sorted || streams_nested(members)) && write_as_written(out, members);
     if !streamed {
         let mut nested = nest(record);
         nested.sort();
@@ -365,40 +360,8 @@ fn write_dotted(out: &mut Vec<u8>, record: &Members<'_>) {
     }
 }
 
-/// Writes members whose groups come together (checked by the caller), in their order.
-fn write_grouped(out: &mut Vec<u8>, members: &[(Cow<'_, str>, Doc<'_>)]) {
-    out.push(b'{');
-    let mut open: Option<&str> = None;
-    for (i, (key, value)) in members.iter().enumerate() {
-        let (name, rest) = split_name(key);
-        let group = rest.map(|_| name);
-        if open.is_some() && open != group {
-            out.push(b'}');
-        }
-        if i > 0 {
-            out.push(b',');
-        }
-        if let Some(rest) = rest {
-            if open != group {
-                write_key_part(out, name, key);
-                out.extend_from_slice(b":{");
-            }
-            write_key_part(out, rest, key);
-        } else {
-            write_key_part(out, name, key);
-        }
-        out.push(b':');
-        write_doc(out, value);
-        open = group;
-    }
-    if open.is_some() {
-        out.push(b'}');
-    }
-    out.push(b'}');
-}
-
-/// Writes members kept in the order written, checking as it goes that they can be written
-/// so: each dotted name has one dot, a group's names come together, and no name (plain,
+/// Writes members in the order they are kept, checking as it goes that they can be
+/// written so: each dotted name has one dot, a group's names come together, and no name (plain,
 /// group, or within a group) comes twice. `false`, with nothing written, when they cannot.
 fn write_as_written(out: &mut Vec<u8>, members: &[(Cow<'_, str>, Doc<'_>)]) -> bool {
     let start = out.len();
@@ -455,7 +418,9 @@ fn write_as_written(out: &mut Vec<u8>, members: &[(Cow<'_, str>, Doc<'_>)]) -> b
     true
 }
 
-/// A name's part before its first dot, and the rest after it.
+/// A name's part before its first dot, and the rest after it. A byte scan: names and
+/// paths are a few bytes, where `str::split`'s pattern search and `memchr`'s vector
+/// set-up cost more than the scan.
 fn split_name(key: &str) -> (&str, Option<&str>) {
     match key.bytes().position(|b| b == b'.') {
         Some(dot) => (&key[..dot], Some(&key[dot + 1..])),
@@ -475,14 +440,14 @@ fn name_hash(name: &str) -> usize {
 fn streams_nested(members: &[(Cow<'_, str>, Doc<'_>)]) -> bool {
     let mut previous: Option<(&str, bool)> = None;
     for (key, _) in members {
-        let (name, dotted) = match key.split_once('.') {
-            Some((group, rest)) => {
+        let (name, dotted) = match split_name(key) {
+            (group, Some(rest)) => {
                 if group.is_empty() || rest.is_empty() || rest.contains('.') {
                     return false;
                 }
                 (group, true)
             }
-            None => (key.as_ref(), false),
+            (name, None) => (name, false),
         };
         if let Some((last, last_dotted)) = previous {
             let same_group = dotted && last_dotted && last == name;
@@ -584,11 +549,7 @@ impl<'t> EcsBuilder<'t> {
         let mut members = &mut self.groups;
         let mut rest = path;
         loop {
-            // A byte scan: paths are a few bytes, too short for `memchr`'s vector set-up.
-            let (segment, tail) = match rest.bytes().position(|b| b == b'.') {
-                Some(dot) => (&rest[..dot], Some(&rest[dot + 1..])),
-                None => (rest, None),
-            };
+            let (segment, tail) = split_name(rest);
             // Groups and objects are small and written in bursts, so the last member
             // written is tried first.
             let found = members.iter().rposition(|(k, _)| same_key(k, segment));
@@ -775,25 +736,16 @@ impl Output for EventJson {
     }
 }
 
-/// Splits a dotted path at its dots by a byte scan: paths are short ASCII, where
-/// `str::split`'s generic pattern search costs more than the scan.
+/// Splits a dotted path at its dots ([`split_name`]).
 struct DotSplit<'p>(Option<&'p str>);
 
 impl<'p> Iterator for DotSplit<'p> {
     type Item = &'p str;
 
     fn next(&mut self) -> Option<&'p str> {
-        let rest = self.0?;
-        match rest.bytes().position(|b| b == b'.') {
-            Some(dot) => {
-                self.0 = Some(&rest[dot + 1..]);
-                Some(&rest[..dot])
-            }
-            None => {
-                self.0 = None;
-                Some(rest)
-            }
-        }
+        let (segment, rest) = split_name(self.0?);
+        self.0 = rest;
+        Some(segment)
     }
 }
 
@@ -1082,15 +1034,14 @@ pub(crate) fn try_canonical_ip(raw: &str) -> Option<Cow<'_, str>> {
     }
 }
 
-/// `ip` spelled canonically: `raw` itself when it already is.
+/// `ip` spelled canonically (std's `Display`, RFC 5952): `raw` itself when it already
+/// is. Only for the spellings [`plain_ipv6`] leaves to std, which are rare.
 fn ipv6_text(ip: std::net::Ipv6Addr, raw: &str) -> Cow<'_, str> {
-    let mut canonical = Ipv6Text::default();
-    canonical.write(ip);
-    let canonical = canonical.as_str();
+    let canonical = ip.to_string();
     if canonical == raw {
         Cow::Borrowed(raw)
     } else {
-        Cow::Owned(canonical.to_owned())
+        Cow::Owned(canonical)
     }
 }
 
@@ -1208,82 +1159,6 @@ fn is_canonical_ipv4(raw: &str) -> bool {
         }
     }
     i == bytes.len()
-}
-
-/// An IPv6 address spelled as `Ipv6Addr`'s `Display` spells it (RFC 5952: lowercase hex
-/// without leading zeros, the longest run of two or more zero groups, the first of equal
-/// runs, written `::`; IPv4-mapped addresses as `::ffff:a.b.c.d`), on the stack. Written
-/// here because `to_string` goes through the formatting machinery, which took most of the
-/// time of reading an IPv6 address, and allocates even when the address is already in
-/// that form, as most sensors write it.
-struct Ipv6Text {
-    bytes: [u8; 48],
-    len: usize,
-}
-
-impl Default for Ipv6Text {
-    fn default() -> Self {
-        Ipv6Text {
-            bytes: [0; 48],
-            len: 0,
-        }
-    }
-}
-
-impl Ipv6Text {
-    fn write(&mut self, ip: std::net::Ipv6Addr) {
-        if let Some(v4) = ip.to_ipv4_mapped() {
-            self.push(b"::ffff:");
-            for (i, octet) in v4.octets().into_iter().enumerate() {
-                if i > 0 {
-                    self.push(b".");
-                }
-                self.push(itoa::Buffer::new().format(octet).as_bytes());
-            }
-            return;
-        }
-        let segments = ip.segments();
-        let (zeros_start, zeros_len) = longest_zero_run(&segments);
-        if zeros_len > 1 {
-            self.groups(&segments[..zeros_start]);
-            self.push(b"::");
-            self.groups(&segments[zeros_start + zeros_len..]);
-        } else {
-            self.groups(&segments);
-        }
-    }
-
-    fn groups(&mut self, segments: &[u16]) {
-        const HEX: &[u8; 16] = b"0123456789abcdef";
-        for (i, &segment) in segments.iter().enumerate() {
-            if i > 0 {
-                self.push(b":");
-            }
-            let digits = [
-                HEX[usize::from(segment >> 12)],
-                HEX[usize::from((segment >> 8) & 0xf)],
-                HEX[usize::from((segment >> 4) & 0xf)],
-                HEX[usize::from(segment & 0xf)],
-            ];
-            let significant = match segment {
-                0..=0xf => 1,
-                0x10..=0xff => 2,
-                0x100..=0xfff => 3,
-                _ => 4,
-            };
-            self.push(&digits[4 - significant..]);
-        }
-    }
-
-    fn push(&mut self, text: &[u8]) {
-        self.bytes[self.len..self.len + text.len()].copy_from_slice(text);
-        self.len += text.len();
-    }
-
-    fn as_str(&self) -> &str {
-        // Only ASCII digits, hex letters, dots and colons were pushed.
-        std::str::from_utf8(&self.bytes[..self.len]).unwrap_or_default()
-    }
 }
 
 /// Start and length of the longest run of zero groups, the first of equal runs.
@@ -1556,54 +1431,6 @@ mod tests {
         }
     }
 
-    #[test]
-    fn ipv6_is_spelled_as_std_spells_it() {
-        // Segments drawn mostly from zero and small values, so every shape of zero run,
-        // tie and IPv4-mapped address comes up.
-        let mut next = xorshift(0x9e37_79b9_7f4a_7c15_u64);
-        let pick = [
-            0u16, 0, 0, 1, 0xf, 0x10, 0xff, 0x100, 0xfff, 0x1000, 0xffff, 0xdb8,
-        ];
-        let mut addresses: Vec<std::net::Ipv6Addr> = (0..20_000)
-            .map(|_| {
-                let mut segments = [0u16; 8];
-                for s in &mut segments {
-                    let r = next();
-                    *s = if r.is_multiple_of(5) {
-                        (r >> 16) as u16
-                    } else {
-                        pick[(r >> 8) as usize % pick.len()]
-                    };
-                }
-                if next().is_multiple_of(7) {
-                    segments[..5].fill(0);
-                    segments[5] = 0xffff;
-                }
-                std::net::Ipv6Addr::from(segments)
-            })
-            .collect();
-        addresses.extend(
-            [
-                "::",
-                "::1",
-                "1::",
-                "::ffff:0.0.0.0",
-                "::ffff:1.2.3.4",
-                "::1.2.3.4",
-                "1:0:1:0:1:0:1:0",
-            ]
-            .map(|a| a.parse::<std::net::Ipv6Addr>().unwrap()),
-        );
-        for ip in addresses {
-            let mut ours = Ipv6Text::default();
-            ours.write(ip);
-            assert_eq!(ours.as_str(), ip.to_string(), "{:?}", ip.segments());
-        }
-    }
-
-    /// A flat record written nested, streamed or not, reads as the nested record built
-    /// by `nest` (last value of a name written twice, a name landing on a value staying
-    /// flat), whatever the order and shape of its names.
     #[test]
     fn dotted_records_are_written_as_nest_builds_them() {
         let texts = [

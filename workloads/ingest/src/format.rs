@@ -10,8 +10,8 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 
 use crate::ecs::{EventJson, Output};
-use crate::error::{JsonType, ParseError};
-use crate::json::{Doc, Members};
+use crate::error::ParseError;
+use crate::json::Members;
 use crate::zone::LocalZone;
 use crate::{greenbone, json_lines, ossec, suricata, syslog, wazuh, zeek};
 
@@ -306,13 +306,7 @@ pub(crate) fn zeek_line<O: Output>(
 }
 
 pub(crate) fn json_object(text: &str) -> Result<Members<'_>, ParseError> {
-    match crate::json::doc_from_str(text) {
-        Ok(Doc::Object(record)) => Ok(record),
-        Ok(other) => Err(ParseError::NotAnObject {
-            found: other.json_type_name(),
-        }),
-        Err(e) => Err(ParseError::InvalidJson(e.to_string())),
-    }
+    crate::json::members_of(crate::json::doc_from_str(text))
 }
 
 /// Guesses the format of a stream from one of its lines: Suricata EVE records carry an

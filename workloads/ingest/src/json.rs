@@ -20,9 +20,9 @@ use std::cmp::Ordering;
 use std::fmt;
 
 use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
-
-use crate::error::ParseError;
 use serde_json::{Map, Number, Value};
+
+use crate::error::{JsonType, ParseError};
 
 /// A JSON value borrowed from the text it was read from; see the module's comment.
 #[derive(Debug, Clone, PartialEq)]
@@ -127,7 +127,9 @@ impl<'a> Members<'a> {
         (&self.members, self.sorted)
     }
 
-    /// [`Self::in_key_order`] as references into the members.
+    /// The members in key order, each key once, however they are kept, as references. A
+    /// key is the `Cow` it was read as: borrowed only when it holds no escape (see
+    /// [`write_doc`]).
     pub(crate) fn key_ordered(&self) -> Vec<(&Cow<'a, str>, &Doc<'a>)> {
         let mut members: Vec<_> = self.members.iter().map(|(k, v)| (k, v)).collect();
         if !self.sorted {
@@ -136,20 +138,6 @@ impl<'a> Members<'a> {
             dedup_keeping_last(&mut members, |(k, _)| k);
         }
         members
-    }
-
-    /// The members in key order, each key once, however they are kept. A key is the
-    /// `Cow` it was read as: borrowed only when it holds no escape (see [`write_doc`]).
-    pub(crate) fn in_key_order(&self) -> Cow<'_, [(Cow<'a, str>, Doc<'a>)]> {
-        if self.sorted {
-            return Cow::Borrowed(&self.members);
-        }
-        Cow::Owned(
-            self.key_ordered()
-                .into_iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
-        )
     }
 }
 
@@ -283,13 +271,23 @@ pub(crate) fn write_doc(out: &mut Vec<u8>, doc: &Doc<'_>) {
 
 pub(crate) fn write_members(out: &mut Vec<u8>, members: &Members<'_>) {
     out.push(b'{');
-    for (i, (key, value)) in members.in_key_order().iter().enumerate() {
+    let mut write = |i: usize, key: &Cow<'_, str>, value: &Doc<'_>| {
         if i > 0 {
             out.push(b',');
         }
         write_cow(out, key);
         out.push(b':');
         write_doc(out, value);
+    };
+    let (kept, sorted) = members.as_kept();
+    if sorted {
+        for (i, (key, value)) in kept.iter().enumerate() {
+            write(i, key, value);
+        }
+    } else {
+        for (i, (key, value)) in members.key_ordered().into_iter().enumerate() {
+            write(i, key, value);
+        }
     }
     out.push(b'}');
 }
@@ -384,8 +382,8 @@ pub(crate) fn write_str(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
 }
 
-/// Whether any of eight bytes is below 0x20, `"` or `\`: the classic "has a byte less
-/// than n" and "has a zero byte" word tricks, exact for the question asked.
+/// Whether any byte is below 0x20, `"` or `\`, a word at a time ([`needs_escape`]), the
+/// tail as the last eight bytes again.
 fn needs_any_escape(bytes: &[u8]) -> bool {
     if bytes.len() < 8 {
         return bytes.iter().any(|&b| b < 0x20 || b == b'"' || b == b'\\');
@@ -401,6 +399,8 @@ fn needs_any_escape(bytes: &[u8]) -> bool {
     at < bytes.len() && needs_escape(word(bytes.len() - 8))
 }
 
+/// Whether any of eight bytes is below 0x20, `"` or `\`: the classic "has a byte less
+/// than n" and "has a zero byte" word tricks, exact for the question asked.
 fn needs_escape(word: u64) -> bool {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGHS: u64 = 0x8080_8080_8080_8080;
@@ -413,10 +413,26 @@ fn needs_escape(word: u64) -> bool {
 
 /// Parses one JSON text into a [`Doc`] borrowing from it.
 pub(crate) fn doc_from_str(text: &str) -> serde_json::Result<Doc<'_>> {
+    read_whole(text, DocVisitor::<true>::WHOLE)
+}
+
+/// Reads `text` with `visitor`, refusing anything after the value.
+fn read_whole<'a, V: Visitor<'a>>(text: &'a str, visitor: V) -> serde_json::Result<V::Value> {
     let mut deserializer = serde_json::Deserializer::from_str(text);
-    let doc = DocSeed::<true>.deserialize(&mut deserializer)?;
+    let value = deserializer.deserialize_any(visitor)?;
     deserializer.end()?;
-    Ok(doc)
+    Ok(value)
+}
+
+/// The members of a record that must be a JSON object, or why it is not one.
+pub(crate) fn members_of(doc: serde_json::Result<Doc<'_>>) -> Result<Members<'_>, ParseError> {
+    match doc {
+        Ok(Doc::Object(record)) => Ok(record),
+        Ok(other) => Err(ParseError::NotAnObject {
+            found: other.json_type_name(),
+        }),
+        Err(e) => Err(ParseError::InvalidJson(e.to_string())),
+    }
 }
 
 /// How deep a record may nest. serde_json reads no JSON nested more than 128 levels, and
@@ -472,10 +488,7 @@ fn nested_deeper_than(text: &[u8], max: usize) -> bool {
 /// [`doc_from_str`] with objects kept in the order written (see [`Members`]): for a
 /// record looked into and written out in that order.
 pub(crate) fn doc_in_written_order(text: &str) -> serde_json::Result<Doc<'_>> {
-    let mut deserializer = serde_json::Deserializer::from_str(text);
-    let doc = DocSeed::<false>.deserialize(&mut deserializer)?;
-    deserializer.end()?;
-    Ok(doc)
+    read_whole(text, DocVisitor::<false>::WHOLE)
 }
 
 /// Reads a JSON value like [`doc_from_str`], except that of a top-level object only the
@@ -487,67 +500,7 @@ pub(crate) fn selected_from_str(
     text: &str,
     wanted: fn(&str) -> bool,
 ) -> serde_json::Result<Doc<'_>> {
-    let mut deserializer = serde_json::Deserializer::from_str(text);
-    let doc = deserializer.deserialize_any(SelectVisitor { wanted })?;
-    deserializer.end()?;
-    Ok(doc)
-}
-
-struct SelectVisitor {
-    wanted: fn(&str) -> bool,
-}
-
-impl<'de> Visitor<'de> for SelectVisitor {
-    type Value = Doc<'de>;
-
-    fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        formatter.write_str("any valid JSON value")
-    }
-
-    fn visit_bool<E: serde::de::Error>(self, value: bool) -> Result<Doc<'de>, E> {
-        DocVisitor::<false>.visit_bool(value)
-    }
-
-    fn visit_i64<E: serde::de::Error>(self, value: i64) -> Result<Doc<'de>, E> {
-        DocVisitor::<false>.visit_i64(value)
-    }
-
-    fn visit_u64<E: serde::de::Error>(self, value: u64) -> Result<Doc<'de>, E> {
-        DocVisitor::<false>.visit_u64(value)
-    }
-
-    fn visit_f64<E: serde::de::Error>(self, value: f64) -> Result<Doc<'de>, E> {
-        DocVisitor::<false>.visit_f64(value)
-    }
-
-    fn visit_borrowed_str<E: serde::de::Error>(self, value: &'de str) -> Result<Doc<'de>, E> {
-        DocVisitor::<false>.visit_borrowed_str(value)
-    }
-
-    fn visit_str<E: serde::de::Error>(self, value: &str) -> Result<Doc<'de>, E> {
-        DocVisitor::<false>.visit_str(value)
-    }
-
-    fn visit_unit<E: serde::de::Error>(self) -> Result<Doc<'de>, E> {
-        DocVisitor::<false>.visit_unit()
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Doc<'de>, A::Error> {
-        DocVisitor::<false>.visit_seq(seq)
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Doc<'de>, A::Error> {
-        let mut members = Vec::with_capacity(16);
-        while let Some(key) = map.next_key_seed(KeySeed)? {
-            if (self.wanted)(&key) {
-                let value = map.next_value_seed(DocSeed::<false>)?;
-                members.push((key, value));
-            } else {
-                map.next_value_seed(CheckSeed)?;
-            }
-        }
-        Ok(Doc::Object(Members::in_written_order(members)))
-    }
+    read_whole(text, DocVisitor::<false, true> { wanted })
 }
 
 /// Reads a value as serde_json reads one into a `Value`, building nothing.
@@ -620,13 +573,23 @@ impl<'de, const SORTED: bool> DeserializeSeed<'de> for DocSeed<SORTED> {
     type Value = Doc<'de>;
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Doc<'de>, D::Error> {
-        deserializer.deserialize_any(DocVisitor::<SORTED>)
+        deserializer.deserialize_any(DocVisitor::<SORTED>::WHOLE)
     }
 }
 
-struct DocVisitor<const SORTED: bool>;
+/// Builds a [`Doc`]. With `SELECT`, `wanted` names the members of the top-level object
+/// to build, the others being only checked (see [`selected_from_str`]); a constant, so
+/// that building whole documents pays no test per member.
+struct DocVisitor<const SORTED: bool, const SELECT: bool = false> {
+    wanted: fn(&str) -> bool,
+}
 
-impl<'de, const SORTED: bool> Visitor<'de> for DocVisitor<SORTED> {
+impl<const SORTED: bool> DocVisitor<SORTED> {
+    /// Builds every member.
+    const WHOLE: Self = DocVisitor { wanted: |_| true };
+}
+
+impl<'de, const SORTED: bool, const SELECT: bool> Visitor<'de> for DocVisitor<SORTED, SELECT> {
     type Value = Doc<'de>;
 
     fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -682,8 +645,15 @@ impl<'de, const SORTED: bool> Visitor<'de> for DocVisitor<SORTED> {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Doc<'de>, A::Error> {
-        let mut members = Vec::with_capacity(map.size_hint().unwrap_or(8));
+        // A record's top level (where `wanted` applies) holds more members than most
+        // objects: room for them without regrowing.
+        let room = if SELECT { 16 } else { 8 };
+        let mut members = Vec::with_capacity(map.size_hint().unwrap_or(room));
         while let Some(key) = map.next_key_seed(KeySeed)? {
+            if SELECT && !(self.wanted)(&key) {
+                map.next_value_seed(CheckSeed)?;
+                continue;
+            }
             let value = map.next_value_seed(DocSeed::<SORTED>)?;
             members.push((key, value));
         }

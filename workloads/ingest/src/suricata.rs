@@ -14,7 +14,7 @@ use crate::ecs::{
     ascii_lowercase, base_name, map_endpoints, naive_utc_timestamp, try_canonical_ip, EcsBuilder,
     EndpointFields, Fields, Node, Output,
 };
-use crate::error::{JsonType, ParseError};
+use crate::error::ParseError;
 use crate::format::ParseContext;
 use crate::json::{self, Doc};
 
@@ -30,15 +30,7 @@ pub(crate) fn normalise<O: Output>(
     original: Option<&str>,
     ctx: &ParseContext,
 ) -> Result<O, ParseError> {
-    let record = match json::selected_from_str(text, is_mapped) {
-        Ok(Doc::Object(record)) => record,
-        Ok(other) => {
-            return Err(ParseError::NotAnObject {
-                found: other.json_type_name(),
-            })
-        }
-        Err(e) => return Err(ParseError::InvalidJson(e.to_string())),
-    };
+    let record = json::members_of(json::selected_from_str(text, is_mapped))?;
     let mut out = EcsBuilder::new();
     map_record(Fields::new(&record, ""), ctx, &mut out)?;
     if let Some(original) = original {

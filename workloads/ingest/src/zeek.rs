@@ -14,7 +14,6 @@ use serde_json::{Map, Number, Value};
 use crate::ecs::{
     canonical_ip, map_endpoints, utc_timestamp, EcsBuilder, EndpointFields, Fields, Node, Output,
 };
-use crate::error::JsonType;
 use crate::error::ParseError;
 use crate::format::ParseContext;
 use crate::json::{Doc, Members};
@@ -249,21 +248,13 @@ pub(crate) fn json_record(line: &[u8]) -> Result<Members<'_>, ParseError> {
     crate::json::check_depth(line)?;
     match std::str::from_utf8(line) {
         // Kept in Zeek's order, which is the order the record is published in.
-        Ok(text) => object(crate::json::doc_in_written_order(text)),
+        Ok(text) => crate::json::members_of(crate::json::doc_in_written_order(text)),
         Err(_) => {
             let escaped = escape_invalid_utf8_in_json(line);
-            object(crate::json::doc_in_written_order(&escaped).map(Doc::into_owned))
+            crate::json::members_of(
+                crate::json::doc_in_written_order(&escaped).map(Doc::into_owned),
+            )
         }
-    }
-}
-
-fn object(doc: serde_json::Result<Doc<'_>>) -> Result<Members<'_>, ParseError> {
-    match doc {
-        Ok(Doc::Object(record)) => Ok(record),
-        Ok(other) => Err(ParseError::NotAnObject {
-            found: other.json_type_name(),
-        }),
-        Err(e) => Err(ParseError::InvalidJson(e.to_string())),
     }
 }
 
@@ -280,7 +271,7 @@ pub(crate) fn normalise<O: Output>(
         Some(other) => return Err(ParseError::wrong_type("_path", "a string", &other)),
         None => Cow::Borrowed(path_hint.unwrap_or_else(|| guess_path(&record))),
     };
-    let path = sanitise_path(&path).into_owned();
+    let path = sanitise_path(&path);
     let mut out = EcsBuilder::new();
     let zeek = Fields::new(&record, "");
     map_common(zeek, &path, ctx, &mut out)?;
@@ -304,10 +295,10 @@ pub(crate) fn normalise<O: Output>(
 }
 
 /// A path fit to be one key of `zeek.<path>` and an `event.dataset` suffix.
-fn sanitise_path(path: &str) -> Cow<'_, str> {
+fn sanitise_path(path: &str) -> String {
     let clean = |b: u8| b.is_ascii_alphanumeric() || b == b'_' || b == b'-';
     if !path.is_empty() && path.len() <= 64 && path.bytes().all(clean) {
-        return Cow::Borrowed(path);
+        return path.to_owned();
     }
     let clean: String = path
         .chars()
@@ -321,9 +312,9 @@ fn sanitise_path(path: &str) -> Cow<'_, str> {
         .take(64)
         .collect();
     if clean.is_empty() {
-        Cow::Borrowed("unknown")
+        "unknown".to_owned()
     } else {
-        Cow::Owned(clean)
+        clean
     }
 }
 
@@ -713,7 +704,7 @@ fn map_x509<'t>(zeek: Fields<'t>, out: &mut EcsBuilder<'t>) -> Result<(), ParseE
     }
     let names = zeek.strings("san.dns")?;
     for name in &names {
-        out.related_host(name.to_owned());
+        out.related_host(*name);
     }
     if !names.is_empty() {
         out.put_strings("x509.alternative_names", &names);
