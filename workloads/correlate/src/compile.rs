@@ -55,6 +55,7 @@ pub(crate) fn compile_detection(
         selections,
         condition,
         filters: Vec::new(),
+        without_fields: None,
     })
 }
 

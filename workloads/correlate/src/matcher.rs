@@ -23,6 +23,42 @@ pub(crate) struct Detector {
     pub(crate) condition: Expr,
     /// Meta-filters applied to the rule: each must hold as well.
     pub(crate) filters: Vec<Detector>,
+    /// Set by the rule set for a rule its index tries on every event: the answer on
+    /// events that hold none of the fields the detection reads.
+    pub(crate) without_fields: Option<WithoutFields>,
+}
+
+/// A detection's answer on an event where none of the fields it reads is present, known
+/// from evaluating it once on an empty event. A rule that requires no field (a rule of
+/// negations, such as "no `Image` under a known folder") is tried on every event, and on
+/// most events none of its fields is there; its slots say so at the cost of a few array
+/// reads instead of a walk through its selections.
+#[derive(Debug, Clone)]
+pub(crate) struct WithoutFields {
+    slots: Box<[u32]>,
+    answer: bool,
+}
+
+impl WithoutFields {
+    /// `None` when the detection reads more than named fields with slots (keywords read
+    /// every value of the event).
+    pub(crate) fn of(detector: &Detector) -> Option<WithoutFields> {
+        if detector.reads_keywords() {
+            return None;
+        }
+        let mut slots = Vec::new();
+        let mut every_field_slotted = true;
+        detector.clone().field_refs_mut(&mut |field| {
+            every_field_slotted &= !field.slots.is_empty();
+            slots.extend_from_slice(&field.slots);
+        });
+        slots.sort_unstable();
+        slots.dedup();
+        every_field_slotted.then(|| WithoutFields {
+            slots: slots.into(),
+            answer: detector.matches(&Map::new()),
+        })
+    }
 }
 
 impl Detector {
@@ -34,8 +70,24 @@ impl Detector {
     /// Evaluates the detection, reading fields from the event's slot table where it has
     /// them (see [`Slots`]); the result is the same as [`Detector::matches`].
     pub(crate) fn matches_in(&self, event: &Map<String, Value>, slots: Option<&Slots>) -> bool {
+        if let (Some(without), Some(table)) = (&self.without_fields, slots) {
+            if without.slots.iter().all(|&slot| table.absent(slot)) {
+                return without.answer;
+            }
+        }
         self.condition.eval(&self.selections, event, slots)
             && self.filters.iter().all(|f| f.matches_in(event, slots))
+    }
+
+    fn reads_keywords(&self) -> bool {
+        let keywords = self.selections.iter().any(|selection| {
+            selection
+                .any_of
+                .iter()
+                .flatten()
+                .any(|check| matches!(check, Check::Keywords(..)))
+        });
+        keywords || self.filters.iter().any(Detector::reads_keywords)
     }
 
     /// Every field reference of the detection and its filters, for slot assignment.
@@ -106,6 +158,13 @@ impl<'a> Slots<'a> {
                         generation != self.generation || node != Self::MANY
                     })
             })
+    }
+
+    /// Whether the walk met no node at the slot's path in this event.
+    fn absent(&self, slot: u32) -> bool {
+        self.at
+            .get(slot as usize)
+            .is_some_and(|&(generation, _)| generation != self.generation)
     }
 
     fn read(&self, slot: u32) -> SlotRead<'a> {
@@ -650,12 +709,20 @@ pub(crate) fn with_text(value: &Value, f: impl FnOnce(&str) -> bool) -> bool {
     match value {
         Value::String(s) => f(s),
         Value::Bool(b) => f(if *b { "true" } else { "false" }),
+        // Integers by itoa, as serde_json's `Display` writes them, without the formatting
+        // machinery: the walk reads the text of every number of every event.
         Value::Number(n) => {
-            let mut buf = StackText::default();
-            if write!(buf, "{n}").is_ok() {
-                f(buf.as_str())
+            if let Some(u) = n.as_u64() {
+                f(itoa::Buffer::new().format(u))
+            } else if let Some(i) = n.as_i64() {
+                f(itoa::Buffer::new().format(i))
             } else {
-                f(&n.to_string())
+                let mut buf = StackText::default();
+                if write!(buf, "{n}").is_ok() {
+                    f(buf.as_str())
+                } else {
+                    f(&n.to_string())
+                }
             }
         }
         _ => false,

@@ -904,25 +904,26 @@ impl RuleIndex {
             let mut bits = std::mem::take(&mut scratch.candidates);
             bits.clear();
             bits.extend_from_slice(&self.always);
-            for &rule in &scratch.touched {
+            let marks = &mut scratch.marks;
+            for &rule in &marks.touched {
                 let rule = rule as usize;
-                if scratch.masks[rule] == self.full[rule] {
+                if marks.masks[rule] == self.full[rule] {
                     bits[rule / 64] |= 1 << (rule % 64);
                 }
-                scratch.masks[rule] = 0;
+                marks.masks[rule] = 0;
             }
-            scratch.touched.clear();
+            marks.touched.clear();
             let slots = Slots {
-                generation: scratch.generation,
+                generation: marks.generation,
                 at: &scratch.slot_at,
                 nodes: &nodes,
-                items: &scratch.items,
+                items: &marks.items,
             };
             let result = f(&Candidates { bits: &bits }, &slots);
-            for &word in &scratch.items_touched {
-                scratch.items[word as usize] = 0;
+            for &word in &marks.items_touched {
+                marks.items[word as usize] = 0;
             }
-            scratch.items_touched.clear();
+            marks.items_touched.clear();
             scratch.candidates = bits;
             scratch.nodes = recycle(nodes);
             result
@@ -944,11 +945,11 @@ impl RuleIndex {
             let field = self.fields.get(scratch.path.as_str());
             if let Some(slot) = field.and_then(|f| f.slot) {
                 let entry = &mut scratch.slot_at[slot as usize];
-                if entry.0 == scratch.generation {
+                if entry.0 == scratch.marks.generation {
                     // Met again: the lookup by name decides (see `Slots`).
                     entry.1 = Slots::MANY;
                 } else {
-                    *entry = (scratch.generation, nodes.len() as u32);
+                    *entry = (scratch.marks.generation, nodes.len() as u32);
                     nodes.push(value);
                 }
             }
@@ -967,7 +968,7 @@ impl RuleIndex {
         nodes: &mut Vec<&'e Value>,
     ) {
         if let Some(posting) = field.and_then(|f| f.present) {
-            self.mark(posting, scratch);
+            self.mark(posting, &mut scratch.marks);
         }
         match value {
             // List elements are read at the list's own path.
@@ -1001,7 +1002,7 @@ impl RuleIndex {
                 if let Some(posting) =
                     numeric(value).and_then(|n| index.numbers.get(&number_key(n)))
                 {
-                    self.mark(*posting, scratch);
+                    self.mark(*posting, &mut scratch.marks);
                 }
             }
             reads_text |= index.reads_text();
@@ -1014,28 +1015,32 @@ impl RuleIndex {
         let memo_field = field
             .filter(|f| f.reads_text())
             .map_or(ScanMemo::KEYWORDS_ONLY, |f| f.memo_id);
+        // Borrowed apart, so marking goes on while the memo is read.
+        let Scratch {
+            memo,
+            marks,
+            found,
+            folded,
+            ..
+        } = scratch;
         with_text(value, |text| {
-            let mut memo = std::mem::take(&mut scratch.memo);
             // A text too long to be remembered is not hashed either: it is scanned.
             let key = (text.len() <= ScanMemo::TEXT_MAX)
                 .then(|| ScanMemo::key(memo_field, text.as_bytes()));
             if let Some(postings) = key.and_then(|key| memo.get(key, memo_field, text.as_bytes())) {
                 for &posting in postings {
-                    self.mark(posting, scratch);
+                    self.mark(posting, marks);
                 }
             } else {
-                let mut found = std::mem::take(&mut scratch.found);
                 found.clear();
-                self.text_postings(&indexes, text, &mut scratch.folded, &mut found);
-                for &posting in &found {
-                    self.mark(posting, scratch);
+                self.text_postings(&indexes, text, folded, found);
+                for &posting in found.iter() {
+                    self.mark(posting, marks);
                 }
                 if let Some(key) = key {
-                    memo.insert(key, memo_field, text.as_bytes(), &found);
+                    memo.insert(key, memo_field, text.as_bytes(), found);
                 }
-                scratch.found = found;
             }
-            scratch.memo = memo;
             false
         });
     }
@@ -1082,24 +1087,24 @@ impl RuleIndex {
         found.dedup();
     }
 
-    fn mark(&self, posting: u32, scratch: &mut Scratch) {
-        let seen = &mut scratch.seen[posting as usize];
-        if *seen == scratch.generation {
+    fn mark(&self, posting: u32, marks: &mut Marks) {
+        let seen = &mut marks.seen[posting as usize];
+        if *seen == marks.generation {
             return;
         }
-        *seen = scratch.generation;
+        *seen = marks.generation;
         let posting = &self.postings[posting as usize];
         for mark in &posting.marks {
-            let mask = &mut scratch.masks[mark.rule as usize];
+            let mask = &mut marks.masks[mark.rule as usize];
             if *mask == 0 {
-                scratch.touched.push(mark.rule);
+                marks.touched.push(mark.rule);
             }
             *mask |= mark.bit;
         }
         for &item in &posting.items {
-            let word = &mut scratch.items[item as usize / 64];
+            let word = &mut marks.items[item as usize / 64];
             if *word == 0 {
-                scratch.items_touched.push(item / 64);
+                marks.items_touched.push(item / 64);
             }
             *word |= 1 << (item % 64);
         }
@@ -1139,25 +1144,33 @@ impl Candidates<'_> {
 struct Scratch {
     path: String,
     folded: Vec<u8>,
+    marks: Marks,
+    candidates: Vec<u64>,
+    /// Per slot: generation written and node position (see [`Slots`]).
+    slot_at: Vec<(u32, u32)>,
+    /// The nodes the slots point at, emptied between events (see [`recycle`]).
+    nodes: Vec<&'static Value>,
+    /// What texts marked, per path (see [`ScanMemo`]).
+    memo: ScanMemo,
+    /// The postings of the text being scanned, reused.
+    found: Vec<u32>,
+}
+
+/// What the event's true atoms marked so far, apart from the rest of [`Scratch`] so that
+/// marking can go on while the scan memo is borrowed (taking the memo out and putting it
+/// back for every scalar cost a tenth of the walk).
+#[derive(Default)]
+struct Marks {
     /// Per posting list, the generation (event) it was last marked in.
     seen: Vec<u32>,
     generation: u32,
     /// Per rule, the clauses marked so far; reset through `touched`.
     masks: Vec<u8>,
     touched: Vec<u32>,
-    candidates: Vec<u64>,
-    /// Per slot: generation written and node position (see [`Slots`]).
-    slot_at: Vec<(u32, u32)>,
-    /// The nodes the slots point at, emptied between events (see [`recycle`]).
-    nodes: Vec<&'static Value>,
     /// The decided items of this event, one bit each; emptied through `items_touched`
     /// (the words set) so clearing costs what the event set, not the set's size.
     items: Vec<u64>,
     items_touched: Vec<u32>,
-    /// What texts marked, per path (see [`ScanMemo`]).
-    memo: ScanMemo,
-    /// The postings of the text being scanned, reused.
-    found: Vec<u32>,
 }
 
 /// Per thread, what scanning a text at a path made true (its postings), so that a value
@@ -1247,26 +1260,27 @@ fn recycle<'a, 'b>(mut nodes: Vec<&'a Value>) -> Vec<&'b Value> {
 
 impl Scratch {
     fn prepare(&mut self, index: &RuleIndex) {
-        if self.seen.len() < index.postings.len() {
-            self.seen.resize(index.postings.len(), 0);
+        let marks = &mut self.marks;
+        if marks.seen.len() < index.postings.len() {
+            marks.seen.resize(index.postings.len(), 0);
         }
-        if self.masks.len() < index.full.len() {
-            self.masks.resize(index.full.len(), 0);
+        if marks.masks.len() < index.full.len() {
+            marks.masks.resize(index.full.len(), 0);
         }
         if self.slot_at.len() < index.slots {
             self.slot_at.resize(index.slots, (0, 0));
         }
-        if self.items.len() < index.items.div_ceil(64) {
-            self.items.resize(index.items.div_ceil(64), 0);
+        if marks.items.len() < index.items.div_ceil(64) {
+            marks.items.resize(index.items.div_ceil(64), 0);
+        }
+        marks.generation = marks.generation.wrapping_add(1);
+        // After a wrap, old generations could be taken for this event's.
+        if marks.generation == 0 {
+            marks.seen.iter_mut().for_each(|s| *s = 0);
+            self.slot_at.iter_mut().for_each(|s| *s = (0, 0));
+            marks.generation = 1;
         }
         self.memo.serve(index.id);
-        self.generation = self.generation.wrapping_add(1);
-        // After a wrap, old generations could be taken for this event's.
-        if self.generation == 0 {
-            self.seen.iter_mut().for_each(|s| *s = 0);
-            self.slot_at.iter_mut().for_each(|s| *s = (0, 0));
-            self.generation = 1;
-        }
         self.path.clear();
     }
 }

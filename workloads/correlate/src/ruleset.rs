@@ -13,7 +13,7 @@ use crate::correlation::{
 use crate::error::{ErrorKind, RuleError};
 use crate::expand::{expand_placeholders, Placeholders};
 use crate::logsource::{self, FieldMapping, Route, SURICATA_DATASET, WAZUH_DATASET};
-use crate::matcher::Detector;
+use crate::matcher::{Detector, WithoutFields};
 use crate::prefilter::{rule_requirement, IndexStats, Items, RuleIndex};
 use crate::rule::{parse_documents, parse_rule, FilterRule, SigmaDocument, SigmaRule};
 
@@ -567,7 +567,16 @@ impl RuleSet {
             items.decide_rule(&mut rule.detector, requirement.is_empty());
         }
         self.index = match RuleIndex::build(&requirements, &slot_paths, &items) {
-            Ok(index) => index,
+            Ok(index) => {
+                // The rules tried on every event answer from their slots where none of
+                // their fields is present.
+                for (rule, requirement) in self.rules.iter_mut().zip(&requirements) {
+                    if requirement.is_empty() {
+                        rule.detector.without_fields = WithoutFields::of(&rule.detector);
+                    }
+                }
+                index
+            }
             Err(error) => {
                 // Only more needles on one path than aho-corasick can hold gets here;
                 // trying every rule is slower but still right.
