@@ -643,3 +643,50 @@ fn a_remembered_value_answers_only_for_its_own_rule_set_and_path() {
         assert_eq!(matches(&first, &elsewhere), 0);
     }
 }
+
+#[test]
+fn a_rule_tried_on_every_event_answers_the_same_without_its_fields() {
+    // Only negations: the index can require nothing, so the rule is tried on every event,
+    // and on an event holding none of its fields it answers from its slots.
+    let detection = concat!(
+        "  known:\n    Image|endswith: '.exe'\n",
+        "  filter_null:\n    Image: null\n",
+        "  filter_parent:\n    ParentImage|contains: '\\Windows\\'\n",
+        "  condition: not known and not 1 of filter_*\n",
+    );
+    let s = set(detection, &[]);
+    assert_eq!(s.index_stats().always, 1);
+    expect(
+        &s,
+        &[
+            // No field of the rule: `Image: null` holds, so the filter drops it.
+            (json!({"EventID": 4624, "TargetUserName": "bob"}), false),
+            (json!({"Image": "C:\\Temp\\payload.scr"}), true),
+            (json!({"Image": "C:\\Temp\\payload.EXE"}), false),
+            (
+                json!({"Image": "C:\\Temp\\payload.scr", "ParentImage": "C:\\Windows\\x.exe"}),
+                false,
+            ),
+            // The parent alone, outside \Windows\: the image is still missing.
+            (json!({"ParentImage": "C:\\Temp\\p.exe"}), false),
+            (json!({"Image": null}), false),
+        ],
+    );
+    // Without the null filter, the event lacking every field matches.
+    let detection = concat!(
+        "  known:\n    Image|endswith: '.exe'\n",
+        "  condition: not known\n",
+    );
+    let s = set(detection, &[]);
+    expect(
+        &s,
+        &[
+            (json!({"EventID": 4624}), true),
+            (json!({}), true),
+            (json!({"Image": "a.exe"}), false),
+            // A list matches when one element does.
+            (json!({"Image": ["a.dll", "b.exe"]}), false),
+            (json!({"Image": ["a.dll", "b.sys"]}), true),
+        ],
+    );
+}
