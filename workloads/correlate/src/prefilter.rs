@@ -953,7 +953,13 @@ impl RuleIndex {
                     nodes.push(value);
                 }
             }
-            self.visit(value, field, scratch, nodes);
+            match value {
+                // Most nodes: read here, without the recursive call.
+                Value::String(_) | Value::Number(_) | Value::Bool(_) => {
+                    self.scalar(field, value, scratch)
+                }
+                _ => self.visit(value, field, scratch, nodes),
+            }
             scratch.path.truncate(at);
         }
     }
@@ -983,18 +989,27 @@ impl RuleIndex {
                 }
             }
             Value::Null => {}
-            scalar => {
-                if field.is_some() || self.keywords.is_some() {
-                    self.scalar(field, scalar, scratch);
-                }
-            }
+            scalar => self.scalar_atoms(field, scalar, scratch),
         }
+    }
+
+    /// [`RuleIndex::visit`] of a scalar.
+    #[inline]
+    fn scalar(&self, field: Option<&FieldIndex>, value: &Value, scratch: &mut Scratch) {
+        if let Some(posting) = field.and_then(|f| f.present) {
+            self.mark(posting, &mut scratch.marks);
+        }
+        self.scalar_atoms(field, value, scratch);
     }
 
     /// Marks the atoms a scalar makes true at its path (`field`) and as a keyword. What its
     /// text marks is remembered per path and text (see [`ScanMemo`]), so a value met again
     /// costs a hash lookup instead of the lookups and scans.
-    fn scalar(&self, field: Option<&FieldIndex>, value: &Value, scratch: &mut Scratch) {
+    #[inline]
+    fn scalar_atoms(&self, field: Option<&FieldIndex>, value: &Value, scratch: &mut Scratch) {
+        if field.is_none() && self.keywords.is_none() {
+            return;
+        }
         let indexes = [field, self.keywords.as_ref()];
         let mut reads_text = false;
         for index in indexes.iter().flatten() {
