@@ -33,6 +33,7 @@ use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
 use foldhash::HashMap;
 use regex_syntax::hir::literal::{ExtractKind, Extractor};
 use serde_json::{Map, Value};
+use smallvec::SmallVec;
 
 use crate::logsource::{Route, WazuhFilter};
 use crate::matcher::{
@@ -1207,10 +1208,12 @@ struct ScanMemo {
     bytes: usize,
 }
 
+/// Short texts and few postings are kept inline, so a hit reads one entry instead of
+/// following two more pointers to memory that is rarely in cache.
 struct MemoEntry {
     field: u32,
-    text: Box<[u8]>,
-    postings: Box<[u32]>,
+    text: SmallVec<[u8; 40]>,
+    postings: SmallVec<[u32; 4]>,
 }
 
 impl ScanMemo {
@@ -1252,8 +1255,8 @@ impl ScanMemo {
         }
         let entry = MemoEntry {
             field,
-            text: text.into(),
-            postings: postings.into(),
+            text: SmallVec::from_slice(text),
+            postings: SmallVec::from_slice(postings),
         };
         self.bytes += text.len();
         if let Some(replaced) = self.entries.insert(key, entry) {
