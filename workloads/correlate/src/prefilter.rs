@@ -939,11 +939,15 @@ impl RuleIndex {
     ) {
         for (key, value) in map {
             let at = scratch.path.len();
-            if at > 0 {
+            // A top-level key is its own path: copied into the path buffer only when the
+            // walk goes below it (the copy of every key was a twentieth of the walk).
+            let field = if at == 0 {
+                self.fields.get(key.as_str())
+            } else {
                 scratch.path.push('.');
-            }
-            scratch.path.push_str(key);
-            let field = self.fields.get(scratch.path.as_str());
+                scratch.path.push_str(key);
+                self.fields.get(scratch.path.as_str())
+            };
             if let Some(slot) = field.and_then(|f| f.slot) {
                 let entry = &mut scratch.slot_at[slot as usize];
                 if entry.0 == scratch.marks.generation {
@@ -959,7 +963,12 @@ impl RuleIndex {
                 Value::String(_) | Value::Number(_) | Value::Bool(_) => {
                     self.scalar(field, value, scratch)
                 }
-                _ => self.visit(value, field, scratch, nodes),
+                _ => {
+                    if at == 0 {
+                        scratch.path.push_str(key);
+                    }
+                    self.visit(value, field, scratch, nodes);
+                }
             }
             scratch.path.truncate(at);
         }
