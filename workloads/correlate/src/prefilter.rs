@@ -32,6 +32,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
 use foldhash::HashMap;
 use regex_syntax::hir::literal::{ExtractKind, Extractor};
+use regex_syntax::hir::{Hir, HirKind};
 use serde_json::{Map, Value};
 use smallvec::SmallVec;
 
@@ -523,9 +524,11 @@ pub(crate) struct RegexFlags {
 }
 
 /// Literals of which every match of the pattern contains one: regex-syntax's prefix
-/// literals (every match starts with one) or suffix literals (every match ends with one),
-/// whichever set has the longer shortest literal. `None` when neither set is finite and
-/// free of the empty string.
+/// literals (every match starts with one), suffix literals (every match ends with one), or
+/// the prefix literals of a part of a concatenation (every match holds a match of each
+/// part, so one of that part's prefixes: the backquote of `\w+`(?:\w+|-|.)`…`), whichever
+/// set has the longest shortest literal. `None` when no set is finite and free of the empty
+/// string.
 pub(crate) fn regex_literals(pattern: &str, flags: RegexFlags) -> Option<Vec<Vec<u8>>> {
     let hir = regex_syntax::ParserBuilder::new()
         .case_insensitive(flags.case_insensitive)
@@ -534,22 +537,51 @@ pub(crate) fn regex_literals(pattern: &str, flags: RegexFlags) -> Option<Vec<Vec
         .build()
         .parse(pattern)
         .ok()?;
-    [ExtractKind::Prefix, ExtractKind::Suffix]
+    let mut sets: Vec<(usize, Vec<Vec<u8>>)> = [ExtractKind::Prefix, ExtractKind::Suffix]
         .into_iter()
-        .filter_map(|kind| {
-            let seq = Extractor::new().kind(kind).extract(&hir);
-            let shortest = seq.min_literal_len()?;
-            let literals = seq.literals()?;
-            (shortest > 0).then(|| {
-                let mut folded: Vec<Vec<u8>> =
-                    literals.iter().map(|l| fold(l.as_bytes())).collect();
-                folded.sort();
-                folded.dedup();
-                (shortest, folded)
-            })
-        })
+        .filter_map(|kind| literal_set(&hir, kind))
+        .collect();
+    inner_literal_sets(&hir, &mut sets);
+    sets.into_iter()
         .max_by_key(|(shortest, literals)| (*shortest, std::cmp::Reverse(literals.len())))
         .map(|(_, literals)| literals)
+}
+
+/// The folded literals regex-syntax extracts of `kind` and their shortest length, when
+/// the set is finite and holds no empty literal.
+fn literal_set(hir: &Hir, kind: ExtractKind) -> Option<(usize, Vec<Vec<u8>>)> {
+    let seq = Extractor::new().kind(kind).extract(hir);
+    let shortest = seq.min_literal_len()?;
+    let literals = seq.literals()?;
+    (shortest > 0).then(|| {
+        let mut folded: Vec<Vec<u8>> = literals.iter().map(|l| fold(l.as_bytes())).collect();
+        folded.sort();
+        folded.dedup();
+        (shortest, folded)
+    })
+}
+
+/// The prefix literal sets of every tail of every concatenation every match passes
+/// through (not under an alternation, an optional repetition or a look-around).
+fn inner_literal_sets(hir: &Hir, sets: &mut Vec<(usize, Vec<Vec<u8>>)>) {
+    match hir.kind() {
+        HirKind::Capture(capture) => inner_literal_sets(&capture.sub, sets),
+        HirKind::Repetition(repetition) if repetition.min >= 1 => {
+            inner_literal_sets(&repetition.sub, sets)
+        }
+        HirKind::Concat(parts) => {
+            for at in 1..parts.len() {
+                sets.extend(literal_set(
+                    &Hir::concat(parts[at..].to_vec()),
+                    ExtractKind::Prefix,
+                ));
+            }
+            for part in parts {
+                inner_literal_sets(part, sets);
+            }
+        }
+        _ => {}
+    }
 }
 
 fn routes_requirement(routes: &[Route]) -> Requirement {
@@ -1350,6 +1382,19 @@ mod tests {
             literals_of("mimikatz|kiwi", false).unwrap(),
             ["kiwi", "mimikatz"]
         );
+        // Inside: every match holds a backquote, or both `"{` and `"` and `-f`.
+        assert_eq!(
+            literals_of(r"\w+`(?:\w+|-|.)`[\w+|\s]", false).unwrap(),
+            ["`"]
+        );
+        // The longest: `user` (and its long-s spelling, which `(?i)s` also matches).
+        assert_eq!(
+            literals_of(r"(?i)\d+\s+net\s+user", false).unwrap(),
+            ["user", "u\u{17f}er"]
+        );
+        // Under an optional repetition or an alternation a literal is not required.
+        assert!(literals_of(r"\d+(?:abc)?\d", false).is_none());
+        assert!(literals_of(r"\d(?:abc|\d)\d", false).is_none());
         // Neither every match's start nor its end is a literal.
         assert!(literals_of(r".*\d+.*", false).is_none());
         assert!(literals_of("a?", false).is_none());

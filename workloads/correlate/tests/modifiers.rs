@@ -82,6 +82,31 @@ fn fieldref_compares_two_fields_of_the_event() {
     ));
     let cased = set("  sel:\n    User|fieldref|cased: ParentUser\n  condition: sel\n");
     assert!(!hits(&cased, json!({"User": "a", "ParentUser": "A"})));
+    assert!(hits(&cased, json!({"User": "Aé", "ParentUser": "Aé"})));
+    // Case folds beyond ASCII too, and a longer other value is never inside this one.
+    assert!(hits(&s, json!({"User": "ÄRGER", "ParentUser": "ärger"})));
+    let contains = set("  sel:\n    CommandLine|fieldref|contains: Image\n  condition: sel\n");
+    assert!(hits(
+        &contains,
+        json!({"CommandLine": "\"C:\\Tools\\Run.EXE\" -x", "Image": "c:\\tools\\run.exe"})
+    ));
+    assert!(hits(
+        &contains,
+        json!({"CommandLine": "ÖL.exe /q", "Image": "öl.EXE"})
+    ));
+    assert!(!hits(
+        &contains,
+        json!({"CommandLine": "run", "Image": "run.exe"})
+    ));
+    let starts = set("  sel:\n    CommandLine|fieldref|startswith: Image\n  condition: sel\n");
+    assert!(hits(
+        &starts,
+        json!({"CommandLine": "RUN.exe -x", "Image": "run.EXE"})
+    ));
+    assert!(!hits(
+        &starts,
+        json!({"CommandLine": "x run.exe", "Image": "run.exe"})
+    ));
     let e = compile_with(
         "  sel:\n    User|fieldref|re: x\n  condition: sel\n",
         Placeholders::new(),
