@@ -4,7 +4,7 @@
 //! scheduler, so what is checked is what the API server holds.
 
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
@@ -20,7 +20,31 @@ use serde_json::{json, Value};
 /// How long a test waits for the operator before it reports what it saw instead.
 const PATIENCE: Duration = Duration::from_secs(60);
 
-fn start_operator(env: &TestEnv) -> tokio::task::JoinHandle<()> {
+/// The operator of each test watches every namespace and holds no Lease, so two running
+/// at once reconcile each other's platforms: one that read a platform's rules before the
+/// test added one could apply that stale bundle after the test's own operator wrote the
+/// new one (it made `a_rule_that_stops_compiling_is_refused_and_its_good_version_stays_live`
+/// fail now and then on a loaded machine). The tests of this file therefore run their
+/// operators one at a time, as production runs one leader.
+static ONE_OPERATOR_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+/// The test's operator; its turn ends when it is aborted or dropped.
+struct Running {
+    task: tokio::task::JoinHandle<()>,
+    _turn: MutexGuard<'static, ()>,
+}
+
+impl Running {
+    fn abort(self) {
+        self.task.abort();
+    }
+}
+
+fn start_operator(env: &TestEnv) -> Running {
+    // A test that panicked while holding the turn poisons the lock, not the next test.
+    let turn = ONE_OPERATOR_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     let metrics = Arc::new(Metrics::new().expect("metrics register"));
     let context = Arc::new(Context::new(
         env.client(),
@@ -28,7 +52,10 @@ fn start_operator(env: &TestEnv) -> tokio::task::JoinHandle<()> {
         "ghcr.io/kastell-eu/kastell:test".into(),
         "reconcile-test".into(),
     ));
-    tokio::spawn(controller::run(context))
+    Running {
+        task: tokio::spawn(controller::run(context)),
+        _turn: turn,
+    }
 }
 
 /// Polls `probe` until it returns `Some`, panicking with the last observation after
