@@ -540,7 +540,7 @@ pub(crate) struct EcsBuilder<'t> {
 impl<'t> EcsBuilder<'t> {
     pub(crate) fn new() -> Self {
         EcsBuilder {
-            groups: Vec::with_capacity(24),
+            groups: Vec::with_capacity(16),
             slots: [0; GROUPS.len()],
             related_ip: Vec::new(),
             related_hosts: Vec::new(),
