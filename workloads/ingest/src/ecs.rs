@@ -1896,6 +1896,41 @@ mod tests {
         assert_eq!(bytes.to_event().unwrap(), event);
     }
 
+    /// A group made by a path built at run time is the one a constant path writes into
+    /// after it, and the other way round.
+    #[test]
+    fn constant_and_run_time_paths_share_their_groups() {
+        let build = || {
+            let mut b = EcsBuilder::new();
+            b.put_dyn("event.reason", "dyn");
+            b.put(ecs!("event.kind"), "alert");
+            b.put(ecs!("source.ip"), "10.0.0.1");
+            b.put_dyn("source.port", 1u64);
+            b.put_dyn("custom.x", "y");
+            b.put(ecs!("message"), "m");
+            b.put_dyn("message", "n");
+            b.put(ecs!("x509.subject.common_name"), "c");
+            b.put(ecs!("x509.subject.distinguished_name"), "d");
+            b.put_under(ecs!("zeek"), "conn".to_owned(), Node::from("e"));
+            b.put(ecs!("zeek.session_id"), "s");
+            b
+        };
+        let event = build().finish::<Event>();
+        assert_eq!(
+            event.clone().into_value(),
+            json!({
+                "event": {"reason": "dyn", "kind": "alert"},
+                "source": {"ip": "10.0.0.1", "port": 1},
+                "custom": {"x": "y"},
+                "message": "n",
+                "x509": {"subject": {"common_name": "c", "distinguished_name": "d"}},
+                "zeek": {"conn": "e", "session_id": "s"},
+            })
+        );
+        let bytes = build().finish::<EventJson>();
+        assert_eq!(bytes.as_bytes(), serde_json::to_vec(&event).unwrap());
+    }
+
     #[test]
     fn readers_name_the_source_field_on_wrong_types() {
         let record = crate::json::doc_from_str(r#"{"http": {"status": "200"}}"#).unwrap();
