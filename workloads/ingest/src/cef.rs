@@ -7,7 +7,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::ecs::{canonical_ip, EcsBuilder};
+use crate::ecs::{canonical_ip, ecs, EcsBuilder};
 use crate::error::ParseError;
 use crate::zeek::epoch_to_rfc3339;
 
@@ -149,15 +149,15 @@ fn unescape_value(value: &str) -> String {
 impl Cef {
     /// Writes the ECS fields CEF fills, and the record itself under `cef`.
     pub(crate) fn map<'t>(self, out: &mut EcsBuilder<'t>) -> Result<(), ParseError> {
-        out.put("event.module", "cef");
-        out.put("event.dataset", "cef");
-        out.put("observer.vendor", self.vendor.clone());
-        out.put("observer.product", self.product.clone());
-        out.put("observer.version", self.device_version.clone());
-        out.put("event.code", self.signature_id.clone());
-        out.put("message", self.name.clone());
+        out.put(ecs!("event.module"), "cef");
+        out.put(ecs!("event.dataset"), "cef");
+        out.put(ecs!("observer.vendor"), self.vendor.clone());
+        out.put(ecs!("observer.product"), self.product.clone());
+        out.put(ecs!("observer.version"), self.device_version.clone());
+        out.put(ecs!("event.code"), self.signature_id.clone());
+        out.put(ecs!("message"), self.name.clone());
         if let Some(severity) = numeric_severity(&self.severity) {
-            out.put("event.severity", severity);
+            out.put(ecs!("event.severity"), severity);
         }
         let mut extensions = Map::with_capacity(self.extensions.len());
         for (key, value) in &self.extensions {
@@ -175,7 +175,7 @@ impl Cef {
         cef.insert("name".to_owned(), self.name.into());
         cef.insert("severity".to_owned(), self.severity.into());
         cef.insert("extensions".to_owned(), Value::Object(extensions));
-        out.put("cef", Value::Object(cef));
+        out.put(ecs!("cef"), Value::Object(cef));
         Ok(())
     }
 }
@@ -203,9 +203,9 @@ fn map_extension<'t>(key: &str, value: &str, out: &mut EcsBuilder<'t>) -> Result
             let ip = canonical_ip(&field(key), value)?;
             out.related_ip(ip.clone());
             let side = if matches!(key, "src" | "c6a2") {
-                "source.ip"
+                ecs!("source.ip")
             } else {
-                "destination.ip"
+                ecs!("destination.ip")
             };
             out.put_str_if_absent(side, &ip);
         }
@@ -238,28 +238,28 @@ fn map_extension<'t>(key: &str, value: &str, out: &mut EcsBuilder<'t>) -> Result
             };
             out.put_dyn(&format!("{side}.domain"), value.to_owned());
         }
-        "smac" => out.put("source.mac", value.to_owned()),
-        "dmac" => out.put("destination.mac", value.to_owned()),
-        "proto" => out.put("network.transport", value.to_ascii_lowercase()),
-        "act" => out.put("event.action", value.to_owned()),
-        "outcome" => out.put("event.outcome", value.to_ascii_lowercase()),
-        "request" => out.put("url.original", value.to_owned()),
-        "requestMethod" => out.put("http.request.method", value.to_owned()),
-        "requestClientApplication" => out.put("user_agent.original", value.to_owned()),
-        "fname" => out.put("file.name", value.to_owned()),
-        "filePath" => out.put("file.path", value.to_owned()),
+        "smac" => out.put(ecs!("source.mac"), value.to_owned()),
+        "dmac" => out.put(ecs!("destination.mac"), value.to_owned()),
+        "proto" => out.put(ecs!("network.transport"), value.to_ascii_lowercase()),
+        "act" => out.put(ecs!("event.action"), value.to_owned()),
+        "outcome" => out.put(ecs!("event.outcome"), value.to_ascii_lowercase()),
+        "request" => out.put(ecs!("url.original"), value.to_owned()),
+        "requestMethod" => out.put(ecs!("http.request.method"), value.to_owned()),
+        "requestClientApplication" => out.put(ecs!("user_agent.original"), value.to_owned()),
+        "fname" => out.put(ecs!("file.name"), value.to_owned()),
+        "filePath" => out.put(ecs!("file.path"), value.to_owned()),
         "fsize" => {
             if let Ok(size) = value.parse::<u64>() {
-                out.put("file.size", size);
+                out.put(ecs!("file.size"), size);
             }
         }
-        "msg" => out.put("event.reason", value.to_owned()),
+        "msg" => out.put(ecs!("event.reason"), value.to_owned()),
         "rt" | "end" | "start" => {
             if let Some(time) = cef_time(value) {
                 let target = match key {
-                    "rt" => "@timestamp",
-                    "start" => "event.start",
-                    _ => "event.end",
+                    "rt" => ecs!("@timestamp"),
+                    "start" => ecs!("event.start"),
+                    _ => ecs!("event.end"),
                 };
                 out.put(target, time);
             }

@@ -12,7 +12,8 @@ use serde_json::Value;
 
 use crate::error::ParseError;
 use crate::json::{
-    key_order, same_key, write_cow, write_doc, write_members, write_str, write_text, Doc, Members,
+    key_order, same_key, write_cow, write_doc, write_members, write_number, write_str, write_text,
+    Doc, Members,
 };
 
 /// A value of an event under construction.
@@ -144,13 +145,21 @@ impl<'t> Node<'t> {
     /// Makes the node an ECS object, keeping the members of an object it already is (a
     /// `serde_json` or source object written whole, then written into) and replacing any
     /// other value, because the path wins.
+    // Inlined: every write into an object comes here, and nearly always finds one.
+    #[inline]
     pub(crate) fn make_object(&mut self) -> &mut Vec<(Cow<'t, str>, Node<'t>)> {
-        if matches!(self, Node::Object(_)) {
-            let Node::Object(members) = self else {
-                unreachable!("just matched");
-            };
-            return members;
+        if !matches!(self, Node::Object(_)) {
+            self.become_object();
         }
+        match self {
+            Node::Object(members) => members,
+            _ => unreachable!("the node was just made an object"),
+        }
+    }
+
+    /// [`Self::make_object`] of a node that is not an ECS object yet.
+    #[cold]
+    fn become_object(&mut self) {
         let members = match std::mem::replace(self, Node::Object(Vec::new())) {
             Node::Object(members) => members,
             Node::Json(Value::Object(map)) => map
@@ -178,10 +187,6 @@ impl<'t> Node<'t> {
             _ => Vec::with_capacity(NESTED_CAPACITY),
         };
         *self = Node::Object(members);
-        match self {
-            Node::Object(members) => members,
-            _ => unreachable!("the node was just made an object"),
-        }
     }
 
     /// Sorts every ECS object by key, the order `serde_json::Map` writes.
@@ -190,8 +195,11 @@ impl<'t> Node<'t> {
             // Keys are unique, so an unstable sort gives the one order. (Keeping objects
             // sorted as they are built, by binary search and insertion, cost 2 % more.)
             members.sort_unstable_by(|a, b| key_order(&a.0, &b.0));
+            // Most members are values: tested here rather than in a call each.
             for (_, member) in members {
-                member.sort();
+                if matches!(member, Node::Object(_)) {
+                    member.sort();
+                }
             }
         }
     }
@@ -262,7 +270,15 @@ pub(crate) fn write_node(out: &mut Vec<u8>, node: &Node<'_>) {
                 // escapes; a key built at run time is owned and escaped.
                 write_cow(out, key);
                 out.push(b':');
-                write_node(out, value);
+                // Strings and counts, most of an event's values, written here rather
+                // than in a call each.
+                match value {
+                    Node::Str(s) => write_str(out, s),
+                    Node::U64(n) => {
+                        out.extend_from_slice(itoa::Buffer::new().format(*n).as_bytes())
+                    }
+                    _ => write_node(out, value),
+                }
             }
             out.push(b'}');
         }
@@ -409,7 +425,13 @@ fn write_as_written(out: &mut Vec<u8>, members: &[(Cow<'_, str>, Doc<'_>)]) -> b
             }
         }
         out.push(b':');
-        write_doc(out, value);
+        // Strings and numbers, most of a record's values, written here rather than in a
+        // call each.
+        match value {
+            Doc::String(s) => write_cow(out, s),
+            Doc::Number(n) => write_number(out, n),
+            _ => write_doc(out, value),
+        }
     }
     if open.is_some() {
         out.push(b'}');
@@ -505,6 +527,9 @@ const NESTED_CAPACITY: usize = 6;
 /// both, and the bytes are those `serde_json::to_vec(&event)` writes.
 pub(crate) struct EcsBuilder<'t> {
     groups: Vec<(Cow<'t, str>, Node<'t>)>,
+    /// Where each of [`GROUPS`] is in `groups`, plus one (0: not written yet), so that a
+    /// [`Path`] finds its group without a search.
+    slots: [usize; GROUPS.len()],
     // Borrowed from the record where the value is one of its strings: most are.
     related_ip: Vec<Cow<'t, str>>,
     related_hosts: Vec<Cow<'t, str>>,
@@ -515,7 +540,8 @@ pub(crate) struct EcsBuilder<'t> {
 impl<'t> EcsBuilder<'t> {
     pub(crate) fn new() -> Self {
         EcsBuilder {
-            groups: Vec::with_capacity(24),
+            groups: Vec::with_capacity(16),
+            slots: [0; GROUPS.len()],
             related_ip: Vec::new(),
             related_hosts: Vec::new(),
             related_user: Vec::new(),
@@ -525,10 +551,52 @@ impl<'t> EcsBuilder<'t> {
 
     /// Writes a value at a dotted path, replacing whatever was there.
     ///
-    /// The path is a constant of the mapping, which is why the event's keys are written
-    /// without an escape scan; a path built at run time goes through [`Self::put_dyn`].
-    pub(crate) fn put(&mut self, path: &'static str, value: impl Into<Node<'t>>) {
-        self.put_at(path, Cow::Borrowed, value.into());
+    /// The path is a constant of the mapping, split when the crate is compiled ([`ecs!`]),
+    /// which is why the event's keys are written without an escape scan; a path built at
+    /// run time goes through [`Self::put_dyn`].
+    pub(crate) fn put(&mut self, path: &'static Path, value: impl Into<Node<'t>>) {
+        self.put_path(path, value.into());
+    }
+
+    /// [`Self::put_at`] for a path split in advance: its group is found by its slot, its
+    /// other segments as `put_at` finds them.
+    fn put_path(&mut self, path: &'static Path, value: Node<'t>) {
+        let segments = path.segments();
+        let Some((last, within)) = segments.split_last() else {
+            match self.slots[path.group] {
+                0 => {
+                    self.push_group(path.group, value);
+                }
+                at => self.groups[at - 1].1 = value,
+            }
+            return;
+        };
+        let at = match self.slots[path.group] {
+            0 => self.push_group(
+                path.group,
+                Node::Object(Vec::with_capacity(NESTED_CAPACITY)),
+            ),
+            at => at - 1,
+        };
+        let mut members = self.groups[at].1.make_object();
+        for segment in within {
+            members = object_member(members, segment, Cow::Borrowed);
+        }
+        set_member(members, last, Cow::Borrowed, value);
+    }
+
+    /// Adds the group [`GROUPS`]`[group]`, returning where it is.
+    fn push_group(&mut self, group: usize, value: Node<'t>) -> usize {
+        self.groups.push((Cow::Borrowed(GROUPS[group]), value));
+        self.slots[group] = self.groups.len();
+        self.groups.len() - 1
+    }
+
+    /// Records where a group just added is, when it is one of [`GROUPS`].
+    fn note_slot(&mut self, name: &str, at: usize) {
+        if let Ok(group) = GROUPS.binary_search(&name) {
+            self.slots[group] = at + 1;
+        }
     }
 
     /// [`Self::put`] for a path built at run time (Zeek's `zeek.<log>`).
@@ -546,61 +614,64 @@ impl<'t> EcsBuilder<'t> {
         key: impl Fn(&'p str) -> Cow<'t, str>,
         value: Node<'t>,
     ) {
-        let mut members = &mut self.groups;
-        let mut rest = path;
+        let (group, rest) = split_name(path);
+        let found = self.groups.iter().rposition(|(k, _)| same_key(k, group));
+        let Some(mut rest) = rest else {
+            match found {
+                Some(at) => self.groups[at].1 = value,
+                None => {
+                    self.groups.push((key(group), value));
+                    self.note_slot(group, self.groups.len() - 1);
+                }
+            }
+            return;
+        };
+        let at = match found {
+            Some(at) => at,
+            None => {
+                let object = Node::Object(Vec::with_capacity(NESTED_CAPACITY));
+                self.groups.push((key(group), object));
+                self.note_slot(group, self.groups.len() - 1);
+                self.groups.len() - 1
+            }
+        };
+        let mut members = self.groups[at].1.make_object();
         loop {
             let (segment, tail) = split_name(rest);
-            // Groups and objects are small and written in bursts, so the last member
-            // written is tried first.
-            let found = members.iter().rposition(|(k, _)| same_key(k, segment));
             let Some(tail) = tail else {
-                match found {
-                    Some(index) => members[index].1 = value,
-                    None => members.push((key(segment), value)),
-                }
+                set_member(members, segment, &key, value);
                 return;
             };
-            let index = match found {
-                Some(index) => index,
-                None => {
-                    members.push((
-                        key(segment),
-                        Node::Object(Vec::with_capacity(NESTED_CAPACITY)),
-                    ));
-                    members.len() - 1
-                }
-            };
-            members = members[index].1.make_object();
+            members = object_member(members, segment, &key);
             rest = tail;
         }
     }
 
     /// Writes `value` at `group.key`, `key` being built at run time (Zeek's log name):
     /// [`Self::put_dyn`] without building the path.
-    pub(crate) fn put_under(&mut self, group: &'static str, key: String, value: Node<'t>) {
-        let index = match self.groups.iter().rposition(|(k, _)| same_key(k, group)) {
-            Some(index) => index,
-            None => {
-                let object = Node::Object(Vec::with_capacity(NESTED_CAPACITY));
-                self.groups.push((Cow::Borrowed(group), object));
-                self.groups.len() - 1
-            }
+    pub(crate) fn put_under(&mut self, group: &'static Path, key: String, value: Node<'t>) {
+        let at = match self.slots[group.group] {
+            0 => self.push_group(
+                group.group,
+                Node::Object(Vec::with_capacity(NESTED_CAPACITY)),
+            ),
+            at => at - 1,
         };
-        let members = self.groups[index].1.make_object();
+        let members = self.groups[at].1.make_object();
         match members.iter().rposition(|(k, _)| same_key(k, &key)) {
             Some(index) => members[index].1 = value,
             None => members.push((Cow::Owned(key), value)),
         }
     }
 
-    pub(crate) fn put_str(&mut self, path: &'static str, value: &'t str) {
+    pub(crate) fn put_str(&mut self, path: &'static Path, value: &'t str) {
         self.put(path, value);
     }
 
     /// Writes `value` unless the path already holds one: for fields several source
     /// fields can fill, where the first (most specific) wins.
-    pub(crate) fn put_str_if_absent(&mut self, path: &'static str, value: &str) {
-        if !self.has(path) {
+    pub(crate) fn put_str_if_absent(&mut self, path: &'static Path, value: &str) {
+        if !self.has(path.text) {
             self.put(path, value.to_owned());
         }
     }
@@ -625,11 +696,11 @@ impl<'t> EcsBuilder<'t> {
     }
 
     /// A list of constants (`event.category`'s `["network"]`), kept as the slice it is.
-    pub(crate) fn put_constants(&mut self, path: &'static str, values: &'static [&'static str]) {
+    pub(crate) fn put_constants(&mut self, path: &'static Path, values: &'static [&'static str]) {
         self.put(path, Node::Constants(values));
     }
 
-    pub(crate) fn put_strings(&mut self, path: &'static str, values: &[&'t str]) {
+    pub(crate) fn put_strings(&mut self, path: &'static Path, values: &[&'t str]) {
         let values = values.iter().map(|v| Cow::Borrowed(*v)).collect();
         self.put(path, Node::Strings(values));
     }
@@ -674,6 +745,176 @@ impl<'t> EcsBuilder<'t> {
         root.sort();
         O::from_built(Built { root })
     }
+}
+
+/// Sets the member `segment` of an ECS object to `value`. Objects are small and written
+/// in bursts, so the last member written is tried first.
+fn set_member<'p, 't>(
+    members: &mut Vec<(Cow<'t, str>, Node<'t>)>,
+    segment: &'p str,
+    key: impl Fn(&'p str) -> Cow<'t, str>,
+    value: Node<'t>,
+) {
+    match members.iter().rposition(|(k, _)| same_key(k, segment)) {
+        Some(index) => members[index].1 = value,
+        None => members.push((key(segment), value)),
+    }
+}
+
+/// The member `segment` of an ECS object as an object, added if it is not there.
+fn object_member<'m, 'p, 't>(
+    members: &'m mut Vec<(Cow<'t, str>, Node<'t>)>,
+    segment: &'p str,
+    key: impl Fn(&'p str) -> Cow<'t, str>,
+) -> &'m mut Vec<(Cow<'t, str>, Node<'t>)> {
+    let index = match members.iter().rposition(|(k, _)| same_key(k, segment)) {
+        Some(index) => index,
+        None => {
+            let object = Node::Object(Vec::with_capacity(NESTED_CAPACITY));
+            members.push((key(segment), object));
+            members.len() - 1
+        }
+    };
+    members[index].1.make_object()
+}
+
+/// The top-level fields the mappings' constant paths start with, in key order (checked
+/// when the crate is compiled). A [`Path`] holds its group's index here, so that the
+/// builder finds the group in one step instead of searching for it on every write.
+const GROUPS: [&str; 32] = [
+    "@timestamp",
+    "agent",
+    "cef",
+    "destination",
+    "dns",
+    "email",
+    "event",
+    "file",
+    "greenbone",
+    "host",
+    "http",
+    "json",
+    "log",
+    "message",
+    "network",
+    "observer",
+    "ossec",
+    "process",
+    "registry",
+    "rule",
+    "service",
+    "source",
+    "suricata",
+    "threat",
+    "tls",
+    "url",
+    "user",
+    "user_agent",
+    "vulnerability",
+    "wazuh",
+    "x509",
+    "zeek",
+];
+
+const _: () = {
+    let mut i = 1;
+    while i < GROUPS.len() {
+        assert!(
+            const_order(GROUPS[i - 1], GROUPS[i]) < 0,
+            "GROUPS must be in key order"
+        );
+        i += 1;
+    }
+};
+
+/// The most segments a constant path has below its group (`http.request.body.bytes`
+/// has three).
+const MAX_SEGMENTS: usize = 4;
+
+/// A constant ECS path, split when the crate is compiled: [`ecs!`]`("source.ip")` is a
+/// `&'static Path`, so that a write passes one pointer. A path whose group is not in
+/// [`GROUPS`], or with an empty segment, fails to compile.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Path {
+    text: &'static str,
+    group: usize,
+    below: [&'static str; MAX_SEGMENTS],
+    depth: usize,
+}
+
+impl Path {
+    pub(crate) const fn new(text: &'static str) -> Path {
+        let (group, mut rest) = const_split(text);
+        let mut index = 0;
+        while index < GROUPS.len() && const_order(GROUPS[index], group) != 0 {
+            index += 1;
+        }
+        assert!(index < GROUPS.len(), "a path's group must be one of GROUPS");
+        let mut below = [""; MAX_SEGMENTS];
+        let mut depth = 0;
+        while let Some(tail) = rest {
+            assert!(
+                depth < MAX_SEGMENTS,
+                "a path has at most MAX_SEGMENTS below its group"
+            );
+            let (segment, next) = const_split(tail);
+            assert!(!segment.is_empty(), "a path has no empty segment");
+            below[depth] = segment;
+            depth += 1;
+            rest = next;
+        }
+        Path {
+            text,
+            group: index,
+            below,
+            depth,
+        }
+    }
+
+    pub(crate) fn text(&self) -> &'static str {
+        self.text
+    }
+
+    /// The segments below the group.
+    fn segments(&self) -> &[&'static str] {
+        &self.below[..self.depth]
+    }
+}
+
+/// A [`Path`] made when the crate is compiled.
+macro_rules! ecs {
+    ($text:literal) => {
+        const { &$crate::ecs::Path::new($text) }
+    };
+}
+pub(crate) use ecs;
+
+/// [`split_name`] for constant paths.
+const fn const_split(text: &'static str) -> (&'static str, Option<&'static str>) {
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'.' {
+            let (head, tail) = text.split_at(i);
+            let (_, tail) = tail.split_at(1);
+            return (head, Some(tail));
+        }
+        i += 1;
+    }
+    (text, None)
+}
+
+/// `str`'s order for constants: negative, zero or positive.
+const fn const_order(a: &str, b: &str) -> i32 {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let mut i = 0;
+    while i < a.len() && i < b.len() {
+        if a[i] != b[i] {
+            return a[i] as i32 - b[i] as i32;
+        }
+        i += 1;
+    }
+    a.len() as i32 - b.len() as i32
 }
 
 /// A finished event, sorted, not yet written anywhere.
@@ -965,26 +1206,26 @@ pub(crate) fn map_endpoints<'t>(
     let destination = fields.ip(names.destination_ip)?;
     if let Some(ip) = source.as_deref().or(destination.as_deref()) {
         out.put(
-            "network.type",
+            ecs!("network.type"),
             if ip.contains(':') { "ipv6" } else { "ipv4" },
         );
     }
     if let Some(ip) = source {
         out.related_ip(ip.clone());
-        out.put("source.ip", ip);
+        out.put(ecs!("source.ip"), ip);
     }
     if let Some(ip) = destination {
         out.related_ip(ip.clone());
-        out.put("destination.ip", ip);
+        out.put(ecs!("destination.ip"), ip);
     }
     if let Some(port) = fields.port(names.source_port)? {
-        out.put("source.port", port);
+        out.put(ecs!("source.port"), port);
     }
     if let Some(port) = fields.port(names.destination_port)? {
-        out.put("destination.port", port);
+        out.put(ecs!("destination.port"), port);
     }
     if let Some(proto) = fields.str(names.transport)? {
-        out.put("network.transport", ascii_lowercase(proto));
+        out.put(ecs!("network.transport"), ascii_lowercase(proto));
     }
     Ok(())
 }
@@ -1620,16 +1861,16 @@ mod tests {
 
     fn built() -> EcsBuilder<'static> {
         let mut b = EcsBuilder::new();
-        b.put("source.ip", "10.0.0.1");
-        b.put("source.port", 53);
-        b.put_str_if_absent("source.ip", "10.0.0.2");
+        b.put(ecs!("source.ip"), "10.0.0.1");
+        b.put(ecs!("source.port"), 53);
+        b.put_str_if_absent(ecs!("source.ip"), "10.0.0.2");
         b.related_ip("10.0.0.1");
         b.related_ip("10.0.0.1");
         b.related_host("");
         b.put_dyn("a\"b.c", "x\ny");
-        b.put("event.kind", "alert");
-        b.put("event", json!({"kind": "event", "z": 1}));
-        b.put("event.dataset", "d");
+        b.put(ecs!("event.kind"), "alert");
+        b.put(ecs!("event"), json!({"kind": "event", "z": 1}));
+        b.put(ecs!("event.dataset"), "d");
         b
     }
 
@@ -1653,6 +1894,41 @@ mod tests {
         let bytes = built().finish::<EventJson>();
         assert_eq!(bytes.as_bytes(), serde_json::to_vec(&event).unwrap());
         assert_eq!(bytes.to_event().unwrap(), event);
+    }
+
+    /// A group made by a path built at run time is the one a constant path writes into
+    /// after it, and the other way round.
+    #[test]
+    fn constant_and_run_time_paths_share_their_groups() {
+        let build = || {
+            let mut b = EcsBuilder::new();
+            b.put_dyn("event.reason", "dyn");
+            b.put(ecs!("event.kind"), "alert");
+            b.put(ecs!("source.ip"), "10.0.0.1");
+            b.put_dyn("source.port", 1u64);
+            b.put_dyn("custom.x", "y");
+            b.put(ecs!("message"), "m");
+            b.put_dyn("message", "n");
+            b.put(ecs!("x509.subject.common_name"), "c");
+            b.put(ecs!("x509.subject.distinguished_name"), "d");
+            b.put_under(ecs!("zeek"), "conn".to_owned(), Node::from("e"));
+            b.put(ecs!("zeek.session_id"), "s");
+            b
+        };
+        let event = build().finish::<Event>();
+        assert_eq!(
+            event.clone().into_value(),
+            json!({
+                "event": {"reason": "dyn", "kind": "alert"},
+                "source": {"ip": "10.0.0.1", "port": 1},
+                "custom": {"x": "y"},
+                "message": "n",
+                "x509": {"subject": {"common_name": "c", "distinguished_name": "d"}},
+                "zeek": {"conn": "e", "session_id": "s"},
+            })
+        );
+        let bytes = build().finish::<EventJson>();
+        assert_eq!(bytes.as_bytes(), serde_json::to_vec(&event).unwrap());
     }
 
     #[test]

@@ -14,7 +14,7 @@ use quick_xml::Reader;
 use serde_json::{Map, Value};
 
 use crate::decoder::Decoded;
-use crate::ecs::{canonical_ip, utc_timestamp, EcsBuilder, Output};
+use crate::ecs::{canonical_ip, ecs, utc_timestamp, EcsBuilder, Output};
 use crate::error::ParseError;
 use crate::format::ParseContext;
 
@@ -424,24 +424,24 @@ impl Finding {
             .ok_or(ParseError::MissingField {
                 field: "result/creation_time",
             })?;
-        out.put("@timestamp", utc_timestamp(time.0, &time.1)?);
-        out.put("event.kind", "state");
-        out.put_constants("event.category", &["vulnerability"]);
-        out.put_constants("event.type", &["info"]);
-        out.put("event.module", "greenbone");
-        out.put("event.dataset", DATASET);
-        out.put_str("observer.name", &ctx.sensor);
-        out.put("observer.vendor", "Greenbone");
-        out.put("observer.product", "OpenVAS");
-        out.put("observer.type", "vulnerability-scanner");
-        out.put("vulnerability.scanner.vendor", "Greenbone");
+        out.put(ecs!("@timestamp"), utc_timestamp(time.0, &time.1)?);
+        out.put(ecs!("event.kind"), "state");
+        out.put_constants(ecs!("event.category"), &["vulnerability"]);
+        out.put_constants(ecs!("event.type"), &["info"]);
+        out.put(ecs!("event.module"), "greenbone");
+        out.put(ecs!("event.dataset"), DATASET);
+        out.put_str(ecs!("observer.name"), &ctx.sensor);
+        out.put(ecs!("observer.vendor"), "Greenbone");
+        out.put(ecs!("observer.product"), "OpenVAS");
+        out.put(ecs!("observer.type"), "vulnerability-scanner");
+        out.put(ecs!("vulnerability.scanner.vendor"), "Greenbone");
         if let Some(id) = &self.id {
-            out.put_str("event.id", id);
+            out.put_str(ecs!("event.id"), id);
         }
         self.map_host(&mut out)?;
         self.map_port(&mut out)?;
         self.map_nvt(&mut out)?;
-        out.put("greenbone", Value::Object(self.to_record()));
+        out.put(ecs!("greenbone"), Value::Object(self.to_record()));
         Ok(out.finish())
     }
 
@@ -450,18 +450,18 @@ impl Finding {
             match canonical_ip("host", host) {
                 Ok(ip) => {
                     out.related_ip(ip.clone());
-                    out.put("host.ip", vec![ip]);
+                    out.put(ecs!("host.ip"), vec![ip]);
                 }
                 Err(_) => {
                     out.related_host(host);
-                    out.put_str("host.name", host);
+                    out.put_str(ecs!("host.name"), host);
                 }
             }
         }
         if let Some(name) = self.text("host/hostname") {
             out.related_host(name);
-            out.put_str("host.hostname", name);
-            out.put_str_if_absent("host.name", name);
+            out.put_str(ecs!("host.hostname"), name);
+            out.put_str_if_absent(ecs!("host.name"), name);
         }
         Ok(())
     }
@@ -473,33 +473,33 @@ impl Finding {
         };
         let (number, transport) = port.split_once('/').unwrap_or((port, ""));
         if !transport.is_empty() {
-            out.put("network.transport", transport.to_ascii_lowercase());
+            out.put(ecs!("network.transport"), transport.to_ascii_lowercase());
         }
         if let Ok(number) = number.parse::<u16>() {
-            out.put("destination.port", number);
-            out.put("service.port", number);
+            out.put(ecs!("destination.port"), number);
+            out.put(ecs!("service.port"), number);
         }
         Ok(())
     }
 
     fn map_nvt<'t>(&'t self, out: &mut EcsBuilder<'t>) -> Result<(), ParseError> {
         if let Some(oid) = &self.nvt_oid {
-            out.put_str("rule.id", oid);
-            out.put_str("vulnerability.scanner.id", oid);
+            out.put_str(ecs!("rule.id"), oid);
+            out.put_str(ecs!("vulnerability.scanner.id"), oid);
         }
         let name = self.text("nvt/name").or(self.text("name"));
         if let Some(name) = name {
-            out.put_str("rule.name", name);
-            out.put_str("message", name);
+            out.put_str(ecs!("rule.name"), name);
+            out.put_str(ecs!("message"), name);
         }
         if let Some(family) = self.text("nvt/family") {
-            out.put_strings("vulnerability.category", &[family]);
+            out.put_strings(ecs!("vulnerability.category"), &[family]);
         }
         let cves = self.cves();
         if !cves.is_empty() {
-            out.put("vulnerability.enumeration", "CVE");
+            out.put(ecs!("vulnerability.enumeration"), "CVE");
             out.put(
-                "vulnerability.id",
+                ecs!("vulnerability.id"),
                 Value::Array(cves.into_iter().map(Value::String).collect()),
             );
         }
@@ -507,17 +507,17 @@ impl Finding {
             let score: f64 = score
                 .parse()
                 .map_err(|_| ParseError::invalid_value("severity", score, "is not a CVSS score"))?;
-            out.put("vulnerability.score.base", score);
-            out.put("vulnerability.classification", "CVSS");
+            out.put(ecs!("vulnerability.score.base"), score);
+            out.put(ecs!("vulnerability.classification"), "CVSS");
             if let Some(version) = self.severity_type.as_deref().and_then(cvss_version) {
-                out.put("vulnerability.score.version", version);
+                out.put(ecs!("vulnerability.score.version"), version);
             }
         }
         if let Some(threat) = self.text("threat") {
-            out.put_str("vulnerability.severity", threat);
+            out.put_str(ecs!("vulnerability.severity"), threat);
         }
         if let Some(description) = self.text("description") {
-            out.put_str("vulnerability.description", description);
+            out.put_str(ecs!("vulnerability.description"), description);
         }
         Ok(())
     }

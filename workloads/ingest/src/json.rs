@@ -102,7 +102,11 @@ impl<'a> Members<'a> {
         }
         let i = self.members.iter().rposition(|(k, _)| same_key(k, key))?;
         let value = self.members.remove(i).1;
-        self.members.retain(|(k, _)| k != key);
+        // `i` held the key's last member: any other came before it (rarely: Zeek's
+        // `_path`, removed from every record, is its first member).
+        if self.members[..i].iter().any(|(k, _)| same_key(k, key)) {
+            self.members.retain(|(k, _)| k != key);
+        }
         Some(value)
     }
 
@@ -292,7 +296,7 @@ pub(crate) fn write_members(out: &mut Vec<u8>, members: &Members<'_>) {
     out.push(b'}');
 }
 
-fn write_number(out: &mut Vec<u8>, n: &Number) {
+pub(crate) fn write_number(out: &mut Vec<u8>, n: &Number) {
     // serde_json's own writer (itoa, ryu), so numbers read the same as before.
     if let Err(e) = serde_json::to_writer(&mut *out, n) {
         unreachable!("writing a number to a vector cannot fail: {e}");
@@ -385,8 +389,15 @@ pub(crate) fn write_str(out: &mut Vec<u8>, s: &str) {
 /// Whether any byte is below 0x20, `"` or `\`, a word at a time ([`needs_escape`]), the
 /// tail as the last eight bytes again.
 fn needs_any_escape(bytes: &[u8]) -> bool {
-    if bytes.len() < 8 {
+    if bytes.len() < 4 {
         return bytes.iter().any(|&b| b < 0x20 || b == b'"' || b == b'\\');
+    }
+    if bytes.len() < 8 {
+        // Four to seven bytes as one word of two overlapping halves: a byte checked
+        // twice, none left out.
+        let half =
+            |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().expect("four bytes"));
+        return needs_escape(u64::from(half(0)) | u64::from(half(bytes.len() - 4)) << 32);
     }
     let word = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().expect("eight bytes"));
     let mut at = 0;
@@ -802,6 +813,22 @@ mod tests {
     }
 
     #[test]
+    fn short_strings_are_escaped_wherever_the_byte_is() {
+        for len in 1..=17 {
+            for at in 0..len {
+                for special in [0u8, 0x1f, b'"', b'\\', b'\n', 0x7f, b' '] {
+                    let mut bytes = vec![b'a'; len];
+                    bytes[at] = special;
+                    let s = std::str::from_utf8(&bytes).unwrap();
+                    let mut written = Vec::new();
+                    write_str(&mut written, s);
+                    assert_eq!(written, serde_json::to_vec(s).unwrap(), "{s:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
     fn the_word_check_finds_exactly_the_bytes_to_escape() {
         let truth = |word: u64| {
             word.to_le_bytes()
@@ -887,6 +914,28 @@ mod tests {
             .unwrap()
             .get("")
             .is_none());
+    }
+
+    #[test]
+    fn records_kept_as_written_give_the_last_of_a_key() {
+        for text in [
+            r#"{"ts":1,"uid":"C1","id.orig_h":"a","id.resp_h":"b","proto":"tcp"}"#,
+            r#"{"a":1,"b":2,"a":3}"#,
+            r#"{"id.orig_h":1,"id.resp_h":2,"ts":3,"id.orig_h":4,"":5,"":6}"#,
+        ] {
+            let doc = doc_in_written_order(text).unwrap();
+            let members = doc.as_object().unwrap();
+            let value: Value = serde_json::from_str(text).unwrap();
+            for (key, expected) in value.as_object().unwrap() {
+                let found = members.get(key).map(Doc::to_value);
+                assert_eq!(found.as_ref(), Some(expected), "{text} {key}");
+                let mut removed = members.clone();
+                let taken = removed.remove(key).map(|d| d.to_value());
+                assert_eq!(taken.as_ref(), Some(expected), "{text} {key}");
+                assert!(!removed.contains_key(key), "{text} {key}");
+            }
+            assert!(members.get("tss").is_none());
+        }
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! (`timestampField`, a dotted path), kept whole under `json`. The rest of the mapping to
 //! ECS is the Sensor's `fieldMapping`; only `message` is taken over as it is.
 
-use crate::ecs::{zoned_timestamp, EcsBuilder, Output};
+use crate::ecs::{ecs, zoned_timestamp, EcsBuilder, Output};
 use crate::error::ParseError;
 use crate::format::ParseContext;
 use crate::json::{Doc, Members};
@@ -38,18 +38,18 @@ pub(crate) fn normalise<O: Output>(
             field: "@timestamp, timestamp or time (the Sensor names no timestampField)",
         },
     })?;
-    out.put("@timestamp", time(field, value, ctx)?);
-    out.put("event.kind", "event");
-    out.put("event.module", "json");
-    out.put("event.dataset", DATASET);
-    out.put_str("observer.name", &ctx.sensor);
+    out.put(ecs!("@timestamp"), time(field, value, ctx)?);
+    out.put(ecs!("event.kind"), "event");
+    out.put(ecs!("event.module"), "json");
+    out.put(ecs!("event.dataset"), DATASET);
+    out.put_str(ecs!("observer.name"), &ctx.sensor);
     if let Some(Doc::String(message)) = record.get("message") {
-        out.put_str("message", message);
+        out.put_str(ecs!("message"), message);
     }
     if let Some(original) = original {
-        out.put_str("event.original", original);
+        out.put_str(ecs!("event.original"), original);
     }
-    out.put("json", &record);
+    out.put(ecs!("json"), &record);
     Ok(out.finish())
 }
 

@@ -8,7 +8,7 @@ use chrono::NaiveDateTime;
 use serde_json::{Map, Value};
 
 use crate::decoder::Decoded;
-use crate::ecs::{base_name, EcsBuilder, Fields, Output};
+use crate::ecs::{base_name, ecs, EcsBuilder, Fields, Output};
 use crate::error::ParseError;
 use crate::format::{parse_record, Format, ParseContext};
 use crate::json::{Doc, Members};
@@ -228,9 +228,9 @@ pub(crate) fn normalise_json<O: Output>(
     let mut out = EcsBuilder::new();
     map_alert(Fields::new(&record, ""), ctx, &mut out)?;
     if let Some(original) = original {
-        out.put_str("event.original", original);
+        out.put_str(ecs!("event.original"), original);
     }
-    out.put("ossec", &record);
+    out.put(ecs!("ossec"), &record);
     Ok(out.finish())
 }
 
@@ -239,29 +239,29 @@ fn map_alert<'t>(
     ctx: &'t ParseContext,
     out: &mut EcsBuilder<'t>,
 ) -> Result<(), ParseError> {
-    out.put("@timestamp", alert_time(alert)?);
-    out.put("event.kind", "alert");
-    out.put("event.module", "ossec");
-    out.put("event.dataset", DATASET);
-    out.put_str("observer.name", &ctx.sensor);
-    out.put("observer.product", "OSSEC");
-    out.put("observer.vendor", "OSSEC");
-    out.put("observer.type", "hids");
+    out.put(ecs!("@timestamp"), alert_time(alert)?);
+    out.put(ecs!("event.kind"), "alert");
+    out.put(ecs!("event.module"), "ossec");
+    out.put(ecs!("event.dataset"), DATASET);
+    out.put_str(ecs!("observer.name"), &ctx.sensor);
+    out.put(ecs!("observer.product"), "OSSEC");
+    out.put(ecs!("observer.vendor"), "OSSEC");
+    out.put(ecs!("observer.type"), "hids");
     if let Some(id) = alert.text("id")? {
-        out.put_str("event.id", id);
+        out.put_str(ecs!("event.id"), id);
     }
     let rule = alert
         .object("rule", "rule")?
         .ok_or(ParseError::MissingField { field: "rule" })?;
     if let Some(level) = rule.u64("level")? {
-        out.put("event.severity", level);
+        out.put(ecs!("event.severity"), level);
     }
     if let Some(id) = rule.u64_or_text("sidid")? {
-        out.put("rule.id", id.to_string());
+        out.put(ecs!("rule.id"), id.to_string());
     }
     if let Some(comment) = rule.text("comment")? {
-        out.put_str("rule.name", comment);
-        out.put_str("rule.description", comment);
+        out.put_str(ecs!("rule.name"), comment);
+        out.put_str(ecs!("rule.description"), comment);
     }
     let groups = match rule.present_value("groups") {
         Some(Doc::Array(_)) => rule.strings("groups")?,
@@ -276,10 +276,10 @@ fn map_alert<'t>(
             .unwrap_or_default(),
     };
     if !groups.is_empty() {
-        out.put_strings("rule.category", &groups);
+        out.put_strings(ecs!("rule.category"), &groups);
     }
     if let Some(cve) = rule.text("cve")? {
-        out.put_str("vulnerability.id", cve);
+        out.put_str(ecs!("vulnerability.id"), cve);
     }
     map_data(alert, out)
 }
@@ -310,18 +310,18 @@ fn alert_time(alert: Fields<'_>) -> Result<String, ParseError> {
 
 fn map_data<'t>(alert: Fields<'t>, out: &mut EcsBuilder<'t>) -> Result<(), ParseError> {
     if let Some(log) = alert.str("full_log")? {
-        out.put_str("message", log);
+        out.put_str(ecs!("message"), log);
     }
     if let Some(location) = alert.text("location")? {
-        out.put_str("log.file.path", location);
+        out.put_str(ecs!("log.file.path"), location);
     }
     if let Some(host) = alert.text("hostname")? {
         out.related_host(host);
-        out.put_str("host.name", host);
+        out.put_str(ecs!("host.name"), host);
     }
     if let Some(ip) = alert.ip("agent_ip")? {
         out.related_ip(ip.clone());
-        out.put("host.ip", vec![ip]);
+        out.put(ecs!("host.ip"), vec![ip]);
     }
     for (key, side) in [("srcip", "source"), ("dstip", "destination")] {
         if let Some(ip) = alert.ip(key)? {
@@ -338,20 +338,20 @@ fn map_data<'t>(alert: Fields<'t>, out: &mut EcsBuilder<'t>) -> Result<(), Parse
         if let Some(user) = alert.text(key)? {
             out.related_user(user);
             out.put_dyn(&format!("{side}.user.name"), user);
-            out.put_str_if_absent("user.name", user);
+            out.put_str_if_absent(ecs!("user.name"), user);
         }
     }
     if let Some(program) = alert.text("program_name")? {
-        out.put_str("process.name", program);
+        out.put_str(ecs!("process.name"), program);
     }
     if let Some(action) = alert.text("action")? {
-        out.put_str("event.action", action);
+        out.put_str(ecs!("event.action"), action);
     }
     if let Some(protocol) = alert.text("protocol")? {
-        out.put("network.transport", protocol.to_ascii_lowercase());
+        out.put(ecs!("network.transport"), protocol.to_ascii_lowercase());
     }
     if let Some(url) = alert.text("url")? {
-        out.put_str("url.original", url);
+        out.put_str(ecs!("url.original"), url);
     }
     if let Some(file) = alert.object("SyscheckFile", "SyscheckFile")? {
         map_syscheck(file, out)?;
@@ -360,13 +360,13 @@ fn map_data<'t>(alert: Fields<'t>, out: &mut EcsBuilder<'t>) -> Result<(), Parse
 }
 
 fn map_syscheck<'t>(file: Fields<'t>, out: &mut EcsBuilder<'t>) -> Result<(), ParseError> {
-    out.put_constants("event.category", &["file"]);
-    out.put_constants("event.type", &["change"]);
+    out.put_constants(ecs!("event.category"), &["file"]);
+    out.put_constants(ecs!("event.type"), &["change"]);
     if let Some(path) = file.text("path")? {
         if let Some(name) = base_name(path) {
-            out.put_str("file.name", name);
+            out.put_str(ecs!("file.name"), name);
         }
-        out.put_str("file.path", path);
+        out.put_str(ecs!("file.path"), path);
     }
     for (key, algorithm) in [("md5_after", "md5"), ("sha1_after", "sha1")] {
         if let Some(hash) = file.text(key)? {

@@ -11,8 +11,8 @@ use std::borrow::Cow;
 use serde_json::{Map, Value};
 
 use crate::ecs::{
-    ascii_lowercase, base_name, map_endpoints, naive_utc_timestamp, try_canonical_ip, EcsBuilder,
-    EndpointFields, Fields, Node, Output,
+    ascii_lowercase, base_name, ecs, map_endpoints, naive_utc_timestamp, try_canonical_ip,
+    EcsBuilder, EndpointFields, Fields, Node, Output,
 };
 use crate::error::ParseError;
 use crate::format::ParseContext;
@@ -34,10 +34,10 @@ pub(crate) fn normalise<O: Output>(
     let mut out = EcsBuilder::new();
     map_record(Fields::new(&record, ""), ctx, &mut out)?;
     if let Some(original) = original {
-        out.put_str("event.original", original);
+        out.put_str(ecs!("event.original"), original);
     }
     out.put(
-        "suricata.eve",
+        ecs!("suricata.eve"),
         Node::Raw(text.trim_matches([' ', '\t', '\n', '\r'])),
     );
     Ok(out.finish())
@@ -81,7 +81,7 @@ fn map_record<'t>(
     let timestamp = eve
         .timestamp("timestamp")?
         .ok_or(ParseError::MissingField { field: "timestamp" })?;
-    out.put("@timestamp", timestamp);
+    out.put(ecs!("@timestamp"), timestamp);
     let event_type = eve.str("event_type")?.ok_or(ParseError::MissingField {
         field: "event_type",
     })?;
@@ -179,15 +179,15 @@ fn classify(
 
 fn map_event<'t>(event_type: &str, out: &mut EcsBuilder<'t>) {
     let (kind, category, types) = classify(event_type);
-    out.put("event.kind", kind);
+    out.put(ecs!("event.kind"), kind);
     if !category.is_empty() {
-        out.put_constants("event.category", category);
+        out.put_constants(ecs!("event.category"), category);
     }
     if !types.is_empty() {
-        out.put_constants("event.type", types);
+        out.put_constants(ecs!("event.type"), types);
     }
-    out.put("event.dataset", DATASET);
-    out.put("event.module", "suricata");
+    out.put(ecs!("event.dataset"), DATASET);
+    out.put(ecs!("event.module"), "suricata");
 }
 
 fn map_observer<'t>(
@@ -195,12 +195,12 @@ fn map_observer<'t>(
     ctx: &'t ParseContext,
     out: &mut EcsBuilder<'t>,
 ) -> Result<(), ParseError> {
-    out.put_str("observer.name", &ctx.sensor);
-    out.put("observer.product", "Suricata");
-    out.put("observer.vendor", "OISF");
-    out.put("observer.type", "ids");
+    out.put_str(ecs!("observer.name"), &ctx.sensor);
+    out.put(ecs!("observer.product"), "Suricata");
+    out.put(ecs!("observer.vendor"), "OISF");
+    out.put(ecs!("observer.type"), "ids");
     if let Some(iface) = eve.str("in_iface")? {
-        out.put_str("observer.ingress.interface.name", iface);
+        out.put_str(ecs!("observer.ingress.interface.name"), iface);
     }
     Ok(())
 }
@@ -222,10 +222,10 @@ fn map_network<'t>(eve: Fields<'t>, out: &mut EcsBuilder<'t>) -> Result<(), Pars
         .str("app_proto")?
         .filter(|p| !matches!(*p, "failed" | "unknown"))
     {
-        out.put("network.protocol", ascii_lowercase(app));
+        out.put(ecs!("network.protocol"), ascii_lowercase(app));
     }
     if let Some(id) = eve.str("community_id")? {
-        out.put_str("network.community_id", id);
+        out.put_str(ecs!("network.community_id"), id);
     }
     Ok(())
 }
@@ -240,30 +240,30 @@ fn map_flow<'t>(
     let packets_out = flow.u64("pkts_toserver")?;
     let packets_in = flow.u64("pkts_toclient")?;
     if let Some(n) = bytes_out {
-        out.put("source.bytes", n);
+        out.put(ecs!("source.bytes"), n);
     }
     if let Some(n) = bytes_in {
-        out.put("destination.bytes", n);
+        out.put(ecs!("destination.bytes"), n);
     }
     if let (Some(a), Some(b)) = (bytes_out, bytes_in) {
-        out.put("network.bytes", a.saturating_add(b));
+        out.put(ecs!("network.bytes"), a.saturating_add(b));
     }
     if let Some(n) = packets_out {
-        out.put("source.packets", n);
+        out.put(ecs!("source.packets"), n);
     }
     if let Some(n) = packets_in {
-        out.put("destination.packets", n);
+        out.put(ecs!("destination.packets"), n);
     }
     if let (Some(a), Some(b)) = (packets_out, packets_in) {
-        out.put("network.packets", a.saturating_add(b));
+        out.put(ecs!("network.packets"), a.saturating_add(b));
     }
     // An alert's embedded flow is the flow so far, not the event's own span.
     if is_flow_record {
         if let Some(start) = flow.timestamp("start")? {
-            out.put("event.start", start);
+            out.put(ecs!("event.start"), start);
         }
         if let Some(end) = flow.timestamp("end")? {
-            out.put("event.end", end);
+            out.put(ecs!("event.end"), end);
         }
     }
     Ok(())
@@ -271,27 +271,27 @@ fn map_flow<'t>(
 
 fn map_alert<'t>(alert: Fields<'t>, out: &mut EcsBuilder<'t>) -> Result<(), ParseError> {
     if let Some(id) = alert.u64("signature_id")? {
-        out.put("rule.id", crate::ecs::decimal(id));
+        out.put(ecs!("rule.id"), crate::ecs::decimal(id));
     }
     if let Some(name) = alert.str("signature")? {
-        out.put_str("rule.name", name);
+        out.put_str(ecs!("rule.name"), name);
     }
     if let Some(category) = alert.str("category")? {
-        out.put_str("rule.category", category);
+        out.put_str(ecs!("rule.category"), category);
     }
     if let Some(rev) = alert.u64("rev")? {
-        out.put("rule.version", crate::ecs::decimal(rev));
+        out.put(ecs!("rule.version"), crate::ecs::decimal(rev));
     }
     // Suricata's 1 (high) to 4 (low), kept as is, as Elastic's module does.
     if let Some(severity) = alert.u64("severity")? {
-        out.put("event.severity", severity);
+        out.put(ecs!("event.severity"), severity);
     }
     let event_type = match alert.str("action")? {
         Some("allowed") => "allowed",
         Some("blocked") => "denied",
         _ => "info",
     };
-    out.put_strings("event.type", &[event_type]);
+    out.put_strings(ecs!("event.type"), &[event_type]);
     Ok(())
 }
 
@@ -300,15 +300,15 @@ fn map_alert<'t>(alert: Fields<'t>, out: &mut EcsBuilder<'t>) -> Result<(), Pars
 /// v2 inside alerts (`query` array and an `answer` object).
 fn map_dns<'t>(dns: Fields<'t>, out: &mut EcsBuilder<'t>) -> Result<(), ParseError> {
     match dns.str("type")? {
-        Some("query" | "request") => out.put("dns.type", "query"),
-        Some("answer" | "response") => out.put("dns.type", "answer"),
+        Some("query" | "request") => out.put(ecs!("dns.type"), "query"),
+        Some("answer" | "response") => out.put(ecs!("dns.type"), "answer"),
         _ => {}
     }
     if let Some(id) = dns.u64("id")? {
-        out.put("dns.id", crate::ecs::decimal(id));
+        out.put(ecs!("dns.id"), crate::ecs::decimal(id));
     }
     if let Some(rcode) = dns.str("rcode")? {
-        out.put_str("dns.response_code", rcode);
+        out.put_str(ecs!("dns.response_code"), rcode);
     }
     let mut flags = Vec::new();
     for (key, flag) in [("aa", "AA"), ("tc", "TC"), ("rd", "RD"), ("ra", "RA")] {
@@ -317,7 +317,7 @@ fn map_dns<'t>(dns: Fields<'t>, out: &mut EcsBuilder<'t>) -> Result<(), ParseErr
         }
     }
     if !flags.is_empty() {
-        out.put_strings("dns.header_flags", &flags);
+        out.put_strings(ecs!("dns.header_flags"), &flags);
     }
 
     let question = match first_object(dns, "queries", "dns.queries")? {
@@ -326,10 +326,10 @@ fn map_dns<'t>(dns: Fields<'t>, out: &mut EcsBuilder<'t>) -> Result<(), ParseErr
     };
     if let Some(name) = question.str("rrname")? {
         out.related_host(name);
-        out.put_str("dns.question.name", name);
+        out.put_str(ecs!("dns.question.name"), name);
     }
     if let Some(rtype) = question.str("rrtype")? {
-        out.put_str("dns.question.type", rtype);
+        out.put_str(ecs!("dns.question.type"), rtype);
     }
 
     let mut resolved = Vec::new();
@@ -339,7 +339,7 @@ fn map_dns<'t>(dns: Fields<'t>, out: &mut EcsBuilder<'t>) -> Result<(), ParseErr
             let answer = as_object(item, "dns.answers")?;
             mapped.push(map_dns_answer(answer, &mut resolved)?);
         }
-        out.put("dns.answers", Value::Array(mapped));
+        out.put(ecs!("dns.answers"), Value::Array(mapped));
     } else if let Some(grouped) = dns.object("grouped", "dns.grouped")? {
         for rtype in ["A", "AAAA"] {
             for raw in grouped.strings(rtype)? {
@@ -353,7 +353,7 @@ fn map_dns<'t>(dns: Fields<'t>, out: &mut EcsBuilder<'t>) -> Result<(), ParseErr
         for ip in &resolved {
             out.related_ip(ip.clone());
         }
-        out.put("dns.resolved_ip", resolved);
+        out.put(ecs!("dns.resolved_ip"), resolved);
     }
 
     if let Some(answer) = dns.object("answer", "dns.answer")? {
@@ -412,51 +412,51 @@ fn map_http<'t>(http: Fields<'t>, out: &mut EcsBuilder<'t>) -> Result<(), ParseE
     let host = http.str("hostname")?;
     if let Some(host) = host {
         out.related_host(host);
-        out.put_str("url.domain", host);
-        out.put_str_if_absent("destination.domain", host);
+        out.put_str(ecs!("url.domain"), host);
+        out.put_str_if_absent(ecs!("destination.domain"), host);
     }
     if let Some(url) = http.str("url")? {
-        out.put_str("url.original", url);
+        out.put_str(ecs!("url.original"), url);
         let (path, query) = path_and_query(url);
         if !path.is_empty() {
-            out.put_str("url.path", path);
+            out.put_str(ecs!("url.path"), path);
         }
         if let Some(query) = query.filter(|q| !q.is_empty()) {
-            out.put_str("url.query", query);
+            out.put_str(ecs!("url.query"), query);
         }
         if url.starts_with("http://") || url.starts_with("https://") {
-            out.put_str("url.full", url);
+            out.put_str(ecs!("url.full"), url);
         } else if let (Some(host), true) = (host, url.starts_with('/')) {
             // EVE only sees cleartext HTTP, so the scheme is http.
             let full = match http.port("http_port")?.filter(|p| *p != 80) {
                 Some(port) => format!("http://{host}:{port}{url}"),
                 None => format!("http://{host}{url}"),
             };
-            out.put("url.full", full);
+            out.put(ecs!("url.full"), full);
         }
     }
     if let Some(method) = http.str("http_method")? {
-        out.put_str("http.request.method", method);
+        out.put_str(ecs!("http.request.method"), method);
     }
     if let Some(status) = http.u64("status")? {
-        out.put("http.response.status_code", status);
+        out.put(ecs!("http.response.status_code"), status);
     }
     if let Some(protocol) = http.str("protocol")? {
         if let Some(version) = protocol.strip_prefix("HTTP/") {
-            out.put_str("http.version", version);
+            out.put_str(ecs!("http.version"), version);
         }
     }
     if let Some(agent) = http.str("http_user_agent")? {
-        out.put_str("user_agent.original", agent);
+        out.put_str(ecs!("user_agent.original"), agent);
     }
     if let Some(referrer) = http.str("http_refer")? {
-        out.put_str("http.request.referrer", referrer);
+        out.put_str(ecs!("http.request.referrer"), referrer);
     }
     if let Some(mime) = http.str("http_content_type")? {
-        out.put_str("http.response.mime_type", mime);
+        out.put_str(ecs!("http.response.mime_type"), mime);
     }
     if let Some(length) = http.u64("length")? {
-        out.put("http.response.body.bytes", length);
+        out.put(ecs!("http.response.body.bytes"), length);
     }
     Ok(())
 }
@@ -479,50 +479,50 @@ fn path_and_query(url: &str) -> (&str, Option<&str>) {
 fn map_tls<'t>(tls: Fields<'t>, out: &mut EcsBuilder<'t>) -> Result<(), ParseError> {
     if let Some(sni) = tls.str("sni")? {
         out.related_host(sni);
-        out.put_str("tls.client.server_name", sni);
-        out.put_str_if_absent("destination.domain", sni);
+        out.put_str(ecs!("tls.client.server_name"), sni);
+        out.put_str_if_absent(ecs!("destination.domain"), sni);
     }
     if let Some((protocol, version)) = tls.str("version")?.and_then(tls_version) {
-        out.put("tls.version_protocol", protocol);
-        out.put("tls.version", version);
+        out.put(ecs!("tls.version_protocol"), protocol);
+        out.put(ecs!("tls.version"), version);
     }
     if let Some(ja3) = tls.object("ja3", "tls.ja3")? {
         if let Some(hash) = ja3.str("hash")? {
             out.related_hash(hash);
-            out.put_str("tls.client.ja3", hash);
+            out.put_str(ecs!("tls.client.ja3"), hash);
         }
     }
     if let Some(ja3s) = tls.object("ja3s", "tls.ja3s")? {
         if let Some(hash) = ja3s.str("hash")? {
             out.related_hash(hash);
-            out.put_str("tls.server.ja3s", hash);
+            out.put_str(ecs!("tls.server.ja3s"), hash);
         }
     }
     if let Some(subject) = tls.str("subject")? {
-        out.put_str("tls.server.subject", subject);
+        out.put_str(ecs!("tls.server.subject"), subject);
     }
     if let Some(issuer) = tls.str("issuerdn")? {
-        out.put_str("tls.server.issuer", issuer);
+        out.put_str(ecs!("tls.server.issuer"), issuer);
     }
     // ECS wants certificate digests and serials as upper-case hex without separators.
     if let Some(fingerprint) = tls.str("fingerprint")? {
         let sha1 = plain_hex(fingerprint);
         out.related_hash(sha1.clone());
-        out.put("tls.server.hash.sha1", sha1);
+        out.put(ecs!("tls.server.hash.sha1"), sha1);
     }
     if let Some(serial) = tls.str("serial")? {
-        out.put("tls.server.x509.serial_number", plain_hex(serial));
+        out.put(ecs!("tls.server.x509.serial_number"), plain_hex(serial));
     }
     if let Some(raw) = tls.str("notbefore")? {
         let time = naive_utc_timestamp(|| tls.label("notbefore"), raw)?;
-        out.put("tls.server.not_before", time);
+        out.put(ecs!("tls.server.not_before"), time);
     }
     if let Some(raw) = tls.str("notafter")? {
         let time = naive_utc_timestamp(|| tls.label("notafter"), raw)?;
-        out.put("tls.server.not_after", time);
+        out.put(ecs!("tls.server.not_after"), time);
     }
     if let Some(resumed) = tls.bool("session_resumed")? {
-        out.put("tls.resumed", resumed);
+        out.put(ecs!("tls.resumed"), resumed);
     }
     Ok(())
 }
@@ -549,14 +549,14 @@ fn plain_hex(raw: &str) -> String {
 fn map_fileinfo<'t>(fileinfo: Fields<'t>, out: &mut EcsBuilder<'t>) -> Result<(), ParseError> {
     if let Some(filename) = fileinfo.str("filename")? {
         if let Some(name) = base_name(filename) {
-            out.put_str("file.name", name);
+            out.put_str(ecs!("file.name"), name);
         }
         if filename.contains(['/', '\\']) {
-            out.put_str("file.path", filename);
+            out.put_str(ecs!("file.path"), filename);
         }
     }
     if let Some(size) = fileinfo.u64("size")? {
-        out.put("file.size", size);
+        out.put(ecs!("file.size"), size);
     }
     for algorithm in ["md5", "sha1", "sha256"] {
         if let Some(hash) = fileinfo.str(algorithm)? {
@@ -571,10 +571,10 @@ fn map_smb<'t>(smb: Fields<'t>, out: &mut EcsBuilder<'t>) -> Result<(), ParseErr
     if let Some(ntlmssp) = smb.object("ntlmssp", "smb.ntlmssp")? {
         if let Some(user) = ntlmssp.text("user")? {
             out.related_user(user);
-            out.put_str_if_absent("user.name", user);
+            out.put_str_if_absent(ecs!("user.name"), user);
         }
         if let Some(domain) = ntlmssp.text("domain")? {
-            out.put_str_if_absent("user.domain", domain);
+            out.put_str_if_absent(ecs!("user.domain"), domain);
         }
     }
     Ok(())
@@ -583,10 +583,10 @@ fn map_smb<'t>(smb: Fields<'t>, out: &mut EcsBuilder<'t>) -> Result<(), ParseErr
 fn map_krb5<'t>(krb5: Fields<'t>, out: &mut EcsBuilder<'t>) -> Result<(), ParseError> {
     if let Some(user) = named(krb5.str("cname")?) {
         out.related_user(user);
-        out.put_str_if_absent("user.name", user);
+        out.put_str_if_absent(ecs!("user.name"), user);
     }
     if let Some(realm) = named(krb5.str("realm")?) {
-        out.put_str_if_absent("user.domain", realm);
+        out.put_str_if_absent(ecs!("user.domain"), realm);
     }
     Ok(())
 }
@@ -616,10 +616,10 @@ fn map_ssh<'t>(ssh: Fields<'t>, out: &mut EcsBuilder<'t>) -> Result<(), ParseErr
 fn map_smtp<'t>(smtp: Fields<'t>, out: &mut EcsBuilder<'t>) -> Result<(), ParseError> {
     if let Some(helo) = smtp.text("helo")? {
         out.related_host(helo);
-        out.put_str_if_absent("source.domain", helo);
+        out.put_str_if_absent(ecs!("source.domain"), helo);
     }
     if let Some(from) = smtp.str("mail_from")?.and_then(mail_address) {
-        out.put_str("email.from.address", from);
+        out.put_str(ecs!("email.from.address"), from);
     }
     let to: Vec<&str> = smtp
         .strings("rcpt_to")?
@@ -627,7 +627,7 @@ fn map_smtp<'t>(smtp: Fields<'t>, out: &mut EcsBuilder<'t>) -> Result<(), ParseE
         .filter_map(mail_address)
         .collect();
     if !to.is_empty() {
-        out.put_strings("email.to.address", &to);
+        out.put_strings(ecs!("email.to.address"), &to);
     }
     Ok(())
 }
@@ -636,26 +636,29 @@ fn map_smtp<'t>(smtp: Fields<'t>, out: &mut EcsBuilder<'t>) -> Result<(), ParseE
 /// present, wins for the addresses.
 fn map_email<'t>(email: Fields<'t>, out: &mut EcsBuilder<'t>) -> Result<(), ParseError> {
     if let Some(from) = email.str("from")?.and_then(mail_address) {
-        out.put_str_if_absent("email.from.address", from);
+        out.put_str_if_absent(ecs!("email.from.address"), from);
     }
-    for (key, path) in [("to", "email.to.address"), ("cc", "email.cc.address")] {
+    for (key, path) in [
+        ("to", ecs!("email.to.address")),
+        ("cc", ecs!("email.cc.address")),
+    ] {
         let addresses: Vec<&str> = email
             .strings(key)?
             .into_iter()
             .filter_map(mail_address)
             .collect();
-        if !addresses.is_empty() && !out.has(path) {
+        if !addresses.is_empty() && !out.has(path.text()) {
             out.put_strings(path, &addresses);
         }
     }
     if let Some(subject) = email.str("subject")? {
-        out.put_str("email.subject", subject);
+        out.put_str(ecs!("email.subject"), subject);
     }
     if let Some(id) = email.text("message_id")? {
-        out.put_str("email.message_id", id);
+        out.put_str(ecs!("email.message_id"), id);
     }
     if let Some(mailer) = email.text("x_mailer")? {
-        out.put_str("email.x_mailer", mailer);
+        out.put_str(ecs!("email.x_mailer"), mailer);
     }
     let attachments: Vec<Value> = email
         .strings("attachment")?
@@ -663,7 +666,7 @@ fn map_email<'t>(email: Fields<'t>, out: &mut EcsBuilder<'t>) -> Result<(), Pars
         .map(|name| serde_json::json!({ "file": { "name": name } }))
         .collect();
     if !attachments.is_empty() {
-        out.put("email.attachments", Value::Array(attachments));
+        out.put(ecs!("email.attachments"), Value::Array(attachments));
     }
     Ok(())
 }

@@ -16,7 +16,7 @@ use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, Utc};
 use serde_json::{Map, Value};
 
 use crate::cef;
-use crate::ecs::{utc_timestamp, EcsBuilder, Output};
+use crate::ecs::{ecs, utc_timestamp, EcsBuilder, Output};
 use crate::error::ParseError;
 use crate::format::ParseContext;
 
@@ -78,22 +78,22 @@ pub(crate) fn parse_at<O: Output>(
     sender: Option<SocketAddr>,
 ) -> Result<O, ParseError> {
     let mut out = EcsBuilder::new();
-    out.put("event.kind", "event");
-    out.put("event.module", "syslog");
-    out.put("event.dataset", DATASET);
-    out.put_str("observer.name", &ctx.sensor);
+    out.put(ecs!("event.kind"), "event");
+    out.put(ecs!("event.module"), "syslog");
+    out.put(ecs!("event.dataset"), DATASET);
+    out.put_str(ecs!("observer.name"), &ctx.sensor);
     let (priority, rest) = read_priority(line)?;
     if let Some(priority) = priority {
-        out.put("log.syslog.priority", priority);
+        out.put(ecs!("log.syslog.priority"), priority);
         let facility = priority / 8;
         let severity = priority % 8;
-        out.put("log.syslog.facility.code", facility);
-        out.put("log.syslog.severity.code", severity);
+        out.put(ecs!("log.syslog.facility.code"), facility);
+        out.put(ecs!("log.syslog.severity.code"), severity);
         if let Some(name) = FACILITIES.get(usize::from(facility)) {
-            out.put("log.syslog.facility.name", *name);
+            out.put(ecs!("log.syslog.facility.name"), *name);
         }
         if let Some(name) = SEVERITIES.get(usize::from(severity)) {
-            out.put("log.syslog.severity.name", *name);
+            out.put(ecs!("log.syslog.severity.name"), *name);
         }
     }
     let message = match rest.strip_prefix("1 ") {
@@ -102,13 +102,13 @@ pub(crate) fn parse_at<O: Output>(
     };
     let message = message.trim_start_matches('\u{feff}');
     if !message.is_empty() {
-        out.put_str("message", message);
+        out.put_str(ecs!("message"), message);
     }
     if let Some(parsed) = cef::parse(message) {
         parsed?.map(&mut out)?;
     }
     if ctx.options.keep_original {
-        out.put_str("event.original", line);
+        out.put_str(ecs!("event.original"), line);
     }
     if let Some(sender) = sender {
         put_sender(&mut out, sender);
@@ -123,15 +123,15 @@ pub(crate) fn parse_at<O: Output>(
 fn put_sender(out: &mut EcsBuilder<'_>, sender: SocketAddr) {
     let ip = sender.ip().to_canonical();
     out.put(
-        "log.source.address",
+        ecs!("log.source.address"),
         SocketAddr::new(ip, sender.port()).to_string(),
     );
     if !out.has("source.ip") && !out.has("source.address") {
         let text = ip.to_string();
         out.related_ip(text.clone());
-        out.put("source.address", text.clone());
-        out.put("source.ip", text);
-        out.put("source.port", u64::from(sender.port()));
+        out.put(ecs!("source.address"), text.clone());
+        out.put(ecs!("source.ip"), text);
+        out.put(ecs!("source.port"), u64::from(sender.port()));
     }
 }
 
@@ -155,7 +155,7 @@ fn read_priority(line: &str) -> Result<(Option<u8>, &str), ParseError> {
 
 /// `TIMESTAMP HOSTNAME APP-NAME PROCID MSGID STRUCTURED-DATA [MSG]`, `-` for nil.
 fn rfc5424<'t>(rest: &'t str, out: &mut EcsBuilder<'t>) -> Result<&'t str, ParseError> {
-    out.put("log.syslog.version", "1");
+    out.put(ecs!("log.syslog.version"), "1");
     let mut parts = rest.splitn(6, ' ');
     let mut next =
         |what: &'static str| parts.next().ok_or(ParseError::MissingField { field: what });
@@ -167,36 +167,36 @@ fn rfc5424<'t>(rest: &'t str, out: &mut EcsBuilder<'t>) -> Result<&'t str, Parse
     let tail = parts.next().unwrap_or_default();
     if timestamp != "-" {
         out.put(
-            "@timestamp",
+            ecs!("@timestamp"),
             utc_timestamp("log.syslog.timestamp", timestamp)?,
         );
     }
     if hostname != "-" {
         out.related_host(hostname);
-        out.put_str("host.hostname", hostname);
-        out.put_str("log.syslog.hostname", hostname);
+        out.put_str(ecs!("host.hostname"), hostname);
+        out.put_str(ecs!("log.syslog.hostname"), hostname);
     }
     if app != "-" {
-        out.put_str("process.name", app);
-        out.put_str("log.syslog.appname", app);
+        out.put_str(ecs!("process.name"), app);
+        out.put_str(ecs!("log.syslog.appname"), app);
     }
     if procid != "-" {
         put_procid(procid, out);
     }
     if msgid != "-" {
-        out.put_str("log.syslog.msgid", msgid);
+        out.put_str(ecs!("log.syslog.msgid"), msgid);
     }
     let (data, message) = structured_data(tail)?;
     if !data.is_empty() {
-        out.put("log.syslog.structured_data", Value::Object(data));
+        out.put(ecs!("log.syslog.structured_data"), Value::Object(data));
     }
     Ok(message)
 }
 
 fn put_procid<'t>(procid: &'t str, out: &mut EcsBuilder<'t>) {
-    out.put_str("log.syslog.procid", procid);
+    out.put_str(ecs!("log.syslog.procid"), procid);
     if let Ok(pid) = procid.parse::<u64>() {
-        out.put("process.pid", pid);
+        out.put(ecs!("process.pid"), pid);
     }
 }
 
@@ -285,7 +285,7 @@ fn rfc3164<'t>(
             (time, rest.get(16..).unwrap_or_default())
         }
     };
-    out.put("@timestamp", time);
+    out.put(ecs!("@timestamp"), time);
     let (host, after_host) = rest.split_once(' ').unwrap_or((rest, ""));
     // A tag ends in `:` or `[pid]:`; a first word that does is the tag of a message sent
     // without a hostname.
@@ -293,8 +293,8 @@ fn rfc3164<'t>(
         rest
     } else {
         out.related_host(host);
-        out.put_str("host.hostname", host);
-        out.put_str("log.syslog.hostname", host);
+        out.put_str(ecs!("host.hostname"), host);
+        out.put_str(ecs!("log.syslog.hostname"), host);
         after_host
     };
     let (tag, message) = match tag_part.split_once(' ') {
@@ -308,8 +308,8 @@ fn rfc3164<'t>(
             Some((name, pid)) => (name, pid.strip_suffix(']')),
             None => (tag, None),
         };
-        out.put_str("process.name", name);
-        out.put_str("log.syslog.appname", name);
+        out.put_str(ecs!("process.name"), name);
+        out.put_str(ecs!("log.syslog.appname"), name);
         if let Some(pid) = pid {
             put_procid(pid, out);
         }

@@ -7,7 +7,7 @@
 
 use std::borrow::Cow;
 
-use crate::ecs::{base_name, canonical_ip, EcsBuilder, Fields, Output};
+use crate::ecs::{base_name, canonical_ip, ecs, EcsBuilder, Fields, Output};
 use crate::error::ParseError;
 use crate::format::ParseContext;
 use crate::json::Members;
@@ -31,9 +31,9 @@ pub(crate) fn normalise<O: Output>(
     let mut out = EcsBuilder::new();
     map_alert(Fields::new(&record, ""), ctx, &mut out)?;
     if let Some(original) = original {
-        out.put_str("event.original", original);
+        out.put_str(ecs!("event.original"), original);
     }
-    out.put("wazuh", &record);
+    out.put(ecs!("wazuh"), &record);
     Ok(out.finish())
 }
 
@@ -63,10 +63,10 @@ impl Classification {
     }
 
     fn write<'t>(self, out: &mut EcsBuilder<'t>) {
-        out.put_strings("event.category", &self.categories);
-        out.put_strings("event.type", &self.types);
+        out.put_strings(ecs!("event.category"), &self.categories);
+        out.put_strings(ecs!("event.type"), &self.types);
         if let Some(outcome) = self.outcome {
-            out.put("event.outcome", outcome);
+            out.put(ecs!("event.outcome"), outcome);
         }
     }
 }
@@ -79,26 +79,26 @@ fn map_alert<'t>(
     let timestamp = alert
         .timestamp("timestamp")?
         .ok_or(ParseError::MissingField { field: "timestamp" })?;
-    out.put("@timestamp", timestamp);
+    out.put(ecs!("@timestamp"), timestamp);
     // Without its rule an alert says neither what fired nor how bad it is.
     let rule = alert
         .object("rule", "rule")?
         .ok_or(ParseError::MissingField { field: "rule" })?;
 
-    out.put("event.kind", "alert");
-    out.put("event.dataset", DATASET);
-    out.put("event.module", "wazuh");
+    out.put(ecs!("event.kind"), "alert");
+    out.put(ecs!("event.dataset"), DATASET);
+    out.put(ecs!("event.module"), "wazuh");
     if let Some(id) = alert.scalar("id")? {
-        out.put("event.id", id);
+        out.put(ecs!("event.id"), id);
     }
     let mut class = Classification::new();
     map_rule(rule, &mut class, out)?;
     map_agent(alert, ctx, out)?;
     if let Some(full_log) = alert.str("full_log")? {
-        out.put_str("message", full_log);
+        out.put_str(ecs!("message"), full_log);
     }
     if let Some(location) = alert.text("location")? {
-        out.put_str("log.file.path", location);
+        out.put_str(ecs!("log.file.path"), location);
     }
     if let Some(data) = alert.object("data", "data")? {
         map_data(data, &mut class, out)?;
@@ -117,15 +117,15 @@ fn map_rule<'t>(
 ) -> Result<(), ParseError> {
     // Wazuh's 0 (ignored) to 15 (severe), kept as is.
     if let Some(level) = rule.u64_or_text("level")? {
-        out.put("event.severity", level);
+        out.put(ecs!("event.severity"), level);
     }
     if let Some(id) = rule.scalar("id")? {
-        out.put("rule.id", id);
+        out.put(ecs!("rule.id"), id);
     }
     // Wazuh rules have no separate name: the description is what analysts call them.
     if let Some(description) = rule.str("description")? {
-        out.put_str("rule.name", description);
-        out.put_str("rule.description", description);
+        out.put_str(ecs!("rule.name"), description);
+        out.put_str(ecs!("rule.description"), description);
     }
     let groups = rule.strings("groups")?;
     if groups.iter().any(|g| AUTH_FAILURE_GROUPS.contains(g)) {
@@ -138,16 +138,16 @@ fn map_rule<'t>(
     if let Some(mitre) = rule.object("mitre", "rule.mitre")? {
         let ids = mitre.strings("id")?;
         if !ids.is_empty() {
-            out.put("threat.framework", "MITRE ATT&CK");
-            out.put_strings("threat.technique.id", &ids);
+            out.put(ecs!("threat.framework"), "MITRE ATT&CK");
+            out.put_strings(ecs!("threat.technique.id"), &ids);
         }
         let techniques = mitre.strings("technique")?;
         if !techniques.is_empty() {
-            out.put_strings("threat.technique.name", &techniques);
+            out.put_strings(ecs!("threat.technique.name"), &techniques);
         }
         let tactics = mitre.strings("tactic")?;
         if !tactics.is_empty() {
-            out.put_strings("threat.tactic.name", &tactics);
+            out.put_strings(ecs!("threat.tactic.name"), &tactics);
         }
     }
     Ok(())
@@ -158,30 +158,30 @@ fn map_agent<'t>(
     ctx: &'t ParseContext,
     out: &mut EcsBuilder<'t>,
 ) -> Result<(), ParseError> {
-    out.put_str("observer.name", &ctx.sensor);
-    out.put("observer.product", "Wazuh");
-    out.put("observer.vendor", "Wazuh");
+    out.put_str(ecs!("observer.name"), &ctx.sensor);
+    out.put(ecs!("observer.product"), "Wazuh");
+    out.put(ecs!("observer.vendor"), "Wazuh");
     if let Some(manager) = alert.object("manager", "manager")? {
         if let Some(name) = manager.text("name")? {
-            out.put_str("observer.hostname", name);
+            out.put_str(ecs!("observer.hostname"), name);
         }
     }
     let Some(agent) = alert.object("agent", "agent")? else {
         return Ok(());
     };
-    out.put("agent.type", "wazuh");
+    out.put(ecs!("agent.type"), "wazuh");
     if let Some(id) = agent.scalar("id")? {
-        out.put("agent.id", id);
+        out.put(ecs!("agent.id"), id);
     }
     if let Some(name) = agent.text("name")? {
-        out.put_str("agent.name", name);
-        out.put_str("host.name", name);
+        out.put_str(ecs!("agent.name"), name);
+        out.put_str(ecs!("host.name"), name);
         out.related_host(name);
     }
     // ECS has no agent.ip: the agent's address is its host's.
     if let Some(ip) = agent.ip("ip")? {
         out.related_ip(ip.clone());
-        out.put("host.ip", vec![ip]);
+        out.put(ecs!("host.ip"), vec![ip]);
     }
     Ok(())
 }
@@ -193,31 +193,31 @@ fn map_data<'t>(
 ) -> Result<(), ParseError> {
     if let Some(ip) = data.ip("srcip")? {
         out.related_ip(ip.clone());
-        out.put("source.ip", ip);
+        out.put(ecs!("source.ip"), ip);
     }
     if let Some(port) = data.port_or_text("srcport")? {
-        out.put("source.port", port);
+        out.put(ecs!("source.port"), port);
     }
     if let Some(ip) = data.ip("dstip")? {
         out.related_ip(ip.clone());
-        out.put("destination.ip", ip);
+        out.put(ecs!("destination.ip"), ip);
     }
     if let Some(port) = data.port_or_text("dstport")? {
-        out.put("destination.port", port);
+        out.put(ecs!("destination.port"), port);
     }
     // The target account is the one an analyst pivots on, so it wins `user.name`.
     if let Some(user) = data.text("dstuser")? {
         out.related_user(user);
-        out.put_str("destination.user.name", user);
-        out.put_str_if_absent("user.name", user);
+        out.put_str(ecs!("destination.user.name"), user);
+        out.put_str_if_absent(ecs!("user.name"), user);
     }
     if let Some(user) = data.text("srcuser")? {
         out.related_user(user);
-        out.put_str("source.user.name", user);
-        out.put_str_if_absent("user.name", user);
+        out.put_str(ecs!("source.user.name"), user);
+        out.put_str_if_absent(ecs!("user.name"), user);
     }
     if let Some(url) = data.text("url")? {
-        out.put_str("url.original", url);
+        out.put_str(ecs!("url.original"), url);
     }
     if let Some(win) = data.object("win", "data.win")? {
         map_windows(win, class, out)?;
@@ -242,12 +242,12 @@ fn map_windows<'t>(
     if let Some(system) = win.object("system", "data.win.system")? {
         event_id = system.scalar("eventID")?;
         if let Some(id) = &event_id {
-            out.put("event.code", id.clone());
+            out.put(ecs!("event.code"), id.clone());
         }
         if let Some(provider) = system.text("providerName")? {
             sysmon = provider == "Microsoft-Windows-Sysmon";
             security = provider == "Microsoft-Windows-Security-Auditing";
-            out.put_str("event.provider", provider);
+            out.put_str(ecs!("event.provider"), provider);
         }
     }
     let event_id = event_id.as_deref();
@@ -281,39 +281,42 @@ fn map_windows<'t>(
 
     if let Some(image) = read("image")? {
         if let Some(name) = base_name_of(&image) {
-            out.put("process.name", name);
+            out.put(ecs!("process.name"), name);
         }
-        out.put("process.executable", image);
+        out.put(ecs!("process.executable"), image);
     }
     if let Some(command_line) = read("commandLine")? {
-        out.put("process.command_line", command_line.into_owned());
+        out.put(ecs!("process.command_line"), command_line.into_owned());
     }
     if let Some(pid) = windows_pid(data, "processId")? {
-        out.put("process.pid", pid);
+        out.put(ecs!("process.pid"), pid);
     }
     if let Some(guid) = read("processGuid")? {
-        out.put("process.entity_id", guid.into_owned());
+        out.put(ecs!("process.entity_id"), guid.into_owned());
     }
     if let Some(directory) = read("currentDirectory")? {
-        out.put("process.working_directory", directory.into_owned());
+        out.put(ecs!("process.working_directory"), directory.into_owned());
     }
     if let Some(original) = read("originalFileName")? {
-        out.put("process.pe.original_file_name", original.into_owned());
+        out.put(ecs!("process.pe.original_file_name"), original.into_owned());
     }
     if let Some(image) = read("parentImage")? {
         if let Some(name) = base_name_of(&image) {
-            out.put("process.parent.name", name);
+            out.put(ecs!("process.parent.name"), name);
         }
-        out.put("process.parent.executable", image);
+        out.put(ecs!("process.parent.executable"), image);
     }
     if let Some(command_line) = read("parentCommandLine")? {
-        out.put("process.parent.command_line", command_line.into_owned());
+        out.put(
+            ecs!("process.parent.command_line"),
+            command_line.into_owned(),
+        );
     }
     if let Some(pid) = windows_pid(data, "parentProcessId")? {
-        out.put("process.parent.pid", pid);
+        out.put(ecs!("process.parent.pid"), pid);
     }
     if let Some(guid) = read("parentProcessGuid")? {
-        out.put("process.parent.entity_id", guid.into_owned());
+        out.put(ecs!("process.parent.entity_id"), guid.into_owned());
     }
     if let Some(hashes) = data.text("hashes")? {
         // Sysmon 1 hashes the new process's image; 6, 7, 23 and 26 hash a file.
@@ -330,37 +333,37 @@ fn map_windows<'t>(
             None => (None, account.as_ref()),
         };
         out.related_user(name.to_owned());
-        out.put_str_if_absent("user.name", name);
+        out.put_str_if_absent(ecs!("user.name"), name);
         if let Some(domain) = domain {
-            out.put_str_if_absent("user.domain", domain);
+            out.put_str_if_absent(ecs!("user.domain"), domain);
         }
     }
     if let Some(name) = read("targetUserName")? {
         out.related_user(name.clone());
-        out.put_str_if_absent("user.name", &name);
+        out.put_str_if_absent(ecs!("user.name"), &name);
     }
     if let Some(domain) = read("targetDomainName")? {
-        out.put_str_if_absent("user.domain", &domain);
+        out.put_str_if_absent(ecs!("user.domain"), &domain);
     }
     if let Some(path) = read("targetFilename")? {
         if let Some(name) = base_name_of(&path) {
-            out.put("file.name", name);
+            out.put(ecs!("file.name"), name);
         }
-        out.put("file.path", path);
+        out.put(ecs!("file.path"), path);
     }
     map_windows_endpoint(data, "sourceIp", "sourcePort", "source", out)?;
     map_windows_endpoint(data, "ipAddress", "ipPort", "source", out)?;
     map_windows_endpoint(data, "destinationIp", "destinationPort", "destination", out)?;
     if let Some(host) = read("destinationHostname")? {
         out.related_host(host.clone());
-        out.put_str_if_absent("destination.domain", &host);
+        out.put_str_if_absent(ecs!("destination.domain"), &host);
     }
     if let Some(protocol) = data.text("protocol")? {
-        out.put("network.transport", protocol.to_ascii_lowercase());
+        out.put(ecs!("network.transport"), protocol.to_ascii_lowercase());
     }
     if let Some(query) = read("queryName")? {
         out.related_host(query.clone());
-        out.put("dns.question.name", query.into_owned());
+        out.put(ecs!("dns.question.name"), query.into_owned());
     }
     Ok(())
 }
@@ -495,33 +498,33 @@ fn map_syscheck<'t>(
     match syscheck.text("event")? {
         Some(action @ "added") => {
             class.add(category, "creation");
-            out.put_str("event.action", action);
+            out.put_str(ecs!("event.action"), action);
         }
         Some(action @ "modified") => {
             class.add(category, "change");
-            out.put_str("event.action", action);
+            out.put_str(ecs!("event.action"), action);
         }
         Some(action @ "deleted") => {
             class.add(category, "deletion");
-            out.put_str("event.action", action);
+            out.put_str(ecs!("event.action"), action);
         }
         _ => class.add(category, "info"),
     }
     if let Some(path) = syscheck.text("path")? {
         if registry {
-            out.put_str("registry.path", path);
+            out.put_str(ecs!("registry.path"), path);
             if let Some(value) = syscheck.text("value_name")? {
-                out.put_str("registry.value", value);
+                out.put_str(ecs!("registry.value"), value);
             }
             return Ok(());
         }
         if let Some(name) = base_name(path) {
-            out.put_str("file.name", name);
+            out.put_str(ecs!("file.name"), name);
         }
-        out.put_str("file.path", path);
+        out.put_str(ecs!("file.path"), path);
     }
     if let Some(size) = syscheck.u64_or_text("size_after")? {
-        out.put("file.size", size);
+        out.put(ecs!("file.size"), size);
     }
     for (key, algorithm) in [
         ("md5_after", "md5"),
@@ -534,17 +537,17 @@ fn map_syscheck<'t>(
         }
     }
     for (key, field) in [
-        ("uname_after", "file.owner"),
-        ("gname_after", "file.group"),
-        ("uid_after", "file.uid"),
-        ("gid_after", "file.gid"),
+        ("uname_after", ecs!("file.owner")),
+        ("gname_after", ecs!("file.group")),
+        ("uid_after", ecs!("file.uid")),
+        ("gid_after", ecs!("file.gid")),
     ] {
         if let Some(value) = syscheck.text(key)? {
             out.put_str(field, value);
         }
     }
     if let Some(inode) = syscheck.u64_or_text("inode_after")? {
-        out.put("file.inode", inode.to_string());
+        out.put(ecs!("file.inode"), inode.to_string());
     }
     Ok(())
 }

@@ -12,7 +12,8 @@ use std::borrow::Cow;
 use serde_json::{Map, Number, Value};
 
 use crate::ecs::{
-    canonical_ip, map_endpoints, utc_timestamp, EcsBuilder, EndpointFields, Fields, Node, Output,
+    canonical_ip, ecs, map_endpoints, utc_timestamp, EcsBuilder, EndpointFields, Fields, Node,
+    Output,
 };
 use crate::error::ParseError;
 use crate::format::ParseContext;
@@ -288,9 +289,9 @@ pub(crate) fn normalise<O: Output>(
         _ => {}
     }
     if let Some(original) = original {
-        out.put_str("event.original", original);
+        out.put_str(ecs!("event.original"), original);
     }
-    out.put_under("zeek", path, Node::Dotted(&record));
+    out.put_under(ecs!("zeek"), path, Node::Dotted(&record));
     Ok(out.finish())
 }
 
@@ -364,16 +365,16 @@ fn map_common<'t>(
     let ts = zeek
         .present_value("ts")
         .ok_or(ParseError::MissingField { field: "ts" })?;
-    out.put("@timestamp", zeek_time("ts", ts)?);
-    out.put("event.kind", "event");
-    out.put("event.module", "zeek");
-    out.put("event.dataset", dataset(path));
-    out.put_str("observer.name", &ctx.sensor);
-    out.put("observer.product", "Zeek");
-    out.put("observer.vendor", "Zeek");
-    out.put("observer.type", "ids");
+    out.put(ecs!("@timestamp"), zeek_time("ts", ts)?);
+    out.put(ecs!("event.kind"), "event");
+    out.put(ecs!("event.module"), "zeek");
+    out.put(ecs!("event.dataset"), dataset(path));
+    out.put_str(ecs!("observer.name"), &ctx.sensor);
+    out.put(ecs!("observer.product"), "Zeek");
+    out.put(ecs!("observer.vendor"), "Zeek");
+    out.put(ecs!("observer.type"), "ids");
     if let Some(uid) = zeek.str("uid")? {
-        out.put_str("zeek.session_id", uid);
+        out.put_str(ecs!("zeek.session_id"), uid);
     }
     map_endpoints(
         zeek,
@@ -387,7 +388,7 @@ fn map_common<'t>(
         out,
     )?;
     if let Some(id) = zeek.str("community_id")? {
-        out.put_str("network.community_id", id);
+        out.put_str(ecs!("network.community_id"), id);
     }
     Ok(())
 }
@@ -409,16 +410,16 @@ fn dataset(path: &str) -> Cow<'static, str> {
 }
 
 fn map_conn<'t>(zeek: Fields<'t>, out: &mut EcsBuilder<'t>) -> Result<(), ParseError> {
-    out.put_constants("event.category", &["network"]);
-    out.put_constants("event.type", &["connection", "end"]);
+    out.put_constants(ecs!("event.category"), &["network"]);
+    out.put_constants(ecs!("event.type"), &["connection", "end"]);
     if let Some(service) = zeek.str("service")? {
         // Zeek lists every analyser that confirmed, `ssl,http`; ECS wants one protocol.
         if let Some(first) = service.split(',').next().filter(|s| !s.is_empty()) {
-            out.put("network.protocol", crate::ecs::ascii_lowercase(first));
+            out.put(ecs!("network.protocol"), crate::ecs::ascii_lowercase(first));
         }
     }
     if let Some(duration) = zeek.seconds("duration")? {
-        out.put("event.duration", seconds_to_nanos(duration));
+        out.put(ecs!("event.duration"), seconds_to_nanos(duration));
     }
     let bytes_out = zeek.u64("orig_ip_bytes")?;
     let bytes_in = zeek.u64("resp_ip_bytes")?;
@@ -427,7 +428,7 @@ fn map_conn<'t>(zeek: Fields<'t>, out: &mut EcsBuilder<'t>) -> Result<(), ParseE
     put_pair(out, "bytes", bytes_out, bytes_in);
     put_pair(out, "packets", packets_out, packets_in);
     if let Some(state) = zeek.str("conn_state")? {
-        out.put_str("network.connection.state", state);
+        out.put_str(ecs!("network.connection.state"), state);
     }
     Ok(())
 }
@@ -439,8 +440,16 @@ fn put_pair<'t>(
     to_client: Option<u64>,
 ) {
     let (source, destination, network) = match what {
-        "bytes" => ("source.bytes", "destination.bytes", "network.bytes"),
-        _ => ("source.packets", "destination.packets", "network.packets"),
+        "bytes" => (
+            ecs!("source.bytes"),
+            ecs!("destination.bytes"),
+            ecs!("network.bytes"),
+        ),
+        _ => (
+            ecs!("source.packets"),
+            ecs!("destination.packets"),
+            ecs!("network.packets"),
+        ),
     };
     if let Some(n) = to_server {
         out.put(source, n);
@@ -454,26 +463,29 @@ fn put_pair<'t>(
 }
 
 fn map_dns<'t>(zeek: Fields<'t>, out: &mut EcsBuilder<'t>) -> Result<(), ParseError> {
-    out.put_constants("event.category", &["network"]);
-    out.put_constants("event.type", &["protocol", "info"]);
-    out.put("network.protocol", "dns");
+    out.put_constants(ecs!("event.category"), &["network"]);
+    out.put_constants(ecs!("event.type"), &["protocol", "info"]);
+    out.put(ecs!("network.protocol"), "dns");
     if let Some(id) = zeek.u64("trans_id")? {
-        out.put("dns.id", crate::ecs::decimal(id));
+        out.put(ecs!("dns.id"), crate::ecs::decimal(id));
     }
     if let Some(name) = zeek.str("query")? {
         out.related_host(name);
-        out.put_str("dns.question.name", name);
+        out.put_str(ecs!("dns.question.name"), name);
     }
     if let Some(qtype) = zeek.str("qtype_name")? {
-        out.put_str("dns.question.type", qtype);
+        out.put_str(ecs!("dns.question.type"), qtype);
     }
     if let Some(class) = zeek.str("qclass_name")? {
-        out.put_str("dns.question.class", class);
+        out.put_str(ecs!("dns.question.class"), class);
     }
     let rcode = zeek.str("rcode_name")?;
-    out.put("dns.type", if rcode.is_some() { "answer" } else { "query" });
+    out.put(
+        ecs!("dns.type"),
+        if rcode.is_some() { "answer" } else { "query" },
+    );
     if let Some(rcode) = rcode {
-        out.put_str("dns.response_code", rcode);
+        out.put_str(ecs!("dns.response_code"), rcode);
     }
     let mut flags = Vec::new();
     for flag in ["AA", "TC", "RD", "RA"] {
@@ -482,7 +494,7 @@ fn map_dns<'t>(zeek: Fields<'t>, out: &mut EcsBuilder<'t>) -> Result<(), ParseEr
         }
     }
     if !flags.is_empty() {
-        out.put_strings("dns.header_flags", &flags);
+        out.put_strings(ecs!("dns.header_flags"), &flags);
     }
     let answers = zeek.strings("answers")?;
     if !answers.is_empty() {
@@ -497,125 +509,125 @@ fn map_dns<'t>(zeek: Fields<'t>, out: &mut EcsBuilder<'t>) -> Result<(), ParseEr
                 resolved.push(ip);
             }
         }
-        out.put("dns.answers", Value::Array(mapped));
+        out.put(ecs!("dns.answers"), Value::Array(mapped));
         if !resolved.is_empty() {
-            out.put("dns.resolved_ip", resolved);
+            out.put(ecs!("dns.resolved_ip"), resolved);
         }
     }
     Ok(())
 }
 
 fn map_http<'t>(zeek: Fields<'t>, out: &mut EcsBuilder<'t>) -> Result<(), ParseError> {
-    out.put_constants("event.category", &["network", "web"]);
-    out.put_constants("event.type", &["connection", "protocol"]);
-    out.put("network.protocol", "http");
+    out.put_constants(ecs!("event.category"), &["network", "web"]);
+    out.put_constants(ecs!("event.type"), &["connection", "protocol"]);
+    out.put(ecs!("network.protocol"), "http");
     if let Some(method) = zeek.str("method")? {
-        out.put_str("http.request.method", method);
+        out.put_str(ecs!("http.request.method"), method);
     }
     if let Some(host) = zeek.str("host")? {
         out.related_host(host);
-        out.put_str("url.domain", host);
-        out.put_str("destination.domain", host);
+        out.put_str(ecs!("url.domain"), host);
+        out.put_str(ecs!("destination.domain"), host);
     }
     if let Some(uri) = zeek.str("uri")? {
-        out.put_str("url.original", uri);
+        out.put_str(ecs!("url.original"), uri);
     }
     if let Some(referrer) = zeek.str("referrer")? {
-        out.put_str("http.request.referrer", referrer);
+        out.put_str(ecs!("http.request.referrer"), referrer);
     }
     if let Some(version) = zeek.str("version")? {
-        out.put_str("http.version", version);
+        out.put_str(ecs!("http.version"), version);
     }
     if let Some(agent) = zeek.str("user_agent")? {
-        out.put_str("user_agent.original", agent);
+        out.put_str(ecs!("user_agent.original"), agent);
     }
     if let Some(n) = zeek.u64("request_body_len")? {
-        out.put("http.request.body.bytes", n);
+        out.put(ecs!("http.request.body.bytes"), n);
     }
     if let Some(n) = zeek.u64("response_body_len")? {
-        out.put("http.response.body.bytes", n);
+        out.put(ecs!("http.response.body.bytes"), n);
     }
     if let Some(status) = zeek.u64("status_code")? {
-        out.put("http.response.status_code", status);
+        out.put(ecs!("http.response.status_code"), status);
     }
     if let Some(user) = zeek.text("username")? {
         out.related_user(user);
-        out.put_str("user.name", user);
+        out.put_str(ecs!("user.name"), user);
     }
     let mime = zeek.strings("resp_mime_types")?;
     if let Some(first) = mime.first() {
-        out.put_str("http.response.mime_type", first);
+        out.put_str(ecs!("http.response.mime_type"), first);
     }
     Ok(())
 }
 
 fn map_ssl<'t>(zeek: Fields<'t>, out: &mut EcsBuilder<'t>) -> Result<(), ParseError> {
-    out.put_constants("event.category", &["network"]);
-    out.put_constants("event.type", &["connection", "protocol"]);
-    out.put("network.protocol", "tls");
+    out.put_constants(ecs!("event.category"), &["network"]);
+    out.put_constants(ecs!("event.type"), &["connection", "protocol"]);
+    out.put(ecs!("network.protocol"), "tls");
     if let Some(version) = zeek.str("version")? {
         // `TLSv12`, `TLSv13`, `SSLv3`, `DTLSv12`: protocol name, then major and minor.
         let (protocol, number) = version
             .split_once('v')
             .map_or((version, ""), |(p, n)| (p, n));
-        out.put("tls.version_protocol", protocol.to_ascii_lowercase());
+        out.put(ecs!("tls.version_protocol"), protocol.to_ascii_lowercase());
         let dotted = match number.as_bytes() {
             [major, minor] => format!("{}.{}", *major as char, *minor as char),
             _ => number.to_owned(),
         };
         if !dotted.is_empty() {
-            out.put("tls.version", dotted);
+            out.put(ecs!("tls.version"), dotted);
         }
     }
     if let Some(cipher) = zeek.str("cipher")? {
-        out.put_str("tls.cipher", cipher);
+        out.put_str(ecs!("tls.cipher"), cipher);
     }
     if let Some(curve) = zeek.str("curve")? {
-        out.put_str("tls.curve", curve);
+        out.put_str(ecs!("tls.curve"), curve);
     }
     if let Some(name) = zeek.str("server_name")? {
         out.related_host(name);
-        out.put_str("tls.client.server_name", name);
-        out.put_str("destination.domain", name);
+        out.put_str(ecs!("tls.client.server_name"), name);
+        out.put_str(ecs!("destination.domain"), name);
     }
     if let Some(resumed) = zeek.bool("resumed")? {
-        out.put("tls.resumed", resumed);
+        out.put(ecs!("tls.resumed"), resumed);
     }
     if let Some(established) = zeek.bool("established")? {
-        out.put("tls.established", established);
+        out.put(ecs!("tls.established"), established);
     }
     if let Some(next) = zeek.str("next_protocol")? {
-        out.put_str("tls.next_protocol", next);
+        out.put_str(ecs!("tls.next_protocol"), next);
     }
     if let Some(subject) = zeek.str("subject")? {
-        out.put_str("tls.server.subject", subject);
+        out.put_str(ecs!("tls.server.subject"), subject);
     }
     if let Some(issuer) = zeek.str("issuer")? {
-        out.put_str("tls.server.issuer", issuer);
+        out.put_str(ecs!("tls.server.issuer"), issuer);
     }
     if let Some(ja3) = zeek.str("ja3")? {
-        out.put_str("tls.client.ja3", ja3);
+        out.put_str(ecs!("tls.client.ja3"), ja3);
     }
     if let Some(ja3s) = zeek.str("ja3s")? {
-        out.put_str("tls.server.ja3s", ja3s);
+        out.put_str(ecs!("tls.server.ja3s"), ja3s);
     }
     Ok(())
 }
 
 fn map_files<'t>(zeek: Fields<'t>, out: &mut EcsBuilder<'t>) -> Result<(), ParseError> {
-    out.put_constants("event.category", &["file"]);
-    out.put_constants("event.type", &["info"]);
+    out.put_constants(ecs!("event.category"), &["file"]);
+    out.put_constants(ecs!("event.type"), &["info"]);
     if let Some(fuid) = zeek.str("fuid")? {
-        out.put_str("file.uid", fuid);
+        out.put_str(ecs!("file.uid"), fuid);
     }
     if let Some(mime) = zeek.str("mime_type")? {
-        out.put_str("file.mime_type", mime);
+        out.put_str(ecs!("file.mime_type"), mime);
     }
     if let Some(name) = zeek.text("filename")? {
-        out.put_str("file.name", name);
+        out.put_str(ecs!("file.name"), name);
     }
     if let Some(size) = zeek.u64("total_bytes")?.or(zeek.u64("seen_bytes")?) {
-        out.put("file.size", size);
+        out.put(ecs!("file.size"), size);
     }
     for algorithm in ["md5", "sha1", "sha256"] {
         if let Some(hash) = zeek.str(algorithm)? {
@@ -624,7 +636,10 @@ fn map_files<'t>(zeek: Fields<'t>, out: &mut EcsBuilder<'t>) -> Result<(), Parse
         }
     }
     // Zeek before 5.0 named the endpoints of a transfer in sets rather than `id.*`.
-    for (key, ecs) in [("tx_hosts", "source.ip"), ("rx_hosts", "destination.ip")] {
+    for (key, ecs) in [
+        ("tx_hosts", ecs!("source.ip")),
+        ("rx_hosts", ecs!("destination.ip")),
+    ] {
         for (i, raw) in zeek.strings(key)?.into_iter().enumerate() {
             let ip = canonical_ip(&zeek.label(key), raw)?;
             out.related_ip(ip.clone());
@@ -637,51 +652,54 @@ fn map_files<'t>(zeek: Fields<'t>, out: &mut EcsBuilder<'t>) -> Result<(), Parse
 }
 
 fn map_notice<'t>(zeek: Fields<'t>, out: &mut EcsBuilder<'t>) -> Result<(), ParseError> {
-    out.put("event.kind", "alert");
-    out.put_constants("event.category", &["network", "intrusion_detection"]);
-    out.put_constants("event.type", &["info"]);
+    out.put(ecs!("event.kind"), "alert");
+    out.put_constants(ecs!("event.category"), &["network", "intrusion_detection"]);
+    out.put_constants(ecs!("event.type"), &["info"]);
     if let Some(note) = zeek.str("note")? {
-        out.put_str("rule.name", note);
+        out.put_str(ecs!("rule.name"), note);
     }
     if let Some(msg) = zeek.str("msg")? {
-        out.put_str("message", msg);
+        out.put_str(ecs!("message"), msg);
     }
     if let Some(ip) = zeek.ip("src")? {
         out.related_ip(ip.clone());
-        out.put_str_if_absent("source.ip", &ip);
+        out.put_str_if_absent(ecs!("source.ip"), &ip);
     }
     if let Some(ip) = zeek.ip("dst")? {
         out.related_ip(ip.clone());
-        out.put_str_if_absent("destination.ip", &ip);
+        out.put_str_if_absent(ecs!("destination.ip"), &ip);
     }
     if let Some(port) = zeek.port("p")? {
         if !out.has("destination.port") {
-            out.put("destination.port", port);
+            out.put(ecs!("destination.port"), port);
         }
     }
     Ok(())
 }
 
 fn map_weird<'t>(zeek: Fields<'t>, out: &mut EcsBuilder<'t>) -> Result<(), ParseError> {
-    out.put("event.kind", "alert");
-    out.put_constants("event.category", &["network"]);
-    out.put_constants("event.type", &["info"]);
+    out.put(ecs!("event.kind"), "alert");
+    out.put_constants(ecs!("event.category"), &["network"]);
+    out.put_constants(ecs!("event.type"), &["info"]);
     if let Some(name) = zeek.str("name")? {
-        out.put_str("rule.name", name);
+        out.put_str(ecs!("rule.name"), name);
     }
     Ok(())
 }
 
 fn map_x509<'t>(zeek: Fields<'t>, out: &mut EcsBuilder<'t>) -> Result<(), ParseError> {
-    out.put_constants("event.category", &["network"]);
-    out.put_constants("event.type", &["info"]);
+    out.put_constants(ecs!("event.category"), &["network"]);
+    out.put_constants(ecs!("event.type"), &["info"]);
     let strings = [
-        ("certificate.serial", "x509.serial_number"),
-        ("certificate.subject", "x509.subject.distinguished_name"),
-        ("certificate.issuer", "x509.issuer.distinguished_name"),
-        ("certificate.key_alg", "x509.public_key_algorithm"),
-        ("certificate.sig_alg", "x509.signature_algorithm"),
-        ("certificate.curve", "x509.public_key_curve"),
+        ("certificate.serial", ecs!("x509.serial_number")),
+        (
+            "certificate.subject",
+            ecs!("x509.subject.distinguished_name"),
+        ),
+        ("certificate.issuer", ecs!("x509.issuer.distinguished_name")),
+        ("certificate.key_alg", ecs!("x509.public_key_algorithm")),
+        ("certificate.sig_alg", ecs!("x509.signature_algorithm")),
+        ("certificate.curve", ecs!("x509.public_key_curve")),
     ];
     for (key, ecs) in strings {
         if let Some(value) = zeek.str(key)? {
@@ -689,14 +707,14 @@ fn map_x509<'t>(zeek: Fields<'t>, out: &mut EcsBuilder<'t>) -> Result<(), ParseE
         }
     }
     if let Some(version) = zeek.u64("certificate.version")? {
-        out.put("x509.version_number", version.to_string());
+        out.put(ecs!("x509.version_number"), version.to_string());
     }
     if let Some(bits) = zeek.u64("certificate.key_length")? {
-        out.put("x509.public_key_size", bits);
+        out.put(ecs!("x509.public_key_size"), bits);
     }
     for (key, ecs) in [
-        ("certificate.not_valid_before", "x509.not_before"),
-        ("certificate.not_valid_after", "x509.not_after"),
+        ("certificate.not_valid_before", ecs!("x509.not_before")),
+        ("certificate.not_valid_after", ecs!("x509.not_after")),
     ] {
         if let Some(value) = zeek.present_value(key) {
             out.put(ecs, zeek_time(key, value)?);
@@ -707,29 +725,29 @@ fn map_x509<'t>(zeek: Fields<'t>, out: &mut EcsBuilder<'t>) -> Result<(), ParseE
         out.related_host(*name);
     }
     if !names.is_empty() {
-        out.put_strings("x509.alternative_names", &names);
+        out.put_strings(ecs!("x509.alternative_names"), &names);
     }
     if let Some(fingerprint) = zeek.str("fingerprint")? {
         out.related_hash(fingerprint);
-        out.put_str("file.hash.sha256", fingerprint);
+        out.put_str(ecs!("file.hash.sha256"), fingerprint);
     }
     Ok(())
 }
 
 fn map_ssh<'t>(zeek: Fields<'t>, out: &mut EcsBuilder<'t>) -> Result<(), ParseError> {
-    out.put_constants("event.category", &["network"]);
-    out.put_constants("event.type", &["connection", "protocol"]);
-    out.put("network.protocol", "ssh");
+    out.put_constants(ecs!("event.category"), &["network"]);
+    out.put_constants(ecs!("event.type"), &["connection", "protocol"]);
+    out.put(ecs!("network.protocol"), "ssh");
     match zeek.bool("auth_success")? {
-        Some(true) => out.put("event.outcome", "success"),
-        Some(false) => out.put("event.outcome", "failure"),
+        Some(true) => out.put(ecs!("event.outcome"), "success"),
+        Some(false) => out.put(ecs!("event.outcome"), "failure"),
         None => {}
     }
     if let Some(client) = zeek.str("client")? {
-        out.put_str("source.service.name", client);
+        out.put_str(ecs!("source.service.name"), client);
     }
     if let Some(server) = zeek.str("server")? {
-        out.put_str("destination.service.name", server);
+        out.put_str(ecs!("destination.service.name"), server);
     }
     Ok(())
 }
