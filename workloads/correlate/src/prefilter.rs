@@ -74,12 +74,14 @@ pub(crate) enum Atom {
 
 impl Atom {
     /// How rarely the atom is expected to be true: a longer literal is rarer than a
-    /// short one, any literal rarer than a field's mere presence.
+    /// short one, any literal rarer than a field's mere presence. An exact value counts a
+    /// little more than a substring of its length, but a short one (`IntegrityLevel:
+    /// High`) less than a long needle: the few values such fields take are common.
     fn strength(&self) -> usize {
         match self {
             Atom::Present(_) => 1,
             Atom::Number(..) => 6,
-            Atom::Exact(_, bytes) => 8 + bytes.len().min(8),
+            Atom::Exact(_, bytes) => 4 + bytes.len().min(12),
             Atom::Substring(_, bytes) | Atom::Prefix(_, bytes) | Atom::Suffix(_, bytes) => {
                 bytes.len().min(12)
             }
