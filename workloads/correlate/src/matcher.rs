@@ -162,9 +162,7 @@ impl<'a> Slots<'a> {
 
     /// Whether the walk met no node at the slot's path in this event.
     fn absent(&self, slot: u32) -> bool {
-        self.at
-            .get(slot as usize)
-            .is_some_and(|&(generation, _)| generation != self.generation)
+        matches!(self.read(slot), SlotRead::Absent)
     }
 
     fn read(&self, slot: u32) -> SlotRead<'a> {
@@ -317,31 +315,24 @@ impl Position {
     /// (an image run by itself, `Image|fieldref: ParentImage`) compares on every process
     /// creation.
     fn holds(self, mine: &str, theirs: &str, cased: bool) -> bool {
-        if cased {
-            self.holds_bytes(mine.as_bytes(), theirs.as_bytes(), |a, b| a == b)
-        } else if mine.is_ascii() && theirs.is_ascii() {
-            self.holds_bytes(
-                mine.as_bytes(),
-                theirs.as_bytes(),
-                <[u8]>::eq_ignore_ascii_case,
-            )
+        if cased || (mine.is_ascii() && theirs.is_ascii()) {
+            self.holds_bytes(mine.as_bytes(), theirs.as_bytes(), cased)
         } else {
             let (mine, theirs) = (mine.to_lowercase(), theirs.to_lowercase());
-            self.holds_bytes(mine.as_bytes(), theirs.as_bytes(), |a, b| a == b)
+            self.holds_bytes(mine.as_bytes(), theirs.as_bytes(), true)
         }
     }
 
-    fn holds_bytes(self, mine: &[u8], theirs: &[u8], same: impl Fn(&[u8], &[u8]) -> bool) -> bool {
+    /// The comparison with the value matchers' [`same`] and [`contains`].
+    fn holds_bytes(self, mine: &[u8], theirs: &[u8], cased: bool) -> bool {
         if theirs.len() > mine.len() {
             return false;
         }
         match self {
-            Position::Whole => mine.len() == theirs.len() && same(mine, theirs),
-            Position::Contains => {
-                theirs.is_empty() || mine.windows(theirs.len()).any(|w| same(w, theirs))
-            }
-            Position::StartsWith => same(&mine[..theirs.len()], theirs),
-            Position::EndsWith => same(&mine[mine.len() - theirs.len()..], theirs),
+            Position::Whole => mine.len() == theirs.len() && same(mine, theirs, cased),
+            Position::Contains => contains(mine, theirs, cased),
+            Position::StartsWith => same(&mine[..theirs.len()], theirs, cased),
+            Position::EndsWith => same(&mine[mine.len() - theirs.len()..], theirs, cased),
         }
     }
 }
