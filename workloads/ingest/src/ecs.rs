@@ -571,18 +571,20 @@ impl<'t> EcsBuilder<'t> {
             }
             return;
         };
-        let at = match self.slots[path.group] {
-            0 => self.push_group(
-                path.group,
-                Node::Object(Vec::with_capacity(NESTED_CAPACITY)),
-            ),
-            at => at - 1,
-        };
-        let mut members = self.groups[at].1.make_object();
+        let mut members = self.group_object(path.group);
         for segment in within {
             members = object_member(members, segment, Cow::Borrowed);
         }
         set_member(members, last, Cow::Borrowed, value);
+    }
+
+    /// The group [`GROUPS`]`[group]` as an object, added if it is not there.
+    fn group_object(&mut self, group: usize) -> &mut Vec<(Cow<'t, str>, Node<'t>)> {
+        let at = match self.slots[group] {
+            0 => self.push_group(group, Node::Object(Vec::with_capacity(NESTED_CAPACITY))),
+            at => at - 1,
+        };
+        self.groups[at].1.make_object()
     }
 
     /// Adds the group [`GROUPS`]`[group]`, returning where it is.
@@ -650,14 +652,7 @@ impl<'t> EcsBuilder<'t> {
     /// Writes `value` at `group.key`, `key` being built at run time (Zeek's log name):
     /// [`Self::put_dyn`] without building the path.
     pub(crate) fn put_under(&mut self, group: &'static Path, key: String, value: Node<'t>) {
-        let at = match self.slots[group.group] {
-            0 => self.push_group(
-                group.group,
-                Node::Object(Vec::with_capacity(NESTED_CAPACITY)),
-            ),
-            at => at - 1,
-        };
-        let members = self.groups[at].1.make_object();
+        let members = self.group_object(group.group);
         match members.iter().rposition(|(k, _)| same_key(k, &key)) {
             Some(index) => members[index].1 = value,
             None => members.push((Cow::Owned(key), value)),
