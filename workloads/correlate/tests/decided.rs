@@ -690,3 +690,51 @@ fn a_rule_tried_on_every_event_answers_the_same_without_its_fields() {
         ],
     );
 }
+
+#[test]
+fn numbers_and_short_texts_are_read_only_where_an_atom_can_hold_them() {
+    // A needle made of digits is found in a number's text, at its own path and as a
+    // keyword; a needle with a letter never is, and a text shorter than every needle is
+    // not read at all (the walk skips it).
+    let detection = concat!(
+        "  sel:\n    ProcessId|contains: '46'\n",
+        "  keywords:\n    - '4625'\n",
+        "  condition: sel or keywords\n",
+    );
+    let s = set(
+        detection,
+        &[
+            "ProcessId|contains: 'x4'",
+            "Channel: 'security'",
+            "Flag: true",
+        ],
+    );
+    expect(
+        &s,
+        &[
+            (json!({"ProcessId": 1467}), true),
+            (json!({"ProcessId": "1467"}), true),
+            (json!({"ProcessId": -46.5}), true),
+            (json!({"ProcessId": 1407}), false),
+            (json!({"EventID": 4625}), true),
+            (json!({"EventID": 46250, "Channel": "Security"}), true),
+            (json!({"EventID": 4624, "Channel": "Security"}), false),
+            (json!({"Flag": true, "Channel": "46"}), false),
+        ],
+    );
+    let keywords = concat!(
+        "  keywords:\n    - 'true'\n    - 'al'\n",
+        "  condition: keywords\n",
+    );
+    let s = set(keywords, &["Image|contains: 'cmd'"]);
+    expect(
+        &s,
+        &[
+            (json!({"Flag": true}), true),
+            (json!({"Flag": false}), true),
+            (json!({"Name": "a"}), false),
+            (json!({"Name": "AL"}), true),
+            (json!({"Count": 1e300}), false),
+        ],
+    );
+}
