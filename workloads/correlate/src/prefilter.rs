@@ -27,7 +27,8 @@
 use std::cell::RefCell;
 use std::collections::HashMap as StdHashMap;
 use std::hash::BuildHasher;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::OnceLock;
 
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
 use foldhash::HashMap;
@@ -54,6 +55,13 @@ const WEAK_CLAUSE: usize = 2;
 
 /// Paths with at most this many needles get a DFA, the others aho-corasick's choice.
 const DFA_NEEDLES: usize = 2_000;
+
+/// At most this many paths of an index get a combined scanner (see
+/// [`RuleIndex::combined`]); each costs about the keyword automaton's size again.
+const COMBINED_PATHS: usize = 8;
+
+/// A path gets a combined scanner once its own automaton has scanned this many bytes.
+const COMBINE_AFTER: u64 = 64 << 10;
 
 /// One fact about an event, true or not, that a rule may require.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -656,6 +664,74 @@ struct Posting {
 /// Per automaton pattern, the postings it marks and where its occurrence must lie.
 type PatternHits = Box<[(u32, Anchor)]>;
 
+/// Needles in one automaton and, by pattern id, what each occurrence marks.
+#[derive(Debug)]
+struct Scanner {
+    automaton: AhoCorasick,
+    hits: Vec<PatternHits>,
+    /// The needles, folded, in pattern order (sorted): what a combined scanner is built
+    /// from.
+    patterns: Vec<Box<[u8]>>,
+}
+
+impl Scanner {
+    fn build(
+        patterns: Vec<Box<[u8]>>,
+        hits: Vec<PatternHits>,
+    ) -> Result<Scanner, aho_corasick::BuildError> {
+        let automaton = AhoCorasickBuilder::new()
+            .match_kind(MatchKind::Standard)
+            // Needles are folded (ASCII lower case), so matching them without regard to
+            // ASCII case on the text as it is finds what they would find in the folded
+            // text, at the same places, without folding a copy first.
+            .ascii_case_insensitive(true)
+            // A DFA scans fastest but grows with the needles; past a few thousand it costs
+            // more memory and build time than it saves.
+            .kind((patterns.len() <= DFA_NEEDLES).then_some(AhoCorasickKind::DFA))
+            .build(&patterns)?;
+        Ok(Scanner {
+            automaton,
+            hits,
+            patterns,
+        })
+    }
+
+    /// Both scanners' needles in one: a needle in both marks what it marks in each.
+    fn with(&self, other: &Scanner) -> Result<Scanner, aho_corasick::BuildError> {
+        let mut merged: std::collections::BTreeMap<&[u8], Vec<(u32, Anchor)>> =
+            std::collections::BTreeMap::new();
+        for scanner in [self, other] {
+            for (pattern, hits) in scanner.patterns.iter().zip(&scanner.hits) {
+                merged
+                    .entry(pattern)
+                    .or_default()
+                    .extend(hits.iter().copied());
+            }
+        }
+        let (patterns, hits) = merged
+            .into_iter()
+            .map(|(pattern, hits)| (Box::from(pattern), hits.into_boxed_slice()))
+            .unzip();
+        Scanner::build(patterns, hits)
+    }
+
+    /// Pushes the postings the text's needle occurrences make true.
+    fn scan(&self, text: &str, found: &mut Vec<u32>) {
+        for hit in self.automaton.find_overlapping_iter(text.as_bytes()) {
+            for &(posting, anchor) in self.hits[hit.pattern().as_usize()].iter() {
+                let placed = match anchor {
+                    Anchor::Anywhere => true,
+                    Anchor::Start => hit.start() == 0,
+                    Anchor::End => hit.end() == text.len(),
+                };
+                if placed {
+                    found.push(posting);
+                }
+            }
+        }
+    }
+}
+
 /// A path's substring needles before the automaton is built: bytes, posting, anchor.
 type Needle<'a> = (&'a [u8], u32, Anchor);
 
@@ -678,7 +754,12 @@ struct FieldIndex {
     numbers: HashMap<u64, u32>,
     /// All substring needles of the path and, by pattern id, their postings and where the
     /// occurrence must lie (one needle may be a substring, prefix and suffix atom).
-    substrings: Option<(AhoCorasick, Vec<PatternHits>)>,
+    substrings: Option<Scanner>,
+    /// The path's needles and the keyword needles in one automaton, built once the path
+    /// has scanned [`RuleIndex::combine_after`] bytes (see [`RuleIndex::combined`]).
+    combined: OnceLock<Option<Scanner>>,
+    /// Bytes of text the path's own automaton has scanned, until `combined` is decided.
+    scanned: AtomicU64,
     /// The path's slot, when some rule reads the field (see [`Slots`]).
     slot: Option<u32>,
     /// Tells this path's entries apart in the scan memo (see [`ScanMemo`]).
@@ -703,6 +784,8 @@ impl Default for FieldIndex {
             exact: HashMap::default(),
             numbers: HashMap::default(),
             substrings: None,
+            combined: OnceLock::new(),
+            scanned: AtomicU64::new(0),
             slot: None,
             memo_id: 0,
             shortest_text: usize::MAX,
@@ -776,6 +859,10 @@ pub(crate) struct RuleIndex {
     slots: usize,
     /// Unique per built index, so a thread's scan memo never answers for another index.
     id: u64,
+    /// Bytes a path scans before it gets a combined scanner ([`COMBINE_AFTER`]).
+    combine_after: u64,
+    /// Combined scanners still to be given ([`COMBINED_PATHS`] at first).
+    combine_places: AtomicUsize,
 }
 
 /// Gives each built [`RuleIndex`] its own [`RuleIndex::id`].
@@ -803,6 +890,8 @@ impl RuleIndex {
             slots: slot_paths.len(),
             items: items.len(),
             id: next_index_id(),
+            combine_after: COMBINE_AFTER,
+            combine_places: AtomicUsize::new(COMBINED_PATHS),
             ..RuleIndex::default()
         };
         for (slot, path) in slot_paths.iter().enumerate() {
@@ -893,24 +982,17 @@ impl RuleIndex {
                     last.push((posting, anchor));
                 }
             }
-            let automaton = AhoCorasickBuilder::new()
-                .match_kind(MatchKind::Standard)
-                // Needles are folded (ASCII lower case), so matching them without regard
-                // to ASCII case on the text as it is finds what they would find in the
-                // folded text, at the same places, without folding a copy first.
-                .ascii_case_insensitive(true)
-                // A DFA scans fastest but grows with the needles; past a few thousand it
-                // costs more memory and build time than it saves.
-                .kind((patterns.len() <= DFA_NEEDLES).then_some(AhoCorasickKind::DFA))
-                .build(&patterns)?;
-            let postings = hits.into_iter().map(Vec::into_boxed_slice).collect();
+            let scanner = Scanner::build(
+                patterns.into_iter().map(Box::from).collect(),
+                hits.into_iter().map(Vec::into_boxed_slice).collect(),
+            )?;
             let field = if path == KEYWORDS {
                 index.keywords.as_mut()
             } else {
                 index.fields.get_mut(path)
             };
             if let Some(field) = field {
-                field.substrings = Some((automaton, postings));
+                field.substrings = Some(scanner);
             }
         }
         for (memo_id, field) in index.fields.values_mut().enumerate() {
@@ -954,17 +1036,17 @@ impl RuleIndex {
                 .fields
                 .values()
                 .filter_map(|f| f.substrings.as_ref())
-                .map(|(_, postings)| postings.len())
+                .map(|scanner| scanner.hits.len())
                 .sum(),
             keyword_needles: self
                 .keywords
                 .as_ref()
                 .and_then(|k| k.substrings.as_ref())
-                .map_or(0, |(_, postings)| postings.len()),
+                .map_or(0, |scanner| scanner.hits.len()),
             largest: self
                 .fields
                 .iter()
-                .filter_map(|(path, f)| Some((path.to_string(), f.substrings.as_ref()?.1.len())))
+                .filter_map(|(path, f)| Some((path.to_string(), f.substrings.as_ref()?.hits.len())))
                 .max_by_key(|(_, n)| *n),
             decided_items: self.items,
         }
@@ -1180,23 +1262,77 @@ impl RuleIndex {
                     found.push(*posting);
                 }
             }
-            if let Some((automaton, postings)) = &index.substrings {
-                for hit in automaton.find_overlapping_iter(text.as_bytes()) {
-                    for &(posting, anchor) in postings[hit.pattern().as_usize()].iter() {
-                        let placed = match anchor {
-                            Anchor::Anywhere => true,
-                            Anchor::Start => hit.start() == 0,
-                            Anchor::End => hit.end() == text.len(),
-                        };
-                        if placed {
-                            found.push(posting);
-                        }
-                    }
-                }
+        }
+        let combined = match *indexes {
+            [Some(field), Some(keywords)] => self.combined(field, keywords, text.len()),
+            _ => None,
+        };
+        if let Some(scanner) = combined {
+            scanner.scan(text, found);
+        } else {
+            for scanner in indexes
+                .iter()
+                .flatten()
+                .filter_map(|i| i.substrings.as_ref())
+            {
+                scanner.scan(text, found);
             }
         }
         found.sort_unstable();
         found.dedup();
+    }
+
+    /// The path's combined scanner (its needles and the keyword needles in one automaton),
+    /// so that its texts are scanned once instead of twice. Built once the path has
+    /// scanned [`RuleIndex::combine_after`] bytes, for at most [`COMBINED_PATHS`] paths of
+    /// the index: the keyword needles make each combined automaton several megabytes, so
+    /// only the paths whose texts keep coming (command lines, hashes, registry targets)
+    /// get one. Which ones is decided by the events, not the rules; the postings a text
+    /// makes true are the same either way.
+    fn combined<'f>(
+        &self,
+        field: &'f FieldIndex,
+        keywords: &FieldIndex,
+        len: usize,
+    ) -> Option<&'f Scanner> {
+        if let Some(decided) = field.combined.get() {
+            return decided.as_ref();
+        }
+        let (own, words) = (field.substrings.as_ref()?, keywords.substrings.as_ref()?);
+        let scanned = field.scanned.fetch_add(len as u64, Ordering::Relaxed) + len as u64;
+        if scanned < self.combine_after {
+            return None;
+        }
+        field
+            .combined
+            .get_or_init(|| {
+                let place = self.combine_places.fetch_update(
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                    |left| left.checked_sub(1),
+                );
+                if place.is_err() {
+                    return None;
+                }
+                let started = std::time::Instant::now();
+                match own.with(words) {
+                    Ok(scanner) => {
+                        tracing::debug!(
+                            needles = scanner.hits.len(),
+                            scanned,
+                            memory = scanner.automaton.memory_usage(),
+                            millis = started.elapsed().as_millis() as u64,
+                            "path needles combined with the keyword needles"
+                        );
+                        Some(scanner)
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "path needles not combined with the keyword needles");
+                        None
+                    }
+                }
+            })
+            .as_ref()
     }
 
     fn mark(&self, posting: u32, marks: &mut Marks) {
@@ -1427,6 +1563,7 @@ pub(crate) fn forget_scanned_values() {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn literals_of(pattern: &str, case_insensitive: bool) -> Option<Vec<String>> {
         regex_literals(
@@ -1516,6 +1653,71 @@ mod tests {
         assert!(candidates.contains(127) && !candidates.contains(2) && !candidates.contains(500));
         let index = RuleIndex::everything(70);
         assert_eq!(index.always, [u64::MAX, 0b11_1111]);
+    }
+
+    #[test]
+    fn a_combined_scanner_marks_what_the_two_automata_mark() {
+        let at = |path: &str, needle: &str, anchor: Anchor| {
+            let (path, bytes) = (path.to_owned(), needle.as_bytes().to_vec());
+            match anchor {
+                Anchor::Anywhere => Atom::Substring(path, bytes),
+                Anchor::Start => Atom::Prefix(path, bytes),
+                Anchor::End => Atom::Suffix(path, bytes),
+            }
+        };
+        // One needle read at the path and as a keyword, a keyword needle alone, and the
+        // path's anchored needles.
+        let requirements = vec![
+            vec![vec![at("CommandLine", "mimikatz", Anchor::Anywhere)]],
+            vec![vec![at(KEYWORDS, "mimikatz", Anchor::Anywhere)]],
+            vec![vec![at(KEYWORDS, "sekurlsa", Anchor::Anywhere)]],
+            vec![vec![at("CommandLine", "cmd", Anchor::Start)]],
+            vec![vec![at("CommandLine", ".exe", Anchor::End)]],
+            vec![vec![at("CommandLine", "whoami", Anchor::Anywhere)]],
+        ];
+        let build = |after: u64, places: usize| {
+            let mut index = RuleIndex::build(&requirements, &[], &Items::default()).unwrap();
+            index.combine_after = after;
+            index.combine_places = AtomicUsize::new(places);
+            index
+        };
+        let (apart, combined) = (build(u64::MAX, 0), build(0, 1));
+        let events = [
+            json!({"CommandLine": "CMD /c mimikatz.exe"}),
+            json!({"CommandLine": "sekurlsa::logonpasswords", "User": "mimikatz"}),
+            json!({"CommandLine": "whoami /all cmd", "Image": "C:\\x.exe"}),
+            json!({"CommandLine": "notepad"}),
+        ];
+        let candidates = |index: &RuleIndex, event: &serde_json::Value| {
+            forget_scanned_values();
+            let Value::Object(event) = event else {
+                unreachable!()
+            };
+            index.with_candidates(event, |c, _| c.iter().collect::<Vec<_>>())
+        };
+        let expected = [vec![0, 1, 3, 4], vec![1, 2], vec![5], vec![]];
+        for (event, expected) in events.iter().zip(expected) {
+            assert_eq!(candidates(&apart, event), expected, "{event}");
+            assert_eq!(candidates(&combined, event), expected, "{event}");
+        }
+        let field = &combined.fields["CommandLine"];
+        assert!(matches!(field.combined.get(), Some(Some(_))), "combined");
+        assert!(apart.fields["CommandLine"].combined.get().is_none());
+
+        // The places are shared: a second path finds none left.
+        let requirements = vec![
+            vec![vec![at("A", "abc", Anchor::Anywhere)]],
+            vec![vec![at("B", "abc", Anchor::Anywhere)]],
+            vec![vec![at(KEYWORDS, "xyz", Anchor::Anywhere)]],
+        ];
+        let mut index = RuleIndex::build(&requirements, &[], &Items::default()).unwrap();
+        index.combine_after = 0;
+        index.combine_places = AtomicUsize::new(1);
+        for event in [json!({"A": "abcxyz"}), json!({"B": "abcxyz"})] {
+            assert_eq!(candidates(&index, &event).len(), 2, "{event}");
+        }
+        let combined = |path: &str| matches!(index.fields[path].combined.get(), Some(Some(_)));
+        assert!(combined("A") && !combined("B"));
     }
 
     #[test]
