@@ -101,6 +101,7 @@ fn bench(c: &mut Criterion) {
     // over the heap; reading them was 15 % slower (docs/performance.md, 6 December 2026).
     let events: Vec<Map<String, Value>> = flattened.iter().map(Map::clone).collect();
     drop(flattened);
+    let loaded = rss_kib();
     let matches: usize = events.iter().map(|e| rules.evaluate_raw(e).count()).sum();
     println!("{} events, {matches} matches", events.len());
     let stats = rules.index_stats();
@@ -212,6 +213,14 @@ fn bench(c: &mut Criterion) {
             load_average()
         );
     }
+    // What evaluating adds to the compiled set: the combined scanners of the paths that
+    // scan the most text, the scan memo, and matchers built on first use.
+    println!(
+        "resident memory grown while evaluating: +{} MiB",
+        rss_kib()
+            .zip(loaded)
+            .map_or(0, |(a, b)| a.saturating_sub(b) / 1024)
+    );
 }
 
 criterion_group!(benches, bench);
