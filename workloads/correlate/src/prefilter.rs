@@ -839,7 +839,9 @@ pub struct IndexStats {
 /// The compiled prefilter of a rule set.
 #[derive(Debug, Default)]
 pub(crate) struct RuleIndex {
-    fields: HashMap<Box<str>, FieldIndex>,
+    /// Boxed, so the table the walk probes for every key stays small (a few kilobytes)
+    /// and a probe reads one bucket instead of a whole index.
+    fields: HashMap<Box<str>, Box<FieldIndex>>,
     /// Paths under which some indexed path lies: the walk enters only these objects.
     parents: HashMap<Box<str>, ()>,
     /// The keyword atoms, read on every scalar of the event.
@@ -966,7 +968,7 @@ impl RuleIndex {
             index.add_parents(path);
         }
         // Keyword atoms get their own index, consulted on every scalar.
-        index.keywords = index.fields.remove(KEYWORDS);
+        index.keywords = index.fields.remove(KEYWORDS).map(|keywords| *keywords);
         for (path, mut list) in needles {
             // A stable pattern order keeps the built automaton the same from run to run.
             list.sort();
@@ -989,7 +991,7 @@ impl RuleIndex {
             let field = if path == KEYWORDS {
                 index.keywords.as_mut()
             } else {
-                index.fields.get_mut(path)
+                index.fields.get_mut(path).map(|field| &mut **field)
             };
             if let Some(field) = field {
                 field.substrings = Some(scanner);
@@ -1114,11 +1116,11 @@ impl RuleIndex {
             // A top-level key is its own path: copied into the path buffer only when the
             // walk goes below it (the copy of every key was a twentieth of the walk).
             let field = if at == 0 {
-                self.fields.get(key.as_str())
+                self.fields.get(key.as_str()).map(|field| &**field)
             } else {
                 scratch.path.push('.');
                 scratch.path.push_str(key);
-                self.fields.get(scratch.path.as_str())
+                self.fields.get(scratch.path.as_str()).map(|field| &**field)
             };
             if let Some(slot) = field.and_then(|f| f.slot) {
                 let entry = &mut scratch.slot_at[slot as usize];
