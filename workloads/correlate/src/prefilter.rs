@@ -30,7 +30,8 @@ use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
-use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
+use aho_corasick::automaton::{Automaton, StateID};
+use aho_corasick::{Anchored, MatchKind, Span};
 use foldhash::HashMap;
 use regex_syntax::hir::literal::{ExtractKind, Extractor};
 use regex_syntax::hir::{Hir, HirKind};
@@ -667,11 +668,22 @@ type PatternHits = Box<[(u32, Anchor)]>;
 /// Needles in one automaton and, by pattern id, what each occurrence marks.
 #[derive(Debug)]
 struct Scanner {
-    automaton: AhoCorasick,
+    automaton: NeedleAutomaton,
     hits: Vec<PatternHits>,
     /// The needles, folded, in pattern order (sorted): what a combined scanner is built
     /// from.
     patterns: Vec<Box<[u8]>>,
+}
+
+/// aho-corasick's automata used directly, through its `Automaton` trait, rather than
+/// behind `AhoCorasick`: the walk runs the overlapping search in its own loop, which
+/// keeps the state and position in registers and reports every pattern ending at a
+/// position in one go (the crate's iterator re-enters the search once per occurrence and
+/// was a fifth of the walk).
+#[derive(Debug)]
+enum NeedleAutomaton {
+    Dfa(aho_corasick::dfa::DFA),
+    Nfa(aho_corasick::nfa::contiguous::NFA),
 }
 
 impl Scanner {
@@ -679,21 +691,38 @@ impl Scanner {
         patterns: Vec<Box<[u8]>>,
         hits: Vec<PatternHits>,
     ) -> Result<Scanner, aho_corasick::BuildError> {
-        let automaton = AhoCorasickBuilder::new()
-            .match_kind(MatchKind::Standard)
-            // Needles are folded (ASCII lower case), so matching them without regard to
-            // ASCII case on the text as it is finds what they would find in the folded
-            // text, at the same places, without folding a copy first.
-            .ascii_case_insensitive(true)
-            // A DFA scans fastest but grows with the needles; past a few thousand it costs
-            // more memory and build time than it saves.
-            .kind((patterns.len() <= DFA_NEEDLES).then_some(AhoCorasickKind::DFA))
-            .build(&patterns)?;
+        // Needles are folded (ASCII lower case), so matching them without regard to ASCII
+        // case on the text as it is finds what they would find in the folded text, at the
+        // same places, without folding a copy first. A DFA scans fastest but grows with
+        // the needles; past a few thousand it costs more memory and build time than it
+        // saves.
+        let automaton = if patterns.len() <= DFA_NEEDLES {
+            NeedleAutomaton::Dfa(
+                aho_corasick::dfa::Builder::new()
+                    .match_kind(MatchKind::Standard)
+                    .ascii_case_insensitive(true)
+                    .build(&patterns)?,
+            )
+        } else {
+            NeedleAutomaton::Nfa(
+                aho_corasick::nfa::contiguous::Builder::new()
+                    .match_kind(MatchKind::Standard)
+                    .ascii_case_insensitive(true)
+                    .build(&patterns)?,
+            )
+        };
         Ok(Scanner {
             automaton,
             hits,
             patterns,
         })
+    }
+
+    fn memory_usage(&self) -> usize {
+        match &self.automaton {
+            NeedleAutomaton::Dfa(dfa) => dfa.memory_usage(),
+            NeedleAutomaton::Nfa(nfa) => nfa.memory_usage(),
+        }
     }
 
     /// Both scanners' needles in one: a needle in both marks what it marks in each.
@@ -717,12 +746,66 @@ impl Scanner {
 
     /// Pushes the postings the text's needle occurrences make true.
     fn scan(&self, text: &str, found: &mut Vec<u32>) {
-        for hit in self.automaton.find_overlapping_iter(text.as_bytes()) {
-            for &(posting, anchor) in self.hits[hit.pattern().as_usize()].iter() {
+        match &self.automaton {
+            NeedleAutomaton::Dfa(dfa) => self.scan_with(dfa, text.as_bytes(), found),
+            NeedleAutomaton::Nfa(nfa) => self.scan_with(nfa, text.as_bytes(), found),
+        }
+    }
+
+    /// The standard (every occurrence) overlapping search: each state holds every pattern
+    /// ending where it is entered. Where the automaton has a prefilter, the search skips
+    /// from the start state to the next place a needle may begin, as the crate's does.
+    #[inline]
+    fn scan_with<A: Automaton>(&self, automaton: &A, text: &[u8], found: &mut Vec<u32>) {
+        let Ok(start) = automaton.start_state(Anchored::No) else {
+            return;
+        };
+        let mut state = start;
+        let mut at = 0;
+        let prefilter = automaton.prefilter();
+        while at < text.len() {
+            if let Some(prefilter) = prefilter.filter(|_| state == start) {
+                match prefilter
+                    .find_in(text, Span::from(at..text.len()))
+                    .into_option()
+                {
+                    Some(next) => at = next.max(at),
+                    None => return,
+                }
+                if at >= text.len() {
+                    return;
+                }
+            }
+            state = automaton.next_state(Anchored::No, state, text[at]);
+            at += 1;
+            if automaton.is_special(state) {
+                if automaton.is_dead(state) {
+                    return;
+                }
+                if automaton.is_match(state) {
+                    self.report(automaton, state, at, text.len(), found);
+                }
+            }
+        }
+    }
+
+    /// Pushes the postings of the patterns the match state holds, ending at `end`.
+    fn report<A: Automaton>(
+        &self,
+        automaton: &A,
+        state: StateID,
+        end: usize,
+        len: usize,
+        found: &mut Vec<u32>,
+    ) {
+        for index in 0..automaton.match_len(state) {
+            let pattern = automaton.match_pattern(state, index);
+            let start = end - automaton.pattern_len(pattern);
+            for &(posting, anchor) in self.hits[pattern.as_usize()].iter() {
                 let placed = match anchor {
                     Anchor::Anywhere => true,
-                    Anchor::Start => hit.start() == 0,
-                    Anchor::End => hit.end() == text.len(),
+                    Anchor::Start => start == 0,
+                    Anchor::End => end == len,
                 };
                 if placed {
                     found.push(posting);
@@ -1322,7 +1405,7 @@ impl RuleIndex {
                         tracing::debug!(
                             needles = scanner.hits.len(),
                             scanned,
-                            memory = scanner.automaton.memory_usage(),
+                            memory = scanner.memory_usage(),
                             millis = started.elapsed().as_millis() as u64,
                             "path needles combined with the keyword needles"
                         );
@@ -1720,6 +1803,64 @@ mod tests {
         }
         let combined = |path: &str| matches!(index.fields[path].combined.get(), Some(Some(_)));
         assert!(combined("A") && !combined("B"));
+    }
+
+    #[test]
+    fn scanners_report_every_occurrence_of_every_needle_in_place() {
+        let scan = |needles: &[(&str, Anchor)], extra: usize, text: &str| {
+            let mut list: Vec<(Vec<u8>, u32, Anchor)> = needles
+                .iter()
+                .enumerate()
+                .map(|(posting, (needle, anchor))| {
+                    (needle.as_bytes().to_vec(), posting as u32, *anchor)
+                })
+                .collect();
+            // Filler needles that never occur, to reach the NFA past DFA_NEEDLES.
+            list.extend((0..extra).map(|n| {
+                (
+                    format!("\u{1}{n:05}\u{1}").into_bytes(),
+                    u32::MAX,
+                    Anchor::Anywhere,
+                )
+            }));
+            list.sort();
+            let (patterns, hits): (Vec<Box<[u8]>>, Vec<PatternHits>) = list
+                .into_iter()
+                .map(|(bytes, posting, anchor)| {
+                    (
+                        bytes.into_boxed_slice(),
+                        vec![(posting, anchor)].into_boxed_slice(),
+                    )
+                })
+                .unzip();
+            let scanner = Scanner::build(patterns, hits).unwrap();
+            let mut found = Vec::new();
+            scanner.scan(text, &mut found);
+            found.sort_unstable();
+            found.dedup();
+            found
+        };
+        let needles = [
+            ("abc", Anchor::Anywhere),
+            ("bc", Anchor::Anywhere),
+            ("c", Anchor::End),
+            ("ab", Anchor::Start),
+            ("zz", Anchor::Anywhere),
+            ("b", Anchor::Start),
+        ];
+        for extra in [0, DFA_NEEDLES + 1] {
+            assert_eq!(scan(&needles, extra, "ABC"), [0, 1, 2, 3], "{extra}");
+            assert_eq!(scan(&needles, extra, "xabcx"), [0, 1], "{extra}");
+            assert_eq!(scan(&needles, extra, "bcbc"), [1, 2, 5], "{extra}");
+            assert_eq!(scan(&needles, extra, "q z zz"), [4], "{extra}");
+            assert!(scan(&needles, extra, "").is_empty());
+        }
+        // One needle: aho-corasick gives the automaton a prefilter to skip ahead with.
+        assert_eq!(scan(&[("kiwi", Anchor::Anywhere)], 0, "mimi KIWI"), [0]);
+        assert_eq!(
+            scan(&[("kiwi", Anchor::End)], 0, "kiwi kiwi!"),
+            Vec::<u32>::new()
+        );
     }
 
     #[test]
