@@ -27,8 +27,7 @@
 use std::cell::RefCell;
 use std::collections::HashMap as StdHashMap;
 use std::hash::BuildHasher;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use aho_corasick::automaton::{Automaton, StateID};
 use aho_corasick::{Anchored, MatchKind, Span};
@@ -56,13 +55,6 @@ const WEAK_CLAUSE: usize = 2;
 
 /// Paths with at most this many needles get a DFA, the others aho-corasick's choice.
 const DFA_NEEDLES: usize = 2_000;
-
-/// At most this many paths of an index get a combined scanner (see
-/// [`RuleIndex::combined`]); each costs about the keyword automaton's size again.
-const COMBINED_PATHS: usize = 8;
-
-/// A path gets a combined scanner once its own automaton has scanned this many bytes.
-const COMBINE_AFTER: u64 = 64 << 10;
 
 /// One fact about an event, true or not, that a rule may require.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -670,9 +662,6 @@ type PatternHits = Box<[(u32, Anchor)]>;
 struct Scanner {
     automaton: NeedleAutomaton,
     hits: Vec<PatternHits>,
-    /// The needles, folded, in pattern order (sorted): what a combined scanner is built
-    /// from.
-    patterns: Vec<Box<[u8]>>,
 }
 
 /// aho-corasick's automata used directly, through its `Automaton` trait, rather than
@@ -711,37 +700,7 @@ impl Scanner {
                     .build(&patterns)?,
             )
         };
-        Ok(Scanner {
-            automaton,
-            hits,
-            patterns,
-        })
-    }
-
-    fn memory_usage(&self) -> usize {
-        match &self.automaton {
-            NeedleAutomaton::Dfa(dfa) => dfa.memory_usage(),
-            NeedleAutomaton::Nfa(nfa) => nfa.memory_usage(),
-        }
-    }
-
-    /// Both scanners' needles in one: a needle in both marks what it marks in each.
-    fn with(&self, other: &Scanner) -> Result<Scanner, aho_corasick::BuildError> {
-        let mut merged: std::collections::BTreeMap<&[u8], Vec<(u32, Anchor)>> =
-            std::collections::BTreeMap::new();
-        for scanner in [self, other] {
-            for (pattern, hits) in scanner.patterns.iter().zip(&scanner.hits) {
-                merged
-                    .entry(pattern)
-                    .or_default()
-                    .extend(hits.iter().copied());
-            }
-        }
-        let (patterns, hits) = merged
-            .into_iter()
-            .map(|(pattern, hits)| (Box::from(pattern), hits.into_boxed_slice()))
-            .unzip();
-        Scanner::build(patterns, hits)
+        Ok(Scanner { automaton, hits })
     }
 
     /// Pushes the postings the text's needle occurrences make true.
@@ -785,6 +744,48 @@ impl Scanner {
                 if automaton.is_match(state) {
                     self.report(automaton, state, at, text.len(), found);
                 }
+            }
+        }
+    }
+
+    /// [`Scanner::scan`] of this scanner and `other` in one pass over the text. Each
+    /// step of an automaton waits on the load of its previous one; two automata stepped
+    /// side by side wait together, so the second scan costs little more than reading the
+    /// byte. Prefilters are not used here (the start states only count as special).
+    fn scan_beside(&self, other: &Scanner, text: &str, found: &mut Vec<u32>) {
+        use NeedleAutomaton::{Dfa, Nfa};
+        let text = text.as_bytes();
+        match (&self.automaton, &other.automaton) {
+            (Dfa(a), Dfa(b)) => self.scan_pair(a, other, b, text, found),
+            (Dfa(a), Nfa(b)) => self.scan_pair(a, other, b, text, found),
+            (Nfa(a), Dfa(b)) => self.scan_pair(a, other, b, text, found),
+            (Nfa(a), Nfa(b)) => self.scan_pair(a, other, b, text, found),
+        }
+    }
+
+    #[inline]
+    fn scan_pair<A: Automaton, B: Automaton>(
+        &self,
+        mine: &A,
+        other: &Scanner,
+        theirs: &B,
+        text: &[u8],
+        found: &mut Vec<u32>,
+    ) {
+        let (Ok(mut a), Ok(mut b)) = (
+            mine.start_state(Anchored::No),
+            theirs.start_state(Anchored::No),
+        ) else {
+            return;
+        };
+        for (at, &byte) in text.iter().enumerate() {
+            a = mine.next_state(Anchored::No, a, byte);
+            b = theirs.next_state(Anchored::No, b, byte);
+            if mine.is_special(a) && mine.is_match(a) {
+                self.report(mine, a, at + 1, text.len(), found);
+            }
+            if theirs.is_special(b) && theirs.is_match(b) {
+                other.report(theirs, b, at + 1, text.len(), found);
             }
         }
     }
@@ -838,11 +839,6 @@ struct FieldIndex {
     /// All substring needles of the path and, by pattern id, their postings and where the
     /// occurrence must lie (one needle may be a substring, prefix and suffix atom).
     substrings: Option<Scanner>,
-    /// The path's needles and the keyword needles in one automaton, built once the path
-    /// has scanned [`RuleIndex::combine_after`] bytes (see [`RuleIndex::combined`]).
-    combined: OnceLock<Option<Scanner>>,
-    /// Bytes of text the path's own automaton has scanned, until `combined` is decided.
-    scanned: AtomicU64,
     /// The path's slot, when some rule reads the field (see [`Slots`]).
     slot: Option<u32>,
     /// Tells this path's entries apart in the scan memo (see [`ScanMemo`]).
@@ -867,8 +863,6 @@ impl Default for FieldIndex {
             exact: HashMap::default(),
             numbers: HashMap::default(),
             substrings: None,
-            combined: OnceLock::new(),
-            scanned: AtomicU64::new(0),
             slot: None,
             memo_id: 0,
             shortest_text: usize::MAX,
@@ -944,10 +938,6 @@ pub(crate) struct RuleIndex {
     slots: usize,
     /// Unique per built index, so a thread's scan memo never answers for another index.
     id: u64,
-    /// Bytes a path scans before it gets a combined scanner ([`COMBINE_AFTER`]).
-    combine_after: u64,
-    /// Combined scanners still to be given ([`COMBINED_PATHS`] at first).
-    combine_places: AtomicUsize,
 }
 
 /// Gives each built [`RuleIndex`] its own [`RuleIndex::id`].
@@ -975,8 +965,6 @@ impl RuleIndex {
             slots: slot_paths.len(),
             items: items.len(),
             id: next_index_id(),
-            combine_after: COMBINE_AFTER,
-            combine_places: AtomicUsize::new(COMBINED_PATHS),
             ..RuleIndex::default()
         };
         for (slot, path) in slot_paths.iter().enumerate() {
@@ -1348,76 +1336,17 @@ impl RuleIndex {
                 }
             }
         }
-        let combined = match *indexes {
-            [Some(field), Some(keywords)] => self.combined(field, keywords, text.len()),
-            _ => None,
-        };
-        if let Some(scanner) = combined {
-            scanner.scan(text, found);
-        } else {
-            for scanner in indexes
-                .iter()
-                .flatten()
-                .filter_map(|i| i.substrings.as_ref())
-            {
-                scanner.scan(text, found);
+        let scanners = indexes.map(|index| index.and_then(|i| i.substrings.as_ref()));
+        match scanners {
+            [Some(own), Some(words)] => own.scan_beside(words, text, found),
+            [own, words] => {
+                for scanner in [own, words].into_iter().flatten() {
+                    scanner.scan(text, found);
+                }
             }
         }
         found.sort_unstable();
         found.dedup();
-    }
-
-    /// The path's combined scanner (its needles and the keyword needles in one automaton),
-    /// so that its texts are scanned once instead of twice. Built once the path has
-    /// scanned [`RuleIndex::combine_after`] bytes, for at most [`COMBINED_PATHS`] paths of
-    /// the index: the keyword needles make each combined automaton several megabytes, so
-    /// only the paths whose texts keep coming (command lines, hashes, registry targets)
-    /// get one. Which ones is decided by the events, not the rules; the postings a text
-    /// makes true are the same either way.
-    fn combined<'f>(
-        &self,
-        field: &'f FieldIndex,
-        keywords: &FieldIndex,
-        len: usize,
-    ) -> Option<&'f Scanner> {
-        if let Some(decided) = field.combined.get() {
-            return decided.as_ref();
-        }
-        let (own, words) = (field.substrings.as_ref()?, keywords.substrings.as_ref()?);
-        let scanned = field.scanned.fetch_add(len as u64, Ordering::Relaxed) + len as u64;
-        if scanned < self.combine_after {
-            return None;
-        }
-        field
-            .combined
-            .get_or_init(|| {
-                let place = self.combine_places.fetch_update(
-                    Ordering::Relaxed,
-                    Ordering::Relaxed,
-                    |left| left.checked_sub(1),
-                );
-                if place.is_err() {
-                    return None;
-                }
-                let started = std::time::Instant::now();
-                match own.with(words) {
-                    Ok(scanner) => {
-                        tracing::debug!(
-                            needles = scanner.hits.len(),
-                            scanned,
-                            memory = scanner.memory_usage(),
-                            millis = started.elapsed().as_millis() as u64,
-                            "path needles combined with the keyword needles"
-                        );
-                        Some(scanner)
-                    }
-                    Err(error) => {
-                        tracing::warn!(%error, "path needles not combined with the keyword needles");
-                        None
-                    }
-                }
-            })
-            .as_ref()
     }
 
     fn mark(&self, posting: u32, marks: &mut Marks) {
@@ -1648,7 +1577,6 @@ pub(crate) fn forget_scanned_values() {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
     fn literals_of(pattern: &str, case_insensitive: bool) -> Option<Vec<String>> {
         regex_literals(
@@ -1740,100 +1668,82 @@ mod tests {
         assert_eq!(index.always, [u64::MAX, 0b11_1111]);
     }
 
-    #[test]
-    fn a_combined_scanner_marks_what_the_two_automata_mark() {
-        let at = |path: &str, needle: &str, anchor: Anchor| {
-            let (path, bytes) = (path.to_owned(), needle.as_bytes().to_vec());
-            match anchor {
-                Anchor::Anywhere => Atom::Substring(path, bytes),
-                Anchor::Start => Atom::Prefix(path, bytes),
-                Anchor::End => Atom::Suffix(path, bytes),
-            }
-        };
-        // One needle read at the path and as a keyword, a keyword needle alone, and the
-        // path's anchored needles.
-        let requirements = vec![
-            vec![vec![at("CommandLine", "mimikatz", Anchor::Anywhere)]],
-            vec![vec![at(KEYWORDS, "mimikatz", Anchor::Anywhere)]],
-            vec![vec![at(KEYWORDS, "sekurlsa", Anchor::Anywhere)]],
-            vec![vec![at("CommandLine", "cmd", Anchor::Start)]],
-            vec![vec![at("CommandLine", ".exe", Anchor::End)]],
-            vec![vec![at("CommandLine", "whoami", Anchor::Anywhere)]],
-        ];
-        let build = |after: u64, places: usize| {
-            let mut index = RuleIndex::build(&requirements, &[], &Items::default()).unwrap();
-            index.combine_after = after;
-            index.combine_places = AtomicUsize::new(places);
-            index
-        };
-        let (apart, combined) = (build(u64::MAX, 0), build(0, 1));
-        let events = [
-            json!({"CommandLine": "CMD /c mimikatz.exe"}),
-            json!({"CommandLine": "sekurlsa::logonpasswords", "User": "mimikatz"}),
-            json!({"CommandLine": "whoami /all cmd", "Image": "C:\\x.exe"}),
-            json!({"CommandLine": "notepad"}),
-        ];
-        let candidates = |index: &RuleIndex, event: &serde_json::Value| {
-            forget_scanned_values();
-            let Value::Object(event) = event else {
-                unreachable!()
-            };
-            index.with_candidates(event, |c, _| c.iter().collect::<Vec<_>>())
-        };
-        let expected = [vec![0, 1, 3, 4], vec![1, 2], vec![5], vec![]];
-        for (event, expected) in events.iter().zip(expected) {
-            assert_eq!(candidates(&apart, event), expected, "{event}");
-            assert_eq!(candidates(&combined, event), expected, "{event}");
-        }
-        let field = &combined.fields["CommandLine"];
-        assert!(matches!(field.combined.get(), Some(Some(_))), "combined");
-        assert!(apart.fields["CommandLine"].combined.get().is_none());
+    /// A scanner of the needles (postings numbered from `first`), with `extra` needles
+    /// that never occur (past `DFA_NEEDLES` they make it an NFA).
+    fn scanner(needles: &[(&str, Anchor)], first: u32, extra: usize) -> Scanner {
+        let mut list: Vec<(Vec<u8>, u32, Anchor)> = needles
+            .iter()
+            .zip(first..)
+            .map(|((needle, anchor), posting)| (needle.as_bytes().to_vec(), posting, *anchor))
+            .collect();
+        list.extend((0..extra).map(|n| {
+            (
+                format!("\u{1}{n:05}\u{1}").into_bytes(),
+                u32::MAX,
+                Anchor::Anywhere,
+            )
+        }));
+        list.sort();
+        let (patterns, hits): (Vec<Box<[u8]>>, Vec<PatternHits>) = list
+            .into_iter()
+            .map(|(bytes, posting, anchor)| {
+                (
+                    bytes.into_boxed_slice(),
+                    vec![(posting, anchor)].into_boxed_slice(),
+                )
+            })
+            .unzip();
+        Scanner::build(patterns, hits).unwrap()
+    }
 
-        // The places are shared: a second path finds none left.
-        let requirements = vec![
-            vec![vec![at("A", "abc", Anchor::Anywhere)]],
-            vec![vec![at("B", "abc", Anchor::Anywhere)]],
-            vec![vec![at(KEYWORDS, "xyz", Anchor::Anywhere)]],
+    #[test]
+    fn two_scanners_side_by_side_find_what_each_finds() {
+        let own = [
+            ("cmd", Anchor::Start),
+            (".exe", Anchor::End),
+            ("mimikatz", Anchor::Anywhere),
         ];
-        let mut index = RuleIndex::build(&requirements, &[], &Items::default()).unwrap();
-        index.combine_after = 0;
-        index.combine_places = AtomicUsize::new(1);
-        for event in [json!({"A": "abcxyz"}), json!({"B": "abcxyz"})] {
-            assert_eq!(candidates(&index, &event).len(), 2, "{event}");
+        let words = [
+            ("mimikatz", Anchor::Anywhere),
+            ("sekurlsa", Anchor::Anywhere),
+            ("z", Anchor::Anywhere),
+        ];
+        let texts = [
+            "CMD /c mimikatz.exe",
+            "sekurlsa::logonpasswords",
+            "zz cmd",
+            "",
+            "notepad.EXE",
+        ];
+        for (own_extra, words_extra) in [(0, 0), (DFA_NEEDLES + 1, 0), (0, DFA_NEEDLES + 1)] {
+            let (a, b) = (
+                scanner(&own, 0, own_extra),
+                scanner(&words, 10, words_extra),
+            );
+            for text in texts {
+                let mut apart = Vec::new();
+                a.scan(text, &mut apart);
+                b.scan(text, &mut apart);
+                let mut beside = Vec::new();
+                a.scan_beside(&b, text, &mut beside);
+                for found in [&mut apart, &mut beside] {
+                    found.sort_unstable();
+                    found.dedup();
+                }
+                assert_eq!(beside, apart, "{text:?}");
+            }
         }
-        let combined = |path: &str| matches!(index.fields[path].combined.get(), Some(Some(_)));
-        assert!(combined("A") && !combined("B"));
+        let (a, b) = (scanner(&own, 0, 0), scanner(&words, 10, 0));
+        let mut found = Vec::new();
+        a.scan_beside(&b, "CMD /c mimikatz.exe", &mut found);
+        found.sort_unstable();
+        assert_eq!(found, [0, 1, 2, 10, 12]);
     }
 
     #[test]
     fn scanners_report_every_occurrence_of_every_needle_in_place() {
         let scan = |needles: &[(&str, Anchor)], extra: usize, text: &str| {
-            let mut list: Vec<(Vec<u8>, u32, Anchor)> = needles
-                .iter()
-                .enumerate()
-                .map(|(posting, (needle, anchor))| {
-                    (needle.as_bytes().to_vec(), posting as u32, *anchor)
-                })
-                .collect();
-            // Filler needles that never occur, to reach the NFA past DFA_NEEDLES.
-            list.extend((0..extra).map(|n| {
-                (
-                    format!("\u{1}{n:05}\u{1}").into_bytes(),
-                    u32::MAX,
-                    Anchor::Anywhere,
-                )
-            }));
-            list.sort();
-            let (patterns, hits): (Vec<Box<[u8]>>, Vec<PatternHits>) = list
-                .into_iter()
-                .map(|(bytes, posting, anchor)| {
-                    (
-                        bytes.into_boxed_slice(),
-                        vec![(posting, anchor)].into_boxed_slice(),
-                    )
-                })
-                .unzip();
-            let scanner = Scanner::build(patterns, hits).unwrap();
+            let scanner = scanner(needles, 0, extra);
             let mut found = Vec::new();
             scanner.scan(text, &mut found);
             found.sort_unstable();
