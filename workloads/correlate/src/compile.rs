@@ -509,6 +509,7 @@ fn fieldref_test(m: &FieldMatch, plan: &Plan, fields: &Routing) -> Result<FieldT
 fn value_test(m: &FieldMatch, plan: &Plan, keywords: bool) -> Result<ValueTest, ErrorKind> {
     let mut matchers = Vec::with_capacity(m.values.len());
     let mut substrings = Vec::new();
+    let mut folded = Vec::new();
     let mut expanded = Vec::new();
     for (i, value) in m.values.iter().enumerate() {
         let at = || {
@@ -563,7 +564,19 @@ fn value_test(m: &FieldMatch, plan: &Plan, keywords: bool) -> Result<ValueTest, 
                 }));
             }
             Compiled::Substring(needle) => substrings.push(needle),
+            // Alone under `|all`, each must be found.
+            Compiled::FoldedSubstring(needle) if plan.all => {
+                matchers.push(folded_substrings(&[needle], &at)?);
+            }
+            Compiled::FoldedSubstring(needle) => folded.push(needle),
         }
+    }
+    // The ORed substrings that need Unicode case folding are one regex: a `windash` list
+    // spells each value with three non-ASCII dashes, and one search (and one lazy DFA) for
+    // all of them replaces a regex per spelling (a list of six values held 18).
+    if !folded.is_empty() {
+        let at = || m.path.clone();
+        matchers.push(folded_substrings(&folded, &at)?);
     }
     // An ORed list of substrings is one automaton: one pass over the text for all.
     if !substrings.is_empty() {
@@ -579,10 +592,47 @@ fn value_test(m: &FieldMatch, plan: &Plan, keywords: bool) -> Result<ValueTest, 
     })
 }
 
-/// A compiled value, or a substring needle waiting to join its list's automaton.
+/// A compiled value, or a substring needle waiting to join its list's automaton, or a
+/// substring outside ASCII, matched without regard to case, waiting to join its list's
+/// regex.
 enum Compiled {
     Ready(ValueMatcher),
     Substring(String),
+    FoldedSubstring(String),
+}
+
+/// The regex finding any of the literals anywhere, without regard to case. Its literals
+/// for the index are each alternative's, united: extracted from the whole alternation,
+/// the case variants of many literals overflow the extractor's bounds and give none.
+fn folded_substrings(
+    literals: &[String],
+    at: &dyn Fn() -> String,
+) -> Result<ValueMatcher, ErrorKind> {
+    let pattern = |alternatives: &[String]| {
+        let escaped: Vec<String> = alternatives.iter().map(|l| regex::escape(l)).collect();
+        format!("(?s)(?i)(?:{})", escaped.join("|"))
+    };
+    let ValueMatcher::Text(TextMatcher::Regex { regex, .. }) =
+        compile_regex(&pattern(literals), &[], at)?
+    else {
+        unreachable!("compile_regex gives a regex matcher");
+    };
+    let each = literals
+        .iter()
+        .map(|literal| {
+            regex_literals(
+                &pattern(std::slice::from_ref(literal)),
+                RegexFlags::default(),
+            )
+        })
+        .collect::<Option<Vec<_>>>();
+    let literals = each.map(|sets| {
+        let mut all: Vec<Vec<u8>> = sets.into_iter().flatten().collect();
+        all.sort();
+        all.dedup();
+        all
+    });
+    Ok(ValueMatcher::Text(TextMatcher::Regex { regex, literals }))
 }
 
 fn value_matcher(
@@ -695,6 +745,11 @@ fn text_matcher(
                 (true, true) => return Ok(Compiled::Substring(needle)),
             };
             return Ok(Compiled::Ready(ValueMatcher::Text(text)));
+        }
+    }
+    if let (Some(literal), true, true, false) = (literal, open_start, open_end, cased) {
+        if !literal.is_empty() {
+            return Ok(Compiled::FoldedSubstring(literal.to_owned()));
         }
     }
     let mut pattern = String::from("(?s)");
