@@ -666,9 +666,9 @@ struct Scanner {
 
 /// aho-corasick's automata used directly, through its `Automaton` trait, rather than
 /// behind `AhoCorasick`: the walk runs the overlapping search in its own loop, which
-/// keeps the state and position in registers and reports every pattern ending at a
-/// position in one go (the crate's iterator re-enters the search once per occurrence and
-/// was a fifth of the walk).
+/// keeps the state and position in registers, reports every pattern ending at a place in
+/// one go (the crate's iterator re-enters its search once per occurrence), and can step
+/// two automata through one text together ([`Scanner::scan_beside`]).
 #[derive(Debug)]
 enum NeedleAutomaton {
     Dfa(aho_corasick::dfa::DFA),
@@ -1512,8 +1512,8 @@ impl ScanMemo {
 }
 
 /// Asks the processor to bring the start of `bytes` into cache while the walk works on
-/// the node before: an event's keys and texts are separate allocations, and reading each
-/// one cold was a sixth of the walk.
+/// the node before: an event's keys and texts are separate allocations, and most of the
+/// walk's own time went on waiting for them.
 #[inline(always)]
 fn prefetch(bytes: &[u8]) {
     #[cfg(target_arch = "x86_64")]
