@@ -741,7 +741,8 @@ mod tests {
         let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
         let mut dirs = vec![manifest.join("tests/fixtures/suricata")];
         let corpora = manifest.join("../../../shared/corpora/suricata");
-        if corpora.is_dir() {
+        let with_corpora = corpora.is_dir();
+        if with_corpora {
             dirs.push(corpora);
         } else {
             println!("SKIPPED the corpora: {} is absent", corpora.display());
@@ -780,7 +781,9 @@ mod tests {
                 records += 1;
             }
         }
-        assert!(records > 1000, "{records} records compared");
+        // The fixtures alone hold 94 records; with the corpora, thousands.
+        let least = if with_corpora { 1000 } else { 90 };
+        assert!(records > least, "{records} records compared");
     }
 
     #[test]
