@@ -213,8 +213,8 @@ fn bench(c: &mut Criterion) {
             load_average()
         );
     }
-    // What evaluating adds to the compiled set: the combined scanners of the paths that
-    // scan the most text, the scan memo, and matchers built on first use.
+    // What evaluating adds to the compiled set: the scan memo and the matchers built on
+    // first use.
     println!(
         "resident memory grown while evaluating: +{} MiB",
         rss_kib()
