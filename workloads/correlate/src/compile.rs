@@ -612,11 +612,7 @@ fn folded_substrings(
         let escaped: Vec<String> = alternatives.iter().map(|l| regex::escape(l)).collect();
         format!("(?s)(?i)(?:{})", escaped.join("|"))
     };
-    let ValueMatcher::Text(TextMatcher::Regex { regex, .. }) =
-        compile_regex(&pattern(literals), &[], at)?
-    else {
-        unreachable!("compile_regex gives a regex matcher");
-    };
+    let regex = build_regex(&pattern(literals), RegexFlags::default(), at)?;
     let each = literals
         .iter()
         .map(|literal| {
@@ -783,7 +779,19 @@ fn compile_regex(
         multi_line: flags.contains(&Modifier::ReMultiline),
         dot_matches_new_line: flags.contains(&Modifier::ReDotAll),
     };
-    let regex = RegexBuilder::new(raw)
+    Ok(ValueMatcher::Text(TextMatcher::Regex {
+        regex: build_regex(raw, flags, at)?,
+        literals: regex_literals(raw, flags),
+    }))
+}
+
+/// The regex of a rule's pattern, within the engine's size and cache bounds.
+fn build_regex(
+    raw: &str,
+    flags: RegexFlags,
+    at: &dyn Fn() -> String,
+) -> Result<regex::Regex, ErrorKind> {
+    RegexBuilder::new(raw)
         .case_insensitive(flags.case_insensitive)
         .multi_line(flags.multi_line)
         .dot_matches_new_line(flags.dot_matches_new_line)
@@ -793,11 +801,7 @@ fn compile_regex(
         .map_err(|e| ErrorKind::Regex {
             path: at(),
             reason: e.to_string(),
-        })?;
-    Ok(ValueMatcher::Text(TextMatcher::Regex {
-        regex,
-        literals: regex_literals(raw, flags),
-    }))
+        })
 }
 
 /// `10.0.0.0/8`, `2001:db8::/32`, or a single address.

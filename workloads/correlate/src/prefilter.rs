@@ -89,6 +89,18 @@ impl Atom {
         }
     }
 
+    /// The bytes a text must equal or hold for the atom to be true; `None` for presence
+    /// and number atoms.
+    fn text(&self) -> Option<&[u8]> {
+        match self {
+            Atom::Present(_) | Atom::Number(..) => None,
+            Atom::Exact(_, bytes)
+            | Atom::Substring(_, bytes)
+            | Atom::Prefix(_, bytes)
+            | Atom::Suffix(_, bytes) => Some(bytes),
+        }
+    }
+
     fn path(&self) -> &str {
         match self {
             Atom::Present(p)
@@ -885,6 +897,13 @@ impl FieldIndex {
         }
     }
 
+    /// Distinct substring needles of the path's automaton.
+    fn needles(&self) -> usize {
+        self.substrings
+            .as_ref()
+            .map_or(0, |scanner| scanner.hits.len())
+    }
+
     /// Notes a text atom's bytes for [`FieldIndex::may_hold`].
     fn note_text(&mut self, bytes: &[u8]) {
         self.shortest_text = self.shortest_text.min(bytes.len());
@@ -1003,15 +1022,12 @@ impl RuleIndex {
         for (atom, &posting) in &posting_of {
             let path = atom.path();
             let field = index.fields.entry(path.into()).or_default();
-            if let Atom::Substring(_, bytes) | Atom::Prefix(_, bytes) | Atom::Suffix(_, bytes) =
-                atom
-            {
+            if let Some(bytes) = atom.text() {
                 field.note_text(bytes);
             }
             match atom {
                 Atom::Present(_) => field.present = Some(posting),
                 Atom::Exact(_, bytes) => {
-                    field.note_text(bytes);
                     field.exact.insert(bytes.as_slice().into(), posting);
                 }
                 Atom::Number(_, key) => {
@@ -1105,21 +1121,13 @@ impl RuleIndex {
             always: self.full.len() - self.filtered,
             atoms: self.postings.len(),
             paths: self.fields.len(),
-            needles: self
-                .fields
-                .values()
-                .filter_map(|f| f.substrings.as_ref())
-                .map(|scanner| scanner.hits.len())
-                .sum(),
-            keyword_needles: self
-                .keywords
-                .as_ref()
-                .and_then(|k| k.substrings.as_ref())
-                .map_or(0, |scanner| scanner.hits.len()),
+            needles: self.fields.values().map(|f| f.needles()).sum(),
+            keyword_needles: self.keywords.as_ref().map_or(0, FieldIndex::needles),
             largest: self
                 .fields
                 .iter()
-                .filter_map(|(path, f)| Some((path.to_string(), f.substrings.as_ref()?.hits.len())))
+                .filter(|(_, f)| f.substrings.is_some())
+                .map(|(path, f)| (path.to_string(), f.needles()))
                 .max_by_key(|(_, n)| *n),
             decided_items: self.items,
         }
