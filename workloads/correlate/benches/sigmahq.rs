@@ -179,8 +179,9 @@ fn bench(c: &mut Criterion) {
     }
     // The same passes timed by the thread's CPU time, so a loaded machine does not count
     // other processes' share of the core against the engine.
+    let passes = cpu_passes();
     let mut best_cpu = f64::MAX;
-    for _ in 0..cpu_passes() {
+    for _ in 0..passes {
         rules.forget_scanned_values();
         let before = thread_cpu();
         let n: usize = events.iter().map(|e| rules.evaluate_raw(e).count()).sum();
@@ -191,7 +192,7 @@ fn bench(c: &mut Criterion) {
     }
     // The index's walk alone (no candidate evaluated), to split the time between the two.
     let mut walk_cpu = f64::MAX;
-    for _ in 0..cpu_passes() {
+    for _ in 0..passes {
         rules.forget_scanned_values();
         let before = thread_cpu();
         let n: usize = events.iter().map(|e| rules.raw_candidates(e)).sum();
@@ -209,7 +210,7 @@ fn bench(c: &mut Criterion) {
         println!(
             "all rules: {:.0} events per CPU-second (best of {} passes, thread CPU time); load average {}",
             events.len() as f64 / best_cpu,
-            cpu_passes(),
+            passes,
             load_average()
         );
     }
