@@ -13,6 +13,7 @@ use std::sync::{Arc, OnceLock};
 
 use aho_corasick::AhoCorasick;
 use ipnet::IpNet;
+use memchr::memmem;
 use regex::Regex;
 use serde_json::{Map, Value};
 
@@ -834,31 +835,79 @@ impl TextMatcher {
     }
 }
 
-/// The Aho-Corasick automaton of a value list's needles, built the first time the list
-/// is searched, and shared by the matcher's clones.
+/// How a value list's needles are searched, chosen and built the first time the list is
+/// searched, and shared by the matcher's clones.
 ///
 /// Lazily because most lists are never searched: the rule set's index decides their
 /// items from its own per-field automata (`prefilter`), and building one automaton per
 /// list of all SigmaHQ rules up front took over a third of the rule set's compile time.
-/// Should the build fail (aho-corasick refuses only automata past its size limits, far
-/// beyond a rule's value list), the needles are searched one by one: slower, same answer.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct LazyAutomaton(Arc<OnceLock<Option<AhoCorasick>>>);
+pub(crate) struct LazyAutomaton(Arc<OnceLock<NeedleSearch>>);
+
+/// A short list is searched needle by needle with memchr's SIMD substring search, on the
+/// text lower-cased once when the search ignores case; a longer list by one Aho-Corasick
+/// automaton. The lists a candidate rule searches itself (its filters' paths above all)
+/// are mostly one to a few needles over short texts, where the automaton's per-byte
+/// transitions through a table that is cold for all but the busiest rules cost several
+/// times the SIMD scans (`docs/performance.md`, 6 December 2026).
+#[derive(Debug)]
+enum NeedleSearch {
+    /// The needles, ASCII-lower-cased when the search ignores case.
+    Finders(Box<[memmem::Finder<'static>]>),
+    Automaton(AhoCorasick),
+    /// aho-corasick refuses only automata past its size limits, far beyond a rule's value
+    /// list; should it, the needles are searched one by one: slower, same answer.
+    OneByOne,
+}
+
+impl NeedleSearch {
+    /// Above this many needles one automaton pass beats a SIMD scan per needle.
+    const FINDERS_MAX: usize = 8;
+
+    fn build(needles: &[String], cased: bool) -> NeedleSearch {
+        if needles.len() <= Self::FINDERS_MAX {
+            let finders = needles.iter().map(|needle| {
+                let needle = if cased {
+                    needle.as_bytes().to_vec()
+                } else {
+                    needle.as_bytes().to_ascii_lowercase()
+                };
+                memmem::Finder::new(&needle).into_owned()
+            });
+            return NeedleSearch::Finders(finders.collect());
+        }
+        aho_corasick::AhoCorasickBuilder::new()
+            .ascii_case_insensitive(!cased)
+            .build(needles)
+            .map(NeedleSearch::Automaton)
+            .unwrap_or_else(|e| {
+                tracing::warn!(needles = needles.len(), reason = %e, "substring automaton not built; searching needle by needle");
+                NeedleSearch::OneByOne
+            })
+    }
+}
+
+thread_local! {
+    /// The lower-cased text a case-insensitive needle search reads, reused so that it
+    /// allocates only when a text is longer than any before it on the thread.
+    static FOLDED: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
 
 impl LazyAutomaton {
     fn is_match(&self, text: &str, needles: &[String], cased: bool) -> bool {
-        let automaton = self.0.get_or_init(|| {
-            aho_corasick::AhoCorasickBuilder::new()
-                .ascii_case_insensitive(!cased)
-                .build(needles)
-                .inspect_err(|e| {
-                    tracing::warn!(needles = needles.len(), reason = %e, "substring automaton not built; searching needle by needle");
-                })
-                .ok()
-        });
-        match automaton {
-            Some(automaton) => automaton.is_match(text),
-            None => needles
+        match self.0.get_or_init(|| NeedleSearch::build(needles, cased)) {
+            NeedleSearch::Finders(finders) if cased => {
+                finders.iter().any(|f| f.find(text.as_bytes()).is_some())
+            }
+            NeedleSearch::Finders(finders) => FOLDED.with(|folded| {
+                let mut folded = folded.borrow_mut();
+                folded.clear();
+                folded.extend_from_slice(text.as_bytes());
+                folded.make_ascii_lowercase();
+                finders.iter().any(|f| f.find(&folded).is_some())
+            }),
+            NeedleSearch::Automaton(automaton) => automaton.is_match(text),
+            NeedleSearch::OneByOne => needles
                 .iter()
                 .any(|needle| contains(text.as_bytes(), needle.as_bytes(), cased)),
         }
@@ -903,45 +952,63 @@ mod tests {
     }
 
     #[test]
-    fn substring_lists_match_with_the_automaton_built_on_first_use_and_without_it() {
-        let needles = vec!["\\Temp\\".to_owned(), "mimikatz".to_owned(), "".to_owned()];
+    fn substring_lists_match_needle_by_needle_and_by_automaton_built_on_first_use() {
+        let short = vec!["\\Temp\\".to_owned(), "mimikatz".to_owned()];
+        // Past `FINDERS_MAX` the list is one automaton.
+        let mut long: Vec<String> = (0..NeedleSearch::FINDERS_MAX)
+            .map(|i| format!("never-{i}"))
+            .collect();
+        long.extend(short.iter().cloned());
         let texts = [
             "C:\\Users\\x\\AppData\\Local\\TEMP\\a.exe",
             "MimiKatz.exe",
             "",
             "notepad.exe",
+            "mimikat",
         ];
-        for cased in [false, true] {
-            let matcher = TextMatcher::Contains {
-                automaton: LazyAutomaton::default(),
-                needles: needles[..2].to_vec(),
-                cased,
-            };
-            let copy = matcher.clone();
-            let built = |m: &TextMatcher| match m {
-                TextMatcher::Contains { automaton, .. } => automaton.0.get().is_some(),
-                _ => unreachable!("a substring list"),
-            };
-            assert!(!built(&copy), "built before the first search");
-            for text in texts {
-                let by_hand = needles[..2]
-                    .iter()
-                    .any(|n| contains(text.as_bytes(), n.as_bytes(), cased));
-                assert_eq!(matcher.matches(text), by_hand, "{text:?} cased={cased}");
-                assert_eq!(copy.matches(text), by_hand, "{text:?} cased={cased}");
+        for (needles, automaton) in [(&short, false), (&long, true)] {
+            for cased in [false, true] {
+                let matcher = TextMatcher::Contains {
+                    automaton: LazyAutomaton::default(),
+                    needles: needles.clone(),
+                    cased,
+                };
+                let copy = matcher.clone();
+                let built = |m: &TextMatcher| match m {
+                    TextMatcher::Contains { automaton, .. } => automaton
+                        .0
+                        .get()
+                        .map(|search| matches!(search, NeedleSearch::Automaton(_))),
+                    _ => unreachable!("a substring list"),
+                };
+                assert_eq!(built(&copy), None, "built before the first search");
+                for text in texts {
+                    let by_hand = needles
+                        .iter()
+                        .any(|n| contains(text.as_bytes(), n.as_bytes(), cased));
+                    assert_eq!(matcher.matches(text), by_hand, "{text:?} cased={cased}");
+                    assert_eq!(copy.matches(text), by_hand, "{text:?} cased={cased}");
+                }
+                assert_eq!(built(&copy), Some(automaton), "the clone shares the search");
             }
-            assert!(built(&copy), "the clone shares the automaton");
         }
         assert!(contains(b"abc", b"", false));
         assert!(contains(b"xABCy", b"abc", false));
         assert!(!contains(b"xABCy", b"abc", true));
         assert!(!contains(b"ab", b"abc", false));
-        let all = TextMatcher::Contains {
-            automaton: LazyAutomaton::default(),
-            needles,
-            cased: false,
-        };
-        assert!(all.matches("anything"), "an empty needle is in every text");
+        for needles in [vec![String::new()], {
+            let mut many = long.clone();
+            many.push(String::new());
+            many
+        }] {
+            let any = TextMatcher::Contains {
+                automaton: LazyAutomaton::default(),
+                needles,
+                cased: false,
+            };
+            assert!(any.matches("anything"), "an empty needle is in every text");
+            assert!(any.matches(""), "an empty needle is in the empty text");
+        }
     }
 
     #[test]
