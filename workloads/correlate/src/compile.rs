@@ -14,7 +14,7 @@ use crate::condition::{Condition, Target};
 use crate::error::ErrorKind;
 use crate::logsource::Routing;
 use crate::matcher::{
-    Check, Detector, Expr, FieldCheck, FieldRef, FieldTest, LazyAutomaton, Number, Position,
+    Check, Detector, Expr, FieldCheck, FieldRef, FieldTest, NeedleSearch, Number, Position,
     SelectionMatcher, TextMatcher, TimePart, ValueMatcher, ValueTest,
 };
 use crate::modifier::Modifier;
@@ -557,9 +557,10 @@ fn value_test(m: &FieldMatch, plan: &Plan, keywords: bool) -> Result<ValueTest, 
             Compiled::Ready(matcher) => matchers.push(matcher),
             // ANDed needles must each be found, so each keeps its own automaton.
             Compiled::Substring(needle) if plan.all => {
+                let needles = vec![needle];
                 matchers.push(ValueMatcher::Text(TextMatcher::Contains {
-                    automaton: LazyAutomaton::default(),
-                    needles: vec![needle],
+                    search: NeedleSearch::new(&needles, plan.cased),
+                    needles,
                     cased: plan.cased,
                 }));
             }
@@ -581,7 +582,7 @@ fn value_test(m: &FieldMatch, plan: &Plan, keywords: bool) -> Result<ValueTest, 
     // An ORed list of substrings is one automaton: one pass over the text for all.
     if !substrings.is_empty() {
         matchers.push(ValueMatcher::Text(TextMatcher::Contains {
-            automaton: LazyAutomaton::default(),
+            search: NeedleSearch::new(&substrings, plan.cased),
             needles: substrings,
             cased: plan.cased,
         }));

@@ -16,6 +16,7 @@ use ipnet::IpNet;
 use memchr::memmem;
 use regex::Regex;
 use serde_json::{Map, Value};
+use smallvec::SmallVec;
 
 /// A detection ready to run: selections and the condition over them.
 #[derive(Debug, Clone)]
@@ -449,8 +450,10 @@ impl ValueTest {
 pub(crate) struct FieldRef {
     pub(crate) paths: Vec<String>,
     pub(crate) any: bool,
-    /// The slot of each path in its rule set's slot table; empty outside a set.
-    pub(crate) slots: Vec<u32>,
+    /// The slot of each path in its rule set's slot table; empty outside a set. Inline
+    /// for the one or two paths of nearly every field: a candidate's decided checks read
+    /// them first, and a pointer to a separate allocation was a cache miss of its own.
+    pub(crate) slots: SmallVec<[u32; 2]>,
 }
 
 impl FieldRef {
@@ -458,7 +461,7 @@ impl FieldRef {
         FieldRef {
             paths,
             any,
-            slots: Vec::new(),
+            slots: SmallVec::new(),
         }
     }
 
@@ -790,10 +793,9 @@ pub(crate) enum TextMatcher {
         needle: String,
         cased: bool,
     },
-    /// Any of the needles occurs (one automaton for a whole value list). The needles are
-    /// kept for the rule set's prefilter.
+    /// Any of the needles occurs. The needles are kept for the rule set's prefilter.
     Contains {
-        automaton: LazyAutomaton,
+        search: NeedleSearch,
         needles: Vec<String>,
         cased: bool,
     },
@@ -826,76 +828,51 @@ impl TextMatcher {
                     && same(&text[text.len() - needle.len()..], needle, *cased)
             }
             TextMatcher::Contains {
-                automaton,
+                search,
                 needles,
                 cased,
-            } => automaton.is_match(text, needles, *cased),
+            } => search.is_match(text, needles, *cased),
             TextMatcher::Regex { regex, .. } => regex.is_match(text),
         }
     }
 }
 
-/// How a value list's needles are searched, chosen and built the first time the list is
-/// searched, and shared by the matcher's clones.
-///
-/// Lazily because most lists are never searched: the rule set's index decides their
-/// items from its own per-field automata (`prefilter`), and building one automaton per
-/// list of all SigmaHQ rules up front took over a third of the rule set's compile time.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct LazyAutomaton(Arc<OnceLock<NeedleSearch>>);
-
-/// A short list is searched needle by needle with memchr's SIMD substring search, on the
-/// text lower-cased once when the search ignores case; a longer list by one Aho-Corasick
-/// automaton. The lists a candidate rule searches itself (its filters' paths above all)
-/// are mostly one to a few needles over short texts, where the automaton's per-byte
-/// transitions through a table that is cold for all but the busiest rules cost several
-/// times the SIMD scans (`docs/performance.md`, 6 December 2026).
-#[derive(Debug)]
-enum NeedleSearch {
-    /// The needles, ASCII-lower-cased when the search ignores case.
+/// How a value list's needles are searched. A short list is searched needle by needle
+/// with memchr's SIMD substring search, on the text lower-cased once when the search
+/// ignores case; a longer list by one Aho-Corasick automaton. The lists a candidate rule
+/// searches itself (its filters' paths above all) are mostly one to a few needles over
+/// short texts, where an automaton's per-byte transitions through a table that is cold for
+/// all but the busiest rules cost several times the SIMD scans (`docs/performance.md`,
+/// 6 December 2026).
+#[derive(Debug, Clone)]
+pub(crate) enum NeedleSearch {
+    /// The needles, ASCII-lower-cased when the search ignores case; built with the
+    /// matcher, so that a search reads them without following one more pointer.
     Finders(Box<[memmem::Finder<'static>]>),
-    Automaton(AhoCorasick),
-    /// aho-corasick refuses only automata past its size limits, far beyond a rule's value
-    /// list; should it, the needles are searched one by one: slower, same answer.
-    OneByOne,
+    Automaton(LazyAutomaton),
 }
 
 impl NeedleSearch {
     /// Above this many needles one automaton pass beats a SIMD scan per needle.
-    const FINDERS_MAX: usize = 8;
+    pub(crate) const FINDERS_MAX: usize = 8;
 
-    fn build(needles: &[String], cased: bool) -> NeedleSearch {
-        if needles.len() <= Self::FINDERS_MAX {
-            let finders = needles.iter().map(|needle| {
-                let needle = if cased {
-                    needle.as_bytes().to_vec()
-                } else {
-                    needle.as_bytes().to_ascii_lowercase()
-                };
-                memmem::Finder::new(&needle).into_owned()
-            });
-            return NeedleSearch::Finders(finders.collect());
+    pub(crate) fn new(needles: &[String], cased: bool) -> NeedleSearch {
+        if needles.len() > Self::FINDERS_MAX {
+            return NeedleSearch::Automaton(LazyAutomaton::default());
         }
-        aho_corasick::AhoCorasickBuilder::new()
-            .ascii_case_insensitive(!cased)
-            .build(needles)
-            .map(NeedleSearch::Automaton)
-            .unwrap_or_else(|e| {
-                tracing::warn!(needles = needles.len(), reason = %e, "substring automaton not built; searching needle by needle");
-                NeedleSearch::OneByOne
-            })
+        let finders = needles.iter().map(|needle| {
+            let needle = if cased {
+                needle.as_bytes().to_vec()
+            } else {
+                needle.as_bytes().to_ascii_lowercase()
+            };
+            memmem::Finder::new(&needle).into_owned()
+        });
+        NeedleSearch::Finders(finders.collect())
     }
-}
 
-thread_local! {
-    /// The lower-cased text a case-insensitive needle search reads, reused so that it
-    /// allocates only when a text is longer than any before it on the thread.
-    static FOLDED: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
-impl LazyAutomaton {
     fn is_match(&self, text: &str, needles: &[String], cased: bool) -> bool {
-        match self.0.get_or_init(|| NeedleSearch::build(needles, cased)) {
+        match self {
             NeedleSearch::Finders(finders) if cased => {
                 finders.iter().any(|f| f.find(text.as_bytes()).is_some())
             }
@@ -906,8 +883,42 @@ impl LazyAutomaton {
                 folded.make_ascii_lowercase();
                 finders.iter().any(|f| f.find(&folded).is_some())
             }),
-            NeedleSearch::Automaton(automaton) => automaton.is_match(text),
-            NeedleSearch::OneByOne => needles
+            NeedleSearch::Automaton(automaton) => automaton.is_match(text, needles, cased),
+        }
+    }
+}
+
+thread_local! {
+    /// The lower-cased text a case-insensitive needle search reads, reused so that it
+    /// allocates only when a text is longer than any before it on the thread.
+    static FOLDED: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The Aho-Corasick automaton of a long value list's needles, built the first time the
+/// list is searched, and shared by the matcher's clones.
+///
+/// Lazily because most lists are never searched: the rule set's index decides their
+/// items from its own per-field automata (`prefilter`), and building one automaton per
+/// list of all SigmaHQ rules up front took over a third of the rule set's compile time.
+/// Should the build fail (aho-corasick refuses only automata past its size limits, far
+/// beyond a rule's value list), the needles are searched one by one: slower, same answer.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct LazyAutomaton(Arc<OnceLock<Option<AhoCorasick>>>);
+
+impl LazyAutomaton {
+    fn is_match(&self, text: &str, needles: &[String], cased: bool) -> bool {
+        let automaton = self.0.get_or_init(|| {
+            aho_corasick::AhoCorasickBuilder::new()
+                .ascii_case_insensitive(!cased)
+                .build(needles)
+                .inspect_err(|e| {
+                    tracing::warn!(needles = needles.len(), reason = %e, "substring automaton not built; searching needle by needle");
+                })
+                .ok()
+        });
+        match automaton {
+            Some(automaton) => automaton.is_match(text),
+            None => needles
                 .iter()
                 .any(|needle| contains(text.as_bytes(), needle.as_bytes(), cased)),
         }
@@ -952,7 +963,7 @@ mod tests {
     }
 
     #[test]
-    fn substring_lists_match_needle_by_needle_and_by_automaton_built_on_first_use() {
+    fn substring_lists_match_needle_by_needle_or_by_an_automaton_built_on_first_use() {
         let short = vec!["\\Temp\\".to_owned(), "mimikatz".to_owned()];
         // Past `FINDERS_MAX` the list is one automaton.
         let mut long: Vec<String> = (0..NeedleSearch::FINDERS_MAX)
@@ -969,7 +980,7 @@ mod tests {
         for (needles, automaton) in [(&short, false), (&long, true)] {
             for cased in [false, true] {
                 let matcher = TextMatcher::Contains {
-                    automaton: LazyAutomaton::default(),
+                    search: NeedleSearch::new(needles, cased),
                     needles: needles.clone(),
                     cased,
                 };
@@ -989,7 +1000,12 @@ mod tests {
                     assert_eq!(matcher.matches(text), by_hand, "{text:?} cased={cased}");
                     assert_eq!(copy.matches(text), by_hand, "{text:?} cased={cased}");
                 }
-                assert_eq!(built(&copy), Some(automaton), "the clone shares the search");
+                let after = automaton.then_some(true);
+                assert_eq!(
+                    automaton_built(&copy),
+                    after,
+                    "the clone shares the automaton"
+                );
             }
         }
         assert!(contains(b"abc", b"", false));
@@ -1002,7 +1018,7 @@ mod tests {
             many
         }] {
             let any = TextMatcher::Contains {
-                automaton: LazyAutomaton::default(),
+                search: NeedleSearch::new(&needles, false),
                 needles,
                 cased: false,
             };
