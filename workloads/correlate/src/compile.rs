@@ -63,6 +63,7 @@ pub(crate) fn compile_detection(
         condition,
         filters: Vec::new(),
         without_fields: None,
+        program: None,
     })
 }
 

@@ -28,6 +28,7 @@ mod matcher;
 mod modifier;
 mod partition;
 mod prefilter;
+mod program;
 mod rule;
 mod ruleset;
 mod stage;

@@ -18,6 +18,8 @@ use regex::Regex;
 use serde_json::{Map, Value};
 use smallvec::SmallVec;
 
+use crate::program::Program;
+
 /// A detection ready to run: selections and the condition over them.
 #[derive(Debug, Clone)]
 pub(crate) struct Detector {
@@ -28,6 +30,9 @@ pub(crate) struct Detector {
     /// Set by the rule set for a rule its index tries on every event: the answer on
     /// events that hold none of the fields the detection reads.
     pub(crate) without_fields: Option<WithoutFields>,
+    /// Set by the rule set once its index has decided the checks it can: the condition as
+    /// the branch program candidates are evaluated by.
+    pub(crate) program: Option<Program>,
 }
 
 /// A detection's answer on an event where none of the fields it reads is present, known
@@ -77,8 +82,22 @@ impl Detector {
                 return without.answer;
             }
         }
-        self.condition.eval(&self.selections, event, slots)
-            && self.filters.iter().all(|f| f.matches_in(event, slots))
+        let program = match (&self.program, slots) {
+            (Some(program), Some(table)) => program.run(&self.selections, event, table),
+            _ => None,
+        };
+        let condition =
+            program.unwrap_or_else(|| self.condition.eval(&self.selections, event, slots));
+        condition && self.filters.iter().all(|f| f.matches_in(event, slots))
+    }
+
+    /// Lays out the detection's condition, and its filters', as branch programs (see
+    /// [`Program`]), once the rule set has given its checks their slots and bits.
+    pub(crate) fn build_programs(&mut self) {
+        self.program = Program::of(self);
+        for filter in &mut self.filters {
+            filter.build_programs();
+        }
     }
 
     fn reads_keywords(&self) -> bool {
@@ -144,7 +163,7 @@ impl<'a> Slots<'a> {
     }
 
     /// The walk's answer for a decided item list: every item set (`all`) or the one.
-    fn decided(&self, decided: Decided) -> bool {
+    pub(crate) fn decided(&self, decided: Decided) -> bool {
         (decided.first..decided.first + decided.count).all(|item| self.item(item))
     }
 
@@ -152,14 +171,15 @@ impl<'a> Slots<'a> {
     /// one of the field's paths more than once, where a lookup by name reads only one of
     /// the nodes (see [`Slots`]).
     fn decides(&self, field: &FieldRef) -> bool {
-        !field.slots.is_empty()
-            && field.slots.iter().all(|&slot| {
-                self.at
-                    .get(slot as usize)
-                    .is_some_and(|&(generation, node)| {
-                        generation != self.generation || node != Self::MANY
-                    })
-            })
+        !field.slots.is_empty() && field.slots.iter().all(|&slot| self.decides_slot(slot))
+    }
+
+    /// Whether the walk's bits answer a check on the one path of `slot` (see
+    /// [`Slots::decides`]).
+    pub(crate) fn decides_slot(&self, slot: u32) -> bool {
+        self.at
+            .get(slot as usize)
+            .is_some_and(|&(generation, node)| generation != self.generation || node != Self::MANY)
     }
 
     /// Whether the walk met no node at the slot's path in this event.
@@ -228,7 +248,7 @@ pub(crate) enum Check {
 }
 
 impl Check {
-    fn matches(&self, event: &Map<String, Value>, slots: Option<&Slots>) -> bool {
+    pub(crate) fn matches(&self, event: &Map<String, Value>, slots: Option<&Slots>) -> bool {
         match self {
             Check::Field(check) => match (check.decided, slots) {
                 (Some(decided), Some(slots)) if slots.decides(&check.field) => {

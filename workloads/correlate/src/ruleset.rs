@@ -574,6 +574,7 @@ impl RuleSet {
                     if requirement.is_empty() {
                         rule.detector.without_fields = WithoutFields::of(&rule.detector);
                     }
+                    rule.detector.build_programs();
                 }
                 index
             }

@@ -738,3 +738,87 @@ fn numbers_and_short_texts_are_read_only_where_an_atom_can_hold_them() {
         ],
     );
 }
+
+/// Candidates are evaluated through a branch program of their condition (steps that jump
+/// on a test's answer); it must answer as the condition's tree does, with `not`, `and`,
+/// `or`, `1 of`, `all of`, lists of maps, decided and undecided (regex) checks, and
+/// missing fields mixed.
+#[test]
+fn nested_conditions_answer_as_the_tree_does() {
+    let detection = concat!(
+        "  sel:\n",
+        "    Image|endswith: '\\cmd.exe'\n",
+        "  filter:\n",
+        "    - CommandLine|contains: 'echo'\n",
+        "    - User: 'SYSTEM'\n",
+        "  x_a:\n",
+        "    CommandLine|re: 'whoami\\s+/all'\n",
+        "  x_b:\n",
+        "    Image|endswith: '\\whoami.exe'\n",
+        "    User|startswith: 'adm'\n",
+        "  y_a:\n",
+        "    CommandLine|contains: 'priv'\n",
+        "  y_b:\n",
+        "    User: 'admin'\n",
+        "  condition: (sel and not filter) or (1 of x_* and not all of y_*)\n",
+    );
+    let indexed = [
+        r"Image|endswith: '\cmd.exe'",
+        r"CommandLine|contains: 'echo'",
+        r"User: 'SYSTEM'",
+        r"Image|endswith: '\whoami.exe'",
+        r"User|startswith: 'adm'",
+        r"CommandLine|contains: 'priv'",
+        r"User: 'admin'",
+    ];
+    let s = set(detection, &indexed);
+    let images = [
+        Some(r"C:\Windows\System32\CMD.EXE"),
+        Some(r"C:\Tools\whoami.exe"),
+        Some(r"C:\x.exe"),
+        None,
+    ];
+    let commands = [
+        Some("cmd /c echo hi"),
+        Some("whoami /all /priv"),
+        Some("whoami  /all"),
+        Some("WHOAMI /ALL"),
+        None,
+    ];
+    let users = [
+        Some("system"),
+        Some("admin"),
+        Some("Administrator"),
+        Some("bob"),
+        None,
+    ];
+    let mut cases = Vec::new();
+    for image in images {
+        for command in commands {
+            for user in users {
+                let ends =
+                    |suffix: &str| image.is_some_and(|i| i.to_ascii_lowercase().ends_with(suffix));
+                let has =
+                    |needle: &str| command.is_some_and(|c| c.to_ascii_lowercase().contains(needle));
+                let user_is = |name: &str| user.is_some_and(|u| u.eq_ignore_ascii_case(name));
+                let sel = ends(r"\cmd.exe");
+                let filter = has("echo") || user_is("SYSTEM");
+                // `re` is case-sensitive unless its `i` flag is given.
+                let x_a = command
+                    .is_some_and(|c| c.contains("whoami /all") || c.contains("whoami  /all"));
+                let x_b = ends(r"\whoami.exe")
+                    && user.is_some_and(|u| u.to_ascii_lowercase().starts_with("adm"));
+                let y_all = has("priv") && user_is("admin");
+                let want = (sel && !filter) || ((x_a || x_b) && !y_all);
+                let mut event = Map::new();
+                for (key, value) in [("Image", image), ("CommandLine", command), ("User", user)] {
+                    if let Some(value) = value {
+                        event.insert(key.to_owned(), Value::from(value));
+                    }
+                }
+                cases.push((Value::Object(event), want));
+            }
+        }
+    }
+    expect(&s, &cases);
+}
