@@ -26,6 +26,7 @@ mod expand;
 pub mod logsource;
 mod matcher;
 mod modifier;
+mod needle_dfa;
 mod partition;
 mod prefilter;
 mod program;

@@ -29,7 +29,7 @@ use std::collections::HashMap as StdHashMap;
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use aho_corasick::automaton::{Automaton, StateID};
+use aho_corasick::automaton::{Automaton, Prefilter, StateID};
 use aho_corasick::{Anchored, MatchKind, Span};
 use foldhash::HashMap;
 use regex_syntax::hir::literal::{ExtractKind, Extractor};
@@ -42,6 +42,7 @@ use crate::matcher::{
     numeric, with_text, Check, Decided, Detector, Expr, FieldCheck, FieldTest, Number,
     SelectionMatcher, Slots, TextMatcher, ValueMatcher, ValueTest,
 };
+use crate::needle_dfa::{self, NeedleDfa};
 
 /// At most this many clauses are kept per rule (and per `or` branch while deriving).
 /// More clauses filter a little better but cost a mark per true atom each.
@@ -676,15 +677,85 @@ struct Scanner {
     hits: Vec<PatternHits>,
 }
 
-/// aho-corasick's automata used directly, through its `Automaton` trait, rather than
-/// behind `AhoCorasick`: the walk runs the overlapping search in its own loop, which
-/// keeps the state and position in registers, reports every pattern ending at a place in
-/// one go (the crate's iterator re-enters its search once per occurrence), and can step
-/// two automata through one text together ([`Scanner::scan_beside`]).
+/// The automata built by aho-corasick, searched by the walk's own loop rather than behind
+/// `AhoCorasick`: the loop keeps the state and position in registers, reports every
+/// pattern ending at a place in one go (the crate's iterator re-enters its search once per
+/// occurrence), and can step two automata through one text together
+/// ([`Scanner::scan_beside`]). A DFA is stepped as [`NeedleDfa`] lays it out.
 #[derive(Debug)]
 enum NeedleAutomaton {
-    Dfa(aho_corasick::dfa::DFA),
+    Dfa(NeedleDfa),
     Nfa(aho_corasick::nfa::contiguous::NFA),
+}
+
+/// What the scan loops need of an automaton, so one loop serves both kinds.
+trait Steps {
+    type State: Copy + PartialEq;
+    fn first(&self) -> Option<Self::State>;
+    fn step(&self, state: Self::State, byte: u8) -> Self::State;
+    /// Whether some needle ends in `state`.
+    fn ends_needles(&self, state: Self::State) -> bool;
+    /// Calls `f` with the pattern id and length of each needle ending in `state`.
+    fn each_end(&self, state: Self::State, f: impl FnMut(usize, usize));
+    fn skip(&self) -> Option<&Prefilter>;
+}
+
+impl Steps for NeedleDfa {
+    type State = needle_dfa::State;
+
+    fn first(&self) -> Option<Self::State> {
+        Some(self.start())
+    }
+
+    #[inline(always)]
+    fn step(&self, state: Self::State, byte: u8) -> Self::State {
+        self.next(state, byte)
+    }
+
+    #[inline(always)]
+    fn ends_needles(&self, state: Self::State) -> bool {
+        NeedleDfa::is_match(state)
+    }
+
+    fn each_end(&self, state: Self::State, mut f: impl FnMut(usize, usize)) {
+        for &(pattern, length) in self.ends(state) {
+            f(pattern as usize, length as usize);
+        }
+    }
+
+    fn skip(&self) -> Option<&Prefilter> {
+        self.prefilter()
+    }
+}
+
+impl Steps for aho_corasick::nfa::contiguous::NFA {
+    type State = StateID;
+
+    fn first(&self) -> Option<Self::State> {
+        self.start_state(Anchored::No).ok()
+    }
+
+    #[inline(always)]
+    fn step(&self, state: Self::State, byte: u8) -> Self::State {
+        self.next_state(Anchored::No, state, byte)
+    }
+
+    #[inline(always)]
+    fn ends_needles(&self, state: Self::State) -> bool {
+        // An unanchored standard search never reaches the dead state.
+        self.is_special(state) && self.is_match(state)
+    }
+
+    fn each_end(&self, state: Self::State, mut f: impl FnMut(usize, usize)) {
+        for index in 0..self.match_len(state) {
+            let pattern = self.match_pattern(state, index);
+            f(pattern.as_usize(), self.pattern_len(pattern));
+        }
+    }
+
+    fn skip(&self) -> Option<&Prefilter> {
+        self.prefilter()
+    }
 }
 
 impl Scanner {
@@ -697,20 +768,23 @@ impl Scanner {
         // same places, without folding a copy first. A DFA scans fastest but grows with
         // the needles; past a few thousand it costs more memory and build time than it
         // saves.
-        let automaton = if patterns.len() <= DFA_NEEDLES {
-            NeedleAutomaton::Dfa(
-                aho_corasick::dfa::Builder::new()
-                    .match_kind(MatchKind::Standard)
-                    .ascii_case_insensitive(true)
-                    .build(&patterns)?,
-            )
+        let dfa = if patterns.len() <= DFA_NEEDLES {
+            let dfa = aho_corasick::dfa::Builder::new()
+                .match_kind(MatchKind::Standard)
+                .ascii_case_insensitive(true)
+                .build(&patterns)?;
+            NeedleDfa::of(&dfa, &patterns)
         } else {
-            NeedleAutomaton::Nfa(
+            None
+        };
+        let automaton = match dfa {
+            Some(dfa) => NeedleAutomaton::Dfa(dfa),
+            None => NeedleAutomaton::Nfa(
                 aho_corasick::nfa::contiguous::Builder::new()
                     .match_kind(MatchKind::Standard)
                     .ascii_case_insensitive(true)
                     .build(&patterns)?,
-            )
+            ),
         };
         Ok(Scanner { automaton, hits })
     }
@@ -727,13 +801,13 @@ impl Scanner {
     /// ending where it is entered. Where the automaton has a prefilter, the search skips
     /// from the start state to the next place a needle may begin, as the crate's does.
     #[inline]
-    fn scan_with<A: Automaton>(&self, automaton: &A, text: &[u8], found: &mut Vec<u32>) {
-        let Ok(start) = automaton.start_state(Anchored::No) else {
+    fn scan_with<A: Steps>(&self, automaton: &A, text: &[u8], found: &mut Vec<u32>) {
+        let Some(start) = automaton.first() else {
             return;
         };
         let mut state = start;
         let mut at = 0;
-        let prefilter = automaton.prefilter();
+        let prefilter = automaton.skip();
         while at < text.len() {
             if let Some(prefilter) = prefilter.filter(|_| state == start) {
                 match prefilter
@@ -747,15 +821,10 @@ impl Scanner {
                     return;
                 }
             }
-            state = automaton.next_state(Anchored::No, state, text[at]);
+            state = automaton.step(state, text[at]);
             at += 1;
-            if automaton.is_special(state) {
-                if automaton.is_dead(state) {
-                    return;
-                }
-                if automaton.is_match(state) {
-                    self.report(automaton, state, at, text.len(), found);
-                }
+            if automaton.ends_needles(state) {
+                self.report(automaton, state, at, text.len(), found);
             }
         }
     }
@@ -763,7 +832,7 @@ impl Scanner {
     /// [`Scanner::scan`] of this scanner and `other` in one pass over the text. Each
     /// step of an automaton waits on the load of its previous one; two automata stepped
     /// side by side wait together, so the second scan costs little more than reading the
-    /// byte. Prefilters are not used here (the start states only count as special).
+    /// byte. Prefilters are not used here.
     fn scan_beside(&self, other: &Scanner, text: &str, found: &mut Vec<u32>) {
         use NeedleAutomaton::{Dfa, Nfa};
         let text = text.as_bytes();
@@ -776,7 +845,7 @@ impl Scanner {
     }
 
     #[inline]
-    fn scan_pair<A: Automaton, B: Automaton>(
+    fn scan_pair<A: Steps, B: Steps>(
         &self,
         mine: &A,
         other: &Scanner,
@@ -784,37 +853,33 @@ impl Scanner {
         text: &[u8],
         found: &mut Vec<u32>,
     ) {
-        let (Ok(mut a), Ok(mut b)) = (
-            mine.start_state(Anchored::No),
-            theirs.start_state(Anchored::No),
-        ) else {
+        let (Some(mut a), Some(mut b)) = (mine.first(), theirs.first()) else {
             return;
         };
         for (at, &byte) in text.iter().enumerate() {
-            a = mine.next_state(Anchored::No, a, byte);
-            b = theirs.next_state(Anchored::No, b, byte);
-            if mine.is_special(a) && mine.is_match(a) {
+            a = mine.step(a, byte);
+            b = theirs.step(b, byte);
+            if mine.ends_needles(a) {
                 self.report(mine, a, at + 1, text.len(), found);
             }
-            if theirs.is_special(b) && theirs.is_match(b) {
+            if theirs.ends_needles(b) {
                 other.report(theirs, b, at + 1, text.len(), found);
             }
         }
     }
 
     /// Pushes the postings of the patterns the match state holds, ending at `end`.
-    fn report<A: Automaton>(
+    fn report<A: Steps>(
         &self,
         automaton: &A,
-        state: StateID,
+        state: A::State,
         end: usize,
         len: usize,
         found: &mut Vec<u32>,
     ) {
-        for index in 0..automaton.match_len(state) {
-            let pattern = automaton.match_pattern(state, index);
-            let start = end - automaton.pattern_len(pattern);
-            for &(posting, anchor) in self.hits[pattern.as_usize()].iter() {
+        automaton.each_end(state, |pattern, pattern_len| {
+            let start = end - pattern_len;
+            for &(posting, anchor) in self.hits[pattern].iter() {
                 let placed = match anchor {
                     Anchor::Anywhere => true,
                     Anchor::Start => start == 0,
@@ -824,7 +889,7 @@ impl Scanner {
                     found.push(posting);
                 }
             }
-        }
+        });
     }
 }
 
@@ -1183,8 +1248,15 @@ impl RuleIndex {
     ) {
         let mut entries = map.iter();
         let mut ahead = entries.next();
+        // The map's own memory (its keys' and values' slots) is asked for further ahead:
+        // reading the next key's text needs its slot first.
+        let mut far = map.iter().skip(PREFETCH_SLOTS_AHEAD);
         while let Some((key, value)) = ahead {
             ahead = entries.next();
+            if let Some((key, value)) = far.next() {
+                prefetch_at(key as *const String);
+                prefetch_at(value as *const Value);
+            }
             if let Some((key, value)) = ahead {
                 prefetch(key.as_bytes());
                 if let Value::String(text) = value {
@@ -1524,15 +1596,21 @@ impl ScanMemo {
 /// walk's own time went on waiting for them.
 #[inline(always)]
 fn prefetch(bytes: &[u8]) {
+    prefetch_at(bytes.as_ptr());
+}
+
+/// How many entries ahead of the walk [`RuleIndex::walk_map`] prefetches a map's slots.
+const PREFETCH_SLOTS_AHEAD: usize = 4;
+
+#[inline(always)]
+fn prefetch_at<T>(at: *const T) {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: a prefetch is a hint; it reads nothing and faults on no address.
     unsafe {
-        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
-            bytes.as_ptr().cast(),
-        );
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(at.cast());
     }
     #[cfg(not(target_arch = "x86_64"))]
-    let _ = bytes;
+    let _ = at;
 }
 
 /// The same vector, emptied, for nodes of another lifetime: the allocation is kept (the
