@@ -32,6 +32,7 @@ mod prefilter;
 mod program;
 mod rule;
 mod ruleset;
+mod scan_memo;
 mod stage;
 mod string;
 

@@ -26,7 +26,6 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap as StdHashMap;
-use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use aho_corasick::automaton::{Automaton, Prefilter, StateID};
@@ -43,6 +42,7 @@ use crate::matcher::{
     SelectionMatcher, Slots, TextMatcher, ValueMatcher, ValueTest,
 };
 use crate::needle_dfa::{self, NeedleDfa};
+use crate::scan_memo::{self, ScanMemo};
 
 /// At most this many clauses are kept per rule (and per `or` branch while deriving).
 /// More clauses filter a little better but cost a mark per true atom each.
@@ -653,18 +653,34 @@ fn route_requirement(route: &Route) -> Requirement {
     }
 }
 
-/// Where one rule's clause is marked.
+/// Where one rule's clause is marked: the rule's position and the clause's number (at
+/// most [`MAX_CLAUSES`]), packed in 32 bits so that most posting lists fit in the posting
+/// itself.
 #[derive(Debug, Clone, Copy)]
-struct Mark {
-    rule: u32,
-    bit: u8,
+struct Mark(u32);
+
+impl Mark {
+    fn new(rule: usize, clause: usize) -> Mark {
+        debug_assert!(clause < MAX_CLAUSES && rule < (1 << 29));
+        Mark((rule as u32) << 3 | clause as u32)
+    }
+
+    fn rule(self) -> usize {
+        (self.0 >> 3) as usize
+    }
+
+    fn bit(self) -> u8 {
+        1 << (self.0 & 7)
+    }
 }
 
-/// What one atom being true sets: rules' clauses and detection items.
+/// What one atom being true sets: rules' clauses and detection items. Short lists (most
+/// are) are kept inline, so marking an atom reads the posting and not two more
+/// allocations.
 #[derive(Debug, Default)]
 struct Posting {
-    marks: Vec<Mark>,
-    items: Vec<u32>,
+    marks: SmallVec<[Mark; 4]>,
+    items: SmallVec<[u32; 4]>,
 }
 
 /// Per automaton pattern, the postings it marks and where its occurrence must lie.
@@ -1070,10 +1086,9 @@ impl RuleIndex {
                         index.postings.push(Posting::default());
                         (index.postings.len() - 1) as u32
                     });
-                    index.postings[posting as usize].marks.push(Mark {
-                        rule: rule as u32,
-                        bit: 1 << bit,
-                    });
+                    index.postings[posting as usize]
+                        .marks
+                        .push(Mark::new(rule, bit));
                 }
             }
         }
@@ -1372,7 +1387,7 @@ impl RuleIndex {
         } = scratch;
         with_text(value, |text| {
             // A text too long to be remembered is not hashed either: it is scanned.
-            let key = (text.len() <= ScanMemo::TEXT_MAX)
+            let key = (text.len() <= scan_memo::TEXT_MAX)
                 .then(|| ScanMemo::key(memo_field, text.as_bytes()));
             if let Some(postings) = key.and_then(|key| memo.get(key, memo_field, text.as_bytes())) {
                 for &posting in postings {
@@ -1436,12 +1451,12 @@ impl RuleIndex {
         }
         *seen = marks.generation;
         let posting = &self.postings[posting as usize];
-        for mark in &posting.marks {
-            let mask = &mut marks.masks[mark.rule as usize];
+        for &mark in &posting.marks {
+            let mask = &mut marks.masks[mark.rule()];
             if *mask == 0 {
-                marks.touched.push(mark.rule);
+                marks.touched.push(mark.rule() as u32);
             }
-            *mask |= mark.bit;
+            *mask |= mark.bit();
         }
         for &item in &posting.items {
             let word = &mut marks.items[item as usize / 64];
@@ -1513,82 +1528,6 @@ struct Marks {
     /// (the words set) so clearing costs what the event set, not the set's size.
     items: Vec<u64>,
     items_touched: Vec<u32>,
-}
-
-/// Per thread, what scanning a text at a path made true (its postings), so that a value
-/// met again (an `Image`, a `Channel`, a `ParentCommandLine` recurring across events) is
-/// one hash lookup instead of an exact-value lookup and up to two automaton scans. In the
-/// EVTX-ATTACK-SAMPLES corpus 84 % of the text values (74 % of their bytes) repeat a
-/// path's earlier value.
-///
-/// Bounded: texts longer than [`ScanMemo::TEXT_MAX`] are not remembered, and once the
-/// entries hold [`ScanMemo::BYTES_MAX`] bytes of text or [`ScanMemo::ENTRIES_MAX`] entries
-/// the memo is emptied and fills again from the next values (what recurs comes back at
-/// once, what did not is forgotten). It belongs to one [`RuleIndex`]: another index's
-/// first event empties it.
-#[derive(Default)]
-struct ScanMemo {
-    owner: u64,
-    /// By [`ScanMemo::key`]; two texts with the same key keep the later one.
-    entries: HashMap<u64, MemoEntry>,
-    bytes: usize,
-}
-
-/// Short texts and few postings are kept inline, so a hit reads one entry instead of
-/// following two more pointers to memory that is rarely in cache.
-struct MemoEntry {
-    field: u32,
-    text: SmallVec<[u8; 40]>,
-    postings: SmallVec<[u32; 4]>,
-}
-
-impl ScanMemo {
-    const TEXT_MAX: usize = 1024;
-    const BYTES_MAX: usize = 16 << 20;
-    const ENTRIES_MAX: usize = 1 << 16;
-    /// The memo id of a path without text atoms of its own: only keywords are scanned.
-    const KEYWORDS_ONLY: u32 = u32::MAX;
-
-    fn key(field: u32, text: &[u8]) -> u64 {
-        foldhash::fast::FixedState::with_seed(0x6b61_7374_656c_6c00).hash_one((field, text))
-    }
-
-    fn serve(&mut self, owner: u64) {
-        if self.owner != owner {
-            self.clear();
-            self.owner = owner;
-        }
-    }
-
-    fn clear(&mut self) {
-        self.entries.clear();
-        self.bytes = 0;
-    }
-
-    fn get(&self, key: u64, field: u32, text: &[u8]) -> Option<&[u32]> {
-        self.entries
-            .get(&key)
-            .filter(|entry| entry.field == field && *entry.text == *text)
-            .map(|entry| &*entry.postings)
-    }
-
-    fn insert(&mut self, key: u64, field: u32, text: &[u8], postings: &[u32]) {
-        if text.len() > Self::TEXT_MAX {
-            return;
-        }
-        if self.bytes + text.len() > Self::BYTES_MAX || self.entries.len() >= Self::ENTRIES_MAX {
-            self.clear();
-        }
-        let entry = MemoEntry {
-            field,
-            text: SmallVec::from_slice(text),
-            postings: SmallVec::from_slice(postings),
-        };
-        self.bytes += text.len();
-        if let Some(replaced) = self.entries.insert(key, entry) {
-            self.bytes -= replaced.text.len();
-        }
-    }
 }
 
 /// Asks the processor to bring the start of `bytes` into cache while the walk works on
@@ -1713,35 +1652,6 @@ mod tests {
         let found = literals_of("kb", true).unwrap();
         assert!(found.contains(&"kb".to_owned()), "{found:?}");
         assert!(found.contains(&"\u{212a}b".to_owned()), "{found:?}");
-    }
-
-    #[test]
-    fn the_scan_memo_answers_only_for_its_path_and_text_and_stays_bounded() {
-        let mut memo = ScanMemo::default();
-        memo.serve(7);
-        let key = ScanMemo::key(1, b"explorer.exe");
-        memo.insert(key, 1, b"explorer.exe", &[3, 5]);
-        assert_eq!(memo.get(key, 1, b"explorer.exe"), Some(&[3, 5][..]));
-        // Another path, or another text under the same key, is not answered.
-        assert_eq!(memo.get(key, 2, b"explorer.exe"), None);
-        assert_eq!(memo.get(key, 1, b"EXPLORER.EXE"), None);
-
-        let long = vec![b'a'; ScanMemo::TEXT_MAX + 1];
-        let long_key = ScanMemo::key(1, &long);
-        memo.insert(long_key, 1, &long, &[]);
-        assert_eq!(memo.get(long_key, 1, &long), None, "too long to remember");
-
-        for n in 0..ScanMemo::ENTRIES_MAX as u32 + 10 {
-            let text = n.to_string();
-            memo.insert(ScanMemo::key(1, text.as_bytes()), 1, text.as_bytes(), &[n]);
-            assert!(memo.entries.len() <= ScanMemo::ENTRIES_MAX);
-        }
-        assert!(memo.bytes <= ScanMemo::BYTES_MAX);
-
-        // Another index's first event empties it.
-        memo.serve(8);
-        assert!(memo.entries.is_empty());
-        assert_eq!(memo.bytes, 0);
     }
 
     #[test]
