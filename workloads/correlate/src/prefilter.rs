@@ -1225,7 +1225,18 @@ impl RuleIndex {
             let scratch = &mut *scratch;
             scratch.prepare(self);
             let mut nodes = recycle(std::mem::take(&mut scratch.nodes));
-            self.walk_map(event, scratch, &mut nodes);
+            let mut texts = recycle_texts(std::mem::take(&mut scratch.texts));
+            self.walk_map(event, scratch, &mut nodes, &mut texts);
+            for text in &texts {
+                self.text_atoms(text, scratch);
+            }
+            let mut marking = std::mem::take(&mut scratch.marking);
+            for &posting in &marking {
+                self.mark(posting, &mut scratch.marks);
+            }
+            marking.clear();
+            scratch.marking = marking;
+            scratch.texts = recycle_texts(texts);
             let mut bits = std::mem::take(&mut scratch.candidates);
             bits.clear();
             bits.extend_from_slice(&self.always);
@@ -1256,10 +1267,11 @@ impl RuleIndex {
     }
 
     fn walk_map<'e>(
-        &self,
+        &'e self,
         map: &'e Map<String, Value>,
         scratch: &mut Scratch,
         nodes: &mut Vec<&'e Value>,
+        texts: &mut Vec<PendingText<'e>>,
     ) {
         let mut entries = map.iter();
         let mut ahead = entries.next();
@@ -1301,13 +1313,13 @@ impl RuleIndex {
             match value {
                 // Most nodes: read here, without the recursive call.
                 Value::String(_) | Value::Number(_) | Value::Bool(_) => {
-                    self.scalar(field, value, scratch)
+                    self.scalar(field, value, scratch, texts)
                 }
                 _ => {
                     if at == 0 {
                         scratch.path.push_str(key);
                     }
-                    self.visit(value, field, scratch, nodes);
+                    self.visit(value, field, scratch, nodes, texts);
                 }
             }
             scratch.path.truncate(at);
@@ -1317,11 +1329,12 @@ impl RuleIndex {
     /// Marks what the node at `scratch.path` (indexed as `field`) makes true, then its
     /// children.
     fn visit<'e>(
-        &self,
+        &'e self,
         value: &'e Value,
-        field: Option<&FieldIndex>,
+        field: Option<&'e FieldIndex>,
         scratch: &mut Scratch,
         nodes: &mut Vec<&'e Value>,
+        texts: &mut Vec<PendingText<'e>>,
     ) {
         if let Some(posting) = field.and_then(|f| f.present) {
             self.mark(posting, &mut scratch.marks);
@@ -1330,33 +1343,47 @@ impl RuleIndex {
             // List elements are read at the list's own path.
             Value::Array(items) => {
                 for item in items {
-                    self.visit(item, field, scratch, nodes);
+                    self.visit(item, field, scratch, nodes, texts);
                 }
             }
             Value::Object(map) => {
                 if self.keywords.is_some() || self.parents.contains_key(scratch.path.as_str()) {
-                    self.walk_map(map, scratch, nodes);
+                    self.walk_map(map, scratch, nodes, texts);
                 }
             }
             Value::Null => {}
-            scalar => self.scalar_atoms(field, scalar, scratch),
+            scalar => self.scalar_atoms(field, scalar, scratch, texts),
         }
     }
 
     /// [`RuleIndex::visit`] of a scalar.
     #[inline]
-    fn scalar(&self, field: Option<&FieldIndex>, value: &Value, scratch: &mut Scratch) {
+    fn scalar<'e>(
+        &'e self,
+        field: Option<&'e FieldIndex>,
+        value: &'e Value,
+        scratch: &mut Scratch,
+        texts: &mut Vec<PendingText<'e>>,
+    ) {
         if let Some(posting) = field.and_then(|f| f.present) {
             self.mark(posting, &mut scratch.marks);
         }
-        self.scalar_atoms(field, value, scratch);
+        self.scalar_atoms(field, value, scratch, texts);
     }
 
-    /// Marks the atoms a scalar makes true at its path (`field`) and as a keyword. What its
-    /// text marks is remembered per path and text (see [`ScanMemo`]), so a value met again
-    /// costs a hash lookup instead of the lookups and scans.
+    /// Marks the number atoms a scalar makes true at its path (`field`) and as a keyword,
+    /// and puts its text aside for [`RuleIndex::text_atoms`] when some text atom can hold
+    /// it, asking for its memo entry now. What a text marks is remembered per path and
+    /// text (see [`ScanMemo`]), so a value met again costs a hash lookup instead of the
+    /// lookups and scans.
     #[inline]
-    fn scalar_atoms(&self, field: Option<&FieldIndex>, value: &Value, scratch: &mut Scratch) {
+    fn scalar_atoms<'e>(
+        &'e self,
+        field: Option<&'e FieldIndex>,
+        value: &'e Value,
+        scratch: &mut Scratch,
+        texts: &mut Vec<PendingText<'e>>,
+    ) {
         if field.is_none() && self.keywords.is_none() {
             return;
         }
@@ -1377,28 +1404,58 @@ impl RuleIndex {
         // The keyword atoms read every path alike: a path whose own atoms cannot hold the
         // text shares the keyword entries.
         let memo_field = indexes[0].map_or(ScanMemo::KEYWORDS_ONLY, |f| f.memo_id);
-        // Borrowed apart, so marking goes on while the memo is read.
+        // A text too long to be remembered is not hashed either: it is scanned.
+        let memo_key = match value {
+            Value::String(text) if text.len() <= scan_memo::TEXT_MAX => {
+                let key = ScanMemo::key(memo_field, text.as_bytes());
+                scratch.memo.prefetch(key);
+                Some(key)
+            }
+            _ => None,
+        };
+        texts.push(PendingText {
+            indexes,
+            memo_field,
+            value,
+            memo_key,
+        });
+    }
+
+    /// Marks what a text the walk put aside makes true: what the memo remembers of it,
+    /// or else what the lookups and scans find, then remembered.
+    fn text_atoms(&self, pending: &PendingText<'_>, scratch: &mut Scratch) {
+        let PendingText {
+            indexes,
+            memo_field,
+            value,
+            memo_key,
+        } = *pending;
+        // Borrowed apart, so the postings are taken while the memo is read.
         let Scratch {
             memo,
-            marks,
+            marking,
             found,
             folded,
             ..
         } = scratch;
+        // Marked once all the event's texts are read, each posting asked for here.
+        let mut take = |posting: u32| {
+            if let Some(at) = self.postings.get(posting as usize) {
+                prefetch_at(at);
+            }
+            marking.push(posting);
+        };
         with_text(value, |text| {
-            // A text too long to be remembered is not hashed either: it is scanned.
-            let key = (text.len() <= scan_memo::TEXT_MAX)
-                .then(|| ScanMemo::key(memo_field, text.as_bytes()));
+            let key = memo_key.or_else(|| {
+                (text.len() <= scan_memo::TEXT_MAX)
+                    .then(|| ScanMemo::key(memo_field, text.as_bytes()))
+            });
             if let Some(postings) = key.and_then(|key| memo.get(key, memo_field, text.as_bytes())) {
-                for &posting in postings {
-                    self.mark(posting, marks);
-                }
+                postings.iter().for_each(|&posting| take(posting));
             } else {
                 found.clear();
                 self.text_postings(&indexes, text, folded, found);
-                for &posting in found.iter() {
-                    self.mark(posting, marks);
-                }
+                found.iter().for_each(|&posting| take(posting));
                 if let Some(key) = key {
                     memo.insert(key, memo_field, text.as_bytes(), found);
                 }
@@ -1507,6 +1564,10 @@ struct Scratch {
     slot_at: Vec<(u32, u32)>,
     /// The nodes the slots point at, emptied between events (see [`recycle`]).
     nodes: Vec<&'static Value>,
+    /// The texts the walk put aside, emptied between events (see [`recycle_texts`]).
+    texts: Vec<PendingText<'static>>,
+    /// The postings the texts made true, marked after all are read.
+    marking: Vec<u32>,
     /// What texts marked, per path (see [`ScanMemo`]).
     memo: ScanMemo,
     /// The postings of the text being scanned, reused.
@@ -1542,7 +1603,7 @@ fn prefetch(bytes: &[u8]) {
 const PREFETCH_SLOTS_AHEAD: usize = 4;
 
 #[inline(always)]
-fn prefetch_at<T>(at: *const T) {
+pub(crate) fn prefetch_at<T>(at: *const T) {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: a prefetch is a hint; it reads nothing and faults on no address.
     unsafe {
@@ -1555,6 +1616,27 @@ fn prefetch_at<T>(at: *const T) {
 /// The same vector, emptied, for nodes of another lifetime: the allocation is kept (the
 /// standard library collects in place when the element layout is the same), so the slot
 /// table's node list is not allocated again for every event.
+/// A scalar whose text the walk reads after the event's walk (see
+/// [`RuleIndex::scalar_atoms`]): its memo entry is asked for when it is met, and read
+/// when all of the event's are on their way, so the waits for them overlap instead of
+/// following one another.
+#[derive(Clone, Copy)]
+struct PendingText<'e> {
+    indexes: [Option<&'e FieldIndex>; 2],
+    memo_field: u32,
+    value: &'e Value,
+    memo_key: Option<u64>,
+}
+
+/// [`recycle`] for the texts put aside.
+fn recycle_texts<'a, 'b>(mut texts: Vec<PendingText<'a>>) -> Vec<PendingText<'b>> {
+    texts.clear();
+    texts
+        .into_iter()
+        .map(|_| -> PendingText<'b> { unreachable!("the vector is empty") })
+        .collect()
+}
+
 fn recycle<'a, 'b>(mut nodes: Vec<&'a Value>) -> Vec<&'b Value> {
     nodes.clear();
     nodes

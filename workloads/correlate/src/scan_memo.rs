@@ -132,6 +132,15 @@ impl ScanMemo {
         key as usize & (SETS - 1)
     }
 
+    /// Asks the processor for the set `key` lies in, ahead of [`ScanMemo::get`].
+    #[inline]
+    pub(crate) fn prefetch(&self, key: u64) {
+        if let Some(set) = self.sets.get(Self::set_of(key)) {
+            crate::prefilter::prefetch_at(&set.ways[0]);
+            crate::prefilter::prefetch_at(&set.ways[1]);
+        }
+    }
+
     /// The postings remembered for `text` at `field`; `key` is [`ScanMemo::key`] of them.
     #[inline]
     pub(crate) fn get(&self, key: u64, field: u32, text: &[u8]) -> Option<&[u32]> {
