@@ -314,12 +314,65 @@ pub fn detect_events_reporting(
 /// a stream (stdin) is evaluated as it arrives.
 struct JsonValues<R> {
     reader: BufReader<R>,
-    /// Input read but not yet parsed: whole lines, from line `first_line`.
-    pending: Vec<u8>,
+    /// Input read: `buffer[start..]` is not parsed yet, whole lines from line
+    /// `first_line`. Parsed input is dropped from the front only once it is half the
+    /// buffer, so a long line of many concatenated values is not moved once per value.
+    buffer: Vec<u8>,
+    start: usize,
     first_line: usize,
     /// Lines read so far.
     lines: usize,
     done: bool,
+    /// Where the value being read stands once a parse found it incomplete; the parse is
+    /// tried again only when a line may have completed it (see [`Nesting`]).
+    incomplete: Option<Nesting>,
+    /// Parses tried, for the test that a value of many lines is parsed a bounded number of
+    /// times.
+    parses: usize,
+}
+
+/// The brackets and string of an incomplete JSON value, followed byte by byte as lines
+/// arrive. Parsing the pending input again after every line made a value of n lines cost
+/// n² (a pretty-printed export of a few megabytes took hours); this scan costs each byte
+/// once, and the parse is tried again only when the value's brackets are closed, or a
+/// string has met a line end (JSON strings cannot hold one, so the parse fails for good and
+/// says why).
+#[derive(Debug, Default)]
+struct Nesting {
+    depth: i64,
+    in_string: bool,
+    escaped: bool,
+    broken: bool,
+}
+
+impl Nesting {
+    fn feed(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            if self.in_string {
+                if self.escaped {
+                    self.escaped = false;
+                } else {
+                    match byte {
+                        b'\\' => self.escaped = true,
+                        b'"' => self.in_string = false,
+                        b'\n' => self.broken = true,
+                        _ => {}
+                    }
+                }
+            } else {
+                match byte {
+                    b'"' => self.in_string = true,
+                    b'{' | b'[' => self.depth += 1,
+                    b'}' | b']' => self.depth -= 1,
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    fn may_be_complete(&self) -> bool {
+        self.broken || (self.depth <= 0 && !self.in_string)
+    }
 }
 
 const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
@@ -331,46 +384,70 @@ impl<R: Read> JsonValues<R> {
     fn new(input: R) -> Self {
         JsonValues {
             reader: BufReader::new(input),
-            pending: Vec::new(),
+            buffer: Vec::new(),
+            start: 0,
             first_line: 1,
             lines: 0,
             done: false,
+            incomplete: None,
+            parses: 0,
         }
+    }
+
+    fn pending(&self) -> &[u8] {
+        &self.buffer[self.start..]
     }
 
     fn next_value(&mut self) -> Result<Option<ValueRead>, DetectError> {
         loop {
-            let mut stream = serde_json::Deserializer::from_slice(&self.pending).into_iter();
-            let parsed: Option<Result<Value, serde_json::Error>> = stream.next();
-            let offset = stream.byte_offset();
-            match parsed {
-                Some(Ok(value)) => {
-                    self.consume(offset);
-                    return Ok(Some(Ok(value)));
+            let worth_parsing = self.done
+                || self
+                    .incomplete
+                    .as_ref()
+                    .is_none_or(Nesting::may_be_complete);
+            if worth_parsing {
+                self.parses += 1;
+                let mut stream = serde_json::Deserializer::from_slice(self.pending()).into_iter();
+                let parsed: Option<Result<Value, serde_json::Error>> = stream.next();
+                let offset = stream.byte_offset();
+                self.incomplete = None;
+                match parsed {
+                    Some(Ok(value)) => {
+                        self.consume(offset);
+                        return Ok(Some(Ok(value)));
+                    }
+                    // Only whitespace is pending.
+                    None if self.done => return Ok(None),
+                    None => {
+                        self.consume(self.pending().len());
+                    }
+                    Some(Err(e)) if e.is_eof() && !self.done => {
+                        let mut nesting = Nesting::default();
+                        nesting.feed(self.pending());
+                        self.incomplete = Some(nesting);
+                    }
+                    Some(Err(e)) => return Ok(Some(Err(self.skip_broken(&e)))),
                 }
-                // Only whitespace is pending.
-                None if self.done => return Ok(None),
-                None => {
-                    self.consume(self.pending.len());
-                }
-                Some(Err(e)) if e.is_eof() && !self.done => {}
-                Some(Err(e)) => return Ok(Some(Err(self.skip_broken(&e)))),
             }
             if self.done {
                 return Ok(None);
             }
+            let before = self.buffer.len();
             let read = self
                 .reader
-                .read_until(b'\n', &mut self.pending)
+                .read_until(b'\n', &mut self.buffer)
                 .map_err(DetectError::Input)?;
             if read == 0 {
                 self.done = true;
             } else {
                 // Windows tools start UTF-8 files with a byte-order mark; it is not JSON.
-                if self.lines == 0 && self.pending.starts_with(UTF8_BOM) {
-                    self.pending.drain(..UTF8_BOM.len());
+                if self.lines == 0 && self.pending().starts_with(UTF8_BOM) {
+                    self.start += UTF8_BOM.len();
                 }
                 self.lines += 1;
+                if let Some(nesting) = &mut self.incomplete {
+                    nesting.feed(&self.buffer[before.max(self.start)..]);
+                }
             }
         }
     }
@@ -380,7 +457,7 @@ impl<R: Read> JsonValues<R> {
     /// one), only the line it began on is dropped, with that line's own error: the next
     /// line is read afresh, so a good line after a cut one is not lost.
     fn skip_broken(&mut self, error: &serde_json::Error) -> (usize, String) {
-        let lines = || self.pending.split_inclusive(|b| *b == b'\n');
+        let lines = || self.pending().split_inclusive(|b| *b == b'\n');
         let start = lines()
             .position(|line| !line.iter().all(u8::is_ascii_whitespace))
             .map_or(1, |i| i + 1);
@@ -407,12 +484,19 @@ impl<R: Read> JsonValues<R> {
 
     /// Drops the first `bytes` of the pending input, keeping the line count of what stays.
     fn consume(&mut self, bytes: usize) {
-        let bytes = bytes.min(self.pending.len());
-        self.first_line += self.pending[..bytes]
+        let bytes = bytes.min(self.pending().len());
+        self.first_line += self.pending()[..bytes]
             .iter()
             .filter(|b| **b == b'\n')
             .count();
-        self.pending.drain(..bytes);
+        self.start += bytes;
+        if self.start == self.buffer.len() {
+            self.buffer.clear();
+            self.start = 0;
+        } else if self.start > self.buffer.len() / 2 {
+            self.buffer.drain(..self.start);
+            self.start = 0;
+        }
     }
 }
 
@@ -731,6 +815,52 @@ detection:
                 "cut at {cut}: {reason}"
             );
         }
+    }
+
+    #[test]
+    fn a_value_of_many_lines_is_parsed_a_bounded_number_of_times() {
+        // A pretty-printed object, a pretty-printed array, then a line: each is parsed when
+        // it is whole (and once before, when its first line finds it cut short), so the
+        // parses do not grow with the object's lines.
+        let parses = |lines: usize| {
+            let keys: Vec<String> = (0..lines)
+                .map(|i| format!("  \"k{i}\": \"v{i}\""))
+                .collect();
+            let object = format!("{{\n{}\n}}\n", keys.join(",\n"));
+            let array =
+                "[\n  {\"Image\": \"C:\\\\sc.exe\",\n   \"CommandLine\": \"sc stop x\"},\n  1\n]\n";
+            let input = format!("{object}{array}{{\"a\": \"b\"}}\n");
+            let mut values = JsonValues::new(input.as_bytes());
+            let mut read = Vec::new();
+            while let Some(value) = values.next_value().unwrap() {
+                read.push(value.unwrap());
+            }
+            assert_eq!(read.len(), 3);
+            assert_eq!(read[0].as_object().map(Map::len), Some(lines));
+            assert_eq!(read[1].as_array().map(Vec::len), Some(2));
+            values.parses
+        };
+        assert_eq!(parses(20_000), parses(2));
+
+        // A string cut by a line end fails at once and costs only its own line.
+        let input = "{\"a\": \"cut\n{\"b\": 1}\n";
+        let mut values = JsonValues::new(input.as_bytes());
+        assert!(values.next_value().unwrap().unwrap().is_err());
+        assert_eq!(values.next_value().unwrap().unwrap().unwrap()["b"], 1);
+        assert!(values.next_value().unwrap().is_none());
+    }
+
+    #[test]
+    fn a_long_line_of_concatenated_values_is_read_whole() {
+        let one = r#"{"Image": "C:\\sc.exe"}"#;
+        let input = format!("{}\n{one}", one.repeat(50_000));
+        let mut values = JsonValues::new(input.as_bytes());
+        let mut count = 0;
+        while let Some(value) = values.next_value().unwrap() {
+            assert_eq!(value.unwrap()["Image"], "C:\\sc.exe");
+            count += 1;
+        }
+        assert_eq!(count, 50_001);
     }
 
     #[test]
