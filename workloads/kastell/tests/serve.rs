@@ -75,8 +75,29 @@ fn sigterm(child: &Child) {
     assert!(status.success());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn events_posted_to_a_listening_sensor_become_alerts_and_sigterm_drains_and_exits() {
+/// The tests of this file bind ports the system hands out (a port freed for a child to
+/// take, a port held taken): run one at a time, so the port one test frees is never the
+/// one the other holds (a CI run failed so once, `Address already in use`).
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[test]
+fn events_posted_to_a_listening_sensor_become_alerts_and_sigterm_drains_and_exits() {
+    let _one = one_at_a_time();
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(posted_events_become_alerts_and_sigterm_drains());
+}
+
+async fn posted_events_become_alerts_and_sigterm_drains() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let ingest_port = free_port();
     let config = example_with_http_sensor(ingest_port);
@@ -206,6 +227,7 @@ async fn events_posted_to_a_listening_sensor_become_alerts_and_sigterm_drains_an
 
 #[test]
 fn a_sensor_port_in_use_fails_the_run_before_the_case_api_is_announced() {
+    let _one = one_at_a_time();
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port();
     let config = example_with_http_sensor(port);
