@@ -42,7 +42,7 @@ use crate::matcher::{
     SelectionMatcher, Slots, TextMatcher, ValueMatcher, ValueTest,
 };
 use crate::needle_dfa::{self, NeedleDfa};
-use crate::scan_memo::{self, ScanMemo};
+use crate::scan_memo::ScanMemo;
 
 /// At most this many clauses are kept per rule (and per `or` branch while deriving).
 /// More clauses filter a little better but cost a mark per true atom each.
@@ -1404,15 +1404,14 @@ impl RuleIndex {
         // The keyword atoms read every path alike: a path whose own atoms cannot hold the
         // text shares the keyword entries.
         let memo_field = indexes[0].map_or(ScanMemo::KEYWORDS_ONLY, |f| f.memo_id);
-        // A text too long to be remembered is not hashed either: it is scanned.
+        // A number's or boolean's text is written out when it is read.
         let memo_key = match value {
-            Value::String(text) if text.len() <= scan_memo::TEXT_MAX => {
-                let key = ScanMemo::key(memo_field, text.as_bytes());
-                scratch.memo.prefetch(key);
-                Some(key)
-            }
+            Value::String(text) => ScanMemo::key_of(memo_field, text.as_bytes()),
             _ => None,
         };
+        if let Some(key) = memo_key {
+            scratch.memo.prefetch(key);
+        }
         texts.push(PendingText {
             indexes,
             memo_field,
@@ -1446,10 +1445,7 @@ impl RuleIndex {
             marking.push(posting);
         };
         with_text(value, |text| {
-            let key = memo_key.or_else(|| {
-                (text.len() <= scan_memo::TEXT_MAX)
-                    .then(|| ScanMemo::key(memo_field, text.as_bytes()))
-            });
+            let key = memo_key.or_else(|| ScanMemo::key_of(memo_field, text.as_bytes()));
             if let Some(postings) = key.and_then(|key| memo.get(key, memo_field, text.as_bytes())) {
                 postings.iter().for_each(|&posting| take(posting));
             } else {
@@ -1613,9 +1609,6 @@ pub(crate) fn prefetch_at<T>(at: *const T) {
     let _ = at;
 }
 
-/// The same vector, emptied, for nodes of another lifetime: the allocation is kept (the
-/// standard library collects in place when the element layout is the same), so the slot
-/// table's node list is not allocated again for every event.
 /// A scalar whose text the walk reads after the event's walk (see
 /// [`RuleIndex::scalar_atoms`]): its memo entry is asked for when it is met, and read
 /// when all of the event's are on their way, so the waits for them overlap instead of
@@ -1637,6 +1630,9 @@ fn recycle_texts<'a, 'b>(mut texts: Vec<PendingText<'a>>) -> Vec<PendingText<'b>
         .collect()
 }
 
+/// The same vector, emptied, for nodes of another lifetime: the allocation is kept (the
+/// standard library collects in place when the element layout is the same), so the slot
+/// table's node list is not allocated again for every event.
 fn recycle<'a, 'b>(mut nodes: Vec<&'a Value>) -> Vec<&'b Value> {
     nodes.clear();
     nodes

@@ -82,13 +82,6 @@ impl Test {
     }
 }
 
-/// The answer a program gives, or that it cannot (a decided field met more than once in
-/// the event: the tree looks that field up by name).
-enum Outcome {
-    Answer(bool),
-    Unknown,
-}
-
 impl Program {
     /// The detection's condition (not its filters) as a program; `None` where it does not
     /// fit one (more steps, selections or checks than a `u16` counts).
@@ -137,10 +130,7 @@ impl Program {
             }
             let step = self.steps.get(usize::from(at))?;
             let holds = match step.test {
-                Test::Bits { slot, first, count } => match Self::bits(slots, slot, first, count) {
-                    Outcome::Answer(holds) => holds,
-                    Outcome::Unknown => return None,
-                },
+                Test::Bits { slot, first, count } => Self::bits(slots, slot, first, count)?,
                 Test::Check {
                     selection,
                     conjunction,
@@ -156,11 +146,13 @@ impl Program {
         }
     }
 
-    fn bits(slots: &Slots, slot: u32, first: u32, count: u16) -> Outcome {
+    /// A decided test's answer; `None` when the walk met its field more than once in the
+    /// event (the tree then looks the field up by name).
+    fn bits(slots: &Slots, slot: u32, first: u32, count: u16) -> Option<bool> {
         if slot != Test::NO_SLOT && !slots.decides_slot(slot) {
-            return Outcome::Unknown;
+            return None;
         }
-        Outcome::Answer(slots.decided(Decided {
+        Some(slots.decided(Decided {
             first,
             count: u32::from(count),
         }))

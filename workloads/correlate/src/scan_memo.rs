@@ -97,6 +97,12 @@ impl ScanMemo {
         foldhash::fast::FixedState::with_seed(0x6b61_7374_656c_6c00).hash_one((field, text))
     }
 
+    /// [`ScanMemo::key`] of a text short enough to be remembered; a longer one is scanned
+    /// every time, so it is not hashed either.
+    pub(crate) fn key_of(field: u32, text: &[u8]) -> Option<u64> {
+        (text.len() <= TEXT_MAX).then(|| Self::key(field, text))
+    }
+
     /// Empties the memo when `owner` (a rule index) is not the one it was filled for.
     pub(crate) fn serve(&mut self, owner: u64) {
         if self.owner != owner {
@@ -215,17 +221,15 @@ impl ScanMemo {
         let stamp = self.stamp;
         let set = &mut self.sets[Self::set_of(key)];
         let [newer, older] = &mut set.ways;
-        if newer.stamp != stamp {
-            *newer = slot;
-        } else {
-            if older.stamp != stamp {
-                self.live += 1;
-            }
+        // The older of two live entries is the one dropped.
+        let full = newer.stamp == stamp && older.stamp == stamp;
+        if newer.stamp == stamp {
             *older = *newer;
-            *newer = slot;
-            return;
         }
-        self.live += 1;
+        *newer = slot;
+        if !full {
+            self.live += 1;
+        }
     }
 }
 
